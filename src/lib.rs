@@ -1,0 +1,4 @@
+//! allium: an anonymous onion-routed overlay.
+#![forbid(unsafe_code)]
+
+pub mod cell;
