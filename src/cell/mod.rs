@@ -1,3 +1,36 @@
 //! Wire format: fixed-size link cells and relay messages (parse and encode only, no I/O).
+//!
+//! Two layers, both fixed size:
+//! - [`ChanCell`]: the 517-byte link cell every channel carries (circuit id, command, body);
+//! - [`RelayCell`]: the 512-byte relay body inside RELAY/RELAY_EARLY cells once every
+//!   encryption layer is removed (tag, command, stream id, length, data, padding).
+//!
+//! Parsers are total and strict (exact lengths, closed enumerations, zero padding, bounded
+//! length fields) and take a [`CmdSet`] naming the commands legal where the bytes arrived.
+//! docs/protocol.md describes the same layout byte for byte.
 
+pub mod address;
+pub mod chan_cell;
+pub mod chan_cmd;
+pub mod chan_msg;
+pub mod cmd_set;
 pub mod consts;
+pub mod error;
+pub mod ids;
+pub mod reader;
+pub mod relay_cell;
+pub mod relay_cmd;
+pub mod relay_msg;
+mod wire_enum;
+pub mod writer;
+
+pub use address::{Hostname, TargetAddr};
+pub use chan_cell::{CellHeader, ChanCell};
+pub use chan_cmd::{ChanCmd, DestroyReason};
+pub use chan_msg::{ChanMsg, Create, Created, HandshakeType, LinkHandshake, Netinfo, RelayBody};
+pub use cmd_set::CmdSet;
+pub use error::{CellError, CellResult};
+pub use ids::{CircId, StreamId};
+pub use relay_cell::RelayCell;
+pub use relay_cmd::{EndReason, RelayCmd};
+pub use relay_msg::RelayMsg;

@@ -1,0 +1,66 @@
+//! Per-context command sets: which commands a parser will even look at in a given state.
+//!
+//! A peer must not be able to reach the parser of a message that is illegal where it is
+//! received (a client has no business parsing CREATE; a relay never accepts CONNECTED).
+//! Parsers take a `CmdSet` and check the command byte against it before any body parsing.
+
+use super::error::{CellError, CellResult};
+
+/// A set of one-byte command codes plus a description of where it applies (used in errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CmdSet {
+    mask: [u64; 4],
+    context: &'static str,
+}
+
+impl CmdSet {
+    /// Builds a set from command codes; `context` reads like "on a client's channel".
+    pub const fn new(codes: &[u8], context: &'static str) -> Self {
+        let mut mask = [0u64; 4];
+        let mut i = 0;
+        while i < codes.len() {
+            let c = codes[i] as usize;
+            mask[c / 64] |= 1u64 << (c % 64);
+            i += 1;
+        }
+        CmdSet { mask, context }
+    }
+
+    /// Whether `code` is in the set.
+    pub const fn contains(&self, code: u8) -> bool {
+        let c = code as usize;
+        self.mask[c / 64] & (1u64 << (c % 64)) != 0
+    }
+
+    /// Where this set applies.
+    pub const fn context(&self) -> &'static str {
+        self.context
+    }
+
+    /// Refuses `code` with [`CellError::CommandNotAllowed`] unless it is in the set.
+    pub fn check(&self, code: u8) -> CellResult<()> {
+        if self.contains(code) {
+            Ok(())
+        } else {
+            Err(CellError::CommandNotAllowed {
+                command: code,
+                context: self.context,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_is_exact() {
+        let set = CmdSet::new(&[0, 63, 64, 200, 255], "in a test");
+        for code in 0..=255u8 {
+            let expected = matches!(code, 0 | 63 | 64 | 200 | 255);
+            assert_eq!(set.contains(code), expected, "code {code}");
+            assert_eq!(set.check(code).is_ok(), expected);
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Typed relay messages: what a RELAY body holds once every encryption layer is removed.
+//!
+//! Each message encodes into the `data` field of a relay body (see [`super::relay_cell`]).
+//! Parsers consume `data` exactly: a message with bytes left over is refused.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::address::{self, Hostname, TargetAddr};
+use super::chan_cmd::DestroyReason;
+use super::chan_msg::{BoundedBytes, HandshakeType};
+use super::consts::RELAY_PAYLOAD_LEN;
+use super::error::{CellError, CellResult};
+use super::reader::Reader;
+use super::relay_cmd::{EndReason, RelayCmd};
+use super::writer::Writer;
+
+/// Bytes of the relay payload before `data`: command (1), stream id (2), length (2).
+pub const RELAY_HEADER_LEN: usize = 5;
+/// Largest `data` field of one relay message.
+pub const MAX_RELAY_DATA: usize = RELAY_PAYLOAD_LEN - RELAY_HEADER_LEN;
+/// Largest handshake carried in EXTEND: `data` minus the largest fixed part
+/// (IPv6 address 1+16, port 2, identity 32, htype 2).
+pub const MAX_EXTEND_HANDSHAKE: usize = MAX_RELAY_DATA - (1 + 16 + 2 + 32 + 2);
+/// Largest handshake reply carried in EXTENDED.
+pub const MAX_EXTENDED_HANDSHAKE: usize = MAX_RELAY_DATA;
+/// Most answers in one RESOLVED.
+pub const MAX_RESOLVED_ANSWERS: usize = 16;
+/// Version byte of authenticated SENDMEs.
+pub const SENDME_VERSION: u8 = 1;
+/// Length of the tag a SENDME echoes.
+pub const SENDME_TAG_LEN: usize = 16;
+
+/// BEGIN: `target address | port (u16, non-zero)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    target: TargetAddr,
+    port: u16,
+}
+
+impl Begin {
+    /// A stream request; port 0 is refused.
+    pub fn new(target: TargetAddr, port: u16) -> CellResult<Self> {
+        if port == 0 {
+            return Err(CellError::BadValue {
+                field: "port",
+                value: 0,
+            });
+        }
+        Ok(Begin { target, port })
+    }
+    /// Where to connect.
+    pub fn target(&self) -> &TargetAddr {
+        &self.target
+    }
+    /// Which port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// DATA: 1 to [`MAX_RELAY_DATA`] bytes of stream data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data(BoundedBytes<MAX_RELAY_DATA>);
+
+impl Data {
+    /// Wraps stream bytes: non-empty, at most [`MAX_RELAY_DATA`].
+    pub fn new(bytes: Vec<u8>) -> CellResult<Self> {
+        if bytes.is_empty() {
+            return Err(CellError::BadValue {
+                field: "data length",
+                value: 0,
+            });
+        }
+        Ok(Data(BoundedBytes::new(bytes, "data")?))
+    }
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+    /// Unwraps into the bytes.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0.into_vec()
+    }
+}
+
+/// CONNECTED: `atype 0` (no address), or `atype (1|2) | address | ttl (u32)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    /// The address the exit connected to and how long the client may cache it.
+    pub resolved: Option<(IpAddr, u32)>,
+}
+
+/// SENDME: `version (u8) = 1 | tag (16 bytes)`. The tag is the relay-crypto tag of the
+/// cell being acknowledged, which proves the sender of the SENDME received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sendme {
+    /// Tag of the acknowledged cell.
+    pub tag: [u8; SENDME_TAG_LEN],
+}
+
+/// EXTEND: `atype | address | port (u16) | identity (32) | htype (u16) | hdata (rest)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extend {
+    addr: SocketAddr,
+    identity: [u8; 32],
+    htype: HandshakeType,
+    handshake: BoundedBytes<MAX_EXTEND_HANDSHAKE>,
+}
+
+impl Extend {
+    /// A request to extend to `addr`, which must prove `identity`; port 0 and an empty
+    /// handshake are refused.
+    pub fn new(
+        addr: SocketAddr,
+        identity: [u8; 32],
+        htype: HandshakeType,
+        handshake: Vec<u8>,
+    ) -> CellResult<Self> {
+        if addr.port() == 0 {
+            return Err(CellError::BadValue {
+                field: "port",
+                value: 0,
+            });
+        }
+        if handshake.is_empty() {
+            return Err(CellError::BadValue {
+                field: "handshake length",
+                value: 0,
+            });
+        }
+        Ok(Extend {
+            addr,
+            identity,
+            htype,
+            handshake: BoundedBytes::new(handshake, "handshake")?,
+        })
+    }
+    /// The next hop's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// The next hop's ed25519 identity.
+    pub fn identity(&self) -> &[u8; 32] {
+        &self.identity
+    }
+    /// The circuit handshake type.
+    pub fn htype(&self) -> HandshakeType {
+        self.htype
+    }
+    /// The client's handshake message for the next hop.
+    pub fn handshake(&self) -> &[u8] {
+        self.handshake.as_slice()
+    }
+}
+
+/// EXTENDED: `hdata (rest)`, the new hop's handshake reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extended {
+    handshake: BoundedBytes<MAX_EXTENDED_HANDSHAKE>,
+}
+
+impl Extended {
+    /// Wraps a handshake reply (non-empty).
+    pub fn new(handshake: Vec<u8>) -> CellResult<Self> {
+        if handshake.is_empty() {
+            return Err(CellError::BadValue {
+                field: "handshake length",
+                value: 0,
+            });
+        }
+        Ok(Extended {
+            handshake: BoundedBytes::new(handshake, "handshake")?,
+        })
+    }
+    /// The reply.
+    pub fn handshake(&self) -> &[u8] {
+        self.handshake.as_slice()
+    }
+}
+
+/// One answer in RESOLVED: `kind (u8) | ttl (u32) | address (4 or 16 bytes, for kinds 1, 2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedAnswer {
+    /// An address (kind 1 for IPv4, 2 for IPv6).
+    Ip {
+        /// The address.
+        addr: IpAddr,
+        /// Seconds it may be cached.
+        ttl: u32,
+    },
+    /// Resolution failed but may succeed later (kind 0xF0).
+    TransientError {
+        /// Seconds to wait before retrying.
+        ttl: u32,
+    },
+    /// The name does not exist (kind 0xF1).
+    PermanentError {
+        /// Seconds the failure may be cached.
+        ttl: u32,
+    },
+}
+
+const RESOLVED_TRANSIENT: u8 = 0xF0;
+const RESOLVED_PERMANENT: u8 = 0xF1;
+
+/// RESOLVED: 1 to [`MAX_RESOLVED_ANSWERS`] answers, back to back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    answers: Vec<ResolvedAnswer>,
+}
+
+impl Resolved {
+    /// Wraps 1 to [`MAX_RESOLVED_ANSWERS`] answers.
+    pub fn new(answers: Vec<ResolvedAnswer>) -> CellResult<Self> {
+        if answers.is_empty() || answers.len() > MAX_RESOLVED_ANSWERS {
+            return Err(CellError::LengthOutOfBounds {
+                field: "answers",
+                len: answers.len(),
+                max: MAX_RESOLVED_ANSWERS,
+            });
+        }
+        Ok(Resolved { answers })
+    }
+    /// The answers.
+    pub fn answers(&self) -> &[ResolvedAnswer] {
+        &self.answers
+    }
+}
+
+/// Any relay message, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayMsg {
+    /// BEGIN.
+    Begin(Begin),
+    /// DATA.
+    Data(Data),
+    /// END: `reason (u8)`.
+    End(EndReason),
+    /// CONNECTED.
+    Connected(Connected),
+    /// SENDME.
+    Sendme(Sendme),
+    /// EXTEND.
+    Extend(Extend),
+    /// EXTENDED.
+    Extended(Extended),
+    /// TRUNCATE: empty.
+    Truncate,
+    /// TRUNCATED: `reason (u8)`.
+    Truncated(DestroyReason),
+    /// DROP: empty.
+    Drop,
+    /// RESOLVE: `hostname (all of data)`.
+    Resolve(Hostname),
+    /// RESOLVED.
+    Resolved(Resolved),
+    /// BEGIN_DIR: empty.
+    BeginDir,
+}
+
+impl RelayMsg {
+    /// The command byte of this message.
+    pub fn cmd(&self) -> RelayCmd {
+        match self {
+            RelayMsg::Begin(_) => RelayCmd::Begin,
+            RelayMsg::Data(_) => RelayCmd::Data,
+            RelayMsg::End(_) => RelayCmd::End,
+            RelayMsg::Connected(_) => RelayCmd::Connected,
+            RelayMsg::Sendme(_) => RelayCmd::Sendme,
+            RelayMsg::Extend(_) => RelayCmd::Extend,
+            RelayMsg::Extended(_) => RelayCmd::Extended,
+            RelayMsg::Truncate => RelayCmd::Truncate,
+            RelayMsg::Truncated(_) => RelayCmd::Truncated,
+            RelayMsg::Drop => RelayCmd::Drop,
+            RelayMsg::Resolve(_) => RelayCmd::Resolve,
+            RelayMsg::Resolved(_) => RelayCmd::Resolved,
+            RelayMsg::BeginDir => RelayCmd::BeginDir,
+        }
+    }
+
+    /// Parses the `data` field of a relay body for command `cmd`; `data` must be consumed
+    /// exactly.
+    pub fn parse_data(cmd: RelayCmd, data: &[u8]) -> CellResult<Self> {
+        let mut r = Reader::new(data);
+        let msg = match cmd {
+            RelayCmd::Begin => {
+                let target = TargetAddr::read(&mut r)?;
+                RelayMsg::Begin(Begin::new(target, address::read_port(&mut r)?)?)
+            }
+            RelayCmd::Data => RelayMsg::Data(Data::new(r.take_rest().to_vec())?),
+            RelayCmd::End => RelayMsg::End(EndReason::from_code(r.u8("end reason")?)?),
+            RelayCmd::Connected => RelayMsg::Connected(Connected {
+                resolved: match r.u8("address type")? {
+                    0 => None,
+                    atype => {
+                        let ip = address::read_ip_of_type(atype, &mut r)?;
+                        Some((ip, r.u32("ttl")?))
+                    }
+                },
+            }),
+            RelayCmd::Sendme => {
+                let version = r.u8("sendme version")?;
+                if version != SENDME_VERSION {
+                    return Err(CellError::BadValue {
+                        field: "sendme version",
+                        value: u64::from(version),
+                    });
+                }
+                RelayMsg::Sendme(Sendme {
+                    tag: r.array("sendme tag")?,
+                })
+            }
+            RelayCmd::Extend => {
+                let addr = address::read_socket_addr(&mut r)?;
+                let identity = r.array("identity")?;
+                let htype = HandshakeType::from_code(r.u16("htype")?)?;
+                RelayMsg::Extend(Extend::new(
+                    addr,
+                    identity,
+                    htype,
+                    r.take_rest().to_vec(),
+                )?)
+            }
+            RelayCmd::Extended => RelayMsg::Extended(Extended::new(r.take_rest().to_vec())?),
+            RelayCmd::Truncate => RelayMsg::Truncate,
+            RelayCmd::Truncated => {
+                RelayMsg::Truncated(DestroyReason::from_code(r.u8("truncate reason")?)?)
+            }
+            RelayCmd::Drop => RelayMsg::Drop,
+            RelayCmd::Resolve => RelayMsg::Resolve(Hostname::from_bytes(r.take_rest())?),
+            RelayCmd::Resolved => {
+                let mut answers = Vec::new();
+                while r.remaining() > 0 {
+                    if answers.len() == MAX_RESOLVED_ANSWERS {
+                        return Err(CellError::LengthOutOfBounds {
+                            field: "answers",
+                            len: answers.len() + 1,
+                            max: MAX_RESOLVED_ANSWERS,
+                        });
+                    }
+                    answers.push(read_answer(&mut r)?);
+                }
+                RelayMsg::Resolved(Resolved::new(answers)?)
+            }
+            RelayCmd::BeginDir => RelayMsg::BeginDir,
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Encodes the `data` field.
+    pub fn encode_data(&self, w: &mut Writer<'_>) -> CellResult<()> {
+        match self {
+            RelayMsg::Begin(b) => {
+                b.target.write(w)?;
+                w.u16(b.port, "port")
+            }
+            RelayMsg::Data(d) => w.put(d.as_slice(), "data"),
+            RelayMsg::End(reason) => w.u8(reason.code(), "end reason"),
+            RelayMsg::Connected(c) => match &c.resolved {
+                None => w.u8(0, "address type"),
+                Some((ip, ttl)) => {
+                    address::write_ip(ip, w)?;
+                    w.u32(*ttl, "ttl")
+                }
+            },
+            RelayMsg::Sendme(s) => {
+                w.u8(SENDME_VERSION, "sendme version")?;
+                w.put(&s.tag, "sendme tag")
+            }
+            RelayMsg::Extend(e) => {
+                address::write_socket_addr(&e.addr, w)?;
+                w.put(&e.identity, "identity")?;
+                w.u16(e.htype.code(), "htype")?;
+                w.put(e.handshake.as_slice(), "handshake")
+            }
+            RelayMsg::Extended(e) => w.put(e.handshake.as_slice(), "handshake"),
+            RelayMsg::Truncate | RelayMsg::Drop | RelayMsg::BeginDir => Ok(()),
+            RelayMsg::Truncated(reason) => w.u8(reason.code(), "truncate reason"),
+            RelayMsg::Resolve(h) => w.put(h.as_str().as_bytes(), "hostname"),
+            RelayMsg::Resolved(r) => r.answers.iter().try_for_each(|a| write_answer(a, w)),
+        }
+    }
+}
+
+fn read_answer(r: &mut Reader<'_>) -> CellResult<ResolvedAnswer> {
+    let kind = r.u8("answer kind")?;
+    let ttl = r.u32("ttl")?;
+    match kind {
+        RESOLVED_TRANSIENT => Ok(ResolvedAnswer::TransientError { ttl }),
+        RESOLVED_PERMANENT => Ok(ResolvedAnswer::PermanentError { ttl }),
+        ip_kind => Ok(ResolvedAnswer::Ip {
+            addr: address::read_ip_of_type(ip_kind, r)?,
+            ttl,
+        }),
+    }
+}
+
+fn write_answer(a: &ResolvedAnswer, w: &mut Writer<'_>) -> CellResult<()> {
+    match a {
+        ResolvedAnswer::Ip { addr, ttl } => {
+            w.u8(address::ip_type(addr), "answer kind")?;
+            w.u32(*ttl, "ttl")?;
+            address::write_ip_octets(addr, w)
+        }
+        ResolvedAnswer::TransientError { ttl } => {
+            w.u8(RESOLVED_TRANSIENT, "answer kind")?;
+            w.u32(*ttl, "ttl")
+        }
+        ResolvedAnswer::PermanentError { ttl } => {
+            w.u8(RESOLVED_PERMANENT, "answer kind")?;
+            w.u32(*ttl, "ttl")
+        }
+    }
+}
