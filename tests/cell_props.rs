@@ -1,0 +1,410 @@
+//! Property tests for the wire format: encode→parse is the identity, parse→encode
+//! reproduces canonical input, and random bytes never make a parser panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use allium::cell::chan_cell::sets as chan_sets;
+use allium::cell::chan_msg::{BoundedBytes, MAX_CREATED_DATA, MAX_LINK_HANDSHAKE_DATA};
+use allium::cell::consts::{CELL_LEN, RELAY_BODY_LEN};
+use allium::cell::relay_cell::sets as relay_sets;
+use allium::cell::relay_msg::{
+    Begin, Connected, Data, Extend, Extended, Resolved, ResolvedAnswer, Sendme,
+    MAX_EXTEND_HANDSHAKE, MAX_RELAY_DATA,
+};
+use allium::cell::{
+    CellError, ChanCell, ChanCmd, ChanMsg, CircId, CmdSet, Create, Created, DestroyReason,
+    EndReason, HandshakeType, Hostname, LinkHandshake, Netinfo, RelayBody, RelayCell, RelayCmd,
+    RelayMsg, StreamId, TargetAddr,
+};
+use proptest::prelude::*;
+
+/// Every channel command: the parser-under-test may see anything.
+const ALL_CHAN: CmdSet = CmdSet::new(&[0, 1, 2, 3, 4, 5, 8, 16, 17, 18], "anywhere (test)");
+/// Every relay command.
+const ALL_RELAY: CmdSet = CmdSet::new(
+    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+    "anywhere (test)",
+);
+
+fn bytes_upto(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..=max)
+}
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+        any::<[u8; 16]>().prop_map(|b| IpAddr::V6(Ipv6Addr::from(b))),
+    ]
+}
+
+fn hostname() -> impl Strategy<Value = Hostname> {
+    "[a-z][a-z0-9_.-]{0,254}".prop_filter_map("valid hostname", |s| Hostname::new(&s).ok())
+}
+
+fn chan_msg() -> impl Strategy<Value = ChanMsg> {
+    prop_oneof![
+        Just(ChanMsg::Padding),
+        bytes_upto(508).prop_map(|d| ChanMsg::Create(Create {
+            htype: HandshakeType::Ntor1,
+            data: BoundedBytes::new(d, "t").unwrap()
+        })),
+        bytes_upto(MAX_CREATED_DATA).prop_map(|d| ChanMsg::Created(Created {
+            data: BoundedBytes::new(d, "t").unwrap()
+        })),
+        any::<[u8; 32]>().prop_map(|seed| ChanMsg::Relay(RelayBody(expand(seed)))),
+        any::<[u8; 32]>().prop_map(|seed| ChanMsg::RelayEarly(RelayBody(expand(seed)))),
+        prop::sample::select(DestroyReason::ALL).prop_map(ChanMsg::Destroy),
+        any::<u64>().prop_map(|timestamp| ChanMsg::Netinfo(Netinfo { timestamp })),
+        (0..3u8, bytes_upto(MAX_LINK_HANDSHAKE_DATA)).prop_map(|(k, d)| {
+            let hs = LinkHandshake {
+                data: BoundedBytes::new(d, "t").unwrap(),
+            };
+            match k {
+                0 => ChanMsg::LinkInit(hs),
+                1 => ChanMsg::LinkResp(hs),
+                _ => ChanMsg::LinkFinish(hs),
+            }
+        }),
+    ]
+}
+
+/// A full 512-byte relay body from a seed (proptest arrays stop at 32).
+fn expand(seed: [u8; 32]) -> [u8; RELAY_BODY_LEN] {
+    let mut out = [0u8; RELAY_BODY_LEN];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = seed[i % 32].wrapping_mul(i as u8 | 1).wrapping_add(i as u8);
+    }
+    out
+}
+
+fn chan_cell() -> impl Strategy<Value = ChanCell> {
+    (1..=u32::MAX, chan_msg()).prop_map(|(id, msg)| {
+        let circ = msg.cmd().is_circuit_cmd().then(|| CircId::new(id).unwrap());
+        ChanCell::new(circ, msg).unwrap()
+    })
+}
+
+fn relay_msg() -> impl Strategy<Value = RelayMsg> {
+    prop_oneof![
+        (
+            prop_oneof![ip().prop_map(TargetAddr::Ip), hostname().prop_map(TargetAddr::Hostname)],
+            1..=u16::MAX
+        )
+            .prop_map(|(t, p)| RelayMsg::Begin(Begin::new(t, p).unwrap())),
+        prop::collection::vec(any::<u8>(), 1..=MAX_RELAY_DATA)
+            .prop_map(|d| RelayMsg::Data(Data::new(d).unwrap())),
+        prop::sample::select(EndReason::ALL).prop_map(RelayMsg::End),
+        prop::option::of((ip(), any::<u32>()))
+            .prop_map(|resolved| RelayMsg::Connected(Connected { resolved })),
+        any::<[u8; 16]>().prop_map(|tag| RelayMsg::Sendme(Sendme { tag })),
+        (
+            ip(),
+            1..=u16::MAX,
+            any::<[u8; 32]>(),
+            prop::collection::vec(any::<u8>(), 1..=MAX_EXTEND_HANDSHAKE)
+        )
+            .prop_map(|(ip, port, id, hs)| RelayMsg::Extend(
+                Extend::new(SocketAddr::new(ip, port), id, HandshakeType::Ntor1, hs).unwrap()
+            )),
+        prop::collection::vec(any::<u8>(), 1..=MAX_RELAY_DATA)
+            .prop_map(|hs| RelayMsg::Extended(Extended::new(hs).unwrap())),
+        Just(RelayMsg::Truncate),
+        prop::sample::select(DestroyReason::ALL).prop_map(RelayMsg::Truncated),
+        Just(RelayMsg::Drop),
+        hostname().prop_map(RelayMsg::Resolve),
+        prop::collection::vec(
+            prop_oneof![
+                (ip(), any::<u32>()).prop_map(|(addr, ttl)| ResolvedAnswer::Ip { addr, ttl }),
+                any::<u32>().prop_map(|ttl| ResolvedAnswer::TransientError { ttl }),
+                any::<u32>().prop_map(|ttl| ResolvedAnswer::PermanentError { ttl }),
+            ],
+            1..=16
+        )
+        .prop_map(|a| RelayMsg::Resolved(Resolved::new(a).unwrap())),
+        Just(RelayMsg::BeginDir),
+    ]
+}
+
+fn relay_cell() -> impl Strategy<Value = RelayCell> {
+    (1..=u16::MAX, relay_msg()).prop_map(|(sid, msg)| {
+        let stream = match msg.cmd().stream_rule() {
+            allium::cell::relay_cmd::StreamRule::Circuit => None,
+            _ => StreamId::new(sid),
+        };
+        RelayCell::new(stream, msg).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn chan_cell_encode_parse_identity(cell in chan_cell()) {
+        let bytes = cell.encode().unwrap();
+        prop_assert_eq!(bytes.len(), CELL_LEN);
+        prop_assert_eq!(ChanCell::parse(&bytes, &ALL_CHAN).unwrap(), cell);
+    }
+
+    #[test]
+    fn relay_cell_encode_parse_identity(cell in relay_cell()) {
+        let body = cell.encode().unwrap();
+        prop_assert_eq!(RelayCell::parse(&body, &ALL_RELAY).unwrap(), cell);
+    }
+
+    #[test]
+    fn chan_cell_parse_encode_reproduces_input(bytes in prop::collection::vec(any::<u8>(), CELL_LEN)) {
+        if let Ok(cell) = ChanCell::parse(&bytes, &ALL_CHAN) {
+            prop_assert_eq!(cell.encode().unwrap().to_vec(), bytes);
+        }
+    }
+
+    /// Mutating one byte of a valid encoding either fails to parse or re-encodes to the
+    /// mutated bytes: no two encodings of one value.
+    #[test]
+    fn relay_cell_mutations_stay_canonical(cell in relay_cell(), pos in 0..RELAY_BODY_LEN, v in any::<u8>()) {
+        let mut body = cell.encode().unwrap();
+        body[pos] = v;
+        if let Ok(parsed) = RelayCell::parse(&body, &ALL_RELAY) {
+            prop_assert_eq!(parsed.encode().unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn chan_cell_mutations_stay_canonical(cell in chan_cell(), pos in 0..CELL_LEN, v in any::<u8>()) {
+        let mut bytes = cell.encode().unwrap();
+        bytes[pos] = v;
+        if let Ok(parsed) = ChanCell::parse(&bytes, &ALL_CHAN) {
+            prop_assert_eq!(parsed.encode().unwrap(), bytes);
+        }
+    }
+}
+
+fn valid_relay_body(msg: RelayMsg, stream: Option<u16>) -> [u8; RELAY_BODY_LEN] {
+    RelayCell::new(stream.and_then(StreamId::new), msg)
+        .unwrap()
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn zero_circuit_id_is_refused_on_circuit_commands() {
+    let cell = ChanCell::circuit(CircId::new(7).unwrap(), ChanMsg::Destroy(DestroyReason::Requested))
+        .unwrap();
+    let mut bytes = cell.encode().unwrap();
+    bytes[..4].copy_from_slice(&[0; 4]);
+    assert_eq!(ChanCell::parse(&bytes, &ALL_CHAN), Err(CellError::ZeroCircId));
+    assert_eq!(
+        ChanCell::channel(ChanMsg::Destroy(DestroyReason::None)),
+        Err(CellError::ZeroCircId)
+    );
+    assert!(CircId::new(0).is_none());
+}
+
+#[test]
+fn nonzero_circuit_id_is_refused_on_channel_commands() {
+    let mut bytes = ChanCell::channel(ChanMsg::Padding).unwrap().encode().unwrap();
+    bytes[3] = 1;
+    assert_eq!(ChanCell::parse(&bytes, &ALL_CHAN), Err(CellError::UnexpectedCircId));
+}
+
+#[test]
+fn unknown_commands_are_refused() {
+    let mut bytes = ChanCell::channel(ChanMsg::Padding).unwrap().encode().unwrap();
+    for code in 0..=255u8 {
+        if ChanCmd::from_code(code).is_ok() {
+            continue;
+        }
+        bytes[4] = code;
+        assert_eq!(
+            ChanCell::parse(&bytes, &ALL_CHAN),
+            Err(CellError::UnknownCommand(code))
+        );
+    }
+    let mut body = valid_relay_body(RelayMsg::Drop, None);
+    for code in 0..=255u8 {
+        if RelayCmd::from_code(code).is_ok() {
+            continue;
+        }
+        body[16] = code;
+        let err = RelayCell::parse(&body, &ALL_RELAY).unwrap_err();
+        let reserved = (32..=40).contains(&code) || (48..=50).contains(&code);
+        if reserved {
+            assert_eq!(err, CellError::ReservedCommand(code));
+        } else {
+            assert_eq!(err, CellError::UnknownCommand(code));
+        }
+    }
+}
+
+#[test]
+fn context_sets_keep_peers_away_from_other_parsers() {
+    let create = ChanCell::circuit(
+        CircId::new(1).unwrap(),
+        ChanMsg::Create(Create {
+            htype: HandshakeType::Ntor1,
+            data: BoundedBytes::new(vec![1; 100], "t").unwrap(),
+        }),
+    )
+    .unwrap()
+    .encode()
+    .unwrap();
+    assert!(matches!(
+        ChanCell::parse(&create, &chan_sets::CLIENT_CHANNEL),
+        Err(CellError::CommandNotAllowed { command: 1, .. })
+    ));
+    assert!(ChanCell::parse(&create, &chan_sets::RELAY_CHANNEL).is_ok());
+    assert!(ChanCell::parse(&create, &chan_sets::LINK_HANDSHAKE).is_err());
+
+    let connected = valid_relay_body(RelayMsg::Connected(Connected { resolved: None }), Some(3));
+    assert!(RelayCell::parse(&connected, &relay_sets::AT_CLIENT).is_ok());
+    assert!(matches!(
+        RelayCell::parse(&connected, &relay_sets::AT_RELAY),
+        Err(CellError::CommandNotAllowed { command: 4, .. })
+    ));
+    let begin = valid_relay_body(RelayMsg::BeginDir, Some(3));
+    assert!(RelayCell::parse(&begin, &relay_sets::AT_RELAY).is_ok());
+    assert!(RelayCell::parse(&begin, &relay_sets::AT_CLIENT).is_err());
+}
+
+#[test]
+fn relay_body_strictness() {
+    let good = valid_relay_body(RelayMsg::End(EndReason::Done), Some(9));
+    assert!(RelayCell::parse(&good, &ALL_RELAY).is_ok());
+
+    // Non-zero tag: not recognised.
+    let mut b = good;
+    b[5] = 1;
+    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::Unrecognized));
+    // Non-zero padding.
+    let mut b = good;
+    b[511] = 1;
+    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::NonZeroPadding));
+    // Length past the maximum.
+    let mut b = good;
+    b[19..21].copy_from_slice(&492u16.to_be_bytes());
+    assert!(matches!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::LengthOutOfBounds { .. })
+    ));
+    // Length one longer than the message: trailing byte inside data.
+    let mut b = good;
+    b[19..21].copy_from_slice(&2u16.to_be_bytes());
+    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::TrailingBytes(1)));
+    // Stream id zero on a stream command.
+    let mut b = good;
+    b[17..19].copy_from_slice(&[0, 0]);
+    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::ZeroStreamId));
+    // Stream id on a circuit command.
+    let mut b = valid_relay_body(RelayMsg::Truncate, None);
+    b[18] = 1;
+    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::UnexpectedStreamId));
+    // Unknown END reason.
+    let mut b = good;
+    b[21] = 200;
+    assert!(matches!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::BadValue { .. })
+    ));
+    // Wrong body length.
+    assert!(matches!(
+        RelayCell::parse(&good[..511], &ALL_RELAY),
+        Err(CellError::WrongLength { .. })
+    ));
+}
+
+#[test]
+fn hostnames_are_canonical() {
+    for bad in ["", "a b", "exa\0mple", "10.0.0.1", "::1", "ex/ample", "ünï"] {
+        assert!(Hostname::new(bad).is_err(), "{bad:?}");
+    }
+    assert!(Hostname::new(&"a".repeat(256)).is_err());
+    assert!(Hostname::new(&"a".repeat(255)).is_ok());
+    assert!(Hostname::new("example.com").is_ok());
+    // Debug output never shows the destination.
+    let h = Hostname::new("secret.example").unwrap();
+    assert!(!format!("{h:?}").contains("secret"));
+}
+
+#[test]
+fn channel_body_strictness() {
+    let created = ChanCell::circuit(
+        CircId::new(5).unwrap(),
+        ChanMsg::Created(Created {
+            data: BoundedBytes::new(vec![7; 64], "t").unwrap(),
+        }),
+    )
+    .unwrap()
+    .encode()
+    .unwrap();
+    // hlen past the bound.
+    let mut b = created;
+    b[5..7].copy_from_slice(&511u16.to_be_bytes());
+    assert!(matches!(
+        ChanCell::parse(&b, &ALL_CHAN),
+        Err(CellError::LengthOutOfBounds { .. })
+    ));
+    // Padding not zero.
+    let mut b = created;
+    b[CELL_LEN - 1] = 1;
+    assert_eq!(ChanCell::parse(&b, &ALL_CHAN), Err(CellError::NonZeroPadding));
+    // Unknown handshake type in CREATE.
+    let mut create = ChanCell::circuit(
+        CircId::new(5).unwrap(),
+        ChanMsg::Create(Create {
+            htype: HandshakeType::Ntor1,
+            data: BoundedBytes::new(vec![7; 64], "t").unwrap(),
+        }),
+    )
+    .unwrap()
+    .encode()
+    .unwrap();
+    create[6] = 2;
+    assert!(matches!(
+        ChanCell::parse(&create, &ALL_CHAN),
+        Err(CellError::BadValue { field: "handshake type", .. })
+    ));
+    // Wrong length.
+    assert!(matches!(
+        ChanCell::parse(&created[..CELL_LEN - 1], &ALL_CHAN),
+        Err(CellError::WrongLength { .. })
+    ));
+    let mut long = created.to_vec();
+    long.push(0);
+    assert!(matches!(
+        ChanCell::parse(&long, &ALL_CHAN),
+        Err(CellError::WrongLength { .. })
+    ));
+}
+
+/// 1 MB of random bytes, cut into chunks of assorted sizes (and exact cell sizes), fed to
+/// both parsers: nothing panics, and whatever parses re-encodes to the same bytes.
+#[test]
+fn one_megabyte_of_random_bytes_never_panics() {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    let mut data = vec![0u8; 1 << 20];
+    rng.fill(&mut data[..]);
+    let mut pos = 0;
+    let mut parsed = 0usize;
+    while pos < data.len() {
+        let size = match rng.random_range(0..4) {
+            0 => CELL_LEN,
+            1 => RELAY_BODY_LEN,
+            _ => rng.random_range(0..1100),
+        };
+        let end = (pos + size).min(data.len());
+        let chunk = &data[pos..end];
+        if let Ok(cell) = ChanCell::parse(chunk, &ALL_CHAN) {
+            assert_eq!(cell.encode().unwrap().as_slice(), chunk);
+            parsed += 1;
+        }
+        if let Ok(cell) = RelayCell::parse(chunk, &ALL_RELAY) {
+            assert_eq!(cell.encode().unwrap().as_slice(), chunk);
+            parsed += 1;
+        }
+        pos = end;
+    }
+    // Random bytes essentially never form a valid cell (zero padding is required), so
+    // this mostly exercises the refusal paths.
+    assert!(parsed < 10, "{parsed} random chunks parsed");
+}
