@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
+pub mod cli;
 pub mod codec;

@@ -87,7 +87,10 @@ fn chan_cell() -> impl Strategy<Value = ChanCell> {
 fn relay_msg() -> impl Strategy<Value = RelayMsg> {
     prop_oneof![
         (
-            prop_oneof![ip().prop_map(TargetAddr::Ip), hostname().prop_map(TargetAddr::Hostname)],
+            prop_oneof![
+                ip().prop_map(TargetAddr::Ip),
+                hostname().prop_map(TargetAddr::Hostname)
+            ],
             1..=u16::MAX
         )
             .prop_map(|(t, p)| RelayMsg::Begin(Begin::new(t, p).unwrap())),
@@ -188,11 +191,17 @@ fn valid_relay_body(msg: RelayMsg, stream: Option<u16>) -> [u8; RELAY_BODY_LEN] 
 
 #[test]
 fn zero_circuit_id_is_refused_on_circuit_commands() {
-    let cell = ChanCell::circuit(CircId::new(7).unwrap(), ChanMsg::Destroy(DestroyReason::Requested))
-        .unwrap();
+    let cell = ChanCell::circuit(
+        CircId::new(7).unwrap(),
+        ChanMsg::Destroy(DestroyReason::Requested),
+    )
+    .unwrap();
     let mut bytes = cell.encode().unwrap();
     bytes[..4].copy_from_slice(&[0; 4]);
-    assert_eq!(ChanCell::parse(&bytes, &ALL_CHAN), Err(CellError::ZeroCircId));
+    assert_eq!(
+        ChanCell::parse(&bytes, &ALL_CHAN),
+        Err(CellError::ZeroCircId)
+    );
     assert_eq!(
         ChanCell::channel(ChanMsg::Destroy(DestroyReason::None)),
         Err(CellError::ZeroCircId)
@@ -202,14 +211,23 @@ fn zero_circuit_id_is_refused_on_circuit_commands() {
 
 #[test]
 fn nonzero_circuit_id_is_refused_on_channel_commands() {
-    let mut bytes = ChanCell::channel(ChanMsg::Padding).unwrap().encode().unwrap();
+    let mut bytes = ChanCell::channel(ChanMsg::Padding)
+        .unwrap()
+        .encode()
+        .unwrap();
     bytes[3] = 1;
-    assert_eq!(ChanCell::parse(&bytes, &ALL_CHAN), Err(CellError::UnexpectedCircId));
+    assert_eq!(
+        ChanCell::parse(&bytes, &ALL_CHAN),
+        Err(CellError::UnexpectedCircId)
+    );
 }
 
 #[test]
 fn unknown_commands_are_refused() {
-    let mut bytes = ChanCell::channel(ChanMsg::Padding).unwrap().encode().unwrap();
+    let mut bytes = ChanCell::channel(ChanMsg::Padding)
+        .unwrap()
+        .encode()
+        .unwrap();
     for code in 0..=255u8 {
         if ChanCmd::from_code(code).is_ok() {
             continue;
@@ -274,11 +292,17 @@ fn relay_body_strictness() {
     // Non-zero tag: not recognised.
     let mut b = good;
     b[5] = 1;
-    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::Unrecognized));
+    assert_eq!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::Unrecognized)
+    );
     // Non-zero padding.
     let mut b = good;
     b[511] = 1;
-    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::NonZeroPadding));
+    assert_eq!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::NonZeroPadding)
+    );
     // Length past the maximum.
     let mut b = good;
     b[19..21].copy_from_slice(&492u16.to_be_bytes());
@@ -289,15 +313,24 @@ fn relay_body_strictness() {
     // Length one longer than the message: trailing byte inside data.
     let mut b = good;
     b[19..21].copy_from_slice(&2u16.to_be_bytes());
-    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::TrailingBytes(1)));
+    assert_eq!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::TrailingBytes(1))
+    );
     // Stream id zero on a stream command.
     let mut b = good;
     b[17..19].copy_from_slice(&[0, 0]);
-    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::ZeroStreamId));
+    assert_eq!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::ZeroStreamId)
+    );
     // Stream id on a circuit command.
     let mut b = valid_relay_body(RelayMsg::Truncate, None);
     b[18] = 1;
-    assert_eq!(RelayCell::parse(&b, &ALL_RELAY), Err(CellError::UnexpectedStreamId));
+    assert_eq!(
+        RelayCell::parse(&b, &ALL_RELAY),
+        Err(CellError::UnexpectedStreamId)
+    );
     // Unknown END reason.
     let mut b = good;
     b[21] = 200;
@@ -346,7 +379,10 @@ fn channel_body_strictness() {
     // Padding not zero.
     let mut b = created;
     b[CELL_LEN - 1] = 1;
-    assert_eq!(ChanCell::parse(&b, &ALL_CHAN), Err(CellError::NonZeroPadding));
+    assert_eq!(
+        ChanCell::parse(&b, &ALL_CHAN),
+        Err(CellError::NonZeroPadding)
+    );
     // Unknown handshake type in CREATE.
     let mut create = ChanCell::circuit(
         CircId::new(5).unwrap(),
@@ -361,7 +397,10 @@ fn channel_body_strictness() {
     create[6] = 2;
     assert!(matches!(
         ChanCell::parse(&create, &ALL_CHAN),
-        Err(CellError::BadValue { field: "handshake type", .. })
+        Err(CellError::BadValue {
+            field: "handshake type",
+            ..
+        })
     ));
     // Wrong length.
     assert!(matches!(

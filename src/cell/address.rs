@@ -93,9 +93,8 @@ impl TargetAddr {
             TargetAddr::Ip(ip) => write_ip(ip, w),
             TargetAddr::Hostname(h) => {
                 w.u8(ATYPE_HOSTNAME, "address type")?;
-                let len = u8::try_from(h.0.len()).map_err(|_| CellError::TooLarge {
-                    field: "hostname",
-                })?;
+                let len = u8::try_from(h.0.len())
+                    .map_err(|_| CellError::TooLarge { field: "hostname" })?;
                 w.u8(len, "hostname length")?;
                 w.put(h.0.as_bytes(), "hostname")
             }

@@ -94,7 +94,10 @@ impl CellHeader {
     /// refused here, before any body parser is chosen.
     pub fn peek(cell: &[u8]) -> CellResult<Self> {
         let (id, rest) = split_cell(cell)?;
-        let code = rest.first().copied().ok_or(CellError::Truncated { field: "command" })?;
+        let code = rest
+            .first()
+            .copied()
+            .ok_or(CellError::Truncated { field: "command" })?;
         let cmd = ChanCmd::from_code(code).map_err(|_| CellError::UnknownCommand(code))?;
         Ok(CellHeader {
             circ_id: u32::from_be_bytes(id),

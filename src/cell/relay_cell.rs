@@ -125,7 +125,9 @@ impl RelayCell {
         w.put(&[0u8; RELAY_TAG_LEN], "tag")?;
         w.u8(self.msg.cmd().code(), "relay command")?;
         w.u16(self.stream.map_or(0, StreamId::get), "stream id")?;
-        let payload = data.get(..data_len).ok_or(CellError::TooLarge { field: "data" })?;
+        let payload = data
+            .get(..data_len)
+            .ok_or(CellError::TooLarge { field: "data" })?;
         w.u16_prefixed(payload, "data")?;
         Ok(body)
     }

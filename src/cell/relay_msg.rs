@@ -314,12 +314,7 @@ impl RelayMsg {
                 let addr = address::read_socket_addr(&mut r)?;
                 let identity = r.array("identity")?;
                 let htype = HandshakeType::from_code(r.u16("htype")?)?;
-                RelayMsg::Extend(Extend::new(
-                    addr,
-                    identity,
-                    htype,
-                    r.take_rest().to_vec(),
-                )?)
+                RelayMsg::Extend(Extend::new(addr, identity, htype, r.take_rest().to_vec())?)
             }
             RelayCmd::Extended => RelayMsg::Extended(Extended::new(r.take_rest().to_vec())?),
             RelayCmd::Truncate => RelayMsg::Truncate,
