@@ -17,7 +17,9 @@ fn relay() -> Relay {
     let mut rng = rand::rng();
     let id = IdentityKeypair::generate(&mut rng);
     let onion = OnionKeypair::generate(&mut rng);
-    let cert = OnionKeyCert::sign(&id, onion.public(), NOW + 3600).to_bytes().to_vec();
+    let cert = OnionKeyCert::sign(&id, onion.public(), NOW + 3600)
+        .to_bytes()
+        .to_vec();
     Relay {
         keys: RelayOnionKeys::new(id.public(), onion, None),
         cert,
@@ -63,7 +65,10 @@ fn three_hop_circuit_end_to_end() {
 fn expired_or_forged_certificate_cannot_be_used() {
     let r = relay();
     let cert = OnionKeyCert::from_bytes(&r.cert).expect("parse");
-    assert!(matches!(cert.verify(NOW + 3600), Err(CertError::Expired { .. })));
+    assert!(matches!(
+        cert.verify(NOW + 3600),
+        Err(CertError::Expired { .. })
+    ));
     let mut forged = r.cert.clone();
     forged[40] ^= 1; // change the onion key
     let forged = OnionKeyCert::from_bytes(&forged).expect("parse");
@@ -107,5 +112,8 @@ fn reply_from_impostor_rejected() {
     let mut reply = vec![9u8; 64];
     reply.extend_from_slice(&16u16.to_be_bytes());
     reply.extend_from_slice(&[0u8; 16]);
-    assert_eq!(state.finish(&reply).map(|_| ()), Err(HandshakeError::ReplyAuth));
+    assert_eq!(
+        state.finish(&reply).map(|_| ()),
+        Err(HandshakeError::ReplyAuth)
+    );
 }

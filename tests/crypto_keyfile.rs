@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use allium::crypto::keyfile::{
-    drop_previous_onion_key, load_or_create_identity, load_or_create_onion,
-    load_relay_onion_keys, read_key_file, rotate_onion_key, write_key_file, KeyFileError,
-    KeyType, IDENTITY_KEY_FILE, KEY_FILE_LEN, ONION_KEY_FILE, PREVIOUS_ONION_KEY_FILE,
+    drop_previous_onion_key, load_or_create_identity, load_or_create_onion, load_relay_onion_keys,
+    read_key_file, rotate_onion_key, write_key_file, KeyFileError, KeyType, IDENTITY_KEY_FILE,
+    KEY_FILE_LEN, ONION_KEY_FILE, PREVIOUS_ONION_KEY_FILE,
 };
 
 /// A fresh, empty directory under the system temp dir (removed on drop).
@@ -61,7 +61,10 @@ fn strict_loading_errors_name_the_file() {
     fs::create_dir_all(&dir.0).expect("mkdir");
     let path = dir.0.join("k");
     write_key_file(&path, KeyType::Onion, &[7; 32]).expect("write");
-    assert_eq!(*read_key_file(&path, KeyType::Onion).expect("read"), [7; 32]);
+    assert_eq!(
+        *read_key_file(&path, KeyType::Onion).expect("read"),
+        [7; 32]
+    );
 
     let check = |err: KeyFileError, needle: &str| {
         let msg = err.to_string();

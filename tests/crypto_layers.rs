@@ -5,10 +5,14 @@ use allium::crypto::{CircuitKeys, ClientLayers, LayerError, Recognition, RelayCr
 use proptest::prelude::*;
 
 type Body = [u8; RELAY_BODY_LEN];
+/// What the client's backward decryption returned, and the tag the origin hop sent.
+type BackwardOutcome = (Result<(usize, [u8; 16]), LayerError>, [u8; 16]);
 
 /// Deterministic, distinct keys for hop `i`.
 fn hop_keys(i: usize) -> CircuitKeys {
-    let block: [u8; 128] = core::array::from_fn(|j| (j as u8).wrapping_mul(7) ^ (i as u8).wrapping_mul(31).wrapping_add(1));
+    let block: [u8; 128] = core::array::from_fn(|j| {
+        (j as u8).wrapping_mul(7) ^ (i as u8).wrapping_mul(31).wrapping_add(1)
+    });
     CircuitKeys::from_bytes(&block)
 }
 
@@ -62,7 +66,7 @@ fn send_backward(
     body: &mut Body,
     origin: usize,
     mut tamper: impl FnMut(usize, &mut Body),
-) -> (Result<(usize, [u8; 16]), LayerError>, [u8; 16]) {
+) -> BackwardOutcome {
     let sent_tag = relays[origin].originate_backward(body).expect("originate");
     for hop in (0..origin).rev() {
         tamper(hop, body);
@@ -87,7 +91,8 @@ fn round_trips_all_lengths_and_targets() {
                 assert_eq!(body[RELAY_TAG_LEN..], orig[RELAY_TAG_LEN..]);
 
                 let mut body = orig;
-                let (res, sent) = send_backward(&mut client, &mut relays, &mut body, target, |_, _| {});
+                let (res, sent) =
+                    send_backward(&mut client, &mut relays, &mut body, target, |_, _| {});
                 assert_eq!(res, Ok((target, sent)), "n={n} origin={target}");
                 assert_eq!(body[RELAY_TAG_LEN..], orig[RELAY_TAG_LEN..]);
             }
@@ -116,12 +121,18 @@ fn too_many_hops_and_bad_target() {
     let orig = body;
     assert_eq!(
         client.encrypt_forward(&mut body, MAX_HOPS),
-        Err(LayerError::NoSuchHop { index: MAX_HOPS, hops: MAX_HOPS })
+        Err(LayerError::NoSuchHop {
+            index: MAX_HOPS,
+            hops: MAX_HOPS
+        })
     );
     assert_eq!(body, orig);
     let mut empty = ClientLayers::new();
     assert!(empty.is_empty());
-    assert_eq!(empty.decrypt_backward(&mut body), Err(LayerError::Unrecognized));
+    assert_eq!(
+        empty.decrypt_backward(&mut body),
+        Err(LayerError::Unrecognized)
+    );
 }
 
 #[test]
@@ -178,11 +189,12 @@ fn every_byte_flip_at_every_hop_is_rejected() {
                 let delta = 1u8 << (pos % 8);
                 let (mut client, mut relays) = circuit(HOPS);
                 let mut body = payload_body(pos as u8);
-                let (res, _) = send_backward(&mut client, &mut relays, &mut body, target, |hop, b| {
-                    if hop == flip_at {
-                        b[pos] ^= delta;
-                    }
-                });
+                let (res, _) =
+                    send_backward(&mut client, &mut relays, &mut body, target, |hop, b| {
+                        if hop == flip_at {
+                            b[pos] ^= delta;
+                        }
+                    });
                 assert_eq!(
                     res,
                     Err(LayerError::Unrecognized),
@@ -214,12 +226,18 @@ fn tagging_attack_is_defeated() {
             .zip(orig[RELAY_TAG_LEN..].iter())
             .filter(|(a, b)| a == b)
             .count();
-        assert!(same < 16, "payload not garbled: {same} of {RELAY_PAYLOAD_LEN} bytes intact");
+        assert!(
+            same < 16,
+            "payload not garbled: {same} of {RELAY_PAYLOAD_LEN} bytes intact"
+        );
 
         // The chain carries the damage forward: a later, untouched cell also fails at the
         // last hop, so the circuit cannot silently recover.
         let mut next = payload_body(10);
-        assert_eq!(send_forward(&mut client, &mut relays, &mut next, 2, |_, _| {}), None);
+        assert_eq!(
+            send_forward(&mut client, &mut relays, &mut next, 2, |_, _| {}),
+            None
+        );
     }
 }
 

@@ -6,8 +6,8 @@
 //! `"allium-onion-key-cert-v1" | identity | onion | expires`.
 
 use crate::crypto::keys::{
-    IdentityKeypair, IdentityPublic, KeyError, OnionPublic, IDENTITY_PUBLIC_LEN,
-    ONION_PUBLIC_LEN, SIGNATURE_LEN,
+    IdentityKeypair, IdentityPublic, KeyError, OnionPublic, IDENTITY_PUBLIC_LEN, ONION_PUBLIC_LEN,
+    SIGNATURE_LEN,
 };
 
 /// Domain-separation prefix of the signed message.
@@ -103,12 +103,17 @@ impl OnionKeyCert {
             got: bytes.len(),
         };
         let arr: &[u8; ONION_CERT_LEN] = bytes.try_into().map_err(|_| bad_length)?;
-        let (identity, rest) = arr.split_first_chunk::<IDENTITY_PUBLIC_LEN>().ok_or(bad_length)?;
-        let (onion, rest) = rest.split_first_chunk::<ONION_PUBLIC_LEN>().ok_or(bad_length)?;
+        let (identity, rest) = arr
+            .split_first_chunk::<IDENTITY_PUBLIC_LEN>()
+            .ok_or(bad_length)?;
+        let (onion, rest) = rest
+            .split_first_chunk::<ONION_PUBLIC_LEN>()
+            .ok_or(bad_length)?;
         let (expires, rest) = rest.split_first_chunk::<8>().ok_or(bad_length)?;
         let signature: [u8; SIGNATURE_LEN] = rest.try_into().map_err(|_| bad_length)?;
         Ok(Self {
-            identity: IdentityPublic::from_bytes(identity).map_err(CertError::InvalidIdentityKey)?,
+            identity: IdentityPublic::from_bytes(identity)
+                .map_err(CertError::InvalidIdentityKey)?,
             onion: OnionPublic::from_bytes(*onion),
             expires_unix: u64::from_be_bytes(*expires),
             signature,
@@ -263,5 +268,31 @@ mod tests {
             Err(CertError::BadLength { .. })
         ));
         assert!(OnionKeyCert::from_bytes(&[]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod vectors {
+    use super::*;
+    use crate::crypto::hex;
+    use crate::crypto::keys::OnionKeypair;
+
+    /// Identity seed 0x11*32, onion secret 0x22*32, expires 1_700_001_000. Cross-checked
+    /// against an independent implementation written from docs/crypto.md.
+    const VEC_CERT: &str = concat!(
+        "d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737",
+        "0faa684ed28867b97f4a6a2dee5df8ce974e76b7018e3f22a1c4cf2678570f20",
+        "000000006553f4e8",
+        "c06c85ac7fe8574133eca4e24c04e2aaf78122aa00afe16aecc96da7023e9185",
+        "3a3153d4f1958c0fe0ae919756e95fc5f712aeb5c41b813a7dd728fd1fb48400",
+    );
+
+    #[test]
+    fn fixed_cert_vector() {
+        let id = IdentityKeypair::from_secret_bytes(&[0x11; 32]);
+        let onion = OnionKeypair::from_secret_bytes(&[0x22; 32]);
+        let cert = OnionKeyCert::sign(&id, onion.public(), 1_700_001_000);
+        assert_eq!(hex::encode(&cert.to_bytes()), VEC_CERT);
+        assert!(cert.verify(1_700_000_999).is_ok());
     }
 }

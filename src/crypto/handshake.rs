@@ -220,17 +220,18 @@ impl Transcript<'_> {
             (LABEL_CIRCUIT_KEYS, &mut keys.circuit[..]),
         ];
         for (label, out) in outputs {
-            hk.expand(label, out).map_err(|_| HandshakeError::Internal)?;
+            hk.expand(label, out)
+                .map_err(|_| HandshakeError::Internal)?;
         }
         Ok(keys)
     }
 
     /// `auth` over the whole transcript including the reply extension ciphertext.
     fn auth(&self, auth_key: &[u8; 32], reply_ext_ct: &[u8]) -> Result<[u8; 32], HandshakeError> {
-        let mut mac =
-            HmacSha256::new_from_slice(auth_key).map_err(|_| HandshakeError::Internal)?;
+        let mut mac = HmacSha256::new_from_slice(auth_key).map_err(|_| HandshakeError::Internal)?;
         // Both lengths fit in u16 because both messages were bounded before this point.
-        let client_len = u16::try_from(self.client_ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
+        let client_len =
+            u16::try_from(self.client_ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
         let reply_len = u16::try_from(reply_ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
         for part in [
             AUTH_PREFIX,
@@ -252,14 +253,26 @@ impl Transcript<'_> {
 /// ChaCha20-Poly1305 with a single-use key and the zero nonce.
 fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, HandshakeError> {
     ChaCha20Poly1305::new(key.into())
-        .encrypt(&[0u8; 12].into(), Payload { msg: plaintext, aad: ad })
+        .encrypt(
+            &[0u8; 12].into(),
+            Payload {
+                msg: plaintext,
+                aad: ad,
+            },
+        )
         .map_err(|_| HandshakeError::Internal)
 }
 
 /// Inverse of [`seal`]; `None` if the ciphertext or AD were modified.
 fn open(key: &[u8; 32], ad: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
     ChaCha20Poly1305::new(key.into())
-        .decrypt(&[0u8; 12].into(), Payload { msg: ciphertext, aad: ad })
+        .decrypt(
+            &[0u8; 12].into(),
+            Payload {
+                msg: ciphertext,
+                aad: ad,
+            },
+        )
         .ok()
 }
 
@@ -447,8 +460,8 @@ where
     let secret_xb = check_contributory(onion.diffie_hellman(x))?;
     let client_key = client_msg_key(&secret_xb, id, b, x)?;
     let client_ad: [u8; 96] = concat(&[id, b, x]);
-    let client_ext = open(&client_key, &client_ad, client_ext_ct)
-        .ok_or(HandshakeError::ClientExtensionAuth)?;
+    let client_ext =
+        open(&client_key, &client_ad, client_ext_ct).ok_or(HandshakeError::ClientExtensionAuth)?;
 
     let y = StaticSecret::from(*y);
     let y_pub = PublicKey::from(&y).to_bytes();
@@ -607,11 +620,8 @@ mod tests {
                 .expect("start");
         // Same onion key, different identity on the relay side.
         let other_id = IdentityKeypair::from_secret_bytes(&[0x55; 32]).public();
-        let other = RelayOnionKeys::new(
-            other_id,
-            OnionKeypair::from_secret_bytes(&[0x22; 32]),
-            None,
-        );
+        let other =
+            RelayOnionKeys::new(other_id, OnionKeypair::from_secret_bytes(&[0x22; 32]), None);
         assert_eq!(
             relay_handshake_with_secret(&[0x44; 32], &other, &msg, reply_ext).map(|_| ()),
             Err(HandshakeError::WrongIdentity)
@@ -628,8 +638,7 @@ mod tests {
         );
         // A verified key from another identity is refused client-side.
         assert_eq!(
-            client_handshake_start_with_secret(&[0x33; 32], &other_id, &verified, &[])
-                .map(|_| ()),
+            client_handshake_start_with_secret(&[0x33; 32], &other_id, &verified, &[]).map(|_| ()),
             Err(HandshakeError::CertIdentityMismatch)
         );
     }
@@ -683,9 +692,13 @@ mod tests {
         }
         let mut long = reply.clone();
         long.push(0);
-        let (state, _) =
-            client_handshake_start_with_secret(&[0x33; 32], relay.identity(), &verified, b"client-ext")
-                .expect("start");
+        let (state, _) = client_handshake_start_with_secret(
+            &[0x33; 32],
+            relay.identity(),
+            &verified,
+            b"client-ext",
+        )
+        .expect("start");
         assert!(state.finish(&long).is_err());
     }
 
@@ -704,7 +717,9 @@ mod tests {
             );
         }
         for len in 0..msg.len() {
-            assert!(relay_handshake_with_secret(&[0x44; 32], &relay, &msg[..len], reply_ext).is_err());
+            assert!(
+                relay_handshake_with_secret(&[0x44; 32], &relay, &msg[..len], reply_ext).is_err()
+            );
         }
     }
 
@@ -768,7 +783,10 @@ mod tests {
             reply.extend_from_slice(&[0u8; 32]);
             reply.extend_from_slice(&16u16.to_be_bytes());
             reply.extend_from_slice(&[0u8; 16]);
-            assert_eq!(state.finish(&reply).map(|_| ()), Err(HandshakeError::NonContributory));
+            assert_eq!(
+                state.finish(&reply).map(|_| ()),
+                Err(HandshakeError::NonContributory)
+            );
             // A relay certifying a low-order onion key is refused too.
             let id = IdentityKeypair::from_secret_bytes(&[0x11; 32]);
             let cert = OnionKeyCert::sign(&id, &OnionPublic::from_bytes(point), NOW + 1);

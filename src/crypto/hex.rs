@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(decode_32("00"), Err(KeyError::BadHexLength { .. })));
+        assert!(matches!(
+            decode_32("00"),
+            Err(KeyError::BadHexLength { .. })
+        ));
         let mut s = "0".repeat(63);
         s.push('g');
         assert_eq!(decode_32(&s), Err(KeyError::BadHex));

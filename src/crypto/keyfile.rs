@@ -321,10 +321,7 @@ pub fn rotate_onion_key<R: CryptoRng + ?Sized>(
 }
 
 /// Removes `onion_key.prev` (once its certificate has expired) and forgets it in `keys`.
-pub fn drop_previous_onion_key(
-    dir: &Path,
-    keys: &mut RelayOnionKeys,
-) -> Result<(), KeyFileError> {
+pub fn drop_previous_onion_key(dir: &Path, keys: &mut RelayOnionKeys) -> Result<(), KeyFileError> {
     let prev_path = dir.join(PREVIOUS_ONION_KEY_FILE);
     match fs::remove_file(&prev_path) {
         Ok(()) => {}

@@ -280,7 +280,10 @@ mod tests {
         // The identity point (0, 1) encodes as 1 followed by zeros: small order.
         let mut weak = [0u8; 32];
         weak[0] = 1;
-        assert_eq!(IdentityPublic::from_bytes(&weak), Err(KeyError::WeakIdentityKey));
+        assert_eq!(
+            IdentityPublic::from_bytes(&weak),
+            Err(KeyError::WeakIdentityKey)
+        );
         assert!(matches!(
             IdentityPublic::from_slice(&[0u8; 31]),
             Err(KeyError::BadLength { .. })
@@ -292,6 +295,9 @@ mod tests {
         let kp = OnionKeypair::from_secret_bytes(&[9u8; 32]);
         let again = OnionKeypair::from_secret_bytes(&kp.secret_bytes());
         assert_eq!(kp.public(), again.public());
-        assert_eq!(kp.public().to_string().parse::<OnionPublic>(), Ok(*kp.public()));
+        assert_eq!(
+            kp.public().to_string().parse::<OnionPublic>(),
+            Ok(*kp.public())
+        );
     }
 }
