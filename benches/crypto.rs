@@ -104,7 +104,9 @@ fn handshakes(c: &mut Criterion) {
     g.bench_function("relay_side", |bench| {
         bench.iter(|| {
             i = (i + 1) % msgs.len();
-            black_box(relay_handshake(&mut rng, &relay_keys, &msgs[i], |_| Vec::new()))
+            black_box(relay_handshake(&mut rng, &relay_keys, &msgs[i], |_| {
+                Vec::new()
+            }))
         })
     });
     g.bench_function("client_side_full_round_trip", |bench| {

