@@ -94,7 +94,9 @@ impl ClientLayers {
     /// Removes layers 0, 1, 2, ... from a backward cell until one hop recognises it.
     /// Returns that hop's index and the cell's wire tag at that hop; `body[16..]` is then
     /// the plaintext payload. [`LayerError::Unrecognized`] means the cell was modified or
-    /// forged: the caller must tear the circuit down (the states are now out of sync).
+    /// forged: the caller must tear the circuit down (the states are now out of sync). The
+    /// same holds for any other error ([`LayerError::CounterExhausted`]), after which some
+    /// hops' states may already have advanced.
     pub fn decrypt_backward(
         &mut self,
         body: &mut [u8; RELAY_BODY_LEN],
