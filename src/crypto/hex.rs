@@ -1,0 +1,77 @@
+//! Lowercase hexadecimal, used to display and parse public keys. Kept local so that key
+//! parsing has no extra dependency and returns our own typed errors.
+
+use crate::crypto::keys::KeyError;
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Encodes `bytes` as lowercase hex.
+pub(crate) fn encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Value of one hex digit (either case), or `None`.
+fn digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes exactly 64 hex digits into 32 bytes; any other length or character is an error.
+pub(crate) fn decode_32(s: &str) -> Result<[u8; 32], KeyError> {
+    let src = s.as_bytes();
+    if src.len() != 64 {
+        return Err(KeyError::BadHexLength {
+            expected: 64,
+            got: src.len(),
+        });
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+        let (hi, lo) = match pair {
+            [h, l] => (digit(*h), digit(*l)),
+            _ => (None, None),
+        };
+        match (hi, lo) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return Err(KeyError::BadHex),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i * 37) as u8);
+        let s = encode(&bytes);
+        assert_eq!(s.len(), 64);
+        assert_eq!(decode_32(&s), Ok(bytes));
+        assert_eq!(decode_32(&s.to_uppercase()), Ok(bytes));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(matches!(
+            decode_32("00"),
+            Err(KeyError::BadHexLength { .. })
+        ));
+        let mut s = "0".repeat(63);
+        s.push('g');
+        assert_eq!(decode_32(&s), Err(KeyError::BadHex));
+        // A multi-byte character must not cause a panic or be accepted.
+        let s = format!("{}é", "0".repeat(62));
+        assert!(decode_32(&s).is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! Secret-key files in the relay's data directory. The only module in `crypto` that does
+//! I/O.
+//!
+//! Format (exactly 41 bytes): `"ALLIUMK1"(8) | key_type(1) | secret(32)` where key_type is
+//! 1 for the ed25519 identity seed and 2 for an x25519 onion secret. Files are written with
+//! mode 0600 through a temporary file and an atomic rename, and loading refuses anything
+//! that is not exactly that format or that group/other can access. Unix only.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::CryptoRng;
+use zeroize::Zeroizing;
+
+use crate::crypto::keys::{IdentityKeypair, IdentityPublic, OnionKeypair, SECRET_KEY_LEN};
+use crate::crypto::onion_keys::RelayOnionKeys;
+
+/// Magic bytes at the start of every key file (format version 1).
+pub const KEY_FILE_MAGIC: &[u8; 8] = b"ALLIUMK1";
+/// Exact length of a key file.
+pub const KEY_FILE_LEN: usize = KEY_FILE_MAGIC.len() + 1 + SECRET_KEY_LEN;
+/// File name of the identity key inside the data directory.
+pub const IDENTITY_KEY_FILE: &str = "identity_key";
+/// File name of the current onion key inside the data directory.
+pub const ONION_KEY_FILE: &str = "onion_key";
+/// File name of the previous onion key (kept during the rotation grace period).
+pub const PREVIOUS_ONION_KEY_FILE: &str = "onion_key.prev";
+
+/// Which key a file holds; the byte after the magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KeyType {
+    /// ed25519 identity seed.
+    Identity = 1,
+    /// x25519 onion secret.
+    Onion = 2,
+}
+
+impl core::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            KeyType::Identity => "identity (1)",
+            KeyType::Onion => "onion (2)",
+        })
+    }
+}
+
+/// A key file could not be read or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file does not exist.
+    #[error("key file {} does not exist", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An operating-system error.
+    #[error("key file {}: {source}", path.display())]
+    Io {
+        /// The file (or directory) involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("key file {} is not a regular file", path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Group or other have some permission on the file.
+    #[error(
+        "key file {} has insecure permissions {mode:o}: group/other must have no access (chmod 600)",
+        path.display()
+    )]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file is not exactly [`KEY_FILE_LEN`] bytes.
+    #[error("key file {} has the wrong length: expected {KEY_FILE_LEN} bytes, found {found}", path.display())]
+    BadLength {
+        /// The file.
+        path: PathBuf,
+        /// Bytes found (capped at `KEY_FILE_LEN + 1`: "more than expected").
+        found: usize,
+    },
+    /// The file does not start with [`KEY_FILE_MAGIC`].
+    #[error("key file {} is not an allium key file (bad magic)", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file holds a different kind of key.
+    #[error("key file {} holds the wrong key type: expected {expected}, found byte {found}", path.display())]
+    WrongKeyType {
+        /// The file.
+        path: PathBuf,
+        /// Type required.
+        expected: KeyType,
+        /// Type byte found.
+        found: u8,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyFileError + '_ {
+    move |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `secret` as a key file of type `kind` at `path`, replacing any existing file
+/// atomically: a crash leaves either the old file or the new one, never a torn file.
+pub fn write_key_file(
+    path: &Path,
+    kind: KeyType,
+    secret: &[u8; SECRET_KEY_LEN],
+) -> Result<(), KeyFileError> {
+    let mut buf = Zeroizing::new([0u8; KEY_FILE_LEN]);
+    let (magic, rest) = buf.split_at_mut(KEY_FILE_MAGIC.len());
+    magic.copy_from_slice(KEY_FILE_MAGIC);
+    let (type_byte, secret_out) = rest.split_at_mut(1);
+    type_byte.copy_from_slice(&[kind as u8]);
+    secret_out.copy_from_slice(secret);
+
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // A stale temporary from a crash may exist with unknown permissions; `create_new`
+    // below guarantees the file we write was created by us with mode 0600.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp)(e)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(&*buf).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_parent(path)
+}
+
+/// Makes a rename durable by syncing the containing directory.
+fn sync_parent(path: &Path) -> Result<(), KeyFileError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Reads and strictly validates a key file of type `kind`, returning its secret.
+pub fn read_key_file(
+    path: &Path,
+    kind: KeyType,
+) -> Result<Zeroizing<[u8; SECRET_KEY_LEN]>, KeyFileError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(KeyFileError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    // Check the opened file itself (not the path again) so the checks and the read refer
+    // to the same inode.
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(KeyFileError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::InsecurePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+
+    // Read at most one byte more than expected into a fixed, zeroized buffer: a huge file
+    // cannot make us allocate, and no secret bytes end up in a reallocated Vec.
+    let mut buf = Zeroizing::new([0u8; KEY_FILE_LEN + 1]);
+    let mut filled = 0usize;
+    while let Some(space) = buf.get_mut(filled..).filter(|s| !s.is_empty()) {
+        match file.read(space) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(path)(e)),
+        }
+    }
+    let content = buf
+        .get(..filled)
+        .filter(|c| c.len() == KEY_FILE_LEN)
+        .ok_or_else(|| KeyFileError::BadLength {
+            path: path.to_path_buf(),
+            found: filled,
+        })?;
+    let (magic, rest) = content.split_at(KEY_FILE_MAGIC.len());
+    if magic != KEY_FILE_MAGIC {
+        return Err(KeyFileError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    let (type_byte, secret) = rest.split_at(1);
+    let found = type_byte.first().copied().unwrap_or(0);
+    if found != kind as u8 {
+        return Err(KeyFileError::WrongKeyType {
+            path: path.to_path_buf(),
+            expected: kind,
+            found,
+        });
+    }
+    let mut out = Zeroizing::new([0u8; SECRET_KEY_LEN]);
+    out.copy_from_slice(secret);
+    Ok(out)
+}
+
+/// Creates the data directory (mode 0700) if it does not exist.
+fn ensure_dir(dir: &Path) -> Result<(), KeyFileError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
+/// Loads the identity key from `dir/identity_key`, or generates and writes one if the file
+/// does not exist. Any other problem with an existing file is an error: silently replacing
+/// an identity key would change the relay's identity.
+pub fn load_or_create_identity<R: CryptoRng + ?Sized>(
+    dir: &Path,
+    rng: &mut R,
+) -> Result<IdentityKeypair, KeyFileError> {
+    let path = dir.join(IDENTITY_KEY_FILE);
+    match read_key_file(&path, KeyType::Identity) {
+        Ok(secret) => Ok(IdentityKeypair::from_secret_bytes(&secret)),
+        Err(KeyFileError::Missing { .. }) => {
+            ensure_dir(dir)?;
+            let kp = IdentityKeypair::generate(rng);
+            write_key_file(&path, KeyType::Identity, &kp.secret_bytes())?;
+            Ok(kp)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads the current onion key from `dir/onion_key`, or generates and writes one if the
+/// file does not exist.
+pub fn load_or_create_onion<R: CryptoRng + ?Sized>(
+    dir: &Path,
+    rng: &mut R,
+) -> Result<OnionKeypair, KeyFileError> {
+    let path = dir.join(ONION_KEY_FILE);
+    match read_key_file(&path, KeyType::Onion) {
+        Ok(secret) => Ok(OnionKeypair::from_secret_bytes(&secret)),
+        Err(KeyFileError::Missing { .. }) => {
+            ensure_dir(dir)?;
+            let kp = OnionKeypair::generate(rng);
+            write_key_file(&path, KeyType::Onion, &kp.secret_bytes())?;
+            Ok(kp)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads the previous onion key from `dir/onion_key.prev`, if that file exists.
+pub fn load_previous_onion(dir: &Path) -> Result<Option<OnionKeypair>, KeyFileError> {
+    match read_key_file(&dir.join(PREVIOUS_ONION_KEY_FILE), KeyType::Onion) {
+        Ok(secret) => Ok(Some(OnionKeypair::from_secret_bytes(&secret))),
+        Err(KeyFileError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads (creating if needed) the current onion key and loads the previous one if present.
+pub fn load_relay_onion_keys<R: CryptoRng + ?Sized>(
+    dir: &Path,
+    identity: IdentityPublic,
+    rng: &mut R,
+) -> Result<RelayOnionKeys, KeyFileError> {
+    let current = load_or_create_onion(dir, rng)?;
+    let previous = load_previous_onion(dir)?;
+    Ok(RelayOnionKeys::new(identity, current, previous))
+}
+
+/// Rotates the onion key on disk and in `keys`: the current file becomes
+/// `onion_key.prev` (replacing any older one) and a fresh key is written to `onion_key`.
+/// Returns nothing secret; the caller certifies `keys.current()` next.
+///
+/// A crash between the two steps leaves no `onion_key`; the next
+/// [`load_relay_onion_keys`] then creates a fresh one, which is safe.
+pub fn rotate_onion_key<R: CryptoRng + ?Sized>(
+    dir: &Path,
+    keys: &mut RelayOnionKeys,
+    rng: &mut R,
+) -> Result<(), KeyFileError> {
+    let current_path = dir.join(ONION_KEY_FILE);
+    let prev_path = dir.join(PREVIOUS_ONION_KEY_FILE);
+    let next = OnionKeypair::generate(rng);
+    fs::rename(&current_path, &prev_path).map_err(io_err(&current_path))?;
+    write_key_file(&current_path, KeyType::Onion, &next.secret_bytes())?;
+    keys.rotate(next);
+    Ok(())
+}
+
+/// Removes `onion_key.prev` (once its certificate has expired) and forgets it in `keys`.
+pub fn drop_previous_onion_key(dir: &Path, keys: &mut RelayOnionKeys) -> Result<(), KeyFileError> {
+    let prev_path = dir.join(PREVIOUS_ONION_KEY_FILE);
+    match fs::remove_file(&prev_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&prev_path)(e)),
+    }
+    keys.drop_previous();
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! The cryptographic core of allium: long-term keys and their files, onion-key
+//! certificates, the `allium-ntor-1` circuit handshake and the layered relay-cell crypto.
+//!
+//! Everything here is pure computation over byte buffers except [`keyfile`], which is the
+//! only module that touches the file system. The byte-exact specification is in
+//! `docs/crypto.md`.
+//!
+//! Typical flow:
+//! 1. A relay loads its keys with [`keyfile::load_or_create_identity`] and
+//!    [`keyfile::load_relay_onion_keys`], and publishes an [`OnionKeyCert`].
+//! 2. A client verifies the certificate ([`OnionKeyCert::verify`]) to get a
+//!    [`VerifiedOnionKey`] and runs [`client_handshake_start`] /
+//!    [`ClientHandshakeState::finish`]; the relay answers with [`relay_handshake`]. Both
+//!    sides obtain the same [`CircuitKeys`].
+//! 3. The relay builds a [`RelayCrypto`] from its keys; the client pushes the keys of every
+//!    hop into its [`ClientLayers`]. Relay bodies are then transformed in place.
+
+pub mod cert;
+pub mod circuit_keys;
+pub mod client_layers;
+pub mod handshake;
+mod hex;
+pub mod keyfile;
+pub mod keys;
+pub mod layer;
+pub mod onion_keys;
+pub mod relay_layer;
+
+pub use cert::{CertError, OnionKeyCert, VerifiedOnionKey};
+pub use circuit_keys::CircuitKeys;
+pub use client_layers::{ClientLayers, MAX_HOPS};
+pub use handshake::{
+    client_handshake_start, client_handshake_start_with_secret, relay_handshake,
+    relay_handshake_with_secret, ClientHandshakeState, HandshakeError,
+};
+pub use keyfile::KeyFileError;
+pub use keys::{IdentityKeypair, IdentityPublic, KeyError, OnionKeypair, OnionPublic};
+pub use layer::{LayerError, LayerState, RelayTag};
+pub use onion_keys::RelayOnionKeys;
+pub use relay_layer::{Recognition, RelayCrypto};
