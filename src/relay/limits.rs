@@ -1,0 +1,69 @@
+//! Resource limits of a relay: everything a peer can make us allocate has a bound here.
+//!
+//! Reaching a limit is a clean refusal (DESTROY with RESOURCE_LIMIT, or a closed
+//! connection), never a crash or unbounded growth.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Limits a relay enforces. Every field has a safe default; operators may tune them in the
+/// `[limits]` table of relay.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayLimits {
+    /// Circuits one channel may have open at once (both directions together).
+    pub circuits_per_channel: usize,
+    /// Cells queued towards one circuit before the channel that feeds it stops reading
+    /// its socket (backpressure).
+    pub cells_queued_per_circuit: usize,
+    /// Bytes of cells queued across all circuits of the relay. When exceeded, the circuit
+    /// holding the most queued cells is destroyed.
+    pub total_queued_bytes: usize,
+    /// Circuit handshakes (CREATE) answered per second, sustained.
+    pub handshakes_per_second: u32,
+    /// Burst allowance above the sustained handshake rate.
+    pub handshake_burst: u32,
+    /// Inbound link handshakes in progress at once.
+    pub pending_link_handshakes: usize,
+    /// Streams one circuit may have open at once (exits).
+    pub streams_per_circuit: usize,
+    /// Seconds a channel with no circuits may stay open.
+    pub idle_channel_timeout_secs: u64,
+    /// Seconds a link handshake may take.
+    pub link_handshake_timeout_secs: u64,
+    /// Seconds to wait for CREATED from the next hop when extending.
+    pub extend_timeout_secs: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            circuits_per_channel: 4096,
+            cells_queued_per_circuit: 256,
+            total_queued_bytes: 64 * 1024 * 1024,
+            handshakes_per_second: 2000,
+            handshake_burst: 4000,
+            pending_link_handshakes: 256,
+            streams_per_circuit: 512,
+            idle_channel_timeout_secs: 300,
+            link_handshake_timeout_secs: 10,
+            extend_timeout_secs: 20,
+        }
+    }
+}
+
+impl RelayLimits {
+    /// Idle channel timeout as a duration.
+    pub fn idle_channel_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_channel_timeout_secs)
+    }
+    /// Link handshake timeout as a duration.
+    pub fn link_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.link_handshake_timeout_secs)
+    }
+    /// Extend timeout as a duration.
+    pub fn extend_timeout(&self) -> Duration {
+        Duration::from_secs(self.extend_timeout_secs)
+    }
+}

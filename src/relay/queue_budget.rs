@@ -1,0 +1,169 @@
+//! Relay-wide accounting of queued cells, and the out-of-memory policy.
+//!
+//! Each circuit's inbound queue is bounded, but thousands of circuits times a bounded queue
+//! is still a lot of memory. The budget tracks the bytes queued across all circuits; when a
+//! new cell pushes the total past the limit, the circuit holding the most queued bytes is
+//! told to die (as Tor does), which frees the most memory and punishes the circuit most
+//! likely to be the attacker's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// The relay-wide budget. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct QueueBudget {
+    limit: usize,
+    total: AtomicUsize,
+    next_id: AtomicU64,
+    circuits: Mutex<HashMap<u64, Arc<QueueStat>>>,
+    kills: AtomicU64,
+}
+
+/// One circuit's share of the budget.
+#[derive(Debug, Default)]
+pub struct QueueStat {
+    queued: AtomicUsize,
+    killed: AtomicBool,
+    notify: Notify,
+}
+
+impl QueueStat {
+    /// Whether the budget has asked this circuit to die.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the budget asks this circuit to die.
+    pub async fn killed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Bytes this circuit has queued.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// A circuit's registration; unregisters (and returns its queued bytes) on drop.
+#[derive(Debug)]
+pub struct QueueTicket {
+    id: u64,
+    stat: Arc<QueueStat>,
+    budget: Arc<QueueBudget>,
+}
+
+impl QueueBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(QueueBudget {
+            limit,
+            total: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            circuits: Mutex::new(HashMap::new()),
+            kills: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a circuit.
+    pub fn register(self: &Arc<Self>) -> QueueTicket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stat = Arc::new(QueueStat::default());
+        self.lock().insert(id, Arc::clone(&stat));
+        QueueTicket {
+            id,
+            stat,
+            budget: Arc::clone(self),
+        }
+    }
+
+    /// Bytes queued across the relay.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Circuits destroyed so far for exceeding the budget.
+    pub fn kills(&self) -> u64 {
+        self.kills.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<QueueStat>>> {
+        self.circuits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Kills the circuit with the most queued bytes (that is not already dying).
+    fn kill_largest(&self) {
+        let victim = self
+            .lock()
+            .values()
+            .filter(|s| !s.is_killed())
+            .max_by_key(|s| s.queued())
+            .cloned();
+        if let Some(v) = victim {
+            v.killed.store(true, Ordering::Release);
+            v.notify.notify_waiters();
+            self.kills.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl QueueTicket {
+    /// The circuit's statistics (for its task to watch `killed`).
+    pub fn stat(&self) -> &Arc<QueueStat> {
+        &self.stat
+    }
+
+    /// Records `bytes` newly queued; enforces the budget.
+    pub fn enqueued(&self, bytes: usize) {
+        self.stat.queued.fetch_add(bytes, Ordering::Relaxed);
+        let total = self.budget.total.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > self.budget.limit {
+            self.budget.kill_largest();
+        }
+    }
+
+    /// Records `bytes` taken off the queue.
+    pub fn dequeued(&self, bytes: usize) {
+        self.stat.queued.fetch_sub(bytes, Ordering::Relaxed);
+        self.budget.total.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        let left = self.stat.queued.swap(0, Ordering::Relaxed);
+        self.budget.total.fetch_sub(left, Ordering::Relaxed);
+        self.budget.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_budget_kills_the_largest_queue() {
+        let budget = QueueBudget::new(1000);
+        let small = budget.register();
+        let big = budget.register();
+        small.enqueued(100);
+        big.enqueued(800);
+        assert!(!small.stat().is_killed() && !big.stat().is_killed());
+        small.enqueued(200); // total 1100 > 1000
+        assert!(big.stat().is_killed());
+        assert!(!small.stat().is_killed());
+        assert_eq!(budget.kills(), 1);
+        drop(big);
+        assert_eq!(budget.total(), 300);
+        small.dequeued(300);
+        assert_eq!(budget.total(), 0);
+    }
+}
