@@ -278,7 +278,7 @@ mod vectors {
     use crate::crypto::keys::OnionKeypair;
 
     /// Identity seed 0x11*32, onion secret 0x22*32, expires 1_700_001_000. Cross-checked
-    /// against an independent implementation written from docs/crypto.md.
+    /// against an independent implementation written from docs/protocol.md §4.
     const VEC_CERT: &str = concat!(
         "d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737",
         "0faa684ed28867b97f4a6a2dee5df8ce974e76b7018e3f22a1c4cf2678570f20",

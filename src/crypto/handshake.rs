@@ -503,7 +503,7 @@ mod tests {
 
     const NOW: u64 = 1_700_000_000;
 
-    /// The fixed inputs of the test vectors (also documented in docs/crypto.md).
+    /// The fixed inputs of the test vectors (also documented in docs/protocol.md §4).
     fn vector_inputs() -> (RelayOnionKeys, VerifiedOnionKey) {
         let id = IdentityKeypair::from_secret_bytes(&[0x11; 32]);
         let onion = OnionKeypair::from_secret_bytes(&[0x22; 32]);

@@ -244,7 +244,7 @@ mod vectors {
 
     /// Keys `CircuitKeys::from_bytes(0x00, 0x01, ..., 0x7f)`, forward direction; cell `c`
     /// (c = 0, 1) has tag 0 and payload byte `i` = `(i + c) mod 256`. Cross-checked against
-    /// an independent implementation written from docs/crypto.md.
+    /// an independent implementation written from docs/protocol.md §4.
     const VECTORS: [(&str, &str); 2] = [
         (
             "86f7b1d835fc34ce365989180bdead09",

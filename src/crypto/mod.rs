@@ -3,7 +3,7 @@
 //!
 //! Everything here is pure computation over byte buffers except [`keyfile`], which is the
 //! only module that touches the file system. The byte-exact specification is in
-//! `docs/crypto.md`.
+//! `docs/protocol.md §4`.
 //!
 //! Typical flow:
 //! 1. A relay loads its keys with [`keyfile::load_or_create_identity`] and
