@@ -3,5 +3,8 @@
 
 pub mod cell;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod crypto;
+pub mod link;
+pub mod relay;

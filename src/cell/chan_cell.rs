@@ -68,14 +68,10 @@ pub mod sets {
         &[C::Relay.code(), C::RelayEarly.code(), C::Destroy.code()],
         "from the previous hop of a circuit",
     );
-    /// At a relay or client, from the next hop of a circuit that is being created.
-    pub const AWAITING_CREATED: CmdSet = CmdSet::new(
-        &[C::Created.code(), C::Destroy.code()],
-        "while awaiting CREATED",
-    );
-    /// At a relay or client, from the next hop of an open circuit.
+    /// At a relay or client, from the next hop of a circuit. CREATED is legal only once,
+    /// while the circuit awaits it: the circuit, which knows its state, enforces that.
     pub const FROM_NEXT_HOP: CmdSet = CmdSet::new(
-        &[C::Relay.code(), C::Destroy.code()],
+        &[C::Created.code(), C::Relay.code(), C::Destroy.code()],
         "from the next hop of a circuit",
     );
 }

@@ -87,6 +87,11 @@ impl IdentityKeypair {
         IdentityPublic(self.signing.verifying_key().to_bytes())
     }
 
+    /// The underlying ed25519 key, for the link handshake's link-key certificate.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
     /// Signs `message` with the identity key.
     ///
     /// Callers must prefix `message` with a domain-separation label unique to the purpose
@@ -134,6 +139,11 @@ impl IdentityPublic {
     /// The encoded key.
     pub fn as_bytes(&self) -> &[u8; IDENTITY_PUBLIC_LEN] {
         &self.0
+    }
+
+    /// The key as an `ed25519-dalek` verifying key (valid by construction).
+    pub fn to_verifying_key(&self) -> Result<VerifyingKey, KeyError> {
+        VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidIdentityKey)
     }
 
     /// Verifies an ed25519 signature over `message` with this key.

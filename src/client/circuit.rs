@@ -1,0 +1,256 @@
+//! A client circuit: built hop by hop (CREATE, then EXTEND per further hop), then used to
+//! exchange relay messages with any hop.
+//!
+//! This is the low-level, single-owner object; stream multiplexing is layered on top.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::cell::chan_msg::BoundedBytes;
+use crate::cell::consts::RELAY_BODY_LEN;
+use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_msg::Extend;
+use crate::cell::{
+    ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell,
+    RelayMsg,
+};
+use crate::crypto::{client_handshake_start, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS};
+
+use super::channel::{ClientChannel, ClientCircEvent};
+use super::error::CircuitError;
+use super::target::RelayTarget;
+
+/// Cells queued from the channel reader to one circuit before the reader waits.
+const CIRCUIT_QUEUE: usize = 256;
+/// RELAY_EARLY cells a client may send (the relays enforce the same cap).
+const MAX_RELAY_EARLY: u8 = 8;
+
+/// A circuit owned by a client.
+#[derive(Debug)]
+pub struct ClientCircuit {
+    chan: Arc<ClientChannel>,
+    id: CircId,
+    layers: ClientLayers,
+    hops: Vec<IdentityPublic>,
+    rx: mpsc::Receiver<ClientCircEvent>,
+    early_left: u8,
+    closed: bool,
+}
+
+impl ClientCircuit {
+    /// Creates a one-hop circuit to the relay at the other end of `chan`.
+    pub async fn create(
+        chan: &Arc<ClientChannel>,
+        first: &RelayTarget,
+        timeout: Duration,
+    ) -> Result<Self, CircuitError> {
+        let (tx, rx) = mpsc::channel(CIRCUIT_QUEUE);
+        let id = chan.circuits.allocate(tx)?;
+        let mut circ = ClientCircuit {
+            chan: Arc::clone(chan),
+            id,
+            layers: ClientLayers::new(),
+            hops: Vec::new(),
+            rx,
+            early_left: MAX_RELAY_EARLY,
+            closed: false,
+        };
+        let (state, msg) = client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &[])?;
+        let data = BoundedBytes::new(msg, "hdata")?;
+        circ.send_chan(ChanMsg::Create(Create {
+            htype: HandshakeType::Ntor1,
+            data,
+        }))
+        .await?;
+        let reply = match circ.next_event(timeout).await? {
+            ChanMsg::Created(c) => c.data.into_vec(),
+            _ => return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await),
+        };
+        let (keys, _ext) = match state.finish(&reply) {
+            Ok(v) => v,
+            Err(e) => return Err(circ.fail(e.into()).await),
+        };
+        circ.layers.push_hop(&keys)?;
+        circ.hops.push(first.identity);
+        Ok(circ)
+    }
+
+    /// Extends the circuit by one hop through its current last hop.
+    pub async fn extend(&mut self, next: &RelayTarget, timeout: Duration) -> Result<(), CircuitError> {
+        if self.hops.len() >= MAX_HOPS {
+            return Err(CircuitError::Protocol("circuit already has the maximum length"));
+        }
+        let (state, msg) = client_handshake_start(&mut rand::rng(), &next.identity, &next.onion, &[])?;
+        let extend = Extend::new(next.addr, *next.identity.as_bytes(), HandshakeType::Ntor1, msg)?;
+        let last = self.hops.len() - 1;
+        self.send_inner(last, RelayCell::new(None, RelayMsg::Extend(extend))?, true)
+            .await?;
+        let (hop, cell, _tag) = tokio::time::timeout(timeout, self.recv())
+            .await
+            .map_err(|_| CircuitError::Timeout)??;
+        let RelayMsg::Extended(extended) = cell.msg() else {
+            return Err(self.fail(CircuitError::Protocol("expected EXTENDED")).await);
+        };
+        if hop != last {
+            return Err(self.fail(CircuitError::Protocol("EXTENDED from the wrong hop")).await);
+        }
+        let (keys, _ext) = match state.finish(extended.handshake()) {
+            Ok(v) => v,
+            Err(e) => return Err(self.fail(e.into()).await),
+        };
+        self.layers.push_hop(&keys)?;
+        self.hops.push(next.identity);
+        Ok(())
+    }
+
+    /// Number of hops.
+    pub fn len(&self) -> usize {
+        self.hops.len()
+    }
+
+    /// Whether the circuit has no hop (never true for a built circuit).
+    pub fn is_empty(&self) -> bool {
+        self.hops.is_empty()
+    }
+
+    /// The circuit id on the first hop's channel.
+    pub fn id(&self) -> CircId {
+        self.id
+    }
+
+    /// The channel to the first hop.
+    pub fn channel(&self) -> &Arc<ClientChannel> {
+        &self.chan
+    }
+
+    /// Sends a relay message to hop `hop` (0 = first). Returns the tag that hop will see,
+    /// which an authenticated SENDME from it echoes.
+    pub async fn send(&mut self, hop: usize, cell: RelayCell) -> Result<RelayTag, CircuitError> {
+        self.send_inner(hop, cell, false).await
+    }
+
+    async fn send_inner(
+        &mut self,
+        hop: usize,
+        cell: RelayCell,
+        early: bool,
+    ) -> Result<RelayTag, CircuitError> {
+        let mut body: [u8; RELAY_BODY_LEN] = cell.encode()?;
+        let tag = self.layers.encrypt_forward(&mut body, hop)?;
+        let msg = if early {
+            if self.early_left == 0 {
+                return Err(CircuitError::Protocol("RELAY_EARLY budget exhausted"));
+            }
+            self.early_left -= 1;
+            ChanMsg::RelayEarly(RelayBody(body))
+        } else {
+            ChanMsg::Relay(RelayBody(body))
+        };
+        self.send_chan(msg).await?;
+        Ok(tag)
+    }
+
+    /// Receives the next relay message: which hop sent it, the message, and its tag.
+    pub async fn recv(&mut self) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
+        let msg = self.next_event_forever().await?;
+        let ChanMsg::Relay(body) = msg else {
+            return Err(self.fail(CircuitError::Protocol("unexpected cell on an open circuit")).await);
+        };
+        let mut bytes = body.0;
+        let (hop, tag) = match self.layers.decrypt_backward(&mut bytes) {
+            Ok(v) => v,
+            Err(e) => return Err(self.fail(e.into()).await),
+        };
+        match RelayCell::parse(&bytes, &relay_sets::AT_CLIENT) {
+            Ok(cell) => Ok((hop, cell, tag)),
+            Err(e) => Err(self.fail(e.into()).await),
+        }
+    }
+
+    /// Tears the circuit down (DESTROY to the first hop, which propagates it).
+    pub async fn destroy(mut self) {
+        self.close(DestroyReason::Requested).await;
+    }
+
+    async fn next_event(&mut self, timeout: Duration) -> Result<ChanMsg, CircuitError> {
+        match tokio::time::timeout(timeout, self.next_event_forever()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.fail(CircuitError::Timeout).await),
+        }
+    }
+
+    async fn next_event_forever(&mut self) -> Result<ChanMsg, CircuitError> {
+        if self.closed {
+            return Err(CircuitError::ChannelClosed);
+        }
+        match self.rx.recv().await {
+            Some(ClientCircEvent::Cell(ChanMsg::Destroy(reason))) => {
+                self.closed = true;
+                self.chan.circuits.remove(self.id);
+                Err(CircuitError::Destroyed(reason))
+            }
+            Some(ClientCircEvent::Cell(msg)) => Ok(msg),
+            Some(ClientCircEvent::Violation) => {
+                Err(self.fail(CircuitError::Protocol("illegal cell from the first hop")).await)
+            }
+            Some(ClientCircEvent::ChannelClosed) | None => {
+                self.closed = true;
+                Err(CircuitError::ChannelClosed)
+            }
+        }
+    }
+
+    async fn send_chan(&mut self, msg: ChanMsg) -> Result<(), CircuitError> {
+        if self.closed {
+            return Err(CircuitError::ChannelClosed);
+        }
+        let cell = ChanCell::circuit(self.id, msg)?;
+        self.chan.sender.send(&cell).await.map_err(|e| {
+            self.closed = true;
+            CircuitError::from(e)
+        })
+    }
+
+    /// Closes the circuit after an error and returns the error.
+    async fn fail(&mut self, err: CircuitError) -> CircuitError {
+        let reason = match err {
+            CircuitError::Timeout => DestroyReason::Timeout,
+            CircuitError::Crypto(_) => DestroyReason::CryptoFailure,
+            _ => DestroyReason::Protocol,
+        };
+        self.close(reason).await;
+        err
+    }
+
+    async fn close(&mut self, reason: DestroyReason) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.chan.circuits.remove(self.id);
+        if let Ok(cell) = ChanCell::circuit(self.id, ChanMsg::Destroy(reason)) {
+            let _ = self.chan.sender.send(&cell).await;
+        }
+    }
+}
+
+impl Drop for ClientCircuit {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.chan.circuits.remove(self.id);
+        // Best effort: tell the network, if a runtime is still around to do it.
+        if let (Ok(handle), Ok(cell)) = (
+            tokio::runtime::Handle::try_current(),
+            ChanCell::circuit(self.id, ChanMsg::Destroy(DestroyReason::Finished)),
+        ) {
+            let sender = self.chan.sender.clone();
+            handle.spawn(async move {
+                let _ = sender.send(&cell).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The client: channels to first hops and circuits built through them.
+
+pub mod channel;
+pub mod circuit;
+pub mod error;
+pub mod target;
+
+pub use channel::ClientChannel;
+pub use circuit::ClientCircuit;
+pub use error::CircuitError;
+pub use target::RelayTarget;

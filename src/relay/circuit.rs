@@ -1,0 +1,472 @@
+//! One circuit at a relay: a task that owns the circuit's crypto and both of its ends.
+//!
+//! Forward cells (from the client side) lose this hop's layer and are either handled here
+//! (recognised) or passed to the next hop; backward cells gain this hop's layer and go to
+//! the previous hop. Anything unexpected tears the circuit down in both directions: a
+//! silently dropped cell would be a side channel.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::cell::chan_msg::BoundedBytes;
+use crate::cell::consts::{CELL_LEN, RELAY_BODY_LEN};
+use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_msg::{Extend, Extended};
+use crate::cell::{
+    ChanCell, ChanMsg, CircId, Create, Created, DestroyReason, EndReason, HandshakeType,
+    RelayBody, RelayCell, RelayMsg,
+};
+use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto};
+use crate::link::mux::CircMux;
+use crate::link::{self, LinkError, PeerKind};
+
+use super::events::{CircEvent, NextHopResult, Side};
+use super::queue_budget::QueueTicket;
+use super::reactor;
+use super::shared::{CircEnd, CircSlot, RelayChannel, RelayCounters, RelayShared};
+
+/// RELAY_EARLY cells a circuit may carry: caps a circuit at 8 hops beyond the first.
+pub const MAX_RELAY_EARLY: u8 = 8;
+
+/// Registers a new circuit opened by CREATE on `chan` and starts its task.
+pub fn spawn(
+    shared: &Arc<RelayShared>,
+    chan: &Arc<RelayChannel>,
+    id: CircId,
+    create: Create,
+) -> Result<(), DestroyReason> {
+    let ticket = Arc::new(shared.budget.register());
+    let (tx, rx) = mpsc::channel(shared.limits.cells_queued_per_circuit.max(1));
+    let slot = CircSlot {
+        tx: tx.clone(),
+        side: Side::Prev,
+        ticket: Arc::clone(&ticket),
+    };
+    chan.circuits.insert_peer(id, slot).map_err(|e| match e {
+        LinkError::TooManyCircuits { .. } => DestroyReason::ResourceLimit,
+        _ => DestroyReason::Protocol,
+    })?;
+    let prev = CircEnd {
+        chan: Arc::clone(chan),
+        id,
+    };
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let Some(circuit) = Circuit::handshake(shared, prev, create, tx, ticket).await else {
+            return;
+        };
+        circuit.run(rx).await;
+    });
+    Ok(())
+}
+
+/// The state of the circuit beyond this hop.
+enum Next {
+    /// This hop is the last.
+    None,
+    /// EXTEND received; the channel to the next relay is being opened.
+    Connecting { htype: HandshakeType, handshake: Vec<u8> },
+    /// CREATE sent; awaiting CREATED.
+    Pending(CircEnd),
+    /// Extended.
+    Open(CircEnd),
+}
+
+/// Why the circuit must end, and which neighbour already knows.
+struct Teardown {
+    reason: DestroyReason,
+    /// The side that closed first (no DESTROY is sent back to it).
+    from: Option<Side>,
+}
+
+impl Teardown {
+    fn new(reason: DestroyReason) -> Self {
+        Teardown { reason, from: None }
+    }
+}
+
+struct Circuit {
+    shared: Arc<RelayShared>,
+    prev: CircEnd,
+    next: Next,
+    crypto: RelayCrypto,
+    early_left: u8,
+    self_tx: mpsc::Sender<CircEvent>,
+    ticket: Arc<QueueTicket>,
+}
+
+impl Circuit {
+    /// Answers CREATE. On failure the circuit is refused with DESTROY and never starts.
+    async fn handshake(
+        shared: Arc<RelayShared>,
+        prev: CircEnd,
+        create: Create,
+        self_tx: mpsc::Sender<CircEvent>,
+        ticket: Arc<QueueTicket>,
+    ) -> Option<Self> {
+        let result = relay_handshake(
+            &mut rand::rng(),
+            shared.keys.onion_keys(),
+            create.data.as_slice(),
+            |_ext| Vec::new(),
+        );
+        let reply = result.and_then(|(keys, reply, _ext)| {
+            let created = BoundedBytes::new(reply, "hdata")
+                .map_err(|_| crate::crypto::HandshakeError::ExtensionTooShort)?;
+            Ok((keys, created))
+        });
+        let (keys, created) = match reply {
+            Ok(v) => v,
+            Err(e) => {
+                debug!("relay: circuit handshake failed: {e}");
+                RelayCounters::bump(&shared.counters.protocol_violations);
+                prev.chan.circuits.remove(prev.id);
+                send_cell(&prev, ChanMsg::Destroy(DestroyReason::Protocol)).await;
+                return None;
+            }
+        };
+        if !send_cell(&prev, ChanMsg::Created(Created { data: created })).await {
+            prev.chan.circuits.remove(prev.id);
+            return None;
+        }
+        RelayCounters::bump(&shared.counters.circuits_created);
+        shared
+            .counters
+            .circuits_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Circuit {
+            shared,
+            prev,
+            next: Next::None,
+            crypto: RelayCrypto::new(&keys),
+            early_left: MAX_RELAY_EARLY,
+            self_tx,
+            ticket,
+        })
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<CircEvent>) {
+        let deadline = tokio::time::sleep(self.shared.limits.extend_timeout());
+        tokio::pin!(deadline);
+        let teardown = loop {
+            let pending = matches!(self.next, Next::Connecting { .. } | Next::Pending(_));
+            let event = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = self.ticket.stat().killed() => {
+                    debug!("relay: circuit killed by the queue memory limit");
+                    break Teardown::new(DestroyReason::ResourceLimit);
+                }
+                _ = &mut deadline, if pending => {
+                    break Teardown::new(DestroyReason::Timeout);
+                }
+            };
+            // `self_tx` keeps the queue open, so `None` cannot happen; treat it as closed.
+            let Some(event) = event else {
+                break Teardown::new(DestroyReason::Internal);
+            };
+            if matches!(event, CircEvent::Cell(..) | CircEvent::Violation(_)) {
+                self.ticket.dequeued(CELL_LEN);
+            }
+            let was_idle = matches!(self.next, Next::None);
+            if let Err(t) = self.handle(event).await {
+                break t;
+            }
+            if was_idle && matches!(self.next, Next::Connecting { .. }) {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.shared.limits.extend_timeout());
+            }
+        };
+        self.teardown(teardown).await;
+    }
+
+    async fn handle(&mut self, event: CircEvent) -> Result<(), Teardown> {
+        match event {
+            CircEvent::Cell(Side::Prev, ChanMsg::Relay(body)) => self.forward(body, false).await,
+            CircEvent::Cell(Side::Prev, ChanMsg::RelayEarly(body)) => {
+                if self.early_left == 0 {
+                    debug!("relay: more than {MAX_RELAY_EARLY} RELAY_EARLY cells");
+                    return Err(Teardown::new(DestroyReason::Protocol));
+                }
+                self.early_left -= 1;
+                self.forward(body, true).await
+            }
+            // Pass the reason on: it tells the client why (e.g. the next relay's limits).
+            CircEvent::Cell(side, ChanMsg::Destroy(reason)) => Err(Teardown {
+                reason,
+                from: Some(side),
+            }),
+            CircEvent::Cell(Side::Next, ChanMsg::Created(created)) => self.on_created(created).await,
+            CircEvent::Cell(Side::Next, ChanMsg::Relay(body)) => self.backward(body).await,
+            CircEvent::Cell(_, _) | CircEvent::Violation(_) => {
+                RelayCounters::bump(&self.shared.counters.protocol_violations);
+                Err(Teardown::new(DestroyReason::Protocol))
+            }
+            CircEvent::ChannelClosed(side) => Err(Teardown {
+                reason: DestroyReason::ChannelClosed,
+                from: Some(side),
+            }),
+            CircEvent::NextHopReady(result) => self.on_next_hop_ready(result).await,
+        }
+    }
+
+    /// A forward cell: remove our layer, then handle it here or pass it on.
+    async fn forward(&mut self, body: RelayBody, early: bool) -> Result<(), Teardown> {
+        let mut bytes = body.0;
+        let recognition = self
+            .crypto
+            .decrypt_forward(&mut bytes)
+            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        match recognition {
+            crate::crypto::Recognition::Recognised { .. } => self.on_recognised(&bytes, early).await,
+            crate::crypto::Recognition::NotForUs => {
+                let Next::Open(next) = &self.next else {
+                    // Nobody beyond us could recognise it: the cell was modified.
+                    debug!("relay: unrecognised cell at the last hop");
+                    return Err(Teardown::new(DestroyReason::CryptoFailure));
+                };
+                let body = RelayBody(bytes);
+                let msg = if early {
+                    ChanMsg::RelayEarly(body)
+                } else {
+                    ChanMsg::Relay(body)
+                };
+                self.relayed();
+                if send_cell(next, msg).await {
+                    Ok(())
+                } else {
+                    Err(Teardown {
+                        reason: DestroyReason::ChannelClosed,
+                        from: Some(Side::Next),
+                    })
+                }
+            }
+        }
+    }
+
+    /// A backward cell from the next hop: add our layer and pass it towards the client.
+    async fn backward(&mut self, body: RelayBody) -> Result<(), Teardown> {
+        if !matches!(self.next, Next::Open(_)) {
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        let mut bytes = body.0;
+        self.crypto
+            .encrypt_backward(&mut bytes)
+            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        self.relayed();
+        self.to_prev(ChanMsg::Relay(RelayBody(bytes))).await
+    }
+
+    fn relayed(&self) {
+        RelayCounters::bump(&self.shared.counters.cells_relayed);
+    }
+
+    async fn to_prev(&self, msg: ChanMsg) -> Result<(), Teardown> {
+        if send_cell(&self.prev, msg).await {
+            Ok(())
+        } else {
+            Err(Teardown {
+                reason: DestroyReason::ChannelClosed,
+                from: Some(Side::Prev),
+            })
+        }
+    }
+
+    /// Sends a relay message we originate to the client.
+    async fn reply(&mut self, cell: RelayCell) -> Result<(), Teardown> {
+        let mut body: [u8; RELAY_BODY_LEN] = cell
+            .encode()
+            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        self.crypto
+            .originate_backward(&mut body)
+            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        self.to_prev(ChanMsg::Relay(RelayBody(body))).await
+    }
+
+    /// A cell addressed to this hop.
+    async fn on_recognised(&mut self, body: &[u8; RELAY_BODY_LEN], early: bool) -> Result<(), Teardown> {
+        let cell = RelayCell::parse(body, &relay_sets::AT_RELAY).map_err(|e| {
+            debug!("relay: bad relay message: {e}");
+            Teardown::new(DestroyReason::Protocol)
+        })?;
+        let (stream, msg) = cell.into_parts();
+        match msg {
+            RelayMsg::Extend(extend) if early => self.on_extend(extend),
+            RelayMsg::Truncate => {
+                self.drop_next(DestroyReason::Requested).await;
+                self.reply(cell_or_internal(None, RelayMsg::Truncated(DestroyReason::Requested))?)
+                    .await
+            }
+            RelayMsg::Drop => Ok(()),
+            // This relay is not an exit and serves no directory yet: refuse the stream.
+            RelayMsg::Begin(_) | RelayMsg::Resolve(_) => {
+                self.reply(cell_or_internal(stream, RelayMsg::End(EndReason::ExitPolicy))?)
+                    .await
+            }
+            RelayMsg::BeginDir => {
+                self.reply(cell_or_internal(stream, RelayMsg::End(EndReason::NotDirectory))?)
+                    .await
+            }
+            // The client closing a stream we already refused, and circuit-level SENDMEs
+            // (no flow-controlled traffic originates here yet), need no answer.
+            RelayMsg::End(_) | RelayMsg::Sendme(_) => Ok(()),
+            _ => Err(Teardown::new(DestroyReason::Protocol)),
+        }
+    }
+
+    fn on_extend(&mut self, extend: Extend) -> Result<(), Teardown> {
+        if !matches!(self.next, Next::None) {
+            debug!("relay: EXTEND on a circuit that already has a next hop");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        let target = IdentityPublic::from_bytes(extend.identity())
+            .map_err(|_| Teardown::new(DestroyReason::Protocol))?;
+        // Extending to ourselves or straight back to the previous hop makes a loop that
+        // would let one relay see the same circuit twice.
+        let previous = match &self.prev.chan.peer {
+            PeerKind::Relay(vk) => Some(*vk.as_bytes()),
+            PeerKind::Client => None,
+        };
+        if target == self.shared.keys.identity() || previous == Some(*target.as_bytes()) {
+            debug!("relay: EXTEND back to this relay or to the previous hop");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        self.next = Next::Connecting {
+            htype: extend.htype(),
+            handshake: extend.handshake().to_vec(),
+        };
+        let shared = Arc::clone(&self.shared);
+        let tx = self.self_tx.clone();
+        let addr = extend.addr();
+        tokio::spawn(async move {
+            let result = channel_to(&shared, addr, target).await;
+            let _ = tx.send(CircEvent::NextHopReady(result)).await;
+        });
+        Ok(())
+    }
+
+    async fn on_next_hop_ready(&mut self, result: NextHopResult) -> Result<(), Teardown> {
+        let Next::Connecting { htype, handshake } = std::mem::replace(&mut self.next, Next::None)
+        else {
+            // A late answer for an extension that was truncated meanwhile.
+            return Ok(());
+        };
+        let chan = result.map_err(Teardown::new)?;
+        let slot = CircSlot {
+            tx: self.self_tx.clone(),
+            side: Side::Next,
+            ticket: Arc::clone(&self.ticket),
+        };
+        let id = chan
+            .circuits
+            .allocate(slot)
+            .map_err(|_| Teardown::new(DestroyReason::ResourceLimit))?;
+        let end = CircEnd { chan, id };
+        let data = BoundedBytes::new(handshake, "hdata")
+            .map_err(|_| Teardown::new(DestroyReason::Protocol))?;
+        let sent = send_cell(&end, ChanMsg::Create(Create { htype, data })).await;
+        self.next = Next::Pending(end);
+        if sent {
+            Ok(())
+        } else {
+            Err(Teardown::new(DestroyReason::ConnectFailed))
+        }
+    }
+
+    async fn on_created(&mut self, created: Created) -> Result<(), Teardown> {
+        let Next::Pending(end) = std::mem::replace(&mut self.next, Next::None) else {
+            self.next = Next::None;
+            return Err(Teardown::new(DestroyReason::Protocol));
+        };
+        self.next = Next::Open(end);
+        let extended = Extended::new(created.data.into_vec())
+            .map_err(|_| Teardown::new(DestroyReason::Protocol))?;
+        self.reply(cell_or_internal(None, RelayMsg::Extended(extended))?)
+            .await
+    }
+
+    /// Destroys everything beyond this hop (TRUNCATE).
+    async fn drop_next(&mut self, reason: DestroyReason) {
+        match std::mem::replace(&mut self.next, Next::None) {
+            Next::Pending(end) | Next::Open(end) => {
+                end.chan.circuits.remove(end.id);
+                send_cell(&end, ChanMsg::Destroy(reason)).await;
+            }
+            Next::None | Next::Connecting { .. } => {}
+        }
+    }
+
+    async fn teardown(mut self, t: Teardown) {
+        self.prev.chan.circuits.remove(self.prev.id);
+        if t.from != Some(Side::Prev) {
+            send_cell(&self.prev, ChanMsg::Destroy(t.reason)).await;
+        }
+        if t.from == Some(Side::Next) {
+            if let Next::Pending(end) | Next::Open(end) = std::mem::replace(&mut self.next, Next::None) {
+                end.chan.circuits.remove(end.id);
+            }
+        } else {
+            self.drop_next(t.reason).await;
+        }
+        self.shared
+            .counters
+            .circuits_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn cell_or_internal(stream: Option<crate::cell::StreamId>, msg: RelayMsg) -> Result<RelayCell, Teardown> {
+    RelayCell::new(stream, msg).map_err(|_| Teardown::new(DestroyReason::Internal))
+}
+
+/// Sends `msg` on circuit `end`; false if the channel is gone.
+async fn send_cell(end: &CircEnd, msg: ChanMsg) -> bool {
+    match ChanCell::circuit(end.id, msg) {
+        Ok(cell) => end.chan.sender.send(&cell).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The channel to relay `target` at `addr`: reused if open, otherwise connected (proving
+/// the identity) and started.
+async fn channel_to(
+    shared: &Arc<RelayShared>,
+    addr: std::net::SocketAddr,
+    target: IdentityPublic,
+) -> NextHopResult {
+    if let Some(chan) = shared.channel_to(&target) {
+        return Ok(chan);
+    }
+    let lock = shared.connect_lock(&target);
+    let _guard = lock.lock().await;
+    // Another extension may have connected while we waited.
+    if let Some(chan) = shared.channel_to(&target) {
+        return Ok(chan);
+    }
+    let expected = target
+        .to_verifying_key()
+        .map_err(|_| DestroyReason::Protocol)?;
+    let channel = link::connect(addr, &expected, Some(shared.keys.link_auth()), &shared.link)
+        .await
+        .map_err(|e| match e {
+            LinkError::IdentityMismatch { .. } => DestroyReason::WrongIdentity,
+            LinkError::HandshakeTimeout => DestroyReason::Timeout,
+            _ => DestroyReason::ConnectFailed,
+        })?;
+    let chan = Arc::new(RelayChannel {
+        sender: channel.sender,
+        circuits: CircMux::new(channel.circ_ids),
+        peer: channel.peer,
+        stats: channel.stats,
+    });
+    let registered = shared.register_relay_channel(target, Arc::clone(&chan));
+    if Arc::ptr_eq(&registered, &chan) {
+        tokio::spawn(reactor::run(Arc::clone(shared), Arc::clone(&chan), channel.receiver));
+    } else {
+        // Lost a race with another extension to the same relay: use its channel.
+        chan.sender.close();
+    }
+    Ok(registered)
+}

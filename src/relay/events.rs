@@ -1,0 +1,31 @@
+//! What a channel's reader hands to a circuit task.
+
+use crate::cell::ChanMsg;
+
+/// Which neighbour of a circuit a cell came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Towards the client.
+    Prev,
+    /// Away from the client.
+    Next,
+}
+
+/// An event for a relay circuit task.
+// Cells travel by value through bounded queues: boxing them would cost a heap
+// allocation per cell on the hot path, and the queue bound caps the memory anyway.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum CircEvent {
+    /// A cell (already parsed against the command set legal from that side).
+    Cell(Side, ChanMsg),
+    /// The channel on that side closed.
+    ChannelClosed(Side),
+    /// The neighbour on that side sent something illegal on this circuit.
+    Violation(Side),
+    /// The channel to the next hop requested by EXTEND is ready (or could not be opened).
+    NextHopReady(NextHopResult),
+}
+
+/// The outcome of opening (or reusing) the channel to the next hop of an EXTEND.
+pub type NextHopResult = Result<std::sync::Arc<super::shared::RelayChannel>, crate::cell::DestroyReason>;

@@ -1,0 +1,20 @@
+//! The relay runtime: accepts channels, answers CREATE, handles EXTEND, forwards RELAY
+//! cells both ways (removing or adding its layer) and tears circuits down on DESTROY.
+//!
+//! Task model: one reader task per channel ([`reactor`]) and one task per circuit
+//! ([`circuit`]); they talk through bounded queues. There is no relay-wide lock on the
+//! cell path, so circuits on different channels are processed on all cores at once.
+
+pub mod circuit;
+pub mod events;
+pub mod keys;
+pub mod limits;
+pub mod queue_budget;
+pub mod rate_limit;
+pub mod reactor;
+pub mod server;
+pub mod shared;
+
+pub use keys::RelayKeys;
+pub use limits::RelayLimits;
+pub use server::{start, RelayConfig, RelayHandle};

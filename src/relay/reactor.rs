@@ -1,0 +1,136 @@
+//! The reader side of one relay channel: parses every inbound cell against the commands
+//! legal on it and hands it to the circuit it belongs to.
+//!
+//! One task per channel, so channels are read in parallel on all cores. The task owns no
+//! circuit state: circuits live in their own tasks ([`super::circuit`]), reached through
+//! bounded queues. When a circuit's queue is full this task waits, which stops reading the
+//! socket: backpressure reaches the peer instead of memory growing.
+
+use std::sync::Arc;
+
+use tracing::debug;
+
+use crate::cell::chan_cell::sets;
+use crate::cell::consts::CELL_LEN;
+use crate::cell::{CellHeader, ChanCell, ChanCmd, ChanMsg, CircId, Create, DestroyReason};
+use crate::link::{ChannelReceiver, PeerKind};
+
+use super::circuit;
+use super::events::{CircEvent, Side};
+use super::shared::{RelayChannel, RelayCounters, RelayShared};
+
+/// Reads `chan` until it closes, then tells every circuit on it.
+pub async fn run(shared: Arc<RelayShared>, chan: Arc<RelayChannel>, mut receiver: ChannelReceiver) {
+    loop {
+        let raw = match receiver.recv().await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => break,
+            Err(e) => {
+                debug!("relay: channel closed: {e}");
+                break;
+            }
+        };
+        if let Err(why) = handle_cell(&shared, &chan, &raw).await {
+            debug!("relay: closing channel after protocol violation: {why}");
+            RelayCounters::bump(&shared.counters.protocol_violations);
+            break;
+        }
+    }
+    chan.sender.close();
+    if let PeerKind::Relay(vk) = &chan.peer {
+        if let Ok(id) = crate::crypto::IdentityPublic::from_bytes(vk.as_bytes()) {
+            shared.unregister_relay_channel(&id, &chan);
+        }
+    }
+    for (_, slot) in chan.circuits.close() {
+        // The circuit may already be gone; nothing to do then.
+        let _ = slot.tx.try_send(CircEvent::ChannelClosed(slot.side));
+    }
+}
+
+/// Handles one cell. An error closes the whole channel (the peer broke the link protocol,
+/// not just one circuit).
+async fn handle_cell(
+    shared: &Arc<RelayShared>,
+    chan: &Arc<RelayChannel>,
+    raw: &[u8; CELL_LEN],
+) -> Result<(), String> {
+    let header = CellHeader::peek(raw).map_err(|e| e.to_string())?;
+    if !header.cmd.is_circuit_cmd() {
+        // Only PADDING is legal at channel level once the handshake is over.
+        return match ChanCell::parse(raw, &sets::RELAY_CHANNEL) {
+            Ok(cell) if matches!(cell.msg(), ChanMsg::Padding) => Ok(()),
+            Ok(_) => Err("channel-level command after the handshake".into()),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let id = CircId::from_wire(header.circ_id).map_err(|e| e.to_string())?;
+    let Some(slot) = chan.circuits.get(id) else {
+        return on_unknown_circuit(shared, chan, id, raw).await;
+    };
+    let allowed = match slot.side {
+        Side::Prev => &sets::FROM_PREVIOUS_HOP,
+        // CREATED is only legal while the circuit awaits it; the circuit checks that.
+        Side::Next => &sets::FROM_NEXT_HOP,
+    };
+    let event = match ChanCell::parse(raw, allowed) {
+        Ok(cell) => CircEvent::Cell(slot.side, cell.into_parts().1),
+        Err(e) => {
+            debug!("relay: illegal cell on a circuit: {e}");
+            CircEvent::Violation(slot.side)
+        }
+    };
+    slot.ticket.enqueued(CELL_LEN);
+    if slot.tx.send(event).await.is_err() {
+        // The circuit task ended between lookup and send; it cleans up its own slots.
+        slot.ticket.dequeued(CELL_LEN);
+    }
+    Ok(())
+}
+
+/// A cell for a circuit id this channel does not carry: only CREATE opens one. Anything
+/// else is a late cell for a circuit we already closed, and is dropped.
+async fn on_unknown_circuit(
+    shared: &Arc<RelayShared>,
+    chan: &Arc<RelayChannel>,
+    id: CircId,
+    raw: &[u8; CELL_LEN],
+) -> Result<(), String> {
+    match ChanCell::parse(raw, &sets::NEW_CIRCUIT) {
+        Ok(cell) => {
+            if let ChanMsg::Create(create) = cell.into_parts().1 {
+                on_create(shared, chan, id, create).await;
+            }
+            Ok(())
+        }
+        Err(_) => {
+            let cmd = CellHeader::peek(raw).map(|h| h.cmd).ok();
+            if matches!(cmd, Some(ChanCmd::Relay | ChanCmd::RelayEarly | ChanCmd::Destroy)) {
+                Ok(())
+            } else {
+                Err("CREATED for a circuit that does not exist".into())
+            }
+        }
+    }
+}
+
+async fn on_create(shared: &Arc<RelayShared>, chan: &Arc<RelayChannel>, id: CircId, create: Create) {
+    if !shared.handshakes.try_take() {
+        RelayCounters::bump(&shared.counters.refused_handshake_rate);
+        refuse(chan, id, DestroyReason::ResourceLimit).await;
+        return;
+    }
+    match circuit::spawn(shared, chan, id, create) {
+        Ok(()) => {}
+        Err(reason) => {
+            RelayCounters::bump(&shared.counters.refused_circuit_limit);
+            refuse(chan, id, reason).await;
+        }
+    }
+}
+
+async fn refuse(chan: &RelayChannel, id: CircId, reason: DestroyReason) {
+    if let Ok(cell) = ChanCell::circuit(id, ChanMsg::Destroy(reason)) {
+        let _ = chan.sender.send(&cell).await;
+    }
+}

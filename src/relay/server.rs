@@ -1,0 +1,163 @@
+//! The relay's listener: accepts TCP connections, runs the link handshake under a limit,
+//! and starts a reader task per channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::crypto::IdentityPublic;
+use crate::link::mux::CircMux;
+use crate::link::{self, LinkConfig, PeerKind};
+
+use super::keys::RelayKeys;
+use super::limits::RelayLimits;
+use super::queue_budget::QueueBudget;
+use super::rate_limit::TokenBucket;
+use super::reactor;
+use super::shared::{RelayChannel, RelayCounters, RelayShared};
+
+/// What a relay needs to start.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Address to listen on for channels (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Resource limits.
+    pub limits: RelayLimits,
+}
+
+/// A running relay. Dropping the handle does not stop it; call [`RelayHandle::shutdown`].
+#[derive(Debug)]
+pub struct RelayHandle {
+    shared: Arc<RelayShared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// The address the relay listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+
+    /// The relay's identity.
+    pub fn identity(&self) -> IdentityPublic {
+        self.shared.keys.identity()
+    }
+
+    /// The relay's keys (public parts go into its descriptor).
+    pub fn keys(&self) -> &RelayKeys {
+        &self.shared.keys
+    }
+
+    /// The relay's shared state (counters, channels), for metrics and tests.
+    pub fn shared(&self) -> &Arc<RelayShared> {
+        &self.shared
+    }
+
+    /// Stops accepting connections and closes every channel.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let chans: Vec<_> = self
+            .shared
+            .relay_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in chans {
+            c.sender.close();
+        }
+        for c in self.shared.all_channels() {
+            c.sender.close();
+        }
+    }
+}
+
+/// Binds the listener and starts the relay.
+pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<RelayHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let listen_addr = listener.local_addr()?;
+    let limits = config.limits;
+    let link = LinkConfig {
+        handshake_timeout: limits.link_handshake_timeout(),
+        idle_timeout: limits.idle_channel_timeout(),
+        max_circuits_per_channel: limits.circuits_per_channel,
+        ..LinkConfig::default()
+    };
+    let shared = Arc::new(RelayShared {
+        handshakes: TokenBucket::new(limits.handshakes_per_second, limits.handshake_burst),
+        budget: QueueBudget::new(limits.total_queued_bytes),
+        relay_channels: Mutex::new(HashMap::new()),
+        connect_locks: Mutex::new(HashMap::new()),
+        inbound_channels: Mutex::new(Vec::new()),
+        counters: RelayCounters::default(),
+        keys,
+        link,
+        limits,
+        listen_addr,
+    });
+    info!(identity = %shared.keys.identity(), "relay: listening");
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(Arc::clone(&shared), listener, stop_rx));
+    Ok(RelayHandle { shared, stop, task })
+}
+
+async fn accept_loop(shared: Arc<RelayShared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let pending = Arc::new(Semaphore::new(shared.limits.pending_link_handshakes.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Typically EMFILE under a connection flood; back off briefly.
+                debug!("relay: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+            // Too many handshakes in flight: refuse by closing at once.
+            RelayCounters::bump(&shared.counters.link_handshake_failures);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let result = link::accept(stream, shared.keys.link_auth(), &shared.link).await;
+            drop(permit);
+            match result {
+                Ok(channel) => {
+                    RelayCounters::bump(&shared.counters.link_handshakes);
+                    let chan = Arc::new(RelayChannel {
+                        sender: channel.sender,
+                        circuits: CircMux::new(channel.circ_ids),
+                        peer: channel.peer,
+                        stats: channel.stats,
+                    });
+                    if let PeerKind::Relay(vk) = &chan.peer {
+                        if let Ok(id) = IdentityPublic::from_bytes(vk.as_bytes()) {
+                            shared.register_relay_channel(id, Arc::clone(&chan));
+                        }
+                    }
+                    shared.track_channel(&chan);
+                    reactor::run(shared, chan, channel.receiver).await;
+                }
+                Err(e) => {
+                    RelayCounters::bump(&shared.counters.link_handshake_failures);
+                    debug!("relay: inbound link handshake failed: {e}");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,177 @@
+//! State shared by all of a relay's tasks, and the per-channel record of circuits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::cell::CircId;
+use crate::crypto::IdentityPublic;
+use crate::link::mux::CircMux;
+use crate::link::{ChannelSender, LinkConfig, PeerKind, RecordStats};
+
+use super::events::{CircEvent, Side};
+use super::keys::RelayKeys;
+use super::limits::RelayLimits;
+use super::queue_budget::{QueueBudget, QueueTicket};
+use super::rate_limit::TokenBucket;
+
+/// Where a channel's reader delivers the cells of one circuit.
+#[derive(Debug, Clone)]
+pub struct CircSlot {
+    /// The circuit task's queue.
+    pub tx: mpsc::Sender<CircEvent>,
+    /// Which side of the circuit this channel is.
+    pub side: Side,
+    /// The circuit's share of the relay's queue budget.
+    pub ticket: Arc<QueueTicket>,
+}
+
+/// One open channel of the relay.
+#[derive(Debug)]
+pub struct RelayChannel {
+    /// Queues cells to the peer.
+    pub sender: ChannelSender,
+    /// The circuits it carries.
+    pub circuits: CircMux<CircSlot>,
+    /// Who the peer is.
+    pub peer: PeerKind,
+    /// Record counters (tests assert uniform record sizes from these).
+    pub stats: Arc<RecordStats>,
+}
+
+/// Counters a relay keeps (exported as metrics later; never per client or destination).
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Circuits created (CREATE answered).
+    pub circuits_created: AtomicU64,
+    /// Circuits currently open.
+    pub circuits_open: AtomicU64,
+    /// Cells relayed (forwarded or originated) in either direction.
+    pub cells_relayed: AtomicU64,
+    /// CREATE refused by the handshake rate limit.
+    pub refused_handshake_rate: AtomicU64,
+    /// CREATE refused by the per-channel circuit limit or a bad id.
+    pub refused_circuit_limit: AtomicU64,
+    /// Circuits closed for a protocol violation.
+    pub protocol_violations: AtomicU64,
+    /// Link handshakes completed (inbound).
+    pub link_handshakes: AtomicU64,
+    /// Link handshakes refused or failed.
+    pub link_handshake_failures: AtomicU64,
+}
+
+impl RelayCounters {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// State shared by every task of one relay.
+#[derive(Debug)]
+pub struct RelayShared {
+    /// Keys.
+    pub keys: RelayKeys,
+    /// Limits.
+    pub limits: RelayLimits,
+    /// Link configuration derived from the limits.
+    pub link: LinkConfig,
+    /// CREATE rate limit.
+    pub handshakes: TokenBucket,
+    /// Relay-wide queued-cell budget.
+    pub budget: Arc<QueueBudget>,
+    /// Open channels to other relays, by identity, for reuse when extending.
+    pub relay_channels: Mutex<HashMap<IdentityPublic, Arc<RelayChannel>>>,
+    /// One lock per relay being connected to, so concurrent EXTENDs to the same relay
+    /// share one connection attempt instead of racing (and flooding its listener).
+    pub connect_locks: Mutex<HashMap<IdentityPublic, Arc<tokio::sync::Mutex<()>>>>,
+    /// Every inbound channel (weakly), so shutdown can close client channels too.
+    pub inbound_channels: Mutex<Vec<std::sync::Weak<RelayChannel>>>,
+    /// Counters.
+    pub counters: RelayCounters,
+    /// The address this relay listens on.
+    pub listen_addr: SocketAddr,
+}
+
+impl RelayShared {
+    /// The open channel to relay `id`, if any.
+    pub fn channel_to(&self, id: &IdentityPublic) -> Option<Arc<RelayChannel>> {
+        let map = self
+            .relay_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(id).filter(|c| !c.sender.is_closed()).cloned()
+    }
+
+    /// Records `chan` as the channel to relay `id`, unless an open one is already known
+    /// (then that one is returned and `chan` should be closed by the caller).
+    pub fn register_relay_channel(
+        &self,
+        id: IdentityPublic,
+        chan: Arc<RelayChannel>,
+    ) -> Arc<RelayChannel> {
+        let mut map = self
+            .relay_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(&id) {
+            Some(existing) if !existing.sender.is_closed() => Arc::clone(existing),
+            _ => {
+                map.insert(id, Arc::clone(&chan));
+                chan
+            }
+        }
+    }
+
+    /// Remembers an inbound channel for shutdown (dead entries are pruned as we go).
+    pub fn track_channel(&self, chan: &Arc<RelayChannel>) {
+        let mut v = self
+            .inbound_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(chan));
+    }
+
+    /// Every inbound channel still open.
+    pub fn all_channels(&self) -> Vec<Arc<RelayChannel>> {
+        self.inbound_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    /// The lock serialising connection attempts to relay `id`.
+    pub fn connect_lock(&self, id: &IdentityPublic) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.connect_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop locks nobody holds any more, so the map stays as small as the set of
+        // connections in progress.
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(map.entry(*id).or_default())
+    }
+
+    /// Forgets the channel to `id` if it is `chan`.
+    pub fn unregister_relay_channel(&self, id: &IdentityPublic, chan: &Arc<RelayChannel>) {
+        let mut map = self
+            .relay_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.get(id).is_some_and(|c| Arc::ptr_eq(c, chan)) {
+            map.remove(id);
+        }
+    }
+}
+
+/// One end of a circuit at this relay: a channel and the circuit id on it.
+#[derive(Debug, Clone)]
+pub struct CircEnd {
+    /// The channel.
+    pub chan: Arc<RelayChannel>,
+    /// The circuit's id on that channel.
+    pub id: CircId,
+}
