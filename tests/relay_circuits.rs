@@ -17,7 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 const NO_HANG: Duration = Duration::from_secs(20);
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 async fn start_relay() -> RelayHandle {
@@ -41,7 +44,11 @@ fn target(r: &RelayHandle) -> RelayTarget {
 }
 
 async fn three_relays() -> Vec<RelayHandle> {
-    vec![start_relay().await, start_relay().await, start_relay().await]
+    vec![
+        start_relay().await,
+        start_relay().await,
+        start_relay().await,
+    ]
 }
 
 async fn build(relays: &[RelayHandle]) -> ClientCircuit {
@@ -87,14 +94,7 @@ fn assert_uniform_records(relays: &[RelayHandle]) {
     for r in relays {
         let shared = r.shared();
         let mut chans = shared.all_channels();
-        chans.extend(
-            shared
-                .relay_channels
-                .lock()
-                .unwrap()
-                .values()
-                .cloned(),
-        );
+        chans.extend(shared.relay_channels.lock().unwrap().values().cloned());
         assert!(!chans.is_empty());
         for c in chans {
             let s = &c.stats;
@@ -296,4 +296,29 @@ async fn a_thousand_circuits_share_one_channel() {
         1000
     );
     assert_uniform_records(&relays);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_channels_with_circuits_stay_open_and_empty_ones_close() {
+    let limits = RelayLimits {
+        idle_channel_timeout_secs: 1,
+        ..RelayLimits::default()
+    };
+    let relay = start_relay_with(limits).await;
+    let cfg = LinkConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..LinkConfig::default()
+    };
+    let busy = ClientChannel::connect(&target(&relay), &cfg).await.unwrap();
+    let mut circ = ClientCircuit::create(&busy, &target(&relay), NO_HANG)
+        .await
+        .unwrap();
+    let empty = ClientChannel::connect(&target(&relay), &cfg).await.unwrap();
+    // Three idle timeouts of silence from the application.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    round_trip(&mut circ, 0, 1).await;
+    assert!(!busy.is_closed());
+    tokio::time::timeout(NO_HANG, empty.sender.closed())
+        .await
+        .expect("a channel without circuits is closed by the idle timeout");
 }

@@ -18,7 +18,10 @@ use allium::relay::{self, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 const NO_HANG: Duration = Duration::from_secs(30);
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn target(r: &RelayHandle) -> RelayTarget {
@@ -53,13 +56,19 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
     let t = target(&relay);
 
     // An honest circuit, on its own channel.
-    let honest_chan = ClientChannel::connect(&t, &LinkConfig::default()).await.unwrap();
-    let mut honest = ClientCircuit::create(&honest_chan, &t, NO_HANG).await.unwrap();
+    let honest_chan = ClientChannel::connect(&t, &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut honest = ClientCircuit::create(&honest_chan, &t, NO_HANG)
+        .await
+        .unwrap();
     let rss_before = rss_kib();
 
     // The flood: 10,000 CREATE cells with real handshakes on one channel. A few distinct
     // handshake messages are enough to make the relay do the full work for each.
-    let flood_chan = ClientChannel::connect(&t, &LinkConfig::default()).await.unwrap();
+    let flood_chan = ClientChannel::connect(&t, &LinkConfig::default())
+        .await
+        .unwrap();
     let msgs: Vec<Vec<u8>> = (0..16)
         .map(|_| {
             client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &[])
@@ -76,7 +85,11 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
                     htype: HandshakeType::Ntor1,
                     data: BoundedBytes::new(msgs[i as usize % msgs.len()].clone(), "h").unwrap(),
                 });
-                if sender.send(&ChanCell::circuit(id, create).unwrap()).await.is_err() {
+                if sender
+                    .send(&ChanCell::circuit(id, create).unwrap())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -89,7 +102,10 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
     for stream in 1..=50u16 {
         let begin = Begin::new(TargetAddr::Ip("127.0.0.1".parse().unwrap()), 80).unwrap();
         honest
-            .send(0, RelayCell::new(StreamId::new(stream), RelayMsg::Begin(begin)).unwrap())
+            .send(
+                0,
+                RelayCell::new(StreamId::new(stream), RelayMsg::Begin(begin)).unwrap(),
+            )
             .await
             .unwrap();
         let (_, cell, _) = tokio::time::timeout(NO_HANG, honest.recv())
@@ -118,5 +134,9 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
     assert!(created <= 4097, "created {created}");
     assert!(refused_rate + refused_limit >= 5_000, "refused too few");
     // Bounded memory: thousands of circuits cost a few MiB, not hundreds.
-    assert!(rss_during < rss_before + 200 * 1024, "RSS grew by {} KiB", rss_during - rss_before);
+    assert!(
+        rss_during < rss_before + 200 * 1024,
+        "RSS grew by {} KiB",
+        rss_during - rss_before
+    );
 }

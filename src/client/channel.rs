@@ -43,7 +43,10 @@ pub struct ClientChannel {
 impl ClientChannel {
     /// Connects to `first_hop` (which must prove its identity) and starts the reader.
     /// The client does not authenticate: it stays anonymous to the relay.
-    pub async fn connect(first_hop: &RelayTarget, cfg: &LinkConfig) -> Result<Arc<Self>, LinkError> {
+    pub async fn connect(
+        first_hop: &RelayTarget,
+        cfg: &LinkConfig,
+    ) -> Result<Arc<Self>, LinkError> {
         let expected = first_hop
             .identity
             .to_verifying_key()
@@ -53,6 +56,10 @@ impl ClientChannel {
             sender: channel.sender,
             circuits: CircMux::new(channel.circ_ids),
             stats: channel.stats,
+        });
+        let weak = Arc::downgrade(&chan);
+        link::keepalive::spawn(chan.sender.clone(), cfg.idle_timeout, move || {
+            weak.upgrade().is_some_and(|c| !c.circuits.is_empty())
         });
         tokio::spawn(read_loop(Arc::clone(&chan), channel.receiver));
         Ok(chan)

@@ -13,8 +13,7 @@ use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::relay_msg::Extend;
 use crate::cell::{
-    ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell,
-    RelayMsg,
+    ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell, RelayMsg,
 };
 use crate::crypto::{client_handshake_start, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS};
 
@@ -57,7 +56,8 @@ impl ClientCircuit {
             early_left: MAX_RELAY_EARLY,
             closed: false,
         };
-        let (state, msg) = client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &[])?;
+        let (state, msg) =
+            client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &[])?;
         let data = BoundedBytes::new(msg, "hdata")?;
         circ.send_chan(ChanMsg::Create(Create {
             htype: HandshakeType::Ntor1,
@@ -78,12 +78,24 @@ impl ClientCircuit {
     }
 
     /// Extends the circuit by one hop through its current last hop.
-    pub async fn extend(&mut self, next: &RelayTarget, timeout: Duration) -> Result<(), CircuitError> {
+    pub async fn extend(
+        &mut self,
+        next: &RelayTarget,
+        timeout: Duration,
+    ) -> Result<(), CircuitError> {
         if self.hops.len() >= MAX_HOPS {
-            return Err(CircuitError::Protocol("circuit already has the maximum length"));
+            return Err(CircuitError::Protocol(
+                "circuit already has the maximum length",
+            ));
         }
-        let (state, msg) = client_handshake_start(&mut rand::rng(), &next.identity, &next.onion, &[])?;
-        let extend = Extend::new(next.addr, *next.identity.as_bytes(), HandshakeType::Ntor1, msg)?;
+        let (state, msg) =
+            client_handshake_start(&mut rand::rng(), &next.identity, &next.onion, &[])?;
+        let extend = Extend::new(
+            next.addr,
+            *next.identity.as_bytes(),
+            HandshakeType::Ntor1,
+            msg,
+        )?;
         let last = self.hops.len() - 1;
         self.send_inner(last, RelayCell::new(None, RelayMsg::Extend(extend))?, true)
             .await?;
@@ -94,7 +106,9 @@ impl ClientCircuit {
             return Err(self.fail(CircuitError::Protocol("expected EXTENDED")).await);
         };
         if hop != last {
-            return Err(self.fail(CircuitError::Protocol("EXTENDED from the wrong hop")).await);
+            return Err(self
+                .fail(CircuitError::Protocol("EXTENDED from the wrong hop"))
+                .await);
         }
         let (keys, _ext) = match state.finish(extended.handshake()) {
             Ok(v) => v,
@@ -156,7 +170,9 @@ impl ClientCircuit {
     pub async fn recv(&mut self) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
         let msg = self.next_event_forever().await?;
         let ChanMsg::Relay(body) = msg else {
-            return Err(self.fail(CircuitError::Protocol("unexpected cell on an open circuit")).await);
+            return Err(self
+                .fail(CircuitError::Protocol("unexpected cell on an open circuit"))
+                .await);
         };
         let mut bytes = body.0;
         let (hop, tag) = match self.layers.decrypt_backward(&mut bytes) {
@@ -192,9 +208,9 @@ impl ClientCircuit {
                 Err(CircuitError::Destroyed(reason))
             }
             Some(ClientCircEvent::Cell(msg)) => Ok(msg),
-            Some(ClientCircEvent::Violation) => {
-                Err(self.fail(CircuitError::Protocol("illegal cell from the first hop")).await)
-            }
+            Some(ClientCircEvent::Violation) => Err(self
+                .fail(CircuitError::Protocol("illegal cell from the first hop"))
+                .await),
             Some(ClientCircEvent::ChannelClosed) | None => {
                 self.closed = true;
                 Err(CircuitError::ChannelClosed)

@@ -21,6 +21,7 @@ pub mod error;
 mod establish;
 pub mod handshake;
 mod hex;
+pub mod keepalive;
 pub mod mux;
 pub mod peer;
 mod reader;

@@ -15,8 +15,8 @@ use crate::cell::consts::{CELL_LEN, RELAY_BODY_LEN};
 use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::relay_msg::{Extend, Extended};
 use crate::cell::{
-    ChanCell, ChanMsg, CircId, Create, Created, DestroyReason, EndReason, HandshakeType,
-    RelayBody, RelayCell, RelayMsg,
+    ChanCell, ChanMsg, CircId, Create, Created, DestroyReason, EndReason, HandshakeType, RelayBody,
+    RelayCell, RelayMsg,
 };
 use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto};
 use crate::link::mux::CircMux;
@@ -67,7 +67,10 @@ enum Next {
     /// This hop is the last.
     None,
     /// EXTEND received; the channel to the next relay is being opened.
-    Connecting { htype: HandshakeType, handshake: Vec<u8> },
+    Connecting {
+        htype: HandshakeType,
+        handshake: Vec<u8>,
+    },
     /// CREATE sent; awaiting CREATED.
     Pending(CircEnd),
     /// Extended.
@@ -198,7 +201,9 @@ impl Circuit {
                 reason,
                 from: Some(side),
             }),
-            CircEvent::Cell(Side::Next, ChanMsg::Created(created)) => self.on_created(created).await,
+            CircEvent::Cell(Side::Next, ChanMsg::Created(created)) => {
+                self.on_created(created).await
+            }
             CircEvent::Cell(Side::Next, ChanMsg::Relay(body)) => self.backward(body).await,
             CircEvent::Cell(_, _) | CircEvent::Violation(_) => {
                 RelayCounters::bump(&self.shared.counters.protocol_violations);
@@ -220,7 +225,9 @@ impl Circuit {
             .decrypt_forward(&mut bytes)
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
         match recognition {
-            crate::crypto::Recognition::Recognised { .. } => self.on_recognised(&bytes, early).await,
+            crate::crypto::Recognition::Recognised { .. } => {
+                self.on_recognised(&bytes, early).await
+            }
             crate::crypto::Recognition::NotForUs => {
                 let Next::Open(next) = &self.next else {
                     // Nobody beyond us could recognise it: the cell was modified.
@@ -286,7 +293,11 @@ impl Circuit {
     }
 
     /// A cell addressed to this hop.
-    async fn on_recognised(&mut self, body: &[u8; RELAY_BODY_LEN], early: bool) -> Result<(), Teardown> {
+    async fn on_recognised(
+        &mut self,
+        body: &[u8; RELAY_BODY_LEN],
+        early: bool,
+    ) -> Result<(), Teardown> {
         let cell = RelayCell::parse(body, &relay_sets::AT_RELAY).map_err(|e| {
             debug!("relay: bad relay message: {e}");
             Teardown::new(DestroyReason::Protocol)
@@ -296,18 +307,27 @@ impl Circuit {
             RelayMsg::Extend(extend) if early => self.on_extend(extend),
             RelayMsg::Truncate => {
                 self.drop_next(DestroyReason::Requested).await;
-                self.reply(cell_or_internal(None, RelayMsg::Truncated(DestroyReason::Requested))?)
-                    .await
+                self.reply(cell_or_internal(
+                    None,
+                    RelayMsg::Truncated(DestroyReason::Requested),
+                )?)
+                .await
             }
             RelayMsg::Drop => Ok(()),
             // This relay is not an exit and serves no directory yet: refuse the stream.
             RelayMsg::Begin(_) | RelayMsg::Resolve(_) => {
-                self.reply(cell_or_internal(stream, RelayMsg::End(EndReason::ExitPolicy))?)
-                    .await
+                self.reply(cell_or_internal(
+                    stream,
+                    RelayMsg::End(EndReason::ExitPolicy),
+                )?)
+                .await
             }
             RelayMsg::BeginDir => {
-                self.reply(cell_or_internal(stream, RelayMsg::End(EndReason::NotDirectory))?)
-                    .await
+                self.reply(cell_or_internal(
+                    stream,
+                    RelayMsg::End(EndReason::NotDirectory),
+                )?)
+                .await
             }
             // The client closing a stream we already refused, and circuit-level SENDMEs
             // (no flow-controlled traffic originates here yet), need no answer.
@@ -404,7 +424,9 @@ impl Circuit {
             send_cell(&self.prev, ChanMsg::Destroy(t.reason)).await;
         }
         if t.from == Some(Side::Next) {
-            if let Next::Pending(end) | Next::Open(end) = std::mem::replace(&mut self.next, Next::None) {
+            if let Next::Pending(end) | Next::Open(end) =
+                std::mem::replace(&mut self.next, Next::None)
+            {
                 end.chan.circuits.remove(end.id);
             }
         } else {
@@ -417,7 +439,10 @@ impl Circuit {
     }
 }
 
-fn cell_or_internal(stream: Option<crate::cell::StreamId>, msg: RelayMsg) -> Result<RelayCell, Teardown> {
+fn cell_or_internal(
+    stream: Option<crate::cell::StreamId>,
+    msg: RelayMsg,
+) -> Result<RelayCell, Teardown> {
     RelayCell::new(stream, msg).map_err(|_| Teardown::new(DestroyReason::Internal))
 }
 
@@ -463,7 +488,11 @@ async fn channel_to(
     });
     let registered = shared.register_relay_channel(target, Arc::clone(&chan));
     if Arc::ptr_eq(&registered, &chan) {
-        tokio::spawn(reactor::run(Arc::clone(shared), Arc::clone(&chan), channel.receiver));
+        tokio::spawn(reactor::run(
+            Arc::clone(shared),
+            Arc::clone(&chan),
+            channel.receiver,
+        ));
     } else {
         // Lost a race with another extension to the same relay: use its channel.
         chan.sender.close();

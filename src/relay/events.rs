@@ -28,4 +28,5 @@ pub enum CircEvent {
 }
 
 /// The outcome of opening (or reusing) the channel to the next hop of an EXTEND.
-pub type NextHopResult = Result<std::sync::Arc<super::shared::RelayChannel>, crate::cell::DestroyReason>;
+pub type NextHopResult =
+    Result<std::sync::Arc<super::shared::RelayChannel>, crate::cell::DestroyReason>;

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::crypto::keyfile::{self, KeyFileError};
 use crate::crypto::cert::DEFAULT_ONION_KEY_LIFETIME_SECS;
+use crate::crypto::keyfile::{self, KeyFileError};
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionKeypair, RelayOnionKeys};
 use crate::link::LinkAuth;
 

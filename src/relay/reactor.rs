@@ -21,6 +21,10 @@ use super::shared::{RelayChannel, RelayCounters, RelayShared};
 
 /// Reads `chan` until it closes, then tells every circuit on it.
 pub async fn run(shared: Arc<RelayShared>, chan: Arc<RelayChannel>, mut receiver: ChannelReceiver) {
+    let weak = Arc::downgrade(&chan);
+    crate::link::keepalive::spawn(chan.sender.clone(), shared.link.idle_timeout, move || {
+        weak.upgrade().is_some_and(|c| !c.circuits.is_empty())
+    });
     loop {
         let raw = match receiver.recv().await {
             Ok(Some(raw)) => raw,
@@ -105,7 +109,10 @@ async fn on_unknown_circuit(
         }
         Err(_) => {
             let cmd = CellHeader::peek(raw).map(|h| h.cmd).ok();
-            if matches!(cmd, Some(ChanCmd::Relay | ChanCmd::RelayEarly | ChanCmd::Destroy)) {
+            if matches!(
+                cmd,
+                Some(ChanCmd::Relay | ChanCmd::RelayEarly | ChanCmd::Destroy)
+            ) {
                 Ok(())
             } else {
                 Err("CREATED for a circuit that does not exist".into())
@@ -114,7 +121,12 @@ async fn on_unknown_circuit(
     }
 }
 
-async fn on_create(shared: &Arc<RelayShared>, chan: &Arc<RelayChannel>, id: CircId, create: Create) {
+async fn on_create(
+    shared: &Arc<RelayShared>,
+    chan: &Arc<RelayChannel>,
+    id: CircId,
+    create: Create,
+) {
     if !shared.handshakes.try_take() {
         RelayCounters::bump(&shared.counters.refused_handshake_rate);
         refuse(chan, id, DestroyReason::ResourceLimit).await;

@@ -109,7 +109,11 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
     Ok(RelayHandle { shared, stop, task })
 }
 
-async fn accept_loop(shared: Arc<RelayShared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    shared: Arc<RelayShared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     let pending = Arc::new(Semaphore::new(shared.limits.pending_link_handshakes.max(1)));
     loop {
         let accepted = tokio::select! {
