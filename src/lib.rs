@@ -8,3 +8,4 @@ pub mod codec;
 pub mod crypto;
 pub mod link;
 pub mod relay;
+pub mod stream;

@@ -27,6 +27,10 @@ pub enum ClientCircEvent {
     ChannelClosed,
     /// The relay sent something illegal on this circuit.
     Violation,
+    /// An event from one of the circuit's stream tasks.
+    Stream(crate::stream::pump::StreamEvent),
+    /// A request from a handle on the circuit.
+    Request(super::reactor::CircuitRequest),
 }
 
 /// An open client channel.

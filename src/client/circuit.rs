@@ -34,6 +34,8 @@ pub struct ClientCircuit {
     layers: ClientLayers,
     hops: Vec<IdentityPublic>,
     rx: mpsc::Receiver<ClientCircEvent>,
+    /// A sender into our own queue, for stream tasks and handles.
+    self_tx: mpsc::Sender<ClientCircEvent>,
     early_left: u8,
     closed: bool,
 }
@@ -46,13 +48,14 @@ impl ClientCircuit {
         timeout: Duration,
     ) -> Result<Self, CircuitError> {
         let (tx, rx) = mpsc::channel(CIRCUIT_QUEUE);
-        let id = chan.circuits.allocate(tx)?;
+        let id = chan.circuits.allocate(tx.clone())?;
         let mut circ = ClientCircuit {
             chan: Arc::clone(chan),
             id,
             layers: ClientLayers::new(),
             hops: Vec::new(),
             rx,
+            self_tx: tx,
             early_left: MAX_RELAY_EARLY,
             closed: false,
         };
@@ -174,6 +177,40 @@ impl ClientCircuit {
                 .fail(CircuitError::Protocol("unexpected cell on an open circuit"))
                 .await);
         };
+        self.open_body(body).await
+    }
+
+    /// A sender into this circuit's event queue (stream tasks and handles use it).
+    pub(crate) fn event_sender(&self) -> mpsc::Sender<ClientCircEvent> {
+        self.self_tx.clone()
+    }
+
+    /// The next raw event, for the circuit task; `None` once closed.
+    pub(crate) async fn next_raw_event(&mut self) -> Option<ClientCircEvent> {
+        if self.closed {
+            return None;
+        }
+        self.rx.recv().await
+    }
+
+    /// Marks the circuit closed by the network (no DESTROY will be sent).
+    pub(crate) fn mark_closed(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.chan.circuits.remove(self.id);
+        }
+    }
+
+    /// Closes the circuit, telling the network if it is still open.
+    pub(crate) async fn shutdown(&mut self) {
+        self.close(DestroyReason::Finished).await;
+    }
+
+    /// Removes the layers of a RELAY body and parses the message inside.
+    pub(crate) async fn open_body(
+        &mut self,
+        body: RelayBody,
+    ) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
         let mut bytes = body.0;
         let (hop, tag) = match self.layers.decrypt_backward(&mut bytes) {
             Ok(v) => v,
@@ -215,6 +252,9 @@ impl ClientCircuit {
                 self.closed = true;
                 Err(CircuitError::ChannelClosed)
             }
+            Some(ClientCircEvent::Stream(_) | ClientCircEvent::Request(_)) => Err(
+                CircuitError::Protocol("stream event on a circuit without a reactor"),
+            ),
         }
     }
 
@@ -249,6 +289,13 @@ impl ClientCircuit {
         if let Ok(cell) = ChanCell::circuit(self.id, ChanMsg::Destroy(reason)) {
             let _ = self.chan.sender.send(&cell).await;
         }
+    }
+}
+
+impl ClientCircuit {
+    /// Hands the circuit to a task that multiplexes streams over it.
+    pub fn into_handle(self) -> super::reactor::CircuitHandle {
+        super::reactor::spawn(self)
     }
 }
 

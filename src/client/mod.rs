@@ -3,9 +3,13 @@
 pub mod channel;
 pub mod circuit;
 pub mod error;
+pub mod reactor;
+pub mod stream;
 pub mod target;
 
 pub use channel::ClientChannel;
 pub use circuit::ClientCircuit;
 pub use error::CircuitError;
+pub use reactor::CircuitHandle;
+pub use stream::{DataStream, StreamOpenError};
 pub use target::RelayTarget;

@@ -1,0 +1,312 @@
+//! The task that owns a built client circuit: multiplexes streams over it.
+//!
+//! Everything reaches the task through one queue (cells from the channel reader, stream
+//! task events, requests from [`CircuitHandle`]), so the task never has to race futures
+//! against each other and every event is handled to completion.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::cell::relay_msg::Begin;
+use crate::cell::{ChanMsg, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
+use crate::stream::pump::{self, StreamEvent};
+use crate::stream::set::StreamSet;
+
+use super::channel::ClientCircEvent;
+use super::circuit::ClientCircuit;
+use super::stream::{DataStream, StreamOpenError, STREAM_BUFFER};
+
+/// Most streams one client circuit carries at once.
+pub const MAX_STREAMS_PER_CIRCUIT: usize = 512;
+
+/// A request to the circuit task.
+#[derive(Debug)]
+pub enum CircuitRequest {
+    /// Open a stream to `target:port` at the exit.
+    Open {
+        /// Destination (names are resolved by the exit).
+        target: TargetAddr,
+        /// Destination port.
+        port: u16,
+        /// Where to send the outcome.
+        reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
+    },
+    /// Close the circuit.
+    Close,
+}
+
+/// A cloneable handle on a running client circuit.
+#[derive(Debug, Clone)]
+pub struct CircuitHandle {
+    tx: mpsc::Sender<ClientCircEvent>,
+    closed: Arc<AtomicBool>,
+    hops: usize,
+}
+
+impl CircuitHandle {
+    /// Opens a stream to `target:port` through the circuit's last hop.
+    pub async fn open_stream(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<DataStream, StreamOpenError> {
+        let (reply, rx) = oneshot::channel();
+        let req = CircuitRequest::Open {
+            target,
+            port,
+            reply,
+        };
+        self.tx
+            .send(ClientCircEvent::Request(req))
+            .await
+            .map_err(|_| StreamOpenError::CircuitClosed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StreamOpenError::CircuitClosed),
+            Err(_) => Err(StreamOpenError::Timeout),
+        }
+    }
+
+    /// Whether the circuit has closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
+    /// Number of hops.
+    pub fn hops(&self) -> usize {
+        self.hops
+    }
+
+    /// Asks the circuit to close.
+    pub async fn close(&self) {
+        let _ = self
+            .tx
+            .send(ClientCircEvent::Request(CircuitRequest::Close))
+            .await;
+    }
+}
+
+/// A stream waiting for CONNECTED.
+struct Pending {
+    reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
+    local: tokio::io::DuplexStream,
+    app: tokio::io::DuplexStream,
+}
+
+struct Reactor {
+    circ: ClientCircuit,
+    streams: StreamSet,
+    pending: HashMap<StreamId, Pending>,
+    next_stream: u16,
+    closed: Arc<AtomicBool>,
+    tx: mpsc::Sender<ClientCircEvent>,
+}
+
+/// Starts the task owning `circ` and returns a handle on it.
+pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
+    let tx = circ.event_sender();
+    let closed = Arc::new(AtomicBool::new(false));
+    let handle = CircuitHandle {
+        tx: tx.clone(),
+        closed: Arc::clone(&closed),
+        hops: circ.len(),
+    };
+    let reactor = Reactor {
+        circ,
+        streams: StreamSet::new(),
+        pending: HashMap::new(),
+        next_stream: 1,
+        closed,
+        tx,
+    };
+    tokio::spawn(reactor.run());
+    handle
+}
+
+impl Reactor {
+    async fn run(mut self) {
+        loop {
+            let event = self.circ.next_raw_event().await;
+            let keep_going = match event {
+                Some(ClientCircEvent::Cell(ChanMsg::Relay(body))) => {
+                    match self.circ.open_body(body).await {
+                        Ok((hop, cell, tag)) => self.on_cell(hop, cell, tag).await,
+                        Err(e) => {
+                            debug!("client: circuit failed: {e}");
+                            false
+                        }
+                    }
+                }
+                Some(ClientCircEvent::Cell(ChanMsg::Destroy(reason))) => {
+                    debug!("client: circuit destroyed by the network ({reason:?})");
+                    self.circ.mark_closed();
+                    false
+                }
+                Some(ClientCircEvent::Stream(ev)) => self.on_stream_event(ev).await,
+                Some(ClientCircEvent::Request(CircuitRequest::Open {
+                    target,
+                    port,
+                    reply,
+                })) => self.open(target, port, reply).await,
+                Some(ClientCircEvent::Request(CircuitRequest::Close)) => false,
+                Some(ClientCircEvent::ChannelClosed) | None => {
+                    self.circ.mark_closed();
+                    false
+                }
+                Some(ClientCircEvent::Cell(_)) | Some(ClientCircEvent::Violation) => false,
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        self.closed.store(true, Ordering::Release);
+        self.streams.clear();
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(StreamOpenError::CircuitClosed));
+        }
+        self.circ.shutdown().await;
+    }
+
+    fn last_hop(&self) -> usize {
+        self.circ.len().saturating_sub(1)
+    }
+
+    async fn send(&mut self, cell: RelayCell) -> bool {
+        let last = self.last_hop();
+        let data_stream = match cell.msg() {
+            RelayMsg::Data(_) => cell.stream(),
+            _ => None,
+        };
+        match self.circ.send(last, cell).await {
+            Ok(tag) => {
+                if let Some(id) = data_stream {
+                    self.streams.on_data_sent(id, &tag);
+                }
+                true
+            }
+            Err(e) => {
+                debug!("client: send failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn allocate_stream(&mut self) -> Option<StreamId> {
+        if self.streams.len() >= MAX_STREAMS_PER_CIRCUIT {
+            return None;
+        }
+        for _ in 0..=u16::MAX {
+            let id = StreamId::new(self.next_stream);
+            self.next_stream = self.next_stream.wrapping_add(1).max(1);
+            if let Some(id) = id.filter(|id| !self.streams.contains(*id)) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    async fn open(
+        &mut self,
+        target: TargetAddr,
+        port: u16,
+        reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
+    ) -> bool {
+        let Some(id) = self.allocate_stream() else {
+            let _ = reply.send(Err(StreamOpenError::TooManyStreams));
+            return true;
+        };
+        let Ok(begin) =
+            Begin::new(target, port).and_then(|b| RelayCell::new(Some(id), RelayMsg::Begin(b)))
+        else {
+            let _ = reply.send(Err(StreamOpenError::Refused(EndReason::Misc)));
+            return true;
+        };
+        self.streams.reserve(id);
+        let (local, app) = tokio::io::duplex(STREAM_BUFFER);
+        self.pending.insert(id, Pending { reply, local, app });
+        self.send(begin).await
+    }
+
+    async fn on_cell(&mut self, hop: usize, cell: RelayCell, tag: crate::crypto::RelayTag) -> bool {
+        let (stream, msg) = cell.into_parts();
+        if hop != self.last_hop() && !matches!(msg, RelayMsg::Drop) {
+            debug!("client: relay message from a middle hop");
+            return false;
+        }
+        match (stream, msg) {
+            (Some(id), RelayMsg::Connected(_)) => {
+                let Some(p) = self.pending.remove(&id) else {
+                    return false;
+                };
+                let tx = self.tx.clone();
+                let io = pump::spawn(
+                    p.local,
+                    id,
+                    StreamSet::initial_stream_window(),
+                    self.streams.circuit_permits(),
+                    tx,
+                    ClientCircEvent::Stream,
+                );
+                self.streams.attach(id, io);
+                if p.reply.send(Ok(DataStream::new(p.app))).is_err() {
+                    // The requester gave up; close the stream again.
+                    self.streams.remove(id);
+                    return self
+                        .send_cell(Some(id), RelayMsg::End(EndReason::Misc))
+                        .await;
+                }
+                true
+            }
+            (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, &tag) {
+                Ok(Some(sendme)) => self.send(sendme).await,
+                Ok(None) => true,
+                Err(e) => {
+                    debug!("client: stream protocol violation: {e}");
+                    false
+                }
+            },
+            (Some(id), RelayMsg::End(reason)) => {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.streams.remove(id);
+                    let _ = p.reply.send(Err(StreamOpenError::Refused(reason)));
+                    return true;
+                }
+                // END for a stream we already closed is the normal end of a race.
+                self.streams.on_end(id, reason);
+                true
+            }
+            (stream, RelayMsg::Sendme(sendme)) => match self.streams.on_sendme(stream, &sendme) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!("client: bad SENDME: {e}");
+                    false
+                }
+            },
+            (_, RelayMsg::Drop) => true,
+            _ => {
+                debug!("client: unexpected relay message");
+                false
+            }
+        }
+    }
+
+    async fn send_cell(&mut self, stream: Option<StreamId>, msg: RelayMsg) -> bool {
+        match RelayCell::new(stream, msg) {
+            Ok(cell) => self.send(cell).await,
+            Err(_) => false,
+        }
+    }
+
+    async fn on_stream_event(&mut self, ev: StreamEvent) -> bool {
+        match self.streams.on_stream_event(ev) {
+            Some(cell) => self.send(cell).await,
+            None => true,
+        }
+    }
+}

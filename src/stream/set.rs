@@ -1,0 +1,258 @@
+//! The streams of one circuit, at either end (client or exit): flow-control windows,
+//! half-close, and what to send in response to each event.
+//!
+//! The circuit task owns a `StreamSet` and feeds it cells from the peer and events from
+//! the stream tasks; the set answers with the relay cells to send back. Sending (and
+//! encrypting) stays with the circuit task, which reports each DATA cell's tag back via
+//! [`StreamSet::on_data_sent`] so SENDMEs can be authenticated.
+//!
+//! Half-close: END with reason DONE means "no more data from me" (a FIN); the stream is
+//! gone once both sides have sent it. END with any other reason aborts both directions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::cell::relay_msg::{Data, Sendme};
+use crate::cell::{EndReason, RelayCell, RelayMsg, StreamId};
+use crate::crypto::RelayTag;
+
+use super::pump::{StreamEvent, StreamIo, ToSocket};
+use super::window::{FlowError, RecvWindow, SendWindow, CIRCUIT_WINDOW, STREAM_WINDOW};
+
+/// A stream-protocol violation by the peer; the circuit must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// Flow control was violated.
+    #[error("{0}")]
+    Flow(#[from] FlowError),
+    /// DATA or SENDME for a stream that is not open.
+    #[error("cell for a stream that is not open")]
+    UnknownStream,
+    /// DATA after the peer's own END(DONE).
+    #[error("DATA after the peer closed its side")]
+    DataAfterEof,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    io: Option<StreamIo>,
+    send: SendWindow,
+    recv: RecvWindow,
+    local_eof: bool,
+    remote_eof: bool,
+}
+
+/// All streams of a circuit plus the circuit-level windows.
+#[derive(Debug)]
+pub struct StreamSet {
+    streams: HashMap<StreamId, StreamState>,
+    circ_send: SendWindow,
+    circ_recv: RecvWindow,
+    circ_permits: Arc<Semaphore>,
+}
+
+impl Default for StreamSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn cell(stream: Option<StreamId>, msg: RelayMsg) -> Option<RelayCell> {
+    // Every message built here satisfies its stream rule; `None` would be a bug.
+    RelayCell::new(stream, msg).ok()
+}
+
+impl StreamSet {
+    /// No streams, full circuit windows.
+    pub fn new() -> Self {
+        StreamSet {
+            streams: HashMap::new(),
+            circ_send: SendWindow::circuit(),
+            circ_recv: RecvWindow::circuit(),
+            circ_permits: Arc::new(Semaphore::new(CIRCUIT_WINDOW as usize)),
+        }
+    }
+
+    /// The circuit's send-window permits, shared by every stream's reader.
+    pub fn circuit_permits(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.circ_permits)
+    }
+
+    /// Number of streams (open or being opened).
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether there are no streams.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Whether `id` is in use.
+    pub fn contains(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id)
+    }
+
+    /// Reserves `id` for a stream being opened (BEGIN sent or received, no socket yet).
+    pub fn reserve(&mut self, id: StreamId) {
+        self.streams.insert(
+            id,
+            StreamState {
+                io: None,
+                send: SendWindow::stream(),
+                recv: RecvWindow::stream(),
+                local_eof: false,
+                remote_eof: false,
+            },
+        );
+    }
+
+    /// Attaches the socket tasks of a reserved stream (it is now open).
+    pub fn attach(&mut self, id: StreamId, io: StreamIo) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.io = Some(io);
+        }
+    }
+
+    /// Forgets a stream (after END either way, or a failed open), stopping its tasks.
+    pub fn remove(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.remove(&id) {
+            if let Some(io) = s.io {
+                io.abort();
+            }
+        }
+    }
+
+    /// The peer sent DATA. Returns a circuit-level SENDME to send, if this cell was a
+    /// circuit SENDME point.
+    pub fn on_data(
+        &mut self,
+        id: StreamId,
+        data: Data,
+        tag: &RelayTag,
+    ) -> Result<Option<RelayCell>, StreamError> {
+        let circ_point = self.circ_recv.on_received()?;
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if s.remote_eof {
+            return Err(StreamError::DataAfterEof);
+        }
+        let io = s.io.as_ref().ok_or(StreamError::UnknownStream)?;
+        let stream_point = s.recv.on_received()?;
+        let ack = stream_point.then_some(*tag);
+        // The writer may have ended (socket closed); its failure event closes the stream.
+        let _ = io.to_socket.send(ToSocket::Data(data.into_vec(), ack));
+        if circ_point {
+            self.circ_recv.on_sendme_sent();
+            return Ok(cell(None, RelayMsg::Sendme(Sendme { tag: *tag })));
+        }
+        Ok(None)
+    }
+
+    /// The peer sent END for `id`. Returns true if the stream was open or being opened.
+    pub fn on_end(&mut self, id: StreamId, reason: EndReason) -> bool {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return false;
+        };
+        if reason == EndReason::Done && s.io.is_some() {
+            s.remote_eof = true;
+            if let Some(io) = &s.io {
+                let _ = io.to_socket.send(ToSocket::Eof);
+            }
+            if s.local_eof {
+                // Both directions finished: let the writer flush, drop the rest.
+                self.streams.remove(&id);
+            }
+        } else {
+            self.remove(id);
+        }
+        true
+    }
+
+    /// The peer sent SENDME (circuit-level when `stream` is `None`).
+    pub fn on_sendme(
+        &mut self,
+        stream: Option<StreamId>,
+        sendme: &Sendme,
+    ) -> Result<(), StreamError> {
+        match stream {
+            None => {
+                self.circ_send.on_sendme(&sendme.tag)?;
+                self.circ_permits
+                    .add_permits(super::window::CIRCUIT_INCREMENT as usize);
+            }
+            Some(id) => {
+                let s = self
+                    .streams
+                    .get_mut(&id)
+                    .ok_or(StreamError::UnknownStream)?;
+                s.send.on_sendme(&sendme.tag)?;
+                if let Some(io) = &s.io {
+                    io.permits
+                        .add_permits(super::window::STREAM_INCREMENT as usize);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An event from a stream's tasks. Returns the cell to send, if any. For DATA the
+    /// caller must report the sent cell's tag with [`on_data_sent`](Self::on_data_sent).
+    pub fn on_stream_event(&mut self, event: StreamEvent) -> Option<RelayCell> {
+        match event {
+            StreamEvent::Data(id, bytes) => {
+                let open = self.streams.get(&id).is_some_and(|s| !s.local_eof);
+                let data = Data::new(bytes).ok().filter(|_| open);
+                if data.is_none() {
+                    // The stream ended while this chunk was in flight: it will not be
+                    // sent, so give back the circuit window slot its reader took.
+                    self.circ_permits.add_permits(1);
+                }
+                cell(Some(id), RelayMsg::Data(data?))
+            }
+            StreamEvent::Eof(id) => {
+                let s = self.streams.get_mut(&id)?;
+                s.local_eof = true;
+                if s.remote_eof {
+                    self.streams.remove(&id);
+                }
+                cell(Some(id), RelayMsg::End(EndReason::Done))
+            }
+            StreamEvent::Failed(id) => {
+                self.streams.contains_key(&id).then_some(())?;
+                self.remove(id);
+                cell(Some(id), RelayMsg::End(EndReason::ConnectionReset))
+            }
+            StreamEvent::Delivered(id, tag) => {
+                let s = self.streams.get_mut(&id)?;
+                s.recv.on_sendme_sent();
+                cell(Some(id), RelayMsg::Sendme(Sendme { tag }))
+            }
+        }
+    }
+
+    /// Records the tag of a DATA cell just sent on `id` (for SENDME authentication).
+    pub fn on_data_sent(&mut self, id: StreamId, tag: &RelayTag) {
+        self.circ_send.on_sent(tag);
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.send.on_sent(tag);
+        }
+    }
+
+    /// The stream window a new stream starts with.
+    pub fn initial_stream_window() -> u32 {
+        STREAM_WINDOW
+    }
+
+    /// Stops every stream (circuit closing).
+    pub fn clear(&mut self) {
+        let ids: Vec<_> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+}
