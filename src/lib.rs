@@ -4,3 +4,4 @@
 pub mod cell;
 pub mod cli;
 pub mod codec;
+pub mod link;
