@@ -5,3 +5,4 @@ pub mod cell;
 pub mod cli;
 pub mod codec;
 pub mod crypto;
+pub mod link;

@@ -1,0 +1,144 @@
+//! Opening channels: [`connect`] (initiator) and [`accept`] (responder).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ed25519_dalek::VerifyingKey;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::auth::LinkAuth;
+use super::cert::unix_now;
+use super::channel::{Channel, ChannelReceiver, ChannelSender};
+use super::circ_ids::CircIdAllocator;
+use super::close::CloseSignal;
+use super::config::LinkConfig;
+use super::error::{LinkError, LinkResult};
+use super::handshake::{initiate, respond, Established};
+use super::reader::RecordReader;
+use super::stats::RecordStats;
+use super::writer::RecordWriter;
+
+/// Clock skew past which we warn: directory freshness checks work in hours, so a
+/// peer this far off will disagree with us about which documents are valid.
+const SKEW_WARN_SECS: u64 = 30 * 60;
+
+/// Opens a channel to the relay at `addr`, which must prove `expected` as its identity.
+///
+/// A client passes `our_auth = None` and stays anonymous (a fresh Noise key per
+/// connection); a relay passes its credentials. The TCP connect and the whole handshake
+/// share `cfg.handshake_timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    expected: &VerifyingKey,
+    our_auth: Option<&LinkAuth>,
+    cfg: &LinkConfig,
+) -> LinkResult<Channel> {
+    debug!(%addr, "link: connecting");
+    let result = tokio::time::timeout(cfg.handshake_timeout, async {
+        let stream = TcpStream::connect(addr).await?;
+        handshake(stream, cfg, Role::Initiator { expected, our_auth }).await
+    })
+    .await
+    .unwrap_or(Err(LinkError::HandshakeTimeout));
+    match &result {
+        Ok(ch) => info!(peer = peer_label(ch), "link: outbound channel open"),
+        Err(e) => {
+            // The full error may name relay identities: debug only.
+            debug!(%addr, "link: outbound handshake failed: {e}");
+            info!(error = e.kind(), "link: outbound handshake failed");
+        }
+    }
+    result
+}
+
+/// Runs the responder's handshake on an accepted connection.
+pub async fn accept(
+    stream: TcpStream,
+    our_auth: &LinkAuth,
+    cfg: &LinkConfig,
+) -> LinkResult<Channel> {
+    if let Ok(addr) = stream.peer_addr() {
+        debug!(%addr, "link: accepted connection");
+    }
+    let result = tokio::time::timeout(
+        cfg.handshake_timeout,
+        handshake(stream, cfg, Role::Responder { our_auth }),
+    )
+    .await
+    .unwrap_or(Err(LinkError::HandshakeTimeout));
+    match &result {
+        Ok(ch) => info!(peer = peer_label(ch), "link: inbound channel open"),
+        // Debug only: anyone can connect and fail, and a port scan must not flood the logs.
+        Err(e) => debug!("link: inbound handshake failed: {e}"),
+    }
+    result
+}
+
+/// "client" or "relay": enough for logs without naming anyone.
+fn peer_label(ch: &Channel) -> &'static str {
+    match ch.peer {
+        super::PeerKind::Client => "client",
+        super::PeerKind::Relay(_) => "relay",
+    }
+}
+
+/// Which side of the handshake we run, with what it needs.
+enum Role<'a> {
+    Initiator {
+        expected: &'a VerifyingKey,
+        our_auth: Option<&'a LinkAuth>,
+    },
+    Responder {
+        our_auth: &'a LinkAuth,
+    },
+}
+
+/// Splits the stream, runs one side of the handshake, and starts the channel's writer task.
+async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkResult<Channel> {
+    // Cells are small and latency matters more than packet count: batching happens in the
+    // writer task, not in Nagle's algorithm.
+    stream.set_nodelay(true)?;
+    let (read_half, mut write_half) = stream.into_split();
+    let stats = Arc::new(RecordStats::default());
+    let mut reader = RecordReader::new(read_half, stats.clone());
+    let is_initiator = matches!(role, Role::Initiator { .. });
+    let est: Established = match role {
+        Role::Initiator { expected, our_auth } => {
+            initiate(&mut reader, &mut write_half, expected, our_auth).await?
+        }
+        Role::Responder { our_auth } => respond(&mut reader, &mut write_half, our_auth).await?,
+    };
+
+    let skew = est.peer_timestamp.abs_diff(unix_now());
+    if skew > SKEW_WARN_SECS {
+        warn!(skew_secs = skew, "link: peer clock differs from ours");
+    }
+
+    let close = CloseSignal::new();
+    reader.set_open_channel(cfg.idle_timeout, close.clone());
+    let (tx, rx) = mpsc::channel(cfg.outbound_queue_cells.max(1));
+    let writer = RecordWriter {
+        rx,
+        stream: write_half,
+        cipher: est.send,
+        close: close.clone(),
+        stats: stats.clone(),
+    };
+    tokio::spawn(writer.run());
+
+    Ok(Channel {
+        sender: ChannelSender::new(tx, close.clone()),
+        receiver: ChannelReceiver::new(reader, est.recv, close),
+        peer: est.peer,
+        is_initiator,
+        peer_timestamp: est.peer_timestamp,
+        circ_ids: CircIdAllocator::new(
+            is_initiator,
+            cfg.max_circuits_per_channel,
+            &mut rand::rng(),
+        ),
+        stats,
+    })
+}

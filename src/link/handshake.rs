@@ -1,0 +1,288 @@
+//! The link handshake: Noise XX inside LINK_INIT / LINK_RESP / LINK_FINISH cells, then one
+//! encrypted NETINFO each way (docs/link.md).
+//!
+//! ```text
+//! initiator -> responder  LINK_INIT    version 1 | noise msg 1 (-> e)
+//! responder -> initiator  LINK_RESP    noise msg 2 (<- e, ee, s, es), payload = responder cert
+//! initiator -> responder  LINK_FINISH  noise msg 3 (-> s, se), payload = initiator cert or empty
+//! both                    NETINFO      first transport record each way
+//! ```
+
+use ed25519_dalek::VerifyingKey;
+use snow::{Builder, HandshakeState};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
+
+use super::auth::LinkAuth;
+use super::cert::{unix_now, LinkKeyCert};
+use super::error::{LinkError, LinkResult};
+use super::peer::PeerKind;
+use super::reader::RecordReader;
+use super::record::{open_plaintext_record, plaintext_record, RecordCipher, RECORD_LEN};
+use crate::cell::chan_cell::sets;
+use crate::cell::chan_msg::{BoundedBytes, MAX_LINK_HANDSHAKE_DATA};
+use crate::cell::consts::CELL_LEN;
+use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
+
+/// The Noise protocol name.
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
+/// The Noise prologue: both sides must agree on it, so it pins the protocol and version.
+pub const PROLOGUE: &[u8] = b"allium-link-v1";
+/// The link protocol version in the first byte of LINK_INIT.
+pub const LINK_VERSION: u8 = 1;
+
+/// The outcome of a successful handshake.
+pub(crate) struct Established {
+    /// Protects records we send.
+    pub(crate) send: RecordCipher,
+    /// Opens records we receive.
+    pub(crate) recv: RecordCipher,
+    /// Who the peer proved to be.
+    pub(crate) peer: PeerKind,
+    /// The peer's clock from its NETINFO.
+    pub(crate) peer_timestamp: u64,
+}
+
+fn builder_params() -> LinkResult<snow::params::NoiseParams> {
+    Ok(NOISE_PARAMS.parse()?)
+}
+
+fn handshake_state(static_secret: &[u8; 32], initiator: bool) -> LinkResult<HandshakeState> {
+    let params = builder_params()?;
+    let b = Builder::new(params)
+        .prologue(PROLOGUE)?
+        .local_private_key(static_secret)?;
+    Ok(if initiator {
+        b.build_initiator()?
+    } else {
+        b.build_responder()?
+    })
+}
+
+/// The peer's Noise static key, proved by the handshake so far.
+fn remote_static(hs: &HandshakeState) -> LinkResult<[u8; 32]> {
+    hs.get_remote_static()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or(LinkError::Protocol(
+            "noise handshake did not yield a static key",
+        ))
+}
+
+/// The two directional keys: (initiator → responder, responder → initiator).
+fn split(hs: &mut HandshakeState) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let (a, b) = hs.dangerously_get_raw_split();
+    (Zeroizing::new(a), Zeroizing::new(b))
+}
+
+/// Encodes a LINK_* cell carrying `data`.
+fn handshake_cell(make: fn(LinkHandshake) -> ChanMsg, data: &[u8]) -> LinkResult<[u8; CELL_LEN]> {
+    let data = BoundedBytes::<MAX_LINK_HANDSHAKE_DATA>::new(data.to_vec(), "data")?;
+    Ok(ChanCell::channel(make(LinkHandshake { data }))?.encode()?)
+}
+
+/// Encodes our NETINFO cell.
+fn netinfo_cell() -> LinkResult<[u8; CELL_LEN]> {
+    let msg = ChanMsg::Netinfo(Netinfo {
+        timestamp: unix_now(),
+    });
+    Ok(ChanCell::channel(msg)?.encode()?)
+}
+
+/// Writes records and counts them.
+async fn write_records(
+    w: &mut OwnedWriteHalf,
+    reader: &RecordReader,
+    bytes: &[u8],
+) -> LinkResult<()> {
+    w.write_all(bytes).await?;
+    reader
+        .stats()
+        .on_write((bytes.len() / RECORD_LEN) as u64, bytes.len());
+    Ok(())
+}
+
+/// Reads one plaintext handshake record and returns the LINK_* payload, requiring the
+/// command `want` (the handshake is strictly ordered).
+async fn read_handshake(
+    reader: &mut RecordReader,
+    want: fn(&ChanMsg) -> Option<&LinkHandshake>,
+) -> LinkResult<Vec<u8>> {
+    let record = reader.next_record().await?.ok_or(LinkError::HandshakeEof)?;
+    let cell = open_plaintext_record(record)?;
+    let cell = ChanCell::parse(cell, &sets::LINK_HANDSHAKE)?;
+    want(cell.msg())
+        .map(|h| h.data.as_slice().to_vec())
+        .ok_or(LinkError::Protocol(
+            "unexpected cell during the link handshake",
+        ))
+}
+
+/// Reads the peer's NETINFO, which must be its first encrypted record.
+async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> LinkResult<u64> {
+    let record = reader.next_record().await?.ok_or(LinkError::HandshakeEof)?;
+    cipher.open(record)?;
+    let cell = record
+        .get(..CELL_LEN)
+        .ok_or(LinkError::RecordLength(record.len()))?;
+    match ChanCell::parse(cell, &sets::LINK_HANDSHAKE)?.msg() {
+        ChanMsg::Netinfo(n) => Ok(n.timestamp),
+        _ => Err(LinkError::Protocol("first encrypted record is not NETINFO")),
+    }
+}
+
+/// Seals our NETINFO as a transport record.
+fn sealed_netinfo(cipher: &mut RecordCipher) -> LinkResult<[u8; RECORD_LEN]> {
+    let mut rec = plaintext_record(&netinfo_cell()?);
+    cipher.seal(&mut rec)?;
+    Ok(rec)
+}
+
+/// Runs the initiator's side. `our_auth` is `None` for a client, which then proves a fresh
+/// random static key and no identity.
+pub(crate) async fn initiate(
+    reader: &mut RecordReader,
+    writer: &mut OwnedWriteHalf,
+    expected: &VerifyingKey,
+    our_auth: Option<&LinkAuth>,
+) -> LinkResult<Established> {
+    let secret = match our_auth {
+        Some(auth) => auth.static_secret_bytes(),
+        None => Zeroizing::new(StaticSecret::random_from_rng(&mut rand::rng()).to_bytes()),
+    };
+    let mut hs = handshake_state(&secret, true)?;
+    drop(secret);
+    let mut msg = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
+
+    // Message 1: version byte, then the Noise message (an ephemeral key, empty payload).
+    let (ver, rest) = msg.split_at_mut(1);
+    ver.copy_from_slice(&[LINK_VERSION]);
+    let n = hs.write_message(&[], rest)?;
+    let init = handshake_cell(ChanMsg::LinkInit, msg.get(..1 + n).unwrap_or_default())?;
+    write_records(writer, reader, &plaintext_record(&init)).await?;
+
+    // Message 2: the responder's static key and certificate.
+    let resp = read_handshake(reader, |m| match m {
+        ChanMsg::LinkResp(h) => Some(h),
+        _ => None,
+    })
+    .await?;
+    let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
+    let plen = hs.read_message(&resp, payload.as_mut_slice())?;
+    let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
+    let identity = cert.verify_expecting(&remote_static(&hs)?, unix_now(), expected)?;
+
+    // Message 3: our static key, and our certificate if we are a relay.
+    let our_cert = our_auth.map(|a| a.cert().encode());
+    let n = hs.write_message(
+        our_cert.as_ref().map_or(&[][..], |c| &c[..]),
+        msg.as_mut_slice(),
+    )?;
+    let finish = handshake_cell(ChanMsg::LinkFinish, msg.get(..n).unwrap_or_default())?;
+
+    let (i2r, r2i) = split(&mut hs);
+    let mut send = RecordCipher::new(&i2r);
+    let mut recv = RecordCipher::new(&r2i);
+
+    // LINK_FINISH and our NETINFO leave in one write.
+    let mut out = [0u8; 2 * RECORD_LEN];
+    let (a, b) = out.split_at_mut(RECORD_LEN);
+    a.copy_from_slice(&plaintext_record(&finish));
+    b.copy_from_slice(&sealed_netinfo(&mut send)?);
+    write_records(writer, reader, &out).await?;
+
+    let peer_timestamp = read_netinfo(reader, &mut recv).await?;
+    Ok(Established {
+        send,
+        recv,
+        peer: PeerKind::Relay(identity),
+        peer_timestamp,
+    })
+}
+
+/// Runs the responder's side.
+pub(crate) async fn respond(
+    reader: &mut RecordReader,
+    writer: &mut OwnedWriteHalf,
+    our_auth: &LinkAuth,
+) -> LinkResult<Established> {
+    let mut hs = handshake_state(&our_auth.static_secret_bytes(), false)?;
+    let mut msg = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
+    let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
+
+    // Message 1.
+    let init = read_handshake(reader, |m| match m {
+        ChanMsg::LinkInit(h) => Some(h),
+        _ => None,
+    })
+    .await?;
+    let (&version, noise1) = init
+        .split_first()
+        .ok_or(LinkError::Protocol("empty LINK_INIT"))?;
+    if version != LINK_VERSION {
+        return Err(LinkError::UnsupportedVersion(version));
+    }
+    if hs.read_message(noise1, payload.as_mut_slice())? != 0 {
+        return Err(LinkError::Protocol("LINK_INIT carries a payload"));
+    }
+
+    // Message 2: our static key and certificate.
+    let n = hs.write_message(&our_auth.cert().encode(), msg.as_mut_slice())?;
+    let resp = handshake_cell(ChanMsg::LinkResp, msg.get(..n).unwrap_or_default())?;
+    write_records(writer, reader, &plaintext_record(&resp)).await?;
+
+    // Message 3: the initiator's static key, and its certificate if it is a relay.
+    let finish = read_handshake(reader, |m| match m {
+        ChanMsg::LinkFinish(h) => Some(h),
+        _ => None,
+    })
+    .await?;
+    let plen = hs.read_message(&finish, payload.as_mut_slice())?;
+    let peer = if plen == 0 {
+        PeerKind::Client
+    } else {
+        let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
+        PeerKind::Relay(cert.verify(&remote_static(&hs)?, unix_now())?)
+    };
+
+    let (i2r, r2i) = split(&mut hs);
+    let mut send = RecordCipher::new(&r2i);
+    let mut recv = RecordCipher::new(&i2r);
+
+    write_records(writer, reader, &sealed_netinfo(&mut send)?).await?;
+    let peer_timestamp = read_netinfo(reader, &mut recv).await?;
+    Ok(Established {
+        send,
+        recv,
+        peer,
+        peer_timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message sizes docs/link.md §6.3 states.
+    #[test]
+    fn noise_message_sizes_match_the_spec() {
+        for (initiator_cert, msg3_len) in [(true, 168), (false, 64)] {
+            let mut i = handshake_state(&[1; 32], true).unwrap();
+            let mut r = handshake_state(&[2; 32], false).unwrap();
+            let (mut buf, mut pl) = ([0u8; 600], [0u8; 600]);
+            let n1 = i.write_message(&[], &mut buf).unwrap();
+            assert_eq!(n1, 32);
+            assert_eq!(r.read_message(&buf[..n1], &mut pl).unwrap(), 0);
+            let n2 = r.write_message(&[9; 104], &mut buf).unwrap();
+            assert_eq!(n2, 200);
+            assert_eq!(i.read_message(&buf[..n2], &mut pl).unwrap(), 104);
+            let payload: &[u8] = if initiator_cert { &[9; 104] } else { &[] };
+            let n3 = i.write_message(payload, &mut buf).unwrap();
+            assert_eq!(n3, msg3_len);
+            r.read_message(&buf[..n3], &mut pl).unwrap();
+            assert_eq!(split(&mut i).0, split(&mut r).0);
+            assert!(n3 <= MAX_LINK_HANDSHAKE_DATA && n2 <= MAX_LINK_HANDSHAKE_DATA);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The link layer: authenticated, encrypted channels between nodes, carrying fixed-size
+//! link cells in fixed-size records (docs/link.md).
+//!
+//! - [`connect`] / [`accept`] run the Noise XX link handshake ([`handshake`]) and return a
+//!   [`Channel`];
+//! - every byte on the wire is inside a [`RECORD_LEN`]-byte record ([`record`]), encrypted
+//!   with per-direction ChaCha20-Poly1305 keys and u64 counters once the handshake is done;
+//! - the writer task batches queued cells into one write ([`writer`]); the reader decrypts
+//!   in place out of a large buffer.
+//!
+//! Relays prove their long-term ed25519 identity with a link-key certificate ([`cert`]);
+//! clients prove nothing and stay anonymous.
+
+pub mod auth;
+pub mod cert;
+pub mod channel;
+pub mod circ_ids;
+mod close;
+pub mod config;
+pub mod error;
+mod establish;
+pub mod handshake;
+mod hex;
+pub mod peer;
+mod reader;
+pub mod record;
+pub mod stats;
+pub mod writer;
+
+pub use auth::LinkAuth;
+pub use cert::{LinkKeyCert, CERT_LEN};
+pub use channel::{Channel, ChannelReceiver, ChannelSender};
+pub use circ_ids::CircIdAllocator;
+pub use config::LinkConfig;
+pub use error::{LinkError, LinkResult};
+pub use establish::{accept, connect};
+pub use peer::PeerKind;
+pub use record::{RecordCipher, RECORD_LEN};
+pub use stats::RecordStats;

@@ -1,0 +1,66 @@
+//! Per-channel record counters, so tests (and metrics) can check that every record on the
+//! wire had the one fixed size.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::record::RECORD_LEN;
+
+/// Counters of one channel, shared between its reader and writer. Relaxed atomics: these
+/// are statistics, not synchronisation, and are updated once per batch, not per cell.
+#[derive(Debug, Default)]
+pub struct RecordStats {
+    records_read: AtomicU64,
+    records_written: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+    odd_size: AtomicBool,
+}
+
+impl RecordStats {
+    /// Counts `bytes` just read off the wire as `records` records.
+    pub(crate) fn on_read(&self, records: u64, bytes: usize) {
+        self.account(&self.records_read, &self.bytes_read, records, bytes);
+    }
+
+    /// Counts `bytes` just written to the wire as `records` records.
+    pub(crate) fn on_write(&self, records: u64, bytes: usize) {
+        self.account(&self.records_written, &self.bytes_written, records, bytes);
+    }
+
+    fn account(&self, recs: &AtomicU64, byts: &AtomicU64, records: u64, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        // RECORD_LEN is a small constant, so the product cannot overflow for any real batch;
+        // saturate anyway rather than trust that.
+        let expected = records.saturating_mul(RECORD_LEN as u64);
+        if bytes != expected {
+            self.odd_size.store(true, Ordering::Relaxed);
+        }
+        recs.fetch_add(records, Ordering::Relaxed);
+        byts.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records read and authenticated (including handshake records).
+    pub fn records_read(&self) -> u64 {
+        self.records_read.load(Ordering::Relaxed)
+    }
+
+    /// Records written (including handshake records).
+    pub fn records_written(&self) -> u64 {
+        self.records_written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of whole records read.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// Whether any record read or written ever had a length other than [`RECORD_LEN`].
+    pub fn saw_odd_size(&self) -> bool {
+        self.odd_size.load(Ordering::Relaxed)
+    }
+}
