@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tracing::info;
 
 use super::circ_ids::CircIdAllocator;
 use super::close::CloseSignal;
@@ -122,6 +123,9 @@ impl ChannelReceiver {
             other => other,
         };
         if !matches!(result, Ok(Some(_))) {
+            if let Err(e) = &result {
+                info!(error = e.kind(), "link: channel closed on error");
+            }
             self.done = true;
             self.reader.shutdown();
             self.close.close();

@@ -81,5 +81,32 @@ pub enum LinkError {
     WrongCircIdHalf(u32),
 }
 
+impl LinkError {
+    /// A short label naming the kind of failure and nothing else (no keys, no addresses),
+    /// for logs at default level; the full `Display` may name relay identities.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LinkError::Io(_) => "i/o error",
+            LinkError::HandshakeTimeout => "handshake timeout",
+            LinkError::HandshakeEof => "closed during handshake",
+            LinkError::Noise(_) => "noise failure",
+            LinkError::UnsupportedVersion(_) => "unsupported version",
+            LinkError::Cell(_) => "bad handshake cell",
+            LinkError::Protocol(_) => "protocol violation",
+            LinkError::BadCert(_) => "bad certificate",
+            LinkError::CertExpired { .. } => "expired certificate",
+            LinkError::IdentityMismatch { .. } => "identity mismatch",
+            LinkError::BadRecord => "bad record",
+            LinkError::RecordLength(_) => "bad record length",
+            LinkError::NonceExhausted => "record counter exhausted",
+            LinkError::IdleTimeout => "idle timeout",
+            LinkError::Closed => "closed",
+            LinkError::TooManyCircuits { .. } => "too many circuits",
+            LinkError::CircIdInUse(_) => "circuit id in use",
+            LinkError::WrongCircIdHalf(_) => "circuit id from the wrong half",
+        }
+    }
+}
+
 /// Result with a [`LinkError`].
 pub type LinkResult<T> = Result<T, LinkError>;

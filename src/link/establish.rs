@@ -45,8 +45,9 @@ pub async fn connect(
     match &result {
         Ok(ch) => info!(peer = peer_label(ch), "link: outbound channel open"),
         Err(e) => {
+            // The full error may name relay identities: debug only.
             debug!(%addr, "link: outbound handshake failed: {e}");
-            info!("link: outbound handshake failed: {e}");
+            info!(error = e.kind(), "link: outbound handshake failed");
         }
     }
     result
@@ -69,7 +70,8 @@ pub async fn accept(
     .unwrap_or(Err(LinkError::HandshakeTimeout));
     match &result {
         Ok(ch) => info!(peer = peer_label(ch), "link: inbound channel open"),
-        Err(e) => info!("link: inbound handshake failed: {e}"),
+        // Debug only: anyone can connect and fail, and a port scan must not flood the logs.
+        Err(e) => debug!("link: inbound handshake failed: {e}"),
     }
     result
 }

@@ -259,3 +259,30 @@ pub(crate) async fn respond(
         peer_timestamp,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message sizes docs/link.md §6.3 states.
+    #[test]
+    fn noise_message_sizes_match_the_spec() {
+        for (initiator_cert, msg3_len) in [(true, 168), (false, 64)] {
+            let mut i = handshake_state(&[1; 32], true).unwrap();
+            let mut r = handshake_state(&[2; 32], false).unwrap();
+            let (mut buf, mut pl) = ([0u8; 600], [0u8; 600]);
+            let n1 = i.write_message(&[], &mut buf).unwrap();
+            assert_eq!(n1, 32);
+            assert_eq!(r.read_message(&buf[..n1], &mut pl).unwrap(), 0);
+            let n2 = r.write_message(&[9; 104], &mut buf).unwrap();
+            assert_eq!(n2, 200);
+            assert_eq!(i.read_message(&buf[..n2], &mut pl).unwrap(), 104);
+            let payload: &[u8] = if initiator_cert { &[9; 104] } else { &[] };
+            let n3 = i.write_message(payload, &mut buf).unwrap();
+            assert_eq!(n3, msg3_len);
+            r.read_message(&buf[..n3], &mut pl).unwrap();
+            assert_eq!(split(&mut i).0, split(&mut r).0);
+            assert!(n3 <= MAX_LINK_HANDSHAKE_DATA && n2 <= MAX_LINK_HANDSHAKE_DATA);
+        }
+    }
+}

@@ -60,7 +60,10 @@ impl RecordWriter {
         self.close.close();
         match result {
             Ok(()) => debug!("link: channel writer finished"),
-            Err(e) => info!("link: channel writer stopped: {e}"),
+            Err(e) => {
+                debug!("link: channel writer stopped: {e}");
+                info!(error = e.kind(), "link: channel writer stopped");
+            }
         }
     }
 

@@ -1,0 +1,450 @@
+//! Link channels over real TCP on 127.0.0.1: handshakes, identity checks, record
+//! integrity, uniform record size, and failure handling.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use allium::cell::chan_cell::sets;
+use allium::cell::consts::CELL_LEN;
+use allium::cell::{ChanCell, ChanMsg, CircId, RelayBody};
+use allium::link::{
+    accept, connect, Channel, LinkAuth, LinkConfig, LinkError, PeerKind, RECORD_LEN,
+};
+use ed25519_dalek::SigningKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn relay_keys() -> (SigningKey, LinkAuth) {
+    let mut rng = rand::rng();
+    let id = SigningKey::generate(&mut rng);
+    let auth = LinkAuth::generate(&id, &mut rng, DAY);
+    (id, auth)
+}
+
+async fn listen() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// Accepts one connection on `l` and runs the responder handshake.
+fn serve_one(
+    l: TcpListener,
+    auth: LinkAuth,
+    cfg: LinkConfig,
+) -> JoinHandle<Result<Channel, LinkError>> {
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        accept(s, &auth, &cfg).await
+    })
+}
+
+/// A RELAY cell whose body starts with `seq`, so order and content can be checked.
+fn numbered_cell(seq: u64) -> [u8; CELL_LEN] {
+    let mut body = [0u8; 512];
+    body[..8].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in body[8..].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
+    }
+    let circ = CircId::new(0x8000_0001).unwrap();
+    ChanCell::circuit(circ, ChanMsg::Relay(RelayBody(body)))
+        .unwrap()
+        .encode()
+        .unwrap()
+}
+
+fn seq_of(cell: &[u8; CELL_LEN]) -> u64 {
+    let parsed = ChanCell::parse(cell, &sets::RELAY_CHANNEL).unwrap();
+    match parsed.msg() {
+        ChanMsg::Relay(RelayBody(b)) => u64::from_be_bytes(b[..8].try_into().unwrap()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// What a proxy saw in one direction.
+#[derive(Debug)]
+struct DirectionLog {
+    records: u64,
+    /// Bytes left over after the last whole record (must be 0).
+    leftover: usize,
+}
+
+/// Forwards `from` to `to` one 533-byte record at a time, flipping one bit of record
+/// number `flip_at` (0-based, counting handshake records).
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    flip_at: Option<u64>,
+) -> DirectionLog {
+    let mut rec = [0u8; RECORD_LEN];
+    let mut records = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < RECORD_LEN {
+            match from.read(&mut rec[filled..]).await {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return DirectionLog {
+                        records,
+                        leftover: filled,
+                    };
+                }
+                Ok(n) => filled += n,
+            }
+        }
+        if flip_at == Some(records) {
+            rec[200] ^= 0x01;
+        }
+        records += 1;
+        if to.write_all(&rec).await.is_err() {
+            return DirectionLog {
+                records,
+                leftover: 0,
+            };
+        }
+    }
+}
+
+/// A TCP proxy in front of `target` for one connection. Returns its address and a handle
+/// yielding (client→server, server→client) logs once both directions end.
+async fn proxy(
+    target: SocketAddr,
+    flip_c2s: Option<u64>,
+) -> (SocketAddr, JoinHandle<(DirectionLog, DirectionLog)>) {
+    let (l, addr) = listen().await;
+    let h = tokio::spawn(async move {
+        let (client, _) = l.accept().await.unwrap();
+        let server = TcpStream::connect(target).await.unwrap();
+        let (cr, cw) = client.into_split();
+        let (sr, sw) = server.into_split();
+        let c2s = tokio::spawn(pump(cr, sw, flip_c2s));
+        let s2c = tokio::spawn(pump(sr, cw, None));
+        (c2s.await.unwrap(), s2c.await.unwrap())
+    });
+    (addr, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_to_relay_handshake_and_cells_both_ways() {
+    let (id_a, auth_a) = relay_keys();
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    let mut a = connect(addr, &id_b.verifying_key(), Some(&auth_a), &cfg)
+        .await
+        .unwrap();
+    let mut b = server.await.unwrap().unwrap();
+
+    assert_eq!(a.peer, PeerKind::Relay(id_b.verifying_key()));
+    assert_eq!(b.peer, PeerKind::Relay(id_a.verifying_key()));
+    assert!(a.is_initiator && !b.is_initiator);
+    // Each side's circuit ids come from its own half.
+    let ca = a.circ_ids.allocate().unwrap();
+    let cb = b.circ_ids.allocate().unwrap();
+    assert!(ca.is_initiator_allocated() && !cb.is_initiator_allocated());
+    assert!(b.circ_ids.is_peer_allocated(ca) && a.circ_ids.is_peer_allocated(cb));
+
+    let cell = numbered_cell(7);
+    a.sender.send_raw(cell).await.unwrap();
+    assert_eq!(b.receiver.recv().await.unwrap().unwrap(), cell);
+    let typed = ChanCell::parse(&numbered_cell(8), &sets::RELAY_CHANNEL).unwrap();
+    b.sender.send(&typed).await.unwrap();
+    let got = a.receiver.recv().await.unwrap().unwrap();
+    assert_eq!(ChanCell::parse(&got, &sets::RELAY_CHANNEL).unwrap(), typed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_to_relay_is_anonymous() {
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    let mut c = connect(addr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    assert_eq!(c.peer, PeerKind::Relay(id_b.verifying_key()));
+    assert_eq!(r.peer, PeerKind::Client);
+    assert!(r.peer.relay_identity().is_none());
+
+    c.sender.send_raw(numbered_cell(1)).await.unwrap();
+    assert_eq!(r.receiver.recv().await.unwrap().unwrap(), numbered_cell(1));
+    r.sender.send_raw(numbered_cell(2)).await.unwrap();
+    assert_eq!(c.receiver.recv().await.unwrap().unwrap(), numbered_cell(2));
+}
+
+/// 10,000 cells each way, concurrently, through a proxy that checks every record on the
+/// wire is exactly 533 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_cells_each_way_in_order_all_records_uniform() {
+    const N: u64 = 10_000;
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    let (paddr, plog) = proxy(addr, None).await;
+    let c = connect(paddr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let r = server.await.unwrap().unwrap();
+
+    fn run(ch: Channel) -> JoinHandle<Channel> {
+        tokio::spawn(async move {
+            let tx = ch.sender.clone();
+            let sending = tokio::spawn(async move {
+                for i in 0..N {
+                    tx.send_raw(numbered_cell(i)).await.unwrap();
+                }
+            });
+            let mut ch = ch;
+            for i in 0..N {
+                let cell = ch.receiver.recv().await.unwrap().unwrap();
+                assert_eq!(seq_of(&cell), i);
+                assert_eq!(cell, numbered_cell(i));
+            }
+            sending.await.unwrap();
+            ch
+        })
+    }
+    let (c, r) = (run(c), run(r));
+    let (mut c, r) = (c.await.unwrap(), r.await.unwrap());
+
+    // Graceful close: the client drops its sender; the relay sees a clean end.
+    let (cstats, rstats) = (c.stats.clone(), r.stats.clone());
+    let Channel {
+        sender,
+        receiver: mut rrecv,
+        ..
+    } = r;
+    drop(c.sender);
+    assert!(rrecv.recv().await.unwrap().is_none());
+    drop(sender);
+    drop(rrecv);
+    assert!(c.receiver.recv().await.unwrap().is_none());
+
+    let (c2s, s2c) = plog.await.unwrap();
+    assert_eq!(c2s.leftover, 0);
+    assert_eq!(s2c.leftover, 0);
+    // Handshake: LINK_INIT, LINK_FINISH, NETINFO from the client; LINK_RESP, NETINFO back.
+    assert_eq!(c2s.records, N + 3);
+    assert_eq!(s2c.records, N + 2);
+    assert_eq!(cstats.records_written(), c2s.records);
+    assert_eq!(rstats.records_read(), c2s.records);
+    assert_eq!(rstats.records_written(), s2c.records);
+    assert_eq!(cstats.bytes_written(), c2s.records * RECORD_LEN as u64);
+    assert!(!cstats.saw_odd_size() && !rstats.saw_odd_size());
+}
+
+#[tokio::test]
+async fn wrong_identity_is_refused() {
+    let (_id_b, auth_b) = relay_keys();
+    let (other, _) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    let err = connect(addr, &other.verifying_key(), None, &cfg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LinkError::IdentityMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("identity mismatch"), "{err}");
+    // The responder never gets a channel, so no cell can flow.
+    assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_after_handshake_closes_channel() {
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    // Client records: 0 LINK_INIT, 1 LINK_FINISH, 2 NETINFO, 3.. cells. Corrupt cell #2.
+    let (paddr, plog) = proxy(addr, Some(5)).await;
+    let mut c = connect(paddr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    for i in 0..10 {
+        // Sends may start failing once the relay has closed the channel.
+        if c.sender.send_raw(numbered_cell(i)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), 0);
+    assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), 1);
+    let err = r.receiver.recv().await.unwrap_err();
+    assert!(matches!(err, LinkError::BadRecord), "{err:?}");
+    // Closed for good on the relay's side...
+    assert!(r.receiver.recv().await.unwrap().is_none());
+    r.sender.closed().await;
+    assert!(matches!(
+        r.sender.send_raw(numbered_cell(99)).await,
+        Err(LinkError::Closed)
+    ));
+    // ...and the client sees the connection end without receiving any cell.
+    assert!(!matches!(c.receiver.recv().await, Ok(Some(_))));
+    c.sender.closed().await;
+    let _ = plog.await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_responder_cert_is_refused() {
+    let mut rng = rand::rng();
+    let id = SigningKey::generate(&mut rng);
+    let past = SystemTime::now() - DAY;
+    let auth = LinkAuth::generate_until(&id, &mut rng, past);
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth, cfg.clone());
+    let err = connect(addr, &id.verifying_key(), None, &cfg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LinkError::CertExpired { .. }), "{err:?}");
+    assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn expired_initiator_cert_is_refused() {
+    let mut rng = rand::rng();
+    let id_a = SigningKey::generate(&mut rng);
+    let auth_a = LinkAuth::generate_until(&id_a, &mut rng, SystemTime::now() - DAY);
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    let client = connect(addr, &id_b.verifying_key(), Some(&auth_a), &cfg).await;
+    let err = server.await.unwrap().unwrap_err();
+    assert!(matches!(err, LinkError::CertExpired { .. }), "{err:?}");
+    // The initiator never gets the responder's NETINFO.
+    assert!(client.is_err());
+}
+
+/// Raw bytes a misbehaving peer might open with, each of which must yield an error.
+fn bad_openings() -> Vec<(&'static str, Vec<u8>)> {
+    let link_init = |data: &[u8], pad: u8| {
+        let mut rec = vec![0u8; RECORD_LEN];
+        rec[4] = 16; // LINK_INIT
+        rec[5..7].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        rec[7..7 + data.len()].copy_from_slice(data);
+        rec[RECORD_LEN - 1] = pad;
+        rec
+    };
+    vec![
+        ("garbage record", vec![0xff; RECORD_LEN]),
+        ("truncated record", vec![0u8; 100]),
+        ("empty", vec![]),
+        ("NETINFO first", {
+            let mut r = vec![0u8; RECORD_LEN];
+            r[4] = 8;
+            r
+        }),
+        ("wrong version", link_init(&[2; 33], 0)),
+        ("empty LINK_INIT", link_init(&[], 0)),
+        ("short noise message", link_init(&[1, 9, 9], 0)),
+        ("non-zero record padding", link_init(&[1; 33], 1)),
+        ("length past the body", {
+            let mut r = link_init(&[], 0);
+            r[5..7].copy_from_slice(&600u16.to_be_bytes());
+            r
+        }),
+        ("two records of garbage", vec![0x41; 2 * RECORD_LEN]),
+    ]
+}
+
+#[tokio::test]
+async fn garbage_handshakes_are_errors_not_panics() {
+    let (_id, auth) = relay_keys();
+    let auth = std::sync::Arc::new(auth);
+    let cfg = LinkConfig {
+        handshake_timeout: Duration::from_secs(5),
+        ..LinkConfig::default()
+    };
+    for (name, bytes) in bad_openings() {
+        let (l, addr) = listen().await;
+        let (auth, cfg) = (auth.clone(), cfg.clone());
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            accept(s, &auth, &cfg).await
+        });
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&bytes).await.unwrap();
+        raw.shutdown().await.unwrap();
+        let res = server.await.expect("no panic");
+        assert!(res.is_err(), "{name}: accepted");
+    }
+}
+
+#[tokio::test]
+async fn handshake_timeout_fires_on_silent_peer() {
+    let (id, auth) = relay_keys();
+    let cfg = LinkConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..LinkConfig::default()
+    };
+    // A responder facing a silent initiator.
+    let (l, addr) = listen().await;
+    let server = serve_one(l, auth, cfg.clone());
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let err = server.await.unwrap().unwrap_err();
+    assert!(matches!(err, LinkError::HandshakeTimeout), "{err:?}");
+
+    // An initiator facing a silent responder.
+    let (l, addr) = listen().await;
+    let hold = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        // Keep the connection open, say nothing.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let err = connect(addr, &id.verifying_key(), None, &cfg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LinkError::HandshakeTimeout), "{err:?}");
+    hold.abort();
+}
+
+#[tokio::test]
+async fn idle_channel_times_out() {
+    let (id, auth) = relay_keys();
+    let (l, addr) = listen().await;
+    let server_cfg = LinkConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..LinkConfig::default()
+    };
+    let server = serve_one(l, auth, server_cfg);
+    let c = connect(addr, &id.verifying_key(), None, &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    let err = r.receiver.recv().await.unwrap_err();
+    assert!(matches!(err, LinkError::IdleTimeout), "{err:?}");
+    r.sender.closed().await;
+    // The client notices when it next reads: the relay's end of the connection is gone.
+    let mut c = c;
+    assert!(!matches!(c.receiver.recv().await, Ok(Some(_))));
+    c.sender.closed().await;
+}
+
+#[tokio::test]
+async fn local_close_ends_both_sides() {
+    let (id, auth) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth, cfg.clone());
+    let mut c = connect(addr, &id.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    c.sender.close();
+    assert!(c.receiver.recv().await.unwrap().is_none());
+    assert!(matches!(
+        c.sender.send_raw(numbered_cell(0)).await,
+        Err(LinkError::Closed)
+    ));
+    assert!(r.receiver.recv().await.unwrap().is_none());
+    r.sender.closed().await;
+}
