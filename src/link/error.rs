@@ -7,7 +7,7 @@ use crate::cell::CellError;
 /// Why a link handshake failed or a channel closed.
 ///
 /// Every error on an established channel is fatal to it: the link layer never skips a bad
-/// record, because a silently dropped cell is a side channel (docs/link.md §6.8).
+/// record, because a silently dropped cell is a side channel (docs/protocol.md §5.8).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum LinkError {

@@ -1,5 +1,5 @@
 //! The link handshake: Noise XX inside LINK_INIT / LINK_RESP / LINK_FINISH cells, then one
-//! encrypted NETINFO each way (docs/link.md).
+//! encrypted NETINFO each way (docs/protocol.md §5).
 //!
 //! ```text
 //! initiator -> responder  LINK_INIT    version 1 | noise msg 1 (-> e)
@@ -264,7 +264,7 @@ pub(crate) async fn respond(
 mod tests {
     use super::*;
 
-    /// The message sizes docs/link.md §6.3 states.
+    /// The message sizes docs/protocol.md §5.3 states.
     #[test]
     fn noise_message_sizes_match_the_spec() {
         for (initiator_cert, msg3_len) in [(true, 168), (false, 64)] {

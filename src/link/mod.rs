@@ -1,5 +1,5 @@
 //! The link layer: authenticated, encrypted channels between nodes, carrying fixed-size
-//! link cells in fixed-size records (docs/link.md).
+//! link cells in fixed-size records (docs/protocol.md §5).
 //!
 //! - [`connect`] / [`accept`] run the Noise XX link handshake ([`handshake`]) and return a
 //!   [`Channel`];
