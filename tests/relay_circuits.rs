@@ -322,3 +322,40 @@ async fn quiet_channels_with_circuits_stay_open_and_empty_ones_close() {
         .await
         .expect("a channel without circuits is closed by the idle timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_hop_circuits_work_and_the_relay_early_budget_is_enforced() {
+    let mut relays = Vec::new();
+    for _ in 0..8 {
+        relays.push(start_relay().await);
+    }
+    let mut circ = build(&relays).await;
+    assert_eq!(circ.len(), 8);
+    round_trip(&mut circ, 7, 1).await;
+
+    // The first hop counts RELAY_EARLY cells: 7 EXTENDs used them all.
+    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut circ = ClientCircuit::create(&chan, &target(&relays[0]), NO_HANG)
+        .await
+        .unwrap();
+    circ.unlimited_relay_early_for_tests();
+    for _ in 0..7 {
+        circ.send_early(0, RelayCell::new(None, RelayMsg::Drop).unwrap())
+            .await
+            .unwrap();
+    }
+    round_trip(&mut circ, 0, 1).await;
+    circ.send_early(0, RelayCell::new(None, RelayMsg::Drop).unwrap())
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(NO_HANG, circ.recv())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(
+        matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),
+        "{err:?}"
+    );
+}

@@ -23,8 +23,9 @@ use super::target::RelayTarget;
 
 /// Cells queued from the channel reader to one circuit before the reader waits.
 const CIRCUIT_QUEUE: usize = 256;
-/// RELAY_EARLY cells a client may send (the relays enforce the same cap).
-const MAX_RELAY_EARLY: u8 = 8;
+/// RELAY_EARLY cells a client may send (the relays enforce the same cap): one per
+/// EXTEND, so at most 8 hops.
+const MAX_RELAY_EARLY: u8 = 7;
 
 /// A circuit owned by a client.
 #[derive(Debug)]
@@ -146,6 +147,23 @@ impl ClientCircuit {
     /// which an authenticated SENDME from it echoes.
     pub async fn send(&mut self, hop: usize, cell: RelayCell) -> Result<RelayTag, CircuitError> {
         self.send_inner(hop, cell, false).await
+    }
+
+    /// Sends a relay message in a RELAY_EARLY cell (as EXTEND must be). A circuit may send
+    /// at most 7; relays destroy a circuit that sends more.
+    pub async fn send_early(
+        &mut self,
+        hop: usize,
+        cell: RelayCell,
+    ) -> Result<RelayTag, CircuitError> {
+        self.send_inner(hop, cell, true).await
+    }
+
+    /// Lifts the client-side RELAY_EARLY budget, so tests can check that relays enforce
+    /// theirs.
+    #[doc(hidden)]
+    pub fn unlimited_relay_early_for_tests(&mut self) {
+        self.early_left = u8::MAX;
     }
 
     async fn send_inner(

@@ -27,8 +27,9 @@ use super::queue_budget::QueueTicket;
 use super::reactor;
 use super::shared::{CircEnd, CircSlot, RelayChannel, RelayCounters, RelayShared};
 
-/// RELAY_EARLY cells a circuit may carry: caps a circuit at 8 hops beyond the first.
-pub const MAX_RELAY_EARLY: u8 = 8;
+/// RELAY_EARLY cells a circuit may carry. EXTEND must ride in one and the first hop sees
+/// every EXTEND, so this caps a circuit at 8 hops.
+pub const MAX_RELAY_EARLY: u8 = 7;
 
 /// Registers a new circuit opened by CREATE on `chan` and starts its task.
 pub fn spawn(
