@@ -249,6 +249,7 @@ impl Reactor {
                     p.local,
                     id,
                     StreamSet::initial_stream_window(),
+                    None,
                     self.streams.circuit_permits(),
                     tx,
                     ClientCircEvent::Stream,

@@ -13,14 +13,18 @@ use tracing::debug;
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::consts::{CELL_LEN, RELAY_BODY_LEN};
 use crate::cell::relay_cell::sets as relay_sets;
-use crate::cell::relay_msg::{Extend, Extended};
+use crate::cell::relay_msg::{Begin, Connected, Extend, Extended, Resolved, ResolvedAnswer};
 use crate::cell::{
     ChanCell, ChanMsg, CircId, Create, Created, DestroyReason, EndReason, HandshakeType, RelayBody,
     RelayCell, RelayMsg,
 };
-use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto};
+use crate::cell::{StreamId, TargetAddr};
+use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto, RelayTag};
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkError, PeerKind};
+use crate::stream::pump;
+use crate::stream::set::StreamSet;
+use std::time::Duration;
 
 use super::events::{CircEvent, NextHopResult, Side};
 use super::queue_budget::QueueTicket;
@@ -99,6 +103,8 @@ struct Circuit {
     early_left: u8,
     self_tx: mpsc::Sender<CircEvent>,
     ticket: Arc<QueueTicket>,
+    /// Exit streams (empty unless this relay is an exit and the client opened some).
+    streams: StreamSet,
 }
 
 impl Circuit {
@@ -148,6 +154,7 @@ impl Circuit {
             early_left: MAX_RELAY_EARLY,
             self_tx,
             ticket,
+            streams: StreamSet::new(),
         })
     }
 
@@ -215,6 +222,27 @@ impl Circuit {
                 from: Some(side),
             }),
             CircEvent::NextHopReady(result) => self.on_next_hop_ready(result).await,
+            CircEvent::Stream(ev) => match self.streams.on_stream_event(ev) {
+                Some(cell) => self.reply(cell).await,
+                None => Ok(()),
+            },
+            CircEvent::StreamConnected { id, result } => self.on_stream_connected(id, result).await,
+            CircEvent::Resolved { id, result } => {
+                let msg = match result {
+                    Ok(ips) => {
+                        let answers = ips
+                            .into_iter()
+                            .take(crate::cell::relay_msg::MAX_RESOLVED_ANSWERS)
+                            .map(|addr| ResolvedAnswer::Ip { addr, ttl: 60 })
+                            .collect();
+                        Resolved::new(answers)
+                            .map(RelayMsg::Resolved)
+                            .unwrap_or(RelayMsg::End(EndReason::ResolveFailed))
+                    }
+                    Err(reason) => RelayMsg::End(reason),
+                };
+                self.reply(cell_or_internal(Some(id), msg)?).await
+            }
         }
     }
 
@@ -226,8 +254,8 @@ impl Circuit {
             .decrypt_forward(&mut bytes)
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
         match recognition {
-            crate::crypto::Recognition::Recognised { .. } => {
-                self.on_recognised(&bytes, early).await
+            crate::crypto::Recognition::Recognised { tag } => {
+                self.on_recognised(&bytes, early, &tag).await
             }
             crate::crypto::Recognition::NotForUs => {
                 let Next::Open(next) = &self.next else {
@@ -287,9 +315,14 @@ impl Circuit {
         let mut body: [u8; RELAY_BODY_LEN] = cell
             .encode()
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
-        self.crypto
+        let tag = self
+            .crypto
             .originate_backward(&mut body)
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        if let (RelayMsg::Data(_), Some(id)) = (cell.msg(), cell.stream()) {
+            self.streams.on_data_sent(id, &tag);
+        }
+        self.relayed();
         self.to_prev(ChanMsg::Relay(RelayBody(body))).await
     }
 
@@ -298,15 +331,16 @@ impl Circuit {
         &mut self,
         body: &[u8; RELAY_BODY_LEN],
         early: bool,
+        tag: &RelayTag,
     ) -> Result<(), Teardown> {
         let cell = RelayCell::parse(body, &relay_sets::AT_RELAY).map_err(|e| {
             debug!("relay: bad relay message: {e}");
             Teardown::new(DestroyReason::Protocol)
         })?;
         let (stream, msg) = cell.into_parts();
-        match msg {
-            RelayMsg::Extend(extend) if early => self.on_extend(extend),
-            RelayMsg::Truncate => {
+        match (stream, msg) {
+            (None, RelayMsg::Extend(extend)) if early => self.on_extend(extend),
+            (None, RelayMsg::Truncate) => {
                 self.drop_next(DestroyReason::Requested).await;
                 self.reply(cell_or_internal(
                     None,
@@ -314,27 +348,124 @@ impl Circuit {
                 )?)
                 .await
             }
-            RelayMsg::Drop => Ok(()),
-            // This relay is not an exit and serves no directory yet: refuse the stream.
-            RelayMsg::Begin(_) | RelayMsg::Resolve(_) => {
+            (None, RelayMsg::Drop) => Ok(()),
+            (Some(id), RelayMsg::Begin(begin)) => self.on_begin(id, begin).await,
+            (Some(id), RelayMsg::Resolve(name)) => self.on_resolve(id, name).await,
+            (Some(id), RelayMsg::BeginDir) => {
                 self.reply(cell_or_internal(
-                    stream,
-                    RelayMsg::End(EndReason::ExitPolicy),
-                )?)
-                .await
-            }
-            RelayMsg::BeginDir => {
-                self.reply(cell_or_internal(
-                    stream,
+                    Some(id),
                     RelayMsg::End(EndReason::NotDirectory),
                 )?)
                 .await
             }
-            // The client closing a stream we already refused, and circuit-level SENDMEs
-            // (no flow-controlled traffic originates here yet), need no answer.
-            RelayMsg::End(_) | RelayMsg::Sendme(_) => Ok(()),
+            (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, tag) {
+                Ok(Some(sendme)) => self.reply(sendme).await,
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    debug!("relay: stream protocol violation: {e}");
+                    Err(Teardown::new(DestroyReason::Protocol))
+                }
+            },
+            (Some(id), RelayMsg::End(reason)) => {
+                // END for a stream we already closed is the normal end of a race.
+                self.streams.on_end(id, reason);
+                Ok(())
+            }
+            (stream, RelayMsg::Sendme(sendme)) => {
+                self.streams.on_sendme(stream, &sendme).map_err(|e| {
+                    debug!("relay: bad SENDME: {e}");
+                    Teardown::new(DestroyReason::Protocol)
+                })
+            }
             _ => Err(Teardown::new(DestroyReason::Protocol)),
         }
+    }
+
+    async fn end_stream(&mut self, id: StreamId, reason: EndReason) -> Result<(), Teardown> {
+        self.reply(cell_or_internal(Some(id), RelayMsg::End(reason))?)
+            .await
+    }
+
+    /// BEGIN: check the policy, then connect in the background.
+    async fn on_begin(&mut self, id: StreamId, begin: Begin) -> Result<(), Teardown> {
+        if self.streams.contains(id) {
+            debug!("relay: BEGIN reuses an open stream id");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        let Some(exit) = self.shared.exit.clone() else {
+            return self.end_stream(id, EndReason::ExitPolicy).await;
+        };
+        if self.streams.len() >= self.shared.limits.streams_per_circuit {
+            return self.end_stream(id, EndReason::ResourceLimit).await;
+        }
+        let (target, port) = (begin.target().clone(), begin.port());
+        if let Err(reason) = exit.precheck(&target, port) {
+            return self.end_stream(id, reason).await;
+        }
+        self.streams.reserve(id);
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let result = exit.connect(&target, port).await;
+            let _ = tx.send(CircEvent::StreamConnected { id, result }).await;
+        });
+        Ok(())
+    }
+
+    async fn on_stream_connected(
+        &mut self,
+        id: StreamId,
+        result: Result<(tokio::net::TcpStream, std::net::SocketAddr), EndReason>,
+    ) -> Result<(), Teardown> {
+        if !self.streams.contains(id) {
+            // The client gave up (END) while we were connecting.
+            return Ok(());
+        }
+        let idle = self.shared.exit.as_ref().map(|e| e.idle_timeout());
+        match result {
+            Ok((socket, addr)) => {
+                let io = pump::spawn(
+                    socket,
+                    id,
+                    StreamSet::initial_stream_window(),
+                    idle,
+                    self.streams.circuit_permits(),
+                    self.self_tx.clone(),
+                    CircEvent::Stream,
+                );
+                self.streams.attach(id, io);
+                let connected = Connected {
+                    resolved: Some((addr.ip(), 60)),
+                };
+                self.reply(cell_or_internal(Some(id), RelayMsg::Connected(connected))?)
+                    .await
+            }
+            Err(reason) => {
+                self.streams.remove(id);
+                self.end_stream(id, reason).await
+            }
+        }
+    }
+
+    /// RESOLVE: look the name up (exits only) and answer RESOLVED.
+    async fn on_resolve(
+        &mut self,
+        id: StreamId,
+        name: crate::cell::Hostname,
+    ) -> Result<(), Teardown> {
+        let Some(exit) = self.shared.exit.clone() else {
+            return self.end_stream(id, EndReason::ExitPolicy).await;
+        };
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let target = TargetAddr::Hostname(name);
+            let result = super::exit::resolve_name(
+                &target,
+                Duration::from_secs(exit.timeouts.connect_secs.max(1)),
+            )
+            .await;
+            let _ = tx.send(CircEvent::Resolved { id, result }).await;
+        });
+        Ok(())
     }
 
     fn on_extend(&mut self, extend: Extend) -> Result<(), Teardown> {
@@ -420,6 +551,7 @@ impl Circuit {
     }
 
     async fn teardown(mut self, t: Teardown) {
+        self.streams.clear();
         self.prev.chan.circuits.remove(self.prev.id);
         if t.from != Some(Side::Prev) {
             send_cell(&self.prev, ChanMsg::Destroy(t.reason)).await;

@@ -25,6 +25,22 @@ pub enum CircEvent {
     Violation(Side),
     /// The channel to the next hop requested by EXTEND is ready (or could not be opened).
     NextHopReady(NextHopResult),
+    /// An event from one of the circuit's exit streams.
+    Stream(crate::stream::pump::StreamEvent),
+    /// An exit stream's connection attempt finished.
+    StreamConnected {
+        /// The stream.
+        id: crate::cell::StreamId,
+        /// The socket and the address it reached, or why not.
+        result: Result<(tokio::net::TcpStream, std::net::SocketAddr), crate::cell::EndReason>,
+    },
+    /// A RESOLVE finished.
+    Resolved {
+        /// The stream the RESOLVE came on.
+        id: crate::cell::StreamId,
+        /// The addresses, or why not.
+        result: Result<Vec<std::net::IpAddr>, crate::cell::EndReason>,
+    },
 }
 
 /// The outcome of opening (or reusing) the channel to the next hop of an EXTEND.

@@ -7,6 +7,7 @@
 
 pub mod circuit;
 pub mod events;
+pub mod exit;
 pub mod keys;
 pub mod limits;
 pub mod queue_budget;
@@ -15,6 +16,7 @@ pub mod reactor;
 pub mod server;
 pub mod shared;
 
+pub use exit::{ExitConfig, ExitTimeouts};
 pub use keys::RelayKeys;
 pub use limits::RelayLimits;
 pub use server::{start, RelayConfig, RelayHandle};

@@ -14,6 +14,7 @@ use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkConfig, PeerKind};
 
+use super::exit::ExitConfig;
 use super::keys::RelayKeys;
 use super::limits::RelayLimits;
 use super::queue_budget::QueueBudget;
@@ -28,6 +29,8 @@ pub struct RelayConfig {
     pub listen: SocketAddr,
     /// Resource limits.
     pub limits: RelayLimits,
+    /// The exit role (`None`: not an exit, the safe default).
+    pub exit: Option<ExitConfig>,
 }
 
 /// A running relay. Dropping the handle does not stop it; call [`RelayHandle::shutdown`].
@@ -102,6 +105,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         link,
         limits,
         listen_addr,
+        exit: config.exit.map(Arc::new),
     });
     info!(identity = %shared.keys.identity(), "relay: listening");
     let (stop, stop_rx) = watch::channel(false);

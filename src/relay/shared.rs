@@ -94,6 +94,8 @@ pub struct RelayShared {
     pub counters: RelayCounters,
     /// The address this relay listens on.
     pub listen_addr: SocketAddr,
+    /// The exit role, if this relay is an exit.
+    pub exit: Option<Arc<super::exit::ExitConfig>>,
 }
 
 impl RelayShared {

@@ -71,10 +71,12 @@ impl Drop for StreamIo {
 
 /// Starts the reader and writer of stream `id` over `io`. `wrap` turns a [`StreamEvent`]
 /// into the circuit task's event type; `circuit_permits` is the circuit's send window.
+/// With `idle_timeout`, a socket that sends nothing for that long fails the stream.
 pub fn spawn<S, E, F>(
     io: S,
     id: StreamId,
     initial_window: u32,
+    idle_timeout: Option<std::time::Duration>,
     circuit_permits: Arc<Semaphore>,
     events: mpsc::Sender<E>,
     wrap: F,
@@ -101,7 +103,15 @@ where
                 else {
                     return;
                 };
-                let event = match rd.read(&mut buf).await {
+                let read = async {
+                    match idle_timeout {
+                        Some(limit) => tokio::time::timeout(limit, rd.read(&mut buf))
+                            .await
+                            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                        None => rd.read(&mut buf).await,
+                    }
+                };
+                let event = match read.await {
                     Ok(0) => StreamEvent::Eof(id),
                     Ok(n) => {
                         // A DATA cell will be sent: its window slots are used up until a

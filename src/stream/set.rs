@@ -27,8 +27,8 @@ pub enum StreamError {
     /// Flow control was violated.
     #[error("{0}")]
     Flow(#[from] FlowError),
-    /// DATA or SENDME for a stream that is not open.
-    #[error("cell for a stream that is not open")]
+    /// DATA for a stream that is still being opened.
+    #[error("DATA for a stream that is not open yet")]
     UnknownStream,
     /// DATA after the peer's own END(DONE).
     #[error("DATA after the peer closed its side")]
@@ -133,24 +133,28 @@ impl StreamSet {
         data: Data,
         tag: &RelayTag,
     ) -> Result<Option<RelayCell>, StreamError> {
+        // Every DATA cell counts against the circuit window, even one dropped below.
         let circ_point = self.circ_recv.on_received()?;
-        let s = self
-            .streams
-            .get_mut(&id)
-            .ok_or(StreamError::UnknownStream)?;
-        if s.remote_eof {
-            return Err(StreamError::DataAfterEof);
-        }
-        let io = s.io.as_ref().ok_or(StreamError::UnknownStream)?;
-        let stream_point = s.recv.on_received()?;
-        let ack = stream_point.then_some(*tag);
-        // The writer may have ended (socket closed); its failure event closes the stream.
-        let _ = io.to_socket.send(ToSocket::Data(data.into_vec(), ack));
-        if circ_point {
+        let sendme = if circ_point {
             self.circ_recv.on_sendme_sent();
-            return Ok(cell(None, RelayMsg::Sendme(Sendme { tag: *tag })));
+            cell(None, RelayMsg::Sendme(Sendme { tag: *tag }))
+        } else {
+            None
+        };
+        match self.streams.get_mut(&id) {
+            // A stream we closed: DATA crossing our END is dropped.
+            None => Ok(sendme),
+            Some(s) if s.remote_eof => Err(StreamError::DataAfterEof),
+            Some(s) => {
+                let io = s.io.as_ref().ok_or(StreamError::UnknownStream)?;
+                let stream_point = s.recv.on_received()?;
+                let ack = stream_point.then_some(*tag);
+                // The writer may have ended (socket closed); its failure event closes
+                // the stream.
+                let _ = io.to_socket.send(ToSocket::Data(data.into_vec(), ack));
+                Ok(sendme)
+            }
         }
-        Ok(None)
     }
 
     /// The peer sent END for `id`. Returns true if the stream was open or being opened.
@@ -186,10 +190,11 @@ impl StreamSet {
                     .add_permits(super::window::CIRCUIT_INCREMENT as usize);
             }
             Some(id) => {
-                let s = self
-                    .streams
-                    .get_mut(&id)
-                    .ok_or(StreamError::UnknownStream)?;
+                // A stream-level SENDME crossing our END can raise no window: it is
+                // harmless and dropped.
+                let Some(s) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
                 s.send.on_sendme(&sendme.tag)?;
                 if let Some(io) = &s.io {
                     io.permits

@@ -1,0 +1,165 @@
+//! The exit role: opening streams to destinations for clients, under an exit policy.
+//!
+//! Names are resolved here, at the exit (never by the client). The policy is checked
+//! against every resolved address, so a hostname cannot be used to reach an address the
+//! policy refuses (e.g. `localhost` or a name pointing into a private network).
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+
+use crate::cell::{EndReason, TargetAddr};
+use crate::dir::ExitPolicy;
+
+/// How a relay acts as an exit.
+#[derive(Debug, Clone)]
+pub struct ExitConfig {
+    /// Which destinations are allowed.
+    pub policy: ExitPolicy,
+    /// Timeouts.
+    pub timeouts: ExitTimeouts,
+}
+
+/// Exit timeouts, in seconds (the `[exit]` table of relay.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExitTimeouts {
+    /// Resolving a name and connecting to the destination.
+    pub connect_secs: u64,
+    /// A stream on which nothing arrives from the destination for this long is closed.
+    pub idle_secs: u64,
+}
+
+impl Default for ExitTimeouts {
+    fn default() -> Self {
+        ExitTimeouts {
+            connect_secs: 10,
+            idle_secs: 300,
+        }
+    }
+}
+
+impl ExitConfig {
+    /// An exit with `policy` and default timeouts.
+    pub fn new(policy: ExitPolicy) -> Self {
+        ExitConfig {
+            policy,
+            timeouts: ExitTimeouts::default(),
+        }
+    }
+
+    /// A quick refusal before any work: the policy cannot allow this target at all.
+    pub fn precheck(&self, target: &TargetAddr, port: u16) -> Result<(), EndReason> {
+        let allowed = match target {
+            TargetAddr::Ip(ip) => self.policy.allows_ip(*ip, port),
+            TargetAddr::Hostname(_) => self.policy.might_allow_port(port),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(EndReason::ExitPolicy)
+        }
+    }
+
+    /// Resolves `target` (if a name) and returns the addresses the policy allows.
+    pub async fn allowed_addrs(
+        &self,
+        target: &TargetAddr,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, EndReason> {
+        let resolved = resolve(target, port, self.connect_timeout()).await?;
+        let allowed: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|a| self.policy.allows_ip(a.ip(), a.port()))
+            .collect();
+        if allowed.is_empty() {
+            Err(EndReason::ExitPolicy)
+        } else {
+            Ok(allowed)
+        }
+    }
+
+    /// Opens a TCP connection to `target:port`, trying each allowed address in turn.
+    pub async fn connect(
+        &self,
+        target: &TargetAddr,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr), EndReason> {
+        let addrs = self.allowed_addrs(target, port).await?;
+        let mut last = EndReason::ConnectRefused;
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout(), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, addr));
+                }
+                Ok(Err(e)) => last = end_reason_for(&e),
+                Err(_) => last = EndReason::Timeout,
+            }
+        }
+        Err(last)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeouts.connect_secs.max(1))
+    }
+
+    /// The idle timeout of exit streams.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeouts.idle_secs.max(1))
+    }
+}
+
+/// Resolves a target to socket addresses (a literal address resolves to itself).
+pub async fn resolve(
+    target: &TargetAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, EndReason> {
+    match target {
+        TargetAddr::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        TargetAddr::Hostname(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), port));
+            match tokio::time::timeout(timeout, lookup).await {
+                Ok(Ok(addrs)) => {
+                    // A hostile resolver cannot make us hold an unbounded list.
+                    let addrs: Vec<SocketAddr> = addrs.take(16).collect();
+                    if addrs.is_empty() {
+                        Err(EndReason::ResolveFailed)
+                    } else {
+                        Ok(addrs)
+                    }
+                }
+                Ok(Err(_)) => Err(EndReason::ResolveFailed),
+                Err(_) => Err(EndReason::Timeout),
+            }
+        }
+    }
+}
+
+/// Resolves a name for RESOLVE: every address, policy not applied (nothing is contacted).
+pub async fn resolve_name(
+    target: &TargetAddr,
+    timeout: Duration,
+) -> Result<Vec<IpAddr>, EndReason> {
+    Ok(resolve(target, 1, timeout)
+        .await?
+        .into_iter()
+        .map(|a| a.ip())
+        .collect())
+}
+
+fn end_reason_for(e: &std::io::Error) -> EndReason {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => EndReason::ConnectRefused,
+        ErrorKind::TimedOut => EndReason::Timeout,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => EndReason::ConnectionReset,
+        ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::AddrNotAvailable => EndReason::NoRoute,
+        _ => EndReason::Misc,
+    }
+}
