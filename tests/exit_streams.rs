@@ -206,3 +206,47 @@ async fn refusals_carry_the_right_reason() {
     s.read_to_end(&mut down).await.unwrap();
     assert_eq!(down.len(), 10);
 }
+
+#[derive(Debug)]
+struct EchoDir;
+
+impl allium::relay::dirserve::DirService for EchoDir {
+    fn handle(
+        &self,
+        req: allium::dir::request::DirRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = allium::dir::request::DirResponse> + Send + '_>,
+    > {
+        Box::pin(async move {
+            use allium::dir::request::{DirRequest, DirResponse, DirStatus};
+            match req {
+                DirRequest::PostDescriptor(body) => DirResponse::ok(body),
+                _ => DirResponse::error(DirStatus::NotFound, "nothing here"),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_requests_ride_begin_dir_streams() {
+    use allium::client::dirclient::dir_request;
+    use allium::dir::request::{DirRequest, DirStatus};
+    let (relays, circ) = circuit(ExitPolicy::reject_all()).await;
+    // The exit serves no directory yet.
+    let err = dir_request(&circ, &DirRequest::GetConsensus, NO_HANG)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NotDirectory"), "{err}");
+    relays[2].set_dir_service(std::sync::Arc::new(EchoDir));
+    let big = pattern(300_000);
+    let resp = dir_request(&circ, &DirRequest::PostDescriptor(big.clone()), NO_HANG)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, DirStatus::Ok);
+    assert!(resp.body == big);
+    let resp = dir_request(&circ, &DirRequest::GetConsensus, NO_HANG)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, DirStatus::NotFound);
+    assert_eq!(resp.reason(), "nothing here");
+}

@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod circuit;
+pub mod dirclient;
 pub mod error;
 pub mod reactor;
 pub mod stream;

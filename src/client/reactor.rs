@@ -27,12 +27,11 @@ pub const MAX_STREAMS_PER_CIRCUIT: usize = 512;
 /// A request to the circuit task.
 #[derive(Debug)]
 pub enum CircuitRequest {
-    /// Open a stream to `target:port` at the exit.
+    /// Open a stream: to `target:port` at the exit, or (with `None`) to the last hop's
+    /// directory service (BEGIN_DIR).
     Open {
-        /// Destination (names are resolved by the exit).
-        target: TargetAddr,
-        /// Destination port.
-        port: u16,
+        /// Destination (names are resolved by the exit) and port.
+        to: Option<(TargetAddr, u16)>,
         /// Where to send the outcome.
         reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
     },
@@ -56,12 +55,21 @@ impl CircuitHandle {
         port: u16,
         timeout: Duration,
     ) -> Result<DataStream, StreamOpenError> {
+        self.open(Some((target, port)), timeout).await
+    }
+
+    /// Opens a stream to the last hop's directory service (BEGIN_DIR).
+    pub async fn open_dir_stream(&self, timeout: Duration) -> Result<DataStream, StreamOpenError> {
+        self.open(None, timeout).await
+    }
+
+    async fn open(
+        &self,
+        to: Option<(TargetAddr, u16)>,
+        timeout: Duration,
+    ) -> Result<DataStream, StreamOpenError> {
         let (reply, rx) = oneshot::channel();
-        let req = CircuitRequest::Open {
-            target,
-            port,
-            reply,
-        };
+        let req = CircuitRequest::Open { to, reply };
         self.tx
             .send(ClientCircEvent::Request(req))
             .await
@@ -149,11 +157,9 @@ impl Reactor {
                     false
                 }
                 Some(ClientCircEvent::Stream(ev)) => self.on_stream_event(ev).await,
-                Some(ClientCircEvent::Request(CircuitRequest::Open {
-                    target,
-                    port,
-                    reply,
-                })) => self.open(target, port, reply).await,
+                Some(ClientCircEvent::Request(CircuitRequest::Open { to, reply })) => {
+                    self.open(to, reply).await
+                }
                 Some(ClientCircEvent::Request(CircuitRequest::Close)) => false,
                 Some(ClientCircEvent::ChannelClosed) | None => {
                     self.circ.mark_closed();
@@ -213,17 +219,18 @@ impl Reactor {
 
     async fn open(
         &mut self,
-        target: TargetAddr,
-        port: u16,
+        to: Option<(TargetAddr, u16)>,
         reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
     ) -> bool {
         let Some(id) = self.allocate_stream() else {
             let _ = reply.send(Err(StreamOpenError::TooManyStreams));
             return true;
         };
-        let Ok(begin) =
-            Begin::new(target, port).and_then(|b| RelayCell::new(Some(id), RelayMsg::Begin(b)))
-        else {
+        let msg = match to {
+            Some((target, port)) => Begin::new(target, port).map(RelayMsg::Begin),
+            None => Ok(RelayMsg::BeginDir),
+        };
+        let Ok(begin) = msg.and_then(|m| RelayCell::new(Some(id), m)) else {
             let _ = reply.send(Err(StreamOpenError::Refused(EndReason::Misc)));
             return true;
         };

@@ -351,13 +351,7 @@ impl Circuit {
             (None, RelayMsg::Drop) => Ok(()),
             (Some(id), RelayMsg::Begin(begin)) => self.on_begin(id, begin).await,
             (Some(id), RelayMsg::Resolve(name)) => self.on_resolve(id, name).await,
-            (Some(id), RelayMsg::BeginDir) => {
-                self.reply(cell_or_internal(
-                    Some(id),
-                    RelayMsg::End(EndReason::NotDirectory),
-                )?)
-                .await
-            }
+            (Some(id), RelayMsg::BeginDir) => self.on_begin_dir(id).await,
             (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, tag) {
                 Ok(Some(sendme)) => self.reply(sendme).await,
                 Ok(None) => Ok(()),
@@ -444,6 +438,37 @@ impl Circuit {
                 self.end_stream(id, reason).await
             }
         }
+    }
+
+    /// BEGIN_DIR: an in-process stream to our directory service.
+    async fn on_begin_dir(&mut self, id: StreamId) -> Result<(), Teardown> {
+        if self.streams.contains(id) {
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        let Some(service) = self.shared.dir_service() else {
+            return self.end_stream(id, EndReason::NotDirectory).await;
+        };
+        if self.streams.len() >= self.shared.limits.streams_per_circuit {
+            return self.end_stream(id, EndReason::ResourceLimit).await;
+        }
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        self.streams.reserve(id);
+        let io = pump::spawn(
+            ours,
+            id,
+            StreamSet::initial_stream_window(),
+            Some(super::dirserve::REQUEST_TIMEOUT),
+            self.streams.circuit_permits(),
+            self.self_tx.clone(),
+            CircEvent::Stream,
+        );
+        self.streams.attach(id, io);
+        tokio::spawn(super::dirserve::serve(service, theirs));
+        self.reply(cell_or_internal(
+            Some(id),
+            RelayMsg::Connected(Connected { resolved: None }),
+        )?)
+        .await
     }
 
     /// RESOLVE: look the name up (exits only) and answer RESOLVED.

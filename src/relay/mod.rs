@@ -6,6 +6,7 @@
 //! cell path, so circuits on different channels are processed on all cores at once.
 
 pub mod circuit;
+pub mod dirserve;
 pub mod events;
 pub mod exit;
 pub mod keys;

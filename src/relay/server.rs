@@ -62,6 +62,11 @@ impl RelayHandle {
         &self.shared
     }
 
+    /// Starts (or replaces) the directory service answering BEGIN_DIR.
+    pub fn set_dir_service(&self, service: Arc<dyn super::dirserve::DirService>) {
+        *self.shared.dir.write().unwrap_or_else(|p| p.into_inner()) = Some(service);
+    }
+
     /// Stops accepting connections and closes every channel.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -106,6 +111,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         limits,
         listen_addr,
         exit: config.exit.map(Arc::new),
+        dir: std::sync::RwLock::new(None),
     });
     info!(identity = %shared.keys.identity(), "relay: listening");
     let (stop, stop_rx) = watch::channel(false);

@@ -96,6 +96,15 @@ pub struct RelayShared {
     pub listen_addr: SocketAddr,
     /// The exit role, if this relay is an exit.
     pub exit: Option<Arc<super::exit::ExitConfig>>,
+    /// The directory role (BEGIN_DIR), if any.
+    pub dir: std::sync::RwLock<Option<Arc<dyn super::dirserve::DirService>>>,
+}
+
+impl RelayShared {
+    /// The directory service, if this relay serves one now.
+    pub fn dir_service(&self) -> Option<Arc<dyn super::dirserve::DirService>> {
+        self.dir.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl RelayShared {

@@ -1,0 +1,56 @@
+//! Directory requests over BEGIN_DIR streams: fetch the consensus, upload a descriptor,
+//! exchange votes between authorities.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::dir::request::{parse_header, DirProtoError, DirRequest, DirResponse, DIR_HEADER_LEN};
+
+use super::reactor::CircuitHandle;
+use super::stream::StreamOpenError;
+
+/// Why a directory request failed.
+#[derive(Debug, Error)]
+pub enum DirFetchError {
+    /// The directory stream could not be opened (the relay serves no directory, or the
+    /// circuit failed).
+    #[error("cannot open a directory stream: {0}")]
+    Open(#[from] StreamOpenError),
+    /// The stream failed mid-way.
+    #[error("directory stream failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The answer was malformed.
+    #[error("malformed directory response: {0}")]
+    Malformed(#[from] DirProtoError),
+    /// No complete answer in time.
+    #[error("directory request timed out")]
+    Timeout,
+}
+
+/// Sends `req` on a new BEGIN_DIR stream of `circ` (to its last hop) and returns the
+/// answer. The response body is bounded by the protocol's limit before it is allocated.
+pub async fn dir_request(
+    circ: &CircuitHandle,
+    req: &DirRequest,
+    timeout: Duration,
+) -> Result<DirResponse, DirFetchError> {
+    let work = async {
+        let mut stream = circ.open_dir_stream(timeout).await?;
+        stream.write_all(&req.encode()).await?;
+        stream.flush().await?;
+        let mut header = [0u8; DIR_HEADER_LEN];
+        stream.read_exact(&mut header).await?;
+        let (_, len) = parse_header(&header)?;
+        let mut msg = header.to_vec();
+        msg.resize(DIR_HEADER_LEN + len, 0);
+        if let Some(body) = msg.get_mut(DIR_HEADER_LEN..) {
+            stream.read_exact(body).await?;
+        }
+        Ok::<_, DirFetchError>(DirResponse::parse(&msg)?)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| DirFetchError::Timeout)?
+}

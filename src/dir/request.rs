@@ -1,0 +1,251 @@
+//! The directory request protocol spoken over BEGIN_DIR streams (parse/encode, no I/O).
+//!
+//! Directory traffic between nodes rides inside circuits like everything else, so it is
+//! encrypted and padded to fixed-size cells on every link. On the stream, one request and
+//! one response, each `kind/status u8 | length u32 | body[length]`, length at most
+//! [`MAX_DIR_BODY`]. Anything else is refused.
+
+use thiserror::Error;
+
+/// Largest request or response body (a consensus of 10,000 relays fits).
+pub const MAX_DIR_BODY: usize = 8 * 1024 * 1024;
+/// Bytes before the body.
+pub const DIR_HEADER_LEN: usize = 5;
+
+/// What a directory client asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirRequest {
+    /// The current consensus (signed bytes).
+    GetConsensus,
+    /// Publish a signed relay descriptor (authorities only).
+    PostDescriptor(Vec<u8>),
+    /// The authority's signed vote for the period starting at `valid_after`.
+    GetVote {
+        /// Start of the period.
+        valid_after: u64,
+    },
+    /// The authority's signature over its consensus for the period starting at
+    /// `valid_after`.
+    GetSignature {
+        /// Start of the period.
+        valid_after: u64,
+    },
+}
+
+/// How a directory server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirStatus {
+    /// Success; the body is the document.
+    Ok = 0,
+    /// Nothing to serve (yet).
+    NotFound = 1,
+    /// The request was understood and refused; the body is a UTF-8 reason.
+    Refused = 2,
+    /// The request was malformed.
+    BadRequest = 3,
+    /// Rate limited or overloaded; try later.
+    Busy = 4,
+}
+
+/// A directory response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirResponse {
+    /// Outcome.
+    pub status: DirStatus,
+    /// The document, or a reason.
+    pub body: Vec<u8>,
+}
+
+impl DirResponse {
+    /// A success carrying `body`.
+    pub fn ok(body: Vec<u8>) -> Self {
+        DirResponse {
+            status: DirStatus::Ok,
+            body,
+        }
+    }
+
+    /// A failure with a human-readable reason.
+    pub fn error(status: DirStatus, reason: &str) -> Self {
+        DirResponse {
+            status,
+            body: reason.as_bytes().to_vec(),
+        }
+    }
+
+    /// The reason of a failure, for messages.
+    pub fn reason(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(200)
+            .collect()
+    }
+}
+
+/// A malformed request or response.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DirProtoError {
+    /// Fewer bytes than the header and length promise.
+    #[error("truncated directory message")]
+    Truncated,
+    /// The length field exceeds [`MAX_DIR_BODY`].
+    #[error("directory message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// Unknown request kind or response status.
+    #[error("unknown directory message kind {0}")]
+    UnknownKind(u8),
+    /// A request body of the wrong length for its kind.
+    #[error("bad directory request body")]
+    BadBody,
+    /// Bytes after the message.
+    #[error("trailing bytes after the directory message")]
+    TrailingBytes,
+}
+
+const KIND_GET_CONSENSUS: u8 = 1;
+const KIND_POST_DESCRIPTOR: u8 = 2;
+const KIND_GET_VOTE: u8 = 3;
+const KIND_GET_SIGNATURE: u8 = 4;
+
+/// Reads the header: kind/status and body length (checked against the limit).
+pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
+    let [kind, a, b, c, d] = *header;
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if len > MAX_DIR_BODY {
+        return Err(DirProtoError::TooLarge(len));
+    }
+    Ok((kind, len))
+}
+
+fn split(bytes: &[u8]) -> Result<(u8, &[u8]), DirProtoError> {
+    let header: &[u8; DIR_HEADER_LEN] = bytes
+        .get(..DIR_HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(DirProtoError::Truncated)?;
+    let (kind, len) = parse_header(header)?;
+    let body = bytes
+        .get(DIR_HEADER_LEN..)
+        .ok_or(DirProtoError::Truncated)?;
+    match body.len().cmp(&len) {
+        std::cmp::Ordering::Less => Err(DirProtoError::Truncated),
+        std::cmp::Ordering::Greater => Err(DirProtoError::TrailingBytes),
+        std::cmp::Ordering::Equal => Ok((kind, body)),
+    }
+}
+
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DIR_HEADER_LEN + body.len());
+    out.push(kind);
+    // Callers never build bodies over MAX_DIR_BODY; saturate rather than wrap regardless.
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn period(body: &[u8]) -> Result<u64, DirProtoError> {
+    let arr: [u8; 8] = body.try_into().map_err(|_| DirProtoError::BadBody)?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+impl DirRequest {
+    /// Parses one whole request.
+    pub fn parse(bytes: &[u8]) -> Result<Self, DirProtoError> {
+        let (kind, body) = split(bytes)?;
+        match kind {
+            KIND_GET_CONSENSUS if body.is_empty() => Ok(DirRequest::GetConsensus),
+            KIND_POST_DESCRIPTOR if !body.is_empty() => {
+                Ok(DirRequest::PostDescriptor(body.to_vec()))
+            }
+            KIND_GET_VOTE => Ok(DirRequest::GetVote {
+                valid_after: period(body)?,
+            }),
+            KIND_GET_SIGNATURE => Ok(DirRequest::GetSignature {
+                valid_after: period(body)?,
+            }),
+            KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR => Err(DirProtoError::BadBody),
+            other => Err(DirProtoError::UnknownKind(other)),
+        }
+    }
+
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            DirRequest::GetConsensus => frame(KIND_GET_CONSENSUS, &[]),
+            DirRequest::PostDescriptor(d) => frame(KIND_POST_DESCRIPTOR, d),
+            DirRequest::GetVote { valid_after } => frame(KIND_GET_VOTE, &valid_after.to_be_bytes()),
+            DirRequest::GetSignature { valid_after } => {
+                frame(KIND_GET_SIGNATURE, &valid_after.to_be_bytes())
+            }
+        }
+    }
+}
+
+impl DirStatus {
+    fn from_code(code: u8) -> Result<Self, DirProtoError> {
+        Ok(match code {
+            0 => DirStatus::Ok,
+            1 => DirStatus::NotFound,
+            2 => DirStatus::Refused,
+            3 => DirStatus::BadRequest,
+            4 => DirStatus::Busy,
+            other => return Err(DirProtoError::UnknownKind(other)),
+        })
+    }
+}
+
+impl DirResponse {
+    /// Parses one whole response.
+    pub fn parse(bytes: &[u8]) -> Result<Self, DirProtoError> {
+        let (status, body) = split(bytes)?;
+        Ok(DirResponse {
+            status: DirStatus::from_code(status)?,
+            body: body.to_vec(),
+        })
+    }
+
+    /// Encodes the response.
+    pub fn encode(&self) -> Vec<u8> {
+        frame(self.status as u8, &self.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_strictness() {
+        let reqs = [
+            DirRequest::GetConsensus,
+            DirRequest::PostDescriptor(vec![1, 2, 3]),
+            DirRequest::GetVote { valid_after: 77 },
+            DirRequest::GetSignature {
+                valid_after: 1 << 40,
+            },
+        ];
+        for r in reqs {
+            let bytes = r.encode();
+            assert_eq!(DirRequest::parse(&bytes).unwrap(), r);
+            for cut in 0..bytes.len() {
+                assert!(DirRequest::parse(&bytes[..cut]).is_err());
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(DirRequest::parse(&long).is_err());
+        }
+        let resp = DirResponse::error(DirStatus::Refused, "stale");
+        assert_eq!(DirResponse::parse(&resp.encode()).unwrap(), resp);
+        assert_eq!(
+            DirRequest::parse(&[9, 0, 0, 0, 0]),
+            Err(DirProtoError::UnknownKind(9))
+        );
+        assert_eq!(
+            DirRequest::parse(&[1, 0xff, 0xff, 0xff, 0xff]),
+            Err(DirProtoError::TooLarge(u32::MAX as usize))
+        );
+        assert_eq!(
+            DirRequest::parse(&[1, 0, 0, 0, 1, 0]),
+            Err(DirProtoError::BadBody)
+        );
+    }
+}

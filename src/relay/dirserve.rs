@@ -1,0 +1,48 @@
+//! Serving directory requests on BEGIN_DIR streams.
+//!
+//! A relay with a directory role (an authority, or a relay caching the consensus) answers
+//! one [`DirRequest`] per stream. The stream is in-process: one end is pumped to the
+//! circuit like an exit socket, the other is read here.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use crate::dir::request::{parse_header, DirRequest, DirResponse, DirStatus, DIR_HEADER_LEN};
+
+/// Time a client has to send its whole request (slow clients are cut off).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Something that answers directory requests.
+pub trait DirService: Send + Sync + std::fmt::Debug + 'static {
+    /// Answers one request.
+    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>>;
+}
+
+/// Reads one request from `io`, answers it with `service`, and closes the stream.
+pub async fn serve(service: Arc<dyn DirService>, mut io: DuplexStream) {
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut io)).await {
+        Ok(Ok(req)) => service.handle(req).await,
+        Ok(Err(reason)) => DirResponse::error(DirStatus::BadRequest, reason),
+        Err(_) => DirResponse::error(DirStatus::BadRequest, "request timed out"),
+    };
+    let _ = io.write_all(&response.encode()).await;
+    let _ = io.shutdown().await;
+}
+
+async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str> {
+    let mut header = [0u8; DIR_HEADER_LEN];
+    io.read_exact(&mut header)
+        .await
+        .map_err(|_| "truncated request")?;
+    let (_, len) = parse_header(&header).map_err(|_| "request too large")?;
+    // The bound was checked before this allocation.
+    let mut msg = header.to_vec();
+    msg.resize(DIR_HEADER_LEN + len, 0);
+    let body = msg.get_mut(DIR_HEADER_LEN..).ok_or("truncated request")?;
+    io.read_exact(body).await.map_err(|_| "truncated request")?;
+    DirRequest::parse(&msg).map_err(|_| "malformed request")
+}
