@@ -394,7 +394,7 @@ fn channel_body_strictness() {
     .unwrap()
     .encode()
     .unwrap();
-    create[6] = 2;
+    create[6] = 3;
     assert!(matches!(
         ChanCell::parse(&create, &ALL_CHAN),
         Err(CellError::BadValue {

@@ -31,6 +31,7 @@ async fn start_relay_with(limits: RelayLimits) -> RelayHandle {
     let config = RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         limits,
+        exit: None,
     };
     relay::start(config, RelayKeys::generate()).await.unwrap()
 }
@@ -353,6 +354,43 @@ async fn eight_hop_circuits_work_and_the_relay_early_budget_is_enforced() {
     let err = tokio::time::timeout(NO_HANG, circ.recv())
         .await
         .expect("no hang")
+        .unwrap_err();
+    assert!(
+        matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_first_hops_work_and_cannot_be_extended_to() {
+    use allium::cell::relay_msg::Extend;
+    use allium::cell::HandshakeType;
+    let relays = three_relays().await;
+    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut circ = ClientCircuit::create_fast(&chan, relays[0].identity(), NO_HANG)
+        .await
+        .unwrap();
+    round_trip(&mut circ, 0, 1).await;
+    // Extending normally from a fast first hop works.
+    circ.extend(&target(&relays[1]), NO_HANG).await.unwrap();
+    round_trip(&mut circ, 1, 2).await;
+    // But a fast handshake through EXTEND is refused.
+    let t = target(&relays[2]);
+    let extend = Extend::new(
+        t.addr,
+        *t.identity.as_bytes(),
+        HandshakeType::Fast1,
+        vec![0; 32],
+    )
+    .unwrap();
+    circ.send_early(1, RelayCell::new(None, RelayMsg::Extend(extend)).unwrap())
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(NO_HANG, circ.recv())
+        .await
+        .unwrap()
         .unwrap_err();
     assert!(
         matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),

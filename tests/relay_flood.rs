@@ -48,6 +48,7 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
         RelayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             limits: RelayLimits::default(),
+            exit: None,
         },
         RelayKeys::generate(),
     )

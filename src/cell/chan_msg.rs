@@ -22,6 +22,9 @@ pub const MAX_LINK_HANDSHAKE_DATA: usize = CELL_BODY_LEN - 2;
 pub enum HandshakeType {
     /// `allium-ntor-1`: one-way authenticated, forward-secret X25519 handshake.
     Ntor1,
+    /// `allium-fast-1`: keys from randomness inside the (already authenticated) channel;
+    /// first hop only.
+    Fast1,
 }
 
 impl HandshakeType {
@@ -29,6 +32,7 @@ impl HandshakeType {
     pub const fn code(self) -> u16 {
         match self {
             HandshakeType::Ntor1 => 1,
+            HandshakeType::Fast1 => 2,
         }
     }
 
@@ -36,6 +40,7 @@ impl HandshakeType {
     pub fn from_code(code: u16) -> CellResult<Self> {
         match code {
             1 => Ok(HandshakeType::Ntor1),
+            2 => Ok(HandshakeType::Fast1),
             other => Err(CellError::BadValue {
                 field: "handshake type",
                 value: u64::from(other),

@@ -15,6 +15,7 @@ use crate::cell::relay_msg::Extend;
 use crate::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell, RelayMsg,
 };
+use crate::crypto::fast_handshake::fast_client_start;
 use crate::crypto::{client_handshake_start, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS};
 
 use super::channel::{ClientChannel, ClientCircEvent};
@@ -42,15 +43,39 @@ pub struct ClientCircuit {
 }
 
 impl ClientCircuit {
-    /// Creates a one-hop circuit to the relay at the other end of `chan`.
-    pub async fn create(
+    /// Creates a one-hop circuit with the `allium-fast-1` handshake: for a first hop whose
+    /// onion key we do not know (a directory authority before we have a consensus). The
+    /// channel's authentication of the relay's identity is what protects it.
+    pub async fn create_fast(
         chan: &Arc<ClientChannel>,
-        first: &RelayTarget,
+        identity: IdentityPublic,
         timeout: Duration,
     ) -> Result<Self, CircuitError> {
+        let mut circ = Self::allocate(chan)?;
+        let (state, msg) = fast_client_start(&mut rand::rng());
+        let data = BoundedBytes::new(msg, "hdata")?;
+        circ.send_chan(ChanMsg::Create(Create {
+            htype: HandshakeType::Fast1,
+            data,
+        }))
+        .await?;
+        let reply = match circ.next_event(timeout).await? {
+            ChanMsg::Created(c) => c.data.into_vec(),
+            _ => return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await),
+        };
+        let keys = match state.finish(&reply) {
+            Ok(v) => v,
+            Err(e) => return Err(circ.fail(e.into()).await),
+        };
+        circ.layers.push_hop(&keys)?;
+        circ.hops.push(identity);
+        Ok(circ)
+    }
+
+    fn allocate(chan: &Arc<ClientChannel>) -> Result<Self, CircuitError> {
         let (tx, rx) = mpsc::channel(CIRCUIT_QUEUE);
         let id = chan.circuits.allocate(tx.clone())?;
-        let mut circ = ClientCircuit {
+        Ok(ClientCircuit {
             chan: Arc::clone(chan),
             id,
             layers: ClientLayers::new(),
@@ -59,7 +84,16 @@ impl ClientCircuit {
             self_tx: tx,
             early_left: MAX_RELAY_EARLY,
             closed: false,
-        };
+        })
+    }
+
+    /// Creates a one-hop circuit to the relay at the other end of `chan`.
+    pub async fn create(
+        chan: &Arc<ClientChannel>,
+        first: &RelayTarget,
+        timeout: Duration,
+    ) -> Result<Self, CircuitError> {
+        let mut circ = Self::allocate(chan)?;
         let (state, msg) =
             client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &[])?;
         let data = BoundedBytes::new(msg, "hdata")?;

@@ -18,6 +18,7 @@
 pub mod cert;
 pub mod circuit_keys;
 pub mod client_layers;
+pub mod fast_handshake;
 pub mod handshake;
 mod hex;
 pub mod keyfile;

@@ -19,6 +19,7 @@ use crate::cell::{
     RelayCell, RelayMsg,
 };
 use crate::cell::{StreamId, TargetAddr};
+use crate::crypto::fast_handshake::fast_relay;
 use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto, RelayTag};
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkError, PeerKind};
@@ -116,13 +117,23 @@ impl Circuit {
         self_tx: mpsc::Sender<CircEvent>,
         ticket: Arc<QueueTicket>,
     ) -> Option<Self> {
-        let result = relay_handshake(
-            &mut rand::rng(),
-            shared.keys.onion_keys(),
-            create.data.as_slice(),
-            |_ext| Vec::new(),
-        );
-        let reply = result.and_then(|(keys, reply, _ext)| {
+        let from_client = matches!(prev.chan.peer, PeerKind::Client);
+        let result = match create.htype {
+            HandshakeType::Ntor1 => relay_handshake(
+                &mut rand::rng(),
+                shared.keys.onion_keys(),
+                create.data.as_slice(),
+                |_ext| Vec::new(),
+            )
+            .map(|(keys, reply, _ext)| (keys, reply)),
+            // Only a client's first hop: its security is the channel's (see
+            // crypto::fast_handshake).
+            HandshakeType::Fast1 if from_client => {
+                fast_relay(&mut rand::rng(), create.data.as_slice())
+            }
+            HandshakeType::Fast1 => Err(crate::crypto::HandshakeError::WrongIdentity),
+        };
+        let reply = result.and_then(|(keys, reply)| {
             let created = BoundedBytes::new(reply, "hdata")
                 .map_err(|_| crate::crypto::HandshakeError::ExtensionTooShort)?;
             Ok((keys, created))
@@ -496,6 +507,10 @@ impl Circuit {
     fn on_extend(&mut self, extend: Extend) -> Result<(), Teardown> {
         if !matches!(self.next, Next::None) {
             debug!("relay: EXTEND on a circuit that already has a next hop");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        if extend.htype() != HandshakeType::Ntor1 {
+            debug!("relay: EXTEND with a first-hop-only handshake");
             return Err(Teardown::new(DestroyReason::Protocol));
         }
         let target = IdentityPublic::from_bytes(extend.identity())
