@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod crypto;
+pub mod dir;
 pub mod link;
 pub mod relay;
 pub mod stream;

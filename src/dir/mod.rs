@@ -1,0 +1,21 @@
+//! Directory documents and path selection.
+//!
+//! * [`policy`]: exit policies.
+//! * [`descriptor`]: a relay's self-signed descriptor.
+//! * [`flags`]: relay flags and how an authority assigns them.
+//! * [`vote`]: one authority's signed view of the network.
+//! * [`compute`]: the deterministic consensus computation over votes.
+//! * [`weights`]: bandwidth weights per path position.
+//! * [`consensus`]: the multi-signed consensus and its verification.
+//! * [`path`]: choosing circuit paths from a consensus.
+//! * [`guards`]: the client's persistent guard set.
+//!
+//! Everything here is pure computation except [`guards::GuardSet::save`] and
+//! [`guards::GuardSet::load`]. Signed documents parse into `Unchecked*` wrappers whose
+//! contents are reachable only through `verify`, which checks signatures, time validity and
+//! every bound. The byte-exact format is in `docs/dir.md`.
+
+pub mod policy;
+mod wire;
+
+pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
