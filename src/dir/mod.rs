@@ -19,3 +19,19 @@ pub mod policy;
 mod wire;
 
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
+pub mod compute;
+pub mod consensus;
+pub mod descriptor;
+pub mod flags;
+pub mod vote;
+pub mod weights;
+
+pub use compute::{compute_consensus, ConsensusParams};
+pub use consensus::{
+    AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError, SignedConsensus,
+    UncheckedConsensus,
+};
+pub use descriptor::{Descriptor, DescriptorError, SignedDescriptor, UncheckedDescriptor};
+pub use flags::{assign_flags, FlagParams, FlagThresholds, Observation, RelayFlags};
+pub use vote::{SignedVote, UncheckedVote, Vote, VoteBody, VoteEntry, VoteError};
+pub use weights::{BandwidthWeights, Position};
