@@ -300,7 +300,7 @@ impl SignedConsensus {
     fn put(&mut self, sig: AuthoritySignature) {
         self.signatures.retain(|s| s.identity != sig.identity);
         self.signatures.push(sig);
-        self.signatures.sort_by(|a, b| a.identity.cmp(&b.identity));
+        self.signatures.sort_by_key(|a| a.identity);
     }
 
     /// Adds another authority's detached signature if it verifies over this body (a bad

@@ -23,6 +23,8 @@ pub mod compute;
 pub mod consensus;
 pub mod descriptor;
 pub mod flags;
+pub mod guards;
+pub mod path;
 pub mod vote;
 pub mod weights;
 
@@ -33,5 +35,7 @@ pub use consensus::{
 };
 pub use descriptor::{Descriptor, DescriptorError, SignedDescriptor, UncheckedDescriptor};
 pub use flags::{assign_flags, FlagParams, FlagThresholds, Observation, RelayFlags};
+pub use guards::{GuardFileError, GuardParams, GuardSet};
+pub use path::{select_path, PathError, PathTarget};
 pub use vote::{SignedVote, UncheckedVote, Vote, VoteBody, VoteEntry, VoteError};
 pub use weights::{BandwidthWeights, Position};

@@ -115,7 +115,7 @@ impl VoteBody {
                 .claimed_identity();
             keyed.push((id, e.clone()));
         }
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.sort_by_key(|a| a.0);
         if keyed.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
             return Err(VoteError::NotSorted);
         }
