@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use allium::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionKeypair};
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::{
-    BandwidthWeights, Consensus, ConsensusBody, ConsensusEntry, Descriptor, ExitPolicy,
-    RelayFlags, UncheckedConsensus,
+    BandwidthWeights, Consensus, ConsensusBody, ConsensusEntry, Descriptor, ExitPolicy, RelayFlags,
+    UncheckedConsensus,
 };
 
 /// The fixed "now" of the tests.
@@ -36,10 +36,7 @@ pub fn descriptor(n: u64, exit: bool) -> (IdentityKeypair, Descriptor) {
     let id = key(n);
     let cert = OnionKeyCert::sign(&id, onion(n).public(), NOW + 28 * 24 * HOUR);
     let octets = (n as u32).to_be_bytes();
-    let addr = SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(11, octets[2], octets[3], 1)),
-        9001,
-    );
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(11, octets[2], octets[3], 1)), 9001);
     let d = Descriptor {
         identity: id.public(),
         onion_cert: cert,
@@ -105,7 +102,9 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
             );
             let exit = rng.below(4) == 0;
             let guard = rng.below(3) == 0;
-            let mut flags = RelayFlags::RUNNING.union(RelayFlags::VALID).union(RelayFlags::FAST);
+            let mut flags = RelayFlags::RUNNING
+                .union(RelayFlags::VALID)
+                .union(RelayFlags::FAST);
             flags.set(RelayFlags::EXIT, exit);
             flags.set(RelayFlags::GUARD, guard);
             flags.set(RelayFlags::STABLE, guard);
@@ -146,8 +145,11 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
             if group % 3 == 2 && m != i {
                 continue;
             }
-            let mut fam: Vec<IdentityPublic> =
-                members.iter().filter(|&&o| o != m).map(|&o| ids[o]).collect();
+            let mut fam: Vec<IdentityPublic> = members
+                .iter()
+                .filter(|&&o| o != m)
+                .map(|&o| ids[o])
+                .collect();
             fam.sort();
             relays[m].family = fam;
         }

@@ -60,13 +60,24 @@ fn vote(a: usize, key: &IdentityKeypair, auths: &[allium::crypto::IdentityPublic
         entries,
     };
     let bytes = body.sign(key).unwrap().to_bytes().unwrap();
-    UncheckedVote::parse(&bytes).unwrap().verify(auths, NOW).unwrap()
+    UncheckedVote::parse(&bytes)
+        .unwrap()
+        .verify(auths, NOW)
+        .unwrap()
 }
 
-fn setup() -> (Vec<IdentityKeypair>, Vec<allium::crypto::IdentityPublic>, Vec<Vote>) {
+fn setup() -> (
+    Vec<IdentityKeypair>,
+    Vec<allium::crypto::IdentityPublic>,
+    Vec<Vote>,
+) {
     let keys = authorities(3);
     let ids = publics(&keys);
-    let votes = keys.iter().enumerate().map(|(a, k)| vote(a, k, &ids)).collect();
+    let votes = keys
+        .iter()
+        .enumerate()
+        .map(|(a, k)| vote(a, k, &ids))
+        .collect();
     (keys, ids, votes)
 }
 
@@ -83,20 +94,33 @@ fn all_votes_same_consensus_regardless_of_order() {
     let (_, ids, votes) = setup();
     let p = ConsensusParams::default();
     let reference = allium::codec::encode(&compute_consensus(&votes, &ids, &p).unwrap()).unwrap();
-    let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
     for o in orders {
         let vs: Vec<Vote> = o.iter().map(|&i| votes[i].clone()).collect();
         let mut auth_order = ids.clone();
         auth_order.rotate_left(o[0]);
         let body = compute_consensus(&vs, &auth_order, &p).unwrap();
-        assert_eq!(allium::codec::encode(&body).unwrap(), reference, "order {o:?}");
+        assert_eq!(
+            allium::codec::encode(&body).unwrap(),
+            reference,
+            "order {o:?}"
+        );
     }
     let body = compute_consensus(&votes, &ids, &p).unwrap();
     // Each relay 0..3 was omitted by one authority, still listed by the other two.
     assert_eq!(body.relays.len(), RELAYS as usize);
     // Bandwidth is the low median of three (a = 0, 1, 2 add 0, 1000, 2000).
     for r in &body.relays {
-        let n = (0..RELAYS).find(|&n| key(n).public() == r.identity).unwrap();
+        let n = (0..RELAYS)
+            .find(|&n| key(n).public() == r.identity)
+            .unwrap();
         let base = 1_000_000 + n * 1000;
         let expect = if n < 3 {
             // Two votes (authority n omitted it): low median = the smaller.
@@ -115,7 +139,11 @@ fn all_votes_same_consensus_regardless_of_order() {
 fn relay_listed_by_one_of_three_is_dropped() {
     let keys = authorities(3);
     let ids = publics(&keys);
-    let votes: Vec<Vote> = keys.iter().enumerate().map(|(a, k)| vote(a, k, &ids)).collect();
+    let votes: Vec<Vote> = keys
+        .iter()
+        .enumerate()
+        .map(|(a, k)| vote(a, k, &ids))
+        .collect();
     // Drop relay 5 from votes 1 and 2: only authority 0 lists it.
     let mut votes = votes;
     let r5 = key(5).public();
@@ -127,7 +155,10 @@ fn relay_listed_by_one_of_three_is_dropped() {
     // With only two votes, a relay needs both (majority of the 3 configured).
     let body = compute_consensus(&votes[..2], &ids, &ConsensusParams::default()).unwrap();
     assert!(body.relays.iter().all(|r| r.identity != r5));
-    assert!(body.relays.iter().all(|r| r.identity != key(0).public() && r.identity != key(1).public()));
+    assert!(body
+        .relays
+        .iter()
+        .all(|r| r.identity != key(0).public() && r.identity != key(1).public()));
 }
 
 #[test]
@@ -150,10 +181,22 @@ fn newest_descriptor_wins() {
     e.signed = newer;
     let body = compute_consensus(&votes, &ids, &ConsensusParams::default()).unwrap();
     // The newest descriptor is used even though only one authority had it.
-    let entry = body.relays.iter().find(|r| r.identity == id.public()).unwrap();
+    let entry = body
+        .relays
+        .iter()
+        .find(|r| r.identity == id.public())
+        .unwrap();
     assert_eq!(entry.addrs[0].port(), 9999);
-    let body2 = compute_consensus(&[votes[2].clone(), votes[0].clone(), votes[1].clone()], &ids, &ConsensusParams::default()).unwrap();
-    assert_eq!(allium::codec::encode(&body).unwrap(), allium::codec::encode(&body2).unwrap());
+    let body2 = compute_consensus(
+        &[votes[2].clone(), votes[0].clone(), votes[1].clone()],
+        &ids,
+        &ConsensusParams::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        allium::codec::encode(&body).unwrap(),
+        allium::codec::encode(&body2).unwrap()
+    );
 }
 
 #[test]
@@ -161,7 +204,10 @@ fn two_of_three_votes_signed_by_two_is_accepted() {
     let (keys, ids, votes) = setup();
     let body = compute_consensus(&votes[..2], &ids, &ConsensusParams::default()).unwrap();
     let bytes = consensus_bytes(&body, &[&keys[0], &keys[1]]);
-    let c = UncheckedConsensus::parse(&bytes).unwrap().verify(&ids, NOW).unwrap();
+    let c = UncheckedConsensus::parse(&bytes)
+        .unwrap()
+        .verify(&ids, NOW)
+        .unwrap();
     assert_eq!(c.signers().len(), 2);
     assert!(c.is_fresh(NOW));
     assert_eq!(c.body(), &body);
@@ -171,7 +217,17 @@ fn two_of_three_votes_signed_by_two_is_accepted() {
 fn one_vote_is_not_enough_to_compute() {
     let (_, ids, votes) = setup();
     let err = compute_consensus(&votes[..1], &ids, &ConsensusParams::default()).unwrap_err();
-    assert!(matches!(err, ConsensusError::NotEnoughVotes { got: 1, needed: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ConsensusError::NotEnoughVotes {
+                got: 1,
+                needed: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let dup = [votes[0].clone(), votes[0].clone()];
     assert!(matches!(
         compute_consensus(&dup, &ids, &ConsensusParams::default()),
@@ -192,7 +248,10 @@ fn dissenting_authority_is_outvoted() {
     // Authority 2's signature over *its* document, attached to the majority document.
     let mut theirs = other.to_signed().unwrap();
     let sig = theirs.sign(&keys[2]);
-    assert!(!signed.add_signature(sig), "a signature over another body must be refused");
+    assert!(
+        !signed.add_signature(sig),
+        "a signature over another body must be refused"
+    );
     // Even forced in (e.g. by a malicious cache), it does not count.
     let mut forced = majority.to_signed().unwrap();
     forced.sign(&keys[0]);
@@ -206,7 +265,10 @@ fn dissenting_authority_is_outvoted() {
         b.extend_from_slice(&sig.signature);
         b
     };
-    let err = UncheckedConsensus::parse(&bytes).unwrap().verify(&ids, NOW).unwrap_err();
+    let err = UncheckedConsensus::parse(&bytes)
+        .unwrap()
+        .verify(&ids, NOW)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "consensus has valid signatures from 1 of 3 trusted authorities; need 2"
@@ -218,7 +280,11 @@ fn dissenting_authority_is_outvoted() {
     let lone = UncheckedConsensus::parse(&theirs.to_bytes().unwrap()).unwrap();
     assert!(matches!(
         lone.verify(&ids, NOW),
-        Err(ConsensusError::NotEnoughSignatures { valid: 1, trusted: 3, needed: 2 })
+        Err(ConsensusError::NotEnoughSignatures {
+            valid: 1,
+            trusted: 3,
+            needed: 2
+        })
     ));
 }
 
@@ -228,8 +294,14 @@ fn single_signature_refused_and_unknown_signers_ignored() {
     let body = compute_consensus(&votes, &ids, &ConsensusParams::default()).unwrap();
     let outsiders = [key(77), key(78)];
     let bytes = consensus_bytes(&body, &[&keys[0], &outsiders[0], &outsiders[1]]);
-    let err = UncheckedConsensus::parse(&bytes).unwrap().verify(&ids, NOW).unwrap_err();
-    assert!(matches!(err, ConsensusError::NotEnoughSignatures { valid: 1, .. }), "{err}");
+    let err = UncheckedConsensus::parse(&bytes)
+        .unwrap()
+        .verify(&ids, NOW)
+        .unwrap_err();
+    assert!(
+        matches!(err, ConsensusError::NotEnoughSignatures { valid: 1, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -262,7 +334,10 @@ fn expired_and_not_yet_valid() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("consensus expired: valid until {}, now {}", body.valid_until, body.valid_until)
+        format!(
+            "consensus expired: valid until {}, now {}",
+            body.valid_until, body.valid_until
+        )
     );
     let err = UncheckedConsensus::parse(&bytes)
         .unwrap()
@@ -321,11 +396,23 @@ fn vote_verification_refusals() {
         entries: Vec::new(),
     };
     let bytes = body.sign(&outsider).unwrap().to_bytes().unwrap();
-    assert!(UncheckedVote::parse(&bytes).unwrap().verify(&ids, NOW).is_err());
-    let body = VoteBody { authority: keys[0].public(), ..body };
+    assert!(UncheckedVote::parse(&bytes)
+        .unwrap()
+        .verify(&ids, NOW)
+        .is_err());
+    let body = VoteBody {
+        authority: keys[0].public(),
+        ..body
+    };
     let bytes = body.sign(&keys[0]).unwrap().to_bytes().unwrap();
-    assert!(UncheckedVote::parse(&bytes).unwrap().verify(&ids, NOW).is_ok());
-    assert!(UncheckedVote::parse(&bytes).unwrap().verify(&ids, NOW + 3 * HOUR).is_err());
+    assert!(UncheckedVote::parse(&bytes)
+        .unwrap()
+        .verify(&ids, NOW)
+        .is_ok());
+    assert!(UncheckedVote::parse(&bytes)
+        .unwrap()
+        .verify(&ids, NOW + 3 * HOUR)
+        .is_err());
     let mut t = bytes.clone();
     let last = t.len() - 1;
     t[last] ^= 1;

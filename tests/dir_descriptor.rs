@@ -95,7 +95,10 @@ fn future_dated_and_too_old_refused() {
     // Within skew is fine.
     d.published = NOW + SKEW;
     let bytes = d.sign(&id).unwrap().to_bytes().unwrap();
-    assert!(UncheckedDescriptor::parse(&bytes).unwrap().verify(NOW, SKEW).is_ok());
+    assert!(UncheckedDescriptor::parse(&bytes)
+        .unwrap()
+        .verify(NOW, SKEW)
+        .is_ok());
     d.published = NOW - 24 * HOUR - 1;
     let bytes = d.sign(&id).unwrap().to_bytes().unwrap();
     let err = UncheckedDescriptor::parse(&bytes)
@@ -112,36 +115,58 @@ fn future_dated_and_too_old_refused() {
 fn signature_by_another_key_refused() {
     let (_, d) = descriptor(7, false);
     let other = key(7_000);
-    assert!(matches!(d.sign(&other), Err(DescriptorError::KeyMismatch { .. })));
+    assert!(matches!(
+        d.sign(&other),
+        Err(DescriptorError::KeyMismatch { .. })
+    ));
 }
 
 #[test]
 fn field_bounds() {
     let (id, d) = descriptor(8, false);
     let a: SocketAddr = "11.0.0.1:9001".parse().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut allium::dir::Descriptor)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut allium::dir::Descriptor)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("no address", Box::new(|d| d.addrs.clear())),
-        ("17 addresses", Box::new(move |d| {
-            d.addrs = (0..17).map(|i| SocketAddr::new(a.ip(), 1000 + i)).collect()
-        })),
-        ("port 0", Box::new(|d| d.addrs = vec!["11.0.0.1:0".parse().unwrap()])),
-        ("unspecified", Box::new(|d| d.addrs = vec!["0.0.0.0:1".parse().unwrap()])),
+        (
+            "17 addresses",
+            Box::new(move |d| {
+                d.addrs = (0..17).map(|i| SocketAddr::new(a.ip(), 1000 + i)).collect()
+            }),
+        ),
+        (
+            "port 0",
+            Box::new(|d| d.addrs = vec!["11.0.0.1:0".parse().unwrap()]),
+        ),
+        (
+            "unspecified",
+            Box::new(|d| d.addrs = vec!["0.0.0.0:1".parse().unwrap()]),
+        ),
         ("duplicate", Box::new(move |d| d.addrs = vec![a, a])),
         ("version too long", Box::new(|d| d.version = "x".repeat(65))),
-        ("version control char", Box::new(|d| d.version = "a\nb".into())),
+        (
+            "version control char",
+            Box::new(|d| d.version = "a\nb".into()),
+        ),
         ("bandwidth", Box::new(|d| d.bandwidth = u64::MAX)),
         ("family self", Box::new(|d| d.family = vec![d.identity])),
-        ("family 33", Box::new(|d| {
-            let mut f: Vec<_> = (0..33).map(|i| key(500 + i).public()).collect();
-            f.sort();
-            d.family = f;
-        })),
-        ("family unsorted", Box::new(|d| {
-            let mut f: Vec<_> = (0..2).map(|i| key(600 + i).public()).collect();
-            f.sort();
-            f.reverse();
-            d.family = f;
-        })),
+        (
+            "family 33",
+            Box::new(|d| {
+                let mut f: Vec<_> = (0..33).map(|i| key(500 + i).public()).collect();
+                f.sort();
+                d.family = f;
+            }),
+        ),
+        (
+            "family unsorted",
+            Box::new(|d| {
+                let mut f: Vec<_> = (0..2).map(|i| key(600 + i).public()).collect();
+                f.sort();
+                f.reverse();
+                d.family = f;
+            }),
+        ),
     ];
     for (name, mutate) in cases {
         let mut bad = d.clone();
@@ -165,7 +190,10 @@ fn field_bounds() {
     msg.extend_from_slice(&body);
     let mut bytes = allium::codec::encode(&body).unwrap();
     bytes.extend_from_slice(&id.sign(&msg));
-    assert!(UncheckedDescriptor::parse(&bytes).unwrap().verify(NOW, SKEW).is_ok());
+    assert!(UncheckedDescriptor::parse(&bytes)
+        .unwrap()
+        .verify(NOW, SKEW)
+        .is_ok());
 }
 
 #[test]
@@ -173,6 +201,8 @@ fn oversized_refused_before_decoding() {
     let big = vec![0u8; MAX_DESCRIPTOR_LEN + 1];
     assert!(matches!(
         UncheckedDescriptor::parse(&big),
-        Err(DescriptorError::Codec(allium::codec::CodecError::TooLarge { .. }))
+        Err(DescriptorError::Codec(
+            allium::codec::CodecError::TooLarge { .. }
+        ))
     ));
 }

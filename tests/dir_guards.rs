@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use allium::crypto::IdentityPublic;
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::{
-    select_path, BandwidthWeights, Consensus, ConsensusBody, GuardFileError, GuardParams,
-    GuardSet, PathTarget, UncheckedConsensus,
+    select_path, BandwidthWeights, Consensus, ConsensusBody, GuardFileError, GuardParams, GuardSet,
+    PathTarget, UncheckedConsensus,
 };
 use dir_common::*;
 use rand::rngs::StdRng;
@@ -51,13 +51,20 @@ fn primaries_are_stable_and_used_in_order() {
     let primary = ids(&g.primary(&c));
     assert_eq!(primary.len(), 3);
     assert_eq!(g.sampled().count(), 3);
-    let t = PathTarget { port: 443, addr: None };
+    let t = PathTarget {
+        port: 443,
+        addr: None,
+    };
     let mut used = std::collections::HashMap::new();
     for _ in 0..200 {
         let p = select_path(&c, &t, &mut g, 3, NOW, &mut rng).unwrap();
         *used.entry(p[0].identity).or_insert(0) += 1;
     }
-    assert_eq!(ids(&g.primary(&c)), primary, "primaries changed without cause");
+    assert_eq!(
+        ids(&g.primary(&c)),
+        primary,
+        "primaries changed without cause"
+    );
     // Only primaries are used, and the first one for nearly every path (the others only
     // when the first conflicts with the chosen exit).
     assert!(used.keys().all(|k| primary.contains(k)));
@@ -75,9 +82,15 @@ fn failures_back_off_then_replace() {
     let second = g.pick(&c, &[], NOW + 1, &mut rng).unwrap().identity;
     assert_ne!(first, second);
     // After the back-off, the first is tried again; success resets it.
-    assert_eq!(g.pick(&c, &[], NOW + 601, &mut rng).unwrap().identity, first);
+    assert_eq!(
+        g.pick(&c, &[], NOW + 601, &mut rng).unwrap().identity,
+        first
+    );
     g.mark_success(&first);
-    assert_eq!(g.pick(&c, &[], NOW + 602, &mut rng).unwrap().identity, first);
+    assert_eq!(
+        g.pick(&c, &[], NOW + 602, &mut rng).unwrap().identity,
+        first
+    );
     // Three consecutive failures drop it; a replacement is sampled.
     for i in 0..3 {
         g.mark_failed(&first, NOW + 700 + i);

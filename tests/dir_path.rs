@@ -15,8 +15,8 @@ use allium::dir::path::{
     conflicts, exit_allows, position_weight, same_subnet, select_exit, USABLE,
 };
 use allium::dir::{
-    select_path, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError, PathTarget,
-    Position, RelayFlags,
+    select_path, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError, PathTarget, Position,
+    RelayFlags,
 };
 use dir_common::*;
 use rand::rngs::StdRng;
@@ -59,10 +59,22 @@ fn every_path_rule_holds() {
     let mut rng = StdRng::seed_from_u64(7);
     let mut guards = GuardSet::new(GuardParams::default());
     let targets = [
-        PathTarget { port: 443, addr: None },
-        PathTarget { port: 80, addr: Some("93.184.216.34".parse().unwrap()) },
-        PathTarget { port: 22, addr: None },
-        PathTarget { port: 6667, addr: Some("2001:4860::8888".parse().unwrap()) },
+        PathTarget {
+            port: 443,
+            addr: None,
+        },
+        PathTarget {
+            port: 80,
+            addr: Some("93.184.216.34".parse().unwrap()),
+        },
+        PathTarget {
+            port: 22,
+            addr: None,
+        },
+        PathTarget {
+            port: 6667,
+            addr: Some("2001:4860::8888".parse().unwrap()),
+        },
     ];
     let mut exits_seen = HashSet::new();
     let mut pairs_checked = 0usize;
@@ -101,7 +113,10 @@ fn lengths_and_errors() {
     let (c, _) = synthetic_consensus(200);
     let mut rng = StdRng::seed_from_u64(8);
     let mut guards = GuardSet::new(GuardParams::default());
-    let t = PathTarget { port: 443, addr: None };
+    let t = PathTarget {
+        port: 443,
+        addr: None,
+    };
     for bad in [0, 1, 9, 100] {
         assert_eq!(
             select_path(&c, &t, &mut guards, bad, NOW, &mut rng).unwrap_err(),
@@ -109,12 +124,18 @@ fn lengths_and_errors() {
         );
     }
     // Port 22 to a private address: web-only exits lack the port, full exits reject 10/8.
-    let private = PathTarget { port: 22, addr: Some("10.0.0.1".parse().unwrap()) };
+    let private = PathTarget {
+        port: 22,
+        addr: Some("10.0.0.1".parse().unwrap()),
+    };
     assert_eq!(
         select_path(&c, &private, &mut guards, 3, NOW, &mut rng).unwrap_err(),
         PathError::NoExit { port: 22 }
     );
-    let zero = PathTarget { port: 0, addr: None };
+    let zero = PathTarget {
+        port: 0,
+        addr: None,
+    };
     assert_eq!(
         select_path(&c, &zero, &mut guards, 3, NOW, &mut rng).unwrap_err(),
         PathError::BadPort
@@ -154,8 +175,14 @@ fn binned_chi2(
     }
     // Nothing may be chosen outside the expected set.
     let total_observed: u64 = observed.values().sum();
-    let inside: u64 = expected_p.keys().map(|k| *observed.get(k).unwrap_or(&0)).sum();
-    assert_eq!(inside, total_observed, "selected a relay with zero probability");
+    let inside: u64 = expected_p
+        .keys()
+        .map(|k| *observed.get(k).unwrap_or(&0))
+        .sum();
+    assert_eq!(
+        inside, total_observed,
+        "selected a relay with zero probability"
+    );
     let stat = bins.iter().map(|(o, e)| (o - e) * (o - e) / e).sum();
     (stat, (bins.len() - 1) as f64)
 }
@@ -173,13 +200,18 @@ fn probabilities<'a>(
         .filter(|(_, w)| *w > 0)
         .collect();
     let total: u128 = w.iter().map(|(_, w)| w).sum();
-    w.into_iter().map(|(r, x)| (r.identity, x as f64 / total as f64)).collect()
+    w.into_iter()
+        .map(|(r, x)| (r.identity, x as f64 / total as f64))
+        .collect()
 }
 
 #[test]
 fn exit_selection_follows_bandwidth_weights() {
     let (c, _) = synthetic_consensus(1000);
-    let target = PathTarget { port: 443, addr: None };
+    let target = PathTarget {
+        port: 443,
+        addr: None,
+    };
     let expected = probabilities(&c, |r| exit_allows(r, &target), Position::Exit);
     let mut rng = StdRng::seed_from_u64(9);
     let n = 10_000u64;
@@ -205,7 +237,11 @@ fn guard_sampling_follows_guard_weights() {
     let mut rng = StdRng::seed_from_u64(10);
     let n = 8_000u64;
     let mut observed = HashMap::new();
-    let params = GuardParams { sample_size: 1, primary: 1, ..GuardParams::default() };
+    let params = GuardParams {
+        sample_size: 1,
+        primary: 1,
+        ..GuardParams::default()
+    };
     for _ in 0..n {
         let mut g = GuardSet::new(params.clone());
         g.update(&c, NOW, &mut rng);
@@ -222,7 +258,10 @@ fn middle_selection_follows_weights_given_exclusions() {
     // The middle's distribution depends on the exit and guard chosen (their conflicts are
     // excluded), so the expectation is summed per path from the conditional probabilities.
     let (c, _) = synthetic_consensus(1000);
-    let target = PathTarget { port: 443, addr: None };
+    let target = PathTarget {
+        port: 443,
+        addr: None,
+    };
     let mut rng = StdRng::seed_from_u64(11);
     let mut guards = GuardSet::new(GuardParams::default());
     let n = 2_000u64;
@@ -253,6 +292,12 @@ fn ipv6_subnet_rule() {
     let c: IpAddr = "2001:db9::1".parse().unwrap();
     assert!(same_subnet(a, b));
     assert!(!same_subnet(a, c));
-    assert!(same_subnet("1.2.3.4".parse().unwrap(), "::ffff:1.2.200.1".parse().unwrap()));
-    assert!(!same_subnet("1.2.3.4".parse().unwrap(), "1.3.3.4".parse().unwrap()));
+    assert!(same_subnet(
+        "1.2.3.4".parse().unwrap(),
+        "::ffff:1.2.200.1".parse().unwrap()
+    ));
+    assert!(!same_subnet(
+        "1.2.3.4".parse().unwrap(),
+        "1.3.3.4".parse().unwrap()
+    ));
 }
