@@ -187,8 +187,8 @@ fn binned_chi2(
     (stat, (bins.len() - 1) as f64)
 }
 
-fn probabilities<'a>(
-    c: &'a Consensus,
+fn probabilities(
+    c: &Consensus,
     filter: impl Fn(&ConsensusEntry) -> bool,
     position: Position,
 ) -> HashMap<IdentityPublic, f64> {
