@@ -18,7 +18,7 @@
 //! 3. `Wmm = S`.
 //!
 //! So for each class the weights sum to `S`: `Wgg + Wmg = Wee + Wme = Wgd + Wmd + Wed =
-//! Wmm = S`. With `T = 0` every weight is `S` except the cross terms, which are 0.
+//! Wmm = S`. With `T = 0`: `Wgg = Wmm = Wee = Wed = S` and the others 0.
 //! All arithmetic is on integers (`u128`), so every authority computes identical weights.
 
 use serde::{Deserialize, Serialize};
