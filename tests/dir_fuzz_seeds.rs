@@ -25,7 +25,9 @@ fn descriptor_seeds() -> Vec<(String, Vec<u8>)> {
         if n == 2 {
             d.family = vec![key(3).public()];
             d.addrs.push("[2001:db8::1]:443".parse().unwrap());
-            d.exit_policy = "reject 10.0.0.0/8:*, accept *:80-443".parse::<ExitPolicy>().unwrap();
+            d.exit_policy = "reject 10.0.0.0/8:*, accept *:80-443"
+                .parse::<ExitPolicy>()
+                .unwrap();
         }
         out.push((name.to_string(), d.sign(&id).unwrap().to_bytes().unwrap()));
     }
@@ -57,7 +59,10 @@ fn consensus_seeds() -> Vec<(String, Vec<u8>)> {
                 entries,
             };
             let bytes = body.sign(a).unwrap().to_bytes().unwrap();
-            UncheckedVote::parse(&bytes).unwrap().verify(&ids, NOW).unwrap()
+            UncheckedVote::parse(&bytes)
+                .unwrap()
+                .verify(&ids, NOW)
+                .unwrap()
         })
         .collect();
     let body = compute_consensus(&votes, &ids, &ConsensusParams::default()).unwrap();
@@ -80,7 +85,10 @@ fn write_fuzz_seeds() {
     if std::env::var_os("ALLIUM_WRITE_SEEDS").is_none() {
         return;
     }
-    for (target, seeds) in [("descriptor", descriptor_seeds()), ("consensus", consensus_seeds())] {
+    for (target, seeds) in [
+        ("descriptor", descriptor_seeds()),
+        ("consensus", consensus_seeds()),
+    ] {
         let dir = seeds_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in seeds {
@@ -95,11 +103,17 @@ fn committed_seeds_verify() {
     for (name, bytes) in descriptor_seeds() {
         let committed = std::fs::read(seeds_dir("descriptor").join(&name)).unwrap();
         assert_eq!(committed, bytes, "descriptor seed {name} is stale");
-        UncheckedDescriptor::parse(&committed).unwrap().verify(NOW, 300).unwrap();
+        UncheckedDescriptor::parse(&committed)
+            .unwrap()
+            .verify(NOW, 300)
+            .unwrap();
     }
     for (name, bytes) in consensus_seeds() {
         let committed = std::fs::read(seeds_dir("consensus").join(&name)).unwrap();
         assert_eq!(committed, bytes, "consensus seed {name} is stale");
-        UncheckedConsensus::parse(&committed).unwrap().verify(&ids, NOW).unwrap();
+        UncheckedConsensus::parse(&committed)
+            .unwrap()
+            .verify(&ids, NOW)
+            .unwrap();
     }
 }

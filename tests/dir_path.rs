@@ -83,6 +83,9 @@ fn every_path_rule_holds() {
         let target = &targets[i % targets.len()];
         let path = select_path(&c, target, &mut guards, len, NOW, &mut rng).unwrap();
         check_path(&path, target, len, &guards);
+        for hop in &path {
+            assert!(hop.verified_onion_key(NOW).is_ok());
+        }
         exits_seen.insert(path[len - 1].identity);
         pairs_checked += len * (len - 1) / 2;
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, MAX_DOCUMENT_LEN};
 use crate::crypto::keys::{IDENTITY_PUBLIC_LEN, SIGNATURE_LEN};
-use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert};
+use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, VerifiedOnionKey};
 use crate::dir::descriptor::{
     check_addrs, check_family, DescriptorError, MAX_ADDRS, MAX_BANDWIDTH, MAX_FAMILY,
 };
@@ -166,6 +166,19 @@ impl ConsensusEntry {
             });
         }
         Ok(())
+    }
+
+    /// Verifies the onion-key certificate at `now` for a circuit handshake with this relay:
+    /// signature, expiry, and that it certifies this entry's identity.
+    pub fn verified_onion_key(&self, now: u64) -> Result<VerifiedOnionKey, DescriptorError> {
+        let key = self.onion_cert.verify(now)?;
+        if key.identity() != &self.identity {
+            return Err(DescriptorError::CertIdentityMismatch {
+                descriptor: self.identity,
+                cert: *key.identity(),
+            });
+        }
+        Ok(key)
     }
 
     /// Whether every flag of `flags` is set.
