@@ -1,5 +1,42 @@
-//! TEMPORARY (exit-wip): policy only, replaced by the dir branch at merge.
+//! Directory documents and path selection.
+//!
+//! * [`policy`]: exit policies.
+//! * [`descriptor`]: a relay's self-signed descriptor.
+//! * [`flags`]: relay flags and how an authority assigns them.
+//! * [`vote`]: one authority's signed view of the network.
+//! * [`compute`]: the deterministic consensus computation over votes.
+//! * [`weights`]: bandwidth weights per path position.
+//! * [`consensus`]: the multi-signed consensus and its verification.
+//! * [`path`]: choosing circuit paths from a consensus.
+//! * [`guards`]: the client's persistent guard set.
+//!
+//! Everything here is pure computation except [`guards::GuardSet::save`] and
+//! [`guards::GuardSet::load`]. Signed documents parse into `Unchecked*` wrappers whose
+//! contents are reachable only through `verify`, which checks signatures, time validity and
+//! every bound. The byte-exact format is in `docs/dir.md`.
+
 pub mod policy;
 pub mod request;
 mod wire;
+
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
+pub mod compute;
+pub mod consensus;
+pub mod descriptor;
+pub mod flags;
+pub mod guards;
+pub mod path;
+pub mod vote;
+pub mod weights;
+
+pub use compute::{compute_consensus, ConsensusParams};
+pub use consensus::{
+    AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError, SignedConsensus,
+    UncheckedConsensus,
+};
+pub use descriptor::{Descriptor, DescriptorError, SignedDescriptor, UncheckedDescriptor};
+pub use flags::{assign_flags, FlagParams, FlagThresholds, Observation, RelayFlags};
+pub use guards::{GuardFileError, GuardParams, GuardSet};
+pub use path::{select_path, PathError, PathTarget};
+pub use vote::{SignedVote, UncheckedVote, Vote, VoteBody, VoteEntry, VoteError};
+pub use weights::{BandwidthWeights, Position};

@@ -1,0 +1,152 @@
+//! The consensus computation: every authority turns the same set of verified votes into
+//! byte-identical consensus bodies, whatever order the votes arrived in.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::IdentityPublic;
+use crate::dir::consensus::{ConsensusBody, ConsensusEntry, ConsensusError, CONSENSUS_VERSION};
+use crate::dir::flags::RelayFlags;
+use crate::dir::vote::{VerifiedVoteEntry, Vote};
+use crate::dir::weights::BandwidthWeights;
+
+/// Parameters of the computation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusParams {
+    /// The consensus version (computation method) to produce; only
+    /// [`CONSENSUS_VERSION`] exists.
+    pub version: u32,
+}
+
+impl Default for ConsensusParams {
+    fn default() -> Self {
+        Self {
+            version: CONSENSUS_VERSION,
+        }
+    }
+}
+
+/// Strict majority of `n`.
+fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// Computes the consensus body from verified votes.
+///
+/// 1. Every vote must come from a distinct member of `authority_set`, and at least a strict
+///    majority of the set must have voted.
+/// 2. The validity times are the `(valid_after, fresh_until, valid_until)` triple proposed
+///    by a strict majority of the *configured* authorities.
+/// 3. A relay is listed iff a strict majority of the configured authorities listed it.
+/// 4. Its descriptor is the one with the newest `published` among the votes listing it;
+///    ties go to the lexicographically smallest signed-descriptor bytes.
+/// 5. Each flag is set iff a strict majority of the votes listing the relay set it; Exit is
+///    cleared if the chosen descriptor does not offer exit.
+/// 6. Bandwidth is the low median of the votes' bandwidths for the relay.
+/// 7. Relays are sorted by identity; weights are computed by [`BandwidthWeights::compute`].
+pub fn compute_consensus(
+    votes: &[Vote],
+    authority_set: &[IdentityPublic],
+    params: &ConsensusParams,
+) -> Result<ConsensusBody, ConsensusError> {
+    let mut authorities = authority_set.to_vec();
+    authorities.sort();
+    authorities.dedup();
+    if authorities.is_empty() || authorities.len() > crate::dir::consensus::MAX_AUTHORITIES {
+        return Err(ConsensusError::BadAuthorities);
+    }
+    if params.version != CONSENSUS_VERSION {
+        return Err(ConsensusError::BadVersion(params.version));
+    }
+    let need = majority(authorities.len());
+    let mut seen: Vec<IdentityPublic> = Vec::with_capacity(votes.len());
+    for v in votes {
+        if !authorities.contains(&v.authority) {
+            return Err(ConsensusError::UnknownAuthority(v.authority));
+        }
+        if seen.contains(&v.authority) {
+            return Err(ConsensusError::DuplicateVote(v.authority));
+        }
+        seen.push(v.authority);
+    }
+    if votes.len() < need {
+        return Err(ConsensusError::NotEnoughVotes {
+            got: votes.len(),
+            needed: need,
+            configured: authorities.len(),
+        });
+    }
+
+    // Times: count each proposed triple; a BTreeMap keeps the iteration order fixed.
+    let mut times: BTreeMap<(u64, u64, u64), usize> = BTreeMap::new();
+    for v in votes {
+        *times
+            .entry((v.valid_after, v.fresh_until, v.valid_until))
+            .or_default() += 1;
+    }
+    let (valid_after, fresh_until, valid_until) = times
+        .into_iter()
+        .find(|(_, n)| *n >= need)
+        .map(|(t, _)| t)
+        .ok_or(ConsensusError::NoTimeMajority)?;
+
+    // Group the entries by relay identity (BTreeMap: sorted, order-independent).
+    let mut by_relay: BTreeMap<IdentityPublic, Vec<&VerifiedVoteEntry>> = BTreeMap::new();
+    for v in votes {
+        for e in &v.entries {
+            by_relay.entry(e.descriptor.identity).or_default().push(e);
+        }
+    }
+
+    let mut relays = Vec::new();
+    for (identity, entries) in by_relay {
+        if entries.len() < need {
+            continue;
+        }
+        let Some(chosen) = entries.iter().copied().max_by(|a, b| {
+            a.descriptor
+                .published
+                .cmp(&b.descriptor.published)
+                // Reverse: among equal times the smallest bytes is the "max".
+                .then_with(|| b.signed.cmp(&a.signed))
+        }) else {
+            continue;
+        };
+        let listing = entries.len();
+        let mut flags = RelayFlags::empty();
+        for flag in RelayFlags::each() {
+            let set = entries.iter().filter(|e| e.flags.contains(flag)).count();
+            flags.set(flag, set >= majority(listing));
+        }
+        if !chosen.descriptor.exit {
+            flags.set(RelayFlags::EXIT, false);
+        }
+        let mut bws: Vec<u64> = entries.iter().map(|e| e.bandwidth).collect();
+        bws.sort_unstable();
+        let bandwidth = bws
+            .get(bws.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0);
+        let d = &chosen.descriptor;
+        relays.push(ConsensusEntry {
+            identity,
+            onion_cert: d.onion_cert.clone(),
+            addrs: d.addrs.clone(),
+            flags,
+            bandwidth,
+            exit_policy: d.exit_policy.clone(),
+            family: d.family.clone(),
+        });
+    }
+    let weights = BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth)));
+    let body = ConsensusBody {
+        version: params.version,
+        valid_after,
+        fresh_until,
+        valid_until,
+        authorities,
+        relays,
+        weights,
+    };
+    body.check()?;
+    Ok(body)
+}

@@ -1,0 +1,528 @@
+//! The consensus: the network view the authorities agree on, signed by each of them.
+//!
+//! Authorities compute the same [`ConsensusBody`] from the votes
+//! ([`crate::dir::compute::compute_consensus`]), encode it canonically and each sign the
+//! bytes over `"allium-consensus-v1" | body`. Clients parse a [`SignedConsensus`] into an
+//! [`UncheckedConsensus`] and accept it ([`UncheckedConsensus::verify`]) only with valid
+//! signatures from a strict majority of the authorities they trust, and only while it is
+//! valid.
+
+use std::net::SocketAddr;
+
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError, MAX_DOCUMENT_LEN};
+use crate::crypto::keys::{IDENTITY_PUBLIC_LEN, SIGNATURE_LEN};
+use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, VerifiedOnionKey};
+use crate::dir::descriptor::{
+    check_addrs, check_family, DescriptorError, MAX_ADDRS, MAX_BANDWIDTH, MAX_FAMILY,
+};
+use crate::dir::flags::RelayFlags;
+use crate::dir::policy::ExitPolicy;
+use crate::dir::weights::BandwidthWeights;
+use crate::dir::wire;
+
+/// Domain-separation label of consensus signatures.
+pub const CONSENSUS_LABEL: &[u8] = b"allium-consensus-v1";
+/// The consensus format and computation method this code produces and accepts.
+pub const CONSENSUS_VERSION: u32 = 1;
+/// Most relays in a consensus or vote. (The codec's 1 MiB document cap binds first for
+/// relays with large exit policies: a typical non-exit entry is ~210 bytes.)
+pub const MAX_RELAYS: usize = 10_000;
+/// Most authorities (and so signatures) a consensus may name.
+pub const MAX_AUTHORITIES: usize = 9;
+/// Default clock skew tolerated before `valid_after` (seconds).
+pub const DEFAULT_CONSENSUS_SKEW: u64 = 5 * 60;
+
+/// Why a consensus was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// Not a canonical encoding (or over the size bound).
+    #[error("malformed consensus: {0}")]
+    Codec(#[from] CodecError),
+    /// Two signature entries name the same signer.
+    #[error("consensus carries two signatures from {0}")]
+    DuplicateSigner(String),
+    /// More signatures than [`MAX_AUTHORITIES`].
+    #[error("consensus carries {0} signatures; at most {MAX_AUTHORITIES} are allowed")]
+    TooManySignatures(usize),
+    /// No trusted authorities were configured.
+    #[error("no trusted authorities configured")]
+    NoTrustedAuthorities,
+    /// Too few valid signatures from trusted authorities.
+    #[error(
+        "consensus has valid signatures from {valid} of {trusted} trusted authorities; need {needed}"
+    )]
+    NotEnoughSignatures {
+        /// Distinct trusted authorities with a valid signature.
+        valid: usize,
+        /// Number of trusted authorities.
+        trusted: usize,
+        /// Strict majority of `trusted`.
+        needed: usize,
+    },
+    /// The consensus's validity period is over.
+    #[error("consensus expired: valid until {valid_until}, now {now}")]
+    Expired {
+        /// End of validity.
+        valid_until: u64,
+        /// Time checked against.
+        now: u64,
+    },
+    /// The consensus is not valid yet (beyond the allowed clock skew).
+    #[error("consensus not valid until {valid_after} (now {now}, skew allowance {skew}s)")]
+    NotYetValid {
+        /// Start of validity.
+        valid_after: u64,
+        /// Time checked against.
+        now: u64,
+        /// Allowed skew.
+        skew: u64,
+    },
+    /// Unsupported version.
+    #[error("consensus version {0} is not supported (expected {CONSENSUS_VERSION})")]
+    BadVersion(u32),
+    /// Times not ordered `valid_after < fresh_until < valid_until`.
+    #[error("consensus times are not ordered: valid_after {0} < fresh_until {1} < valid_until {2} fails")]
+    BadTimes(u64, u64, u64),
+    /// Authority list empty, too long or not strictly ascending.
+    #[error("consensus authority list is empty, too long or not sorted ascending")]
+    BadAuthorities,
+    /// Relays not strictly ascending by identity.
+    #[error("consensus relays are not sorted strictly by identity")]
+    NotSorted,
+    /// A relay entry is invalid.
+    #[error("consensus relay {index}: {source}")]
+    Entry {
+        /// Position in the consensus.
+        index: usize,
+        /// What is wrong.
+        #[source]
+        source: DescriptorError,
+    },
+    /// A weight is above the scale.
+    #[error("consensus bandwidth weights out of range")]
+    BadWeights,
+    /// Consensus computation needs more votes.
+    #[error("{got} votes from configured authorities; need {needed} of {configured}")]
+    NotEnoughVotes {
+        /// Votes received from configured authorities.
+        got: usize,
+        /// Strict majority.
+        needed: usize,
+        /// Configured authorities.
+        configured: usize,
+    },
+    /// Two votes from the same authority were passed to the computation.
+    #[error("two votes from authority {0}")]
+    DuplicateVote(IdentityPublic),
+    /// A vote from an authority outside the configured set.
+    #[error("vote from {0}, which is not a configured authority")]
+    UnknownAuthority(IdentityPublic),
+    /// No validity period is proposed by a strict majority of authorities.
+    #[error("no (valid_after, fresh_until, valid_until) is proposed by a majority of authorities")]
+    NoTimeMajority,
+}
+
+/// One relay in the consensus. Wire form in field order (see `docs/dir.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusEntry {
+    /// The relay's identity key.
+    #[serde(with = "wire::identity")]
+    pub identity: IdentityPublic,
+    /// The relay's onion-key certificate (verify before each handshake).
+    #[serde(with = "wire::cert")]
+    pub onion_cert: OnionKeyCert,
+    /// Link addresses, preferred first.
+    #[serde(deserialize_with = "wire::bounded_vec::<_, SocketAddr, MAX_ADDRS>")]
+    pub addrs: Vec<SocketAddr>,
+    /// Flags by majority of the votes listing the relay.
+    pub flags: RelayFlags,
+    /// Bandwidth: the low median of the votes listing the relay, bytes/s.
+    pub bandwidth: u64,
+    /// The relay's exit policy.
+    pub exit_policy: ExitPolicy,
+    /// Declared family, sorted ascending.
+    #[serde(
+        serialize_with = "wire::identity_list::serialize",
+        deserialize_with = "wire::identity_list::deserialize::<_, MAX_FAMILY>"
+    )]
+    pub family: Vec<IdentityPublic>,
+}
+
+impl ConsensusEntry {
+    /// Checks the entry's bounds and that the certificate names this identity.
+    pub fn check(&self) -> Result<(), DescriptorError> {
+        check_addrs(&self.addrs)?;
+        check_family(&self.identity, &self.family)?;
+        if self.bandwidth > MAX_BANDWIDTH {
+            return Err(DescriptorError::BandwidthTooHigh(self.bandwidth));
+        }
+        if self.onion_cert.identity() != &self.identity {
+            return Err(DescriptorError::CertIdentityMismatch {
+                descriptor: self.identity,
+                cert: *self.onion_cert.identity(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies the onion-key certificate at `now` for a circuit handshake with this relay:
+    /// signature, expiry, and that it certifies this entry's identity.
+    pub fn verified_onion_key(&self, now: u64) -> Result<VerifiedOnionKey, DescriptorError> {
+        let key = self.onion_cert.verify(now)?;
+        if key.identity() != &self.identity {
+            return Err(DescriptorError::CertIdentityMismatch {
+                descriptor: self.identity,
+                cert: *key.identity(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Whether every flag of `flags` is set.
+    pub fn has(&self, flags: RelayFlags) -> bool {
+        self.flags.contains(flags)
+    }
+}
+
+/// The agreed network view. Wire form in field order (see `docs/dir.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusBody {
+    /// [`CONSENSUS_VERSION`].
+    pub version: u32,
+    /// Start of validity (Unix seconds).
+    pub valid_after: u64,
+    /// Clients should fetch a newer consensus after this.
+    pub fresh_until: u64,
+    /// End of validity.
+    pub valid_until: u64,
+    /// The configured authority set the consensus was computed for, sorted ascending.
+    #[serde(
+        serialize_with = "wire::identity_list::serialize",
+        deserialize_with = "wire::identity_list::deserialize::<_, MAX_AUTHORITIES>"
+    )]
+    pub authorities: Vec<IdentityPublic>,
+    /// Relays, sorted strictly ascending by identity.
+    #[serde(deserialize_with = "wire::bounded_vec::<_, ConsensusEntry, MAX_RELAYS>")]
+    pub relays: Vec<ConsensusEntry>,
+    /// Per-position bandwidth weights.
+    pub weights: BandwidthWeights,
+}
+
+impl ConsensusBody {
+    /// Checks every structural rule: version, time order, authority list, relay order and
+    /// bounds, weights.
+    pub fn check(&self) -> Result<(), ConsensusError> {
+        if self.version != CONSENSUS_VERSION {
+            return Err(ConsensusError::BadVersion(self.version));
+        }
+        if !(self.valid_after < self.fresh_until && self.fresh_until < self.valid_until) {
+            return Err(ConsensusError::BadTimes(
+                self.valid_after,
+                self.fresh_until,
+                self.valid_until,
+            ));
+        }
+        if self.authorities.is_empty()
+            || self.authorities.len() > MAX_AUTHORITIES
+            || !wire::strictly_ascending(&self.authorities)
+        {
+            return Err(ConsensusError::BadAuthorities);
+        }
+        if self.relays.len() > MAX_RELAYS
+            || !self
+                .relays
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.identity < b.identity))
+        {
+            return Err(ConsensusError::NotSorted);
+        }
+        for (index, r) in self.relays.iter().enumerate() {
+            r.check()
+                .map_err(|source| ConsensusError::Entry { index, source })?;
+        }
+        if !self.weights.is_valid() {
+            return Err(ConsensusError::BadWeights);
+        }
+        Ok(())
+    }
+
+    /// Checks the body and encodes it, ready for signing.
+    pub fn to_signed(&self) -> Result<SignedConsensus, ConsensusError> {
+        self.check()?;
+        Ok(SignedConsensus {
+            body: codec::encode(self)?,
+            signatures: Vec::new(),
+        })
+    }
+}
+
+/// One authority's signature on a consensus body. Wire form: identity `[32]` (raw bytes,
+/// so a signature by an unknown or malformed key can be skipped rather than failing the
+/// parse), signature `[64]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthoritySignature {
+    /// The signer's identity key bytes.
+    #[serde(with = "wire::fixed")]
+    pub identity: [u8; IDENTITY_PUBLIC_LEN],
+    /// Signature over `CONSENSUS_LABEL | body`.
+    #[serde(with = "wire::fixed")]
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// A consensus as transmitted: the body bytes and up to [`MAX_AUTHORITIES`] signatures
+/// (no two by the same signer). Wire form: `body_len u64 | body | sig_count u64 |
+/// signatures`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedConsensus {
+    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, MAX_DOCUMENT_LEN>")]
+    body: Vec<u8>,
+    #[serde(deserialize_with = "wire::bounded_vec::<_, AuthoritySignature, MAX_AUTHORITIES>")]
+    signatures: Vec<AuthoritySignature>,
+}
+
+impl SignedConsensus {
+    /// The body bytes every signature covers.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The signatures carried.
+    pub fn signatures(&self) -> &[AuthoritySignature] {
+        &self.signatures
+    }
+
+    /// The message authorities sign.
+    fn message(&self) -> Vec<u8> {
+        wire::signed_message(CONSENSUS_LABEL, &self.body)
+    }
+
+    /// Signs the body with an authority key and adds (or replaces) that authority's
+    /// signature. Returns the detached signature, for sending to the other authorities.
+    pub fn sign(&mut self, key: &IdentityKeypair) -> AuthoritySignature {
+        let sig = AuthoritySignature {
+            identity: *key.public().as_bytes(),
+            signature: key.sign(&self.message()),
+        };
+        self.put(sig);
+        sig
+    }
+
+    fn put(&mut self, sig: AuthoritySignature) {
+        self.signatures.retain(|s| s.identity != sig.identity);
+        self.signatures.push(sig);
+        self.signatures.sort_by_key(|a| a.identity);
+    }
+
+    /// Adds another authority's detached signature if it verifies over this body (a bad
+    /// one is refused so it cannot displace a good one). Returns whether it was added.
+    pub fn add_signature(&mut self, sig: AuthoritySignature) -> bool {
+        let ok = IdentityPublic::from_bytes(&sig.identity)
+            .and_then(|id| id.verify(&self.message(), &sig.signature))
+            .is_ok();
+        if ok
+            && (self.signatures.len() < MAX_AUTHORITIES
+                || self.signatures.iter().any(|s| s.identity == sig.identity))
+        {
+            self.put(sig);
+            return true;
+        }
+        false
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+}
+
+/// A parsed, unverified consensus.
+#[derive(Debug, Clone)]
+pub struct UncheckedConsensus {
+    signed: SignedConsensus,
+    body: ConsensusBody,
+}
+
+impl UncheckedConsensus {
+    /// Parses a consensus: canonical encoding, at most [`MAX_DOCUMENT_LEN`] bytes, at most
+    /// [`MAX_AUTHORITIES`] signatures, no duplicate signer.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConsensusError> {
+        let signed: SignedConsensus = codec::decode(bytes, MAX_DOCUMENT_LEN)?;
+        Self::from_signed(signed)
+    }
+
+    /// As [`Self::parse`], from an already decoded [`SignedConsensus`].
+    pub fn from_signed(signed: SignedConsensus) -> Result<Self, ConsensusError> {
+        if signed.signatures.len() > MAX_AUTHORITIES {
+            return Err(ConsensusError::TooManySignatures(signed.signatures.len()));
+        }
+        for (i, s) in signed.signatures.iter().enumerate() {
+            if signed
+                .signatures
+                .iter()
+                .take(i)
+                .any(|p| p.identity == s.identity)
+            {
+                return Err(ConsensusError::DuplicateSigner(crate::dir::wire::hex(
+                    &s.identity,
+                )));
+            }
+        }
+        let body: ConsensusBody = codec::decode(&signed.body, MAX_DOCUMENT_LEN)?;
+        Ok(Self { signed, body })
+    }
+
+    /// The claimed validity period, unverified (e.g. to decide whether fetching is needed).
+    pub fn claimed_valid_until(&self) -> u64 {
+        self.body.valid_until
+    }
+
+    /// Verifies with the default skew ([`DEFAULT_CONSENSUS_SKEW`]).
+    pub fn verify(self, trusted: &[IdentityPublic], now: u64) -> Result<Consensus, ConsensusError> {
+        self.verify_with_skew(trusted, now, DEFAULT_CONSENSUS_SKEW)
+    }
+
+    /// Checks, in order: signatures (valid ones from distinct trusted keys must be a strict
+    /// majority of the distinct trusted keys; unknown signers are ignored); the body's
+    /// structure; `now < valid_until`; `now + skew ≥ valid_after`.
+    pub fn verify_with_skew(
+        self,
+        trusted: &[IdentityPublic],
+        now: u64,
+        skew: u64,
+    ) -> Result<Consensus, ConsensusError> {
+        let mut trusted: Vec<IdentityPublic> = trusted.to_vec();
+        trusted.sort();
+        trusted.dedup();
+        if trusted.is_empty() {
+            return Err(ConsensusError::NoTrustedAuthorities);
+        }
+        let needed = trusted.len() / 2 + 1;
+        let message = self.signed.message();
+        // Signers are distinct (checked at parse), so counting entries counts authorities.
+        let signers: Vec<IdentityPublic> = trusted
+            .iter()
+            .filter(|t| {
+                self.signed
+                    .signatures
+                    .iter()
+                    .find(|s| &s.identity == t.as_bytes())
+                    .is_some_and(|s| t.verify(&message, &s.signature).is_ok())
+            })
+            .copied()
+            .collect();
+        if signers.len() < needed {
+            return Err(ConsensusError::NotEnoughSignatures {
+                valid: signers.len(),
+                trusted: trusted.len(),
+                needed,
+            });
+        }
+        let b = &self.body;
+        b.check()?;
+        if now >= b.valid_until {
+            return Err(ConsensusError::Expired {
+                valid_until: b.valid_until,
+                now,
+            });
+        }
+        if now.saturating_add(skew) < b.valid_after {
+            return Err(ConsensusError::NotYetValid {
+                valid_after: b.valid_after,
+                now,
+                skew,
+            });
+        }
+        Ok(Consensus {
+            body: self.body,
+            signed: self.signed,
+            signers,
+        })
+    }
+}
+
+/// A verified consensus.
+#[derive(Debug, Clone)]
+pub struct Consensus {
+    body: ConsensusBody,
+    signed: SignedConsensus,
+    signers: Vec<IdentityPublic>,
+}
+
+impl Consensus {
+    /// The verified contents.
+    pub fn body(&self) -> &ConsensusBody {
+        &self.body
+    }
+
+    /// The signed form, for caching and serving to others.
+    pub fn signed(&self) -> &SignedConsensus {
+        &self.signed
+    }
+
+    /// The trusted authorities whose signatures verified.
+    pub fn signers(&self) -> &[IdentityPublic] {
+        &self.signers
+    }
+
+    /// Relays, sorted by identity.
+    pub fn relays(&self) -> &[ConsensusEntry] {
+        &self.body.relays
+    }
+
+    /// Looks a relay up by identity.
+    pub fn relay(&self, id: &IdentityPublic) -> Option<&ConsensusEntry> {
+        self.body
+            .relays
+            .binary_search_by(|r| r.identity.cmp(id))
+            .ok()
+            .and_then(|i| self.body.relays.get(i))
+    }
+
+    /// The bandwidth weights.
+    pub fn weights(&self) -> &BandwidthWeights {
+        &self.body.weights
+    }
+
+    /// Start of validity.
+    pub fn valid_after(&self) -> u64 {
+        self.body.valid_after
+    }
+
+    /// End of freshness.
+    pub fn fresh_until(&self) -> u64 {
+        self.body.fresh_until
+    }
+
+    /// End of validity.
+    pub fn valid_until(&self) -> u64 {
+        self.body.valid_until
+    }
+
+    /// Whether `now` is in `[valid_after, fresh_until)`: no newer consensus is expected yet.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        (self.body.valid_after..self.body.fresh_until).contains(&now)
+    }
+
+    /// Whether the consensus is still valid at `now` (`now < valid_until`).
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.body.valid_until
+    }
+
+    /// A client's refetch time: uniform in `[fresh_until, fresh_until + 7/8·(valid_until −
+    /// fresh_until))`, so clients spread their fetches over the period yet leave time to
+    /// retry before the consensus expires (Tor uses a similar window).
+    pub fn refetch_time<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+        let span = (self.body.valid_until - self.body.fresh_until) / 8 * 7;
+        self.body.fresh_until + rng.random_range(0..span.max(1))
+    }
+
+    /// A cache's (relay's) refetch time: uniform in the first half of the same window, so
+    /// caches have the next consensus before clients ask.
+    pub fn cache_refetch_time<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+        let span = (self.body.valid_until - self.body.fresh_until) / 2;
+        self.body.fresh_until + rng.random_range(0..span.max(1))
+    }
+}

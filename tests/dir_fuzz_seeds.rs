@@ -1,0 +1,119 @@
+//! Regenerates the fuzz seeds for the `descriptor` and `consensus` targets:
+//! `ALLIUM_WRITE_SEEDS=1 cargo test --test dir_fuzz_seeds -- --ignored`.
+//! Without the variable the test only checks that the committed seeds still verify.
+
+mod dir_common;
+
+use std::path::PathBuf;
+
+use allium::dir::{
+    compute_consensus, ConsensusParams, ExitPolicy, UncheckedConsensus, UncheckedDescriptor,
+    UncheckedVote, VoteBody, VoteEntry,
+};
+use dir_common::*;
+
+fn seeds_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target)
+}
+
+fn descriptor_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, n, exit) in [("exit", 1, true), ("non-exit", 2, false)] {
+        let (id, mut d) = descriptor(n, exit);
+        if n == 2 {
+            d.family = vec![key(3).public()];
+            d.addrs.push("[2001:db8::1]:443".parse().unwrap());
+            d.exit_policy = "reject 10.0.0.0/8:*, accept *:80-443"
+                .parse::<ExitPolicy>()
+                .unwrap();
+        }
+        out.push((name.to_string(), d.sign(&id).unwrap().to_bytes().unwrap()));
+    }
+    out
+}
+
+fn consensus_seeds() -> Vec<(String, Vec<u8>)> {
+    let auths = authorities(3);
+    let ids = publics(&auths);
+    let votes: Vec<_> = auths
+        .iter()
+        .map(|a| {
+            let entries = (0..6u64)
+                .map(|n| {
+                    let (id, d) = descriptor(n, n % 2 == 0);
+                    VoteEntry {
+                        descriptor: d.sign(&id).unwrap(),
+                        flags: allium::dir::RelayFlags::ALL,
+                        bandwidth: 1000 * (n + 1),
+                        uptime: 3600,
+                    }
+                })
+                .collect();
+            let body = VoteBody {
+                authority: a.public(),
+                valid_after: NOW,
+                fresh_until: NOW + HOUR,
+                valid_until: NOW + 3 * HOUR,
+                entries,
+            };
+            let bytes = body.sign(a).unwrap().to_bytes().unwrap();
+            UncheckedVote::parse(&bytes)
+                .unwrap()
+                .verify(&ids, NOW)
+                .unwrap()
+        })
+        .collect();
+    let body = compute_consensus(&votes, &ids, &ConsensusParams::default()).unwrap();
+    let mut all = body.to_signed().unwrap();
+    let mut two = body.to_signed().unwrap();
+    for a in &auths {
+        all.sign(a);
+    }
+    two.sign(&auths[0]);
+    two.sign(&auths[1]);
+    vec![
+        ("three-signatures".into(), all.to_bytes().unwrap()),
+        ("two-signatures".into(), two.to_bytes().unwrap()),
+    ]
+}
+
+#[test]
+#[ignore = "writes files; run with ALLIUM_WRITE_SEEDS=1 -- --ignored"]
+fn write_fuzz_seeds() {
+    if std::env::var_os("ALLIUM_WRITE_SEEDS").is_none() {
+        return;
+    }
+    for (target, seeds) in [
+        ("descriptor", descriptor_seeds()),
+        ("consensus", consensus_seeds()),
+    ] {
+        let dir = seeds_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn committed_seeds_verify() {
+    let ids = publics(&authorities(3));
+    for (name, bytes) in descriptor_seeds() {
+        let committed = std::fs::read(seeds_dir("descriptor").join(&name)).unwrap();
+        assert_eq!(committed, bytes, "descriptor seed {name} is stale");
+        UncheckedDescriptor::parse(&committed)
+            .unwrap()
+            .verify(NOW, 300)
+            .unwrap();
+    }
+    for (name, bytes) in consensus_seeds() {
+        let committed = std::fs::read(seeds_dir("consensus").join(&name)).unwrap();
+        assert_eq!(committed, bytes, "consensus seed {name} is stale");
+        UncheckedConsensus::parse(&committed)
+            .unwrap()
+            .verify(&ids, NOW)
+            .unwrap();
+    }
+}

@@ -1,0 +1,306 @@
+//! Path selection over a synthetic consensus of 1,000 relays.
+//!
+//! Statistical checks use fixed seeds (so they are reproducible) and a chi-square test at
+//! significance 0.0005 over bins of at least 100 expected selections each: a correct
+//! implementation fails with probability 1/2000 for a *random* seed, and never for the
+//! fixed one once it passes.
+
+mod dir_common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use allium::crypto::IdentityPublic;
+use allium::dir::path::{
+    conflicts, exit_allows, position_weight, same_subnet, select_exit, USABLE,
+};
+use allium::dir::{
+    select_path, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError, PathTarget, Position,
+    RelayFlags,
+};
+use dir_common::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn declared_family(a: &ConsensusEntry, b: &ConsensusEntry) -> bool {
+    a.family.contains(&b.identity) || b.family.contains(&a.identity)
+}
+
+/// Checks every rule on one path.
+fn check_path(path: &[&ConsensusEntry], target: &PathTarget, len: usize, guards: &GuardSet) {
+    assert_eq!(path.len(), len);
+    for (i, a) in path.iter().enumerate() {
+        assert!(a.has(USABLE), "hop {i} not Running+Valid");
+        for b in path.iter().skip(i + 1) {
+            assert_ne!(a.identity, b.identity, "relay twice");
+            for x in &a.addrs {
+                for y in &b.addrs {
+                    assert!(!same_subnet(x.ip(), y.ip()), "same /16: {x} {y}");
+                }
+            }
+            assert!(!declared_family(a, b), "family pair on a path");
+        }
+    }
+    let exit = path[len - 1];
+    assert!(exit.has(RelayFlags::EXIT));
+    match target.addr {
+        Some(ip) => assert!(exit.exit_policy.allows_ip(ip, target.port)),
+        None => assert!(exit.exit_policy.might_allow_port(target.port)),
+    }
+    let guard = path[0];
+    assert!(guard.has(RelayFlags::GUARD));
+    assert!(guards.sampled().any(|g| g == &guard.identity));
+}
+
+#[test]
+fn every_path_rule_holds() {
+    let (c, _) = synthetic_consensus(1000);
+    assert_eq!(c.relays().len(), 1000);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut guards = GuardSet::new(GuardParams::default());
+    let targets = [
+        PathTarget {
+            port: 443,
+            addr: None,
+        },
+        PathTarget {
+            port: 80,
+            addr: Some("93.184.216.34".parse().unwrap()),
+        },
+        PathTarget {
+            port: 22,
+            addr: None,
+        },
+        PathTarget {
+            port: 6667,
+            addr: Some("2001:4860::8888".parse().unwrap()),
+        },
+    ];
+    let mut exits_seen = HashSet::new();
+    let mut pairs_checked = 0usize;
+    for i in 0..700 {
+        let len = 2 + i % 7;
+        let target = &targets[i % targets.len()];
+        let path = select_path(&c, target, &mut guards, len, NOW, &mut rng).unwrap();
+        check_path(&path, target, len, &guards);
+        for hop in &path {
+            assert!(hop.verified_onion_key(NOW).is_ok());
+        }
+        exits_seen.insert(path[len - 1].identity);
+        pairs_checked += len * (len - 1) / 2;
+    }
+    // The web-only exits must never serve port 22.
+    assert!(exits_seen.len() > 50);
+    assert!(pairs_checked > 5000);
+    // The fixture really contains conflicts, so the checks above are meaningful.
+    let r = c.relays();
+    let subnet_pairs = (0..200)
+        .flat_map(|i| (i + 1..200).map(move |j| (i, j)))
+        .filter(|&(i, j)| same_subnet(r[i].addrs[0].ip(), r[j].addrs[0].ip()))
+        .count();
+    assert!(subnet_pairs > 10, "{subnet_pairs}");
+    assert!(r.iter().filter(|e| !e.family.is_empty()).count() > 100);
+    // conflicts() agrees with the rule definitions.
+    for i in 0..200 {
+        for j in 0..200 {
+            let expect = i == j
+                || same_subnet(r[i].addrs[0].ip(), r[j].addrs[0].ip())
+                || declared_family(&r[i], &r[j]);
+            assert_eq!(conflicts(&r[i], &r[j]), expect);
+        }
+    }
+}
+
+#[test]
+fn lengths_and_errors() {
+    let (c, _) = synthetic_consensus(200);
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut guards = GuardSet::new(GuardParams::default());
+    let t = PathTarget {
+        port: 443,
+        addr: None,
+    };
+    for bad in [0, 1, 9, 100] {
+        assert_eq!(
+            select_path(&c, &t, &mut guards, bad, NOW, &mut rng).unwrap_err(),
+            PathError::BadLength(bad)
+        );
+    }
+    // Port 22 to a private address: web-only exits lack the port, full exits reject 10/8.
+    let private = PathTarget {
+        port: 22,
+        addr: Some("10.0.0.1".parse().unwrap()),
+    };
+    assert_eq!(
+        select_path(&c, &private, &mut guards, 3, NOW, &mut rng).unwrap_err(),
+        PathError::NoExit { port: 22 }
+    );
+    let zero = PathTarget {
+        port: 0,
+        addr: None,
+    };
+    assert_eq!(
+        select_path(&c, &zero, &mut guards, 3, NOW, &mut rng).unwrap_err(),
+        PathError::BadPort
+    );
+}
+
+/// Wilson–Hilferty approximation of the chi-square critical value at z standard normal.
+fn chi2_critical(df: f64, z: f64) -> f64 {
+    let a = 2.0 / (9.0 * df);
+    df * (1.0 - a + z * a.sqrt()).powi(3)
+}
+
+/// Chi-square of observed counts against expected probabilities, binning relays (in
+/// decreasing probability) until each bin expects ≥ 100 selections. Returns (stat, df).
+fn binned_chi2(
+    expected_p: &HashMap<IdentityPublic, f64>,
+    observed: &HashMap<IdentityPublic, u64>,
+    n: u64,
+) -> (f64, f64) {
+    let mut items: Vec<(&IdentityPublic, f64)> = expected_p.iter().map(|(k, v)| (k, *v)).collect();
+    items.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(b.0)));
+    let (mut bins, mut e, mut o) = (Vec::new(), 0.0, 0.0);
+    for (id, p) in items {
+        e += p * n as f64;
+        o += *observed.get(id).unwrap_or(&0) as f64;
+        if e >= 100.0 {
+            bins.push((o, e));
+            e = 0.0;
+            o = 0.0;
+        }
+    }
+    if e > 0.0 {
+        if let Some(last) = bins.last_mut() {
+            last.0 += o;
+            last.1 += e;
+        }
+    }
+    // Nothing may be chosen outside the expected set.
+    let total_observed: u64 = observed.values().sum();
+    let inside: u64 = expected_p
+        .keys()
+        .map(|k| *observed.get(k).unwrap_or(&0))
+        .sum();
+    assert_eq!(
+        inside, total_observed,
+        "selected a relay with zero probability"
+    );
+    let stat = bins.iter().map(|(o, e)| (o - e) * (o - e) / e).sum();
+    (stat, (bins.len() - 1) as f64)
+}
+
+fn probabilities(
+    c: &Consensus,
+    filter: impl Fn(&ConsensusEntry) -> bool,
+    position: Position,
+) -> HashMap<IdentityPublic, f64> {
+    let w: Vec<(&ConsensusEntry, u128)> = c
+        .relays()
+        .iter()
+        .filter(|r| filter(r))
+        .map(|r| (r, position_weight(c.weights(), r, position)))
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    let total: u128 = w.iter().map(|(_, w)| w).sum();
+    w.into_iter()
+        .map(|(r, x)| (r.identity, x as f64 / total as f64))
+        .collect()
+}
+
+#[test]
+fn exit_selection_follows_bandwidth_weights() {
+    let (c, _) = synthetic_consensus(1000);
+    let target = PathTarget {
+        port: 443,
+        addr: None,
+    };
+    let expected = probabilities(&c, |r| exit_allows(r, &target), Position::Exit);
+    let mut rng = StdRng::seed_from_u64(9);
+    let n = 10_000u64;
+    let mut observed = HashMap::new();
+    for _ in 0..n {
+        let e = select_exit(&c, &target, &mut rng).unwrap();
+        *observed.entry(e.identity).or_insert(0u64) += 1;
+    }
+    let (stat, df) = binned_chi2(&expected, &observed, n);
+    let crit = chi2_critical(df, 3.29);
+    assert!(df >= 20.0, "{df}");
+    assert!(stat < crit, "chi2 {stat:.1} >= {crit:.1} (df {df})");
+}
+
+#[test]
+fn guard_sampling_follows_guard_weights() {
+    let (c, _) = synthetic_consensus(1000);
+    let expected = probabilities(
+        &c,
+        |r| r.has(USABLE.union(RelayFlags::GUARD)),
+        Position::Guard,
+    );
+    let mut rng = StdRng::seed_from_u64(10);
+    let n = 8_000u64;
+    let mut observed = HashMap::new();
+    let params = GuardParams {
+        sample_size: 1,
+        primary: 1,
+        ..GuardParams::default()
+    };
+    for _ in 0..n {
+        let mut g = GuardSet::new(params.clone());
+        g.update(&c, NOW, &mut rng);
+        let id = *g.sampled().next().unwrap();
+        *observed.entry(id).or_insert(0u64) += 1;
+    }
+    let (stat, df) = binned_chi2(&expected, &observed, n);
+    let crit = chi2_critical(df, 3.29);
+    assert!(stat < crit, "chi2 {stat:.1} >= {crit:.1} (df {df})");
+}
+
+#[test]
+fn middle_selection_follows_weights_given_exclusions() {
+    // The middle's distribution depends on the exit and guard chosen (their conflicts are
+    // excluded), so the expectation is summed per path from the conditional probabilities.
+    let (c, _) = synthetic_consensus(1000);
+    let target = PathTarget {
+        port: 443,
+        addr: None,
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut guards = GuardSet::new(GuardParams::default());
+    let n = 2_000u64;
+    let mut expected: HashMap<IdentityPublic, f64> = HashMap::new();
+    let mut observed = HashMap::new();
+    for _ in 0..n {
+        let p = select_path(&c, &target, &mut guards, 3, NOW, &mut rng).unwrap();
+        let (g, m, e) = (p[0], p[1], p[2]);
+        *observed.entry(m.identity).or_insert(0u64) += 1;
+        let cond = probabilities(
+            &c,
+            |r| r.has(USABLE) && !conflicts(r, g) && !conflicts(r, e),
+            Position::Middle,
+        );
+        for (id, q) in cond {
+            *expected.entry(id).or_insert(0.0) += q / n as f64;
+        }
+    }
+    let (stat, df) = binned_chi2(&expected, &observed, n);
+    let crit = chi2_critical(df, 3.29);
+    assert!(stat < crit, "chi2 {stat:.1} >= {crit:.1} (df {df})");
+}
+
+#[test]
+fn ipv6_subnet_rule() {
+    let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:ffff::1".parse().unwrap();
+    let c: IpAddr = "2001:db9::1".parse().unwrap();
+    assert!(same_subnet(a, b));
+    assert!(!same_subnet(a, c));
+    assert!(same_subnet(
+        "1.2.3.4".parse().unwrap(),
+        "::ffff:1.2.200.1".parse().unwrap()
+    ));
+    assert!(!same_subnet(
+        "1.2.3.4".parse().unwrap(),
+        "1.3.3.4".parse().unwrap()
+    ));
+}

@@ -1,0 +1,168 @@
+//! Property tests: descriptors and consensuses survive encode → parse → verify unchanged,
+//! and arbitrary bytes never panic the parsers.
+
+mod dir_common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use allium::crypto::{IdentityPublic, OnionKeyCert};
+use allium::dir::consensus::CONSENSUS_VERSION;
+use allium::dir::{
+    BandwidthWeights, ConsensusBody, ConsensusEntry, Descriptor, ExitPolicy, PolicyAction,
+    PolicyRule, RelayFlags, UncheckedConsensus, UncheckedDescriptor,
+};
+use dir_common::*;
+use proptest::prelude::*;
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (1u8..=223, any::<[u8; 3]>(), 1u16..).prop_filter_map("not special", |(a, r, p)| {
+            let ip = Ipv4Addr::new(a, r[0], r[1], r[2]);
+            (!ip.is_unspecified()).then(|| SocketAddr::new(IpAddr::V4(ip), p))
+        }),
+        (0x2000u16..0x3fff, any::<[u16; 7]>(), 1u16..).prop_map(|(h, r, p)| {
+            let ip = Ipv6Addr::new(h, r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
+            SocketAddr::new(IpAddr::V6(ip), p)
+        }),
+    ]
+}
+
+fn rule() -> impl Strategy<Value = PolicyRule> {
+    (any::<bool>(), any::<u32>(), 0u8..=32, 1u16.., any::<u16>()).prop_map(
+        |(accept, bits, len, lo, span)| {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            let action = if accept {
+                PolicyAction::Accept
+            } else {
+                PolicyAction::Reject
+            };
+            let hi = lo.saturating_add(span % 1000);
+            PolicyRule::new(action, IpAddr::V4(Ipv4Addr::from(bits & mask)), len, lo, hi).unwrap()
+        },
+    )
+}
+
+fn family(me: u64) -> impl Strategy<Value = Vec<IdentityPublic>> {
+    proptest::collection::btree_set(0u64..40, 0..5).prop_map(move |s| {
+        let mut v: Vec<IdentityPublic> = s
+            .into_iter()
+            .filter(|&n| n != me)
+            .map(|n| key(n).public())
+            .collect();
+        v.sort();
+        v
+    })
+}
+
+fn descriptor_strategy() -> impl Strategy<Value = (u64, Descriptor)> {
+    (0u64..40).prop_flat_map(|n| {
+        (
+            proptest::collection::btree_set(addr(), 1..4),
+            any::<bool>(),
+            proptest::collection::vec(rule(), 0..8),
+            0u64..=(1 << 40),
+            family(n),
+            "[ -~]{0,64}",
+            0u64..2_000_000_000,
+        )
+            .prop_map(
+                move |(addrs, exit, rules, bandwidth, family, version, published)| {
+                    let id = key(n);
+                    (
+                        n,
+                        Descriptor {
+                            identity: id.public(),
+                            onion_cert: OnionKeyCert::sign(&id, onion(n).public(), u64::MAX),
+                            addrs: addrs.into_iter().collect(),
+                            exit,
+                            exit_policy: ExitPolicy::new(rules).unwrap(),
+                            bandwidth,
+                            family,
+                            version,
+                            published,
+                        },
+                    )
+                },
+            )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn descriptor_round_trip((n, d) in descriptor_strategy()) {
+        let bytes = d.sign(&key(n)).unwrap().to_bytes().unwrap();
+        let u = UncheckedDescriptor::parse(&bytes).unwrap();
+        prop_assert_eq!(u.signed().to_bytes().unwrap(), bytes.clone());
+        let back = u.verify(d.published, 0).unwrap();
+        prop_assert_eq!(&back, &d);
+        // Text form of the policy round-trips too.
+        let text = d.exit_policy.to_string();
+        let reparsed: ExitPolicy = text.parse().unwrap();
+        for port in [1u16, 80, 443, 999, 65535] {
+            for ip in ["1.2.3.4", "10.0.0.1", "200.1.1.1"] {
+                let ip: IpAddr = ip.parse().unwrap();
+                prop_assert_eq!(reparsed.allows_ip(ip, port), d.exit_policy.allows_ip(ip, port));
+            }
+        }
+    }
+
+    #[test]
+    fn consensus_round_trip(
+        entries in proptest::collection::vec(
+            ((0u64..40).prop_flat_map(|n| (Just(n), family(n))), addr(), 0u8..64, 0u64..=(1 << 40),
+             proptest::collection::vec(rule(), 0..4)),
+            0..12),
+        times in (0u64..1_000_000, 1u64..10_000, 1u64..10_000),
+    ) {
+        let mut relays: Vec<ConsensusEntry> = entries
+            .into_iter()
+            .map(|((n, family), a, flags, bandwidth, rules)| {
+                let id = key(n);
+                ConsensusEntry {
+                    identity: id.public(),
+                    onion_cert: OnionKeyCert::sign(&id, onion(n).public(), u64::MAX),
+                    addrs: vec![a],
+                    flags: RelayFlags::from_bits(flags & 0x3f).unwrap(),
+                    bandwidth,
+                    exit_policy: ExitPolicy::new(rules).unwrap(),
+                    family,
+                }
+            })
+            .collect();
+        relays.sort_by_key(|r| r.identity);
+        relays.dedup_by_key(|r| r.identity);
+        let auths = authorities(3);
+        let mut auth_ids = publics(&auths);
+        auth_ids.sort();
+        let (va, f, v) = times;
+        let body = ConsensusBody {
+            version: CONSENSUS_VERSION,
+            valid_after: va,
+            fresh_until: va + f,
+            valid_until: va + f + v,
+            authorities: auth_ids,
+            weights: BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth))),
+            relays,
+        };
+        let mut s = body.to_signed().unwrap();
+        s.sign(&auths[2]);
+        s.sign(&auths[0]);
+        let bytes = s.to_bytes().unwrap();
+        let c = UncheckedConsensus::parse(&bytes).unwrap().verify(&publics(&auths), va).unwrap();
+        prop_assert_eq!(c.body(), &body);
+        prop_assert_eq!(c.signed().to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = UncheckedDescriptor::parse(&bytes).and_then(|u| u.verify(NOW, 300));
+        let _ = UncheckedConsensus::parse(&bytes).and_then(|u| u.verify(&publics(&authorities(3)), NOW));
+        let _ = allium::dir::UncheckedVote::parse(&bytes);
+    }
+}
