@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
-pub mod client;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod crypto;

@@ -166,7 +166,8 @@ impl SocksHandshake {
     fn advance(&mut self, input: &[u8]) -> Result<Step, SocksError> {
         let already = self.buf.len();
         let take = input.len().min(MAX_MESSAGE_LEN.saturating_sub(already));
-        self.buf.extend_from_slice(input.get(..take).unwrap_or_default());
+        self.buf
+            .extend_from_slice(input.get(..take).unwrap_or_default());
 
         let Some((msg, len)) = parse(&self.state, &self.buf)? else {
             if self.buf.len() >= MAX_MESSAGE_LEN {

@@ -105,7 +105,8 @@ impl HttpConnectHandshake {
     fn advance(&mut self, input: &[u8]) -> Result<Step, SocksError> {
         let already = self.buf.len();
         let take = input.len().min(MAX_HTTP_HEAD_LEN.saturating_sub(already));
-        self.buf.extend_from_slice(input.get(..take).unwrap_or_default());
+        self.buf
+            .extend_from_slice(input.get(..take).unwrap_or_default());
 
         let mut end = None;
         let mut prev = self
@@ -236,9 +237,7 @@ fn split_last(bytes: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
 fn parse_authority(target: &[u8]) -> Result<(TargetAddr, u16), SocksError> {
     let (addr, port) = if let Some(rest) = target.strip_prefix(b"[") {
         let (inner, after) = split_first(rest, b']').ok_or(malformed("unclosed '['"))?;
-        let port = after
-            .strip_prefix(b":")
-            .ok_or(malformed("missing port"))?;
+        let port = after.strip_prefix(b":").ok_or(malformed("missing port"))?;
         let ip = std::str::from_utf8(inner)
             .ok()
             .and_then(|s| s.parse::<Ipv6Addr>().ok())
@@ -284,7 +283,10 @@ fn parse_header(line: &[u8]) -> Result<(&[u8], &[u8]), SocksError> {
     }
     let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
     let value = value.get(start..end).unwrap_or_default();
     if !value
         .iter()
@@ -297,7 +299,8 @@ fn parse_header(line: &[u8]) -> Result<(&[u8], &[u8]), SocksError> {
 
 /// `Basic <base64(user ":" pass)>` (scheme case-insensitive).
 fn parse_basic(value: &[u8]) -> Result<SocksAuth, SocksError> {
-    let (scheme, creds) = split_first(value, b' ').ok_or(malformed("invalid Proxy-Authorization"))?;
+    let (scheme, creds) =
+        split_first(value, b' ').ok_or(malformed("invalid Proxy-Authorization"))?;
     if !scheme.eq_ignore_ascii_case(b"basic") {
         return Err(malformed("unsupported Proxy-Authorization scheme"));
     }
