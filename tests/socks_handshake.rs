@@ -167,7 +167,12 @@ fn socks5_max_length_domain() {
 #[test]
 fn socks5_userpass_selected_and_used_for_isolation() {
     // Offered both: username/password wins (isolation), whatever the order.
-    for offer in [&[5u8, 2, 0, 2][..], &[5, 2, 2, 0], &[5, 1, 2], &[5, 3, 1, 2, 0]] {
+    for offer in [
+        &[5u8, 2, 0, 2][..],
+        &[5, 2, 2, 0],
+        &[5, 1, 2],
+        &[5, 3, 1, 2, 0],
+    ] {
         let input = cat(&[
             offer,
             &[1, 5],
@@ -189,7 +194,11 @@ fn socks5_userpass_selected_and_used_for_isolation() {
 
 #[test]
 fn socks5_empty_and_binary_credentials() {
-    let input = cat(&[&[5, 1, 2], &[1, 0, 2, 0xFF, 0], &[5, 1, 0, 1, 1, 2, 3, 4, 0, 80]]);
+    let input = cat(&[
+        &[5, 1, 2],
+        &[1, 0, 2, 0xFF, 0],
+        &[5, 1, 0, 1, 1, 2, 3, 4, 0, 80],
+    ]);
     let (_, req, _) = done(&input);
     assert_eq!(
         req.auth,
@@ -305,7 +314,10 @@ fn socks4_connect_with_user_id() {
             auth: SocksAuth::Socks4UserId(b"bob".to_vec()),
         }
     );
-    assert_eq!(req.isolation_key(), &SocksAuth::Socks4UserId(b"bob".to_vec()));
+    assert_eq!(
+        req.isolation_key(),
+        &SocksAuth::Socks4UserId(b"bob".to_vec())
+    );
     assert_eq!(early, b"early");
 }
 
@@ -542,7 +554,11 @@ fn socks4_unterminated_field_is_refused_without_nul() {
 
 #[test]
 fn incomplete_inputs_need_more() {
-    let full = cat(&[&[5, 1, 2], &[1, 1, b'u', 1, b'p'], &socks5_domain_request(1, b"a.b", 1)]);
+    let full = cat(&[
+        &[5, 1, 2],
+        &[1, 1, b'u', 1, b'p'],
+        &socks5_domain_request(1, b"a.b", 1),
+    ]);
     for n in 0..full.len() {
         assert!(
             matches!(run(&full[..n]), Outcome::Incomplete(_)),
@@ -562,7 +578,7 @@ fn buffering_is_bounded() {
     input.extend(std::iter::repeat_n(0xAA, 1 << 20));
     let (_, _, early) = done(&input);
     assert_eq!(early.len(), 1 << 20);
-    assert!(MAX_MESSAGE_LEN >= 520);
+    const { assert!(MAX_MESSAGE_LEN >= 520) };
 }
 
 #[test]

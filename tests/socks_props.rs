@@ -151,13 +151,13 @@ fn b64(data: &[u8]) -> String {
     s
 }
 
+/// Replies written, and the request with its early data or the refusal (`None`: the
+/// input ended first).
+type Outcome = (Vec<u8>, Option<Result<(SocksRequest, Vec<u8>), SocksError>>);
+
 /// Feeds `input` cut at `cuts`, following the `Step` protocol.
 /// Returns the replies, and the request with the early data, or the error.
-fn drive<F>(
-    mut feed: F,
-    input: &[u8],
-    cuts: &[usize],
-) -> (Vec<u8>, Option<Result<(SocksRequest, Vec<u8>), SocksError>>)
+fn drive<F>(mut feed: F, input: &[u8], cuts: &[usize]) -> Outcome
 where
     F: FnMut(&[u8]) -> Result<Step, SocksError>,
 {

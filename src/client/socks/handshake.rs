@@ -462,3 +462,82 @@ pub(crate) fn target_from_name(
         .map(TargetAddr::Hostname)
         .map_err(|_| SocksError::InvalidHostname { version })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_nul_terminated_bounds() {
+        let mut c = Cursor {
+            buf: b"abc\0rest",
+            pos: 0,
+        };
+        assert_eq!(c.nul_terminated(3), Ok(Some(&b"abc"[..])));
+        assert_eq!(c.pos, 4);
+        let mut c = Cursor {
+            buf: b"abcd\0",
+            pos: 0,
+        };
+        assert_eq!(c.nul_terminated(3), Err(()));
+        let mut c = Cursor {
+            buf: b"abc",
+            pos: 0,
+        };
+        assert_eq!(c.nul_terminated(3), Ok(None));
+        let mut c = Cursor {
+            buf: b"abcd",
+            pos: 0,
+        };
+        assert_eq!(c.nul_terminated(3), Err(()));
+        let mut c = Cursor { buf: b"", pos: 0 };
+        assert_eq!(c.nul_terminated(0), Ok(None));
+        assert_eq!(c.u8(), None);
+        assert_eq!(c.u16(), None);
+        assert_eq!(c.take(usize::MAX), None);
+    }
+
+    #[test]
+    fn names_and_literals() {
+        let v = SocksVersion::V5;
+        assert_eq!(
+            target_from_name(b"10.0.0.1", v).unwrap(),
+            TargetAddr::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        assert_eq!(
+            target_from_name(b"::", v).unwrap(),
+            TargetAddr::Ip(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+        );
+        assert_eq!(
+            target_from_name(b"x.y", v).unwrap(),
+            TargetAddr::Hostname(Hostname::new("x.y").unwrap())
+        );
+        for bad in [&b""[..], b"a b", b"\xff", b"a:b", b"[::1]"] {
+            assert_eq!(
+                target_from_name(bad, v),
+                Err(SocksError::InvalidHostname { version: v })
+            );
+        }
+    }
+
+    #[test]
+    fn parse_is_prefix_monotonic_on_a_sample() {
+        // Every strict prefix of a valid message is "need more", never an error.
+        let msg = [4u8, 1, 0, 80, 0, 0, 0, 1, b'u', 0, b'h', 0];
+        for n in 0..msg.len() {
+            assert!(matches!(parse(&State::Start, &msg[..n]), Ok(None)), "{n}");
+        }
+        assert!(matches!(
+            parse(&State::Start, &msg),
+            Ok(Some((Msg::Request(_), 12)))
+        ));
+    }
+
+    #[test]
+    fn feeding_after_failure_is_refused() {
+        let mut hs = SocksHandshake::new();
+        assert_eq!(hs.feed(&[9]), Err(SocksError::UnknownVersion(9)));
+        assert!(hs.is_finished());
+        assert_eq!(hs.feed(&[5, 1, 0]), Err(SocksError::Finished));
+    }
+}

@@ -312,3 +312,86 @@ fn parse_basic(value: &[u8]) -> Result<SocksAuth, SocksError> {
         pass: pass.to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_forms() {
+        assert_eq!(
+            parse_authority(b"a.b:1").unwrap(),
+            (TargetAddr::Hostname(Hostname::new("a.b").unwrap()), 1)
+        );
+        assert_eq!(
+            parse_authority(b"[::1]:65535").unwrap(),
+            (TargetAddr::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)), 65535)
+        );
+        assert_eq!(
+            parse_authority(b"127.0.0.1:00080").unwrap(),
+            (TargetAddr::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)), 80)
+        );
+        for bad in [
+            &b""[..],
+            b":",
+            b"a.b:",
+            b"a.b:x",
+            b"a.b:-1",
+            b"a.b:99999",
+            b"[::1]",
+            b"[::1]:",
+            b"[]:1",
+            b"[a.b]:1",
+            b"1::2:3",
+        ] {
+            assert!(parse_authority(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_lines() {
+        assert_eq!(
+            parse_header(b"Name:  a b \t").unwrap(),
+            (&b"Name"[..], &b"a b"[..])
+        );
+        assert_eq!(parse_header(b"N:").unwrap(), (&b"N"[..], &b""[..]));
+        assert_eq!(parse_header(b"N:a:b").unwrap(), (&b"N"[..], &b"a:b"[..]));
+        for bad in [
+            &b" N: v"[..],
+            b"\tN: v",
+            b"N v",
+            b"N : v",
+            b"N\x01: v",
+            b"N: \x1b",
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials() {
+        assert_eq!(
+            parse_basic(b"Basic dTpw").unwrap(),
+            SocksAuth::Username {
+                user: b"u".to_vec(),
+                pass: b"p".to_vec()
+            }
+        );
+        assert_eq!(
+            parse_basic(b"BASIC   dTpw").unwrap(),
+            SocksAuth::Username {
+                user: b"u".to_vec(),
+                pass: b"p".to_vec()
+            }
+        );
+        for bad in [
+            &b"Basic"[..],
+            b"Basic ",
+            b"Digest dTpw",
+            b"Basic dTp",
+            b"Basic dQ==",
+        ] {
+            assert!(parse_basic(bad).is_err(), "{bad:?}");
+        }
+    }
+}
