@@ -5,6 +5,7 @@ pub mod circuit;
 pub mod dirclient;
 pub mod error;
 pub mod reactor;
+pub mod socks;
 pub mod stream;
 pub mod target;
 
