@@ -10,3 +10,4 @@ pub mod dir;
 pub mod link;
 pub mod relay;
 pub mod stream;
+pub mod testnet;

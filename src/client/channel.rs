@@ -51,11 +51,20 @@ impl ClientChannel {
         first_hop: &RelayTarget,
         cfg: &LinkConfig,
     ) -> Result<Arc<Self>, LinkError> {
-        let expected = first_hop
-            .identity
+        Self::connect_to(first_hop.addr, &first_hop.identity, cfg).await
+    }
+
+    /// Connects to the relay at `addr`, which must prove `identity` (no onion key needed:
+    /// for directory authorities before a consensus is known).
+    pub async fn connect_to(
+        addr: std::net::SocketAddr,
+        identity: &crate::crypto::IdentityPublic,
+        cfg: &LinkConfig,
+    ) -> Result<Arc<Self>, LinkError> {
+        let expected = identity
             .to_verifying_key()
             .map_err(|_| LinkError::Protocol("invalid relay identity key"))?;
-        let channel = link::connect(first_hop.addr, &expected, None, cfg).await?;
+        let channel = link::connect(addr, &expected, None, cfg).await?;
         let chan = Arc::new(ClientChannel {
             sender: channel.sender,
             circuits: CircMux::new(channel.circ_ids),

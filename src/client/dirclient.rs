@@ -27,6 +27,44 @@ pub enum DirFetchError {
     /// No complete answer in time.
     #[error("directory request timed out")]
     Timeout,
+    /// The directory server could not be reached (connection, link handshake or circuit).
+    #[error("cannot reach the directory server: {0}")]
+    Connect(String),
+}
+
+/// One directory request to the relay at `addr` proving `identity`, over a fresh channel
+/// and a one-hop `allium-fast-1` circuit; everything is closed afterwards. Used to talk to
+/// directory authorities (their onion keys are not needed).
+pub async fn one_shot(
+    addr: std::net::SocketAddr,
+    identity: &crate::crypto::IdentityPublic,
+    req: &DirRequest,
+    timeout: Duration,
+) -> Result<DirResponse, DirFetchError> {
+    let work = async {
+        let cfg = crate::link::LinkConfig {
+            handshake_timeout: timeout,
+            ..crate::link::LinkConfig::default()
+        };
+        let chan = super::ClientChannel::connect_to(addr, identity, &cfg)
+            .await
+            .map_err(|e| DirFetchError::Connect(e.to_string()))?;
+        let result = async {
+            let circ = super::ClientCircuit::create_fast(&chan, *identity, timeout)
+                .await
+                .map_err(|e| DirFetchError::Connect(e.to_string()))?;
+            let handle = circ.into_handle();
+            let resp = dir_request(&handle, req, timeout).await;
+            handle.close().await;
+            resp
+        }
+        .await;
+        chan.sender.close();
+        result
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| DirFetchError::Timeout)?
 }
 
 /// Sends `req` on a new BEGIN_DIR stream of `circ` (to its last hop) and returns the

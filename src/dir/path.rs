@@ -67,6 +67,12 @@ pub enum PathError {
 /// The two addresses are in the same IPv4 /16 or the same IPv6 /32. IPv4-mapped IPv6
 /// addresses compare as IPv4.
 pub fn same_subnet(a: IpAddr, b: IpAddr) -> bool {
+    // Loopback relays exist only in local test networks, where every relay shares
+    // 127.0.0.0/16; exempting them is what lets such networks build paths at all (Tor's
+    // test networks turn the rule off for the same reason).
+    if a.is_loopback() && b.is_loopback() {
+        return false;
+    }
     match (a.to_canonical(), b.to_canonical()) {
         (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..2] == b.octets()[..2],
         (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..2] == b.segments()[..2],

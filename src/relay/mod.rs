@@ -5,12 +5,14 @@
 //! ([`circuit`]); they talk through bounded queues. There is no relay-wide lock on the
 //! cell path, so circuits on different channels are processed on all cores at once.
 
+pub mod authority;
 pub mod circuit;
 pub mod dirserve;
 pub mod events;
 pub mod exit;
 pub mod keys;
 pub mod limits;
+pub mod publish;
 pub mod queue_budget;
 pub mod rate_limit;
 pub mod reactor;

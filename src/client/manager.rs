@@ -1,0 +1,546 @@
+//! The client: bootstraps from the directory authorities, keeps circuits ready, and opens
+//! streams through them. This is the library API the SOCKS proxy itself uses:
+//!
+//! ```no_run
+//! # async fn demo(config: allium::client::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let client = allium::client::Client::bootstrap(config).await?;
+//! let mut stream = client.connect("example.com:80").await?;
+//! stream.write_all(b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n").await?;
+//! let mut page = Vec::new();
+//! stream.read_to_end(&mut page).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::seq::SliceRandom;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::cell::{EndReason, Hostname, TargetAddr};
+use crate::crypto::IdentityPublic;
+use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::{
+    select_path, Consensus, ExitPolicy, GuardParams, GuardSet, PathTarget, UncheckedConsensus,
+};
+use crate::link::LinkConfig;
+use crate::relay::authority::AuthorityInfo;
+
+use super::dirclient::one_shot;
+use super::reactor::CircuitHandle;
+use super::stream::{DataStream, StreamOpenError};
+use super::{ClientChannel, ClientCircuit, RelayTarget};
+
+/// How a client runs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The directory authorities it trusts (a strict majority must sign the consensus).
+    pub authorities: Vec<AuthorityInfo>,
+    /// Where to cache the consensus and guard state (`None`: memory only).
+    pub data_dir: Option<PathBuf>,
+    /// Hops per circuit (2 to 8).
+    pub path_len: usize,
+    /// A circuit takes new streams for this long after its first one.
+    pub max_dirtiness: Duration,
+    /// Building one circuit may take this long.
+    pub circuit_timeout: Duration,
+    /// Opening one stream may take this long.
+    pub stream_timeout: Duration,
+    /// Circuits kept ready for the first requests.
+    pub prebuilt_circuits: usize,
+}
+
+impl ClientConfig {
+    /// Defaults: 3 hops, 10-minute dirtiness, 2 circuits ready.
+    pub fn new(authorities: Vec<AuthorityInfo>) -> Self {
+        ClientConfig {
+            authorities,
+            data_dir: None,
+            path_len: 3,
+            max_dirtiness: Duration::from_secs(600),
+            circuit_timeout: Duration::from_secs(30),
+            stream_timeout: Duration::from_secs(60),
+            prebuilt_circuits: 2,
+        }
+    }
+}
+
+/// Why the client could not do what was asked.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No usable consensus: the authorities are unreachable and there is no live cache.
+    #[error("no usable consensus: {0}")]
+    NoConsensus(String),
+    /// No circuit could be built.
+    #[error("cannot build a circuit: {0}")]
+    Circuit(String),
+    /// The stream failed to open.
+    #[error("{0}")]
+    Stream(#[from] StreamOpenError),
+    /// The address was not `host:port`.
+    #[error("bad address {0:?}: expected host:port")]
+    BadAddress(String),
+}
+
+/// Streams sharing an isolation key may share circuits; different keys never do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Isolation(pub Vec<u8>);
+
+struct ReadyCircuit {
+    handle: CircuitHandle,
+    exit_policy: ExitPolicy,
+    /// When it carried its first stream (None: still clean).
+    first_used: Option<Instant>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    consensus: Mutex<Option<Arc<Consensus>>>,
+    guards: Mutex<GuardSet>,
+    channels: tokio::sync::Mutex<HashMap<IdentityPublic, Arc<ClientChannel>>>,
+    circuits: Mutex<HashMap<Isolation, Vec<ReadyCircuit>>>,
+    clean: Mutex<Vec<ReadyCircuit>>,
+}
+
+/// A bootstrapped client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Client(..)")
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn progress(pct: u8, phase: &str) {
+    info!("bootstrap {pct}%: {phase}");
+}
+
+impl Client {
+    /// Fetches and verifies the consensus (or loads a live cached one), picks guards and
+    /// builds the first circuits. Progress is logged as `bootstrap NN%: phase`.
+    pub async fn bootstrap(config: ClientConfig) -> Result<Client, ClientError> {
+        progress(0, "starting");
+        let guards = config
+            .data_dir
+            .as_ref()
+            .and_then(|d| GuardSet::load(&d.join("guards"), GuardParams::default()).ok())
+            .unwrap_or_else(|| GuardSet::new(GuardParams::default()));
+        let client = Client {
+            inner: Arc::new(Inner {
+                consensus: Mutex::new(None),
+                guards: Mutex::new(guards),
+                channels: tokio::sync::Mutex::new(HashMap::new()),
+                circuits: Mutex::new(HashMap::new()),
+                clean: Mutex::new(Vec::new()),
+                config,
+            }),
+        };
+        progress(10, "loading the directory");
+        let consensus = client.fetch_consensus().await?;
+        progress(
+            40,
+            &format!(
+                "consensus with {} relays verified",
+                consensus.relays().len()
+            ),
+        );
+        tokio::spawn(client.clone().refresh_loop());
+        progress(60, "building circuits");
+        let wanted = client.inner.config.prebuilt_circuits.max(1);
+        let mut built = 0;
+        for _ in 0..wanted * 2 {
+            if built == wanted {
+                break;
+            }
+            match client
+                .build_circuit(&PathTarget {
+                    port: 443,
+                    addr: None,
+                })
+                .await
+            {
+                Ok(c) => {
+                    client.lock_clean().push(c);
+                    built += 1;
+                }
+                Err(e) => warn!("bootstrap: a circuit failed: {e}"),
+            }
+        }
+        if built == 0 {
+            return Err(ClientError::Circuit("no circuit could be built".into()));
+        }
+        progress(100, "done");
+        Ok(client)
+    }
+
+    fn lock_clean(&self) -> std::sync::MutexGuard<'_, Vec<ReadyCircuit>> {
+        self.inner.clean.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The consensus in use.
+    pub fn consensus(&self) -> Option<Arc<Consensus>> {
+        self.inner
+            .consensus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn trusted(&self) -> Vec<IdentityPublic> {
+        self.inner
+            .config
+            .authorities
+            .iter()
+            .map(|a| a.identity)
+            .collect()
+    }
+
+    fn cache_path(&self) -> Option<PathBuf> {
+        self.inner
+            .config
+            .data_dir
+            .as_ref()
+            .map(|d| d.join("consensus"))
+    }
+
+    /// Gets a verified consensus: from the authorities, else from the cache if still live.
+    async fn fetch_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        let trusted = self.trusted();
+        let mut authorities = self.inner.config.authorities.clone();
+        authorities.shuffle(&mut rand::rng());
+        let mut last_err = String::from("no authorities configured");
+        for a in &authorities {
+            match one_shot(
+                a.addr,
+                &a.identity,
+                &DirRequest::GetConsensus,
+                Duration::from_secs(15),
+            )
+            .await
+            {
+                Ok(resp) if resp.status == DirStatus::Ok => {
+                    match UncheckedConsensus::parse(&resp.body)
+                        .and_then(|u| u.verify(&trusted, now_unix()))
+                    {
+                        Ok(c) => {
+                            if let Some(path) = self.cache_path() {
+                                if let Err(e) = std::fs::write(&path, &resp.body) {
+                                    warn!("cannot cache the consensus at {}: {e}", path.display());
+                                }
+                            }
+                            return Ok(self.install(c));
+                        }
+                        Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
+                    }
+                }
+                Ok(resp) => last_err = format!("authority answered: {}", resp.reason()),
+                Err(e) => last_err = e.to_string(),
+            }
+        }
+        if let Some(path) = self.cache_path() {
+            if let Ok(bytes) = std::fs::read(&path) {
+                match UncheckedConsensus::parse(&bytes).and_then(|u| u.verify(&trusted, now_unix()))
+                {
+                    Ok(c) => {
+                        info!("authorities unreachable ({last_err}); using the cached consensus");
+                        return Ok(self.install(c));
+                    }
+                    Err(e) => last_err = format!("{last_err}; cached consensus unusable: {e}"),
+                }
+            }
+        }
+        Err(ClientError::NoConsensus(last_err))
+    }
+
+    fn install(&self, c: Consensus) -> Arc<Consensus> {
+        let c = Arc::new(c);
+        *self
+            .inner
+            .consensus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&c));
+        c
+    }
+
+    async fn refresh_loop(self) {
+        loop {
+            let at = self
+                .consensus()
+                .map_or(now_unix() + 30, |c| c.refetch_time(&mut rand::rng()));
+            let wait = at.saturating_sub(now_unix()).max(5);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            match self.fetch_consensus().await {
+                Ok(c) => debug!("client: consensus refreshed ({} relays)", c.relays().len()),
+                Err(e) => warn!("client: cannot refresh the consensus: {e}"),
+            }
+        }
+    }
+
+    async fn channel_to(&self, target: &RelayTarget) -> Result<Arc<ClientChannel>, ClientError> {
+        let mut chans = self.inner.channels.lock().await;
+        if let Some(c) = chans.get(&target.identity).filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(c));
+        }
+        let cfg = LinkConfig::default();
+        let chan = ClientChannel::connect(target, &cfg)
+            .await
+            .map_err(|e| ClientError::Circuit(format!("first hop: {e}")))?;
+        chans.insert(target.identity, Arc::clone(&chan));
+        Ok(chan)
+    }
+
+    async fn build_circuit(&self, target: &PathTarget) -> Result<ReadyCircuit, ClientError> {
+        let consensus = self
+            .consensus()
+            .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
+        let now = now_unix();
+        if !consensus.is_live(now) {
+            return Err(ClientError::NoConsensus(format!(
+                "the consensus expired at {} and no fresh one could be fetched",
+                consensus.valid_until()
+            )));
+        }
+        let (hops, exit_policy) = {
+            let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+            let path = select_path(
+                &consensus,
+                target,
+                &mut guards,
+                self.inner.config.path_len,
+                now,
+                &mut rand::rng(),
+            )
+            .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            let mut hops = Vec::new();
+            for e in &path {
+                let onion = e
+                    .verified_onion_key(now)
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
+                let addr = *e
+                    .addrs
+                    .first()
+                    .ok_or_else(|| ClientError::Circuit("relay without address".into()))?;
+                hops.push(RelayTarget {
+                    addr,
+                    identity: e.identity,
+                    onion,
+                });
+            }
+            let policy = path
+                .last()
+                .map(|e| e.exit_policy.clone())
+                .unwrap_or_else(ExitPolicy::reject_all);
+            (hops, policy)
+        };
+        let timeout = self.inner.config.circuit_timeout;
+        let first = hops
+            .first()
+            .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        let build = async {
+            let chan = self.channel_to(first).await?;
+            let mut circ = ClientCircuit::create(&chan, first, timeout)
+                .await
+                .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            for hop in hops.iter().skip(1) {
+                circ.extend(hop, timeout)
+                    .await
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            }
+            Ok::<_, ClientError>(circ)
+        };
+        let result = tokio::time::timeout(timeout, build)
+            .await
+            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
+            .and_then(|r| r);
+        let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(circ) => {
+                guards.mark_success(&first.identity);
+                self.save_guards(&guards);
+                Ok(ReadyCircuit {
+                    handle: circ.into_handle(),
+                    exit_policy,
+                    first_used: None,
+                })
+            }
+            Err(e) => {
+                guards.mark_failed(&first.identity, now);
+                Err(e)
+            }
+        }
+    }
+
+    fn save_guards(&self, guards: &GuardSet) {
+        if let Some(dir) = &self.inner.config.data_dir {
+            if let Err(e) = guards.save(&dir.join("guards")) {
+                warn!("cannot save the guard state: {e}");
+            }
+        }
+    }
+
+    /// Opens a stream to `host:port` (names are resolved by the exit).
+    pub async fn connect(&self, addr: &str) -> Result<DataStream, ClientError> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| ClientError::BadAddress(addr.to_string()))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| ClientError::BadAddress(addr.to_string()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let target = match host.parse::<IpAddr>() {
+            Ok(ip) => TargetAddr::Ip(ip),
+            Err(_) => TargetAddr::Hostname(
+                Hostname::new(host).map_err(|_| ClientError::BadAddress(addr.to_string()))?,
+            ),
+        };
+        self.connect_target(target, port, &Isolation::default())
+            .await
+    }
+
+    /// Opens a stream to `target:port` on a circuit of isolation class `isolation`. A
+    /// failure other than an exit-policy refusal is retried once on a fresh circuit.
+    pub async fn connect_target(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: &Isolation,
+    ) -> Result<DataStream, ClientError> {
+        let ip = match &target {
+            TargetAddr::Ip(ip) => Some(*ip),
+            TargetAddr::Hostname(_) => None,
+        };
+        let mut last = None;
+        for attempt in 0..2 {
+            let circ = match self.circuit_for(isolation, port, ip, attempt > 0).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match circ
+                .open_stream(target.clone(), port, self.inner.config.stream_timeout)
+                .await
+            {
+                Ok(s) => return Ok(s),
+                Err(StreamOpenError::Refused(EndReason::ExitPolicy)) if attempt == 0 => {
+                    last = Some(ClientError::Stream(StreamOpenError::Refused(
+                        EndReason::ExitPolicy,
+                    )));
+                }
+                Err(e @ StreamOpenError::Refused(_)) => return Err(e.into()),
+                Err(e) => last = Some(e.into()),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Circuit("no circuit".into())))
+    }
+
+    async fn circuit_for(
+        &self,
+        isolation: &Isolation,
+        port: u16,
+        ip: Option<IpAddr>,
+        fresh: bool,
+    ) -> Result<CircuitHandle, ClientError> {
+        let dirtiness = self.inner.config.max_dirtiness;
+        let suits = |c: &ReadyCircuit| {
+            !c.handle.is_closed()
+                && match ip {
+                    Some(ip) => c.exit_policy.allows_ip(ip, port),
+                    None => c.exit_policy.might_allow_port(port),
+                }
+        };
+        if !fresh {
+            let mut map = self
+                .inner
+                .circuits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let list = map.entry(isolation.clone()).or_default();
+            list.retain(|c| {
+                !c.handle.is_closed() && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
+            });
+            if let Some(c) = list.iter().find(|c| suits(c)) {
+                return Ok(c.handle.clone());
+            }
+            // A prebuilt clean circuit, if one fits.
+            let mut clean = self.lock_clean();
+            clean.retain(|c| !c.handle.is_closed());
+            if let Some(pos) = clean.iter().position(suits) {
+                let mut c = clean.remove(pos);
+                c.first_used = Some(Instant::now());
+                let handle = c.handle.clone();
+                list.push(c);
+                drop(clean);
+                drop(map);
+                self.replenish();
+                return Ok(handle);
+            }
+        }
+        let mut c = self.build_circuit(&PathTarget { port, addr: ip }).await?;
+        c.first_used = Some(Instant::now());
+        let handle = c.handle.clone();
+        self.inner
+            .circuits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(isolation.clone())
+            .or_default()
+            .push(c);
+        Ok(handle)
+    }
+
+    /// Builds a clean circuit in the background to replace one just taken.
+    fn replenish(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if me.lock_clean().len() >= me.inner.config.prebuilt_circuits {
+                return;
+            }
+            if let Ok(c) = me
+                .build_circuit(&PathTarget {
+                    port: 443,
+                    addr: None,
+                })
+                .await
+            {
+                me.lock_clean().push(c);
+            }
+        });
+    }
+
+    /// NEWNYM: no new stream will use any existing circuit; later streams get new paths.
+    pub async fn new_identity(&self) {
+        let old: Vec<ReadyCircuit> = {
+            let mut map = self
+                .inner
+                .circuits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
+            all.extend(self.lock_clean().drain(..));
+            all
+        };
+        for c in old {
+            c.handle.close().await;
+        }
+        self.replenish();
+        info!("new identity: every circuit closed; new streams use new circuits");
+    }
+}

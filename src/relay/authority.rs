@@ -1,0 +1,512 @@
+//! The directory-authority role: a relay that accepts descriptors, checks relays are
+//! reachable, votes, computes the consensus with the other authorities and serves it.
+//!
+//! Schedule for the period starting at `va` (periods are aligned to multiples of the
+//! period length, so independently started authorities agree on `va`):
+//!
+//! ```text
+//! va - P/2   build and sign our vote (reachable relays, with flags)
+//! va - P/3   fetch the other authorities' votes, compute the consensus, sign it
+//! va - P/6   fetch their signatures over the same consensus and add the valid ones
+//! va         publish if a strict majority of authorities signed
+//! ```
+//!
+//! Authorities talk to each other (and relays upload) over one-hop circuits with
+//! BEGIN_DIR streams, so this traffic is encrypted and padded like everything else.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::client::dirclient::one_shot;
+use crate::codec;
+use crate::crypto::IdentityPublic;
+use crate::dir::consensus::AuthoritySignature;
+use crate::dir::descriptor::MAX_DESCRIPTOR_LEN;
+use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::{
+    assign_flags, compute_consensus, ConsensusParams, Descriptor, FlagParams, FlagThresholds,
+    Observation, SignedConsensus, SignedDescriptor, UncheckedDescriptor, UncheckedVote, Vote,
+    VoteBody, VoteEntry,
+};
+use crate::link::{self, LinkConfig};
+
+use super::dirserve::DirService;
+use super::shared::RelayShared;
+
+/// A directory authority as clients and relays know it: identity and address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorityInfo {
+    /// The authority's identity key (hex).
+    #[serde(with = "identity_hex")]
+    pub identity: IdentityPublic,
+    /// Its link address.
+    pub addr: SocketAddr,
+}
+
+mod identity_hex {
+    use crate::crypto::IdentityPublic;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &IdentityPublic, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IdentityPublic, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How an authority runs.
+#[derive(Debug, Clone)]
+pub struct AuthorityConfig {
+    /// Every authority of the network, this one included.
+    pub authorities: Vec<AuthorityInfo>,
+    /// Length of a consensus period (fresh for one period, valid for three).
+    pub period: Duration,
+    /// Flag rules.
+    pub flags: FlagParams,
+    /// Clock skew tolerated on descriptors.
+    pub max_skew: Duration,
+    /// A relay may upload at most once per this interval.
+    pub min_upload_interval: Duration,
+}
+
+impl AuthorityConfig {
+    /// Defaults for a public network: 1-hour periods, one upload per minute.
+    pub fn new(authorities: Vec<AuthorityInfo>) -> Self {
+        AuthorityConfig {
+            authorities,
+            period: Duration::from_secs(3600),
+            flags: FlagParams::default(),
+            max_skew: Duration::from_secs(300),
+            min_upload_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the authority knows about one relay.
+#[derive(Debug)]
+struct Known {
+    signed: SignedDescriptor,
+    descriptor: Descriptor,
+    /// Since when the relay has been continuously reachable.
+    running_since: Option<u64>,
+    /// Last successful reachability check.
+    last_reachable: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    relays: BTreeMap<IdentityPublic, Known>,
+    last_upload: HashMap<IdentityPublic, u64>,
+    /// Our signed vote (bytes) per period start.
+    votes: BTreeMap<u64, Vec<u8>>,
+    /// The consensus we computed per period start, with the signatures collected so far.
+    computed: BTreeMap<u64, SignedConsensus>,
+    /// The consensus being served: (valid_until, bytes).
+    published: Option<(u64, Vec<u8>)>,
+}
+
+/// A running authority (also the directory service of its relay).
+#[derive(Debug)]
+pub struct Authority {
+    relay: Arc<RelayShared>,
+    config: AuthorityConfig,
+    state: Mutex<State>,
+    checks: Semaphore,
+}
+
+impl Authority {
+    /// Creates the authority role for `relay` and starts its schedule. Install the result
+    /// as the relay's directory service.
+    pub fn start(relay: Arc<RelayShared>, config: AuthorityConfig) -> Arc<Self> {
+        let auth = Arc::new(Authority {
+            relay,
+            config,
+            state: Mutex::new(State::default()),
+            checks: Semaphore::new(16),
+        });
+        tokio::spawn(Arc::clone(&auth).schedule());
+        tokio::spawn(Arc::clone(&auth).recheck_loop());
+        auth
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ids(&self) -> Vec<IdentityPublic> {
+        self.config.authorities.iter().map(|a| a.identity).collect()
+    }
+
+    fn period(&self) -> u64 {
+        self.config.period.as_secs().max(6)
+    }
+
+    /// The directory service to install on the authority's relay.
+    pub fn service(self: &Arc<Self>) -> Arc<dyn DirService> {
+        Arc::new(AuthorityService(Arc::clone(self)))
+    }
+
+    /// The consensus currently served, if any.
+    pub fn current_consensus(&self) -> Option<Vec<u8>> {
+        self.lock().published.as_ref().map(|(_, b)| b.clone())
+    }
+
+    /// Relays currently known (listed or not).
+    pub fn known_relays(&self) -> usize {
+        self.lock().relays.len()
+    }
+
+    fn on_descriptor(self: &Arc<Self>, bytes: &[u8]) -> DirResponse {
+        if bytes.len() > MAX_DESCRIPTOR_LEN {
+            return DirResponse::error(DirStatus::Refused, "descriptor too large");
+        }
+        let unchecked = match UncheckedDescriptor::parse(bytes) {
+            Ok(u) => u,
+            Err(e) => return DirResponse::error(DirStatus::BadRequest, &e.to_string()),
+        };
+        let id = *unchecked.claimed_identity();
+        let now = now_unix();
+        {
+            let state = self.lock();
+            if let Some(last) = state.last_upload.get(&id) {
+                if now < last.saturating_add(self.config.min_upload_interval.as_secs()) {
+                    return DirResponse::error(
+                        DirStatus::Busy,
+                        "one upload per relay per interval",
+                    );
+                }
+            }
+        }
+        let signed = unchecked.signed().clone();
+        let descriptor = match unchecked.verify(now, self.config.max_skew.as_secs()) {
+            Ok(d) => d,
+            Err(e) => return DirResponse::error(DirStatus::Refused, &e.to_string()),
+        };
+        {
+            let mut state = self.lock();
+            state.last_upload.insert(id, now);
+            if let Some(old) = state.relays.get(&id) {
+                let recent = old.descriptor.published.saturating_add(self.period()) > now;
+                if recent && old.descriptor.addrs != descriptor.addrs {
+                    return DirResponse::error(
+                        DirStatus::Refused,
+                        "identity already published from a different address this period",
+                    );
+                }
+            }
+            let (running_since, last_reachable) = state
+                .relays
+                .get(&id)
+                .map_or((None, None), |k| (k.running_since, k.last_reachable));
+            state.relays.insert(
+                id,
+                Known {
+                    signed,
+                    descriptor,
+                    running_since,
+                    last_reachable,
+                },
+            );
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.check_reachable(id).await });
+        DirResponse::ok(b"accepted".to_vec())
+    }
+
+    /// Connects to the relay and completes a link handshake proving its identity.
+    async fn check_reachable(&self, id: IdentityPublic) {
+        let Ok(_permit) = self.checks.acquire().await else {
+            return;
+        };
+        let addrs = match self.lock().relays.get(&id) {
+            Some(k) => k.descriptor.addrs.clone(),
+            None => return,
+        };
+        let Ok(vk) = id.to_verifying_key() else {
+            return;
+        };
+        let cfg = LinkConfig {
+            handshake_timeout: Duration::from_secs(10),
+            ..LinkConfig::default()
+        };
+        let mut ok = false;
+        for addr in addrs {
+            if let Ok(chan) = link::connect(addr, &vk, None, &cfg).await {
+                chan.sender.close();
+                ok = true;
+                break;
+            }
+        }
+        let now = now_unix();
+        if let Some(k) = self.lock().relays.get_mut(&id) {
+            if ok {
+                k.running_since = k.running_since.or(Some(now));
+                k.last_reachable = Some(now);
+            } else {
+                k.running_since = None;
+            }
+        }
+        debug!(reachable = ok, "authority: reachability check");
+    }
+
+    async fn recheck_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs((self.period() / 2).max(3))).await;
+            let ids: Vec<IdentityPublic> = self.lock().relays.keys().copied().collect();
+            for id in ids {
+                let me = Arc::clone(&self);
+                tokio::spawn(async move { me.check_reachable(id).await });
+            }
+            // Forget relays unseen for a day (or 24 periods in fast test networks).
+            let horizon = now_unix().saturating_sub((self.period() * 24).min(86_400));
+            self.lock()
+                .relays
+                .retain(|_, k| k.last_reachable.unwrap_or(k.descriptor.published) >= horizon);
+        }
+    }
+
+    fn build_vote(&self, va: u64) -> Option<Vec<u8>> {
+        let now = now_unix();
+        let period = self.period();
+        let state = self.lock();
+        let fresh = |k: &Known| k.last_reachable.is_some_and(|t| t + 2 * period >= now);
+        let bandwidths: Vec<u64> = state
+            .relays
+            .values()
+            .filter(|k| fresh(k))
+            .map(|k| k.descriptor.bandwidth)
+            .collect();
+        let thresholds = FlagThresholds::compute(&self.config.flags, &bandwidths);
+        let entries: Vec<VoteEntry> = state
+            .relays
+            .values()
+            .filter(|k| fresh(k))
+            .map(|k| {
+                let uptime = k.running_since.map_or(0, |s| now.saturating_sub(s));
+                let obs = Observation {
+                    descriptor: &k.descriptor,
+                    reachable: true,
+                    valid: true,
+                    bandwidth: k.descriptor.bandwidth,
+                    uptime,
+                };
+                VoteEntry {
+                    descriptor: k.signed.clone(),
+                    flags: assign_flags(&obs, &self.config.flags, &thresholds),
+                    bandwidth: k.descriptor.bandwidth,
+                    uptime,
+                }
+            })
+            .collect();
+        drop(state);
+        let body = VoteBody {
+            authority: self.relay.keys.identity(),
+            valid_after: va,
+            fresh_until: va + period,
+            valid_until: va + 3 * period,
+            entries,
+        };
+        match body
+            .sign(self.relay.keys.identity_keypair())
+            .and_then(|v| v.to_bytes().map_err(crate::dir::VoteError::Codec))
+        {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                warn!("authority: cannot sign vote: {e}");
+                None
+            }
+        }
+    }
+
+    async fn fetch_from_others(&self, req: &DirRequest) -> Vec<DirResponse> {
+        let me = self.relay.keys.identity();
+        let mut out = Vec::new();
+        for a in &self.config.authorities {
+            if a.identity == me {
+                continue;
+            }
+            match one_shot(a.addr, &a.identity, req, Duration::from_secs(10)).await {
+                Ok(resp) if resp.status == DirStatus::Ok => out.push(resp),
+                Ok(resp) => debug!(
+                    "authority: peer answered {:?}: {}",
+                    resp.status,
+                    resp.reason()
+                ),
+                Err(e) => debug!("authority: peer unreachable: {e}"),
+            }
+        }
+        out
+    }
+
+    async fn compute(&self, va: u64) {
+        let ids = self.ids();
+        let now = now_unix();
+        let mut votes: Vec<Vote> = Vec::new();
+        let own = self.lock().votes.get(&va).cloned();
+        let mut raw: Vec<Vec<u8>> = own.into_iter().collect();
+        for resp in self
+            .fetch_from_others(&DirRequest::GetVote { valid_after: va })
+            .await
+        {
+            raw.push(resp.body);
+        }
+        for bytes in raw {
+            match UncheckedVote::parse(&bytes).and_then(|v| v.verify(&ids, now)) {
+                Ok(v)
+                    if v.valid_after == va && !votes.iter().any(|o| o.authority == v.authority) =>
+                {
+                    votes.push(v)
+                }
+                Ok(_) => {}
+                Err(e) => warn!("authority: refused a vote: {e}"),
+            }
+        }
+        let body = match compute_consensus(&votes, &ids, &ConsensusParams::default()) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("authority: no consensus for this period: {e}");
+                return;
+            }
+        };
+        let mut signed = match body.to_signed() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("authority: cannot encode consensus: {e}");
+                return;
+            }
+        };
+        signed.sign(self.relay.keys.identity_keypair());
+        info!(
+            relays = body.relays.len(),
+            votes = votes.len(),
+            "authority: computed the consensus"
+        );
+        self.lock().computed.insert(va, signed);
+    }
+
+    async fn collect_signatures(&self, va: u64) {
+        for resp in self
+            .fetch_from_others(&DirRequest::GetSignature { valid_after: va })
+            .await
+        {
+            let Ok(sig) = codec::decode::<AuthoritySignature>(&resp.body, 1024) else {
+                continue;
+            };
+            let mut state = self.lock();
+            if let Some(signed) = state.computed.get_mut(&va) {
+                if !signed.add_signature(sig) {
+                    warn!("authority: a peer signed a different consensus");
+                }
+            }
+        }
+    }
+
+    fn publish(&self, va: u64) {
+        let need = self.config.authorities.len() / 2 + 1;
+        let mut state = self.lock();
+        let Some(signed) = state.computed.get(&va) else {
+            return;
+        };
+        if signed.signatures().len() < need {
+            warn!(
+                got = signed.signatures().len(),
+                need, "authority: consensus lacks a majority of signatures; not published"
+            );
+            return;
+        }
+        if let Ok(bytes) = signed.to_bytes() {
+            info!(
+                signatures = signed.signatures().len(),
+                "authority: published a new consensus"
+            );
+            state.published = Some((va + 3 * self.period(), bytes));
+        }
+        // Keep only recent periods.
+        let keep_from = va.saturating_sub(4 * self.period());
+        state.votes.retain(|&k, _| k >= keep_from);
+        state.computed.retain(|&k, _| k >= keep_from);
+    }
+
+    async fn schedule(self: Arc<Self>) {
+        let p = self.period();
+        loop {
+            let now = now_unix();
+            // The next period start that still leaves time for the vote.
+            let mut va = (now / p + 1) * p;
+            if va - now < p / 2 && self.lock().published.is_some() {
+                va += p;
+            }
+            sleep_until(va.saturating_sub(p / 2)).await;
+            if let Some(v) = self.build_vote(va) {
+                self.lock().votes.insert(va, v);
+            }
+            sleep_until(va.saturating_sub(p / 3)).await;
+            self.compute(va).await;
+            sleep_until(va.saturating_sub(p / 6)).await;
+            self.collect_signatures(va).await;
+            sleep_until(va).await;
+            self.publish(va);
+        }
+    }
+}
+
+async fn sleep_until(t: u64) {
+    let now = now_unix();
+    if t > now {
+        tokio::time::sleep(Duration::from_secs(t - now)).await;
+    }
+}
+
+/// The authority as a directory service (what BEGIN_DIR streams reach).
+#[derive(Debug)]
+pub struct AuthorityService(pub Arc<Authority>);
+
+impl DirService for AuthorityService {
+    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
+        let auth = &self.0;
+        Box::pin(async move {
+            match req {
+                DirRequest::GetConsensus => match &auth.lock().published {
+                    Some((until, bytes)) if *until > now_unix() => DirResponse::ok(bytes.clone()),
+                    _ => DirResponse::error(DirStatus::NotFound, "no consensus yet"),
+                },
+                DirRequest::GetVote { valid_after } => match auth.lock().votes.get(&valid_after) {
+                    Some(v) => DirResponse::ok(v.clone()),
+                    None => DirResponse::error(DirStatus::NotFound, "no vote for that period"),
+                },
+                DirRequest::GetSignature { valid_after } => {
+                    let me = *auth.relay.keys.identity().as_bytes();
+                    let state = auth.lock();
+                    let sig = state
+                        .computed
+                        .get(&valid_after)
+                        .and_then(|s| s.signatures().iter().find(|s| s.identity == me).copied());
+                    match sig.map(|s| codec::encode(&s)) {
+                        Some(Ok(bytes)) => DirResponse::ok(bytes),
+                        _ => {
+                            DirResponse::error(DirStatus::NotFound, "no signature for that period")
+                        }
+                    }
+                }
+                DirRequest::PostDescriptor(bytes) => auth.on_descriptor(&bytes),
+            }
+        })
+    }
+}
