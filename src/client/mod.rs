@@ -6,6 +6,7 @@ pub mod dirclient;
 pub mod error;
 pub mod reactor;
 pub mod socks;
+pub mod socks_server;
 pub mod stream;
 pub mod target;
 
@@ -13,5 +14,6 @@ pub use channel::ClientChannel;
 pub use circuit::ClientCircuit;
 pub use error::CircuitError;
 pub use reactor::CircuitHandle;
+pub use socks_server::{Connector, IsolationKey, ProxyConfig};
 pub use stream::{DataStream, StreamOpenError};
 pub use target::RelayTarget;
