@@ -7,6 +7,7 @@ pub mod error;
 pub mod manager;
 pub mod reactor;
 pub mod socks;
+pub mod socks_server;
 pub mod stream;
 pub mod target;
 
@@ -15,5 +16,6 @@ pub use circuit::ClientCircuit;
 pub use error::CircuitError;
 pub use manager::{Client, ClientConfig, ClientError, Isolation};
 pub use reactor::CircuitHandle;
+pub use socks_server::{Connector, IsolationKey, ProxyConfig};
 pub use stream::{DataStream, StreamOpenError};
 pub use target::RelayTarget;

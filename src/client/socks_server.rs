@@ -1,0 +1,554 @@
+//! Local proxy listeners: a thin tokio server around the I/O-free parsers in
+//! [`super::socks`].
+//!
+//! [`serve_socks`] accepts SOCKS4, SOCKS4a and SOCKS5 clients; [`serve_http_connect`]
+//! accepts HTTP `CONNECT` clients. Both run the same accept loop:
+//!
+//! - at most [`ProxyConfig::max_connections`] connections are served at once; a client
+//!   over the limit is closed immediately;
+//! - the handshake must finish within [`ProxyConfig::handshake_timeout`]; reads use a
+//!   bounded buffer ([`READ_CHUNK`]) and the parsers bound what they keep;
+//! - a `CONNECT` goes to the [`Connector`] (the circuit manager) with the request's
+//!   [`IsolationKey`], bounded by [`ProxyConfig::connect_timeout`]; its outcome becomes the
+//!   reply code ([`reply_code_for`]);
+//! - after success, early data (bytes the client sent after its request) is written to the
+//!   stream first, then bytes are copied both ways with half-close: when one side reaches
+//!   EOF the write side of the other is shut down and the other direction keeps flowing;
+//! - BIND, UDP ASSOCIATE and RESOLVE are answered "command not supported"; malformed
+//!   handshakes get the parser's error reply (if the protocol has one) and are closed.
+//!
+//! Names are never resolved locally: a hostname goes to the connector as
+//! [`TargetAddr::Hostname`].
+//!
+//! Logging: at `info` and above only counts and error kinds are logged, never client
+//! addresses, destinations or credentials. `debug` adds per-connection outcomes.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::cell::{EndReason, TargetAddr};
+use crate::client::socks::{
+    reply, HttpConnectHandshake, ReplyCode, SocksAuth, SocksCommand, SocksError, SocksHandshake,
+    SocksRequest, Step,
+};
+use crate::client::stream::{DataStream, StreamOpenError};
+
+/// Bytes read from a client per `read` call during the handshake. Early data the client
+/// pipelines after its request is at most this much.
+pub const READ_CHUNK: usize = 4096;
+
+/// How long a refused client is given to stop sending before its socket is dropped, so
+/// that the error reply is not lost to a TCP reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// How much a refused client may still send while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What separates streams that must not share a circuit.
+///
+/// Two requests may share a circuit only if their keys are equal: they arrived on the same
+/// listener and presented the same credentials (or none). `Debug` output redacts the
+/// credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IsolationKey {
+    /// Index of the listener the request arrived on (the `listener_index` given to
+    /// [`serve_socks`] or [`serve_http_connect`]).
+    pub listener: u16,
+    /// The credentials in the request ([`SocksRequest::isolation_key`]).
+    pub auth: SocksAuth,
+}
+
+/// Opens streams through the overlay for the proxy; implemented by the circuit manager.
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a stream to `target:port` on a circuit suitable for `isolation`: streams with
+    /// different keys must never share a circuit. `target` may be a hostname; it must be
+    /// resolved by the exit, never locally.
+    ///
+    /// The proxy bounds the returned future by [`ProxyConfig::connect_timeout`] and drops
+    /// it when that expires.
+    fn connect(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: IsolationKey,
+    ) -> Pin<Box<dyn Future<Output = Result<DataStream, StreamOpenError>> + Send + '_>>;
+}
+
+/// Limits of a proxy listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Connections served at once; more are closed on accept. Default 1024.
+    pub max_connections: usize,
+    /// Time allowed for the whole handshake, from accept to a complete request. Default
+    /// 10 s.
+    pub handshake_timeout: Duration,
+    /// Time allowed for the connector to open the stream. Default 60 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The reply code reporting a failure to open a stream.
+///
+/// Exit policy → not allowed by ruleset; name resolution failure or no route → host
+/// unreachable; connection refused → connection refused; a timeout at the exit or in the
+/// client → TTL expired; anything else → general failure.
+pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
+    match err {
+        StreamOpenError::Refused(EndReason::ExitPolicy) => ReplyCode::NotAllowed,
+        StreamOpenError::Refused(EndReason::ResolveFailed | EndReason::NoRoute) => {
+            ReplyCode::HostUnreachable
+        }
+        StreamOpenError::Refused(EndReason::ConnectRefused) => ReplyCode::ConnectionRefused,
+        StreamOpenError::Refused(EndReason::Timeout) | StreamOpenError::Timeout => {
+            ReplyCode::TtlExpired
+        }
+        StreamOpenError::Refused(_)
+        | StreamOpenError::CircuitClosed
+        | StreamOpenError::TooManyStreams => ReplyCode::GeneralFailure,
+    }
+}
+
+/// Serves SOCKS4, SOCKS4a and SOCKS5 clients on `listener` until `shutdown` completes.
+///
+/// `listener_index` becomes [`IsolationKey::listener`] for every request accepted here.
+/// When this returns, connections still in progress are aborted.
+pub async fn serve_socks(
+    listener: TcpListener,
+    listener_index: u16,
+    connector: Arc<dyn Connector>,
+    cfg: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(
+        listener,
+        listener_index,
+        connector,
+        cfg,
+        shutdown,
+        Protocol::Socks,
+    )
+    .await;
+}
+
+/// Serves HTTP `CONNECT` clients on `listener` until `shutdown` completes.
+///
+/// Same behaviour as [`serve_socks`]; credentials come from `Proxy-Authorization: Basic`.
+pub async fn serve_http_connect(
+    listener: TcpListener,
+    listener_index: u16,
+    connector: Arc<dyn Connector>,
+    cfg: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(
+        listener,
+        listener_index,
+        connector,
+        cfg,
+        shutdown,
+        Protocol::HttpConnect,
+    )
+    .await;
+}
+
+/// Which parser a listener uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// SOCKS4/4a/5.
+    Socks,
+    /// HTTP `CONNECT`.
+    HttpConnect,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Socks => "SOCKS",
+            Protocol::HttpConnect => "HTTP CONNECT",
+        }
+    }
+}
+
+/// Either handshake state machine.
+enum Handshake {
+    /// SOCKS4/4a/5.
+    Socks(SocksHandshake),
+    /// HTTP `CONNECT`.
+    Http(HttpConnectHandshake),
+}
+
+impl Handshake {
+    fn new(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Socks => Handshake::Socks(SocksHandshake::new()),
+            Protocol::HttpConnect => Handshake::Http(HttpConnectHandshake::new()),
+        }
+    }
+
+    fn feed(&mut self, input: &[u8]) -> Result<Step, SocksError> {
+        match self {
+            Handshake::Socks(h) => h.feed(input),
+            Handshake::Http(h) => h.feed(input),
+        }
+    }
+}
+
+/// Counters for one listener, logged when it stops.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Connections accepted and served.
+    accepted: AtomicU64,
+    /// Connections closed on accept because the limit was reached.
+    over_limit: AtomicU64,
+    /// Streams opened and relayed.
+    opened: AtomicU64,
+    /// Connections that ended without a stream (bad handshake, refusal, timeout, ...).
+    failed: AtomicU64,
+}
+
+/// Why a connection ended without a relayed stream. Carries no client-supplied data.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    /// A socket error during the handshake or reply.
+    #[error("I/O error: {0:?}")]
+    Io(io::ErrorKind),
+    /// The client closed before completing its request.
+    #[error("client closed during the handshake")]
+    ClientClosed,
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The request was malformed or refused by the parser.
+    #[error("handshake refused: {0}")]
+    Protocol(#[from] SocksError),
+    /// A command this proxy does not serve.
+    #[error("unsupported command {0:?}")]
+    Unsupported(SocksCommand),
+    /// The connector failed.
+    #[error("stream not opened: {0}")]
+    Connect(StreamOpenError),
+    /// The connector did not answer within the connect timeout.
+    #[error("stream not opened: connect timeout")]
+    ConnectTimeout,
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        ConnError::Io(e.kind())
+    }
+}
+
+/// Per-listener state shared by its connection tasks.
+struct Shared {
+    protocol: Protocol,
+    listener_index: u16,
+    connector: Arc<dyn Connector>,
+    cfg: ProxyConfig,
+    stats: Stats,
+}
+
+async fn serve(
+    listener: TcpListener,
+    listener_index: u16,
+    connector: Arc<dyn Connector>,
+    cfg: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+    protocol: Protocol,
+) {
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let shared = Arc::new(Shared {
+        protocol,
+        listener_index,
+        connector,
+        cfg,
+        stats: Stats::default(),
+    });
+    info!(
+        listener = listener_index,
+        "{} listener started",
+        protocol.name()
+    );
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        let n = shared.stats.over_limit.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n == 1 {
+                            warn!(
+                                listener = listener_index,
+                                max = shared.cfg.max_connections,
+                                "connection limit reached; closing new connections"
+                            );
+                        }
+                        debug!(%peer, "over the connection limit; closed");
+                        drop(sock);
+                        continue;
+                    };
+                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, listener = listener_index, "accepted");
+                    let shared = Arc::clone(&shared);
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        connection(sock, &shared).await;
+                    });
+                }
+                Err(e) => {
+                    warn!(kind = ?e.kind(), "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    tasks.shutdown().await;
+    let s = &shared.stats;
+    info!(
+        listener = listener_index,
+        accepted = s.accepted.load(Ordering::Relaxed),
+        over_limit = s.over_limit.load(Ordering::Relaxed),
+        opened = s.opened.load(Ordering::Relaxed),
+        failed = s.failed.load(Ordering::Relaxed),
+        "{} listener stopped",
+        protocol.name()
+    );
+}
+
+/// Serves one client connection to the end.
+async fn connection(mut sock: TcpStream, shared: &Shared) {
+    // Latency matters more than packet count for interactive traffic.
+    let _ = sock.set_nodelay(true);
+    match open(&mut sock, shared).await {
+        Ok((stream, early)) => {
+            shared.stats.opened.fetch_add(1, Ordering::Relaxed);
+            match relay(sock, stream, &early).await {
+                Ok((up, down)) => debug!(up, down, "stream finished"),
+                Err(e) => debug!(kind = ?e.kind(), "stream ended with an error"),
+            }
+        }
+        Err(e) => {
+            shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+            debug!(error = %e, "connection refused");
+            linger(sock).await;
+        }
+    }
+}
+
+/// Runs the handshake and opens the stream. On success the client has been told so; on
+/// failure it has been sent the error reply, if any.
+async fn open(sock: &mut TcpStream, shared: &Shared) -> Result<(DataStream, Vec<u8>), ConnError> {
+    let (request, early) =
+        match tokio::time::timeout(shared.cfg.handshake_timeout, handshake(sock, shared)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnError::HandshakeTimeout),
+        };
+    let SocksRequest {
+        version,
+        command,
+        target,
+        port,
+        auth,
+    } = request;
+    if command != SocksCommand::Connect {
+        sock.write_all(&reply(version, ReplyCode::CommandNotSupported, None))
+            .await?;
+        return Err(ConnError::Unsupported(command));
+    }
+    debug!(target = %DebugTarget(&target), port, "connecting");
+    let isolation = IsolationKey {
+        listener: shared.listener_index,
+        auth,
+    };
+    let outcome = tokio::time::timeout(
+        shared.cfg.connect_timeout,
+        shared.connector.connect(target, port, isolation),
+    )
+    .await;
+    let (code, result) = match outcome {
+        Ok(Ok(stream)) => (ReplyCode::Succeeded, Ok(stream)),
+        Ok(Err(e)) => (reply_code_for(&e), Err(ConnError::Connect(e))),
+        Err(_) => (ReplyCode::TtlExpired, Err(ConnError::ConnectTimeout)),
+    };
+    sock.write_all(&reply(version, code, None)).await?;
+    result.map(|stream| (stream, early))
+}
+
+/// Reads and feeds the parser until the request is complete. Returns the request and the
+/// early data that followed it.
+async fn handshake(
+    sock: &mut TcpStream,
+    shared: &Shared,
+) -> Result<(SocksRequest, Vec<u8>), ConnError> {
+    let mut hs = Handshake::new(shared.protocol);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Err(ConnError::ClientClosed);
+        }
+        let mut input = buf.get(..n).unwrap_or_default();
+        loop {
+            match hs.feed(input) {
+                Ok(Step::NeedMore) => break,
+                Ok(Step::Reply { reply, consumed }) => {
+                    sock.write_all(&reply).await?;
+                    input = input.get(consumed..).unwrap_or_default();
+                }
+                Ok(Step::Done { request, consumed }) => {
+                    let early = input.get(consumed..).unwrap_or_default().to_vec();
+                    return Ok((request, early));
+                }
+                Err(e) => {
+                    if let Some(r) = e.reply() {
+                        sock.write_all(&r).await?;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}
+
+/// Forwards early data, then copies both ways with half-close until both directions end.
+/// Returns the bytes sent to and received from the stream (early data included).
+async fn relay(
+    mut sock: TcpStream,
+    mut stream: DataStream,
+    early: &[u8],
+) -> io::Result<(u64, u64)> {
+    if !early.is_empty() {
+        stream.write_all(early).await?;
+    }
+    let (up, down) = tokio::io::copy_bidirectional(&mut sock, &mut stream).await?;
+    Ok((up.saturating_add(early.len() as u64), down))
+}
+
+/// Closes a refused client's connection gracefully: sends FIN, then reads (and discards)
+/// what it still sends for a bounded time, so that unread input does not turn the close
+/// into a reset that could destroy the error reply before the client reads it.
+async fn linger(mut sock: TcpStream) {
+    if sock.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = [0u8; 1024];
+        let mut total = 0usize;
+        while total < LINGER_BYTES {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total = total.saturating_add(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Shows a destination in debug logs (never at `info`).
+struct DebugTarget<'a>(&'a TargetAddr);
+
+impl std::fmt::Display for DebugTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            TargetAddr::Ip(ip) => write!(f, "{ip}"),
+            TargetAddr::Hostname(h) => f.write_str(h.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_codes() {
+        use EndReason as R;
+        use StreamOpenError as E;
+        let cases = [
+            (E::Refused(R::ExitPolicy), ReplyCode::NotAllowed),
+            (E::Refused(R::ResolveFailed), ReplyCode::HostUnreachable),
+            (E::Refused(R::NoRoute), ReplyCode::HostUnreachable),
+            (E::Refused(R::ConnectRefused), ReplyCode::ConnectionRefused),
+            (E::Refused(R::Timeout), ReplyCode::TtlExpired),
+            (E::Timeout, ReplyCode::TtlExpired),
+            (E::Refused(R::Misc), ReplyCode::GeneralFailure),
+            (E::Refused(R::Destroyed), ReplyCode::GeneralFailure),
+            (E::Refused(R::Done), ReplyCode::GeneralFailure),
+            (E::Refused(R::Internal), ReplyCode::GeneralFailure),
+            (E::Refused(R::ResourceLimit), ReplyCode::GeneralFailure),
+            (E::Refused(R::ConnectionReset), ReplyCode::GeneralFailure),
+            (E::Refused(R::Protocol), ReplyCode::GeneralFailure),
+            (E::Refused(R::NotDirectory), ReplyCode::GeneralFailure),
+            (E::CircuitClosed, ReplyCode::GeneralFailure),
+            (E::TooManyStreams, ReplyCode::GeneralFailure),
+        ];
+        for (err, code) in cases {
+            assert_eq!(reply_code_for(&err), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn socks5_reply_bytes_for_failures() {
+        let r = reply(
+            crate::client::socks::SocksVersion::V5,
+            reply_code_for(&StreamOpenError::Refused(EndReason::ExitPolicy)),
+            None,
+        );
+        assert_eq!(r, [5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn default_config() {
+        let c = ProxyConfig::default();
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.connect_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn isolation_keys_differ_by_listener_and_auth() {
+        let a = IsolationKey {
+            listener: 0,
+            auth: SocksAuth::None,
+        };
+        let b = IsolationKey {
+            listener: 1,
+            auth: SocksAuth::None,
+        };
+        let c = IsolationKey {
+            listener: 0,
+            auth: SocksAuth::Username {
+                user: b"u".to_vec(),
+                pass: Vec::new(),
+            },
+        };
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, a.clone());
+        assert!(!format!("{c:?}").contains("\"u\""));
+    }
+}
