@@ -1,18 +1,108 @@
 //! Command-line interface: argument parsing and dispatch. `src/main.rs` only calls [`run`].
 
-use clap::Parser;
+pub mod commands;
+pub mod config;
+pub mod demo_server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// allium: an anonymous onion-routed overlay.
 ///
 /// Every node relays fixed-size encrypted cells along multi-hop circuits built from a
-/// signed peer directory. The relay, authority, proxy and testnet commands arrive with the
-/// milestones that build them (see README.md).
+/// signed directory. Start with `allium testnet`, which runs a whole network on this
+/// machine and prints a curl command to try it.
 #[derive(Debug, Parser)]
 #[command(name = "allium", version, about, long_about)]
-pub struct Cli {}
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides this. Addresses and
+    /// destinations appear only at debug level or above.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a whole network in this process: authorities, relays (some exits), a SOCKS
+    /// proxy and a demo web server, all on 127.0.0.1, until Ctrl-C.
+    Testnet(commands::TestnetArgs),
+    /// Run a relay (guard, middle, or exit if relay.toml has an [exit] table).
+    Relay {
+        /// Path to relay.toml (see docs/examples/relay.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a directory authority.
+    Authority {
+        /// Path to authority.toml (see docs/examples/authority.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the client: bootstrap, then serve SOCKS on 127.0.0.1:9050.
+    Proxy {
+        /// Path to proxy.toml (see docs/examples/proxy.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create (or show) a relay's keys in a data directory and print its identity.
+    Keygen {
+        /// The data directory (created mode 0700 if missing).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "allium=debug,info",
+        _ => "allium=trace,debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
 
 /// Parses the command line and runs the chosen command; returns the process exit code.
-pub fn run() -> std::process::ExitCode {
-    let _cli = Cli::parse();
-    std::process::ExitCode::SUCCESS
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Testnet(args) => commands::testnet(args).await,
+            Command::Relay { config } => commands::relay(&config).await,
+            Command::Authority { config } => commands::authority(&config).await,
+            Command::Proxy { config } => commands::proxy(&config).await,
+            Command::Keygen { data_dir } => commands::keygen(&data_dir),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -544,3 +544,49 @@ impl Client {
         info!("new identity: every circuit closed; new streams use new circuits");
     }
 }
+
+impl Isolation {
+    /// The isolation class of a proxy request: its listener and credentials, encoded
+    /// unambiguously (lengths first) so two different keys never collide.
+    pub fn from_proxy(key: &super::socks_server::IsolationKey) -> Self {
+        use super::socks::SocksAuth;
+        let mut out = key.listener.to_be_bytes().to_vec();
+        let mut field = |tag: u8, bytes: &[u8]| {
+            out.push(tag);
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        match &key.auth {
+            SocksAuth::None => field(0, &[]),
+            SocksAuth::Username { user, pass } => {
+                field(1, user);
+                field(2, pass);
+            }
+            SocksAuth::Socks4UserId(id) => field(3, id),
+        }
+        Isolation(out)
+    }
+}
+
+impl super::socks_server::Connector for Client {
+    fn connect(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: super::socks_server::IsolationKey,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<DataStream, StreamOpenError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let iso = Isolation::from_proxy(&isolation);
+            match self.connect_target(target, port, &iso).await {
+                Ok(s) => Ok(s),
+                Err(ClientError::Stream(e)) => Err(e),
+                Err(e) => {
+                    debug!("proxy: stream failed: {e}");
+                    Err(StreamOpenError::CircuitClosed)
+                }
+            }
+        })
+    }
+}

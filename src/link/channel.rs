@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::debug;
 
 use super::circ_ids::CircIdAllocator;
 use super::close::CloseSignal;
@@ -124,7 +124,7 @@ impl ChannelReceiver {
         };
         if !matches!(result, Ok(Some(_))) {
             if let Err(e) = &result {
-                info!(error = e.kind(), "link: channel closed on error");
+                debug!(error = e.kind(), "link: channel closed on error");
             }
             self.done = true;
             self.reader.shutdown();

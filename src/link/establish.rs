@@ -43,7 +43,7 @@ pub async fn connect(
     .await
     .unwrap_or(Err(LinkError::HandshakeTimeout));
     match &result {
-        Ok(ch) => info!(peer = peer_label(ch), "link: outbound channel open"),
+        Ok(ch) => debug!(peer = peer_label(ch), "link: outbound channel open"),
         Err(e) => {
             // The full error may name relay identities: debug only.
             debug!(%addr, "link: outbound handshake failed: {e}");
@@ -69,7 +69,7 @@ pub async fn accept(
     .await
     .unwrap_or(Err(LinkError::HandshakeTimeout));
     match &result {
-        Ok(ch) => info!(peer = peer_label(ch), "link: inbound channel open"),
+        Ok(ch) => debug!(peer = peer_label(ch), "link: inbound channel open"),
         // Debug only: anyone can connect and fail, and a port scan must not flood the logs.
         Err(e) => debug!("link: inbound handshake failed: {e}"),
     }

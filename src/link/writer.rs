@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
@@ -62,7 +62,7 @@ impl RecordWriter {
             Ok(()) => debug!("link: channel writer finished"),
             Err(e) => {
                 debug!("link: channel writer stopped: {e}");
-                info!(error = e.kind(), "link: channel writer stopped");
+                debug!(error = e.kind(), "link: channel writer stopped");
             }
         }
     }

@@ -1,0 +1,320 @@
+//! The commands behind `allium testnet|relay|authority|proxy|keygen`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::client::socks_server::{serve_http_connect, serve_socks, Connector, ProxyConfig};
+use crate::client::{Client, ClientConfig};
+use crate::crypto::IdentityPublic;
+use crate::dir::{ExitPolicy, FlagParams};
+use crate::relay::authority::{Authority, AuthorityConfig};
+use crate::relay::publish::{spawn_publisher, PublishConfig};
+use crate::relay::{self, ExitConfig, RelayConfig, RelayKeys};
+use crate::testnet::{test_flag_params, TestNet, TestNetConfig};
+
+use super::config::{self, AuthorityFile, ProxyFile, RelayFile};
+use super::demo_server;
+
+/// What went wrong, in words for the operator.
+pub type CmdResult = Result<(), String>;
+
+/// Options of `allium testnet`.
+#[derive(Debug, Args)]
+pub struct TestnetArgs {
+    /// Relays besides the authorities (at least 3).
+    #[arg(long, default_value_t = 5)]
+    pub relays: usize,
+    /// How many of the relays are exits (at least 1).
+    #[arg(long, default_value_t = 2)]
+    pub exits: usize,
+    /// Directory authorities (1 to 9).
+    #[arg(long, default_value_t = 3)]
+    pub authorities: usize,
+    /// SOCKS port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 9050)]
+    pub socks_port: u16,
+    /// Consensus period in seconds (short, so the network forms quickly).
+    #[arg(long, default_value_t = 10)]
+    pub period: u64,
+    /// Keep the client's state here instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A directory removed on drop (the testnet's default data directory).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make_private_dir(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+/// `allium testnet`.
+pub async fn testnet(args: TestnetArgs) -> CmdResult {
+    if args.relays < 3 || args.exits == 0 || args.exits > args.relays {
+        return Err("a test network needs at least 3 relays and 1 to --relays exits".into());
+    }
+    if !(1..=9).contains(&args.authorities) {
+        return Err("--authorities must be between 1 and 9".into());
+    }
+    let (data_dir, _cleanup) = match args.data_dir {
+        Some(d) => (d, None),
+        None => {
+            let d = std::env::temp_dir().join(format!("allium-testnet-{}", std::process::id()));
+            (d.clone(), Some(TempDir(d)))
+        }
+    };
+    make_private_dir(&data_dir)?;
+    // Bind the SOCKS port first: failing here is better than after the network starts.
+    let socks_addr = SocketAddr::from(([127, 0, 0, 1], args.socks_port));
+    let socks = TcpListener::bind(socks_addr).await.map_err(|e| {
+        format!("cannot listen on {socks_addr} ({e}); is another proxy running? Try --socks-port 0")
+    })?;
+    let socks_addr = socks.local_addr().map_err(|e| e.to_string())?;
+
+    println!(
+        "testnet: starting {} authorities and {} relays ({} exits) on 127.0.0.1",
+        args.authorities, args.relays, args.exits
+    );
+    let cfg = TestNetConfig {
+        authorities: args.authorities,
+        relays: args.relays,
+        exits: args.exits,
+        period: Duration::from_secs(args.period.max(6)),
+    };
+    let net = TestNet::start(&cfg).await.map_err(|e| e.to_string())?;
+    println!(
+        "testnet: waiting for the authorities to publish the first consensus (up to two periods)"
+    );
+    if !net.wait_for_consensus(cfg.period * 6).await {
+        return Err(format!(
+            "no consensus listing every relay after {} s (listed: {})",
+            (cfg.period * 6).as_secs(),
+            net.listed()
+        ));
+    }
+    let mut client_cfg = ClientConfig::new(net.authority_info.clone());
+    client_cfg.data_dir = Some(data_dir.clone());
+    let client = Client::bootstrap(client_cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let demo = demo_server::start().await.map_err(|e| e.to_string())?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let connector: Arc<dyn Connector> = Arc::new(client.clone());
+    let mut stop = stop_rx.clone();
+    let proxy = tokio::spawn(serve_socks(
+        socks,
+        0,
+        connector,
+        ProxyConfig::default(),
+        async move {
+            let _ = stop.changed().await;
+        },
+    ));
+
+    println!();
+    println!("allium test network is ready.");
+    println!("  SOCKS5 proxy:  {socks_addr}");
+    println!("  data dir:      {}", data_dir.display());
+    println!("  try it:        curl --socks5-hostname {socks_addr} http://{demo}/");
+    println!("  bigger:        curl --socks5-hostname {socks_addr} http://{demo}/bytes/10000000 -o /dev/null");
+    println!("Press Ctrl-C to stop.");
+
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    println!("\ntestnet: shutting down");
+    let _ = stop_tx.send(true);
+    let _ = proxy.await;
+    net.shutdown().await;
+    Ok(())
+}
+
+fn parse_family(ids: &[String]) -> Result<Vec<IdentityPublic>, String> {
+    ids.iter()
+        .map(|s| s.parse().map_err(|e| format!("family member {s:?}: {e}")))
+        .collect()
+}
+
+/// `allium relay --config relay.toml`.
+pub async fn relay(path: &Path) -> CmdResult {
+    let file: RelayFile = config::load(path).map_err(|e| e.to_string())?;
+    let r = file.relay;
+    make_private_dir(&r.data_dir)?;
+    let keys = RelayKeys::load_or_create(&r.data_dir).map_err(|e| e.to_string())?;
+    let exit = match &file.exit {
+        None => None,
+        Some(section) => {
+            let policy = match &section.policy {
+                Some(rules) => ExitPolicy::parse_rules(rules.iter())
+                    .map_err(|e| format!("{}: [exit] policy: {e}", path.display()))?,
+                None => ExitPolicy::default_exit(),
+            };
+            let mut cfg = ExitConfig::new(policy);
+            cfg.timeouts = section.timeouts();
+            Some(cfg)
+        }
+    };
+    let is_exit = exit.is_some();
+    let handle = relay::start(
+        RelayConfig {
+            listen: r.listen,
+            limits: file.limits,
+            exit,
+        },
+        keys,
+    )
+    .await
+    .map_err(|e| format!("cannot listen on {}: {e}", r.listen))?;
+    println!(
+        "relay {} listening (exit: {})",
+        handle.identity(),
+        if is_exit { "yes" } else { "no" }
+    );
+    spawn_publisher(
+        Arc::clone(handle.shared()),
+        PublishConfig {
+            authorities: r.authorities,
+            advertised: r.advertise.unwrap_or(handle.local_addr()),
+            bandwidth: r.bandwidth,
+            family: parse_family(&r.family)?,
+            interval: Duration::from_secs(r.publish_interval_secs.max(60)),
+        },
+    );
+    wait_for_ctrl_c().await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// `allium authority --config authority.toml`.
+pub async fn authority(path: &Path) -> CmdResult {
+    let file: AuthorityFile = config::load(path).map_err(|e| e.to_string())?;
+    let a = file.authority;
+    make_private_dir(&a.data_dir)?;
+    let keys = RelayKeys::load_or_create(&a.data_dir).map_err(|e| e.to_string())?;
+    let me = keys.identity();
+    if !a.authorities.iter().any(|x| x.identity == me) {
+        return Err(format!(
+            "{}: this authority's identity {me} is not in its own `authorities` list",
+            path.display()
+        ));
+    }
+    let handle = relay::start(
+        RelayConfig {
+            listen: a.listen,
+            limits: file.limits,
+            exit: None,
+        },
+        keys,
+    )
+    .await
+    .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let mut cfg = AuthorityConfig::new(a.authorities);
+    cfg.period = Duration::from_secs(a.period_secs.max(6));
+    cfg.flags = if a.test_network {
+        cfg.min_upload_interval = Duration::from_secs(1);
+        test_flag_params()
+    } else {
+        FlagParams::default()
+    };
+    let auth = Authority::start(Arc::clone(handle.shared()), cfg);
+    handle.set_dir_service(auth.service());
+    println!("authority {me} listening on {}", handle.local_addr());
+    wait_for_ctrl_c().await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// `allium proxy --config proxy.toml`.
+pub async fn proxy(path: &Path) -> CmdResult {
+    let file: ProxyFile = config::load(path).map_err(|e| e.to_string())?;
+    let p = file.proxy;
+    if let Some(d) = &p.data_dir {
+        make_private_dir(d)?;
+    }
+    let socks = TcpListener::bind(p.socks_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", p.socks_listen))?;
+    let http = match p.http_connect_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut cfg = ClientConfig::new(p.authorities);
+    cfg.data_dir = p.data_dir;
+    cfg.path_len = p.path_len;
+    let client = Client::bootstrap(cfg).await.map_err(|e| e.to_string())?;
+    let connector: Arc<dyn Connector> = Arc::new(client.clone());
+    println!("SOCKS proxy listening on {}", p.socks_listen);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop = stop_rx.clone();
+    let socks_task = tokio::spawn(serve_socks(
+        socks,
+        0,
+        Arc::clone(&connector),
+        ProxyConfig::default(),
+        async move {
+            let _ = stop.changed().await;
+        },
+    ));
+    if let Some(http) = http {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(serve_http_connect(
+            http,
+            1,
+            connector,
+            ProxyConfig::default(),
+            async move {
+                let _ = stop.changed().await;
+            },
+        ));
+    }
+    // SIGHUP-free NEWNYM: SIGUSR1 asks for fresh circuits.
+    let nym_client = client.clone();
+    tokio::spawn(async move {
+        if let Ok(mut sig) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        {
+            while sig.recv().await.is_some() {
+                nym_client.new_identity().await;
+            }
+        }
+    });
+    wait_for_ctrl_c().await?;
+    let _ = stop_tx.send(true);
+    let _ = socks_task.await;
+    Ok(())
+}
+
+/// `allium keygen --data-dir DIR`.
+pub fn keygen(dir: &Path) -> CmdResult {
+    make_private_dir(dir)?;
+    let keys = RelayKeys::load_or_create(dir).map_err(|e| e.to_string())?;
+    println!("{}", keys.identity());
+    Ok(())
+}
+
+async fn wait_for_ctrl_c() -> CmdResult {
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))
+}

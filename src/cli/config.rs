@@ -1,0 +1,200 @@
+//! TOML configuration files for `allium relay`, `allium authority` and `allium proxy`.
+//! Unknown keys are refused, and every error names the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::relay::authority::AuthorityInfo;
+use crate::relay::{ExitTimeouts, RelayLimits};
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid for this command (syntax, unknown key, bad value).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+}
+
+/// Reads and parses `path`.
+pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// relay.toml
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// The `[relay]` table.
+    pub relay: RelaySection,
+    /// The `[exit]` table: present only on exits (a relay is not an exit by default).
+    pub exit: Option<ExitSection>,
+    /// The `[limits]` table.
+    #[serde(default)]
+    pub limits: RelayLimits,
+}
+
+/// `[relay]` of relay.toml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// Address to listen on for channels.
+    pub listen: SocketAddr,
+    /// Address other nodes should use (default: `listen`).
+    pub advertise: Option<SocketAddr>,
+    /// Where keys live (created mode 0700/0600).
+    pub data_dir: PathBuf,
+    /// Declared bandwidth, bytes per second.
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth: u64,
+    /// Identities (hex) of the operator's other relays.
+    #[serde(default)]
+    pub family: Vec<String>,
+    /// The directory authorities to publish to.
+    pub authorities: Vec<AuthorityInfo>,
+    /// Seconds between descriptor uploads.
+    #[serde(default = "default_publish_interval")]
+    pub publish_interval_secs: u64,
+}
+
+fn default_bandwidth() -> u64 {
+    1_000_000
+}
+
+fn default_publish_interval() -> u64 {
+    1800
+}
+
+/// `[exit]` of relay.toml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitSection {
+    /// Policy rules, first match wins, e.g. `"accept *:80-443"`; default: the standard
+    /// exit policy (rejects private, loopback and link-local destinations).
+    pub policy: Option<Vec<String>>,
+    /// Seconds to resolve and connect to a destination (default 10).
+    pub connect_secs: Option<u64>,
+    /// Seconds a stream may stay silent (default 300).
+    pub idle_secs: Option<u64>,
+}
+
+impl ExitSection {
+    /// The timeouts, defaults filled in.
+    pub fn timeouts(&self) -> ExitTimeouts {
+        let d = ExitTimeouts::default();
+        ExitTimeouts {
+            connect_secs: self.connect_secs.unwrap_or(d.connect_secs),
+            idle_secs: self.idle_secs.unwrap_or(d.idle_secs),
+        }
+    }
+}
+
+/// authority.toml
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityFile {
+    /// The `[authority]` table.
+    pub authority: AuthoritySection,
+    /// The `[limits]` table.
+    #[serde(default)]
+    pub limits: RelayLimits,
+}
+
+/// `[authority]` of authority.toml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritySection {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where keys live.
+    pub data_dir: PathBuf,
+    /// Every authority of the network, this one included.
+    pub authorities: Vec<AuthorityInfo>,
+    /// Consensus period in seconds (default 3600).
+    #[serde(default = "default_period")]
+    pub period_secs: u64,
+    /// A local test network: relays may be fast/stable at once and exits may serve only
+    /// loopback destinations. Never set on a public network.
+    #[serde(default)]
+    pub test_network: bool,
+}
+
+fn default_period() -> u64 {
+    3600
+}
+
+/// proxy.toml
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// The `[proxy]` table.
+    pub proxy: ProxySection,
+}
+
+/// `[proxy]` of proxy.toml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// SOCKS listener (default 127.0.0.1:9050).
+    #[serde(default = "default_socks")]
+    pub socks_listen: SocketAddr,
+    /// Optional HTTP CONNECT listener.
+    pub http_connect_listen: Option<SocketAddr>,
+    /// Where the consensus and guard state are cached (default: memory only).
+    pub data_dir: Option<PathBuf>,
+    /// Hops per circuit (2 to 8, default 3).
+    #[serde(default = "default_path_len")]
+    pub path_len: usize,
+    /// The directory authorities to trust.
+    pub authorities: Vec<AuthorityInfo>,
+}
+
+fn default_socks() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9050))
+}
+
+fn default_path_len() -> usize {
+    3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_naming_key_and_file() {
+        let dir = std::env::temp_dir().join(format!("allium-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.toml");
+        std::fs::write(
+            &path,
+            "[proxy]\nauthorities = []\nsocks_lisen = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let err = load::<ProxyFile>(&path).unwrap_err().to_string();
+        assert!(err.contains("socks_lisen"), "{err}");
+        assert!(err.contains("proxy.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
