@@ -1,0 +1,56 @@
+//! `allium testnet` as a real process: it comes up, prints a curl command that works
+//! through the overlay (run with the real curl), and shuts down cleanly on SIGINT.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        println!("skipped: curl is not installed");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allium"))
+        .args(["testnet", "--socks-port", "0", "--period", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let curl_line = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(cmd) = line.trim().strip_prefix("try it:") {
+                return cmd.trim().to_string();
+            }
+        }
+        panic!("testnet exited before printing the curl command");
+    })
+    .await
+    .expect("the test network must come up");
+    let args: Vec<&str> = curl_line.split_whitespace().collect();
+    assert_eq!(args[0], "curl");
+    assert_eq!(args[1], "--socks5-hostname");
+    let out = Command::new("curl")
+        .args(&args[1..])
+        .args(["-s", "--max-time", "60"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "curl failed: {:?}", out);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("allium test network"), "{body}");
+
+    // Ctrl-C: a clean exit.
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("testnet must exit after SIGINT")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
