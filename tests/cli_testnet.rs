@@ -9,7 +9,11 @@ use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         println!("skipped: curl is not installed");
         return;
     }
@@ -47,7 +51,9 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
 
     // Ctrl-C: a clean exit.
     let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("testnet must exit after SIGINT")
