@@ -198,3 +198,26 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/examples")
+            .join(name)
+    }
+
+    /// The commented examples in docs/examples must stay valid configurations.
+    #[test]
+    fn examples_parse() {
+        let relay: RelayFile = load(&example("relay.toml")).unwrap();
+        assert!(relay.exit.is_none(), "the example relay must not be an exit");
+        assert_eq!(relay.limits, RelayLimits::default());
+        let auth: AuthorityFile = load(&example("authority.toml")).unwrap();
+        assert_eq!(auth.authority.period_secs, 3600);
+        let proxy: ProxyFile = load(&example("proxy.toml")).unwrap();
+        assert_eq!(proxy.proxy.path_len, 3);
+    }
+}
