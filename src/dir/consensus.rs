@@ -125,7 +125,7 @@ pub enum ConsensusError {
     NoTimeMajority,
 }
 
-/// One relay in the consensus. Wire form in field order (see `docs/dir.md`).
+/// One relay in the consensus. Wire form in field order (see `docs/protocol.md` §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsensusEntry {
     /// The relay's identity key.
@@ -187,7 +187,7 @@ impl ConsensusEntry {
     }
 }
 
-/// The agreed network view. Wire form in field order (see `docs/dir.md`).
+/// The agreed network view. Wire form in field order (see `docs/protocol.md` §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsensusBody {
     /// [`CONSENSUS_VERSION`].

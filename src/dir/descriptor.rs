@@ -119,7 +119,7 @@ pub enum DescriptorError {
 /// What a relay states about itself. Fields are public so a relay can build its own; a
 /// received descriptor is only obtainable through [`UncheckedDescriptor::verify`].
 ///
-/// Wire order is the field order below (see `docs/dir.md`).
+/// Wire order is the field order below (see `docs/protocol.md` §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     /// The relay's ed25519 identity key; it signs the descriptor.

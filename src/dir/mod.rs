@@ -13,7 +13,7 @@
 //! Everything here is pure computation except [`guards::GuardSet::save`] and
 //! [`guards::GuardSet::load`]. Signed documents parse into `Unchecked*` wrappers whose
 //! contents are reachable only through `verify`, which checks signatures, time validity and
-//! every bound. The byte-exact format is in `docs/dir.md`.
+//! every bound. The byte-exact format is in `docs/protocol.md` §6.
 
 pub mod policy;
 pub mod request;

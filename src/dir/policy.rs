@@ -338,7 +338,7 @@ impl fmt::Display for PolicyRule {
 /// An exit policy: rules in order, first match wins, default reject.
 ///
 /// Wire form: the list of rules (`u64` count ≤ [`MAX_POLICY_RULES`], then each rule as
-/// `action u8 | prefix IpAddr | prefix_len u8 | lo u16 | hi u16`; see `docs/dir.md`).
+/// `action u8 | prefix IpAddr | prefix_len u8 | lo u16 | hi u16`; see `docs/protocol.md` §6).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct ExitPolicy {
     #[serde(deserialize_with = "wire::bounded_vec::<_, PolicyRule, MAX_POLICY_RULES>")]
