@@ -10,7 +10,10 @@ const NOW: u64 = 1_700_000_000;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(u) = UncheckedDescriptor::parse(data) {
-        let again = u.signed().to_bytes().expect("a parsed descriptor must re-encode");
+        let again = u
+            .signed()
+            .to_bytes()
+            .expect("a parsed descriptor must re-encode");
         assert_eq!(&again[..], data, "parse→encode must reproduce the input");
         if let Ok(d) = u.verify(NOW, 300) {
             // A verified descriptor satisfies every field bound.

@@ -213,7 +213,10 @@ mod example_tests {
     #[test]
     fn examples_parse() {
         let relay: RelayFile = load(&example("relay.toml")).unwrap();
-        assert!(relay.exit.is_none(), "the example relay must not be an exit");
+        assert!(
+            relay.exit.is_none(),
+            "the example relay must not be an exit"
+        );
         assert_eq!(relay.limits, RelayLimits::default());
         let auth: AuthorityFile = load(&example("authority.toml")).unwrap();
         assert_eq!(auth.authority.period_secs, 3600);
