@@ -109,6 +109,9 @@ impl TestNet {
                 RelayKeys::generate(),
             )
             .await?;
+            r.set_dir_service(crate::relay::dircache::DirCache::start(
+                authority_info.clone(),
+            ));
             spawn_publisher(
                 Arc::clone(r.shared()),
                 PublishConfig {

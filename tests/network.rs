@@ -55,3 +55,96 @@ async fn three_authorities_publish_and_a_client_fetches_through_the_network() {
     assert_eq!(Sha256::digest(&got), Sha256::digest(&body));
     net.shutdown().await;
 }
+
+/// The full user path: the SOCKS proxy in front of a bootstrapped client, used by the real
+/// curl. 50 MB arrive byte-identical; two SOCKS usernames get two different circuits; once
+/// every authority is gone the client still refreshes its consensus from a guard's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_the_socks_proxy_with_isolation_and_guard_directory() {
+    use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
+    use std::sync::Arc;
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: curl is not installed");
+        return;
+    }
+    let cfg = TestNetConfig {
+        authorities: 1,
+        relays: 5,
+        exits: 2,
+        period: Duration::from_secs(6),
+    };
+    let net = TestNet::start(&cfg).await.unwrap();
+    assert!(net.wait_for_consensus(Duration::from_secs(60)).await);
+    let mut ccfg = ClientConfig::new(net.authority_info.clone());
+    let dir = std::env::temp_dir().join(format!("allium-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    ccfg.data_dir = Some(dir.clone());
+    let client = Client::bootstrap(ccfg).await.unwrap();
+    const SIZE: usize = 50_000_000;
+    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let web = allium::cli::demo_server::start().await.unwrap();
+    let socks = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socks_addr = socks.local_addr().unwrap();
+    let connector: Arc<dyn Connector> = Arc::new(client.clone());
+    tokio::spawn(serve_socks(
+        socks,
+        0,
+        connector,
+        ProxyConfig::default(),
+        std::future::pending(),
+    ));
+    let out_file = dir.join("download");
+    for user in ["alice", "bob"] {
+        let status = tokio::process::Command::new("curl")
+            .env_remove("http_proxy")
+            .env_remove("all_proxy")
+            .args(["-s", "--max-time", "120", "-o"])
+            .arg(&out_file)
+            .arg("--proxy")
+            .arg(format!("socks5h://{user}:pw@{socks_addr}"))
+            .arg(format!("http://localhost:{}/bytes/{SIZE}", web.port()))
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "curl as {user}: {status}");
+        let got = std::fs::read(&out_file).unwrap();
+        assert_eq!(got.len(), SIZE);
+        assert!(
+            Sha256::digest(&got) == Sha256::digest(&body),
+            "corrupted download"
+        );
+    }
+    let classes = client.circuits_by_isolation();
+    assert_eq!(classes.len(), 2, "one isolation class per SOCKS user");
+    let (a, b) = (&classes[0].1, &classes[1].1);
+    assert!(!a.is_empty() && !b.is_empty());
+    assert!(a.iter().all(|id| !b.contains(id)), "users shared a circuit");
+
+    // Every authority gone: the guard's directory cache still serves the consensus.
+    let authorities: Vec<_> = net
+        .authorities
+        .iter()
+        .map(|(r, _)| r.local_addr())
+        .collect();
+    let TestNet {
+        authorities: auths,
+        relays,
+        ..
+    } = net;
+    for (r, _) in auths {
+        r.shutdown().await;
+    }
+    for a in authorities {
+        assert!(tokio::net::TcpStream::connect(a).await.is_err());
+    }
+    let c = client.refresh_consensus().await.unwrap();
+    assert!(c.relays().len() >= 5);
+    for r in relays {
+        r.shutdown().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -187,6 +187,9 @@ pub async fn relay(path: &Path) -> CmdResult {
         handle.identity(),
         if is_exit { "yes" } else { "no" }
     );
+    handle.set_dir_service(crate::relay::dircache::DirCache::start(
+        r.authorities.clone(),
+    ));
     spawn_publisher(
         Arc::clone(handle.shared()),
         PublishConfig {

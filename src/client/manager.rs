@@ -217,9 +217,69 @@ impl Client {
             .map(|d| d.join("consensus"))
     }
 
-    /// Gets a verified consensus: from the authorities, else from the cache if still live.
+    /// Fetches a fresh consensus now (from a guard if possible, else the authorities, else
+    /// the disk cache while it is live).
+    pub async fn refresh_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        self.fetch_consensus().await
+    }
+
+    /// Asks our primary guards (their directory caches) over one-hop circuits.
+    async fn fetch_from_guards(&self, trusted: &[IdentityPublic]) -> Option<Arc<Consensus>> {
+        let current = self.consensus()?;
+        let now = now_unix();
+        let targets: Vec<RelayTarget> = {
+            let guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+            guards
+                .primary(&current)
+                .into_iter()
+                .filter_map(|e| {
+                    Some(RelayTarget {
+                        addr: *e.addrs.first()?,
+                        identity: e.identity,
+                        onion: e.verified_onion_key(now).ok()?,
+                    })
+                })
+                .collect()
+        };
+        let timeout = self.inner.config.circuit_timeout;
+        for t in targets {
+            let attempt = async {
+                let chan = self.channel_to(&t).await.ok()?;
+                let circ = ClientCircuit::create(&chan, &t, timeout).await.ok()?;
+                let handle = circ.into_handle();
+                let resp =
+                    super::dirclient::dir_request(&handle, &DirRequest::GetConsensus, timeout)
+                        .await;
+                handle.close().await;
+                let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
+                let c = UncheckedConsensus::parse(&resp.body)
+                    .and_then(|u| u.verify(trusted, now_unix()))
+                    .ok()?;
+                self.save_cache(&resp.body);
+                Some(self.install(c))
+            };
+            if let Some(c) = attempt.await {
+                debug!("client: consensus fetched from a guard");
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn save_cache(&self, bytes: &[u8]) {
+        if let Some(path) = self.cache_path() {
+            if let Err(e) = std::fs::write(&path, bytes) {
+                warn!("cannot cache the consensus at {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Gets a verified consensus: from a guard, the authorities, else the disk cache.
     async fn fetch_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
         let trusted = self.trusted();
+        if let Some(c) = self.fetch_from_guards(&trusted).await {
+            return Ok(c);
+        }
         let mut authorities = self.inner.config.authorities.clone();
         authorities.shuffle(&mut rand::rng());
         let mut last_err = String::from("no authorities configured");
@@ -237,11 +297,7 @@ impl Client {
                         .and_then(|u| u.verify(&trusted, now_unix()))
                     {
                         Ok(c) => {
-                            if let Some(path) = self.cache_path() {
-                                if let Err(e) = std::fs::write(&path, &resp.body) {
-                                    warn!("cannot cache the consensus at {}: {e}", path.display());
-                                }
-                            }
+                            self.save_cache(&resp.body);
                             return Ok(self.install(c));
                         }
                         Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
@@ -523,6 +579,26 @@ impl Client {
                 me.lock_clean().push(c);
             }
         });
+    }
+
+    /// Diagnostics: for each isolation class, the ids (first-hop circuit ids) of the open
+    /// circuits it uses. Two classes never share a circuit.
+    pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {
+        let map = self
+            .inner
+            .circuits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(k, v)| {
+                let ids = v
+                    .iter()
+                    .filter(|c| !c.handle.is_closed())
+                    .map(|c| c.handle.id().get())
+                    .collect();
+                (k.clone(), ids)
+            })
+            .collect()
     }
 
     /// NEWNYM: no new stream will use any existing circuit; later streams get new paths.

@@ -45,6 +45,7 @@ pub struct CircuitHandle {
     tx: mpsc::Sender<ClientCircEvent>,
     closed: Arc<AtomicBool>,
     hops: usize,
+    id: crate::cell::CircId,
 }
 
 impl CircuitHandle {
@@ -91,6 +92,11 @@ impl CircuitHandle {
         self.hops
     }
 
+    /// The circuit's id on its first hop's channel.
+    pub fn id(&self) -> crate::cell::CircId {
+        self.id
+    }
+
     /// Asks the circuit to close.
     pub async fn close(&self) {
         let _ = self
@@ -124,6 +130,7 @@ pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
         tx: tx.clone(),
         closed: Arc::clone(&closed),
         hops: circ.len(),
+        id: circ.id(),
     };
     let reactor = Reactor {
         circ,

@@ -7,6 +7,7 @@
 
 pub mod authority;
 pub mod circuit;
+pub mod dircache;
 pub mod dirserve;
 pub mod events;
 pub mod exit;

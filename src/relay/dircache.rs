@@ -1,0 +1,116 @@
+//! A relay's directory cache: it fetches the consensus from the authorities, verifies it,
+//! and serves it to clients over BEGIN_DIR, so clients need not all ask the authorities.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, warn};
+
+use crate::client::dirclient::one_shot;
+use crate::crypto::IdentityPublic;
+use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::UncheckedConsensus;
+
+use super::authority::AuthorityInfo;
+use super::dirserve::DirService;
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The cache. Serve it with [`super::RelayHandle::set_dir_service`].
+#[derive(Debug)]
+pub struct DirCache {
+    authorities: Vec<AuthorityInfo>,
+    /// (valid_until, signed bytes) of the newest verified consensus.
+    current: Mutex<Option<(u64, Vec<u8>)>>,
+}
+
+impl DirCache {
+    /// Starts a cache that refreshes from `authorities`.
+    pub fn start(authorities: Vec<AuthorityInfo>) -> Arc<Self> {
+        let cache = Arc::new(DirCache {
+            authorities,
+            current: Mutex::new(None),
+        });
+        tokio::spawn(Arc::clone(&cache).refresh_loop());
+        cache
+    }
+
+    fn trusted(&self) -> Vec<IdentityPublic> {
+        self.authorities.iter().map(|a| a.identity).collect()
+    }
+
+    /// Fetches and verifies a consensus now; returns when it would next need a refresh.
+    async fn refresh(&self) -> Option<u64> {
+        let trusted = self.trusted();
+        for a in &self.authorities {
+            let Ok(resp) = one_shot(
+                a.addr,
+                &a.identity,
+                &DirRequest::GetConsensus,
+                Duration::from_secs(15),
+            )
+            .await
+            else {
+                continue;
+            };
+            if resp.status != DirStatus::Ok {
+                continue;
+            }
+            match UncheckedConsensus::parse(&resp.body).and_then(|u| u.verify(&trusted, now_unix()))
+            {
+                Ok(c) => {
+                    let refetch = c.cache_refetch_time(&mut rand::rng());
+                    *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((c.valid_until(), resp.body));
+                    debug!("dircache: consensus refreshed");
+                    return Some(refetch);
+                }
+                Err(e) => warn!("dircache: an authority served a bad consensus: {e}"),
+            }
+        }
+        None
+    }
+
+    async fn refresh_loop(self: Arc<Self>) {
+        loop {
+            let wait = match self.refresh().await {
+                Some(at) => at.saturating_sub(now_unix()).max(5),
+                None => 5,
+            };
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+
+    /// Whether a live consensus is cached.
+    pub fn has_consensus(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(until, _)| *until > now_unix())
+    }
+}
+
+impl DirService for DirCache {
+    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
+        Box::pin(async move {
+            match req {
+                DirRequest::GetConsensus => {
+                    match &*self.current.lock().unwrap_or_else(|p| p.into_inner()) {
+                        Some((until, bytes)) if *until > now_unix() => {
+                            DirResponse::ok(bytes.clone())
+                        }
+                        _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
+                    }
+                }
+                _ => DirResponse::error(DirStatus::Refused, "not a directory authority"),
+            }
+        })
+    }
+}
