@@ -44,6 +44,10 @@ pub struct TestnetArgs {
     /// Keep the client's state here instead of a temporary directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Do not run anything: write one config file and data directory per node into DIR,
+    /// to run the same network as separate processes (scripts/testnet-processes.sh DIR).
+    #[arg(long, value_name = "DIR")]
+    pub emit_configs: Option<PathBuf>,
 }
 
 /// A directory removed on drop (the testnet's default data directory).
@@ -55,7 +59,7 @@ impl Drop for TempDir {
     }
 }
 
-fn make_private_dir(path: &Path) -> Result<(), String> {
+pub(crate) fn make_private_dir(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -71,6 +75,15 @@ pub async fn testnet(args: TestnetArgs) -> CmdResult {
     }
     if !(1..=9).contains(&args.authorities) {
         return Err("--authorities must be between 1 and 9".into());
+    }
+    if let Some(dir) = &args.emit_configs {
+        return super::emit::emit(
+            dir,
+            args.authorities,
+            args.relays,
+            args.exits,
+            args.period.max(6),
+        );
     }
     let (data_dir, _cleanup) = match args.data_dir {
         Some(d) => (d, None),
@@ -265,7 +278,16 @@ pub async fn proxy(path: &Path) -> CmdResult {
     let mut cfg = ClientConfig::new(p.authorities);
     cfg.data_dir = p.data_dir;
     cfg.path_len = p.path_len;
-    let client = Client::bootstrap(cfg).await.map_err(|e| e.to_string())?;
+    // The network may still be forming (or briefly unreachable): keep trying, saying why.
+    let client = loop {
+        match Client::bootstrap(cfg.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                eprintln!("bootstrap failed: {e}; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
     let connector: Arc<dyn Connector> = Arc::new(client.clone());
     println!("SOCKS proxy listening on {}", p.socks_listen);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -3,6 +3,7 @@
 pub mod commands;
 pub mod config;
 pub mod demo_server;
+pub mod emit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
