@@ -397,3 +397,34 @@ async fn fast_first_hops_work_and_cannot_be_extended_to() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_reports_relay_totals_without_per_client_labels() {
+    let relays = three_relays().await;
+    let mut circ = build(&relays).await;
+    round_trip(&mut circ, 2, 1).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(allium::relay::metrics::serve(
+        listener,
+        Arc::clone(relays[1].shared()),
+    ));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("\nallium_circuits_open 1\n"), "{text}");
+    assert!(text.contains("allium_cells_relayed_total"), "{text}");
+    assert!(text.contains("allium_rejections_total{reason=\"handshake_rate\"} 0"));
+    // Labels only ever name a reason: no addresses, identities or destinations.
+    for line in text.lines().filter(|l| l.contains('{')) {
+        assert!(
+            line.starts_with("allium_rejections_total{reason=\""),
+            "{line}"
+        );
+    }
+    assert!(!text.contains("127.0.0.1"));
+}

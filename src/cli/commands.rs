@@ -195,6 +195,7 @@ pub async fn relay(path: &Path) -> CmdResult {
     )
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", r.listen))?;
+    start_metrics(file.metrics.as_ref(), &handle).await?;
     println!(
         "relay {} listening (exit: {})",
         handle.identity(),
@@ -251,6 +252,7 @@ pub async fn authority(path: &Path) -> CmdResult {
     };
     let auth = Authority::start(Arc::clone(handle.shared()), cfg);
     handle.set_dir_service(auth.service());
+    start_metrics(file.metrics.as_ref(), &handle).await?;
     println!("authority {me} listening on {}", handle.local_addr());
     wait_for_ctrl_c().await?;
     handle.shutdown().await;
@@ -335,6 +337,23 @@ pub fn keygen(dir: &Path) -> CmdResult {
     make_private_dir(dir)?;
     let keys = RelayKeys::load_or_create(dir).map_err(|e| e.to_string())?;
     println!("{}", keys.identity());
+    Ok(())
+}
+
+async fn start_metrics(
+    metrics: Option<&config::MetricsSection>,
+    handle: &relay::RelayHandle,
+) -> CmdResult {
+    if let Some(m) = metrics {
+        let listener = TcpListener::bind(m.listen)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {}: {e}", m.listen))?;
+        tokio::spawn(crate::relay::metrics::serve(
+            listener,
+            Arc::clone(handle.shared()),
+        ));
+        println!("metrics on http://{}/", m.listen);
+    }
     Ok(())
 }
 

@@ -53,6 +53,16 @@ pub struct RelayFile {
     /// The `[limits]` table.
     #[serde(default)]
     pub limits: RelayLimits,
+    /// The `[metrics]` table (off unless present).
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: a Prometheus text endpoint. Keep it on a private address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address to serve metrics on, e.g. "127.0.0.1:9100".
+    pub listen: SocketAddr,
 }
 
 /// `[relay]` of relay.toml.
@@ -119,6 +129,8 @@ pub struct AuthorityFile {
     /// The `[limits]` table.
     #[serde(default)]
     pub limits: RelayLimits,
+    /// The `[metrics]` table (off unless present).
+    pub metrics: Option<MetricsSection>,
 }
 
 /// `[authority]` of authority.toml.

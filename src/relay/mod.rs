@@ -13,6 +13,7 @@ pub mod events;
 pub mod exit;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod publish;
 pub mod queue_budget;
 pub mod rate_limit;

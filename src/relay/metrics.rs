@@ -1,0 +1,130 @@
+//! An optional Prometheus text-format endpoint (off by default).
+//!
+//! Only relay-wide totals: never a label that names a client, a destination or a peer.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::cell::consts::RELAY_BODY_LEN;
+
+use super::shared::RelayShared;
+
+/// Renders every metric in the Prometheus text exposition format.
+pub fn render(shared: &RelayShared) -> String {
+    let c = &shared.counters;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "allium_circuits_open",
+        "gauge",
+        "Circuits currently open at this relay.",
+        get(&c.circuits_open),
+    );
+    metric(
+        "allium_circuits_created_total",
+        "counter",
+        "CREATE cells answered with CREATED.",
+        get(&c.circuits_created),
+    );
+    metric(
+        "allium_cells_relayed_total",
+        "counter",
+        "Relay cells forwarded or originated.",
+        get(&c.cells_relayed),
+    );
+    metric(
+        "allium_relayed_bytes_total",
+        "counter",
+        "Relay-body bytes forwarded or originated (cells are fixed-size).",
+        get(&c.cells_relayed).saturating_mul(RELAY_BODY_LEN as u64),
+    );
+    metric(
+        "allium_link_handshakes_total",
+        "counter",
+        "Inbound link handshakes completed.",
+        get(&c.link_handshakes),
+    );
+    metric(
+        "allium_queued_bytes",
+        "gauge",
+        "Bytes of cells queued towards circuits.",
+        shared.budget.total() as u64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP allium_rejections_total Refusals, by reason.\n# TYPE allium_rejections_total counter"
+    );
+    for (reason, v) in [
+        ("handshake_rate", get(&c.refused_handshake_rate)),
+        ("circuit_limit", get(&c.refused_circuit_limit)),
+        ("protocol_violation", get(&c.protocol_violations)),
+        ("link_handshake_failed", get(&c.link_handshake_failures)),
+        ("queue_memory", shared.budget.kills()),
+    ] {
+        let _ = writeln!(out, "allium_rejections_total{{reason=\"{reason}\"}} {v}");
+    }
+    out
+}
+
+/// Serves `render` on `listener` to any HTTP GET, one short response per connection.
+pub async fn serve(listener: TcpListener, shared: Arc<RelayShared>) {
+    let slots = Arc::new(Semaphore::new(16));
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            continue; // Busy: drop the connection.
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let _permit = permit;
+            // Read (bounded, with a deadline) until the end of the request head.
+            let mut head = [0u8; 2048];
+            let mut used = 0usize;
+            let read = async {
+                while used < head.len() {
+                    let n = sock.read(head.get_mut(used..).unwrap_or_default()).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    used += n;
+                    if head
+                        .get(..used)
+                        .is_some_and(|h| h.windows(4).any(|w| w == b"\r\n\r\n"))
+                    {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let ok = head.get(..used).is_some_and(|h| h.starts_with(b"GET "));
+            let (status, body) = if ok {
+                ("200 OK", render(&shared))
+            } else {
+                ("400 Bad Request", String::from("GET only\n"))
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
