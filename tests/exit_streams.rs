@@ -3,60 +3,16 @@
 //! many concurrent streams.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use allium::cell::{EndReason, TargetAddr};
-use allium::client::{CircuitHandle, ClientChannel, ClientCircuit, RelayTarget, StreamOpenError};
+use allium::client::StreamOpenError;
 use allium::dir::ExitPolicy;
-use allium::link::LinkConfig;
-use allium::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const NO_HANG: Duration = Duration::from_secs(60);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-async fn start(exit: Option<ExitPolicy>) -> RelayHandle {
-    let config = RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: RelayLimits::default(),
-        exit: exit.map(ExitConfig::new),
-    };
-    relay::start(config, RelayKeys::generate()).await.unwrap()
-}
-
-fn target(r: &RelayHandle) -> RelayTarget {
-    RelayTarget {
-        addr: r.local_addr(),
-        identity: r.identity(),
-        onion: r.keys().onion_cert().verify(now()).unwrap(),
-    }
-}
-
-async fn circuit(exit_policy: ExitPolicy) -> (Vec<RelayHandle>, CircuitHandle) {
-    let relays = vec![
-        start(None).await,
-        start(None).await,
-        start(Some(exit_policy)).await,
-    ];
-    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
-        .await
-        .unwrap();
-    let mut circ = ClientCircuit::create(&chan, &target(&relays[0]), NO_HANG)
-        .await
-        .unwrap();
-    for r in &relays[1..] {
-        circ.extend(&target(r), NO_HANG).await.unwrap();
-    }
-    (relays, circ.into_handle())
-}
+mod common;
+use common::{exit_circuit as circuit, NO_HANG};
 
 /// A server that answers each connection with `size` pseudo-random bytes after reading
 /// the client's request up to EOF; it also returns the SHA-256 of what the client sent.

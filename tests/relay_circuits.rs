@@ -3,45 +3,25 @@
 //! many circuits on one channel are handled cleanly.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allium::cell::relay_msg::Begin;
 use allium::cell::{DestroyReason, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
-use allium::client::{CircuitError, ClientChannel, ClientCircuit, RelayTarget};
+use allium::client::{CircuitError, ClientChannel, ClientCircuit};
 use allium::link::{LinkConfig, LinkError, RECORD_LEN};
-use allium::relay::{self, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
+use allium::relay::{RelayHandle, RelayLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Upper bound for operations that must not hang (not a speed assertion).
-const NO_HANG: Duration = Duration::from_secs(20);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+mod common;
+use common::{target, NO_HANG};
 
 async fn start_relay() -> RelayHandle {
     start_relay_with(RelayLimits::default()).await
 }
 
 async fn start_relay_with(limits: RelayLimits) -> RelayHandle {
-    let config = RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits,
-        exit: None,
-    };
-    relay::start(config, RelayKeys::generate()).await.unwrap()
-}
-
-fn target(r: &RelayHandle) -> RelayTarget {
-    RelayTarget {
-        addr: r.local_addr(),
-        identity: r.identity(),
-        onion: r.keys().onion_cert().verify(now()).unwrap(),
-    }
+    common::start_relay_with(limits, None).await
 }
 
 async fn three_relays() -> Vec<RelayHandle> {

@@ -2,7 +2,7 @@
 //! the excess cleanly (rate and circuit limits), and its memory stays bounded.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allium::cell::chan_msg::BoundedBytes;
 use allium::cell::relay_msg::Begin;
@@ -10,27 +10,13 @@ use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, EndReason, HandshakeType, RelayCell, RelayMsg, StreamId,
     TargetAddr,
 };
-use allium::client::{ClientChannel, ClientCircuit, RelayTarget};
+use allium::client::{ClientChannel, ClientCircuit};
 use allium::crypto::client_handshake_start;
 use allium::link::LinkConfig;
-use allium::relay::{self, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
+use allium::relay::{self, RelayConfig, RelayKeys, RelayLimits};
 
-const NO_HANG: Duration = Duration::from_secs(30);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn target(r: &RelayHandle) -> RelayTarget {
-    RelayTarget {
-        addr: r.local_addr(),
-        identity: r.identity(),
-        onion: r.keys().onion_cert().verify(now()).unwrap(),
-    }
-}
+mod common;
+use common::{target, NO_HANG};
 
 /// Resident set size of this process (relay and test share it), in KiB.
 fn rss_kib() -> u64 {

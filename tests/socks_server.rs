@@ -7,71 +7,22 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allium::cell::{EndReason, Hostname, TargetAddr};
 use allium::client::socks::SocksAuth;
 use allium::client::socks_server::{
     serve_http_connect, serve_socks, Connector, IsolationKey, ProxyConfig,
 };
-use allium::client::{
-    CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget, StreamOpenError,
-};
+use allium::client::{CircuitHandle, DataStream, StreamOpenError};
 use allium::dir::ExitPolicy;
-use allium::link::LinkConfig;
-use allium::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// Only to avoid hanging forever; nothing asserts on timing.
-const NO_HANG: Duration = Duration::from_secs(60);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-// ---------------------------------------------------------------------------------------
-// The network and a connector on one circuit.
-
-async fn start_relay(exit: Option<ExitPolicy>) -> RelayHandle {
-    let config = RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: RelayLimits::default(),
-        exit: exit.map(ExitConfig::new),
-    };
-    relay::start(config, RelayKeys::generate()).await.unwrap()
-}
-
-fn relay_target(r: &RelayHandle) -> RelayTarget {
-    RelayTarget {
-        addr: r.local_addr(),
-        identity: r.identity(),
-        onion: r.keys().onion_cert().verify(now()).unwrap(),
-    }
-}
-
-async fn circuit(exit_policy: ExitPolicy) -> (Vec<RelayHandle>, CircuitHandle) {
-    let relays = vec![
-        start_relay(None).await,
-        start_relay(None).await,
-        start_relay(Some(exit_policy)).await,
-    ];
-    let chan = ClientChannel::connect(&relay_target(&relays[0]), &LinkConfig::default())
-        .await
-        .unwrap();
-    let mut circ = ClientCircuit::create(&chan, &relay_target(&relays[0]), NO_HANG)
-        .await
-        .unwrap();
-    for r in &relays[1..] {
-        circ.extend(&relay_target(r), NO_HANG).await.unwrap();
-    }
-    (relays, circ.into_handle())
-}
+mod common;
+use common::{exit_circuit as circuit, NO_HANG};
 
 /// One request as the connector saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]

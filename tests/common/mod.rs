@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests: in-process relays on 127.0.0.1 and circuits
+//! through them. (Each test binary uses a different subset.)
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use allium::client::{CircuitHandle, ClientChannel, ClientCircuit, RelayTarget};
+use allium::dir::ExitPolicy;
+use allium::link::LinkConfig;
+use allium::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
+
+/// Upper bound for operations that must not hang (never a speed assertion).
+pub const NO_HANG: Duration = Duration::from_secs(60);
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A relay on an ephemeral port, an exit with `exit` if given.
+pub async fn start_relay_with(limits: RelayLimits, exit: Option<ExitPolicy>) -> RelayHandle {
+    let config = RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        limits,
+        exit: exit.map(ExitConfig::new),
+    };
+    relay::start(config, RelayKeys::generate()).await.unwrap()
+}
+
+/// What a client needs to use `r` as a hop.
+pub fn target(r: &RelayHandle) -> RelayTarget {
+    RelayTarget {
+        addr: r.local_addr(),
+        identity: r.identity(),
+        onion: r.keys().onion_cert().verify(now()).unwrap(),
+    }
+}
+
+/// A circuit through `relays` in order, over a new channel to the first.
+pub async fn build_through(relays: &[RelayHandle]) -> ClientCircuit {
+    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut circ = ClientCircuit::create(&chan, &target(&relays[0]), NO_HANG)
+        .await
+        .unwrap();
+    for r in &relays[1..] {
+        circ.extend(&target(r), NO_HANG).await.unwrap();
+    }
+    circ
+}
+
+/// Two relays and an exit with `exit_policy`, and a running circuit through them.
+pub async fn exit_circuit(exit_policy: ExitPolicy) -> (Vec<RelayHandle>, CircuitHandle) {
+    let relays = vec![
+        start_relay_with(RelayLimits::default(), None).await,
+        start_relay_with(RelayLimits::default(), None).await,
+        start_relay_with(RelayLimits::default(), Some(exit_policy)).await,
+    ];
+    let circ = build_through(&relays).await;
+    (relays, circ.into_handle())
+}
