@@ -194,12 +194,21 @@ async fn directory_requests_ride_begin_dir_streams() {
         .unwrap_err();
     assert!(err.to_string().contains("NotDirectory"), "{err}");
     relays[2].set_dir_service(std::sync::Arc::new(EchoDir));
-    let big = pattern(300_000);
-    let resp = dir_request(&circ, &DirRequest::PostDescriptor(big.clone()), NO_HANG)
+    let doc = pattern(8 * 1024);
+    let resp = dir_request(&circ, &DirRequest::PostDescriptor(doc.clone()), NO_HANG)
         .await
         .unwrap();
     assert_eq!(resp.status, DirStatus::Ok);
-    assert!(resp.body == big);
+    assert!(resp.body == doc);
+    // A body larger than any descriptor is refused before it is read or allocated.
+    let resp = dir_request(
+        &circ,
+        &DirRequest::PostDescriptor(pattern(300_000)),
+        NO_HANG,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, DirStatus::BadRequest);
     let resp = dir_request(&circ, &DirRequest::GetConsensus, NO_HANG)
         .await
         .unwrap();

@@ -27,16 +27,43 @@ pub async fn start() -> std::io::Result<SocketAddr> {
                 }
                 let head = String::from_utf8_lossy(&buf[..used]);
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let body: Vec<u8> = match path.strip_prefix("/bytes/").map(str::parse::<u64>) {
-                    Some(Ok(n)) if n <= 1 << 30 => (0..n).map(|i| (i % 251) as u8).collect(),
-                    _ => b"Hello from the allium test network! This page reached you through three relays.\n".to_vec(),
+                // `/bytes/N` streams N pattern bytes in chunks (never all in memory).
+                let size = match path.strip_prefix("/bytes/").map(str::parse::<u64>) {
+                    Some(Ok(n)) if n <= 1 << 30 => Some(n),
+                    _ => None,
                 };
+                let page: &[u8] =
+                    b"Hello from the allium test network! This page reached you through three relays.\n";
+                let len = size.unwrap_or(page.len() as u64);
                 let header = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                    body.len()
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
                 );
-                let _ = sock.write_all(header.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
+                if sock.write_all(header.as_bytes()).await.is_err() {
+                    return;
+                }
+                match size {
+                    None => {
+                        let _ = sock.write_all(page).await;
+                    }
+                    Some(n) => {
+                        let mut sent = 0u64;
+                        let mut chunk = vec![0u8; 64 * 1024];
+                        while sent < n {
+                            let take = (n - sent).min(chunk.len() as u64) as usize;
+                            for (i, b) in chunk.iter_mut().take(take).enumerate() {
+                                *b = ((sent + i as u64) % 251) as u8;
+                            }
+                            if sock
+                                .write_all(chunk.get(..take).unwrap_or_default())
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            sent += take as u64;
+                        }
+                    }
+                }
                 let _ = sock.shutdown().await;
             });
         }

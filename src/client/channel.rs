@@ -125,6 +125,8 @@ async fn read_loop(chan: Arc<ClientChannel>, mut receiver: ChannelReceiver) {
     }
     chan.sender.close();
     for (_, tx) in chan.circuits.close() {
-        let _ = tx.try_send(ClientCircEvent::ChannelClosed);
+        tokio::spawn(async move {
+            let _ = tx.send(ClientCircEvent::ChannelClosed).await;
+        });
     }
 }

@@ -76,10 +76,17 @@ pub async fn dir_request(
 ) -> Result<DirResponse, DirFetchError> {
     let work = async {
         let mut stream = circ.open_dir_stream(timeout).await?;
-        stream.write_all(&req.encode()).await?;
-        stream.flush().await?;
+        // A server may answer (a refusal) before reading the whole request and close its
+        // side: read the answer even if our write was cut short.
+        let written = async {
+            stream.write_all(&req.encode()).await?;
+            stream.flush().await
+        }
+        .await;
         let mut header = [0u8; DIR_HEADER_LEN];
-        stream.read_exact(&mut header).await?;
+        if let Err(e) = stream.read_exact(&mut header).await {
+            return Err(written.err().unwrap_or(e).into());
+        }
         let (_, len) = parse_header(&header)?;
         let mut msg = header.to_vec();
         msg.resize(DIR_HEADER_LEN + len, 0);

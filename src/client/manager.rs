@@ -529,9 +529,16 @@ impl Client {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let list = map.entry(isolation.clone()).or_default();
-            list.retain(|c| {
-                !c.handle.is_closed() && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
-            });
+            // Circuits past their dirtiness take no new streams; they close once their
+            // streams are done.
+            let (keep, expired): (Vec<_>, Vec<_>) =
+                std::mem::take(list).into_iter().partition(|c| {
+                    !c.handle.is_closed() && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
+                });
+            *list = keep;
+            for c in expired {
+                tokio::spawn(async move { c.handle.retire().await });
+            }
             if let Some(c) = list.iter().find(|c| suits(c)) {
                 return Ok(c.handle.clone());
             }

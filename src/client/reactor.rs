@@ -37,6 +37,8 @@ pub enum CircuitRequest {
     },
     /// Close the circuit.
     Close,
+    /// Take no new streams; close once the open ones have finished.
+    Retire,
 }
 
 /// A cloneable handle on a running client circuit.
@@ -97,6 +99,15 @@ impl CircuitHandle {
         self.id
     }
 
+    /// Asks the circuit to take no new streams and to close once its streams are done
+    /// (what happens to circuits past their maximum dirtiness).
+    pub async fn retire(&self) {
+        let _ = self
+            .tx
+            .send(ClientCircEvent::Request(CircuitRequest::Retire))
+            .await;
+    }
+
     /// Asks the circuit to close.
     pub async fn close(&self) {
         let _ = self
@@ -120,6 +131,7 @@ struct Reactor {
     next_stream: u16,
     closed: Arc<AtomicBool>,
     tx: mpsc::Sender<ClientCircEvent>,
+    retiring: bool,
 }
 
 /// Starts the task owning `circ` and returns a handle on it.
@@ -139,6 +151,7 @@ pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
         next_stream: 1,
         closed,
         tx,
+        retiring: false,
     };
     tokio::spawn(reactor.run());
     handle
@@ -168,13 +181,18 @@ impl Reactor {
                     self.open(to, reply).await
                 }
                 Some(ClientCircEvent::Request(CircuitRequest::Close)) => false,
+                Some(ClientCircEvent::Request(CircuitRequest::Retire)) => {
+                    self.retiring = true;
+                    true
+                }
                 Some(ClientCircEvent::ChannelClosed) | None => {
                     self.circ.mark_closed();
                     false
                 }
                 Some(ClientCircEvent::Cell(_)) | Some(ClientCircEvent::Violation) => false,
             };
-            if !keep_going {
+            if !keep_going || (self.retiring && self.streams.is_empty() && self.pending.is_empty())
+            {
                 break;
             }
         }

@@ -128,8 +128,14 @@ pub struct Authority {
     relay: Arc<RelayShared>,
     config: AuthorityConfig,
     state: Mutex<State>,
-    checks: Semaphore,
+    checks: Arc<Semaphore>,
+    /// Relay-wide upload rate: fresh identities are free, so the per-identity limit alone
+    /// would not bound the work.
+    uploads: super::rate_limit::TokenBucket,
 }
+
+/// Most relays an authority tracks (listed or not).
+pub const MAX_KNOWN_RELAYS: usize = crate::dir::consensus::MAX_RELAYS;
 
 impl Authority {
     /// Creates the authority role for `relay` and starts its schedule. Install the result
@@ -139,7 +145,8 @@ impl Authority {
             relay,
             config,
             state: Mutex::new(State::default()),
-            checks: Semaphore::new(16),
+            checks: Arc::new(Semaphore::new(16)),
+            uploads: super::rate_limit::TokenBucket::new(50, 500),
         });
         tokio::spawn(Arc::clone(&auth).schedule());
         tokio::spawn(Arc::clone(&auth).recheck_loop());
@@ -148,6 +155,10 @@ impl Authority {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checks_arc(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.checks)
     }
 
     fn ids(&self) -> Vec<IdentityPublic> {
@@ -177,6 +188,9 @@ impl Authority {
         if bytes.len() > MAX_DESCRIPTOR_LEN {
             return DirResponse::error(DirStatus::Refused, "descriptor too large");
         }
+        if !self.uploads.try_take() {
+            return DirResponse::error(DirStatus::Busy, "too many uploads; retry later");
+        }
         let unchecked = match UncheckedDescriptor::parse(bytes) {
             Ok(u) => u,
             Err(e) => return DirResponse::error(DirStatus::BadRequest, &e.to_string()),
@@ -201,6 +215,9 @@ impl Authority {
         };
         {
             let mut state = self.lock();
+            if state.relays.len() >= MAX_KNOWN_RELAYS && !state.relays.contains_key(&id) {
+                return DirResponse::error(DirStatus::Busy, "directory full");
+            }
             state.last_upload.insert(id, now);
             if let Some(old) = state.relays.get(&id) {
                 let recent = old.descriptor.published.saturating_add(self.period()) > now;
@@ -225,16 +242,20 @@ impl Authority {
                 },
             );
         }
-        let me = Arc::clone(self);
-        tokio::spawn(async move { me.check_reachable(id).await });
+        // At most 16 checks at once; when all are busy the periodic re-check will reach
+        // this relay (no unbounded queue of waiting tasks).
+        if let Ok(permit) = Arc::clone(&self.checks_arc()).try_acquire_owned() {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                me.check_reachable(id).await;
+                drop(permit);
+            });
+        }
         DirResponse::ok(b"accepted".to_vec())
     }
 
     /// Connects to the relay and completes a link handshake proving its identity.
     async fn check_reachable(&self, id: IdentityPublic) {
-        let Ok(_permit) = self.checks.acquire().await else {
-            return;
-        };
         let addrs = match self.lock().relays.get(&id) {
             Some(k) => k.descriptor.addrs.clone(),
             None => return,
@@ -271,14 +292,27 @@ impl Authority {
             tokio::time::sleep(Duration::from_secs((self.period() / 2).max(3))).await;
             let ids: Vec<IdentityPublic> = self.lock().relays.keys().copied().collect();
             for id in ids {
+                // Waits for one of the 16 check slots: a bounded number of tasks.
+                let Ok(permit) = Arc::clone(&self.checks_arc()).acquire_owned().await else {
+                    break;
+                };
                 let me = Arc::clone(&self);
-                tokio::spawn(async move { me.check_reachable(id).await });
+                tokio::spawn(async move {
+                    me.check_reachable(id).await;
+                    drop(permit);
+                });
             }
             // Forget relays unseen for a day (or 24 periods in fast test networks).
             let horizon = now_unix().saturating_sub((self.period() * 24).min(86_400));
-            self.lock()
+            let min_interval = self.config.min_upload_interval.as_secs();
+            let now = now_unix();
+            let mut state = self.lock();
+            state
                 .relays
                 .retain(|_, k| k.last_reachable.unwrap_or(k.descriptor.published) >= horizon);
+            state
+                .last_upload
+                .retain(|_, t| t.saturating_add(min_interval) > now);
         }
     }
 
@@ -420,13 +454,21 @@ impl Authority {
 
     fn publish(&self, va: u64) {
         let need = self.config.authorities.len() / 2 + 1;
+        let configured: Vec<[u8; 32]> = self.ids().iter().map(|i| *i.as_bytes()).collect();
         let mut state = self.lock();
         let Some(signed) = state.computed.get(&va) else {
             return;
         };
-        if signed.signatures().len() < need {
+        // Only signatures of configured authorities count (add_signature accepts any
+        // valid key), exactly as clients will count them.
+        let got = signed
+            .signatures()
+            .iter()
+            .filter(|s| configured.contains(&s.identity))
+            .count();
+        if got < need {
             warn!(
-                got = signed.signatures().len(),
+                got,
                 need, "authority: consensus lacks a majority of signatures; not published"
             );
             return;

@@ -106,6 +106,11 @@ struct Circuit {
     ticket: Arc<QueueTicket>,
     /// Exit streams (empty unless this relay is an exit and the client opened some).
     streams: StreamSet,
+    /// Connection attempts of streams being opened, aborted on END or teardown so a
+    /// client cannot pile up sockets by opening and abandoning streams.
+    connecting: std::collections::HashMap<StreamId, tokio::task::AbortHandle>,
+    /// RESOLVE lookups in progress (counted against the stream limit).
+    resolving: usize,
 }
 
 impl Circuit {
@@ -166,6 +171,8 @@ impl Circuit {
             self_tx,
             ticket,
             streams: StreamSet::new(),
+            connecting: std::collections::HashMap::new(),
+            resolving: 0,
         })
     }
 
@@ -239,6 +246,7 @@ impl Circuit {
             },
             CircEvent::StreamConnected { id, result } => self.on_stream_connected(id, result).await,
             CircEvent::Resolved { id, result } => {
+                self.resolving = self.resolving.saturating_sub(1);
                 let msg = match result {
                     Ok(ips) => {
                         let answers = ips
@@ -373,6 +381,9 @@ impl Circuit {
             },
             (Some(id), RelayMsg::End(reason)) => {
                 // END for a stream we already closed is the normal end of a race.
+                if let Some(task) = self.connecting.remove(&id) {
+                    task.abort();
+                }
                 self.streams.on_end(id, reason);
                 Ok(())
             }
@@ -409,10 +420,11 @@ impl Circuit {
         }
         self.streams.reserve(id);
         let tx = self.self_tx.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = exit.connect(&target, port).await;
             let _ = tx.send(CircEvent::StreamConnected { id, result }).await;
         });
+        self.connecting.insert(id, task.abort_handle());
         Ok(())
     }
 
@@ -421,6 +433,7 @@ impl Circuit {
         id: StreamId,
         result: Result<(tokio::net::TcpStream, std::net::SocketAddr), EndReason>,
     ) -> Result<(), Teardown> {
+        self.connecting.remove(&id);
         if !self.streams.contains(id) {
             // The client gave up (END) while we were connecting.
             return Ok(());
@@ -491,6 +504,10 @@ impl Circuit {
         let Some(exit) = self.shared.exit.clone() else {
             return self.end_stream(id, EndReason::ExitPolicy).await;
         };
+        if self.streams.len() + self.resolving >= self.shared.limits.streams_per_circuit {
+            return self.end_stream(id, EndReason::ResourceLimit).await;
+        }
+        self.resolving += 1;
         let tx = self.self_tx.clone();
         tokio::spawn(async move {
             let target = TargetAddr::Hostname(name);
@@ -592,6 +609,9 @@ impl Circuit {
 
     async fn teardown(mut self, t: Teardown) {
         self.streams.clear();
+        for (_, task) in self.connecting.drain() {
+            task.abort();
+        }
         self.prev.chan.circuits.remove(self.prev.id);
         if t.from != Some(Side::Prev) {
             send_cell(&self.prev, ChanMsg::Destroy(t.reason)).await;

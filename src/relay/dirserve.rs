@@ -38,7 +38,16 @@ async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str>
     io.read_exact(&mut header)
         .await
         .map_err(|_| "truncated request")?;
-    let (_, len) = parse_header(&header).map_err(|_| "request too large")?;
+    let (kind, len) = parse_header(&header).map_err(|_| "request too large")?;
+    // Bound by what the kind can legitimately carry, before allocating anything: only a
+    // descriptor upload has a real body.
+    let max = match kind {
+        2 => crate::dir::descriptor::MAX_DESCRIPTOR_LEN,
+        _ => 8,
+    };
+    if len > max {
+        return Err("request body too large for its kind");
+    }
     // The bound was checked before this allocation.
     let mut msg = header.to_vec();
     msg.resize(DIR_HEADER_LEN + len, 0);

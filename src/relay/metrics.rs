@@ -81,7 +81,12 @@ pub fn render(shared: &RelayShared) -> String {
 /// Serves `render` on `listener` to any HTTP GET, one short response per connection.
 pub async fn serve(listener: TcpListener, shared: Arc<RelayShared>) {
     let slots = Arc::new(Semaphore::new(16));
-    while let Ok((mut sock, _)) = listener.accept().await {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            // Typically out of file descriptors: back off, keep serving.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             continue; // Busy: drop the connection.
         };

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use crate::cell::chan_cell::sets;
 use crate::cell::consts::CELL_LEN;
-use crate::cell::{CellHeader, ChanCell, ChanCmd, ChanMsg, CircId, Create, DestroyReason};
+use crate::cell::{CellHeader, ChanCell, ChanMsg, CircId, Create, DestroyReason};
 use crate::link::{ChannelReceiver, PeerKind};
 
 use super::circuit;
@@ -47,8 +47,11 @@ pub async fn run(shared: Arc<RelayShared>, chan: Arc<RelayChannel>, mut receiver
         }
     }
     for (_, slot) in chan.circuits.close() {
-        // The circuit may already be gone; nothing to do then.
-        let _ = slot.tx.try_send(CircEvent::ChannelClosed(slot.side));
+        // Waits for room in a full queue (a dropped notice would leave the circuit
+        // waiting forever); if the circuit is already gone the send just fails.
+        tokio::spawn(async move {
+            let _ = slot.tx.send(CircEvent::ChannelClosed(slot.side)).await;
+        });
     }
 }
 
@@ -108,15 +111,10 @@ async fn on_unknown_circuit(
             Ok(())
         }
         Err(_) => {
-            let cmd = CellHeader::peek(raw).map(|h| h.cmd).ok();
-            if matches!(
-                cmd,
-                Some(ChanCmd::Relay | ChanCmd::RelayEarly | ChanCmd::Destroy)
-            ) {
-                Ok(())
-            } else {
-                Err("CREATED for a circuit that does not exist".into())
-            }
+            // A late cell for a circuit we already closed (RELAY, DESTROY, or a CREATED
+            // racing our DESTROY to the next hop) is dropped; it must not close the
+            // channel, which other users' circuits share.
+            Ok(())
         }
     }
 }

@@ -113,7 +113,8 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         exit: config.exit.map(Arc::new),
         dir: std::sync::RwLock::new(None),
     });
-    info!(identity = %shared.keys.identity(), "relay: listening");
+    info!("relay: listening");
+    debug!(identity = %shared.keys.identity(), "relay: identity");
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(Arc::clone(&shared), listener, stop_rx));
     Ok(RelayHandle { shared, stop, task })

@@ -113,19 +113,19 @@ where
                 };
                 let event = match read.await {
                     Ok(0) => StreamEvent::Eof(id),
-                    Ok(n) => {
-                        // A DATA cell will be sent: its window slots are used up until a
-                        // SENDME returns them. (EOF and errors give the permits back.)
-                        p1.forget();
-                        p2.forget();
-                        StreamEvent::Data(id, buf.get(..n).unwrap_or_default().to_vec())
-                    }
+                    Ok(n) => StreamEvent::Data(id, buf.get(..n).unwrap_or_default().to_vec()),
                     Err(_) => StreamEvent::Failed(id),
                 };
-                let done = !matches!(event, StreamEvent::Data(..));
-                if events.send(wrap(event)).await.is_err() || done {
+                let data = matches!(event, StreamEvent::Data(..));
+                if events.send(wrap(event)).await.is_err() || !data {
                     return;
                 }
+                // The chunk reached the circuit task, which sends it as a DATA cell: its
+                // window slots stay used until a SENDME returns them. Forgetting only now
+                // means a send cut short (the stream aborted) gives the permits back;
+                // EOF and errors give them back too.
+                p1.forget();
+                p2.forget();
             }
         })
     };
@@ -135,7 +135,10 @@ where
             match msg {
                 ToSocket::Data(bytes, ack) => {
                     if wr.write_all(&bytes).await.is_err() {
-                        let _ = events.send(wrap(StreamEvent::Failed(id))).await;
+                        // The socket stopped taking data (the other end closed its read
+                        // side). Stop writing but leave the stream up: what the other end
+                        // still sends (a reply, an error page) must reach the peer; a real
+                        // failure shows up on the read side.
                         return;
                     }
                     if let Some(tag) = ack {
