@@ -141,8 +141,11 @@ async fn curl_through_the_socks_proxy_with_isolation_and_guard_directory() {
     for a in authorities {
         assert!(tokio::net::TcpStream::connect(a).await.is_err());
     }
+    // Without the disk cache, only a guard's directory cache can answer now. (It may hold
+    // an earlier consensus than the authorities' last one: any live, verified one will do.)
+    std::fs::remove_file(dir.join("consensus")).unwrap();
     let c = client.refresh_consensus().await.unwrap();
-    assert!(c.relays().len() >= 5);
+    assert!(!c.relays().is_empty());
     for r in relays {
         r.shutdown().await;
     }

@@ -419,6 +419,12 @@ impl Authority {
                 return;
             }
         };
+        if body.relays.is_empty() {
+            // An empty consensus would only make clients fail later: publish none until
+            // some relay is reachable (the network is still forming).
+            info!("authority: no reachable relays yet; no consensus this period");
+            return;
+        }
         let mut signed = match body.to_signed() {
             Ok(s) => s,
             Err(e) => {
