@@ -4,6 +4,7 @@
 pub mod cell;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod dir;

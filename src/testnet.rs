@@ -1,6 +1,7 @@
 //! A whole local network in one process: authorities, relays (some exits) and the client
 //! configuration to use them, all on 127.0.0.1. Used by `allium testnet` and by tests.
 
+use crate::clock::now_unix;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,7 +163,7 @@ impl TestNet {
             .first()
             .and_then(|(_, a)| a.current_consensus())
             .and_then(|b| crate::dir::UncheckedConsensus::parse(&b).ok())
-            .and_then(|u| u.verify(&trusted, crate::testnet::now_unix()).ok())
+            .and_then(|u| u.verify(&trusted, now_unix()).ok())
             .map_or(0, |c| c.relays().len())
     }
 
@@ -175,10 +176,4 @@ impl TestNet {
             r.shutdown().await;
         }
     }
-}
-
-pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

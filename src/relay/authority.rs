@@ -14,12 +14,13 @@
 //! Authorities talk to each other (and relays upload) over one-hop circuits with
 //! BEGIN_DIR streams, so this traffic is encrypted and padded like everything else.
 
+use crate::clock::now_unix;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -91,12 +92,6 @@ impl AuthorityConfig {
             min_upload_interval: Duration::from_secs(60),
         }
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// What the authority knows about one relay.

@@ -1,10 +1,11 @@
 //! A relay's directory cache: it fetches the consensus from the authorities, verifies it,
 //! and serves it to clients over BEGIN_DIR, so clients need not all ask the authorities.
 
+use crate::clock::now_unix;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -15,12 +16,6 @@ use crate::dir::UncheckedConsensus;
 
 use super::authority::AuthorityInfo;
 use super::dirserve::DirService;
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The cache. Serve it with [`super::RelayHandle::set_dir_service`].
 #[derive(Debug)]

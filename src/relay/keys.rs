@@ -1,7 +1,8 @@
 //! Everything secret a relay holds, loaded together.
 
+use crate::clock::now_unix;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::crypto::cert::DEFAULT_ONION_KEY_LIFETIME_SECS;
 use crate::crypto::keyfile::{self, KeyFileError};
@@ -20,12 +21,6 @@ pub struct RelayKeys {
     onion: RelayOnionKeys,
     onion_cert: OnionKeyCert,
     link: LinkAuth,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl RelayKeys {

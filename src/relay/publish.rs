@@ -1,8 +1,9 @@
 //! A relay publishing its signed descriptor to the directory authorities.
 
+use crate::clock::now_unix;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
@@ -27,12 +28,6 @@ pub struct PublishConfig {
     pub family: Vec<IdentityPublic>,
     /// How often to republish.
     pub interval: Duration,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Builds and signs the relay's current descriptor.
