@@ -332,6 +332,15 @@ pub async fn proxy(path: &Path) -> CmdResult {
     Ok(())
 }
 
+/// `allium demo-server --listen ADDR`.
+pub async fn demo_server(listen: SocketAddr) -> CmdResult {
+    let addr = demo_server::start_on(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!("demo server listening on http://{addr}/");
+    wait_for_ctrl_c().await
+}
+
 /// `allium keygen --data-dir DIR`.
 pub fn keygen(dir: &Path) -> CmdResult {
     make_private_dir(dir)?;

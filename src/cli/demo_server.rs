@@ -1,5 +1,7 @@
 //! A tiny HTTP server for the test network, so the printed curl command has something
 //! to fetch: `/` returns a short page, `/bytes/N` returns N bytes (at most 1 GiB).
+//! `allium demo-server --listen ADDR` runs it on its own (a destination for networks of
+//! separate processes or hosts).
 
 use std::net::SocketAddr;
 
@@ -8,7 +10,12 @@ use tokio::net::TcpListener;
 
 /// Starts the server on 127.0.0.1 (ephemeral port) and returns its address.
 pub async fn start() -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts the server on `addr` (port 0: the OS picks) and returns the bound address.
+pub async fn start_on(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {

@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Serve the demo web pages (`/`, `/bytes/N`) on an address until Ctrl-C: a
+    /// destination for test networks run as separate processes or hosts.
+    DemoServer {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Create (or show) a relay's keys in a data directory and print its identity.
     Keygen {
         /// The data directory (created mode 0700 if missing).
@@ -96,6 +103,7 @@ pub fn run() -> ExitCode {
             Command::Relay { config } => commands::relay(&config).await,
             Command::Authority { config } => commands::authority(&config).await,
             Command::Proxy { config } => commands::proxy(&config).await,
+            Command::DemoServer { listen } => commands::demo_server(listen).await,
             Command::Keygen { data_dir } => commands::keygen(&data_dir),
         }
     });
