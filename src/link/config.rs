@@ -17,6 +17,14 @@ pub struct LinkConfig {
     pub idle_timeout: Duration,
     /// Most circuits (both directions together) one channel may carry.
     pub max_circuits_per_channel: usize,
+    /// A peer that vanished without closing (cable cut, crashed host, a NAT that forgot the
+    /// connection) is detected within about this long: TCP keepalive probes start after
+    /// half of it without traffic, and the kernel drops the connection when sent data or
+    /// probes stay unacknowledged this long (`TCP_USER_TIMEOUT` on Linux). Without it a
+    /// channel with data in flight waits for TCP's retransmission give-up (~15 min) and a
+    /// silent one for `idle_timeout`, and every circuit on it stalls meanwhile. `None`:
+    /// the system's defaults.
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 impl Default for LinkConfig {
@@ -26,6 +34,7 @@ impl Default for LinkConfig {
             outbound_queue_cells: 1024,
             idle_timeout: Duration::from_secs(5 * 60),
             max_circuits_per_channel: 4096,
+            dead_peer_timeout: Some(Duration::from_secs(20)),
         }
     }
 }

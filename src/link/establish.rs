@@ -95,11 +95,34 @@ enum Role<'a> {
     },
 }
 
+/// Makes the kernel close `stream` if the peer stops answering for about `timeout` (see
+/// [`LinkConfig::dead_peer_timeout`]). Best effort: a socket that refuses the options
+/// still works, it just notices a dead peer later.
+fn detect_dead_peer(stream: &TcpStream, timeout: std::time::Duration) {
+    let sock = socket2::SockRef::from(stream);
+    // Probes from half the timeout on, four per remaining half: with TCP_USER_TIMEOUT set,
+    // Linux gives up once the timeout has passed without an answer.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(timeout / 2)
+        .with_interval((timeout / 8).max(std::time::Duration::from_secs(1)))
+        .with_retries(4);
+    if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+        debug!("link: cannot enable TCP keepalive: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = sock.set_tcp_user_timeout(Some(timeout)) {
+        debug!("link: cannot set TCP_USER_TIMEOUT: {e}");
+    }
+}
+
 /// Splits the stream, runs one side of the handshake, and starts the channel's writer task.
 async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkResult<Channel> {
     // Cells are small and latency matters more than packet count: batching happens in the
     // writer task, not in Nagle's algorithm.
     stream.set_nodelay(true)?;
+    if let Some(t) = cfg.dead_peer_timeout {
+        detect_dead_peer(&stream, t);
+    }
     let (read_half, mut write_half) = stream.into_split();
     let stats = Arc::new(RecordStats::default());
     let mut reader = RecordReader::new(read_half, stats.clone());

@@ -32,6 +32,11 @@ pub struct RelayLimits {
     pub idle_channel_timeout_secs: u64,
     /// Seconds a link handshake may take.
     pub link_handshake_timeout_secs: u64,
+    /// Seconds after which a peer that stopped answering (no FIN or RST: cable cut,
+    /// crashed host) is considered gone and its channel closed, destroying its circuits
+    /// so clients rebuild; 0 leaves it to the system's TCP defaults (up to ~15 min). See
+    /// `LinkConfig::dead_peer_timeout`.
+    pub dead_peer_timeout_secs: u64,
     /// Seconds to wait for CREATED from the next hop when extending.
     pub extend_timeout_secs: u64,
 }
@@ -48,6 +53,7 @@ impl Default for RelayLimits {
             streams_per_circuit: 512,
             idle_channel_timeout_secs: 300,
             link_handshake_timeout_secs: 10,
+            dead_peer_timeout_secs: 20,
             extend_timeout_secs: 20,
         }
     }
@@ -61,6 +67,10 @@ impl RelayLimits {
     /// Link handshake timeout as a duration.
     pub fn link_handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.link_handshake_timeout_secs)
+    }
+    /// Dead-peer timeout as a duration (`None` when 0: system defaults).
+    pub fn dead_peer_timeout(&self) -> Option<Duration> {
+        (self.dead_peer_timeout_secs > 0).then(|| Duration::from_secs(self.dead_peer_timeout_secs))
     }
     /// Extend timeout as a duration.
     pub fn extend_timeout(&self) -> Duration {

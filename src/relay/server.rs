@@ -97,6 +97,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         handshake_timeout: limits.link_handshake_timeout(),
         idle_timeout: limits.idle_channel_timeout(),
         max_circuits_per_channel: limits.circuits_per_channel,
+        dead_peer_timeout: limits.dead_peer_timeout(),
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {
