@@ -265,39 +265,61 @@ impl Drop for Lab {
     }
 }
 
-/// Established TCP connections in `node`'s namespace as (local, peer) address strings.
-fn connections(node: &Node) -> Vec<(String, String)> {
+/// An established TCP connection seen by `ss`.
+struct Conn {
+    local: String,
+    peer: String,
+    /// Payload bytes sent plus received on it so far.
+    bytes: u64,
+}
+
+/// Established TCP connections in `node`'s namespace.
+fn connections(node: &Node) -> Vec<Conn> {
     let out = run(Command::new("ip").args([
         "netns",
         "exec",
         &node.ns,
         "ss",
-        "-Htn",
+        "-Htni",
         "state",
         "established",
     ]))
     .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // Recv-Q Send-Q Local Peer (the state column is omitted with a state filter).
-            let n = f.len();
-            (n >= 4).then(|| (f[n - 2].to_string(), f[n - 1].to_string()))
-        })
-        .collect()
+    let mut conns: Vec<Conn> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with(char::is_whitespace) {
+            // The info line of the connection above: add its byte counters.
+            if let Some(c) = conns.last_mut() {
+                for field in line.split_whitespace() {
+                    if let Some((key, value)) = field.split_once(':') {
+                        if key == "bytes_sent" || key == "bytes_received" {
+                            c.bytes += value.parse::<u64>().unwrap_or(0);
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        // Recv-Q Send-Q Local Peer (no state column with a state filter).
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 4 {
+            conns.push(Conn {
+                local: f[2].to_string(),
+                peer: f[3].to_string(),
+                bytes: 0,
+            });
+        }
+    }
+    conns
 }
 
-fn has_peer_ip(conns: &[(String, String)], ip: &str) -> bool {
+/// Bytes carried by the connections between this node and `addr` (either side).
+fn bytes_with(conns: &[Conn], addr: &str) -> Option<u64> {
     conns
         .iter()
-        .any(|(_, peer)| peer.rsplit_once(':').is_some_and(|(h, _)| h == ip))
-}
-
-fn has_peer(conns: &[(String, String)], addr: &str) -> bool {
-    conns
-        .iter()
-        .any(|(local, peer)| local == addr || peer == addr)
+        .filter(|c| c.local == addr || c.peer == addr)
+        .map(|c| c.bytes)
+        .max()
 }
 
 /// curl inside the client namespace through the proxy; returns (exit status, body length).
@@ -441,7 +463,7 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
     // Wait for the network to form: the first fetch through the proxy that succeeds.
     // Generous bound only so a broken network fails instead of hanging.
     let mut formed = false;
-    for _ in 0..60 {
+    while t0.elapsed() < Duration::from_secs(90) {
         if fetch(&client, &web, 1000, 10) == Ok(1000) {
             formed = true;
             break;
@@ -492,25 +514,24 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
         rates[2].0 > 100_000 && rates[3].0 < rates[2].0 / 4,
         "cannot tell the three relays of the circuit from the others: {rates:?}"
     );
-    let conns: Vec<Vec<(String, String)>> = relays.iter().map(connections).collect();
+    let conns: Vec<Vec<Conn>> = relays.iter().map(connections).collect();
+    // The exit is the one connected to the web server; the middle is the other one whose
+    // connection with the exit carries the download (the guard may have a channel to the
+    // exit too, for other circuits, but not with megabytes on it).
     let exit = *path
         .iter()
-        .find(|&&i| has_peer(&conns[i], &web))
+        .find(|&&i| bytes_with(&conns[i], &web).is_some())
         .expect("no relay of the path is connected to the web server");
     let exit_addr = format!("{}:{NODE_PORT}", relays[exit].addr);
-    // The middle is connected to the exit and is not the client's guard.
     let others: Vec<usize> = path.iter().copied().filter(|&i| i != exit).collect();
-    let middle = others
+    let middle = *others
         .iter()
-        .copied()
-        .find(|&i| has_peer(&conns[i], &exit_addr) && !has_peer_ip(&conns[i], &client.addr))
-        .or_else(|| {
-            others
-                .iter()
-                .copied()
-                .find(|&i| !has_peer_ip(&conns[i], &client.addr))
-        })
-        .expect("cannot tell the middle relay from the guard");
+        .max_by_key(|&&i| bytes_with(&conns[i], &exit_addr).unwrap_or(0))
+        .unwrap();
+    assert!(
+        bytes_with(&conns[middle], &exit_addr).unwrap_or(0) > 1_000_000,
+        "no relay of the path carries the download from the exit"
+    );
     let guard = others.iter().copied().find(|&i| i != middle).unwrap();
     println!(
         "circuit: guard {}, middle {}, exit {}; cutting the middle off",
