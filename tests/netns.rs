@@ -177,6 +177,14 @@ impl Lab {
         let port = format!("p{index}");
         let addr = format!("10.{}.0.1", 70 + index);
         ip_ok(&["netns", "add", &ns]);
+        let node = Node {
+            name: name.into(),
+            ns: ns.clone(),
+            port: port.clone(),
+            addr: addr.clone(),
+        };
+        // Recorded before anything else can fail, so Drop removes it.
+        self.nodes.push(node.clone());
         let sw = self.switch.clone();
         ip_ok(&[
             "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
@@ -194,13 +202,6 @@ impl Lab {
         ]);
         ip_ok(&["-n", &ns, "link", "set", "eth0", "up"]);
         ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
-        let node = Node {
-            name: name.into(),
-            ns,
-            port,
-            addr,
-        };
-        self.nodes.push(node.clone());
         node
     }
 
