@@ -35,7 +35,7 @@ const AUTHORITIES: usize = 3;
 const RELAYS: usize = 5;
 const EXITS: usize = 2;
 /// How long the in-flight download may take to fail after the cut. Every node runs with
-/// its default configuration: the relays' dead-peer timeout (`[limits]
+/// the default timeouts: the relays' dead-peer timeout (`[limits]
 /// dead_peer_timeout_secs`, 20 s: TCP keepalive + TCP_USER_TIMEOUT) must close the guard's
 /// channel to the vanished middle well within this. Without it the guard would wait for
 /// the link idle timeout (5 min) or TCP's retransmission give-up (~15 min).
@@ -323,7 +323,7 @@ fn bytes_with(conns: &[Conn], addr: &str) -> Option<u64> {
         .max()
 }
 
-/// curl inside the client namespace through the proxy; returns (exit status, body length).
+/// curl inside the client namespace through the proxy, printing the bytes it received.
 fn curl_cmd(client: &Node, url: &str, extra: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args([
