@@ -102,9 +102,11 @@ fn detect_dead_peer(stream: &TcpStream, timeout: std::time::Duration) {
     let sock = socket2::SockRef::from(stream);
     // Probes from half the timeout on, four per remaining half: with TCP_USER_TIMEOUT set,
     // Linux gives up once the timeout has passed without an answer.
+    // The kernel counts in whole seconds and refuses 0.
+    let second = std::time::Duration::from_secs(1);
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(timeout / 2)
-        .with_interval((timeout / 8).max(std::time::Duration::from_secs(1)))
+        .with_time((timeout / 2).max(second))
+        .with_interval((timeout / 8).max(second))
         .with_retries(4);
     if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
         debug!("link: cannot enable TCP keepalive: {e}");
