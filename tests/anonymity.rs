@@ -450,9 +450,19 @@ async fn default_log_level_shows_no_destination_client_address_or_key() {
     let (lines, dest_port, me, keys) = loud;
     let found = leaks(&lines, dest_port, me, &keys);
     eprintln!(
-        "debug level (control): {} lines, {} hits",
+        "debug level (control): {} lines, {} hits, e.g.:",
         lines.len(),
         found.len()
+    );
+    for f in found.iter().take(4) {
+        eprintln!("  {f}");
+    }
+    // Keys too: identities are logged at debug level when the relays start.
+    assert!(
+        found
+            .iter()
+            .any(|f| keys.iter().any(|k| f.starts_with(&format!("{:?}", hex(k))))),
+        "the control run should log a relay identity at debug level"
     );
     assert!(
         found
