@@ -51,12 +51,13 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
         .unwrap();
     let rss_before = rss_kib();
 
-    // The flood: 10,000 CREATE cells with real handshakes on one channel. A few distinct
-    // handshake messages are enough to make the relay do the full work for each.
+    // The flood: 10,000 CREATE cells with real, distinct handshakes on one channel (the
+    // relay refuses a repeated handshake message as a replay without doing the work, so
+    // every message is new to make it do the full work for each).
     let flood_chan = ClientChannel::connect(&t, &LinkConfig::default())
         .await
         .unwrap();
-    let msgs: Vec<Vec<u8>> = (0..16)
+    let msgs: Vec<Vec<u8>> = (0..10_000)
         .map(|_| {
             client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &[])
                 .unwrap()
@@ -111,7 +112,8 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
         loop {
             let total = c.circuits_created.load(Ordering::Relaxed)
                 + c.refused_handshake_rate.load(Ordering::Relaxed)
-                + c.refused_circuit_limit.load(Ordering::Relaxed);
+                + c.refused_circuit_limit.load(Ordering::Relaxed)
+                + c.refused_replay.load(Ordering::Relaxed);
             if total >= 10_001 {
                 return;
             }
@@ -135,6 +137,7 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
     // cap what the flood obtains.
     assert!(created <= 4097, "created {created}");
     assert_eq!(created + refused_rate + refused_limit, 10_001);
+    assert_eq!(c.refused_replay.load(Ordering::Relaxed), 0);
     // Bounded memory: thousands of circuits cost a few MiB, not hundreds.
     assert!(
         rss_during < rss_before + 200 * 1024,

@@ -123,6 +123,11 @@ impl Circuit {
         ticket: Arc<QueueTicket>,
     ) -> Option<Self> {
         let from_client = matches!(prev.chan.peer, PeerKind::Client);
+        let htype_code = create.htype.code();
+        // A message answered recently is refused before any expensive work.
+        if shared.replay.seen(htype_code, create.data.as_slice()) {
+            return Self::refuse_replay(&shared, &prev).await;
+        }
         let result = match create.htype {
             HandshakeType::Ntor1 => relay_handshake(
                 &mut rand::rng(),
@@ -153,6 +158,14 @@ impl Circuit {
                 return None;
             }
         };
+        // Recorded only once the handshake succeeded (garbage cannot flush the filter);
+        // the check-and-insert is atomic, so two racing copies cannot both pass.
+        if !shared
+            .replay
+            .check_and_insert(htype_code, create.data.as_slice())
+        {
+            return Self::refuse_replay(&shared, &prev).await;
+        }
         if !send_cell(&prev, ChanMsg::Created(Created { data: created })).await {
             prev.chan.circuits.remove(prev.id);
             return None;
@@ -174,6 +187,15 @@ impl Circuit {
             connecting: std::collections::HashMap::new(),
             resolving: 0,
         })
+    }
+
+    /// Refuses a replayed CREATE: DESTROY(PROTOCOL), the circuit never starts.
+    async fn refuse_replay(shared: &RelayShared, prev: &CircEnd) -> Option<Self> {
+        debug!("relay: replayed CREATE refused");
+        RelayCounters::bump(&shared.counters.refused_replay);
+        prev.chan.circuits.remove(prev.id);
+        send_cell(prev, ChanMsg::Destroy(DestroyReason::Protocol)).await;
+        None
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<CircEvent>) {
@@ -272,6 +294,10 @@ impl Circuit {
             .crypto
             .decrypt_forward(&mut bytes)
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        if let Some(o) = self.shared.observer() {
+            let recognised = matches!(recognition, crate::crypto::Recognition::Recognised { .. });
+            o.forward_cell(self.prev.id, &bytes, recognised);
+        }
         match recognition {
             crate::crypto::Recognition::Recognised { tag } => {
                 self.on_recognised(&bytes, early, &tag).await
@@ -307,6 +333,9 @@ impl Circuit {
             return Err(Teardown::new(DestroyReason::Protocol));
         }
         let mut bytes = body.0;
+        if let Some(o) = self.shared.observer() {
+            o.backward_cell(self.prev.id, &bytes);
+        }
         self.crypto
             .encrypt_backward(&mut bytes)
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
@@ -356,6 +385,9 @@ impl Circuit {
             debug!("relay: bad relay message: {e}");
             Teardown::new(DestroyReason::Protocol)
         })?;
+        if let Some(o) = self.shared.observer() {
+            o.recognised(self.prev.id, cell.msg().cmd());
+        }
         let (stream, msg) = cell.into_parts();
         match (stream, msg) {
             (None, RelayMsg::Extend(extend)) if early => self.on_extend(extend),
@@ -417,6 +449,9 @@ impl Circuit {
         let (target, port) = (begin.target().clone(), begin.port());
         if let Err(reason) = exit.precheck(&target, port) {
             return self.end_stream(id, reason).await;
+        }
+        if let Some(o) = self.shared.observer() {
+            o.exit_connect(self.prev.id, &target, port);
         }
         self.streams.reserve(id);
         let tx = self.self_tx.clone();

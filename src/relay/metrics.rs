@@ -70,6 +70,8 @@ pub fn render(shared: &RelayShared) -> String {
         ("handshake_rate", get(&c.refused_handshake_rate)),
         ("circuit_limit", get(&c.refused_circuit_limit)),
         ("protocol_violation", get(&c.protocol_violations)),
+        ("replayed_create", get(&c.refused_replay)),
+        ("malformed_create", get(&c.refused_malformed_create)),
         ("link_handshake_failed", get(&c.link_handshake_failures)),
         ("queue_memory", shared.budget.kills()),
     ] {

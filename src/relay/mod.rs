@@ -14,14 +14,17 @@ pub mod exit;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod observer;
 pub mod publish;
 pub mod queue_budget;
 pub mod rate_limit;
 pub mod reactor;
+pub mod replay;
 pub mod server;
 pub mod shared;
 
 pub use exit::{ExitConfig, ExitTimeouts};
 pub use keys::RelayKeys;
 pub use limits::RelayLimits;
+pub use observer::RelayObserver;
 pub use server::{start, RelayConfig, RelayHandle};

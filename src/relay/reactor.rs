@@ -12,7 +12,7 @@ use tracing::debug;
 
 use crate::cell::chan_cell::sets;
 use crate::cell::consts::CELL_LEN;
-use crate::cell::{CellHeader, ChanCell, ChanMsg, CircId, Create, DestroyReason};
+use crate::cell::{CellHeader, ChanCell, ChanCmd, ChanMsg, CircId, Create, DestroyReason};
 use crate::link::{ChannelReceiver, PeerKind};
 
 use super::circuit;
@@ -110,7 +110,17 @@ async fn on_unknown_circuit(
             }
             Ok(())
         }
-        Err(_) => {
+        Err(e) => {
+            // A CREATE whose body does not parse (bad handshake type or length) is
+            // answered, so the sender learns its circuit is refused instead of waiting
+            // for its timeout; the id stays free. The channel stays open: other users'
+            // circuits share it.
+            if CellHeader::peek(raw).is_ok_and(|h| h.cmd == ChanCmd::Create) {
+                debug!("relay: malformed CREATE: {e}");
+                RelayCounters::bump(&shared.counters.refused_malformed_create);
+                refuse(chan, id, DestroyReason::Protocol).await;
+                return Ok(());
+            }
             // A late cell for a circuit we already closed (RELAY, DESTROY, or a CREATED
             // racing our DESTROY to the next hop) is dropped; it must not close the
             // channel, which other users' circuits share.

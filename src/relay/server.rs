@@ -67,6 +67,16 @@ impl RelayHandle {
         *self.shared.dir.write().unwrap_or_else(|p| p.into_inner()) = Some(service);
     }
 
+    /// Installs an instrumentation observer (see [`super::observer`]): events from then
+    /// on are reported to it. At most one per relay; a second call returns the observer
+    /// back as the error. Never wired to logs.
+    pub fn set_observer(
+        &self,
+        observer: Arc<dyn super::observer::RelayObserver>,
+    ) -> Result<(), Arc<dyn super::observer::RelayObserver>> {
+        self.shared.observer.set(observer)
+    }
+
     /// Stops accepting connections and closes every channel.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -113,6 +123,8 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         listen_addr,
         exit: config.exit.map(Arc::new),
         dir: std::sync::RwLock::new(None),
+        replay: super::replay::ReplayFilter::default(),
+        observer: std::sync::OnceLock::new(),
     });
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");
@@ -132,7 +144,7 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Typically EMFILE under a connection flood; back off briefly.
@@ -155,6 +167,9 @@ async fn accept_loop(
             match result {
                 Ok(channel) => {
                     RelayCounters::bump(&shared.counters.link_handshakes);
+                    if let Some(o) = shared.observer() {
+                        o.inbound_channel(peer);
+                    }
                     let chan = Arc::new(RelayChannel {
                         sender: channel.sender,
                         circuits: CircMux::new(channel.circ_ids),

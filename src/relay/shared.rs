@@ -61,6 +61,11 @@ pub struct RelayCounters {
     pub link_handshakes: AtomicU64,
     /// Link handshakes refused or failed.
     pub link_handshake_failures: AtomicU64,
+    /// CREATE (or the CREATE of an EXTEND) refused because its handshake message was
+    /// already answered (replay filter).
+    pub refused_replay: AtomicU64,
+    /// Malformed CREATE cells (refused with DESTROY(PROTOCOL)).
+    pub refused_malformed_create: AtomicU64,
 }
 
 impl RelayCounters {
@@ -98,12 +103,21 @@ pub struct RelayShared {
     pub exit: Option<Arc<super::exit::ExitConfig>>,
     /// The directory role (BEGIN_DIR), if any.
     pub dir: std::sync::RwLock<Option<Arc<dyn super::dirserve::DirService>>>,
+    /// Circuit handshake messages answered recently (refuses replayed CREATEs).
+    pub replay: super::replay::ReplayFilter,
+    /// The instrumentation observer, if one was installed (never wired to logs).
+    pub observer: std::sync::OnceLock<Arc<dyn super::observer::RelayObserver>>,
 }
 
 impl RelayShared {
     /// The directory service, if this relay serves one now.
     pub fn dir_service(&self) -> Option<Arc<dyn super::dirserve::DirService>> {
         self.dir.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The instrumentation observer, if any (one atomic load when unset).
+    pub fn observer(&self) -> Option<&dyn super::observer::RelayObserver> {
+        self.observer.get().map(|o| o.as_ref())
     }
 }
 
