@@ -290,3 +290,190 @@ async fn middle_killed_mid_transfer_fails_the_stream_and_next_request_works() {
 async fn exit_killed_mid_transfer_fails_the_stream_and_next_request_works() {
     kill_during_transfer("faults-exit", Victim::Exit).await;
 }
+
+/// curl through the proxy on a circuit of its own: a SOCKS username never used before puts
+/// the request in a new isolation class, so the proxy must build a circuit from the
+/// consensus it holds now.
+async fn curl_new_circuit(socks: SocketAddr, url: &str, n: u32) -> (i32, Vec<u8>, String) {
+    let proxy = format!("socks5h://u{n}:p@{socks}");
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "-x", &proxy, url])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_authorities_the_proxy_serves_until_the_consensus_expires_then_says_why() {
+    if !procnet::have_curl() {
+        println!("skipped: curl is not installed");
+        return;
+    }
+    let tag = "faults-noauth";
+    let mut net = network(tag, 4, 2).await;
+    let socks = net.socks();
+    let (web, _) = web_server().await;
+    let url = format!("http://{web}/100000");
+    let mut n = 0;
+    let (code, body, err) = curl_new_circuit(socks, &url, n).await;
+    if code != 0 || !is_pattern(&body, 100_000) {
+        net.dump_logs();
+        panic!("{tag}: request failed before any fault ({code}): {err}");
+    }
+
+    // The newest consensus any authority serves bounds what the proxy can hold.
+    let latest = net.consensus().await.expect("no consensus");
+    let authorities: Vec<String> = net
+        .by_role(Role::Authority)
+        .map(|a| a.name.clone())
+        .collect();
+    for a in &authorities {
+        net.terminate(a, Duration::from_secs(10)).await;
+    }
+    // A consensus published between our fetch and the stop would be valid one period more.
+    let latest_expiry = latest.valid_until() + PERIOD;
+    let stopped = allium::clock::now_unix();
+    eprintln!(
+        "{tag}: authorities stopped at {stopped}; newest consensus valid until {} (expiry at the \
+         latest {latest_expiry})",
+        latest.valid_until()
+    );
+
+    // New circuits keep working from the cached consensus while it is valid.
+    let mut served_without_authorities = 0;
+    while allium::clock::now_unix() + 3 < latest.valid_until() {
+        n += 1;
+        let (code, body, err) = curl_new_circuit(socks, &url, n).await;
+        if code != 0 || !is_pattern(&body, 100_000) {
+            net.dump_logs();
+            panic!(
+                "{tag}: request {n} failed {} s after the authorities stopped, before expiry \
+                 ({code}): {err}",
+                allium::clock::now_unix() - stopped
+            );
+        }
+        served_without_authorities += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    eprintln!(
+        "{tag}: {served_without_authorities} requests on new circuits served without \
+         authorities, the last {} s after they stopped",
+        allium::clock::now_unix() - stopped
+    );
+    assert!(
+        served_without_authorities >= 2,
+        "too few requests before expiry"
+    );
+
+    // After expiry: requests fail, and the proxy's log (default level) says why.
+    while allium::clock::now_unix() <= latest_expiry {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Circuits built while the consensus was live (the proxy keeps two ready) may still
+    // carry a request or two; no new circuit can be built, so requests soon fail.
+    let mut served_by_prebuilt = 0;
+    let (code, err, took) = loop {
+        n += 1;
+        let t = Instant::now();
+        let (code, _, err) = curl_new_circuit(socks, &url, n).await;
+        if code != 0 || served_by_prebuilt == 4 {
+            break (code, err, t.elapsed());
+        }
+        served_by_prebuilt += 1;
+    };
+    eprintln!(
+        "{tag}: after expiry: {served_by_prebuilt} requests served by circuits built before it, \
+         then curl exit code {code} in {:.2} s: {}",
+        took.as_secs_f64(),
+        err.trim()
+    );
+    assert_ne!(
+        code, 0,
+        "{tag}: requests keep succeeding with an expired consensus"
+    );
+    assert!(took < Duration::from_secs(30), "the refusal must not hang");
+    let log = net.log("proxy");
+    let why: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no usable consensus"))
+        .collect();
+    eprintln!("{tag}: proxy log lines saying why:\n{}", why.join("\n"));
+    assert!(
+        why.iter()
+            .any(|l| l.contains("cannot open streams") && l.contains("consensus expired")),
+        "{tag}: the proxy does not say why it cannot serve:\n{log}"
+    );
+    // What the user is told never names the destination.
+    assert!(
+        !log.contains(&web.to_string()),
+        "{tag}: the log names the destination"
+    );
+    net.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restarted_with_its_keys_rejoins_the_consensus() {
+    let tag = "faults-restart";
+    let dir = procnet::emit(tag, 3, 4, 2, PERIOD);
+    let mut net = ProcNet::open(&dir);
+    for name in net
+        .nodes
+        .iter()
+        .filter(|n| n.role != Role::Proxy)
+        .map(|n| n.name.clone())
+        .collect::<Vec<_>>()
+    {
+        net.start(&name);
+    }
+    if net.wait_for_consensus(NO_HANG).await.is_none() {
+        net.dump_logs();
+        panic!("{tag}: no consensus listing every relay");
+    }
+    let victim = "relay-4";
+    let id = net.node(victim).identity.unwrap();
+    let addr = net.node(victim).listen;
+
+    let t = Instant::now();
+    net.kill(victim).await;
+    let gone = net
+        .wait_for_consensus_where(NO_HANG, |c| c.relay(&id).is_none())
+        .await;
+    if gone.is_none() {
+        net.dump_logs();
+        panic!("{tag}: the killed relay stays listed");
+    }
+    eprintln!(
+        "{tag}: SIGKILLed {victim}; dropped from the consensus after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    net.start(victim);
+    let back = net
+        .wait_for_consensus_where(NO_HANG, |c| c.relay(&id).is_some())
+        .await;
+    let Some(back) = back else {
+        net.dump_logs();
+        panic!("{tag}: the restarted relay did not rejoin the consensus");
+    };
+    let entry = back.relay(&id).unwrap();
+    eprintln!(
+        "{tag}: restarted {victim} (same keys and port); listed again after {:.1} s, flags {:?}",
+        t.elapsed().as_secs_f64(),
+        entry.flags
+    );
+    assert_eq!(entry.addrs.first(), Some(&addr));
+    let log = net.log(victim);
+    assert!(
+        !log.contains("refused") && !log.contains("Refused"),
+        "{tag}: an authority refused the restarted relay:\n{log}"
+    );
+    net.finish().await;
+}

@@ -106,7 +106,13 @@ struct Inner {
     channels: tokio::sync::Mutex<HashMap<IdentityPublic, Arc<ClientChannel>>>,
     circuits: Mutex<HashMap<Isolation, Vec<ReadyCircuit>>>,
     clean: Mutex<Vec<ReadyCircuit>>,
+    /// When the proxy last warned that it has no usable consensus (one line per
+    /// [`NO_CONSENSUS_WARN_EVERY`], however many requests fail).
+    no_consensus_warned: Mutex<Option<Instant>>,
 }
+
+/// At most one "no usable consensus" warning per this interval.
+const NO_CONSENSUS_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A bootstrapped client. Cheap to clone.
 #[derive(Clone)]
@@ -141,6 +147,7 @@ impl Client {
                 channels: tokio::sync::Mutex::new(HashMap::new()),
                 circuits: Mutex::new(HashMap::new()),
                 clean: Mutex::new(Vec::new()),
+                no_consensus_warned: Mutex::new(None),
                 config,
             }),
         };
@@ -361,8 +368,10 @@ impl Client {
         let now = now_unix();
         if !consensus.is_live(now) {
             return Err(ClientError::NoConsensus(format!(
-                "the consensus expired at {} and no fresh one could be fetched",
-                consensus.valid_until()
+                "the consensus expired at unix time {} ({} s ago) and no authority or guard \
+                 could provide a newer one",
+                consensus.valid_until(),
+                now.saturating_sub(consensus.valid_until())
             )));
         }
         let (hops, exit_policy) = {
@@ -660,6 +669,20 @@ impl super::socks_server::Connector for Client {
             match self.connect_target(target, port, &iso).await {
                 Ok(s) => Ok(s),
                 Err(ClientError::Stream(e)) => Err(e),
+                Err(e @ ClientError::NoConsensus(_)) => {
+                    // The user must learn why every request fails; the message names no
+                    // destination. Rate-limited so failing requests cannot flood the log.
+                    let mut last = self
+                        .inner
+                        .no_consensus_warned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if last.is_none_or(|t| t.elapsed() >= NO_CONSENSUS_WARN_EVERY) {
+                        *last = Some(Instant::now());
+                        warn!("proxy: cannot open streams: {e}");
+                    }
+                    Err(StreamOpenError::NoConsensus)
+                }
                 Err(e) => {
                     debug!("proxy: stream failed: {e}");
                     Err(StreamOpenError::CircuitClosed)

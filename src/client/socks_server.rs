@@ -124,6 +124,8 @@ pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
         StreamOpenError::Refused(EndReason::Timeout) | StreamOpenError::Timeout => {
             ReplyCode::TtlExpired
         }
+        // The whole network is out of reach until a live consensus is fetched.
+        StreamOpenError::NoConsensus => ReplyCode::NetworkUnreachable,
         StreamOpenError::Refused(_)
         | StreamOpenError::CircuitClosed
         | StreamOpenError::TooManyStreams => ReplyCode::GeneralFailure,
