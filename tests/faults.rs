@@ -232,14 +232,14 @@ async fn kill_during_transfer(tag: &str, victim: Victim) {
         Victim::Middle => middle.clone(),
         Victim::Exit => exit.clone(),
     };
-    let got_before = std::fs::metadata(&net.dir.join("big.bin")).unwrap().len();
+    let got_before = std::fs::metadata(net.dir.join("big.bin")).unwrap().len();
     let killed_at = Instant::now();
     net.kill(&target).await;
     let joined = tokio::time::timeout(NO_HANG * 2, transfer).await;
     let ((code, _, err), ended_at) = joined
         .unwrap_or_else(|_| panic!("{tag}: curl still running {NO_HANG:?} after the kill"))
         .unwrap();
-    let got = std::fs::metadata(&net.dir.join("big.bin")).map_or(0, |m| m.len());
+    let got = std::fs::metadata(net.dir.join("big.bin")).map_or(0, |m| m.len());
     let kill_to_error = ended_at.duration_since(killed_at);
     eprintln!(
         "{tag}: SIGKILL {target} ({victim:?}) after {got_before} bytes; curl exited with {code} \
