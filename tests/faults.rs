@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::procnet::{self, curl, ProcNet, Role};
+use common::procnet::{self, curl, curl_as, ProcNet, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Consensus period of the test networks (the shortest the authorities accept).
@@ -278,6 +278,22 @@ async fn kill_during_transfer(tag: &str, victim: Victim) {
         net.dump_logs();
         panic!("{tag}: the request after the kill failed ({code}): {err}");
     }
+    // The dead relay stays listed in the consensus for a while: new circuits, each
+    // drawn from that consensus, must still carry every request.
+    for n in 0..6 {
+        let (code, body, err) = curl_as(
+            socks,
+            Some(&format!("after{n}")),
+            &format!("http://{web}/100000"),
+            &["--max-time", "60"],
+        )
+        .await;
+        if code != 0 || !is_pattern(&body, 100_000) {
+            net.dump_logs();
+            panic!("{tag}: request {n} on a new circuit after the kill failed ({code}): {err}");
+        }
+    }
+    eprintln!("{tag}: 6 more requests on new circuits after the kill: all served");
     net.finish().await;
 }
 
@@ -292,22 +308,9 @@ async fn exit_killed_mid_transfer_fails_the_stream_and_next_request_works() {
 }
 
 /// curl through the proxy on a circuit of its own: a SOCKS username never used before puts
-/// the request in a new isolation class, so the proxy must build a circuit from the
-/// consensus it holds now.
+/// the request in a new isolation class, so the proxy cannot reuse a circuit in use.
 async fn curl_new_circuit(socks: SocketAddr, url: &str, n: u32) -> (i32, Vec<u8>, String) {
-    let proxy = format!("socks5h://u{n}:p@{socks}");
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "-S", "--max-time", "30", "-x", &proxy, url])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    curl_as(socks, Some(&format!("u{n}")), url, &["--max-time", "30"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,8 +90,8 @@ impl Node {
     }
 }
 
-/// The network; every process still running is killed on drop (and the directory removed
-/// unless the test failed, so its logs can be read).
+/// The network; every process still running is killed on drop. [`ProcNet::finish`] also
+/// removes the directory, so a test that fails before it leaves the logs to read.
 #[derive(Debug)]
 pub struct ProcNet {
     /// The configuration directory.
@@ -479,8 +479,23 @@ impl ProcNet {
 /// Runs curl through the proxy at `socks` for `url` with `args` added; returns its exit
 /// status code, stdout and stderr.
 pub async fn curl(socks: SocketAddr, url: &str, args: &[&str]) -> (i32, Vec<u8>, String) {
+    curl_as(socks, None, url, args).await
+}
+
+/// Like [`curl`], authenticating to the proxy as `user` (a SOCKS username is an isolation
+/// class: a name never used before makes the proxy use a circuit of its own).
+pub async fn curl_as(
+    socks: SocketAddr,
+    user: Option<&str>,
+    url: &str,
+    args: &[&str],
+) -> (i32, Vec<u8>, String) {
+    let proxy = match user {
+        Some(u) => format!("socks5h://{u}:x@{socks}"),
+        None => format!("socks5h://{socks}"),
+    };
     let out = Command::new("curl")
-        .args(["-s", "-S", "--socks5-hostname", &socks.to_string()])
+        .args(["-s", "-S", "-x", &proxy])
         .args(args)
         .arg(url)
         .stdin(Stdio::null())
