@@ -85,9 +85,10 @@ fn is_pattern(body: &[u8], n: u64) -> bool {
 }
 
 /// A whole network with metrics on every relay, the proxy bootstrapped.
-async fn network(tag: &str, relays: usize, exits: usize) -> ProcNet {
+async fn network(tag: &str, relays: usize, exits: usize, proxy_extra: &str) -> ProcNet {
     let dir = procnet::emit(tag, 3, relays, exits, PERIOD);
     procnet::enable_metrics(&dir);
+    procnet::add_to_proxy(&dir, proxy_extra);
     let mut net = ProcNet::open(&dir);
     net.start_all();
     if net.wait_for_consensus(NO_HANG).await.is_none() || !net.wait_for_proxy(NO_HANG).await {
@@ -110,9 +111,16 @@ async fn cells(net: &ProcNet) -> Vec<(String, f64)> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Victim {
+    /// SIGKILL the middle.
     Middle,
+    /// SIGKILL the exit.
     Exit,
+    /// SIGSTOP the middle: its connections stay open, the circuit silently stalls.
+    HungMiddle,
 }
+
+/// The proxy's `stream_idle_secs` in the hung-relay test.
+const STREAM_IDLE_SECS: u64 = 5;
 
 /// The relays (guard, middle, exit) carrying the transfer now under way, found with the
 /// product's own interfaces: the three relays whose relayed-cell counters grow (metrics),
@@ -192,7 +200,11 @@ async fn kill_during_transfer(tag: &str, victim: Victim) {
         println!("skipped: curl is not installed");
         return;
     }
-    let mut net = network(tag, 5, 2).await;
+    let extra = match victim {
+        Victim::HungMiddle => format!("stream_idle_secs = {STREAM_IDLE_SECS}"),
+        _ => String::new(),
+    };
+    let mut net = network(tag, 5, 2, &extra).await;
     let socks = net.socks();
     let (web, peers) = web_server().await;
 
@@ -229,12 +241,16 @@ async fn kill_during_transfer(tag: &str, victim: Victim) {
     let (guard, middle, exit) = find_path(&net, web, &peers, &before).await;
     eprintln!("{tag}: path guard={guard} middle={middle} exit={exit}");
     let target = match victim {
-        Victim::Middle => middle.clone(),
+        Victim::Middle | Victim::HungMiddle => middle.clone(),
         Victim::Exit => exit.clone(),
     };
     let got_before = std::fs::metadata(net.dir.join("big.bin")).unwrap().len();
     let killed_at = Instant::now();
-    net.kill(&target).await;
+    if victim == Victim::HungMiddle {
+        net.signal(&target, "STOP");
+    } else {
+        net.kill(&target).await;
+    }
     let joined = tokio::time::timeout(NO_HANG * 2, transfer).await;
     let ((code, _, err), ended_at) = joined
         .unwrap_or_else(|_| panic!("{tag}: curl still running {NO_HANG:?} after the kill"))
@@ -242,8 +258,13 @@ async fn kill_during_transfer(tag: &str, victim: Victim) {
     let got = std::fs::metadata(net.dir.join("big.bin")).map_or(0, |m| m.len());
     let kill_to_error = ended_at.duration_since(killed_at);
     eprintln!(
-        "{tag}: SIGKILL {target} ({victim:?}) after {got_before} bytes; curl exited with {code} \
+        "{tag}: {} {target} ({victim:?}) after {got_before} bytes; curl exited with {code} \
          after {got} bytes, {:.2} s after the kill: {}",
+        if victim == Victim::HungMiddle {
+            "SIGSTOP"
+        } else {
+            "SIGKILL"
+        },
         kill_to_error.as_secs_f64(),
         err.trim()
     );
@@ -255,11 +276,22 @@ async fn kill_during_transfer(tag: &str, victim: Victim) {
         (got as u64) < BIG,
         "{tag}: all bytes arrived despite the kill"
     );
-    // The proxy closes the stream once the circuit is gone: well before curl's own 120 s.
+    // The proxy closes the stream once the circuit is gone, or (hung relay) once it has
+    // been idle for stream_idle_secs: well before curl's own 120 s.
     assert!(
         kill_to_error < Duration::from_secs(30),
         "{tag}: the stream took {kill_to_error:?} to fail"
     );
+    if victim == Victim::HungMiddle {
+        assert!(
+            kill_to_error >= Duration::from_secs(STREAM_IDLE_SECS - 1),
+            "{tag}: the stalled stream closed before the idle limit"
+        );
+        // The hung relay still accepts TCP connections but never answers; it is killed
+        // here so the next requests do not wait out circuit build timeouts.
+        net.signal(&target, "CONT");
+        net.kill(&target).await;
+    }
 
     // The next request gets a new circuit and succeeds, byte-identical.
     let t = Instant::now();
@@ -303,6 +335,11 @@ async fn middle_killed_mid_transfer_fails_the_stream_and_next_request_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_middle_stalls_the_stream_until_the_proxy_idle_limit_closes_it() {
+    kill_during_transfer("faults-hung", Victim::HungMiddle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_killed_mid_transfer_fails_the_stream_and_next_request_works() {
     kill_during_transfer("faults-exit", Victim::Exit).await;
 }
@@ -320,7 +357,7 @@ async fn without_authorities_the_proxy_serves_until_the_consensus_expires_then_s
         return;
     }
     let tag = "faults-noauth";
-    let mut net = network(tag, 4, 2).await;
+    let mut net = network(tag, 4, 2, "").await;
     let socks = net.socks();
     let (web, _) = web_server().await;
     let url = format!("http://{web}/100000");
