@@ -118,7 +118,8 @@ impl Default for ProxyConfig {
 ///
 /// Exit policy → not allowed by ruleset; name resolution failure or no route → host
 /// unreachable; connection refused → connection refused; a timeout at the exit or in the
-/// client → TTL expired; anything else → general failure.
+/// client → TTL expired; no usable consensus → network unreachable; anything else →
+/// general failure.
 pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
     match err {
         StreamOpenError::Refused(EndReason::ExitPolicy) => ReplyCode::NotAllowed,
@@ -590,6 +591,7 @@ mod tests {
             (E::Refused(R::NotDirectory), ReplyCode::GeneralFailure),
             (E::CircuitClosed, ReplyCode::GeneralFailure),
             (E::TooManyStreams, ReplyCode::GeneralFailure),
+            (E::NoConsensus, ReplyCode::NetworkUnreachable),
         ];
         for (err, code) in cases {
             assert_eq!(reply_code_for(&err), code, "{err:?}");
@@ -612,6 +614,7 @@ mod tests {
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.connect_timeout, Duration::from_secs(60));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
     }
 
     #[test]
