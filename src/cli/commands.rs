@@ -291,6 +291,10 @@ pub async fn proxy(path: &Path) -> CmdResult {
         }
     };
     let connector: Arc<dyn Connector> = Arc::new(client.clone());
+    let proxy_cfg = ProxyConfig {
+        idle_timeout: (p.stream_idle_secs > 0).then(|| Duration::from_secs(p.stream_idle_secs)),
+        ..ProxyConfig::default()
+    };
     println!("SOCKS proxy listening on {}", p.socks_listen);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop = stop_rx.clone();
@@ -298,7 +302,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
         socks,
         0,
         Arc::clone(&connector),
-        ProxyConfig::default(),
+        proxy_cfg.clone(),
         async move {
             let _ = stop.changed().await;
         },
@@ -309,7 +313,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
             http,
             1,
             connector,
-            ProxyConfig::default(),
+            proxy_cfg,
             async move {
                 let _ = stop.changed().await;
             },

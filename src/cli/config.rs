@@ -178,6 +178,10 @@ pub struct ProxySection {
     /// Hops per circuit (2 to 8, default 3).
     #[serde(default = "default_path_len")]
     pub path_len: usize,
+    /// Seconds an open stream may move no byte in either direction before the proxy
+    /// closes it (a stalled circuit must not hang the application); 0: never. Default 300.
+    #[serde(default = "default_stream_idle")]
+    pub stream_idle_secs: u64,
     /// The directory authorities to trust.
     pub authorities: Vec<AuthorityInfo>,
 }
@@ -188,6 +192,10 @@ fn default_socks() -> SocketAddr {
 
 fn default_path_len() -> usize {
     3
+}
+
+fn default_stream_idle() -> u64 {
+    300
 }
 
 #[cfg(test)]
@@ -234,5 +242,6 @@ mod example_tests {
         assert_eq!(auth.authority.period_secs, 3600);
         let proxy: ProxyFile = load(&example("proxy.toml")).unwrap();
         assert_eq!(proxy.proxy.path_len, 3);
+        assert_eq!(proxy.proxy.stream_idle_secs, 300);
     }
 }

@@ -106,7 +106,19 @@ struct Inner {
     channels: tokio::sync::Mutex<HashMap<IdentityPublic, Arc<ClientChannel>>>,
     circuits: Mutex<HashMap<Isolation, Vec<ReadyCircuit>>>,
     clean: Mutex<Vec<ReadyCircuit>>,
+    /// When the proxy last warned that it has no usable consensus (one line per
+    /// [`NO_CONSENSUS_WARN_EVERY`], however many requests fail).
+    no_consensus_warned: Mutex<Option<Instant>>,
 }
+
+/// Attempts to open one stream (the first may use an existing circuit, later ones build).
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Path draws per circuit build while the drawn path includes a relay to avoid.
+const PATH_REDRAWS: usize = 8;
+
+/// At most one "no usable consensus" warning per this interval.
+const NO_CONSENSUS_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A bootstrapped client. Cheap to clone.
 #[derive(Clone)]
@@ -141,6 +153,7 @@ impl Client {
                 channels: tokio::sync::Mutex::new(HashMap::new()),
                 circuits: Mutex::new(HashMap::new()),
                 clean: Mutex::new(Vec::new()),
+                no_consensus_warned: Mutex::new(None),
                 config,
             }),
         };
@@ -355,27 +368,53 @@ impl Client {
     }
 
     async fn build_circuit(&self, target: &PathTarget) -> Result<ReadyCircuit, ClientError> {
+        self.build_circuit_avoiding(target, &mut Vec::new()).await
+    }
+
+    /// Builds a circuit whose hops after the guard avoid the relays in `avoid` when a path
+    /// can (a request's earlier builds could not be extended to them: typically a relay
+    /// that just died but is still listed). If an extension fails, the relay it was
+    /// extending to is added to `avoid`. Only the current request's retries use this list,
+    /// so a hop that fakes failures can steer nothing beyond what killing the circuit does.
+    async fn build_circuit_avoiding(
+        &self,
+        target: &PathTarget,
+        avoid: &mut Vec<IdentityPublic>,
+    ) -> Result<ReadyCircuit, ClientError> {
         let consensus = self
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
         let now = now_unix();
         if !consensus.is_live(now) {
             return Err(ClientError::NoConsensus(format!(
-                "the consensus expired at {} and no fresh one could be fetched",
-                consensus.valid_until()
+                "the consensus expired at unix time {} ({} s ago) and no authority or guard \
+                 could provide a newer one",
+                consensus.valid_until(),
+                now.saturating_sub(consensus.valid_until())
             )));
         }
         let (hops, exit_policy) = {
             let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
-            let path = select_path(
-                &consensus,
-                target,
-                &mut guards,
-                self.inner.config.path_len,
-                now,
-                &mut rand::rng(),
-            )
-            .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            let mut select = || {
+                select_path(
+                    &consensus,
+                    target,
+                    &mut guards,
+                    self.inner.config.path_len,
+                    now,
+                    &mut rand::rng(),
+                )
+                .map_err(|e| ClientError::Circuit(e.to_string()))
+            };
+            let mut path = select()?;
+            // Redraw (a bounded number of times) while a non-guard hop is to be avoided;
+            // if no other path turns up, try the last one anyway.
+            for _ in 0..PATH_REDRAWS {
+                if !path.iter().skip(1).any(|e| avoid.contains(&e.identity)) {
+                    break;
+                }
+                path = select()?;
+            }
             let mut hops = Vec::new();
             for e in &path {
                 let onion = e
@@ -401,12 +440,15 @@ impl Client {
         let first = hops
             .first()
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        // The relay being extended to, while an extension is under way.
+        let mut extending: Option<IdentityPublic> = None;
         let build = async {
             let chan = self.channel_to(first).await?;
             let mut circ = ClientCircuit::create(&chan, first, timeout)
                 .await
                 .map_err(|e| ClientError::Circuit(e.to_string()))?;
             for hop in hops.iter().skip(1) {
+                extending = Some(hop.identity);
                 circ.extend(hop, timeout)
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
@@ -429,7 +471,16 @@ impl Client {
                 })
             }
             Err(e) => {
-                guards.mark_failed(&first.identity, now);
+                match extending {
+                    // The guard answered and extended: it did its job. Counting this
+                    // against it would let any later hop push the client off its guard.
+                    Some(id) => {
+                        if !avoid.contains(&id) {
+                            avoid.push(id);
+                        }
+                    }
+                    None => guards.mark_failed(&first.identity, now),
+                }
                 Err(e)
             }
         }
@@ -465,7 +516,9 @@ impl Client {
     }
 
     /// Opens a stream to `target:port` on a circuit of isolation class `isolation`. A
-    /// failure other than an exit-policy refusal is retried once on a fresh circuit.
+    /// failure other than an exit-policy refusal is retried on fresh circuits
+    /// ([`CONNECT_ATTEMPTS`] attempts in all), whose paths avoid the relays this request's
+    /// failed builds could not be extended to.
     pub async fn connect_target(
         &self,
         target: TargetAddr,
@@ -477,9 +530,15 @@ impl Client {
             TargetAddr::Hostname(_) => None,
         };
         let mut last = None;
-        for attempt in 0..2 {
-            let circ = match self.circuit_for(isolation, port, ip, attempt > 0).await {
+        let mut avoid = Vec::new();
+        for attempt in 0..CONNECT_ATTEMPTS {
+            let circ = match self
+                .circuit_for(isolation, port, ip, attempt > 0, &mut avoid)
+                .await
+            {
                 Ok(c) => c,
+                // Retrying cannot help until a live consensus arrives.
+                Err(e @ ClientError::NoConsensus(_)) => return Err(e),
                 Err(e) => {
                     last = Some(e);
                     continue;
@@ -508,6 +567,7 @@ impl Client {
         port: u16,
         ip: Option<IpAddr>,
         fresh: bool,
+        avoid: &mut Vec<IdentityPublic>,
     ) -> Result<CircuitHandle, ClientError> {
         let dirtiness = self.inner.config.max_dirtiness;
         let suits = |c: &ReadyCircuit| {
@@ -551,7 +611,9 @@ impl Client {
                 return Ok(handle);
             }
         }
-        let mut c = self.build_circuit(&PathTarget { port, addr: ip }).await?;
+        let mut c = self
+            .build_circuit_avoiding(&PathTarget { port, addr: ip }, avoid)
+            .await?;
         c.first_used = Some(Instant::now());
         let handle = c.handle.clone();
         self.inner
@@ -660,6 +722,20 @@ impl super::socks_server::Connector for Client {
             match self.connect_target(target, port, &iso).await {
                 Ok(s) => Ok(s),
                 Err(ClientError::Stream(e)) => Err(e),
+                Err(e @ ClientError::NoConsensus(_)) => {
+                    // The user must learn why every request fails; the message names no
+                    // destination. Rate-limited so failing requests cannot flood the log.
+                    let mut last = self
+                        .inner
+                        .no_consensus_warned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if last.is_none_or(|t| t.elapsed() >= NO_CONSENSUS_WARN_EVERY) {
+                        *last = Some(Instant::now());
+                        warn!("proxy: cannot open streams: {e}");
+                    }
+                    Err(StreamOpenError::NoConsensus)
+                }
                 Err(e) => {
                     debug!("proxy: stream failed: {e}");
                     Err(StreamOpenError::CircuitClosed)

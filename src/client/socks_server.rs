@@ -97,6 +97,10 @@ pub struct ProxyConfig {
     pub handshake_timeout: Duration,
     /// Time allowed for the connector to open the stream. Default 60 s.
     pub connect_timeout: Duration,
+    /// An open stream on which no byte moves in either direction for this long is closed
+    /// (a circuit can stall without closing, e.g. behind a hung relay); `None`: never.
+    /// Default 300 s, the exits' own idle limit.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +109,7 @@ impl Default for ProxyConfig {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(60),
+            idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -113,7 +118,8 @@ impl Default for ProxyConfig {
 ///
 /// Exit policy → not allowed by ruleset; name resolution failure or no route → host
 /// unreachable; connection refused → connection refused; a timeout at the exit or in the
-/// client → TTL expired; anything else → general failure.
+/// client → TTL expired; no usable consensus → network unreachable; anything else →
+/// general failure.
 pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
     match err {
         StreamOpenError::Refused(EndReason::ExitPolicy) => ReplyCode::NotAllowed,
@@ -124,6 +130,8 @@ pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
         StreamOpenError::Refused(EndReason::Timeout) | StreamOpenError::Timeout => {
             ReplyCode::TtlExpired
         }
+        // The whole network is out of reach until a live consensus is fetched.
+        StreamOpenError::NoConsensus => ReplyCode::NetworkUnreachable,
         StreamOpenError::Refused(_)
         | StreamOpenError::CircuitClosed
         | StreamOpenError::TooManyStreams => ReplyCode::GeneralFailure,
@@ -346,7 +354,7 @@ async fn connection(mut sock: TcpStream, shared: &Shared) {
     match open(&mut sock, shared).await {
         Ok((stream, early)) => {
             shared.stats.opened.fetch_add(1, Ordering::Relaxed);
-            match relay(sock, stream, &early).await {
+            match relay(sock, stream, &early, shared.cfg.idle_timeout).await {
                 Ok((up, down)) => debug!(up, down, "stream finished"),
                 Err(e) => debug!(kind = ?e.kind(), "stream ended with an error"),
             }
@@ -434,18 +442,96 @@ async fn handshake(
     }
 }
 
-/// Forwards early data, then copies both ways with half-close until both directions end.
-/// Returns the bytes sent to and received from the stream (early data included).
+/// Forwards early data, then copies both ways with half-close until both directions end,
+/// or until nothing has moved for `idle` (an error then: the client sees the connection
+/// close before its data is complete). Returns the bytes sent to and received from the
+/// stream (early data included).
 async fn relay(
-    mut sock: TcpStream,
-    mut stream: DataStream,
+    sock: TcpStream,
+    stream: DataStream,
     early: &[u8],
+    idle: Option<Duration>,
 ) -> io::Result<(u64, u64)> {
-    if !early.is_empty() {
-        stream.write_all(early).await?;
+    let last = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let mut sock = Activity {
+        inner: sock,
+        last: Arc::clone(&last),
+    };
+    let mut stream = Activity {
+        inner: stream,
+        last: Arc::clone(&last),
+    };
+    let copy = async {
+        if !early.is_empty() {
+            stream.write_all(early).await?;
+        }
+        tokio::io::copy_bidirectional(&mut sock, &mut stream).await
+    };
+    let Some(idle) = idle else {
+        let (up, down) = copy.await?;
+        return Ok((up.saturating_add(early.len() as u64), down));
+    };
+    let watchdog = async {
+        loop {
+            let deadline = *last.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        r = copy => {
+            let (up, down) = r?;
+            Ok((up.saturating_add(early.len() as u64), down))
+        }
+        () = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle")),
     }
-    let (up, down) = tokio::io::copy_bidirectional(&mut sock, &mut stream).await?;
-    Ok((up.saturating_add(early.len() as u64), down))
+}
+
+/// A socket that records when it last read any byte (the stream's liveness).
+struct Activity<S> {
+    inner: S,
+    last: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Closes a refused client's connection gracefully: sends FIN, then reads (and discards)
@@ -505,6 +591,7 @@ mod tests {
             (E::Refused(R::NotDirectory), ReplyCode::GeneralFailure),
             (E::CircuitClosed, ReplyCode::GeneralFailure),
             (E::TooManyStreams, ReplyCode::GeneralFailure),
+            (E::NoConsensus, ReplyCode::NetworkUnreachable),
         ];
         for (err, code) in cases {
             assert_eq!(reply_code_for(&err), code, "{err:?}");
@@ -527,6 +614,7 @@ mod tests {
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.connect_timeout, Duration::from_secs(60));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
     }
 
     #[test]

@@ -68,4 +68,8 @@ pub enum StreamOpenError {
     /// No answer in time.
     #[error("timed out waiting for the exit")]
     Timeout,
+    /// No circuit can be built: the client holds no live consensus (expired, and neither
+    /// the authorities nor the guards' caches answered with a newer one).
+    #[error("no usable consensus")]
+    NoConsensus,
 }

@@ -2,6 +2,8 @@
 //! through them. (Each test binary uses a different subset.)
 #![allow(dead_code)]
 
+pub mod procnet;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use allium::client::{CircuitHandle, ClientChannel, ClientCircuit, RelayTarget};
