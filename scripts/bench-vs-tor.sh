@@ -95,7 +95,13 @@ handshake_burst = 1000000
 pending_link_handshakes = 4096
 TOML
   done
-  local relay_pids=() node_pids=() f p
+  local relay_pids=() node_pids=() metrics=() f p m
+  # Relays export relay-wide totals (circuits open) so the bench can show how many
+  # circuits each one holds during the RSS measurement.
+  for f in "$d"/relay-*.toml; do
+    m="127.0.0.1:$(freeport)"; metrics+=("http://$m/metrics")
+    printf '\n[metrics]\nlisten = "%s"\n' "$m" >>"$f"
+  done
   for f in "$d"/authority-*.toml; do
     "$allium" authority --config "$f" >"${f%.toml}.log" 2>&1 & p=$!; pids+=($p); node_pids+=($p)
   done
@@ -107,12 +113,8 @@ TOML
   socks=$(sed -n 's/^socks_listen = "\(.*\)"/\1/p' "$d/proxy.toml")
   log "allium: waiting for the network (a request through $socks)"
   wait_socks "$socks" 180 || { echo "allium network did not come up; logs in $d (use --keep)" >&2; exit 1; }
-  log "allium: ready after $((SECONDS - t0)) s; settling 5 s"
-  sleep 5
-  python3 "$bench" measure --name allium --socks "$socks" "${measure_args[@]}" \
-    --relay-pids "$(IFS=,; echo "${relay_pids[*]}")" --node-pids "$(IFS=,; echo "${node_pids[*]}")" \
-    --out "$work/allium.json"
-  for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  log "allium: ready after $((SECONDS - t0)) s"
+  nets+=(--net "name=allium;socks=$socks;relays=$(IFS=,; echo "${relay_pids[*]}");nodes=$(IFS=,; echo "${node_pids[*]}");metrics=$(IFS=,; echo "${metrics[*]}")")
 }
 
 # ------------------------------------------------------------------ Tor network
@@ -224,23 +226,25 @@ EOF2
     sleep 1
   done
   [ "$ok" = 1 ] && wait_socks "$socks" 120 || { echo "tor network did not come up; logs in $d/*/notice.log (use --keep)" >&2; exit 1; }
-  log "tor: ready after $((SECONDS - t0)) s; settling 5 s"
-  sleep 5
-  python3 "$bench" measure --name tor --socks "$socks" --control "$ctl" "${measure_args[@]}" \
-    --relay-pids "$(IFS=,; echo "${relay_pids[*]}")" --node-pids "$(IFS=,; echo "${node_pids[*]}")" \
-    --out "$work/tor.json"
-  for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  log "tor: ready after $((SECONDS - t0)) s"
+  nets+=(--net "name=tor;socks=$socks;control=$ctl;relays=$(IFS=,; echo "${relay_pids[*]}");nodes=$(IFS=,; echo "${node_pids[*]}")")
 }
 
+# Both networks run at once and the measurement alternates between them phase by phase,
+# so a change in the machine's load (other builds) affects both sides alike.
+nets=()
 [ "$only" = tor ] || run_allium
 [ "$only" = allium ] || run_tor
+log "both up; settling 10 s, then measuring (phases alternate between the networks)"
+sleep 10
+python3 "$bench" measure "${nets[@]}" "${measure_args[@]}" --out "$work/results.json"
 
 echo
 echo "allium vs Tor $(tor --version | head -1 | sed 's/^Tor version //; s/\.$//') on 127.0.0.1, $(nproc) cores;" \
      "bulk ${bulk_mib} MiB, ${streams} x ${stream_mib} MiB concurrent, ${circuits} circuits"
 echo "load average (1/5/15 min): at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -z "$only" ]; then
-  python3 "$bench" table --allium "$work/allium.json" --tor "$work/tor.json" ${json:+--json "$json"}
+  python3 "$bench" table --results "$work/results.json" ${json:+--json "$json"}
 else
-  cat "$work/$only.json"
+  cat "$work/results.json"
 fi
