@@ -5,23 +5,26 @@
 # Prints a table with ratios (allium / tor): ratios, not absolute times, are what count on a
 # noisy machine.
 #
-# Usage: scripts/bench-vs-tor.sh [--bulk-mib N] [--circuits N] [--streams N] [--stream-mib N]
-#                                [--json FILE] [--keep] [--only allium|tor]
+# Usage: scripts/bench-vs-tor.sh [--bulk-mib N] [--circuits N] [--circuits-time-limit SECS]
+#                                [--streams N] [--stream-mib N] [--json FILE] [--keep]
+#                                [--only allium|tor]
+# Defaults: 256 MiB bulk, 10000 circuits (each client stops after 600 s), 50 x 8 MiB.
 # Needs: cargo, python3, tor + tor-gencert (Debian: apt-get install tor).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-bulk_mib=256 circuits=10000 streams=50 stream_mib=8 json="" keep=0 only=""
+bulk_mib=256 circuits=10000 circuits_time=600 streams=50 stream_mib=8 json="" keep=0 only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bulk-mib) bulk_mib=$2; shift 2 ;;
     --circuits) circuits=$2; shift 2 ;;
+    --circuits-time-limit) circuits_time=$2; shift 2 ;;
     --streams) streams=$2; shift 2 ;;
     --stream-mib) stream_mib=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,6 +64,7 @@ for _ in $(seq 100); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
 sink=$(cat "$work/sink.port")
 
 measure_args=(--sink-port "$sink" --bulk-mib "$bulk_mib" --circuits "$circuits"
+              --circuits-time-limit "$circuits_time"
               --streams "$streams" --stream-mib "$stream_mib")
 
 # Waits until a 1-byte request through the SOCKS proxy $1 succeeds (up to $2 seconds).
