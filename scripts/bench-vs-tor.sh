@@ -241,7 +241,11 @@ nets=()
 [ "$only" = allium ] || run_tor
 log "both up; settling 10 s, then measuring (phases alternate between the networks)"
 sleep 10
-python3 "$bench" measure "${nets[@]}" "${measure_args[@]}" --out "$work/results.json"
+# In the background + wait, so Ctrl-C/SIGTERM reach the cleanup trap at once (bash runs
+# traps only after a foreground command finishes).
+python3 "$bench" measure "${nets[@]}" "${measure_args[@]}" --out "$work/results.json" & m=$!
+pids+=($m)
+wait "$m"
 
 echo
 echo "allium vs Tor $(tor --version | head -1 | sed 's/^Tor version //; s/\.$//') on 127.0.0.1, $(nproc) cores;" \
