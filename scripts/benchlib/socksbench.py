@@ -310,11 +310,14 @@ def cmd_measure(a):
         f = fresh[n.name]
         n.r["ttfb_fresh_ms"] = med(f) * 1000
         n.r["ttfb_fresh_samples_ms"] = [round(x * 1000, 2) for x in f]
-        n.r["build_isolation_ms"] = n.r["ttfb_fresh_ms"] - n.r["ttfb_warm_ms"]
+        # Only meaningful when fresh > warm: Tor's warm TTFB is bimodal (~12 ms or ~50 ms on
+        # this machine), and when its slow mode dominates the difference says nothing.
+        d = n.r["ttfb_fresh_ms"] - n.r["ttfb_warm_ms"]
+        n.r["build_isolation_ms"] = d if d > 0 else None
         n.log(f"fresh-isolation TTFB samples (ms; one near warm TTFB would mean a prebuilt"
               f" circuit was used): {n.r['ttfb_fresh_samples_ms']}")
         n.log(f"fresh-isolation TTFB: median {n.r['ttfb_fresh_ms']:.2f} ms -> build"
-              f" {n.r['build_isolation_ms']:.2f} ms")
+              f" {d:.2f} ms{'' if d > 0 else ' (not positive: reported as n/a)'}")
         if n.control:
             t = tor_extendcircuit_times(n.control, a.fresh_samples)
             n.r["build_control_ms"] = med(t) * 1000 if t else None
