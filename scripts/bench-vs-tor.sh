@@ -38,7 +38,16 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-tor.XXXXXX")
 pids=()
 cleanup() {
   # Stop every process this script started (and only those).
+  local p i
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # tor sometimes hangs on exit after "Catching signal TERM" (seen: a futex wait), so
+  # whatever is still there after 10 s gets SIGKILL.
+  for ((i = 0; i < 100; i++)); do
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && break; p=""; done
+    [ -z "$p" ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ "$keep" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
