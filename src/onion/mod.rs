@@ -20,9 +20,9 @@
 pub mod address;
 pub mod blinding;
 pub mod descriptor;
-//TMP pub mod handshake;
+pub mod handshake;
 pub mod hashring;
-//TMP pub mod intro;
+pub mod intro;
 pub mod pow;
 
 pub use address::{AddressError, OnionAddress};
