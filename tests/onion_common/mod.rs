@@ -18,8 +18,9 @@ pub fn key(n: u8) -> IdentityKeypair {
 }
 
 pub fn onion_key(n: u8) -> OnionKeypair {
+    // Byte 0 is clamped by X25519 (its low 3 bits ignored), so vary byte 2.
     let mut seed = [0u8; 32];
-    seed[0] = n;
+    seed[2] = n;
     seed[1] = 0x99;
     OnionKeypair::from_secret_bytes(&seed)
 }
