@@ -68,11 +68,16 @@ fn forged_descriptors_are_refused() {
     // not as ours (its A' is not derived from our address).
     let impostor = key(201);
     let blinded = BlindedKeypair::derive(&impostor, period()).unwrap();
-    let forged =
-        SignedOnionDescriptor::build(&mut rand::rng(), &impostor, &blinded, &inner(1, false), &params(1))
-            .unwrap()
-            .to_bytes()
-            .unwrap();
+    let forged = SignedOnionDescriptor::build(
+        &mut rand::rng(),
+        &impostor,
+        &blinded,
+        &inner(1, false),
+        &params(1),
+    )
+    .unwrap()
+    .to_bytes()
+    .unwrap();
     assert!(matches!(verify(&forged, NOW, 0), Err(E::WrongService)));
 
     // Our A' in the body but signed by someone else: bad signature.
@@ -98,7 +103,9 @@ fn forged_descriptors_are_refused() {
     let body = codec::encode(&body_next).unwrap();
     let mut msg = b"allium-onion-descriptor-v1".to_vec();
     msg.extend_from_slice(&body);
-    let sig = BlindedKeypair::derive(&service(), period()).unwrap().sign(&msg);
+    let sig = BlindedKeypair::derive(&service(), period())
+        .unwrap()
+        .sign(&msg);
     let mut wrong = (body.len() as u64).to_be_bytes().to_vec();
     wrong.extend_from_slice(&body);
     wrong.extend_from_slice(&sig);
@@ -136,10 +143,7 @@ fn expired_and_future_descriptors_are_refused() {
     .unwrap()
     .to_bytes()
     .unwrap();
-    assert!(matches!(
-        verify(&stale, far, 0),
-        Err(E::WrongPeriod { .. })
-    ));
+    assert!(matches!(verify(&stale, far, 0), Err(E::WrongPeriod { .. })));
 }
 
 #[test]
@@ -161,7 +165,10 @@ fn lifetime_over_three_hours_is_refused() {
     }
     // A validly signed body claiming 3 h + 1 s is refused by the parser.
     let good = descriptor(1, false, 1).to_bytes().unwrap();
-    let mut body = UncheckedOnionDescriptor::parse(&good).unwrap().claimed().clone();
+    let mut body = UncheckedOnionDescriptor::parse(&good)
+        .unwrap()
+        .claimed()
+        .clone();
     body.lifetime = 3 * 3600 + 1;
     let body = codec::encode(&body).unwrap();
     let mut msg = b"allium-onion-descriptor-v1".to_vec();
@@ -200,7 +207,13 @@ fn inner_rules_are_enforced_when_building() {
     wrong_cert.intro_points[0].relay_identity = key(50).public();
     for inner in [bad, empty, wrong_cert, onion_common::inner(11, false)] {
         assert!(matches!(
-            SignedOnionDescriptor::build(&mut rand::rng(), &service(), &blinded, &inner, &params(1)),
+            SignedOnionDescriptor::build(
+                &mut rand::rng(),
+                &service(),
+                &blinded,
+                &inner,
+                &params(1)
+            ),
             Err(E::BadInner(_))
         ));
     }

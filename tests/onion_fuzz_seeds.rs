@@ -60,8 +60,14 @@ fn intro_seeds() -> Vec<(String, Vec<u8>)> {
         ("33-intro-established", OnionMsg::IntroEstablished),
         ("34-introduce1", OnionMsg::Introduce1(intro.clone())),
         ("35-introduce2", OnionMsg::Introduce2(intro)),
-        ("36-introduce-ack", OnionMsg::IntroduceAck(IntroduceAckStatus::Success)),
-        ("37-establish-rendezvous", OnionMsg::EstablishRendezvous([9; 20])),
+        (
+            "36-introduce-ack",
+            OnionMsg::IntroduceAck(IntroduceAckStatus::Success),
+        ),
+        (
+            "37-establish-rendezvous",
+            OnionMsg::EstablishRendezvous([9; 20]),
+        ),
         ("38-rendezvous-established", OnionMsg::RendezvousEstablished),
         (
             "39-rendezvous1",

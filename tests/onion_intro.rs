@@ -58,9 +58,12 @@ fn sample_msgs() -> Vec<OnionMsg> {
         &[3; 32],
     )
     .unwrap();
-    let (_, x, ct) =
-        client_introduce(&mut rand::rng(), &intro_keys(), &plaintext(true).encode().unwrap())
-            .unwrap();
+    let (_, x, ct) = client_introduce(
+        &mut rand::rng(),
+        &intro_keys(),
+        &plaintext(true).encode().unwrap(),
+    )
+    .unwrap();
     let intro = Introduce::new(*auth.public().as_bytes(), x, ct).unwrap();
     vec![
         OnionMsg::EstablishIntro(establish),
@@ -90,7 +93,10 @@ fn messages_round_trip_and_fit_one_cell() {
     for msg in sample_msgs() {
         let b = body(&msg);
         let len = usize::from(u16::from_be_bytes([b[19], b[20]]));
-        println!("{:?}: {len} of {MAX_RELAY_DATA} data bytes", RelayMsg::Onion(msg.clone()).cmd());
+        println!(
+            "{:?}: {len} of {MAX_RELAY_DATA} data bytes",
+            RelayMsg::Onion(msg.clone()).cmd()
+        );
         assert!(len <= MAX_RELAY_DATA);
         let parsed = RelayCell::parse(&b, &ONION_ALL).unwrap();
         assert_eq!(parsed.msg(), &RelayMsg::Onion(msg));
@@ -137,10 +143,12 @@ fn onion_messages_refuse_stream_ids_and_bad_fields() {
             mac: [0; 32],
             signature: [0; 64],
         };
-        assert!(RelayCell::new(None, RelayMsg::Onion(OnionMsg::EstablishIntro(e)))
-            .unwrap()
-            .encode()
-            .is_err());
+        assert!(
+            RelayCell::new(None, RelayMsg::Onion(OnionMsg::EstablishIntro(e)))
+                .unwrap()
+                .encode()
+                .is_err()
+        );
     }
     // INTRODUCE with a ciphertext shorter than its tag.
     assert!(Introduce::new([1; 32], [2; 32], vec![0; 15]).is_err());
@@ -151,9 +159,15 @@ fn establish_intro_is_bound_to_its_circuit_and_key() {
     let auth = key(100);
     let binding = CircuitKeys::from_bytes(&[9; 128]).binding();
     let msg = build_establish_intro(&auth, None, &binding).unwrap();
-    assert_eq!(verify_establish_intro(&msg, &binding).unwrap(), auth.public());
+    assert_eq!(
+        verify_establish_intro(&msg, &binding).unwrap(),
+        auth.public()
+    );
     let other = CircuitKeys::from_bytes(&[8; 128]).binding();
-    assert_eq!(verify_establish_intro(&msg, &other), Err(IntroError::BadMac));
+    assert_eq!(
+        verify_establish_intro(&msg, &other),
+        Err(IntroError::BadMac)
+    );
     let mut forged = msg.clone();
     forged.signature[0] ^= 1;
     assert_eq!(
@@ -175,7 +189,10 @@ fn establish_intro_is_bound_to_its_circuit_and_key() {
         rate_per_sec: 1,
         burst: 1,
     });
-    assert_eq!(verify_establish_intro(&dos, &binding), Err(IntroError::BadMac));
+    assert_eq!(
+        verify_establish_intro(&dos, &binding),
+        Err(IntroError::BadMac)
+    );
 }
 
 #[test]
@@ -205,13 +222,14 @@ fn handshake_gives_both_ends_the_same_keys() {
     let (client, x, ct) = client_introduce(&mut rand::rng(), &keys, &pt).unwrap();
     let intro = Introduce::new(*keys.auth_key.as_bytes(), x, ct).unwrap();
     // The introduction travels as INTRODUCE1, then INTRODUCE2 (same bytes).
-    let at_service = RelayCell::parse(&body(&OnionMsg::Introduce2(intro)), &sets::AT_SERVICE_INTRO)
-        .unwrap();
+    let at_service =
+        RelayCell::parse(&body(&OnionMsg::Introduce2(intro)), &sets::AT_SERVICE_INTRO).unwrap();
     let RelayMsg::Onion(OnionMsg::Introduce2(intro)) = at_service.msg() else {
         panic!("not INTRODUCE2")
     };
     let (opened, state) =
-        service_open_introduce(&onion_key(100), &keys, intro.client_x(), intro.encrypted()).unwrap();
+        service_open_introduce(&onion_key(100), &keys, intro.client_x(), intro.encrypted())
+            .unwrap();
     assert_eq!(IntroducePlaintext::parse(&opened).unwrap(), plaintext(true));
     let (service_keys, reply) = state.rendezvous(&mut rand::rng()).unwrap();
     let client_keys = client.finish(&reply).unwrap();
@@ -219,7 +237,10 @@ fn handshake_gives_both_ends_the_same_keys() {
     let mut client_layers = ClientLayers::new();
     client_layers.push_hop(&client_keys).unwrap();
     let mut service_layer = RelayCrypto::new(&service_keys);
-    let data = RelayCell::new(None, RelayMsg::Drop).unwrap().encode().unwrap();
+    let data = RelayCell::new(None, RelayMsg::Drop)
+        .unwrap()
+        .encode()
+        .unwrap();
     let mut cell = data;
     client_layers.encrypt_forward(&mut cell, 0).unwrap();
     assert_ne!(cell, data);

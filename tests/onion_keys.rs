@@ -125,7 +125,11 @@ fn blinded_key_signs_and_verifies_under_public_derivation() {
     let kp = service(3);
     let blinded = BlindedKeypair::derive(&kp, PERIOD).unwrap();
     let derived = BlindedPublic::derive(&address(&kp), PERIOD).unwrap();
-    assert_eq!(blinded.public(), &derived, "client and service derive the same A'");
+    assert_eq!(
+        blinded.public(),
+        &derived,
+        "client and service derive the same A'"
+    );
     assert_ne!(derived.as_bytes(), kp.public().as_bytes());
     let sig = blinded.sign(b"message");
     derived.verify(b"message", &sig).unwrap();

@@ -32,7 +32,7 @@ pub use chan_msg::{ChanMsg, Create, Created, HandshakeType, LinkHandshake, Netin
 pub use cmd_set::CmdSet;
 pub use error::{CellError, CellResult};
 pub use ids::{CircId, StreamId};
+pub use onion_msg::OnionMsg;
 pub use relay_cell::RelayCell;
 pub use relay_cmd::{EndReason, RelayCmd};
-pub use onion_msg::OnionMsg;
 pub use relay_msg::RelayMsg;

@@ -67,7 +67,11 @@ pub mod sets {
 
     /// What an introduction point accepts from a service or client, beyond [`AT_RELAY`].
     pub const AT_INTRO_POINT: CmdSet = CmdSet::new(
-        &[C::EstablishIntro.code(), C::Introduce1.code(), C::Drop.code()],
+        &[
+            C::EstablishIntro.code(),
+            C::Introduce1.code(),
+            C::Drop.code(),
+        ],
         "at an introduction point",
     );
     /// What a rendezvous point accepts from a client or service, beyond [`AT_RELAY`].

@@ -44,7 +44,9 @@ pub enum AddressError {
     #[error("an onion address ends in \".allium\"")]
     MissingSuffix,
     /// Wrong number of characters before the suffix.
-    #[error("an onion address has {ADDRESS_BASE32_LEN} characters before \".allium\", this one has {0}")]
+    #[error(
+        "an onion address has {ADDRESS_BASE32_LEN} characters before \".allium\", this one has {0}"
+    )]
     BadLength(usize),
     /// A character outside `a-z2-7`.
     #[error("invalid character {0:?} in onion address (only a-z and 2-7 are used)")]
@@ -177,10 +179,7 @@ impl FromStr for OnionAddress {
         // Count characters, not bytes, so that the error is meaningful for any input.
         let chars = body.chars().count();
         if chars != ADDRESS_BASE32_LEN || body.len() != ADDRESS_BASE32_LEN {
-            if let Some(bad) = body
-                .chars()
-                .find(|c| !matches!(c, 'a'..='z' | '2'..='7'))
-            {
+            if let Some(bad) = body.chars().find(|c| !matches!(c, 'a'..='z' | '2'..='7')) {
                 return Err(AddressError::BadCharacter(bad));
             }
             return Err(AddressError::BadLength(chars));

@@ -135,7 +135,9 @@ impl BlindedPublic {
     }
 
     fn from_point(point: &EdwardsPoint) -> Result<Self, BlindingError> {
-        Ok(Self(IdentityPublic::from_bytes(&point.compress().to_bytes())?))
+        Ok(Self(IdentityPublic::from_bytes(
+            &point.compress().to_bytes(),
+        )?))
     }
 
     /// Wraps 32 received bytes, validating the point (valid, not of small order).

@@ -302,7 +302,8 @@ impl InnerDescriptor {
     /// `u32be(len) | encoding | zero padding` to a multiple of [`INNER_PAD_UNIT`].
     fn to_padded(&self) -> Result<Zeroizing<Vec<u8>>, OnionDescriptorError> {
         let body = Zeroizing::new(codec::encode(self)?);
-        let len = u32::try_from(body.len()).map_err(|_| OnionDescriptorError::TooLarge(body.len()))?;
+        let len =
+            u32::try_from(body.len()).map_err(|_| OnionDescriptorError::TooLarge(body.len()))?;
         let total = (4 + body.len()).div_ceil(INNER_PAD_UNIT) * INNER_PAD_UNIT;
         if total > MAX_INNER_LEN {
             return Err(OnionDescriptorError::TooLarge(total));
@@ -317,8 +318,7 @@ impl InnerDescriptor {
     /// Inverse of `to_padded`; strict (exact length, zero padding, canonical encoding).
     fn from_padded(padded: &[u8]) -> Result<Self, OnionDescriptorError> {
         let bad = OnionDescriptorError::BadInner;
-        if padded.is_empty() || padded.len() % INNER_PAD_UNIT != 0 || padded.len() > MAX_INNER_LEN
-        {
+        if padded.is_empty() || padded.len() % INNER_PAD_UNIT != 0 || padded.len() > MAX_INNER_LEN {
             return Err(bad("padded length is not a multiple of 1024"));
         }
         let (len, rest) = padded

@@ -145,8 +145,8 @@ fn finish_keys(
     let _ = hk.expand(LABEL_AUTH, &mut auth_key[..]);
     let mut block = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
     let _ = hk.expand(LABEL_KEYS, &mut block[..]);
-    let mut mac = Hmac::<Sha256>::new_from_slice(&auth_key[..])
-        .map_err(|_| HsHandshakeError::Internal)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&auth_key[..]).map_err(|_| HsHandshakeError::Internal)?;
     mac.update(AUTH_PREFIX);
     mac.update(&head);
     mac.update(x_pub);

@@ -65,8 +65,7 @@ pub enum IntroError {
 }
 
 fn establish_mac(binding: &[u8; 32], head: &[u8]) -> Result<[u8; 32], IntroError> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(binding)
-        .map_err(|_| IntroError::BadMac)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(binding).map_err(|_| IntroError::BadMac)?;
     mac.update(ESTABLISH_INTRO_MAC_LABEL);
     mac.update(head);
     Ok(mac.finalize().into_bytes().into())

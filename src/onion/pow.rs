@@ -98,8 +98,7 @@ pub fn solve(
     counter_bytes.copy_from_slice(&start[8..]);
     let mut counter = u64::from_be_bytes(counter_bytes);
     for _ in 0..max_iterations {
-        if leading_zero_bits(&pow_hash(seed, blinded, client_x, &nonce)) >= u32::from(difficulty)
-        {
+        if leading_zero_bits(&pow_hash(seed, blinded, client_x, &nonce)) >= u32::from(difficulty) {
             return Ok(nonce);
         }
         counter = counter.wrapping_add(1);
