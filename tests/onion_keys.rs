@@ -78,6 +78,25 @@ fn address_typos_are_caught() {
     assert!(fraction >= 0.999, "only {fraction} of typos caught");
 }
 
+/// A key with a small-order component added (not small order itself, so a plain identity
+/// key check passes) is refused as a service key: blinding it would not give a point of
+/// prime order.
+#[test]
+fn address_refuses_keys_with_torsion() {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    let a = CompressedEdwardsY(*service(9).public().as_bytes())
+        .decompress()
+        .unwrap();
+    let torsioned = (a + EIGHT_TORSION[1]).compress().to_bytes();
+    let key = allium::crypto::IdentityPublic::from_bytes(&torsioned).unwrap();
+    assert_eq!(
+        OnionAddress::from_identity(key),
+        Err(AddressError::InvalidKey)
+    );
+    assert!(OnionAddress::from_identity(service(9).public()).is_ok());
+}
+
 #[test]
 fn address_refuses_wrong_suffix_length_and_characters() {
     let s = address(&service(2)).to_string();

@@ -22,9 +22,7 @@ fuzz_target!(|data: &[u8]| {
         seed[1] = 0x77;
         let key = allium::crypto::IdentityKeypair::from_secret_bytes(&seed).public();
         if let Ok(address) = OnionAddress::from_identity(key) {
-            if let Ok((_, inner)) =
-                u.verify_for(&address, &PeriodParams::default(), NOW, 300, 0)
-            {
+            if let Ok((_, inner)) = u.verify_for(&address, &PeriodParams::default(), NOW, 300, 0) {
                 assert!(inner.check().is_ok());
             }
         }
