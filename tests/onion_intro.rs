@@ -334,3 +334,27 @@ proptest! {
         }
     }
 }
+
+/// An introduction point replaying INTRODUCE2 is refused by the service's cache; a full
+/// cache refuses rather than forgets.
+#[test]
+fn replayed_introductions_are_refused() {
+    use allium::onion::replay::{ReplayCache, ReplayError};
+    let keys = intro_keys();
+    let pt = plaintext(false).encode().unwrap();
+    let (_, x, ct) = client_introduce(&mut rand::rng(), &keys, &pt).unwrap();
+    let mut cache = ReplayCache::new(2);
+    for attempt in 0..2 {
+        // The replay decrypts fine; only the cache tells it apart.
+        service_open_introduce(&onion_key(100), &keys, &x, &ct).unwrap();
+        let r = cache.check_and_insert(&x);
+        if attempt == 0 {
+            assert_eq!(r, Ok(()));
+        } else {
+            assert_eq!(r, Err(ReplayError::Replayed));
+        }
+    }
+    assert_eq!(cache.check_and_insert(&[1; 32]), Ok(()));
+    assert_eq!(cache.check_and_insert(&[2; 32]), Err(ReplayError::Full));
+    assert_eq!(cache.len(), 2);
+}

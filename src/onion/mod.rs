@@ -12,6 +12,7 @@
 //! * [`handshake`]: `allium-hs-ntor-1`, the end-to-end handshake between client and
 //!   service, giving the relay-layer keys of a virtual hop.
 //! * [`pow`]: the proof-of-work puzzle a service under load can require.
+//! * [`replay`]: the service's cache of accepted introductions (refuses replays).
 //!
 //! The byte-exact format is in `docs/protocol.md` §8. The runtime (circuits to
 //! introduction and rendezvous points, descriptor storage, `.allium` in SOCKS) is not
@@ -24,6 +25,7 @@ pub mod handshake;
 pub mod hashring;
 pub mod intro;
 pub mod pow;
+pub mod replay;
 
 pub use address::{AddressError, OnionAddress};
 pub use blinding::{BlindedKeypair, BlindedPublic, BlindingError, PeriodParams, TimePeriod};
