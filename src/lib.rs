@@ -9,6 +9,7 @@ pub mod codec;
 pub mod crypto;
 pub mod dir;
 pub mod link;
+pub mod onion;
 pub mod relay;
 pub mod stream;
 pub mod testnet;

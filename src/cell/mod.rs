@@ -17,6 +17,7 @@ pub mod cmd_set;
 pub mod consts;
 pub mod error;
 pub mod ids;
+pub mod onion_msg;
 pub mod reader;
 pub mod relay_cell;
 pub mod relay_cmd;
@@ -31,6 +32,7 @@ pub use chan_msg::{ChanMsg, Create, Created, HandshakeType, LinkHandshake, Netin
 pub use cmd_set::CmdSet;
 pub use error::{CellError, CellResult};
 pub use ids::{CircId, StreamId};
+pub use onion_msg::OnionMsg;
 pub use relay_cell::RelayCell;
 pub use relay_cmd::{EndReason, RelayCmd};
 pub use relay_msg::RelayMsg;

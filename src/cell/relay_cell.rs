@@ -60,6 +60,49 @@ pub mod sets {
         ],
         "at a client",
     );
+
+    // The onion-service sets below are for the onion-service runtime (not built yet): no
+    // circuit uses them today, so a peer sending an onion-service command is refused by
+    // AT_RELAY / AT_CLIENT above.
+
+    /// What an introduction point accepts from a service or client, beyond [`AT_RELAY`].
+    pub const AT_INTRO_POINT: CmdSet = CmdSet::new(
+        &[
+            C::EstablishIntro.code(),
+            C::Introduce1.code(),
+            C::Drop.code(),
+        ],
+        "at an introduction point",
+    );
+    /// What a rendezvous point accepts from a client or service, beyond [`AT_RELAY`].
+    pub const AT_REND_POINT: CmdSet = CmdSet::new(
+        &[
+            C::EstablishRendezvous.code(),
+            C::Rendezvous1.code(),
+            C::Drop.code(),
+        ],
+        "at a rendezvous point",
+    );
+    /// What a service accepts on its circuit to an introduction point.
+    pub const AT_SERVICE_INTRO: CmdSet = CmdSet::new(
+        &[
+            C::IntroEstablished.code(),
+            C::Introduce2.code(),
+            C::Drop.code(),
+        ],
+        "at a service, from its introduction point",
+    );
+    /// What a client accepts from an introduction point or rendezvous point while
+    /// connecting to a service.
+    pub const AT_ONION_CLIENT: CmdSet = CmdSet::new(
+        &[
+            C::IntroduceAck.code(),
+            C::RendezvousEstablished.code(),
+            C::Rendezvous2.code(),
+            C::Drop.code(),
+        ],
+        "at a client connecting to an onion service",
+    );
 }
 
 impl RelayCell {

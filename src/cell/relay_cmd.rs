@@ -32,18 +32,38 @@ wire_enum! {
         Resolved = 12,
         /// Open a stream to the relay's own directory cache.
         BeginDir = 13,
+        /// Onion service → relay: become my introduction point (§8).
+        EstablishIntro = 32,
+        /// Introduction point → service: ESTABLISH_INTRO accepted.
+        IntroEstablished = 33,
+        /// Client → introduction point: introduce me to the service.
+        Introduce1 = 34,
+        /// Introduction point → service: the client's INTRODUCE1, forwarded.
+        Introduce2 = 35,
+        /// Introduction point → client: INTRODUCE1 forwarded or refused.
+        IntroduceAck = 36,
+        /// Client → rendezvous point: register a cookie.
+        EstablishRendezvous = 37,
+        /// Rendezvous point → client: cookie registered.
+        RendezvousEstablished = 38,
+        /// Service → rendezvous point: join the client's circuit, with the handshake reply.
+        Rendezvous1 = 39,
+        /// Rendezvous point → client: the service's handshake reply.
+        Rendezvous2 = 40,
     }
 }
 
-/// First relay command number reserved for onion-service messages (not implemented yet).
-pub const RESERVED_ONION_SERVICE: std::ops::RangeInclusive<u8> = 32..=40;
+/// Relay command numbers of the onion-service messages (§8). They parse everywhere, but
+/// no command set of the current relay and client runtimes contains them, so a peer
+/// sending one is refused with [`CellError::CommandNotAllowed`].
+pub const ONION_SERVICE_COMMANDS: std::ops::RangeInclusive<u8> = 32..=40;
 /// Relay command numbers reserved for UDP messages (not implemented yet).
 pub const RESERVED_UDP: std::ops::RangeInclusive<u8> = 48..=50;
 
 impl RelayCmd {
     /// Decodes a command byte, distinguishing reserved numbers from unknown ones.
     pub fn from_wire(code: u8) -> CellResult<Self> {
-        if RESERVED_ONION_SERVICE.contains(&code) || RESERVED_UDP.contains(&code) {
+        if RESERVED_UDP.contains(&code) {
             return Err(CellError::ReservedCommand(code));
         }
         RelayCmd::from_code(code).map_err(|_| CellError::UnknownCommand(code))
@@ -65,7 +85,16 @@ impl RelayCmd {
             | RelayCmd::Extended
             | RelayCmd::Truncate
             | RelayCmd::Truncated
-            | RelayCmd::Drop => StreamRule::Circuit,
+            | RelayCmd::Drop
+            | RelayCmd::EstablishIntro
+            | RelayCmd::IntroEstablished
+            | RelayCmd::Introduce1
+            | RelayCmd::Introduce2
+            | RelayCmd::IntroduceAck
+            | RelayCmd::EstablishRendezvous
+            | RelayCmd::RendezvousEstablished
+            | RelayCmd::Rendezvous1
+            | RelayCmd::Rendezvous2 => StreamRule::Circuit,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::chan_cmd::DestroyReason;
 use super::chan_msg::{BoundedBytes, HandshakeType};
 use super::consts::RELAY_PAYLOAD_LEN;
 use super::error::{CellError, CellResult};
+use super::onion_msg::{self, OnionMsg};
 use super::reader::Reader;
 use super::relay_cmd::{EndReason, RelayCmd};
 use super::writer::Writer;
@@ -256,6 +257,8 @@ pub enum RelayMsg {
     Resolved(Resolved),
     /// BEGIN_DIR: empty.
     BeginDir,
+    /// One of the onion-service messages (commands 32–40, §8).
+    Onion(OnionMsg),
 }
 
 impl RelayMsg {
@@ -275,6 +278,17 @@ impl RelayMsg {
             RelayMsg::Resolve(_) => RelayCmd::Resolve,
             RelayMsg::Resolved(_) => RelayCmd::Resolved,
             RelayMsg::BeginDir => RelayCmd::BeginDir,
+            RelayMsg::Onion(m) => match m {
+                OnionMsg::EstablishIntro(_) => RelayCmd::EstablishIntro,
+                OnionMsg::IntroEstablished => RelayCmd::IntroEstablished,
+                OnionMsg::Introduce1(_) => RelayCmd::Introduce1,
+                OnionMsg::Introduce2(_) => RelayCmd::Introduce2,
+                OnionMsg::IntroduceAck(_) => RelayCmd::IntroduceAck,
+                OnionMsg::EstablishRendezvous(_) => RelayCmd::EstablishRendezvous,
+                OnionMsg::RendezvousEstablished => RelayCmd::RendezvousEstablished,
+                OnionMsg::Rendezvous1(_) => RelayCmd::Rendezvous1,
+                OnionMsg::Rendezvous2(_) => RelayCmd::Rendezvous2,
+            },
         }
     }
 
@@ -338,6 +352,15 @@ impl RelayMsg {
                 RelayMsg::Resolved(Resolved::new(answers)?)
             }
             RelayCmd::BeginDir => RelayMsg::BeginDir,
+            RelayCmd::EstablishIntro
+            | RelayCmd::IntroEstablished
+            | RelayCmd::Introduce1
+            | RelayCmd::Introduce2
+            | RelayCmd::IntroduceAck
+            | RelayCmd::EstablishRendezvous
+            | RelayCmd::RendezvousEstablished
+            | RelayCmd::Rendezvous1
+            | RelayCmd::Rendezvous2 => RelayMsg::Onion(onion_msg::parse(cmd.code(), &mut r)?),
         };
         r.finish()?;
         Ok(msg)
@@ -374,6 +397,7 @@ impl RelayMsg {
             RelayMsg::Truncated(reason) => w.u8(reason.code(), "truncate reason"),
             RelayMsg::Resolve(h) => w.put(h.as_str().as_bytes(), "hostname"),
             RelayMsg::Resolved(r) => r.answers.iter().try_for_each(|a| write_answer(a, w)),
+            RelayMsg::Onion(m) => onion_msg::encode(m, w),
         }
     }
 }

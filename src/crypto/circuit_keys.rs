@@ -77,3 +77,22 @@ impl fmt::Debug for CircuitKeys {
         f.write_str("CircuitKeys { .. }")
     }
 }
+
+/// Domain-separation label of [`CircuitKeys::binding`].
+pub const CIRCUIT_BINDING_LABEL: &[u8] = b"allium-circuit-binding-v1";
+
+impl CircuitKeys {
+    /// A 32-byte value only the two ends of this hop know:
+    /// `SHA-256("allium-circuit-binding-v1" | Kf_mac | Kb_mac)`. An onion service MACs its
+    /// ESTABLISH_INTRO with it, so the message is only valid on the circuit it was made
+    /// for. One-way, so it reveals nothing about the keys.
+    pub fn binding(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::new()
+            .chain_update(CIRCUIT_BINDING_LABEL)
+            .chain_update(self.forward_mac)
+            .chain_update(self.backward_mac)
+            .finalize()
+            .into()
+    }
+}

@@ -17,7 +17,7 @@
 
 pub mod policy;
 pub mod request;
-mod wire;
+pub(crate) mod wire;
 
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
 pub mod compute;

@@ -1,0 +1,584 @@
+//! Onion-service descriptors: where a service can be introduced to, signed with the
+//! period's blinded key and encrypted so that only those who know the address can read it.
+//!
+//! Two layers:
+//!
+//! * the **outer** layer ([`OnionDescriptorBody`]), cleartext and signed by `A'` over
+//!   `"allium-onion-descriptor-v1" | body`: version, `A'`, the time period, a revision
+//!   counter, creation time, lifetime (≤ 3 h), a salt and the encrypted inner layer.
+//!   Directory relays (who see only `A'`) verify the signature, the times and the revision;
+//! * the **inner** layer ([`InnerDescriptor`]): 1 to 10 introduction points and optional
+//!   proof-of-work parameters, encrypted with ChaCha20-Poly1305 under
+//!   `HKDF-SHA256(salt, ikm = A, info = "allium-onion-desc-v1" | A' | u64be(length) |
+//!   u64be(N))`. `A` (the unblinded key) is in the address and nowhere else, so directory
+//!   relays cannot read the introduction points.
+//!
+//! Receivers parse into [`UncheckedOnionDescriptor`] and get at the contents only through
+//! `verify_*`, as with relay descriptors.
+
+use std::net::SocketAddr;
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
+use hkdf::Hkdf;
+use rand::CryptoRng;
+use serde::de::{self, Deserializer};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::codec::{self, CodecError};
+use crate::crypto::keys::SIGNATURE_LEN;
+use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionPublic};
+use crate::dir::descriptor::check_addrs;
+use crate::dir::wire;
+use crate::onion::address::OnionAddress;
+use crate::onion::blinding::{
+    BlindedKeypair, BlindedPublic, BlindingError, PeriodParams, TimePeriod,
+};
+use crate::onion::pow::MAX_POW_DIFFICULTY;
+
+/// The only descriptor version defined.
+pub const ONION_DESCRIPTOR_VERSION: u8 = 1;
+/// Domain-separation label of the blinded key's signature.
+pub const ONION_DESCRIPTOR_LABEL: &[u8] = b"allium-onion-descriptor-v1";
+/// HKDF info prefix of the inner layer's key.
+pub const INNER_KEY_LABEL: &[u8] = b"allium-onion-desc-v1";
+/// Longest lifetime a descriptor may claim: 3 hours.
+pub const MAX_DESCRIPTOR_LIFETIME: u32 = 3 * 60 * 60;
+/// Largest encoded signed descriptor accepted or produced.
+pub const MAX_ONION_DESCRIPTOR_LEN: usize = 8 * 1024;
+/// Largest inner plaintext (after padding).
+pub const MAX_INNER_LEN: usize = 6 * 1024;
+/// The inner plaintext is padded to a multiple of this, so its length reveals little
+/// about the number of introduction points.
+pub const INNER_PAD_UNIT: usize = 1024;
+/// Most introduction points in one descriptor.
+pub const MAX_INTRO_POINTS: usize = 10;
+/// Most link addresses per introduction point.
+pub const MAX_INTRO_LINK_ADDRS: usize = 4;
+/// Length of the salt in the outer layer.
+pub const SALT_LEN: usize = 16;
+/// Length of the AEAD tag on the inner layer.
+const AEAD_TAG_LEN: usize = 16;
+
+/// Why a descriptor was refused or could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OnionDescriptorError {
+    /// Not a canonical encoding (or over a size bound).
+    #[error("malformed onion descriptor: {0}")]
+    Codec(#[from] CodecError),
+    /// The encoded descriptor would exceed [`MAX_ONION_DESCRIPTOR_LEN`].
+    #[error("onion descriptor is {0} bytes; at most {MAX_ONION_DESCRIPTOR_LEN} are allowed")]
+    TooLarge(usize),
+    /// A version other than [`ONION_DESCRIPTOR_VERSION`].
+    #[error("unsupported onion descriptor version {0}")]
+    UnsupportedVersion(u8),
+    /// Lifetime zero or above [`MAX_DESCRIPTOR_LIFETIME`].
+    #[error("onion descriptor lifetime {0}s is not within 1..={MAX_DESCRIPTOR_LIFETIME}")]
+    BadLifetime(u32),
+    /// The signature does not verify under the descriptor's blinded key.
+    #[error("onion descriptor signature does not verify under its blinded key")]
+    BadSignature,
+    /// `now` is past `created + lifetime` (plus the allowed skew).
+    #[error("onion descriptor expired at {expires} (now {now})")]
+    Expired {
+        /// `created + lifetime`.
+        expires: u64,
+        /// Time checked against.
+        now: u64,
+    },
+    /// Created further in the future than the allowed skew.
+    #[error("onion descriptor created at {created}, after now ({now}) plus the skew")]
+    FutureDated {
+        /// Claimed creation time.
+        created: u64,
+        /// Time checked against.
+        now: u64,
+    },
+    /// The revision is older than one already seen.
+    #[error("onion descriptor revision {revision} is older than the required {min}")]
+    RevisionRollback {
+        /// Revision in the descriptor.
+        revision: u64,
+        /// Smallest acceptable revision.
+        min: u64,
+    },
+    /// The descriptor's time period is not the caller's (length) or not within one period
+    /// of the current one.
+    #[error("onion descriptor is for period {number} (length {length}s), not a current one")]
+    WrongPeriod {
+        /// Period number in the descriptor.
+        number: u64,
+        /// Period length in the descriptor.
+        length: u64,
+    },
+    /// The blinded key is not the one derived from the address for the period: the
+    /// descriptor is for another service (or forged).
+    #[error("onion descriptor is not for this address")]
+    WrongService,
+    /// The inner layer did not decrypt (wrong address, or modified).
+    #[error("onion descriptor inner layer does not decrypt")]
+    Decrypt,
+    /// The inner layer decrypted but breaks a rule.
+    #[error("onion descriptor inner layer is invalid: {0}")]
+    BadInner(&'static str),
+    /// Key blinding failed.
+    #[error("key blinding: {0}")]
+    Blinding(#[from] BlindingError),
+}
+
+/// serde adapter: a blinded key as 32 bytes, validated on decode.
+mod blinded_wire {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(
+        key: &BlindedPublic,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        wire::fixed::serialize(key.as_bytes(), serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BlindedPublic, D::Error> {
+        let bytes: [u8; 32] = wire::fixed::deserialize(deserializer)?;
+        BlindedPublic::from_bytes(&bytes).map_err(de::Error::custom)
+    }
+}
+
+/// serde adapter: an x25519 public key as 32 bytes.
+mod onion_wire {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(
+        key: &OnionPublic,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        wire::fixed::serialize(key.as_bytes(), serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OnionPublic, D::Error> {
+        Ok(OnionPublic::from_bytes(wire::fixed::deserialize(
+            deserializer,
+        )?))
+    }
+}
+
+/// The signed outer layer. Wire order is the field order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnionDescriptorBody {
+    /// [`ONION_DESCRIPTOR_VERSION`].
+    pub version: u8,
+    /// The period's blinded key `A'`; it signs the descriptor.
+    #[serde(with = "blinded_wire")]
+    pub blinded_key: BlindedPublic,
+    /// Time-period length, seconds.
+    pub period_length: u64,
+    /// Time-period number `N`.
+    pub period_number: u64,
+    /// Revision counter; a newer descriptor for the same `A'` has a larger one.
+    pub revision: u64,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Seconds after `created` the descriptor stays valid, 1 to [`MAX_DESCRIPTOR_LIFETIME`].
+    pub lifetime: u32,
+    /// Random salt of the inner layer's key.
+    #[serde(with = "wire::fixed")]
+    pub salt: [u8; SALT_LEN],
+    /// The encrypted inner layer (ciphertext and 16-byte tag).
+    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, { MAX_INNER_LEN + AEAD_TAG_LEN }>")]
+    pub encrypted: Vec<u8>,
+}
+
+impl OnionDescriptorBody {
+    /// The time period the descriptor is for.
+    pub fn period(&self) -> TimePeriod {
+        TimePeriod {
+            length: self.period_length,
+            number: self.period_number,
+        }
+    }
+
+    /// `created + lifetime`.
+    pub fn expires(&self) -> u64 {
+        self.created.saturating_add(u64::from(self.lifetime))
+    }
+
+    fn check_fields(&self) -> Result<(), OnionDescriptorError> {
+        if self.version != ONION_DESCRIPTOR_VERSION {
+            return Err(OnionDescriptorError::UnsupportedVersion(self.version));
+        }
+        if self.lifetime == 0 || self.lifetime > MAX_DESCRIPTOR_LIFETIME {
+            return Err(OnionDescriptorError::BadLifetime(self.lifetime));
+        }
+        if self.period_length == 0 {
+            return Err(OnionDescriptorError::WrongPeriod {
+                number: self.period_number,
+                length: 0,
+            });
+        }
+        if self.encrypted.len() < AEAD_TAG_LEN {
+            return Err(OnionDescriptorError::Decrypt);
+        }
+        Ok(())
+    }
+}
+
+/// One introduction point, as the client needs it: how to reach the relay, and the
+/// service's keys at that point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntroPointInfo {
+    /// The introduction point relay's identity.
+    #[serde(with = "wire::identity")]
+    pub relay_identity: IdentityPublic,
+    /// Its link addresses, 1 to [`MAX_INTRO_LINK_ADDRS`].
+    #[serde(deserialize_with = "wire::bounded_vec::<_, SocketAddr, MAX_INTRO_LINK_ADDRS>")]
+    pub link_addrs: Vec<SocketAddr>,
+    /// Its onion-key certificate (must name `relay_identity`; verified before use).
+    #[serde(with = "wire::cert")]
+    pub onion_cert: OnionKeyCert,
+    /// The service's per-introduction-point authentication key (ESTABLISH_INTRO).
+    #[serde(with = "wire::identity")]
+    pub auth_key: IdentityPublic,
+    /// The service's per-introduction-point x25519 key for INTRODUCE (`B`).
+    #[serde(with = "onion_wire")]
+    pub enc_key: OnionPublic,
+}
+
+/// Proof-of-work parameters a service under load publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowParams {
+    /// Leading zero bits required, 1 to [`MAX_POW_DIFFICULTY`].
+    pub difficulty: u8,
+    /// The puzzle seed.
+    #[serde(with = "wire::fixed")]
+    pub seed: [u8; 32],
+    /// When the seed stops being accepted, Unix seconds.
+    pub expires: u64,
+}
+
+/// The encrypted inner layer. Wire order is the field order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InnerDescriptor {
+    /// 1 to [`MAX_INTRO_POINTS`] introduction points, distinct auth keys.
+    #[serde(deserialize_with = "wire::bounded_vec::<_, IntroPointInfo, MAX_INTRO_POINTS>")]
+    pub intro_points: Vec<IntroPointInfo>,
+    /// Present when the service requires a proof of work with INTRODUCE.
+    pub pow: Option<PowParams>,
+}
+
+impl InnerDescriptor {
+    /// Checks every bound that needs no clock.
+    pub fn check(&self) -> Result<(), OnionDescriptorError> {
+        let bad = OnionDescriptorError::BadInner;
+        if self.intro_points.is_empty() || self.intro_points.len() > MAX_INTRO_POINTS {
+            return Err(bad("needs 1 to 10 introduction points"));
+        }
+        for (i, ip) in self.intro_points.iter().enumerate() {
+            if ip.link_addrs.len() > MAX_INTRO_LINK_ADDRS {
+                return Err(bad("too many link addresses"));
+            }
+            check_addrs(&ip.link_addrs).map_err(|_| bad("invalid link address"))?;
+            if ip.onion_cert.identity() != &ip.relay_identity {
+                return Err(bad("onion-key certificate names another relay"));
+            }
+            let earlier = self.intro_points.get(..i).unwrap_or_default();
+            if earlier.iter().any(|e| e.auth_key == ip.auth_key) {
+                return Err(bad("two introduction points share an auth key"));
+            }
+        }
+        if let Some(pow) = &self.pow {
+            if pow.difficulty == 0 || pow.difficulty > MAX_POW_DIFFICULTY {
+                return Err(bad("proof-of-work difficulty out of range"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `u32be(len) | encoding | zero padding` to a multiple of [`INNER_PAD_UNIT`].
+    fn to_padded(&self) -> Result<Zeroizing<Vec<u8>>, OnionDescriptorError> {
+        let body = Zeroizing::new(codec::encode(self)?);
+        let len =
+            u32::try_from(body.len()).map_err(|_| OnionDescriptorError::TooLarge(body.len()))?;
+        let total = (4 + body.len()).div_ceil(INNER_PAD_UNIT) * INNER_PAD_UNIT;
+        if total > MAX_INNER_LEN {
+            return Err(OnionDescriptorError::TooLarge(total));
+        }
+        let mut out = Zeroizing::new(Vec::with_capacity(total));
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&body);
+        out.resize(total, 0);
+        Ok(out)
+    }
+
+    /// Inverse of `to_padded`; strict (exact length, zero padding, canonical encoding).
+    fn from_padded(padded: &[u8]) -> Result<Self, OnionDescriptorError> {
+        let bad = OnionDescriptorError::BadInner;
+        if padded.is_empty() || padded.len() % INNER_PAD_UNIT != 0 || padded.len() > MAX_INNER_LEN {
+            return Err(bad("padded length is not a multiple of 1024"));
+        }
+        let (len, rest) = padded
+            .split_first_chunk::<4>()
+            .ok_or(bad("truncated length"))?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad("length"))?;
+        if len > rest.len() {
+            return Err(bad("length exceeds the plaintext"));
+        }
+        let (body, padding) = rest.split_at(len);
+        if padding.iter().any(|&b| b != 0) {
+            return Err(bad("non-zero padding"));
+        }
+        // Canonical padding: no whole unit of padding beyond what the length needs.
+        if (4 + len).div_ceil(INNER_PAD_UNIT) * INNER_PAD_UNIT != padded.len() {
+            return Err(bad("too much padding"));
+        }
+        let inner: InnerDescriptor = codec::decode(body, MAX_INNER_LEN)?;
+        inner.check()?;
+        Ok(inner)
+    }
+}
+
+/// The inner layer's AEAD key.
+fn inner_key(
+    identity: &IdentityPublic,
+    blinded: &BlindedPublic,
+    period: TimePeriod,
+    salt: &[u8; SALT_LEN],
+) -> Zeroizing<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(Some(salt), identity.as_bytes());
+    let mut info = Vec::with_capacity(INNER_KEY_LABEL.len() + 48);
+    info.extend_from_slice(INNER_KEY_LABEL);
+    info.extend_from_slice(blinded.as_bytes());
+    info.extend_from_slice(&period.length.to_be_bytes());
+    info.extend_from_slice(&period.number.to_be_bytes());
+    let mut key = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
+    let _ = hk.expand(&info, &mut key[..]);
+    key
+}
+
+/// The inner layer's associated data: `A' | u64be(revision)`, binding the ciphertext to
+/// the outer layer it was published in.
+fn inner_ad(blinded: &BlindedPublic, revision: u64) -> [u8; 40] {
+    let mut ad = [0u8; 40];
+    ad[..32].copy_from_slice(blinded.as_bytes());
+    ad[32..].copy_from_slice(&revision.to_be_bytes());
+    ad
+}
+
+/// Everything a service chooses for one descriptor besides its keys.
+#[derive(Debug, Clone)]
+pub struct DescriptorParams {
+    /// Revision counter (strictly larger than the previous descriptor's for this `A'`).
+    pub revision: u64,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Lifetime in seconds, 1 to [`MAX_DESCRIPTOR_LIFETIME`].
+    pub lifetime: u32,
+}
+
+/// A descriptor as published: the canonical outer body and the blinded key's signature.
+///
+/// Wire form: `body_len u64 | body | signature[64]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedOnionDescriptor {
+    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, MAX_ONION_DESCRIPTOR_LEN>")]
+    body: Vec<u8>,
+    #[serde(with = "wire::fixed")]
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl SignedOnionDescriptor {
+    /// Builds, encrypts and signs a descriptor. `identity` is the service key `A` and
+    /// `blinded` its blinded key for the period the descriptor is for.
+    pub fn build<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        identity: &IdentityKeypair,
+        blinded: &BlindedKeypair,
+        inner: &InnerDescriptor,
+        params: &DescriptorParams,
+    ) -> Result<Self, OnionDescriptorError> {
+        inner.check()?;
+        let period = blinded.period();
+        let mut salt = [0u8; SALT_LEN];
+        rng.fill_bytes(&mut salt);
+        let key = inner_key(&identity.public(), blinded.public(), period, &salt);
+        let plaintext = inner.to_padded()?;
+        let cipher = ChaCha20Poly1305::new((&*key).into());
+        let encrypted = cipher
+            .encrypt(
+                &[0u8; 12].into(),
+                Payload {
+                    msg: &plaintext,
+                    aad: &inner_ad(blinded.public(), params.revision),
+                },
+            )
+            .map_err(|_| OnionDescriptorError::Decrypt)?;
+        let body = OnionDescriptorBody {
+            version: ONION_DESCRIPTOR_VERSION,
+            blinded_key: *blinded.public(),
+            period_length: period.length,
+            period_number: period.number,
+            revision: params.revision,
+            created: params.created,
+            lifetime: params.lifetime,
+            salt,
+            encrypted,
+        };
+        body.check_fields()?;
+        let body = codec::encode(&body)?;
+        let signature = blinded.sign(&wire::signed_message(ONION_DESCRIPTOR_LABEL, &body));
+        let signed = Self { body, signature };
+        let len = signed.to_bytes()?.len();
+        if len > MAX_ONION_DESCRIPTOR_LEN {
+            return Err(OnionDescriptorError::TooLarge(len));
+        }
+        Ok(signed)
+    }
+
+    /// The canonical encoding, as published.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+}
+
+/// A parsed, unverified descriptor.
+#[derive(Debug, Clone)]
+pub struct UncheckedOnionDescriptor {
+    signed: SignedOnionDescriptor,
+    body: OnionDescriptorBody,
+}
+
+/// A descriptor whose outer layer verified: signature, times, revision. This is all a
+/// directory relay can check; the inner layer needs the address.
+#[derive(Debug, Clone)]
+pub struct VerifiedOnionDescriptor {
+    signed: SignedOnionDescriptor,
+    body: OnionDescriptorBody,
+}
+
+impl UncheckedOnionDescriptor {
+    /// Parses a published descriptor (canonical, at most [`MAX_ONION_DESCRIPTOR_LEN`]).
+    pub fn parse(bytes: &[u8]) -> Result<Self, OnionDescriptorError> {
+        let signed: SignedOnionDescriptor = codec::decode(bytes, MAX_ONION_DESCRIPTOR_LEN)?;
+        let body: OnionDescriptorBody = codec::decode(&signed.body, MAX_ONION_DESCRIPTOR_LEN)?;
+        body.check_fields()?;
+        Ok(Self { signed, body })
+    }
+
+    /// The claimed (unverified) outer layer, e.g. to index by blinded key.
+    pub fn claimed(&self) -> &OnionDescriptorBody {
+        &self.body
+    }
+
+    /// The signed form.
+    pub fn signed(&self) -> &SignedOnionDescriptor {
+        &self.signed
+    }
+
+    /// Checks, in order: field bounds; the signature by the embedded blinded key;
+    /// `created ≤ now + max_skew`; `now < created + lifetime + max_skew`;
+    /// `revision ≥ min_revision` (directory relays pass the stored revision + 1, clients
+    /// the last revision they accepted for this `A'`).
+    pub fn verify_outer(
+        self,
+        now: u64,
+        max_skew: u64,
+        min_revision: u64,
+    ) -> Result<VerifiedOnionDescriptor, OnionDescriptorError> {
+        let b = &self.body;
+        b.check_fields()?;
+        b.blinded_key
+            .verify(
+                &wire::signed_message(ONION_DESCRIPTOR_LABEL, &self.signed.body),
+                &self.signed.signature,
+            )
+            .map_err(|_| OnionDescriptorError::BadSignature)?;
+        if b.created > now.saturating_add(max_skew) {
+            return Err(OnionDescriptorError::FutureDated {
+                created: b.created,
+                now,
+            });
+        }
+        if now >= b.expires().saturating_add(max_skew) {
+            return Err(OnionDescriptorError::Expired {
+                expires: b.expires(),
+                now,
+            });
+        }
+        if b.revision < min_revision {
+            return Err(OnionDescriptorError::RevisionRollback {
+                revision: b.revision,
+                min: min_revision,
+            });
+        }
+        Ok(VerifiedOnionDescriptor {
+            signed: self.signed,
+            body: self.body,
+        })
+    }
+
+    /// A client's full check: [`Self::verify_outer`], then the period (same length as
+    /// `periods`, number within one of the current period at `now`), then that `A'` is the
+    /// key blinded from `address` for that period, then decryption and the inner rules.
+    pub fn verify_for(
+        self,
+        address: &OnionAddress,
+        periods: &PeriodParams,
+        now: u64,
+        max_skew: u64,
+        min_revision: u64,
+    ) -> Result<(VerifiedOnionDescriptor, InnerDescriptor), OnionDescriptorError> {
+        let verified = self.verify_outer(now, max_skew, min_revision)?;
+        let current = periods.period_at(now)?;
+        let claimed = verified.body.period();
+        if claimed.length != current.length || claimed.number.abs_diff(current.number) > 1 {
+            return Err(OnionDescriptorError::WrongPeriod {
+                number: claimed.number,
+                length: claimed.length,
+            });
+        }
+        let inner = verified.decrypt(address)?;
+        Ok((verified, inner))
+    }
+}
+
+impl VerifiedOnionDescriptor {
+    /// The verified outer layer.
+    pub fn body(&self) -> &OnionDescriptorBody {
+        &self.body
+    }
+
+    /// The signed form, for storing and serving.
+    pub fn signed(&self) -> &SignedOnionDescriptor {
+        &self.signed
+    }
+
+    /// Checks that the descriptor belongs to `address` (its `A'` is the address's key
+    /// blinded for the descriptor's period), then decrypts and parses the inner layer.
+    pub fn decrypt(&self, address: &OnionAddress) -> Result<InnerDescriptor, OnionDescriptorError> {
+        let b = &self.body;
+        let period = b.period();
+        if BlindedPublic::derive(address, period)? != b.blinded_key {
+            return Err(OnionDescriptorError::WrongService);
+        }
+        let key = inner_key(address.identity(), &b.blinded_key, period, &b.salt);
+        let cipher = ChaCha20Poly1305::new((&*key).into());
+        let plaintext = Zeroizing::new(
+            cipher
+                .decrypt(
+                    &[0u8; 12].into(),
+                    Payload {
+                        msg: &b.encrypted,
+                        aad: &inner_ad(&b.blinded_key, b.revision),
+                    },
+                )
+                .map_err(|_| OnionDescriptorError::Decrypt)?,
+        );
+        InnerDescriptor::from_padded(&plaintext)
+    }
+}
