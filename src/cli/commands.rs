@@ -277,6 +277,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
         ),
         None => None,
     };
+    let proxy_cfg = p.proxy_config();
     let mut cfg = ClientConfig::new(p.authorities);
     cfg.data_dir = p.data_dir;
     cfg.path_len = p.path_len;
@@ -298,7 +299,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
         socks,
         0,
         Arc::clone(&connector),
-        ProxyConfig::default(),
+        proxy_cfg.clone(),
         async move {
             let _ = stop.changed().await;
         },
@@ -309,7 +310,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
             http,
             1,
             connector,
-            ProxyConfig::default(),
+            proxy_cfg,
             async move {
                 let _ = stop.changed().await;
             },

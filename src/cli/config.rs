@@ -180,6 +180,45 @@ pub struct ProxySection {
     pub path_len: usize,
     /// The directory authorities to trust.
     pub authorities: Vec<AuthorityInfo>,
+    /// Client connections each proxy listener serves at once (default 1024). When full,
+    /// the oldest connection still in its handshake is closed to make room; if none is,
+    /// the new connection is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has from connecting to a complete SOCKS or CONNECT request
+    /// (default 10); slower clients are closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds allowed to open the stream through the network (default 60).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+impl ProxySection {
+    /// The listeners' limits, defaults filled in (zero values are raised to 1).
+    pub fn proxy_config(&self) -> crate::client::ProxyConfig {
+        crate::client::ProxyConfig {
+            max_connections: self.max_connections.max(1),
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_secs.max(1)),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    crate::client::ProxyConfig::default().max_connections
+}
+
+fn default_handshake_timeout() -> u64 {
+    crate::client::ProxyConfig::default()
+        .handshake_timeout
+        .as_secs()
+}
+
+fn default_connect_timeout() -> u64 {
+    crate::client::ProxyConfig::default()
+        .connect_timeout
+        .as_secs()
 }
 
 fn default_socks() -> SocketAddr {
@@ -234,5 +273,9 @@ mod example_tests {
         assert_eq!(auth.authority.period_secs, 3600);
         let proxy: ProxyFile = load(&example("proxy.toml")).unwrap();
         assert_eq!(proxy.proxy.path_len, 3);
+        assert_eq!(
+            proxy.proxy.proxy_config(),
+            crate::client::ProxyConfig::default()
+        );
     }
 }
