@@ -349,9 +349,10 @@ async fn start_metrics(
         let listener = TcpListener::bind(m.listen)
             .await
             .map_err(|e| format!("cannot listen for metrics on {}: {e}", m.listen))?;
-        tokio::spawn(crate::relay::metrics::serve(
+        tokio::spawn(crate::relay::metrics::serve_with(
             listener,
             Arc::clone(handle.shared()),
+            m.limits(),
         ));
         println!("metrics on http://{}/", m.listen);
     }

@@ -63,6 +63,33 @@ pub struct RelayFile {
 pub struct MetricsSection {
     /// Address to serve metrics on, e.g. "127.0.0.1:9100".
     pub listen: SocketAddr,
+    /// Requests served at once (default 16); when full, the oldest connection that has not
+    /// sent its whole request is closed to make room.
+    #[serde(default = "default_metrics_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send its request (default 5).
+    #[serde(default = "default_metrics_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+impl MetricsSection {
+    /// The endpoint's limits, defaults filled in (zero values are raised to 1).
+    pub fn limits(&self) -> crate::relay::metrics::MetricsLimits {
+        crate::relay::metrics::MetricsLimits {
+            max_connections: self.max_connections.max(1),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+        }
+    }
+}
+
+fn default_metrics_connections() -> usize {
+    crate::relay::metrics::MetricsLimits::default().max_connections
+}
+
+fn default_metrics_timeout() -> u64 {
+    crate::relay::metrics::MetricsLimits::default()
+        .request_timeout
+        .as_secs()
 }
 
 /// `[relay]` of relay.toml.

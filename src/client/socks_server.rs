@@ -26,20 +26,19 @@
 //! Logging: at `info` and above only counts and error kinds are logged, never client
 //! addresses, destinations or credentials. `debug` adds per-connection outcomes.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Pass};
 use crate::cell::{EndReason, TargetAddr};
 use crate::client::socks::{
     reply, HttpConnectHandshake, ReplyCode, SocksAuth, SocksCommand, SocksError, SocksHandshake,
@@ -60,11 +59,6 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How long a connection admitted by evicting another waits for the evicted one's slot.
-/// The evicted task gives it back as soon as it runs, so this only bounds the wait on a
-/// starved runtime.
-const EVICTION_WAIT: Duration = Duration::from_secs(2);
 
 /// What separates streams that must not share a circuit.
 ///
@@ -229,10 +223,6 @@ impl Handshake {
 struct Stats {
     /// Connections accepted and served.
     accepted: AtomicU64,
-    /// Connections closed on accept because the limit was reached.
-    over_limit: AtomicU64,
-    /// Connections still in their handshake closed to make room for a new one.
-    evicted: AtomicU64,
     /// Streams opened and relayed.
     opened: AtomicU64,
     /// Connections that ended without a stream (bad handshake, refusal, timeout, ...).
@@ -278,46 +268,6 @@ struct Shared {
     connector: Arc<dyn Connector>,
     cfg: ProxyConfig,
     stats: Stats,
-    /// Connections still in their handshake, oldest first (keys increase with accept
-    /// order); sending on the channel (or dropping it) closes that connection. At most
-    /// `max_connections` entries: each belongs to a connection holding a permit.
-    in_handshake: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
-}
-
-impl Shared {
-    /// Closes the oldest connection still in its handshake. False if there is none.
-    fn evict_oldest(&self) -> bool {
-        let oldest = self
-            .in_handshake
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_first();
-        match oldest {
-            Some((_, cancel)) => {
-                let _ = cancel.send(());
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Registers connection `id` as in its handshake; the receiver fires on eviction.
-    fn enter_handshake(&self, id: u64) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        self.in_handshake
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        rx
-    }
-
-    /// Connection `id` is past its handshake (or gone): it can no longer be evicted.
-    fn leave_handshake(&self, id: u64) {
-        self.in_handshake
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-    }
 }
 
 async fn serve(
@@ -328,16 +278,14 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     protocol: Protocol,
 ) {
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let slots = Admission::new(cfg.max_connections);
     let shared = Arc::new(Shared {
         protocol,
         listener_index,
         connector,
         cfg,
         stats: Stats::default(),
-        in_handshake: Mutex::new(BTreeMap::new()),
     });
-    let mut next_id: u64 = 0;
     info!(
         listener = listener_index,
         "{} listener started",
@@ -351,56 +299,31 @@ async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
-                    next_id = next_id.wrapping_add(1);
-                    let id = next_id;
-                    let permit = match Arc::clone(&permits).try_acquire_owned() {
-                        Ok(p) => Admission::Now(p),
-                        Err(_) if shared.evict_oldest() => {
-                            let n = shared.stats.evicted.fetch_add(1, Ordering::Relaxed) + 1;
-                            if n == 1 {
-                                warn!(
-                                    listener = listener_index,
-                                    max = shared.cfg.max_connections,
-                                    "connection limit reached; closing the oldest unfinished handshakes"
-                                );
-                            }
-                            Admission::AfterEviction
+                    let evicted_before = slots.evicted();
+                    let Some(pass) = slots.admit() else {
+                        if slots.refused() == 1 {
+                            warn!(
+                                listener = listener_index,
+                                max = shared.cfg.max_connections,
+                                "connection limit reached; closing new connections"
+                            );
                         }
-                        Err(_) => {
-                            let n = shared.stats.over_limit.fetch_add(1, Ordering::Relaxed) + 1;
-                            if n == 1 {
-                                warn!(
-                                    listener = listener_index,
-                                    max = shared.cfg.max_connections,
-                                    "connection limit reached; closing new connections"
-                                );
-                            }
-                            debug!(%peer, "over the connection limit; closed");
-                            drop(sock);
-                            continue;
-                        }
+                        debug!(%peer, "over the connection limit; closed");
+                        drop(sock);
+                        continue;
                     };
+                    if evicted_before == 0 && slots.evicted() == 1 {
+                        warn!(
+                            listener = listener_index,
+                            max = shared.cfg.max_connections,
+                            "connection limit reached; closing the oldest unfinished handshakes"
+                        );
+                    }
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     debug!(%peer, listener = listener_index, "accepted");
-                    // Registered before the task runs, so a flood cannot evict faster
-                    // than connections become evictable.
-                    let evicted = shared.enter_handshake(id);
                     let shared = Arc::clone(&shared);
-                    let permits = Arc::clone(&permits);
                     tasks.spawn(async move {
-                        let _permit = match permit {
-                            Admission::Now(p) => p,
-                            Admission::AfterEviction => {
-                                match tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await {
-                                    Ok(Ok(p)) => p,
-                                    _ => {
-                                        shared.leave_handshake(id);
-                                        return;
-                                    }
-                                }
-                            }
-                        };
-                        connection(sock, &shared, id, evicted).await;
+                        connection(sock, &shared, pass).await;
                     });
                 }
                 Err(e) => {
@@ -415,8 +338,8 @@ async fn serve(
     info!(
         listener = listener_index,
         accepted = s.accepted.load(Ordering::Relaxed),
-        over_limit = s.over_limit.load(Ordering::Relaxed),
-        evicted = s.evicted.load(Ordering::Relaxed),
+        over_limit = slots.refused(),
+        evicted = slots.evicted(),
         opened = s.opened.load(Ordering::Relaxed),
         failed = s.failed.load(Ordering::Relaxed),
         "{} listener stopped",
@@ -424,24 +347,23 @@ async fn serve(
     );
 }
 
-/// How a connection got its slot.
-enum Admission {
-    /// A free slot.
-    Now(tokio::sync::OwnedSemaphorePermit),
-    /// The slot of a connection just evicted, given back as soon as its task runs.
-    AfterEviction,
-}
-
-/// Serves one client connection to the end. `evicted` fires if the connection is closed
-/// to make room while still in its handshake.
-async fn connection(mut sock: TcpStream, shared: &Shared, id: u64, evicted: oneshot::Receiver<()>) {
+/// Serves one client connection to the end. `pass` holds its slot; while the handshake
+/// runs the connection may be evicted to make room for a newer one.
+async fn connection(mut sock: TcpStream, shared: &Shared, mut pass: Pass) {
     // Latency matters more than packet count for interactive traffic.
     let _ = sock.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + shared.cfg.handshake_timeout;
+    if let Err(why) = pass.first_bytes(&sock, deadline).await {
+        // Evicted or silent until the deadline: close at once (nothing to linger for),
+        // so an evicted slot goes to the newer connection without delay.
+        shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+        debug!(?why, "closed before the handshake");
+        return;
+    }
+    let eviction = pass.eviction();
     let opened = tokio::select! {
-        r = open(&mut sock, shared, id) => Some(r),
-        // Fires when evicted (a dropped sender, after the handshake, does not match):
-        // close at once, no linger, so the slot goes to the newer connection at once.
-        Ok(()) = evicted => None,
+        r = open(&mut sock, shared, deadline, &pass) => Some(r),
+        () = eviction.wait() => None,
     };
     let Some(opened) = opened else {
         shared.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -469,13 +391,13 @@ async fn connection(mut sock: TcpStream, shared: &Shared, id: u64, evicted: ones
 async fn open(
     sock: &mut TcpStream,
     shared: &Shared,
-    id: u64,
+    deadline: tokio::time::Instant,
+    pass: &Pass,
 ) -> Result<(DataStream, Vec<u8>), ConnError> {
-    let handshake =
-        tokio::time::timeout(shared.cfg.handshake_timeout, handshake(sock, shared)).await;
+    let handshake = tokio::time::timeout_at(deadline, handshake(sock, shared)).await;
     // Past the handshake (complete or failed): no longer evictable. A complete request
     // is an honest client's; a failed one ends promptly anyway.
-    shared.leave_handshake(id);
+    pass.handshake_done();
     let (request, early) = match handshake {
         Ok(r) => r?,
         Err(_) => return Err(ConnError::HandshakeTimeout),
