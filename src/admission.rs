@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn full_slots_evict_silent_before_talking_and_refuse_when_none_left() {
         let a = Admission::new(2);
-        let mut first = a.admit().unwrap();
+        let first = a.admit().unwrap();
         let second = a.admit().unwrap();
         // Pretend the first one has talked.
         {
@@ -272,7 +272,7 @@ mod tests {
         first.handshake_done();
         let fourth = a.admit().unwrap();
         assert!(fourth.permit.is_some());
-        let mut fourth = fourth;
+        let fourth = fourth;
         fourth.handshake_done();
         assert!(a.admit().is_none());
         assert_eq!(a.refused(), 1);
