@@ -689,10 +689,11 @@ async fn stalled_handshake_is_closed() {
 }
 
 #[tokio::test]
-async fn over_the_connection_limit_is_closed_at_once() {
-    let connector = TestConnector::new(Mode::Fail(StreamOpenError::CircuitClosed));
+async fn over_the_connection_limit_evicts_unfinished_handshakes_then_closes() {
+    let connector = TestConnector::new(Mode::Hang);
     let cfg = ProxyConfig {
         max_connections: 1,
+        connect_timeout: Duration::from_secs(1),
         ..ProxyConfig::default()
     };
     let p = proxy(Kind::Socks, 0, connector, cfg).await;
@@ -703,17 +704,37 @@ async fn over_the_connection_limit_is_closed_at_once() {
     let mut m = [0u8; 2];
     first.read_exact(&mut m).await.unwrap();
     assert_eq!(m, [5, 0]);
-    // The second is closed without an answer.
+    // A second client takes its slot: the unfinished handshake is closed.
     let mut second = TcpStream::connect(p.addr).await.unwrap();
-    let _ = second.write_all(&[5, 1, 0]).await;
-    let mut buf = [0u8; 16];
-    let r = tokio::time::timeout(NO_HANG, second.read(&mut buf))
+    second.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    tokio::time::timeout(NO_HANG, second.read_exact(&mut m))
         .await
-        .expect("closed");
+        .expect("second served")
+        .unwrap();
+    assert_eq!(m, [5, 0]);
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(NO_HANG, first.read(&mut buf))
+        .await
+        .expect("first closed");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    // The second completes its request (the connector hangs): past its handshake, it is
+    // never evicted, so a third client is closed without an answer.
+    second
+        .write_all(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 80])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(p.addr).await.unwrap();
+    let _ = third.write_all(&[5, 1, 0]).await;
+    let r = tokio::time::timeout(NO_HANG, third.read(&mut buf))
+        .await
+        .expect("third closed");
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
 
-    // Once the first leaves, the slot is free again (retry: the release is asynchronous).
-    drop(first);
+    // Once the second's connect times out, the slot is free again (retry: the release
+    // is asynchronous).
+    drop(second);
     tokio::time::timeout(NO_HANG, async {
         loop {
             let mut s = TcpStream::connect(p.addr).await.unwrap();

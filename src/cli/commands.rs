@@ -277,6 +277,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
         ),
         None => None,
     };
+    let proxy_cfg = p.proxy_config();
     let mut cfg = ClientConfig::new(p.authorities);
     cfg.data_dir = p.data_dir;
     cfg.path_len = p.path_len;
@@ -291,10 +292,6 @@ pub async fn proxy(path: &Path) -> CmdResult {
         }
     };
     let connector: Arc<dyn Connector> = Arc::new(client.clone());
-    let proxy_cfg = ProxyConfig {
-        idle_timeout: (p.stream_idle_secs > 0).then(|| Duration::from_secs(p.stream_idle_secs)),
-        ..ProxyConfig::default()
-    };
     println!("SOCKS proxy listening on {}", p.socks_listen);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop = stop_rx.clone();
@@ -361,9 +358,10 @@ async fn start_metrics(
         let listener = TcpListener::bind(m.listen)
             .await
             .map_err(|e| format!("cannot listen for metrics on {}: {e}", m.listen))?;
-        tokio::spawn(crate::relay::metrics::serve(
+        tokio::spawn(crate::relay::metrics::serve_with(
             listener,
             Arc::clone(handle.shared()),
+            m.limits(),
         ));
         println!("metrics on http://{}/", m.listen);
     }

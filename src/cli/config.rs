@@ -63,6 +63,33 @@ pub struct RelayFile {
 pub struct MetricsSection {
     /// Address to serve metrics on, e.g. "127.0.0.1:9100".
     pub listen: SocketAddr,
+    /// Requests served at once (default 16); when full, the oldest connection that has not
+    /// sent its whole request is closed to make room.
+    #[serde(default = "default_metrics_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send its request (default 5).
+    #[serde(default = "default_metrics_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+impl MetricsSection {
+    /// The endpoint's limits, defaults filled in (zero values are raised to 1).
+    pub fn limits(&self) -> crate::relay::metrics::MetricsLimits {
+        crate::relay::metrics::MetricsLimits {
+            max_connections: self.max_connections.max(1),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+        }
+    }
+}
+
+fn default_metrics_connections() -> usize {
+    crate::relay::metrics::MetricsLimits::default().max_connections
+}
+
+fn default_metrics_timeout() -> u64 {
+    crate::relay::metrics::MetricsLimits::default()
+        .request_timeout
+        .as_secs()
 }
 
 /// `[relay]` of relay.toml.
@@ -184,6 +211,47 @@ pub struct ProxySection {
     pub stream_idle_secs: u64,
     /// The directory authorities to trust.
     pub authorities: Vec<AuthorityInfo>,
+    /// Client connections each proxy listener serves at once (default 1024). When full,
+    /// the oldest connection still in its handshake is closed to make room; if none is,
+    /// the new connection is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has from connecting to a complete SOCKS or CONNECT request
+    /// (default 10); slower clients are closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds allowed to open the stream through the network (default 60).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+impl ProxySection {
+    /// The listeners' limits, defaults filled in (zero values are raised to 1).
+    pub fn proxy_config(&self) -> crate::client::ProxyConfig {
+        crate::client::ProxyConfig {
+            max_connections: self.max_connections.max(1),
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_secs.max(1)),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
+            idle_timeout: (self.stream_idle_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.stream_idle_secs)),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    crate::client::ProxyConfig::default().max_connections
+}
+
+fn default_handshake_timeout() -> u64 {
+    crate::client::ProxyConfig::default()
+        .handshake_timeout
+        .as_secs()
+}
+
+fn default_connect_timeout() -> u64 {
+    crate::client::ProxyConfig::default()
+        .connect_timeout
+        .as_secs()
 }
 
 fn default_socks() -> SocketAddr {
@@ -243,5 +311,9 @@ mod example_tests {
         let proxy: ProxyFile = load(&example("proxy.toml")).unwrap();
         assert_eq!(proxy.proxy.path_len, 3);
         assert_eq!(proxy.proxy.stream_idle_secs, 300);
+        assert_eq!(
+            proxy.proxy.proxy_config(),
+            crate::client::ProxyConfig::default()
+        );
     }
 }

@@ -4,8 +4,11 @@
 //! [`serve_socks`] accepts SOCKS4, SOCKS4a and SOCKS5 clients; [`serve_http_connect`]
 //! accepts HTTP `CONNECT` clients. Both run the same accept loop:
 //!
-//! - at most [`ProxyConfig::max_connections`] connections are served at once; a client
-//!   over the limit is closed immediately;
+//! - at most [`ProxyConfig::max_connections`] connections are served at once; when the
+//!   limit is reached, the oldest connection still in its handshake is closed to make room
+//!   for the new one (so a flood of idle or slow connections cannot lock honest clients
+//!   out: theirs finish their handshake in milliseconds), and if every connection is past
+//!   its handshake the new one is closed immediately;
 //! - the handshake must finish within [`ProxyConfig::handshake_timeout`]; reads use a
 //!   bounded buffer ([`READ_CHUNK`]) and the parsers bound what they keep;
 //! - a `CONNECT` goes to the [`Connector`] (the circuit manager) with the request's
@@ -32,10 +35,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Pass};
 use crate::cell::{EndReason, TargetAddr};
 use crate::client::socks::{
     reply, HttpConnectHandshake, ReplyCode, SocksAuth, SocksCommand, SocksError, SocksHandshake,
@@ -228,8 +231,6 @@ impl Handshake {
 struct Stats {
     /// Connections accepted and served.
     accepted: AtomicU64,
-    /// Connections closed on accept because the limit was reached.
-    over_limit: AtomicU64,
     /// Streams opened and relayed.
     opened: AtomicU64,
     /// Connections that ended without a stream (bad handshake, refusal, timeout, ...).
@@ -285,7 +286,7 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     protocol: Protocol,
 ) {
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let slots = Admission::new(cfg.max_connections);
     let shared = Arc::new(Shared {
         protocol,
         listener_index,
@@ -306,9 +307,9 @@ async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        let n = shared.stats.over_limit.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n == 1 {
+                    let evicted_before = slots.evicted();
+                    let Some(pass) = slots.admit() else {
+                        if slots.refused() == 1 {
                             warn!(
                                 listener = listener_index,
                                 max = shared.cfg.max_connections,
@@ -319,12 +320,18 @@ async fn serve(
                         drop(sock);
                         continue;
                     };
+                    if evicted_before == 0 && slots.evicted() == 1 {
+                        warn!(
+                            listener = listener_index,
+                            max = shared.cfg.max_connections,
+                            "connection limit reached; closing the oldest unfinished handshakes"
+                        );
+                    }
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     debug!(%peer, listener = listener_index, "accepted");
                     let shared = Arc::clone(&shared);
                     tasks.spawn(async move {
-                        let _permit = permit;
-                        connection(sock, &shared).await;
+                        connection(sock, &shared, pass).await;
                     });
                 }
                 Err(e) => {
@@ -339,7 +346,8 @@ async fn serve(
     info!(
         listener = listener_index,
         accepted = s.accepted.load(Ordering::Relaxed),
-        over_limit = s.over_limit.load(Ordering::Relaxed),
+        over_limit = slots.refused(),
+        evicted = slots.evicted(),
         opened = s.opened.load(Ordering::Relaxed),
         failed = s.failed.load(Ordering::Relaxed),
         "{} listener stopped",
@@ -347,11 +355,30 @@ async fn serve(
     );
 }
 
-/// Serves one client connection to the end.
-async fn connection(mut sock: TcpStream, shared: &Shared) {
+/// Serves one client connection to the end. `pass` holds its slot; while the handshake
+/// runs the connection may be evicted to make room for a newer one.
+async fn connection(mut sock: TcpStream, shared: &Shared, mut pass: Pass) {
     // Latency matters more than packet count for interactive traffic.
     let _ = sock.set_nodelay(true);
-    match open(&mut sock, shared).await {
+    let deadline = tokio::time::Instant::now() + shared.cfg.handshake_timeout;
+    if let Err(why) = pass.first_bytes(&sock, deadline).await {
+        // Evicted or silent until the deadline: close at once (nothing to linger for),
+        // so an evicted slot goes to the newer connection without delay.
+        shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+        debug!(?why, "closed before the handshake");
+        return;
+    }
+    let eviction = pass.eviction();
+    let opened = tokio::select! {
+        r = open(&mut sock, shared, deadline, &pass) => Some(r),
+        () = eviction.wait() => None,
+    };
+    let Some(opened) = opened else {
+        shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+        debug!("evicted during the handshake");
+        return;
+    };
+    match opened {
         Ok((stream, early)) => {
             shared.stats.opened.fetch_add(1, Ordering::Relaxed);
             match relay(sock, stream, &early, shared.cfg.idle_timeout).await {
@@ -369,12 +396,20 @@ async fn connection(mut sock: TcpStream, shared: &Shared) {
 
 /// Runs the handshake and opens the stream. On success the client has been told so; on
 /// failure it has been sent the error reply, if any.
-async fn open(sock: &mut TcpStream, shared: &Shared) -> Result<(DataStream, Vec<u8>), ConnError> {
-    let (request, early) =
-        match tokio::time::timeout(shared.cfg.handshake_timeout, handshake(sock, shared)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ConnError::HandshakeTimeout),
-        };
+async fn open(
+    sock: &mut TcpStream,
+    shared: &Shared,
+    deadline: tokio::time::Instant,
+    pass: &Pass,
+) -> Result<(DataStream, Vec<u8>), ConnError> {
+    let handshake = tokio::time::timeout_at(deadline, handshake(sock, shared)).await;
+    // Past the handshake (complete or failed): no longer evictable. A complete request
+    // is an honest client's; a failed one ends promptly anyway.
+    pass.handshake_done();
+    let (request, early) = match handshake {
+        Ok(r) => r?,
+        Err(_) => return Err(ConnError::HandshakeTimeout),
+    };
     let SocksRequest {
         version,
         command,

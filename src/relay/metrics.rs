@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+use crate::admission::Admission;
 use crate::cell::consts::RELAY_BODY_LEN;
 
 use super::shared::RelayShared;
@@ -80,21 +80,50 @@ pub fn render(shared: &RelayShared) -> String {
     out
 }
 
-/// Serves `render` on `listener` to any HTTP GET, one short response per connection.
+/// Limits of the metrics endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsLimits {
+    /// Requests served at once. When full, the oldest connection that has not finished
+    /// sending its request is closed to make room (see [`crate::admission`]), so idle or
+    /// slow connections cannot lock the scraper out. Default 16.
+    pub max_connections: usize,
+    /// Time a client has to send its request head. Default 5 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        MetricsLimits {
+            max_connections: 16,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `render` on `listener` to any HTTP GET, one short response per connection, with
+/// the default [`MetricsLimits`].
 pub async fn serve(listener: TcpListener, shared: Arc<RelayShared>) {
-    let slots = Arc::new(Semaphore::new(16));
+    serve_with(listener, shared, MetricsLimits::default()).await;
+}
+
+/// Serves `render` on `listener` to any HTTP GET, one short response per connection.
+pub async fn serve_with(listener: TcpListener, shared: Arc<RelayShared>, limits: MetricsLimits) {
+    let slots = Admission::new(limits.max_connections);
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             // Typically out of file descriptors: back off, keep serving.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            continue; // Busy: drop the connection.
+        let Some(mut pass) = slots.admit() else {
+            continue; // Every slot is writing a response: drop the connection.
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let _permit = permit;
+            let deadline = tokio::time::Instant::now() + limits.request_timeout;
+            if pass.first_bytes(&sock, deadline).await.is_err() {
+                return;
+            }
             // Read (bounded, with a deadline) until the end of the request head.
             let mut head = [0u8; 2048];
             let mut used = 0usize;
@@ -114,12 +143,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<RelayShared>) {
                 }
                 Ok::<_, std::io::Error>(())
             };
-            if tokio::time::timeout(Duration::from_secs(5), read)
-                .await
-                .is_err()
-            {
-                return;
+            let read = tokio::time::timeout_at(deadline, read);
+            tokio::select! {
+                r = read => if r.is_err() { return },
+                () = pass.eviction().wait() => return,
             }
+            pass.handshake_done();
             let ok = head.get(..used).is_some_and(|h| h.starts_with(b"GET "));
             let (status, body) = if ok {
                 ("200 OK", render(&shared))
@@ -130,8 +159,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<RelayShared>) {
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            // A client that does not read its response cannot hold the slot for ever.
+            let write = async {
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            };
+            let _ = tokio::time::timeout(limits.request_timeout, write).await;
         });
     }
 }

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::admission::Admission;
 use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkConfig, PeerKind};
@@ -138,7 +139,9 @@ async fn accept_loop(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let pending = Arc::new(Semaphore::new(shared.limits.pending_link_handshakes.max(1)));
+    // Slots for link handshakes in progress; when full, a new connection takes the slot
+    // of the oldest silent (else slowest) one, so idle floods cannot lock peers out.
+    let pending = Admission::new(shared.limits.pending_link_handshakes);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -153,8 +156,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            // Too many handshakes in flight: refuse by closing at once.
+        let Some(mut pass) = pending.admit() else {
+            // Every slot holds a handshake past its first bytes: refuse by closing.
             RelayCounters::bump(&shared.counters.link_handshake_failures);
             drop(stream);
             continue;
@@ -162,8 +165,29 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let result = link::accept(stream, shared.keys.link_auth(), &shared.link).await;
-            drop(permit);
+            let deadline = tokio::time::Instant::now() + shared.link.handshake_timeout;
+            if let Err(why) = pass.first_bytes(&stream, deadline).await {
+                RelayCounters::bump(&shared.counters.link_handshake_failures);
+                debug!("relay: inbound connection dropped before its handshake: {why:?}");
+                return;
+            }
+            // The whole handshake, first bytes included, is bounded by one deadline.
+            let handshake = tokio::time::timeout_at(
+                deadline,
+                link::accept(stream, shared.keys.link_auth(), &shared.link),
+            );
+            let result = tokio::select! {
+                r = handshake => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(link::LinkError::HandshakeTimeout),
+                },
+                () = pass.eviction().wait() => {
+                    RelayCounters::bump(&shared.counters.link_handshake_failures);
+                    debug!("relay: inbound link handshake evicted to make room");
+                    return;
+                }
+            };
+            drop(pass);
             match result {
                 Ok(channel) => {
                     RelayCounters::bump(&shared.counters.link_handshakes);
