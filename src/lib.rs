@@ -1,6 +1,7 @@
 //! allium: an anonymous onion-routed overlay.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cell;
 pub mod cli;
 pub mod client;

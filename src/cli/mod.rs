@@ -57,6 +57,11 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Measure bulk throughput, concurrent streams and time to first byte through any
+    /// SOCKS5 proxy (allium's or Tor's) against a sink server (docs/PERFORMANCE.md).
+    BenchClient(crate::bench::BenchClientArgs),
+    /// Serve the sink protocol used by `bench-client` (docs/PERFORMANCE.md).
+    BenchSink(crate::bench::BenchSinkArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -97,6 +102,8 @@ pub fn run() -> ExitCode {
             Command::Authority { config } => commands::authority(&config).await,
             Command::Proxy { config } => commands::proxy(&config).await,
             Command::Keygen { data_dir } => commands::keygen(&data_dir),
+            Command::BenchClient(args) => crate::bench::bench_client(args).await,
+            Command::BenchSink(args) => crate::bench::bench_sink(args).await,
         }
     });
     match result {
