@@ -57,6 +57,9 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Start a local network (authority and relays as child processes) and measure it:
+    /// throughput, time to first byte, circuit builds, relay handshakes, memory and CPU.
+    Bench(crate::bench::BenchArgs),
     /// Measure bulk throughput, concurrent streams and time to first byte through any
     /// SOCKS5 proxy (allium's or Tor's) against a sink server (docs/PERFORMANCE.md).
     BenchClient(crate::bench::BenchClientArgs),
@@ -102,6 +105,7 @@ pub fn run() -> ExitCode {
             Command::Authority { config } => commands::authority(&config).await,
             Command::Proxy { config } => commands::proxy(&config).await,
             Command::Keygen { data_dir } => commands::keygen(&data_dir),
+            Command::Bench(args) => crate::bench::bench(args).await,
             Command::BenchClient(args) => crate::bench::bench_client(args).await,
             Command::BenchSink(args) => crate::bench::bench_sink(args).await,
         }
