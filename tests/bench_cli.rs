@@ -12,7 +12,10 @@ const NO_HANG: Duration = Duration::from_secs(80);
 /// The value of numeric field `name` in a flat JSON object printed by the bench.
 fn field(json: &str, name: &str) -> f64 {
     let key = format!("\"{name}\": ");
-    let start = json.find(&key).unwrap_or_else(|| panic!("no {name} in {json}")) + key.len();
+    let start = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + key.len();
     let rest = &json[start..];
     let end = rest.find([',', '}']).unwrap();
     rest[..end].trim().parse().unwrap()
@@ -92,7 +95,15 @@ fn bench_reports_every_figure() {
 #[test]
 fn bench_client_measures_through_a_testnet_proxy() {
     let mut net = Command::new(env!("CARGO_BIN_EXE_allium"))
-        .args(["testnet", "--socks-port", "0", "--authorities", "1", "--period", "6"])
+        .args([
+            "testnet",
+            "--socks-port",
+            "0",
+            "--authorities",
+            "1",
+            "--period",
+            "6",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -144,7 +155,14 @@ fn bench_client_measures_through_a_testnet_proxy() {
     let addr = dead.local_addr().unwrap().to_string();
     drop(dead);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
-    cmd.args(["bench-client", "--socks", &addr, "--bulk-mib", "1", "--json"]);
+    cmd.args([
+        "bench-client",
+        "--socks",
+        &addr,
+        "--bulk-mib",
+        "1",
+        "--json",
+    ]);
     let (ok, _, stderr) = run_with_timeout(cmd);
     assert!(!ok);
     assert!(stderr.contains("warm-up"), "{stderr}");
