@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod bench;
 pub mod cell;
 pub mod cli;
 pub mod client;

@@ -64,6 +64,14 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Start a local network (authority and relays as child processes) and measure it:
+    /// throughput, time to first byte, circuit builds, relay handshakes, memory and CPU.
+    Bench(crate::bench::BenchArgs),
+    /// Measure bulk throughput, concurrent streams and time to first byte through any
+    /// SOCKS5 proxy (allium's or Tor's) against a sink server (docs/PERFORMANCE.md).
+    BenchClient(crate::bench::BenchClientArgs),
+    /// Serve the sink protocol used by `bench-client` (docs/PERFORMANCE.md).
+    BenchSink(crate::bench::BenchSinkArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -105,6 +113,9 @@ pub fn run() -> ExitCode {
             Command::Proxy { config } => commands::proxy(&config).await,
             Command::DemoServer { listen } => commands::demo_server(listen).await,
             Command::Keygen { data_dir } => commands::keygen(&data_dir),
+            Command::Bench(args) => crate::bench::bench(args).await,
+            Command::BenchClient(args) => crate::bench::bench_client(args).await,
+            Command::BenchSink(args) => crate::bench::bench_sink(args).await,
         }
     });
     match result {

@@ -1,0 +1,169 @@
+//! `allium bench` and `allium bench-client` as real processes: a small run of the whole
+//! benchmark (authority and relays as child processes) must produce every figure, and
+//! `bench-client` must measure through the proxy of an `allium testnet`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hang guard only: the run takes ~20 s on the loaded CI machine.
+const NO_HANG: Duration = Duration::from_secs(80);
+
+/// The value of numeric field `name` in a flat JSON object printed by the bench.
+fn field(json: &str, name: &str) -> f64 {
+    let key = format!("\"{name}\": ");
+    let start = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + key.len();
+    let rest = &json[start..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim().parse().unwrap()
+}
+
+fn run_with_timeout(mut cmd: Command) -> (bool, String, String) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let killer = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < NO_HANG {
+            std::thread::sleep(Duration::from_millis(200));
+            if std::fs::metadata(format!("/proc/{id}")).is_err() {
+                return;
+            }
+        }
+        let _ = Command::new("kill").arg(id.to_string()).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = killer.join();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bench_reports_every_figure() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
+    cmd.args([
+        "bench",
+        "--bulk-mib",
+        "4",
+        "--concurrent-mib",
+        "4",
+        "--streams",
+        "8",
+        "--samples",
+        "3",
+        "--builds",
+        "3",
+        "--circuits",
+        "300",
+        "--json",
+    ]);
+    let (ok, stdout, stderr) = run_with_timeout(cmd);
+    assert!(ok, "allium bench failed: {stderr}");
+    let json = stdout.lines().last().unwrap_or_default();
+    println!("{json}");
+    assert_eq!(field(json, "bulk_bytes"), 4.0 * 1048576.0);
+    assert_eq!(field(json, "streams"), 8.0);
+    assert_eq!(field(json, "relay_open_circuits"), 300.0);
+    assert_eq!(field(json, "handshakes_refused"), 0.0);
+    for name in [
+        "bulk_mb_s",
+        "concurrent_mb_s",
+        "ttfb_ms_median",
+        "rtt_ms_median",
+        "build_ms_median",
+        "handshakes_per_s",
+        "relay_rss_idle_bytes",
+        "guard",
+        "middle",
+        "exit",
+    ] {
+        assert!(field(json, name) > 0.0, "{name} not positive in {json}");
+    }
+    // 300 open circuits cost memory: the loaded figure is above the idle one.
+    assert!(field(json, "relay_rss_circuits_bytes") > field(json, "relay_rss_idle_bytes"));
+}
+
+#[test]
+fn bench_client_measures_through_a_testnet_proxy() {
+    let mut net = Command::new(env!("CARGO_BIN_EXE_allium"))
+        .args([
+            "testnet",
+            "--socks-port",
+            "0",
+            "--authorities",
+            "1",
+            "--period",
+            "6",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(net.stdout.take().unwrap()).lines();
+    let start = Instant::now();
+    let mut socks = None;
+    while start.elapsed() < NO_HANG {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(addr) = line.trim().strip_prefix("SOCKS5 proxy:") {
+            socks = Some(addr.trim().to_string());
+            break;
+        }
+    }
+    let Some(socks) = socks else {
+        let _ = net.kill();
+        panic!("the test network did not come up");
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
+    cmd.args([
+        "bench-client",
+        "--socks",
+        &socks,
+        "--bulk-mib",
+        "2",
+        "--streams",
+        "5",
+        "--samples",
+        "3",
+        "--json",
+    ]);
+    let (ok, stdout, stderr) = run_with_timeout(cmd);
+    // Ctrl-C, so the test network removes its temporary directory.
+    let _ = Command::new("kill")
+        .args(["-INT", &net.id().to_string()])
+        .status();
+    let _ = net.wait();
+    assert!(ok, "bench-client failed: {stderr}");
+    let json = stdout.trim();
+    println!("{json}");
+    assert_eq!(field(json, "bulk_bytes"), 2.0 * 1048576.0);
+    // 2 MiB over 5 streams: 419430 bytes each, exactly.
+    assert_eq!(field(json, "concurrent_bytes"), 5.0 * 419430.0);
+    assert!(field(json, "bulk_mb_s") > 0.0);
+    assert!(field(json, "ttfb_ms_median") > 0.0);
+
+    // A proxy that is not there is a clean failure, not a hang or a zero figure.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
+    cmd.args([
+        "bench-client",
+        "--socks",
+        &addr,
+        "--bulk-mib",
+        "1",
+        "--json",
+    ]);
+    let (ok, _, stderr) = run_with_timeout(cmd);
+    assert!(!ok);
+    assert!(stderr.contains("warm-up"), "{stderr}");
+}
