@@ -27,7 +27,8 @@ use crate::cell::{EndReason, Hostname, TargetAddr};
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{
-    select_path, Consensus, ExitPolicy, GuardParams, GuardSet, PathTarget, UncheckedConsensus,
+    select_path, Consensus, ConsensusEntry, ExitPolicy, GuardParams, GuardSet, PathTarget,
+    UncheckedConsensus,
 };
 use crate::link::LinkConfig;
 use crate::relay::authority::AuthorityInfo;
@@ -113,6 +114,9 @@ struct Inner {
 
 /// Attempts to open one stream (the first may use an existing circuit, later ones build).
 const CONNECT_ATTEMPTS: usize = 3;
+
+/// Relays besides the primary guards asked for the consensus when no guard answers.
+const EXTRA_DIR_CACHES: usize = 3;
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
 const PATH_REDRAWS: usize = 8;
@@ -231,23 +235,36 @@ impl Client {
         self.fetch_consensus().await
     }
 
-    /// Asks our primary guards (their directory caches) over one-hop circuits.
+    /// Asks our primary guards (their directory caches) over one-hop circuits; if none of
+    /// them answers (a guard may be down, or hold a stale document), up to
+    /// [`EXTRA_DIR_CACHES`] other listed relays chosen at random, as Tor clients fall back
+    /// to fallback directories.
     async fn fetch_from_guards(&self, trusted: &[IdentityPublic]) -> Option<Arc<Consensus>> {
         let current = self.consensus()?;
         let now = now_unix();
+        let to_target = |e: &ConsensusEntry| {
+            Some(RelayTarget {
+                addr: *e.addrs.first()?,
+                identity: e.identity,
+                onion: e.verified_onion_key(now).ok()?,
+            })
+        };
         let targets: Vec<RelayTarget> = {
             let guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
-            guards
+            let mut targets: Vec<RelayTarget> = guards
                 .primary(&current)
                 .into_iter()
-                .filter_map(|e| {
-                    Some(RelayTarget {
-                        addr: *e.addrs.first()?,
-                        identity: e.identity,
-                        onion: e.verified_onion_key(now).ok()?,
-                    })
-                })
-                .collect()
+                .filter_map(to_target)
+                .collect();
+            let mut others: Vec<RelayTarget> = current
+                .relays()
+                .iter()
+                .filter(|e| !targets.iter().any(|t| t.identity == e.identity))
+                .filter_map(to_target)
+                .collect();
+            others.shuffle(&mut rand::rng());
+            targets.extend(others.into_iter().take(EXTRA_DIR_CACHES));
+            targets
         };
         let timeout = self.inner.config.circuit_timeout;
         for t in targets {
