@@ -46,6 +46,8 @@ pub struct TestNet {
     pub relays: Vec<RelayHandle>,
     /// What clients need to know about the authorities.
     pub authority_info: Vec<AuthorityInfo>,
+    /// Each relay's directory cache, in `relays` order.
+    pub dir_caches: Vec<Arc<crate::relay::dircache::DirCache>>,
 }
 
 fn localhost() -> SocketAddr {
@@ -98,6 +100,7 @@ impl TestNet {
             authorities.push((r, auth));
         }
         let mut relays = Vec::new();
+        let mut dir_caches = Vec::new();
         for i in 0..cfg.relays {
             let exit =
                 (i < cfg.exits).then(|| ExitConfig::new(ExitPolicy::default_exit_allow_loopback()));
@@ -110,9 +113,9 @@ impl TestNet {
                 RelayKeys::generate(),
             )
             .await?;
-            r.set_dir_service(crate::relay::dircache::DirCache::start(
-                authority_info.clone(),
-            ));
+            let cache = crate::relay::dircache::DirCache::start(authority_info.clone());
+            r.set_dir_service(Arc::clone(&cache) as _);
+            dir_caches.push(cache);
             spawn_publisher(
                 Arc::clone(r.shared()),
                 PublishConfig {
@@ -134,10 +137,12 @@ impl TestNet {
             authorities,
             relays,
             authority_info,
+            dir_caches,
         })
     }
 
-    /// Waits until every authority serves a consensus listing all relays (or `limit`).
+    /// Waits until every authority serves a consensus listing all relays, and every relay's
+    /// directory cache holds one (or `limit`).
     pub async fn wait_for_consensus(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -145,7 +150,8 @@ impl TestNet {
                 a.current_consensus()
                     .and_then(|b| crate::dir::UncheckedConsensus::parse(&b).ok())
                     .is_some()
-            }) && self.listed() >= self.relays.len();
+            }) && self.listed() >= self.relays.len()
+                && self.dir_caches.iter().all(|c| c.has_consensus());
             if ready {
                 return true;
             }

@@ -76,7 +76,10 @@ impl DirCache {
         loop {
             let wait = match self.refresh().await {
                 Some(at) => at.saturating_sub(now_unix()).max(5),
-                None => 5,
+                // Nothing yet (the first consensus is minutes away on a real network, one
+                // period on a test network): ask again soon, so the cache is not the last
+                // to have it.
+                None => 2,
             };
             tokio::time::sleep(Duration::from_secs(wait)).await;
         }
