@@ -30,6 +30,14 @@ pub enum DirRequest {
         /// Start of the period.
         valid_after: u64,
     },
+    /// Store a signed onion-service descriptor (at a relay of the descriptor's hash ring,
+    /// `docs/protocol.md` §8.3); the body is 1 ..= `MAX_ONION_DESCRIPTOR_LEN` bytes.
+    PutOnionDescriptor(Vec<u8>),
+    /// The stored onion-service descriptor for a blinded key `A'` (§8.2).
+    GetOnionDescriptor {
+        /// The blinded public key.
+        blinded_key: [u8; 32],
+    },
 }
 
 /// How a directory server answered.
@@ -106,6 +114,8 @@ const KIND_GET_CONSENSUS: u8 = 1;
 const KIND_POST_DESCRIPTOR: u8 = 2;
 const KIND_GET_VOTE: u8 = 3;
 const KIND_GET_SIGNATURE: u8 = 4;
+const KIND_PUT_ONION_DESCRIPTOR: u8 = 5;
+const KIND_GET_ONION_DESCRIPTOR: u8 = 6;
 
 /// Reads the header: kind/status and body length (checked against the limit).
 pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
@@ -162,7 +172,18 @@ impl DirRequest {
             KIND_GET_SIGNATURE => Ok(DirRequest::GetSignature {
                 valid_after: period(body)?,
             }),
-            KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR => Err(DirProtoError::BadBody),
+            KIND_PUT_ONION_DESCRIPTOR
+                if !body.is_empty()
+                    && body.len() <= crate::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN =>
+            {
+                Ok(DirRequest::PutOnionDescriptor(body.to_vec()))
+            }
+            KIND_GET_ONION_DESCRIPTOR => Ok(DirRequest::GetOnionDescriptor {
+                blinded_key: body.try_into().map_err(|_| DirProtoError::BadBody)?,
+            }),
+            KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR | KIND_PUT_ONION_DESCRIPTOR => {
+                Err(DirProtoError::BadBody)
+            }
             other => Err(DirProtoError::UnknownKind(other)),
         }
     }
@@ -175,6 +196,10 @@ impl DirRequest {
             DirRequest::GetVote { valid_after } => frame(KIND_GET_VOTE, &valid_after.to_be_bytes()),
             DirRequest::GetSignature { valid_after } => {
                 frame(KIND_GET_SIGNATURE, &valid_after.to_be_bytes())
+            }
+            DirRequest::PutOnionDescriptor(d) => frame(KIND_PUT_ONION_DESCRIPTOR, d),
+            DirRequest::GetOnionDescriptor { blinded_key } => {
+                frame(KIND_GET_ONION_DESCRIPTOR, blinded_key)
             }
         }
     }
@@ -222,6 +247,10 @@ mod tests {
             DirRequest::GetSignature {
                 valid_after: 1 << 40,
             },
+            DirRequest::PutOnionDescriptor(vec![7; 100]),
+            DirRequest::GetOnionDescriptor {
+                blinded_key: [3; 32],
+            },
         ];
         for r in reqs {
             let bytes = r.encode();
@@ -245,6 +274,19 @@ mod tests {
         );
         assert_eq!(
             DirRequest::parse(&[1, 0, 0, 0, 1, 0]),
+            Err(DirProtoError::BadBody)
+        );
+        // An onion descriptor over its own bound, or a blinded key of the wrong length.
+        let mut big = vec![5];
+        big.extend_from_slice(&8193u32.to_be_bytes());
+        big.resize(5 + 8193, 1);
+        assert_eq!(DirRequest::parse(&big), Err(DirProtoError::BadBody));
+        assert_eq!(
+            DirRequest::parse(&[6, 0, 0, 0, 1, 0]),
+            Err(DirProtoError::BadBody)
+        );
+        assert_eq!(
+            DirRequest::parse(&[5, 0, 0, 0, 0]),
             Err(DirProtoError::BadBody)
         );
     }

@@ -549,6 +549,10 @@ impl DirService for AuthorityService {
                     }
                 }
                 DirRequest::PostDescriptor(bytes) => auth.on_descriptor(&bytes),
+                // Authorities are not onion-service directories (they carry no HSDir role).
+                DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
+                    DirResponse::error(DirStatus::Refused, "not an onion-service directory")
+                }
             }
         })
     }
