@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::cell::chan_msg::BoundedBytes;
+use crate::cell::cmd_set::CmdSet;
 use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::relay_msg::Extend;
@@ -40,6 +41,10 @@ pub struct ClientCircuit {
     self_tx: mpsc::Sender<ClientCircEvent>,
     early_left: u8,
     closed: bool,
+    /// Relay commands accepted from the circuit's hops (protocol.md §2.3, §8.6).
+    accept: &'static CmdSet,
+    /// Hops without a relay: the end-to-end hop of an onion-service rendezvous circuit.
+    virtual_hops: usize,
 }
 
 impl ClientCircuit {
@@ -84,6 +89,8 @@ impl ClientCircuit {
             self_tx: tx,
             early_left: MAX_RELAY_EARLY,
             closed: false,
+            accept: &relay_sets::AT_CLIENT,
+            virtual_hops: 0,
         })
     }
 
@@ -121,7 +128,7 @@ impl ClientCircuit {
         next: &RelayTarget,
         timeout: Duration,
     ) -> Result<(), CircuitError> {
-        if self.hops.len() >= MAX_HOPS {
+        if self.hops.len() >= MAX_HOPS || self.virtual_hops > 0 {
             return Err(CircuitError::Protocol(
                 "circuit already has the maximum length",
             ));
@@ -157,9 +164,56 @@ impl ClientCircuit {
         Ok(())
     }
 
-    /// Number of hops.
+    /// Number of hops (including an onion service's end-to-end hop once added).
     pub fn len(&self) -> usize {
-        self.hops.len()
+        self.hops.len() + self.virtual_hops
+    }
+
+    /// The relays of the circuit, first hop first (no entry for an end-to-end hop).
+    pub fn relays(&self) -> &[IdentityPublic] {
+        &self.hops
+    }
+
+    /// Sets which relay commands the circuit accepts from its hops from now on: by default
+    /// those a client may receive ([`relay_sets::AT_CLIENT`]); onion-service circuits use
+    /// the sets of protocol.md §8.6, and a service's rendezvous circuit, whose far end is
+    /// a client, [`relay_sets::AT_RELAY`].
+    pub fn set_accept(&mut self, set: &'static CmdSet) {
+        self.accept = set;
+    }
+
+    /// Adds the end-to-end hop of an onion-service rendezvous circuit (protocol.md §8.7):
+    /// as the client (`as_service == false`) or as the service (directions swapped, see
+    /// [`ClientLayers::push_service_hop`]). The hop then behaves as the circuit's last hop.
+    pub fn push_end_to_end_hop(
+        &mut self,
+        keys: &crate::crypto::CircuitKeys,
+        as_service: bool,
+    ) -> Result<(), CircuitError> {
+        if as_service {
+            self.layers.push_service_hop(keys)?;
+        } else {
+            self.layers.push_hop(keys)?;
+        }
+        self.virtual_hops += 1;
+        Ok(())
+    }
+
+    /// Sends `msg` (stream id 0) to the last hop.
+    pub async fn send_to_last(&mut self, msg: RelayMsg) -> Result<(), CircuitError> {
+        let last = self.len().saturating_sub(1);
+        self.send(last, RelayCell::new(None, msg)?).await.map(|_| ())
+    }
+
+    /// Receives the next relay message within `timeout` (the circuit is closed on timeout).
+    pub async fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.fail(CircuitError::Timeout).await),
+        }
     }
 
     /// Whether the circuit has no hop (never true for a built circuit).
@@ -268,7 +322,7 @@ impl ClientCircuit {
             Ok(v) => v,
             Err(e) => return Err(self.fail(e.into()).await),
         };
-        match RelayCell::parse(&bytes, &relay_sets::AT_CLIENT) {
+        match RelayCell::parse(&bytes, self.accept) {
             Ok(cell) => Ok((hop, cell, tag)),
             Err(e) => Err(self.fail(e.into()).await),
         }

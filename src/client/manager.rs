@@ -87,6 +87,9 @@ pub enum ClientError {
     /// The address was not `host:port`.
     #[error("bad address {0:?}: expected host:port")]
     BadAddress(String),
+    /// An onion service could not be reached (the message names no address).
+    #[error("onion service: {0}")]
+    Onion(#[from] super::onion_connect::OnionConnectError),
 }
 
 /// Streams sharing an isolation key may share circuits; different keys never do.
@@ -102,6 +105,8 @@ struct ReadyCircuit {
 
 struct Inner {
     config: ClientConfig,
+    /// Onion-service state: descriptor cache and rendezvous circuits per isolation class.
+    onion: super::onion_connect::OnionClientState,
     consensus: Mutex<Option<Arc<Consensus>>>,
     guards: Mutex<GuardSet>,
     channels: tokio::sync::Mutex<HashMap<IdentityPublic, Arc<ClientChannel>>>,
@@ -158,6 +163,7 @@ impl Client {
                 circuits: Mutex::new(HashMap::new()),
                 clean: Mutex::new(Vec::new()),
                 no_consensus_warned: Mutex::new(None),
+                onion: super::onion_connect::OnionClientState::default(),
                 config,
             }),
         };
@@ -503,6 +509,90 @@ impl Client {
         }
     }
 
+    /// The client's onion-service state.
+    pub(crate) fn onion_state(&self) -> &super::onion_connect::OnionClientState {
+        &self.inner.onion
+    }
+
+    /// The client's configuration.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The consensus, if it is live now.
+    pub(crate) fn live_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        let consensus = self
+            .consensus()
+            .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
+        if !consensus.is_live(now_unix()) {
+            return Err(ClientError::NoConsensus("the consensus expired".into()));
+        }
+        Ok(consensus)
+    }
+
+    /// Builds a circuit (of the configured length) whose last hop is `last`, a relay the
+    /// caller chose: an onion service's introduction point, rendezvous point or descriptor
+    /// directory. The other hops come from the consensus and never conflict with `last`
+    /// when it is listed. The circuit is returned unstarted so the caller can exchange
+    /// onion-service messages on it first.
+    pub(crate) async fn build_circuit_ending(
+        &self,
+        last: &RelayTarget,
+    ) -> Result<ClientCircuit, ClientError> {
+        let consensus = self.live_consensus()?;
+        let now = now_unix();
+        let mut hops = {
+            let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+            let prefix = crate::dir::path::select_path_prefix(
+                &consensus,
+                consensus.relay(&last.identity),
+                &mut guards,
+                self.inner.config.path_len,
+                now,
+                &mut rand::rng(),
+            )
+            .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            prefix
+                .iter()
+                .map(|e| relay_target(e, now))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        hops.push(last.clone());
+        let timeout = self.inner.config.circuit_timeout;
+        let first = hops
+            .first()
+            .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        let mut extended_past_guard = false;
+        let build = async {
+            let chan = self.channel_to(first).await?;
+            let mut circ = ClientCircuit::create(&chan, first, timeout)
+                .await
+                .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            for hop in hops.iter().skip(1) {
+                extended_past_guard = true;
+                circ.extend(hop, timeout)
+                    .await
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            }
+            Ok::<_, ClientError>(circ)
+        };
+        let result = tokio::time::timeout(timeout, build)
+            .await
+            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
+            .and_then(|r| r);
+        let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => {
+                guards.mark_success(&first.identity);
+                self.save_guards(&guards);
+            }
+            // As in `build_circuit_avoiding`: a later hop's failure is not the guard's.
+            Err(_) if !extended_past_guard => guards.mark_failed(&first.identity, now),
+            Err(_) => {}
+        }
+        result
+    }
+
     fn save_guards(&self, guards: &GuardSet) {
         if let Some(dir) = &self.inner.config.data_dir {
             if let Err(e) = guards.save(&dir.join("guards")) {
@@ -542,6 +632,12 @@ impl Client {
         port: u16,
         isolation: &Isolation,
     ) -> Result<DataStream, ClientError> {
+        if let TargetAddr::Hostname(name) = &target {
+            if super::onion_connect::is_onion_host(name.as_str()) {
+                return super::onion_connect::connect(self, name.as_str(), port, isolation)
+                    .await;
+            }
+        }
         let ip = match &target {
             TargetAddr::Ip(ip) => Some(*ip),
             TargetAddr::Hostname(_) => None,
@@ -702,6 +798,22 @@ impl Client {
     }
 }
 
+/// A consensus entry as a circuit hop (its onion-key certificate verified now).
+pub(crate) fn relay_target(e: &ConsensusEntry, now: u64) -> Result<RelayTarget, ClientError> {
+    let onion = e
+        .verified_onion_key(now)
+        .map_err(|e| ClientError::Circuit(e.to_string()))?;
+    let addr = *e
+        .addrs
+        .first()
+        .ok_or_else(|| ClientError::Circuit("relay without address".into()))?;
+    Ok(RelayTarget {
+        addr,
+        identity: e.identity,
+        onion,
+    })
+}
+
 impl Isolation {
     /// The isolation class of a proxy request: its listener and credentials, encoded
     /// unambiguously (lengths first) so two different keys never collide.
@@ -739,6 +851,12 @@ impl super::socks_server::Connector for Client {
             match self.connect_target(target, port, &iso).await {
                 Ok(s) => Ok(s),
                 Err(ClientError::Stream(e)) => Err(e),
+                Err(ClientError::Onion(e)) => {
+                    // The reason (a mistyped address, an unreachable service) names
+                    // neither the address nor the client; the user must see it.
+                    info!("proxy: onion service connection failed: {e}");
+                    Err(e.stream_error())
+                }
                 Err(e @ ClientError::NoConsensus(_)) => {
                     // The user must learn why every request fails; the message names no
                     // destination. Rate-limited so failing requests cannot flood the log.

@@ -5,6 +5,7 @@ pub mod circuit;
 pub mod dirclient;
 pub mod error;
 pub mod manager;
+pub mod onion_connect;
 pub mod reactor;
 pub mod socks;
 pub mod socks_server;

@@ -41,6 +41,22 @@ impl ClientLayers {
         Ok(())
     }
 
+    /// Appends the end-to-end hop of an onion service's rendezvous circuit, *as the
+    /// service* (protocol.md §8.7): the directions are swapped, so the service removes the
+    /// client's forward layer (`Kf`) from the cells it receives and adds the backward layer
+    /// (`Kb`) to the cells it originates, exactly as a relay's `RelayCrypto` would. The
+    /// client side uses [`Self::push_hop`] with the same keys.
+    pub fn push_service_hop(&mut self, keys: &CircuitKeys) -> Result<(), LayerError> {
+        if self.hops.len() >= MAX_HOPS {
+            return Err(LayerError::TooManyHops { max: MAX_HOPS });
+        }
+        self.hops.push(ClientHop {
+            forward: keys.backward_layer(),
+            backward: keys.forward_layer(),
+        });
+        Ok(())
+    }
+
     /// Forgets every hop from index `len` on (after a TRUNCATED). Their keys are zeroized.
     pub fn truncate(&mut self, len: usize) {
         self.hops.truncate(len);

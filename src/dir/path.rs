@@ -208,3 +208,32 @@ pub fn select_path<'a, R: Rng + ?Sized>(
     path.push(exit);
     Ok(path)
 }
+
+/// Selects the first `len − 1` hops (guard, then middles) of a `len`-hop path (2..=8)
+/// whose last hop the caller already has: an onion service's introduction point,
+/// rendezvous point or descriptor directory. `last` is that relay's consensus entry when
+/// it is listed; the hops chosen never conflict with it (same relay, subnet or family).
+/// The rules are those of [`select_path`].
+pub fn select_path_prefix<'a, R: Rng + ?Sized>(
+    consensus: &'a Consensus,
+    last: Option<&ConsensusEntry>,
+    guards: &mut GuardSet,
+    len: usize,
+    now: u64,
+    rng: &mut R,
+) -> Result<Vec<&'a ConsensusEntry>, PathError> {
+    if !(MIN_PATH_LEN..=MAX_PATH_LEN).contains(&len) {
+        return Err(PathError::BadLength(len));
+    }
+    let avoid: Vec<&ConsensusEntry> = last.into_iter().collect();
+    let guard = guards.pick(consensus, &avoid, now, rng)?;
+    let mut chosen: Vec<&ConsensusEntry> = avoid;
+    chosen.push(guard);
+    let mut path = vec![guard];
+    for position in 1..len - 1 {
+        let m = select_middle(consensus, &chosen, rng).ok_or(PathError::NoMiddle(position))?;
+        chosen.push(m);
+        path.push(m);
+    }
+    Ok(path)
+}

@@ -180,8 +180,25 @@ pub fn client_introduce<R: CryptoRng + ?Sized>(
     keys: &IntroKeys,
     plaintext: &[u8],
 ) -> Result<(HsClientState, [u8; 32], Vec<u8>), HsHandshakeError> {
+    client_introduce_with(rng, keys, |_| Ok(plaintext.to_vec()))
+}
+
+/// Client: as [`client_introduce`], but the plaintext is made by `plaintext_for` from the
+/// ephemeral key `X` it is encrypted under: the client puzzle (§8.8) binds `X`, so its
+/// solution can only be found once `X` is known.
+pub fn client_introduce_with<R, F>(
+    rng: &mut R,
+    keys: &IntroKeys,
+    plaintext_for: F,
+) -> Result<(HsClientState, [u8; 32], Vec<u8>), HsHandshakeError>
+where
+    R: CryptoRng + ?Sized,
+    F: FnOnce(&[u8; 32]) -> Result<Vec<u8>, HsHandshakeError>,
+{
     let x = StaticSecret::random_from_rng(rng);
     let x_pub = PublicKey::from(&x).to_bytes();
+    let plaintext = Zeroizing::new(plaintext_for(&x_pub)?);
+    let plaintext: &[u8] = &plaintext;
     let shared = x.diffie_hellman(&PublicKey::from(*keys.enc_key.as_bytes()));
     if !shared.was_contributory() {
         return Err(HsHandshakeError::NonContributory);

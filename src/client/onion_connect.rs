@@ -1,0 +1,425 @@
+//! The client side of onion services (protocol.md §8): connecting to `<address>.allium`.
+//!
+//! Steps: parse the address; fetch the descriptor from a relay of its hash ring over a
+//! 3-hop circuit (BEGIN_DIR) and verify it for the address; build a circuit to a
+//! rendezvous point and register a one-time cookie; send INTRODUCE1 through one of the
+//! service's introduction points (another one on failure); wait for INTRODUCE_ACK and
+//! RENDEZVOUS2; complete `allium-hs-ntor-1` and add the end-to-end keys as one more hop of
+//! the rendezvous circuit. Streams then open on it with BEGIN as on an exit circuit. The
+//! rendezvous circuit is kept per isolation class and service, so later streams reuse it.
+//!
+//! Nothing here logs the address: errors name the step that failed, never the service.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, RngExt};
+use thiserror::Error;
+use tracing::debug;
+
+use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
+use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::{EndReason, Hostname, RelayMsg, TargetAddr};
+use crate::clock::now_unix;
+use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::ConsensusEntry;
+use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo, UncheckedOnionDescriptor};
+use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeError, IntroKeys};
+use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
+use crate::onion::intro::IntroducePlaintext;
+use crate::onion::{AddressError, BlindedPublic, OnionAddress, PeriodParams};
+
+use super::manager::{relay_target, Client, ClientError, Isolation};
+use super::reactor::CircuitHandle;
+use super::stream::{DataStream, StreamOpenError};
+use super::{ClientCircuit, RelayTarget};
+
+/// Clock skew tolerated on a descriptor's times (seconds).
+pub const DESCRIPTOR_SKEW: u64 = 300;
+/// Descriptors cached at once (one per service); expired ones are dropped first.
+pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
+/// Descriptor directories asked before giving up.
+const HSDIR_ATTEMPTS: usize = 3;
+/// Introduction points tried before giving up.
+const INTRO_ATTEMPTS: usize = 3;
+/// Waiting for RENDEZVOUS_ESTABLISHED, INTRODUCE_ACK or RENDEZVOUS2, each.
+const ONION_STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The whole connection to a service (descriptor, circuits, handshake).
+pub const ONION_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Hashes a client spends on a client puzzle before giving up (2^26: difficulty up to ~24
+/// in a few seconds on one core).
+const POW_BUDGET: u64 = 1 << 26;
+/// Rendezvous circuits kept at once (isolation class × service).
+const MAX_REND_CIRCUITS: usize = 256;
+
+/// Why a connection to an onion service failed. No variant contains the address.
+#[derive(Debug, Error)]
+pub enum OnionConnectError {
+    /// The address does not parse (a mistyped character, a wrong length).
+    #[error("bad onion address: {0}")]
+    BadAddress(#[from] AddressError),
+    /// No descriptor directory answered with a valid descriptor.
+    #[error("no valid descriptor found: {0}")]
+    NoDescriptor(String),
+    /// Every introduction attempt failed.
+    #[error("the service could not be reached: {0}")]
+    Unreachable(String),
+    /// The whole connection took too long.
+    #[error("timed out connecting to the service")]
+    Timeout,
+}
+
+impl OnionConnectError {
+    /// The stream error a SOCKS client sees: a bad address or an unreachable service is
+    /// "host unreachable" (END reason RESOLVE_FAILED / NO_ROUTE), a timeout "TTL expired".
+    pub fn stream_error(&self) -> StreamOpenError {
+        match self {
+            Self::BadAddress(_) => StreamOpenError::Refused(EndReason::ResolveFailed),
+            Self::NoDescriptor(_) | Self::Unreachable(_) => {
+                StreamOpenError::Refused(EndReason::NoRoute)
+            }
+            Self::Timeout => StreamOpenError::Timeout,
+        }
+    }
+}
+
+/// Whether `host` names an onion service (ends in `.allium`, any case).
+pub fn is_onion_host(host: &str) -> bool {
+    let suffix = crate::onion::address::ADDRESS_SUFFIX;
+    host.len() >= suffix.len()
+        && host
+            .get(host.len() - suffix.len()..)
+            .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
+}
+
+/// A verified descriptor's contents, cached until it expires.
+#[derive(Debug, Clone)]
+struct CachedDescriptor {
+    inner: InnerDescriptor,
+    blinded: BlindedPublic,
+    expires: u64,
+}
+
+/// The client's onion-service state (part of [`Client`]).
+#[derive(Default)]
+pub struct OnionClientState {
+    /// Verified descriptors by service identity.
+    descriptors: Mutex<HashMap<[u8; 32], CachedDescriptor>>,
+    /// The highest revision accepted per blinded key, so a directory cannot roll a client
+    /// back to an older descriptor (older introduction points) while it runs.
+    revisions: Mutex<HashMap<[u8; 32], u64>>,
+    /// Open rendezvous circuits by (isolation class, service identity).
+    rend: Mutex<HashMap<(Isolation, [u8; 32]), CircuitHandle>>,
+}
+
+impl std::fmt::Debug for OnionClientState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnionClientState { .. }")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Verifies descriptor bytes fetched for `address` (protocol.md §8.4, client side):
+/// signature, times (with [`DESCRIPTOR_SKEW`]), revision ≥ `min_revision`, period, blinded
+/// key of this address, decryption and the inner rules. Returns the contents, the blinded
+/// key, the revision and the expiry time.
+pub fn verify_descriptor(
+    bytes: &[u8],
+    address: &OnionAddress,
+    periods: &PeriodParams,
+    now: u64,
+    min_revision: u64,
+) -> Result<(InnerDescriptor, BlindedPublic, u64, u64), OnionConnectError> {
+    let (verified, inner) = UncheckedOnionDescriptor::parse(bytes)
+        .and_then(|d| d.verify_for(address, periods, now, DESCRIPTOR_SKEW, min_revision))
+        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
+    let body = verified.body();
+    Ok((inner, body.blinded_key, body.revision, body.expires()))
+}
+
+/// Opens a stream to port `port` of the service named `host` (`<address>.allium`).
+pub(crate) async fn connect(
+    client: &Client,
+    host: &str,
+    port: u16,
+    isolation: &Isolation,
+) -> Result<DataStream, ClientError> {
+    let address: OnionAddress = host.parse().map_err(OnionConnectError::BadAddress)?;
+    let key = (isolation.clone(), *address.identity().as_bytes());
+    let state = client.onion_state();
+    let stream_timeout = client.config().stream_timeout;
+    // The service ignores the host; sending its own name tells it nothing new.
+    let target = TargetAddr::Hostname(
+        Hostname::new(host).map_err(|_| ClientError::BadAddress(host.to_string()))?,
+    );
+    let existing = lock(&state.rend).get(&key).cloned();
+    if let Some(handle) = existing.filter(|h| !h.is_closed()) {
+        match handle
+            .open_stream(target.clone(), port, stream_timeout)
+            .await
+        {
+            Ok(s) => return Ok(s),
+            Err(e @ StreamOpenError::Refused(_)) => return Err(e.into()),
+            Err(e) => debug!("onion: reused rendezvous circuit failed ({e}); reconnecting"),
+        }
+    }
+    let handle = tokio::time::timeout(ONION_CONNECT_TIMEOUT, rendezvous(client, &address))
+        .await
+        .map_err(|_| OnionConnectError::Timeout)??;
+    {
+        let mut map = lock(&state.rend);
+        map.retain(|_, h| !h.is_closed());
+        if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
+            map.insert(key, handle.clone());
+        }
+    }
+    Ok(handle.open_stream(target, port, stream_timeout).await?)
+}
+
+/// The service's descriptor: from the cache while it is valid, else fetched and verified.
+async fn descriptor(
+    client: &Client,
+    address: &OnionAddress,
+) -> Result<CachedDescriptor, ClientError> {
+    let id = *address.identity().as_bytes();
+    let now = now_unix();
+    if let Some(d) = lock(&client.onion_state().descriptors)
+        .get(&id)
+        .filter(|d| now < d.expires)
+    {
+        return Ok(d.clone());
+    }
+    let periods = PeriodParams::default();
+    let period = periods
+        .period_at(now)
+        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
+    let blinded = BlindedPublic::derive(address, period)
+        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
+    let consensus = client.live_consensus()?;
+    let mut dirs: Vec<ConsensusEntry> =
+        responsible_hsdirs(consensus.relays(), &blinded, period, &HsDirParams::default())
+            .iter()
+            .filter_map(|id| consensus.relay(id).cloned())
+            .collect();
+    dirs.shuffle(&mut rand::rng());
+    let min_revision = lock(&client.onion_state().revisions)
+        .get(blinded.as_bytes())
+        .copied()
+        .unwrap_or(0);
+    let timeout = client.config().circuit_timeout;
+    let mut last = String::from("no descriptor directory in the consensus");
+    for dir in dirs.iter().take(HSDIR_ATTEMPTS) {
+        let attempt = async {
+            let circ = client.build_circuit_ending(&relay_target(dir, now)?).await?;
+            let handle = circ.into_handle();
+            let req = DirRequest::GetOnionDescriptor {
+                blinded_key: *blinded.as_bytes(),
+            };
+            let resp = super::dirclient::dir_request(&handle, &req, timeout).await;
+            handle.close().await;
+            let resp = resp.map_err(|e| ClientError::Circuit(e.to_string()))?;
+            if resp.status != DirStatus::Ok {
+                return Err(OnionConnectError::NoDescriptor(resp.reason()).into());
+            }
+            Ok::<_, ClientError>(verify_descriptor(
+                &resp.body,
+                address,
+                &periods,
+                now_unix(),
+                min_revision,
+            )?)
+        };
+        match attempt.await {
+            Ok((inner, blinded, revision, expires)) => {
+                lock(&client.onion_state().revisions).insert(*blinded.as_bytes(), revision);
+                let cached = CachedDescriptor {
+                    inner,
+                    blinded,
+                    expires,
+                };
+                let mut cache = lock(&client.onion_state().descriptors);
+                let now = now_unix();
+                cache.retain(|_, d| now < d.expires);
+                if cache.len() < MAX_CACHED_DESCRIPTORS {
+                    cache.insert(id, cached.clone());
+                }
+                return Ok(cached);
+            }
+            Err(e) => {
+                debug!("onion: a descriptor directory failed: {e}");
+                last = e.to_string();
+            }
+        }
+    }
+    Err(OnionConnectError::NoDescriptor(last).into())
+}
+
+/// A relay of the consensus to meet the service at: Running and Valid, not `avoid`.
+fn pick_rendezvous<'a>(
+    relays: &'a [ConsensusEntry],
+    avoid: &crate::crypto::IdentityPublic,
+) -> Option<&'a ConsensusEntry> {
+    let usable: Vec<&ConsensusEntry> = relays
+        .iter()
+        .filter(|r| r.has(crate::dir::path::USABLE) && &r.identity != avoid)
+        .collect();
+    if usable.is_empty() {
+        return None;
+    }
+    usable
+        .get(rand::rng().random_range(0..usable.len()))
+        .copied()
+}
+
+/// Fetches the descriptor and runs the introduction and rendezvous (trying up to
+/// [`INTRO_ATTEMPTS`] introduction points). Returns the rendezvous circuit with the
+/// end-to-end hop added, running.
+async fn rendezvous(client: &Client, address: &OnionAddress) -> Result<CircuitHandle, ClientError> {
+    let desc = descriptor(client, address).await?;
+    let mut points = desc.inner.intro_points.clone();
+    points.shuffle(&mut rand::rng());
+    let mut last = String::from("the descriptor lists no introduction point");
+    for point in points.iter().take(INTRO_ATTEMPTS) {
+        match introduce_via(client, address, &desc, point).await {
+            Ok(h) => return Ok(h),
+            Err(e) => {
+                debug!("onion: an introduction attempt failed: {e}");
+                last = e.to_string();
+            }
+        }
+    }
+    // A stale descriptor (the service moved its introduction points) is the likely cause:
+    // forget it so the next attempt fetches a fresh one.
+    lock(&client.onion_state().descriptors).remove(address.identity().as_bytes());
+    Err(OnionConnectError::Unreachable(last).into())
+}
+
+fn protocol(what: &str) -> ClientError {
+    ClientError::Circuit(what.to_string())
+}
+
+/// One attempt: rendezvous circuit + cookie, INTRODUCE1 via `point`, RENDEZVOUS2.
+async fn introduce_via(
+    client: &Client,
+    address: &OnionAddress,
+    desc: &CachedDescriptor,
+    point: &IntroPointInfo,
+) -> Result<CircuitHandle, ClientError> {
+    let now = now_unix();
+    let consensus = client.live_consensus()?;
+    // Only listed relays are used as introduction points (the descriptor's certificate is
+    // still checked to name the same relay), so a descriptor cannot steer the client to an
+    // arbitrary host.
+    let intro_entry = consensus
+        .relay(&point.relay_identity)
+        .ok_or_else(|| protocol("introduction point not in the consensus"))?;
+    let intro_target = relay_target(intro_entry, now)?;
+    let rend_entry = pick_rendezvous(consensus.relays(), &point.relay_identity)
+        .ok_or_else(|| protocol("no relay to use as rendezvous point"))?;
+    let rend_target: RelayTarget = relay_target(rend_entry, now)?;
+
+    // 1. Rendezvous circuit and cookie.
+    let mut cookie = [0u8; REND_COOKIE_LEN];
+    rand::rng().fill_bytes(&mut cookie);
+    let mut rend = client.build_circuit_ending(&rend_target).await?;
+    rend.set_accept(&relay_sets::AT_ONION_CLIENT);
+    rend.send_to_last(RelayMsg::Onion(OnionMsg::EstablishRendezvous(cookie)))
+        .await
+        .map_err(|e| ClientError::Circuit(e.to_string()))?;
+    expect_from_last(&mut rend, |m| matches!(m, OnionMsg::RendezvousEstablished)).await?;
+
+    // 2. Introduction.
+    let keys = IntroKeys {
+        auth_key: point.auth_key,
+        enc_key: point.enc_key,
+        subcred: subcredential(address.identity(), &desc.blinded),
+    };
+    let pow = desc.inner.pow;
+    let blinded = desc.blinded;
+    let rend_cert = rend_entry.onion_cert.clone();
+    let rend_identity = rend_entry.identity;
+    let rend_addr = rend_target.addr;
+    let (hs_state, x_pub, ct) = client_introduce_with(&mut rand::rng(), &keys, |x| {
+        let pow_nonce = match pow {
+            Some(p) if p.expires > now_unix() => {
+                let mut start = [0u8; crate::onion::pow::POW_NONCE_LEN];
+                rand::rng().fill_bytes(&mut start);
+                Some(
+                    crate::onion::pow::solve(p.difficulty, &p.seed, &blinded, x, start, POW_BUDGET)
+                        .map_err(|_| HsHandshakeError::Internal)?,
+                )
+            }
+            _ => None,
+        };
+        IntroducePlaintext {
+            cookie,
+            rend_identity,
+            rend_addr,
+            rend_onion_cert: rend_cert,
+            pow_nonce,
+        }
+        .encode()
+        .map(|p| p.to_vec())
+        .map_err(|_| HsHandshakeError::Internal)
+    })
+    .map_err(|e| protocol(&format!("introduction: {e}")))?;
+    let intro_msg = Introduce::new(*point.auth_key.as_bytes(), x_pub, ct)
+        .map_err(|e| protocol(&e.to_string()))?;
+    let mut intro = client.build_circuit_ending(&intro_target).await?;
+    intro.set_accept(&relay_sets::AT_ONION_CLIENT);
+    intro
+        .send_to_last(RelayMsg::Onion(OnionMsg::Introduce1(intro_msg)))
+        .await
+        .map_err(|e| ClientError::Circuit(e.to_string()))?;
+    let ack = expect_from_last(&mut intro, |m| matches!(m, OnionMsg::IntroduceAck(_))).await;
+    intro.destroy().await;
+    match ack? {
+        OnionMsg::IntroduceAck(IntroduceAckStatus::Success) => {}
+        OnionMsg::IntroduceAck(status) => {
+            return Err(protocol(&format!(
+                "the introduction point refused: {status:?}"
+            )))
+        }
+        _ => return Err(protocol("unexpected answer")),
+    }
+
+    // 3. The service's answer through the rendezvous point.
+    let reply = match expect_from_last(&mut rend, |m| matches!(m, OnionMsg::Rendezvous2(_))).await? {
+        OnionMsg::Rendezvous2(r) => r,
+        _ => return Err(protocol("unexpected answer")),
+    };
+    let e2e = hs_state
+        .finish(&reply)
+        .map_err(|e| protocol(&format!("end-to-end handshake: {e}")))?;
+    rend.push_end_to_end_hop(&e2e, false)
+        .map_err(|e| ClientError::Circuit(e.to_string()))?;
+    rend.set_accept(&relay_sets::AT_CLIENT);
+    Ok(rend.into_handle())
+}
+
+/// Waits (bounded) for an onion message from the circuit's last hop satisfying `want`;
+/// DROP cells are skipped, anything else fails.
+async fn expect_from_last(
+    circ: &mut ClientCircuit,
+    want: impl Fn(&OnionMsg) -> bool,
+) -> Result<OnionMsg, ClientError> {
+    let last = circ.len().saturating_sub(1);
+    let deadline = tokio::time::Instant::now() + ONION_STEP_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (hop, cell, _) = circ
+            .recv_timeout(left)
+            .await
+            .map_err(|e| ClientError::Circuit(e.to_string()))?;
+        match cell.into_parts() {
+            (_, RelayMsg::Drop) => continue,
+            (None, RelayMsg::Onion(m)) if hop == last && want(&m) => return Ok(m),
+            _ => return Err(protocol("unexpected relay message")),
+        }
+    }
+}
