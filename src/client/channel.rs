@@ -31,6 +31,13 @@ pub enum ClientCircEvent {
     Stream(crate::stream::pump::StreamEvent),
     /// A request from a handle on the circuit.
     Request(super::reactor::CircuitRequest),
+    /// An onion service's connection to its local target for a stream finished.
+    ServiceConnected {
+        /// The stream.
+        id: crate::cell::StreamId,
+        /// The connected socket, or why it failed.
+        result: Result<tokio::net::TcpStream, crate::cell::EndReason>,
+    },
 }
 
 /// An open client channel.

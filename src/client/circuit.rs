@@ -45,6 +45,8 @@ pub struct ClientCircuit {
     accept: &'static CmdSet,
     /// Hops without a relay: the end-to-end hop of an onion-service rendezvous circuit.
     virtual_hops: usize,
+    /// `CircuitKeys::binding` of the last relay hop (ESTABLISH_INTRO's MAC, §8.5).
+    last_binding: [u8; 32],
 }
 
 impl ClientCircuit {
@@ -73,6 +75,7 @@ impl ClientCircuit {
             Err(e) => return Err(circ.fail(e.into()).await),
         };
         circ.layers.push_hop(&keys)?;
+        circ.last_binding = keys.binding();
         circ.hops.push(identity);
         Ok(circ)
     }
@@ -91,6 +94,7 @@ impl ClientCircuit {
             closed: false,
             accept: &relay_sets::AT_CLIENT,
             virtual_hops: 0,
+            last_binding: [0; 32],
         })
     }
 
@@ -118,6 +122,7 @@ impl ClientCircuit {
             Err(e) => return Err(circ.fail(e.into()).await),
         };
         circ.layers.push_hop(&keys)?;
+        circ.last_binding = keys.binding();
         circ.hops.push(first.identity);
         Ok(circ)
     }
@@ -160,6 +165,7 @@ impl ClientCircuit {
             Err(e) => return Err(self.fail(e.into()).await),
         };
         self.layers.push_hop(&keys)?;
+        self.last_binding = keys.binding();
         self.hops.push(next.identity);
         Ok(())
     }
@@ -167,6 +173,12 @@ impl ClientCircuit {
     /// Number of hops (including an onion service's end-to-end hop once added).
     pub fn len(&self) -> usize {
         self.hops.len() + self.virtual_hops
+    }
+
+    /// The binding value (`CircuitKeys::binding`) of the keys shared with the last relay
+    /// hop: only that relay and this client know it (ESTABLISH_INTRO's MAC, §8.5).
+    pub fn last_hop_binding(&self) -> [u8; 32] {
+        self.last_binding
     }
 
     /// The relays of the circuit, first hop first (no entry for an end-to-end hop).
@@ -358,7 +370,11 @@ impl ClientCircuit {
                 self.closed = true;
                 Err(CircuitError::ChannelClosed)
             }
-            Some(ClientCircEvent::Stream(_) | ClientCircEvent::Request(_)) => Err(
+            Some(
+                ClientCircEvent::Stream(_)
+                | ClientCircEvent::Request(_)
+                | ClientCircEvent::ServiceConnected { .. },
+            ) => Err(
                 CircuitError::Protocol("stream event on a circuit without a reactor"),
             ),
         }

@@ -6,6 +6,7 @@ pub mod dirclient;
 pub mod error;
 pub mod manager;
 pub mod onion_connect;
+pub mod onion_service;
 pub mod reactor;
 pub mod socks;
 pub mod socks_server;

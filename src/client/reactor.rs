@@ -124,8 +124,26 @@ struct Pending {
     app: tokio::io::DuplexStream,
 }
 
+/// What the task does when it is an onion service's end of a rendezvous circuit: the
+/// client opens streams with BEGIN, and the service connects them to local targets.
+pub struct ServiceEnd {
+    /// Virtual port → local target (e.g. 80 → 127.0.0.1:8080). Other ports are refused.
+    pub ports: Arc<Vec<(u16, std::net::SocketAddr)>>,
+    /// Connecting to a local target may take this long.
+    pub connect_timeout: Duration,
+    /// Held while the circuit lives (bounds the service's rendezvous circuits).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for ServiceEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceEnd { .. }")
+    }
+}
+
 struct Reactor {
     circ: ClientCircuit,
+    service: Option<ServiceEnd>,
     streams: StreamSet,
     pending: HashMap<StreamId, Pending>,
     next_stream: u16,
@@ -136,6 +154,16 @@ struct Reactor {
 
 /// Starts the task owning `circ` and returns a handle on it.
 pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
+    spawn_with(circ, None)
+}
+
+/// Starts the task owning an onion service's rendezvous circuit (end-to-end hop added
+/// with the directions swapped): it accepts the client's BEGINs for the configured ports.
+pub fn spawn_service(circ: ClientCircuit, service: ServiceEnd) -> CircuitHandle {
+    spawn_with(circ, Some(service))
+}
+
+fn spawn_with(circ: ClientCircuit, service: Option<ServiceEnd>) -> CircuitHandle {
     let tx = circ.event_sender();
     let closed = Arc::new(AtomicBool::new(false));
     let handle = CircuitHandle {
@@ -146,6 +174,7 @@ pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
     };
     let reactor = Reactor {
         circ,
+        service,
         streams: StreamSet::new(),
         pending: HashMap::new(),
         next_stream: 1,
@@ -177,6 +206,9 @@ impl Reactor {
                     false
                 }
                 Some(ClientCircEvent::Stream(ev)) => self.on_stream_event(ev).await,
+                Some(ClientCircEvent::ServiceConnected { id, result }) => {
+                    self.on_service_connected(id, result).await
+                }
                 Some(ClientCircEvent::Request(CircuitRequest::Open { to, reply })) => {
                     self.open(to, reply).await
                 }
@@ -322,9 +354,93 @@ impl Reactor {
                 }
             },
             (_, RelayMsg::Drop) => true,
+            (Some(id), RelayMsg::Begin(begin)) if self.service.is_some() => {
+                self.on_service_begin(id, begin.port()).await
+            }
             _ => {
                 debug!("client: unexpected relay message");
                 false
+            }
+        }
+    }
+
+    /// Service: BEGIN from the client. A configured virtual port is connected to its local
+    /// target in the background; any other port is refused with END (EXITPOLICY).
+    async fn on_service_begin(&mut self, id: StreamId, port: u16) -> bool {
+        if self.streams.contains(id) || self.pending.contains_key(&id) {
+            debug!("service: BEGIN reuses an open stream id");
+            return false;
+        }
+        let Some(service) = &self.service else {
+            return false;
+        };
+        let target = service
+            .ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, t)| *t);
+        let timeout = service.connect_timeout;
+        let Some(target) = target else {
+            return self
+                .send_cell(Some(id), RelayMsg::End(EndReason::ExitPolicy))
+                .await;
+        };
+        if self.streams.len() >= MAX_STREAMS_PER_CIRCUIT {
+            return self
+                .send_cell(Some(id), RelayMsg::End(EndReason::ResourceLimit))
+                .await;
+        }
+        self.streams.reserve(id);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result =
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await
+                {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        Err(EndReason::ConnectRefused)
+                    }
+                    Ok(Err(_)) => Err(EndReason::NoRoute),
+                    Err(_) => Err(EndReason::Timeout),
+                };
+            let _ = tx.send(ClientCircEvent::ServiceConnected { id, result }).await;
+        });
+        true
+    }
+
+    /// Service: the local connection for stream `id` finished.
+    async fn on_service_connected(
+        &mut self,
+        id: StreamId,
+        result: Result<tokio::net::TcpStream, EndReason>,
+    ) -> bool {
+        if !self.streams.contains(id) {
+            // The client gave up (END) while we were connecting.
+            return true;
+        }
+        match result {
+            Ok(socket) => {
+                let _ = socket.set_nodelay(true);
+                let io = pump::spawn(
+                    socket,
+                    id,
+                    StreamSet::initial_stream_window(),
+                    None,
+                    self.streams.circuit_permits(),
+                    self.tx.clone(),
+                    ClientCircEvent::Stream,
+                );
+                self.streams.attach(id, io);
+                // No address in CONNECTED: the client must not learn the local target.
+                self.send_cell(
+                    Some(id),
+                    RelayMsg::Connected(crate::cell::relay_msg::Connected { resolved: None }),
+                )
+                .await
+            }
+            Err(reason) => {
+                self.streams.remove(id);
+                self.send_cell(Some(id), RelayMsg::End(reason)).await
             }
         }
     }

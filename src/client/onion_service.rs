@@ -1,0 +1,637 @@
+//! The service side of onion services (protocol.md §8): keeps introduction points,
+//! publishes the descriptor, answers introductions by meeting clients at their rendezvous
+//! points, and serves the clients' streams from local targets.
+//!
+//! One task per service keeps [`INTRO_POINTS`] introduction circuits (each a 3-hop circuit
+//! whose last hop is the introduction point, with ESTABLISH_INTRO bound to that circuit's
+//! keys) and rebuilds them when they close; it signs a new descriptor whenever the set
+//! changes or the period turns, and re-uploads it every [`REUPLOAD_EVERY`] to every relay
+//! of the hash ring. Each introduction circuit has its own task that receives INTRODUCE2.
+//! An accepted introduction builds a circuit to the client's rendezvous point, sends
+//! RENDEZVOUS1, adds the end-to-end keys and hands the circuit to a service-mode circuit
+//! task ([`super::reactor::spawn_service`]): it acts as the exit, connecting BEGINs for a
+//! configured virtual port to the local target.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use thiserror::Error;
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::cell::onion_msg::{Introduce, OnionMsg, Rendezvous1};
+use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::RelayMsg;
+use crate::clock::now_unix;
+use crate::crypto::keyfile::{read_key_file, write_key_file, KeyType};
+use crate::crypto::{IdentityKeypair, KeyFileError, OnionKeypair};
+use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::ConsensusEntry;
+use crate::onion::descriptor::{
+    DescriptorParams, InnerDescriptor, IntroPointInfo, PowParams, SignedOnionDescriptor,
+    MAX_DESCRIPTOR_LIFETIME,
+};
+use crate::onion::handshake::{service_open_introduce, subcredential, IntroKeys};
+use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
+use crate::onion::intro::{build_establish_intro, IntroducePlaintext};
+use crate::onion::replay::{ReplayCache, DEFAULT_REPLAY_CAPACITY};
+use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
+
+use super::manager::{relay_target, Client};
+use super::reactor::ServiceEnd;
+use super::{ClientCircuit, RelayTarget};
+
+/// Introduction points a service keeps.
+pub const INTRO_POINTS: usize = 3;
+/// The descriptor is re-uploaded this often even when nothing changed (its lifetime is
+/// [`MAX_DESCRIPTOR_LIFETIME`], 3 h).
+pub const REUPLOAD_EVERY: Duration = Duration::from_secs(60 * 60);
+/// How often the service checks its introduction circuits and the period.
+const TICK: Duration = Duration::from_secs(2);
+/// Waiting for INTRO_ESTABLISHED.
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Failed establishments at one relay before the service moves to another one.
+const MAX_INTRO_FAILURES: u32 = 2;
+/// Seconds a client puzzle seed stays valid.
+const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
+
+/// How one onion service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service's identity key file (created with mode 0600 when missing; the address
+    /// is derived from it, so keeping the file keeps the address).
+    pub key_file: PathBuf,
+    /// Virtual port → local target. Streams to other ports are refused.
+    pub ports: Vec<(u16, SocketAddr)>,
+    /// Rendezvous circuits open at once; introductions beyond are dropped.
+    pub max_rendezvous: usize,
+    /// Introductions accepted per second; more are dropped.
+    pub intros_per_second: u32,
+    /// Require a client puzzle of this difficulty (1..=32) with every introduction.
+    pub pow_difficulty: Option<u8>,
+    /// Connecting to a local target may take this long.
+    pub connect_timeout: Duration,
+}
+
+impl ServiceConfig {
+    /// A service with defaults: 64 rendezvous circuits, 20 introductions per second, no
+    /// puzzle, 10 s to connect to the target.
+    pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
+        ServiceConfig {
+            key_file,
+            ports,
+            max_rendezvous: 64,
+            intros_per_second: 20,
+            pow_difficulty: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a service could not start.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The key file could not be read or created.
+    #[error("service key: {0}")]
+    Key(#[from] KeyFileError),
+    /// The key is not usable as a service identity.
+    #[error("service key: {0}")]
+    Address(#[from] crate::onion::AddressError),
+    /// The configuration is not usable.
+    #[error("service: {0}")]
+    Config(String),
+}
+
+/// Loads the service identity from `path`, or generates one and writes it (mode 0600,
+/// atomically) if the file does not exist. Any other problem is an error: silently
+/// replacing the key would change the service's address.
+pub fn load_or_create_service_key(path: &Path) -> Result<IdentityKeypair, ServiceError> {
+    match read_key_file(path, KeyType::Identity) {
+        Ok(secret) => Ok(IdentityKeypair::from_secret_bytes(&secret)),
+        Err(KeyFileError::Missing { .. }) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| ServiceError::Config(format!("{}: {e}", dir.display())))?;
+            }
+            let kp = IdentityKeypair::generate(&mut rand::rng());
+            write_key_file(path, KeyType::Identity, &kp.secret_bytes())?;
+            Ok(kp)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A running onion service. Dropping it does not stop it; [`Self::stop`] does.
+#[derive(Debug)]
+pub struct OnionService {
+    address: OnionAddress,
+    published: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OnionService {
+    /// The service's address (`<56 chars>.allium`).
+    pub fn address(&self) -> &OnionAddress {
+        &self.address
+    }
+
+    /// Waits until a descriptor has been stored by at least one directory (after at least
+    /// one introduction point was established), for at most `limit`.
+    pub async fn wait_published(&self, limit: Duration) -> bool {
+        let mut rx = self.published.clone();
+        tokio::time::timeout(limit, rx.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops publishing and introducing (open rendezvous circuits finish on their own).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// One introduction point and the service's keys there.
+struct IntroSlot {
+    relay: ConsensusEntry,
+    auth: Arc<IdentityKeypair>,
+    enc: Arc<OnionKeypair>,
+    replay: Arc<Mutex<ReplayCache>>,
+    /// Set by the introduction circuit's task when the circuit is established; cleared
+    /// when it closes.
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether a task currently owns a circuit (or is building one) for this slot.
+    running: Arc<std::sync::atomic::AtomicBool>,
+    failures: u32,
+}
+
+/// What the introduction tasks share.
+struct Shared {
+    client: Client,
+    identity: IdentityKeypair,
+    address: OnionAddress,
+    ports: Arc<Vec<(u16, SocketAddr)>>,
+    rendezvous: Arc<Semaphore>,
+    rate: Mutex<(Instant, u32)>,
+    intros_per_second: u32,
+    pow: Option<PowParams>,
+    connect_timeout: Duration,
+    periods: PeriodParams,
+}
+
+/// Starts the service `cfg` on `client` (which must be bootstrapped). Logs the address at
+/// INFO (a service's own address is not a secret of its operator's).
+pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
+    if cfg.ports.is_empty() {
+        return Err(ServiceError::Config("no port configured".into()));
+    }
+    if let Some(d) = cfg.pow_difficulty {
+        if !(1..=crate::onion::pow::MAX_POW_DIFFICULTY).contains(&d) {
+            return Err(ServiceError::Config(format!(
+                "puzzle difficulty {d} is outside 1..=32"
+            )));
+        }
+    }
+    let identity = load_or_create_service_key(&cfg.key_file)?;
+    let address = OnionAddress::from_identity(identity.public())?;
+    let pow = cfg.pow_difficulty.map(|difficulty| {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        PowParams {
+            difficulty,
+            seed,
+            expires: now_unix().saturating_add(POW_SEED_LIFETIME),
+        }
+    });
+    let shared = Arc::new(Shared {
+        client,
+        identity,
+        address,
+        ports: Arc::new(cfg.ports.clone()),
+        rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
+        rate: Mutex::new((Instant::now(), 0)),
+        intros_per_second: cfg.intros_per_second.max(1),
+        pow,
+        connect_timeout: cfg.connect_timeout,
+        periods: PeriodParams::default(),
+    });
+    let (tx, rx) = watch::channel(0u64);
+    info!("onion service {address} starting");
+    let task = tokio::spawn(run(shared, tx));
+    Ok(OnionService {
+        address,
+        published: rx,
+        task,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The service's main loop: introduction points and descriptor publication.
+async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
+    let mut slots: Vec<IntroSlot> = Vec::new();
+    // What was last uploaded: (period number, intro point auth keys), and when.
+    let mut uploaded: Option<(u64, Vec<[u8; 32]>, Instant)> = None;
+    let mut revision = 0u64;
+    loop {
+        refresh_slots(&shared, &mut slots);
+        let up: Vec<&IntroSlot> = slots
+            .iter()
+            .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
+            .collect();
+        let now = now_unix();
+        if let (false, Ok(period)) = (up.is_empty(), shared.periods.period_at(now)) {
+            let keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
+            let stale = match &uploaded {
+                None => true,
+                Some((n, k, at)) => {
+                    *n != period.number || *k != keys || at.elapsed() >= REUPLOAD_EVERY
+                }
+            };
+            if stale {
+                // Revisions follow the clock so a restarted service never rolls back.
+                revision = now.max(revision + 1);
+                match publish(&shared, &up, period, revision).await {
+                    Ok(stored) if stored > 0 => {
+                        debug!("onion service: descriptor stored at {stored} directories");
+                        uploaded = Some((period.number, keys, Instant::now()));
+                        published.send_modify(|n| *n += 1);
+                    }
+                    Ok(_) => debug!("onion service: no directory stored the descriptor"),
+                    Err(e) => debug!("onion service: cannot publish: {e}"),
+                }
+            }
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// Keeps [`INTRO_POINTS`] slots, each with a task owning its introduction circuit.
+fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
+    let Ok(consensus) = shared.client.live_consensus() else {
+        return;
+    };
+    // A slot whose relay left the consensus or failed too often is replaced (new keys).
+    slots.retain(|s| {
+        let running = s.running.load(std::sync::atomic::Ordering::Acquire);
+        running || (s.failures < MAX_INTRO_FAILURES && consensus.relay(&s.relay.identity).is_some())
+    });
+    while slots.len() < INTRO_POINTS {
+        let mut candidates: Vec<&ConsensusEntry> = consensus
+            .relays()
+            .iter()
+            .filter(|r| r.has(crate::dir::path::USABLE))
+            .filter(|r| !slots.iter().any(|s| s.relay.identity == r.identity))
+            .collect();
+        candidates.shuffle(&mut rand::rng());
+        let Some(relay) = candidates.first() else {
+            break;
+        };
+        slots.push(IntroSlot {
+            relay: (*relay).clone(),
+            auth: Arc::new(IdentityKeypair::generate(&mut rand::rng())),
+            enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
+            replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
+            up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            failures: 0,
+        });
+    }
+    for slot in slots.iter_mut() {
+        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
+        let Ok(target) = relay_target(&slot.relay, now_unix()) else {
+            slot.failures = MAX_INTRO_FAILURES;
+            continue;
+        };
+        slot.running
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Counted now; a task that establishes resets nothing, so a relay that keeps
+        // closing our circuits is eventually replaced.
+        slot.failures += 1;
+        let task = IntroTask {
+            shared: Arc::clone(shared),
+            target,
+            auth: Arc::clone(&slot.auth),
+            enc: Arc::clone(&slot.enc),
+            replay: Arc::clone(&slot.replay),
+            up: Arc::clone(&slot.up),
+        };
+        let running = Arc::clone(&slot.running);
+        let established = Arc::clone(&slot.up);
+        tokio::spawn(async move {
+            task.run().await;
+            established.store(false, std::sync::atomic::Ordering::Release);
+            running.store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+    // Established slots are healthy: forget their past failures.
+    for slot in slots.iter_mut() {
+        if slot.up.load(std::sync::atomic::Ordering::Acquire) {
+            slot.failures = 0;
+        }
+    }
+}
+
+/// Builds, signs and uploads the descriptor listing `up` to every relay of the ring.
+/// Returns how many stored it.
+async fn publish(
+    shared: &Arc<Shared>,
+    up: &[&IntroSlot],
+    period: crate::onion::TimePeriod,
+    revision: u64,
+) -> Result<usize, String> {
+    let blinded = BlindedKeypair::derive(&shared.identity, period).map_err(|e| e.to_string())?;
+    let intro_points = up
+        .iter()
+        .map(|s| IntroPointInfo {
+            relay_identity: s.relay.identity,
+            link_addrs: s.relay.addrs.clone(),
+            onion_cert: s.relay.onion_cert.clone(),
+            auth_key: s.auth.public(),
+            enc_key: *s.enc.public(),
+        })
+        .collect();
+    let inner = InnerDescriptor {
+        intro_points,
+        pow: shared.pow,
+    };
+    let desc = SignedOnionDescriptor::build(
+        &mut rand::rng(),
+        &shared.identity,
+        &blinded,
+        &inner,
+        &DescriptorParams {
+            revision,
+            created: now_unix(),
+            lifetime: MAX_DESCRIPTOR_LIFETIME,
+        },
+    )
+    .map_err(|e| e.to_string())?
+    .to_bytes()
+    .map_err(|e| e.to_string())?;
+    let consensus = shared.client.live_consensus().map_err(|e| e.to_string())?;
+    let dirs: Vec<RelayTarget> = responsible_hsdirs(
+        consensus.relays(),
+        blinded.public(),
+        period,
+        &HsDirParams::default(),
+    )
+    .iter()
+    .filter_map(|id| consensus.relay(id))
+    .filter_map(|e| relay_target(e, now_unix()).ok())
+    .collect();
+    let timeout = shared.client.config().circuit_timeout;
+    let uploads = dirs.into_iter().map(|dir| {
+        let client = shared.client.clone();
+        let req = DirRequest::PutOnionDescriptor(desc.clone());
+        tokio::spawn(async move {
+            let circ = client.build_circuit_ending(&dir).await.ok()?;
+            let handle = circ.into_handle();
+            let resp = super::dirclient::dir_request(&handle, &req, timeout).await;
+            handle.close().await;
+            match resp {
+                Ok(r) if r.status == DirStatus::Ok => Some(()),
+                Ok(r) => {
+                    debug!("onion service: a directory refused the descriptor: {}", r.reason());
+                    None
+                }
+                Err(e) => {
+                    debug!("onion service: upload failed: {e}");
+                    None
+                }
+            }
+        })
+    });
+    let mut stored = 0;
+    for u in uploads.collect::<Vec<_>>() {
+        if let Ok(Some(())) = u.await {
+            stored += 1;
+        }
+    }
+    Ok(stored)
+}
+
+/// The task owning one introduction circuit.
+struct IntroTask {
+    shared: Arc<Shared>,
+    target: RelayTarget,
+    auth: Arc<IdentityKeypair>,
+    enc: Arc<OnionKeypair>,
+    replay: Arc<Mutex<ReplayCache>>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IntroTask {
+    async fn run(self) {
+        let mut circ = match self.shared.client.build_circuit_ending(&self.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!("onion service: introduction circuit failed: {e}");
+                return;
+            }
+        };
+        circ.set_accept(&relay_sets::AT_SERVICE_INTRO);
+        let binding = circ.last_hop_binding();
+        let msg = match build_establish_intro(&self.auth, None, &binding) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("onion service: cannot build ESTABLISH_INTRO: {e}");
+                return;
+            }
+        };
+        if let Err(e) = circ
+            .send_to_last(RelayMsg::Onion(OnionMsg::EstablishIntro(msg)))
+            .await
+        {
+            debug!("onion service: ESTABLISH_INTRO not sent: {e}");
+            return;
+        }
+        let last = circ.len().saturating_sub(1);
+        match circ.recv_timeout(ESTABLISH_TIMEOUT).await {
+            Ok((hop, cell, _)) if hop == last => match cell.msg() {
+                RelayMsg::Onion(OnionMsg::IntroEstablished) => {}
+                _ => {
+                    debug!("onion service: unexpected answer to ESTABLISH_INTRO");
+                    return;
+                }
+            },
+            Ok(_) => return,
+            Err(e) => {
+                debug!("onion service: no INTRO_ESTABLISHED: {e}");
+                return;
+            }
+        }
+        self.up.store(true, std::sync::atomic::Ordering::Release);
+        loop {
+            let (hop, cell, _) = match circ.recv().await {
+                Ok(v) => v,
+                Err(e) => {
+                    debug!("onion service: introduction circuit closed: {e}");
+                    return;
+                }
+            };
+            match cell.into_parts() {
+                (_, RelayMsg::Drop) => {}
+                (None, RelayMsg::Onion(OnionMsg::Introduce2(intro))) if hop == last => {
+                    self.on_introduce2(intro);
+                }
+                _ => {
+                    debug!("onion service: unexpected message on an introduction circuit");
+                    circ.destroy().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Rate limit, then decrypt, replay check and puzzle check; an accepted introduction
+    /// is answered in its own task.
+    fn on_introduce2(&self, intro: Introduce) {
+        if intro.auth_key() != self.auth.public().as_bytes() {
+            debug!("onion service: INTRODUCE2 for another auth key");
+            return;
+        }
+        {
+            let mut rate = lock(&self.shared.rate);
+            if rate.0.elapsed() >= Duration::from_secs(1) {
+                *rate = (Instant::now(), 0);
+            }
+            if rate.1 >= self.shared.intros_per_second {
+                debug!("onion service: introduction dropped (rate limit)");
+                return;
+            }
+            rate.1 += 1;
+        }
+        let Ok(permit) = Arc::clone(&self.shared.rendezvous).try_acquire_owned() else {
+            debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
+            return;
+        };
+        let now = now_unix();
+        let Ok(current) = self.shared.periods.period_at(now) else {
+            return;
+        };
+        // A client may hold the descriptor of the neighbouring period (§8.4 accepts
+        // |N − N(now)| ≤ 1): try the subcredential of each.
+        let mut opened = None;
+        for number in [
+            Some(current.number),
+            current.number.checked_sub(1),
+            current.number.checked_add(1),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let period = crate::onion::TimePeriod {
+                length: current.length,
+                number,
+            };
+            let Ok(blinded) = BlindedPublic::derive(&self.shared.address, period) else {
+                continue;
+            };
+            let keys = IntroKeys {
+                auth_key: self.auth.public(),
+                enc_key: *self.enc.public(),
+                subcred: subcredential(&self.shared.identity.public(), &blinded),
+            };
+            if let Ok(v) =
+                service_open_introduce(&self.enc, &keys, intro.client_x(), intro.encrypted())
+            {
+                opened = Some((v, blinded));
+                break;
+            }
+        }
+        let Some(((plaintext, hs), blinded)) = opened else {
+            debug!("onion service: INTRODUCE2 does not decrypt");
+            return;
+        };
+        if lock(&self.replay)
+            .check_and_insert(intro.client_x())
+            .is_err()
+        {
+            debug!("onion service: replayed or refused introduction");
+            return;
+        }
+        let Ok(plain) = IntroducePlaintext::parse(&plaintext) else {
+            debug!("onion service: malformed introduction plaintext");
+            return;
+        };
+        if let Some(p) = &self.shared.pow {
+            let ok = now < p.expires
+                && plain.pow_nonce.is_some_and(|nonce| {
+                    crate::onion::pow::verify(p.difficulty, &p.seed, &blinded, intro.client_x(), &nonce)
+                        .is_ok()
+                });
+            if !ok {
+                debug!("onion service: introduction without a valid puzzle solution");
+                return;
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Err(e) = meet(&shared, plain, hs, permit).await {
+                debug!("onion service: rendezvous failed: {e}");
+            }
+        });
+    }
+}
+
+/// Builds a circuit to the client's rendezvous point, sends RENDEZVOUS1 and starts
+/// serving the client's streams on it.
+async fn meet(
+    shared: &Arc<Shared>,
+    plain: IntroducePlaintext,
+    hs: crate::onion::handshake::HsServiceIntro,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), String> {
+    let onion = plain
+        .rend_onion_cert
+        .verify(now_unix())
+        .map_err(|e| format!("rendezvous point certificate: {e}"))?;
+    if onion.identity() != &plain.rend_identity {
+        return Err("rendezvous point certificate names another relay".into());
+    }
+    let target = RelayTarget {
+        addr: plain.rend_addr,
+        identity: plain.rend_identity,
+        onion,
+    };
+    let (keys, reply) = hs
+        .rendezvous(&mut rand::rng())
+        .map_err(|e| e.to_string())?;
+    let mut circ: ClientCircuit = shared
+        .client
+        .build_circuit_ending(&target)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Nothing is expected from the rendezvous point itself; once the end-to-end hop is
+    // added, the client's relay messages arrive through it.
+    circ.send_to_last(RelayMsg::Onion(OnionMsg::Rendezvous1(Rendezvous1 {
+        cookie: plain.cookie,
+        handshake: reply,
+    })))
+    .await
+    .map_err(|e| e.to_string())?;
+    circ.push_end_to_end_hop(&keys, true)
+        .map_err(|e| e.to_string())?;
+    circ.set_accept(&relay_sets::AT_RELAY);
+    super::reactor::spawn_service(
+        circ,
+        ServiceEnd {
+            ports: Arc::clone(&shared.ports),
+            connect_timeout: shared.connect_timeout,
+            permit: Some(permit),
+        },
+    );
+    Ok(())
+}
