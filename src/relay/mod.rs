@@ -11,6 +11,7 @@ pub mod dircache;
 pub mod dirserve;
 pub mod events;
 pub mod exit;
+pub mod hsdir;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
