@@ -1,5 +1,6 @@
 //! `allium testnet` as a real process: it comes up, prints a curl command that works
-//! through the overlay (run with the real curl), and shuts down cleanly on SIGINT.
+//! through the overlay (run with the real curl), the same for its demo onion service
+//! (`<address>.allium`), and shuts down cleanly on SIGINT.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,28 +27,42 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let curl_line = tokio::time::timeout(Duration::from_secs(120), async {
+    let (curl_line, onion_line) = tokio::time::timeout(Duration::from_secs(150), async {
+        let mut direct = None;
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(cmd) = line.trim().strip_prefix("try it:") {
-                return cmd.trim().to_string();
+                direct = Some(cmd.trim().to_string());
+            }
+            if let Some(cmd) = line.trim().strip_prefix("via onion:") {
+                return (
+                    direct.expect("the direct curl line comes first"),
+                    cmd.trim().to_string(),
+                );
             }
         }
-        panic!("testnet exited before printing the curl command");
+        panic!("testnet exited before printing the curl commands");
     })
     .await
     .expect("the test network must come up");
-    let args: Vec<&str> = curl_line.split_whitespace().collect();
-    assert_eq!(args[0], "curl");
-    assert_eq!(args[1], "--socks5-hostname");
-    let out = Command::new("curl")
-        .args(&args[1..])
-        .args(["-s", "--max-time", "60"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "curl failed: {:?}", out);
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.contains("allium test network"), "{body}");
+    for (what, line) in [("direct", &curl_line), ("onion", &onion_line)] {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(args[0], "curl");
+        assert_eq!(args[1], "--socks5-hostname");
+        if what == "onion" {
+            assert!(args[3].ends_with(".allium/"), "{line}");
+        }
+        let started = std::time::Instant::now();
+        let out = Command::new("curl")
+            .args(&args[1..])
+            .args(["-s", "--max-time", "90"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{what} curl failed: {:?}", out);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.contains("allium test network"), "{body}");
+        eprintln!("{what}: page fetched in {:?}", started.elapsed());
+    }
 
     // Ctrl-C: a clean exit.
     let pid = child.id().unwrap();

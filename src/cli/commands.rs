@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use crate::client::onion_service;
 use crate::client::socks_server::{serve_http_connect, serve_socks, Connector, ProxyConfig};
 use crate::client::{Client, ClientConfig};
 use crate::crypto::IdentityPublic;
@@ -127,6 +128,18 @@ pub async fn testnet(args: TestnetArgs) -> CmdResult {
         .await
         .map_err(|e| e.to_string())?;
     let demo = demo_server::start().await.map_err(|e| e.to_string())?;
+    println!("testnet: publishing the demo onion service");
+    let mut service_cfg = onion_service::ServiceConfig::new(
+        data_dir.join("demo-service.key"),
+        vec![(80, demo)],
+    );
+    service_cfg.connect_timeout = Duration::from_secs(5);
+    let service = onion_service::launch(client.clone(), service_cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !service.wait_published(Duration::from_secs(90)).await {
+        return Err("the demo onion service could not publish its descriptor in 90 s".into());
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector: Arc<dyn Connector> = Arc::new(client.clone());
@@ -147,6 +160,11 @@ pub async fn testnet(args: TestnetArgs) -> CmdResult {
     println!("  data dir:      {}", data_dir.display());
     println!("  try it:        curl --socks5-hostname {socks_addr} http://{demo}/");
     println!("  bigger:        curl --socks5-hostname {socks_addr} http://{demo}/bytes/10000000 -o /dev/null");
+    println!("  onion service: {}", service.address());
+    println!(
+        "  via onion:     curl --socks5-hostname {socks_addr} http://{}/",
+        service.address()
+    );
     println!("Press Ctrl-C to stop.");
 
     tokio::signal::ctrl_c()
@@ -262,6 +280,7 @@ pub async fn authority(path: &Path) -> CmdResult {
 /// `allium proxy --config proxy.toml`.
 pub async fn proxy(path: &Path) -> CmdResult {
     let file: ProxyFile = config::load(path).map_err(|e| e.to_string())?;
+    let services = config::services(&file.service, path).map_err(|e| e.to_string())?;
     let p = file.proxy;
     if let Some(d) = &p.data_dir {
         make_private_dir(d)?;
@@ -291,6 +310,16 @@ pub async fn proxy(path: &Path) -> CmdResult {
             }
         }
     };
+    // Onion services: a service that cannot start (its key file) stops the proxy, so a
+    // configuration mistake is not silently ignored.
+    let mut running = Vec::new();
+    for s in services {
+        let service = onion_service::launch(client.clone(), s)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("onion service: {}", service.address());
+        running.push(service);
+    }
     let connector: Arc<dyn Connector> = Arc::new(client.clone());
     println!("SOCKS proxy listening on {}", p.socks_listen);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -189,6 +189,63 @@ fn default_period() -> u64 {
 pub struct ProxyFile {
     /// The `[proxy]` table.
     pub proxy: ProxySection,
+    /// `[[service]]` entries: onion services this proxy publishes (none by default).
+    #[serde(default)]
+    pub service: Vec<ServiceSection>,
+}
+
+/// One `[[service]]` entry of proxy.toml: a virtual port of an onion service and the local
+/// target its streams connect to. Several entries with the same `key_file` are one service
+/// with several ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// The service's identity key file (created with mode 0600 if missing). The address
+    /// is derived from it: keep the file to keep the address.
+    pub key_file: PathBuf,
+    /// The virtual port clients connect to (`<address>.allium:port`), 1 to 65535.
+    pub port: u16,
+    /// Where its streams go, e.g. "127.0.0.1:8080".
+    pub target: SocketAddr,
+}
+
+/// Groups `[[service]]` entries by key file into service configurations, refusing port 0
+/// and a virtual port listed twice for one key file. `file` names the file in errors.
+pub fn services(
+    entries: &[ServiceSection],
+    file: &Path,
+) -> Result<Vec<crate::client::onion_service::ServiceConfig>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: file.to_path_buf(),
+        message,
+    };
+    let mut out: Vec<crate::client::onion_service::ServiceConfig> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.port == 0 {
+            return Err(invalid(format!("[[service]] entry {}: port 0 is not a port", i + 1)));
+        }
+        if e.key_file.as_os_str().is_empty() {
+            return Err(invalid(format!("[[service]] entry {}: key_file is empty", i + 1)));
+        }
+        match out.iter_mut().find(|s| s.key_file == e.key_file) {
+            Some(s) => {
+                if s.ports.iter().any(|(p, _)| *p == e.port) {
+                    return Err(invalid(format!(
+                        "[[service]] entry {}: port {} is listed twice for key file {}",
+                        i + 1,
+                        e.port,
+                        e.key_file.display()
+                    )));
+                }
+                s.ports.push((e.port, e.target));
+            }
+            None => out.push(crate::client::onion_service::ServiceConfig::new(
+                e.key_file.clone(),
+                vec![(e.port, e.target)],
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// `[proxy]` of proxy.toml.
@@ -284,6 +341,51 @@ mod tests {
         assert!(err.contains("socks_lisen"), "{err}");
         assert!(err.contains("proxy.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn service_entries_are_strict_and_grouped_by_key_file() {
+        let parse = |text: &str| toml::from_str::<ProxyFile>(text).map_err(|e| e.to_string());
+        let base = "[proxy]\nauthorities = []\n";
+        // Unknown key, missing key, bad target: refused naming the key.
+        let err = parse(&format!(
+            "{base}[[service]]\nkey_file = \"k\"\nport = 80\ntarget = \"127.0.0.1:1\"\nprot = 1\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+        let err = parse(&format!("{base}[[service]]\nkey_file = \"k\"\nport = 80\n")).unwrap_err();
+        assert!(err.contains("target"), "{err}");
+        let err = parse(&format!(
+            "{base}[[service]]\nkey_file = \"k\"\nport = 80\ntarget = \"localhost\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("target") || err.contains("socket address"), "{err}");
+        let err = parse(&format!(
+            "{base}[[service]]\nkey_file = \"k\"\nport = 70000\ntarget = \"127.0.0.1:1\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("port") || err.contains("70000"), "{err}");
+        // Two ports of one service, one of another; a duplicate port is refused.
+        let file = parse(&format!(
+            "{base}[[service]]\nkey_file = \"a\"\nport = 80\ntarget = \"127.0.0.1:8080\"\n\
+             [[service]]\nkey_file = \"a\"\nport = 22\ntarget = \"127.0.0.1:22\"\n\
+             [[service]]\nkey_file = \"b\"\nport = 80\ntarget = \"127.0.0.1:9\"\n"
+        ))
+        .unwrap();
+        let services = services(&file.service, Path::new("proxy.toml")).unwrap();
+        assert_eq!(services.len(), 2);
+        assert_eq!(services[0].ports.len(), 2);
+        assert_eq!(services[1].ports, vec![(80, "127.0.0.1:9".parse().unwrap())]);
+        let mut dup = file.service.clone();
+        dup.push(dup[0].clone());
+        let err = services(&dup, Path::new("proxy.toml")).unwrap_err().to_string();
+        assert!(err.contains("listed twice") && err.contains("proxy.toml"), "{err}");
+        let mut zero = file.service.clone();
+        zero[0].port = 0;
+        let err = services(&zero, Path::new("proxy.toml")).unwrap_err().to_string();
+        assert!(err.contains("port 0"), "{err}");
+        // No [[service]]: none.
+        assert!(parse(base).unwrap().service.is_empty());
     }
 }
 

@@ -31,7 +31,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a whole network in this process: authorities, relays (some exits), a SOCKS
-    /// proxy and a demo web server, all on 127.0.0.1, until Ctrl-C.
+    /// proxy, a demo web server and a demo onion service in front of it (its `.allium`
+    /// address is printed with a curl command), all on 127.0.0.1, until Ctrl-C.
     Testnet(commands::TestnetArgs),
     /// Run a relay (guard, middle, or exit if relay.toml has an [exit] table).
     Relay {
@@ -45,7 +46,9 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run the client: bootstrap, then serve SOCKS on 127.0.0.1:9050.
+    /// Run the client: bootstrap, then serve SOCKS on 127.0.0.1:9050 (`<address>.allium`
+    /// names reach onion services), and publish the onion services of its `[[service]]`
+    /// entries (each address is logged at startup).
     Proxy {
         /// Path to proxy.toml (see docs/examples/proxy.toml).
         #[arg(long)]

@@ -49,6 +49,8 @@ pub struct ClientChannel {
     pub circuits: CircMux<mpsc::Sender<ClientCircEvent>>,
     /// Record counters.
     pub stats: Arc<RecordStats>,
+    /// Our end of the TCP connection.
+    pub local_addr: Option<std::net::SocketAddr>,
 }
 
 impl ClientChannel {
@@ -76,6 +78,7 @@ impl ClientChannel {
             sender: channel.sender,
             circuits: CircMux::new(channel.circ_ids),
             stats: channel.stats,
+            local_addr: channel.local_addr,
         });
         let weak = Arc::downgrade(&chan);
         link::keepalive::spawn(chan.sender.clone(), cfg.idle_timeout, move || {

@@ -105,6 +105,8 @@ struct ReadyCircuit {
 
 struct Inner {
     config: ClientConfig,
+    /// Local addresses of the channels opened so far (the last [`MAX_LOCAL_ADDRS`]).
+    local_addrs: Mutex<Vec<std::net::SocketAddr>>,
     /// Onion-service state: descriptor cache and rendezvous circuits per isolation class.
     onion: super::onion_connect::OnionClientState,
     consensus: Mutex<Option<Arc<Consensus>>>,
@@ -116,6 +118,9 @@ struct Inner {
     /// [`NO_CONSENSUS_WARN_EVERY`], however many requests fail).
     no_consensus_warned: Mutex<Option<Instant>>,
 }
+
+/// Local channel addresses remembered for diagnostics.
+const MAX_LOCAL_ADDRS: usize = 1024;
 
 /// Attempts to open one stream (the first may use an existing circuit, later ones build).
 const CONNECT_ATTEMPTS: usize = 3;
@@ -164,6 +169,7 @@ impl Client {
                 clean: Mutex::new(Vec::new()),
                 no_consensus_warned: Mutex::new(None),
                 onion: super::onion_connect::OnionClientState::default(),
+                local_addrs: Mutex::new(Vec::new()),
                 config,
             }),
         };
@@ -387,6 +393,17 @@ impl Client {
             .await
             .map_err(|e| ClientError::Circuit(format!("first hop: {e}")))?;
         chans.insert(target.identity, Arc::clone(&chan));
+        if let Some(a) = chan.local_addr {
+            let mut seen = self
+                .inner
+                .local_addrs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if seen.len() >= MAX_LOCAL_ADDRS {
+                seen.remove(0);
+            }
+            seen.push(a);
+        }
         Ok(chan)
     }
 
@@ -776,6 +793,17 @@ impl Client {
                 (k.clone(), ids)
             })
             .collect()
+    }
+
+    /// Diagnostics: the local addresses of the channels this client opened to its first
+    /// hops (the last 1024; the addresses relays see as this client's). Tests use it to
+    /// check that no relay but a first hop ever sees them.
+    pub fn channel_local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.inner
+            .local_addrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// NEWNYM: no new stream will use any existing circuit; later streams get new paths.

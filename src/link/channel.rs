@@ -32,6 +32,9 @@ pub struct Channel {
     pub is_initiator: bool,
     /// The peer's clock (unix seconds) from its NETINFO, for skew checks.
     pub peer_timestamp: u64,
+    /// Our end of the TCP connection (diagnostics and tests: which connections a relay
+    /// sees are ours).
+    pub local_addr: Option<std::net::SocketAddr>,
     /// Circuit ids live on this channel; allocates ours from the right half.
     pub circ_ids: CircIdAllocator,
     /// Record counters of this channel.

@@ -122,6 +122,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     // Cells are small and latency matters more than packet count: batching happens in the
     // writer task, not in Nagle's algorithm.
     stream.set_nodelay(true)?;
+    let local_addr = stream.local_addr().ok();
     if let Some(t) = cfg.dead_peer_timeout {
         detect_dead_peer(&stream, t);
     }
@@ -159,6 +160,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         peer: est.peer,
         is_initiator,
         peer_timestamp: est.peer_timestamp,
+        local_addr,
         circ_ids: CircIdAllocator::new(
             is_initiator,
             cfg.max_circuits_per_channel,
