@@ -129,10 +129,8 @@ pub async fn testnet(args: TestnetArgs) -> CmdResult {
         .map_err(|e| e.to_string())?;
     let demo = demo_server::start().await.map_err(|e| e.to_string())?;
     println!("testnet: publishing the demo onion service");
-    let mut service_cfg = onion_service::ServiceConfig::new(
-        data_dir.join("demo-service.key"),
-        vec![(80, demo)],
-    );
+    let mut service_cfg =
+        onion_service::ServiceConfig::new(data_dir.join("demo-service.key"), vec![(80, demo)]);
     service_cfg.connect_timeout = Duration::from_secs(5);
     let service = onion_service::launch(client.clone(), service_cfg)
         .await

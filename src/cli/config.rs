@@ -222,10 +222,16 @@ pub fn services(
     let mut out: Vec<crate::client::onion_service::ServiceConfig> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if e.port == 0 {
-            return Err(invalid(format!("[[service]] entry {}: port 0 is not a port", i + 1)));
+            return Err(invalid(format!(
+                "[[service]] entry {}: port 0 is not a port",
+                i + 1
+            )));
         }
         if e.key_file.as_os_str().is_empty() {
-            return Err(invalid(format!("[[service]] entry {}: key_file is empty", i + 1)));
+            return Err(invalid(format!(
+                "[[service]] entry {}: key_file is empty",
+                i + 1
+            )));
         }
         match out.iter_mut().find(|s| s.key_file == e.key_file) {
             Some(s) => {
@@ -359,7 +365,10 @@ mod tests {
             "{base}[[service]]\nkey_file = \"k\"\nport = 80\ntarget = \"localhost\"\n"
         ))
         .unwrap_err();
-        assert!(err.contains("target") || err.contains("socket address"), "{err}");
+        assert!(
+            err.contains("target") || err.contains("socket address"),
+            "{err}"
+        );
         let err = parse(&format!(
             "{base}[[service]]\nkey_file = \"k\"\nport = 70000\ntarget = \"127.0.0.1:1\"\n"
         ))
@@ -372,17 +381,27 @@ mod tests {
              [[service]]\nkey_file = \"b\"\nport = 80\ntarget = \"127.0.0.1:9\"\n"
         ))
         .unwrap();
-        let services = services(&file.service, Path::new("proxy.toml")).unwrap();
-        assert_eq!(services.len(), 2);
-        assert_eq!(services[0].ports.len(), 2);
-        assert_eq!(services[1].ports, vec![(80, "127.0.0.1:9".parse().unwrap())]);
+        let grouped = services(&file.service, Path::new("proxy.toml")).unwrap();
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[0].ports.len(), 2);
+        assert_eq!(
+            grouped[1].ports,
+            vec![(80, "127.0.0.1:9".parse().unwrap())]
+        );
         let mut dup = file.service.clone();
         dup.push(dup[0].clone());
-        let err = services(&dup, Path::new("proxy.toml")).unwrap_err().to_string();
-        assert!(err.contains("listed twice") && err.contains("proxy.toml"), "{err}");
+        let err = services(&dup, Path::new("proxy.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listed twice") && err.contains("proxy.toml"),
+            "{err}"
+        );
         let mut zero = file.service.clone();
         zero[0].port = 0;
-        let err = services(&zero, Path::new("proxy.toml")).unwrap_err().to_string();
+        let err = services(&zero, Path::new("proxy.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port 0"), "{err}");
         // No [[service]]: none.
         assert!(parse(base).unwrap().service.is_empty());

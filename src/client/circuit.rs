@@ -214,7 +214,9 @@ impl ClientCircuit {
     /// Sends `msg` (stream id 0) to the last hop.
     pub async fn send_to_last(&mut self, msg: RelayMsg) -> Result<(), CircuitError> {
         let last = self.len().saturating_sub(1);
-        self.send(last, RelayCell::new(None, msg)?).await.map(|_| ())
+        self.send(last, RelayCell::new(None, msg)?)
+            .await
+            .map(|_| ())
     }
 
     /// Receives the next relay message within `timeout` (the circuit is closed on timeout).
@@ -374,9 +376,9 @@ impl ClientCircuit {
                 ClientCircEvent::Stream(_)
                 | ClientCircEvent::Request(_)
                 | ClientCircEvent::ServiceConnected { .. },
-            ) => Err(
-                CircuitError::Protocol("stream event on a circuit without a reactor"),
-            ),
+            ) => Err(CircuitError::Protocol(
+                "stream event on a circuit without a reactor",
+            )),
         }
     }
 

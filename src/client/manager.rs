@@ -651,8 +651,7 @@ impl Client {
     ) -> Result<DataStream, ClientError> {
         if let TargetAddr::Hostname(name) = &target {
             if super::onion_connect::is_onion_host(name.as_str()) {
-                return super::onion_connect::connect(self, name.as_str(), port, isolation)
-                    .await;
+                return super::onion_connect::connect(self, name.as_str(), port, isolation).await;
             }
         }
         let ip = match &target {

@@ -201,11 +201,15 @@ async fn descriptor(
     let blinded = BlindedPublic::derive(address, period)
         .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
     let consensus = client.live_consensus()?;
-    let mut dirs: Vec<ConsensusEntry> =
-        responsible_hsdirs(consensus.relays(), &blinded, period, &HsDirParams::default())
-            .iter()
-            .filter_map(|id| consensus.relay(id).cloned())
-            .collect();
+    let mut dirs: Vec<ConsensusEntry> = responsible_hsdirs(
+        consensus.relays(),
+        &blinded,
+        period,
+        &HsDirParams::default(),
+    )
+    .iter()
+    .filter_map(|id| consensus.relay(id).cloned())
+    .collect();
     dirs.shuffle(&mut rand::rng());
     let min_revision = lock(&client.onion_state().revisions)
         .get(blinded.as_bytes())
@@ -215,7 +219,9 @@ async fn descriptor(
     let mut last = String::from("no descriptor directory in the consensus");
     for dir in dirs.iter().take(HSDIR_ATTEMPTS) {
         let attempt = async {
-            let circ = client.build_circuit_ending(&relay_target(dir, now)?).await?;
+            let circ = client
+                .build_circuit_ending(&relay_target(dir, now)?)
+                .await?;
             let handle = circ.into_handle();
             let req = DirRequest::GetOnionDescriptor {
                 blinded_key: *blinded.as_bytes(),
@@ -277,9 +283,34 @@ fn pick_rendezvous<'a>(
 }
 
 /// Fetches the descriptor and runs the introduction and rendezvous (trying up to
-/// [`INTRO_ATTEMPTS`] introduction points). Returns the rendezvous circuit with the
-/// end-to-end hop added, running.
+/// [`INTRO_ATTEMPTS`] introduction points). If every attempt failed with a cached
+/// descriptor (the service may have restarted with new introduction points), the
+/// descriptor is fetched again and the attempts repeated once. Returns the rendezvous
+/// circuit with the end-to-end hop added, running.
 async fn rendezvous(client: &Client, address: &OnionAddress) -> Result<CircuitHandle, ClientError> {
+    let id = *address.identity().as_bytes();
+    let was_cached = lock(&client.onion_state().descriptors)
+        .get(&id)
+        .is_some_and(|d| now_unix() < d.expires);
+    match try_intro_points(client, address).await {
+        Ok(h) => Ok(h),
+        Err(e) => {
+            // A stale descriptor is the likely cause: forget it.
+            lock(&client.onion_state().descriptors).remove(&id);
+            if was_cached {
+                debug!("onion: retrying with a fresh descriptor");
+                try_intro_points(client, address).await
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn try_intro_points(
+    client: &Client,
+    address: &OnionAddress,
+) -> Result<CircuitHandle, ClientError> {
     let desc = descriptor(client, address).await?;
     let mut points = desc.inner.intro_points.clone();
     points.shuffle(&mut rand::rng());
@@ -293,9 +324,6 @@ async fn rendezvous(client: &Client, address: &OnionAddress) -> Result<CircuitHa
             }
         }
     }
-    // A stale descriptor (the service moved its introduction points) is the likely cause:
-    // forget it so the next attempt fetches a fresh one.
-    lock(&client.onion_state().descriptors).remove(address.identity().as_bytes());
     Err(OnionConnectError::Unreachable(last).into())
 }
 
@@ -389,7 +417,8 @@ async fn introduce_via(
     }
 
     // 3. The service's answer through the rendezvous point.
-    let reply = match expect_from_last(&mut rend, |m| matches!(m, OnionMsg::Rendezvous2(_))).await? {
+    let reply = match expect_from_last(&mut rend, |m| matches!(m, OnionMsg::Rendezvous2(_))).await?
+    {
         OnionMsg::Rendezvous2(r) => r,
         _ => return Err(protocol("unexpected answer")),
     };

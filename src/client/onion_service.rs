@@ -135,6 +135,7 @@ pub struct OnionService {
     address: OnionAddress,
     published: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
 }
 
 impl OnionService {
@@ -152,8 +153,10 @@ impl OnionService {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Stops publishing and introducing (open rendezvous circuits finish on their own).
+    /// Stops publishing and closes the introduction circuits (rendezvous circuits already
+    /// open finish on their own).
     pub fn stop(&self) {
+        let _ = self.stop.send(true);
         self.task.abort();
     }
 }
@@ -184,6 +187,8 @@ struct Shared {
     pow: Option<PowParams>,
     connect_timeout: Duration,
     periods: PeriodParams,
+    /// Becomes true when the service stops.
+    stopped: watch::Receiver<bool>,
 }
 
 /// Starts the service `cfg` on `client` (which must be bootstrapped). Logs the address at
@@ -210,6 +215,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
             expires: now_unix().saturating_add(POW_SEED_LIFETIME),
         }
     });
+    let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         client,
         identity,
@@ -221,6 +227,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         pow,
         connect_timeout: cfg.connect_timeout,
         periods: PeriodParams::default(),
+        stopped,
     });
     let (tx, rx) = watch::channel(0u64);
     info!("onion service {address} starting");
@@ -229,6 +236,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         address,
         published: rx,
         task,
+        stop,
     })
 }
 
@@ -403,7 +411,10 @@ async fn publish(
             match resp {
                 Ok(r) if r.status == DirStatus::Ok => Some(()),
                 Ok(r) => {
-                    debug!("onion service: a directory refused the descriptor: {}", r.reason());
+                    debug!(
+                        "onion service: a directory refused the descriptor: {}",
+                        r.reason()
+                    );
                     None
                 }
                 Err(e) => {
@@ -473,8 +484,16 @@ impl IntroTask {
             }
         }
         self.up.store(true, std::sync::atomic::Ordering::Release);
+        let mut stopped = self.shared.stopped.clone();
         loop {
-            let (hop, cell, _) = match circ.recv().await {
+            let received = tokio::select! {
+                r = circ.recv() => r,
+                _ = async { let _ = stopped.wait_for(|s| *s).await.is_ok(); } => {
+                    circ.destroy().await;
+                    return;
+                }
+            };
+            let (hop, cell, _) = match received {
                 Ok(v) => v,
                 Err(e) => {
                     debug!("onion service: introduction circuit closed: {e}");
@@ -569,8 +588,14 @@ impl IntroTask {
         if let Some(p) = &self.shared.pow {
             let ok = now < p.expires
                 && plain.pow_nonce.is_some_and(|nonce| {
-                    crate::onion::pow::verify(p.difficulty, &p.seed, &blinded, intro.client_x(), &nonce)
-                        .is_ok()
+                    crate::onion::pow::verify(
+                        p.difficulty,
+                        &p.seed,
+                        &blinded,
+                        intro.client_x(),
+                        &nonce,
+                    )
+                    .is_ok()
                 });
             if !ok {
                 debug!("onion service: introduction without a valid puzzle solution");
@@ -606,9 +631,7 @@ async fn meet(
         identity: plain.rend_identity,
         onion,
     };
-    let (keys, reply) = hs
-        .rendezvous(&mut rand::rng())
-        .map_err(|e| e.to_string())?;
+    let (keys, reply) = hs.rendezvous(&mut rand::rng()).map_err(|e| e.to_string())?;
     let mut circ: ClientCircuit = shared
         .client
         .build_circuit_ending(&target)

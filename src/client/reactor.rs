@@ -394,8 +394,7 @@ impl Reactor {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let result =
-                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await
-                {
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
                     Ok(Ok(s)) => Ok(s),
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         Err(EndReason::ConnectRefused)
@@ -403,7 +402,9 @@ impl Reactor {
                     Ok(Err(_)) => Err(EndReason::NoRoute),
                     Err(_) => Err(EndReason::Timeout),
                 };
-            let _ = tx.send(ClientCircEvent::ServiceConnected { id, result }).await;
+            let _ = tx
+                .send(ClientCircEvent::ServiceConnected { id, result })
+                .await;
         });
         true
     }
