@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod observer;
+pub mod onion_points;
 pub mod publish;
 pub mod queue_budget;
 pub mod rate_limit;
@@ -23,6 +24,7 @@ pub mod reactor;
 pub mod replay;
 pub mod server;
 pub mod shared;
+pub mod splice;
 
 pub use exit::{ExitConfig, ExitTimeouts};
 pub use keys::RelayKeys;
