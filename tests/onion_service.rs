@@ -42,6 +42,13 @@ struct Seen {
     rend_peers: Mutex<Vec<SocketAddr>>,
     joined: Mutex<usize>,
     introductions: Mutex<usize>,
+    established: Mutex<usize>,
+}
+
+impl Seen {
+    fn established(&self) -> usize {
+        *self.established.lock().unwrap()
+    }
 }
 
 impl RelayObserver for Seen {
@@ -49,6 +56,7 @@ impl RelayObserver for Seen {
         self.inbound.lock().unwrap().push(peer);
     }
     fn intro_established(&self, _: CircId, peer: SocketAddr) {
+        *self.established.lock().unwrap() += 1;
         self.intro_peers.lock().unwrap().push(peer);
     }
     fn introduction_forwarded(
@@ -263,6 +271,8 @@ async fn onion_service_end_to_end() {
     // Restart with the same key file: same address, reachable again (from a new
     // isolation class, so a new introduction and rendezvous happen).
     service.stop();
+    let established_before: usize = seen.iter().map(|s| s.established()).sum();
+    let forwarded_before: usize = seen.iter().map(|s| *s.introductions.lock().unwrap()).sum();
     let service = launch(
         service_client.clone(),
         ServiceConfig::new(key_file.clone(), vec![(80, web)]),
@@ -300,7 +310,19 @@ async fn onion_service_end_to_end() {
         .unwrap()
         .unwrap();
     assert!(String::from_utf8_lossy(&page).contains("allium test network"));
-    eprintln!("restarted service reachable again in {:?}", t.elapsed());
+    let established_after: usize = seen.iter().map(|s| s.established()).sum();
+    let forwarded_after: usize = seen.iter().map(|s| *s.introductions.lock().unwrap()).sum();
+    // The restarted instance established its own introduction points, and a new
+    // introduction went through one of them.
+    assert!(established_after >= established_before + 1);
+    assert!(forwarded_after > forwarded_before);
+    eprintln!(
+        "restarted service (same address) reachable again in {:?}: {} new introduction \
+         points, {} new introductions",
+        t.elapsed(),
+        established_after - established_before,
+        forwarded_after - forwarded_before
+    );
     service.stop();
     net.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

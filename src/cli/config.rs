@@ -384,10 +384,7 @@ mod tests {
         let grouped = services(&file.service, Path::new("proxy.toml")).unwrap();
         assert_eq!(grouped.len(), 2);
         assert_eq!(grouped[0].ports.len(), 2);
-        assert_eq!(
-            grouped[1].ports,
-            vec![(80, "127.0.0.1:9".parse().unwrap())]
-        );
+        assert_eq!(grouped[1].ports, vec![(80, "127.0.0.1:9".parse().unwrap())]);
         let mut dup = file.service.clone();
         dup.push(dup[0].clone());
         let err = services(&dup, Path::new("proxy.toml"))
