@@ -314,7 +314,7 @@ async fn onion_service_end_to_end() {
     let forwarded_after: usize = seen.iter().map(|s| *s.introductions.lock().unwrap()).sum();
     // The restarted instance established its own introduction points, and a new
     // introduction went through one of them.
-    assert!(established_after >= established_before + 1);
+    assert!(established_after > established_before);
     assert!(forwarded_after > forwarded_before);
     eprintln!(
         "restarted service (same address) reachable again in {:?}: {} new introduction \
