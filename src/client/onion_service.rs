@@ -56,6 +56,10 @@ const TICK: Duration = Duration::from_secs(2);
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Failed establishments at one relay before the service moves to another one.
 const MAX_INTRO_FAILURES: u32 = 2;
+/// Wait after an upload round that no directory accepted.
+const UPLOAD_RETRY: Duration = Duration::from_secs(15);
+/// The next period's descriptor is uploaded this long before the period starts.
+const NEXT_PERIOD_AHEAD: u64 = 2 * 60 * 60;
 /// Seconds a client puzzle seed stays valid.
 const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
 
@@ -247,9 +251,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The service's main loop: introduction points and descriptor publication.
 async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     let mut slots: Vec<IntroSlot> = Vec::new();
-    // What was last uploaded: (period number, intro point auth keys), and when.
-    let mut uploaded: Option<(u64, Vec<[u8; 32]>, Instant)> = None;
+    // Per period number: the introduction points' auth keys last uploaded, and when.
+    let mut uploaded: Vec<(u64, Vec<[u8; 32]>, Instant)> = Vec::new();
     let mut revision = 0u64;
+    // After a failed upload, wait before the next attempt (directories may be busy).
+    let mut retry_at = Instant::now();
     loop {
         refresh_slots(&shared, &mut slots);
         let up: Vec<&IntroSlot> = slots
@@ -257,30 +263,66 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
             .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
             .collect();
         let now = now_unix();
-        if let (false, Ok(period)) = (up.is_empty(), shared.periods.period_at(now)) {
-            let keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
-            let stale = match &uploaded {
-                None => true,
-                Some((n, k, at)) => {
-                    *n != period.number || *k != keys || at.elapsed() >= REUPLOAD_EVERY
-                }
-            };
-            if stale {
-                // Revisions follow the clock so a restarted service never rolls back.
-                revision = now.max(revision + 1);
-                match publish(&shared, &up, period, revision).await {
-                    Ok(stored) if stored > 0 => {
-                        debug!("onion service: descriptor stored at {stored} directories");
-                        uploaded = Some((period.number, keys, Instant::now()));
+        let keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
+        let periods = periods_to_serve(&shared.periods, now);
+        uploaded.retain(|(n, _, _)| periods.iter().any(|p| p.number == *n));
+        for (i, period) in periods.iter().enumerate() {
+            if up.is_empty() || Instant::now() < retry_at {
+                break;
+            }
+            let stale = uploaded
+                .iter()
+                .find(|(n, _, _)| *n == period.number)
+                .is_none_or(|(_, k, at)| *k != keys || at.elapsed() >= REUPLOAD_EVERY);
+            if !stale {
+                continue;
+            }
+            // Revisions follow the clock so a restarted service never rolls back.
+            revision = now.max(revision + 1);
+            match publish(&shared, &up, *period, revision).await {
+                Ok(stored) if stored > 0 => {
+                    debug!("onion service: descriptor stored at {stored} directories");
+                    uploaded.retain(|(n, _, _)| *n != period.number);
+                    uploaded.push((period.number, keys.clone(), Instant::now()));
+                    // Published = the current period's descriptor is stored.
+                    if i == 0 {
                         published.send_modify(|n| *n += 1);
                     }
-                    Ok(_) => debug!("onion service: no directory stored the descriptor"),
-                    Err(e) => debug!("onion service: cannot publish: {e}"),
+                }
+                Ok(_) => {
+                    debug!("onion service: no directory stored the descriptor");
+                    retry_at = Instant::now() + UPLOAD_RETRY;
+                }
+                Err(e) => {
+                    debug!("onion service: cannot publish: {e}");
+                    retry_at = Instant::now() + UPLOAD_RETRY;
                 }
             }
         }
         tokio::time::sleep(TICK).await;
     }
+}
+
+/// The periods a descriptor is published for at `now`: the current one and, when the
+/// next starts within [`NEXT_PERIOD_AHEAD`], the next one too (so clients whose clock
+/// has already turned find it; protocol.md §8.3).
+fn periods_to_serve(params: &PeriodParams, now: u64) -> Vec<crate::onion::TimePeriod> {
+    let Ok(current) = params.period_at(now) else {
+        return Vec::new();
+    };
+    let mut out = vec![current];
+    let next_start = current
+        .number
+        .saturating_add(1)
+        .saturating_mul(params.length)
+        .saturating_add(params.offset);
+    if next_start.saturating_sub(now) <= NEXT_PERIOD_AHEAD {
+        out.push(crate::onion::TimePeriod {
+            length: current.length,
+            number: current.number.saturating_add(1),
+        });
+    }
+    out
 }
 
 /// Keeps [`INTRO_POINTS`] slots, each with a task owning its introduction circuit.
@@ -657,4 +699,42 @@ async fn meet(
         },
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_period_is_served_only_near_the_boundary() {
+        let p = PeriodParams {
+            length: 86_400,
+            offset: 43_200,
+        };
+        let start_of_10 = 43_200 + 10 * 86_400;
+        assert_eq!(periods_to_serve(&p, start_of_10).len(), 1);
+        let near = start_of_10 + 86_400 - NEXT_PERIOD_AHEAD;
+        let served = periods_to_serve(&p, near);
+        assert_eq!(served.len(), 2);
+        assert_eq!((served[0].number, served[1].number), (10, 11));
+        assert_eq!(periods_to_serve(&p, near - 1).len(), 1);
+    }
+
+    #[test]
+    fn service_key_file_is_created_private_and_reloaded() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("allium-svc-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub").join("svc.key");
+        let a = load_or_create_service_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = load_or_create_service_key(&path).unwrap();
+        assert_eq!(a.public(), b.public());
+        // A damaged file is an error, never silently replaced (the address would change).
+        std::fs::write(&path, b"garbage").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_or_create_service_key(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
