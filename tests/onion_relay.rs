@@ -453,6 +453,12 @@ async fn introduction_point() {
         OnionMsg::Introduce2(introduce1(&auth, 99))
     );
     assert_eq!(p.shared().onion.counts().0, 1);
+    let forwarded = p
+        .shared()
+        .counters
+        .introductions_forwarded
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(forwarded, 1 + ok as u64 + 1);
 
     // The service circuit may not introduce; the client circuit may not establish.
     svc2.send_onion(OnionMsg::Introduce1(introduce1(&auth, 5)))
@@ -549,6 +555,8 @@ async fn rendezvous_point() {
         OnionMsg::Rendezvous2(handshake)
     );
     assert_eq!(p.shared().onion.counts().1, 0, "the cookie is used up");
+    let joined = &p.shared().counters.rendezvous_joined;
+    assert_eq!(joined.load(std::sync::atomic::Ordering::Relaxed), 1);
 
     // End-to-end keys (what allium-hs-ntor-1 would give): the client adds them as one
     // more hop; the service, which plays the relay's part, adds them with the directions
