@@ -557,6 +557,7 @@ async fn rendezvous_point() {
     assert_eq!(p.shared().onion.counts().1, 0, "the cookie is used up");
     let joined = &p.shared().counters.rendezvous_joined;
     assert_eq!(joined.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let joined = Arc::clone(p.shared());
 
     // End-to-end keys (what allium-hs-ntor-1 would give): the client adds them as one
     // more hop; the service, which plays the relay's part, adds them with the directions
@@ -603,10 +604,42 @@ async fn rendezvous_point() {
         .await;
     assert_eq!(again.recv().await.unwrap_err(), DestroyReason::Protocol);
 
-    // Closing the client's end closes the service's.
+    // The rendezvous point itself accepts DROP on a joined circuit (the chains stay in
+    // step)...
+    cli.send_raw(1, RelayCell::new(None, RelayMsg::Drop).unwrap(), false)
+        .await;
+    let last = cli.last();
+    cli.send_raw(last, data(3, b"after DROP"), false).await;
+    expect_data(&mut svc, b"after DROP").await;
+    // ...and nothing else: BEGIN_DIR to it destroys the circuit, and the partner with it.
+    let begin_dir = RelayCell::new(StreamId::new(9), RelayMsg::BeginDir).unwrap();
+    svc.send_raw(1, begin_dir, false).await;
+    assert_eq!(svc.recv().await.unwrap_err(), DestroyReason::Protocol);
+    assert_eq!(cli.recv().await.unwrap_err(), DestroyReason::Destroyed);
+
+    // Closing the client's end of a joined pair closes the service's.
+    let mut cli = RawCirc::build(&[&g2, &p]).await;
+    let mut svc = RawCirc::build(&[&g1, &p]).await;
+    let cookie = [0x5a; 20];
+    cli.send_onion(OnionMsg::EstablishRendezvous(cookie)).await;
+    assert_eq!(
+        cli.recv_onion().await.unwrap(),
+        OnionMsg::RendezvousEstablished
+    );
+    svc.send_onion(OnionMsg::Rendezvous1(Rendezvous1 { cookie, handshake }))
+        .await;
+    assert_eq!(
+        cli.recv_onion().await.unwrap(),
+        OnionMsg::Rendezvous2(handshake)
+    );
     cli.destroy().await;
     assert_eq!(svc.recv().await.unwrap_err(), DestroyReason::Destroyed);
 
+    let joined = joined
+        .counters
+        .rendezvous_joined
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(joined, 2);
     assert_point_sees_only_relays(
         &seen_p,
         &[&seen_g1, &seen_g2],
