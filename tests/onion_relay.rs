@@ -676,3 +676,68 @@ async fn unjoined_cookie_expires() {
     eprintln!("unjoined cookie expired after {:?}", started.elapsed());
     assert_eq!(p.shared().onion.counts().1, 0);
 }
+
+/// The registration tables are bounded per channel: past the bound ESTABLISH_INTRO and
+/// ESTABLISH_RENDEZVOUS are refused with RESOURCE_LIMIT, and a slot frees when its
+/// circuit closes.
+#[tokio::test]
+async fn registration_tables_are_bounded() {
+    let g = start_relay().await;
+    let p = common::start_relay_with(
+        RelayLimits {
+            intro_points_per_channel: 1,
+            rend_cookies_per_channel: 1,
+            ..RelayLimits::default()
+        },
+        None,
+    )
+    .await;
+    // Every circuit reaches the point through g: one channel.
+    let mut first = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(1), None, &first.bindings[1]).unwrap();
+    first.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    assert_eq!(
+        first.recv_onion().await.unwrap(),
+        OnionMsg::IntroEstablished
+    );
+    let mut second = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(2), None, &second.bindings[1]).unwrap();
+    second.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    assert_eq!(
+        second.recv().await.unwrap_err(),
+        DestroyReason::ResourceLimit
+    );
+
+    let mut waiting = RawCirc::build(&[&g, &p]).await;
+    waiting
+        .send_onion(OnionMsg::EstablishRendezvous([1; 20]))
+        .await;
+    assert_eq!(
+        waiting.recv_onion().await.unwrap(),
+        OnionMsg::RendezvousEstablished
+    );
+    let mut over = RawCirc::build(&[&g, &p]).await;
+    over.send_onion(OnionMsg::EstablishRendezvous([2; 20]))
+        .await;
+    assert_eq!(over.recv().await.unwrap_err(), DestroyReason::ResourceLimit);
+
+    // Closing the registered circuits frees the slots.
+    first.destroy().await;
+    waiting.destroy().await;
+    let mut freed = false;
+    for _ in 0..100 {
+        if p.shared().onion.counts() == (0, 0) {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "registrations outlived their circuits");
+    let mut again = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(2), None, &again.bindings[1]).unwrap();
+    again.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    assert_eq!(
+        again.recv_onion().await.unwrap(),
+        OnionMsg::IntroEstablished
+    );
+}
