@@ -453,6 +453,12 @@ async fn introduction_point() {
         OnionMsg::Introduce2(introduce1(&auth, 99))
     );
     assert_eq!(p.shared().onion.counts().0, 1);
+    let forwarded = p
+        .shared()
+        .counters
+        .introductions_forwarded
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(forwarded, 1 + ok as u64 + 1);
 
     // The service circuit may not introduce; the client circuit may not establish.
     svc2.send_onion(OnionMsg::Introduce1(introduce1(&auth, 5)))
@@ -549,6 +555,9 @@ async fn rendezvous_point() {
         OnionMsg::Rendezvous2(handshake)
     );
     assert_eq!(p.shared().onion.counts().1, 0, "the cookie is used up");
+    let joined = &p.shared().counters.rendezvous_joined;
+    assert_eq!(joined.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let joined = Arc::clone(p.shared());
 
     // End-to-end keys (what allium-hs-ntor-1 would give): the client adds them as one
     // more hop; the service, which plays the relay's part, adds them with the directions
@@ -595,10 +604,42 @@ async fn rendezvous_point() {
         .await;
     assert_eq!(again.recv().await.unwrap_err(), DestroyReason::Protocol);
 
-    // Closing the client's end closes the service's.
+    // The rendezvous point itself accepts DROP on a joined circuit (the chains stay in
+    // step)...
+    cli.send_raw(1, RelayCell::new(None, RelayMsg::Drop).unwrap(), false)
+        .await;
+    let last = cli.last();
+    cli.send_raw(last, data(3, b"after DROP"), false).await;
+    expect_data(&mut svc, b"after DROP").await;
+    // ...and nothing else: BEGIN_DIR to it destroys the circuit, and the partner with it.
+    let begin_dir = RelayCell::new(StreamId::new(9), RelayMsg::BeginDir).unwrap();
+    svc.send_raw(1, begin_dir, false).await;
+    assert_eq!(svc.recv().await.unwrap_err(), DestroyReason::Protocol);
+    assert_eq!(cli.recv().await.unwrap_err(), DestroyReason::Destroyed);
+
+    // Closing the client's end of a joined pair closes the service's.
+    let mut cli = RawCirc::build(&[&g2, &p]).await;
+    let mut svc = RawCirc::build(&[&g1, &p]).await;
+    let cookie = [0x5a; 20];
+    cli.send_onion(OnionMsg::EstablishRendezvous(cookie)).await;
+    assert_eq!(
+        cli.recv_onion().await.unwrap(),
+        OnionMsg::RendezvousEstablished
+    );
+    svc.send_onion(OnionMsg::Rendezvous1(Rendezvous1 { cookie, handshake }))
+        .await;
+    assert_eq!(
+        cli.recv_onion().await.unwrap(),
+        OnionMsg::Rendezvous2(handshake)
+    );
     cli.destroy().await;
     assert_eq!(svc.recv().await.unwrap_err(), DestroyReason::Destroyed);
 
+    let joined = joined
+        .counters
+        .rendezvous_joined
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(joined, 2);
     assert_point_sees_only_relays(
         &seen_p,
         &[&seen_g1, &seen_g2],
@@ -634,4 +675,69 @@ async fn unjoined_cookie_expires() {
     assert_eq!(cli.recv().await.unwrap_err(), DestroyReason::Timeout);
     eprintln!("unjoined cookie expired after {:?}", started.elapsed());
     assert_eq!(p.shared().onion.counts().1, 0);
+}
+
+/// The registration tables are bounded per channel: past the bound ESTABLISH_INTRO and
+/// ESTABLISH_RENDEZVOUS are refused with RESOURCE_LIMIT, and a slot frees when its
+/// circuit closes.
+#[tokio::test]
+async fn registration_tables_are_bounded() {
+    let g = start_relay().await;
+    let p = common::start_relay_with(
+        RelayLimits {
+            intro_points_per_channel: 1,
+            rend_cookies_per_channel: 1,
+            ..RelayLimits::default()
+        },
+        None,
+    )
+    .await;
+    // Every circuit reaches the point through g: one channel.
+    let mut first = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(1), None, &first.bindings[1]).unwrap();
+    first.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    assert_eq!(
+        first.recv_onion().await.unwrap(),
+        OnionMsg::IntroEstablished
+    );
+    let mut second = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(2), None, &second.bindings[1]).unwrap();
+    second.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    assert_eq!(
+        second.recv().await.unwrap_err(),
+        DestroyReason::ResourceLimit
+    );
+
+    let mut waiting = RawCirc::build(&[&g, &p]).await;
+    waiting
+        .send_onion(OnionMsg::EstablishRendezvous([1; 20]))
+        .await;
+    assert_eq!(
+        waiting.recv_onion().await.unwrap(),
+        OnionMsg::RendezvousEstablished
+    );
+    let mut over = RawCirc::build(&[&g, &p]).await;
+    over.send_onion(OnionMsg::EstablishRendezvous([2; 20]))
+        .await;
+    assert_eq!(over.recv().await.unwrap_err(), DestroyReason::ResourceLimit);
+
+    // Closing the registered circuits frees the slots.
+    first.destroy().await;
+    waiting.destroy().await;
+    let mut freed = false;
+    for _ in 0..100 {
+        if p.shared().onion.counts() == (0, 0) {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "registrations outlived their circuits");
+    let mut again = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(2), None, &again.bindings[1]).unwrap();
+    again.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    assert_eq!(
+        again.recv_onion().await.unwrap(),
+        OnionMsg::IntroEstablished
+    );
 }

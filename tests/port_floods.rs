@@ -58,12 +58,23 @@ fn start(args: &[&str], log: &Path) -> Child {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// Free ports on 127.0.0.1 that none of `dir`'s configs names yet; each stays bound until
+/// the returned listeners are dropped, so two calls never give the same port.
+fn free_ports(dir: &std::path::Path, n: usize) -> (Vec<u16>, Vec<std::net::TcpListener>) {
+    let taken: String = std::fs::read_dir(dir)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect();
+    let (mut ports, mut held) = (Vec::new(), Vec::new());
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        held.push(l);
+        if !taken.contains(&format!("127.0.0.1:{port}\"")) {
+            ports.push(port);
+        }
+    }
+    (ports, held)
 }
 
 /// VmRSS of `pid` in KiB, if the process exists.
@@ -617,7 +628,8 @@ async fn every_port_survives_bad_input_and_floods() {
 
     // The attacked authority: short link handshake timeout, metrics on.
     let auth_path = dir.join("authority-1.toml");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (ports, held) = free_ports(&dir, 2);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
     let mut auth_text = std::fs::read_to_string(&auth_path).unwrap();
     auth_text.push_str(&format!(
         "\n[limits]\nlink_handshake_timeout_secs = {HANDSHAKE_TIMEOUT_SECS}\n\n[metrics]\nlisten = \"{metrics}\"\nrequest_timeout_secs = {METRICS_TIMEOUT_SECS}\n"
@@ -627,7 +639,8 @@ async fn every_port_survives_bad_input_and_floods() {
     let auth_id: IdentityPublic = toml_value(&auth_text, "identity").parse().unwrap();
     // The attacked proxy: an HTTP CONNECT port too, short handshake timeout.
     let proxy_path = dir.join("proxy.toml");
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", ports[1]).parse().unwrap();
+    drop(held);
     add_to_table(
         &proxy_path,
         "proxy",

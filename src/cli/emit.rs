@@ -8,10 +8,19 @@ use std::path::Path;
 
 use crate::relay::RelayKeys;
 
-/// A free port on 127.0.0.1 right now (the OS picks; it is released at once).
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// Hands out free ports on 127.0.0.1. Each port stays bound until the picker is dropped,
+/// so one network never gets the same port twice (the OS may hand a just-released port out
+/// again at once).
+#[derive(Default)]
+struct PortPicker(Vec<TcpListener>);
+
+impl PortPicker {
+    fn addr(&mut self) -> Result<SocketAddr, String> {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        self.0.push(l);
+        Ok(addr)
+    }
 }
 
 fn node_dir(root: &Path, name: &str) -> Result<(std::path::PathBuf, String), String> {
@@ -31,12 +40,13 @@ pub fn emit(
     period: u64,
 ) -> Result<(), String> {
     super::commands::make_private_dir(root)?;
+    let mut ports = PortPicker::default();
     let mut auth_list = String::new();
     let mut auth_nodes = Vec::new();
     for i in 1..=authorities {
         let name = format!("authority-{i}");
         let (dir, id) = node_dir(root, &name)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let addr = ports.addr()?;
         let _ = writeln!(
             auth_list,
             "\n[[{{TABLE}}.authorities]]\nidentity = \"{id}\"\naddr = \"{addr}\""
@@ -59,7 +69,7 @@ pub fn emit(
     for i in 1..=relays {
         let name = format!("relay-{i}");
         let (dir, _) = node_dir(root, &name)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let addr = ports.addr()?;
         let exit = if i <= exits {
             "\n[exit]\npolicy = [\"accept 127.0.0.0/8:*\", \"accept *:*\"]\n"
         } else {
@@ -72,7 +82,7 @@ pub fn emit(
         );
         write(&name, text)?;
     }
-    let socks = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let socks = ports.addr()?;
     let proxy_dir = root.join("proxy");
     super::commands::make_private_dir(&proxy_dir)?;
     write(

@@ -136,6 +136,21 @@ pub fn emit(tag: &str, authorities: usize, relays: usize, exits: usize, period: 
 /// Appends `[metrics]` on a fresh port to every relay and authority config of `dir` that
 /// has none (call before [`ProcNet::open`]).
 pub fn enable_metrics(dir: &Path) {
+    // Ports the configs already name are not bound yet: never hand one out again. And keep
+    // each new port bound until all are chosen, or the OS may return the same one twice.
+    let taken: String = toml_files(dir)
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let mut held = Vec::new();
+    let mut fresh_port = || loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        held.push(l);
+        if !taken.contains(&format!("127.0.0.1:{port}\"")) {
+            return port;
+        }
+    };
     for f in toml_files(dir) {
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
         if stem.starts_with("proxy") {
@@ -145,7 +160,7 @@ pub fn enable_metrics(dir: &Path) {
         if !text.contains("[metrics]") {
             text.push_str(&format!(
                 "\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
-                free_port()
+                fresh_port()
             ));
             std::fs::write(&f, text).unwrap();
         }
