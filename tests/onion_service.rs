@@ -8,6 +8,7 @@
 //! * a mistyped address fails with the checksum error, and SOCKS answers "host
 //!   unreachable";
 //! * a restarted service (same key file) keeps its address and is reachable again;
+//! * a service that requires a client puzzle is reached (the client solves it);
 //! * forged, expired, rolled-back and foreign descriptors are refused by the client's
 //!   verification (unit level, real descriptors).
 
@@ -266,7 +267,8 @@ async fn onion_service_end_to_end() {
 
     // A port the service does not serve is refused by the service (END).
     let err = visitor.connect(&format!("{address}:81")).await.unwrap_err();
-    eprintln!("port 81: {err}");
+    assert!(err.to_string().contains("ExitPolicy"), "{err}");
+    eprintln!("port 81 refused by the service: {err}");
 
     // Restart with the same key file: same address, reachable again (from a new
     // isolation class, so a new introduction and rendezvous happen).
@@ -324,6 +326,24 @@ async fn onion_service_end_to_end() {
         forwarded_after - forwarded_before
     );
     service.stop();
+
+    // A service requiring a client puzzle: the client solves it (the descriptor carries
+    // the parameters) and gets through.
+    let mut pow_cfg = ServiceConfig::new(dir.join("pow.key"), vec![(80, web)]);
+    pow_cfg.pow_difficulty = Some(12);
+    let pow_service = launch(service_client.clone(), pow_cfg).await.unwrap();
+    assert!(pow_service.wait_published(NO_HANG).await);
+    let t = Instant::now();
+    let r = curl(
+        socks_addr,
+        &format!("http://{}/", pow_service.address()),
+        &small,
+    )
+    .await;
+    assert!(r.status.success(), "{r:?}");
+    assert!(String::from_utf8_lossy(&std::fs::read(&small).unwrap()).contains("allium"));
+    eprintln!("service with a 12-bit puzzle reached in {:?}", t.elapsed());
+    pow_service.stop();
     net.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("total {:?}", started.elapsed());

@@ -668,6 +668,15 @@ async fn meet(
     if onion.identity() != &plain.rend_identity {
         return Err("rendezvous point certificate names another relay".into());
     }
+    // Only a relay of our consensus, at one of its listed addresses: otherwise a client
+    // could make our middle relay connect to any host and port it names.
+    let consensus = shared.client.live_consensus().map_err(|e| e.to_string())?;
+    let listed = consensus
+        .relay(&plain.rend_identity)
+        .ok_or("rendezvous point not in the consensus")?;
+    if !listed.addrs.contains(&plain.rend_addr) {
+        return Err("rendezvous point address not the listed one".into());
+    }
     let target = RelayTarget {
         addr: plain.rend_addr,
         identity: plain.rend_identity,
