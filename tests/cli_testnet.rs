@@ -21,10 +21,20 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_allium"))
         .args(["testnet", "--socks-port", "0", "--period", "6"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // The log (default level), kept to check what it says about onion addresses.
+    let stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push(l);
+        }
+        all
+    });
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let (curl_line, onion_line) = tokio::time::timeout(Duration::from_secs(150), async {
@@ -64,6 +74,30 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
         eprintln!("{what}: page fetched in {:?}", started.elapsed());
     }
 
+    // A mistyped onion address: curl is told "host unreachable" (SOCKS5 reply 4, curl's
+    // exit code 97), and the log says why without naming the address.
+    let args: Vec<&str> = onion_line.split_whitespace().collect();
+    let url = args[3];
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut chars: Vec<char> = address.chars().collect();
+    chars[5] = if chars[5] == 'a' { 'b' } else { 'a' };
+    let typo: String = chars.into_iter().collect();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--socks5-hostname", args[2]])
+        .arg(format!("http://{typo}/"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(97), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("(4)"),
+        "SOCKS reply must be 4, host unreachable: {said}"
+    );
+
     // Ctrl-C: a clean exit.
     let pid = child.id().unwrap();
     let _ = std::process::Command::new("kill")
@@ -74,4 +108,20 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
         .expect("testnet must exit after SIGINT")
         .unwrap();
     assert!(status.success(), "exit status {status}");
+    let log = log.await.unwrap();
+    assert!(
+        log.iter().any(|l| l.contains("checksum mismatch")),
+        "no log line explains the failed onion connection"
+    );
+    let typo_key = typo.trim_end_matches(".allium");
+    assert!(
+        !log.iter().any(|l| l.contains(typo_key)),
+        "the log names the requested onion address"
+    );
+    // The service's own address appears only where the service announces itself.
+    let own_key = address.trim_end_matches(".allium");
+    for l in log.iter().filter(|l| l.contains(own_key)) {
+        assert!(l.contains("onion service") && l.contains("starting"), "{l}");
+    }
+    eprintln!("mistyped address: curl exit 97 (SOCKS host unreachable); the log explains without naming it");
 }
