@@ -8,7 +8,8 @@
 //! * a mistyped address fails with the checksum error, and SOCKS answers "host
 //!   unreachable";
 //! * a restarted service (same key file) keeps its address and is reachable again;
-//! * a service that requires a client puzzle is reached (the client solves it);
+//! * a service that requires a client puzzle is reached (the client solves it), and it
+//!   closes idle rendezvous circuits;
 //! * forged, expired, rolled-back and foreign descriptors are refused by the client's
 //!   verification (unit level, real descriptors).
 
@@ -331,6 +332,7 @@ async fn onion_service_end_to_end() {
     // the parameters) and gets through.
     let mut pow_cfg = ServiceConfig::new(dir.join("pow.key"), vec![(80, web)]);
     pow_cfg.pow_difficulty = Some(12);
+    pow_cfg.rendezvous_idle = Duration::from_secs(2);
     let pow_service = launch(service_client.clone(), pow_cfg).await.unwrap();
     assert!(pow_service.wait_published(NO_HANG).await);
     let t = Instant::now();
@@ -343,6 +345,20 @@ async fn onion_service_end_to_end() {
     assert!(r.status.success(), "{r:?}");
     assert!(String::from_utf8_lossy(&std::fs::read(&small).unwrap()).contains("allium"));
     eprintln!("service with a 12-bit puzzle reached in {:?}", t.elapsed());
+    // That service closes rendezvous circuits idle for 2 s: the next fetch needs a new
+    // introduction (the client's kept circuit is gone).
+    let before: usize = seen.iter().map(|s| *s.introductions.lock().unwrap()).sum();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = curl(
+        socks_addr,
+        &format!("http://{}/", pow_service.address()),
+        &small,
+    )
+    .await;
+    assert!(r.status.success(), "{r:?}");
+    let after: usize = seen.iter().map(|s| *s.introductions.lock().unwrap()).sum();
+    assert!(after > before, "the idle rendezvous circuit was not closed");
+    eprintln!("idle rendezvous circuit closed by the service; the next fetch introduced again");
     pow_service.stop();
     net.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -102,6 +102,9 @@ struct CachedDescriptor {
     expires: u64,
 }
 
+/// Rendezvous circuits are kept per isolation class and service identity.
+type RendKey = (Isolation, [u8; 32]);
+
 /// The client's onion-service state (part of [`Client`]).
 #[derive(Default)]
 pub struct OnionClientState {
@@ -110,8 +113,9 @@ pub struct OnionClientState {
     /// The highest revision accepted per blinded key, so a directory cannot roll a client
     /// back to an older descriptor (older introduction points) while it runs.
     revisions: Mutex<HashMap<[u8; 32], u64>>,
-    /// Open rendezvous circuits by (isolation class, service identity).
-    rend: Mutex<HashMap<(Isolation, [u8; 32]), CircuitHandle>>,
+    /// Open rendezvous circuits by (isolation class, service identity), with when they
+    /// were built.
+    rend: Mutex<HashMap<RendKey, (CircuitHandle, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for OnionClientState {
@@ -157,7 +161,16 @@ pub(crate) async fn connect(
     let target = TargetAddr::Hostname(
         Hostname::new(host).map_err(|_| ClientError::BadAddress(host.to_string()))?,
     );
+    // Like exit circuits, a rendezvous circuit takes new streams only for the client's
+    // maximum dirtiness; then it is retired (closed once its streams are done).
     let existing = lock(&state.rend).get(&key).cloned();
+    let existing = match existing {
+        Some((h, built)) if built.elapsed() >= client.config().max_dirtiness => {
+            h.retire().await;
+            None
+        }
+        other => other.map(|(h, _)| h),
+    };
     if let Some(handle) = existing.filter(|h| !h.is_closed()) {
         match handle
             .open_stream(target.clone(), port, stream_timeout)
@@ -173,9 +186,9 @@ pub(crate) async fn connect(
         .map_err(|_| OnionConnectError::Timeout)??;
     {
         let mut map = lock(&state.rend);
-        map.retain(|_, h| !h.is_closed());
+        map.retain(|_, (h, _)| !h.is_closed());
         if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
-            map.insert(key, handle.clone());
+            map.insert(key, (handle.clone(), std::time::Instant::now()));
         }
     }
     Ok(handle.open_stream(target, port, stream_timeout).await?)

@@ -79,11 +79,15 @@ pub struct ServiceConfig {
     pub pow_difficulty: Option<u8>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
+    /// A rendezvous circuit without any stream for this long is closed, freeing its slot
+    /// (clients keep theirs open for reuse).
+    pub rendezvous_idle: Duration,
 }
 
 impl ServiceConfig {
     /// A service with defaults: 64 rendezvous circuits, 20 introductions per second, no
-    /// puzzle, 10 s to connect to the target.
+    /// puzzle, 10 s to connect to the target, idle rendezvous circuits closed after 5
+    /// minutes.
     pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
         ServiceConfig {
             key_file,
@@ -92,6 +96,7 @@ impl ServiceConfig {
             intros_per_second: 20,
             pow_difficulty: None,
             connect_timeout: Duration::from_secs(10),
+            rendezvous_idle: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -190,6 +195,7 @@ struct Shared {
     intros_per_second: u32,
     pow: Option<PowParams>,
     connect_timeout: Duration,
+    rendezvous_idle: Duration,
     periods: PeriodParams,
     /// Becomes true when the service stops.
     stopped: watch::Receiver<bool>,
@@ -230,6 +236,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         intros_per_second: cfg.intros_per_second.max(1),
         pow,
         connect_timeout: cfg.connect_timeout,
+        rendezvous_idle: cfg.rendezvous_idle.max(Duration::from_secs(1)),
         periods: PeriodParams::default(),
         stopped,
     });
@@ -704,6 +711,7 @@ async fn meet(
         ServiceEnd {
             ports: Arc::clone(&shared.ports),
             connect_timeout: shared.connect_timeout,
+            idle_timeout: shared.rendezvous_idle,
             permit: Some(permit),
         },
     );

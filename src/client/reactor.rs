@@ -131,6 +131,8 @@ pub struct ServiceEnd {
     pub ports: Arc<Vec<(u16, std::net::SocketAddr)>>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
+    /// The circuit is closed after this long without any stream.
+    pub idle_timeout: Duration,
     /// Held while the circuit lives (bounds the service's rendezvous circuits).
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -189,7 +191,26 @@ fn spawn_with(circ: ClientCircuit, service: Option<ServiceEnd>) -> CircuitHandle
 impl Reactor {
     async fn run(mut self) {
         loop {
-            let event = self.circ.next_raw_event().await;
+            // A service closes a rendezvous circuit that carried no stream for its idle
+            // timeout, so clients that keep circuits open cannot hold its (bounded)
+            // rendezvous slots forever.
+            let idle = self
+                .service
+                .as_ref()
+                .filter(|_| self.streams.is_empty() && self.pending.is_empty())
+                .map(|s| s.idle_timeout);
+            let event = match idle {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.circ.next_raw_event()).await {
+                        Ok(e) => e,
+                        Err(_) => {
+                            debug!("service: idle rendezvous circuit closed");
+                            break;
+                        }
+                    }
+                }
+                None => self.circ.next_raw_event().await,
+            };
             let keep_going = match event {
                 Some(ClientCircEvent::Cell(ChanMsg::Relay(body))) => {
                     match self.circ.open_body(body).await {
