@@ -61,9 +61,29 @@ pub mod sets {
         "at a client",
     );
 
-    // The onion-service sets below are for the onion-service runtime (not built yet): no
-    // circuit uses them today, so a peer sending an onion-service command is refused by
-    // AT_RELAY / AT_CLIENT above.
+    /// What a relay parses in a cell it recognised: [`AT_RELAY`] plus the commands that
+    /// give a circuit an onion-service role at its last hop (§8.6). Which of them a
+    /// circuit may send depends on its role; the relay checks that after parsing.
+    pub const AT_RELAY_ONION: CmdSet = CmdSet::new(
+        &[
+            C::Begin.code(),
+            C::Data.code(),
+            C::End.code(),
+            C::Sendme.code(),
+            C::Extend.code(),
+            C::Truncate.code(),
+            C::Drop.code(),
+            C::Resolve.code(),
+            C::BeginDir.code(),
+            C::EstablishIntro.code(),
+            C::Introduce1.code(),
+            C::EstablishRendezvous.code(),
+            C::Rendezvous1.code(),
+        ],
+        "at a relay",
+    );
+
+    // The client and service sets below are for the onion-service client runtime.
 
     /// What an introduction point accepts from a service or client, beyond [`AT_RELAY`].
     pub const AT_INTRO_POINT: CmdSet = CmdSet::new(

@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::cell::chan_msg::BoundedBytes;
-use crate::cell::consts::{CELL_LEN, RELAY_BODY_LEN};
+use crate::cell::consts::{CELL_LEN, RELAY_BODY_LEN, RELAY_TAG_LEN};
+use crate::cell::onion_msg::IntroduceAckStatus;
 use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_cmd::RelayCmd;
 use crate::cell::relay_msg::{Begin, Connected, Extend, Extended, Resolved, ResolvedAnswer};
 use crate::cell::{
     ChanCell, ChanMsg, CircId, Create, Created, DestroyReason, EndReason, HandshakeType, RelayBody,
@@ -28,9 +30,16 @@ use crate::stream::set::StreamSet;
 use std::time::Duration;
 
 use super::events::{CircEvent, NextHopResult, Side};
+use super::onion_points::CircSerial;
 use super::queue_budget::QueueTicket;
 use super::reactor;
 use super::shared::{CircEnd, CircSlot, RelayChannel, RelayCounters, RelayShared};
+use super::splice::SharedBackward;
+
+mod onion;
+
+/// The command byte of INTRODUCE1 (a malformed one is answered, not torn down).
+const INTRODUCE1: u8 = RelayCmd::Introduce1.code();
 
 /// RELAY_EARLY cells a circuit may carry. EXTEND must ride in one and the first hop sees
 /// every EXTEND, so this caps a circuit at 8 hops.
@@ -96,11 +105,43 @@ impl Teardown {
     }
 }
 
+/// The circuit's relay crypto: owned by its task, or shared with a partner circuit once
+/// it takes part in a rendezvous (see [`super::splice`]).
+// Inline on purpose: one per circuit task, never moved around; boxing the common case
+// would add a pointer chase to every cell.
+#[allow(clippy::large_enum_variant)]
+enum Crypto {
+    Own(RelayCrypto),
+    Shared(SharedBackward),
+    /// Only while converting from `Own` to `Shared`.
+    Moving,
+}
+
+/// What the circuit is for at this hop, beyond relaying (§8.6). A role is taken by the
+/// first onion command and never changes back, so one circuit cannot play two parts.
+enum Role {
+    /// An ordinary circuit.
+    Plain,
+    /// A service's introduction circuit for this auth key.
+    Intro { auth_key: [u8; 32] },
+    /// A client's circuit to this introduction point (it sent INTRODUCE1).
+    IntroClient,
+    /// A client's circuit waiting here, as rendezvous point, under `cookie`.
+    RendWaiting { cookie: [u8; 20] },
+    /// Joined at this rendezvous point: unrecognised forward cells go backward on the
+    /// partner's circuit (`partner` is its backward half).
+    Joined { partner: SharedBackward },
+}
+
 struct Circuit {
     shared: Arc<RelayShared>,
     prev: CircEnd,
     next: Next,
-    crypto: RelayCrypto,
+    crypto: Crypto,
+    /// `CircuitKeys::binding` of this hop's keys (ESTABLISH_INTRO is MACed with it).
+    binding: [u8; 32],
+    serial: CircSerial,
+    role: Role,
     early_left: u8,
     self_tx: mpsc::Sender<CircEvent>,
     ticket: Arc<QueueTicket>,
@@ -177,11 +218,15 @@ impl Circuit {
             .counters
             .circuits_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let serial = shared.onion.next_serial();
         Some(Circuit {
             shared,
             prev,
             next: Next::None,
-            crypto: RelayCrypto::new(&keys),
+            crypto: Crypto::Own(RelayCrypto::new(&keys)),
+            binding: keys.binding(),
+            serial,
+            role: Role::Plain,
             early_left: MAX_RELAY_EARLY,
             self_tx,
             ticket,
@@ -203,8 +248,11 @@ impl Circuit {
     async fn run(mut self, mut rx: mpsc::Receiver<CircEvent>) {
         let deadline = tokio::time::sleep(self.shared.limits.extend_timeout());
         tokio::pin!(deadline);
+        let rend_deadline = tokio::time::sleep(self.shared.limits.rend_cookie_timeout());
+        tokio::pin!(rend_deadline);
         let teardown = loop {
             let pending = matches!(self.next, Next::Connecting { .. } | Next::Pending(_));
+            let waiting = matches!(self.role, Role::RendWaiting { .. });
             let event = tokio::select! {
                 ev = rx.recv() => ev,
                 _ = self.ticket.stat().killed() => {
@@ -212,6 +260,10 @@ impl Circuit {
                     break Teardown::new(DestroyReason::ResourceLimit);
                 }
                 _ = &mut deadline, if pending => {
+                    break Teardown::new(DestroyReason::Timeout);
+                }
+                // An unjoined cookie expires with its circuit.
+                _ = &mut rend_deadline, if waiting => {
                     break Teardown::new(DestroyReason::Timeout);
                 }
             };
@@ -225,6 +277,11 @@ impl Circuit {
             let was_idle = matches!(self.next, Next::None);
             if let Err(t) = self.handle(event).await {
                 break t;
+            }
+            if !waiting && matches!(self.role, Role::RendWaiting { .. }) {
+                rend_deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.shared.limits.rend_cookie_timeout());
             }
             if was_idle && matches!(self.next, Next::Connecting { .. }) {
                 deadline
@@ -269,6 +326,9 @@ impl Circuit {
                 None => Ok(()),
             },
             CircEvent::StreamConnected { id, result } => self.on_stream_connected(id, result).await,
+            CircEvent::Introduce2(intro) => self.on_introduce2(intro).await,
+            CircEvent::Joined(partner) => self.on_joined(partner),
+            CircEvent::PartnerClosed => Err(Teardown::new(DestroyReason::Destroyed)),
             CircEvent::Resolved { id, result } => {
                 self.resolving = self.resolving.saturating_sub(1);
                 let msg = match result {
@@ -292,10 +352,7 @@ impl Circuit {
     /// A forward cell: remove our layer, then handle it here or pass it on.
     async fn forward(&mut self, body: RelayBody, early: bool) -> Result<(), Teardown> {
         let mut bytes = body.0;
-        let recognition = self
-            .crypto
-            .decrypt_forward(&mut bytes)
-            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        let recognition = self.decrypt_forward(&mut bytes).await?;
         if let Some(o) = self.shared.observer() {
             let recognised = matches!(recognition, crate::crypto::Recognition::Recognised { .. });
             o.forward_cell(self.prev.id, &bytes, recognised);
@@ -305,6 +362,9 @@ impl Circuit {
                 self.on_recognised(&bytes, early, &tag).await
             }
             crate::crypto::Recognition::NotForUs => {
+                if let Role::Joined { partner } = &self.role {
+                    return self.splice(partner.clone(), bytes).await;
+                }
                 let Next::Open(next) = &self.next else {
                     // Nobody beyond us could recognise it: the cell was modified.
                     debug!("relay: unrecognised cell at the last hop");
@@ -334,46 +394,29 @@ impl Circuit {
         if !matches!(self.next, Next::Open(_)) {
             return Err(Teardown::new(DestroyReason::Protocol));
         }
-        let mut bytes = body.0;
+        let bytes = body.0;
         if let Some(o) = self.shared.observer() {
             o.backward_cell(self.prev.id, &bytes);
         }
-        self.crypto
-            .encrypt_backward(&mut bytes)
-            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
         self.relayed();
-        self.to_prev(ChanMsg::Relay(RelayBody(bytes))).await
+        self.send_backward(bytes, false).await.map(|_| ())
     }
 
     fn relayed(&self) {
         RelayCounters::bump(&self.shared.counters.cells_relayed);
     }
 
-    async fn to_prev(&self, msg: ChanMsg) -> Result<(), Teardown> {
-        if send_cell(&self.prev, msg).await {
-            Ok(())
-        } else {
-            Err(Teardown {
-                reason: DestroyReason::ChannelClosed,
-                from: Some(Side::Prev),
-            })
-        }
-    }
-
     /// Sends a relay message we originate to the client.
     async fn reply(&mut self, cell: RelayCell) -> Result<(), Teardown> {
-        let mut body: [u8; RELAY_BODY_LEN] = cell
+        let body: [u8; RELAY_BODY_LEN] = cell
             .encode()
             .map_err(|_| Teardown::new(DestroyReason::Internal))?;
-        let tag = self
-            .crypto
-            .originate_backward(&mut body)
-            .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+        self.relayed();
+        let tag = self.send_backward(body, true).await?;
         if let (RelayMsg::Data(_), Some(id)) = (cell.msg(), cell.stream()) {
             self.streams.on_data_sent(id, &tag);
         }
-        self.relayed();
-        self.to_prev(ChanMsg::Relay(RelayBody(body))).await
+        Ok(())
     }
 
     /// A cell addressed to this hop.
@@ -383,15 +426,31 @@ impl Circuit {
         early: bool,
         tag: &RelayTag,
     ) -> Result<(), Teardown> {
-        let cell = RelayCell::parse(body, &relay_sets::AT_RELAY).map_err(|e| {
-            debug!("relay: bad relay message: {e}");
-            Teardown::new(DestroyReason::Protocol)
-        })?;
+        let cell = match RelayCell::parse(body, &relay_sets::AT_RELAY_ONION) {
+            Ok(cell) => cell,
+            Err(e) if self.may_introduce() && body.get(RELAY_TAG_LEN) == Some(&INTRODUCE1) => {
+                // A malformed INTRODUCE1 gets its answer (§8.5) instead of a teardown, so
+                // the client can tell "bad message" from a broken circuit.
+                debug!("relay: malformed INTRODUCE1: {e}");
+                self.role = Role::IntroClient;
+                return self.introduce_ack(IntroduceAckStatus::BadMessage).await;
+            }
+            Err(e) => {
+                debug!("relay: bad relay message: {e}");
+                return Err(Teardown::new(DestroyReason::Protocol));
+            }
+        };
         if let Some(o) = self.shared.observer() {
             o.recognised(self.prev.id, cell.msg().cmd());
         }
         let (stream, msg) = cell.into_parts();
+        if !self.role_allows(&msg) {
+            debug!("relay: command not allowed on this circuit's onion-service role");
+            RelayCounters::bump(&self.shared.counters.protocol_violations);
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
         match (stream, msg) {
+            (None, RelayMsg::Onion(m)) => self.on_onion(m).await,
             (None, RelayMsg::Extend(extend)) if early => self.on_extend(extend),
             (None, RelayMsg::Truncate) => {
                 self.drop_next(DestroyReason::Requested).await;
@@ -659,6 +718,7 @@ impl Circuit {
     }
 
     async fn teardown(mut self, t: Teardown) {
+        self.leave_role().await;
         self.streams.clear();
         for (_, task) in self.connecting.drain() {
             task.abort();
@@ -729,6 +789,7 @@ async fn channel_to(
         circuits: CircMux::new(channel.circ_ids),
         peer: channel.peer,
         stats: channel.stats,
+        remote: addr,
     });
     let registered = shared.register_relay_channel(target, Arc::clone(&chan));
     if Arc::ptr_eq(&registered, &chan) {

@@ -1,5 +1,6 @@
 //! A relay's directory cache: it fetches the consensus from the authorities, verifies it,
 //! and serves it to clients over BEGIN_DIR, so clients need not all ask the authorities.
+//! It also stores onion-service descriptors ([`super::hsdir`]).
 
 use crate::clock::now_unix;
 use std::future::Future;
@@ -16,6 +17,7 @@ use crate::dir::UncheckedConsensus;
 
 use super::authority::AuthorityInfo;
 use super::dirserve::DirService;
+use super::hsdir::HsDirStore;
 
 /// The cache. Serve it with [`super::RelayHandle::set_dir_service`].
 #[derive(Debug)]
@@ -23,6 +25,8 @@ pub struct DirCache {
     authorities: Vec<AuthorityInfo>,
     /// (valid_until, signed bytes) of the newest verified consensus.
     current: Mutex<Option<(u64, Vec<u8>)>>,
+    /// Onion-service descriptors uploaded to this relay (§8.3).
+    hsdir: Arc<HsDirStore>,
 }
 
 impl DirCache {
@@ -31,6 +35,7 @@ impl DirCache {
         let cache = Arc::new(DirCache {
             authorities,
             current: Mutex::new(None),
+            hsdir: Arc::new(HsDirStore::default()),
         });
         tokio::spawn(Arc::clone(&cache).refresh_loop());
         cache
@@ -85,6 +90,11 @@ impl DirCache {
         }
     }
 
+    /// The onion-service descriptor store this cache serves.
+    pub fn hsdir(&self) -> &Arc<HsDirStore> {
+        &self.hsdir
+    }
+
     /// Whether a live consensus is cached.
     pub fn has_consensus(&self) -> bool {
         self.current
@@ -106,6 +116,9 @@ impl DirService for DirCache {
                         }
                         _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
                     }
+                }
+                DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
+                    self.hsdir.answer(&req)
                 }
                 _ => DirResponse::error(DirStatus::Refused, "not a directory authority"),
             }

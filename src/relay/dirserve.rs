@@ -39,10 +39,12 @@ async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str>
         .await
         .map_err(|_| "truncated request")?;
     let (kind, len) = parse_header(&header).map_err(|_| "request too large")?;
-    // Bound by what the kind can legitimately carry, before allocating anything: only a
-    // descriptor upload has a real body.
+    // Bound by what the kind can legitimately carry, before allocating anything: only
+    // descriptor uploads have a real body.
     let max = match kind {
         2 => crate::dir::descriptor::MAX_DESCRIPTOR_LEN,
+        5 => crate::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN,
+        6 => 32,
         _ => 8,
     };
     if len > max {

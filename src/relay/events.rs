@@ -34,6 +34,14 @@ pub enum CircEvent {
         /// The socket and the address it reached, or why not.
         result: Result<(tokio::net::TcpStream, std::net::SocketAddr), crate::cell::EndReason>,
     },
+    /// INTRODUCE1 from a client's circuit, to be sent as INTRODUCE2 on this circuit (the
+    /// introduction circuit of its auth key).
+    Introduce2(crate::cell::onion_msg::Introduce),
+    /// RENDEZVOUS1 arrived on another circuit for this circuit's cookie: from now on this
+    /// circuit splices onto that one (whose backward half this is).
+    Joined(super::splice::SharedBackward),
+    /// The circuit this one was joined with closed.
+    PartnerClosed,
     /// A RESOLVE finished.
     Resolved {
         /// The stream the RESOLVE came on.

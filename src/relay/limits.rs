@@ -39,6 +39,21 @@ pub struct RelayLimits {
     pub dead_peer_timeout_secs: u64,
     /// Seconds to wait for CREATED from the next hop when extending.
     pub extend_timeout_secs: u64,
+    /// Introduction points (auth keys) registered at this relay at once.
+    pub intro_points: usize,
+    /// Introduction points registered through one channel at once.
+    pub intro_points_per_channel: usize,
+    /// Largest INTRODUCE1 rate (per second, sustained) an introduction point allows for
+    /// one auth key; a service may ask for less in ESTABLISH_INTRO.
+    pub intro_rate_per_second: u32,
+    /// Largest INTRODUCE1 burst an introduction point allows for one auth key.
+    pub intro_burst: u32,
+    /// Rendezvous cookies waiting at this relay at once.
+    pub rend_cookies: usize,
+    /// Rendezvous cookies waiting through one channel at once.
+    pub rend_cookies_per_channel: usize,
+    /// Seconds a rendezvous circuit may wait for its service before it is closed.
+    pub rend_cookie_timeout_secs: u64,
 }
 
 impl Default for RelayLimits {
@@ -55,6 +70,13 @@ impl Default for RelayLimits {
             link_handshake_timeout_secs: 10,
             dead_peer_timeout_secs: 20,
             extend_timeout_secs: 20,
+            intro_points: 20_000,
+            intro_points_per_channel: 2_000,
+            intro_rate_per_second: 20,
+            intro_burst: 200,
+            rend_cookies: 20_000,
+            rend_cookies_per_channel: 2_000,
+            rend_cookie_timeout_secs: 120,
         }
     }
 }
@@ -71,6 +93,10 @@ impl RelayLimits {
     /// Dead-peer timeout as a duration (`None` when 0: system defaults).
     pub fn dead_peer_timeout(&self) -> Option<Duration> {
         (self.dead_peer_timeout_secs > 0).then(|| Duration::from_secs(self.dead_peer_timeout_secs))
+    }
+    /// How long a rendezvous cookie waits for its service.
+    pub fn rend_cookie_timeout(&self) -> Duration {
+        Duration::from_secs(self.rend_cookie_timeout_secs)
     }
     /// Extend timeout as a duration.
     pub fn extend_timeout(&self) -> Duration {

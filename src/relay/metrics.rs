@@ -57,6 +57,18 @@ pub fn render(shared: &RelayShared) -> String {
         get(&c.link_handshakes),
     );
     metric(
+        "allium_introductions_forwarded_total",
+        "counter",
+        "INTRODUCE1 forwarded as INTRODUCE2 (introduction point).",
+        get(&c.introductions_forwarded),
+    );
+    metric(
+        "allium_rendezvous_joined_total",
+        "counter",
+        "Circuit pairs joined (rendezvous point).",
+        get(&c.rendezvous_joined),
+    );
+    metric(
         "allium_queued_bytes",
         "gauge",
         "Bytes of cells queued towards circuits.",

@@ -46,4 +46,39 @@ pub trait RelayObserver: Send + Sync + std::fmt::Debug {
     fn exit_connect(&self, circ: CircId, target: &TargetAddr, port: u16) {
         let _ = (circ, target, port);
     }
+
+    /// This relay became an introduction point: an ESTABLISH_INTRO verified on circuit
+    /// `circ`, whose previous hop is at `peer`.
+    fn intro_established(&self, circ: CircId, peer: SocketAddr) {
+        let _ = (circ, peer);
+    }
+
+    /// An INTRODUCE1 from circuit `client_circ` (previous hop `client_peer`) was forwarded
+    /// as INTRODUCE2 on the introduction circuit `service_circ` (`service_peer`).
+    fn introduction_forwarded(
+        &self,
+        client_circ: CircId,
+        client_peer: SocketAddr,
+        service_circ: CircId,
+        service_peer: SocketAddr,
+    ) {
+        let _ = (client_circ, client_peer, service_circ, service_peer);
+    }
+
+    /// A rendezvous cookie was registered on circuit `circ` (previous hop `peer`).
+    fn rendezvous_established(&self, circ: CircId, peer: SocketAddr) {
+        let _ = (circ, peer);
+    }
+
+    /// RENDEZVOUS1 on `service_circ` (`service_peer`) joined it with the waiting circuit
+    /// `client_circ` (`client_peer`).
+    fn rendezvous_joined(
+        &self,
+        client_circ: CircId,
+        client_peer: SocketAddr,
+        service_circ: CircId,
+        service_peer: SocketAddr,
+    ) {
+        let _ = (client_circ, client_peer, service_circ, service_peer);
+    }
 }

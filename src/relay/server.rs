@@ -126,6 +126,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         dir: std::sync::RwLock::new(None),
         replay: super::replay::ReplayFilter::default(),
         observer: std::sync::OnceLock::new(),
+        onion: super::onion_points::OnionPoints::default(),
     });
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");
@@ -199,6 +200,7 @@ async fn accept_loop(
                         circuits: CircMux::new(channel.circ_ids),
                         peer: channel.peer,
                         stats: channel.stats,
+                        remote: peer,
                     });
                     if let PeerKind::Relay(vk) = &chan.peer {
                         if let Ok(id) = IdentityPublic::from_bytes(vk.as_bytes()) {

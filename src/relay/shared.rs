@@ -40,6 +40,8 @@ pub struct RelayChannel {
     pub peer: PeerKind,
     /// Record counters (tests assert uniform record sizes from these).
     pub stats: Arc<RecordStats>,
+    /// The peer's TCP address (reported to the observer only, never logged).
+    pub remote: SocketAddr,
 }
 
 /// Counters a relay keeps (exported as metrics later; never per client or destination).
@@ -66,6 +68,10 @@ pub struct RelayCounters {
     pub refused_replay: AtomicU64,
     /// Malformed CREATE cells (refused with DESTROY(PROTOCOL)).
     pub refused_malformed_create: AtomicU64,
+    /// INTRODUCE1 forwarded as INTRODUCE2 by this relay as an introduction point.
+    pub introductions_forwarded: AtomicU64,
+    /// Circuit pairs joined by this relay as a rendezvous point.
+    pub rendezvous_joined: AtomicU64,
 }
 
 impl RelayCounters {
@@ -107,6 +113,8 @@ pub struct RelayShared {
     pub replay: super::replay::ReplayFilter,
     /// The instrumentation observer, if one was installed (never wired to logs).
     pub observer: std::sync::OnceLock<Arc<dyn super::observer::RelayObserver>>,
+    /// Introduction points and rendezvous cookies registered here (§8).
+    pub onion: super::onion_points::OnionPoints,
 }
 
 impl RelayShared {

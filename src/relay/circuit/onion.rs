@@ -1,0 +1,380 @@
+//! The onion-service roles of a circuit at its last hop (docs/protocol.md §8.5, §8.6,
+//! §8.9): introduction point and rendezvous point, and the crypto plumbing a rendezvous
+//! needs (a circuit's crypto becomes shared with its partner, see [`super::super::splice`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::debug;
+
+use crate::cell::consts::RELAY_BODY_LEN;
+use crate::cell::onion_msg::{
+    EstablishIntro, Introduce, IntroduceAckStatus, OnionMsg, Rendezvous1, REND_COOKIE_LEN,
+};
+use crate::cell::{DestroyReason, RelayMsg};
+use crate::crypto::{Recognition, RelayTag};
+use crate::onion::intro::verify_establish_intro;
+
+use super::super::events::CircEvent;
+use super::super::onion_points::{CircRef, IntroReg, RegisterError, RendReg};
+use super::super::rate_limit::TokenBucket;
+use super::super::shared::RelayCounters;
+use super::super::splice::{BackwardHalf, SharedBackward, SpliceError};
+use super::{cell_or_internal, send_cell, Circuit, Crypto, Next, Role, Side, Teardown};
+use crate::cell::ChanMsg;
+use crate::cell::RelayBody;
+
+fn internal() -> Teardown {
+    Teardown::new(DestroyReason::Internal)
+}
+
+impl Circuit {
+    /// Removes this hop's layer from a forward cell.
+    pub(super) async fn decrypt_forward(
+        &mut self,
+        bytes: &mut [u8; RELAY_BODY_LEN],
+    ) -> Result<Recognition, Teardown> {
+        match &mut self.crypto {
+            Crypto::Own(c) => c.decrypt_forward(bytes).map_err(|_| internal()),
+            Crypto::Shared(h) => h
+                .lock()
+                .await
+                .decrypt_forward(bytes)
+                .map_err(|_| internal()),
+            Crypto::Moving => Err(internal()),
+        }
+    }
+
+    /// Adds this hop's backward layer (`originate`: as a message from this hop) and sends
+    /// the cell to the previous hop. Returns the cell's tag.
+    pub(super) async fn send_backward(
+        &mut self,
+        mut body: [u8; RELAY_BODY_LEN],
+        originate: bool,
+    ) -> Result<RelayTag, Teardown> {
+        let closed = Teardown {
+            reason: DestroyReason::ChannelClosed,
+            from: Some(Side::Prev),
+        };
+        match &mut self.crypto {
+            Crypto::Own(c) => {
+                let tag = if originate {
+                    c.originate_backward(&mut body)
+                } else {
+                    c.encrypt_backward(&mut body)
+                }
+                .map_err(|_| internal())?;
+                if send_cell(&self.prev, ChanMsg::Relay(RelayBody(body))).await {
+                    Ok(tag)
+                } else {
+                    Err(closed)
+                }
+            }
+            Crypto::Shared(h) => {
+                let h = Arc::clone(h);
+                let mut half = h.lock().await;
+                half.send_backward(body, originate)
+                    .await
+                    .map_err(|e| match e {
+                        SpliceError::Closed => closed,
+                        SpliceError::Crypto => internal(),
+                    })
+            }
+            Crypto::Moving => Err(internal()),
+        }
+    }
+
+    /// Makes this circuit's crypto shareable with a rendezvous partner (`partner`: the
+    /// partner's task, told when this circuit closes).
+    fn share_crypto(
+        &mut self,
+        partner: Option<tokio::sync::mpsc::Sender<CircEvent>>,
+    ) -> Result<SharedBackward, Teardown> {
+        match std::mem::replace(&mut self.crypto, Crypto::Moving) {
+            Crypto::Own(crypto) => {
+                let half = Arc::new(tokio::sync::Mutex::new(BackwardHalf {
+                    crypto,
+                    prev: self.prev.clone(),
+                    closed: false,
+                    partner,
+                }));
+                self.crypto = Crypto::Shared(Arc::clone(&half));
+                Ok(half)
+            }
+            // A role is taken once, so a circuit is never shared twice.
+            Crypto::Shared(h) => {
+                self.crypto = Crypto::Shared(h);
+                Err(internal())
+            }
+            Crypto::Moving => Err(internal()),
+        }
+    }
+
+    /// A forward cell not for this hop on a joined circuit: it carries the end-to-end
+    /// layer, so it goes backward on the partner's circuit.
+    pub(super) async fn splice(
+        &mut self,
+        partner: SharedBackward,
+        bytes: [u8; RELAY_BODY_LEN],
+    ) -> Result<(), Teardown> {
+        let mut half = partner.lock().await;
+        match half.send_backward(bytes, false).await {
+            Ok(_) => {
+                self.relayed();
+                Ok(())
+            }
+            Err(SpliceError::Closed) => Err(Teardown::new(DestroyReason::Destroyed)),
+            Err(SpliceError::Crypto) => Err(internal()),
+        }
+    }
+
+    fn circ_ref(&self) -> CircRef {
+        CircRef {
+            serial: self.serial,
+            tx: self.self_tx.clone(),
+            circ: self.prev.id,
+            peer: self.prev.chan.remote,
+            chan_key: Arc::as_ptr(&self.prev.chan) as usize,
+        }
+    }
+
+    /// Whether an INTRODUCE1 (even a malformed one) is answered on this circuit.
+    pub(super) fn may_introduce(&self) -> bool {
+        matches!(self.role, Role::Plain | Role::IntroClient) && self.is_bare_last_hop()
+    }
+
+    /// The last hop, with no streams: the only place an onion role may be taken.
+    fn is_bare_last_hop(&self) -> bool {
+        matches!(self.next, Next::None)
+            && self.streams.is_empty()
+            && self.connecting.is_empty()
+            && self.resolving == 0
+    }
+
+    /// Whether the circuit's role allows `msg` (§8.6): a plain circuit may take a role
+    /// at its last hop; a circuit with a role accepts only what that role needs.
+    pub(super) fn role_allows(&self, msg: &RelayMsg) -> bool {
+        match (&self.role, msg) {
+            (_, RelayMsg::Drop) => true,
+            (Role::Plain, RelayMsg::Onion(_)) => self.is_bare_last_hop(),
+            (Role::Plain, _) => true,
+            (Role::IntroClient, RelayMsg::Onion(OnionMsg::Introduce1(_))) => self.may_introduce(),
+            _ => false,
+        }
+    }
+
+    /// A recognised onion-service message (already allowed by the role).
+    pub(super) async fn on_onion(&mut self, msg: OnionMsg) -> Result<(), Teardown> {
+        match msg {
+            OnionMsg::EstablishIntro(m) => self.on_establish_intro(m).await,
+            OnionMsg::Introduce1(m) => self.on_introduce1(m).await,
+            OnionMsg::EstablishRendezvous(cookie) => self.on_establish_rendezvous(cookie).await,
+            OnionMsg::Rendezvous1(m) => self.on_rendezvous1(m).await,
+            // Not in the set a relay parses; kept total.
+            _ => Err(Teardown::new(DestroyReason::Protocol)),
+        }
+    }
+
+    async fn send_onion(&mut self, msg: OnionMsg) -> Result<(), Teardown> {
+        self.reply(cell_or_internal(None, RelayMsg::Onion(msg))?)
+            .await
+    }
+
+    /// ESTABLISH_INTRO: key, MAC against this circuit's binding (constant time), signature;
+    /// then register, with the rate limit asked for capped by ours.
+    async fn on_establish_intro(&mut self, msg: EstablishIntro) -> Result<(), Teardown> {
+        let key = verify_establish_intro(&msg, &self.binding).map_err(|e| {
+            debug!("relay: ESTABLISH_INTRO refused: {e}");
+            RelayCounters::bump(&self.shared.counters.protocol_violations);
+            Teardown::new(DestroyReason::Protocol)
+        })?;
+        let limits = &self.shared.limits;
+        let (rate, burst) = match msg.dos {
+            Some(d) => (
+                d.rate_per_sec.min(limits.intro_rate_per_second),
+                d.burst.min(limits.intro_burst),
+            ),
+            None => (limits.intro_rate_per_second, limits.intro_burst),
+        };
+        let auth_key = *key.as_bytes();
+        let reg = IntroReg {
+            circ: self.circ_ref(),
+            bucket: Arc::new(TokenBucket::new(rate, burst)),
+        };
+        self.shared
+            .onion
+            .register_intro(auth_key, reg, limits)
+            .map_err(|_| {
+                debug!("relay: introduction point table full");
+                Teardown::new(DestroyReason::ResourceLimit)
+            })?;
+        self.role = Role::Intro { auth_key };
+        if let Some(o) = self.shared.observer() {
+            o.intro_established(self.prev.id, self.prev.chan.remote);
+        }
+        self.send_onion(OnionMsg::IntroEstablished).await
+    }
+
+    /// INTRODUCE1 from a client: forwarded unchanged as INTRODUCE2 to the service's
+    /// circuit, answered with INTRODUCE_ACK.
+    async fn on_introduce1(&mut self, intro: Introduce) -> Result<(), Teardown> {
+        self.role = Role::IntroClient;
+        let key = *intro.auth_key();
+        let status = match self.shared.onion.intro(&key) {
+            None => IntroduceAckStatus::UnknownService,
+            Some(reg) if !reg.bucket.try_take() => IntroduceAckStatus::RateLimited,
+            Some(reg) => match reg.circ.tx.try_send(CircEvent::Introduce2(intro)) {
+                Ok(()) => {
+                    RelayCounters::bump(&self.shared.counters.introductions_forwarded);
+                    if let Some(o) = self.shared.observer() {
+                        o.introduction_forwarded(
+                            self.prev.id,
+                            self.prev.chan.remote,
+                            reg.circ.circ,
+                            reg.circ.peer,
+                        );
+                    }
+                    IntroduceAckStatus::Success
+                }
+                // The service's circuit is backed up: as good as rate limited.
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    IntroduceAckStatus::RateLimited
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    self.shared.onion.unregister_intro(&key, reg.circ.serial);
+                    IntroduceAckStatus::UnknownService
+                }
+            },
+        };
+        self.introduce_ack(status).await
+    }
+
+    pub(super) async fn introduce_ack(
+        &mut self,
+        status: IntroduceAckStatus,
+    ) -> Result<(), Teardown> {
+        self.send_onion(OnionMsg::IntroduceAck(status)).await
+    }
+
+    /// An introduction forwarded by a client's circuit: INTRODUCE2 to the service.
+    pub(super) async fn on_introduce2(&mut self, intro: Introduce) -> Result<(), Teardown> {
+        if !matches!(self.role, Role::Intro { .. }) {
+            return Ok(());
+        }
+        self.send_onion(OnionMsg::Introduce2(intro)).await
+    }
+
+    /// ESTABLISH_RENDEZVOUS: register the cookie for this circuit, answer
+    /// RENDEZVOUS_ESTABLISHED. The circuit's half is locked throughout, so a RENDEZVOUS1
+    /// racing in cannot send RENDEZVOUS2 before our answer.
+    async fn on_establish_rendezvous(
+        &mut self,
+        cookie: [u8; REND_COOKIE_LEN],
+    ) -> Result<(), Teardown> {
+        let half = self.share_crypto(None)?;
+        let mut guard = half.lock().await;
+        let reg = RendReg {
+            circ: self.circ_ref(),
+            backward: Arc::clone(&half),
+            since: Instant::now(),
+        };
+        match self
+            .shared
+            .onion
+            .register_rend(cookie, reg, &self.shared.limits)
+        {
+            Ok(()) => {}
+            Err(RegisterError::Duplicate) => {
+                debug!("relay: ESTABLISH_RENDEZVOUS with a cookie already registered");
+                RelayCounters::bump(&self.shared.counters.protocol_violations);
+                return Err(Teardown::new(DestroyReason::Protocol));
+            }
+            Err(RegisterError::Full) => return Err(Teardown::new(DestroyReason::ResourceLimit)),
+        }
+        self.role = Role::RendWaiting { cookie };
+        if let Some(o) = self.shared.observer() {
+            o.rendezvous_established(self.prev.id, self.prev.chan.remote);
+        }
+        let body = cell_or_internal(None, RelayMsg::Onion(OnionMsg::RendezvousEstablished))?
+            .encode()
+            .map_err(|_| internal())?;
+        self.relayed();
+        guard
+            .send_backward(body, true)
+            .await
+            .map(|_| ())
+            .map_err(|_| Teardown {
+                reason: DestroyReason::ChannelClosed,
+                from: Some(Side::Prev),
+            })
+    }
+
+    /// RENDEZVOUS1 from the service: take the cookie, send RENDEZVOUS2 on the client's
+    /// circuit, and join the two.
+    async fn on_rendezvous1(&mut self, msg: Rendezvous1) -> Result<(), Teardown> {
+        let Some(reg) = self.shared.onion.take_rend(&msg.cookie) else {
+            debug!("relay: RENDEZVOUS1 with an unknown cookie");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        };
+        let mine = self.share_crypto(Some(reg.circ.tx.clone()))?;
+        // The client's circuit learns of the join before the client can learn of it
+        // (RENDEZVOUS2 below), so it splices every cell the client sends in response.
+        if reg
+            .circ
+            .tx
+            .send(CircEvent::Joined(Arc::clone(&mine)))
+            .await
+            .is_err()
+        {
+            return Err(Teardown::new(DestroyReason::Destroyed));
+        }
+        let body = cell_or_internal(None, RelayMsg::Onion(OnionMsg::Rendezvous2(msg.handshake)))?
+            .encode()
+            .map_err(|_| internal())?;
+        {
+            let mut theirs = reg.backward.lock().await;
+            theirs.partner = Some(self.self_tx.clone());
+            theirs
+                .send_backward(body, true)
+                .await
+                .map_err(|_| Teardown::new(DestroyReason::Destroyed))?;
+        }
+        self.relayed();
+        self.role = Role::Joined {
+            partner: Arc::clone(&reg.backward),
+        };
+        RelayCounters::bump(&self.shared.counters.rendezvous_joined);
+        if let Some(o) = self.shared.observer() {
+            o.rendezvous_joined(
+                reg.circ.circ,
+                reg.circ.peer,
+                self.prev.id,
+                self.prev.chan.remote,
+            );
+        }
+        Ok(())
+    }
+
+    /// The service's circuit joined this waiting circuit.
+    pub(super) fn on_joined(&mut self, partner: SharedBackward) -> Result<(), Teardown> {
+        if !matches!(self.role, Role::RendWaiting { .. }) {
+            return Err(internal());
+        }
+        // The cookie was taken by the partner; nothing to unregister any more.
+        self.role = Role::Joined { partner };
+        Ok(())
+    }
+
+    /// Unregisters whatever the circuit registered and closes its shared half (telling
+    /// the partner), before the circuit's DESTROY is sent.
+    pub(super) async fn leave_role(&mut self) {
+        match std::mem::replace(&mut self.role, Role::Plain) {
+            Role::Intro { auth_key } => self.shared.onion.unregister_intro(&auth_key, self.serial),
+            Role::RendWaiting { cookie } => self.shared.onion.unregister_rend(&cookie, self.serial),
+            Role::Plain | Role::IntroClient | Role::Joined { .. } => {}
+        }
+        if let Crypto::Shared(h) = &self.crypto {
+            h.lock().await.close();
+        }
+    }
+}
