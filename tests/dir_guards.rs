@@ -178,3 +178,39 @@ fn save_load_round_trip_and_strictness() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The client skips the guard-file write when the encoded state is unchanged (the usual
+/// case after a successful build), so encoding must be deterministic, a success on a
+/// guard without failures must change nothing, and a failure must change the bytes.
+#[test]
+fn encoded_state_changes_only_with_the_state() {
+    let (c, _) = synthetic_consensus(100);
+    let dir = std::env::temp_dir().join(format!("allium-dir-guards-enc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guards");
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut g = GuardSet::new(GuardParams::default());
+    g.update(&c, NOW, &mut rng);
+    let first = *g.sampled().next().unwrap();
+    let before = g.encode_state(&path).unwrap();
+    assert_eq!(g.encode_state(&path).unwrap(), before);
+    g.mark_success(&first);
+    assert_eq!(
+        g.encode_state(&path).unwrap(),
+        before,
+        "a no-op success changed the bytes"
+    );
+    g.mark_failed(&first, NOW);
+    let failed = g.encode_state(&path).unwrap();
+    assert_ne!(failed, before);
+    // What write_state puts on disk loads back as the same state.
+    allium::dir::guards::write_state(&path, &failed).unwrap();
+    assert_eq!(GuardSet::load(&path, GuardParams::default()).unwrap(), g);
+    g.mark_success(&first);
+    assert_eq!(
+        g.encode_state(&path).unwrap(),
+        before,
+        "success clears the failure"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

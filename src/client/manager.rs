@@ -117,6 +117,12 @@ struct Inner {
     /// When the proxy last warned that it has no usable consensus (one line per
     /// [`NO_CONSENSUS_WARN_EVERY`], however many requests fail).
     no_consensus_warned: Mutex<Option<Instant>>,
+    /// The guard state last handed to the writer and its generation: a build whose
+    /// success changed nothing (the usual case) writes nothing.
+    guards_saved: Mutex<(u64, Vec<u8>)>,
+    /// The generation last written to disk; held while writing, so writes never overlap
+    /// and an older state never replaces a newer one.
+    guards_written: Arc<Mutex<u64>>,
 }
 
 /// Local channel addresses remembered for diagnostics.
@@ -170,6 +176,8 @@ impl Client {
                 no_consensus_warned: Mutex::new(None),
                 onion: super::onion_connect::OnionClientState::default(),
                 local_addrs: Mutex::new(Vec::new()),
+                guards_saved: Mutex::new((0, Vec::new())),
+                guards_written: Arc::new(Mutex::new(0)),
                 config,
             }),
         };
@@ -482,16 +490,20 @@ impl Client {
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
         // The relay being extended to, while an extension is under way.
         let mut extending: Option<IdentityPublic> = None;
+        let t0 = Instant::now();
         let build = async {
             let chan = self.channel_to(first).await?;
+            debug!(us = t0.elapsed().as_micros() as u64, "build: channel");
             let mut circ = ClientCircuit::create(&chan, first, timeout)
                 .await
                 .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            debug!(us = t0.elapsed().as_micros() as u64, "build: created");
             for hop in hops.iter().skip(1) {
                 extending = Some(hop.identity);
                 circ.extend(hop, timeout)
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
+                debug!(us = t0.elapsed().as_micros() as u64, "build: extended");
             }
             Ok::<_, ClientError>(circ)
         };
@@ -610,12 +622,46 @@ impl Client {
         result
     }
 
+    /// Persists the guard state if it changed since the last save. The write (two fsyncs,
+    /// milliseconds on a busy disk) runs on a blocking thread: done inline it stalled a
+    /// runtime worker and, under the guards lock, every other circuit build, on every
+    /// successful build (most of the measured fresh-circuit latency).
     fn save_guards(&self, guards: &GuardSet) {
-        if let Some(dir) = &self.inner.config.data_dir {
-            if let Err(e) = guards.save(&dir.join("guards")) {
+        let Some(dir) = &self.inner.config.data_dir else {
+            return;
+        };
+        let path = dir.join("guards");
+        let bytes = match guards.encode_state(&path) {
+            Ok(b) => b,
+            Err(e) => {
                 warn!("cannot save the guard state: {e}");
+                return;
             }
-        }
+        };
+        let generation = {
+            let mut saved = self
+                .inner
+                .guards_saved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if saved.1 == bytes {
+                return;
+            }
+            saved.0 += 1;
+            saved.1.clone_from(&bytes);
+            saved.0
+        };
+        let written = Arc::clone(&self.inner.guards_written);
+        tokio::task::spawn_blocking(move || {
+            let mut done = written.lock().unwrap_or_else(|p| p.into_inner());
+            if *done >= generation {
+                return; // a newer state is already on disk
+            }
+            match crate::dir::guards::write_state(&path, &bytes) {
+                Ok(()) => *done = generation,
+                Err(e) => warn!("cannot save the guard state: {e}"),
+            }
+        });
     }
 
     /// Opens a stream to `host:port` (names are resolved by the exit).
@@ -660,6 +706,7 @@ impl Client {
         };
         let mut last = None;
         let mut avoid = Vec::new();
+        let t0 = Instant::now();
         for attempt in 0..CONNECT_ATTEMPTS {
             let circ = match self
                 .circuit_for(isolation, port, ip, attempt > 0, &mut avoid)
@@ -673,11 +720,15 @@ impl Client {
                     continue;
                 }
             };
+            debug!(us = t0.elapsed().as_micros() as u64, "connect: circuit");
             match circ
                 .open_stream(target.clone(), port, self.inner.config.stream_timeout)
                 .await
             {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    debug!(us = t0.elapsed().as_micros() as u64, "connect: stream open");
+                    return Ok(s);
+                }
                 Err(StreamOpenError::Refused(EndReason::ExitPolicy)) if attempt == 0 => {
                     last = Some(ClientError::Stream(StreamOpenError::Refused(
                         EndReason::ExitPolicy,

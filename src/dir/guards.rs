@@ -280,40 +280,22 @@ impl GuardSet {
     /// Writes the state to `path` (mode 0600) through a temporary file and an atomic
     /// rename, so a crash leaves either the old or the new state.
     pub fn save(&self, path: &Path) -> Result<(), GuardFileError> {
-        let io_err = |source| GuardFileError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let bytes = self.encode_state(path)?;
+        write_state(path, &bytes)
+    }
+
+    /// The state file's contents for the current state (`path` only names the file in
+    /// the error). Encoding is cheap and involves no I/O, so a caller can compare it with
+    /// what it last wrote and skip the (fsync-bound) write when nothing changed.
+    pub fn encode_state(&self, path: &Path) -> Result<Vec<u8>, GuardFileError> {
         let file = GuardFile {
             magic: GUARD_FILE_MAGIC,
             entries: self.entries.clone(),
         };
-        let bytes = codec::encode(&file).map_err(|source| GuardFileError::Malformed {
+        codec::encode(&file).map_err(|source| GuardFileError::Malformed {
             path: path.to_path_buf(),
             source,
-        })?;
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(e)),
-        }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err)?;
-        f.write_all(&bytes).map_err(io_err)?;
-        f.sync_all().map_err(io_err)?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io_err)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-        }
-        Ok(())
+        })
     }
 
     /// Loads the state strictly: a regular file, no group/other permissions, at most
@@ -365,4 +347,36 @@ impl GuardSet {
             params,
         })
     }
+}
+
+/// Writes state file contents made by [`GuardSet::encode_state`] to `path` (mode 0600)
+/// through a temporary file, fsync and an atomic rename, so a crash leaves either the old
+/// or the new state. Blocking (two fsyncs): async callers run it off the runtime.
+pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), GuardFileError> {
+    let io_err = |source| GuardFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err)?;
+    f.write_all(bytes).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@
 //! * [`path`]: choosing circuit paths from a consensus.
 //! * [`guards`]: the client's persistent guard set.
 //!
-//! Everything here is pure computation except [`guards::GuardSet::save`] and
+//! Everything here is pure computation except [`guards::GuardSet::save`], [`guards::write_state`] and
 //! [`guards::GuardSet::load`]. Signed documents parse into `Unchecked*` wrappers whose
 //! contents are reachable only through `verify`, which checks signatures, time validity and
 //! every bound. The byte-exact format is in `docs/protocol.md` §6.

@@ -163,6 +163,7 @@ impl Circuit {
         self_tx: mpsc::Sender<CircEvent>,
         ticket: Arc<QueueTicket>,
     ) -> Option<Self> {
+        let t0 = std::time::Instant::now();
         let from_client = matches!(prev.chan.peer, PeerKind::Client);
         let htype_code = create.htype.code();
         // A message answered recently is refused before any expensive work.
@@ -211,6 +212,7 @@ impl Circuit {
             prev.chan.circuits.remove(prev.id);
             return None;
         }
+        debug!(us = t0.elapsed().as_micros() as u64, "relay: CREATED sent");
         RelayCounters::bump(&shared.counters.circuits_created);
         shared
             .counters
@@ -515,7 +517,12 @@ impl Circuit {
         self.streams.reserve(id);
         let tx = self.self_tx.clone();
         let task = tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
             let result = exit.connect(&target, port).await;
+            debug!(
+                us = t0.elapsed().as_micros() as u64,
+                "relay: exit connect done"
+            );
             let _ = tx.send(CircEvent::StreamConnected { id, result }).await;
         });
         self.connecting.insert(id, task.abort_handle());
@@ -644,7 +651,12 @@ impl Circuit {
         let tx = self.self_tx.clone();
         let addr = extend.addr();
         tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
             let result = channel_to(&shared, addr, target).await;
+            debug!(
+                us = t0.elapsed().as_micros() as u64,
+                "relay: extend channel ready"
+            );
             let _ = tx.send(CircEvent::NextHopReady(result)).await;
         });
         Ok(())
@@ -670,6 +682,7 @@ impl Circuit {
         let data = BoundedBytes::new(handshake, "hdata")
             .map_err(|_| Teardown::new(DestroyReason::Protocol))?;
         let sent = send_cell(&end, ChanMsg::Create(Create { htype, data })).await;
+        debug!("relay: CREATE sent to the next hop");
         self.next = Next::Pending(end);
         if sent {
             Ok(())
@@ -686,8 +699,11 @@ impl Circuit {
         self.next = Next::Open(end);
         let extended = Extended::new(created.data.into_vec())
             .map_err(|_| Teardown::new(DestroyReason::Protocol))?;
-        self.reply(cell_or_internal(None, RelayMsg::Extended(extended))?)
-            .await
+        let r = self
+            .reply(cell_or_internal(None, RelayMsg::Extended(extended))?)
+            .await;
+        debug!("relay: EXTENDED sent");
+        r
     }
 
     /// Destroys everything beyond this hop (TRUNCATE).
