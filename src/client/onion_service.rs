@@ -193,7 +193,11 @@ struct Shared {
     rendezvous: Arc<Semaphore>,
     rate: Mutex<(Instant, u32)>,
     intros_per_second: u32,
-    pow: Option<PowParams>,
+    /// Puzzle difficulty, if the service requires one.
+    pow_difficulty: Option<u8>,
+    /// The puzzle seeds: (current, previous). Rotated before the current one expires; a
+    /// client may still hold a descriptor with the previous one.
+    pow: Mutex<(Option<PowParams>, Option<PowParams>)>,
     connect_timeout: Duration,
     rendezvous_idle: Duration,
     periods: PeriodParams,
@@ -216,15 +220,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
     }
     let identity = load_or_create_service_key(&cfg.key_file)?;
     let address = OnionAddress::from_identity(identity.public())?;
-    let pow = cfg.pow_difficulty.map(|difficulty| {
-        let mut seed = [0u8; 32];
-        rand::rng().fill_bytes(&mut seed);
-        PowParams {
-            difficulty,
-            seed,
-            expires: now_unix().saturating_add(POW_SEED_LIFETIME),
-        }
-    });
+    let pow = cfg.pow_difficulty.map(new_pow_seed);
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         client,
@@ -234,7 +230,8 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
         rate: Mutex::new((Instant::now(), 0)),
         intros_per_second: cfg.intros_per_second.max(1),
-        pow,
+        pow_difficulty: cfg.pow_difficulty,
+        pow: Mutex::new((pow, None)),
         connect_timeout: cfg.connect_timeout,
         rendezvous_idle: cfg.rendezvous_idle.max(Duration::from_secs(1)),
         periods: PeriodParams::default(),
@@ -249,6 +246,37 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         task,
         stop,
     })
+}
+
+/// A fresh puzzle seed valid for [`POW_SEED_LIFETIME`].
+fn new_pow_seed(difficulty: u8) -> PowParams {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    PowParams {
+        difficulty,
+        seed,
+        expires: now_unix().saturating_add(POW_SEED_LIFETIME),
+    }
+}
+
+/// Replaces the current puzzle seed once fewer than [`MAX_DESCRIPTOR_LIFETIME`] seconds
+/// of it are left, keeping it as the previous one: every descriptor a client may still
+/// hold (3 h at most) names a seed that is accepted until it expires.
+fn rotate_pow(shared: &Shared, now: u64) {
+    if let Some(difficulty) = shared.pow_difficulty {
+        rotate_pow_state(&mut lock(&shared.pow), difficulty, now);
+    }
+}
+
+/// See [`rotate_pow`].
+fn rotate_pow_state(pow: &mut (Option<PowParams>, Option<PowParams>), difficulty: u8, now: u64) {
+    let due = pow
+        .0
+        .is_none_or(|p| p.expires.saturating_sub(now) < u64::from(MAX_DESCRIPTOR_LIFETIME));
+    if due {
+        let previous = pow.0;
+        *pow = (Some(new_pow_seed(difficulty)), previous);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -270,7 +298,12 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
             .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
             .collect();
         let now = now_unix();
-        let keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
+        rotate_pow(&shared, now);
+        // What the descriptor depends on: the points' auth keys and the puzzle seed.
+        let mut keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
+        if let Some(p) = lock(&shared.pow).0 {
+            keys.push(p.seed);
+        }
         let periods = periods_to_serve(&shared.periods, now);
         uploaded.retain(|(n, _, _)| periods.iter().any(|p| p.number == *n));
         for (i, period) in periods.iter().enumerate() {
@@ -421,7 +454,7 @@ async fn publish(
         .collect();
     let inner = InnerDescriptor {
         intro_points,
-        pow: shared.pow,
+        pow: lock(&shared.pow).0,
     };
     let desc = SignedOnionDescriptor::build(
         &mut rand::rng(),
@@ -634,18 +667,21 @@ impl IntroTask {
             debug!("onion service: malformed introduction plaintext");
             return;
         };
-        if let Some(p) = &self.shared.pow {
-            let ok = now < p.expires
-                && plain.pow_nonce.is_some_and(|nonce| {
-                    crate::onion::pow::verify(
-                        p.difficulty,
-                        &p.seed,
-                        &blinded,
-                        intro.client_x(),
-                        &nonce,
-                    )
-                    .is_ok()
-                });
+        if self.shared.pow_difficulty.is_some() {
+            let (current, previous) = *lock(&self.shared.pow);
+            let ok = plain.pow_nonce.is_some_and(|nonce| {
+                [current, previous].into_iter().flatten().any(|p| {
+                    now < p.expires
+                        && crate::onion::pow::verify(
+                            p.difficulty,
+                            &p.seed,
+                            &blinded,
+                            intro.client_x(),
+                            &nonce,
+                        )
+                        .is_ok()
+                })
+            });
             if !ok {
                 debug!("onion service: introduction without a valid puzzle solution");
                 return;
@@ -735,6 +771,20 @@ mod tests {
         assert_eq!(served.len(), 2);
         assert_eq!((served[0].number, served[1].number), (10, 11));
         assert_eq!(periods_to_serve(&p, near - 1).len(), 1);
+    }
+
+    #[test]
+    fn puzzle_seed_rotates_before_expiry_keeping_the_previous_one() {
+        let now = now_unix();
+        let mut state = (Some(new_pow_seed(8)), None);
+        let first = state.0.unwrap();
+        rotate_pow_state(&mut state, 8, now);
+        assert_eq!(state.0, Some(first), "a fresh seed is kept");
+        // Less than a descriptor lifetime left: a new seed, the old one still accepted.
+        let later = first.expires - u64::from(MAX_DESCRIPTOR_LIFETIME) + 1;
+        rotate_pow_state(&mut state, 8, later);
+        assert_ne!(state.0.unwrap().seed, first.seed);
+        assert_eq!(state.1, Some(first));
     }
 
     #[test]
