@@ -34,7 +34,7 @@ pub enum Command {
     /// proxy, a demo web server and a demo onion service in front of it (its `.allium`
     /// address is printed with a curl command), all on 127.0.0.1, until Ctrl-C.
     Testnet(commands::TestnetArgs),
-    /// Run a relay (guard, middle, or exit if relay.toml has an [exit] table).
+    /// Run a relay (guard, middle, or an exit when relay.toml has an exit table).
     Relay {
         /// Path to relay.toml (see docs/examples/relay.toml).
         #[arg(long)]

@@ -687,7 +687,7 @@ impl Client {
 
     /// Opens a stream to `target:port` on a circuit of isolation class `isolation`. A
     /// failure other than an exit-policy refusal is retried on fresh circuits
-    /// ([`CONNECT_ATTEMPTS`] attempts in all), whose paths avoid the relays this request's
+    /// (`CONNECT_ATTEMPTS`, 3, attempts in all), whose paths avoid the relays this request's
     /// failed builds could not be extended to.
     pub async fn connect_target(
         &self,
