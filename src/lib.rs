@@ -1,5 +1,6 @@
 //! allium: an anonymous onion-routed overlay.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod bench;
