@@ -170,6 +170,7 @@ impl allium::relay::dirserve::DirService for EchoDir {
     fn handle(
         &self,
         req: allium::dir::request::DirRequest,
+        _ctx: allium::relay::dirserve::DirContext,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = allium::dir::request::DirResponse> + Send + '_>,
     > {

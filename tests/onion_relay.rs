@@ -24,10 +24,16 @@ use allium::cell::{
 use allium::client::channel::ClientCircEvent;
 use allium::client::dirclient::one_shot;
 use allium::client::ClientChannel;
-use allium::crypto::{client_handshake_start, CircuitKeys, ClientLayers, IdentityKeypair};
+use allium::crypto::{
+    client_handshake_start, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert, OnionKeypair,
+};
+use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::request::{DirRequest, DirStatus};
+use allium::dir::{BandwidthWeights, ConsensusBody, ConsensusEntry, ExitPolicy, RelayFlags};
 use allium::link::LinkConfig;
 use allium::onion::intro::build_establish_intro;
+use allium::relay::authority::AuthorityInfo;
+use allium::relay::dircache::DirCache;
 use allium::relay::{RelayHandle, RelayLimits, RelayObserver};
 use tokio::sync::mpsc;
 
@@ -229,11 +235,16 @@ async fn start_relay() -> RelayHandle {
 /// A descriptor of the fixture service with `revision`, created a minute ago (the
 /// fixtures' own time is in the past, so it would be expired at a real relay).
 fn live_descriptor(revision: u64) -> (Vec<u8>, [u8; 32]) {
+    live_descriptor_of(&onion_common::service(), revision)
+}
+
+/// The same for service key `service`.
+fn live_descriptor_of(service: &IdentityKeypair, revision: u64) -> (Vec<u8>, [u8; 32]) {
     use allium::onion::descriptor::{DescriptorParams, SignedOnionDescriptor};
     use allium::onion::{BlindedKeypair, PeriodParams};
     let now = common::now();
     let period = PeriodParams::default().period_at(now).unwrap();
-    let blinded = BlindedKeypair::derive(&onion_common::service(), period).unwrap();
+    let blinded = BlindedKeypair::derive(service, period).unwrap();
     let params = DescriptorParams {
         revision,
         created: now - 60,
@@ -241,7 +252,7 @@ fn live_descriptor(revision: u64) -> (Vec<u8>, [u8; 32]) {
     };
     let d = SignedOnionDescriptor::build(
         &mut rand::rng(),
-        &onion_common::service(),
+        service,
         &blinded,
         &onion_common::inner(2, false),
         &params,
@@ -250,17 +261,91 @@ fn live_descriptor(revision: u64) -> (Vec<u8>, [u8; 32]) {
     (d.to_bytes().unwrap(), *blinded.public().as_bytes())
 }
 
-/// PUT then GET over BEGIN_DIR at a relay whose directory cache (no authorities: it never
-/// gets a consensus) stores descriptors; a forged upload and a rollback are refused.
+/// The authority that signs the test consensuses.
+fn test_authority() -> IdentityKeypair {
+    IdentityKeypair::from_secret_bytes(&[0xa7; 32])
+}
+
+/// A signed consensus (by [`test_authority`], valid now) listing `relay` and `fillers`
+/// other relays, all eligible HSDirs (Running, Valid, Stable).
+fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEntry>) {
+    let now = common::now();
+    let hsdir = RelayFlags::RUNNING
+        .union(RelayFlags::VALID)
+        .union(RelayFlags::STABLE);
+    let mut relays = vec![ConsensusEntry {
+        identity: relay.identity(),
+        onion_cert: relay.keys().onion_cert().clone(),
+        addrs: vec![relay.local_addr()],
+        flags: hsdir,
+        bandwidth: 1000,
+        exit_policy: ExitPolicy::reject_all(),
+        family: Vec::new(),
+    }];
+    let onion = OnionKeypair::from_secret_bytes(&[0x0e; 32]);
+    for n in 1..=fillers {
+        let id = IdentityKeypair::from_secret_bytes(&[n; 32]);
+        relays.push(ConsensusEntry {
+            identity: id.public(),
+            onion_cert: OnionKeyCert::sign(&id, onion.public(), now + 86_400),
+            addrs: vec![SocketAddr::from(([10, 0, 1, n], 9001))],
+            flags: hsdir,
+            bandwidth: 1000,
+            exit_policy: ExitPolicy::reject_all(),
+            family: Vec::new(),
+        });
+    }
+    relays.sort_by_key(|r| r.identity);
+    let auth = test_authority();
+    let body = ConsensusBody {
+        version: CONSENSUS_VERSION,
+        valid_after: now - 60,
+        fresh_until: now + 3600,
+        valid_until: now + 7200,
+        authorities: vec![auth.public()],
+        weights: BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth))),
+        relays: relays.clone(),
+    };
+    let mut signed = body.to_signed().unwrap();
+    signed.sign(&auth);
+    (signed.to_bytes().unwrap(), relays)
+}
+
+/// A directory cache trusting only [`test_authority`], which it cannot reach (a port
+/// nobody listens on): it has a consensus only when the test offers one.
+async fn offline_cache() -> Arc<DirCache> {
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    DirCache::start(vec![AuthorityInfo {
+        identity: test_authority().public(),
+        addr: unused,
+    }])
+}
+
+/// PUT then GET over BEGIN_DIR at a relay whose directory cache stores descriptors: no
+/// upload before it has a consensus; then (the relay alone on the ring) a good upload is
+/// stored and served, a forged upload and a rollback are refused.
 #[tokio::test]
 async fn hsdir_put_get_round_trip_refuses_forgery_and_rollback() {
     let relay = start_relay().await;
-    let cache = allium::relay::dircache::DirCache::start(Vec::new());
+    let cache = offline_cache().await;
     relay.set_dir_service(cache.clone());
     let (addr, id) = (relay.local_addr(), relay.identity());
     let ask = |req: DirRequest| async move { one_shot(addr, &id, &req, NO_HANG).await.unwrap() };
 
     let (d5, key) = live_descriptor(5);
+    let early = ask(DirRequest::PutOnionDescriptor(d5.clone())).await;
+    assert_eq!(early.status, DirStatus::Busy, "{}", early.reason());
+    eprintln!(
+        "upload before any consensus: {:?} {}",
+        early.status,
+        early.reason()
+    );
+    cache.offer_consensus(consensus_with(&relay, 0).0).unwrap();
+
     let get = DirRequest::GetOnionDescriptor { blinded_key: key };
     assert_eq!(ask(get.clone()).await.status, DirStatus::NotFound);
     let put = ask(DirRequest::PutOnionDescriptor(d5.clone())).await;
@@ -297,6 +382,49 @@ async fn hsdir_put_get_round_trip_refuses_forgery_and_rollback() {
     assert_eq!(ask(get).await.body, d7);
     assert_eq!(cache.hsdir().len(), 1);
     eprintln!("descriptor of {} bytes stored and served", d7.len());
+    tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
+        .await
+        .unwrap();
+}
+
+/// Among 20 HSDirs a relay stores only descriptors whose ring (for the key and period,
+/// under its consensus) includes it: an upload for a key off its ring is refused and not
+/// stored, one on its ring is stored and served.
+#[tokio::test]
+async fn hsdir_refuses_keys_off_its_ring() {
+    use allium::onion::hashring::{responsible_hsdirs, HsDirParams};
+    use allium::onion::{BlindedPublic, PeriodParams};
+    let relay = start_relay().await;
+    let cache = offline_cache().await;
+    relay.set_dir_service(cache.clone());
+    let (bytes, relays) = consensus_with(&relay, 19);
+    cache.offer_consensus(bytes).unwrap();
+    let (addr, id) = (relay.local_addr(), relay.identity());
+    let ask = |req: DirRequest| async move { one_shot(addr, &id, &req, NO_HANG).await.unwrap() };
+
+    let period = PeriodParams::default().period_at(common::now()).unwrap();
+    let on_ring = |d: &(Vec<u8>, [u8; 32])| {
+        let blinded = BlindedPublic::from_bytes(&d.1).unwrap();
+        responsible_hsdirs(&relays, &blinded, period, &HsDirParams::default()).contains(&id)
+    };
+    let descriptors: Vec<_> = (1..=60u8)
+        .map(|n| live_descriptor_of(&onion_common::key(n), 1))
+        .collect();
+    let off = descriptors.iter().find(|d| !on_ring(d)).unwrap();
+    let on = descriptors.iter().find(|d| on_ring(d)).unwrap();
+
+    let r = ask(DirRequest::PutOnionDescriptor(off.0.clone())).await;
+    assert_eq!(r.status, DirStatus::Refused);
+    assert!(r.reason().contains("not responsible"), "{}", r.reason());
+    eprintln!("upload off the ring: {:?} {}", r.status, r.reason());
+    let get_off = DirRequest::GetOnionDescriptor { blinded_key: off.1 };
+    assert_eq!(ask(get_off).await.status, DirStatus::NotFound);
+
+    let r = ask(DirRequest::PutOnionDescriptor(on.0.clone())).await;
+    assert_eq!(r.status, DirStatus::Ok, "{}", r.reason());
+    let got = ask(DirRequest::GetOnionDescriptor { blinded_key: on.1 }).await;
+    assert_eq!(got.body, on.0);
+    assert_eq!(cache.hsdir().len(), 1);
     tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
         .await
         .unwrap();

@@ -81,36 +81,83 @@ pub fn responsible_hsdirs(
     period: TimePeriod,
     params: &HsDirParams,
 ) -> Vec<IdentityPublic> {
-    let spread = params.spread.clamp(1, MAX_HSDIR_SPREAD);
-    let mut ring: Vec<([u8; 32], IdentityPublic)> = relays
-        .iter()
-        .filter(|r| r.flags.contains(params.required_flags))
-        .map(|r| (relay_index(&r.identity, period), r.identity))
-        .collect();
-    // Sorting by (index, identity) makes the ring independent of the input order (and
-    // well defined even for a duplicate identity or an index collision).
-    ring.sort_unstable();
-    ring.dedup_by(|a, b| a.1 == b.1);
-    let mut chosen: Vec<IdentityPublic> = Vec::new();
-    if ring.is_empty() {
-        return chosen;
-    }
-    for replica in 1..=HSDIR_REPLICAS {
-        let target = store_index(blinded, replica, period);
-        let start = ring.partition_point(|(index, _)| *index < target);
-        let mut taken = 0;
-        for step in 0..ring.len() {
-            if taken == spread {
-                break;
-            }
-            let Some((_, id)) = ring.get((start + step) % ring.len()) else {
-                break;
-            };
-            if !chosen.contains(id) {
-                chosen.push(*id);
-                taken += 1;
-            }
+    HsDirRing::new(relays, period, params).responsible(blinded)
+}
+
+/// The ring of one period over one set of relays, sorted once: a relay answering many
+/// uploads asks it which relays are responsible without rebuilding it (building costs one
+/// hash per eligible relay and a sort; a lookup, two hashes and two binary searches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsDirRing {
+    period: TimePeriod,
+    spread: usize,
+    /// (position, identity) of every eligible relay, ascending.
+    ring: Vec<([u8; 32], IdentityPublic)>,
+}
+
+impl HsDirRing {
+    /// The ring of the relays of `relays` eligible under `params`, in `period`.
+    pub fn new(relays: &[ConsensusEntry], period: TimePeriod, params: &HsDirParams) -> Self {
+        let mut ring: Vec<([u8; 32], IdentityPublic)> = relays
+            .iter()
+            .filter(|r| r.flags.contains(params.required_flags))
+            .map(|r| (relay_index(&r.identity, period), r.identity))
+            .collect();
+        // Sorting by (index, identity) makes the ring independent of the input order (and
+        // well defined even for a duplicate identity or an index collision).
+        ring.sort_unstable();
+        ring.dedup_by(|a, b| a.1 == b.1);
+        HsDirRing {
+            period,
+            spread: params.spread.clamp(1, MAX_HSDIR_SPREAD),
+            ring,
         }
     }
-    chosen
+
+    /// The period this ring is for.
+    pub fn period(&self) -> TimePeriod {
+        self.period
+    }
+
+    /// Relays on the ring.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether no relay is eligible.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The relays responsible for `blinded`, as [`responsible_hsdirs`] (replica 1's first).
+    pub fn responsible(&self, blinded: &BlindedPublic) -> Vec<IdentityPublic> {
+        let ring = &self.ring;
+        let mut chosen: Vec<IdentityPublic> = Vec::new();
+        if ring.is_empty() {
+            return chosen;
+        }
+        for replica in 1..=HSDIR_REPLICAS {
+            let target = store_index(blinded, replica, self.period);
+            let start = ring.partition_point(|(index, _)| *index < target);
+            let mut taken = 0;
+            for step in 0..ring.len() {
+                if taken == self.spread {
+                    break;
+                }
+                let Some((_, id)) = ring.get((start + step) % ring.len()) else {
+                    break;
+                };
+                if !chosen.contains(id) {
+                    chosen.push(*id);
+                    taken += 1;
+                }
+            }
+        }
+        chosen
+    }
+
+    /// Whether `relay` is one of the relays responsible for `blinded`.
+    pub fn is_responsible(&self, blinded: &BlindedPublic, relay: &IdentityPublic) -> bool {
+        self.responsible(blinded).contains(relay)
+    }
 }

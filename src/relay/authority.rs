@@ -522,7 +522,11 @@ async fn sleep_until(t: u64) {
 pub struct AuthorityService(pub Arc<Authority>);
 
 impl DirService for AuthorityService {
-    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
+    fn handle(
+        &self,
+        req: DirRequest,
+        _ctx: super::dirserve::DirContext,
+    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
         let auth = &self.0;
         Box::pin(async move {
             match req {

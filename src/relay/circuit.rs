@@ -152,6 +152,9 @@ struct Circuit {
     connecting: std::collections::HashMap<StreamId, tokio::task::AbortHandle>,
     /// RESOLVE lookups in progress (counted against the stream limit).
     resolving: usize,
+    /// What the directory service keeps for this circuit (its upload budget), made at
+    /// the first BEGIN_DIR.
+    dir_state: Option<Arc<super::dirserve::CircuitDirState>>,
 }
 
 impl Circuit {
@@ -233,6 +236,7 @@ impl Circuit {
             streams: StreamSet::new(),
             connecting: std::collections::HashMap::new(),
             resolving: 0,
+            dir_state: None,
         })
     }
 
@@ -588,7 +592,14 @@ impl Circuit {
             CircEvent::Stream,
         );
         self.streams.attach(id, io);
-        tokio::spawn(super::dirserve::serve(service, theirs));
+        let ctx = super::dirserve::DirContext {
+            identity: self.shared.keys.identity(),
+            circuit: Arc::clone(
+                self.dir_state
+                    .get_or_insert_with(|| Arc::new(super::dirserve::CircuitDirState::default())),
+            ),
+        };
+        tokio::spawn(super::dirserve::serve(service, ctx, theirs));
         self.reply(cell_or_internal(
             Some(id),
             RelayMsg::Connected(Connected { resolved: None }),

@@ -13,10 +13,10 @@ use tracing::{debug, warn};
 use crate::client::dirclient::one_shot;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
-use crate::dir::UncheckedConsensus;
+use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
 
 use super::authority::AuthorityInfo;
-use super::dirserve::DirService;
+use super::dirserve::{DirContext, DirService};
 use super::hsdir::HsDirStore;
 
 /// The cache. Serve it with [`super::RelayHandle::set_dir_service`].
@@ -45,9 +45,19 @@ impl DirCache {
         self.authorities.iter().map(|a| a.identity).collect()
     }
 
+    /// Verifies `bytes` as a consensus signed by the configured authorities and, if it
+    /// is good, serves it from now on and gives it to the descriptor store (whose ring
+    /// check needs it). The refresh loop feeds every consensus it fetches through here;
+    /// tests may feed one directly.
+    pub fn offer_consensus(&self, bytes: Vec<u8>) -> Result<Arc<Consensus>, ConsensusError> {
+        let c = Arc::new(UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), now_unix())?);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((c.valid_until(), bytes));
+        self.hsdir.set_consensus(Arc::clone(&c));
+        Ok(c)
+    }
+
     /// Fetches and verifies a consensus now; returns when it would next need a refresh.
     async fn refresh(&self) -> Option<u64> {
-        let trusted = self.trusted();
         for a in &self.authorities {
             let Ok(resp) = one_shot(
                 a.addr,
@@ -62,14 +72,10 @@ impl DirCache {
             if resp.status != DirStatus::Ok {
                 continue;
             }
-            match UncheckedConsensus::parse(&resp.body).and_then(|u| u.verify(&trusted, now_unix()))
-            {
+            match self.offer_consensus(resp.body) {
                 Ok(c) => {
-                    let refetch = c.cache_refetch_time(&mut rand::rng());
-                    *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((c.valid_until(), resp.body));
                     debug!("dircache: consensus refreshed");
-                    return Some(refetch);
+                    return Some(c.cache_refetch_time(&mut rand::rng()));
                 }
                 Err(e) => warn!("dircache: an authority served a bad consensus: {e}"),
             }
@@ -106,7 +112,11 @@ impl DirCache {
 }
 
 impl DirService for DirCache {
-    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
+    fn handle(
+        &self,
+        req: DirRequest,
+        ctx: DirContext,
+    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
         Box::pin(async move {
             match req {
                 DirRequest::GetConsensus => {
@@ -118,7 +128,7 @@ impl DirService for DirCache {
                     }
                 }
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
-                    self.hsdir.answer(&req)
+                    self.hsdir.answer(&req, &ctx)
                 }
                 _ => DirResponse::error(DirStatus::Refused, "not a directory authority"),
             }

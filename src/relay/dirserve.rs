@@ -6,26 +6,69 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use crate::crypto::IdentityPublic;
 use crate::dir::request::{parse_header, DirRequest, DirResponse, DirStatus, DIR_HEADER_LEN};
+
+use super::rate_limit::TokenBucket;
 
 /// Time a client has to send its whole request (slow clients are cut off).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// State a directory service keeps per circuit: it lives as long as the circuit (and
+/// its requests in flight), so it needs no table of its own and no eviction.
+#[derive(Debug, Default)]
+pub struct CircuitDirState {
+    uploads: OnceLock<TokenBucket>,
+}
+
+impl CircuitDirState {
+    /// The circuit's descriptor-upload budget, created on first use with `rate` per
+    /// second and `burst` (later calls return the same bucket whatever they pass).
+    pub fn upload_bucket(&self, rate: u32, burst: u32) -> &TokenBucket {
+        self.uploads.get_or_init(|| TokenBucket::new(rate, burst))
+    }
+}
+
+/// Who is answering and on which circuit the request came: what a service needs beyond
+/// the request itself (the HSDir role checks the ring against this relay's identity and
+/// charges uploads to the circuit).
+#[derive(Debug, Clone)]
+pub struct DirContext {
+    /// This relay's identity.
+    pub identity: IdentityPublic,
+    /// The requesting circuit's state (shared by every BEGIN_DIR stream of the circuit).
+    pub circuit: Arc<CircuitDirState>,
+}
+
+impl DirContext {
+    /// A context for relay `identity` and a circuit of its own (tests; one-off calls).
+    pub fn new(identity: IdentityPublic) -> Self {
+        DirContext {
+            identity,
+            circuit: Arc::new(CircuitDirState::default()),
+        }
+    }
+}
+
 /// Something that answers directory requests.
 pub trait DirService: Send + Sync + std::fmt::Debug + 'static {
-    /// Answers one request.
-    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>>;
+    /// Answers one request that came on the circuit and relay described by `ctx`.
+    fn handle(
+        &self,
+        req: DirRequest,
+        ctx: DirContext,
+    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>>;
 }
 
 /// Reads one request from `io`, answers it with `service`, and closes the stream.
-pub async fn serve(service: Arc<dyn DirService>, mut io: DuplexStream) {
+pub async fn serve(service: Arc<dyn DirService>, ctx: DirContext, mut io: DuplexStream) {
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut io)).await {
-        Ok(Ok(req)) => service.handle(req).await,
+        Ok(Ok(req)) => service.handle(req, ctx).await,
         Ok(Err(reason)) => DirResponse::error(DirStatus::BadRequest, reason),
         Err(_) => DirResponse::error(DirStatus::BadRequest, "request timed out"),
     };

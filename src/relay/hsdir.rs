@@ -1,39 +1,64 @@
 //! Onion-service descriptor storage at a relay (the "HSDir" role, docs/protocol.md §8.3,
 //! §8.4, §6.12): PUT_ONION_DESCRIPTOR and GET_ONION_DESCRIPTOR over BEGIN_DIR.
 //!
-//! A relay stores any descriptor whose outer layer verifies (whether the relay is on the
-//! hash ring for that blinded key is the uploader's business), keyed by the blinded key
-//! `A'`, and only ever replaces it with a strictly newer revision. It can read nothing
-//! but the outer layer. Everything is bounded: entries, bytes, and the rate of uploads
-//! (each costs a signature check); a full store answers BUSY, never grows.
+//! A relay stores a descriptor only if it is one of the relays the hash ring
+//! ([`crate::onion::hashring`]) selects for the descriptor's blinded key `A'` and period
+//! under its current consensus (or the one before, so a service one consensus behind is
+//! not refused), and only for a period within one of the current one. Without the ring
+//! check anyone could fill every relay's store with descriptors nobody would look for
+//! there. Entries are keyed by `A'` and only ever replaced by a strictly newer revision;
+//! the relay can read nothing but the outer layer. Everything is bounded: entries,
+//! bytes, and the rate of uploads (each costs a signature check), relay-wide and per
+//! circuit.
+//!
+//! A full store answers BUSY and never evicts a live descriptor: eviction would let any
+//! uploader push out stored honest descriptors at the price of one upload each, whereas
+//! BUSY only delays newcomers (who have the other relays of their ring), and a stored
+//! service keeps updating its entry in place (a replacement needs no new slot).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
 use crate::clock::now_unix;
+use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::Consensus;
 use crate::onion::descriptor::{OnionDescriptorError, UncheckedOnionDescriptor};
+use crate::onion::hashring::{HsDirParams, HsDirRing};
+use crate::onion::{BlindedPublic, PeriodParams, TimePeriod};
 
-use super::dirserve::DirService;
+use super::dirserve::{DirContext, DirService};
 use super::rate_limit::TokenBucket;
 
-/// Bounds of a relay's descriptor store.
+/// Bounds of a relay's descriptor store, and the ring rules it applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HsDirLimits {
     /// Descriptors stored at once.
     pub max_entries: usize,
     /// Bytes of descriptors stored at once.
     pub max_bytes: usize,
-    /// Uploads checked per second, sustained (each costs an Ed25519 verification).
+    /// Uploads checked per second, sustained, relay-wide (each costs an Ed25519
+    /// verification).
     pub puts_per_second: u32,
     /// Burst allowance above the sustained upload rate.
     pub put_burst: u32,
+    /// Uploads checked per second, sustained, on one circuit (a service uploads one
+    /// descriptor per period or two per circuit, so one uploader cannot take the whole
+    /// relay-wide budget from a single circuit).
+    pub circuit_puts_per_second: u32,
+    /// Burst allowance above the per-circuit upload rate.
+    pub circuit_put_burst: u32,
     /// Clock skew tolerated on a descriptor's creation and expiry times, seconds.
     pub max_skew_secs: u64,
+    /// Which relays are on the ring and how many store each replica (the services'
+    /// rules: the same as [`HsDirParams::default`]).
+    pub ring: HsDirParams,
+    /// How time is cut into periods (the services' rules).
+    pub periods: PeriodParams,
 }
 
 impl Default for HsDirLimits {
@@ -45,7 +70,11 @@ impl Default for HsDirLimits {
             max_bytes: 32 * 1024 * 1024,
             puts_per_second: 50,
             put_burst: 200,
+            circuit_puts_per_second: 1,
+            circuit_put_burst: 8,
             max_skew_secs: 300,
+            ring: HsDirParams::default(),
+            periods: PeriodParams::default(),
         }
     }
 }
@@ -90,14 +119,41 @@ impl State {
     }
 }
 
+/// Consensuses a relay keeps for the ring check: the current one and the one before.
+const RING_CONSENSUSES: usize = 2;
+/// Rings kept per consensus: the periods within one of the current one.
+const RINGS_PER_CONSENSUS: usize = 3;
+
+/// A consensus and the rings computed from it so far (one per period asked about), so a
+/// ring is built once per consensus and period, not once per upload.
+#[derive(Debug)]
+struct RingView {
+    consensus: Arc<Consensus>,
+    rings: Vec<Arc<HsDirRing>>,
+}
+
+/// Whether this relay may store a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Responsibility {
+    /// On the ring of a live consensus.
+    Responsible,
+    /// On no live consensus's ring.
+    NotResponsible,
+    /// No live consensus: the relay cannot tell.
+    NoConsensus,
+}
+
 /// A relay's descriptor store. Serve it directly as a [`DirService`] (it then answers
 /// only the onion kinds), or through [`super::dircache::DirCache`], which delegates the
-/// onion kinds to its own store.
+/// onion kinds to its own store and gives it each consensus it fetches. Uploads are
+/// refused until the store has a consensus ([`HsDirStore::set_consensus`]).
 #[derive(Debug)]
 pub struct HsDirStore {
     limits: HsDirLimits,
     puts: TokenBucket,
     state: Mutex<State>,
+    /// Newest consensus first, at most [`RING_CONSENSUSES`].
+    views: Mutex<Vec<RingView>>,
 }
 
 impl Default for HsDirStore {
@@ -113,6 +169,7 @@ impl HsDirStore {
             puts: TokenBucket::new(limits.puts_per_second, limits.put_burst),
             limits,
             state: Mutex::new(State::default()),
+            views: Mutex::new(Vec::new()),
         }
     }
 
@@ -120,6 +177,87 @@ impl HsDirStore {
         // A poisoned lock means a panic elsewhere mid-update of a map and a counter; the
         // map is still consistent enough to serve (the counter is recomputed on purge).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, Vec<RingView>> {
+        // Each update is a single insert or truncate: consistent even after a panic.
+        self.views.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `consensus` the one the ring is computed from; the previous one is kept as
+    /// well (a service may upload with the consensus before). An older or already known
+    /// consensus changes nothing.
+    pub fn set_consensus(&self, consensus: Arc<Consensus>) {
+        let mut views = self.views();
+        if views
+            .first()
+            .is_some_and(|v| v.consensus.valid_after() >= consensus.valid_after())
+        {
+            return;
+        }
+        views.insert(
+            0,
+            RingView {
+                consensus,
+                rings: Vec::new(),
+            },
+        );
+        views.truncate(RING_CONSENSUSES);
+    }
+
+    /// Whether a live consensus is known.
+    pub fn has_consensus(&self, now: u64) -> bool {
+        self.views().iter().any(|v| v.consensus.is_live(now))
+    }
+
+    /// Whether relay `me` is responsible for `blinded` in `period` under a live
+    /// consensus.
+    fn responsibility(
+        &self,
+        blinded: &BlindedPublic,
+        period: TimePeriod,
+        me: &IdentityPublic,
+        now: u64,
+    ) -> Responsibility {
+        let mut views = self.views();
+        let mut any_live = false;
+        for view in views.iter_mut().filter(|v| v.consensus.is_live(now)) {
+            any_live = true;
+            let ring = match view.rings.iter().find(|r| r.period() == period) {
+                Some(r) => Arc::clone(r),
+                None => {
+                    let r = Arc::new(HsDirRing::new(
+                        view.consensus.relays(),
+                        period,
+                        &self.limits.ring,
+                    ));
+                    if view.rings.len() >= RINGS_PER_CONSENSUS {
+                        view.rings.remove(0);
+                    }
+                    view.rings.push(Arc::clone(&r));
+                    r
+                }
+            };
+            if ring.is_responsible(blinded, me) {
+                return Responsibility::Responsible;
+            }
+        }
+        if any_live {
+            Responsibility::NotResponsible
+        } else {
+            Responsibility::NoConsensus
+        }
+    }
+
+    /// Whether `period` is one this relay stores descriptors for at `now`: the services'
+    /// period length, and a number within one of the current period.
+    fn period_served(&self, period: TimePeriod, now: u64) -> bool {
+        match self.limits.periods.period_at(now) {
+            Ok(current) => {
+                period.length == current.length && period.number.abs_diff(current.number) <= 1
+            }
+            Err(_) => false,
+        }
     }
 
     /// Descriptors stored now (expired ones not yet dropped included).
@@ -137,8 +275,9 @@ impl HsDirStore {
         self.lock().bytes
     }
 
-    /// Handles PUT_ONION_DESCRIPTOR at time `now` (Unix seconds).
-    pub fn put_at(&self, bytes: &[u8], now: u64) -> DirResponse {
+    /// Handles PUT_ONION_DESCRIPTOR at time `now` (Unix seconds), for the relay and
+    /// circuit of `ctx`.
+    pub fn put_at(&self, bytes: &[u8], now: u64, ctx: &DirContext) -> DirResponse {
         let unchecked = match UncheckedOnionDescriptor::parse(bytes) {
             Ok(u) => u,
             Err(e) => {
@@ -146,15 +285,52 @@ impl HsDirStore {
                 return DirResponse::error(DirStatus::BadRequest, "malformed onion descriptor");
             }
         };
-        let key = *unchecked.claimed().blinded_key.as_bytes();
+        let claimed = unchecked.claimed();
+        let key = *claimed.blinded_key.as_bytes();
+        // The ring check comes before the signature check: it is cheaper (rings are
+        // cached), and a forged claim gains nothing (a claim that passes is verified).
+        if !self.period_served(claimed.period(), now) {
+            debug!("hsdir: descriptor for a period not served refused");
+            return DirResponse::error(
+                DirStatus::Refused,
+                "not a directory for that period (only the current one, or one either side)",
+            );
+        }
+        match self.responsibility(&claimed.blinded_key, claimed.period(), &ctx.identity, now) {
+            Responsibility::Responsible => {}
+            Responsibility::NotResponsible => {
+                debug!("hsdir: descriptor for a key off this relay's ring refused");
+                return DirResponse::error(
+                    DirStatus::Refused,
+                    "not responsible: this relay is not on the hash ring for that key and period",
+                );
+            }
+            Responsibility::NoConsensus => {
+                return DirResponse::error(
+                    DirStatus::Busy,
+                    "no consensus yet: cannot tell whether this relay is responsible",
+                );
+            }
+        }
         let Some(min_revision) = self.min_revision(&key, now) else {
             return refused(&OnionDescriptorError::RevisionRollback {
-                revision: unchecked.claimed().revision,
+                revision: claimed.revision,
                 min: u64::MAX,
             });
         };
         // Only the signature check is rate limited: it is the expensive part (parsing is
-        // bounded by the 8 KiB size), and it runs outside the lock.
+        // bounded by the 8 KiB size), and it runs outside the lock. The circuit's budget
+        // is charged first, so a circuit over its own budget takes nothing from others.
+        let circuit = ctx.circuit.upload_bucket(
+            self.limits.circuit_puts_per_second,
+            self.limits.circuit_put_burst,
+        );
+        if !circuit.try_take() {
+            return DirResponse::error(
+                DirStatus::Busy,
+                "too many descriptor uploads on this circuit",
+            );
+        }
         if !self.puts.try_take() {
             return DirResponse::error(DirStatus::Busy, "too many descriptor uploads");
         }
@@ -181,6 +357,7 @@ impl HsDirStore {
         if !self.fits(&state, &key, entry.bytes.len()) {
             state.purge_expired(now);
             if !self.fits(&state, &key, entry.bytes.len()) {
+                // Never evict a live descriptor (see the module documentation).
                 return DirResponse::error(DirStatus::Busy, "descriptor store full");
             }
         }
@@ -221,10 +398,11 @@ impl HsDirStore {
         }
     }
 
-    /// Answers an onion-descriptor request now; other kinds are refused.
-    pub fn answer(&self, req: &DirRequest) -> DirResponse {
+    /// Answers an onion-descriptor request now, for the relay and circuit of `ctx`;
+    /// other kinds are refused.
+    pub fn answer(&self, req: &DirRequest, ctx: &DirContext) -> DirResponse {
         match req {
-            DirRequest::PutOnionDescriptor(bytes) => self.put_at(bytes, now_unix()),
+            DirRequest::PutOnionDescriptor(bytes) => self.put_at(bytes, now_unix(), ctx),
             DirRequest::GetOnionDescriptor { blinded_key } => self.get_at(blinded_key, now_unix()),
             _ => DirResponse::error(DirStatus::Refused, "not a directory for that request"),
         }
@@ -238,8 +416,12 @@ fn refused(e: &OnionDescriptorError) -> DirResponse {
 }
 
 impl DirService for HsDirStore {
-    fn handle(&self, req: DirRequest) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
-        Box::pin(async move { self.answer(&req) })
+    fn handle(
+        &self,
+        req: DirRequest,
+        ctx: DirContext,
+    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
+        Box::pin(async move { self.answer(&req, &ctx) })
     }
 }
 
@@ -247,6 +429,10 @@ impl DirService for HsDirStore {
 mod tests {
     use super::*;
     use crate::crypto::{IdentityKeypair, OnionKeyCert, OnionKeypair};
+    use crate::dir::consensus::CONSENSUS_VERSION;
+    use crate::dir::{
+        BandwidthWeights, ConsensusBody, ConsensusEntry, ExitPolicy, RelayFlags, UncheckedConsensus,
+    };
     use crate::onion::descriptor::{
         DescriptorParams, InnerDescriptor, IntroPointInfo, SignedOnionDescriptor,
     };
@@ -261,10 +447,21 @@ mod tests {
         IdentityKeypair::from_secret_bytes(&seed)
     }
 
-    /// A descriptor of service `n`, with `revision`, created at `created`.
+    /// A descriptor of service `n`, with `revision`, created at `created`, for the period
+    /// of `NOW`.
     fn descriptor(n: u8, revision: u64, created: u64) -> (Vec<u8>, [u8; 32]) {
-        let service = key(n);
         let period = PeriodParams::default().period_at(NOW).unwrap();
+        descriptor_for(n, revision, created, period)
+    }
+
+    /// The same, for `period`.
+    fn descriptor_for(
+        n: u8,
+        revision: u64,
+        created: u64,
+        period: TimePeriod,
+    ) -> (Vec<u8>, [u8; 32]) {
+        let service = key(n);
         let blinded = BlindedKeypair::derive(&service, period).unwrap();
         let relay = key(200);
         let onion = OnionKeypair::from_secret_bytes(&[7; 32]);
@@ -288,21 +485,104 @@ mod tests {
         (d.to_bytes().unwrap(), *blinded.public().as_bytes())
     }
 
+    /// The relay answering in these tests.
+    fn me() -> IdentityKeypair {
+        key(100)
+    }
+
+    /// A fresh circuit of [`me`].
+    fn ctx() -> DirContext {
+        DirContext::new(me().public())
+    }
+
+    /// A consensus listing `relays` as HSDirs, valid from `valid_after` for three days.
+    fn consensus_at(relays: &[IdentityKeypair], valid_after: u64) -> Arc<Consensus> {
+        let auth = key(250);
+        let onion = OnionKeypair::from_secret_bytes(&[9; 32]);
+        let mut entries: Vec<ConsensusEntry> = relays
+            .iter()
+            .zip(1u8..)
+            .map(|(k, i)| ConsensusEntry {
+                identity: k.public(),
+                onion_cert: OnionKeyCert::sign(k, onion.public(), NOW + 30 * 86_400),
+                addrs: vec![std::net::SocketAddr::from(([10, 0, 0, i], 9001))],
+                flags: RelayFlags::RUNNING
+                    .union(RelayFlags::VALID)
+                    .union(RelayFlags::STABLE),
+                bandwidth: 1000,
+                exit_policy: ExitPolicy::reject_all(),
+                family: Vec::new(),
+            })
+            .collect();
+        entries.sort_by_key(|e| e.identity);
+        let body = ConsensusBody {
+            version: CONSENSUS_VERSION,
+            valid_after,
+            fresh_until: valid_after + 3600,
+            valid_until: valid_after + 3 * 86_400,
+            authorities: vec![auth.public()],
+            weights: BandwidthWeights::compute(entries.iter().map(|e| (e.flags, e.bandwidth))),
+            relays: entries,
+        };
+        let mut signed = body.to_signed().unwrap();
+        signed.sign(&auth);
+        let bytes = signed.to_bytes().unwrap();
+        let c = UncheckedConsensus::parse(&bytes)
+            .unwrap()
+            .verify(&[auth.public()], valid_after)
+            .unwrap();
+        Arc::new(c)
+    }
+
+    fn consensus(relays: &[IdentityKeypair]) -> Arc<Consensus> {
+        consensus_at(relays, NOW - 3600)
+    }
+
+    /// A store whose consensus lists only [`me`] (so it is responsible for every key).
+    fn store_with(limits: HsDirLimits) -> HsDirStore {
+        let store = HsDirStore::new(limits);
+        store.set_consensus(consensus(&[me()]));
+        store
+    }
+
+    fn store() -> HsDirStore {
+        store_with(HsDirLimits::default())
+    }
+
+    /// A service number whose blinded key (this period) puts [`me`] on its ring among
+    /// `relays` (`on` true) or off it (`on` false).
+    fn service_where(relays: &[IdentityKeypair], on: bool) -> u8 {
+        let c = consensus(relays);
+        let period = PeriodParams::default().period_at(NOW).unwrap();
+        (1..=255u8)
+            .find(|&n| {
+                let blinded = BlindedKeypair::derive(&key(n), period).unwrap();
+                let chosen = crate::onion::hashring::responsible_hsdirs(
+                    c.relays(),
+                    blinded.public(),
+                    period,
+                    &HsDirParams::default(),
+                );
+                chosen.contains(&me().public()) == on
+            })
+            .unwrap()
+    }
+
     #[test]
     fn put_get_replace_and_rollback() {
-        let store = HsDirStore::default();
+        let store = store();
         let (d1, k) = descriptor(1, 5, NOW - 10);
         assert_eq!(store.get_at(&k, NOW).status, DirStatus::NotFound);
-        assert_eq!(store.put_at(&d1, NOW).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&d1, NOW, &ctx()).status, DirStatus::Ok);
         assert_eq!(store.get_at(&k, NOW).body, d1);
         // Same revision again, and an older one: refused, the stored one stays.
-        assert_eq!(store.put_at(&d1, NOW).status, DirStatus::Refused);
+        assert_eq!(store.put_at(&d1, NOW, &ctx()).status, DirStatus::Refused);
         let (d0, _) = descriptor(1, 4, NOW - 5);
-        let r = store.put_at(&d0, NOW);
+        let r = store.put_at(&d0, NOW, &ctx());
         assert_eq!(r.status, DirStatus::Refused);
         assert!(r.reason().contains("revision"), "{}", r.reason());
         let (d2, _) = descriptor(1, 6, NOW - 5);
-        assert_eq!(store.put_at(&d2, NOW).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&d2, NOW, &ctx()).status, DirStatus::Ok);
         assert_eq!(store.get_at(&k, NOW).body, d2);
         assert_eq!(store.len(), 1);
         assert_eq!(store.bytes(), d2.len());
@@ -310,25 +590,31 @@ mod tests {
 
     #[test]
     fn forged_malformed_and_stale_are_refused() {
-        let store = HsDirStore::default();
+        let store = store();
         let (mut d, k) = descriptor(2, 1, NOW - 10);
         let last = d.len() - 1;
         d[last] ^= 1; // in the signature
-        assert_eq!(store.put_at(&d, NOW).status, DirStatus::Refused);
-        assert_eq!(store.put_at(b"junk", NOW).status, DirStatus::BadRequest);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Refused);
+        assert_eq!(
+            store.put_at(b"junk", NOW, &ctx()).status,
+            DirStatus::BadRequest
+        );
         let (future, _) = descriptor(2, 1, NOW + 3600);
-        assert_eq!(store.put_at(&future, NOW).status, DirStatus::Refused);
+        assert_eq!(
+            store.put_at(&future, NOW, &ctx()).status,
+            DirStatus::Refused
+        );
         let (old, _) = descriptor(2, 1, NOW - 2 * 3600);
-        assert_eq!(store.put_at(&old, NOW).status, DirStatus::Refused);
+        assert_eq!(store.put_at(&old, NOW, &ctx()).status, DirStatus::Refused);
         assert!(store.is_empty());
         assert_eq!(store.get_at(&k, NOW).status, DirStatus::NotFound);
     }
 
     #[test]
     fn expired_entries_are_dropped_and_then_any_revision_is_accepted() {
-        let store = HsDirStore::default();
+        let store = store();
         let (d, k) = descriptor(3, 9, NOW);
-        assert_eq!(store.put_at(&d, NOW).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
         let skew = HsDirLimits::default().max_skew_secs;
         assert_eq!(
             store.get_at(&k, NOW + 3600 + skew - 1).status,
@@ -342,7 +628,7 @@ mod tests {
         assert_eq!(store.bytes(), 0);
         let later = NOW + 3600 + skew;
         let (d1, _) = descriptor(3, 1, later);
-        assert_eq!(store.put_at(&d1, later).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&d1, later, &ctx()).status, DirStatus::Ok);
     }
 
     #[test]
@@ -353,19 +639,19 @@ mod tests {
             max_bytes: 3 * a.len(),
             ..HsDirLimits::default()
         };
-        let store = HsDirStore::new(limits);
-        assert_eq!(store.put_at(&a, NOW).status, DirStatus::Ok);
+        let store = store_with(limits);
+        assert_eq!(store.put_at(&a, NOW, &ctx()).status, DirStatus::Ok);
         let (b, _) = descriptor(5, 1, NOW);
-        assert_eq!(store.put_at(&b, NOW).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&b, NOW, &ctx()).status, DirStatus::Ok);
         let (c, kc) = descriptor(6, 1, NOW + 100);
-        assert_eq!(store.put_at(&c, NOW + 100).status, DirStatus::Busy);
+        assert_eq!(store.put_at(&c, NOW + 100, &ctx()).status, DirStatus::Busy);
         // Replacing an existing key never needs a new slot.
         let (a2, _) = descriptor(4, 2, NOW);
-        assert_eq!(store.put_at(&a2, NOW).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&a2, NOW, &ctx()).status, DirStatus::Ok);
         // Once the first two expired, the purge makes room.
         let later = NOW + 3600 + HsDirLimits::default().max_skew_secs;
         let (c2, _) = descriptor(6, 1, later);
-        assert_eq!(store.put_at(&c2, later).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&c2, later, &ctx()).status, DirStatus::Ok);
         assert_eq!(store.len(), 1);
         assert_eq!(store.get_at(&kc, later).body, c2);
     }
@@ -373,19 +659,19 @@ mod tests {
     #[test]
     fn byte_bound_is_enforced() {
         let (a, _) = descriptor(7, 1, NOW);
-        let store = HsDirStore::new(HsDirLimits {
+        let store = store_with(HsDirLimits {
             max_bytes: a.len() + 10,
             ..HsDirLimits::default()
         });
-        assert_eq!(store.put_at(&a, NOW).status, DirStatus::Ok);
+        assert_eq!(store.put_at(&a, NOW, &ctx()).status, DirStatus::Ok);
         let (b, _) = descriptor(8, 1, NOW);
-        assert_eq!(store.put_at(&b, NOW).status, DirStatus::Busy);
+        assert_eq!(store.put_at(&b, NOW, &ctx()).status, DirStatus::Busy);
         assert!(store.bytes() <= a.len() + 10);
     }
 
     #[test]
     fn upload_rate_is_bounded() {
-        let store = HsDirStore::new(HsDirLimits {
+        let store = store_with(HsDirLimits {
             puts_per_second: 1,
             put_burst: 3,
             ..HsDirLimits::default()
@@ -393,7 +679,7 @@ mod tests {
         let mut busy = 0;
         for rev in 0..6 {
             let (d, _) = descriptor(9, rev, NOW);
-            if store.put_at(&d, NOW).status == DirStatus::Busy {
+            if store.put_at(&d, NOW, &ctx()).status == DirStatus::Busy {
                 busy += 1;
             }
         }
@@ -402,10 +688,150 @@ mod tests {
 
     #[test]
     fn other_requests_are_refused() {
-        let store = HsDirStore::default();
+        let store = store();
         assert_eq!(
-            store.answer(&DirRequest::GetConsensus).status,
+            store.answer(&DirRequest::GetConsensus, &ctx()).status,
             DirStatus::Refused
+        );
+    }
+
+    #[test]
+    fn only_a_relay_on_the_ring_stores() {
+        // Me and 19 others: 6 of 20 relays are responsible for each key.
+        let relays: Vec<IdentityKeypair> = std::iter::once(me())
+            .chain((0..19).map(|i| key(110 + i)))
+            .collect();
+        let store = HsDirStore::default();
+        store.set_consensus(consensus(&relays));
+        let (off, k_off) = descriptor(service_where(&relays, false), 1, NOW);
+        let r = store.put_at(&off, NOW, &ctx());
+        assert_eq!(r.status, DirStatus::Refused);
+        assert!(r.reason().contains("not responsible"), "{}", r.reason());
+        assert_eq!(store.get_at(&k_off, NOW).status, DirStatus::NotFound);
+        let (on, k_on) = descriptor(service_where(&relays, true), 1, NOW);
+        assert_eq!(store.put_at(&on, NOW, &ctx()).status, DirStatus::Ok);
+        assert_eq!(store.get_at(&k_on, NOW).body, on);
+        // Another relay asked the same: refused (it is not `me`).
+        let other = DirContext::new(
+            relays
+                .iter()
+                .map(|k| k.public())
+                .find(|id| {
+                    let c = consensus(&relays);
+                    let period = PeriodParams::default().period_at(NOW).unwrap();
+                    let blinded = BlindedPublic::from_bytes(&k_on).unwrap();
+                    !crate::onion::hashring::responsible_hsdirs(
+                        c.relays(),
+                        &blinded,
+                        period,
+                        &HsDirParams::default(),
+                    )
+                    .contains(id)
+                })
+                .unwrap(),
+        );
+        let (on2, _) = descriptor(service_where(&relays, true), 2, NOW);
+        assert_eq!(store.put_at(&on2, NOW, &other).status, DirStatus::Refused);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn the_previous_consensus_still_counts() {
+        // The newer consensus has me off the ring for this key; the older has me alone.
+        let relays: Vec<IdentityKeypair> = std::iter::once(me())
+            .chain((0..19).map(|i| key(110 + i)))
+            .collect();
+        let n = service_where(&relays, false);
+        let store = HsDirStore::default();
+        store.set_consensus(consensus_at(&[me()], NOW - 7200));
+        store.set_consensus(consensus_at(&relays, NOW - 3600));
+        let (d, _) = descriptor(n, 1, NOW);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
+        // An older consensus offered later replaces nothing; a third newer one pushes the
+        // first out.
+        store.set_consensus(consensus_at(&[me()], NOW - 10_800));
+        store.set_consensus(consensus_at(&relays, NOW - 1800));
+        let (d2, _) = descriptor(n, 2, NOW);
+        assert_eq!(store.put_at(&d2, NOW, &ctx()).status, DirStatus::Refused);
+    }
+
+    #[test]
+    fn no_consensus_means_no_uploads() {
+        let store = HsDirStore::default();
+        let (d, k) = descriptor(10, 1, NOW);
+        let r = store.put_at(&d, NOW, &ctx());
+        assert_eq!(r.status, DirStatus::Busy);
+        assert!(r.reason().contains("no consensus"), "{}", r.reason());
+        assert!(!store.has_consensus(NOW));
+        // An expired consensus is no consensus.
+        store.set_consensus(consensus(&[me()]));
+        assert!(store.has_consensus(NOW));
+        let after = NOW - 3600 + 3 * 86_400;
+        assert!(!store.has_consensus(after));
+        assert_eq!(store.get_at(&k, NOW).status, DirStatus::NotFound);
+    }
+
+    #[test]
+    fn a_period_too_far_off_is_refused() {
+        let store = store();
+        let length = PeriodParams::default().length;
+        // Created (and so valid) now, but blinded for a period two away.
+        let current = PeriodParams::default().period_at(NOW).unwrap();
+        for number in [current.number + 2, current.number - 2] {
+            let (d, _) = descriptor_for(11, 1, NOW, TimePeriod { length, number });
+            let r = store.put_at(&d, NOW, &ctx());
+            assert_eq!(r.status, DirStatus::Refused);
+            assert!(r.reason().contains("period"), "{}", r.reason());
+        }
+        // One either side is served.
+        for number in [current.number + 1, current.number - 1] {
+            let (d, _) = descriptor_for(11, 1, NOW, TimePeriod { length, number });
+            assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
+        }
+        assert_eq!(store.len(), 2);
+        // Another period length is not.
+        let other = TimePeriod {
+            length: length / 2,
+            number: NOW / (length / 2),
+        };
+        let (d, _) = descriptor_for(11, 1, NOW, other);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Refused);
+    }
+
+    #[test]
+    fn one_circuit_cannot_take_the_relay_wide_upload_budget() {
+        let store = store_with(HsDirLimits {
+            circuit_puts_per_second: 0,
+            circuit_put_burst: 2,
+            ..HsDirLimits::default()
+        });
+        let circuit = ctx();
+        let statuses: Vec<DirStatus> = (0..4)
+            .map(|rev| {
+                store
+                    .put_at(&descriptor(12, rev, NOW).0, NOW, &circuit)
+                    .status
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                DirStatus::Ok,
+                DirStatus::Ok,
+                DirStatus::Busy,
+                DirStatus::Busy
+            ]
+        );
+        // Another circuit still has its own budget (and the relay-wide one is intact).
+        assert_eq!(
+            store.put_at(&descriptor(12, 4, NOW).0, NOW, &ctx()).status,
+            DirStatus::Ok
+        );
+        // The two BEGIN_DIR streams of one circuit share its budget.
+        let again = circuit.clone();
+        assert_eq!(
+            store.put_at(&descriptor(12, 5, NOW).0, NOW, &again).status,
+            DirStatus::Busy
         );
     }
 }
