@@ -805,53 +805,90 @@ async fn unjoined_cookie_expires() {
     assert_eq!(p.shared().onion.counts().1, 0);
 }
 
-/// The registration tables are bounded per channel: past the bound ESTABLISH_INTRO and
-/// ESTABLISH_RENDEZVOUS are refused with RESOURCE_LIMIT, and a slot frees when its
-/// circuit closes.
+/// The registration tables are bounded relay-wide, not per channel (every circuit here
+/// reaches the point through one guard, so a per-channel bound would let one client
+/// exhaust everyone's share): past the bound ESTABLISH_INTRO is refused with
+/// RESOURCE_LIMIT, and a slot frees when its circuit closes; a full cookie table drops
+/// its oldest cookie (that circuit is destroyed with RESOURCE_LIMIT) and takes the new one.
 #[tokio::test]
 async fn registration_tables_are_bounded() {
     let g = start_relay().await;
     let p = common::start_relay_with(
         RelayLimits {
-            intro_points_per_channel: 1,
-            rend_cookies_per_channel: 1,
+            intro_points: 2,
+            rend_cookies: 2,
+            // Deprecated and ignored: it no longer limits anything.
+            intro_points_per_channel: Some(1),
+            rend_cookies_per_channel: Some(1),
             ..RelayLimits::default()
         },
         None,
     )
     .await;
     // Every circuit reaches the point through g: one channel.
-    let mut first = RawCirc::build(&[&g, &p]).await;
-    let msg = build_establish_intro(&auth_key(1), None, &first.bindings[1]).unwrap();
-    first.send_onion(OnionMsg::EstablishIntro(msg)).await;
+    let mut intros = Vec::new();
+    for n in 1..=2 {
+        let mut c = RawCirc::build(&[&g, &p]).await;
+        let msg = build_establish_intro(&auth_key(n), None, &c.bindings[1]).unwrap();
+        c.send_onion(OnionMsg::EstablishIntro(msg)).await;
+        assert_eq!(c.recv_onion().await.unwrap(), OnionMsg::IntroEstablished);
+        intros.push(c);
+    }
+    let mut third = RawCirc::build(&[&g, &p]).await;
+    let msg = build_establish_intro(&auth_key(3), None, &third.bindings[1]).unwrap();
+    third.send_onion(OnionMsg::EstablishIntro(msg)).await;
     assert_eq!(
-        first.recv_onion().await.unwrap(),
-        OnionMsg::IntroEstablished
-    );
-    let mut second = RawCirc::build(&[&g, &p]).await;
-    let msg = build_establish_intro(&auth_key(2), None, &second.bindings[1]).unwrap();
-    second.send_onion(OnionMsg::EstablishIntro(msg)).await;
-    assert_eq!(
-        second.recv().await.unwrap_err(),
+        third.recv().await.unwrap_err(),
         DestroyReason::ResourceLimit
     );
 
-    let mut waiting = RawCirc::build(&[&g, &p]).await;
-    waiting
-        .send_onion(OnionMsg::EstablishRendezvous([1; 20]))
+    let mut waiting = Vec::new();
+    for n in 1..=2u8 {
+        let mut c = RawCirc::build(&[&g, &p]).await;
+        c.send_onion(OnionMsg::EstablishRendezvous([n; 20])).await;
+        assert_eq!(
+            c.recv_onion().await.unwrap(),
+            OnionMsg::RendezvousEstablished
+        );
+        waiting.push(c);
+    }
+    // The table is full: the newest cookie is taken, the oldest dropped with its circuit.
+    let mut newest = RawCirc::build(&[&g, &p]).await;
+    newest
+        .send_onion(OnionMsg::EstablishRendezvous([3; 20]))
         .await;
     assert_eq!(
-        waiting.recv_onion().await.unwrap(),
+        newest.recv_onion().await.unwrap(),
         OnionMsg::RendezvousEstablished
     );
-    let mut over = RawCirc::build(&[&g, &p]).await;
-    over.send_onion(OnionMsg::EstablishRendezvous([2; 20]))
-        .await;
-    assert_eq!(over.recv().await.unwrap_err(), DestroyReason::ResourceLimit);
+    assert_eq!(
+        waiting[0].recv().await.unwrap_err(),
+        DestroyReason::ResourceLimit
+    );
+    assert_eq!(p.shared().onion.counts().1, 2);
+    // The dropped cookie is unknown now; the newest one still joins.
+    let mut svc = RawCirc::build(&[&g, &p]).await;
+    svc.send_onion(OnionMsg::Rendezvous1(Rendezvous1 {
+        cookie: [1; 20],
+        handshake: [7; 64],
+    }))
+    .await;
+    assert_eq!(svc.recv().await.unwrap_err(), DestroyReason::Protocol);
+    let mut svc = RawCirc::build(&[&g, &p]).await;
+    svc.send_onion(OnionMsg::Rendezvous1(Rendezvous1 {
+        cookie: [3; 20],
+        handshake: [7; 64],
+    }))
+    .await;
+    assert_eq!(
+        newest.recv_onion().await.unwrap(),
+        OnionMsg::Rendezvous2([7; 64])
+    );
 
     // Closing the registered circuits frees the slots.
-    first.destroy().await;
-    waiting.destroy().await;
+    for c in intros.iter_mut().chain(waiting.iter_mut().skip(1)) {
+        c.destroy().await;
+    }
     let mut freed = false;
     for _ in 0..100 {
         if p.shared().onion.counts() == (0, 0) {
@@ -862,7 +899,7 @@ async fn registration_tables_are_bounded() {
     }
     assert!(freed, "registrations outlived their circuits");
     let mut again = RawCirc::build(&[&g, &p]).await;
-    let msg = build_establish_intro(&auth_key(2), None, &again.bindings[1]).unwrap();
+    let msg = build_establish_intro(&auth_key(3), None, &again.bindings[1]).unwrap();
     again.send_onion(OnionMsg::EstablishIntro(msg)).await;
     assert_eq!(
         again.recv_onion().await.unwrap(),

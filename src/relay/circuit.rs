@@ -333,6 +333,12 @@ impl Circuit {
             CircEvent::Introduce2(intro) => self.on_introduce2(intro).await,
             CircEvent::Joined(partner) => self.on_joined(partner),
             CircEvent::PartnerClosed => Err(Teardown::new(DestroyReason::Destroyed)),
+            // Only a waiting circuit has a cookie to lose; a late notice (the circuit was
+            // joined meanwhile under another registration) changes nothing.
+            CircEvent::CookieEvicted if matches!(self.role, Role::RendWaiting { .. }) => {
+                Err(Teardown::new(DestroyReason::ResourceLimit))
+            }
+            CircEvent::CookieEvicted => Ok(()),
             CircEvent::Resolved { id, result } => {
                 self.resolving = self.resolving.saturating_sub(1);
                 let msg = match result {

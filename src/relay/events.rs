@@ -42,6 +42,9 @@ pub enum CircEvent {
     Joined(super::splice::SharedBackward),
     /// The circuit this one was joined with closed.
     PartnerClosed,
+    /// This circuit's rendezvous cookie was dropped to make room in the relay's full
+    /// cookie table (it was the oldest): the circuit can no longer be joined.
+    CookieEvicted,
     /// A RESOLVE finished.
     Resolved {
         /// The stream the RESOLVE came on.

@@ -41,17 +41,25 @@ pub struct RelayLimits {
     pub extend_timeout_secs: u64,
     /// Introduction points (auth keys) registered at this relay at once.
     pub intro_points: usize,
-    /// Introduction points registered through one channel at once.
-    pub intro_points_per_channel: usize,
+    /// Deprecated and ignored: a per-channel bound at a middle let one client exhaust the
+    /// share of every other client behind the same guard (their circuits arrive over one
+    /// relay-to-relay channel), so only the relay-wide [`Self::intro_points`] applies.
+    /// Still accepted so a relay.toml that sets it keeps loading (with a warning, see
+    /// [`Self::deprecated_keys`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intro_points_per_channel: Option<usize>,
     /// Largest INTRODUCE1 rate (per second, sustained) an introduction point allows for
     /// one auth key; a service may ask for less in ESTABLISH_INTRO.
     pub intro_rate_per_second: u32,
     /// Largest INTRODUCE1 burst an introduction point allows for one auth key.
     pub intro_burst: u32,
-    /// Rendezvous cookies waiting at this relay at once.
+    /// Rendezvous cookies waiting at this relay at once. When the table is full the
+    /// oldest cookie is dropped (and its circuit closed) to make room.
     pub rend_cookies: usize,
-    /// Rendezvous cookies waiting through one channel at once.
-    pub rend_cookies_per_channel: usize,
+    /// Deprecated and ignored, like [`Self::intro_points_per_channel`]: only the
+    /// relay-wide [`Self::rend_cookies`] applies (a full table drops its oldest cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rend_cookies_per_channel: Option<usize>,
     /// Seconds a rendezvous circuit may wait for its service before it is closed.
     pub rend_cookie_timeout_secs: u64,
 }
@@ -71,17 +79,29 @@ impl Default for RelayLimits {
             dead_peer_timeout_secs: 20,
             extend_timeout_secs: 20,
             intro_points: 20_000,
-            intro_points_per_channel: 2_000,
+            intro_points_per_channel: None,
             intro_rate_per_second: 20,
             intro_burst: 200,
             rend_cookies: 20_000,
-            rend_cookies_per_channel: 2_000,
+            rend_cookies_per_channel: None,
             rend_cookie_timeout_secs: 120,
         }
     }
 }
 
 impl RelayLimits {
+    /// The keys set in this configuration that are deprecated and ignored (a relay
+    /// warns about them at startup).
+    pub fn deprecated_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.intro_points_per_channel.is_some() {
+            keys.push("intro_points_per_channel");
+        }
+        if self.rend_cookies_per_channel.is_some() {
+            keys.push("rend_cookies_per_channel");
+        }
+        keys
+    }
     /// Idle channel timeout as a duration.
     pub fn idle_channel_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_channel_timeout_secs)
@@ -101,5 +121,42 @@ impl RelayLimits {
     /// Extend timeout as a duration.
     pub fn extend_timeout(&self) -> Duration {
         Duration::from_secs(self.extend_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay.toml `[limits]` table written for an older version, with the per-channel
+    /// onion bounds, still loads; the keys are reported as deprecated and change nothing
+    /// else. Unknown keys are still refused.
+    #[test]
+    fn old_per_channel_keys_load_and_are_reported() {
+        let old: RelayLimits = toml::from_str(
+            "intro_points = 100\nintro_points_per_channel = 10\nrend_cookies_per_channel = 5\n",
+        )
+        .unwrap();
+        assert_eq!(old.intro_points, 100);
+        assert_eq!(
+            old.deprecated_keys(),
+            ["intro_points_per_channel", "rend_cookies_per_channel"]
+        );
+        let mut expected = RelayLimits {
+            intro_points: 100,
+            ..RelayLimits::default()
+        };
+        assert_ne!(old, expected);
+        expected.intro_points_per_channel = Some(10);
+        expected.rend_cookies_per_channel = Some(5);
+        assert_eq!(old, expected);
+        assert!(RelayLimits::default().deprecated_keys().is_empty());
+        let current: RelayLimits = toml::from_str("rend_cookies = 7\n").unwrap();
+        assert!(current.deprecated_keys().is_empty());
+        assert!(toml::from_str::<RelayLimits>("rend_cookies_per_circuit = 1\n").is_err());
+        // A default configuration written out does not name them.
+        let written = toml::to_string(&RelayLimits::default()).unwrap();
+        assert!(!written.contains("intro_points_per_channel"), "{written}");
+        assert!(!written.contains("rend_cookies_per_channel"), "{written}");
     }
 }

@@ -6,7 +6,11 @@
 //! holds the queue that reaches the task plus what another circuit needs to act on it
 //! (the rate limiter of an introduction point; the shared backward half of a rendezvous
 //! circuit, so the partner can splice cells onto it). Every table is bounded relay-wide
-//! and per channel; reaching a bound is a clean refusal.
+//! only: a per-channel bound would not help, since at a point reached through a middle
+//! relay every client behind that relay shares one channel, and one client could use up
+//! the share of all the others. A full introduction table refuses; a full cookie table
+//! drops its oldest cookie (the waiting circuit is closed), so a flood of cookies cannot
+//! lock out new clients, it can only shorten how long cookies wait.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,8 +44,6 @@ pub struct CircRef {
     /// The previous hop's TCP address (for the observer; a relay's address for a
     /// circuit of three or more hops).
     pub peer: SocketAddr,
-    /// The previous hop's channel, as an opaque key for per-channel bounds.
-    pub chan_key: usize,
 }
 
 /// A registered introduction point.
@@ -67,7 +69,7 @@ pub struct RendReg {
 /// Why a registration was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterError {
-    /// The relay-wide or per-channel bound is reached.
+    /// The relay-wide bound is reached.
     Full,
     /// The cookie is already registered (never by chance: 160 random bits).
     Duplicate,
@@ -106,15 +108,8 @@ impl OnionPoints {
         if map.len() >= limits.intro_points {
             map.retain(|_, r| !r.circ.tx.is_closed());
         }
-        let replacing = map.contains_key(&auth_key);
-        if !replacing {
-            let on_chan = map
-                .values()
-                .filter(|r| r.circ.chan_key == reg.circ.chan_key)
-                .count();
-            if map.len() >= limits.intro_points || on_chan >= limits.intro_points_per_channel {
-                return Err(RegisterError::Full);
-            }
+        if !map.contains_key(&auth_key) && map.len() >= limits.intro_points {
+            return Err(RegisterError::Full);
         }
         map.insert(auth_key, reg);
         Ok(())
@@ -134,7 +129,9 @@ impl OnionPoints {
         }
     }
 
-    /// Registers a rendezvous cookie (one-time; a duplicate is refused).
+    /// Registers a rendezvous cookie (one-time; a duplicate is refused). When the table
+    /// is full, entries of closed or timed-out circuits are dropped first, then the
+    /// oldest cookie: its circuit is told ([`CircEvent::CookieEvicted`]) and closes.
     pub fn register_rend(
         &self,
         cookie: [u8; REND_COOKIE_LEN],
@@ -145,17 +142,28 @@ impl OnionPoints {
         if map.contains_key(&cookie) {
             return Err(RegisterError::Duplicate);
         }
+        if limits.rend_cookies == 0 {
+            return Err(RegisterError::Full);
+        }
         if map.len() >= limits.rend_cookies {
             // Waiting circuits time out on their own; this drops what they left behind.
             let timeout = limits.rend_cookie_timeout();
             map.retain(|_, r| !r.circ.tx.is_closed() && r.since.elapsed() < timeout);
         }
-        let on_chan = map
-            .values()
-            .filter(|r| r.circ.chan_key == reg.circ.chan_key)
-            .count();
-        if map.len() >= limits.rend_cookies || on_chan >= limits.rend_cookies_per_channel {
-            return Err(RegisterError::Full);
+        while map.len() >= limits.rend_cookies {
+            // A linear scan, only when the table is full: each registration costs its
+            // sender a circuit handshake, far more than the scan.
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, r)| (r.since, r.circ.serial))
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(evicted) = map.remove(&oldest) {
+                // Without room in its queue the circuit still ends at its own timeout.
+                let _ = evicted.circ.tx.try_send(CircEvent::CookieEvicted);
+            }
         }
         map.insert(cookie, reg);
         Ok(())
@@ -177,5 +185,79 @@ impl OnionPoints {
     /// (introduction points, waiting cookies) registered now.
     pub fn counts(&self) -> (usize, usize) {
         (lock(&self.intro).len(), lock(&self.rend).len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn circ(points: &OnionPoints, n: u16) -> (CircRef, mpsc::Receiver<CircEvent>) {
+        let (tx, rx) = mpsc::channel(4);
+        let r = CircRef {
+            serial: points.next_serial(),
+            tx,
+            circ: CircId::new(u32::from(n) + 1).unwrap(),
+            // Every registration through one previous hop, as behind a shared guard.
+            peer: SocketAddr::from(([127, 0, 0, 1], 9001)),
+        };
+        (r, rx)
+    }
+
+    fn intro(points: &OnionPoints, n: u16) -> (IntroReg, mpsc::Receiver<CircEvent>) {
+        let (circ, rx) = circ(points, n);
+        let reg = IntroReg {
+            circ,
+            bucket: Arc::new(TokenBucket::new(1, 1)),
+        };
+        (reg, rx)
+    }
+
+    #[test]
+    fn intro_table_is_bounded_relay_wide_only() {
+        let points = OnionPoints::default();
+        let limits = RelayLimits {
+            intro_points: 3,
+            // Ignored (deprecated): three registrations through one channel are fine.
+            intro_points_per_channel: Some(1),
+            ..RelayLimits::default()
+        };
+        let mut queues = Vec::new();
+        for n in 0..3u8 {
+            let (reg, rx) = intro(&points, n.into());
+            assert_eq!(points.register_intro([n; 32], reg, &limits), Ok(()));
+            queues.push(rx);
+        }
+        // Full: a new key is refused; an existing key may still be taken over.
+        let (reg, _rx) = intro(&points, 10);
+        assert_eq!(
+            points.register_intro([9; 32], reg, &limits),
+            Err(RegisterError::Full)
+        );
+        let (reg, _rx2) = intro(&points, 11);
+        let serial = reg.circ.serial;
+        assert_eq!(points.register_intro([1; 32], reg, &limits), Ok(()));
+        assert_eq!(points.intro(&[1; 32]).unwrap().circ.serial, serial);
+        assert_eq!(points.counts().0, 3);
+        // A closed circuit's entry is reclaimed when the table is full.
+        drop(queues.remove(0));
+        let (reg, _rx3) = intro(&points, 12);
+        assert_eq!(points.register_intro([9; 32], reg, &limits), Ok(()));
+        assert!(points.intro(&[0; 32]).is_none());
+        assert_eq!(points.counts().0, 3);
+    }
+
+    #[test]
+    fn zero_bounds_refuse_everything() {
+        let points = OnionPoints::default();
+        let limits = RelayLimits {
+            intro_points: 0,
+            ..RelayLimits::default()
+        };
+        let (reg, _rx) = intro(&points, 1);
+        assert_eq!(
+            points.register_intro([1; 32], reg, &limits),
+            Err(RegisterError::Full)
+        );
     }
 }

@@ -134,7 +134,6 @@ impl Circuit {
             tx: self.self_tx.clone(),
             circ: self.prev.id,
             peer: self.prev.chan.remote,
-            chan_key: Arc::as_ptr(&self.prev.chan) as usize,
         }
     }
 
