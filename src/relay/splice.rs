@@ -13,10 +13,16 @@
 //! leave in the order their layer was added (the layer's counter and chain require it),
 //! and a circuit that closes marks its half closed under the same lock: nothing is sent
 //! on its circuit id after its DESTROY, even if the id is reused.
+//!
+//! The few events one circuit does queue to another (the join notice, the partner-closed
+//! notice) go through [`notify`], which waits at most [`NOTICE_TIMEOUT`] for room: a
+//! stalled circuit must not hold up its partner indefinitely.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::{ChanCell, ChanMsg, RelayBody};
@@ -24,6 +30,26 @@ use crate::crypto::{Recognition, RelayCrypto, RelayTag};
 
 use super::events::CircEvent;
 use super::shared::CircEnd;
+
+/// Longest a circuit waits for room in another circuit's queue, or for the other
+/// circuit's half at a rendezvous (RENDEZVOUS2).
+pub const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queues `event` for another circuit's task, waiting at most `timeout` for room in its
+/// queue. False if the task is gone or its queue stayed full (the caller decides what a
+/// lost notice means; it never waits longer).
+pub async fn notify(tx: &mpsc::Sender<CircEvent>, event: CircEvent, timeout: Duration) -> bool {
+    match tx.try_send(event) {
+        Ok(()) => true,
+        Err(TrySendError::Closed(_)) => false,
+        Err(TrySendError::Full(event)) => {
+            matches!(
+                tokio::time::timeout(timeout, tx.send(event)).await,
+                Ok(Ok(()))
+            )
+        }
+    }
+}
 
 /// A circuit's relay crypto and previous hop, shared with its partner once joined.
 #[derive(Debug)]
@@ -89,14 +115,47 @@ impl BackwardHalf {
         Ok(tag)
     }
 
-    /// Marks the circuit closed and tells the partner, if any (without waiting for room
-    /// in its queue: the notice must not be lost, and this task must not block on it).
+    /// Marks the circuit closed and tells the partner, if any (from a task of its own,
+    /// so this circuit never waits for room in the partner's queue). The notice is
+    /// dropped if the partner's queue stays full for [`NOTICE_TIMEOUT`]; the partner
+    /// then learns of the close from the next cell it splices (this half is closed).
     pub fn close(&mut self) {
         self.closed = true;
         if let Some(tx) = self.partner.take() {
             tokio::spawn(async move {
-                let _ = tx.send(CircEvent::PartnerClosed).await;
+                notify(&tx, CircEvent::PartnerClosed, NOTICE_TIMEOUT).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notice to a circuit whose queue stays full gives up instead of waiting for ever;
+    /// with room it is delivered; to a circuit that is gone it fails at once.
+    #[tokio::test]
+    async fn notify_never_waits_unbounded() {
+        let (tx, mut rx) = mpsc::channel(1);
+        assert!(notify(&tx, CircEvent::PartnerClosed, NOTICE_TIMEOUT).await);
+        // Full, and nobody reads: bounded by the (short) timeout.
+        assert!(!notify(&tx, CircEvent::CookieEvicted, Duration::from_millis(50)).await);
+        assert!(matches!(rx.recv().await, Some(CircEvent::PartnerClosed)));
+        // Full, and the reader makes room while we wait: delivered.
+        assert!(notify(&tx, CircEvent::PartnerClosed, NOTICE_TIMEOUT).await);
+        let reader = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let second = rx.recv().await;
+            (first, second)
+        });
+        assert!(notify(&tx, CircEvent::CookieEvicted, NOTICE_TIMEOUT).await);
+        let (first, second) = reader.await.unwrap();
+        assert!(matches!(first, Some(CircEvent::PartnerClosed)));
+        assert!(matches!(second, Some(CircEvent::CookieEvicted)));
+        // Gone.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        assert!(!notify(&tx, CircEvent::PartnerClosed, NOTICE_TIMEOUT).await);
     }
 }

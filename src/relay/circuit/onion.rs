@@ -19,7 +19,7 @@ use super::super::events::CircEvent;
 use super::super::onion_points::{CircRef, IntroReg, RegisterError, RendReg};
 use super::super::rate_limit::TokenBucket;
 use super::super::shared::RelayCounters;
-use super::super::splice::{BackwardHalf, SharedBackward, SpliceError};
+use super::super::splice::{notify, BackwardHalf, SharedBackward, SpliceError, NOTICE_TIMEOUT};
 use super::{cell_or_internal, send_cell, Circuit, Crypto, Next, Role, Side, Teardown};
 use crate::cell::ChanMsg;
 use crate::cell::RelayBody;
@@ -318,25 +318,27 @@ impl Circuit {
         let mine = self.share_crypto(Some(reg.circ.tx.clone()))?;
         // The client's circuit learns of the join before the client can learn of it
         // (RENDEZVOUS2 below), so it splices every cell the client sends in response.
-        if reg
-            .circ
-            .tx
-            .send(CircEvent::Joined(Arc::clone(&mine)))
-            .await
-            .is_err()
-        {
+        // Neither step waits more than NOTICE_TIMEOUT on the client's circuit: a stalled
+        // one fails the rendezvous instead of stalling this circuit. On failure our half
+        // closes in the teardown, which tells the client's circuit (its cookie is gone).
+        let joined = CircEvent::Joined(Arc::clone(&mine));
+        if !notify(&reg.circ.tx, joined, NOTICE_TIMEOUT).await {
+            debug!("relay: rendezvous circuit gone or stalled; join abandoned");
             return Err(Teardown::new(DestroyReason::Destroyed));
         }
         let body = cell_or_internal(None, RelayMsg::Onion(OnionMsg::Rendezvous2(msg.handshake)))?
             .encode()
             .map_err(|_| internal())?;
-        {
+        let me = self.self_tx.clone();
+        let sent = tokio::time::timeout(NOTICE_TIMEOUT, async {
             let mut theirs = reg.backward.lock().await;
-            theirs.partner = Some(self.self_tx.clone());
-            theirs
-                .send_backward(body, true)
-                .await
-                .map_err(|_| Teardown::new(DestroyReason::Destroyed))?;
+            theirs.partner = Some(me);
+            theirs.send_backward(body, true).await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(_))) {
+            debug!("relay: RENDEZVOUS2 could not be sent; join abandoned");
+            return Err(Teardown::new(DestroyReason::Destroyed));
         }
         self.relayed();
         self.role = Role::Joined {
