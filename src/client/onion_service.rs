@@ -62,6 +62,20 @@ const UPLOAD_RETRY: Duration = Duration::from_secs(15);
 const NEXT_PERIOD_AHEAD: u64 = 2 * 60 * 60;
 /// Seconds a client puzzle seed stays valid.
 const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
+/// An introduction point's keys (`AUTH`, `B`) are replaced after this long even when its
+/// replay cache is far from full, so a long-running service's caches do not grow forever
+/// and a key does not stay linkable across days.
+pub const INTRO_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// A replaced introduction point keeps answering under its old key for this long: every
+/// descriptor listing the old key was built before the replacement, so it expires within
+/// a descriptor lifetime (plus the client's clock skew allowance). Then its circuit is
+/// closed and its replay cache dropped.
+const RETIRED_KEY_KEPT: Duration = Duration::from_secs(
+    MAX_DESCRIPTOR_LIFETIME as u64 + super::onion_connect::DESCRIPTOR_SKEW,
+);
+/// Replaced introduction points kept at once (each holds a replay cache of up to
+/// [`DEFAULT_REPLAY_CAPACITY`] keys); beyond, the oldest is closed early.
+const MAX_RETIRED: usize = 3 * INTRO_POINTS;
 
 /// How one onion service runs.
 #[derive(Debug, Clone)]
@@ -176,12 +190,92 @@ struct IntroSlot {
     auth: Arc<IdentityKeypair>,
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
+    /// When the keys were generated ([`INTRO_KEY_LIFETIME`]).
+    created: Instant,
+    /// Dropping this (with the slot) or sending `true` closes the slot's circuit.
+    close: watch::Sender<bool>,
     /// Set by the introduction circuit's task when the circuit is established; cleared
     /// when it closes.
     up: Arc<std::sync::atomic::AtomicBool>,
     /// Whether a task currently owns a circuit (or is building one) for this slot.
     running: Arc<std::sync::atomic::AtomicBool>,
     failures: u32,
+}
+
+impl IntroSlot {
+    /// A slot at `relay` with fresh keys and an empty replay cache.
+    fn new(relay: ConsensusEntry, created: Instant) -> Self {
+        IntroSlot {
+            relay,
+            auth: Arc::new(IdentityKeypair::generate(&mut rand::rng())),
+            enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
+            replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
+            created,
+            close: watch::channel(false).0,
+            up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            failures: 0,
+        }
+    }
+
+    /// Whether the slot's keys must be replaced at `now`: see [`key_rotation_due`].
+    fn rotation_due(&self, now: Instant) -> bool {
+        let replay = lock(&self.replay);
+        key_rotation_due(&replay, now.saturating_duration_since(self.created))
+    }
+}
+
+/// Whether an introduction point's keys must be replaced: its replay cache is
+/// [`crate::onion::replay::ROTATE_AT_PERCENT`] full (a flood of valid introductions then
+/// leads to a new key instead of a full cache refusing everyone) or the keys are
+/// [`INTRO_KEY_LIFETIME`] old, whichever comes first.
+fn key_rotation_due(replay: &ReplayCache, age: Duration) -> bool {
+    replay.rotation_due() || age >= INTRO_KEY_LIFETIME
+}
+
+/// An introduction point whose keys were replaced: its circuit keeps answering clients
+/// that hold a descriptor listing the old key until `until`.
+struct Retired {
+    slot: IntroSlot,
+    until: Instant,
+}
+
+/// Moves the slots whose keys are due for rotation out of `slots` (the main loop then
+/// picks new introduction points with fresh keys, and the changed key set makes it upload
+/// a new descriptor revision). A rotated slot whose circuit still runs is kept in
+/// `retired` for [`RETIRED_KEY_KEPT`]; retired slots past that time, whose circuit
+/// closed, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes their
+/// circuits and frees their replay caches.
+fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Instant) {
+    let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) =
+        std::mem::take(slots).into_iter().partition(|s| s.rotation_due(now));
+    *slots = keep;
+    for slot in due {
+        let len = lock(&slot.replay).len();
+        debug!(
+            "onion service: introduction point keys rotated ({len} introductions remembered, \
+             {} s old)",
+            now.saturating_duration_since(slot.created).as_secs()
+        );
+        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+            retired.push(Retired {
+                slot,
+                until: now + RETIRED_KEY_KEPT,
+            });
+        }
+    }
+    retired.retain(|r| now < r.until && r.slot.running.load(std::sync::atomic::Ordering::Acquire));
+    while retired.len() > MAX_RETIRED {
+        let oldest = retired
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| r.until)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => drop(retired.remove(i)),
+            None => break,
+        }
+    }
 }
 
 /// What the introduction tasks share.
@@ -286,12 +380,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The service's main loop: introduction points and descriptor publication.
 async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     let mut slots: Vec<IntroSlot> = Vec::new();
+    let mut retired: Vec<Retired> = Vec::new();
     // Per period number: the introduction points' auth keys last uploaded, and when.
     let mut uploaded: Vec<(u64, Vec<[u8; 32]>, Instant)> = Vec::new();
     let mut revision = 0u64;
     // After a failed upload, wait before the next attempt (directories may be busy).
     let mut retry_at = Instant::now();
     loop {
+        rotate_slots(&mut slots, &mut retired, Instant::now());
         refresh_slots(&shared, &mut slots);
         let up: Vec<&IntroSlot> = slots
             .iter()
@@ -386,15 +482,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
         let Some(relay) = candidates.first() else {
             break;
         };
-        slots.push(IntroSlot {
-            relay: (*relay).clone(),
-            auth: Arc::new(IdentityKeypair::generate(&mut rand::rng())),
-            enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
-            replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
-            up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            failures: 0,
-        });
+        slots.push(IntroSlot::new((*relay).clone(), Instant::now()));
     }
     for slot in slots.iter_mut() {
         if slot.running.load(std::sync::atomic::Ordering::Acquire) {
@@ -416,6 +504,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
             enc: Arc::clone(&slot.enc),
             replay: Arc::clone(&slot.replay),
             up: Arc::clone(&slot.up),
+            close: slot.close.subscribe(),
         };
         let running = Arc::clone(&slot.running);
         let established = Arc::clone(&slot.up);
@@ -523,6 +612,8 @@ struct IntroTask {
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// The slot's close signal (the slot was retired and dropped, or told to close).
+    close: watch::Receiver<bool>,
 }
 
 impl IntroTask {
@@ -567,10 +658,22 @@ impl IntroTask {
         }
         self.up.store(true, std::sync::atomic::Ordering::Release);
         let mut stopped = self.shared.stopped.clone();
+        let mut close = self.close.clone();
         loop {
             let received = tokio::select! {
                 r = circ.recv() => r,
-                _ = async { let _ = stopped.wait_for(|s| *s).await.is_ok(); } => {
+                // The service stopped. (Its handle being dropped is not a stop.)
+                _ = async {
+                    if stopped.wait_for(|s| *s).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    circ.destroy().await;
+                    return;
+                }
+                // The slot was dropped (its key retired for good) or told to close.
+                _ = async { let _ = close.wait_for(|s| *s).await; } => {
+                    debug!("onion service: retired introduction point closed");
                     circ.destroy().await;
                     return;
                 }
@@ -785,6 +888,109 @@ mod tests {
         rotate_pow_state(&mut state, 8, later);
         assert_ne!(state.0.unwrap().seed, first.seed);
         assert_eq!(state.1, Some(first));
+    }
+
+    fn test_slot(created: Instant, running: bool) -> IntroSlot {
+        let id = IdentityKeypair::generate(&mut rand::rng());
+        let onion = OnionKeypair::generate(&mut rand::rng());
+        let relay = ConsensusEntry {
+            identity: id.public(),
+            onion_cert: crate::crypto::OnionKeyCert::sign(&id, onion.public(), u64::MAX),
+            addrs: Vec::new(),
+            flags: crate::dir::RelayFlags::empty(),
+            bandwidth: 0,
+            exit_policy: crate::dir::policy::ExitPolicy::reject_all(),
+            family: Vec::new(),
+        };
+        let slot = IntroSlot::new(relay, created);
+        slot.running
+            .store(running, std::sync::atomic::Ordering::Release);
+        slot
+    }
+
+    fn fill(slot: &IntroSlot, n: u32) {
+        let mut cache = lock(&slot.replay);
+        for i in 0..n {
+            let mut x = [0u8; 32];
+            x[..4].copy_from_slice(&i.to_be_bytes());
+            cache.check_and_insert(&x).unwrap();
+        }
+    }
+
+    #[test]
+    fn intro_key_rotation_trigger() {
+        let mut cache = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
+        assert!(!key_rotation_due(&cache, Duration::ZERO));
+        assert!(!key_rotation_due(&cache, INTRO_KEY_LIFETIME - Duration::from_secs(1)));
+        assert!(key_rotation_due(&cache, INTRO_KEY_LIFETIME), "24 h old");
+        for i in 0..80_000u32 {
+            let mut x = [0u8; 32];
+            x[..4].copy_from_slice(&i.to_be_bytes());
+            cache.check_and_insert(&x).unwrap();
+        }
+        assert!(key_rotation_due(&cache, Duration::ZERO), "80% full");
+    }
+
+    #[test]
+    fn rotated_slots_are_retired_until_the_old_descriptor_expires() {
+        let t0 = Instant::now();
+        let fresh = test_slot(t0, true);
+        let old = test_slot(t0, true);
+        let old_auth = old.auth.public();
+        let fresh_auth = fresh.auth.public();
+        let idle_old = test_slot(t0, false);
+        let mut slots = vec![fresh, old, idle_old];
+        let mut retired = Vec::new();
+        // Nothing due yet.
+        rotate_slots(&mut slots, &mut retired, t0);
+        assert_eq!((slots.len(), retired.len()), (3, 0));
+        // A day later all three are due: the running ones are retired (still answering
+        // under their old keys), the one without a circuit is simply dropped.
+        let day = t0 + INTRO_KEY_LIFETIME;
+        rotate_slots(&mut slots, &mut retired, day);
+        assert!(slots.is_empty());
+        let kept: Vec<_> = retired.iter().map(|r| r.slot.auth.public()).collect();
+        assert_eq!(kept, vec![fresh_auth, old_auth]);
+        assert!(retired.iter().all(|r| r.until == day + RETIRED_KEY_KEPT));
+        // A slot whose replay cache is 80% full rotates at once (tiny cache for speed).
+        let full = test_slot(day, true);
+        *lock(&full.replay) = ReplayCache::new(10);
+        fill(&full, 8);
+        let mut slots = vec![full];
+        rotate_slots(&mut slots, &mut retired, day);
+        assert!(slots.is_empty());
+        assert_eq!(retired.len(), 3);
+        // A retired slot whose circuit closed is dropped; the others stay until the last
+        // descriptor naming their key has expired, then are dropped (closing them).
+        retired[2]
+            .slot
+            .running
+            .store(false, std::sync::atomic::Ordering::Release);
+        let closed = retired[0].slot.close.subscribe();
+        rotate_slots(&mut slots, &mut retired, day);
+        assert_eq!(retired.len(), 2);
+        rotate_slots(&mut slots, &mut retired, day + RETIRED_KEY_KEPT);
+        assert!(retired.is_empty());
+        assert!(closed.has_changed().is_err(), "the retired slot's task is told to close");
+    }
+
+    #[test]
+    fn retired_slots_are_bounded() {
+        let t0 = Instant::now();
+        let mut retired = Vec::new();
+        for i in 0..(MAX_RETIRED as u64 + 2) {
+            let mut slots = vec![test_slot(t0, true)];
+            rotate_slots(
+                &mut slots,
+                &mut retired,
+                t0 + INTRO_KEY_LIFETIME + Duration::from_secs(i),
+            );
+        }
+        assert_eq!(retired.len(), MAX_RETIRED);
+        // The oldest went first.
+        assert!(retired
+            .iter()
+            .all(|r| r.until >= t0 + INTRO_KEY_LIFETIME + RETIRED_KEY_KEPT + Duration::from_secs(2)));
     }
 
     #[test]
