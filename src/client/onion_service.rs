@@ -70,9 +70,8 @@ pub const INTRO_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// descriptor listing the old key was built before the replacement, so it expires within
 /// a descriptor lifetime (plus the client's clock skew allowance). Then its circuit is
 /// closed and its replay cache dropped.
-const RETIRED_KEY_KEPT: Duration = Duration::from_secs(
-    MAX_DESCRIPTOR_LIFETIME as u64 + super::onion_connect::DESCRIPTOR_SKEW,
-);
+const RETIRED_KEY_KEPT: Duration =
+    Duration::from_secs(MAX_DESCRIPTOR_LIFETIME as u64 + super::onion_connect::DESCRIPTOR_SKEW);
 /// Replaced introduction points kept at once (each holds a replay cache of up to
 /// [`DEFAULT_REPLAY_CAPACITY`] keys); beyond, the oldest is closed early.
 const MAX_RETIRED: usize = 3 * INTRO_POINTS;
@@ -89,6 +88,13 @@ pub struct ServiceConfig {
     pub max_rendezvous: usize,
     /// Introductions accepted per second; more are dropped.
     pub intros_per_second: u32,
+    /// INTRODUCE2 cells one introduction point may make the service decrypt per second
+    /// (a token bucket checked before any public-key work, so a malicious introduction
+    /// point sending garbage costs the service little and cannot use up the other
+    /// points' share of [`Self::intros_per_second`]).
+    pub intro_point_rate: u32,
+    /// The burst of that bucket.
+    pub intro_point_burst: u32,
     /// Require a client puzzle of this difficulty (1..=32) with every introduction.
     pub pow_difficulty: Option<u8>,
     /// Connecting to a local target may take this long.
@@ -99,15 +105,17 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// A service with defaults: 64 rendezvous circuits, 20 introductions per second, no
-    /// puzzle, 10 s to connect to the target, idle rendezvous circuits closed after 5
-    /// minutes.
+    /// A service with defaults: 64 rendezvous circuits, 20 introductions per second (10
+    /// per second, burst 50, from any one introduction point), no puzzle, 10 s to connect
+    /// to the target, idle rendezvous circuits closed after 5 minutes.
     pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
         ServiceConfig {
             key_file,
             ports,
             max_rendezvous: 64,
             intros_per_second: 20,
+            intro_point_rate: 10,
+            intro_point_burst: 50,
             pow_difficulty: None,
             connect_timeout: Duration::from_secs(10),
             rendezvous_idle: Duration::from_secs(5 * 60),
@@ -190,6 +198,8 @@ struct IntroSlot {
     auth: Arc<IdentityKeypair>,
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
+    /// The decryption budget of this introduction point (kept across circuit rebuilds).
+    gate: Arc<Mutex<IntroGate>>,
     /// When the keys were generated ([`INTRO_KEY_LIFETIME`]).
     created: Instant,
     /// Dropping this (with the slot) or sending `true` closes the slot's circuit.
@@ -204,12 +214,13 @@ struct IntroSlot {
 
 impl IntroSlot {
     /// A slot at `relay` with fresh keys and an empty replay cache.
-    fn new(relay: ConsensusEntry, created: Instant) -> Self {
+    fn new(relay: ConsensusEntry, created: Instant, gate: IntroGate) -> Self {
         IntroSlot {
             relay,
             auth: Arc::new(IdentityKeypair::generate(&mut rand::rng())),
             enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
             replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
+            gate: Arc::new(Mutex::new(gate)),
             created,
             close: watch::channel(false).0,
             up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -222,6 +233,67 @@ impl IntroSlot {
     fn rotation_due(&self, now: Instant) -> bool {
         let replay = lock(&self.replay);
         key_rotation_due(&replay, now.saturating_duration_since(self.created))
+    }
+}
+
+/// A token bucket bounding the INTRODUCE2 cells one introduction point can make the
+/// service decrypt: every INTRODUCE2 costs an X25519 operation and up to three
+/// decryptions (one per neighbouring period) before the replay cache can tell anything,
+/// and the introduction point can send as many as it likes.
+#[derive(Debug)]
+struct IntroGate {
+    /// Tokens per second.
+    rate: u64,
+    /// Most tokens held, in thousandths.
+    burst_milli: u64,
+    /// Tokens held, in thousandths (integer arithmetic: no float rounding surprises).
+    tokens_milli: u64,
+    last: Instant,
+    /// Introductions refused so far.
+    refused: u64,
+}
+
+impl IntroGate {
+    /// A full bucket of `burst` tokens refilled at `rate` per second (each at least 1).
+    fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst_milli = u64::from(burst.max(1)) * 1000;
+        IntroGate {
+            rate: u64::from(rate.max(1)),
+            burst_milli,
+            tokens_milli: burst_milli,
+            last: now,
+            refused: 0,
+        }
+    }
+
+    /// Takes a token now: whether one more introduction may be decrypted.
+    fn admit(&mut self) -> bool {
+        self.admit_at(Instant::now())
+    }
+
+    /// [`Self::admit`] at `now`; a refusal is counted.
+    fn admit_at(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        // rate tokens/s = rate thousandths per ms = rate * nanos / 10^6 thousandths.
+        let refill = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000;
+        let refill = u64::try_from(refill).unwrap_or(u64::MAX);
+        self.tokens_milli = self
+            .tokens_milli
+            .saturating_add(refill)
+            .min(self.burst_milli);
+        self.last = self.last.max(now);
+        if self.tokens_milli >= 1000 {
+            self.tokens_milli -= 1000;
+            true
+        } else {
+            self.refused = self.refused.saturating_add(1);
+            false
+        }
+    }
+
+    /// Introductions refused so far.
+    fn refused(&self) -> u64 {
+        self.refused
     }
 }
 
@@ -247,8 +319,9 @@ struct Retired {
 /// closed, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes their
 /// circuits and frees their replay caches.
 fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Instant) {
-    let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) =
-        std::mem::take(slots).into_iter().partition(|s| s.rotation_due(now));
+    let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) = std::mem::take(slots)
+        .into_iter()
+        .partition(|s| s.rotation_due(now));
     *slots = keep;
     for slot in due {
         let len = lock(&slot.replay).len();
@@ -287,6 +360,8 @@ struct Shared {
     rendezvous: Arc<Semaphore>,
     rate: Mutex<(Instant, u32)>,
     intros_per_second: u32,
+    /// Each introduction point's decryption budget: (per second, burst).
+    intro_point_budget: (u32, u32),
     /// Puzzle difficulty, if the service requires one.
     pow_difficulty: Option<u8>,
     /// The puzzle seeds: (current, previous). Rotated before the current one expires; a
@@ -324,6 +399,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
         rate: Mutex::new((Instant::now(), 0)),
         intros_per_second: cfg.intros_per_second.max(1),
+        intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
         pow_difficulty: cfg.pow_difficulty,
         pow: Mutex::new((pow, None)),
         connect_timeout: cfg.connect_timeout,
@@ -482,7 +558,12 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
         let Some(relay) = candidates.first() else {
             break;
         };
-        slots.push(IntroSlot::new((*relay).clone(), Instant::now()));
+        let (rate, burst) = shared.intro_point_budget;
+        slots.push(IntroSlot::new(
+            (*relay).clone(),
+            Instant::now(),
+            IntroGate::new(rate, burst, Instant::now()),
+        ));
     }
     for slot in slots.iter_mut() {
         if slot.running.load(std::sync::atomic::Ordering::Acquire) {
@@ -503,6 +584,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
             auth: Arc::clone(&slot.auth),
             enc: Arc::clone(&slot.enc),
             replay: Arc::clone(&slot.replay),
+            gate: Arc::clone(&slot.gate),
             up: Arc::clone(&slot.up),
             close: slot.close.subscribe(),
         };
@@ -611,6 +693,7 @@ struct IntroTask {
     auth: Arc<IdentityKeypair>,
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
+    gate: Arc<Mutex<IntroGate>>,
     up: Arc<std::sync::atomic::AtomicBool>,
     /// The slot's close signal (the slot was retired and dropped, or told to close).
     close: watch::Receiver<bool>,
@@ -699,9 +782,26 @@ impl IntroTask {
         }
     }
 
-    /// Rate limit, then decrypt, replay check and puzzle check; an accepted introduction
-    /// is answered in its own task.
+    /// This point's budget and the service's rate limit, then decrypt, replay check and
+    /// puzzle check; an accepted introduction is answered in its own task.
     fn on_introduce2(&self, intro: Introduce) {
+        // Before anything else, in particular before any public-key work: an introduction
+        // point can send unlimited INTRODUCE2 cells.
+        {
+            let mut gate = lock(&self.gate);
+            if !gate.admit() {
+                let refused = gate.refused();
+                // Counted always; logged for the first and then every 100th, so a flood
+                // does not flood the log too.
+                if refused == 1 || refused % 100 == 0 {
+                    debug!(
+                        "onion service: introduction dropped (introduction point over its \
+                         budget; {refused} refused so far at this point)"
+                    );
+                }
+                return;
+            }
+        }
         if intro.auth_key() != self.auth.public().as_bytes() {
             debug!("onion service: INTRODUCE2 for another auth key");
             return;
@@ -902,7 +1002,7 @@ mod tests {
             exit_policy: crate::dir::policy::ExitPolicy::reject_all(),
             family: Vec::new(),
         };
-        let slot = IntroSlot::new(relay, created);
+        let slot = IntroSlot::new(relay, created, IntroGate::new(10, 50, created));
         slot.running
             .store(running, std::sync::atomic::Ordering::Release);
         slot
@@ -918,10 +1018,48 @@ mod tests {
     }
 
     #[test]
+    fn intro_gate_admits_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut gate = IntroGate::new(25, 200, t0);
+        for i in 0..200 {
+            assert!(gate.admit_at(t0), "burst token {i}");
+        }
+        assert!(!gate.admit_at(t0), "the burst is spent");
+        assert!(!gate.admit_at(t0 + Duration::from_millis(39)));
+        assert_eq!(gate.refused(), 2);
+        // 25 per second: one token every 40 ms.
+        assert!(gate.admit_at(t0 + Duration::from_millis(40)));
+        assert!(!gate.admit_at(t0 + Duration::from_millis(40)));
+        // One second later: 25 more, not more.
+        let t1 = t0 + Duration::from_millis(1040);
+        let admitted = (0..100).filter(|_| gate.admit_at(t1)).count();
+        assert_eq!(admitted, 25);
+        // A long pause refills to the burst only.
+        let t2 = t1 + Duration::from_secs(3600);
+        let admitted = (0..1000).filter(|_| gate.admit_at(t2)).count();
+        assert_eq!(admitted, 200);
+        assert_eq!(gate.refused(), 2 + 1 + 75 + 800);
+        // A clock that seems to go back refills nothing and does not panic.
+        assert!(!gate.admit_at(t0));
+    }
+
+    #[test]
+    fn intro_gate_zero_settings_still_admit_one() {
+        let t0 = Instant::now();
+        let mut gate = IntroGate::new(0, 0, t0);
+        assert!(gate.admit_at(t0));
+        assert!(!gate.admit_at(t0));
+        assert!(gate.admit_at(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
     fn intro_key_rotation_trigger() {
         let mut cache = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
         assert!(!key_rotation_due(&cache, Duration::ZERO));
-        assert!(!key_rotation_due(&cache, INTRO_KEY_LIFETIME - Duration::from_secs(1)));
+        assert!(!key_rotation_due(
+            &cache,
+            INTRO_KEY_LIFETIME - Duration::from_secs(1)
+        ));
         assert!(key_rotation_due(&cache, INTRO_KEY_LIFETIME), "24 h old");
         for i in 0..80_000u32 {
             let mut x = [0u8; 32];
@@ -971,7 +1109,10 @@ mod tests {
         assert_eq!(retired.len(), 2);
         rotate_slots(&mut slots, &mut retired, day + RETIRED_KEY_KEPT);
         assert!(retired.is_empty());
-        assert!(closed.has_changed().is_err(), "the retired slot's task is told to close");
+        assert!(
+            closed.has_changed().is_err(),
+            "the retired slot's task is told to close"
+        );
     }
 
     #[test]
@@ -988,9 +1129,9 @@ mod tests {
         }
         assert_eq!(retired.len(), MAX_RETIRED);
         // The oldest went first.
-        assert!(retired
-            .iter()
-            .all(|r| r.until >= t0 + INTRO_KEY_LIFETIME + RETIRED_KEY_KEPT + Duration::from_secs(2)));
+        assert!(retired.iter().all(
+            |r| r.until >= t0 + INTRO_KEY_LIFETIME + RETIRED_KEY_KEPT + Duration::from_secs(2)
+        ));
     }
 
     #[test]

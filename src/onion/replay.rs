@@ -115,6 +115,9 @@ mod tests {
         let c = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
         assert_eq!(c.capacity(), 100_000);
         assert!(!c.rotation_due());
-        assert!(ReplayCache::new(0).rotation_due(), "an empty capacity rotates at once");
+        assert!(
+            ReplayCache::new(0).rotation_due(),
+            "an empty capacity rotates at once"
+        );
     }
 }
