@@ -11,7 +11,8 @@
 //! Nothing here logs the address: errors name the step that failed, never the service.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -25,10 +26,13 @@ use crate::cell::{EndReason, Hostname, RelayMsg, TargetAddr};
 use crate::clock::now_unix;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
-use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo, UncheckedOnionDescriptor};
+use crate::onion::descriptor::{
+    InnerDescriptor, IntroPointInfo, PowParams, UncheckedOnionDescriptor,
+};
 use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeError, IntroKeys};
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
+use crate::onion::pow::{self, PowError, POW_NONCE_LEN};
 use crate::onion::{AddressError, BlindedPublic, OnionAddress, PeriodParams};
 
 use super::manager::{relay_target, Client, ClientError, Isolation};
@@ -48,9 +52,18 @@ const INTRO_ATTEMPTS: usize = 3;
 const ONION_STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The whole connection to a service (descriptor, circuits, handshake).
 pub const ONION_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
-/// Hashes a client spends on a client puzzle before giving up (2^26: difficulty up to ~24
-/// in a few seconds on one core).
-const POW_BUDGET: u64 = 1 << 26;
+/// The hardest client puzzle this client solves. A puzzle of difficulty `d` takes about
+/// `2^d` hashes; 24 bits is a few seconds on one core, and each bit more doubles it (28
+/// would be about a minute, close to [`ONION_CONNECT_TIMEOUT`]). A descriptor asking for
+/// more is refused at once rather than burning CPU for minutes.
+pub const MAX_CLIENT_POW_DIFFICULTY: u8 = 24;
+/// Hashes spent on a puzzle of difficulty `d` before giving up: `2^(d+2)`, four times the
+/// expected work (a solution is found with probability about 98%).
+fn pow_budget(difficulty: u8) -> u64 {
+    1u64 << (u32::from(difficulty.min(MAX_CLIENT_POW_DIFFICULTY)) + 2)
+}
+/// Hashes between two checks of the solver's cancel flag.
+const POW_CHUNK: u64 = 1 << 16;
 /// Rendezvous circuits kept at once (isolation class × service).
 const MAX_REND_CIRCUITS: usize = 256;
 
@@ -380,35 +393,50 @@ async fn introduce_via(
         enc_key: point.enc_key,
         subcred: subcredential(address.identity(), &desc.blinded),
     };
-    let pow = desc.inner.pow;
+    let pow = puzzle_to_solve(desc.inner.pow, now_unix())?;
     let blinded = desc.blinded;
     let rend_cert = rend_entry.onion_cert.clone();
     let rend_identity = rend_entry.identity;
     let rend_addr = rend_target.addr;
-    let (hs_state, x_pub, ct) = client_introduce_with(&mut rand::rng(), &keys, |x| {
-        let pow_nonce = match pow {
-            Some(p) if p.expires > now_unix() => {
-                let mut start = [0u8; crate::onion::pow::POW_NONCE_LEN];
-                rand::rng().fill_bytes(&mut start);
-                Some(
-                    crate::onion::pow::solve(p.difficulty, &p.seed, &blinded, x, start, POW_BUDGET)
-                        .map_err(|_| HsHandshakeError::Internal)?,
-                )
+    // The puzzle (seconds of hashing) runs on a blocking thread, never on a runtime
+    // worker; if this attempt is abandoned (the connection's timeout), the guard's drop
+    // tells the solver to stop.
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let cancelled = Arc::clone(&cancel.0);
+    let introduced = tokio::task::spawn_blocking(move || {
+        let mut pow_err = None;
+        let r = client_introduce_with(&mut rand::rng(), &keys, |x| {
+            let pow_nonce = match pow {
+                Some(p) => match solve_puzzle(&p, &blinded, x, &cancelled) {
+                    Ok(nonce) => Some(nonce),
+                    Err(e) => {
+                        pow_err = Some(e);
+                        return Err(HsHandshakeError::Internal);
+                    }
+                },
+                None => None,
+            };
+            IntroducePlaintext {
+                cookie,
+                rend_identity,
+                rend_addr,
+                rend_onion_cert: rend_cert,
+                pow_nonce,
             }
-            _ => None,
-        };
-        IntroducePlaintext {
-            cookie,
-            rend_identity,
-            rend_addr,
-            rend_onion_cert: rend_cert,
-            pow_nonce,
-        }
-        .encode()
-        .map(|p| p.to_vec())
-        .map_err(|_| HsHandshakeError::Internal)
+            .encode()
+            .map(|p| p.to_vec())
+            .map_err(|_| HsHandshakeError::Internal)
+        });
+        (r, pow_err)
     })
-    .map_err(|e| protocol(&format!("introduction: {e}")))?;
+    .await;
+    drop(cancel);
+    let (hs_state, x_pub, ct) = match introduced {
+        Ok((Ok(v), _)) => v,
+        Ok((Err(_), Some(e))) => return Err(protocol(&format!("client puzzle: {e}"))),
+        Ok((Err(e), None)) => return Err(protocol(&format!("introduction: {e}"))),
+        Err(_) => return Err(protocol("introduction: the puzzle task failed")),
+    };
     let intro_msg = Introduce::new(*point.auth_key.as_bytes(), x_pub, ct)
         .map_err(|e| protocol(&e.to_string()))?;
     let mut intro = client.build_circuit_ending(&intro_target).await?;
@@ -444,6 +472,64 @@ async fn introduce_via(
     Ok(rend.into_handle())
 }
 
+/// The descriptor's puzzle if it is still valid at `now` (an expired one is not checked by
+/// the service any more); refused when harder than [`MAX_CLIENT_POW_DIFFICULTY`].
+fn puzzle_to_solve(
+    pow: Option<PowParams>,
+    now: u64,
+) -> Result<Option<PowParams>, OnionConnectError> {
+    match pow.filter(|p| p.expires > now) {
+        Some(p) if p.difficulty > MAX_CLIENT_POW_DIFFICULTY => {
+            Err(OnionConnectError::Unreachable(format!(
+                "service requires a puzzle of difficulty {}, above the limit {}",
+                p.difficulty, MAX_CLIENT_POW_DIFFICULTY
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Sets its flag when dropped (stops a solver whose requester went away).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Solves the puzzle `p` for the client key `x` from a random nonce, in chunks of
+/// [`POW_CHUNK`] hashes, giving up after [`pow_budget`] hashes or when `cancel` is set.
+/// Blocking: run it on a blocking thread.
+fn solve_puzzle(
+    p: &PowParams,
+    blinded: &BlindedPublic,
+    x: &[u8; 32],
+    cancel: &AtomicBool,
+) -> Result<[u8; POW_NONCE_LEN], PowError> {
+    let mut start = [0u8; POW_NONCE_LEN];
+    rand::rng().fill_bytes(&mut start);
+    let budget = pow_budget(p.difficulty);
+    let mut done = 0u64;
+    while done < budget {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PowError::Exhausted);
+        }
+        let n = POW_CHUNK.min(budget - done);
+        match pow::solve(p.difficulty, &p.seed, blinded, x, start, n) {
+            Err(PowError::Exhausted) => {}
+            other => return other,
+        }
+        // The next chunk continues the counter in the nonce's last 8 bytes.
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&start[8..]);
+        let next = u64::from_be_bytes(counter).wrapping_add(n);
+        start[8..].copy_from_slice(&next.to_be_bytes());
+        done += n;
+    }
+    Err(PowError::Exhausted)
+}
+
 /// Waits (bounded) for an onion message from the circuit's last hop satisfying `want`;
 /// DROP cells are skipped, anything else fails.
 async fn expect_from_last(
@@ -463,5 +549,101 @@ async fn expect_from_last(
             (None, RelayMsg::Onion(m)) if hop == last && want(&m) => return Ok(m),
             _ => return Err(protocol("unexpected relay message")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onion::{BlindedKeypair, TimePeriod};
+
+    fn blinded() -> BlindedPublic {
+        let id = crate::crypto::IdentityKeypair::generate(&mut rand::rng());
+        *BlindedKeypair::derive(
+            &id,
+            TimePeriod {
+                length: 86_400,
+                number: 1,
+            },
+        )
+        .unwrap()
+        .public()
+    }
+
+    #[test]
+    fn puzzles_above_the_limit_are_refused_at_once() {
+        let params = |difficulty| PowParams {
+            difficulty,
+            seed: [7; 32],
+            expires: 2_000,
+        };
+        assert!(puzzle_to_solve(None, 1_000).unwrap().is_none());
+        assert_eq!(
+            puzzle_to_solve(Some(params(MAX_CLIENT_POW_DIFFICULTY)), 1_000).unwrap(),
+            Some(params(MAX_CLIENT_POW_DIFFICULTY))
+        );
+        let err = puzzle_to_solve(Some(params(28)), 1_000).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the service could not be reached: service requires a puzzle of difficulty 28, \
+             above the limit 24"
+        );
+        // An expired puzzle is not solved (nor refused).
+        assert!(puzzle_to_solve(Some(params(32)), 2_000).unwrap().is_none());
+        assert_eq!(pow_budget(MAX_CLIENT_POW_DIFFICULTY), 1 << 26);
+        assert_eq!(
+            pow_budget(32),
+            1 << 26,
+            "the budget never exceeds the limit's"
+        );
+    }
+
+    #[test]
+    fn puzzle_solved_in_chunks_verifies_and_cancel_stops_it() {
+        let b = blinded();
+        let x = [9u8; 32];
+        // 17 bits: a solution usually needs more than one chunk of 2^16 hashes.
+        let p = PowParams {
+            difficulty: 17,
+            seed: [3; 32],
+            expires: u64::MAX,
+        };
+        let nonce = solve_puzzle(&p, &b, &x, &AtomicBool::new(false)).unwrap();
+        pow::verify(p.difficulty, &p.seed, &b, &x, &nonce).unwrap();
+        // Cancelled before it starts: gives up without searching.
+        let hard = PowParams {
+            difficulty: MAX_CLIENT_POW_DIFFICULTY,
+            ..p
+        };
+        assert_eq!(
+            solve_puzzle(&hard, &b, &x, &AtomicBool::new(true)),
+            Err(PowError::Exhausted)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_solver_does_not_block_the_runtime() {
+        // On a single-threaded runtime, a timer keeps firing while a puzzle is solved on a
+        // blocking thread; the guard's drop stops the solver.
+        let b = blinded();
+        let hard = PowParams {
+            difficulty: MAX_CLIENT_POW_DIFFICULTY,
+            seed: [1; 32],
+            expires: u64::MAX,
+        };
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = Arc::clone(&cancel.0);
+        let solver =
+            tokio::task::spawn_blocking(move || solve_puzzle(&hard, &b, &[5u8; 32], &flag));
+        let mut ticks = 0;
+        while ticks < 3 && !solver.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            ticks += 1;
+        }
+        drop(cancel);
+        // Either it stopped on the cancel or (very unlikely) found a solution quickly.
+        let _ = tokio::time::timeout(Duration::from_secs(60), solver)
+            .await
+            .expect("the solver did not stop when cancelled");
     }
 }
