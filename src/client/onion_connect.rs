@@ -44,6 +44,8 @@ use super::{ClientCircuit, RelayTarget};
 pub const DESCRIPTOR_SKEW: u64 = 300;
 /// Descriptors cached at once (one per service); expired ones are dropped first.
 pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
+/// Blinded keys whose highest accepted revision is remembered at once.
+pub const MAX_REVISION_FLOORS: usize = 10_000;
 /// Descriptor directories asked before giving up.
 const HSDIR_ATTEMPTS: usize = 3;
 /// Introduction points tried before giving up.
@@ -57,10 +59,10 @@ pub const ONION_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 /// would be about a minute, close to [`ONION_CONNECT_TIMEOUT`]). A descriptor asking for
 /// more is refused at once rather than burning CPU for minutes.
 pub const MAX_CLIENT_POW_DIFFICULTY: u8 = 24;
-/// Hashes spent on a puzzle of difficulty `d` before giving up: `2^(d+2)`, four times the
-/// expected work (a solution is found with probability about 98%).
+/// Hashes spent on a puzzle of difficulty `d` before giving up: `2^(d+3)`, eight times
+/// the expected work (no solution with probability about e^-8, 0.03%).
 fn pow_budget(difficulty: u8) -> u64 {
-    1u64 << (u32::from(difficulty.min(MAX_CLIENT_POW_DIFFICULTY)) + 2)
+    1u64 << (u32::from(difficulty.min(MAX_CLIENT_POW_DIFFICULTY)) + 3)
 }
 /// Hashes between two checks of the solver's cancel flag.
 const POW_CHUNK: u64 = 1 << 16;
@@ -115,6 +117,57 @@ struct CachedDescriptor {
     expires: u64,
 }
 
+/// The highest descriptor revision accepted per blinded key, with that descriptor's expiry.
+/// Bounded: an entry is dropped once its descriptor has expired (with the clock skew
+/// allowance; an older revision expires no later for a service whose revisions follow its
+/// clock, and a blinded key lives one period anyway), and beyond [`MAX_REVISION_FLOORS`]
+/// entries the soonest-expiring is dropped.
+#[derive(Debug, Default)]
+struct RevisionFloors {
+    /// Blinded key → (revision, expiry in Unix seconds).
+    map: HashMap<[u8; 32], (u64, u64)>,
+}
+
+impl RevisionFloors {
+    /// The lowest revision acceptable for `blinded` at `now` (0 when unknown or expired).
+    fn floor(&self, blinded: &[u8; 32], now: u64) -> u64 {
+        self.map
+            .get(blinded)
+            .filter(|(_, expires)| !Self::expired(*expires, now))
+            .map_or(0, |(revision, _)| *revision)
+    }
+
+    fn expired(expires: u64, now: u64) -> bool {
+        expires.saturating_add(DESCRIPTOR_SKEW) <= now
+    }
+
+    /// Records that `revision`, expiring at `expires`, was accepted for `blinded`.
+    fn record(&mut self, blinded: [u8; 32], revision: u64, expires: u64, now: u64) {
+        self.map.retain(|_, (_, e)| !Self::expired(*e, now));
+        match self.map.get_mut(&blinded) {
+            Some(entry) => {
+                if revision >= entry.0 {
+                    *entry = (revision, expires.max(entry.1));
+                }
+            }
+            None => {
+                while self.map.len() >= MAX_REVISION_FLOORS {
+                    let soonest = self
+                        .map
+                        .iter()
+                        .min_by_key(|(_, (_, e))| *e)
+                        .map(|(k, _)| *k);
+                    match soonest {
+                        Some(k) => self.map.remove(&k),
+                        None => break,
+                    };
+                }
+                self.map.insert(blinded, (revision, expires));
+            }
+        }
+    }
+}
+
 /// Rendezvous circuits are kept per isolation class and service identity.
 type RendKey = (Isolation, [u8; 32]);
 
@@ -125,7 +178,7 @@ pub struct OnionClientState {
     descriptors: Mutex<HashMap<[u8; 32], CachedDescriptor>>,
     /// The highest revision accepted per blinded key, so a directory cannot roll a client
     /// back to an older descriptor (older introduction points) while it runs.
-    revisions: Mutex<HashMap<[u8; 32], u64>>,
+    revisions: Mutex<RevisionFloors>,
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
     rend: Mutex<HashMap<RendKey, (CircuitHandle, std::time::Instant)>>,
@@ -237,10 +290,7 @@ async fn descriptor(
     .filter_map(|id| consensus.relay(id).cloned())
     .collect();
     dirs.shuffle(&mut rand::rng());
-    let min_revision = lock(&client.onion_state().revisions)
-        .get(blinded.as_bytes())
-        .copied()
-        .unwrap_or(0);
+    let min_revision = lock(&client.onion_state().revisions).floor(blinded.as_bytes(), now);
     let timeout = client.config().circuit_timeout;
     let mut last = String::from("no descriptor directory in the consensus");
     for dir in dirs.iter().take(HSDIR_ATTEMPTS) {
@@ -268,7 +318,12 @@ async fn descriptor(
         };
         match attempt.await {
             Ok((inner, blinded, revision, expires)) => {
-                lock(&client.onion_state().revisions).insert(*blinded.as_bytes(), revision);
+                lock(&client.onion_state().revisions).record(
+                    *blinded.as_bytes(),
+                    revision,
+                    expires,
+                    now_unix(),
+                );
                 let cached = CachedDescriptor {
                     inner,
                     blinded,
@@ -571,6 +626,40 @@ mod tests {
     }
 
     #[test]
+    fn revision_floors_expire_and_are_bounded() {
+        let mut f = RevisionFloors::default();
+        let key = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            k
+        };
+        f.record(key(1), 10, 1_000, 0);
+        assert_eq!(f.floor(&key(1), 500), 10);
+        assert_eq!(f.floor(&key(2), 500), 0);
+        // A newer revision raises the floor, an older one never lowers it.
+        f.record(key(1), 12, 1_100, 600);
+        f.record(key(1), 11, 1_200, 600);
+        assert_eq!(f.floor(&key(1), 700), 12);
+        // Expired (past the expiry of the highest revision plus the skew): forgotten, and
+        // pruned on the next record.
+        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW - 1), 12);
+        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW), 0);
+        f.record(key(2), 1, 9_000, 1_100 + DESCRIPTOR_SKEW);
+        assert_eq!(f.map.len(), 1);
+        // Full: the soonest-expiring entry makes room.
+        let mut f = RevisionFloors::default();
+        for i in 0..MAX_REVISION_FLOORS as u32 {
+            f.record(key(i), 5, 10_000 + u64::from(i), 0);
+        }
+        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
+        f.record(key(u32::MAX), 5, 50_000, 0);
+        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
+        assert_eq!(f.floor(&key(0), 0), 0, "the soonest-expiring was dropped");
+        assert_eq!(f.floor(&key(1), 0), 5);
+        assert_eq!(f.floor(&key(u32::MAX), 0), 5);
+    }
+
+    #[test]
     fn puzzles_above_the_limit_are_refused_at_once() {
         let params = |difficulty| PowParams {
             difficulty,
@@ -590,10 +679,10 @@ mod tests {
         );
         // An expired puzzle is not solved (nor refused).
         assert!(puzzle_to_solve(Some(params(32)), 2_000).unwrap().is_none());
-        assert_eq!(pow_budget(MAX_CLIENT_POW_DIFFICULTY), 1 << 26);
+        assert_eq!(pow_budget(MAX_CLIENT_POW_DIFFICULTY), 1 << 27);
         assert_eq!(
             pow_budget(32),
-            1 << 26,
+            1 << 27,
             "the budget never exceeds the limit's"
         );
     }
