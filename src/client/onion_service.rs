@@ -899,6 +899,25 @@ impl IntroTask {
     }
 }
 
+/// Whether the service may meet the client at the rendezvous point it named (`listed` is
+/// the consensus entry of the named identity). Only a relay of our consensus flagged
+/// Running and Valid, at one of its listed addresses: otherwise a client could make our
+/// middle relay connect to any host and port it names, or to a relay the authorities no
+/// longer vouch for.
+fn check_rendezvous_point(
+    listed: Option<&ConsensusEntry>,
+    plain: &IntroducePlaintext,
+) -> Result<(), &'static str> {
+    let listed = listed.ok_or("rendezvous point not in the consensus")?;
+    if !listed.has(crate::dir::path::USABLE) {
+        return Err("rendezvous point not flagged Running and Valid");
+    }
+    if !listed.addrs.contains(&plain.rend_addr) {
+        return Err("rendezvous point address not the listed one");
+    }
+    Ok(())
+}
+
 /// Builds a circuit to the client's rendezvous point, sends RENDEZVOUS1 and starts
 /// serving the client's streams on it.
 async fn meet(
@@ -914,14 +933,10 @@ async fn meet(
     if onion.identity() != &plain.rend_identity {
         return Err("rendezvous point certificate names another relay".into());
     }
-    // Only a relay of our consensus, at one of its listed addresses: otherwise a client
-    // could make our middle relay connect to any host and port it names.
     let consensus = shared.client.live_consensus().map_err(|e| e.to_string())?;
-    let listed = consensus
-        .relay(&plain.rend_identity)
-        .ok_or("rendezvous point not in the consensus")?;
-    if !listed.addrs.contains(&plain.rend_addr) {
-        return Err("rendezvous point address not the listed one".into());
+    if let Err(why) = check_rendezvous_point(consensus.relay(&plain.rend_identity), &plain) {
+        debug!("onion service: rendezvous point refused: {why}");
+        return Err(why.into());
     }
     let target = RelayTarget {
         addr: plain.rend_addr,
@@ -1014,6 +1029,39 @@ mod tests {
             let mut x = [0u8; 32];
             x[..4].copy_from_slice(&i.to_be_bytes());
             cache.check_and_insert(&x).unwrap();
+        }
+    }
+
+    #[test]
+    fn rendezvous_point_must_be_listed_usable_and_at_its_address() {
+        let mut entry = test_slot(Instant::now(), false).relay;
+        let addr: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        entry.addrs = vec![addr];
+        entry.flags = crate::dir::path::USABLE;
+        let plain = IntroducePlaintext {
+            cookie: [1; crate::cell::onion_msg::REND_COOKIE_LEN],
+            rend_identity: entry.identity,
+            rend_addr: addr,
+            rend_onion_cert: entry.onion_cert.clone(),
+            pow_nonce: None,
+        };
+        assert_eq!(check_rendezvous_point(Some(&entry), &plain), Ok(()));
+        assert!(check_rendezvous_point(None, &plain).is_err());
+        let elsewhere = IntroducePlaintext {
+            rend_addr: "127.0.0.1:22".parse().unwrap(),
+            ..plain.clone()
+        };
+        assert!(check_rendezvous_point(Some(&entry), &elsewhere).is_err());
+        for flags in [
+            crate::dir::RelayFlags::RUNNING,
+            crate::dir::RelayFlags::VALID,
+            crate::dir::RelayFlags::empty(),
+        ] {
+            entry.flags = flags;
+            assert_eq!(
+                check_rendezvous_point(Some(&entry), &plain),
+                Err("rendezvous point not flagged Running and Valid")
+            );
         }
     }
 
