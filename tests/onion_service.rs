@@ -9,7 +9,7 @@
 //!   unreachable";
 //! * a restarted service (same key file) keeps its address and is reachable again;
 //! * a service that requires a client puzzle is reached (the client solves it), and it
-//!   closes idle rendezvous circuits;
+//!   closes idle rendezvous circuits, also when a stream is left open without traffic;
 //! * forged, expired, rolled-back and foreign descriptors are refused by the client's
 //!   verification (unit level, real descriptors).
 
@@ -363,6 +363,89 @@ async fn onion_service_end_to_end() {
     net.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("total {:?}", started.elapsed());
+}
+
+/// A client that keeps a stream open on its rendezvous circuit without sending anything
+/// does not hold the service's rendezvous slot forever: after the service's idle time
+/// (2 s here) the service closes the circuit and the stream with it, so both the local
+/// target's connection and the client's stream end. (Bounded waits only; before the fix
+/// an open stream disabled the idle timer and both waits ran out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
+    let net = TestNet::start(&TestNetConfig {
+        authorities: 1,
+        relays: 6,
+        exits: 1,
+        period: Duration::from_secs(6),
+    })
+    .await
+    .unwrap();
+    assert!(net.wait_for_consensus(Duration::from_secs(40)).await);
+    // The local target: accepts connections and hands them to the test, silent.
+    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = target.accept().await {
+            if held_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = temp_dir("idle");
+    let mut cfg = ClientConfig::new(net.authority_info.clone());
+    cfg.prebuilt_circuits = 1;
+    let service_client = Client::bootstrap(cfg.clone()).await.unwrap();
+    let mut svc_cfg = ServiceConfig::new(dir.join("idle.key"), vec![(80, target_addr)]);
+    svc_cfg.rendezvous_idle = Duration::from_secs(2);
+    let service = launch(service_client, svc_cfg).await.unwrap();
+    assert!(service.wait_published(NO_HANG).await, "not published");
+    let visitor = Client::bootstrap(cfg).await.unwrap();
+    let host = allium::cell::Hostname::new(&service.address().to_string()).unwrap();
+    let mut stream = tokio::time::timeout(
+        NO_HANG,
+        visitor.connect_target(
+            allium::cell::TargetAddr::Hostname(host),
+            80,
+            &allium::client::Isolation(b"idle".to_vec()),
+        ),
+    )
+    .await
+    .expect("connecting hung")
+    .expect("connecting failed");
+    let mut held = tokio::time::timeout(NO_HANG, held_rx.recv())
+        .await
+        .expect("the service never connected to the target")
+        .unwrap();
+    // The stream works both ways.
+    stream.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(NO_HANG, held.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    held.write_all(b"pong").await.unwrap();
+    tokio::time::timeout(NO_HANG, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"pong");
+    // Then silence on both sides, the stream left open: the service closes it.
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(NO_HANG, held.read(&mut rest))
+        .await
+        .expect("the service kept an idle stream (and its rendezvous circuit) open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "unexpected data from the client");
+    let r = tokio::time::timeout(NO_HANG, stream.read(&mut rest))
+        .await
+        .expect("the client's stream stayed open after the service closed the circuit");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    eprintln!("idle stream and rendezvous circuit closed by the service");
+    service.stop();
+    net.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //! Nothing here logs the address: errors name the step that failed, never the service.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -25,10 +26,13 @@ use crate::cell::{EndReason, Hostname, RelayMsg, TargetAddr};
 use crate::clock::now_unix;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
-use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo, UncheckedOnionDescriptor};
+use crate::onion::descriptor::{
+    InnerDescriptor, IntroPointInfo, PowParams, UncheckedOnionDescriptor,
+};
 use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeError, IntroKeys};
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
+use crate::onion::pow::{self, PowError, POW_NONCE_LEN};
 use crate::onion::{AddressError, BlindedPublic, OnionAddress, PeriodParams};
 
 use super::manager::{relay_target, Client, ClientError, Isolation};
@@ -40,6 +44,8 @@ use super::{ClientCircuit, RelayTarget};
 pub const DESCRIPTOR_SKEW: u64 = 300;
 /// Descriptors cached at once (one per service); expired ones are dropped first.
 pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
+/// Blinded keys whose highest accepted revision is remembered at once.
+pub const MAX_REVISION_FLOORS: usize = 10_000;
 /// Descriptor directories asked before giving up.
 const HSDIR_ATTEMPTS: usize = 3;
 /// Introduction points tried before giving up.
@@ -48,9 +54,18 @@ const INTRO_ATTEMPTS: usize = 3;
 const ONION_STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The whole connection to a service (descriptor, circuits, handshake).
 pub const ONION_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
-/// Hashes a client spends on a client puzzle before giving up (2^26: difficulty up to ~24
-/// in a few seconds on one core).
-const POW_BUDGET: u64 = 1 << 26;
+/// The hardest client puzzle this client solves. A puzzle of difficulty `d` takes about
+/// `2^d` hashes; 24 bits is a few seconds on one core, and each bit more doubles it (28
+/// would be about a minute, close to [`ONION_CONNECT_TIMEOUT`]). A descriptor asking for
+/// more is refused at once rather than burning CPU for minutes.
+pub const MAX_CLIENT_POW_DIFFICULTY: u8 = 24;
+/// Hashes spent on a puzzle of difficulty `d` before giving up: `2^(d+3)`, eight times
+/// the expected work (no solution with probability about e^-8, 0.03%).
+fn pow_budget(difficulty: u8) -> u64 {
+    1u64 << (u32::from(difficulty.min(MAX_CLIENT_POW_DIFFICULTY)) + 3)
+}
+/// Hashes between two checks of the solver's cancel flag.
+const POW_CHUNK: u64 = 1 << 16;
 /// Rendezvous circuits kept at once (isolation class × service).
 const MAX_REND_CIRCUITS: usize = 256;
 
@@ -102,6 +117,57 @@ struct CachedDescriptor {
     expires: u64,
 }
 
+/// The highest descriptor revision accepted per blinded key, with that descriptor's expiry.
+/// Bounded: an entry is dropped once its descriptor has expired (with the clock skew
+/// allowance; an older revision expires no later for a service whose revisions follow its
+/// clock, and a blinded key lives one period anyway), and beyond [`MAX_REVISION_FLOORS`]
+/// entries the soonest-expiring is dropped.
+#[derive(Debug, Default)]
+struct RevisionFloors {
+    /// Blinded key → (revision, expiry in Unix seconds).
+    map: HashMap<[u8; 32], (u64, u64)>,
+}
+
+impl RevisionFloors {
+    /// The lowest revision acceptable for `blinded` at `now` (0 when unknown or expired).
+    fn floor(&self, blinded: &[u8; 32], now: u64) -> u64 {
+        self.map
+            .get(blinded)
+            .filter(|(_, expires)| !Self::expired(*expires, now))
+            .map_or(0, |(revision, _)| *revision)
+    }
+
+    fn expired(expires: u64, now: u64) -> bool {
+        expires.saturating_add(DESCRIPTOR_SKEW) <= now
+    }
+
+    /// Records that `revision`, expiring at `expires`, was accepted for `blinded`.
+    fn record(&mut self, blinded: [u8; 32], revision: u64, expires: u64, now: u64) {
+        self.map.retain(|_, (_, e)| !Self::expired(*e, now));
+        match self.map.get_mut(&blinded) {
+            Some(entry) => {
+                if revision >= entry.0 {
+                    *entry = (revision, expires.max(entry.1));
+                }
+            }
+            None => {
+                while self.map.len() >= MAX_REVISION_FLOORS {
+                    let soonest = self
+                        .map
+                        .iter()
+                        .min_by_key(|(_, (_, e))| *e)
+                        .map(|(k, _)| *k);
+                    match soonest {
+                        Some(k) => self.map.remove(&k),
+                        None => break,
+                    };
+                }
+                self.map.insert(blinded, (revision, expires));
+            }
+        }
+    }
+}
+
 /// Rendezvous circuits are kept per isolation class and service identity.
 type RendKey = (Isolation, [u8; 32]);
 
@@ -112,7 +178,7 @@ pub struct OnionClientState {
     descriptors: Mutex<HashMap<[u8; 32], CachedDescriptor>>,
     /// The highest revision accepted per blinded key, so a directory cannot roll a client
     /// back to an older descriptor (older introduction points) while it runs.
-    revisions: Mutex<HashMap<[u8; 32], u64>>,
+    revisions: Mutex<RevisionFloors>,
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
     rend: Mutex<HashMap<RendKey, (CircuitHandle, std::time::Instant)>>,
@@ -224,10 +290,7 @@ async fn descriptor(
     .filter_map(|id| consensus.relay(id).cloned())
     .collect();
     dirs.shuffle(&mut rand::rng());
-    let min_revision = lock(&client.onion_state().revisions)
-        .get(blinded.as_bytes())
-        .copied()
-        .unwrap_or(0);
+    let min_revision = lock(&client.onion_state().revisions).floor(blinded.as_bytes(), now);
     let timeout = client.config().circuit_timeout;
     let mut last = String::from("no descriptor directory in the consensus");
     for dir in dirs.iter().take(HSDIR_ATTEMPTS) {
@@ -255,7 +318,12 @@ async fn descriptor(
         };
         match attempt.await {
             Ok((inner, blinded, revision, expires)) => {
-                lock(&client.onion_state().revisions).insert(*blinded.as_bytes(), revision);
+                lock(&client.onion_state().revisions).record(
+                    *blinded.as_bytes(),
+                    revision,
+                    expires,
+                    now_unix(),
+                );
                 let cached = CachedDescriptor {
                     inner,
                     blinded,
@@ -380,35 +448,50 @@ async fn introduce_via(
         enc_key: point.enc_key,
         subcred: subcredential(address.identity(), &desc.blinded),
     };
-    let pow = desc.inner.pow;
+    let pow = puzzle_to_solve(desc.inner.pow, now_unix())?;
     let blinded = desc.blinded;
     let rend_cert = rend_entry.onion_cert.clone();
     let rend_identity = rend_entry.identity;
     let rend_addr = rend_target.addr;
-    let (hs_state, x_pub, ct) = client_introduce_with(&mut rand::rng(), &keys, |x| {
-        let pow_nonce = match pow {
-            Some(p) if p.expires > now_unix() => {
-                let mut start = [0u8; crate::onion::pow::POW_NONCE_LEN];
-                rand::rng().fill_bytes(&mut start);
-                Some(
-                    crate::onion::pow::solve(p.difficulty, &p.seed, &blinded, x, start, POW_BUDGET)
-                        .map_err(|_| HsHandshakeError::Internal)?,
-                )
+    // The puzzle (seconds of hashing) runs on a blocking thread, never on a runtime
+    // worker; if this attempt is abandoned (the connection's timeout), the guard's drop
+    // tells the solver to stop.
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let cancelled = Arc::clone(&cancel.0);
+    let introduced = tokio::task::spawn_blocking(move || {
+        let mut pow_err = None;
+        let r = client_introduce_with(&mut rand::rng(), &keys, |x| {
+            let pow_nonce = match pow {
+                Some(p) => match solve_puzzle(&p, &blinded, x, &cancelled) {
+                    Ok(nonce) => Some(nonce),
+                    Err(e) => {
+                        pow_err = Some(e);
+                        return Err(HsHandshakeError::Internal);
+                    }
+                },
+                None => None,
+            };
+            IntroducePlaintext {
+                cookie,
+                rend_identity,
+                rend_addr,
+                rend_onion_cert: rend_cert,
+                pow_nonce,
             }
-            _ => None,
-        };
-        IntroducePlaintext {
-            cookie,
-            rend_identity,
-            rend_addr,
-            rend_onion_cert: rend_cert,
-            pow_nonce,
-        }
-        .encode()
-        .map(|p| p.to_vec())
-        .map_err(|_| HsHandshakeError::Internal)
+            .encode()
+            .map(|p| p.to_vec())
+            .map_err(|_| HsHandshakeError::Internal)
+        });
+        (r, pow_err)
     })
-    .map_err(|e| protocol(&format!("introduction: {e}")))?;
+    .await;
+    drop(cancel);
+    let (hs_state, x_pub, ct) = match introduced {
+        Ok((Ok(v), _)) => v,
+        Ok((Err(_), Some(e))) => return Err(protocol(&format!("client puzzle: {e}"))),
+        Ok((Err(e), None)) => return Err(protocol(&format!("introduction: {e}"))),
+        Err(_) => return Err(protocol("introduction: the puzzle task failed")),
+    };
     let intro_msg = Introduce::new(*point.auth_key.as_bytes(), x_pub, ct)
         .map_err(|e| protocol(&e.to_string()))?;
     let mut intro = client.build_circuit_ending(&intro_target).await?;
@@ -444,6 +527,64 @@ async fn introduce_via(
     Ok(rend.into_handle())
 }
 
+/// The descriptor's puzzle if it is still valid at `now` (an expired one is not checked by
+/// the service any more); refused when harder than [`MAX_CLIENT_POW_DIFFICULTY`].
+fn puzzle_to_solve(
+    pow: Option<PowParams>,
+    now: u64,
+) -> Result<Option<PowParams>, OnionConnectError> {
+    match pow.filter(|p| p.expires > now) {
+        Some(p) if p.difficulty > MAX_CLIENT_POW_DIFFICULTY => {
+            Err(OnionConnectError::Unreachable(format!(
+                "service requires a puzzle of difficulty {}, above the limit {}",
+                p.difficulty, MAX_CLIENT_POW_DIFFICULTY
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Sets its flag when dropped (stops a solver whose requester went away).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Solves the puzzle `p` for the client key `x` from a random nonce, in chunks of
+/// [`POW_CHUNK`] hashes, giving up after [`pow_budget`] hashes or when `cancel` is set.
+/// Blocking: run it on a blocking thread.
+fn solve_puzzle(
+    p: &PowParams,
+    blinded: &BlindedPublic,
+    x: &[u8; 32],
+    cancel: &AtomicBool,
+) -> Result<[u8; POW_NONCE_LEN], PowError> {
+    let mut start = [0u8; POW_NONCE_LEN];
+    rand::rng().fill_bytes(&mut start);
+    let budget = pow_budget(p.difficulty);
+    let mut done = 0u64;
+    while done < budget {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PowError::Exhausted);
+        }
+        let n = POW_CHUNK.min(budget - done);
+        match pow::solve(p.difficulty, &p.seed, blinded, x, start, n) {
+            Err(PowError::Exhausted) => {}
+            other => return other,
+        }
+        // The next chunk continues the counter in the nonce's last 8 bytes.
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&start[8..]);
+        let next = u64::from_be_bytes(counter).wrapping_add(n);
+        start[8..].copy_from_slice(&next.to_be_bytes());
+        done += n;
+    }
+    Err(PowError::Exhausted)
+}
+
 /// Waits (bounded) for an onion message from the circuit's last hop satisfying `want`;
 /// DROP cells are skipped, anything else fails.
 async fn expect_from_last(
@@ -463,5 +604,135 @@ async fn expect_from_last(
             (None, RelayMsg::Onion(m)) if hop == last && want(&m) => return Ok(m),
             _ => return Err(protocol("unexpected relay message")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onion::{BlindedKeypair, TimePeriod};
+
+    fn blinded() -> BlindedPublic {
+        let id = crate::crypto::IdentityKeypair::generate(&mut rand::rng());
+        *BlindedKeypair::derive(
+            &id,
+            TimePeriod {
+                length: 86_400,
+                number: 1,
+            },
+        )
+        .unwrap()
+        .public()
+    }
+
+    #[test]
+    fn revision_floors_expire_and_are_bounded() {
+        let mut f = RevisionFloors::default();
+        let key = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            k
+        };
+        f.record(key(1), 10, 1_000, 0);
+        assert_eq!(f.floor(&key(1), 500), 10);
+        assert_eq!(f.floor(&key(2), 500), 0);
+        // A newer revision raises the floor, an older one never lowers it.
+        f.record(key(1), 12, 1_100, 600);
+        f.record(key(1), 11, 1_200, 600);
+        assert_eq!(f.floor(&key(1), 700), 12);
+        // Expired (past the expiry of the highest revision plus the skew): forgotten, and
+        // pruned on the next record.
+        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW - 1), 12);
+        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW), 0);
+        f.record(key(2), 1, 9_000, 1_100 + DESCRIPTOR_SKEW);
+        assert_eq!(f.map.len(), 1);
+        // Full: the soonest-expiring entry makes room.
+        let mut f = RevisionFloors::default();
+        for i in 0..MAX_REVISION_FLOORS as u32 {
+            f.record(key(i), 5, 10_000 + u64::from(i), 0);
+        }
+        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
+        f.record(key(u32::MAX), 5, 50_000, 0);
+        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
+        assert_eq!(f.floor(&key(0), 0), 0, "the soonest-expiring was dropped");
+        assert_eq!(f.floor(&key(1), 0), 5);
+        assert_eq!(f.floor(&key(u32::MAX), 0), 5);
+    }
+
+    #[test]
+    fn puzzles_above_the_limit_are_refused_at_once() {
+        let params = |difficulty| PowParams {
+            difficulty,
+            seed: [7; 32],
+            expires: 2_000,
+        };
+        assert!(puzzle_to_solve(None, 1_000).unwrap().is_none());
+        assert_eq!(
+            puzzle_to_solve(Some(params(MAX_CLIENT_POW_DIFFICULTY)), 1_000).unwrap(),
+            Some(params(MAX_CLIENT_POW_DIFFICULTY))
+        );
+        let err = puzzle_to_solve(Some(params(28)), 1_000).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the service could not be reached: service requires a puzzle of difficulty 28, \
+             above the limit 24"
+        );
+        // An expired puzzle is not solved (nor refused).
+        assert!(puzzle_to_solve(Some(params(32)), 2_000).unwrap().is_none());
+        assert_eq!(pow_budget(MAX_CLIENT_POW_DIFFICULTY), 1 << 27);
+        assert_eq!(
+            pow_budget(32),
+            1 << 27,
+            "the budget never exceeds the limit's"
+        );
+    }
+
+    #[test]
+    fn puzzle_solved_in_chunks_verifies_and_cancel_stops_it() {
+        let b = blinded();
+        let x = [9u8; 32];
+        // 17 bits: a solution usually needs more than one chunk of 2^16 hashes.
+        let p = PowParams {
+            difficulty: 17,
+            seed: [3; 32],
+            expires: u64::MAX,
+        };
+        let nonce = solve_puzzle(&p, &b, &x, &AtomicBool::new(false)).unwrap();
+        pow::verify(p.difficulty, &p.seed, &b, &x, &nonce).unwrap();
+        // Cancelled before it starts: gives up without searching.
+        let hard = PowParams {
+            difficulty: MAX_CLIENT_POW_DIFFICULTY,
+            ..p
+        };
+        assert_eq!(
+            solve_puzzle(&hard, &b, &x, &AtomicBool::new(true)),
+            Err(PowError::Exhausted)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_solver_does_not_block_the_runtime() {
+        // On a single-threaded runtime, a timer keeps firing while a puzzle is solved on a
+        // blocking thread; the guard's drop stops the solver.
+        let b = blinded();
+        let hard = PowParams {
+            difficulty: MAX_CLIENT_POW_DIFFICULTY,
+            seed: [1; 32],
+            expires: u64::MAX,
+        };
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = Arc::clone(&cancel.0);
+        let solver =
+            tokio::task::spawn_blocking(move || solve_puzzle(&hard, &b, &[5u8; 32], &flag));
+        let mut ticks = 0;
+        while ticks < 3 && !solver.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            ticks += 1;
+        }
+        drop(cancel);
+        // Either it stopped on the cancel or (very unlikely) found a solution quickly.
+        let _ = tokio::time::timeout(Duration::from_secs(60), solver)
+            .await
+            .expect("the solver did not stop when cancelled");
     }
 }

@@ -62,6 +62,19 @@ const UPLOAD_RETRY: Duration = Duration::from_secs(15);
 const NEXT_PERIOD_AHEAD: u64 = 2 * 60 * 60;
 /// Seconds a client puzzle seed stays valid.
 const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
+/// An introduction point's keys (`AUTH`, `B`) are replaced after this long even when its
+/// replay cache is far from full, so a long-running service's caches do not grow forever
+/// and a key does not stay linkable across days.
+pub const INTRO_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// A replaced introduction point keeps answering under its old key for this long: every
+/// descriptor listing the old key was built before the replacement, so it expires within
+/// a descriptor lifetime (plus the client's clock skew allowance). Then its circuit is
+/// closed and its replay cache dropped.
+const RETIRED_KEY_KEPT: Duration =
+    Duration::from_secs(MAX_DESCRIPTOR_LIFETIME as u64 + super::onion_connect::DESCRIPTOR_SKEW);
+/// Replaced introduction points kept at once (each holds a replay cache of up to
+/// [`DEFAULT_REPLAY_CAPACITY`] keys); beyond, the oldest is closed early.
+const MAX_RETIRED: usize = 3 * INTRO_POINTS;
 
 /// How one onion service runs.
 #[derive(Debug, Clone)]
@@ -75,6 +88,13 @@ pub struct ServiceConfig {
     pub max_rendezvous: usize,
     /// Introductions accepted per second; more are dropped.
     pub intros_per_second: u32,
+    /// INTRODUCE2 cells one introduction point may make the service decrypt per second
+    /// (a token bucket checked before any public-key work, so a malicious introduction
+    /// point sending garbage costs the service little and cannot use up the other
+    /// points' share of [`Self::intros_per_second`]).
+    pub intro_point_rate: u32,
+    /// The burst of that bucket.
+    pub intro_point_burst: u32,
     /// Require a client puzzle of this difficulty (1..=32) with every introduction.
     pub pow_difficulty: Option<u8>,
     /// Connecting to a local target may take this long.
@@ -85,15 +105,17 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// A service with defaults: 64 rendezvous circuits, 20 introductions per second, no
-    /// puzzle, 10 s to connect to the target, idle rendezvous circuits closed after 5
-    /// minutes.
+    /// A service with defaults: 64 rendezvous circuits, 20 introductions per second (10
+    /// per second, burst 50, from any one introduction point), no puzzle, 10 s to connect
+    /// to the target, idle rendezvous circuits closed after 5 minutes.
     pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
         ServiceConfig {
             key_file,
             ports,
             max_rendezvous: 64,
             intros_per_second: 20,
+            intro_point_rate: 10,
+            intro_point_burst: 50,
             pow_difficulty: None,
             connect_timeout: Duration::from_secs(10),
             rendezvous_idle: Duration::from_secs(5 * 60),
@@ -176,12 +198,157 @@ struct IntroSlot {
     auth: Arc<IdentityKeypair>,
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
+    /// The decryption budget of this introduction point (kept across circuit rebuilds).
+    gate: Arc<Mutex<IntroGate>>,
+    /// When the keys were generated ([`INTRO_KEY_LIFETIME`]).
+    created: Instant,
+    /// Dropping this (with the slot) or sending `true` closes the slot's circuit.
+    close: watch::Sender<bool>,
     /// Set by the introduction circuit's task when the circuit is established; cleared
     /// when it closes.
     up: Arc<std::sync::atomic::AtomicBool>,
     /// Whether a task currently owns a circuit (or is building one) for this slot.
     running: Arc<std::sync::atomic::AtomicBool>,
     failures: u32,
+}
+
+impl IntroSlot {
+    /// A slot at `relay` with fresh keys and an empty replay cache.
+    fn new(relay: ConsensusEntry, created: Instant, gate: IntroGate) -> Self {
+        IntroSlot {
+            relay,
+            auth: Arc::new(IdentityKeypair::generate(&mut rand::rng())),
+            enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
+            replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
+            gate: Arc::new(Mutex::new(gate)),
+            created,
+            close: watch::channel(false).0,
+            up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            failures: 0,
+        }
+    }
+
+    /// Whether the slot's keys must be replaced at `now`: see [`key_rotation_due`].
+    fn rotation_due(&self, now: Instant) -> bool {
+        let replay = lock(&self.replay);
+        key_rotation_due(&replay, now.saturating_duration_since(self.created))
+    }
+}
+
+/// A token bucket bounding the INTRODUCE2 cells one introduction point can make the
+/// service decrypt: every INTRODUCE2 costs an X25519 operation and up to three
+/// decryptions (one per neighbouring period) before the replay cache can tell anything,
+/// and the introduction point can send as many as it likes.
+#[derive(Debug)]
+struct IntroGate {
+    /// Tokens per second.
+    rate: u64,
+    /// Most tokens held, in thousandths.
+    burst_milli: u64,
+    /// Tokens held, in thousandths (integer arithmetic: no float rounding surprises).
+    tokens_milli: u64,
+    last: Instant,
+    /// Introductions refused so far.
+    refused: u64,
+}
+
+impl IntroGate {
+    /// A full bucket of `burst` tokens refilled at `rate` per second (each at least 1).
+    fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst_milli = u64::from(burst.max(1)) * 1000;
+        IntroGate {
+            rate: u64::from(rate.max(1)),
+            burst_milli,
+            tokens_milli: burst_milli,
+            last: now,
+            refused: 0,
+        }
+    }
+
+    /// Takes a token now: whether one more introduction may be decrypted.
+    fn admit(&mut self) -> bool {
+        self.admit_at(Instant::now())
+    }
+
+    /// [`Self::admit`] at `now`; a refusal is counted.
+    fn admit_at(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        // rate tokens/s = rate thousandths per ms = rate * nanos / 10^6 thousandths.
+        let refill = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000;
+        let refill = u64::try_from(refill).unwrap_or(u64::MAX);
+        self.tokens_milli = self
+            .tokens_milli
+            .saturating_add(refill)
+            .min(self.burst_milli);
+        self.last = self.last.max(now);
+        if self.tokens_milli >= 1000 {
+            self.tokens_milli -= 1000;
+            true
+        } else {
+            self.refused = self.refused.saturating_add(1);
+            false
+        }
+    }
+
+    /// Introductions refused so far.
+    fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+/// Whether an introduction point's keys must be replaced: its replay cache is
+/// [`crate::onion::replay::ROTATE_AT_PERCENT`] full (a flood of valid introductions then
+/// leads to a new key instead of a full cache refusing everyone) or the keys are
+/// [`INTRO_KEY_LIFETIME`] old, whichever comes first.
+fn key_rotation_due(replay: &ReplayCache, age: Duration) -> bool {
+    replay.rotation_due() || age >= INTRO_KEY_LIFETIME
+}
+
+/// An introduction point whose keys were replaced: its circuit keeps answering clients
+/// that hold a descriptor listing the old key until `until`.
+struct Retired {
+    slot: IntroSlot,
+    until: Instant,
+}
+
+/// Moves the slots whose keys are due for rotation out of `slots` (the main loop then
+/// picks new introduction points with fresh keys, and the changed key set makes it upload
+/// a new descriptor revision). A rotated slot whose circuit still runs is kept in
+/// `retired` for [`RETIRED_KEY_KEPT`]; retired slots past that time, whose circuit
+/// closed, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes their
+/// circuits and frees their replay caches.
+fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Instant) {
+    let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) = std::mem::take(slots)
+        .into_iter()
+        .partition(|s| s.rotation_due(now));
+    *slots = keep;
+    for slot in due {
+        let len = lock(&slot.replay).len();
+        debug!(
+            "onion service: introduction point keys rotated ({len} introductions remembered, \
+             {} s old)",
+            now.saturating_duration_since(slot.created).as_secs()
+        );
+        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+            retired.push(Retired {
+                slot,
+                until: now + RETIRED_KEY_KEPT,
+            });
+        }
+    }
+    retired.retain(|r| now < r.until && r.slot.running.load(std::sync::atomic::Ordering::Acquire));
+    while retired.len() > MAX_RETIRED {
+        let oldest = retired
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| r.until)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => drop(retired.remove(i)),
+            None => break,
+        }
+    }
 }
 
 /// What the introduction tasks share.
@@ -193,6 +360,8 @@ struct Shared {
     rendezvous: Arc<Semaphore>,
     rate: Mutex<(Instant, u32)>,
     intros_per_second: u32,
+    /// Each introduction point's decryption budget: (per second, burst).
+    intro_point_budget: (u32, u32),
     /// Puzzle difficulty, if the service requires one.
     pow_difficulty: Option<u8>,
     /// The puzzle seeds: (current, previous). Rotated before the current one expires; a
@@ -230,6 +399,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
         rate: Mutex::new((Instant::now(), 0)),
         intros_per_second: cfg.intros_per_second.max(1),
+        intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
         pow_difficulty: cfg.pow_difficulty,
         pow: Mutex::new((pow, None)),
         connect_timeout: cfg.connect_timeout,
@@ -286,12 +456,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The service's main loop: introduction points and descriptor publication.
 async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     let mut slots: Vec<IntroSlot> = Vec::new();
+    let mut retired: Vec<Retired> = Vec::new();
     // Per period number: the introduction points' auth keys last uploaded, and when.
     let mut uploaded: Vec<(u64, Vec<[u8; 32]>, Instant)> = Vec::new();
     let mut revision = 0u64;
     // After a failed upload, wait before the next attempt (directories may be busy).
     let mut retry_at = Instant::now();
     loop {
+        rotate_slots(&mut slots, &mut retired, Instant::now());
         refresh_slots(&shared, &mut slots);
         let up: Vec<&IntroSlot> = slots
             .iter()
@@ -386,15 +558,12 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
         let Some(relay) = candidates.first() else {
             break;
         };
-        slots.push(IntroSlot {
-            relay: (*relay).clone(),
-            auth: Arc::new(IdentityKeypair::generate(&mut rand::rng())),
-            enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
-            replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
-            up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            failures: 0,
-        });
+        let (rate, burst) = shared.intro_point_budget;
+        slots.push(IntroSlot::new(
+            (*relay).clone(),
+            Instant::now(),
+            IntroGate::new(rate, burst, Instant::now()),
+        ));
     }
     for slot in slots.iter_mut() {
         if slot.running.load(std::sync::atomic::Ordering::Acquire) {
@@ -415,7 +584,9 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
             auth: Arc::clone(&slot.auth),
             enc: Arc::clone(&slot.enc),
             replay: Arc::clone(&slot.replay),
+            gate: Arc::clone(&slot.gate),
             up: Arc::clone(&slot.up),
+            close: slot.close.subscribe(),
         };
         let running = Arc::clone(&slot.running);
         let established = Arc::clone(&slot.up);
@@ -522,7 +693,10 @@ struct IntroTask {
     auth: Arc<IdentityKeypair>,
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
+    gate: Arc<Mutex<IntroGate>>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// The slot's close signal (the slot was retired and dropped, or told to close).
+    close: watch::Receiver<bool>,
 }
 
 impl IntroTask {
@@ -567,10 +741,22 @@ impl IntroTask {
         }
         self.up.store(true, std::sync::atomic::Ordering::Release);
         let mut stopped = self.shared.stopped.clone();
+        let mut close = self.close.clone();
         loop {
             let received = tokio::select! {
                 r = circ.recv() => r,
-                _ = async { let _ = stopped.wait_for(|s| *s).await.is_ok(); } => {
+                // The service stopped. (Its handle being dropped is not a stop.)
+                _ = async {
+                    if stopped.wait_for(|s| *s).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    circ.destroy().await;
+                    return;
+                }
+                // The slot was dropped (its key retired for good) or told to close.
+                _ = async { let _ = close.wait_for(|s| *s).await; } => {
+                    debug!("onion service: retired introduction point closed");
                     circ.destroy().await;
                     return;
                 }
@@ -596,9 +782,26 @@ impl IntroTask {
         }
     }
 
-    /// Rate limit, then decrypt, replay check and puzzle check; an accepted introduction
-    /// is answered in its own task.
+    /// This point's budget and the service's rate limit, then decrypt, replay check and
+    /// puzzle check; an accepted introduction is answered in its own task.
     fn on_introduce2(&self, intro: Introduce) {
+        // Before anything else, in particular before any public-key work: an introduction
+        // point can send unlimited INTRODUCE2 cells.
+        {
+            let mut gate = lock(&self.gate);
+            if !gate.admit() {
+                let refused = gate.refused();
+                // Counted always; logged for the first and then every 100th, so a flood
+                // does not flood the log too.
+                if refused == 1 || refused % 100 == 0 {
+                    debug!(
+                        "onion service: introduction dropped (introduction point over its \
+                         budget; {refused} refused so far at this point)"
+                    );
+                }
+                return;
+            }
+        }
         if intro.auth_key() != self.auth.public().as_bytes() {
             debug!("onion service: INTRODUCE2 for another auth key");
             return;
@@ -696,6 +899,25 @@ impl IntroTask {
     }
 }
 
+/// Whether the service may meet the client at the rendezvous point it named (`listed` is
+/// the consensus entry of the named identity). Only a relay of our consensus flagged
+/// Running and Valid, at one of its listed addresses: otherwise a client could make our
+/// middle relay connect to any host and port it names, or to a relay the authorities no
+/// longer vouch for.
+fn check_rendezvous_point(
+    listed: Option<&ConsensusEntry>,
+    plain: &IntroducePlaintext,
+) -> Result<(), &'static str> {
+    let listed = listed.ok_or("rendezvous point not in the consensus")?;
+    if !listed.has(crate::dir::path::USABLE) {
+        return Err("rendezvous point not flagged Running and Valid");
+    }
+    if !listed.addrs.contains(&plain.rend_addr) {
+        return Err("rendezvous point address not the listed one");
+    }
+    Ok(())
+}
+
 /// Builds a circuit to the client's rendezvous point, sends RENDEZVOUS1 and starts
 /// serving the client's streams on it.
 async fn meet(
@@ -711,14 +933,10 @@ async fn meet(
     if onion.identity() != &plain.rend_identity {
         return Err("rendezvous point certificate names another relay".into());
     }
-    // Only a relay of our consensus, at one of its listed addresses: otherwise a client
-    // could make our middle relay connect to any host and port it names.
     let consensus = shared.client.live_consensus().map_err(|e| e.to_string())?;
-    let listed = consensus
-        .relay(&plain.rend_identity)
-        .ok_or("rendezvous point not in the consensus")?;
-    if !listed.addrs.contains(&plain.rend_addr) {
-        return Err("rendezvous point address not the listed one".into());
+    if let Err(why) = check_rendezvous_point(consensus.relay(&plain.rend_identity), &plain) {
+        debug!("onion service: rendezvous point refused: {why}");
+        return Err(why.into());
     }
     let target = RelayTarget {
         addr: plain.rend_addr,
@@ -785,6 +1003,183 @@ mod tests {
         rotate_pow_state(&mut state, 8, later);
         assert_ne!(state.0.unwrap().seed, first.seed);
         assert_eq!(state.1, Some(first));
+    }
+
+    fn test_slot(created: Instant, running: bool) -> IntroSlot {
+        let id = IdentityKeypair::generate(&mut rand::rng());
+        let onion = OnionKeypair::generate(&mut rand::rng());
+        let relay = ConsensusEntry {
+            identity: id.public(),
+            onion_cert: crate::crypto::OnionKeyCert::sign(&id, onion.public(), u64::MAX),
+            addrs: Vec::new(),
+            flags: crate::dir::RelayFlags::empty(),
+            bandwidth: 0,
+            exit_policy: crate::dir::policy::ExitPolicy::reject_all(),
+            family: Vec::new(),
+        };
+        let slot = IntroSlot::new(relay, created, IntroGate::new(10, 50, created));
+        slot.running
+            .store(running, std::sync::atomic::Ordering::Release);
+        slot
+    }
+
+    fn fill(slot: &IntroSlot, n: u32) {
+        let mut cache = lock(&slot.replay);
+        for i in 0..n {
+            let mut x = [0u8; 32];
+            x[..4].copy_from_slice(&i.to_be_bytes());
+            cache.check_and_insert(&x).unwrap();
+        }
+    }
+
+    #[test]
+    fn rendezvous_point_must_be_listed_usable_and_at_its_address() {
+        let mut entry = test_slot(Instant::now(), false).relay;
+        let addr: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        entry.addrs = vec![addr];
+        entry.flags = crate::dir::path::USABLE;
+        let plain = IntroducePlaintext {
+            cookie: [1; crate::cell::onion_msg::REND_COOKIE_LEN],
+            rend_identity: entry.identity,
+            rend_addr: addr,
+            rend_onion_cert: entry.onion_cert.clone(),
+            pow_nonce: None,
+        };
+        assert_eq!(check_rendezvous_point(Some(&entry), &plain), Ok(()));
+        assert!(check_rendezvous_point(None, &plain).is_err());
+        let elsewhere = IntroducePlaintext {
+            rend_addr: "127.0.0.1:22".parse().unwrap(),
+            ..plain.clone()
+        };
+        assert!(check_rendezvous_point(Some(&entry), &elsewhere).is_err());
+        for flags in [
+            crate::dir::RelayFlags::RUNNING,
+            crate::dir::RelayFlags::VALID,
+            crate::dir::RelayFlags::empty(),
+        ] {
+            entry.flags = flags;
+            assert_eq!(
+                check_rendezvous_point(Some(&entry), &plain),
+                Err("rendezvous point not flagged Running and Valid")
+            );
+        }
+    }
+
+    #[test]
+    fn intro_gate_admits_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut gate = IntroGate::new(25, 200, t0);
+        for i in 0..200 {
+            assert!(gate.admit_at(t0), "burst token {i}");
+        }
+        assert!(!gate.admit_at(t0), "the burst is spent");
+        assert!(!gate.admit_at(t0 + Duration::from_millis(39)));
+        assert_eq!(gate.refused(), 2);
+        // 25 per second: one token every 40 ms.
+        assert!(gate.admit_at(t0 + Duration::from_millis(40)));
+        assert!(!gate.admit_at(t0 + Duration::from_millis(40)));
+        // One second later: 25 more, not more.
+        let t1 = t0 + Duration::from_millis(1040);
+        let admitted = (0..100).filter(|_| gate.admit_at(t1)).count();
+        assert_eq!(admitted, 25);
+        // A long pause refills to the burst only.
+        let t2 = t1 + Duration::from_secs(3600);
+        let admitted = (0..1000).filter(|_| gate.admit_at(t2)).count();
+        assert_eq!(admitted, 200);
+        assert_eq!(gate.refused(), 2 + 1 + 75 + 800);
+        // A clock that seems to go back refills nothing and does not panic.
+        assert!(!gate.admit_at(t0));
+    }
+
+    #[test]
+    fn intro_gate_zero_settings_still_admit_one() {
+        let t0 = Instant::now();
+        let mut gate = IntroGate::new(0, 0, t0);
+        assert!(gate.admit_at(t0));
+        assert!(!gate.admit_at(t0));
+        assert!(gate.admit_at(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn intro_key_rotation_trigger() {
+        let mut cache = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
+        assert!(!key_rotation_due(&cache, Duration::ZERO));
+        assert!(!key_rotation_due(
+            &cache,
+            INTRO_KEY_LIFETIME - Duration::from_secs(1)
+        ));
+        assert!(key_rotation_due(&cache, INTRO_KEY_LIFETIME), "24 h old");
+        for i in 0..80_000u32 {
+            let mut x = [0u8; 32];
+            x[..4].copy_from_slice(&i.to_be_bytes());
+            cache.check_and_insert(&x).unwrap();
+        }
+        assert!(key_rotation_due(&cache, Duration::ZERO), "80% full");
+    }
+
+    #[test]
+    fn rotated_slots_are_retired_until_the_old_descriptor_expires() {
+        let t0 = Instant::now();
+        let fresh = test_slot(t0, true);
+        let old = test_slot(t0, true);
+        let old_auth = old.auth.public();
+        let fresh_auth = fresh.auth.public();
+        let idle_old = test_slot(t0, false);
+        let mut slots = vec![fresh, old, idle_old];
+        let mut retired = Vec::new();
+        // Nothing due yet.
+        rotate_slots(&mut slots, &mut retired, t0);
+        assert_eq!((slots.len(), retired.len()), (3, 0));
+        // A day later all three are due: the running ones are retired (still answering
+        // under their old keys), the one without a circuit is simply dropped.
+        let day = t0 + INTRO_KEY_LIFETIME;
+        rotate_slots(&mut slots, &mut retired, day);
+        assert!(slots.is_empty());
+        let kept: Vec<_> = retired.iter().map(|r| r.slot.auth.public()).collect();
+        assert_eq!(kept, vec![fresh_auth, old_auth]);
+        assert!(retired.iter().all(|r| r.until == day + RETIRED_KEY_KEPT));
+        // A slot whose replay cache is 80% full rotates at once (tiny cache for speed).
+        let full = test_slot(day, true);
+        *lock(&full.replay) = ReplayCache::new(10);
+        fill(&full, 8);
+        let mut slots = vec![full];
+        rotate_slots(&mut slots, &mut retired, day);
+        assert!(slots.is_empty());
+        assert_eq!(retired.len(), 3);
+        // A retired slot whose circuit closed is dropped; the others stay until the last
+        // descriptor naming their key has expired, then are dropped (closing them).
+        retired[2]
+            .slot
+            .running
+            .store(false, std::sync::atomic::Ordering::Release);
+        let closed = retired[0].slot.close.subscribe();
+        rotate_slots(&mut slots, &mut retired, day);
+        assert_eq!(retired.len(), 2);
+        rotate_slots(&mut slots, &mut retired, day + RETIRED_KEY_KEPT);
+        assert!(retired.is_empty());
+        assert!(
+            closed.has_changed().is_err(),
+            "the retired slot's task is told to close"
+        );
+    }
+
+    #[test]
+    fn retired_slots_are_bounded() {
+        let t0 = Instant::now();
+        let mut retired = Vec::new();
+        for i in 0..(MAX_RETIRED as u64 + 2) {
+            let mut slots = vec![test_slot(t0, true)];
+            rotate_slots(
+                &mut slots,
+                &mut retired,
+                t0 + INTRO_KEY_LIFETIME + Duration::from_secs(i),
+            );
+        }
+        assert_eq!(retired.len(), MAX_RETIRED);
+        // The oldest went first.
+        assert!(retired.iter().all(
+            |r| r.until >= t0 + INTRO_KEY_LIFETIME + RETIRED_KEY_KEPT + Duration::from_secs(2)
+        ));
     }
 
     #[test]

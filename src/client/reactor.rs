@@ -131,7 +131,10 @@ pub struct ServiceEnd {
     pub ports: Arc<Vec<(u16, std::net::SocketAddr)>>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
-    /// The circuit is closed after this long without any stream.
+    /// The circuit, with any streams still open on it, is closed after this long without
+    /// traffic (no stream opened and no stream data in either direction; DROP and SENDME
+    /// cells do not count, so a client cannot hold the slot with keep-alives or an idle
+    /// stream).
     pub idle_timeout: Duration,
     /// Held while the circuit lives (bounds the service's rendezvous circuits).
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -152,6 +155,9 @@ struct Reactor {
     closed: Arc<AtomicBool>,
     tx: mpsc::Sender<ClientCircEvent>,
     retiring: bool,
+    /// Last stream activity (a stream opened, stream data sent or received); the service
+    /// end closes the circuit [`ServiceEnd::idle_timeout`] after it.
+    idle_since: tokio::time::Instant,
 }
 
 /// Starts the task owning `circ` and returns a handle on it.
@@ -183,6 +189,7 @@ fn spawn_with(circ: ClientCircuit, service: Option<ServiceEnd>) -> CircuitHandle
         closed,
         tx,
         retiring: false,
+        idle_since: tokio::time::Instant::now(),
     };
     tokio::spawn(reactor.run());
     handle
@@ -191,24 +198,26 @@ fn spawn_with(circ: ClientCircuit, service: Option<ServiceEnd>) -> CircuitHandle
 impl Reactor {
     async fn run(mut self) {
         loop {
-            // A service closes a rendezvous circuit that carried no stream for its idle
-            // timeout, so clients that keep circuits open cannot hold its (bounded)
-            // rendezvous slots forever.
-            let idle = self
+            // A service closes a rendezvous circuit that carried no traffic for its idle
+            // timeout, open streams or not, so clients that keep circuits (or streams)
+            // open cannot hold its (bounded) rendezvous slots forever. The deadline is
+            // measured from the last activity, not from the last event: DROP cells and
+            // the like do not keep it open.
+            let deadline = self
                 .service
                 .as_ref()
-                .filter(|_| self.streams.is_empty() && self.pending.is_empty())
-                .map(|s| s.idle_timeout);
-            let event = match idle {
-                Some(limit) => {
-                    match tokio::time::timeout(limit, self.circ.next_raw_event()).await {
-                        Ok(e) => e,
-                        Err(_) => {
-                            debug!("service: idle rendezvous circuit closed");
-                            break;
-                        }
+                .map(|s| self.idle_since + s.idle_timeout);
+            let event = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, self.circ.next_raw_event()).await {
+                    Ok(e) => e,
+                    Err(_) => {
+                        debug!(
+                            "service: idle rendezvous circuit closed ({} streams open)",
+                            self.streams.len()
+                        );
+                        break;
                     }
-                }
+                },
                 None => self.circ.next_raw_event().await,
             };
             let keep_going = match event {
@@ -257,6 +266,11 @@ impl Reactor {
         self.circ.shutdown().await;
     }
 
+    /// Records stream activity (see [`Self::idle_since`]).
+    fn touch(&mut self) {
+        self.idle_since = tokio::time::Instant::now();
+    }
+
     fn last_hop(&self) -> usize {
         self.circ.len().saturating_sub(1)
     }
@@ -267,6 +281,9 @@ impl Reactor {
             RelayMsg::Data(_) => cell.stream(),
             _ => None,
         };
+        if data_stream.is_some() {
+            self.touch();
+        }
         match self.circ.send(last, cell).await {
             Ok(tag) => {
                 if let Some(id) = data_stream {
@@ -350,8 +367,13 @@ impl Reactor {
                 true
             }
             (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, &tag) {
-                Ok(Some(sendme)) => self.send(sendme).await,
-                Ok(None) => true,
+                Ok(sendme) => {
+                    self.touch();
+                    match sendme {
+                        Some(sendme) => self.send(sendme).await,
+                        None => true,
+                    }
+                }
                 Err(e) => {
                     debug!("client: stream protocol violation: {e}");
                     false
@@ -376,6 +398,7 @@ impl Reactor {
             },
             (_, RelayMsg::Drop) => true,
             (Some(id), RelayMsg::Begin(begin)) if self.service.is_some() => {
+                self.touch();
                 self.on_service_begin(id, begin.port()).await
             }
             _ => {

@@ -4,14 +4,20 @@
 //! INTRODUCE2 again, making the service build circuits to a rendezvous point of the
 //! attacker's choosing over and over. The service therefore remembers every client key `X`
 //! it accepted under one introduction-point key `B`, and refuses a repeat. The cache never
-//! evicts (eviction would re-open replays): when it is full the service refuses further
-//! introductions at that point and must rotate to a fresh `B` (a new descriptor), which
-//! starts a new, empty cache.
+//! evicts (eviction would re-open replays). Instead the service rotates to a fresh `B` (a
+//! new descriptor, a new, empty cache) once the cache is [`ROTATE_AT_PERCENT`] full
+//! ([`ReplayCache::rotation_due`]), long before it is full; the old cache lives only while
+//! the old key may still be used. A cache that does fill up refuses every further
+//! introduction under its key, so flooding it cannot re-open replays.
 
 use std::collections::HashSet;
 
 /// Default number of introductions remembered per introduction-point key.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
+/// The service rotates an introduction point's key once its cache holds this percentage
+/// of its capacity, so a flood of valid introductions leads to a new key, not to a full
+/// cache refusing everyone.
+pub const ROTATE_AT_PERCENT: usize = 80;
 
 /// Why an introduction was refused by the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -58,8 +64,60 @@ impl ReplayCache {
         self.seen.len()
     }
 
+    /// Most introductions remembered.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether the cache is at least [`ROTATE_AT_PERCENT`] full, so the key it belongs to
+    /// should be replaced while some room is left for clients holding the old descriptor.
+    pub fn rotation_due(&self) -> bool {
+        // len * 100 >= capacity * 80, without overflow for any capacity.
+        self.seen.len().saturating_mul(100) >= self.capacity.saturating_mul(ROTATE_AT_PERCENT)
+    }
+
     /// Whether nothing is remembered yet.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        k
+    }
+
+    #[test]
+    fn rotation_is_due_at_eighty_percent_and_replays_stay_refused() {
+        let mut c = ReplayCache::new(10);
+        for i in 0..7 {
+            c.check_and_insert(&key(i)).unwrap();
+            assert!(!c.rotation_due(), "{} of 10", c.len());
+        }
+        c.check_and_insert(&key(7)).unwrap();
+        assert!(c.rotation_due(), "8 of 10 is 80%");
+        assert_eq!(c.check_and_insert(&key(0)), Err(ReplayError::Replayed));
+        c.check_and_insert(&key(8)).unwrap();
+        c.check_and_insert(&key(9)).unwrap();
+        // Full: nothing is evicted, so old keys stay refused and new ones are refused too.
+        assert_eq!(c.check_and_insert(&key(10)), Err(ReplayError::Full));
+        assert_eq!(c.check_and_insert(&key(3)), Err(ReplayError::Replayed));
+        assert_eq!(c.len(), 10);
+    }
+
+    #[test]
+    fn rotation_threshold_of_the_default_capacity() {
+        let c = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
+        assert_eq!(c.capacity(), 100_000);
+        assert!(!c.rotation_due());
+        assert!(
+            ReplayCache::new(0).rotation_due(),
+            "an empty capacity rotates at once"
+        );
     }
 }
