@@ -953,3 +953,47 @@ async fn channel_to(
     }
     Ok(registered)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::queue_budget::QueueBudget;
+
+    /// A send with room completes at the first poll; on a queue that stays full it ends
+    /// after the bound, or as soon as the circuit is killed, never waiting for ever.
+    #[tokio::test]
+    async fn a_bounded_send_ends_on_timeout_or_kill() {
+        let hour = Duration::from_secs(3600);
+        let (room, mut room_rx) = mpsc::channel::<u8>(1);
+        assert!(matches!(
+            bounded(room.send(1), hour, None).await,
+            Ok(Ok(()))
+        ));
+        assert_eq!(room_rx.recv().await, Some(1));
+
+        let (full, _full_rx) = mpsc::channel::<u8>(1);
+        full.try_send(0).unwrap();
+        let short = Duration::from_millis(50);
+        assert!(matches!(
+            bounded(full.send(1), short, None).await,
+            Err(SendFailure::Stalled)
+        ));
+
+        let budget = QueueBudget::new(10);
+        let ticket = budget.register();
+        let waiting = bounded(full.send(1), hour, Some(ticket.stat()));
+        let kill = async {
+            tokio::task::yield_now().await;
+            // Over the relay-wide budget: the largest (only) circuit is killed.
+            ticket.enqueued(100);
+        };
+        let (result, ()) = tokio::join!(waiting, kill);
+        assert!(matches!(result, Err(SendFailure::Killed)));
+        // Already killed: a wait on a full queue ends at once.
+        assert!(matches!(
+            bounded_wait(full.send(1), hour, Some(ticket.stat())).await,
+            Err(SendFailure::Killed)
+        ));
+        ticket.dequeued(100);
+    }
+}
