@@ -62,6 +62,24 @@ impl ChannelSender {
         self.tx.send(cell).await.map_err(|_| LinkError::Closed)
     }
 
+    /// Queues an encoded cell if there is room now, without waiting: the cheap first try
+    /// of a caller that must not wait unboundedly for a peer that stopped reading (it
+    /// falls back to [`Self::send_raw`] under a time bound when the queue is full). The
+    /// cell is copied only on success, so on failure the caller still has it.
+    pub fn try_send_raw(&self, cell: &[u8; CELL_LEN]) -> Result<(), TrySendError> {
+        if self.close.is_closed() {
+            return Err(TrySendError::Closed);
+        }
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(*cell);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(())) => Err(TrySendError::Full),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(TrySendError::Closed),
+        }
+    }
+
     /// Encodes and queues a cell.
     pub async fn send(&self, cell: &ChanCell) -> LinkResult<()> {
         self.send_raw(cell.encode()?).await
@@ -81,6 +99,15 @@ impl ChannelSender {
     pub async fn closed(&self) {
         self.close.closed().await;
     }
+}
+
+/// Why [`ChannelSender::try_send_raw`] did not queue a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The queue is full (the peer is not taking cells as fast as they come).
+    Full,
+    /// The channel is closed.
+    Closed,
 }
 
 /// The receiving half of a channel.
@@ -161,5 +188,30 @@ impl Drop for ChannelReceiver {
         // Nobody will read the peer's cells any more: keeping the channel open would only
         // let them pile up in kernel buffers.
         self.close.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The non-blocking try queues while there is room, reports a full queue without
+    /// waiting (the cell stays with the caller), and reports a closed channel.
+    #[tokio::test]
+    async fn try_send_reports_full_and_closed_without_waiting() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let sender = ChannelSender::new(tx, CloseSignal::new());
+        let cell = [7u8; CELL_LEN];
+        assert_eq!(sender.try_send_raw(&cell), Ok(()));
+        assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Full));
+        assert_eq!(rx.recv().await, Some(cell));
+        assert_eq!(sender.try_send_raw(&cell), Ok(()));
+        sender.close();
+        assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Closed));
+        // The writer gone (queue receiver dropped) is a closed channel too.
+        let (tx, rx) = mpsc::channel(1);
+        let sender = ChannelSender::new(tx, CloseSignal::new());
+        drop(rx);
+        assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Closed));
     }
 }

@@ -31,7 +31,7 @@ pub mod writer;
 
 pub use auth::LinkAuth;
 pub use cert::{LinkKeyCert, CERT_LEN};
-pub use channel::{Channel, ChannelReceiver, ChannelSender};
+pub use channel::{Channel, ChannelReceiver, ChannelSender, TrySendError};
 pub use circ_ids::CircIdAllocator;
 pub use config::LinkConfig;
 pub use error::{LinkError, LinkResult};

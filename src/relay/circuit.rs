@@ -5,7 +5,9 @@
 //! the previous hop. Anything unexpected tears the circuit down in both directions: a
 //! silently dropped cell would be a side channel.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -24,14 +26,14 @@ use crate::cell::{StreamId, TargetAddr};
 use crate::crypto::fast_handshake::fast_relay;
 use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto, RelayTag};
 use crate::link::mux::CircMux;
-use crate::link::{self, LinkError, PeerKind};
+use crate::link::{self, LinkError, PeerKind, TrySendError};
 use crate::stream::pump;
 use crate::stream::set::StreamSet;
 use std::time::Duration;
 
 use super::events::{CircEvent, NextHopResult, Side};
 use super::onion_points::CircSerial;
-use super::queue_budget::QueueTicket;
+use super::queue_budget::{QueueStat, QueueTicket};
 use super::reactor;
 use super::shared::{CircEnd, CircSlot, RelayChannel, RelayCounters, RelayShared};
 use super::splice::SharedBackward;
@@ -97,11 +99,27 @@ struct Teardown {
     reason: DestroyReason,
     /// The side that closed first (no DESTROY is sent back to it).
     from: Option<Side>,
+    /// The side whose channel queue stayed full (its DESTROY is only tried: waiting for
+    /// room again would repeat the stall).
+    stalled: Option<Side>,
 }
 
 impl Teardown {
     fn new(reason: DestroyReason) -> Self {
-        Teardown { reason, from: None }
+        Teardown {
+            reason,
+            from: None,
+            stalled: None,
+        }
+    }
+
+    /// The neighbour on `side` closed first (with `reason`, or its channel did).
+    fn from_side(reason: DestroyReason, side: Side) -> Self {
+        Teardown {
+            reason,
+            from: Some(side),
+            stalled: None,
+        }
     }
 }
 
@@ -199,7 +217,9 @@ impl Circuit {
                 debug!("relay: circuit handshake failed: {e}");
                 RelayCounters::bump(&shared.counters.protocol_violations);
                 prev.chan.circuits.remove(prev.id);
-                send_cell(&prev, ChanMsg::Destroy(DestroyReason::Protocol)).await;
+                let destroy = ChanMsg::Destroy(DestroyReason::Protocol);
+                let _ =
+                    queue_cell(&prev, destroy, shared.limits.stalled_send_timeout(), None).await;
                 return None;
             }
         };
@@ -211,7 +231,10 @@ impl Circuit {
         {
             return Self::refuse_replay(&shared, &prev).await;
         }
-        if !send_cell(&prev, ChanMsg::Created(Created { data: created })).await {
+        let wait = shared.limits.stalled_send_timeout();
+        let created = ChanMsg::Created(Created { data: created });
+        if let Err(f) = queue_cell(&prev, created, wait, Some(ticket.stat())).await {
+            let _ = lost(f, Side::Prev, &shared.counters);
             prev.chan.circuits.remove(prev.id);
             return None;
         }
@@ -245,7 +268,8 @@ impl Circuit {
         debug!("relay: replayed CREATE refused");
         RelayCounters::bump(&shared.counters.refused_replay);
         prev.chan.circuits.remove(prev.id);
-        send_cell(prev, ChanMsg::Destroy(DestroyReason::Protocol)).await;
+        let destroy = ChanMsg::Destroy(DestroyReason::Protocol);
+        let _ = queue_cell(prev, destroy, shared.limits.stalled_send_timeout(), None).await;
         None
     }
 
@@ -293,6 +317,9 @@ impl Circuit {
                     .reset(tokio::time::Instant::now() + self.shared.limits.extend_timeout());
             }
         };
+        // Nothing more is taken from the queue: a reader blocked on it (full) must fail
+        // now, not wait for the DESTROYs below.
+        drop(rx);
         self.teardown(teardown).await;
     }
 
@@ -308,10 +335,9 @@ impl Circuit {
                 self.forward(body, true).await
             }
             // Pass the reason on: it tells the client why (e.g. the next relay's limits).
-            CircEvent::Cell(side, ChanMsg::Destroy(reason)) => Err(Teardown {
-                reason,
-                from: Some(side),
-            }),
+            CircEvent::Cell(side, ChanMsg::Destroy(reason)) => {
+                Err(Teardown::from_side(reason, side))
+            }
             CircEvent::Cell(Side::Next, ChanMsg::Created(created)) => {
                 self.on_created(created).await
             }
@@ -320,10 +346,9 @@ impl Circuit {
                 RelayCounters::bump(&self.shared.counters.protocol_violations);
                 Err(Teardown::new(DestroyReason::Protocol))
             }
-            CircEvent::ChannelClosed(side) => Err(Teardown {
-                reason: DestroyReason::ChannelClosed,
-                from: Some(side),
-            }),
+            CircEvent::ChannelClosed(side) => {
+                Err(Teardown::from_side(DestroyReason::ChannelClosed, side))
+            }
             CircEvent::NextHopReady(result) => self.on_next_hop_ready(result).await,
             CircEvent::Stream(ev) => match self.streams.on_stream_event(ev) {
                 Some(cell) => self.reply(cell).await,
@@ -387,14 +412,10 @@ impl Circuit {
                     ChanMsg::Relay(body)
                 };
                 self.relayed();
-                if send_cell(next, msg).await {
-                    Ok(())
-                } else {
-                    Err(Teardown {
-                        reason: DestroyReason::ChannelClosed,
-                        from: Some(Side::Next),
-                    })
-                }
+                let wait = self.shared.limits.stalled_send_timeout();
+                queue_cell(next, msg, wait, Some(self.ticket.stat()))
+                    .await
+                    .map_err(|f| lost(f, Side::Next, &self.shared.counters))
             }
         }
     }
@@ -698,13 +719,15 @@ impl Circuit {
         let end = CircEnd { chan, id };
         let data = BoundedBytes::new(handshake, "hdata")
             .map_err(|_| Teardown::new(DestroyReason::Protocol))?;
-        let sent = send_cell(&end, ChanMsg::Create(Create { htype, data })).await;
+        let wait = self.shared.limits.stalled_send_timeout();
+        let create = ChanMsg::Create(Create { htype, data });
+        let sent = queue_cell(&end, create, wait, Some(self.ticket.stat())).await;
         debug!("relay: CREATE sent to the next hop");
         self.next = Next::Pending(end);
-        if sent {
-            Ok(())
-        } else {
-            Err(Teardown::new(DestroyReason::ConnectFailed))
+        match sent {
+            Ok(()) => Ok(()),
+            Err(SendFailure::Closed) => Err(Teardown::new(DestroyReason::ConnectFailed)),
+            Err(f) => Err(lost(f, Side::Next, &self.shared.counters)),
         }
     }
 
@@ -728,7 +751,11 @@ impl Circuit {
         match std::mem::replace(&mut self.next, Next::None) {
             Next::Pending(end) | Next::Open(end) => {
                 end.chan.circuits.remove(end.id);
-                send_cell(&end, ChanMsg::Destroy(reason)).await;
+                // Best effort: a stall or kill here ends only the DESTROY (a kill is seen
+                // by the event loop right after).
+                let wait = self.shared.limits.stalled_send_timeout();
+                let destroy = ChanMsg::Destroy(reason);
+                let _ = queue_cell(&end, destroy, wait, Some(self.ticket.stat())).await;
             }
             Next::None | Next::Connecting { .. } => {}
         }
@@ -740,23 +767,40 @@ impl Circuit {
         for (_, task) in self.connecting.drain() {
             task.abort();
         }
+        // Both slots go before any DESTROY is sent: from here on neither channel's reader
+        // queues to this circuit, so neither waits on it while it says goodbye.
         self.prev.chan.circuits.remove(self.prev.id);
-        if t.from != Some(Side::Prev) {
-            send_cell(&self.prev, ChanMsg::Destroy(t.reason)).await;
-        }
-        if t.from == Some(Side::Next) {
-            if let Next::Pending(end) | Next::Open(end) =
-                std::mem::replace(&mut self.next, Next::None)
-            {
+        let next = match std::mem::replace(&mut self.next, Next::None) {
+            Next::Pending(end) | Next::Open(end) => {
                 end.chan.circuits.remove(end.id);
+                Some(end)
             }
-        } else {
-            self.drop_next(t.reason).await;
+            Next::None | Next::Connecting { .. } => None,
+        };
+        if t.from != Some(Side::Prev) {
+            self.send_destroy(&self.prev, Side::Prev, &t).await;
+        }
+        if let Some(end) = next.filter(|_| t.from != Some(Side::Next)) {
+            self.send_destroy(&end, Side::Next, &t).await;
         }
         self.shared
             .counters
             .circuits_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// DESTROY towards `side` at teardown: only tried (never waited for) on a side that
+    /// stalled, waited for at most `stalled_send_secs` elsewhere. Best effort either way:
+    /// the circuit's slots are already gone.
+    async fn send_destroy(&self, end: &CircEnd, side: Side, t: &Teardown) {
+        let msg = ChanMsg::Destroy(t.reason);
+        if t.stalled == Some(side) {
+            if let Ok(cell) = ChanCell::circuit(end.id, msg).and_then(|c| c.encode()) {
+                let _ = end.chan.sender.try_send_raw(&cell);
+            }
+        } else {
+            let _ = queue_cell(end, msg, self.shared.limits.stalled_send_timeout(), None).await;
+        }
     }
 }
 
@@ -767,11 +811,99 @@ fn cell_or_internal(
     RelayCell::new(stream, msg).map_err(|_| Teardown::new(DestroyReason::Internal))
 }
 
-/// Sends `msg` on circuit `end`; false if the channel is gone.
-async fn send_cell(end: &CircEnd, msg: ChanMsg) -> bool {
-    match ChanCell::circuit(end.id, msg) {
-        Ok(cell) => end.chan.sender.send(&cell).await.is_ok(),
-        Err(_) => false,
+/// Why a cell could not be queued on a neighbour's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendFailure {
+    /// The channel is closed (or the cell could not be encoded).
+    Closed,
+    /// Its queue stayed full for `stalled_send_secs`: the peer is not reading.
+    Stalled,
+    /// The queue-memory limit killed this circuit while it waited.
+    Killed,
+}
+
+/// Queues `msg` on circuit `end`. With room in the channel's queue (the per-cell case)
+/// this is one non-blocking try: no timer, no allocation. With the queue full it waits
+/// for room at most `wait`, and not past a kill of the circuit (`kill`): a peer that
+/// stopped reading must not hold this circuit for ever, since while it waits it drains
+/// neither its own queue nor, therefore, the channel that feeds it, which other
+/// clients' circuits share.
+async fn queue_cell(
+    end: &CircEnd,
+    msg: ChanMsg,
+    wait: Duration,
+    kill: Option<&QueueStat>,
+) -> Result<(), SendFailure> {
+    let cell = ChanCell::circuit(end.id, msg)
+        .and_then(|c| c.encode())
+        .map_err(|_| SendFailure::Closed)?;
+    match end.chan.sender.try_send_raw(&cell) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Closed) => Err(SendFailure::Closed),
+        Err(TrySendError::Full) => bounded_wait(end.chan.sender.send_raw(cell), wait, kill)
+            .await?
+            .map_err(|_| SendFailure::Closed),
+    }
+}
+
+/// Runs `send`, a send that cannot be tried without waiting (on a rendezvous half, see
+/// [`super::splice`]): polled once first, so with room in the queue it completes without
+/// a timer; otherwise bounded like [`queue_cell`]. If it is cut short the cell is lost
+/// (and the layer that was added to it): the caller tears its circuit down.
+async fn bounded<F: Future>(
+    send: F,
+    wait: Duration,
+    kill: Option<&QueueStat>,
+) -> Result<F::Output, SendFailure> {
+    let mut send = std::pin::pin!(send);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+        return Ok(out);
+    }
+    bounded_wait(send, wait, kill).await
+}
+
+/// Waits for `send` (on a full queue) at most `wait`, and not past a kill of the circuit.
+async fn bounded_wait<F: Future>(
+    send: F,
+    wait: Duration,
+    kill: Option<&QueueStat>,
+) -> Result<F::Output, SendFailure> {
+    let killed = async {
+        match kill {
+            Some(stat) => stat.killed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        out = tokio::time::timeout(wait, send) => out.map_err(|_| SendFailure::Stalled),
+        () = killed => Err(SendFailure::Killed),
+    }
+}
+
+/// How the circuit ends after a cell towards `side` could not be sent.
+fn lost(f: SendFailure, side: Side, counters: &RelayCounters) -> Teardown {
+    match f {
+        SendFailure::Closed => Teardown::from_side(DestroyReason::ChannelClosed, side),
+        SendFailure::Stalled => {
+            debug!(
+                ?side,
+                "relay: circuit destroyed: its neighbour's channel stayed full"
+            );
+            RelayCounters::bump(&counters.stalled_sends);
+            Teardown {
+                reason: DestroyReason::Timeout,
+                from: None,
+                stalled: Some(side),
+            }
+        }
+        SendFailure::Killed => {
+            debug!("relay: circuit killed by the queue memory limit while sending");
+            Teardown {
+                reason: DestroyReason::ResourceLimit,
+                from: None,
+                stalled: Some(side),
+            }
+        }
     }
 }
 
@@ -820,4 +952,48 @@ async fn channel_to(
         chan.sender.close();
     }
     Ok(registered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::queue_budget::QueueBudget;
+
+    /// A send with room completes at the first poll; on a queue that stays full it ends
+    /// after the bound, or as soon as the circuit is killed, never waiting for ever.
+    #[tokio::test]
+    async fn a_bounded_send_ends_on_timeout_or_kill() {
+        let hour = Duration::from_secs(3600);
+        let (room, mut room_rx) = mpsc::channel::<u8>(1);
+        assert!(matches!(
+            bounded(room.send(1), hour, None).await,
+            Ok(Ok(()))
+        ));
+        assert_eq!(room_rx.recv().await, Some(1));
+
+        let (full, _full_rx) = mpsc::channel::<u8>(1);
+        full.try_send(0).unwrap();
+        let short = Duration::from_millis(50);
+        assert!(matches!(
+            bounded(full.send(1), short, None).await,
+            Err(SendFailure::Stalled)
+        ));
+
+        let budget = QueueBudget::new(10);
+        let ticket = budget.register();
+        let waiting = bounded(full.send(1), hour, Some(ticket.stat()));
+        let kill = async {
+            tokio::task::yield_now().await;
+            // Over the relay-wide budget: the largest (only) circuit is killed.
+            ticket.enqueued(100);
+        };
+        let (result, ()) = tokio::join!(waiting, kill);
+        assert!(matches!(result, Err(SendFailure::Killed)));
+        // Already killed: a wait on a full queue ends at once.
+        assert!(matches!(
+            bounded_wait(full.send(1), hour, Some(ticket.stat())).await,
+            Err(SendFailure::Killed)
+        ));
+        ticket.dequeued(100);
+    }
 }

@@ -39,6 +39,12 @@ pub struct RelayLimits {
     pub dead_peer_timeout_secs: u64,
     /// Seconds to wait for CREATED from the next hop when extending.
     pub extend_timeout_secs: u64,
+    /// Seconds a circuit waits for room in a neighbour's full channel queue before it is
+    /// destroyed (TIMEOUT towards the other side). A peer that stops reading its channel
+    /// must not hold up the circuits that send to it for ever: while one waits it does
+    /// not drain its own queue, which stalls the reader of the *other* channel, shared
+    /// with circuits of other clients. At least 1 (0 is read as 1).
+    pub stalled_send_secs: u64,
     /// Introduction points (auth keys) registered at this relay at once.
     pub intro_points: usize,
     /// Deprecated and ignored: a per-channel bound at a middle let one client exhaust the
@@ -78,6 +84,7 @@ impl Default for RelayLimits {
             link_handshake_timeout_secs: 10,
             dead_peer_timeout_secs: 20,
             extend_timeout_secs: 20,
+            stalled_send_secs: 30,
             intro_points: 20_000,
             intro_points_per_channel: None,
             intro_rate_per_second: 20,
@@ -122,6 +129,11 @@ impl RelayLimits {
     pub fn extend_timeout(&self) -> Duration {
         Duration::from_secs(self.extend_timeout_secs)
     }
+    /// Longest wait for room in a neighbour's channel queue (at least 1 s: a queue that
+    /// is merely full for a moment is ordinary backpressure, not a stall).
+    pub fn stalled_send_timeout(&self) -> Duration {
+        Duration::from_secs(self.stalled_send_secs.max(1))
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +163,11 @@ mod tests {
         expected.rend_cookies_per_channel = Some(5);
         assert_eq!(old, expected);
         assert!(RelayLimits::default().deprecated_keys().is_empty());
+        // Written before `stalled_send_secs` existed: loads with its default.
+        assert_eq!(
+            old.stalled_send_secs,
+            RelayLimits::default().stalled_send_secs
+        );
         let current: RelayLimits = toml::from_str("rend_cookies = 7\n").unwrap();
         assert!(current.deprecated_keys().is_empty());
         assert!(toml::from_str::<RelayLimits>("rend_cookies_per_circuit = 1\n").is_err());
@@ -158,5 +175,19 @@ mod tests {
         let written = toml::to_string(&RelayLimits::default()).unwrap();
         assert!(!written.contains("intro_points_per_channel"), "{written}");
         assert!(!written.contains("rend_cookies_per_channel"), "{written}");
+    }
+
+    /// `stalled_send_secs` is read from `[limits]`; 0 cannot make every momentarily full
+    /// queue a teardown.
+    #[test]
+    fn stalled_send_timeout_is_configurable_and_at_least_a_second() {
+        let l: RelayLimits = toml::from_str("stalled_send_secs = 2\n").unwrap();
+        assert_eq!(l.stalled_send_timeout(), Duration::from_secs(2));
+        let l: RelayLimits = toml::from_str("stalled_send_secs = 0\n").unwrap();
+        assert_eq!(l.stalled_send_timeout(), Duration::from_secs(1));
+        assert_eq!(
+            RelayLimits::default().stalled_send_timeout(),
+            Duration::from_secs(30)
+        );
     }
 }

@@ -86,6 +86,7 @@ pub fn render(shared: &RelayShared) -> String {
         ("malformed_create", get(&c.refused_malformed_create)),
         ("link_handshake_failed", get(&c.link_handshake_failures)),
         ("queue_memory", shared.budget.kills()),
+        ("stalled_send", get(&c.stalled_sends)),
     ] {
         let _ = writeln!(out, "allium_rejections_total{{reason=\"{reason}\"}} {v}");
     }

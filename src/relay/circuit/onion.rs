@@ -20,7 +20,10 @@ use super::super::onion_points::{CircRef, IntroReg, RegisterError, RendReg};
 use super::super::rate_limit::TokenBucket;
 use super::super::shared::RelayCounters;
 use super::super::splice::{notify, BackwardHalf, SharedBackward, SpliceError, NOTICE_TIMEOUT};
-use super::{cell_or_internal, send_cell, Circuit, Crypto, Next, Role, Side, Teardown};
+use super::{
+    bounded, cell_or_internal, lost, queue_cell, Circuit, Crypto, Next, Role, SendFailure, Side,
+    Teardown,
+};
 use crate::cell::ChanMsg;
 use crate::cell::RelayBody;
 
@@ -52,10 +55,9 @@ impl Circuit {
         mut body: [u8; RELAY_BODY_LEN],
         originate: bool,
     ) -> Result<RelayTag, Teardown> {
-        let closed = Teardown {
-            reason: DestroyReason::ChannelClosed,
-            from: Some(Side::Prev),
-        };
+        let wait = self.shared.limits.stalled_send_timeout();
+        let kill = Some(self.ticket.stat().as_ref());
+        let counters = &self.shared.counters;
         match &mut self.crypto {
             Crypto::Own(c) => {
                 let tag = if originate {
@@ -64,21 +66,25 @@ impl Circuit {
                     c.encrypt_backward(&mut body)
                 }
                 .map_err(|_| internal())?;
-                if send_cell(&self.prev, ChanMsg::Relay(RelayBody(body))).await {
-                    Ok(tag)
-                } else {
-                    Err(closed)
-                }
+                let msg = ChanMsg::Relay(RelayBody(body));
+                queue_cell(&self.prev, msg, wait, kill)
+                    .await
+                    .map_err(|f| lost(f, Side::Prev, counters))?;
+                Ok(tag)
             }
             Crypto::Shared(h) => {
                 let h = Arc::clone(h);
                 let mut half = h.lock().await;
-                half.send_backward(body, originate)
-                    .await
-                    .map_err(|e| match e {
-                        SpliceError::Closed => closed,
-                        SpliceError::Crypto => internal(),
-                    })
+                // A cut-short send leaves the half a layer ahead of the client: the
+                // teardown that follows closes it.
+                match bounded(half.send_backward(body, originate), wait, kill).await {
+                    Ok(Ok(tag)) => Ok(tag),
+                    Ok(Err(SpliceError::Closed)) => {
+                        Err(lost(SendFailure::Closed, Side::Prev, counters))
+                    }
+                    Ok(Err(SpliceError::Crypto)) => Err(internal()),
+                    Err(f) => Err(lost(f, Side::Prev, counters)),
+                }
             }
             Crypto::Moving => Err(internal()),
         }
@@ -117,14 +123,31 @@ impl Circuit {
         partner: SharedBackward,
         bytes: [u8; RELAY_BODY_LEN],
     ) -> Result<(), Teardown> {
+        let wait = self.shared.limits.stalled_send_timeout();
         let mut half = partner.lock().await;
-        match half.send_backward(bytes, false).await {
-            Ok(_) => {
+        // Bounded like any send: the partner's previous hop may have stopped reading. A
+        // cut-short send leaves the partner's half a layer ahead of its client (whose
+        // next cell then fails verification there); our teardown tells the partner.
+        match bounded(
+            half.send_backward(bytes, false),
+            wait,
+            Some(self.ticket.stat()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
                 self.relayed();
                 Ok(())
             }
-            Err(SpliceError::Closed) => Err(Teardown::new(DestroyReason::Destroyed)),
-            Err(SpliceError::Crypto) => Err(internal()),
+            Ok(Err(SpliceError::Closed)) => Err(Teardown::new(DestroyReason::Destroyed)),
+            Ok(Err(SpliceError::Crypto)) => Err(internal()),
+            Err(SendFailure::Stalled) => {
+                debug!("relay: rendezvous partner's channel stayed full");
+                RelayCounters::bump(&self.shared.counters.stalled_sends);
+                Err(Teardown::new(DestroyReason::Destroyed))
+            }
+            Err(SendFailure::Killed) => Err(Teardown::new(DestroyReason::ResourceLimit)),
+            Err(SendFailure::Closed) => Err(Teardown::new(DestroyReason::Destroyed)),
         }
     }
 
@@ -298,14 +321,16 @@ impl Circuit {
             .encode()
             .map_err(|_| internal())?;
         self.relayed();
-        guard
-            .send_backward(body, true)
-            .await
-            .map(|_| ())
-            .map_err(|_| Teardown {
-                reason: DestroyReason::ChannelClosed,
-                from: Some(Side::Prev),
-            })
+        let wait = self.shared.limits.stalled_send_timeout();
+        let kill = Some(self.ticket.stat().as_ref());
+        match bounded(guard.send_backward(body, true), wait, kill).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Teardown::from_side(
+                DestroyReason::ChannelClosed,
+                Side::Prev,
+            )),
+            Err(f) => Err(lost(f, Side::Prev, &self.shared.counters)),
+        }
     }
 
     /// RENDEZVOUS1 from the service: take the cookie, send RENDEZVOUS2 on the client's

@@ -1,0 +1,189 @@
+//! A next hop that stops reading its channel must not stall the relay's other channels.
+//!
+//! Relays on real TCP sockets (127.0.0.1, ephemeral ports), in-process. Relay R extends a
+//! circuit to N through a proxy that, on command, stops reading from R (both sockets stay
+//! open: to R it looks like a peer that stopped reading, with a zero TCP window). The
+//! client floods that circuit; R's channel to N fills, the circuit's task can no longer
+//! send, its own queue fills, and R stops reading the client's channel, which an honest
+//! circuit shares. Before the fix the circuit task waited for ever and so did the honest
+//! circuit; now the stalled circuit is destroyed after `stalled_send_secs` and the honest
+//! circuit keeps working.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use allium::cell::relay_msg::Begin;
+use allium::cell::{DestroyReason, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
+use allium::client::{CircuitError, ClientChannel, ClientCircuit};
+use allium::link::LinkConfig;
+use allium::relay::{RelayHandle, RelayLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+mod common;
+use common::{start_relay_with, target, NO_HANG};
+
+/// A proxy in front of `upstream` for one connection. It forwards both ways until
+/// `stall` is set to true; from then on it reads nothing more from the connecting side
+/// (but keeps both sockets open), and still forwards the other way.
+async fn stalling_proxy(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stall_tx, mut stall) = watch::channel(false);
+    tokio::spawn(async move {
+        let (mut near, _) = listener.accept().await.unwrap();
+        let mut far = TcpStream::connect(upstream).await.unwrap();
+        let (mut nr, mut nw) = near.split();
+        let (mut fr, mut fw) = far.split();
+        let up = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                tokio::select! {
+                    biased;
+                    () = async { let _ = stall.wait_for(|s| *s).await; } => {
+                        // Stop reading, keep the connection: a peer that went quiet.
+                        std::future::pending::<()>().await;
+                    }
+                    n = nr.read(&mut buf) => match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if fw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    },
+                }
+            }
+            let _ = fw.shutdown().await;
+        };
+        let down = async {
+            let _ = tokio::io::copy(&mut fr, &mut nw).await;
+            let _ = nw.shutdown().await;
+        };
+        tokio::join!(up, down);
+    });
+    (addr, stall_tx)
+}
+
+/// BEGIN to `hop` (not an exit) and its END back: a full round trip.
+async fn round_trip(circ: &mut ClientCircuit, hop: usize, stream: u16) {
+    let target = TargetAddr::Ip("127.0.0.1".parse().unwrap());
+    let begin = RelayCell::new(
+        StreamId::new(stream),
+        RelayMsg::Begin(Begin::new(target, 80).unwrap()),
+    )
+    .unwrap();
+    circ.send(hop, begin).await.unwrap();
+    let (from, cell, _) = tokio::time::timeout(NO_HANG, circ.recv())
+        .await
+        .expect("the honest circuit must still answer")
+        .unwrap();
+    assert_eq!(from, hop);
+    assert_eq!(cell.msg(), &RelayMsg::End(EndReason::ExitPolicy));
+}
+
+fn stalled_sends(r: &RelayHandle) -> u64 {
+    r.shared().counters.stalled_sends.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
+    // R gives up on a full queue after 2 s. The dead-peer timeout is off, so only the
+    // stall bound can end the stalled circuit (a kernel that applies TCP_USER_TIMEOUT to
+    // zero-window probing would otherwise close R's channel to N after a while).
+    let r = start_relay_with(
+        RelayLimits {
+            stalled_send_secs: 2,
+            dead_peer_timeout_secs: 0,
+            ..RelayLimits::default()
+        },
+        None,
+    )
+    .await;
+    let n = start_relay_with(RelayLimits::default(), None).await;
+    let m = start_relay_with(RelayLimits::default(), None).await;
+    let (proxy, stall) = stalling_proxy(n.local_addr()).await;
+    let mut n_via_proxy = target(&n);
+    n_via_proxy.addr = proxy;
+
+    // One client channel to R carries both circuits.
+    let chan = ClientChannel::connect(&target(&r), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut stalled = ClientCircuit::create(&chan, &target(&r), NO_HANG)
+        .await
+        .unwrap();
+    stalled.extend(&n_via_proxy, NO_HANG).await.unwrap();
+    let mut honest = ClientCircuit::create(&chan, &target(&r), NO_HANG)
+        .await
+        .unwrap();
+    honest.extend(&target(&m), NO_HANG).await.unwrap();
+    round_trip(&mut honest, 1, 1).await;
+
+    // N stops reading; the client floods the circuit through it (DROP cells for N, which
+    // R forwards unseen) until R gives up on it.
+    stall.send(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let drop = RelayCell::new(None, RelayMsg::Drop).unwrap();
+                if stalled.send(1, drop).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            (stalled, sent)
+        })
+    };
+    tokio::time::timeout(NO_HANG, async {
+        while stalled_sends(&r) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the stalled circuit must be destroyed, not wait for ever");
+    stop.store(true, Ordering::Relaxed);
+    // R reads the client's channel again, so the flood's last send completes.
+    let (mut stalled, sent) = tokio::time::timeout(NO_HANG, flood)
+        .await
+        .expect("the client's channel must drain again")
+        .unwrap();
+    eprintln!("  flooded {sent} cells before R destroyed the stalled circuit");
+
+    // The client learns why: TIMEOUT from R.
+    let err = loop {
+        match tokio::time::timeout(NO_HANG, stalled.recv())
+            .await
+            .expect("the stalled circuit must be torn down at the client")
+        {
+            Ok((hop, cell, _)) => eprintln!("  (cell from hop {hop}: {:?})", cell.msg().cmd()),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, CircuitError::Destroyed(DestroyReason::Timeout)),
+        "{err:?}"
+    );
+
+    // The honest circuit on the same channel into R works, and so does a new one.
+    round_trip(&mut honest, 1, 2).await;
+    let mut fresh = ClientCircuit::create(&chan, &target(&r), NO_HANG)
+        .await
+        .unwrap();
+    fresh.extend(&target(&m), NO_HANG).await.unwrap();
+    round_trip(&mut fresh, 1, 3).await;
+    // The stalled circuit is gone at R (its task ended), the honest ones are open.
+    tokio::time::timeout(NO_HANG, async {
+        while r.shared().counters.circuits_open.load(Ordering::Relaxed) != 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("R must count exactly the two honest circuits open");
+}
