@@ -7,7 +7,8 @@
 //! does this itself (it locks the partner's half, adds the layer and sends on the
 //! partner's previous channel), instead of queueing the cell to the partner's task: two
 //! tasks each waiting for room in the other's full queue would deadlock, whereas a send on
-//! a channel waits only for the socket, exactly like ordinary forwarding.
+//! a channel waits only for the socket, exactly like ordinary forwarding, and is bounded
+//! the same way (the circuit task gives up after `stalled_send_secs`, §5A).
 //!
 //! The half is behind an async mutex held across the send, so the cells of one circuit
 //! leave in the order their layer was added (the layer's counter and chain require it),
