@@ -3,7 +3,7 @@
 //!
 //! A relay stores a descriptor only if the hash ring ([`crate::onion::hashring`]) for the
 //! descriptor's blinded key `A'` and period places it within `spread +`
-//! [`HSDIR_RING_SLACK`] relays of a store index under one of the live consensuses it has
+//! [`HSDIR_RING_SLACK`](crate::onion::hashring::HSDIR_RING_SLACK) relays of a store index under one of the live consensuses it has
 //! seen (up to [`RING_CONSENSUSES`]), and only for a period within one of the current one.
 //! The service picks relays under its own consensus, which may be older or newer than the
 //! relay's and list relays with other flags; the slack and the several consensuses keep an
@@ -30,7 +30,7 @@ use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::Consensus;
 use crate::onion::descriptor::{OnionDescriptorError, UncheckedOnionDescriptor};
-use crate::onion::hashring::{HsDirParams, HsDirRing, HSDIR_RING_SLACK};
+use crate::onion::hashring::{HsDirParams, HsDirRing};
 use crate::onion::{BlindedPublic, PeriodParams, TimePeriod};
 
 use super::dirserve::{DirContext, DirService};
@@ -590,11 +590,18 @@ mod tests {
             .unwrap()
     }
 
-    /// Me and 19 others: 6 of 20 relays are responsible for each key, 10 accept it.
+    /// The key numbers of me and 19 others: 6 of 20 relays are responsible for each key,
+    /// 10 accept it.
+    fn twenty_numbers() -> Vec<u8> {
+        std::iter::once(100).chain(110..129).collect()
+    }
+
+    fn keys(numbers: &[u8]) -> Vec<IdentityKeypair> {
+        numbers.iter().map(|&n| key(n)).collect()
+    }
+
     fn twenty() -> Vec<IdentityKeypair> {
-        std::iter::once(me())
-            .chain((0..19).map(|i| key(110 + i)))
-            .collect()
+        keys(&twenty_numbers())
     }
 
     #[test]
@@ -853,11 +860,11 @@ mod tests {
                 });
                 pairs
                     .map(|gone| {
-                        relays
-                            .iter()
-                            .filter(|k| !gone.contains(&k.public()))
-                            .cloned()
-                            .collect::<Vec<_>>()
+                        let left: Vec<u8> = twenty_numbers()
+                            .into_iter()
+                            .filter(|&m| !gone.contains(&key(m).public()))
+                            .collect();
+                        keys(&left)
                     })
                     .find(|newer| ring_of(newer).is_responsible(&b, &me_id))
                     .map(|newer| (n, newer))
@@ -876,7 +883,7 @@ mod tests {
         // (older) one does not. Keys the service's ring gives it are accepted.
         let relays = twenty();
         let n = service_where(&relays, true);
-        let others: Vec<IdentityKeypair> = relays.iter().skip(1).cloned().collect();
+        let others = keys(&twenty_numbers()[1..]);
         let store = HsDirStore::default();
         store.set_consensus(consensus(&others));
         let (d, _) = descriptor(n, 1, NOW);
