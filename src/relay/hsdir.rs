@@ -2,16 +2,17 @@
 //! §8.4, §6.12): PUT_ONION_DESCRIPTOR and GET_ONION_DESCRIPTOR over BEGIN_DIR.
 //!
 //! A relay stores a descriptor only if the hash ring ([`crate::onion::hashring`]) for the
-//! descriptor's blinded key `A'` and period places it within `spread +`
-//! [`HSDIR_RING_SLACK`](crate::onion::hashring::HSDIR_RING_SLACK) relays of a store index under one of the live consensuses it has
-//! seen (up to [`RING_CONSENSUSES`]), and only for a period within one of the current one.
-//! The service picks relays under its own consensus, which may be older or newer than the
-//! relay's and list relays with other flags; the slack and the several consensuses keep an
-//! honest upload from being refused for that. Without the ring check anyone could fill
-//! every relay's store with descriptors nobody would look for there. Entries are keyed by `A'` and only ever replaced by a strictly newer revision;
-//! the relay can read nothing but the outer layer. Everything is bounded: entries,
-//! bytes, and the rate of uploads (each costs a signature check), relay-wide and per
-//! circuit.
+//! descriptor's blinded key `A'` and period places it among the first `spread +`
+//! [`HSDIR_RING_SLACK`](crate::onion::hashring::HSDIR_RING_SLACK) relays after a store
+//! index under one of the live consensuses it has seen (up to [`RING_CONSENSUSES`]), and
+//! only for a period within one of the current one. The service picks relays under its
+//! own consensus, which may be older or newer than the relay's and list relays with other
+//! flags; the slack and the several consensuses keep such an honest upload from being
+//! refused. Without the ring check anyone could fill every relay's store with descriptors
+//! nobody would look for there. Entries are keyed by `A'` and only ever replaced by a
+//! strictly newer revision; the relay can read nothing but the outer layer. Everything is
+//! bounded: entries, bytes, and the rate of uploads (each costs a signature check),
+//! relay-wide and per circuit.
 //!
 //! A full store answers BUSY and never evicts a live descriptor: eviction would let any
 //! uploader push out stored honest descriptors at the price of one upload each, whereas
