@@ -201,9 +201,10 @@ impl Walk<'_> {
             Some((at, (_, id))) => match i.cmp(at) {
                 std::cmp::Ordering::Less => self.ring.get(i).map(|(_, id)| id),
                 std::cmp::Ordering::Equal => Some(id),
-                std::cmp::Ordering::Greater => {
-                    i.checked_sub(1).and_then(|j| self.ring.get(j)).map(|(_, id)| id)
-                }
+                std::cmp::Ordering::Greater => i
+                    .checked_sub(1)
+                    .and_then(|j| self.ring.get(j))
+                    .map(|(_, id)| id),
             },
         }
     }

@@ -775,7 +775,9 @@ mod tests {
             fresh_until: valid_after + 60,
             valid_until: valid_after + valid_for,
             authorities: vec![auth.public()],
-            weights: BandwidthWeights::compute(full.relays().iter().map(|e| (e.flags, e.bandwidth))),
+            weights: BandwidthWeights::compute(
+                full.relays().iter().map(|e| (e.flags, e.bandwidth)),
+            ),
             relays: full.relays().to_vec(),
         };
         let mut signed = body.to_signed().unwrap();
@@ -853,12 +855,10 @@ mod tests {
                 let b = blinded_of(n);
                 let chosen = ring.responsible(&b);
                 // Drop one or two of the chosen relays: the newer consensus's view.
-                let pairs = chosen.iter().enumerate().flat_map(|(i, x)| {
-                    chosen
-                        .iter()
-                        .skip(i)
-                        .map(move |y| [*x, *y])
-                });
+                let pairs = chosen
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, x)| chosen.iter().skip(i).map(move |y| [*x, *y]));
                 pairs
                     .map(|gone| {
                         let left: Vec<u8> = twenty_numbers()
