@@ -122,9 +122,9 @@ impl State {
     }
 }
 
-/// Live consensuses a relay keeps for the ring check, newest first. A consensus is valid for
-/// three intervals (§6.13: `valid_until = valid_after + 3P`), so at most three are live at
-/// once; one more leaves room for an irregular schedule. A service may upload under any
+/// Live consensuses a relay keeps for the ring check, newest first. A consensus is valid
+/// for three intervals (§6.13: `valid_until = valid_after + 3P`), so at most three are
+/// live at once; one more leaves room for an irregular schedule. A service may upload under any
 /// live one (clients and services refetch late in a consensus's validity), and the relay
 /// may have fetched any subset of them, so it keeps all it has seen.
 pub const RING_CONSENSUSES: usize = 4;
@@ -187,7 +187,8 @@ impl HsDirStore {
     }
 
     fn views(&self) -> std::sync::MutexGuard<'_, Vec<RingView>> {
-        // Each update is a single insert or truncate: consistent even after a panic.
+        // Updates only insert, retain and truncate, none of which can leave the list
+        // inconsistent: it is usable even after a panic elsewhere.
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
