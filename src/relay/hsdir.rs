@@ -124,9 +124,9 @@ impl State {
 
 /// Live consensuses a relay keeps for the ring check, newest first. A consensus is valid
 /// for three intervals (§6.13: `valid_until = valid_after + 3P`), so at most three are
-/// live at once; one more leaves room for an irregular schedule. A service may upload under any
-/// live one (clients and services refetch late in a consensus's validity), and the relay
-/// may have fetched any subset of them, so it keeps all it has seen.
+/// live at once; one more leaves room for an irregular schedule. A service may upload
+/// under any live one (clients and services refetch late in a consensus's validity), and
+/// the relay may have fetched any subset of them, so it keeps all it has seen.
 pub const RING_CONSENSUSES: usize = 4;
 /// Rings kept per consensus: the periods within one of the current one.
 const RINGS_PER_CONSENSUS: usize = 3;
