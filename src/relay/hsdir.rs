@@ -1,15 +1,18 @@
 //! Onion-service descriptor storage at a relay (the "HSDir" role, docs/protocol.md §8.3,
 //! §8.4, §6.12): PUT_ONION_DESCRIPTOR and GET_ONION_DESCRIPTOR over BEGIN_DIR.
 //!
-//! A relay stores a descriptor only if it is one of the relays the hash ring
-//! ([`crate::onion::hashring`]) selects for the descriptor's blinded key `A'` and period
-//! under its current consensus (or the one before, so a service one consensus behind is
-//! not refused), and only for a period within one of the current one. Without the ring
-//! check anyone could fill every relay's store with descriptors nobody would look for
-//! there. Entries are keyed by `A'` and only ever replaced by a strictly newer revision;
-//! the relay can read nothing but the outer layer. Everything is bounded: entries,
-//! bytes, and the rate of uploads (each costs a signature check), relay-wide and per
-//! circuit.
+//! A relay stores a descriptor only if the hash ring ([`crate::onion::hashring`]) for the
+//! descriptor's blinded key `A'` and period places it among the first `spread +`
+//! [`HSDIR_RING_SLACK`](crate::onion::hashring::HSDIR_RING_SLACK) relays after a store
+//! index under one of the live consensuses it has seen (up to [`RING_CONSENSUSES`]), and
+//! only for a period within one of the current one. The service picks relays under its
+//! own consensus, which may be older or newer than the relay's and list relays with other
+//! flags; the slack and the several consensuses keep such an honest upload from being
+//! refused. Without the ring check anyone could fill every relay's store with descriptors
+//! nobody would look for there. Entries are keyed by `A'` and only ever replaced by a
+//! strictly newer revision; the relay can read nothing but the outer layer. Everything is
+//! bounded: entries, bytes, and the rate of uploads (each costs a signature check),
+//! relay-wide and per circuit.
 //!
 //! A full store answers BUSY and never evicts a live descriptor: eviction would let any
 //! uploader push out stored honest descriptors at the price of one upload each, whereas
@@ -119,8 +122,12 @@ impl State {
     }
 }
 
-/// Consensuses a relay keeps for the ring check: the current one and the one before.
-const RING_CONSENSUSES: usize = 2;
+/// Live consensuses a relay keeps for the ring check, newest first. A consensus is valid
+/// for three intervals (§6.13: `valid_until = valid_after + 3P`), so at most three are
+/// live at once; one more leaves room for an irregular schedule. A service may upload
+/// under any live one (clients and services refetch late in a consensus's validity), and
+/// the relay may have fetched any subset of them, so it keeps all it has seen.
+pub const RING_CONSENSUSES: usize = 4;
 /// Rings kept per consensus: the periods within one of the current one.
 const RINGS_PER_CONSENSUS: usize = 3;
 
@@ -135,7 +142,7 @@ struct RingView {
 /// Whether this relay may store a descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Responsibility {
-    /// On the ring of a live consensus.
+    /// On the ring of a live consensus (within the slack, [`HsDirRing::accepts`]).
     Responsible,
     /// On no live consensus's ring.
     NotResponsible,
@@ -152,7 +159,7 @@ pub struct HsDirStore {
     limits: HsDirLimits,
     puts: TokenBucket,
     state: Mutex<State>,
-    /// Newest consensus first, at most [`RING_CONSENSUSES`].
+    /// Newest consensus first (by `valid_after`, each once), at most [`RING_CONSENSUSES`].
     views: Mutex<Vec<RingView>>,
 }
 
@@ -180,28 +187,32 @@ impl HsDirStore {
     }
 
     fn views(&self) -> std::sync::MutexGuard<'_, Vec<RingView>> {
-        // Each update is a single insert or truncate: consistent even after a panic.
+        // Updates only insert, retain and truncate, none of which can leave the list
+        // inconsistent: it is usable even after a panic elsewhere.
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `consensus` the one the ring is computed from; the previous one is kept as
-    /// well (a service may upload with the consensus before). An older or already known
-    /// consensus changes nothing.
+    /// Adds `consensus` to those the ring check uses: an upload is accepted if any live
+    /// one places this relay on the ring (a service may upload under an older or a newer
+    /// consensus than the relay's newest). Keeps the [`RING_CONSENSUSES`] newest; one with
+    /// a `valid_after` already known changes nothing, and one that expired by the time
+    /// the newest began is dropped (no upload can use it any more).
     pub fn set_consensus(&self, consensus: Arc<Consensus>) {
         let mut views = self.views();
-        if views
-            .first()
-            .is_some_and(|v| v.consensus.valid_after() >= consensus.valid_after())
-        {
+        let va = consensus.valid_after();
+        if views.iter().any(|v| v.consensus.valid_after() == va) {
             return;
         }
+        let at = views.partition_point(|v| v.consensus.valid_after() > va);
         views.insert(
-            0,
+            at,
             RingView {
                 consensus,
                 rings: Vec::new(),
             },
         );
+        let newest = views.first().map_or(0, |v| v.consensus.valid_after());
+        views.retain(|v| v.consensus.valid_until() > newest);
         views.truncate(RING_CONSENSUSES);
     }
 
@@ -210,8 +221,8 @@ impl HsDirStore {
         self.views().iter().any(|v| v.consensus.is_live(now))
     }
 
-    /// Whether relay `me` is responsible for `blinded` in `period` under a live
-    /// consensus.
+    /// Whether relay `me` accepts `blinded` in `period` under one of the live consensuses
+    /// ([`HsDirRing::accepts`]; each ring is built once per consensus and period).
     fn responsibility(
         &self,
         blinded: &BlindedPublic,
@@ -238,7 +249,7 @@ impl HsDirStore {
                     r
                 }
             };
-            if ring.is_responsible(blinded, me) {
+            if ring.accepts(blinded, me) {
                 return Responsibility::Responsible;
             }
         }
@@ -320,7 +331,9 @@ impl HsDirStore {
         };
         // Only the signature check is rate limited: it is the expensive part (parsing is
         // bounded by the 8 KiB size), and it runs outside the lock. The circuit's budget
-        // is charged first, so a circuit over its own budget takes nothing from others.
+        // is charged first, so a circuit over its own budget takes nothing from others;
+        // if the relay-wide budget then refuses, the circuit's token is given back (no
+        // check ran, and a busy relay should not also use up the circuit's allowance).
         let circuit = ctx.circuit.upload_bucket(
             self.limits.circuit_puts_per_second,
             self.limits.circuit_put_burst,
@@ -332,6 +345,7 @@ impl HsDirStore {
             );
         }
         if !self.puts.try_take() {
+            circuit.refund();
             return DirResponse::error(DirStatus::Busy, "too many descriptor uploads");
         }
         let verified = match unchecked.verify_outer(now, self.limits.max_skew_secs, min_revision) {
@@ -549,23 +563,47 @@ mod tests {
         store_with(HsDirLimits::default())
     }
 
-    /// A service number whose blinded key (this period) puts [`me`] on its ring among
-    /// `relays` (`on` true) or off it (`on` false).
-    fn service_where(relays: &[IdentityKeypair], on: bool) -> u8 {
-        let c = consensus(relays);
+    /// The ring of `relays` for the period of `NOW`.
+    fn ring_of(relays: &[IdentityKeypair]) -> HsDirRing {
         let period = PeriodParams::default().period_at(NOW).unwrap();
+        HsDirRing::new(consensus(relays).relays(), period, &HsDirParams::default())
+    }
+
+    /// Service `n`'s blinded key for the period of `NOW`.
+    fn blinded_of(n: u8) -> BlindedPublic {
+        let period = PeriodParams::default().period_at(NOW).unwrap();
+        *BlindedKeypair::derive(&key(n), period).unwrap().public()
+    }
+
+    /// A service number whose blinded key (this period) the ring of `relays` makes [`me`]
+    /// responsible for (`on` true), or places too far off for [`me`] to accept even with
+    /// the slack (`on` false).
+    fn service_where(relays: &[IdentityKeypair], on: bool) -> u8 {
+        let ring = ring_of(relays);
         (1..=255u8)
             .find(|&n| {
-                let blinded = BlindedKeypair::derive(&key(n), period).unwrap();
-                let chosen = crate::onion::hashring::responsible_hsdirs(
-                    c.relays(),
-                    blinded.public(),
-                    period,
-                    &HsDirParams::default(),
-                );
-                chosen.contains(&me().public()) == on
+                let b = blinded_of(n);
+                if on {
+                    ring.is_responsible(&b, &me().public())
+                } else {
+                    !ring.accepts(&b, &me().public())
+                }
             })
             .unwrap()
+    }
+
+    /// The key numbers of me and 19 others: 6 of 20 relays are responsible for each key,
+    /// 10 accept it.
+    fn twenty_numbers() -> Vec<u8> {
+        std::iter::once(100).chain(110..129).collect()
+    }
+
+    fn keys(numbers: &[u8]) -> Vec<IdentityKeypair> {
+        numbers.iter().map(|&n| key(n)).collect()
+    }
+
+    fn twenty() -> Vec<IdentityKeypair> {
+        keys(&twenty_numbers())
     }
 
     #[test]
@@ -697,10 +735,7 @@ mod tests {
 
     #[test]
     fn only_a_relay_on_the_ring_stores() {
-        // Me and 19 others: 6 of 20 relays are responsible for each key.
-        let relays: Vec<IdentityKeypair> = std::iter::once(me())
-            .chain((0..19).map(|i| key(110 + i)))
-            .collect();
+        let relays = twenty();
         let store = HsDirStore::default();
         store.set_consensus(consensus(&relays));
         let (off, k_off) = descriptor(service_where(&relays, false), 1, NOW);
@@ -711,23 +746,15 @@ mod tests {
         let (on, k_on) = descriptor(service_where(&relays, true), 1, NOW);
         assert_eq!(store.put_at(&on, NOW, &ctx()).status, DirStatus::Ok);
         assert_eq!(store.get_at(&k_on, NOW).body, on);
-        // Another relay asked the same: refused (it is not `me`).
+        // Another relay asked the same: refused (it is not `me`, and the key is beyond its
+        // slack).
+        let ring = ring_of(&relays);
+        let blinded = BlindedPublic::from_bytes(&k_on).unwrap();
         let other = DirContext::new(
             relays
                 .iter()
                 .map(|k| k.public())
-                .find(|id| {
-                    let c = consensus(&relays);
-                    let period = PeriodParams::default().period_at(NOW).unwrap();
-                    let blinded = BlindedPublic::from_bytes(&k_on).unwrap();
-                    !crate::onion::hashring::responsible_hsdirs(
-                        c.relays(),
-                        &blinded,
-                        period,
-                        &HsDirParams::default(),
-                    )
-                    .contains(id)
-                })
+                .find(|id| !ring.accepts(&blinded, id))
                 .unwrap(),
         );
         let (on2, _) = descriptor(service_where(&relays, true), 2, NOW);
@@ -735,24 +762,167 @@ mod tests {
         assert_eq!(store.len(), 1);
     }
 
+    /// A consensus listing `relays`, valid from `valid_after` for `valid_for` seconds.
+    fn consensus_for(
+        relays: &[IdentityKeypair],
+        valid_after: u64,
+        valid_for: u64,
+    ) -> Arc<Consensus> {
+        let full = consensus_at(relays, valid_after);
+        let auth = key(250);
+        let body = ConsensusBody {
+            version: CONSENSUS_VERSION,
+            valid_after,
+            fresh_until: valid_after + 60,
+            valid_until: valid_after + valid_for,
+            authorities: vec![auth.public()],
+            weights: BandwidthWeights::compute(
+                full.relays().iter().map(|e| (e.flags, e.bandwidth)),
+            ),
+            relays: full.relays().to_vec(),
+        };
+        let mut signed = body.to_signed().unwrap();
+        signed.sign(&auth);
+        let bytes = signed.to_bytes().unwrap();
+        let c = UncheckedConsensus::parse(&bytes)
+            .unwrap()
+            .verify(&[auth.public()], valid_after)
+            .unwrap();
+        Arc::new(c)
+    }
+
     #[test]
-    fn the_previous_consensus_still_counts() {
-        // The newer consensus has me off the ring for this key; the older has me alone.
-        let relays: Vec<IdentityKeypair> = std::iter::once(me())
-            .chain((0..19).map(|i| key(110 + i)))
-            .collect();
+    fn every_live_consensus_seen_counts() {
+        // The newer consensuses have me beyond the slack for this key; the oldest has me
+        // alone. All four are live, so the oldest still counts (it used to be dropped as
+        // soon as two newer ones arrived).
+        let relays = twenty();
         let n = service_where(&relays, false);
         let store = HsDirStore::default();
-        store.set_consensus(consensus_at(&[me()], NOW - 7200));
+        store.set_consensus(consensus_at(&[me()], NOW - 4 * 3600));
         store.set_consensus(consensus_at(&relays, NOW - 3600));
+        store.set_consensus(consensus_at(&relays, NOW - 2 * 3600));
         let (d, _) = descriptor(n, 1, NOW);
         assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
-        // An older consensus offered later replaces nothing; a third newer one pushes the
-        // first out.
-        store.set_consensus(consensus_at(&[me()], NOW - 10_800));
+        // One seen out of order (older than the newest) is kept too.
+        store.set_consensus(consensus_at(&relays, NOW - 3 * 3600));
+        let (d, _) = descriptor(n, 2, NOW);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
+        // A fifth, newer, one pushes the oldest out: at most RING_CONSENSUSES are kept.
         store.set_consensus(consensus_at(&relays, NOW - 1800));
-        let (d2, _) = descriptor(n, 2, NOW);
-        assert_eq!(store.put_at(&d2, NOW, &ctx()).status, DirStatus::Refused);
+        let (d, _) = descriptor(n, 3, NOW);
+        let r = store.put_at(&d, NOW, &ctx());
+        assert_eq!(r.status, DirStatus::Refused);
+        assert!(r.reason().contains("not responsible"), "{}", r.reason());
+        // Offered again, the oldest is older than all four kept and stays out.
+        store.set_consensus(consensus_at(&[me()], NOW - 4 * 3600));
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Refused);
+    }
+
+    #[test]
+    fn an_expired_consensus_does_not_count() {
+        let relays = twenty();
+        let n = service_where(&relays, false);
+        let store = HsDirStore::default();
+        // Me alone, but expired 100 s ago (still after the newer one began, so kept).
+        store.set_consensus(consensus_for(&[me()], NOW - 7200, 7100));
+        store.set_consensus(consensus_for(&relays, NOW - 3600, 3 * 3600));
+        let (d, _) = descriptor(n, 1, NOW);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Refused);
+        // A moment earlier it was live, and counted.
+        let (d, _) = descriptor(n, 1, NOW - 200);
+        assert_eq!(store.put_at(&d, NOW - 200, &ctx()).status, DirStatus::Ok);
+        // One that expired before the newest began is not even kept.
+        let store = HsDirStore::default();
+        store.set_consensus(consensus_for(&relays, NOW - 3600, 3 * 3600));
+        store.set_consensus(consensus_for(&[me()], NOW - 7200, 3600));
+        assert_eq!(store.views().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_consensus_within_the_slack_is_accepted() {
+        // The service's consensus is newer than the relay's: two relays lost Stable (or
+        // left) in between, which moves me into the service's set while the relay's own
+        // ring places me just beyond `spread`.
+        let relays = twenty();
+        let ring = ring_of(&relays);
+        let me_id = me().public();
+        let (n, newer) = (1..=255u8)
+            .filter(|&n| {
+                let b = blinded_of(n);
+                !ring.is_responsible(&b, &me_id) && ring.accepts(&b, &me_id)
+            })
+            .find_map(|n| {
+                let b = blinded_of(n);
+                let chosen = ring.responsible(&b);
+                // Drop one or two of the chosen relays: the newer consensus's view.
+                let pairs = chosen
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, x)| chosen.iter().skip(i).map(move |y| [*x, *y]));
+                pairs
+                    .map(|gone| {
+                        let left: Vec<u8> = twenty_numbers()
+                            .into_iter()
+                            .filter(|&m| !gone.contains(&key(m).public()))
+                            .collect();
+                        keys(&left)
+                    })
+                    .find(|newer| ring_of(newer).is_responsible(&b, &me_id))
+                    .map(|newer| (n, newer))
+            })
+            .unwrap();
+        assert!(newer.len() >= relays.len() - 2);
+        let store = HsDirStore::default();
+        store.set_consensus(consensus(&relays));
+        let (d, _) = descriptor(n, 1, NOW);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
+    }
+
+    #[test]
+    fn a_relay_not_yet_eligible_in_its_consensus_accepts_its_keys() {
+        // The relay just gained Stable: the service's consensus lists it, the relay's own
+        // (older) one does not. Keys the service's ring gives it are accepted.
+        let relays = twenty();
+        let n = service_where(&relays, true);
+        let others = keys(&twenty_numbers()[1..]);
+        let store = HsDirStore::default();
+        store.set_consensus(consensus(&others));
+        let (d, _) = descriptor(n, 1, NOW);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
+        // Keys far from it are still refused.
+        let far = (1..=255u8)
+            .find(|&m| !ring_of(&relays).accepts(&blinded_of(m), &me().public()))
+            .unwrap();
+        let (d, _) = descriptor(far, 1, NOW);
+        assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Refused);
+    }
+
+    #[test]
+    fn a_busy_relay_does_not_spend_the_circuits_upload_budget() {
+        let store = store_with(HsDirLimits {
+            puts_per_second: 0,
+            put_burst: 1,
+            circuit_puts_per_second: 0,
+            circuit_put_burst: 2,
+            ..HsDirLimits::default()
+        });
+        let circuit = ctx();
+        // The relay-wide budget (1) is used by another circuit.
+        assert_eq!(
+            store.put_at(&descriptor(13, 1, NOW).0, NOW, &ctx()).status,
+            DirStatus::Ok
+        );
+        // This circuit is refused relay-wide, repeatedly, and keeps its own two tokens.
+        for rev in 2..6 {
+            let r = store.put_at(&descriptor(13, rev, NOW).0, NOW, &circuit);
+            assert_eq!(r.status, DirStatus::Busy);
+            assert!(!r.reason().contains("circuit"), "{}", r.reason());
+        }
+        let bucket = circuit.circuit.upload_bucket(0, 2);
+        assert!(bucket.try_take());
+        assert!(bucket.try_take());
+        assert!(!bucket.try_take());
     }
 
     #[test]

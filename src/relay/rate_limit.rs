@@ -41,6 +41,13 @@ impl TokenBucket {
         self.try_take_at(Instant::now())
     }
 
+    /// Gives back one token taken by [`TokenBucket::try_take`] for work that then did not
+    /// happen (never above the burst).
+    pub fn refund(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.tokens = (s.tokens + 1.0).min(self.burst);
+    }
+
     /// Takes one token if available, as of `now` (lets tests control time).
     pub fn try_take_at(&self, now: Instant) -> bool {
         // A poisoned lock only means another thread panicked mid-update of two floats;
