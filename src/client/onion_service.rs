@@ -42,6 +42,7 @@ use crate::onion::replay::{ReplayCache, DEFAULT_REPLAY_CAPACITY};
 use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
 
 use super::manager::{relay_target, Client};
+use super::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
 use super::reactor::ServiceEnd;
 use super::{ClientCircuit, RelayTarget};
 
@@ -95,7 +96,8 @@ pub struct ServiceConfig {
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,
-    /// Require a client puzzle of this difficulty (1..=32) with every introduction.
+    /// Require a client puzzle of this difficulty (1..=[`MAX_CLIENT_POW_DIFFICULTY`], 24:
+    /// clients refuse harder ones) with every introduction.
     pub pow_difficulty: Option<u8>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
@@ -389,16 +391,7 @@ struct Shared {
 /// Starts the service `cfg` on `client` (which must be bootstrapped). Logs the address at
 /// INFO (a service's own address is not a secret of its operator's).
 pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
-    if cfg.ports.is_empty() {
-        return Err(ServiceError::Config("no port configured".into()));
-    }
-    if let Some(d) = cfg.pow_difficulty {
-        if !(1..=crate::onion::pow::MAX_POW_DIFFICULTY).contains(&d) {
-            return Err(ServiceError::Config(format!(
-                "puzzle difficulty {d} is outside 1..=32"
-            )));
-        }
-    }
+    check_config(&cfg)?;
     let identity = load_or_create_service_key(&cfg.key_file)?;
     let address = OnionAddress::from_identity(identity.public())?;
     let pow = cfg.pow_difficulty.map(new_pow_seed);
@@ -428,6 +421,25 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         task,
         stop,
     })
+}
+
+/// Refuses a configuration the service cannot run with: no port, or a puzzle difficulty
+/// outside 1..=[`MAX_CLIENT_POW_DIFFICULTY`]. The descriptor format allows up to
+/// [`crate::onion::pow::MAX_POW_DIFFICULTY`], but allium clients refuse to solve more than
+/// their own limit, so a harder puzzle would make the service silently unreachable.
+fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
+    if cfg.ports.is_empty() {
+        return Err(ServiceError::Config("no port configured".into()));
+    }
+    if let Some(d) = cfg.pow_difficulty {
+        if !(1..=MAX_CLIENT_POW_DIFFICULTY).contains(&d) {
+            return Err(ServiceError::Config(format!(
+                "puzzle difficulty {d} is outside 1..={MAX_CLIENT_POW_DIFFICULTY} (clients \
+                 refuse harder puzzles, so the service would be unreachable)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A fresh puzzle seed valid for [`POW_SEED_LIFETIME`].
@@ -1122,6 +1134,25 @@ mod tests {
             .filter(|i| gate.admit_at(t0 + Duration::from_micros(100 * i)))
             .count();
         assert_eq!(admitted, 21, "7 per second over 3 s");
+    }
+
+    #[test]
+    fn puzzle_harder_than_clients_solve_is_refused_at_launch() {
+        let target: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut cfg = ServiceConfig::new(PathBuf::from("unused.key"), vec![(80, target)]);
+        assert!(check_config(&cfg).is_ok());
+        for ok in [1, 12, MAX_CLIENT_POW_DIFFICULTY] {
+            cfg.pow_difficulty = Some(ok);
+            assert!(check_config(&cfg).is_ok(), "difficulty {ok}");
+        }
+        for bad in [0, MAX_CLIENT_POW_DIFFICULTY + 1, 32, 33, u8::MAX] {
+            cfg.pow_difficulty = Some(bad);
+            let err = check_config(&cfg).unwrap_err().to_string();
+            assert!(err.contains("outside 1..=24"), "difficulty {bad}: {err}");
+        }
+        cfg.pow_difficulty = None;
+        cfg.ports.clear();
+        assert!(check_config(&cfg).is_err());
     }
 
     #[test]
