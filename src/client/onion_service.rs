@@ -87,12 +87,17 @@ pub struct ServiceConfig {
     pub ports: Vec<(u16, SocketAddr)>,
     /// Rendezvous circuits open at once; introductions beyond are dropped.
     pub max_rendezvous: usize,
-    /// Introductions accepted per second; more are dropped.
+    /// Introductions answered per second (all introduction points together); more are
+    /// dropped. Only introductions that decrypted, are not replays and carry a valid
+    /// puzzle solution (if one is required) count: this bounds the rendezvous circuits
+    /// the service builds, the expensive part, and garbage cannot use it up.
     pub intros_per_second: u32,
     /// INTRODUCE2 cells one introduction point may make the service decrypt per second
     /// (a token bucket checked before any public-key work, so a malicious introduction
-    /// point sending garbage costs the service little and cannot use up the other
-    /// points' share of [`Self::intros_per_second`]).
+    /// point sending garbage costs the service little and cannot use up the other points'
+    /// decryptions). All points together, retired ones included, are also held to
+    /// [`INTRO_POINTS`] times this rate and burst, so the total decryption work stays
+    /// bounded whatever the number of points.
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,
@@ -272,12 +277,8 @@ impl IntroGate {
         }
     }
 
-    /// Takes a token now: whether one more introduction may be decrypted.
-    fn admit(&mut self) -> bool {
-        self.admit_at(Instant::now())
-    }
-
-    /// [`Self::admit`] at `now`; a refusal is counted.
+    /// Takes a token at `now`: whether one more introduction may be decrypted. A refusal
+    /// is counted.
     fn admit_at(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = self.last.max(now);
@@ -309,6 +310,89 @@ impl IntroGate {
     fn refused(&self) -> u64 {
         self.refused
     }
+}
+
+/// The service-wide introduction budgets, in the order an INTRODUCE2 meets them (after
+/// its own introduction point's [`IntroGate`]; see [`screen_introduction`]).
+#[derive(Debug)]
+struct IntroBudget {
+    /// Decryptions by all introduction points together, retired ones included:
+    /// [`INTRO_POINTS`] times one point's rate and burst. Each point's own gate keeps any
+    /// one point to its share, so garbage from some points leaves the others theirs, and
+    /// retired points (at most [`MAX_RETIRED`]) cannot raise the total.
+    decrypt: IntroGate,
+    /// The current one-second window and the introductions answered in it.
+    window: (Instant, u32),
+    /// Introductions answered per second.
+    per_second: u32,
+}
+
+impl IntroBudget {
+    /// `per_second` answered introductions (at least 1); decryptions: [`INTRO_POINTS`]
+    /// times `point` (one introduction point's rate and burst).
+    fn new(per_second: u32, point: (u32, u32), now: Instant) -> Self {
+        let points = INTRO_POINTS as u32;
+        IntroBudget {
+            decrypt: IntroGate::new(
+                point.0.max(1).saturating_mul(points),
+                point.1.max(1).saturating_mul(points),
+                now,
+            ),
+            window: (now, 0),
+            per_second: per_second.max(1),
+        }
+    }
+
+    /// Takes one answered introduction of the current second's budget.
+    fn admit_meeting(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        if self.window.1 >= self.per_second {
+            return false;
+        }
+        self.window.1 += 1;
+        true
+    }
+}
+
+/// Why an introduction was dropped by [`screen_introduction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// Its introduction point is over its decryption budget.
+    PointBudget,
+    /// All introduction points together are over the decryption budget.
+    DecryptBudget,
+    /// It did not decrypt, was a replay, was malformed, lacked a valid puzzle solution
+    /// or no rendezvous slot was free (`open` said so).
+    Invalid,
+    /// Valid, but the service already answered its introductions of this second.
+    MeetRate,
+}
+
+/// Runs an INTRODUCE2 through the service's budgets: its introduction point's gate and
+/// the service-wide decryption gate before `open` (which does the public-key work, the
+/// replay and puzzle checks and returns `None` for anything not worth a rendezvous), then
+/// the service-wide rate of answered introductions. Only an introduction `open` accepted
+/// is charged to that rate, so introductions that fail cannot crowd out honest ones
+/// arriving through another point; the decryption gates bound what the failing ones cost.
+fn screen_introduction<T>(
+    point: &Mutex<IntroGate>,
+    budget: &Mutex<IntroBudget>,
+    now: Instant,
+    open: impl FnOnce() -> Option<T>,
+) -> Result<T, Dropped> {
+    if !lock(point).admit_at(now) {
+        return Err(Dropped::PointBudget);
+    }
+    if !lock(budget).decrypt.admit_at(now) {
+        return Err(Dropped::DecryptBudget);
+    }
+    let opened = open().ok_or(Dropped::Invalid)?;
+    if !lock(budget).admit_meeting(now) {
+        return Err(Dropped::MeetRate);
+    }
+    Ok(opened)
 }
 
 /// Whether an introduction point's keys must be replaced: its replay cache is
@@ -372,8 +456,8 @@ struct Shared {
     address: OnionAddress,
     ports: Arc<Vec<(u16, SocketAddr)>>,
     rendezvous: Arc<Semaphore>,
-    rate: Mutex<(Instant, u32)>,
-    intros_per_second: u32,
+    /// The service-wide budgets (decryptions, rendezvous started).
+    budget: Mutex<IntroBudget>,
     /// Each introduction point's decryption budget: (per second, burst).
     intro_point_budget: (u32, u32),
     /// Puzzle difficulty, if the service requires one.
@@ -402,8 +486,11 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         address,
         ports: Arc::new(cfg.ports.clone()),
         rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
-        rate: Mutex::new((Instant::now(), 0)),
-        intros_per_second: cfg.intros_per_second.max(1),
+        budget: Mutex::new(IntroBudget::new(
+            cfg.intros_per_second,
+            (cfg.intro_point_rate, cfg.intro_point_burst),
+            Instant::now(),
+        )),
         intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
         pow_difficulty: cfg.pow_difficulty,
         pow: Mutex::new((pow, None)),
@@ -806,15 +893,21 @@ impl IntroTask {
         }
     }
 
-    /// This point's budget and the service's rate limit, then decrypt, replay check and
-    /// puzzle check; an accepted introduction is answered in its own task.
+    /// Screens the introduction ([`screen_introduction`]: this point's budget, the
+    /// service's decryption budget, [`Self::open_introduction`], the service's rate of
+    /// answered introductions); an accepted one is answered in its own task.
     fn on_introduce2(&self, intro: Introduce) {
-        // Before anything else, in particular before any public-key work: an introduction
-        // point can send unlimited INTRODUCE2 cells.
-        {
-            let mut gate = lock(&self.gate);
-            if !gate.admit() {
-                let refused = gate.refused();
+        if intro.auth_key() != self.auth.public().as_bytes() {
+            debug!("onion service: INTRODUCE2 for another auth key");
+            return;
+        }
+        let screened = screen_introduction(&self.gate, &self.shared.budget, Instant::now(), || {
+            self.open_introduction(&intro)
+        });
+        let (plain, hs, permit) = match screened {
+            Ok(v) => v,
+            Err(Dropped::PointBudget) => {
+                let refused = lock(&self.gate).refused();
                 // Counted always; logged for the first and then every 100th, so a flood
                 // does not flood the log too.
                 if refused == 1 || refused % 100 == 0 {
@@ -825,29 +918,49 @@ impl IntroTask {
                 }
                 return;
             }
-        }
-        if intro.auth_key() != self.auth.public().as_bytes() {
-            debug!("onion service: INTRODUCE2 for another auth key");
-            return;
-        }
-        {
-            let mut rate = lock(&self.shared.rate);
-            if rate.0.elapsed() >= Duration::from_secs(1) {
-                *rate = (Instant::now(), 0);
+            Err(Dropped::DecryptBudget) => {
+                let refused = lock(&self.shared.budget).decrypt.refused();
+                if refused == 1 || refused % 100 == 0 {
+                    debug!(
+                        "onion service: introduction dropped (introduction points over their \
+                         joint budget; {refused} refused so far)"
+                    );
+                }
+                return;
             }
-            if rate.1 >= self.shared.intros_per_second {
+            // Logged by open_introduction.
+            Err(Dropped::Invalid) => return,
+            Err(Dropped::MeetRate) => {
                 debug!("onion service: introduction dropped (rate limit)");
                 return;
             }
-            rate.1 += 1;
-        }
+        };
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Err(e) = meet(&shared, plain, hs, permit).await {
+                debug!("onion service: rendezvous failed: {e}");
+            }
+        });
+    }
+
+    /// A free rendezvous slot, then decryption, replay check, plaintext and puzzle check:
+    /// the introduction's plaintext, handshake state and slot, or `None` (logged at
+    /// debug) if it is not worth a rendezvous.
+    fn open_introduction(
+        &self,
+        intro: &Introduce,
+    ) -> Option<(
+        IntroducePlaintext,
+        crate::onion::handshake::HsServiceIntro,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
         let Ok(permit) = Arc::clone(&self.shared.rendezvous).try_acquire_owned() else {
             debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
-            return;
+            return None;
         };
         let now = now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
-            return;
+            return None;
         };
         // A client may hold the descriptor of the neighbouring period (§8.4 accepts
         // |N − N(now)| ≤ 1): try the subcredential of each.
@@ -881,18 +994,11 @@ impl IntroTask {
         }
         let Some(((plaintext, hs), blinded)) = opened else {
             debug!("onion service: INTRODUCE2 does not decrypt");
-            return;
+            return None;
         };
-        if lock(&self.replay)
-            .check_and_insert(intro.client_x())
-            .is_err()
-        {
-            debug!("onion service: replayed or refused introduction");
-            return;
-        }
         let Ok(plain) = IntroducePlaintext::parse(&plaintext) else {
             debug!("onion service: malformed introduction plaintext");
-            return;
+            return None;
         };
         if self.shared.pow_difficulty.is_some() {
             let (current, previous) = *lock(&self.shared.pow);
@@ -911,15 +1017,19 @@ impl IntroTask {
             });
             if !ok {
                 debug!("onion service: introduction without a valid puzzle solution");
-                return;
+                return None;
             }
         }
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
-            if let Err(e) = meet(&shared, plain, hs, permit).await {
-                debug!("onion service: rendezvous failed: {e}");
-            }
-        });
+        // Last (the checks above cost a hash at most): only an introduction worth a
+        // rendezvous takes room in the cache, so unsolved ones cannot fill it.
+        if lock(&self.replay)
+            .check_and_insert(intro.client_x())
+            .is_err()
+        {
+            debug!("onion service: replayed or refused introduction");
+            return None;
+        }
+        Some((plain, hs, permit))
     }
 }
 
@@ -1153,6 +1263,80 @@ mod tests {
         cfg.pow_difficulty = None;
         cfg.ports.clear();
         assert!(check_config(&cfg).is_err());
+    }
+
+    /// Introduction points A and B deliver garbage far beyond their budget, C honest
+    /// introductions at its rate: every honest one is answered (the garbage is never
+    /// charged to the service-wide rate), and the decryptions stay within the points'
+    /// budgets.
+    #[test]
+    fn garbage_from_two_points_does_not_crowd_out_the_third() {
+        let t0 = Instant::now();
+        let gates: Vec<Mutex<IntroGate>> = (0..3)
+            .map(|_| Mutex::new(IntroGate::new(10, 50, t0)))
+            .collect();
+        let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
+        let mut decrypted = 0u32;
+        let mut answered = 0u32;
+        let seconds = 10u64;
+        // Every 5 ms: A and B one garbage INTRODUCE2 each (200/s), C one honest
+        // introduction every 100 ms (10/s).
+        for step in 0..(seconds * 200) {
+            let now = t0 + Duration::from_millis(5 * step);
+            for gate in &gates[..2] {
+                let r = screen_introduction(gate, &budget, now, || {
+                    decrypted += 1;
+                    None::<()>
+                });
+                assert_ne!(r, Err(Dropped::MeetRate));
+            }
+            if step % 20 == 0 {
+                let r = screen_introduction(&gates[2], &budget, now, || {
+                    decrypted += 1;
+                    Some(())
+                });
+                assert_eq!(r, Ok(()), "honest introduction dropped at step {step}");
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 10 * seconds as u32);
+        // Decryptions: each garbage point its burst plus its rate, C its 100.
+        assert!(
+            decrypted <= 2 * (50 + 10 * seconds as u32) + 100,
+            "{decrypted}"
+        );
+    }
+
+    /// The service-wide rate still caps answered introductions, and all points together
+    /// (retired ones included) never decrypt more than INTRO_POINTS times one point's
+    /// budget.
+    #[test]
+    fn service_wide_budgets_still_bound_the_work() {
+        let t0 = Instant::now();
+        // Twelve points (three current, nine retired), all flooding valid introductions.
+        let gates: Vec<Mutex<IntroGate>> = (0..INTRO_POINTS + MAX_RETIRED)
+            .map(|_| Mutex::new(IntroGate::new(10, 50, t0)))
+            .collect();
+        let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
+        let (mut decrypted, mut answered, mut over_rate) = (0u64, 0u64, 0u64);
+        let seconds = 20u64;
+        for step in 0..(seconds * 100) {
+            let now = t0 + Duration::from_millis(10 * step);
+            for gate in &gates {
+                match screen_introduction(gate, &budget, now, || {
+                    decrypted += 1;
+                    Some(())
+                }) {
+                    Ok(()) => answered += 1,
+                    Err(Dropped::MeetRate) => over_rate += 1,
+                    Err(_) => {}
+                }
+            }
+        }
+        let points = INTRO_POINTS as u64;
+        assert!(decrypted <= points * (50 + 10 * seconds), "{decrypted}");
+        assert!(answered <= 20 * (seconds + 1), "{answered}");
+        assert!(over_rate > 0);
     }
 
     #[test]
