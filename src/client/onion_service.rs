@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use thiserror::Error;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cell::onion_msg::{Introduce, OnionMsg, Rendezvous1};
@@ -43,7 +43,7 @@ use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
 
 use super::manager::{relay_target, Client};
 use super::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
-use super::reactor::ServiceEnd;
+use super::reactor::{RendezvousSlot, RendezvousSlots, ServiceEnd};
 use super::{ClientCircuit, RelayTarget};
 
 /// Introduction points a service keeps.
@@ -85,7 +85,8 @@ pub struct ServiceConfig {
     pub key_file: PathBuf,
     /// Virtual port → local target. Streams to other ports are refused.
     pub ports: Vec<(u16, SocketAddr)>,
-    /// Rendezvous circuits open at once; introductions beyond are dropped.
+    /// Rendezvous circuits open at once; introductions beyond are dropped (and when all
+    /// are in use, those idle for [`Self::rendezvous_idle`] are closed to make room).
     pub max_rendezvous: usize,
     /// Introductions answered per second (all introduction points together); more are
     /// dropped. Only introductions that decrypted, are not replays and carry a valid
@@ -106,15 +107,17 @@ pub struct ServiceConfig {
     pub pow_difficulty: Option<u8>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
-    /// A rendezvous circuit without any stream for this long is closed, freeing its slot
-    /// (clients keep theirs open for reuse).
+    /// A rendezvous circuit without traffic for this long is closed, freeing its slot
+    /// (clients keep theirs open for reuse), if it has no open stream or if all
+    /// [`Self::max_rendezvous`] slots are in use; quiet streams otherwise live on.
     pub rendezvous_idle: Duration,
 }
 
 impl ServiceConfig {
     /// A service with defaults: 64 rendezvous circuits, 20 introductions per second (10
     /// per second, burst 50, from any one introduction point), no puzzle, 10 s to connect
-    /// to the target, idle rendezvous circuits closed after 5 minutes.
+    /// to the target, rendezvous circuits idle for 5 minutes closed (with open streams:
+    /// only when all 64 are in use).
     pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
         ServiceConfig {
             key_file,
@@ -455,7 +458,7 @@ struct Shared {
     identity: IdentityKeypair,
     address: OnionAddress,
     ports: Arc<Vec<(u16, SocketAddr)>>,
-    rendezvous: Arc<Semaphore>,
+    rendezvous: Arc<RendezvousSlots>,
     /// The service-wide budgets (decryptions, rendezvous started).
     budget: Mutex<IntroBudget>,
     /// Each introduction point's decryption budget: (per second, burst).
@@ -485,7 +488,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         identity,
         address,
         ports: Arc::new(cfg.ports.clone()),
-        rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
+        rendezvous: RendezvousSlots::new(cfg.max_rendezvous),
         budget: Mutex::new(IntroBudget::new(
             cfg.intros_per_second,
             (cfg.intro_point_rate, cfg.intro_point_burst),
@@ -904,7 +907,7 @@ impl IntroTask {
         let screened = screen_introduction(&self.gate, &self.shared.budget, Instant::now(), || {
             self.open_introduction(&intro)
         });
-        let (plain, hs, permit) = match screened {
+        let (plain, hs, slot) = match screened {
             Ok(v) => v,
             Err(Dropped::PointBudget) => {
                 let refused = lock(&self.gate).refused();
@@ -937,27 +940,23 @@ impl IntroTask {
         };
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            if let Err(e) = meet(&shared, plain, hs, permit).await {
+            if let Err(e) = meet(&shared, plain, hs, slot).await {
                 debug!("onion service: rendezvous failed: {e}");
             }
         });
     }
 
-    /// A free rendezvous slot, then decryption, replay check, plaintext and puzzle check:
+    /// Decryption, plaintext, puzzle check, replay check, then a free rendezvous slot:
     /// the introduction's plaintext, handshake state and slot, or `None` (logged at
-    /// debug) if it is not worth a rendezvous.
+    /// debug) if it is not worth a rendezvous or no slot is free.
     fn open_introduction(
         &self,
         intro: &Introduce,
     ) -> Option<(
         IntroducePlaintext,
         crate::onion::handshake::HsServiceIntro,
-        tokio::sync::OwnedSemaphorePermit,
+        RendezvousSlot,
     )> {
-        let Ok(permit) = Arc::clone(&self.shared.rendezvous).try_acquire_owned() else {
-            debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
-            return None;
-        };
         let now = now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
             return None;
@@ -1029,7 +1028,13 @@ impl IntroTask {
             debug!("onion service: replayed or refused introduction");
             return None;
         }
-        Some((plain, hs, permit))
+        // Only now: a slot taken (the last one signals pressure to idle circuits, see
+        // RendezvousSlots) only for an introduction worth a rendezvous.
+        let Some(slot) = self.shared.rendezvous.try_acquire() else {
+            debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
+            return None;
+        };
+        Some((plain, hs, slot))
     }
 }
 
@@ -1058,7 +1063,7 @@ async fn meet(
     shared: &Arc<Shared>,
     plain: IntroducePlaintext,
     hs: crate::onion::handshake::HsServiceIntro,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: RendezvousSlot,
 ) -> Result<(), String> {
     let onion = plain
         .rend_onion_cert
@@ -1100,7 +1105,7 @@ async fn meet(
             ports: Arc::clone(&shared.ports),
             connect_timeout: shared.connect_timeout,
             idle_timeout: shared.rendezvous_idle,
-            permit: Some(permit),
+            slot: Some(slot),
         },
     );
     Ok(())
