@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, RngExt};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -67,6 +67,12 @@ const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
 /// replay cache is far from full, so a long-running service's caches do not grow forever
 /// and a key does not stay linkable across days.
 pub const INTRO_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// Each introduction point's key lifetime is [`INTRO_KEY_LIFETIME`] plus or minus up to
+/// this much, drawn when its keys are made: points set up together (at launch) then
+/// rotate at different times rather than all in the same tick, so the service is never
+/// left with only freshly built points and an observer cannot tie the three rotations
+/// together.
+pub const INTRO_KEY_JITTER: Duration = Duration::from_secs(2 * 60 * 60);
 /// A replaced introduction point keeps answering under its old key for this long: every
 /// descriptor listing the old key was built before the replacement, so it expires within
 /// a descriptor lifetime (plus the client's clock skew allowance). Then its circuit is
@@ -210,13 +216,18 @@ struct IntroSlot {
     replay: Arc<Mutex<ReplayCache>>,
     /// The decryption budget of this introduction point (kept across circuit rebuilds).
     gate: Arc<Mutex<IntroGate>>,
-    /// When the keys were generated ([`INTRO_KEY_LIFETIME`]).
+    /// When the keys were generated.
     created: Instant,
+    /// How long they are used: [`INTRO_KEY_LIFETIME`] ± [`INTRO_KEY_JITTER`].
+    lifetime: Duration,
     /// Dropping this (with the slot) or sending `true` closes the slot's circuit.
     close: watch::Sender<bool>,
     /// Set by the introduction circuit's task when the circuit is established; cleared
     /// when it closes.
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// Set with `up` and never cleared: the point was established at least once, so a
+    /// descriptor may list it.
+    ever_up: Arc<std::sync::atomic::AtomicBool>,
     /// Whether a task currently owns a circuit (or is building one) for this slot.
     running: Arc<std::sync::atomic::AtomicBool>,
     failures: u32,
@@ -232,8 +243,10 @@ impl IntroSlot {
             replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
             gate: Arc::new(Mutex::new(gate)),
             created,
+            lifetime: jittered_key_lifetime(),
             close: watch::channel(false).0,
             up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ever_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             failures: 0,
         }
@@ -242,8 +255,25 @@ impl IntroSlot {
     /// Whether the slot's keys must be replaced at `now`: see [`key_rotation_due`].
     fn rotation_due(&self, now: Instant) -> bool {
         let replay = lock(&self.replay);
-        key_rotation_due(&replay, now.saturating_duration_since(self.created))
+        key_rotation_due(
+            &replay,
+            now.saturating_duration_since(self.created),
+            self.lifetime,
+        )
     }
+
+    /// Whether a slot whose circuit is down is still worth rebuilding: its relay is in
+    /// the consensus and did not fail [`MAX_INTRO_FAILURES`] times in a row.
+    fn worth_rebuilding(&self, consensus: &crate::dir::Consensus) -> bool {
+        self.failures < MAX_INTRO_FAILURES && consensus.relay(&self.relay.identity).is_some()
+    }
+}
+
+/// [`INTRO_KEY_LIFETIME`] ± a uniformly random [`INTRO_KEY_JITTER`] (whole seconds).
+fn jittered_key_lifetime() -> Duration {
+    let jitter = INTRO_KEY_JITTER.as_secs();
+    let offset = rand::rng().random_range(0..=2 * jitter);
+    (INTRO_KEY_LIFETIME + Duration::from_secs(offset)).saturating_sub(INTRO_KEY_JITTER)
 }
 
 /// A token bucket bounding the INTRODUCE2 cells one introduction point can make the
@@ -401,9 +431,9 @@ fn screen_introduction<T>(
 /// Whether an introduction point's keys must be replaced: its replay cache is
 /// [`crate::onion::replay::ROTATE_AT_PERCENT`] full (a flood of valid introductions then
 /// leads to a new key instead of a full cache refusing everyone) or the keys are
-/// [`INTRO_KEY_LIFETIME`] old, whichever comes first.
-fn key_rotation_due(replay: &ReplayCache, age: Duration) -> bool {
-    replay.rotation_due() || age >= INTRO_KEY_LIFETIME
+/// `lifetime` old (the slot's jittered [`INTRO_KEY_LIFETIME`]), whichever comes first.
+fn key_rotation_due(replay: &ReplayCache, age: Duration, lifetime: Duration) -> bool {
+    replay.rotation_due() || age >= lifetime
 }
 
 /// An introduction point whose keys were replaced: its circuit keeps answering clients
@@ -415,10 +445,12 @@ struct Retired {
 
 /// Moves the slots whose keys are due for rotation out of `slots` (the main loop then
 /// picks new introduction points with fresh keys, and the changed key set makes it upload
-/// a new descriptor revision). A rotated slot whose circuit still runs is kept in
-/// `retired` for [`RETIRED_KEY_KEPT`]; retired slots past that time, whose circuit
-/// closed, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes their
-/// circuits and frees their replay caches.
+/// a new descriptor revision). A rotated slot that was ever established (so descriptors
+/// may list it) is kept in `retired` for [`RETIRED_KEY_KEPT`], its circuit rebuilt if it
+/// closes ([`refresh_retired`]), whether or not the circuit is up at rotation time;
+/// retired slots past that time, whose circuit is down after [`MAX_INTRO_FAILURES`]
+/// failed rebuilds, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes
+/// their circuits and frees their replay caches.
 fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Instant) {
     let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) = std::mem::take(slots)
         .into_iter()
@@ -431,14 +463,18 @@ fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Ins
              {} s old)",
             now.saturating_duration_since(slot.created).as_secs()
         );
-        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+        if slot.ever_up.load(std::sync::atomic::Ordering::Acquire) {
             retired.push(Retired {
                 slot,
                 until: now + RETIRED_KEY_KEPT,
             });
         }
     }
-    retired.retain(|r| now < r.until && r.slot.running.load(std::sync::atomic::Ordering::Acquire));
+    retired.retain(|r| {
+        now < r.until
+            && (r.slot.running.load(std::sync::atomic::Ordering::Acquire)
+                || r.slot.failures < MAX_INTRO_FAILURES)
+    });
     while retired.len() > MAX_RETIRED {
         let oldest = retired
             .iter()
@@ -579,6 +615,7 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     loop {
         rotate_slots(&mut slots, &mut retired, Instant::now());
         refresh_slots(&shared, &mut slots);
+        refresh_retired(&shared, &mut retired);
         let up: Vec<&IntroSlot> = slots
             .iter()
             .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
@@ -658,8 +695,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
     };
     // A slot whose relay left the consensus or failed too often is replaced (new keys).
     slots.retain(|s| {
-        let running = s.running.load(std::sync::atomic::Ordering::Acquire);
-        running || (s.failures < MAX_INTRO_FAILURES && consensus.relay(&s.relay.identity).is_some())
+        s.running.load(std::sync::atomic::Ordering::Acquire) || s.worth_rebuilding(&consensus)
     });
     while slots.len() < INTRO_POINTS {
         let mut candidates: Vec<&ConsensusEntry> = consensus
@@ -680,35 +716,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
         ));
     }
     for slot in slots.iter_mut() {
-        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
-            continue;
-        }
-        let Ok(target) = relay_target(&slot.relay, now_unix()) else {
-            slot.failures = MAX_INTRO_FAILURES;
-            continue;
-        };
-        slot.running
-            .store(true, std::sync::atomic::Ordering::Release);
-        // Counted now; a task that establishes resets nothing, so a relay that keeps
-        // closing our circuits is eventually replaced.
-        slot.failures += 1;
-        let task = IntroTask {
-            shared: Arc::clone(shared),
-            target,
-            auth: Arc::clone(&slot.auth),
-            enc: Arc::clone(&slot.enc),
-            replay: Arc::clone(&slot.replay),
-            gate: Arc::clone(&slot.gate),
-            up: Arc::clone(&slot.up),
-            close: slot.close.subscribe(),
-        };
-        let running = Arc::clone(&slot.running);
-        let established = Arc::clone(&slot.up);
-        tokio::spawn(async move {
-            task.run().await;
-            established.store(false, std::sync::atomic::Ordering::Release);
-            running.store(false, std::sync::atomic::Ordering::Release);
-        });
+        start_slot(shared, slot);
     }
     // Established slots are healthy: forget their past failures.
     for slot in slots.iter_mut() {
@@ -716,6 +724,59 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
             slot.failures = 0;
         }
     }
+}
+
+/// Keeps the retired slots' circuits up until they expire (descriptors naming their keys
+/// are still out there): a closed one is rebuilt like a current slot's, and a slot whose
+/// relay left the consensus or failed too often is dropped.
+fn refresh_retired(shared: &Arc<Shared>, retired: &mut Vec<Retired>) {
+    let Ok(consensus) = shared.client.live_consensus() else {
+        return;
+    };
+    retired.retain(|r| {
+        r.slot.running.load(std::sync::atomic::Ordering::Acquire)
+            || r.slot.worth_rebuilding(&consensus)
+    });
+    for r in retired.iter_mut() {
+        start_slot(shared, &mut r.slot);
+        if r.slot.up.load(std::sync::atomic::Ordering::Acquire) {
+            r.slot.failures = 0;
+        }
+    }
+}
+
+/// Starts a task building and owning `slot`'s introduction circuit, unless one runs.
+fn start_slot(shared: &Arc<Shared>, slot: &mut IntroSlot) {
+    if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
+    let Ok(target) = relay_target(&slot.relay, now_unix()) else {
+        slot.failures = MAX_INTRO_FAILURES;
+        return;
+    };
+    slot.running
+        .store(true, std::sync::atomic::Ordering::Release);
+    // Counted now; a task that establishes resets nothing, so a relay that keeps
+    // closing our circuits is eventually replaced.
+    slot.failures += 1;
+    let task = IntroTask {
+        shared: Arc::clone(shared),
+        target,
+        auth: Arc::clone(&slot.auth),
+        enc: Arc::clone(&slot.enc),
+        replay: Arc::clone(&slot.replay),
+        gate: Arc::clone(&slot.gate),
+        up: Arc::clone(&slot.up),
+        ever_up: Arc::clone(&slot.ever_up),
+        close: slot.close.subscribe(),
+    };
+    let running = Arc::clone(&slot.running);
+    let established = Arc::clone(&slot.up);
+    tokio::spawn(async move {
+        task.run().await;
+        established.store(false, std::sync::atomic::Ordering::Release);
+        running.store(false, std::sync::atomic::Ordering::Release);
+    });
 }
 
 /// Builds, signs and uploads the descriptor listing `up` to every relay of the ring.
@@ -809,6 +870,7 @@ struct IntroTask {
     replay: Arc<Mutex<ReplayCache>>,
     gate: Arc<Mutex<IntroGate>>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    ever_up: Arc<std::sync::atomic::AtomicBool>,
     /// The slot's close signal (the slot was retired and dropped, or told to close).
     close: watch::Receiver<bool>,
 }
@@ -853,6 +915,8 @@ impl IntroTask {
                 return;
             }
         }
+        self.ever_up
+            .store(true, std::sync::atomic::Ordering::Release);
         self.up.store(true, std::sync::atomic::Ordering::Release);
         let mut stopped = self.shared.stopped.clone();
         let mut close = self.close.clone();
@@ -1159,6 +1223,8 @@ mod tests {
         let slot = IntroSlot::new(relay, created, IntroGate::new(10, 50, created));
         slot.running
             .store(running, std::sync::atomic::Ordering::Release);
+        slot.ever_up
+            .store(running, std::sync::atomic::Ordering::Release);
         slot
     }
 
@@ -1356,18 +1422,36 @@ mod tests {
     #[test]
     fn intro_key_rotation_trigger() {
         let mut cache = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
-        assert!(!key_rotation_due(&cache, Duration::ZERO));
+        let life = INTRO_KEY_LIFETIME;
+        assert!(!key_rotation_due(&cache, Duration::ZERO, life));
         assert!(!key_rotation_due(
             &cache,
-            INTRO_KEY_LIFETIME - Duration::from_secs(1)
+            life - Duration::from_secs(1),
+            life
         ));
-        assert!(key_rotation_due(&cache, INTRO_KEY_LIFETIME), "24 h old");
+        assert!(key_rotation_due(&cache, life, life), "24 h old");
         for i in 0..80_000u32 {
             let mut x = [0u8; 32];
             x[..4].copy_from_slice(&i.to_be_bytes());
             cache.check_and_insert(&x).unwrap();
         }
-        assert!(key_rotation_due(&cache, Duration::ZERO), "80% full");
+        assert!(key_rotation_due(&cache, Duration::ZERO, life), "80% full");
+    }
+
+    #[test]
+    fn intro_key_lifetimes_are_jittered_per_slot() {
+        let t0 = Instant::now();
+        let lifetimes: Vec<Duration> = (0..50).map(|_| test_slot(t0, true).lifetime).collect();
+        for l in &lifetimes {
+            assert!(*l >= INTRO_KEY_LIFETIME - INTRO_KEY_JITTER, "{l:?}");
+            assert!(*l <= INTRO_KEY_LIFETIME + INTRO_KEY_JITTER, "{l:?}");
+        }
+        // 4 h of whole seconds: fifty draws are not all equal (chance 14,401^-49).
+        assert!(lifetimes.iter().any(|l| *l != lifetimes[0]));
+        // A slot rotates at its own lifetime, not at the common one.
+        let slot = test_slot(t0, true);
+        assert!(!slot.rotation_due(t0 + slot.lifetime - Duration::from_secs(1)));
+        assert!(slot.rotation_due(t0 + slot.lifetime));
     }
 
     #[test]
@@ -1375,21 +1459,29 @@ mod tests {
         let t0 = Instant::now();
         let fresh = test_slot(t0, true);
         let old = test_slot(t0, true);
-        let old_auth = old.auth.public();
-        let fresh_auth = fresh.auth.public();
-        let idle_old = test_slot(t0, false);
-        let mut slots = vec![fresh, old, idle_old];
+        // Established once, its circuit down when the rotation comes.
+        let down = test_slot(t0, false);
+        down.ever_up
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Never established: no descriptor lists it.
+        let never = test_slot(t0, false);
+        let auths: Vec<_> = [&fresh, &old, &down]
+            .iter()
+            .map(|s| s.auth.public())
+            .collect();
+        let mut slots = vec![fresh, old, down, never];
         let mut retired = Vec::new();
         // Nothing due yet.
         rotate_slots(&mut slots, &mut retired, t0);
-        assert_eq!((slots.len(), retired.len()), (3, 0));
-        // A day later all three are due: the running ones are retired (still answering
-        // under their old keys), the one without a circuit is simply dropped.
-        let day = t0 + INTRO_KEY_LIFETIME;
+        assert_eq!((slots.len(), retired.len()), (4, 0));
+        // Past the longest jittered lifetime all are due: the ones ever established are
+        // retired (still answering under their old keys, the one whose circuit is down
+        // to be rebuilt), the one never established is simply dropped.
+        let day = t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER;
         rotate_slots(&mut slots, &mut retired, day);
         assert!(slots.is_empty());
         let kept: Vec<_> = retired.iter().map(|r| r.slot.auth.public()).collect();
-        assert_eq!(kept, vec![fresh_auth, old_auth]);
+        assert_eq!(kept, auths);
         assert!(retired.iter().all(|r| r.until == day + RETIRED_KEY_KEPT));
         // A slot whose replay cache is 80% full rotates at once (tiny cache for speed).
         let full = test_slot(day, true);
@@ -1398,16 +1490,20 @@ mod tests {
         let mut slots = vec![full];
         rotate_slots(&mut slots, &mut retired, day);
         assert!(slots.is_empty());
-        assert_eq!(retired.len(), 3);
-        // A retired slot whose circuit closed is dropped; the others stay until the last
-        // descriptor naming their key has expired, then are dropped (closing them).
-        retired[2]
+        assert_eq!(retired.len(), 4);
+        // A retired slot whose circuit closed stays to be rebuilt (refresh_retired), until
+        // its rebuilds failed MAX_INTRO_FAILURES times in a row; the others stay until the
+        // last descriptor naming their key has expired, then are dropped (closing them).
+        retired[3]
             .slot
             .running
             .store(false, std::sync::atomic::Ordering::Release);
+        rotate_slots(&mut slots, &mut retired, day);
+        assert_eq!(retired.len(), 4);
+        retired[3].slot.failures = MAX_INTRO_FAILURES;
         let closed = retired[0].slot.close.subscribe();
         rotate_slots(&mut slots, &mut retired, day);
-        assert_eq!(retired.len(), 2);
+        assert_eq!(retired.len(), 3);
         rotate_slots(&mut slots, &mut retired, day + RETIRED_KEY_KEPT);
         assert!(retired.is_empty());
         assert!(
@@ -1425,14 +1521,15 @@ mod tests {
             rotate_slots(
                 &mut slots,
                 &mut retired,
-                t0 + INTRO_KEY_LIFETIME + Duration::from_secs(i),
+                t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER + Duration::from_secs(i),
             );
         }
         assert_eq!(retired.len(), MAX_RETIRED);
         // The oldest went first.
-        assert!(retired.iter().all(
-            |r| r.until >= t0 + INTRO_KEY_LIFETIME + RETIRED_KEY_KEPT + Duration::from_secs(2)
-        ));
+        let first = t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER + RETIRED_KEY_KEPT;
+        assert!(retired
+            .iter()
+            .all(|r| r.until >= first + Duration::from_secs(2)));
     }
 
     #[test]
