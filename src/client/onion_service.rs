@@ -63,9 +63,10 @@ const UPLOAD_RETRY: Duration = Duration::from_secs(15);
 const NEXT_PERIOD_AHEAD: u64 = 2 * 60 * 60;
 /// Seconds a client puzzle seed stays valid.
 const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
-/// An introduction point's keys (`AUTH`, `B`) are replaced after this long even when its
-/// replay cache is far from full, so a long-running service's caches do not grow forever
-/// and a key does not stay linkable across days.
+/// An introduction point's keys (`AUTH`, `B`) are replaced after about this long (±
+/// [`INTRO_KEY_JITTER`], drawn per point) even when its replay cache is far from full, so
+/// a long-running service's caches do not grow forever and a key does not stay linkable
+/// across days.
 pub const INTRO_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// Each introduction point's key lifetime is [`INTRO_KEY_LIFETIME`] plus or minus up to
 /// this much, drawn when its keys are made: points set up together (at launch) then
