@@ -9,7 +9,8 @@
 //!   unreachable";
 //! * a restarted service (same key file) keeps its address and is reachable again;
 //! * a service that requires a client puzzle is reached (the client solves it), and it
-//!   closes idle rendezvous circuits, also when a stream is left open without traffic;
+//!   closes idle rendezvous circuits; one left with a quiet stream open is closed only
+//!   when all rendezvous slots are in use, otherwise the stream lives on;
 //! * forged, expired, rolled-back and foreign descriptors are refused by the client's
 //!   verification (unit level, real descriptors).
 
@@ -365,13 +366,17 @@ async fn onion_service_end_to_end() {
     eprintln!("total {:?}", started.elapsed());
 }
 
-/// A client that keeps a stream open on its rendezvous circuit without sending anything
-/// does not hold the service's rendezvous slot forever: after the service's idle time
-/// (2 s here) the service closes the circuit and the stream with it, so both the local
-/// target's connection and the client's stream end. (Bounded waits only; before the fix
-/// an open stream disabled the idle timer and both waits ran out.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
+/// A test network, a silent local target whose accepted connections are handed to the
+/// test, a service in front of it (idle time 2 s, `max_rendezvous` slots) and a visitor.
+struct QuietSetup {
+    net: TestNet,
+    service: allium::client::onion_service::OnionService,
+    visitor: Client,
+    held: tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
+    dir: std::path::PathBuf,
+}
+
+async fn quiet_setup(tag: &str, max_rendezvous: usize) -> QuietSetup {
     let net = TestNet::start(&TestNetConfig {
         authorities: 1,
         relays: 6,
@@ -381,10 +386,9 @@ async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
     .await
     .unwrap();
     assert!(net.wait_for_consensus(Duration::from_secs(40)).await);
-    // The local target: accepts connections and hands them to the test, silent.
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((s, _)) = target.accept().await {
             if held_tx.send(s).is_err() {
@@ -392,32 +396,61 @@ async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
             }
         }
     });
-    let dir = temp_dir("idle");
+    let dir = temp_dir(tag);
     let mut cfg = ClientConfig::new(net.authority_info.clone());
     cfg.prebuilt_circuits = 1;
     let service_client = Client::bootstrap(cfg.clone()).await.unwrap();
     let mut svc_cfg = ServiceConfig::new(dir.join("idle.key"), vec![(80, target_addr)]);
-    svc_cfg.rendezvous_idle = Duration::from_secs(2);
+    svc_cfg.rendezvous_idle = IDLE;
+    svc_cfg.max_rendezvous = max_rendezvous;
     let service = launch(service_client, svc_cfg).await.unwrap();
     assert!(service.wait_published(NO_HANG).await, "not published");
     let visitor = Client::bootstrap(cfg).await.unwrap();
-    let host = allium::cell::Hostname::new(&service.address().to_string()).unwrap();
-    let mut stream = tokio::time::timeout(
-        NO_HANG,
-        visitor.connect_target(
-            allium::cell::TargetAddr::Hostname(host),
-            80,
-            &allium::client::Isolation(b"idle".to_vec()),
-        ),
-    )
-    .await
-    .expect("connecting hung")
-    .expect("connecting failed");
-    let mut held = tokio::time::timeout(NO_HANG, held_rx.recv())
+    QuietSetup {
+        net,
+        service,
+        visitor,
+        held,
+        dir,
+    }
+}
+
+/// The rendezvous idle time of [`quiet_setup`]'s service.
+const IDLE: Duration = Duration::from_secs(2);
+
+impl QuietSetup {
+    /// Opens a stream to the service in isolation class `iso`, checks it works both ways
+    /// and returns it with the target's end of it.
+    async fn open(&mut self, iso: &[u8]) -> (allium::client::DataStream, tokio::net::TcpStream) {
+        let host = allium::cell::Hostname::new(&self.service.address().to_string()).unwrap();
+        let mut stream = tokio::time::timeout(
+            NO_HANG,
+            self.visitor.connect_target(
+                allium::cell::TargetAddr::Hostname(host),
+                80,
+                &allium::client::Isolation(iso.to_vec()),
+            ),
+        )
         .await
-        .expect("the service never connected to the target")
-        .unwrap();
-    // The stream works both ways.
+        .expect("connecting hung")
+        .expect("connecting failed");
+        let mut held = tokio::time::timeout(NO_HANG, self.held.recv())
+            .await
+            .expect("the service never connected to the target")
+            .unwrap();
+        ping_pong(&mut stream, &mut held).await;
+        (stream, held)
+    }
+
+    async fn shutdown(self) {
+        self.service.stop();
+        self.net.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One message each way on an open stream.
+async fn ping_pong(stream: &mut allium::client::DataStream, held: &mut tokio::net::TcpStream) {
     stream.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     tokio::time::timeout(NO_HANG, held.read_exact(&mut buf))
@@ -431,7 +464,14 @@ async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"pong");
-    // Then silence on both sides, the stream left open: the service closes it.
+}
+
+/// Waits (bounded) until the service closed the quiet stream: the target's connection and
+/// the client's stream both end.
+async fn assert_closed_by_service(
+    stream: &mut allium::client::DataStream,
+    held: &mut tokio::net::TcpStream,
+) {
     let mut rest = [0u8; 16];
     let n = tokio::time::timeout(NO_HANG, held.read(&mut rest))
         .await
@@ -442,10 +482,48 @@ async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
         .await
         .expect("the client's stream stayed open after the service closed the circuit");
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
-    eprintln!("idle stream and rendezvous circuit closed by the service");
-    service.stop();
-    net.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under pressure (every rendezvous slot in use: the service allows one, and this client
+/// holds it), a client that keeps a stream open without sending anything does not hold
+/// the slot forever: once idle for the service's idle time (2 s here) the circuit is
+/// closed and the stream with it, so both the target's connection and the client's
+/// stream end. (Bounded waits only; before the fix an open stream disabled the idle timer
+/// and both waits ran out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_stream_and_rendezvous_circuit_are_closed_by_the_service() {
+    let mut t = quiet_setup("idle", 1).await;
+    let (mut stream, mut held) = t.open(b"idle").await;
+    // Then silence on both sides, the stream left open: the service closes it.
+    assert_closed_by_service(&mut stream, &mut held).await;
+    eprintln!("idle stream and rendezvous circuit closed by the service (no slot free)");
+    t.shutdown().await;
+}
+
+/// With rendezvous slots free, a quiet stream is not cut: it is still open and working
+/// after three times the idle time. Once another client takes the last slot, the service
+/// is under pressure and the quiet circuit (idle past its time) makes room, while the
+/// newcomer's stream works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_stream_lives_on_until_the_service_needs_its_slot() {
+    let mut t = quiet_setup("quiet", 2).await;
+    let (mut stream, mut held) = t.open(b"first").await;
+    // Silence for 3 × the idle time: nothing arrives, nothing closes.
+    let mut rest = [0u8; 16];
+    let r = tokio::time::timeout(3 * IDLE, held.read(&mut rest)).await;
+    assert!(
+        r.is_err(),
+        "the quiet stream was closed with slots free: {r:?}"
+    );
+    ping_pong(&mut stream, &mut held).await;
+    eprintln!("a quiet stream outlived 3 x the idle time with slots free");
+    // Quiet again past the idle time, then a second client takes the last slot.
+    tokio::time::sleep(IDLE + IDLE / 2).await;
+    let (mut second, mut second_held) = t.open(b"second").await;
+    assert_closed_by_service(&mut stream, &mut held).await;
+    ping_pong(&mut second, &mut second_held).await;
+    eprintln!("under pressure the quiet circuit made room; the newcomer's stream works");
+    t.shutdown().await;
 }
 
 #[test]

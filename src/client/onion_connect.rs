@@ -412,7 +412,8 @@ fn protocol(what: &str) -> ClientError {
     ClientError::Circuit(what.to_string())
 }
 
-/// One attempt: rendezvous circuit + cookie, INTRODUCE1 via `point`, RENDEZVOUS2.
+/// One attempt: the introduction (puzzle included) while the rendezvous and introduction
+/// circuits are built, then the cookie, INTRODUCE1 via `point`, RENDEZVOUS2.
 async fn introduce_via(
     client: &Client,
     address: &OnionAddress,
@@ -432,17 +433,13 @@ async fn introduce_via(
         .ok_or_else(|| protocol("no relay to use as rendezvous point"))?;
     let rend_target: RelayTarget = relay_target(rend_entry, now)?;
 
-    // 1. Rendezvous circuit and cookie.
+    // 1. The introduction (with the puzzle, seconds of hashing) while the rendezvous and
+    // introduction circuits are built. The puzzle covers the client key `X`, not the
+    // cookie, so the cookie is registered only afterwards: a rendezvous point with a full
+    // cookie table evicts its oldest cookie, and one registered before a slow solve
+    // would be old by the time the service comes.
     let mut cookie = [0u8; REND_COOKIE_LEN];
     rand::rng().fill_bytes(&mut cookie);
-    let mut rend = client.build_circuit_ending(&rend_target).await?;
-    rend.set_accept(&relay_sets::AT_ONION_CLIENT);
-    rend.send_to_last(RelayMsg::Onion(OnionMsg::EstablishRendezvous(cookie)))
-        .await
-        .map_err(|e| ClientError::Circuit(e.to_string()))?;
-    expect_from_last(&mut rend, |m| matches!(m, OnionMsg::RendezvousEstablished)).await?;
-
-    // 2. Introduction.
     let keys = IntroKeys {
         auth_key: point.auth_key,
         enc_key: point.enc_key,
@@ -453,12 +450,12 @@ async fn introduce_via(
     let rend_cert = rend_entry.onion_cert.clone();
     let rend_identity = rend_entry.identity;
     let rend_addr = rend_target.addr;
-    // The puzzle (seconds of hashing) runs on a blocking thread, never on a runtime
-    // worker; if this attempt is abandoned (the connection's timeout), the guard's drop
-    // tells the solver to stop.
+    // The puzzle runs on a blocking thread, never on a runtime worker; if this attempt is
+    // abandoned (a circuit failed, or the connection's timeout), the guard's drop tells
+    // the solver to stop.
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let cancelled = Arc::clone(&cancel.0);
-    let introduced = tokio::task::spawn_blocking(move || {
+    let solving = tokio::task::spawn_blocking(move || {
         let mut pow_err = None;
         let r = client_introduce_with(&mut rand::rng(), &keys, |x| {
             let pow_nonce = match pow {
@@ -483,19 +480,31 @@ async fn introduce_via(
             .map_err(|_| HsHandshakeError::Internal)
         });
         (r, pow_err)
-    })
-    .await;
-    drop(cancel);
-    let (hs_state, x_pub, ct) = match introduced {
-        Ok((Ok(v), _)) => v,
-        Ok((Err(_), Some(e))) => return Err(protocol(&format!("client puzzle: {e}"))),
-        Ok((Err(e), None)) => return Err(protocol(&format!("introduction: {e}"))),
-        Err(_) => return Err(protocol("introduction: the puzzle task failed")),
+    });
+    let introduced = async {
+        match solving.await {
+            Ok((Ok(v), _)) => Ok(v),
+            Ok((Err(_), Some(e))) => Err(protocol(&format!("client puzzle: {e}"))),
+            Ok((Err(e), None)) => Err(protocol(&format!("introduction: {e}"))),
+            Err(_) => Err(protocol("introduction: the puzzle task failed")),
+        }
     };
+    let ((hs_state, x_pub, ct), mut rend, mut intro) = tokio::try_join!(
+        introduced,
+        client.build_circuit_ending(&rend_target),
+        client.build_circuit_ending(&intro_target),
+    )?;
+    drop(cancel);
+    rend.set_accept(&relay_sets::AT_ONION_CLIENT);
+    intro.set_accept(&relay_sets::AT_ONION_CLIENT);
+
+    // 2. Cookie at the rendezvous point, then the introduction.
+    rend.send_to_last(RelayMsg::Onion(OnionMsg::EstablishRendezvous(cookie)))
+        .await
+        .map_err(|e| ClientError::Circuit(e.to_string()))?;
+    expect_from_last(&mut rend, |m| matches!(m, OnionMsg::RendezvousEstablished)).await?;
     let intro_msg = Introduce::new(*point.auth_key.as_bytes(), x_pub, ct)
         .map_err(|e| protocol(&e.to_string()))?;
-    let mut intro = client.build_circuit_ending(&intro_target).await?;
-    intro.set_accept(&relay_sets::AT_ONION_CLIENT);
     intro
         .send_to_last(RelayMsg::Onion(OnionMsg::Introduce1(intro_msg)))
         .await

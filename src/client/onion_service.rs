@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, RngExt};
 use thiserror::Error;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cell::onion_msg::{Introduce, OnionMsg, Rendezvous1};
@@ -42,7 +42,8 @@ use crate::onion::replay::{ReplayCache, DEFAULT_REPLAY_CAPACITY};
 use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
 
 use super::manager::{relay_target, Client};
-use super::reactor::ServiceEnd;
+use super::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
+use super::reactor::{RendezvousSlot, RendezvousSlots, ServiceEnd};
 use super::{ClientCircuit, RelayTarget};
 
 /// Introduction points a service keeps.
@@ -62,10 +63,17 @@ const UPLOAD_RETRY: Duration = Duration::from_secs(15);
 const NEXT_PERIOD_AHEAD: u64 = 2 * 60 * 60;
 /// Seconds a client puzzle seed stays valid.
 const POW_SEED_LIFETIME: u64 = 24 * 60 * 60;
-/// An introduction point's keys (`AUTH`, `B`) are replaced after this long even when its
-/// replay cache is far from full, so a long-running service's caches do not grow forever
-/// and a key does not stay linkable across days.
+/// An introduction point's keys (`AUTH`, `B`) are replaced after about this long (±
+/// [`INTRO_KEY_JITTER`], drawn per point) even when its replay cache is far from full, so
+/// a long-running service's caches do not grow forever and a key does not stay linkable
+/// across days.
 pub const INTRO_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// Each introduction point's key lifetime is [`INTRO_KEY_LIFETIME`] plus or minus up to
+/// this much, drawn when its keys are made: points set up together (at launch) then
+/// rotate at different times rather than all in the same tick, so the service is never
+/// left with only freshly built points and an observer cannot tie the three rotations
+/// together.
+pub const INTRO_KEY_JITTER: Duration = Duration::from_secs(2 * 60 * 60);
 /// A replaced introduction point keeps answering under its old key for this long: every
 /// descriptor listing the old key was built before the replacement, so it expires within
 /// a descriptor lifetime (plus the client's clock skew allowance). Then its circuit is
@@ -84,30 +92,39 @@ pub struct ServiceConfig {
     pub key_file: PathBuf,
     /// Virtual port → local target. Streams to other ports are refused.
     pub ports: Vec<(u16, SocketAddr)>,
-    /// Rendezvous circuits open at once; introductions beyond are dropped.
+    /// Rendezvous circuits open at once; introductions beyond are dropped (and when all
+    /// are in use, those idle for [`Self::rendezvous_idle`] are closed to make room).
     pub max_rendezvous: usize,
-    /// Introductions accepted per second; more are dropped.
+    /// Introductions answered per second (all introduction points together); more are
+    /// dropped. Only introductions that decrypted, are not replays and carry a valid
+    /// puzzle solution (if one is required) count: this bounds the rendezvous circuits
+    /// the service builds, the expensive part, and garbage cannot use it up.
     pub intros_per_second: u32,
     /// INTRODUCE2 cells one introduction point may make the service decrypt per second
     /// (a token bucket checked before any public-key work, so a malicious introduction
-    /// point sending garbage costs the service little and cannot use up the other
-    /// points' share of [`Self::intros_per_second`]).
+    /// point sending garbage costs the service little and cannot use up the other points'
+    /// decryptions). All points together, retired ones included, are also held to
+    /// [`INTRO_POINTS`] times this rate and burst, so the total decryption work stays
+    /// bounded whatever the number of points.
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,
-    /// Require a client puzzle of this difficulty (1..=32) with every introduction.
+    /// Require a client puzzle of this difficulty (1..=[`MAX_CLIENT_POW_DIFFICULTY`], 24:
+    /// clients refuse harder ones) with every introduction.
     pub pow_difficulty: Option<u8>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
-    /// A rendezvous circuit without any stream for this long is closed, freeing its slot
-    /// (clients keep theirs open for reuse).
+    /// A rendezvous circuit without traffic for this long is closed, freeing its slot
+    /// (clients keep theirs open for reuse), if it has no open stream or if all
+    /// [`Self::max_rendezvous`] slots are in use; quiet streams otherwise live on.
     pub rendezvous_idle: Duration,
 }
 
 impl ServiceConfig {
     /// A service with defaults: 64 rendezvous circuits, 20 introductions per second (10
     /// per second, burst 50, from any one introduction point), no puzzle, 10 s to connect
-    /// to the target, idle rendezvous circuits closed after 5 minutes.
+    /// to the target, rendezvous circuits idle for 5 minutes closed (with open streams:
+    /// only when all 64 are in use).
     pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
         ServiceConfig {
             key_file,
@@ -200,13 +217,18 @@ struct IntroSlot {
     replay: Arc<Mutex<ReplayCache>>,
     /// The decryption budget of this introduction point (kept across circuit rebuilds).
     gate: Arc<Mutex<IntroGate>>,
-    /// When the keys were generated ([`INTRO_KEY_LIFETIME`]).
+    /// When the keys were generated.
     created: Instant,
+    /// How long they are used: [`INTRO_KEY_LIFETIME`] ± [`INTRO_KEY_JITTER`].
+    lifetime: Duration,
     /// Dropping this (with the slot) or sending `true` closes the slot's circuit.
     close: watch::Sender<bool>,
     /// Set by the introduction circuit's task when the circuit is established; cleared
     /// when it closes.
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// Set with `up` and never cleared: the point was established at least once, so a
+    /// descriptor may list it.
+    ever_up: Arc<std::sync::atomic::AtomicBool>,
     /// Whether a task currently owns a circuit (or is building one) for this slot.
     running: Arc<std::sync::atomic::AtomicBool>,
     failures: u32,
@@ -222,8 +244,10 @@ impl IntroSlot {
             replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
             gate: Arc::new(Mutex::new(gate)),
             created,
+            lifetime: jittered_key_lifetime(),
             close: watch::channel(false).0,
             up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ever_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             failures: 0,
         }
@@ -232,8 +256,25 @@ impl IntroSlot {
     /// Whether the slot's keys must be replaced at `now`: see [`key_rotation_due`].
     fn rotation_due(&self, now: Instant) -> bool {
         let replay = lock(&self.replay);
-        key_rotation_due(&replay, now.saturating_duration_since(self.created))
+        key_rotation_due(
+            &replay,
+            now.saturating_duration_since(self.created),
+            self.lifetime,
+        )
     }
+
+    /// Whether a slot whose circuit is down is still worth rebuilding: its relay is in
+    /// the consensus and did not fail [`MAX_INTRO_FAILURES`] times in a row.
+    fn worth_rebuilding(&self, consensus: &crate::dir::Consensus) -> bool {
+        self.failures < MAX_INTRO_FAILURES && consensus.relay(&self.relay.identity).is_some()
+    }
+}
+
+/// [`INTRO_KEY_LIFETIME`] ± a uniformly random [`INTRO_KEY_JITTER`] (whole seconds).
+fn jittered_key_lifetime() -> Duration {
+    let jitter = INTRO_KEY_JITTER.as_secs();
+    let offset = rand::rng().random_range(0..=2 * jitter);
+    (INTRO_KEY_LIFETIME + Duration::from_secs(offset)).saturating_sub(INTRO_KEY_JITTER)
 }
 
 /// A token bucket bounding the INTRODUCE2 cells one introduction point can make the
@@ -248,6 +289,9 @@ struct IntroGate {
     burst_milli: u64,
     /// Tokens held, in thousandths (integer arithmetic: no float rounding surprises).
     tokens_milli: u64,
+    /// The fraction of a thousandth earned but not yet credited, in millionths of a
+    /// thousandth (always below 10^6).
+    carry: u64,
     last: Instant,
     /// Introductions refused so far.
     refused: u64,
@@ -261,27 +305,32 @@ impl IntroGate {
             rate: u64::from(rate.max(1)),
             burst_milli,
             tokens_milli: burst_milli,
+            carry: 0,
             last: now,
             refused: 0,
         }
     }
 
-    /// Takes a token now: whether one more introduction may be decrypted.
-    fn admit(&mut self) -> bool {
-        self.admit_at(Instant::now())
-    }
-
-    /// [`Self::admit`] at `now`; a refusal is counted.
+    /// Takes a token at `now`: whether one more introduction may be decrypted. A refusal
+    /// is counted.
     fn admit_at(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
-        // rate tokens/s = rate thousandths per ms = rate * nanos / 10^6 thousandths.
-        let refill = elapsed.as_nanos().saturating_mul(u128::from(self.rate)) / 1_000_000;
-        let refill = u64::try_from(refill).unwrap_or(u64::MAX);
-        self.tokens_milli = self
-            .tokens_milli
-            .saturating_add(refill)
-            .min(self.burst_milli);
         self.last = self.last.max(now);
+        // rate tokens/s = rate thousandths per ms = rate * nanos / 10^6 thousandths. The
+        // remainder of that division is carried to the next call: dropping it would make
+        // calls closer together than one thousandth's worth of time refill nothing.
+        let total = elapsed
+            .as_nanos()
+            .saturating_mul(u128::from(self.rate))
+            .saturating_add(u128::from(self.carry));
+        let refill = u64::try_from(total / 1_000_000).unwrap_or(u64::MAX);
+        self.carry = u64::try_from(total % 1_000_000).unwrap_or(0);
+        self.tokens_milli = self.tokens_milli.saturating_add(refill);
+        if self.tokens_milli >= self.burst_milli {
+            // Full: time spent full earns nothing, not even a fraction.
+            self.tokens_milli = self.burst_milli;
+            self.carry = 0;
+        }
         if self.tokens_milli >= 1000 {
             self.tokens_milli -= 1000;
             true
@@ -297,12 +346,95 @@ impl IntroGate {
     }
 }
 
+/// The service-wide introduction budgets, in the order an INTRODUCE2 meets them (after
+/// its own introduction point's [`IntroGate`]; see [`screen_introduction`]).
+#[derive(Debug)]
+struct IntroBudget {
+    /// Decryptions by all introduction points together, retired ones included:
+    /// [`INTRO_POINTS`] times one point's rate and burst. Each point's own gate keeps any
+    /// one point to its share, so garbage from some points leaves the others theirs, and
+    /// retired points (at most [`MAX_RETIRED`]) cannot raise the total.
+    decrypt: IntroGate,
+    /// The current one-second window and the introductions answered in it.
+    window: (Instant, u32),
+    /// Introductions answered per second.
+    per_second: u32,
+}
+
+impl IntroBudget {
+    /// `per_second` answered introductions (at least 1); decryptions: [`INTRO_POINTS`]
+    /// times `point` (one introduction point's rate and burst).
+    fn new(per_second: u32, point: (u32, u32), now: Instant) -> Self {
+        let points = INTRO_POINTS as u32;
+        IntroBudget {
+            decrypt: IntroGate::new(
+                point.0.max(1).saturating_mul(points),
+                point.1.max(1).saturating_mul(points),
+                now,
+            ),
+            window: (now, 0),
+            per_second: per_second.max(1),
+        }
+    }
+
+    /// Takes one answered introduction of the current second's budget.
+    fn admit_meeting(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        if self.window.1 >= self.per_second {
+            return false;
+        }
+        self.window.1 += 1;
+        true
+    }
+}
+
+/// Why an introduction was dropped by [`screen_introduction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// Its introduction point is over its decryption budget.
+    PointBudget,
+    /// All introduction points together are over the decryption budget.
+    DecryptBudget,
+    /// It did not decrypt, was a replay, was malformed, lacked a valid puzzle solution
+    /// or no rendezvous slot was free (`open` said so).
+    Invalid,
+    /// Valid, but the service already answered its introductions of this second.
+    MeetRate,
+}
+
+/// Runs an INTRODUCE2 through the service's budgets: its introduction point's gate and
+/// the service-wide decryption gate before `open` (which does the public-key work, the
+/// replay and puzzle checks and returns `None` for anything not worth a rendezvous), then
+/// the service-wide rate of answered introductions. Only an introduction `open` accepted
+/// is charged to that rate, so introductions that fail cannot crowd out honest ones
+/// arriving through another point; the decryption gates bound what the failing ones cost.
+fn screen_introduction<T>(
+    point: &Mutex<IntroGate>,
+    budget: &Mutex<IntroBudget>,
+    now: Instant,
+    open: impl FnOnce() -> Option<T>,
+) -> Result<T, Dropped> {
+    if !lock(point).admit_at(now) {
+        return Err(Dropped::PointBudget);
+    }
+    if !lock(budget).decrypt.admit_at(now) {
+        return Err(Dropped::DecryptBudget);
+    }
+    let opened = open().ok_or(Dropped::Invalid)?;
+    if !lock(budget).admit_meeting(now) {
+        return Err(Dropped::MeetRate);
+    }
+    Ok(opened)
+}
+
 /// Whether an introduction point's keys must be replaced: its replay cache is
 /// [`crate::onion::replay::ROTATE_AT_PERCENT`] full (a flood of valid introductions then
 /// leads to a new key instead of a full cache refusing everyone) or the keys are
-/// [`INTRO_KEY_LIFETIME`] old, whichever comes first.
-fn key_rotation_due(replay: &ReplayCache, age: Duration) -> bool {
-    replay.rotation_due() || age >= INTRO_KEY_LIFETIME
+/// `lifetime` old (the slot's jittered [`INTRO_KEY_LIFETIME`]), whichever comes first.
+fn key_rotation_due(replay: &ReplayCache, age: Duration, lifetime: Duration) -> bool {
+    replay.rotation_due() || age >= lifetime
 }
 
 /// An introduction point whose keys were replaced: its circuit keeps answering clients
@@ -314,10 +446,12 @@ struct Retired {
 
 /// Moves the slots whose keys are due for rotation out of `slots` (the main loop then
 /// picks new introduction points with fresh keys, and the changed key set makes it upload
-/// a new descriptor revision). A rotated slot whose circuit still runs is kept in
-/// `retired` for [`RETIRED_KEY_KEPT`]; retired slots past that time, whose circuit
-/// closed, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes their
-/// circuits and frees their replay caches.
+/// a new descriptor revision). A rotated slot that was ever established (so descriptors
+/// may list it) is kept in `retired` for [`RETIRED_KEY_KEPT`], its circuit rebuilt if it
+/// closes ([`refresh_retired`]), whether or not the circuit is up at rotation time;
+/// retired slots past that time, whose circuit is down after [`MAX_INTRO_FAILURES`]
+/// failed rebuilds, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes
+/// their circuits and frees their replay caches.
 fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Instant) {
     let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) = std::mem::take(slots)
         .into_iter()
@@ -330,14 +464,18 @@ fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Ins
              {} s old)",
             now.saturating_duration_since(slot.created).as_secs()
         );
-        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+        if slot.ever_up.load(std::sync::atomic::Ordering::Acquire) {
             retired.push(Retired {
                 slot,
                 until: now + RETIRED_KEY_KEPT,
             });
         }
     }
-    retired.retain(|r| now < r.until && r.slot.running.load(std::sync::atomic::Ordering::Acquire));
+    retired.retain(|r| {
+        now < r.until
+            && (r.slot.running.load(std::sync::atomic::Ordering::Acquire)
+                || r.slot.failures < MAX_INTRO_FAILURES)
+    });
     while retired.len() > MAX_RETIRED {
         let oldest = retired
             .iter()
@@ -357,9 +495,9 @@ struct Shared {
     identity: IdentityKeypair,
     address: OnionAddress,
     ports: Arc<Vec<(u16, SocketAddr)>>,
-    rendezvous: Arc<Semaphore>,
-    rate: Mutex<(Instant, u32)>,
-    intros_per_second: u32,
+    rendezvous: Arc<RendezvousSlots>,
+    /// The service-wide budgets (decryptions, rendezvous started).
+    budget: Mutex<IntroBudget>,
     /// Each introduction point's decryption budget: (per second, burst).
     intro_point_budget: (u32, u32),
     /// Puzzle difficulty, if the service requires one.
@@ -377,16 +515,7 @@ struct Shared {
 /// Starts the service `cfg` on `client` (which must be bootstrapped). Logs the address at
 /// INFO (a service's own address is not a secret of its operator's).
 pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
-    if cfg.ports.is_empty() {
-        return Err(ServiceError::Config("no port configured".into()));
-    }
-    if let Some(d) = cfg.pow_difficulty {
-        if !(1..=crate::onion::pow::MAX_POW_DIFFICULTY).contains(&d) {
-            return Err(ServiceError::Config(format!(
-                "puzzle difficulty {d} is outside 1..=32"
-            )));
-        }
-    }
+    check_config(&cfg)?;
     let identity = load_or_create_service_key(&cfg.key_file)?;
     let address = OnionAddress::from_identity(identity.public())?;
     let pow = cfg.pow_difficulty.map(new_pow_seed);
@@ -396,9 +525,12 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         identity,
         address,
         ports: Arc::new(cfg.ports.clone()),
-        rendezvous: Arc::new(Semaphore::new(cfg.max_rendezvous.max(1))),
-        rate: Mutex::new((Instant::now(), 0)),
-        intros_per_second: cfg.intros_per_second.max(1),
+        rendezvous: RendezvousSlots::new(cfg.max_rendezvous),
+        budget: Mutex::new(IntroBudget::new(
+            cfg.intros_per_second,
+            (cfg.intro_point_rate, cfg.intro_point_burst),
+            Instant::now(),
+        )),
         intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
         pow_difficulty: cfg.pow_difficulty,
         pow: Mutex::new((pow, None)),
@@ -416,6 +548,25 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         task,
         stop,
     })
+}
+
+/// Refuses a configuration the service cannot run with: no port, or a puzzle difficulty
+/// outside 1..=[`MAX_CLIENT_POW_DIFFICULTY`]. The descriptor format allows up to
+/// [`crate::onion::pow::MAX_POW_DIFFICULTY`], but allium clients refuse to solve more than
+/// their own limit, so a harder puzzle would make the service silently unreachable.
+fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
+    if cfg.ports.is_empty() {
+        return Err(ServiceError::Config("no port configured".into()));
+    }
+    if let Some(d) = cfg.pow_difficulty {
+        if !(1..=MAX_CLIENT_POW_DIFFICULTY).contains(&d) {
+            return Err(ServiceError::Config(format!(
+                "puzzle difficulty {d} is outside 1..={MAX_CLIENT_POW_DIFFICULTY} (clients \
+                 refuse harder puzzles, so the service would be unreachable)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A fresh puzzle seed valid for [`POW_SEED_LIFETIME`].
@@ -465,6 +616,7 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     loop {
         rotate_slots(&mut slots, &mut retired, Instant::now());
         refresh_slots(&shared, &mut slots);
+        refresh_retired(&shared, &mut retired);
         let up: Vec<&IntroSlot> = slots
             .iter()
             .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
@@ -544,8 +696,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
     };
     // A slot whose relay left the consensus or failed too often is replaced (new keys).
     slots.retain(|s| {
-        let running = s.running.load(std::sync::atomic::Ordering::Acquire);
-        running || (s.failures < MAX_INTRO_FAILURES && consensus.relay(&s.relay.identity).is_some())
+        s.running.load(std::sync::atomic::Ordering::Acquire) || s.worth_rebuilding(&consensus)
     });
     while slots.len() < INTRO_POINTS {
         let mut candidates: Vec<&ConsensusEntry> = consensus
@@ -566,35 +717,7 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
         ));
     }
     for slot in slots.iter_mut() {
-        if slot.running.load(std::sync::atomic::Ordering::Acquire) {
-            continue;
-        }
-        let Ok(target) = relay_target(&slot.relay, now_unix()) else {
-            slot.failures = MAX_INTRO_FAILURES;
-            continue;
-        };
-        slot.running
-            .store(true, std::sync::atomic::Ordering::Release);
-        // Counted now; a task that establishes resets nothing, so a relay that keeps
-        // closing our circuits is eventually replaced.
-        slot.failures += 1;
-        let task = IntroTask {
-            shared: Arc::clone(shared),
-            target,
-            auth: Arc::clone(&slot.auth),
-            enc: Arc::clone(&slot.enc),
-            replay: Arc::clone(&slot.replay),
-            gate: Arc::clone(&slot.gate),
-            up: Arc::clone(&slot.up),
-            close: slot.close.subscribe(),
-        };
-        let running = Arc::clone(&slot.running);
-        let established = Arc::clone(&slot.up);
-        tokio::spawn(async move {
-            task.run().await;
-            established.store(false, std::sync::atomic::Ordering::Release);
-            running.store(false, std::sync::atomic::Ordering::Release);
-        });
+        start_slot(shared, slot);
     }
     // Established slots are healthy: forget their past failures.
     for slot in slots.iter_mut() {
@@ -602,6 +725,59 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
             slot.failures = 0;
         }
     }
+}
+
+/// Keeps the retired slots' circuits up until they expire (descriptors naming their keys
+/// are still out there): a closed one is rebuilt like a current slot's, and a slot whose
+/// relay left the consensus or failed too often is dropped.
+fn refresh_retired(shared: &Arc<Shared>, retired: &mut Vec<Retired>) {
+    let Ok(consensus) = shared.client.live_consensus() else {
+        return;
+    };
+    retired.retain(|r| {
+        r.slot.running.load(std::sync::atomic::Ordering::Acquire)
+            || r.slot.worth_rebuilding(&consensus)
+    });
+    for r in retired.iter_mut() {
+        start_slot(shared, &mut r.slot);
+        if r.slot.up.load(std::sync::atomic::Ordering::Acquire) {
+            r.slot.failures = 0;
+        }
+    }
+}
+
+/// Starts a task building and owning `slot`'s introduction circuit, unless one runs.
+fn start_slot(shared: &Arc<Shared>, slot: &mut IntroSlot) {
+    if slot.running.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
+    let Ok(target) = relay_target(&slot.relay, now_unix()) else {
+        slot.failures = MAX_INTRO_FAILURES;
+        return;
+    };
+    slot.running
+        .store(true, std::sync::atomic::Ordering::Release);
+    // Counted now; a task that establishes resets nothing, so a relay that keeps
+    // closing our circuits is eventually replaced.
+    slot.failures += 1;
+    let task = IntroTask {
+        shared: Arc::clone(shared),
+        target,
+        auth: Arc::clone(&slot.auth),
+        enc: Arc::clone(&slot.enc),
+        replay: Arc::clone(&slot.replay),
+        gate: Arc::clone(&slot.gate),
+        up: Arc::clone(&slot.up),
+        ever_up: Arc::clone(&slot.ever_up),
+        close: slot.close.subscribe(),
+    };
+    let running = Arc::clone(&slot.running);
+    let established = Arc::clone(&slot.up);
+    tokio::spawn(async move {
+        task.run().await;
+        established.store(false, std::sync::atomic::Ordering::Release);
+        running.store(false, std::sync::atomic::Ordering::Release);
+    });
 }
 
 /// Builds, signs and uploads the descriptor listing `up` to every relay of the ring.
@@ -695,6 +871,7 @@ struct IntroTask {
     replay: Arc<Mutex<ReplayCache>>,
     gate: Arc<Mutex<IntroGate>>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    ever_up: Arc<std::sync::atomic::AtomicBool>,
     /// The slot's close signal (the slot was retired and dropped, or told to close).
     close: watch::Receiver<bool>,
 }
@@ -739,6 +916,8 @@ impl IntroTask {
                 return;
             }
         }
+        self.ever_up
+            .store(true, std::sync::atomic::Ordering::Release);
         self.up.store(true, std::sync::atomic::Ordering::Release);
         let mut stopped = self.shared.stopped.clone();
         let mut close = self.close.clone();
@@ -782,15 +961,21 @@ impl IntroTask {
         }
     }
 
-    /// This point's budget and the service's rate limit, then decrypt, replay check and
-    /// puzzle check; an accepted introduction is answered in its own task.
+    /// Screens the introduction ([`screen_introduction`]: this point's budget, the
+    /// service's decryption budget, [`Self::open_introduction`], the service's rate of
+    /// answered introductions); an accepted one is answered in its own task.
     fn on_introduce2(&self, intro: Introduce) {
-        // Before anything else, in particular before any public-key work: an introduction
-        // point can send unlimited INTRODUCE2 cells.
-        {
-            let mut gate = lock(&self.gate);
-            if !gate.admit() {
-                let refused = gate.refused();
+        if intro.auth_key() != self.auth.public().as_bytes() {
+            debug!("onion service: INTRODUCE2 for another auth key");
+            return;
+        }
+        let screened = screen_introduction(&self.gate, &self.shared.budget, Instant::now(), || {
+            self.open_introduction(&intro)
+        });
+        let (plain, hs, slot) = match screened {
+            Ok(v) => v,
+            Err(Dropped::PointBudget) => {
+                let refused = lock(&self.gate).refused();
                 // Counted always; logged for the first and then every 100th, so a flood
                 // does not flood the log too.
                 if refused == 1 || refused % 100 == 0 {
@@ -801,29 +986,45 @@ impl IntroTask {
                 }
                 return;
             }
-        }
-        if intro.auth_key() != self.auth.public().as_bytes() {
-            debug!("onion service: INTRODUCE2 for another auth key");
-            return;
-        }
-        {
-            let mut rate = lock(&self.shared.rate);
-            if rate.0.elapsed() >= Duration::from_secs(1) {
-                *rate = (Instant::now(), 0);
+            Err(Dropped::DecryptBudget) => {
+                let refused = lock(&self.shared.budget).decrypt.refused();
+                if refused == 1 || refused % 100 == 0 {
+                    debug!(
+                        "onion service: introduction dropped (introduction points over their \
+                         joint budget; {refused} refused so far)"
+                    );
+                }
+                return;
             }
-            if rate.1 >= self.shared.intros_per_second {
+            // Logged by open_introduction.
+            Err(Dropped::Invalid) => return,
+            Err(Dropped::MeetRate) => {
                 debug!("onion service: introduction dropped (rate limit)");
                 return;
             }
-            rate.1 += 1;
-        }
-        let Ok(permit) = Arc::clone(&self.shared.rendezvous).try_acquire_owned() else {
-            debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
-            return;
         };
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Err(e) = meet(&shared, plain, hs, slot).await {
+                debug!("onion service: rendezvous failed: {e}");
+            }
+        });
+    }
+
+    /// Decryption, plaintext, puzzle check, replay check, then a free rendezvous slot:
+    /// the introduction's plaintext, handshake state and slot, or `None` (logged at
+    /// debug) if it is not worth a rendezvous or no slot is free.
+    fn open_introduction(
+        &self,
+        intro: &Introduce,
+    ) -> Option<(
+        IntroducePlaintext,
+        crate::onion::handshake::HsServiceIntro,
+        RendezvousSlot,
+    )> {
         let now = now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
-            return;
+            return None;
         };
         // A client may hold the descriptor of the neighbouring period (§8.4 accepts
         // |N − N(now)| ≤ 1): try the subcredential of each.
@@ -857,18 +1058,11 @@ impl IntroTask {
         }
         let Some(((plaintext, hs), blinded)) = opened else {
             debug!("onion service: INTRODUCE2 does not decrypt");
-            return;
+            return None;
         };
-        if lock(&self.replay)
-            .check_and_insert(intro.client_x())
-            .is_err()
-        {
-            debug!("onion service: replayed or refused introduction");
-            return;
-        }
         let Ok(plain) = IntroducePlaintext::parse(&plaintext) else {
             debug!("onion service: malformed introduction plaintext");
-            return;
+            return None;
         };
         if self.shared.pow_difficulty.is_some() {
             let (current, previous) = *lock(&self.shared.pow);
@@ -887,15 +1081,25 @@ impl IntroTask {
             });
             if !ok {
                 debug!("onion service: introduction without a valid puzzle solution");
-                return;
+                return None;
             }
         }
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
-            if let Err(e) = meet(&shared, plain, hs, permit).await {
-                debug!("onion service: rendezvous failed: {e}");
-            }
-        });
+        // Last (the checks above cost a hash at most): only an introduction worth a
+        // rendezvous takes room in the cache, so unsolved ones cannot fill it.
+        if lock(&self.replay)
+            .check_and_insert(intro.client_x())
+            .is_err()
+        {
+            debug!("onion service: replayed or refused introduction");
+            return None;
+        }
+        // Only now: a slot taken (the last one signals pressure to idle circuits, see
+        // RendezvousSlots) only for an introduction worth a rendezvous.
+        let Some(slot) = self.shared.rendezvous.try_acquire() else {
+            debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
+            return None;
+        };
+        Some((plain, hs, slot))
     }
 }
 
@@ -924,7 +1128,7 @@ async fn meet(
     shared: &Arc<Shared>,
     plain: IntroducePlaintext,
     hs: crate::onion::handshake::HsServiceIntro,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: RendezvousSlot,
 ) -> Result<(), String> {
     let onion = plain
         .rend_onion_cert
@@ -966,7 +1170,7 @@ async fn meet(
             ports: Arc::clone(&shared.ports),
             connect_timeout: shared.connect_timeout,
             idle_timeout: shared.rendezvous_idle,
-            permit: Some(permit),
+            slot: Some(slot),
         },
     );
     Ok(())
@@ -1019,6 +1223,8 @@ mod tests {
         };
         let slot = IntroSlot::new(relay, created, IntroGate::new(10, 50, created));
         slot.running
+            .store(running, std::sync::atomic::Ordering::Release);
+        slot.ever_up
             .store(running, std::sync::atomic::Ordering::Release);
         slot
     }
@@ -1092,6 +1298,120 @@ mod tests {
     }
 
     #[test]
+    fn intro_gate_refills_when_called_faster_than_its_quantum() {
+        // 1 token per second = one thousandth per ms; calls every 0.5 ms each earn half a
+        // thousandth, which must carry over (rounded away, 2 s of calls refilled nothing).
+        let t0 = Instant::now();
+        let mut gate = IntroGate::new(1, 1, t0);
+        assert!(gate.admit_at(t0));
+        let admitted = (1..=4000u64)
+            .filter(|i| gate.admit_at(t0 + Duration::from_micros(500 * i)))
+            .count();
+        assert_eq!(admitted, 2, "one token per second over 2 s");
+        // An odd rate whose thousandths do not divide a nanosecond count evenly.
+        // (A burst the test never reaches: at the burst, fractions above it are dropped.)
+        let mut gate = IntroGate::new(7, 100, t0);
+        assert_eq!((0..100).filter(|_| gate.admit_at(t0)).count(), 100);
+        let admitted = (1..=30_000u64)
+            .filter(|i| gate.admit_at(t0 + Duration::from_micros(100 * i)))
+            .count();
+        assert_eq!(admitted, 21, "7 per second over 3 s");
+    }
+
+    #[test]
+    fn puzzle_harder_than_clients_solve_is_refused_at_launch() {
+        let target: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut cfg = ServiceConfig::new(PathBuf::from("unused.key"), vec![(80, target)]);
+        assert!(check_config(&cfg).is_ok());
+        for ok in [1, 12, MAX_CLIENT_POW_DIFFICULTY] {
+            cfg.pow_difficulty = Some(ok);
+            assert!(check_config(&cfg).is_ok(), "difficulty {ok}");
+        }
+        for bad in [0, MAX_CLIENT_POW_DIFFICULTY + 1, 32, 33, u8::MAX] {
+            cfg.pow_difficulty = Some(bad);
+            let err = check_config(&cfg).unwrap_err().to_string();
+            assert!(err.contains("outside 1..=24"), "difficulty {bad}: {err}");
+        }
+        cfg.pow_difficulty = None;
+        cfg.ports.clear();
+        assert!(check_config(&cfg).is_err());
+    }
+
+    /// Introduction points A and B deliver garbage far beyond their budget, C honest
+    /// introductions at its rate: every honest one is answered (the garbage is never
+    /// charged to the service-wide rate), and the decryptions stay within the points'
+    /// budgets.
+    #[test]
+    fn garbage_from_two_points_does_not_crowd_out_the_third() {
+        let t0 = Instant::now();
+        let gates: Vec<Mutex<IntroGate>> = (0..3)
+            .map(|_| Mutex::new(IntroGate::new(10, 50, t0)))
+            .collect();
+        let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
+        let mut decrypted = 0u32;
+        let mut answered = 0u32;
+        let seconds = 10u64;
+        // Every 5 ms: A and B one garbage INTRODUCE2 each (200/s), C one honest
+        // introduction every 100 ms (10/s).
+        for step in 0..(seconds * 200) {
+            let now = t0 + Duration::from_millis(5 * step);
+            for gate in &gates[..2] {
+                let r = screen_introduction(gate, &budget, now, || {
+                    decrypted += 1;
+                    None::<()>
+                });
+                assert_ne!(r, Err(Dropped::MeetRate));
+            }
+            if step % 20 == 0 {
+                let r = screen_introduction(&gates[2], &budget, now, || {
+                    decrypted += 1;
+                    Some(())
+                });
+                assert_eq!(r, Ok(()), "honest introduction dropped at step {step}");
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 10 * seconds as u32);
+        // Decryptions: each garbage point its burst plus its rate, C its 100.
+        assert!(
+            decrypted <= 2 * (50 + 10 * seconds as u32) + 100,
+            "{decrypted}"
+        );
+    }
+
+    /// The service-wide rate still caps answered introductions, and all points together
+    /// (retired ones included) never decrypt more than INTRO_POINTS times one point's
+    /// budget.
+    #[test]
+    fn service_wide_budgets_still_bound_the_work() {
+        let t0 = Instant::now();
+        // Twelve points (three current, nine retired), all flooding valid introductions.
+        let gates: Vec<Mutex<IntroGate>> = (0..INTRO_POINTS + MAX_RETIRED)
+            .map(|_| Mutex::new(IntroGate::new(10, 50, t0)))
+            .collect();
+        let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
+        let (mut decrypted, mut answered, mut over_rate) = (0u64, 0u64, 0u64);
+        let seconds = 20u64;
+        for step in 0..(seconds * 100) {
+            let now = t0 + Duration::from_millis(10 * step);
+            for gate in &gates {
+                match screen_introduction(gate, &budget, now, || {
+                    decrypted += 1;
+                    Some(())
+                }) {
+                    Ok(()) => answered += 1,
+                    Err(Dropped::MeetRate) => over_rate += 1,
+                    Err(_) => {}
+                }
+            }
+        }
+        let points = INTRO_POINTS as u64;
+        assert!(decrypted <= points * (50 + 10 * seconds), "{decrypted}");
+        assert!(answered <= 20 * (seconds + 1), "{answered}");
+        assert!(over_rate > 0);
+    }
+
+    #[test]
     fn intro_gate_zero_settings_still_admit_one() {
         let t0 = Instant::now();
         let mut gate = IntroGate::new(0, 0, t0);
@@ -1103,18 +1423,36 @@ mod tests {
     #[test]
     fn intro_key_rotation_trigger() {
         let mut cache = ReplayCache::new(DEFAULT_REPLAY_CAPACITY);
-        assert!(!key_rotation_due(&cache, Duration::ZERO));
+        let life = INTRO_KEY_LIFETIME;
+        assert!(!key_rotation_due(&cache, Duration::ZERO, life));
         assert!(!key_rotation_due(
             &cache,
-            INTRO_KEY_LIFETIME - Duration::from_secs(1)
+            life - Duration::from_secs(1),
+            life
         ));
-        assert!(key_rotation_due(&cache, INTRO_KEY_LIFETIME), "24 h old");
+        assert!(key_rotation_due(&cache, life, life), "24 h old");
         for i in 0..80_000u32 {
             let mut x = [0u8; 32];
             x[..4].copy_from_slice(&i.to_be_bytes());
             cache.check_and_insert(&x).unwrap();
         }
-        assert!(key_rotation_due(&cache, Duration::ZERO), "80% full");
+        assert!(key_rotation_due(&cache, Duration::ZERO, life), "80% full");
+    }
+
+    #[test]
+    fn intro_key_lifetimes_are_jittered_per_slot() {
+        let t0 = Instant::now();
+        let lifetimes: Vec<Duration> = (0..50).map(|_| test_slot(t0, true).lifetime).collect();
+        for l in &lifetimes {
+            assert!(*l >= INTRO_KEY_LIFETIME - INTRO_KEY_JITTER, "{l:?}");
+            assert!(*l <= INTRO_KEY_LIFETIME + INTRO_KEY_JITTER, "{l:?}");
+        }
+        // 4 h of whole seconds: fifty draws are not all equal (chance 14,401^-49).
+        assert!(lifetimes.iter().any(|l| *l != lifetimes[0]));
+        // A slot rotates at its own lifetime, not at the common one.
+        let slot = test_slot(t0, true);
+        assert!(!slot.rotation_due(t0 + slot.lifetime - Duration::from_secs(1)));
+        assert!(slot.rotation_due(t0 + slot.lifetime));
     }
 
     #[test]
@@ -1122,21 +1460,29 @@ mod tests {
         let t0 = Instant::now();
         let fresh = test_slot(t0, true);
         let old = test_slot(t0, true);
-        let old_auth = old.auth.public();
-        let fresh_auth = fresh.auth.public();
-        let idle_old = test_slot(t0, false);
-        let mut slots = vec![fresh, old, idle_old];
+        // Established once, its circuit down when the rotation comes.
+        let down = test_slot(t0, false);
+        down.ever_up
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Never established: no descriptor lists it.
+        let never = test_slot(t0, false);
+        let auths: Vec<_> = [&fresh, &old, &down]
+            .iter()
+            .map(|s| s.auth.public())
+            .collect();
+        let mut slots = vec![fresh, old, down, never];
         let mut retired = Vec::new();
         // Nothing due yet.
         rotate_slots(&mut slots, &mut retired, t0);
-        assert_eq!((slots.len(), retired.len()), (3, 0));
-        // A day later all three are due: the running ones are retired (still answering
-        // under their old keys), the one without a circuit is simply dropped.
-        let day = t0 + INTRO_KEY_LIFETIME;
+        assert_eq!((slots.len(), retired.len()), (4, 0));
+        // Past the longest jittered lifetime all are due: the ones ever established are
+        // retired (still answering under their old keys, the one whose circuit is down
+        // to be rebuilt), the one never established is simply dropped.
+        let day = t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER;
         rotate_slots(&mut slots, &mut retired, day);
         assert!(slots.is_empty());
         let kept: Vec<_> = retired.iter().map(|r| r.slot.auth.public()).collect();
-        assert_eq!(kept, vec![fresh_auth, old_auth]);
+        assert_eq!(kept, auths);
         assert!(retired.iter().all(|r| r.until == day + RETIRED_KEY_KEPT));
         // A slot whose replay cache is 80% full rotates at once (tiny cache for speed).
         let full = test_slot(day, true);
@@ -1145,16 +1491,20 @@ mod tests {
         let mut slots = vec![full];
         rotate_slots(&mut slots, &mut retired, day);
         assert!(slots.is_empty());
-        assert_eq!(retired.len(), 3);
-        // A retired slot whose circuit closed is dropped; the others stay until the last
-        // descriptor naming their key has expired, then are dropped (closing them).
-        retired[2]
+        assert_eq!(retired.len(), 4);
+        // A retired slot whose circuit closed stays to be rebuilt (refresh_retired), until
+        // its rebuilds failed MAX_INTRO_FAILURES times in a row; the others stay until the
+        // last descriptor naming their key has expired, then are dropped (closing them).
+        retired[3]
             .slot
             .running
             .store(false, std::sync::atomic::Ordering::Release);
+        rotate_slots(&mut slots, &mut retired, day);
+        assert_eq!(retired.len(), 4);
+        retired[3].slot.failures = MAX_INTRO_FAILURES;
         let closed = retired[0].slot.close.subscribe();
         rotate_slots(&mut slots, &mut retired, day);
-        assert_eq!(retired.len(), 2);
+        assert_eq!(retired.len(), 3);
         rotate_slots(&mut slots, &mut retired, day + RETIRED_KEY_KEPT);
         assert!(retired.is_empty());
         assert!(
@@ -1172,14 +1522,15 @@ mod tests {
             rotate_slots(
                 &mut slots,
                 &mut retired,
-                t0 + INTRO_KEY_LIFETIME + Duration::from_secs(i),
+                t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER + Duration::from_secs(i),
             );
         }
         assert_eq!(retired.len(), MAX_RETIRED);
         // The oldest went first.
-        assert!(retired.iter().all(
-            |r| r.until >= t0 + INTRO_KEY_LIFETIME + RETIRED_KEY_KEPT + Duration::from_secs(2)
-        ));
+        let first = t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER + RETIRED_KEY_KEPT;
+        assert!(retired
+            .iter()
+            .all(|r| r.until >= first + Duration::from_secs(2)));
     }
 
     #[test]

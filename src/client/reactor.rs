@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::cell::relay_msg::Begin;
@@ -124,6 +124,52 @@ struct Pending {
     app: tokio::io::DuplexStream,
 }
 
+/// An onion service's rendezvous slots: a bounded number of rendezvous circuits open at
+/// once, and a signal to its circuits when the last slot is taken or an introduction finds
+/// none free. A circuit whose streams have been quiet for its idle time gives its slot up
+/// then (see [`ServiceEnd::idle_timeout`]).
+#[derive(Debug)]
+pub struct RendezvousSlots {
+    permits: Arc<Semaphore>,
+    pressure: Notify,
+}
+
+impl RendezvousSlots {
+    /// `max` slots (at least one).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(RendezvousSlots {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            pressure: Notify::new(),
+        })
+    }
+
+    /// Takes a slot, or `None` when all are in use. Either way, if no slot is left the
+    /// service is under pressure: its circuits idle past their idle time are told to make
+    /// room.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<RendezvousSlot> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+        if self.exhausted() {
+            self.pressure.notify_waiters();
+        }
+        permit.map(|permit| RendezvousSlot {
+            _permit: permit,
+            slots: Arc::clone(self),
+        })
+    }
+
+    /// Whether every slot is in use.
+    pub fn exhausted(&self) -> bool {
+        self.permits.available_permits() == 0
+    }
+}
+
+/// One of a service's rendezvous slots, held by a rendezvous circuit while it lives.
+#[derive(Debug)]
+pub struct RendezvousSlot {
+    _permit: OwnedSemaphorePermit,
+    slots: Arc<RendezvousSlots>,
+}
+
 /// What the task does when it is an onion service's end of a rendezvous circuit: the
 /// client opens streams with BEGIN, and the service connects them to local targets.
 pub struct ServiceEnd {
@@ -131,13 +177,16 @@ pub struct ServiceEnd {
     pub ports: Arc<Vec<(u16, std::net::SocketAddr)>>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
-    /// The circuit, with any streams still open on it, is closed after this long without
-    /// traffic (no stream opened and no stream data in either direction; DROP and SENDME
-    /// cells do not count, so a client cannot hold the slot with keep-alives or an idle
-    /// stream).
+    /// Idle time: how long the circuit may go without traffic (no stream opened and no
+    /// stream data in either direction; DROP and SENDME cells do not count, so a client
+    /// cannot reset it with keep-alives). Without open streams, the circuit is closed
+    /// once idle this long. With open streams it lives on (a quiet SSH or IRC session is
+    /// not abandoned) unless the service is under pressure, every rendezvous slot in use:
+    /// then circuits idle this long are closed, open streams and all, to make room.
     pub idle_timeout: Duration,
-    /// Held while the circuit lives (bounds the service's rendezvous circuits).
-    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Held while the circuit lives (bounds the service's rendezvous circuits, and tells
+    /// the circuit when they are all in use).
+    pub slot: Option<RendezvousSlot>,
 }
 
 impl std::fmt::Debug for ServiceEnd {
@@ -196,29 +245,61 @@ fn spawn_with(circ: ClientCircuit, service: Option<ServiceEnd>) -> CircuitHandle
 }
 
 impl Reactor {
+    /// The next event for the task, or `None` when the service end closes the circuit as
+    /// idle. A service closes a rendezvous circuit without streams once it carried no
+    /// traffic for its idle time, and one with open streams only when, idle that long,
+    /// all the service's rendezvous slots are in use: clients that keep circuits or
+    /// streams open cannot hold the (bounded) slots against newcomers, yet quiet
+    /// long-lived sessions are not cut while there is room. Idle time is measured from
+    /// the last activity, not the last event: DROP cells and the like do not count.
+    async fn next_event(&mut self) -> Option<Option<ClientCircEvent>> {
+        loop {
+            let Some(service) = &self.service else {
+                return Some(self.circ.next_raw_event().await);
+            };
+            let at = self.idle_since + service.idle_timeout;
+            let slots = service.slot.as_ref().map(|s| Arc::clone(&s.slots));
+            if tokio::time::Instant::now() < at {
+                match tokio::time::timeout_at(at, self.circ.next_raw_event()).await {
+                    Ok(e) => return Some(e),
+                    // Idle time reached: decide below.
+                    Err(_) => continue,
+                }
+            }
+            if self.streams.is_empty() && self.pending.is_empty() {
+                debug!("service: idle rendezvous circuit closed");
+                return None;
+            }
+            let Some(slots) = slots else {
+                return Some(self.circ.next_raw_event().await);
+            };
+            // Registered before the check, so pressure arising between the two is seen.
+            let pressure = slots.pressure.notified();
+            tokio::pin!(pressure);
+            pressure.as_mut().enable();
+            if slots.exhausted() {
+                debug!(
+                    "service: idle rendezvous circuit closed to free a slot ({} streams open)",
+                    self.streams.len()
+                );
+                // Free the slot now, not after the shutdown, so other idle circuits woken
+                // by the same signal see the room made and stay.
+                if let Some(s) = self.service.as_mut() {
+                    s.slot = None;
+                }
+                return None;
+            }
+            tokio::select! {
+                e = self.circ.next_raw_event() => return Some(e),
+                () = &mut pressure => {}
+            }
+        }
+    }
+
     async fn run(mut self) {
         loop {
-            // A service closes a rendezvous circuit that carried no traffic for its idle
-            // timeout, open streams or not, so clients that keep circuits (or streams)
-            // open cannot hold its (bounded) rendezvous slots forever. The deadline is
-            // measured from the last activity, not from the last event: DROP cells and
-            // the like do not keep it open.
-            let deadline = self
-                .service
-                .as_ref()
-                .map(|s| self.idle_since + s.idle_timeout);
-            let event = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, self.circ.next_raw_event()).await {
-                    Ok(e) => e,
-                    Err(_) => {
-                        debug!(
-                            "service: idle rendezvous circuit closed ({} streams open)",
-                            self.streams.len()
-                        );
-                        break;
-                    }
-                },
-                None => self.circ.next_raw_event().await,
+            let Some(event) = self.next_event().await else {
+                break;
             };
             let keep_going = match event {
                 Some(ClientCircEvent::Cell(ChanMsg::Relay(body))) => {
