@@ -55,7 +55,8 @@ impl TokenBucket {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
         s.tokens = (s.tokens + elapsed * self.rate).min(self.burst);
-        s.last = now;
+        // Never move `last` backwards: a stale `now` would credit the same gap twice.
+        s.last = s.last.max(now);
         if s.tokens >= 1.0 {
             s.tokens -= 1.0;
             true
@@ -69,6 +70,19 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_stale_time_does_not_credit_a_gap_twice() {
+        let b = TokenBucket::new(1, 1);
+        let t0 = Instant::now();
+        let t10 = t0 + Duration::from_secs(10);
+        assert!(b.try_take_at(t10));
+        // An earlier time than the last one seen refills nothing, and does not move the
+        // clock back: taking again at t10 must find the bucket still empty.
+        assert!(!b.try_take_at(t0));
+        assert!(!b.try_take_at(t10));
+        assert!(b.try_take_at(t10 + Duration::from_secs(1)));
+    }
 
     #[test]
     fn burst_then_refill() {
