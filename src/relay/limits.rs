@@ -15,7 +15,8 @@ pub struct RelayLimits {
     /// Circuits one channel may have open at once (both directions together).
     pub circuits_per_channel: usize,
     /// Cells queued towards one circuit before the channel that feeds it stops reading
-    /// its socket (backpressure).
+    /// its socket (backpressure), or, if the circuit is waiting on a neighbour's full
+    /// channel meanwhile, before the circuit is destroyed (RESOURCE_LIMIT).
     pub cells_queued_per_circuit: usize,
     /// Bytes of cells queued across all circuits of the relay. When exceeded, the circuit
     /// holding the most queued cells is destroyed.
@@ -42,8 +43,9 @@ pub struct RelayLimits {
     /// Seconds a circuit waits for room in a neighbour's full channel queue before it is
     /// destroyed (TIMEOUT towards the other side). A peer that stops reading its channel
     /// must not hold up the circuits that send to it for ever: while one waits it does
-    /// not drain its own queue, which stalls the reader of the *other* channel, shared
-    /// with circuits of other clients. At least 1 (0 is read as 1).
+    /// not drain its own queue. (The reader of the *other* channel, shared with circuits
+    /// of other clients, does not wait on it: a stalled circuit whose queue fills is
+    /// destroyed at once.) At least 1 (0 is read as 1).
     pub stalled_send_secs: u64,
     /// Introduction points (auth keys) registered at this relay at once.
     pub intro_points: usize,
