@@ -212,4 +212,25 @@ mod tests {
         small.dequeued(300);
         assert_eq!(budget.total(), 0);
     }
+
+    /// A waiter (a channel reader on a full queue) learns of a stall that begins after it
+    /// started waiting; the mark ends with the guard; a kill is reported once.
+    #[tokio::test]
+    async fn a_stall_wakes_a_waiting_reader_and_ends_with_its_guard() {
+        let budget = QueueBudget::new(1000);
+        let ticket = budget.register();
+        let stat = Arc::clone(ticket.stat());
+        let waiter = tokio::spawn(async move { stat.stalled_or_killed().await });
+        tokio::task::yield_now().await;
+        let guard = ticket.stat().stall();
+        assert!(ticket.stat().is_stalled());
+        waiter.await.unwrap();
+        drop(guard);
+        assert!(!ticket.stat().is_stalled());
+        assert!(ticket.stat().kill());
+        assert!(!ticket.stat().kill());
+        assert!(ticket.stat().is_killed());
+        // Killed (not stalled): a waiter returns at once.
+        ticket.stat().stalled_or_killed().await;
+    }
 }
