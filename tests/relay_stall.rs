@@ -5,9 +5,10 @@
 //! open: to R it looks like a peer that stopped reading, with a zero TCP window). The
 //! client floods that circuit; R's channel to N fills, the circuit's task can no longer
 //! send, its own queue fills, and R stops reading the client's channel, which an honest
-//! circuit shares. Before the fix the circuit task waited for ever and so did the honest
-//! circuit; now the stalled circuit is destroyed after `stalled_send_secs` and the honest
-//! circuit keeps working.
+//! circuit shares. R must not wait on that circuit: the stalled circuit is destroyed (at
+//! the latest after `stalled_send_secs`, and at once when its own queue fills while it is
+//! stalled) and the honest circuit keeps working, also while the next hop still does not
+//! read and further circuits through it are flooded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ fn stalled_sends(r: &RelayHandle) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
-    // R gives up on a full queue after 2 s. The dead-peer timeout is off, so only the
+    // R gives up on a full neighbour queue after 2 s. The dead-peer timeout is off, so only the
     // stall bound can end the stalled circuit (a kernel that applies TCP_USER_TIMEOUT to
     // zero-window probing would otherwise close R's channel to N after a while).
     let r = start_relay_with(
@@ -166,8 +167,13 @@ async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
             Err(e) => break e,
         }
     };
+    // TIMEOUT if the bound ended it, RESOURCE_LIMIT if R's reader found its queue full
+    // while it was stalled (with a flood, usually the latter, well within the bound).
     assert!(
-        matches!(err, CircuitError::Destroyed(DestroyReason::Timeout)),
+        matches!(
+            err,
+            CircuitError::Destroyed(DestroyReason::Timeout | DestroyReason::ResourceLimit)
+        ),
         "{err:?}"
     );
 
@@ -186,4 +192,129 @@ async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
     })
     .await
     .expect("R must count exactly the two honest circuits open");
+}
+
+/// Floods `circ` with DROP cells for hop 1 until `stop` is set or the circuit fails;
+/// returns the circuit and the cells sent.
+fn flood(
+    mut circ: ClientCircuit,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(ClientCircuit, u64)> {
+    tokio::spawn(async move {
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let drop = RelayCell::new(None, RelayMsg::Drop).unwrap();
+            if circ.send(1, drop).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (circ, sent)
+    })
+}
+
+/// Reads `circ` until it fails; returns why.
+async fn destroyed(circ: &mut ClientCircuit) -> CircuitError {
+    loop {
+        match tokio::time::timeout(NO_HANG, circ.recv())
+            .await
+            .expect("the stalled circuit must be torn down at the client")
+        {
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+}
+
+/// The attack of the finding: a relay that stops reading, and overlapping circuits through
+/// it flooded one after another, would keep R's reader of the shared channel waiting
+/// nearly all the time if R waited on a stalled circuit's full queue for the whole
+/// `stalled_send_secs`. Here the bound is 600 s, so only R's reader refusing to wait on a
+/// stalled circuit can end them: while N still reads nothing, every flooded circuit
+/// through it is destroyed (RESOURCE_LIMIT) and the honest circuit sharing the client's
+/// channel into R completes round trips during the floods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_circuit_does_not_hold_the_shared_channel_for_its_whole_bound() {
+    let r = start_relay_with(
+        RelayLimits {
+            stalled_send_secs: 600,
+            dead_peer_timeout_secs: 0,
+            ..RelayLimits::default()
+        },
+        None,
+    )
+    .await;
+    let n = start_relay_with(RelayLimits::default(), None).await;
+    let m = start_relay_with(RelayLimits::default(), None).await;
+    let (proxy, stall) = stalling_proxy(n.local_addr()).await;
+    let mut n_via_proxy = target(&n);
+    n_via_proxy.addr = proxy;
+
+    // One client channel to R carries the attacker's circuits (all through the one
+    // channel R keeps to N) and the honest one.
+    let chan = ClientChannel::connect(&target(&r), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        let mut c = ClientCircuit::create(&chan, &target(&r), NO_HANG)
+            .await
+            .unwrap();
+        c.extend(&n_via_proxy, NO_HANG).await.unwrap();
+        attackers.push(c);
+    }
+    let mut honest = ClientCircuit::create(&chan, &target(&r), NO_HANG)
+        .await
+        .unwrap();
+    honest.extend(&target(&m), NO_HANG).await.unwrap();
+    round_trip(&mut honest, 1, 1).await;
+
+    stall.send(true).unwrap();
+    let mut stream: u16 = 2;
+    for (i, circ) in attackers.into_iter().enumerate() {
+        // Flood one circuit through N (the first fills R's channel to N; each later one
+        // finds it full and stalls at once) and, while it floods, use the honest circuit.
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = flood(circ, Arc::clone(&stop));
+        // Round trips from the start of the flood, through the stall it causes, until R
+        // has destroyed the circuit (and a few more): none may wait on the stall.
+        let mut trips = 0;
+        tokio::time::timeout(NO_HANG, async {
+            while stalled_sends(&r) <= i as u64 || trips < 3 {
+                round_trip(&mut honest, 1, stream).await;
+                stream = stream.checked_add(1).unwrap_or(2);
+                trips += 1;
+            }
+        })
+        .await
+        .expect("R must destroy a stalled circuit whose queue is full, not wait on it");
+        eprintln!("  attacker circuit {i}: {trips} honest round trips meanwhile");
+        stop.store(true, Ordering::Relaxed);
+        let (mut circ, sent) = tokio::time::timeout(NO_HANG, task)
+            .await
+            .expect("the client's channel must keep draining")
+            .unwrap();
+        eprintln!("  attacker circuit {i}: flooded {sent} cells");
+        let err = destroyed(&mut circ).await;
+        assert!(
+            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            "{err:?}"
+        );
+    }
+    // N is still not reading and R's bound is far off, yet only the honest circuit is
+    // left open at R, and it (and a new circuit) still work.
+    round_trip(&mut honest, 1, stream).await;
+    let mut fresh = ClientCircuit::create(&chan, &target(&r), NO_HANG)
+        .await
+        .unwrap();
+    fresh.extend(&target(&m), NO_HANG).await.unwrap();
+    round_trip(&mut fresh, 1, stream.wrapping_add(1).max(2)).await;
+    tokio::time::timeout(NO_HANG, async {
+        while r.shared().counters.circuits_open.load(Ordering::Relaxed) != 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("R must count exactly the two honest circuits open");
+    assert!(*stall.borrow(), "N must still be stalled at the end");
 }

@@ -863,6 +863,7 @@ async fn bounded<F: Future>(
 }
 
 /// Waits for `send` (on a full queue) at most `wait`, and not past a kill of the circuit.
+/// While it waits the circuit (`kill`, its stat) is marked stalled.
 async fn bounded_wait<F: Future>(
     send: F,
     wait: Duration,
@@ -874,6 +875,10 @@ async fn bounded_wait<F: Future>(
             None => std::future::pending().await,
         }
     };
+    // While it is marked, a channel reader that finds this circuit's queue full kills the
+    // circuit instead of waiting on it (see `reactor::handle_cell`): the stall must cost
+    // this circuit, not the channel it came on.
+    let _stalled = kill.map(QueueStat::stall);
     tokio::select! {
         out = tokio::time::timeout(wait, send) => out.map_err(|_| SendFailure::Stalled),
         () = killed => Err(SendFailure::Killed),

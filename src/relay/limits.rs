@@ -15,7 +15,9 @@ pub struct RelayLimits {
     /// Circuits one channel may have open at once (both directions together).
     pub circuits_per_channel: usize,
     /// Cells queued towards one circuit before the channel that feeds it stops reading
-    /// its socket (backpressure).
+    /// its socket (backpressure), or, if the circuit is waiting on a neighbour's full
+    /// channel meanwhile, before the circuit is destroyed (RESOURCE_LIMIT). Keep it above
+    /// twice the circuit window (2 × 1000 cells), which honest circuits stay within.
     pub cells_queued_per_circuit: usize,
     /// Bytes of cells queued across all circuits of the relay. When exceeded, the circuit
     /// holding the most queued cells is destroyed.
@@ -42,8 +44,9 @@ pub struct RelayLimits {
     /// Seconds a circuit waits for room in a neighbour's full channel queue before it is
     /// destroyed (TIMEOUT towards the other side). A peer that stops reading its channel
     /// must not hold up the circuits that send to it for ever: while one waits it does
-    /// not drain its own queue, which stalls the reader of the *other* channel, shared
-    /// with circuits of other clients. At least 1 (0 is read as 1).
+    /// not drain its own queue. (The reader of the *other* channel, shared with circuits
+    /// of other clients, does not wait on it: a stalled circuit whose queue fills is
+    /// destroyed at once.) At least 1 (0 is read as 1).
     pub stalled_send_secs: u64,
     /// Introduction points (auth keys) registered at this relay at once.
     pub intro_points: usize,
@@ -74,7 +77,12 @@ impl Default for RelayLimits {
     fn default() -> Self {
         RelayLimits {
             circuits_per_channel: 4096,
-            cells_queued_per_circuit: 256,
+            // Twice the circuit window (1000 cells each way) plus room for control cells:
+            // flow control keeps an honest circuit within it, so only one that ignores it
+            // fills its queue, and a stalled circuit is destroyed when it does (see
+            // `reactor`). With 256, honest bulk transfers were destroyed at a slow hop.
+            // Memory stays capped relay-wide by `total_queued_bytes`.
+            cells_queued_per_circuit: 2 * crate::stream::window::CIRCUIT_WINDOW as usize + 500,
             total_queued_bytes: 64 * 1024 * 1024,
             handshakes_per_second: 2000,
             handshake_burst: 4000,

@@ -22,11 +22,15 @@ pub struct QueueBudget {
     kills: AtomicU64,
 }
 
-/// One circuit's share of the budget.
+/// One circuit's share of the budget, and its state as seen by the channel readers that
+/// feed it (the circuit's task and the readers share it through the circuit's slots).
 #[derive(Debug, Default)]
 pub struct QueueStat {
     queued: AtomicUsize,
     killed: AtomicBool,
+    /// Set while the circuit's task waits for room on a neighbour's full channel queue.
+    stalled: AtomicBool,
+    /// Wakes waiters on a kill and on the start of a stall (waiters recheck the flags).
     notify: Notify,
 }
 
@@ -50,6 +54,49 @@ impl QueueStat {
     /// Bytes this circuit has queued.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Asks this circuit to die (its task sees it wherever it waits to send). Returns
+    /// whether this call did it (false if it was already dying).
+    pub fn kill(&self) -> bool {
+        let first = !self.killed.swap(true, Ordering::AcqRel);
+        self.notify.notify_waiters();
+        first
+    }
+
+    /// Whether the circuit's task is waiting for room on a neighbour's full channel.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Marks the circuit's task as waiting for room on a neighbour's channel until the
+    /// returned guard is dropped (the wait ended, or was cut short).
+    pub fn stall(&self) -> StallGuard<'_> {
+        self.stalled.store(true, Ordering::Release);
+        // A reader already waiting on this circuit's full queue must learn of it now.
+        self.notify.notify_waiters();
+        StallGuard(self)
+    }
+
+    /// Resolves once the circuit is stalled (see [`Self::stall`]) or killed.
+    pub async fn stalled_or_killed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_stalled() || self.is_killed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Clears a circuit's stalled mark on drop (see [`QueueStat::stall`]).
+#[derive(Debug)]
+pub struct StallGuard<'a>(&'a QueueStat);
+
+impl Drop for StallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.stalled.store(false, Ordering::Release);
     }
 }
 
@@ -108,8 +155,7 @@ impl QueueBudget {
             .max_by_key(|s| s.queued())
             .cloned();
         if let Some(v) = victim {
-            v.killed.store(true, Ordering::Release);
-            v.notify.notify_waiters();
+            v.kill();
             self.kills.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -165,5 +211,26 @@ mod tests {
         assert_eq!(budget.total(), 300);
         small.dequeued(300);
         assert_eq!(budget.total(), 0);
+    }
+
+    /// A waiter (a channel reader on a full queue) learns of a stall that begins after it
+    /// started waiting; the mark ends with the guard; a kill is reported once.
+    #[tokio::test]
+    async fn a_stall_wakes_a_waiting_reader_and_ends_with_its_guard() {
+        let budget = QueueBudget::new(1000);
+        let ticket = budget.register();
+        let stat = Arc::clone(ticket.stat());
+        let waiter = tokio::spawn(async move { stat.stalled_or_killed().await });
+        tokio::task::yield_now().await;
+        let guard = ticket.stat().stall();
+        assert!(ticket.stat().is_stalled());
+        waiter.await.unwrap();
+        drop(guard);
+        assert!(!ticket.stat().is_stalled());
+        assert!(ticket.stat().kill());
+        assert!(!ticket.stat().kill());
+        assert!(ticket.stat().is_killed());
+        // Killed (not stalled): a waiter returns at once.
+        ticket.stat().stalled_or_killed().await;
     }
 }

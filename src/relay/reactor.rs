@@ -4,10 +4,13 @@
 //! One task per channel, so channels are read in parallel on all cores. The task owns no
 //! circuit state: circuits live in their own tasks ([`super::circuit`]), reached through
 //! bounded queues. When a circuit's queue is full this task waits, which stops reading the
-//! socket: backpressure reaches the peer instead of memory growing.
+//! socket: backpressure reaches the peer instead of memory growing. It does not wait on a
+//! circuit that is itself stuck sending to a neighbour that stopped reading: that circuit
+//! is destroyed instead, so the channel (shared with other clients) keeps flowing.
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tracing::debug;
 
 use crate::cell::chan_cell::sets;
@@ -17,7 +20,7 @@ use crate::link::{ChannelReceiver, PeerKind};
 
 use super::circuit;
 use super::events::{CircEvent, Side};
-use super::shared::{RelayChannel, RelayCounters, RelayShared};
+use super::shared::{CircSlot, RelayChannel, RelayCounters, RelayShared};
 
 /// Reads `chan` until it closes, then tells every circuit on it.
 pub async fn run(shared: Arc<RelayShared>, chan: Arc<RelayChannel>, mut receiver: ChannelReceiver) {
@@ -88,11 +91,37 @@ async fn handle_cell(
         }
     };
     slot.ticket.enqueued(CELL_LEN);
-    if slot.tx.send(event).await.is_err() {
+    let queued = match slot.tx.try_send(event) {
+        Ok(()) => true,
         // The circuit task ended between lookup and send; it cleans up its own slots.
+        Err(TrySendError::Closed(_)) => false,
+        Err(TrySendError::Full(event)) => wait_for_room(shared, &slot, event).await,
+    };
+    if !queued {
         slot.ticket.dequeued(CELL_LEN);
     }
     Ok(())
+}
+
+/// `slot`'s queue is full: waits for room (backpressure: this channel is not read
+/// meanwhile), unless the circuit is itself waiting on a neighbour that does not read
+/// (stalled) or dying. Such a circuit is killed and `event` dropped, so one circuit's
+/// stalled next hop does not stop this channel, which other clients' circuits share.
+/// Returns whether `event` was queued.
+async fn wait_for_room(shared: &RelayShared, slot: &CircSlot, event: CircEvent) -> bool {
+    let stat = slot.ticket.stat();
+    tokio::select! {
+        // Room first: a circuit whose stall just ended keeps its cells.
+        biased;
+        sent = slot.tx.send(event) => sent.is_ok(),
+        () = stat.stalled_or_killed() => {
+            if stat.kill() {
+                debug!("relay: circuit destroyed: stalled on a neighbour with its queue full");
+                RelayCounters::bump(&shared.counters.stalled_sends);
+            }
+            false
+        }
+    }
 }
 
 /// A cell for a circuit id this channel does not carry: only CREATE opens one. Anything

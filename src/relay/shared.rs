@@ -72,8 +72,8 @@ pub struct RelayCounters {
     pub introductions_forwarded: AtomicU64,
     /// Circuit pairs joined by this relay as a rendezvous point.
     pub rendezvous_joined: AtomicU64,
-    /// Circuits destroyed because a neighbour's channel queue stayed full for
-    /// `stalled_send_secs` (a peer that stopped reading).
+    /// Circuits destroyed because a neighbour's channel queue stayed full: for
+    /// `stalled_send_secs`, or while their own queue filled (a peer that stopped reading).
     pub stalled_sends: AtomicU64,
 }
 

@@ -325,10 +325,12 @@ impl Circuit {
         let kill = Some(self.ticket.stat().as_ref());
         match bounded(guard.send_backward(body, true), wait, kill).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Teardown::from_side(
+            Ok(Err(SpliceError::Closed)) => Err(Teardown::from_side(
                 DestroyReason::ChannelClosed,
                 Side::Prev,
             )),
+            // Not the neighbour's doing: it gets DESTROY like at the other call sites.
+            Ok(Err(SpliceError::Crypto)) => Err(internal()),
             Err(f) => Err(lost(f, Side::Prev, &self.shared.counters)),
         }
     }
