@@ -440,6 +440,15 @@ impl IntroBudget {
         self.window.1 += 1;
         true
     }
+
+    /// Gives back what [`Self::admit_meeting`] took at `now` (the introduction was not
+    /// acted on after all). Nothing if that window has since been replaced: a later
+    /// window starts after `now`, and its count is not ours to lower.
+    fn refund_meeting(&mut self, now: Instant) {
+        if self.window.0 <= now {
+            self.window.1 = self.window.1.saturating_sub(1);
+        }
+    }
 }
 
 /// Why an introduction was dropped by [`screen_introduction`].
@@ -450,26 +459,35 @@ enum Dropped {
     /// The introduction point's group (current or retired points) is over its joint
     /// decryption budget.
     DecryptBudget,
-    /// It did not decrypt, was a replay, was malformed, lacked a valid puzzle solution
-    /// or no rendezvous slot was free (`open` said so).
+    /// It did not decrypt, was a replay, was malformed or lacked a valid puzzle solution
+    /// (`open` said so).
     Invalid,
     /// Valid, but the service already answered its introductions of this second.
     MeetRate,
+    /// Valid and within the rate, but no rendezvous slot was free (`act` said so); the
+    /// rate was given back.
+    NoSlot,
 }
 
 /// Runs an INTRODUCE2 through the service's budgets: its introduction point's gate and
 /// its group's joint decryption gate before `open` (which does the public-key work, the
-/// replay and puzzle checks and returns `None` for anything not worth a rendezvous), then
-/// the service-wide rate of answered introductions. Only an introduction `open` accepted
-/// is charged to that rate, so introductions that fail cannot crowd out honest ones
-/// arriving through another point; the decryption gates bound what the failing ones cost.
-fn screen_introduction<T>(
+/// puzzle and replay checks and returns `None` for anything not worth a rendezvous), then
+/// the service-wide rate of answered introductions, then `act` (which takes a rendezvous
+/// slot and records the introduction in the replay cache, or returns `None` if no slot is
+/// free: the rate is then given back). Only an introduction `open` accepted is charged to
+/// that rate, so introductions that fail cannot crowd out honest ones arriving through
+/// another point; the decryption gates bound what the failing ones cost. Only one within
+/// the rate takes a slot (taking the last one, or finding none, makes an idle rendezvous
+/// circuit give its slot up, see [`RendezvousSlots`]), so introductions the service will
+/// not answer anyway cannot close other clients' sessions.
+fn screen_introduction<T, U>(
     point: &Mutex<IntroGate>,
     group: PointGroup,
     budget: &Mutex<IntroBudget>,
     now: Instant,
     open: impl FnOnce() -> Option<T>,
-) -> Result<T, Dropped> {
+    act: impl FnOnce(T) -> Option<U>,
+) -> Result<U, Dropped> {
     // The point's own gate first: a point over its budget (a flooding one) never
     // touches the joint one. A joint refusal gives the point its token back, so a point
     // whose group is flooded through another point keeps its own budget.
@@ -484,7 +502,13 @@ fn screen_introduction<T>(
     if !lock(budget).admit_meeting(now) {
         return Err(Dropped::MeetRate);
     }
-    Ok(opened)
+    match act(opened) {
+        Some(acted) => Ok(acted),
+        None => {
+            lock(budget).refund_meeting(now);
+            Err(Dropped::NoSlot)
+        }
+    }
 }
 
 /// Whether an introduction point's keys must be replaced: its replay cache is
@@ -1054,6 +1078,10 @@ impl IntroTask {
             &self.shared.budget,
             Instant::now(),
             || self.open_introduction(&intro),
+            |(plain, hs)| {
+                let slot = self.take_rendezvous_slot(intro.client_x())?;
+                Some((plain, hs, slot))
+            },
         );
         let (plain, hs, slot) = match screened {
             Ok(v) => v,
@@ -1079,8 +1107,8 @@ impl IntroTask {
                 }
                 return;
             }
-            // Logged by open_introduction.
-            Err(Dropped::Invalid) => return,
+            // Logged by open_introduction and take_rendezvous_slot.
+            Err(Dropped::Invalid | Dropped::NoSlot) => return,
             Err(Dropped::MeetRate) => {
                 debug!("onion service: introduction dropped (rate limit)");
                 return;
@@ -1094,17 +1122,13 @@ impl IntroTask {
         });
     }
 
-    /// Decryption, plaintext, puzzle check, replay check, then a free rendezvous slot:
-    /// the introduction's plaintext, handshake state and slot, or `None` (logged at
-    /// debug) if it is not worth a rendezvous or no slot is free.
+    /// Decryption, plaintext, puzzle check, replay check: the introduction's plaintext
+    /// and handshake state, or `None` (logged at debug) if it is not worth a rendezvous.
+    /// Nothing is recorded in the replay cache yet ([`Self::take_rendezvous_slot`]).
     fn open_introduction(
         &self,
         intro: &Introduce,
-    ) -> Option<(
-        IntroducePlaintext,
-        crate::onion::handshake::HsServiceIntro,
-        RendezvousSlot,
-    )> {
+    ) -> Option<(IntroducePlaintext, crate::onion::handshake::HsServiceIntro)> {
         let now = now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
             return None;
@@ -1167,22 +1191,36 @@ impl IntroTask {
                 return None;
             }
         }
-        // Last (the checks above cost a hash at most): only an introduction worth a
-        // rendezvous takes room in the cache, so unsolved ones cannot fill it.
-        if lock(&self.replay)
-            .check_and_insert(intro.client_x())
-            .is_err()
-        {
+        // Checked here, before the service-wide rate of answered introductions: a replay
+        // (an introduction point may send one INTRODUCE2 again and again) must never use
+        // up that rate, or one valid introduction would crowd out everyone. It is only
+        // recorded once the introduction is acted on (take_rendezvous_slot): one dropped
+        // for the rate or for want of a slot takes no room in the cache, and acting on it
+        // later, if it comes again, still makes one rendezvous per X at most.
+        if lock(&self.replay).check(intro.client_x()).is_err() {
             debug!("onion service: replayed or refused introduction");
             return None;
         }
-        // Only now: a slot taken (the last one signals pressure to idle circuits, see
-        // RendezvousSlots) only for an introduction worth a rendezvous.
+        Some((plain, hs))
+    }
+
+    /// For an introduction within the service's rate: a rendezvous slot, and `X`
+    /// recorded in the replay cache (the cache locked across both, so the slot is taken
+    /// only for an `X` recorded now, never for a repeat). `None` (logged at debug) if no
+    /// slot is free or the cache refuses `X`.
+    fn take_rendezvous_slot(&self, client_x: &[u8; 32]) -> Option<RendezvousSlot> {
+        let mut replay = lock(&self.replay);
+        if replay.check(client_x).is_err() {
+            debug!("onion service: replayed or refused introduction");
+            return None;
+        }
         let Some(slot) = self.shared.rendezvous.try_acquire() else {
             debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
             return None;
         };
-        Some((plain, hs, slot))
+        // Cannot fail: checked above under the same lock.
+        replay.check_and_insert(client_x).ok()?;
+        Some(slot)
     }
 }
 
@@ -1262,6 +1300,68 @@ async fn meet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`screen_introduction`] whose `act` always finds a slot.
+    fn screen<T>(
+        point: &Mutex<IntroGate>,
+        group: PointGroup,
+        budget: &Mutex<IntroBudget>,
+        now: Instant,
+        open: impl FnOnce() -> Option<T>,
+    ) -> Result<T, Dropped> {
+        screen_introduction(point, group, budget, now, open, Some)
+    }
+
+    /// The rate of answered introductions is checked before `act` (which takes a
+    /// rendezvous slot and records the introduction as seen): an introduction over the
+    /// rate takes no slot and is not recorded; one that finds no slot gives its place in
+    /// the rate back.
+    #[test]
+    fn rate_is_checked_before_a_slot_is_taken_and_refunded_without_one() {
+        let t0 = Instant::now();
+        let budget = Mutex::new(IntroBudget::new(2, (100, 100), t0));
+        let gate = Mutex::new(IntroGate::new(100, 100, t0));
+        let mut acted = 0;
+        // No slot free, many times over: every one is refunded, the rate stays unused.
+        for _ in 0..10 {
+            let r = screen_introduction(
+                &gate,
+                PointGroup::Current,
+                &budget,
+                t0,
+                || Some(()),
+                |()| {
+                    acted += 1;
+                    None::<()>
+                },
+            );
+            assert_eq!(r, Err(Dropped::NoSlot));
+        }
+        assert_eq!(acted, 10);
+        assert_eq!(lock(&budget).window.1, 0);
+        // Slots free: the rate (2 per second) admits two, the third never reaches `act`.
+        for expect in [Ok(()), Ok(()), Err(Dropped::MeetRate)] {
+            let r = screen_introduction(
+                &gate,
+                PointGroup::Current,
+                &budget,
+                t0,
+                || Some(()),
+                |()| {
+                    acted += 1;
+                    Some(())
+                },
+            );
+            assert_eq!(r, expect);
+        }
+        assert_eq!(acted, 12);
+        // A refund for a window that has since been replaced lowers nothing.
+        let t1 = t0 + Duration::from_secs(1);
+        let mut b = lock(&budget);
+        assert!(b.admit_meeting(t1));
+        b.refund_meeting(t0);
+        assert_eq!(b.window, (t1, 1));
+    }
 
     #[test]
     fn next_period_is_served_only_near_the_boundary() {
@@ -1439,14 +1539,14 @@ mod tests {
         for step in 0..(seconds * 200) {
             let now = t0 + Duration::from_millis(5 * step);
             for gate in &gates[..2] {
-                let r = screen_introduction(gate, PointGroup::Current, &budget, now, || {
+                let r = screen(gate, PointGroup::Current, &budget, now, || {
                     decrypted += 1;
                     None::<()>
                 });
                 assert_ne!(r, Err(Dropped::MeetRate));
             }
             if step % 20 == 0 {
-                let r = screen_introduction(&gates[2], PointGroup::Current, &budget, now, || {
+                let r = screen(&gates[2], PointGroup::Current, &budget, now, || {
                     decrypted += 1;
                     Some(())
                 });
@@ -1485,7 +1585,7 @@ mod tests {
         for step in 0..(seconds * 100) {
             let now = t0 + Duration::from_millis(10 * step);
             for (gate, group) in &gates {
-                match screen_introduction(gate, *group, &budget, now, || {
+                match screen(gate, *group, &budget, now, || {
                     decrypted += 1;
                     Some(())
                 }) {
@@ -1531,7 +1631,7 @@ mod tests {
                 ));
             }
             for (gate, group) in &points {
-                let r = screen_introduction(gate, *group, &budget, now, || {
+                let r = screen(gate, *group, &budget, now, || {
                     if *group == PointGroup::Retired {
                         retired_decrypted += 1;
                     }
@@ -1545,8 +1645,7 @@ mod tests {
                 );
             }
             if step % 20 == 0 {
-                let r =
-                    screen_introduction(&honest, PointGroup::Current, &budget, now, || Some(()));
+                let r = screen(&honest, PointGroup::Current, &budget, now, || Some(()));
                 assert_eq!(r, Ok(()), "honest introduction dropped at step {step}");
                 answered += 1;
             }
@@ -1570,11 +1669,11 @@ mod tests {
         let quiet = Mutex::new(IntroGate::new(10, 50, t0));
         // The flooding point uses up the retired points' joint burst.
         for _ in 0..50 {
-            let r = screen_introduction(&flooding, PointGroup::Retired, &budget, t0, || None::<()>);
+            let r = screen(&flooding, PointGroup::Retired, &budget, t0, || None::<()>);
             assert_eq!(r, Err(Dropped::Invalid));
         }
         for _ in 0..20 {
-            let r = screen_introduction(&quiet, PointGroup::Retired, &budget, t0, || Some(()));
+            let r = screen(&quiet, PointGroup::Retired, &budget, t0, || Some(()));
             assert_eq!(r, Err(Dropped::DecryptBudget));
         }
         let gate = lock(&quiet);
