@@ -103,9 +103,11 @@ pub struct ServiceConfig {
     /// INTRODUCE2 cells one introduction point may make the service decrypt per second
     /// (a token bucket checked before any public-key work, so a malicious introduction
     /// point sending garbage costs the service little and cannot use up the other points'
-    /// decryptions). All points together, retired ones included, are also held to
-    /// [`INTRO_POINTS`] times this rate and burst, so the total decryption work stays
-    /// bounded whatever the number of points.
+    /// decryptions). The current points together are also held to [`INTRO_POINTS`] times
+    /// this rate and burst, and the retired ones (keys replaced, still answering clients
+    /// with older descriptors) together to once this rate and burst, so the total
+    /// decryption work stays bounded whatever the number of points, and retired points
+    /// cannot use up the current points' budget.
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,
@@ -217,6 +219,9 @@ struct IntroSlot {
     replay: Arc<Mutex<ReplayCache>>,
     /// The decryption budget of this introduction point (kept across circuit rebuilds).
     gate: Arc<Mutex<IntroGate>>,
+    /// Set when the slot is retired ([`rotate_slots`]): its decryptions are then charged
+    /// to the retired points' joint budget, no longer to the current points'.
+    retired: Arc<std::sync::atomic::AtomicBool>,
     /// When the keys were generated.
     created: Instant,
     /// How long they are used: [`INTRO_KEY_LIFETIME`] ± [`INTRO_KEY_JITTER`].
@@ -243,6 +248,7 @@ impl IntroSlot {
             enc: Arc::new(OnionKeypair::generate(&mut rand::rng())),
             replay: Arc::new(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))),
             gate: Arc::new(Mutex::new(gate)),
+            retired: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             created,
             lifetime: jittered_key_lifetime(),
             close: watch::channel(false).0,
@@ -311,6 +317,21 @@ impl IntroGate {
         }
     }
 
+    /// An empty bucket (it fills at `rate` per second up to `burst`): the gate of an
+    /// introduction point that replaces another. See [`IntroBudget::current`] for why.
+    fn empty(rate: u32, burst: u32, now: Instant) -> Self {
+        IntroGate {
+            tokens_milli: 0,
+            ..IntroGate::new(rate, burst, now)
+        }
+    }
+
+    /// Gives back the token the last [`Self::admit_at`] took (at the same instant): the
+    /// introduction was refused by a later budget, so it did not use this one.
+    fn refund(&mut self) {
+        self.tokens_milli = self.tokens_milli.saturating_add(1000).min(self.burst_milli);
+    }
+
     /// Takes a token at `now`: whether one more introduction may be decrypted. A refusal
     /// is counted.
     fn admit_at(&mut self, now: Instant) -> bool {
@@ -346,15 +367,36 @@ impl IntroGate {
     }
 }
 
+/// Which joint decryption budget an introduction point is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PointGroup {
+    /// One of the (at most [`INTRO_POINTS`]) points the latest descriptors list.
+    Current,
+    /// A point whose keys were replaced, kept for clients with older descriptors.
+    Retired,
+}
+
 /// The service-wide introduction budgets, in the order an INTRODUCE2 meets them (after
 /// its own introduction point's [`IntroGate`]; see [`screen_introduction`]).
 #[derive(Debug)]
 struct IntroBudget {
-    /// Decryptions by all introduction points together, retired ones included:
-    /// [`INTRO_POINTS`] times one point's rate and burst. Each point's own gate keeps any
-    /// one point to its share, so garbage from some points leaves the others theirs, and
-    /// retired points (at most [`MAX_RETIRED`]) cannot raise the total.
-    decrypt: IntroGate,
+    /// Decryptions by the current introduction points together: [`INTRO_POINTS`] times
+    /// one point's rate and burst. It never refuses a current point that its own gate
+    /// admitted: at most [`INTRO_POINTS`] points are current at once, the first ones
+    /// start full like this bucket and any later one (replacing a point that was
+    /// retired or dropped, whose tokens leave with it) starts empty, and each point
+    /// refills at a third of this rate; so this bucket always holds at least the
+    /// current points' tokens together. Garbage through some points therefore cannot
+    /// crowd out honest introductions through another current point: each gets its own
+    /// rate and burst. (It still bounds the total if that reasoning ever stops holding;
+    /// an introduction being screened at the very moment its point is retired may be
+    /// charged here once more.)
+    current: IntroGate,
+    /// Decryptions by the retired points together (at most [`MAX_RETIRED`]): one point's
+    /// rate and burst, so flooding them adds at most one point's worth of work, and
+    /// takes nothing from the current points. Retired points can crowd out each other's
+    /// honest introductions (clients holding a descriptor older than the last rotation).
+    retired: IntroGate,
     /// The current one-second window and the introductions answered in it.
     window: (Instant, u32),
     /// Introductions answered per second.
@@ -363,17 +405,27 @@ struct IntroBudget {
 
 impl IntroBudget {
     /// `per_second` answered introductions (at least 1); decryptions: [`INTRO_POINTS`]
-    /// times `point` (one introduction point's rate and burst).
+    /// times `point` (one introduction point's rate and burst) for the current points,
+    /// once `point` for the retired ones.
     fn new(per_second: u32, point: (u32, u32), now: Instant) -> Self {
         let points = INTRO_POINTS as u32;
         IntroBudget {
-            decrypt: IntroGate::new(
+            current: IntroGate::new(
                 point.0.max(1).saturating_mul(points),
                 point.1.max(1).saturating_mul(points),
                 now,
             ),
+            retired: IntroGate::new(point.0, point.1, now),
             window: (now, 0),
             per_second: per_second.max(1),
+        }
+    }
+
+    /// The joint decryption budget of `group`.
+    fn decrypt(&mut self, group: PointGroup) -> &mut IntroGate {
+        match group {
+            PointGroup::Current => &mut self.current,
+            PointGroup::Retired => &mut self.retired,
         }
     }
 
@@ -388,6 +440,15 @@ impl IntroBudget {
         self.window.1 += 1;
         true
     }
+
+    /// Gives back what [`Self::admit_meeting`] took at `now` (the introduction was not
+    /// acted on after all). Nothing if that window has since been replaced: a later
+    /// window starts after `now`, and its count is not ours to lower.
+    fn refund_meeting(&mut self, now: Instant) {
+        if self.window.0 <= now {
+            self.window.1 = self.window.1.saturating_sub(1);
+        }
+    }
 }
 
 /// Why an introduction was dropped by [`screen_introduction`].
@@ -395,38 +456,59 @@ impl IntroBudget {
 enum Dropped {
     /// Its introduction point is over its decryption budget.
     PointBudget,
-    /// All introduction points together are over the decryption budget.
+    /// The introduction point's group (current or retired points) is over its joint
+    /// decryption budget.
     DecryptBudget,
-    /// It did not decrypt, was a replay, was malformed, lacked a valid puzzle solution
-    /// or no rendezvous slot was free (`open` said so).
+    /// It did not decrypt, was a replay, was malformed or lacked a valid puzzle solution
+    /// (`open` said so).
     Invalid,
     /// Valid, but the service already answered its introductions of this second.
     MeetRate,
+    /// Valid and within the rate, but no rendezvous slot was free (`act` said so); the
+    /// rate was given back.
+    NoSlot,
 }
 
 /// Runs an INTRODUCE2 through the service's budgets: its introduction point's gate and
-/// the service-wide decryption gate before `open` (which does the public-key work, the
-/// replay and puzzle checks and returns `None` for anything not worth a rendezvous), then
-/// the service-wide rate of answered introductions. Only an introduction `open` accepted
-/// is charged to that rate, so introductions that fail cannot crowd out honest ones
-/// arriving through another point; the decryption gates bound what the failing ones cost.
-fn screen_introduction<T>(
+/// its group's joint decryption gate before `open` (which does the public-key work, the
+/// puzzle and replay checks and returns `None` for anything not worth a rendezvous), then
+/// the service-wide rate of answered introductions, then `act` (which takes a rendezvous
+/// slot and records the introduction in the replay cache, or returns `None` if no slot is
+/// free: the rate is then given back). Only an introduction `open` accepted is charged to
+/// that rate, so introductions that fail cannot crowd out honest ones arriving through
+/// another point; the decryption gates bound what the failing ones cost. Only one within
+/// the rate takes a slot (taking the last one, or finding none, makes an idle rendezvous
+/// circuit give its slot up, see [`RendezvousSlots`]), so introductions the service will
+/// not answer anyway cannot close other clients' sessions.
+fn screen_introduction<T, U>(
     point: &Mutex<IntroGate>,
+    group: PointGroup,
     budget: &Mutex<IntroBudget>,
     now: Instant,
     open: impl FnOnce() -> Option<T>,
-) -> Result<T, Dropped> {
+    act: impl FnOnce(T) -> Option<U>,
+) -> Result<U, Dropped> {
+    // The point's own gate first: a point over its budget (a flooding one) never
+    // touches the joint one. A joint refusal gives the point its token back, so a point
+    // whose group is flooded through another point keeps its own budget.
     if !lock(point).admit_at(now) {
         return Err(Dropped::PointBudget);
     }
-    if !lock(budget).decrypt.admit_at(now) {
+    if !lock(budget).decrypt(group).admit_at(now) {
+        lock(point).refund();
         return Err(Dropped::DecryptBudget);
     }
     let opened = open().ok_or(Dropped::Invalid)?;
     if !lock(budget).admit_meeting(now) {
         return Err(Dropped::MeetRate);
     }
-    Ok(opened)
+    match act(opened) {
+        Some(acted) => Ok(acted),
+        None => {
+            lock(budget).refund_meeting(now);
+            Err(Dropped::NoSlot)
+        }
+    }
 }
 
 /// Whether an introduction point's keys must be replaced: its replay cache is
@@ -465,6 +547,10 @@ fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Ins
             now.saturating_duration_since(slot.created).as_secs()
         );
         if slot.ever_up.load(std::sync::atomic::Ordering::Acquire) {
+            // From now on its decryptions count against the retired points' budget: the
+            // current points' budget covers the points that replace it.
+            slot.retired
+                .store(true, std::sync::atomic::Ordering::Release);
             retired.push(Retired {
                 slot,
                 until: now + RETIRED_KEY_KEPT,
@@ -608,6 +694,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     let mut slots: Vec<IntroSlot> = Vec::new();
     let mut retired: Vec<Retired> = Vec::new();
+    // Current slots made so far: only the first INTRO_POINTS start with a full bucket.
+    let mut slots_made = 0usize;
     // Per period number: the introduction points' auth keys last uploaded, and when.
     let mut uploaded: Vec<(u64, Vec<[u8; 32]>, Instant)> = Vec::new();
     let mut revision = 0u64;
@@ -615,7 +703,7 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     let mut retry_at = Instant::now();
     loop {
         rotate_slots(&mut slots, &mut retired, Instant::now());
-        refresh_slots(&shared, &mut slots);
+        refresh_slots(&shared, &mut slots, &mut slots_made);
         refresh_retired(&shared, &mut retired);
         let up: Vec<&IntroSlot> = slots
             .iter()
@@ -690,7 +778,12 @@ fn periods_to_serve(params: &PeriodParams, now: u64) -> Vec<crate::onion::TimePe
 }
 
 /// Keeps [`INTRO_POINTS`] slots, each with a task owning its introduction circuit.
-fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
+/// `made` counts the slots made so far: the first [`INTRO_POINTS`] get a full decryption
+/// bucket, later ones (replacing a slot) an empty one, so the current points' tokens
+/// together never exceed the joint bucket that covers them ([`IntroBudget::current`]).
+/// A new point is not in any descriptor before it is established, so its bucket has
+/// filled for a while before clients can use it.
+fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>, made: &mut usize) {
     let Ok(consensus) = shared.client.live_consensus() else {
         return;
     };
@@ -710,11 +803,13 @@ fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>) {
             break;
         };
         let (rate, burst) = shared.intro_point_budget;
-        slots.push(IntroSlot::new(
-            (*relay).clone(),
-            Instant::now(),
-            IntroGate::new(rate, burst, Instant::now()),
-        ));
+        let gate = if *made < INTRO_POINTS {
+            IntroGate::new(rate, burst, Instant::now())
+        } else {
+            IntroGate::empty(rate, burst, Instant::now())
+        };
+        *made = made.saturating_add(1);
+        slots.push(IntroSlot::new((*relay).clone(), Instant::now(), gate));
     }
     for slot in slots.iter_mut() {
         start_slot(shared, slot);
@@ -767,6 +862,7 @@ fn start_slot(shared: &Arc<Shared>, slot: &mut IntroSlot) {
         enc: Arc::clone(&slot.enc),
         replay: Arc::clone(&slot.replay),
         gate: Arc::clone(&slot.gate),
+        retired: Arc::clone(&slot.retired),
         up: Arc::clone(&slot.up),
         ever_up: Arc::clone(&slot.ever_up),
         close: slot.close.subscribe(),
@@ -870,6 +966,8 @@ struct IntroTask {
     enc: Arc<OnionKeypair>,
     replay: Arc<Mutex<ReplayCache>>,
     gate: Arc<Mutex<IntroGate>>,
+    /// The slot was retired: charge its group's budget ([`PointGroup::Retired`]).
+    retired: Arc<std::sync::atomic::AtomicBool>,
     up: Arc<std::sync::atomic::AtomicBool>,
     ever_up: Arc<std::sync::atomic::AtomicBool>,
     /// The slot's close signal (the slot was retired and dropped, or told to close).
@@ -969,9 +1067,22 @@ impl IntroTask {
             debug!("onion service: INTRODUCE2 for another auth key");
             return;
         }
-        let screened = screen_introduction(&self.gate, &self.shared.budget, Instant::now(), || {
-            self.open_introduction(&intro)
-        });
+        let group = if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            PointGroup::Retired
+        } else {
+            PointGroup::Current
+        };
+        let screened = screen_introduction(
+            &self.gate,
+            group,
+            &self.shared.budget,
+            Instant::now(),
+            || self.open_introduction(&intro),
+            |(plain, hs)| {
+                let slot = self.take_rendezvous_slot(intro.client_x())?;
+                Some((plain, hs, slot))
+            },
+        );
         let (plain, hs, slot) = match screened {
             Ok(v) => v,
             Err(Dropped::PointBudget) => {
@@ -987,17 +1098,17 @@ impl IntroTask {
                 return;
             }
             Err(Dropped::DecryptBudget) => {
-                let refused = lock(&self.shared.budget).decrypt.refused();
+                let refused = lock(&self.shared.budget).decrypt(group).refused();
                 if refused == 1 || refused % 100 == 0 {
                     debug!(
-                        "onion service: introduction dropped (introduction points over their \
-                         joint budget; {refused} refused so far)"
+                        "onion service: introduction dropped ({group:?} introduction points \
+                         over their joint budget; {refused} refused so far)"
                     );
                 }
                 return;
             }
-            // Logged by open_introduction.
-            Err(Dropped::Invalid) => return,
+            // Logged by open_introduction and take_rendezvous_slot.
+            Err(Dropped::Invalid | Dropped::NoSlot) => return,
             Err(Dropped::MeetRate) => {
                 debug!("onion service: introduction dropped (rate limit)");
                 return;
@@ -1011,17 +1122,13 @@ impl IntroTask {
         });
     }
 
-    /// Decryption, plaintext, puzzle check, replay check, then a free rendezvous slot:
-    /// the introduction's plaintext, handshake state and slot, or `None` (logged at
-    /// debug) if it is not worth a rendezvous or no slot is free.
+    /// Decryption, plaintext, puzzle check, replay check: the introduction's plaintext
+    /// and handshake state, or `None` (logged at debug) if it is not worth a rendezvous.
+    /// Nothing is recorded in the replay cache yet ([`Self::take_rendezvous_slot`]).
     fn open_introduction(
         &self,
         intro: &Introduce,
-    ) -> Option<(
-        IntroducePlaintext,
-        crate::onion::handshake::HsServiceIntro,
-        RendezvousSlot,
-    )> {
+    ) -> Option<(IntroducePlaintext, crate::onion::handshake::HsServiceIntro)> {
         let now = now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
             return None;
@@ -1084,22 +1191,36 @@ impl IntroTask {
                 return None;
             }
         }
-        // Last (the checks above cost a hash at most): only an introduction worth a
-        // rendezvous takes room in the cache, so unsolved ones cannot fill it.
-        if lock(&self.replay)
-            .check_and_insert(intro.client_x())
-            .is_err()
-        {
+        // Checked here, before the service-wide rate of answered introductions: a replay
+        // (an introduction point may send one INTRODUCE2 again and again) must never use
+        // up that rate, or one valid introduction would crowd out everyone. It is only
+        // recorded once the introduction is acted on (take_rendezvous_slot): one dropped
+        // for the rate or for want of a slot takes no room in the cache, and acting on it
+        // later, if it comes again, still makes one rendezvous per X at most.
+        if lock(&self.replay).check(intro.client_x()).is_err() {
             debug!("onion service: replayed or refused introduction");
             return None;
         }
-        // Only now: a slot taken (the last one signals pressure to idle circuits, see
-        // RendezvousSlots) only for an introduction worth a rendezvous.
+        Some((plain, hs))
+    }
+
+    /// For an introduction within the service's rate: a rendezvous slot, and `X`
+    /// recorded in the replay cache (the cache locked across both, so the slot is taken
+    /// only for an `X` recorded now, never for a repeat). `None` (logged at debug) if no
+    /// slot is free or the cache refuses `X`.
+    fn take_rendezvous_slot(&self, client_x: &[u8; 32]) -> Option<RendezvousSlot> {
+        let mut replay = lock(&self.replay);
+        if replay.check(client_x).is_err() {
+            debug!("onion service: replayed or refused introduction");
+            return None;
+        }
         let Some(slot) = self.shared.rendezvous.try_acquire() else {
             debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
             return None;
         };
-        Some((plain, hs, slot))
+        // Cannot fail: checked above under the same lock.
+        replay.check_and_insert(client_x).ok()?;
+        Some(slot)
     }
 }
 
@@ -1179,6 +1300,68 @@ async fn meet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`screen_introduction`] whose `act` always finds a slot.
+    fn screen<T>(
+        point: &Mutex<IntroGate>,
+        group: PointGroup,
+        budget: &Mutex<IntroBudget>,
+        now: Instant,
+        open: impl FnOnce() -> Option<T>,
+    ) -> Result<T, Dropped> {
+        screen_introduction(point, group, budget, now, open, Some)
+    }
+
+    /// The rate of answered introductions is checked before `act` (which takes a
+    /// rendezvous slot and records the introduction as seen): an introduction over the
+    /// rate takes no slot and is not recorded; one that finds no slot gives its place in
+    /// the rate back.
+    #[test]
+    fn rate_is_checked_before_a_slot_is_taken_and_refunded_without_one() {
+        let t0 = Instant::now();
+        let budget = Mutex::new(IntroBudget::new(2, (100, 100), t0));
+        let gate = Mutex::new(IntroGate::new(100, 100, t0));
+        let mut acted = 0;
+        // No slot free, many times over: every one is refunded, the rate stays unused.
+        for _ in 0..10 {
+            let r = screen_introduction(
+                &gate,
+                PointGroup::Current,
+                &budget,
+                t0,
+                || Some(()),
+                |()| {
+                    acted += 1;
+                    None::<()>
+                },
+            );
+            assert_eq!(r, Err(Dropped::NoSlot));
+        }
+        assert_eq!(acted, 10);
+        assert_eq!(lock(&budget).window.1, 0);
+        // Slots free: the rate (2 per second) admits two, the third never reaches `act`.
+        for expect in [Ok(()), Ok(()), Err(Dropped::MeetRate)] {
+            let r = screen_introduction(
+                &gate,
+                PointGroup::Current,
+                &budget,
+                t0,
+                || Some(()),
+                |()| {
+                    acted += 1;
+                    Some(())
+                },
+            );
+            assert_eq!(r, expect);
+        }
+        assert_eq!(acted, 12);
+        // A refund for a window that has since been replaced lowers nothing.
+        let t1 = t0 + Duration::from_secs(1);
+        let mut b = lock(&budget);
+        assert!(b.admit_meeting(t1));
+        b.refund_meeting(t0);
+        assert_eq!(b.window, (t1, 1));
+    }
 
     #[test]
     fn next_period_is_served_only_near_the_boundary() {
@@ -1356,14 +1539,14 @@ mod tests {
         for step in 0..(seconds * 200) {
             let now = t0 + Duration::from_millis(5 * step);
             for gate in &gates[..2] {
-                let r = screen_introduction(gate, &budget, now, || {
+                let r = screen(gate, PointGroup::Current, &budget, now, || {
                     decrypted += 1;
                     None::<()>
                 });
                 assert_ne!(r, Err(Dropped::MeetRate));
             }
             if step % 20 == 0 {
-                let r = screen_introduction(&gates[2], &budget, now, || {
+                let r = screen(&gates[2], PointGroup::Current, &budget, now, || {
                     decrypted += 1;
                     Some(())
                 });
@@ -1380,22 +1563,29 @@ mod tests {
     }
 
     /// The service-wide rate still caps answered introductions, and all points together
-    /// (retired ones included) never decrypt more than INTRO_POINTS times one point's
-    /// budget.
+    /// (retired ones included) never decrypt more than INTRO_POINTS + 1 times one
+    /// point's budget.
     #[test]
     fn service_wide_budgets_still_bound_the_work() {
         let t0 = Instant::now();
         // Twelve points (three current, nine retired), all flooding valid introductions.
-        let gates: Vec<Mutex<IntroGate>> = (0..INTRO_POINTS + MAX_RETIRED)
-            .map(|_| Mutex::new(IntroGate::new(10, 50, t0)))
+        let gates: Vec<(Mutex<IntroGate>, PointGroup)> = (0..INTRO_POINTS + MAX_RETIRED)
+            .map(|i| {
+                let group = if i < INTRO_POINTS {
+                    PointGroup::Current
+                } else {
+                    PointGroup::Retired
+                };
+                (Mutex::new(IntroGate::new(10, 50, t0)), group)
+            })
             .collect();
         let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
         let (mut decrypted, mut answered, mut over_rate) = (0u64, 0u64, 0u64);
         let seconds = 20u64;
         for step in 0..(seconds * 100) {
             let now = t0 + Duration::from_millis(10 * step);
-            for gate in &gates {
-                match screen_introduction(gate, &budget, now, || {
+            for (gate, group) in &gates {
+                match screen(gate, *group, &budget, now, || {
                     decrypted += 1;
                     Some(())
                 }) {
@@ -1405,10 +1595,93 @@ mod tests {
                 }
             }
         }
-        let points = INTRO_POINTS as u64;
+        let points = INTRO_POINTS as u64 + 1;
         assert!(decrypted <= points * (50 + 10 * seconds), "{decrypted}");
         assert!(answered <= 20 * (seconds + 1), "{answered}");
         assert!(over_rate > 0);
+    }
+
+    /// Nine retired points and two current ones flood garbage; halfway through, one
+    /// flooding current point is retired (it keeps flooding, now as a retired point) and
+    /// replaced by a new current point, which floods too. The honest current point's
+    /// introductions at its rate are all answered throughout, and the retired points
+    /// together decrypt no more than one point's budget.
+    #[test]
+    fn garbage_through_retired_points_does_not_crowd_out_current_ones() {
+        let t0 = Instant::now();
+        let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
+        let mut points: Vec<(Mutex<IntroGate>, PointGroup)> = (0..MAX_RETIRED)
+            .map(|_| (Mutex::new(IntroGate::new(10, 50, t0)), PointGroup::Retired))
+            .chain((0..2).map(|_| (Mutex::new(IntroGate::new(10, 50, t0)), PointGroup::Current)))
+            .collect();
+        let honest = Mutex::new(IntroGate::new(10, 50, t0));
+        let (mut retired_decrypted, mut answered) = (0u64, 0u64);
+        let seconds = 20u64;
+        for step in 0..(seconds * 200) {
+            let now = t0 + Duration::from_millis(5 * step);
+            if step == seconds * 100 {
+                // Rotation: the last flooding current point joins the retired group, a
+                // new (empty) one takes its place.
+                if let Some(last) = points.last_mut() {
+                    last.1 = PointGroup::Retired;
+                }
+                points.push((
+                    Mutex::new(IntroGate::empty(10, 50, now)),
+                    PointGroup::Current,
+                ));
+            }
+            for (gate, group) in &points {
+                let r = screen(gate, *group, &budget, now, || {
+                    if *group == PointGroup::Retired {
+                        retired_decrypted += 1;
+                    }
+                    None::<()>
+                });
+                assert!(
+                    r == Err(Dropped::Invalid)
+                        || r == Err(Dropped::PointBudget)
+                        || (r == Err(Dropped::DecryptBudget) && *group == PointGroup::Retired),
+                    "{r:?} for a {group:?} point at step {step}"
+                );
+            }
+            if step % 20 == 0 {
+                let r = screen(&honest, PointGroup::Current, &budget, now, || Some(()));
+                assert_eq!(r, Ok(()), "honest introduction dropped at step {step}");
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 10 * seconds);
+        // The retired points together: one point's burst and rate (the rotated point's
+        // garbage while it was current counted against the current points).
+        assert!(
+            retired_decrypted <= 50 + 10 * seconds,
+            "{retired_decrypted}"
+        );
+    }
+
+    /// A refusal by the joint budget gives the point its token back: a retired point
+    /// whose group is flooded through another keeps its own budget.
+    #[test]
+    fn joint_refusal_does_not_spend_the_points_own_token() {
+        let t0 = Instant::now();
+        let budget = Mutex::new(IntroBudget::new(20, (10, 50), t0));
+        let flooding = Mutex::new(IntroGate::new(100, 100, t0));
+        let quiet = Mutex::new(IntroGate::new(10, 50, t0));
+        // The flooding point uses up the retired points' joint burst.
+        for _ in 0..50 {
+            let r = screen(&flooding, PointGroup::Retired, &budget, t0, || None::<()>);
+            assert_eq!(r, Err(Dropped::Invalid));
+        }
+        for _ in 0..20 {
+            let r = screen(&quiet, PointGroup::Retired, &budget, t0, || Some(()));
+            assert_eq!(r, Err(Dropped::DecryptBudget));
+        }
+        let gate = lock(&quiet);
+        assert_eq!(
+            gate.tokens_milli, gate.burst_milli,
+            "the quiet point's own budget"
+        );
+        assert_eq!(gate.refused(), 0);
     }
 
     #[test]
@@ -1484,6 +1757,10 @@ mod tests {
         let kept: Vec<_> = retired.iter().map(|r| r.slot.auth.public()).collect();
         assert_eq!(kept, auths);
         assert!(retired.iter().all(|r| r.until == day + RETIRED_KEY_KEPT));
+        // Their decryptions now count against the retired points' joint budget.
+        assert!(retired
+            .iter()
+            .all(|r| r.slot.retired.load(std::sync::atomic::Ordering::Acquire)));
         // A slot whose replay cache is 80% full rotates at once (tiny cache for speed).
         let full = test_slot(day, true);
         *lock(&full.replay) = ReplayCache::new(10);

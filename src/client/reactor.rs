@@ -127,11 +127,20 @@ struct Pending {
 /// An onion service's rendezvous slots: a bounded number of rendezvous circuits open at
 /// once, and a signal to its circuits when the last slot is taken or an introduction finds
 /// none free. A circuit whose streams have been quiet for its idle time gives its slot up
-/// then (see [`ServiceEnd::idle_timeout`]).
+/// then (see [`ServiceEnd::idle_timeout`]), one circuit per signal.
 #[derive(Debug)]
 pub struct RendezvousSlots {
     permits: Arc<Semaphore>,
     pressure: Notify,
+    /// An eviction is wanted: set when the last slot is taken or an introduction finds
+    /// none, cleared by the one circuit that claims it ([`Self::claim_eviction`]).
+    /// The signal wakes every idle circuit with open streams, and on a multi-threaded
+    /// runtime several could see every slot in use before the first gives its slot back;
+    /// only the circuit that clears this flag closes. A flag, not a count: each eviction
+    /// frees a slot for the next newcomer, and the next one to take the last slot or find
+    /// none asks again, so sessions are closed one per need as it arises, never in a
+    /// batch for requests that piled up while no circuit was idle.
+    eviction_wanted: AtomicBool,
 }
 
 impl RendezvousSlots {
@@ -140,15 +149,17 @@ impl RendezvousSlots {
         Arc::new(RendezvousSlots {
             permits: Arc::new(Semaphore::new(max.max(1))),
             pressure: Notify::new(),
+            eviction_wanted: AtomicBool::new(false),
         })
     }
 
     /// Takes a slot, or `None` when all are in use. Either way, if no slot is left the
-    /// service is under pressure: its circuits idle past their idle time are told to make
-    /// room.
+    /// service is under pressure: one of its circuits idle past their idle time is told
+    /// to make room.
     pub fn try_acquire(self: &Arc<Self>) -> Option<RendezvousSlot> {
         let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
-        if self.exhausted() {
+        if permit.is_none() || self.exhausted() {
+            self.eviction_wanted.store(true, Ordering::Release);
             self.pressure.notify_waiters();
         }
         permit.map(|permit| RendezvousSlot {
@@ -160,6 +171,17 @@ impl RendezvousSlots {
     /// Whether every slot is in use.
     pub fn exhausted(&self) -> bool {
         self.permits.available_permits() == 0
+    }
+
+    /// For an idle circuit with open streams: whether it is the one to give its slot up
+    /// now. True at most once per eviction wanted, and only while every slot is in use
+    /// (a slot freed meanwhile leaves the request for the next time the slots run out).
+    fn claim_eviction(&self) -> bool {
+        self.exhausted()
+            && self
+                .eviction_wanted
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 }
 
@@ -277,13 +299,13 @@ impl Reactor {
             let pressure = slots.pressure.notified();
             tokio::pin!(pressure);
             pressure.as_mut().enable();
-            if slots.exhausted() {
+            if slots.claim_eviction() {
                 debug!(
                     "service: idle rendezvous circuit closed to free a slot ({} streams open)",
                     self.streams.len()
                 );
-                // Free the slot now, not after the shutdown, so other idle circuits woken
-                // by the same signal see the room made and stay.
+                // Free the slot now, not after the shutdown (the next request for room
+                // must find the slots exhausted only if they are).
                 if let Some(s) = self.service.as_mut() {
                     s.slot = None;
                 }
@@ -583,5 +605,88 @@ impl Reactor {
             Some(cell) => self.send(cell).await,
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slot taken: one eviction is wanted and exactly one claimant gets it, even
+    /// when several claim at once from different threads.
+    #[test]
+    fn one_eviction_per_request_even_with_concurrent_claims() {
+        let slots = RendezvousSlots::new(2);
+        let a = slots.try_acquire().expect("a free slot");
+        assert!(!slots.claim_eviction(), "a slot is still free");
+        let b = slots.try_acquire().expect("the last slot");
+        assert!(slots.claim_eviction(), "taking the last slot asks for room");
+        assert!(!slots.claim_eviction(), "once");
+        for _ in 0..20 {
+            assert!(slots.try_acquire().is_none());
+            let barrier = std::sync::Barrier::new(8);
+            let claimed = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            slots.claim_eviction()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(false))
+                    .filter(|c| *c)
+                    .count()
+            });
+            assert_eq!(claimed, 1, "exactly one circuit makes room");
+        }
+        // A request made while every slot was in use, then a slot freed otherwise: nobody
+        // closes for it now, and it is still there when the slots run out again.
+        assert!(slots.try_acquire().is_none());
+        drop(b);
+        assert!(!slots.claim_eviction());
+        let _b = slots.try_acquire().expect("the freed slot");
+        assert!(slots.claim_eviction());
+        drop(a);
+    }
+
+    /// The signal wakes every waiting circuit (as in `Reactor::next_event`), but only one
+    /// of them claims the eviction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pressure_wakes_all_waiters_but_one_closes() {
+        let slots = RendezvousSlots::new(1);
+        let _held = slots.try_acquire().expect("the only slot");
+        assert!(slots.claim_eviction());
+        let waiters = 8;
+        let ready = Arc::new(tokio::sync::Barrier::new(waiters + 1));
+        let tasks: Vec<_> = (0..waiters)
+            .map(|_| {
+                let slots = Arc::clone(&slots);
+                let ready = Arc::clone(&ready);
+                tokio::spawn(async move {
+                    let pressure = slots.pressure.notified();
+                    tokio::pin!(pressure);
+                    pressure.as_mut().enable();
+                    assert!(!slots.claim_eviction(), "nothing wanted yet");
+                    ready.wait().await;
+                    pressure.await;
+                    slots.claim_eviction()
+                })
+            })
+            .collect();
+        ready.wait().await;
+        assert!(
+            slots.try_acquire().is_none(),
+            "an introduction finds no slot"
+        );
+        let mut closed = 0;
+        for t in tasks {
+            if t.await.expect("waiter") {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 1);
     }
 }

@@ -46,15 +46,23 @@ impl ReplayCache {
         }
     }
 
-    /// Records `client_x`, refusing it if already present or if the cache is full. Call
-    /// only after the introduction decrypted (so garbage cannot fill the cache).
-    pub fn check_and_insert(&mut self, client_x: &[u8; 32]) -> Result<(), ReplayError> {
+    /// Whether [`Self::check_and_insert`] would accept `client_x` now, without recording
+    /// it: lets the service refuse a replay before charging it to any budget, yet record
+    /// only an introduction it goes on to answer.
+    pub fn check(&self, client_x: &[u8; 32]) -> Result<(), ReplayError> {
         if self.seen.contains(client_x) {
             return Err(ReplayError::Replayed);
         }
         if self.seen.len() >= self.capacity {
             return Err(ReplayError::Full);
         }
+        Ok(())
+    }
+
+    /// Records `client_x`, refusing it if already present or if the cache is full. Call
+    /// only after the introduction decrypted (so garbage cannot fill the cache).
+    pub fn check_and_insert(&mut self, client_x: &[u8; 32]) -> Result<(), ReplayError> {
+        self.check(client_x)?;
         self.seen.insert(*client_x);
         Ok(())
     }
@@ -108,6 +116,18 @@ mod tests {
         assert_eq!(c.check_and_insert(&key(10)), Err(ReplayError::Full));
         assert_eq!(c.check_and_insert(&key(3)), Err(ReplayError::Replayed));
         assert_eq!(c.len(), 10);
+    }
+
+    #[test]
+    fn check_answers_like_insert_without_recording() {
+        let mut c = ReplayCache::new(2);
+        assert_eq!(c.check(&key(1)), Ok(()));
+        assert_eq!(c.check(&key(1)), Ok(()), "a check records nothing");
+        assert!(c.is_empty());
+        c.check_and_insert(&key(1)).unwrap();
+        assert_eq!(c.check(&key(1)), Err(ReplayError::Replayed));
+        c.check_and_insert(&key(2)).unwrap();
+        assert_eq!(c.check(&key(3)), Err(ReplayError::Full));
     }
 
     #[test]
