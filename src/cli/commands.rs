@@ -182,20 +182,23 @@ fn parse_family(ids: &[String]) -> Result<Vec<IdentityPublic>, String> {
 }
 
 /// Warns about `[limits]` keys that are still accepted but no longer do anything (an
-/// older relay.toml must keep loading).
-fn warn_deprecated_limits(path: &Path, limits: &crate::relay::RelayLimits) {
+/// older relay.toml must keep loading), and about settings that will hurt honest traffic.
+fn warn_about_limits(path: &Path, limits: &crate::relay::RelayLimits) {
     for key in limits.deprecated_keys() {
         tracing::warn!(
             "{}: [limits] {key} is deprecated and ignored (onion-service tables are bounded relay-wide only)",
             path.display()
         );
     }
+    for warning in limits.questionable_settings() {
+        tracing::warn!("{}: [limits] {warning}", path.display());
+    }
 }
 
 /// `allium relay --config relay.toml`.
 pub async fn relay(path: &Path) -> CmdResult {
     let file: RelayFile = config::load(path).map_err(|e| e.to_string())?;
-    warn_deprecated_limits(path, &file.limits);
+    warn_about_limits(path, &file.limits);
     let r = file.relay;
     make_private_dir(&r.data_dir)?;
     let keys = RelayKeys::load_or_create(&r.data_dir).map_err(|e| e.to_string())?;
@@ -250,7 +253,7 @@ pub async fn relay(path: &Path) -> CmdResult {
 /// `allium authority --config authority.toml`.
 pub async fn authority(path: &Path) -> CmdResult {
     let file: AuthorityFile = config::load(path).map_err(|e| e.to_string())?;
-    warn_deprecated_limits(path, &file.limits);
+    warn_about_limits(path, &file.limits);
     let a = file.authority;
     make_private_dir(&a.data_dir)?;
     let keys = RelayKeys::load_or_create(&a.data_dir).map_err(|e| e.to_string())?;

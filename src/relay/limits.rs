@@ -82,7 +82,7 @@ impl Default for RelayLimits {
             // fills its queue, and a stalled circuit is destroyed when it does (see
             // `reactor`). With 256, honest bulk transfers were destroyed at a slow hop.
             // Memory stays capped relay-wide by `total_queued_bytes`.
-            cells_queued_per_circuit: 2 * crate::stream::window::CIRCUIT_WINDOW as usize + 500,
+            cells_queued_per_circuit: MIN_HONEST_CIRCUIT_QUEUE,
             total_queued_bytes: 64 * 1024 * 1024,
             handshakes_per_second: 2000,
             handshake_burst: 4000,
@@ -104,7 +104,29 @@ impl Default for RelayLimits {
     }
 }
 
+/// The smallest `cells_queued_per_circuit` an honest circuit stays within: twice the
+/// circuit window (both directions share the queue) plus room for control cells. Below
+/// it, a circuit that obeys flow control can fill its queue while waiting on a slow
+/// neighbour and be destroyed as stalled.
+pub const MIN_HONEST_CIRCUIT_QUEUE: usize =
+    2 * crate::stream::window::CIRCUIT_WINDOW as usize + 500;
+
 impl RelayLimits {
+    /// Settings that load but will hurt honest traffic, as sentences for the operator (a
+    /// relay logs them as warnings at startup).
+    pub fn questionable_settings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.cells_queued_per_circuit < MIN_HONEST_CIRCUIT_QUEUE {
+            out.push(format!(
+                "cells_queued_per_circuit = {} is below {MIN_HONEST_CIRCUIT_QUEUE} (twice the \
+                 circuit window plus control cells): honest bulk circuits waiting on a slow \
+                 neighbour can fill their queue and be destroyed as stalled",
+                self.cells_queued_per_circuit
+            ));
+        }
+        out
+    }
+
     /// The keys set in this configuration that are deprecated and ignored (a relay
     /// warns about them at startup).
     pub fn deprecated_keys(&self) -> Vec<&'static str> {
@@ -171,6 +193,14 @@ mod tests {
         expected.rend_cookies_per_channel = Some(5);
         assert_eq!(old, expected);
         assert!(RelayLimits::default().deprecated_keys().is_empty());
+        assert!(RelayLimits::default().questionable_settings().is_empty());
+        let small = RelayLimits {
+            cells_queued_per_circuit: 256,
+            ..RelayLimits::default()
+        };
+        let warnings = small.questionable_settings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("cells_queued_per_circuit = 256"));
         // Written before `stalled_send_secs` existed: loads with its default.
         assert_eq!(
             old.stalled_send_secs,
