@@ -401,12 +401,14 @@ async fn start_metrics(
         let listener = TcpListener::bind(m.listen)
             .await
             .map_err(|e| format!("cannot listen for metrics on {}: {e}", m.listen))?;
+        // The bound address, not the configured one: with port 0 the OS picks it.
+        let bound = listener.local_addr().unwrap_or(m.listen);
         tokio::spawn(crate::relay::metrics::serve_with(
             listener,
             Arc::clone(handle.shared()),
             m.limits(),
         ));
-        println!("metrics on http://{}/", m.listen);
+        println!("metrics on http://{bound}/");
     }
     Ok(())
 }

@@ -133,24 +133,11 @@ pub fn emit(tag: &str, authorities: usize, relays: usize, exits: usize, period: 
     dir
 }
 
-/// Appends `[metrics]` on a fresh port to every relay and authority config of `dir` that
-/// has none (call before [`ProcNet::open`]).
+/// Appends `[metrics]` on port 0 to every relay and authority config of `dir` that has
+/// none (call before [`ProcNet::open`]). Each process binds a port the OS picks and prints
+/// it; [`ProcNet::metrics`] reads it from the log. (A port picked here and released
+/// before the process starts could be taken meanwhile by a parallel test's connection.)
 pub fn enable_metrics(dir: &Path) {
-    // Ports the configs already name are not bound yet: never hand one out again. And keep
-    // each new port bound until all are chosen, or the OS may return the same one twice.
-    let taken: String = toml_files(dir)
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect();
-    let mut held = Vec::new();
-    let mut fresh_port = || loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        held.push(l);
-        if !taken.contains(&format!("127.0.0.1:{port}\"")) {
-            return port;
-        }
-    };
     for f in toml_files(dir) {
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
         if stem.starts_with("proxy") {
@@ -158,10 +145,7 @@ pub fn enable_metrics(dir: &Path) {
         }
         let mut text = std::fs::read_to_string(&f).unwrap();
         if !text.contains("[metrics]") {
-            text.push_str(&format!(
-                "\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
-                fresh_port()
-            ));
+            text.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
             std::fs::write(&f, text).unwrap();
         }
     }
@@ -442,7 +426,12 @@ impl ProcNet {
 
     /// `name`'s metrics as (name, value) pairs (labels kept in the name).
     pub async fn metrics(&self, name: &str) -> Option<Vec<(String, f64)>> {
-        let addr = self.node(name).metrics?;
+        let configured = self.node(name).metrics?;
+        let addr = if configured.port() == 0 {
+            self.printed_metrics_addr(name)?
+        } else {
+            configured
+        };
         let fetch = async {
             let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
             s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
@@ -463,6 +452,17 @@ impl ProcNet {
                 })
                 .collect(),
         )
+    }
+
+    /// The metrics address `name` printed at startup ("metrics on http://ADDR/"; the
+    /// newest, as a restarted node prints it again).
+    fn printed_metrics_addr(&self, name: &str) -> Option<SocketAddr> {
+        let log = self.log(name);
+        let line = log
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("metrics on http://"))?;
+        line.trim_end().trim_end_matches('/').parse().ok()
     }
 
     /// One metric of `name` (None if unreachable or absent).
