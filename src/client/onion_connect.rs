@@ -46,8 +46,12 @@ pub const DESCRIPTOR_SKEW: u64 = 300;
 pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
 /// Blinded keys whose highest accepted revision is remembered at once.
 pub const MAX_REVISION_FLOORS: usize = 10_000;
-/// Descriptor directories asked before giving up.
-const HSDIR_ATTEMPTS: usize = 3;
+/// Descriptor directories asked before giving up: every directory of the ring (2
+/// replicas × the default spread of 3). A service counts as published once one directory
+/// stored its descriptor (an upload can fail on a busy relay or a circuit that did not
+/// build), so stopping after 3 random picks could miss the directories that have it.
+/// A NOT_FOUND answer is quick; the whole connection stays within its time limit.
+const HSDIR_ATTEMPTS: usize = 6;
 /// Introduction points tried before giving up.
 const INTRO_ATTEMPTS: usize = 3;
 /// Waiting for RENDEZVOUS_ESTABLISHED, INTRODUCE_ACK or RENDEZVOUS2, each.
