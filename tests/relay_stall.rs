@@ -90,60 +90,97 @@ fn stalled_sends(r: &RelayHandle) -> u64 {
     r.shared().counters.stalled_sends.load(Ordering::Relaxed)
 }
 
+/// R (with `stalled_send_secs` as given and the dead-peer timeout off, so only the stall
+/// handling can end a stalled circuit), N behind a stalling proxy, M, and one client
+/// channel into R that every circuit of a test shares.
+struct Scene {
+    r: RelayHandle,
+    _n: RelayHandle,
+    m: RelayHandle,
+    stall: watch::Sender<bool>,
+    n_via_proxy: allium::client::RelayTarget,
+    chan: Arc<ClientChannel>,
+}
+
+impl Scene {
+    async fn start(stalled_send_secs: u64) -> Scene {
+        // The dead-peer timeout is off: a kernel that applies TCP_USER_TIMEOUT to
+        // zero-window probing would otherwise close R's channel to N after a while.
+        let r = start_relay_with(
+            RelayLimits {
+                stalled_send_secs,
+                dead_peer_timeout_secs: 0,
+                ..RelayLimits::default()
+            },
+            None,
+        )
+        .await;
+        let n = start_relay_with(RelayLimits::default(), None).await;
+        let m = start_relay_with(RelayLimits::default(), None).await;
+        let (proxy, stall) = stalling_proxy(n.local_addr()).await;
+        let mut n_via_proxy = target(&n);
+        n_via_proxy.addr = proxy;
+        let chan = ClientChannel::connect(&target(&r), &LinkConfig::default())
+            .await
+            .unwrap();
+        Scene {
+            r,
+            _n: n,
+            m,
+            stall,
+            n_via_proxy,
+            chan,
+        }
+    }
+
+    /// A circuit R → `next` on the shared channel.
+    async fn circuit(&self, next: &allium::client::RelayTarget) -> ClientCircuit {
+        let mut c = ClientCircuit::create(&self.chan, &target(&self.r), NO_HANG)
+            .await
+            .unwrap();
+        c.extend(next, NO_HANG).await.unwrap();
+        c
+    }
+
+    /// An honest circuit R → M on the shared channel.
+    async fn honest(&self) -> ClientCircuit {
+        self.circuit(&target(&self.m)).await
+    }
+
+    /// Waits until R counts exactly `n` open circuits.
+    async fn wait_open(&self, n: u64, why: &str) {
+        tokio::time::timeout(NO_HANG, async {
+            while self
+                .r
+                .shared()
+                .counters
+                .circuits_open
+                .load(Ordering::Relaxed)
+                != n
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect(why);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
-    // R gives up on a full neighbour queue after 2 s. The dead-peer timeout is off, so only the
-    // stall bound can end the stalled circuit (a kernel that applies TCP_USER_TIMEOUT to
-    // zero-window probing would otherwise close R's channel to N after a while).
-    let r = start_relay_with(
-        RelayLimits {
-            stalled_send_secs: 2,
-            dead_peer_timeout_secs: 0,
-            ..RelayLimits::default()
-        },
-        None,
-    )
-    .await;
-    let n = start_relay_with(RelayLimits::default(), None).await;
-    let m = start_relay_with(RelayLimits::default(), None).await;
-    let (proxy, stall) = stalling_proxy(n.local_addr()).await;
-    let mut n_via_proxy = target(&n);
-    n_via_proxy.addr = proxy;
-
-    // One client channel to R carries both circuits.
-    let chan = ClientChannel::connect(&target(&r), &LinkConfig::default())
-        .await
-        .unwrap();
-    let mut stalled = ClientCircuit::create(&chan, &target(&r), NO_HANG)
-        .await
-        .unwrap();
-    stalled.extend(&n_via_proxy, NO_HANG).await.unwrap();
-    let mut honest = ClientCircuit::create(&chan, &target(&r), NO_HANG)
-        .await
-        .unwrap();
-    honest.extend(&target(&m), NO_HANG).await.unwrap();
+    // R gives up on a full neighbour queue after 2 s.
+    let sc = Scene::start(2).await;
+    let stalled = sc.circuit(&sc.n_via_proxy).await;
+    let mut honest = sc.honest().await;
     round_trip(&mut honest, 1, 1).await;
 
     // N stops reading; the client floods the circuit through it (DROP cells for N, which
     // R forwards unseen) until R gives up on it.
-    stall.send(true).unwrap();
+    sc.stall.send(true).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let drop = RelayCell::new(None, RelayMsg::Drop).unwrap();
-                if stalled.send(1, drop).await.is_err() {
-                    break;
-                }
-                sent += 1;
-            }
-            (stalled, sent)
-        })
-    };
+    let flood = flood(stalled, Arc::clone(&stop));
     tokio::time::timeout(NO_HANG, async {
-        while stalled_sends(&r) == 0 {
+        while stalled_sends(&sc.r) == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
@@ -157,16 +194,8 @@ async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
         .unwrap();
     eprintln!("  flooded {sent} cells before R destroyed the stalled circuit");
 
-    // The client learns why: TIMEOUT from R.
-    let err = loop {
-        match tokio::time::timeout(NO_HANG, stalled.recv())
-            .await
-            .expect("the stalled circuit must be torn down at the client")
-        {
-            Ok((hop, cell, _)) => eprintln!("  (cell from hop {hop}: {:?})", cell.msg().cmd()),
-            Err(e) => break e,
-        }
-    };
+    // The client learns why.
+    let err = destroyed(&mut stalled).await;
     // TIMEOUT if the bound ended it, RESOURCE_LIMIT if R's reader found its queue full
     // while it was stalled (with a flood, usually the latter, well within the bound).
     assert!(
@@ -179,19 +208,11 @@ async fn a_next_hop_that_stops_reading_does_not_stall_the_shared_channel() {
 
     // The honest circuit on the same channel into R works, and so does a new one.
     round_trip(&mut honest, 1, 2).await;
-    let mut fresh = ClientCircuit::create(&chan, &target(&r), NO_HANG)
-        .await
-        .unwrap();
-    fresh.extend(&target(&m), NO_HANG).await.unwrap();
+    let mut fresh = sc.honest().await;
     round_trip(&mut fresh, 1, 3).await;
     // The stalled circuit is gone at R (its task ended), the honest ones are open.
-    tokio::time::timeout(NO_HANG, async {
-        while r.shared().counters.circuits_open.load(Ordering::Relaxed) != 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("R must count exactly the two honest circuits open");
+    sc.wait_open(2, "R must count exactly the two honest circuits open")
+        .await;
 }
 
 /// Floods `circ` with DROP cells for hop 1 until `stop` is set or the circuit fails;
@@ -235,41 +256,17 @@ async fn destroyed(circ: &mut ClientCircuit) -> CircuitError {
 /// channel into R completes round trips during the floods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_circuit_does_not_hold_the_shared_channel_for_its_whole_bound() {
-    let r = start_relay_with(
-        RelayLimits {
-            stalled_send_secs: 600,
-            dead_peer_timeout_secs: 0,
-            ..RelayLimits::default()
-        },
-        None,
-    )
-    .await;
-    let n = start_relay_with(RelayLimits::default(), None).await;
-    let m = start_relay_with(RelayLimits::default(), None).await;
-    let (proxy, stall) = stalling_proxy(n.local_addr()).await;
-    let mut n_via_proxy = target(&n);
-    n_via_proxy.addr = proxy;
-
-    // One client channel to R carries the attacker's circuits (all through the one
-    // channel R keeps to N) and the honest one.
-    let chan = ClientChannel::connect(&target(&r), &LinkConfig::default())
-        .await
-        .unwrap();
+    let sc = Scene::start(600).await;
+    // The attacker's circuits (all through the one channel R keeps to N) and the honest
+    // one share the client's channel into R.
     let mut attackers = Vec::new();
     for _ in 0..3 {
-        let mut c = ClientCircuit::create(&chan, &target(&r), NO_HANG)
-            .await
-            .unwrap();
-        c.extend(&n_via_proxy, NO_HANG).await.unwrap();
-        attackers.push(c);
+        attackers.push(sc.circuit(&sc.n_via_proxy).await);
     }
-    let mut honest = ClientCircuit::create(&chan, &target(&r), NO_HANG)
-        .await
-        .unwrap();
-    honest.extend(&target(&m), NO_HANG).await.unwrap();
+    let mut honest = sc.honest().await;
     round_trip(&mut honest, 1, 1).await;
 
-    stall.send(true).unwrap();
+    sc.stall.send(true).unwrap();
     let mut stream: u16 = 2;
     for (i, circ) in attackers.into_iter().enumerate() {
         // Flood one circuit through N (the first fills R's channel to N; each later one
@@ -280,7 +277,7 @@ async fn a_stalled_circuit_does_not_hold_the_shared_channel_for_its_whole_bound(
         // has destroyed the circuit (and a few more): none may wait on the stall.
         let mut trips = 0;
         tokio::time::timeout(NO_HANG, async {
-            while stalled_sends(&r) <= i as u64 || trips < 3 {
+            while stalled_sends(&sc.r) <= i as u64 || trips < 3 {
                 round_trip(&mut honest, 1, stream).await;
                 stream = stream.checked_add(1).unwrap_or(2);
                 trips += 1;
@@ -304,17 +301,9 @@ async fn a_stalled_circuit_does_not_hold_the_shared_channel_for_its_whole_bound(
     // N is still not reading and R's bound is far off, yet only the honest circuit is
     // left open at R, and it (and a new circuit) still work.
     round_trip(&mut honest, 1, stream).await;
-    let mut fresh = ClientCircuit::create(&chan, &target(&r), NO_HANG)
-        .await
-        .unwrap();
-    fresh.extend(&target(&m), NO_HANG).await.unwrap();
+    let mut fresh = sc.honest().await;
     round_trip(&mut fresh, 1, stream.wrapping_add(1).max(2)).await;
-    tokio::time::timeout(NO_HANG, async {
-        while r.shared().counters.circuits_open.load(Ordering::Relaxed) != 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("R must count exactly the two honest circuits open");
-    assert!(*stall.borrow(), "N must still be stalled at the end");
+    sc.wait_open(2, "R must count exactly the two honest circuits open")
+        .await;
+    assert!(*sc.stall.borrow(), "N must still be stalled at the end");
 }

@@ -511,6 +511,17 @@ mod tests {
 
     /// A consensus listing `relays` as HSDirs, valid from `valid_after` for three days.
     fn consensus_at(relays: &[IdentityKeypair], valid_after: u64) -> Arc<Consensus> {
+        consensus_with(relays, valid_after, 3600, 3 * 86_400)
+    }
+
+    /// A consensus listing `relays` as HSDirs, valid from `valid_after`, fresh for
+    /// `fresh_for` and valid for `valid_for` seconds.
+    fn consensus_with(
+        relays: &[IdentityKeypair],
+        valid_after: u64,
+        fresh_for: u64,
+        valid_for: u64,
+    ) -> Arc<Consensus> {
         let auth = key(250);
         let onion = OnionKeypair::from_secret_bytes(&[9; 32]);
         let mut entries: Vec<ConsensusEntry> = relays
@@ -532,8 +543,8 @@ mod tests {
         let body = ConsensusBody {
             version: CONSENSUS_VERSION,
             valid_after,
-            fresh_until: valid_after + 3600,
-            valid_until: valid_after + 3 * 86_400,
+            fresh_until: valid_after + fresh_for,
+            valid_until: valid_after + valid_for,
             authorities: vec![auth.public()],
             weights: BandwidthWeights::compute(entries.iter().map(|e| (e.flags, e.bandwidth))),
             relays: entries,
@@ -768,27 +779,7 @@ mod tests {
         valid_after: u64,
         valid_for: u64,
     ) -> Arc<Consensus> {
-        let full = consensus_at(relays, valid_after);
-        let auth = key(250);
-        let body = ConsensusBody {
-            version: CONSENSUS_VERSION,
-            valid_after,
-            fresh_until: valid_after + 60,
-            valid_until: valid_after + valid_for,
-            authorities: vec![auth.public()],
-            weights: BandwidthWeights::compute(
-                full.relays().iter().map(|e| (e.flags, e.bandwidth)),
-            ),
-            relays: full.relays().to_vec(),
-        };
-        let mut signed = body.to_signed().unwrap();
-        signed.sign(&auth);
-        let bytes = signed.to_bytes().unwrap();
-        let c = UncheckedConsensus::parse(&bytes)
-            .unwrap()
-            .verify(&[auth.public()], valid_after)
-            .unwrap();
-        Arc::new(c)
+        consensus_with(relays, valid_after, 60, valid_for)
     }
 
     #[test]
