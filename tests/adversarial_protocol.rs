@@ -18,7 +18,7 @@ use allium::cell::{
     RelayCell, RelayMsg, StreamId, TargetAddr,
 };
 use allium::client::{CircuitError, ClientCircuit, RelayTarget};
-use allium::crypto::{client_handshake_start, ClientLayers};
+use allium::crypto::{client_handshake_start, CellKind, ClientLayers};
 use allium::dir::ExitPolicy;
 use allium::link::{self, ChannelReceiver, ChannelSender, LinkConfig};
 use allium::relay::{RelayHandle, RelayLimits};
@@ -188,7 +188,12 @@ impl RawCircuit {
         early: bool,
         flip: Option<usize>,
     ) {
-        self.layers.encrypt_forward(&mut body, hop).unwrap();
+        let kind = if early {
+            CellKind::RelayEarly
+        } else {
+            CellKind::Relay
+        };
+        self.layers.encrypt_forward(&mut body, hop, kind).unwrap();
         if let Some(i) = flip {
             body[i] ^= 0x01;
         }

@@ -13,7 +13,7 @@ use allium::cell::relay_cell::sets;
 use allium::cell::relay_msg::MAX_RELAY_DATA;
 use allium::cell::{CellError, CmdSet, RelayCell, RelayMsg};
 use allium::crypto::circuit_keys::CircuitKeys;
-use allium::crypto::{ClientLayers, Recognition, RelayCrypto};
+use allium::crypto::{CellKind, ClientLayers, Recognition, RelayCrypto};
 use allium::onion::handshake::{
     client_introduce, service_open_introduce, subcredential, HsHandshakeError, IntroKeys,
 };
@@ -157,13 +157,13 @@ fn onion_messages_refuse_stream_ids_and_bad_fields() {
 #[test]
 fn establish_intro_is_bound_to_its_circuit_and_key() {
     let auth = key(100);
-    let binding = CircuitKeys::from_bytes(&[9; 128]).binding();
+    let binding = CircuitKeys::from_bytes(&[9; 192]).binding();
     let msg = build_establish_intro(&auth, None, &binding).unwrap();
     assert_eq!(
         verify_establish_intro(&msg, &binding).unwrap(),
         auth.public()
     );
-    let other = CircuitKeys::from_bytes(&[8; 128]).binding();
+    let other = CircuitKeys::from_bytes(&[8; 192]).binding();
     assert_eq!(
         verify_establish_intro(&msg, &other),
         Err(IntroError::BadMac)
@@ -242,10 +242,10 @@ fn handshake_gives_both_ends_the_same_keys() {
         .encode()
         .unwrap();
     let mut cell = data;
-    client_layers.encrypt_forward(&mut cell, 0).unwrap();
+    client_layers.encrypt_forward(&mut cell, 0, CellKind::Relay).unwrap();
     assert_ne!(cell, data);
     assert!(matches!(
-        service_layer.decrypt_forward(&mut cell).unwrap(),
+        service_layer.decrypt_forward(CellKind::Relay, &mut cell).unwrap(),
         Recognition::Recognised { .. }
     ));
     assert_eq!(cell, data);

@@ -25,7 +25,7 @@ use allium::client::channel::ClientCircEvent;
 use allium::client::dirclient::one_shot;
 use allium::client::ClientChannel;
 use allium::crypto::{
-    client_handshake_start, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert, OnionKeypair,
+    client_handshake_start, CellKind, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert, OnionKeypair,
 };
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::request::{DirRequest, DirStatus};
@@ -129,7 +129,12 @@ impl RawCirc {
     }
 
     async fn send_body(&mut self, hop: usize, mut body: [u8; RELAY_BODY_LEN], early: bool) {
-        self.layers.encrypt_forward(&mut body, hop).unwrap();
+        let kind = if early {
+            CellKind::RelayEarly
+        } else {
+            CellKind::Relay
+        };
+        self.layers.encrypt_forward(&mut body, hop, kind).unwrap();
         let msg = if early {
             ChanMsg::RelayEarly(RelayBody(body))
         } else {
@@ -694,15 +699,12 @@ async fn rendezvous_point() {
     let joined = Arc::clone(p.shared());
 
     // End-to-end keys (what allium-hs-ntor-1 would give): the client adds them as one
-    // more hop; the service, which plays the relay's part, adds them with the directions
-    // swapped (its forward layer is the client's backward one).
-    let mut block = [0u8; 128];
+    // more hop; the service, which plays the relay's part, runs the relay side of them.
+    let mut block = [0u8; allium::crypto::circuit_keys::CIRCUIT_KEYS_LEN];
     rand::fill(&mut block[..]);
-    let mut swapped = [0u8; 128];
-    swapped[..64].copy_from_slice(&block[64..]);
-    swapped[64..].copy_from_slice(&block[..64]);
-    cli.push(&CircuitKeys::from_bytes(&block));
-    svc.push(&CircuitKeys::from_bytes(&swapped));
+    let keys = CircuitKeys::from_bytes(&block);
+    cli.layers.push_end_to_end_hop(&keys).unwrap();
+    svc.layers.push_service_hop(&keys).unwrap();
 
     let rounds = 50;
     for i in 0..rounds {

@@ -17,7 +17,7 @@ use crate::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell, RelayMsg,
 };
 use crate::crypto::fast_handshake::fast_client_start;
-use crate::crypto::{client_handshake_start, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS};
+use crate::crypto::{client_handshake_start, CellKind, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS};
 
 use super::channel::{ClientChannel, ClientCircEvent};
 use super::error::CircuitError;
@@ -205,7 +205,7 @@ impl ClientCircuit {
         if as_service {
             self.layers.push_service_hop(keys)?;
         } else {
-            self.layers.push_hop(keys)?;
+            self.layers.push_end_to_end_hop(keys)?;
         }
         self.virtual_hops += 1;
         Ok(())
@@ -275,12 +275,23 @@ impl ClientCircuit {
         early: bool,
     ) -> Result<RelayTag, CircuitError> {
         let mut body: [u8; RELAY_BODY_LEN] = cell.encode()?;
-        let tag = self.layers.encrypt_forward(&mut body, hop)?;
-        let msg = if early {
+        // The budget is for building: spent only on a circuit's first cells, so once
+        // anything else has been sent no RELAY_EARLY follows (tor-spec's rule).
+        if early {
             if self.early_left == 0 {
                 return Err(CircuitError::Protocol("RELAY_EARLY budget exhausted"));
             }
             self.early_left -= 1;
+        } else if self.early_left != u8::MAX {
+            self.early_left = 0;
+        }
+        let kind = if early {
+            CellKind::RelayEarly
+        } else {
+            CellKind::Relay
+        };
+        let tag = self.layers.encrypt_forward(&mut body, hop, kind)?;
+        let msg = if early {
             ChanMsg::RelayEarly(RelayBody(body))
         } else {
             ChanMsg::Relay(RelayBody(body))

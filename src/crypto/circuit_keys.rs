@@ -5,69 +5,60 @@ use core::fmt;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::crypto::layer::LayerState;
+use crate::crypto::layer::{Direction, LayerState, LAYER_SEED_LEN};
 
-/// Length of one symmetric key.
-pub const SYM_KEY_LEN: usize = 32;
-/// Length of the serialized key block: `Kf_enc | Kf_mac | Kb_enc | Kb_mac`.
-pub const CIRCUIT_KEYS_LEN: usize = 4 * SYM_KEY_LEN;
+/// Length of [`CircuitKeys::binding`].
+pub const BINDING_LEN: usize = 32;
+/// Length of the serialized key block: forward layer seed, backward layer seed, binding.
+pub const CIRCUIT_KEYS_LEN: usize = 2 * LAYER_SEED_LEN + BINDING_LEN;
 
-/// Forward (client → relay) and backward (relay → client) encryption and MAC keys of one
-/// hop. Zeroized on drop; never printed.
+/// The key material one circuit hop shares with the client: the seed of each direction's
+/// layer (`KJ | HJ | KS | HS | N`, docs/protocol.md §4.5) and a binding value. Zeroized on
+/// drop; never printed.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct CircuitKeys {
-    forward_enc: [u8; SYM_KEY_LEN],
-    forward_mac: [u8; SYM_KEY_LEN],
-    backward_enc: [u8; SYM_KEY_LEN],
-    backward_mac: [u8; SYM_KEY_LEN],
+    forward: [u8; LAYER_SEED_LEN],
+    backward: [u8; LAYER_SEED_LEN],
+    binding: [u8; BINDING_LEN],
 }
 
 impl CircuitKeys {
-    /// Splits a 128-byte key block `Kf_enc | Kf_mac | Kb_enc | Kb_mac` (the handshake's
-    /// HKDF output). Public so that test vectors and benchmarks can build layer states from
-    /// known keys; production code gets keys only from the handshake.
+    /// Splits a key block `forward(80) | backward(80) | binding(32)` (a handshake's HKDF
+    /// output). Public so that test vectors and benchmarks can build layer states from
+    /// known keys; production code gets keys only from a handshake.
     pub fn from_bytes(block: &[u8; CIRCUIT_KEYS_LEN]) -> Self {
         let mut keys = Self {
-            forward_enc: [0; SYM_KEY_LEN],
-            forward_mac: [0; SYM_KEY_LEN],
-            backward_enc: [0; SYM_KEY_LEN],
-            backward_mac: [0; SYM_KEY_LEN],
+            forward: [0; LAYER_SEED_LEN],
+            backward: [0; LAYER_SEED_LEN],
+            binding: [0; BINDING_LEN],
         };
-        let targets = [
-            &mut keys.forward_enc,
-            &mut keys.forward_mac,
-            &mut keys.backward_enc,
-            &mut keys.backward_mac,
-        ];
-        for (dst, src) in targets.into_iter().zip(block.chunks_exact(SYM_KEY_LEN)) {
-            dst.copy_from_slice(src);
-        }
+        let (forward, rest) = block.split_at(LAYER_SEED_LEN);
+        let (backward, binding) = rest.split_at(LAYER_SEED_LEN);
+        keys.forward.copy_from_slice(forward);
+        keys.backward.copy_from_slice(backward);
+        keys.binding.copy_from_slice(binding);
         keys
     }
 
-    /// A fresh state for the forward direction (client adds, relay removes).
+    /// A fresh state for the forward direction (client originates, relay recognises).
     pub(crate) fn forward_layer(&self) -> LayerState {
-        LayerState::new(&self.forward_enc, &self.forward_mac)
+        LayerState::new(&self.forward, Direction::Forward)
     }
 
-    /// A fresh state for the backward direction (relay adds, client removes).
+    /// A fresh state for the backward direction (relay originates, client recognises).
     pub(crate) fn backward_layer(&self) -> LayerState {
-        LayerState::new(&self.backward_enc, &self.backward_mac)
+        LayerState::new(&self.backward, Direction::Backward)
     }
 
     /// The key block in `from_bytes` order, for test vectors. Wrapped so it is wiped.
     #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> zeroize::Zeroizing<[u8; CIRCUIT_KEYS_LEN]> {
         let mut out = zeroize::Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
-        let sources = [
-            &self.forward_enc,
-            &self.forward_mac,
-            &self.backward_enc,
-            &self.backward_mac,
-        ];
-        for (dst, src) in out.chunks_exact_mut(SYM_KEY_LEN).zip(sources) {
-            dst.copy_from_slice(src);
-        }
+        let (forward, rest) = out.split_at_mut(LAYER_SEED_LEN);
+        let (backward, binding) = rest.split_at_mut(LAYER_SEED_LEN);
+        forward.copy_from_slice(&self.forward);
+        backward.copy_from_slice(&self.backward);
+        binding.copy_from_slice(&self.binding);
         out
     }
 }
@@ -78,21 +69,11 @@ impl fmt::Debug for CircuitKeys {
     }
 }
 
-/// Domain-separation label of [`CircuitKeys::binding`].
-pub const CIRCUIT_BINDING_LABEL: &[u8] = b"allium-circuit-binding-v1";
-
 impl CircuitKeys {
-    /// A 32-byte value only the two ends of this hop know:
-    /// `SHA-256("allium-circuit-binding-v1" | Kf_mac | Kb_mac)`. An onion service MACs its
-    /// ESTABLISH_INTRO with it, so the message is only valid on the circuit it was made
-    /// for. One-way, so it reveals nothing about the keys.
-    pub fn binding(&self) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        Sha256::new()
-            .chain_update(CIRCUIT_BINDING_LABEL)
-            .chain_update(self.forward_mac)
-            .chain_update(self.backward_mac)
-            .finalize()
-            .into()
+    /// A 32-byte value only the two ends of this hop know, derived with the layer keys but
+    /// independent of them. An onion service MACs its ESTABLISH_INTRO with it, so the
+    /// message is only valid on the circuit it was made for.
+    pub fn binding(&self) -> [u8; BINDING_LEN] {
+        self.binding
     }
 }

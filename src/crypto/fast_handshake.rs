@@ -10,8 +10,8 @@
 //! ```text
 //! client → relay   X (32 random bytes)
 //! relay  → client  Y (32 random bytes) | AUTH (32)
-//! okm  = HKDF-SHA256(salt = "allium-fast-1", ikm = X | Y, info = "allium-fast-1:keys", 160)
-//! keys = okm[0..128] (CircuitKeys), AUTH = okm[128..160]
+//! okm  = HKDF-SHA256(salt = "allium-fast-1", ikm = X | Y, info = "allium-fast-1:keys", 224)
+//! keys = okm[0..192] (CircuitKeys), AUTH = okm[192..224]
 //! ```
 
 use hkdf::Hkdf;
@@ -47,7 +47,7 @@ fn derive(x: &[u8; 32], y: &[u8; 32]) -> (CircuitKeys, Zeroizing<[u8; 32]>) {
     ikm[32..].copy_from_slice(y);
     let hk = Hkdf::<Sha256>::new(Some(FAST_PROTOID), &ikm[..]);
     let mut okm = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN + 32]);
-    // 160 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
+    // 224 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
     let _ = hk.expand(b"allium-fast-1:keys", &mut okm[..]);
     let mut keys = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
     keys.copy_from_slice(&okm[..CIRCUIT_KEYS_LEN]);
@@ -123,9 +123,9 @@ mod tests {
         layers.push_hop(&client_keys).unwrap();
         let mut relay = RelayCrypto::new(&relay_keys);
         let mut body = [7u8; 512];
-        layers.encrypt_forward(&mut body, 0).unwrap();
+        layers.encrypt_forward(&mut body, 0, crate::crypto::CellKind::Relay).unwrap();
         assert!(matches!(
-            relay.decrypt_forward(&mut body).unwrap(),
+            relay.decrypt_forward(crate::crypto::CellKind::Relay, &mut body).unwrap(),
             crate::crypto::Recognition::Recognised { .. }
         ));
         for i in 0..reply.len() {

@@ -19,7 +19,7 @@
 //!     auth_key   = HKDF-Expand(key_seed, "allium-ntor-1:auth", 32)
 //!     auth       = HMAC-SHA256(auth_key, "allium-ntor-1:server" | ID | B | X | Y
 //!                  | u16(len client_ext_ct) | client_ext_ct | u16(len reply_ext_ct) | reply_ext_ct)
-//!     keys       = HKDF-Expand(key_seed, "allium-ntor-1:circuit-keys", 128)
+//!     keys       = HKDF-Expand(key_seed, "allium-ntor-1:circuit-keys", 192)
 //!                = Kf_enc | Kf_mac | Kb_enc | Kb_mac
 //! ```
 //!
@@ -534,6 +534,8 @@ mod tests {
         "81c9bcf399a7ec92702858ef61a6506584852432bbfca458dad1bd928db96047",
         "4ee7331316bb3de8daff0511dbc1ce25083ad692249cd3df6bcf2327fddc7aa4",
         "e026c5813e79fa702533ec44ffc810d42b4afba1151662922acca5916d4d1cb5",
+        "726f8a26040ae642cf672a4409379d24f15cb6ae9e2e28a925d8095bbc83d9e4",
+        "bc885c6bed0f535e14a25af931363da513b0010294d9d39c77683ba0f9dd9d24",
     );
 
     fn reply_ext(_: &[u8]) -> Vec<u8> {

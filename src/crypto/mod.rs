@@ -26,6 +26,7 @@ pub mod keys;
 pub mod layer;
 pub mod onion_keys;
 pub mod relay_layer;
+mod uiv;
 
 pub use cert::{CertError, OnionKeyCert, VerifiedOnionKey};
 pub use circuit_keys::CircuitKeys;
@@ -36,6 +37,6 @@ pub use handshake::{
 };
 pub use keyfile::KeyFileError;
 pub use keys::{IdentityKeypair, IdentityPublic, KeyError, OnionKeypair, OnionPublic};
-pub use layer::{LayerError, LayerState, RelayTag};
+pub use layer::{CellKind, LayerError, LayerState, RelayTag, LAYER_SEED_LEN};
 pub use onion_keys::RelayOnionKeys;
 pub use relay_layer::{Recognition, RelayCrypto};

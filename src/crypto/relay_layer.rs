@@ -1,18 +1,18 @@
-//! A relay's crypto state for one circuit: it removes its layer from forward cells and adds
-//! its layer to backward cells.
+//! A relay's crypto state for one circuit: it runs the relay side of its layer on forward
+//! cells (recognising those addressed to it) and on backward cells.
 
-use crate::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
+use crate::cell::consts::RELAY_BODY_LEN;
 use crate::crypto::circuit_keys::CircuitKeys;
-use crate::crypto::layer::{LayerError, LayerState, RelayTag};
+use crate::crypto::layer::{CellKind, LayerError, LayerState, RelayTag};
 
-/// Outcome of removing this relay's layer from a forward cell.
+/// Outcome of a relay's layer on a forward cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recognition {
     /// The cell is addressed to this relay and authentic; `body[16..]` is the plaintext
-    /// payload. `tag` is the wire tag the cell arrived with (echoed by authenticated
-    /// SENDMEs).
+    /// payload and the tag field is zero. `tag` is the tag the cell arrived with (echoed
+    /// by authenticated SENDMEs).
     Recognised {
-        /// Wire tag `T'` of the cell at this hop.
+        /// Tag of the cell as it entered this hop.
         tag: RelayTag,
     },
     /// Not for this relay: forward the transformed body to the next hop. If there is no
@@ -20,7 +20,7 @@ pub enum Recognition {
     NotForUs,
 }
 
-/// Per-circuit relay crypto: forward (remove layer) and backward (add layer) states.
+/// Per-circuit relay crypto: the relay side of the forward and backward layer states.
 #[derive(Debug)]
 pub struct RelayCrypto {
     forward: LayerState,
@@ -36,40 +36,35 @@ impl RelayCrypto {
         }
     }
 
-    /// Removes this hop's layer from a forward relay body in place.
+    /// Runs this hop's layer on a forward relay body (travelling in a `kind` link cell) in
+    /// place.
     pub fn decrypt_forward(
         &mut self,
+        kind: CellKind,
         body: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<Recognition, LayerError> {
-        let (tag, recognised) = self.forward.remove(body)?;
-        Ok(if recognised {
-            Recognition::Recognised { tag }
-        } else {
-            Recognition::NotForUs
+        Ok(match self.forward.relay_receive(kind, body)? {
+            Some(tag) => Recognition::Recognised { tag },
+            None => Recognition::NotForUs,
         })
     }
 
-    /// Adds this hop's layer to a backward relay body in place and returns the new wire
-    /// tag. Used both to pass on a cell from a later hop and, with an all-zero tag, to
-    /// originate one (see [`Self::originate_backward`]).
+    /// Runs this hop's layer on a backward relay body from a later hop and returns the
+    /// new tag. Backward cells always travel as RELAY.
     pub fn encrypt_backward(
         &mut self,
         body: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<RelayTag, LayerError> {
-        self.backward.add(body)
+        self.backward.relay_pass(CellKind::Relay, body)
     }
 
-    /// Originates a backward cell: zeroes the tag field (so the client recognises the cell
-    /// at this hop), then adds the layer. `body[16..]` must hold the payload. Returns the
-    /// tag the client will echo in an authenticated SENDME.
+    /// Originates a backward cell: `body[16..]` must hold the payload (the tag field is
+    /// overwritten). Returns the tag the client will echo in an authenticated SENDME.
     pub fn originate_backward(
         &mut self,
         body: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<RelayTag, LayerError> {
-        // Refuse before touching the body, so an error leaves it unchanged.
-        self.backward.check_counter()?;
-        body[..RELAY_TAG_LEN].fill(0);
-        self.backward.add(body)
+        self.backward.relay_originate(CellKind::Relay, body)
     }
 
     /// Cells processed so far (forward, backward). Lets the caller close a circuit long

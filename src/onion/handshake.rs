@@ -17,7 +17,7 @@
 //!                  ikm = secret_xy | secret_xb | AUTH | B | subcred | X | Y)
 //!           auth = HMAC-SHA256(HKDF-Expand(seed, "allium-hs-ntor-1:auth", 32),
 //!                  "allium-hs-ntor-1:server" | AUTH | B | subcred | X | Y | SHA-256(ct))
-//!           keys = HKDF-Expand(seed, "allium-hs-ntor-1:e2e-keys", 128)
+//!           keys = HKDF-Expand(seed, "allium-hs-ntor-1:e2e-keys", 192)
 //!                = Kf_enc | Kf_mac | Kb_enc | Kb_mac    (forward = client → service)
 //!           RENDEZVOUS1 = cookie | Y | auth
 //! client:   secret_xy = X25519(x, Y); checks auth; derives the same keys.

@@ -24,7 +24,7 @@ use crate::cell::{
 };
 use crate::cell::{StreamId, TargetAddr};
 use crate::crypto::fast_handshake::fast_relay;
-use crate::crypto::{relay_handshake, IdentityPublic, RelayCrypto, RelayTag};
+use crate::crypto::{relay_handshake, CellKind, IdentityPublic, RelayCrypto, RelayTag};
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkError, PeerKind, TrySendError};
 use crate::stream::pump;
@@ -387,7 +387,17 @@ impl Circuit {
     /// A forward cell: remove our layer, then handle it here or pass it on.
     async fn forward(&mut self, body: RelayBody, early: bool) -> Result<(), Teardown> {
         let mut bytes = body.0;
-        let recognition = self.decrypt_forward(&mut bytes).await?;
+        // Past a rendezvous join nothing can be extended, so RELAY_EARLY has no use there.
+        if early && matches!(self.role, Role::Joined { .. }) {
+            debug!("relay: RELAY_EARLY on a joined rendezvous circuit");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        let kind = if early {
+            CellKind::RelayEarly
+        } else {
+            CellKind::Relay
+        };
+        let recognition = self.decrypt_forward(kind, &mut bytes).await?;
         if let Some(o) = self.shared.observer() {
             let recognised = matches!(recognition, crate::crypto::Recognition::Recognised { .. });
             o.forward_cell(self.prev.id, &bytes, recognised);
@@ -475,6 +485,13 @@ impl Circuit {
             o.recognised(self.prev.id, cell.msg().cmd());
         }
         let (stream, msg) = cell.into_parts();
+        // RELAY_EARLY exists to carry EXTEND (it caps circuit length); anything else in one
+        // would be a channel a hop could use unseen by the client (§2.3).
+        if early && !matches!(msg, RelayMsg::Extend(_)) {
+            debug!("relay: RELAY_EARLY carrying {:?}", msg.cmd());
+            RelayCounters::bump(&self.shared.counters.protocol_violations);
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
         if !self.role_allows(&msg) {
             debug!("relay: command not allowed on this circuit's onion-service role");
             RelayCounters::bump(&self.shared.counters.protocol_violations);

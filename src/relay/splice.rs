@@ -27,7 +27,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::{ChanCell, ChanMsg, RelayBody};
-use crate::crypto::{Recognition, RelayCrypto, RelayTag};
+use crate::crypto::{CellKind, Recognition, RelayCrypto, RelayTag};
 
 use super::events::CircEvent;
 use super::shared::CircEnd;
@@ -82,10 +82,11 @@ impl BackwardHalf {
     /// Removes this hop's layer from a forward cell of this circuit.
     pub fn decrypt_forward(
         &mut self,
+        kind: CellKind,
         body: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<Recognition, SpliceError> {
         self.crypto
-            .decrypt_forward(body)
+            .decrypt_forward(kind, body)
             .map_err(|_| SpliceError::Crypto)
     }
 

@@ -12,7 +12,7 @@ use crate::cell::onion_msg::{
     EstablishIntro, Introduce, IntroduceAckStatus, OnionMsg, Rendezvous1, REND_COOKIE_LEN,
 };
 use crate::cell::{DestroyReason, RelayMsg};
-use crate::crypto::{Recognition, RelayTag};
+use crate::crypto::{CellKind, Recognition, RelayTag};
 use crate::onion::intro::verify_establish_intro;
 
 use super::super::events::CircEvent;
@@ -35,14 +35,15 @@ impl Circuit {
     /// Removes this hop's layer from a forward cell.
     pub(super) async fn decrypt_forward(
         &mut self,
+        kind: CellKind,
         bytes: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<Recognition, Teardown> {
         match &mut self.crypto {
-            Crypto::Own(c) => c.decrypt_forward(bytes).map_err(|_| internal()),
+            Crypto::Own(c) => c.decrypt_forward(kind, bytes).map_err(|_| internal()),
             Crypto::Shared(h) => h
                 .lock()
                 .await
-                .decrypt_forward(bytes)
+                .decrypt_forward(kind, bytes)
                 .map_err(|_| internal()),
             Crypto::Moving => Err(internal()),
         }
