@@ -236,6 +236,33 @@ impl RawCircuit {
         hdata
     }
 
+    /// EXTEND by hand and add the new hop's layer, so cells can be addressed to it.
+    async fn extend_and_add(&mut self, t: &RelayTarget) {
+        let (state, hdata) =
+            client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &[]).unwrap();
+        let extend = Extend::new(
+            t.addr,
+            *t.identity.as_bytes(),
+            HandshakeType::Ntor1,
+            hdata.to_vec(),
+        )
+        .unwrap();
+        let last = self.layers.len() - 1;
+        self.send_cell(
+            last,
+            RelayCell::new(None, RelayMsg::Extend(extend)).unwrap(),
+            true,
+        )
+        .await;
+        let (hop, cell) = self.recv().await.expect("EXTENDED");
+        assert_eq!(hop, last);
+        let RelayMsg::Extended(ext) = cell.msg() else {
+            panic!("expected EXTENDED, got {cell:?}");
+        };
+        let (keys, _) = state.finish(ext.handshake()).unwrap();
+        self.layers.push_hop(&keys).unwrap();
+    }
+
     /// Sends EXTEND with `hdata` to the last hop; Ok once EXTENDED arrives (the layer is
     /// not added: callers only use this to probe the next relay).
     async fn extend_with(&mut self, t: &RelayTarget, hdata: &[u8]) -> Result<(), DestroyReason> {
@@ -466,41 +493,78 @@ async fn extend_to_the_previous_hop_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_relay_early_cells_than_the_budget_are_refused() {
-    // The budget is 7 per circuit (so at most 8 hops: the CREATE plus 7 EXTENDs); the
-    // 8th RELAY_EARLY destroys the circuit.
-    let relays = vec![relay().await];
-    let mut circ = build_through(&relays).await;
-    circ.unlimited_relay_early_for_tests();
-    for _ in 0..allium::relay::circuit::MAX_RELAY_EARLY {
-        circ.send_early(0, RelayCell::new(None, RelayMsg::Drop).unwrap())
-            .await
-            .unwrap();
+    // The budget is 7 per circuit: the CREATE plus 7 EXTENDs make 8 hops. Three relays
+    // visited in turn (never back to the same or the previous one) give an 8-hop
+    // circuit; the 8th EXTEND (the guard's 8th RELAY_EARLY) destroys it.
+    let relays = vec![relay().await, relay().await, relay().await];
+    let mut circ = RawCircuit::create(&target(&relays[0])).await;
+    for hop in 1..=allium::relay::circuit::MAX_RELAY_EARLY as usize {
+        circ.extend_and_add(&target(&relays[hop % 3])).await;
     }
-    // Still alive after exactly the budget.
-    circ.send(0, begin(1, 1)).await.unwrap();
-    let (_, cell, _) = tokio::time::timeout(NO_HANG, circ.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(cell.msg(), &RelayMsg::End(EndReason::ExitPolicy));
-    circ.send_early(0, RelayCell::new(None, RelayMsg::Drop).unwrap())
-        .await
-        .unwrap();
-    let err = destroyed(&mut circ).await;
+    assert_eq!(circ.layers.len(), 8);
+    // One more EXTEND, to the last hop: the guard has now seen 8 RELAY_EARLY cells.
+    let t = target(&relays[8 % 3]);
+    let (_, hdata) = client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &[]).unwrap();
+    let extend = Extend::new(t.addr, *t.identity.as_bytes(), HandshakeType::Ntor1, hdata).unwrap();
+    circ.send_cell(
+        7,
+        RelayCell::new(None, RelayMsg::Extend(extend)).unwrap(),
+        true,
+    )
+    .await;
+    let err = circ.recv().await.unwrap_err();
     eprintln!(
         "RELAY_EARLY #{}: {err:?}",
         allium::relay::circuit::MAX_RELAY_EARLY + 1
     );
-    assert!(
-        matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),
-        "{err:?}"
-    );
+    assert_eq!(err, DestroyReason::Protocol);
     assert_serves_honest_circuit(&relays).await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Unknown relay commands
-// ---------------------------------------------------------------------------------------
+/// RELAY_EARLY exists for EXTEND. A recognising relay destroys a circuit whose
+/// RELAY_EARLY carries anything else: otherwise a hop that flips RELAY into RELAY_EARLY
+/// would have a channel to the last hop that the client never sees (§2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_early_carrying_anything_but_extend_is_refused() {
+    let relays = vec![relay().await, relay().await];
+    let mut circ = RawCircuit::create(&target(&relays[0])).await;
+    circ.extend_and_add(&target(&relays[1])).await;
+    let drop = RelayCell::new(None, RelayMsg::Drop).unwrap();
+    circ.send_cell(1, drop, true).await;
+    assert_eq!(circ.recv().await.unwrap_err(), DestroyReason::Protocol);
+    assert_serves_honest_circuit(&relays).await;
+}
+
+/// A first hop that turns a RELAY cell into RELAY_EARLY (here the raw client plays that
+/// hop: the layers are computed for RELAY, the cell leaves as RELAY_EARLY). The command is
+/// in every layer's tweak, so the cell is garbage for every hop and the last one tears the
+/// circuit down as a crypto failure, never delivering it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_cell_flipped_to_relay_early_destroys_the_circuit() {
+    let relays = vec![relay().await, relay().await];
+    let mut circ = RawCircuit::create(&target(&relays[0])).await;
+    circ.extend_and_add(&target(&relays[1])).await;
+    let before = counter(&relays[1], |c| {
+        c.protocol_violations.load(Ordering::Relaxed)
+    });
+    let mut body = RelayCell::new(None, RelayMsg::Drop)
+        .unwrap()
+        .encode()
+        .unwrap();
+    circ.layers
+        .encrypt_forward(&mut body, 1, CellKind::Relay)
+        .unwrap();
+    circ.chan
+        .send(circ.id, ChanMsg::RelayEarly(RelayBody(body)))
+        .await;
+    assert_eq!(circ.recv().await.unwrap_err(), DestroyReason::CryptoFailure);
+    // Torn down by the crypto, not by the RELAY_EARLY rule: the cell was never read.
+    let after = counter(&relays[1], |c| {
+        c.protocol_violations.load(Ordering::Relaxed)
+    });
+    assert_eq!(before, after);
+    assert_serves_honest_circuit(&relays).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_relay_commands_are_refused() {

@@ -49,10 +49,14 @@ fn three_hop_circuit_end_to_end() {
     }
     let mut body = [0u8; RELAY_BODY_LEN];
     body[RELAY_TAG_LEN..].fill(0xab);
-    client.encrypt_forward(&mut body, 2, CellKind::Relay).expect("enc");
+    client
+        .encrypt_forward(&mut body, 2, CellKind::Relay)
+        .expect("enc");
     let mut recognised_at = None;
     for (i, r) in relay_states.iter_mut().enumerate() {
-        if let Recognition::Recognised { .. } = r.decrypt_forward(CellKind::Relay, &mut body).expect("dec") {
+        if let Recognition::Recognised { .. } =
+            r.decrypt_forward(CellKind::Relay, &mut body).expect("dec")
+        {
             recognised_at = Some(i);
             break;
         }

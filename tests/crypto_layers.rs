@@ -55,8 +55,7 @@ fn relays_forward(
     body: &mut Body,
 ) -> Option<(usize, Tag)> {
     for (hop, relay) in relays.iter_mut().enumerate().skip(from) {
-        if let Recognition::Recognised { tag } = relay.decrypt_forward(kind, body).expect("layer")
-        {
+        if let Recognition::Recognised { tag } = relay.decrypt_forward(kind, body).expect("layer") {
             return Some((hop, tag));
         }
     }
@@ -96,7 +95,9 @@ fn round_trips_all_lengths_and_targets() {
             for target in 0..n {
                 let orig = payload_body(round ^ target as u8);
                 let mut body = orig;
-                let sent = client.encrypt_forward(&mut body, target, RELAY).expect("enc");
+                let sent = client
+                    .encrypt_forward(&mut body, target, RELAY)
+                    .expect("enc");
                 let got = relays_forward(&mut relays, 0, RELAY, &mut body);
                 assert_eq!(got, Some((target, sent)), "n={n} target={target}");
                 assert_eq!(body[..RELAY_TAG_LEN], [0; RELAY_TAG_LEN]);
@@ -118,7 +119,9 @@ fn relay_early_cells_round_trip() {
     for target in 0..3 {
         let orig = payload_body(target as u8);
         let mut body = orig;
-        let sent = client.encrypt_forward(&mut body, target, EARLY).expect("enc");
+        let sent = client
+            .encrypt_forward(&mut body, target, EARLY)
+            .expect("enc");
         assert_eq!(
             relays_forward(&mut relays, 0, EARLY, &mut body),
             Some((target, sent))
@@ -169,7 +172,10 @@ fn authenticated_sendme_tags_match() {
     let (mut client, mut relays) = circuit(3);
     let mut body = payload_body(3);
     let sent = client.encrypt_forward(&mut body, 2, RELAY).expect("enc");
-    assert_eq!(relays_forward(&mut relays, 0, RELAY, &mut body), Some((2, sent)));
+    assert_eq!(
+        relays_forward(&mut relays, 0, RELAY, &mut body),
+        Some((2, sent))
+    );
     let mut body = payload_body(4);
     let (res, sent) = send_backward(&mut client, &mut relays, &mut body, 1, |_, _| {});
     assert_eq!(res, Ok((1, sent)));
@@ -185,9 +191,14 @@ fn every_byte_flip_at_every_hop_is_rejected() {
             for pos in 0..RELAY_BODY_LEN {
                 let (mut client, mut relays) = circuit(HOPS);
                 let mut body = payload_body(pos as u8);
-                client.encrypt_forward(&mut body, target, RELAY).expect("enc");
+                client
+                    .encrypt_forward(&mut body, target, RELAY)
+                    .expect("enc");
                 // Hops before the flip pass the cell on (none of them is the target).
-                assert_eq!(relays_forward(&mut relays[..flip_hop], 0, RELAY, &mut body), None);
+                assert_eq!(
+                    relays_forward(&mut relays[..flip_hop], 0, RELAY, &mut body),
+                    None
+                );
                 xor_at(&mut body, pos, 1 << (pos % 8));
                 assert_eq!(
                     relays_forward(&mut relays, flip_hop, RELAY, &mut body),
@@ -361,6 +372,32 @@ fn forward_payload_mark_then_exit_repair_fails() {
     }
 }
 
+/// Control: the same harness finds the repair when no honest hop stands between the
+/// marking guard and the colluding exit (a 2-hop circuit). So the attack tests above can
+/// fail; they pass because of the honest middle's non-malleable layer.
+#[test]
+fn control_adjacent_colluders_can_repair() {
+    const MARKED: usize = 2;
+    let (mut client, mut relays) = circuit(2);
+    let mut exit = MaliciousRelay::new(1);
+    for cell in 0..MARKED + 1 + LATER_CELLS {
+        let mut body = payload_body(cell as u8);
+        client.encrypt_forward(&mut body, 1, RELAY).expect("enc");
+        assert_eq!(relays_forward(&mut relays[..1], 0, RELAY, &mut body), None);
+        if cell == MARKED {
+            xor_at(&mut body, 300, 0x5a);
+        }
+        exit.inputs.push((RELAY, body));
+    }
+    let (kind, marked) = exit.inputs[MARKED];
+    assert!(
+        repair_candidates(&marked, kind, 0x5a)
+            .into_iter()
+            .any(|c| exit.repair_works(MARKED, c)),
+        "the harness must find the trivial repair"
+    );
+}
+
 /// The tag-mark variant: Δ goes into the 16-byte tag instead.
 #[test]
 fn forward_tag_mark_then_exit_repair_fails() {
@@ -471,7 +508,10 @@ fn dropped_reordered_replayed_or_inserted_cells_end_the_circuit() {
         for (i, body) in delivered_stream.iter().enumerate() {
             let mut body = *body;
             if relays_forward(&mut relays, 0, RELAY, &mut body).is_some() {
-                assert!(first_failure.is_none(), "{attack:?}: cell {i} accepted after a failure");
+                assert!(
+                    first_failure.is_none(),
+                    "{attack:?}: cell {i} accepted after a failure"
+                );
                 recognised_count += 1;
             } else {
                 first_failure.get_or_insert(i);
@@ -514,7 +554,9 @@ fn a_mark_garbles_every_later_cell_at_every_later_hop() {
         let mut body = payload_body(cell);
         let mut twin = body;
         client.encrypt_forward(&mut body, 2, RELAY).expect("enc");
-        twin_client.encrypt_forward(&mut twin, 2, RELAY).expect("enc");
+        twin_client
+            .encrypt_forward(&mut twin, 2, RELAY)
+            .expect("enc");
         assert_eq!(body, twin);
         relays_forward(&mut relays[..1], 0, RELAY, &mut body);
         relays_forward(&mut twin_relays[..1], 0, RELAY, &mut twin);
@@ -524,7 +566,10 @@ fn a_mark_garbles_every_later_cell_at_every_later_hop() {
         relays_forward(&mut relays[..2], 1, RELAY, &mut body);
         relays_forward(&mut twin_relays[..2], 1, RELAY, &mut twin);
         let same = body.iter().zip(twin.iter()).filter(|(a, b)| a == b).count();
-        assert!(same < 16, "cell {cell}: {same} bytes equal to the unmarked twin");
+        assert!(
+            same < 16,
+            "cell {cell}: {same} bytes equal to the unmarked twin"
+        );
     }
 }
 

@@ -242,10 +242,14 @@ fn handshake_gives_both_ends_the_same_keys() {
         .encode()
         .unwrap();
     let mut cell = data;
-    client_layers.encrypt_forward(&mut cell, 0, CellKind::Relay).unwrap();
+    client_layers
+        .encrypt_forward(&mut cell, 0, CellKind::Relay)
+        .unwrap();
     assert_ne!(cell, data);
     assert!(matches!(
-        service_layer.decrypt_forward(CellKind::Relay, &mut cell).unwrap(),
+        service_layer
+            .decrypt_forward(CellKind::Relay, &mut cell)
+            .unwrap(),
         Recognition::Recognised { .. }
     ));
     assert_eq!(cell, data);

@@ -25,7 +25,8 @@ use allium::client::channel::ClientCircEvent;
 use allium::client::dirclient::one_shot;
 use allium::client::ClientChannel;
 use allium::crypto::{
-    client_handshake_start, CellKind, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert, OnionKeypair,
+    client_handshake_start, CellKind, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert,
+    OnionKeypair,
 };
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::request::{DirRequest, DirStatus};

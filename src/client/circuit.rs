@@ -17,7 +17,9 @@ use crate::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell, RelayMsg,
 };
 use crate::crypto::fast_handshake::fast_client_start;
-use crate::crypto::{client_handshake_start, CellKind, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS};
+use crate::crypto::{
+    client_handshake_start, CellKind, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS,
+};
 
 use super::channel::{ClientChannel, ClientCircEvent};
 use super::error::CircuitError;

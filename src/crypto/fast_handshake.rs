@@ -123,9 +123,13 @@ mod tests {
         layers.push_hop(&client_keys).unwrap();
         let mut relay = RelayCrypto::new(&relay_keys);
         let mut body = [7u8; 512];
-        layers.encrypt_forward(&mut body, 0, crate::crypto::CellKind::Relay).unwrap();
+        layers
+            .encrypt_forward(&mut body, 0, crate::crypto::CellKind::Relay)
+            .unwrap();
         assert!(matches!(
-            relay.decrypt_forward(crate::crypto::CellKind::Relay, &mut body).unwrap(),
+            relay
+                .decrypt_forward(crate::crypto::CellKind::Relay, &mut body)
+                .unwrap(),
             crate::crypto::Recognition::Recognised { .. }
         ));
         for i in 0..reply.len() {

@@ -368,6 +368,9 @@ mod tests {
         client
             .client_originate(CellKind::Relay, &mut body)
             .expect("originate");
-        assert_eq!(relay.relay_receive(CellKind::RelayEarly, &mut body), Ok(None));
+        assert_eq!(
+            relay.relay_receive(CellKind::RelayEarly, &mut body),
+            Ok(None)
+        );
     }
 }

@@ -34,7 +34,8 @@ pub(crate) const UPDATE_LEN: usize = UIV_KEYS_LEN + BLOCK_LEN;
 /// The payload is a whole number of blocks, so neither POLYVAL nor CTR pads.
 const PAYLOAD_BLOCKS: usize = RELAY_PAYLOAD_LEN / BLOCK_LEN;
 const _: () = assert!(PAYLOAD_BLOCKS * BLOCK_LEN == RELAY_PAYLOAD_LEN);
-const _: () = assert!(RELAY_TAG_LEN == BLOCK_LEN && RELAY_TAG_LEN + RELAY_PAYLOAD_LEN == RELAY_BODY_LEN);
+const _: () =
+    assert!(RELAY_TAG_LEN == BLOCK_LEN && RELAY_TAG_LEN + RELAY_PAYLOAD_LEN == RELAY_BODY_LEN);
 /// Keystream blocks `0..31` cover a payload; the update stream starts right after them.
 const UPDATE_FIRST_BLOCK: u128 = PAYLOAD_BLOCKS as u128;
 const UPDATE_BLOCKS: usize = UPDATE_LEN / BLOCK_LEN;
@@ -223,7 +224,11 @@ mod tests {
             let mut body = plain;
             body[pos] ^= 1;
             a.encrypt(&chain, &ad, &mut body);
-            assert_ne!(body[..16], reference[..16], "tag unchanged after flip at {pos}");
+            assert_ne!(
+                body[..16],
+                reference[..16],
+                "tag unchanged after flip at {pos}"
+            );
             let same = body
                 .iter()
                 .zip(reference.iter())
