@@ -342,10 +342,11 @@ fn bad_openings() -> Vec<(&'static str, Vec<u8>)> {
             r[4] = 8;
             r
         }),
-        ("wrong version", link_init(&[2; 33], 0)),
+        ("old version 1", link_init(&[1; 33], 0)),
+        ("unknown version 3", link_init(&[3; 33], 0)),
         ("empty LINK_INIT", link_init(&[], 0)),
-        ("short noise message", link_init(&[1, 9, 9], 0)),
-        ("non-zero record padding", link_init(&[1; 33], 1)),
+        ("short noise message", link_init(&[2, 9, 9], 0)),
+        ("non-zero record padding", link_init(&[2; 33], 1)),
         ("length past the body", {
             let mut r = link_init(&[], 0);
             r[5..7].copy_from_slice(&600u16.to_be_bytes());
@@ -353,6 +354,56 @@ fn bad_openings() -> Vec<(&'static str, Vec<u8>)> {
         }),
         ("two records of garbage", vec![0x41; 2 * RECORD_LEN]),
     ]
+}
+
+/// A version-1 peer (the link protocol before relay crypto v2) and this one refuse each
+/// other, and each side can say why: the responder answers a wrong version with a
+/// one-byte LINK_RESP naming its own, and the initiator reports that as a refusal.
+#[tokio::test]
+async fn other_link_version_is_refused_with_a_clear_error_on_both_sides() {
+    fn record(cmd: u8, data: &[u8]) -> Vec<u8> {
+        let mut rec = vec![0u8; RECORD_LEN];
+        rec[4] = cmd;
+        rec[5..7].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        rec[7..7 + data.len()].copy_from_slice(data);
+        rec
+    }
+    // We respond; an old initiator asks for version 1.
+    let (_id, auth) = relay_keys();
+    let (l, addr) = listen().await;
+    let server = serve_one(l, auth, LinkConfig::default());
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    let mut init = vec![1u8];
+    init.extend_from_slice(&[7u8; 32]);
+    raw.write_all(&record(16, &init)).await.unwrap();
+    let mut answer = vec![0u8; RECORD_LEN];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, record(17, &[2]), "LINK_RESP naming version 2");
+    let err = server.await.unwrap().unwrap_err();
+    assert!(matches!(err, LinkError::UnsupportedVersion(1)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("version 1") && text.contains('2'), "{text}");
+
+    // We initiate; an old responder refuses us and names version 1.
+    let (id, _) = relay_keys();
+    let (l, addr) = listen().await;
+    let old = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut first = vec![0u8; RECORD_LEN];
+        s.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[4], 16, "LINK_INIT");
+        assert_eq!(first[7], 2, "we ask for version 2");
+        s.write_all(&record(17, &[1])).await.unwrap();
+    });
+    let err = connect(addr, &id.verifying_key(), None, &LinkConfig::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LinkError::VersionRefused { ours: 2, theirs: 1 }),
+        "{err:?}"
+    );
+    eprintln!("initiator's error: {err}");
+    old.await.unwrap();
 }
 
 #[tokio::test]

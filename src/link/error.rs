@@ -23,9 +23,17 @@ pub enum LinkError {
     /// The Noise handshake itself failed (bad key, bad MAC, malformed message).
     #[error("noise handshake failed: {0}")]
     Noise(#[from] snow::Error),
-    /// The peer speaks a link protocol version we do not.
-    #[error("unsupported link protocol version {0}")]
+    /// The initiator asked for a link protocol version we do not speak.
+    #[error("the peer asked for link protocol version {0}, this node speaks only {LINK_VERSION}: one side must be upgraded", LINK_VERSION = super::handshake::LINK_VERSION)]
     UnsupportedVersion(u8),
+    /// The responder refused our link protocol version and named its own.
+    #[error("the peer speaks link protocol version {theirs}, this node speaks {ours}: one side must be upgraded")]
+    VersionRefused {
+        /// Our version.
+        ours: u8,
+        /// The version the responder speaks.
+        theirs: u8,
+    },
     /// A cell during the handshake was malformed or illegal there.
     #[error("bad handshake cell: {0}")]
     Cell(#[from] CellError),
@@ -91,6 +99,7 @@ impl LinkError {
             LinkError::HandshakeEof => "closed during handshake",
             LinkError::Noise(_) => "noise failure",
             LinkError::UnsupportedVersion(_) => "unsupported version",
+            LinkError::VersionRefused { .. } => "version refused by peer",
             LinkError::Cell(_) => "bad handshake cell",
             LinkError::Protocol(_) => "protocol violation",
             LinkError::BadCert(_) => "bad certificate",

@@ -29,9 +29,10 @@ use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 /// The Noise prologue: both sides must agree on it, so it pins the protocol and version.
-pub const PROLOGUE: &[u8] = b"allium-link-v1";
-/// The link protocol version in the first byte of LINK_INIT.
-pub const LINK_VERSION: u8 = 1;
+pub const PROLOGUE: &[u8] = b"allium-link-v2";
+/// The link protocol version in the first byte of LINK_INIT. Version 2: relay crypto v2
+/// (UIV+ layers, docs/protocol.md §4.5) and link rekeying; version 1 peers are refused.
+pub const LINK_VERSION: u8 = 2;
 
 /// The outcome of a successful handshake.
 pub(crate) struct Established {
@@ -168,6 +169,14 @@ pub(crate) async fn initiate(
         _ => None,
     })
     .await?;
+    // A one-byte LINK_RESP is a responder refusing our version and naming its own (a Noise
+    // message 2 is 200 bytes): say so, rather than fail as a broken Noise message.
+    if let [theirs] = resp.as_slice() {
+        return Err(LinkError::VersionRefused {
+            ours: LINK_VERSION,
+            theirs: *theirs,
+        });
+    }
     let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
     let plen = hs.read_message(&resp, payload.as_mut_slice())?;
     let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
@@ -221,6 +230,9 @@ pub(crate) async fn respond(
         .split_first()
         .ok_or(LinkError::Protocol("empty LINK_INIT"))?;
     if version != LINK_VERSION {
+        // Tell the initiator which version we speak, so both ends can log a clear error.
+        let refusal = handshake_cell(ChanMsg::LinkResp, &[LINK_VERSION])?;
+        write_records(writer, reader, &plaintext_record(&refusal)).await?;
         return Err(LinkError::UnsupportedVersion(version));
     }
     if hs.read_message(noise1, payload.as_mut_slice())? != 0 {
