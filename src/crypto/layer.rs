@@ -361,6 +361,68 @@ mod tests {
         }
     }
 
+    /// Forward secrecy per cell, from the attacker's side: it records the wire bodies of a
+    /// layer's first cells, then reads the exit's whole layer state (keys, nonce, chain,
+    /// counter) and rewinds the public parts (chain, counter) to those of cell 0. The
+    /// updated keys open nothing it recorded; the state before the update would have.
+    #[test]
+    fn a_later_state_compromise_opens_no_earlier_cell() {
+        let (mut client, mut exit) = pair(Direction::Forward);
+        let plain: Vec<[u8; RELAY_BODY_LEN]> = (0..3u8)
+            .map(|c| {
+                let mut b = [0u8; RELAY_BODY_LEN];
+                b[RELAY_TAG_LEN..].fill(c.wrapping_add(0x41));
+                b
+            })
+            .collect();
+        let mut wire = Vec::new();
+        for p in &plain {
+            let mut b = *p;
+            client
+                .client_originate(CellKind::Relay, &mut b)
+                .expect("originate");
+            wire.push(b);
+            let mut seen = b;
+            assert!(exit
+                .relay_receive(CellKind::Relay, &mut seen)
+                .expect("layer")
+                .is_some());
+        }
+        // The compromised state, rewound to each earlier cell's public position.
+        let mut chain = [0u8; RELAY_TAG_LEN];
+        for (n, (w, p)) in wire.iter().zip(&plain).enumerate() {
+            exit.chain = chain;
+            exit.counter = n as u64;
+            let mut b = *w;
+            let got = exit.relay_receive(CellKind::Relay, &mut b).expect("layer");
+            assert_eq!(got, None, "cell {n} recognised by the later state");
+            let same = b[RELAY_TAG_LEN..]
+                .iter()
+                .zip(&p[RELAY_TAG_LEN..])
+                .filter(|(x, y)| x == y)
+                .count();
+            assert!(same < 16, "cell {n}: {same} plaintext bytes recovered");
+            // The honest relay-side chain after cell n is what the client's side recorded.
+            let mut replay =
+                LayerState::new(&core::array::from_fn(|i| i as u8), Direction::Forward);
+            for w in wire.iter().take(n + 1) {
+                let mut b = *w;
+                replay
+                    .relay_receive(CellKind::Relay, &mut b)
+                    .expect("layer");
+            }
+            chain = replay.chain;
+        }
+        // Control: the state as it was before cell 0 opens cell 0.
+        let (_, mut fresh) = pair(Direction::Forward);
+        let mut b = wire[0];
+        assert!(fresh
+            .relay_receive(CellKind::Relay, &mut b)
+            .expect("layer")
+            .is_some());
+        assert_eq!(b, plain[0]);
+    }
+
     #[test]
     fn the_command_is_bound() {
         let (mut client, mut relay) = pair(Direction::Forward);
