@@ -18,7 +18,7 @@
 //! ever decrypt, which is why a relay's output can never be a marked cell repaired later.
 
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
-use aes::{Aes128, Block};
+use aes::{Aes128, Aes128Enc, Block};
 use polyval::universal_hash::UniversalHash;
 use polyval::Polyval;
 use zeroize::{Zeroize, Zeroizing};
@@ -43,11 +43,21 @@ const UPDATE_BLOCKS: usize = UPDATE_LEN / BLOCK_LEN;
 /// The keys of one UIV+ instance, and a keystream scratch kept with them so it is wiped
 /// with them rather than by a per-cell wipe.
 pub(crate) struct Uiv {
+    /// Both directions: relays encipher the tag, clients decipher it.
     kj: Aes128,
     hj: Polyval,
-    ks: Aes128,
+    /// Only ever enciphers (CTR).
+    ks: Aes128Enc,
     hs: Polyval,
     scratch: [Block; PAYLOAD_BLOCKS],
+}
+
+/// Fills `blocks` with `AES(KS, start + first + i)`, the counter wrapping mod 2^128.
+fn keystream(ks: &Aes128Enc, start: u128, first: u128, blocks: &mut [Block]) {
+    for (i, b) in (0u128..).zip(blocks.iter_mut()) {
+        *b = Block::from(start.wrapping_add(first).wrapping_add(i).to_be_bytes());
+    }
+    ks.encrypt_blocks(blocks);
 }
 
 /// `a ^= b` for one block.
@@ -68,7 +78,7 @@ impl Uiv {
         let uiv = Self {
             kj: Aes128::new(kj.into()),
             hj: Polyval::new(hj.into()),
-            ks: Aes128::new(ks.into()),
+            ks: Aes128Enc::new(ks.into()),
             hs: Polyval::new(hs.into()),
             scratch: [Block::default(); PAYLOAD_BLOCKS],
         };
@@ -95,24 +105,14 @@ impl Uiv {
         u128::from_be_bytes(self.hs.finalize_reset().into())
     }
 
-    /// Fills `blocks` with `AES(KS, start + first + i)`, the counter wrapping mod 2^128.
-    fn keystream(&self, start: u128, first: u128, blocks: &mut [Block]) {
-        for (i, b) in (0u128..).zip(blocks.iter_mut()) {
-            *b = Block::from(start.wrapping_add(first).wrapping_add(i).to_be_bytes());
-        }
-        self.ks.encrypt_blocks(blocks);
-    }
-
     /// `right ^= CTR(KS, POLYVAL(HS, tag))[0..496]`.
     fn xor_payload_keystream(&mut self, tag: &[u8; BLOCK_LEN], right: &mut [u8]) {
         let start = self.ctr_start(tag);
-        let mut scratch = core::mem::take(&mut self.scratch);
-        self.keystream(start, 0, &mut scratch);
-        let stream = Block::cast_slice_to_core(&scratch).as_flattened();
+        keystream(&self.ks, start, 0, &mut self.scratch);
+        let stream = Block::cast_slice_to_core(&self.scratch).as_flattened();
         for (r, k) in right.iter_mut().zip(stream) {
             *r ^= k;
         }
-        self.scratch = scratch;
     }
 
     /// UIV+ encryption of `body` in place (the relay side of every layer).
@@ -161,7 +161,8 @@ impl Uiv {
     pub(crate) fn update(&mut self, nonce: &mut [u8; BLOCK_LEN]) {
         let start = self.ctr_start(nonce);
         let mut stream = Zeroizing::new([[0u8; BLOCK_LEN]; UPDATE_BLOCKS]);
-        self.keystream(
+        keystream(
+            &self.ks,
             start,
             UPDATE_FIRST_BLOCK,
             Block::cast_slice_from_core_mut(stream.as_mut_slice()),
@@ -170,7 +171,7 @@ impl Uiv {
         // Assigning drops (and so wipes) the old cipher and hash states.
         self.kj = Aes128::new(kj.into());
         self.hj = Polyval::new(hj.into());
-        self.ks = Aes128::new(ks.into());
+        self.ks = Aes128Enc::new(ks.into());
         self.hs = Polyval::new(hs.into());
         *nonce = *next;
         // The last payload keystream belongs to a cell the keys no longer open.
