@@ -19,7 +19,7 @@ use allium::cell::{
 use proptest::prelude::*;
 
 /// Every channel command: the parser-under-test may see anything.
-const ALL_CHAN: CmdSet = CmdSet::new(&[0, 1, 2, 3, 4, 5, 8, 16, 17, 18], "anywhere (test)");
+const ALL_CHAN: CmdSet = CmdSet::new(&[0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 18], "anywhere (test)");
 /// Every relay command.
 const ALL_RELAY: CmdSet = CmdSet::new(
     &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
@@ -44,6 +44,7 @@ fn hostname() -> impl Strategy<Value = Hostname> {
 fn chan_msg() -> impl Strategy<Value = ChanMsg> {
     prop_oneof![
         Just(ChanMsg::Padding),
+        Just(ChanMsg::Rekey),
         bytes_upto(508).prop_map(|d| ChanMsg::Create(Create {
             htype: HandshakeType::Ntor1,
             data: BoundedBytes::new(d, "t").unwrap()
@@ -252,6 +253,64 @@ fn unknown_commands_are_refused() {
             assert_eq!(err, CellError::UnknownCommand(code));
         }
     }
+}
+
+/// The test's "every command" set really has every command, so the properties above
+/// reach every body parser (a new command must be added to it, and to the fuzz target's).
+#[test]
+fn all_chan_covers_every_command() {
+    for cmd in ChanCmd::ALL {
+        assert!(ALL_CHAN.contains(cmd.code()), "{cmd:?}");
+    }
+}
+
+/// REKEY: circuit id zero, body all zero, legal on open channels only (and parsed by the
+/// link layer with its own one-command set).
+#[test]
+fn rekey_is_strict_and_legal_only_on_open_channels() {
+    let rekey = ChanCell::channel(ChanMsg::Rekey).unwrap().encode().unwrap();
+    let mut expected = [0u8; CELL_LEN];
+    expected[4] = 9;
+    assert_eq!(rekey, expected);
+    for set in [
+        &chan_sets::CLIENT_CHANNEL,
+        &chan_sets::RELAY_CHANNEL,
+        &chan_sets::LINK_REKEY,
+    ] {
+        assert_eq!(ChanCell::parse(&rekey, set).unwrap().msg(), &ChanMsg::Rekey);
+    }
+    for set in [
+        &chan_sets::LINK_HANDSHAKE,
+        &chan_sets::NEW_CIRCUIT,
+        &chan_sets::FROM_PREVIOUS_HOP,
+        &chan_sets::FROM_NEXT_HOP,
+    ] {
+        assert!(matches!(
+            ChanCell::parse(&rekey, set),
+            Err(CellError::CommandNotAllowed { command: 9, .. })
+        ));
+    }
+    // The link layer's set admits nothing else.
+    let padding = ChanCell::channel(ChanMsg::Padding)
+        .unwrap()
+        .encode()
+        .unwrap();
+    assert!(ChanCell::parse(&padding, &chan_sets::LINK_REKEY).is_err());
+    for pos in 5..CELL_LEN {
+        let mut b = rekey;
+        b[pos] = 1;
+        assert_eq!(
+            ChanCell::parse(&b, &chan_sets::LINK_REKEY),
+            Err(CellError::NonZeroPadding),
+            "body byte {pos}"
+        );
+    }
+    let mut b = rekey;
+    b[3] = 1;
+    assert_eq!(
+        ChanCell::parse(&b, &chan_sets::LINK_REKEY),
+        Err(CellError::UnexpectedCircId)
+    );
 }
 
 #[test]

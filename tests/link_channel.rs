@@ -1,5 +1,5 @@
 //! Link channels over real TCP on 127.0.0.1: handshakes, identity checks, record
-//! integrity, uniform record size, and failure handling.
+//! integrity, uniform record size, rekeying, and failure handling.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -73,14 +73,24 @@ struct DirectionLog {
     leftover: usize,
 }
 
-/// Forwards `from` to `to` one 533-byte record at a time, flipping one bit of record
-/// number `flip_at` (0-based, counting handshake records).
-async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    flip_at: Option<u64>,
-) -> DirectionLog {
+/// What a proxy does to one direction besides forwarding it. Record numbers are 0-based
+/// and count handshake records.
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    None,
+    /// Flip one bit of this record.
+    Flip(u64),
+    /// Keep a copy of record `capture`, and send it again right after record `after`.
+    Replay {
+        capture: u64,
+        after: u64,
+    },
+}
+
+/// Forwards `from` to `to` one 533-byte record at a time, tampering as asked.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, tamper: Tamper) -> DirectionLog {
     let mut rec = [0u8; RECORD_LEN];
+    let mut captured = None;
     let mut records = 0u64;
     loop {
         let mut filled = 0;
@@ -96,11 +106,24 @@ async fn pump(
                 Ok(n) => filled += n,
             }
         }
-        if flip_at == Some(records) {
-            rec[200] ^= 0x01;
+        let mut extra = None;
+        match tamper {
+            Tamper::None => {}
+            Tamper::Flip(at) if at == records => rec[200] ^= 0x01,
+            Tamper::Flip(_) => {}
+            Tamper::Replay { capture, after } => {
+                if capture == records {
+                    captured = Some(rec);
+                }
+                if after == records {
+                    extra = captured;
+                }
+            }
         }
         records += 1;
-        if to.write_all(&rec).await.is_err() {
+        let mut out = rec.to_vec();
+        out.extend(extra.iter().flatten());
+        if to.write_all(&out).await.is_err() {
             return DirectionLog {
                 records,
                 leftover: 0,
@@ -113,7 +136,7 @@ async fn pump(
 /// yielding (client→server, server→client) logs once both directions end.
 async fn proxy(
     target: SocketAddr,
-    flip_c2s: Option<u64>,
+    tamper_c2s: Tamper,
 ) -> (SocketAddr, JoinHandle<(DirectionLog, DirectionLog)>) {
     let (l, addr) = listen().await;
     let h = tokio::spawn(async move {
@@ -121,11 +144,32 @@ async fn proxy(
         let server = TcpStream::connect(target).await.unwrap();
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
-        let c2s = tokio::spawn(pump(cr, sw, flip_c2s));
-        let s2c = tokio::spawn(pump(sr, cw, None));
+        let c2s = tokio::spawn(pump(cr, sw, tamper_c2s));
+        let s2c = tokio::spawn(pump(sr, cw, Tamper::None));
         (c2s.await.unwrap(), s2c.await.unwrap())
     });
     (addr, h)
+}
+
+/// Sends cells 0..n on `ch` while checking that cells 0..n arrive on it, in order and
+/// intact; yields the channel back when both are done.
+fn exchange(ch: Channel, n: u64) -> JoinHandle<Channel> {
+    tokio::spawn(async move {
+        let tx = ch.sender.clone();
+        let sending = tokio::spawn(async move {
+            for i in 0..n {
+                tx.send_raw(numbered_cell(i)).await.unwrap();
+            }
+        });
+        let mut ch = ch;
+        for i in 0..n {
+            let cell = ch.receiver.recv().await.unwrap().unwrap();
+            assert_eq!(seq_of(&cell), i);
+            assert_eq!(cell, numbered_cell(i));
+        }
+        sending.await.unwrap();
+        ch
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,31 +231,13 @@ async fn ten_thousand_cells_each_way_in_order_all_records_uniform() {
     let (l, addr) = listen().await;
     let cfg = LinkConfig::default();
     let server = serve_one(l, auth_b, cfg.clone());
-    let (paddr, plog) = proxy(addr, None).await;
+    let (paddr, plog) = proxy(addr, Tamper::None).await;
     let c = connect(paddr, &id_b.verifying_key(), None, &cfg)
         .await
         .unwrap();
     let r = server.await.unwrap().unwrap();
 
-    fn run(ch: Channel) -> JoinHandle<Channel> {
-        tokio::spawn(async move {
-            let tx = ch.sender.clone();
-            let sending = tokio::spawn(async move {
-                for i in 0..N {
-                    tx.send_raw(numbered_cell(i)).await.unwrap();
-                }
-            });
-            let mut ch = ch;
-            for i in 0..N {
-                let cell = ch.receiver.recv().await.unwrap().unwrap();
-                assert_eq!(seq_of(&cell), i);
-                assert_eq!(cell, numbered_cell(i));
-            }
-            sending.await.unwrap();
-            ch
-        })
-    }
-    let (c, r) = (run(c), run(r));
+    let (c, r) = (exchange(c, N), exchange(r, N));
     let (mut c, r) = (c.await.unwrap(), r.await.unwrap());
 
     // Graceful close: the client drops its sender; the relay sees a clean end.
@@ -263,7 +289,7 @@ async fn flipped_byte_after_handshake_closes_channel() {
     let cfg = LinkConfig::default();
     let server = serve_one(l, auth_b, cfg.clone());
     // Client records: 0 LINK_INIT, 1 LINK_FINISH, 2 NETINFO, 3.. cells. Corrupt cell #2.
-    let (paddr, plog) = proxy(addr, Some(5)).await;
+    let (paddr, plog) = proxy(addr, Tamper::Flip(5)).await;
     let mut c = connect(paddr, &id_b.verifying_key(), None, &cfg)
         .await
         .unwrap();
@@ -498,4 +524,228 @@ async fn local_close_ends_both_sides() {
     ));
     assert!(r.receiver.recv().await.unwrap().is_none());
     r.sender.closed().await;
+}
+
+/// A config that replaces each sending key every `every` records and holds the peer to
+/// exactly that (the floor's time alternative out of reach), so every REKEY on the
+/// channel sits right at the floor.
+fn rekey_every(every: u64) -> LinkConfig {
+    LinkConfig {
+        rekey_after_records: every,
+        rekey_after: Duration::from_secs(3600),
+        peer_rekey_min_records: every,
+        peer_rekey_min_interval: Duration::from_secs(3600),
+        ..LinkConfig::default()
+    }
+}
+
+/// REKEYs a side sends while sending `data` cells, `every` records a key: the first key
+/// carries NETINFO, `every − 2` cells and its REKEY; each later one `every − 1` cells and
+/// its REKEY.
+fn expected_rekeys(data: u64, every: u64) -> u64 {
+    let first = every - 2;
+    if data < first {
+        0
+    } else {
+        (data - first) / (every - 1) + 1
+    }
+}
+
+/// Rekeying every 10 records, both ways at once: 3,000 cells each way arrive in order and
+/// intact across 333 rekeys in each direction, every record on the wire is still 533
+/// bytes, and the channel closes cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_rekeys_each_way_while_carrying_traffic() {
+    const N: u64 = 3_000;
+    const EVERY: u64 = 10;
+    let rekeys = expected_rekeys(N, EVERY);
+    assert_eq!(rekeys, 333);
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = rekey_every(EVERY);
+    let server = serve_one(l, auth_b, cfg.clone());
+    let (paddr, plog) = proxy(addr, Tamper::None).await;
+    let c = connect(paddr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let r = server.await.unwrap().unwrap();
+
+    let (c, r) = (exchange(c, N), exchange(r, N));
+    let (mut c, r) = (c.await.unwrap(), r.await.unwrap());
+
+    // Graceful close, which also reads any REKEY that followed the last cell.
+    let (cstats, rstats) = (c.stats.clone(), r.stats.clone());
+    let Channel {
+        sender,
+        receiver: mut rrecv,
+        ..
+    } = r;
+    drop(c.sender);
+    assert!(rrecv.recv().await.unwrap().is_none());
+    drop(sender);
+    drop(rrecv);
+    assert!(c.receiver.recv().await.unwrap().is_none());
+
+    assert_eq!(cstats.rekeys_sent(), rekeys);
+    assert_eq!(rstats.rekeys_received(), rekeys);
+    assert_eq!(rstats.rekeys_sent(), rekeys);
+    assert_eq!(cstats.rekeys_received(), rekeys);
+    let (c2s, s2c) = plog.await.unwrap();
+    assert_eq!((c2s.leftover, s2c.leftover), (0, 0));
+    // Handshake records, the cells, and one REKEY record per rekey.
+    assert_eq!(c2s.records, 3 + N + rekeys);
+    assert_eq!(s2c.records, 2 + N + rekeys);
+    assert_eq!(rstats.records_read(), c2s.records);
+    assert_eq!(cstats.records_written(), c2s.records);
+    assert!(!cstats.saw_odd_size() && !rstats.saw_odd_size());
+}
+
+/// The timer, with a tiny interval: a slow ping-pong rekeys both directions many times
+/// and every cell still arrives intact. No timing assertion: it pings until each side has
+/// received 30 REKEYs, and fails only if that takes 20,000 pings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_rekeys_both_ways_on_a_slow_channel() {
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig {
+        rekey_after: Duration::from_millis(2),
+        // A timed REKEY may follow a single record. The floor's interval is measured by
+        // the receiver, where two REKEYs can arrive closer together than they were sent;
+        // with an interval this short the floor would trip on that jitter, so it is off.
+        peer_rekey_min_interval: Duration::ZERO,
+        ..LinkConfig::default()
+    };
+    let server = serve_one(l, auth_b, cfg.clone());
+    let mut c = connect(addr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    let mut i = 0u64;
+    while c.stats.rekeys_received() < 30 || r.stats.rekeys_received() < 30 {
+        assert!(
+            i < 20_000,
+            "{} and {} rekeys after {i} pings",
+            c.stats.rekeys_received(),
+            r.stats.rekeys_received()
+        );
+        c.sender.send_raw(numbered_cell(i)).await.unwrap();
+        let ping = r.receiver.recv().await.unwrap().unwrap();
+        assert_eq!(ping, numbered_cell(i));
+        r.sender.send_raw(ping).await.unwrap();
+        assert_eq!(c.receiver.recv().await.unwrap().unwrap(), numbered_cell(i));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        i += 1;
+    }
+    // Only the timer rekeyed (the record budget is 2^20).
+    assert!(i < 1 << 19);
+    assert!(c.stats.rekeys_sent() >= 30 && r.stats.rekeys_sent() >= 30);
+}
+
+/// A record captured before a rekey and replayed (by a man in the middle) three keys
+/// later does not open: the relay closes the channel with everything before it
+/// delivered and nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_pre_rekey_record_closes_the_channel() {
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = rekey_every(10);
+    let server = serve_one(l, auth_b, cfg.clone());
+    // Client records: 0 LINK_INIT, 1 LINK_FINISH, 2 NETINFO, 3..=10 cells 0..=7,
+    // 11 REKEY, 12..=20 cells 8..=16, 21 REKEY, 22..=30 cells 17..=25, 31 REKEY,
+    // 32..=40 cells 26..=34; then a copy of record 5 (cell 2, first key).
+    let (paddr, plog) = proxy(
+        addr,
+        Tamper::Replay {
+            capture: 5,
+            after: 40,
+        },
+    )
+    .await;
+    let mut c = connect(paddr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    for i in 0..60 {
+        if c.sender.send_raw(numbered_cell(i)).await.is_err() {
+            break;
+        }
+    }
+    for i in 0..35 {
+        assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), i);
+    }
+    let err = r.receiver.recv().await.unwrap_err();
+    assert!(matches!(err, LinkError::BadRecord), "{err:?}");
+    assert!(r.receiver.recv().await.unwrap().is_none());
+    r.sender.closed().await;
+    assert_eq!(r.stats.rekeys_received(), 3);
+    assert!(!matches!(c.receiver.recv().await, Ok(Some(_))));
+    c.sender.closed().await;
+    let _ = plog.await.unwrap();
+}
+
+/// A peer that rekeys over and over (far more often than once per 1,000 records or per
+/// second) has its channel closed as a protocol violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_flood_from_a_peer_closes_the_channel() {
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let cfg = LinkConfig::default();
+    let server = serve_one(l, auth_b, cfg.clone());
+    let mut c = connect(addr, &id_b.verifying_key(), None, &cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    // A queued REKEY cell makes our writer rekey at once: the flood.
+    let rekey = ChanCell::channel(ChanMsg::Rekey).unwrap().encode().unwrap();
+    c.sender.send_raw(numbered_cell(0)).await.unwrap();
+    for _ in 0..20 {
+        if c.sender.send_raw(rekey).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), 0);
+    let err = r.receiver.recv().await.unwrap_err();
+    assert!(
+        matches!(err, LinkError::Protocol(m) if m.contains("REKEY")),
+        "{err:?}"
+    );
+    assert!(r.receiver.recv().await.unwrap().is_none());
+    r.sender.closed().await;
+    // The first one may pass if this machine stalled for a second; the flood does not.
+    assert!(r.stats.rekeys_received() <= 1);
+    assert!(!matches!(c.receiver.recv().await, Ok(Some(_))));
+    c.sender.closed().await;
+}
+
+/// Timed rekeys do not keep an idle channel open: a key that has protected nothing is
+/// not replaced, so after its last cell the client sends one REKEY and then nothing, and
+/// the relay's idle timeout still closes the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_rekeys_do_not_keep_an_idle_channel_open() {
+    let (id_b, auth_b) = relay_keys();
+    let (l, addr) = listen().await;
+    let server_cfg = LinkConfig {
+        idle_timeout: Duration::from_millis(500),
+        peer_rekey_min_interval: Duration::ZERO,
+        ..LinkConfig::default()
+    };
+    let server = serve_one(l, auth_b, server_cfg);
+    let client_cfg = LinkConfig {
+        rekey_after: Duration::from_millis(10),
+        ..LinkConfig::default()
+    };
+    let c = connect(addr, &id_b.verifying_key(), None, &client_cfg)
+        .await
+        .unwrap();
+    let mut r = server.await.unwrap().unwrap();
+    c.sender.send_raw(numbered_cell(0)).await.unwrap();
+    assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), 0);
+    // Were the client to rekey an unused key, this would never end: bounded.
+    let err = tokio::time::timeout(Duration::from_secs(60), r.receiver.recv())
+        .await
+        .expect("the idle channel was kept open")
+        .unwrap_err();
+    assert!(matches!(err, LinkError::IdleTimeout), "{err:?}");
+    assert!(r.stats.rekeys_received() <= 1);
+    assert!(c.stats.rekeys_sent() <= 1);
 }

@@ -39,20 +39,24 @@ pub mod sets {
         "during the link handshake",
     );
     /// A client's open channel to its first hop. Clients never accept CREATE, and
-    /// RELAY_EARLY only flows away from the client.
+    /// RELAY_EARLY only flows away from the client. REKEY is legal on every open channel;
+    /// the link layer consumes it (see [`LINK_REKEY`]), so upper layers never see one.
     pub const CLIENT_CHANNEL: CmdSet = CmdSet::new(
         &[
             C::Padding.code(),
+            C::Rekey.code(),
             C::Created.code(),
             C::Relay.code(),
             C::Destroy.code(),
         ],
         "on a client's channel",
     );
-    /// A relay's open channel: circuits may run in either direction over it.
+    /// A relay's open channel: circuits may run in either direction over it. REKEY as on
+    /// a client's channel.
     pub const RELAY_CHANNEL: CmdSet = CmdSet::new(
         &[
             C::Padding.code(),
+            C::Rekey.code(),
             C::Create.code(),
             C::Created.code(),
             C::Relay.code(),
@@ -61,6 +65,9 @@ pub mod sets {
         ],
         "on a relay's channel",
     );
+    /// What the link layer parses when an open channel's record carries the REKEY command:
+    /// only REKEY, so its circuit id (zero) and body (all zero) are checked strictly.
+    pub const LINK_REKEY: CmdSet = CmdSet::new(&[C::Rekey.code()], "as a link rekey");
     /// On a circuit id a relay has not seen before: only CREATE opens one.
     pub const NEW_CIRCUIT: CmdSet = CmdSet::new(&[C::Create.code()], "on an unknown circuit");
     /// At a relay, from the previous hop (towards the client) of an open circuit.

@@ -143,6 +143,8 @@ pub enum ChanMsg {
     Destroy(DestroyReason),
     /// NETINFO.
     Netinfo(Netinfo),
+    /// REKEY: all-zero body. The link layer sends and consumes it (docs/protocol.md §5.5.1).
+    Rekey,
     /// LINK_INIT.
     LinkInit(LinkHandshake),
     /// LINK_RESP.
@@ -162,6 +164,7 @@ impl ChanMsg {
             ChanMsg::RelayEarly(_) => ChanCmd::RelayEarly,
             ChanMsg::Destroy(_) => ChanCmd::Destroy,
             ChanMsg::Netinfo(_) => ChanCmd::Netinfo,
+            ChanMsg::Rekey => ChanCmd::Rekey,
             ChanMsg::LinkInit(_) => ChanCmd::LinkInit,
             ChanMsg::LinkResp(_) => ChanCmd::LinkResp,
             ChanMsg::LinkFinish(_) => ChanCmd::LinkFinish,
@@ -179,6 +182,7 @@ impl ChanMsg {
         let mut r = Reader::new(body);
         let msg = match cmd {
             ChanCmd::Padding => ChanMsg::Padding,
+            ChanCmd::Rekey => ChanMsg::Rekey,
             ChanCmd::Create => {
                 let htype = HandshakeType::from_code(r.u16("htype")?)?;
                 let len = r.len_u16("hlen", MAX_CREATE_DATA)?;
@@ -222,7 +226,7 @@ impl ChanMsg {
         out.fill(0);
         let mut w = Writer::new(out);
         match self {
-            ChanMsg::Padding => {}
+            ChanMsg::Padding | ChanMsg::Rekey => {}
             ChanMsg::Create(c) => {
                 w.u16(c.htype.code(), "htype")?;
                 w.u16_prefixed(c.data.as_slice(), "hdata")?;

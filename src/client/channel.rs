@@ -123,7 +123,13 @@ async fn read_loop(chan: Arc<ClientChannel>, mut receiver: ChannelReceiver) {
             }
         };
         match cell.into_parts() {
-            (None, _) => {} // PADDING
+            (None, ChanMsg::Padding) => {}
+            (None, _) => {
+                // REKEY is the only other channel-level command here, and the link layer
+                // consumes it: reaching this is a bug, and the keys can no longer agree.
+                debug!("client: channel-level cell the link layer should have consumed");
+                break;
+            }
             (Some(id), msg) => {
                 if let Some(tx) = chan.circuits.get(id) {
                     // A full queue stops this reader: backpressure to the relay.

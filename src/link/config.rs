@@ -2,6 +2,16 @@
 
 use std::time::Duration;
 
+/// Default [`LinkConfig::rekey_after_records`]: 2^20 records (about 560 MB) per key.
+pub const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
+/// Default [`LinkConfig::rekey_after`]: one hour.
+pub const DEFAULT_REKEY_AFTER: Duration = Duration::from_secs(60 * 60);
+/// The protocol's bound on a peer's rekeying (docs/protocol.md §5.5.1): a REKEY that
+/// retires a key which protected fewer records than this (the REKEY included) ...
+pub const REKEY_MIN_RECORDS: u64 = 1000;
+/// ... and which the receiver installed less than this long ago is a protocol violation.
+pub const REKEY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Limits and timeouts applied to every channel.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -25,6 +35,23 @@ pub struct LinkConfig {
     /// silent one for `idle_timeout`, and every circuit on it stalls meanwhile. `None`:
     /// the system's defaults.
     pub dead_peer_timeout: Option<Duration>,
+    /// Our sending key on a channel is replaced (REKEY, docs/protocol.md §5.5.1) once it
+    /// has protected this many records, its REKEY record included. Read as at least 3.
+    /// Peers refuse a REKEY sooner than [`REKEY_MIN_RECORDS`] records unless
+    /// [`REKEY_MIN_INTERVAL`] has passed, so values below it are for tests.
+    pub rekey_after_records: u64,
+    /// Our sending key is also replaced this long after it protected its first record,
+    /// so a key never protects traffic for longer than about this, however quiet the
+    /// channel (a key that has protected nothing is not replaced: an idle channel sends
+    /// one REKEY after its last traffic, then nothing).
+    pub rekey_after: Duration,
+    /// The peer's REKEY is a protocol violation, closing the channel, if the key it
+    /// retires protected fewer than this many records (the REKEY included) *and* was
+    /// installed less than [`Self::peer_rekey_min_interval`] ago. The protocol's values
+    /// are [`REKEY_MIN_RECORDS`] and [`REKEY_MIN_INTERVAL`]; lower them only in tests.
+    pub peer_rekey_min_records: u64,
+    /// See [`Self::peer_rekey_min_records`].
+    pub peer_rekey_min_interval: Duration,
 }
 
 impl Default for LinkConfig {
@@ -35,6 +62,10 @@ impl Default for LinkConfig {
             idle_timeout: Duration::from_secs(5 * 60),
             max_circuits_per_channel: 4096,
             dead_peer_timeout: Some(Duration::from_secs(20)),
+            rekey_after_records: DEFAULT_REKEY_AFTER_RECORDS,
+            rekey_after: DEFAULT_REKEY_AFTER,
+            peer_rekey_min_records: REKEY_MIN_RECORDS,
+            peer_rekey_min_interval: REKEY_MIN_INTERVAL,
         }
     }
 }

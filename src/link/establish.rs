@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::LinkAuth;
 use super::cert::unix_now;
-use super::channel::{Channel, ChannelReceiver, ChannelSender};
+use super::channel::{Channel, ChannelReceiver, ChannelSender, RekeyFloor};
 use super::circ_ids::CircIdAllocator;
 use super::close::CloseSignal;
 use super::config::LinkConfig;
@@ -18,7 +18,7 @@ use super::error::{LinkError, LinkResult};
 use super::handshake::{initiate, respond, Established};
 use super::reader::RecordReader;
 use super::stats::RecordStats;
-use super::writer::RecordWriter;
+use super::writer::{RecordWriter, RekeyPolicy};
 
 /// Clock skew past which we warn: directory freshness checks work in hours, so a
 /// peer this far off will disagree with us about which documents are valid.
@@ -151,12 +151,20 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         cipher: est.send,
         close: close.clone(),
         stats: stats.clone(),
+        rekey: RekeyPolicy {
+            after_records: cfg.rekey_after_records,
+            after: cfg.rekey_after,
+        },
     };
     tokio::spawn(writer.run());
+    let floor = RekeyFloor {
+        min_records: cfg.peer_rekey_min_records,
+        min_interval: cfg.peer_rekey_min_interval,
+    };
 
     Ok(Channel {
         sender: ChannelSender::new(tx, close.clone()),
-        receiver: ChannelReceiver::new(reader, est.recv, close),
+        receiver: ChannelReceiver::new(reader, est.recv, floor, close),
         peer: est.peer,
         is_initiator,
         peer_timestamp: est.peer_timestamp,

@@ -5,6 +5,8 @@
 //!   [`Channel`];
 //! - every byte on the wire is inside a [`RECORD_LEN`]-byte record ([`record`]), encrypted
 //!   with per-direction ChaCha20-Poly1305 keys and u64 counters once the handshake is done;
+//!   each direction's key is replaced every so many records and minutes, signalled by a
+//!   REKEY cell from its sender (forward secret: the old key is erased);
 //! - the writer task batches queued cells into one write ([`writer`]); the reader decrypts
 //!   in place out of a large buffer.
 //!
@@ -33,7 +35,7 @@ pub use auth::LinkAuth;
 pub use cert::{LinkKeyCert, CERT_LEN};
 pub use channel::{Channel, ChannelReceiver, ChannelSender, TrySendError};
 pub use circ_ids::CircIdAllocator;
-pub use config::LinkConfig;
+pub use config::{LinkConfig, REKEY_MIN_INTERVAL, REKEY_MIN_RECORDS};
 pub use error::{LinkError, LinkResult};
 pub use establish::{accept, connect};
 pub use peer::PeerKind;

@@ -8,9 +8,20 @@
 //! One [`RecordCipher`] per direction, each with its own key and counter. A counter is never
 //! reused: it only moves forward, and when it would wrap the cipher refuses to work and the
 //! channel closes.
+//!
+//! A direction's key is replaced in place by [`RecordCipher::rekey`] (Noise's `REKEY()`):
+//!
+//! ```text
+//! k' = first 32 bytes of ChaCha20-Poly1305(key = k, nonce = 0u32 | (2^64 - 1) u64 LE, aad = "", 32 zero bytes)
+//! ```
+//!
+//! The counter carries on across a rekey (it is never reset), so a nonce is never repeated
+//! on a channel even across keys; the counter value 2^64 − 1 that the derivation uses is
+//! never a record's.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::error::{LinkError, LinkResult};
 use crate::cell::consts::CELL_LEN;
@@ -49,11 +60,23 @@ pub fn open_plaintext_record(record: &[u8]) -> LinkResult<&[u8]> {
     Ok(cell)
 }
 
+/// The nonce of counter value `counter`: four zero bytes, then the counter little-endian.
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::from(n)
+}
+
 /// One direction's record protection: a ChaCha20-Poly1305 key and the counter that forms
-/// the nonce. The key is wiped on drop (chacha20poly1305's `zeroize` feature).
+/// the nonce. The key is wiped on drop (chacha20poly1305's `zeroize` feature: its `Drop`
+/// zeroes the key it holds), and so is a key replaced by [`Self::rekey`], since replacing
+/// the AEAD value drops the old one.
 pub struct RecordCipher {
     aead: ChaCha20Poly1305,
+    /// The counter of the next record.
     counter: u64,
+    /// The counter of the first record under the current key.
+    key_first: u64,
 }
 
 impl RecordCipher {
@@ -69,17 +92,48 @@ impl RecordCipher {
         RecordCipher {
             aead: ChaCha20Poly1305::new(key),
             counter,
+            key_first: counter,
         }
     }
 
     /// The nonce for the next record, advancing the counter. Counter `u64::MAX` is never
-    /// used: reaching it means the key has protected 2^64 − 1 records and must retire.
+    /// used: it is the rekey nonce, and reaching it means the channel has carried 2^64 − 1
+    /// records in this direction and must close.
     fn next_nonce(&mut self) -> LinkResult<Nonce> {
         let current = self.counter;
         self.counter = current.checked_add(1).ok_or(LinkError::NonceExhausted)?;
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&current.to_le_bytes());
-        Ok(Nonce::from(n))
+        Ok(nonce(current))
+    }
+
+    /// The counter of the next record in this direction (records sealed or opened so far,
+    /// across every key).
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// How many records the current key has sealed or opened.
+    pub fn records_under_key(&self) -> u64 {
+        self.counter.wrapping_sub(self.key_first)
+    }
+
+    /// Replaces the key with a one-way function of itself (Noise `REKEY()`, see the module
+    /// docs) and erases the old one. The counter is unchanged: the next record uses the new
+    /// key with the next counter value. Both ends of a direction must call this after the
+    /// same record (the REKEY cell, docs/protocol.md §5.5.1).
+    pub fn rekey(&mut self) -> LinkResult<()> {
+        let mut next = Zeroizing::new([0u8; 32]);
+        let mut tag = self
+            .aead
+            .encrypt_inout_detached(&nonce(u64::MAX), &[], next.as_mut_slice().into())
+            // Only fails for messages longer than 2^38 bytes; this one is 32.
+            .map_err(|_| LinkError::BadRecord)?;
+        // The tag is not part of the new key; wipe it anyway, it was computed from it.
+        tag.as_mut_slice().zeroize();
+        let key: &Key = (&*next).into();
+        // Dropping the previous AEAD wipes the previous key.
+        self.aead = ChaCha20Poly1305::new(key);
+        self.key_first = self.counter;
+        Ok(())
     }
 
     /// Encrypts the record in place: `record` holds the plaintext cell in its first
@@ -158,6 +212,130 @@ mod tests {
         assert!(matches!(rx.open(&mut r), Err(LinkError::NonceExhausted)));
         // And it stays exhausted.
         assert!(matches!(tx.seal(&mut r), Err(LinkError::NonceExhausted)));
+    }
+
+    /// Rekey test vector (docs/protocol.md §5.5.1): k = 00 01 .. 1f. The expected values
+    /// were also computed with an independent ChaCha20 (RFC 8439 §2.3) written for the
+    /// purpose: keystream block 1 under nonce 00000000 ffffffffffffffff.
+    const VECTOR_KEY: [u8; 32] = {
+        let mut k = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            k[i] = i as u8;
+            i += 1;
+        }
+        k
+    };
+
+    /// The new key, computed independently of `rekey`: ChaCha20-Poly1305 encryption of 32
+    /// zero bytes under the old key at nonce counter 2^64 − 1, first 32 bytes.
+    fn derived_by_hand(key: &[u8; 32]) -> [u8; 32] {
+        let aead = ChaCha20Poly1305::new(key.into());
+        let mut out = [0u8; 32];
+        let _tag = aead
+            .encrypt_inout_detached(&nonce(u64::MAX), &[], out.as_mut_slice().into())
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn rekey_is_deterministic_one_way_and_changes_the_key() {
+        let k1 = derived_by_hand(&VECTOR_KEY);
+        assert_ne!(k1, VECTOR_KEY);
+        assert_eq!(
+            crate::link::hex::hex(&k1),
+            "50835543a205b22c9323f2022bc4f67d838f90e61d5ccf33c4513e01f85b5042"
+        );
+        let k2 = derived_by_hand(&k1);
+        assert_eq!(
+            crate::link::hex::hex(&k2),
+            "30fe3726fa0f864af01d15663c77f95e490e30143788af57e90d56fb9aa71609"
+        );
+
+        // `rekey` computes exactly that: a cipher rekeyed once seals like a fresh cipher
+        // under k1, at the same counter; twice, like one under k2.
+        let mut a = RecordCipher::with_counter(&VECTOR_KEY, 7);
+        a.rekey().unwrap();
+        let mut b = RecordCipher::with_counter(&k1, 7);
+        let (mut ra, mut rb) = (record(4), record(4));
+        a.seal(&mut ra).unwrap();
+        b.seal(&mut rb).unwrap();
+        assert_eq!(ra, rb);
+        a.rekey().unwrap();
+        let mut c = RecordCipher::with_counter(&k2, 8);
+        let (mut ra, mut rc) = (record(5), record(5));
+        a.seal(&mut ra).unwrap();
+        c.seal(&mut rc).unwrap();
+        assert_eq!(ra, rc);
+
+        // Two ends that rekey after the same record stay in step.
+        let (mut tx, mut rx) = (RecordCipher::new(&[9; 32]), RecordCipher::new(&[9; 32]));
+        for round in 0..50u8 {
+            for _ in 0..3 {
+                let mut r = record(round);
+                tx.seal(&mut r).unwrap();
+                rx.open(&mut r).unwrap();
+                assert_eq!(&r[..CELL_LEN], &[round; CELL_LEN][..]);
+            }
+            tx.rekey().unwrap();
+            rx.rekey().unwrap();
+        }
+    }
+
+    #[test]
+    fn records_from_before_a_rekey_are_refused_after_it() {
+        let key = [6u8; 32];
+        let (mut tx, mut rx) = (RecordCipher::new(&key), RecordCipher::new(&key));
+        let mut before = record(1);
+        tx.seal(&mut before).unwrap();
+        let captured = before;
+        rx.open(&mut before).unwrap();
+        tx.rekey().unwrap();
+        rx.rekey().unwrap();
+
+        // A replay of the captured record: wrong key and wrong counter.
+        let mut replay = captured;
+        assert!(matches!(rx.open(&mut replay), Err(LinkError::BadRecord)));
+
+        // Even a record sealed under the old key at exactly the counter the receiver now
+        // expects is refused: only the key differs.
+        let (mut tx, mut rx) = (RecordCipher::new(&key), RecordCipher::new(&key));
+        let mut first = record(1);
+        tx.seal(&mut first).unwrap();
+        rx.open(&mut first).unwrap();
+        rx.rekey().unwrap();
+        let mut old_key_record = record(2);
+        tx.seal(&mut old_key_record).unwrap(); // counter 1, old key
+        assert_eq!(rx.counter(), 1);
+        assert!(matches!(
+            rx.open(&mut old_key_record),
+            Err(LinkError::BadRecord)
+        ));
+    }
+
+    #[test]
+    fn counters_carry_on_across_rekeys() {
+        let mut c = RecordCipher::new(&[1; 32]);
+        assert_eq!((c.counter(), c.records_under_key()), (0, 0));
+        for _ in 0..3 {
+            c.seal(&mut record(0)).unwrap();
+        }
+        assert_eq!((c.counter(), c.records_under_key()), (3, 3));
+        c.rekey().unwrap();
+        // The counter is not reset and the rekey uses no counter value.
+        assert_eq!((c.counter(), c.records_under_key()), (3, 0));
+        c.seal(&mut record(0)).unwrap();
+        assert_eq!((c.counter(), c.records_under_key()), (4, 1));
+
+        // A rekey next to exhaustion does not help a counter that has run out: the limit
+        // is per direction, across keys.
+        let mut c = RecordCipher::with_counter(&[1; 32], u64::MAX - 1);
+        c.seal(&mut record(0)).unwrap();
+        c.rekey().unwrap();
+        assert!(matches!(
+            c.seal(&mut record(0)),
+            Err(LinkError::NonceExhausted)
+        ));
     }
 
     #[test]

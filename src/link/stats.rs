@@ -14,6 +14,8 @@ pub struct RecordStats {
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     odd_size: AtomicBool,
+    rekeys_sent: AtomicU64,
+    rekeys_received: AtomicU64,
 }
 
 impl RecordStats {
@@ -25,6 +27,16 @@ impl RecordStats {
     /// Counts `bytes` just written to the wire as `records` records.
     pub(crate) fn on_write(&self, records: u64, bytes: usize) {
         self.account(&self.records_written, &self.bytes_written, records, bytes);
+    }
+
+    /// Counts a REKEY we sent (our sending key changed).
+    pub(crate) fn on_rekey_sent(&self) {
+        self.rekeys_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a REKEY the peer sent (our receiving key changed).
+    pub(crate) fn on_rekey_received(&self) {
+        self.rekeys_received.fetch_add(1, Ordering::Relaxed);
     }
 
     fn account(&self, recs: &AtomicU64, byts: &AtomicU64, records: u64, bytes: usize) {
@@ -57,6 +69,17 @@ impl RecordStats {
     /// Bytes written.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// How many times our sending key has been replaced (REKEY records written or about
+    /// to be: counted when sealed).
+    pub fn rekeys_sent(&self) -> u64 {
+        self.rekeys_sent.load(Ordering::Relaxed)
+    }
+
+    /// How many times our receiving key has been replaced (valid REKEY records read).
+    pub fn rekeys_received(&self) -> u64 {
+        self.rekeys_received.load(Ordering::Relaxed)
     }
 
     /// Whether any record read or written ever had a length other than [`RECORD_LEN`].

@@ -5,22 +5,49 @@
 //! writes allow, ../shared/reference/machine-limits.md), so the task waits for one cell,
 //! then takes whatever else is already queued (up to [`MAX_BATCH`] more), seals them all
 //! into one reused buffer and writes once.
+//!
+//! The writer also replaces the sending key (docs/protocol.md §5.5.1): when the key has
+//! sealed its budget of records, or a while after its first record, it seals a REKEY cell
+//! as the key's last record, in order with the cells around it, and switches to the next
+//! key. The per-cell cost is two compares (the record budget, and the command byte for a
+//! REKEY queued by the owner); the timer is a `select!` branch and a check per batch.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
 use super::record::{RecordCipher, RECORD_LEN, RECORD_TAG_LEN};
 use super::stats::RecordStats;
-use crate::cell::consts::CELL_LEN;
+use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
+use crate::cell::ChanCmd;
 
 /// Most cells taken from the queue after the first one, per write.
 pub const MAX_BATCH: usize = 64;
+
+/// The REKEY cell, the only one the writer makes itself: circuit id 0, command REKEY, body
+/// all zero (docs/protocol.md §2).
+pub(crate) const REKEY_CELL: [u8; CELL_LEN] = {
+    let mut cell = [0u8; CELL_LEN];
+    cell[CIRC_ID_LEN] = ChanCmd::Rekey.code();
+    cell
+};
+
+/// When the writer replaces its sending key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RekeyPolicy {
+    /// A key seals at most this many records, its REKEY included (read as at least 3, so
+    /// that every key, the first one with NETINFO included, carries a cell).
+    pub(crate) after_records: u64,
+    /// A key is replaced this long after the batch holding its first record.
+    pub(crate) after: Duration,
+}
 
 /// Everything the writer task owns.
 pub(crate) struct RecordWriter {
@@ -29,24 +56,60 @@ pub(crate) struct RecordWriter {
     pub(crate) cipher: RecordCipher,
     pub(crate) close: CloseSignal,
     pub(crate) stats: Arc<RecordStats>,
+    pub(crate) rekey: RekeyPolicy,
 }
 
-/// Appends `cell` to `buf` as an unsealed record (cell, then room for the tag).
-fn push_cell(buf: &mut Vec<u8>, cell: &[u8; CELL_LEN]) {
+/// Appends `cell` to `buf` as a record sealed under `cipher`'s current key and counter.
+fn push_sealed(
+    buf: &mut Vec<u8>,
+    cell: &[u8; CELL_LEN],
+    cipher: &mut RecordCipher,
+) -> LinkResult<()> {
+    let start = buf.len();
     buf.extend_from_slice(cell);
     buf.extend_from_slice(&[0u8; RECORD_TAG_LEN]);
+    let record = buf.get_mut(start..).ok_or(LinkError::RecordLength(start))?;
+    cipher.seal(record)
 }
 
-/// Seals every record in `buf` in place, in order, so counters match the wire order.
-fn seal_all(buf: &mut [u8], cipher: &mut RecordCipher) -> LinkResult<()> {
-    let mut chunks = buf.chunks_exact_mut(RECORD_LEN);
-    for rec in &mut chunks {
-        cipher.seal(rec)?;
+/// Seals cells into a batch, in order, with a REKEY record wherever one is due.
+struct Sealer<'a> {
+    cipher: &'a mut RecordCipher,
+    stats: &'a RecordStats,
+    /// Data records a key may seal before its REKEY: `after_records - 1`.
+    budget: u64,
+    /// Records appended to the current batch.
+    records: u64,
+    /// Whether the key changed during the current batch.
+    rekeyed: bool,
+}
+
+impl Sealer<'_> {
+    /// Appends one queued cell. A REKEY cell queued by the owner is not sent as is: it
+    /// asks for a rekey now, which seals the canonical REKEY.
+    fn push(&mut self, buf: &mut Vec<u8>, cell: &[u8; CELL_LEN]) -> LinkResult<()> {
+        if cell[CIRC_ID_LEN] == ChanCmd::Rekey.code() {
+            return self.push_rekey(buf);
+        }
+        push_sealed(buf, cell, self.cipher)?;
+        self.records += 1;
+        // The hot path's addition: this compare, and the command byte's above.
+        if self.cipher.records_under_key() >= self.budget {
+            self.push_rekey(buf)?;
+        }
+        Ok(())
     }
-    if !chunks.into_remainder().is_empty() {
-        return Err(LinkError::RecordLength(buf.len() % RECORD_LEN));
+
+    /// Appends a REKEY record, the last under the current key, then switches keys: every
+    /// record after it in `buf` and in later batches is sealed under the next key.
+    fn push_rekey(&mut self, buf: &mut Vec<u8>) -> LinkResult<()> {
+        push_sealed(buf, &REKEY_CELL, self.cipher)?;
+        self.cipher.rekey()?;
+        self.records += 1;
+        self.rekeyed = true;
+        self.stats.on_rekey_sent();
+        Ok(())
     }
-    Ok(())
 }
 
 impl RecordWriter {
@@ -68,35 +131,248 @@ impl RecordWriter {
     }
 
     async fn pump(&mut self) -> LinkResult<()> {
-        let mut buf: Vec<u8> = Vec::with_capacity((MAX_BATCH + 1) * RECORD_LEN);
+        let mut buf: Vec<u8> = Vec::with_capacity((MAX_BATCH + 2) * RECORD_LEN);
+        let budget = self.rekey.after_records.max(3) - 1;
+        // The timer runs while the current key has sealed a record that a REKEY has not
+        // yet retired: the handshake's NETINFO, at first. A key that has sealed nothing
+        // protects nothing, so an idle channel rekeys once after its last traffic and
+        // then stays silent (and can reach the peer's idle timeout).
+        let timer = tokio::time::sleep(self.rekey.after);
+        tokio::pin!(timer);
+        let mut timer_armed = self.cipher.records_under_key() > 0;
         loop {
-            let first = tokio::select! {
+            // (a queued cell, whether the rekey timer fired)
+            let (queued, timer_fired) = tokio::select! {
                 biased;
                 () = self.close.closed() => return Ok(()),
-                c = self.rx.recv() => c,
-            };
-            let Some(first) = first else {
-                return Ok(());
+                // Before the queue, so a busy channel cannot starve the timer.
+                () = &mut timer, if timer_armed => (None, true),
+                c = self.rx.recv() => match c {
+                    Some(cell) => (Some(cell), false),
+                    // Every sender is gone.
+                    None => return Ok(()),
+                },
             };
             buf.clear();
-            push_cell(&mut buf, &first);
-            let mut n: u64 = 1;
-            for _ in 0..MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(cell) => {
-                        push_cell(&mut buf, &cell);
-                        n += 1;
+            let mut sealer = Sealer {
+                cipher: &mut self.cipher,
+                stats: &self.stats,
+                budget,
+                records: 0,
+                rekeyed: false,
+            };
+            let first = if timer_fired {
+                sealer.push_rekey(&mut buf)?;
+                self.rx.try_recv().ok()
+            } else {
+                queued
+            };
+            if let Some(first) = first {
+                sealer.push(&mut buf, &first)?;
+                for _ in 0..MAX_BATCH {
+                    match self.rx.try_recv() {
+                        Ok(cell) => sealer.push(&mut buf, &cell)?,
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
             }
-            seal_all(&mut buf, &mut self.cipher)?;
+            let (records, rekeyed) = (sealer.records, sealer.rekeyed);
+            // Once per batch: a new key's timer starts with the batch of its first record.
+            if rekeyed {
+                timer_armed = false;
+            }
+            if !timer_armed && self.cipher.records_under_key() > 0 {
+                // An interval too long to represent never fires (and is retried per batch).
+                if let Some(at) = Instant::now().checked_add(self.rekey.after) {
+                    timer.as_mut().reset(at);
+                    timer_armed = true;
+                }
+            }
             tokio::select! {
                 biased;
                 () = self.close.closed() => return Ok(()),
                 r = self.stream.write_all(&buf) => r?,
             }
-            self.stats.on_write(n, buf.len());
+            self.stats.on_write(records, buf.len());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const KEY: [u8; 32] = [0x42; 32];
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A started writer over a fresh TCP connection, sealing under [`KEY`] from counter 0.
+    struct Harness {
+        tx: mpsc::Sender<[u8; CELL_LEN]>,
+        stats: Arc<RecordStats>,
+        /// The peer's end: raw records arrive here.
+        wire: OwnedReadHalf,
+        /// The peer's view of our sending key.
+        opener: RecordCipher,
+        _unused: (OwnedReadHalf, OwnedWriteHalf),
+    }
+
+    /// `queued` cells are in the queue before the writer starts, so they form one batch.
+    async fn start(policy: RekeyPolicy, queued: &[[u8; CELL_LEN]]) -> Harness {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (our_read, our_write) = ours.unwrap().into_split();
+        let (wire, their_write) = theirs.unwrap().0.into_split();
+        let (tx, rx) = mpsc::channel(256);
+        for cell in queued {
+            tx.try_send(*cell).unwrap();
+        }
+        let stats = Arc::new(RecordStats::default());
+        let w = RecordWriter {
+            rx,
+            stream: our_write,
+            cipher: RecordCipher::new(&KEY),
+            close: CloseSignal::new(),
+            stats: stats.clone(),
+            rekey: policy,
+        };
+        tokio::spawn(w.run());
+        Harness {
+            tx,
+            stats,
+            wire,
+            opener: RecordCipher::new(&KEY),
+            _unused: (our_read, their_write),
+        }
+    }
+
+    impl Harness {
+        /// The next cell on the wire; the opener follows REKEYs as a receiver would.
+        async fn next(&mut self) -> [u8; CELL_LEN] {
+            let mut rec = [0u8; RECORD_LEN];
+            self.wire.read_exact(&mut rec).await.unwrap();
+            self.opener.open(&mut rec).unwrap();
+            let mut cell = [0u8; CELL_LEN];
+            cell.copy_from_slice(&rec[..CELL_LEN]);
+            if cell == REKEY_CELL {
+                self.opener.rekey().unwrap();
+            }
+            cell
+        }
+    }
+
+    fn cell(n: u8) -> [u8; CELL_LEN] {
+        let mut c = [n; CELL_LEN];
+        c[..4].copy_from_slice(&[0x80, 0, 0, 1]);
+        c[CIRC_ID_LEN] = ChanCmd::Relay.code();
+        c
+    }
+
+    #[test]
+    fn rekey_cell_is_the_canonical_encoding() {
+        let encoded = crate::cell::ChanCell::channel(crate::cell::ChanMsg::Rekey)
+            .unwrap()
+            .encode()
+            .unwrap();
+        assert_eq!(encoded, REKEY_CELL);
+    }
+
+    /// With a budget of 4 records per key, a batch of 10 cells goes out as
+    /// c0 c1 c2 REKEY c3 c4 c5 REKEY c6 c7 c8 REKEY c9, each REKEY sealed in order under
+    /// the key it retires.
+    #[tokio::test]
+    async fn record_budget_seals_rekeys_in_order_within_a_batch() {
+        let cells: Vec<_> = (0..10).map(cell).collect();
+        let policy = RekeyPolicy {
+            after_records: 4,
+            after: HOUR,
+        };
+        let mut h = start(policy, &cells).await;
+        let mut expected = Vec::new();
+        for (i, c) in cells.iter().enumerate() {
+            expected.push(*c);
+            if i % 3 == 2 {
+                expected.push(REKEY_CELL);
+            }
+        }
+        assert_eq!(expected.len(), 13);
+        for (i, want) in expected.iter().enumerate() {
+            assert_eq!(&h.next().await, want, "record {i}");
+        }
+        assert_eq!(h.stats.rekeys_sent(), 3);
+        assert_eq!(h.stats.records_written(), 13);
+        assert!(!h.stats.saw_odd_size());
+    }
+
+    /// A REKEY cell queued by the owner (with junk in it) is a rekey now: the canonical
+    /// REKEY goes out and the key changes after it.
+    #[tokio::test]
+    async fn queued_rekey_is_a_rekey_now() {
+        let mut junk = [7u8; CELL_LEN];
+        junk[CIRC_ID_LEN] = ChanCmd::Rekey.code();
+        let policy = RekeyPolicy {
+            after_records: 1 << 20,
+            after: HOUR,
+        };
+        let mut h = start(policy, &[cell(1), junk, cell(2)]).await;
+        assert_eq!(h.next().await, cell(1));
+        assert_eq!(h.next().await, REKEY_CELL);
+        assert_eq!(h.next().await, cell(2));
+        assert_eq!(h.stats.rekeys_sent(), 1);
+    }
+
+    /// The timer rekeys a key that has sealed something, once; a key that has sealed
+    /// nothing is left alone, so an idle channel goes quiet. (A tiny interval, and no
+    /// assertion about how long anything took.)
+    #[tokio::test]
+    async fn timer_rekeys_a_used_key_once_then_stays_quiet() {
+        let after = Duration::from_millis(20);
+        let policy = RekeyPolicy {
+            after_records: 1 << 20,
+            after,
+        };
+        let mut h = start(policy, &[cell(1)]).await;
+        assert_eq!(h.next().await, cell(1));
+        assert_eq!(h.next().await, REKEY_CELL);
+        assert_eq!(h.stats.rekeys_sent(), 1);
+        // Many intervals idle: the new key protects nothing, so no REKEY (if one were
+        // sent, it would be read below instead of cell 2).
+        tokio::time::sleep(10 * after).await;
+        h.tx.send(cell(2)).await.unwrap();
+        assert_eq!(h.next().await, cell(2));
+        // ...and now the timer runs again.
+        assert_eq!(h.next().await, REKEY_CELL);
+        assert_eq!(h.stats.rekeys_sent(), 2);
+    }
+
+    /// The timer also fires on a channel that is busy all the time (the feeder keeps the
+    /// queue full, waiting only for room), not just on one that pauses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timer_rekeys_a_busy_channel() {
+        let policy = RekeyPolicy {
+            after_records: 1 << 40,
+            after: Duration::from_millis(5),
+        };
+        let mut h = start(policy, &[]).await;
+        let tx = h.tx.clone();
+        let feeder = tokio::spawn(async move {
+            let mut i = 0u8;
+            while tx.send(cell(i)).await.is_ok() {
+                i = i.wrapping_add(1);
+            }
+        });
+        let mut rekeys = 0;
+        let mut records = 0u64;
+        while rekeys < 3 {
+            if h.next().await == REKEY_CELL {
+                rekeys += 1;
+            }
+            records += 1;
+            assert!(records < 2_000_000, "no timed rekey in {records} records");
+        }
+        feeder.abort();
     }
 }

@@ -39,6 +39,14 @@ pub struct RelayLimits {
     /// so clients rebuild; 0 leaves it to the system's TCP defaults (up to ~15 min). See
     /// `LinkConfig::dead_peer_timeout`.
     pub dead_peer_timeout_secs: u64,
+    /// A channel's sending key is replaced (REKEY, docs/protocol.md §5.5.1) after it has
+    /// protected this many records (533 bytes each). Read as at least 1000, the fewest a
+    /// peer accepts between two REKEYs (unless a second has passed).
+    pub link_rekey_records: u64,
+    /// ...and this many seconds after it protected its first record, so a key never
+    /// protects more than about this long of a channel's traffic, however quiet the
+    /// channel. Read as 60 to 86,400 (a day).
+    pub link_rekey_secs: u64,
     /// Seconds to wait for CREATED from the next hop when extending.
     pub extend_timeout_secs: u64,
     /// Seconds a circuit waits for room in a neighbour's full channel queue before it is
@@ -91,6 +99,8 @@ impl Default for RelayLimits {
             idle_channel_timeout_secs: 300,
             link_handshake_timeout_secs: 10,
             dead_peer_timeout_secs: 20,
+            link_rekey_records: crate::link::config::DEFAULT_REKEY_AFTER_RECORDS,
+            link_rekey_secs: crate::link::config::DEFAULT_REKEY_AFTER.as_secs(),
             extend_timeout_secs: 20,
             stalled_send_secs: 30,
             intro_points: 20_000,
@@ -103,6 +113,12 @@ impl Default for RelayLimits {
         }
     }
 }
+
+/// The shortest `link_rekey_secs` used: well above the peer's one-second floor, so a
+/// REKEY delayed on its way cannot make the next one look early to the peer.
+pub const MIN_LINK_REKEY_SECS: u64 = 60;
+/// The longest `link_rekey_secs` used: a key protects at most a day of traffic.
+pub const MAX_LINK_REKEY_SECS: u64 = 86_400;
 
 /// The smallest `cells_queued_per_circuit` an honest circuit stays within: twice the
 /// circuit window (both directions share the queue) plus room for control cells. Below
@@ -124,7 +140,37 @@ impl RelayLimits {
                 self.cells_queued_per_circuit
             ));
         }
+        if self.link_rekey_records < crate::link::REKEY_MIN_RECORDS {
+            out.push(format!(
+                "link_rekey_records = {} is below {} (the fewest records peers accept between \
+                 two rekeys); {} is used",
+                self.link_rekey_records,
+                crate::link::REKEY_MIN_RECORDS,
+                crate::link::REKEY_MIN_RECORDS
+            ));
+        }
+        if !(MIN_LINK_REKEY_SECS..=MAX_LINK_REKEY_SECS).contains(&self.link_rekey_secs) {
+            out.push(format!(
+                "link_rekey_secs = {} is outside {MIN_LINK_REKEY_SECS}..={MAX_LINK_REKEY_SECS}; \
+                 {} is used",
+                self.link_rekey_secs,
+                self.link_rekey_interval().as_secs()
+            ));
+        }
         out
+    }
+
+    /// Records a link key protects before it is replaced (at least the protocol's floor).
+    pub fn link_rekey_records(&self) -> u64 {
+        self.link_rekey_records.max(crate::link::REKEY_MIN_RECORDS)
+    }
+
+    /// How long after its first record a link key is replaced.
+    pub fn link_rekey_interval(&self) -> Duration {
+        Duration::from_secs(
+            self.link_rekey_secs
+                .clamp(MIN_LINK_REKEY_SECS, MAX_LINK_REKEY_SECS),
+        )
     }
 
     /// The keys set in this configuration that are deprecated and ignored (a relay
@@ -213,6 +259,34 @@ mod tests {
         let written = toml::to_string(&RelayLimits::default()).unwrap();
         assert!(!written.contains("intro_points_per_channel"), "{written}");
         assert!(!written.contains("rend_cookies_per_channel"), "{written}");
+    }
+
+    /// The link rekey settings are read from `[limits]`, clamped to what peers accept (with
+    /// a warning), and default to the link layer's defaults.
+    #[test]
+    fn link_rekey_settings_are_read_and_clamped() {
+        let d = RelayLimits::default();
+        assert_eq!(d.link_rekey_records(), 1 << 20);
+        assert_eq!(d.link_rekey_interval(), Duration::from_secs(3600));
+        let l: RelayLimits =
+            toml::from_str("link_rekey_records = 5000\nlink_rekey_secs = 600\n").unwrap();
+        assert_eq!(l.link_rekey_records(), 5000);
+        assert_eq!(l.link_rekey_interval(), Duration::from_secs(600));
+        assert!(l.questionable_settings().is_empty());
+        let low: RelayLimits =
+            toml::from_str("link_rekey_records = 10\nlink_rekey_secs = 1\n").unwrap();
+        assert_eq!(low.link_rekey_records(), crate::link::REKEY_MIN_RECORDS);
+        assert_eq!(
+            low.link_rekey_interval(),
+            Duration::from_secs(MIN_LINK_REKEY_SECS)
+        );
+        assert_eq!(low.questionable_settings().len(), 2);
+        let high: RelayLimits = toml::from_str("link_rekey_secs = 999999999\n").unwrap();
+        assert_eq!(
+            high.link_rekey_interval(),
+            Duration::from_secs(MAX_LINK_REKEY_SECS)
+        );
+        assert_eq!(high.questionable_settings().len(), 1);
     }
 
     /// `stalled_send_secs` is read from `[limits]`; 0 cannot make every momentarily full

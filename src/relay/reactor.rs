@@ -67,7 +67,8 @@ async fn handle_cell(
 ) -> Result<(), String> {
     let header = CellHeader::peek(raw).map_err(|e| e.to_string())?;
     if !header.cmd.is_circuit_cmd() {
-        // Only PADDING is legal at channel level once the handshake is over.
+        // Only PADDING reaches here at channel level once the handshake is over: REKEY,
+        // also legal, is consumed by the link layer.
         return match ChanCell::parse(raw, &sets::RELAY_CHANNEL) {
             Ok(cell) if matches!(cell.msg(), ChanMsg::Padding) => Ok(()),
             Ok(_) => Err("channel-level command after the handshake".into()),

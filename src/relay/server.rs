@@ -109,6 +109,8 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         idle_timeout: limits.idle_channel_timeout(),
         max_circuits_per_channel: limits.circuits_per_channel,
         dead_peer_timeout: limits.dead_peer_timeout(),
+        rekey_after_records: limits.link_rekey_records(),
+        rekey_after: limits.link_rekey_interval(),
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {
