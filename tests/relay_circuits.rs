@@ -305,7 +305,9 @@ async fn quiet_channels_with_circuits_stay_open_and_empty_ones_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_hop_circuits_work_and_the_relay_early_budget_is_enforced() {
+async fn eight_hop_circuits_work() {
+    // The relays' RELAY_EARLY budget (7, so 8 hops) is tested on an 8-hop circuit in
+    // tests/adversarial_protocol.rs (more_relay_early_cells_than_the_budget_are_refused).
     let mut relays = Vec::new();
     for _ in 0..8 {
         relays.push(start_relay().await);
@@ -313,32 +315,7 @@ async fn eight_hop_circuits_work_and_the_relay_early_budget_is_enforced() {
     let mut circ = build(&relays).await;
     assert_eq!(circ.len(), 8);
     round_trip(&mut circ, 7, 1).await;
-
-    // The first hop counts RELAY_EARLY cells: 7 EXTENDs used them all.
-    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
-        .await
-        .unwrap();
-    let mut circ = ClientCircuit::create(&chan, &target(&relays[0]), NO_HANG)
-        .await
-        .unwrap();
-    circ.unlimited_relay_early_for_tests();
-    for _ in 0..7 {
-        circ.send_early(0, RelayCell::new(None, RelayMsg::Drop).unwrap())
-            .await
-            .unwrap();
-    }
-    round_trip(&mut circ, 0, 1).await;
-    circ.send_early(0, RelayCell::new(None, RelayMsg::Drop).unwrap())
-        .await
-        .unwrap();
-    let err = tokio::time::timeout(NO_HANG, circ.recv())
-        .await
-        .expect("no hang")
-        .unwrap_err();
-    assert!(
-        matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),
-        "{err:?}"
-    );
+    round_trip(&mut circ, 3, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,10 +329,13 @@ async fn fast_first_hops_work_and_cannot_be_extended_to() {
     let mut circ = ClientCircuit::create_fast(&chan, relays[0].identity(), NO_HANG)
         .await
         .unwrap();
-    round_trip(&mut circ, 0, 1).await;
     // Extending normally from a fast first hop works.
     circ.extend(&target(&relays[1]), NO_HANG).await.unwrap();
+    round_trip(&mut circ, 0, 1).await;
     round_trip(&mut circ, 1, 2).await;
+    // (A client spends RELAY_EARLY only on a circuit's first cells; this test plays a
+    // client that does not, to reach the relay's refusal.)
+    circ.unlimited_relay_early_for_tests();
     // But a fast handshake through EXTEND is refused.
     let t = target(&relays[2]);
     let extend = Extend::new(
@@ -407,4 +387,22 @@ async fn metrics_endpoint_reports_relay_totals_without_per_client_labels() {
         );
     }
     assert!(!text.contains("127.0.0.1"));
+}
+
+/// A client spends RELAY_EARLY only on a circuit's first cells: once it has sent anything
+/// else, it refuses to send one (so an EXTEND can never appear mid-circuit, where a hop
+/// would see an otherwise normal circuit grow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spend_relay_early_only_on_first_cells() {
+    let relays = three_relays().await;
+    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut circ = build_on(&chan, &relays[..2]).await;
+    round_trip(&mut circ, 1, 1).await;
+    let err = circ.extend(&target(&relays[2]), NO_HANG).await.unwrap_err();
+    assert!(
+        matches!(err, CircuitError::Protocol("RELAY_EARLY budget exhausted")),
+        "{err:?}"
+    );
 }

@@ -42,6 +42,8 @@ pub struct ClientCircuit {
     /// A sender into our own queue, for stream tasks and handles.
     self_tx: mpsc::Sender<ClientCircEvent>,
     early_left: u8,
+    /// Set by [`Self::unlimited_relay_early_for_tests`]: no client-side RELAY_EARLY rule.
+    early_unlimited_for_tests: bool,
     closed: bool,
     /// Relay commands accepted from the circuit's hops (protocol.md §2.3, §8.6).
     accept: &'static CmdSet,
@@ -93,6 +95,7 @@ impl ClientCircuit {
             rx,
             self_tx: tx,
             early_left: MAX_RELAY_EARLY,
+            early_unlimited_for_tests: false,
             closed: false,
             accept: &relay_sets::AT_CLIENT,
             virtual_hops: 0,
@@ -267,7 +270,7 @@ impl ClientCircuit {
     /// theirs.
     #[doc(hidden)]
     pub fn unlimited_relay_early_for_tests(&mut self) {
-        self.early_left = u8::MAX;
+        self.early_unlimited_for_tests = true;
     }
 
     async fn send_inner(
@@ -279,12 +282,14 @@ impl ClientCircuit {
         let mut body: [u8; RELAY_BODY_LEN] = cell.encode()?;
         // The budget is for building: spent only on a circuit's first cells, so once
         // anything else has been sent no RELAY_EARLY follows (tor-spec's rule).
-        if early {
+        if self.early_unlimited_for_tests {
+            // Tests that check the relays' enforcement send what a client never would.
+        } else if early {
             if self.early_left == 0 {
                 return Err(CircuitError::Protocol("RELAY_EARLY budget exhausted"));
             }
             self.early_left -= 1;
-        } else if self.early_left != u8::MAX {
+        } else {
             self.early_left = 0;
         }
         let kind = if early {
