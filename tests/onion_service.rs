@@ -11,6 +11,8 @@
 //! * a service that requires a client puzzle is reached (the client solves it), and it
 //!   closes idle rendezvous circuits; one left with a quiet stream open is closed only
 //!   when all rendezvous slots are in use, otherwise the stream lives on;
+//! * a rendezvous stream the client gives up, or whose circuit is cut, reaches the local
+//!   target as a TCP reset; one it closes normally as a FIN;
 //! * forged, expired, rolled-back and foreign descriptors are refused by the client's
 //!   verification (unit level, real descriptors).
 
@@ -524,6 +526,45 @@ async fn quiet_stream_lives_on_until_the_service_needs_its_slot() {
     ping_pong(&mut second, &mut second_held).await;
     eprintln!("under pressure the quiet circuit made room; the newcomer's stream works");
     t.shutdown().await;
+}
+
+/// Truncation is visible at the service's end too (issue 15, item 4): the local target's
+/// connection gets a FIN only when the client ends its stream with END(DONE); a stream the
+/// client gives up (END with another reason) or whose rendezvous circuit is cut (here:
+/// every relay goes away) reaches the target as a TCP reset, not a clean-looking EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_rendezvous_stream_resets_the_target_connection() {
+    let mut t = quiet_setup("cut", 4).await;
+    let mut rest = [0u8; 16];
+    let ending = |r: std::io::Result<usize>| r.map_err(|e| e.kind());
+
+    let (mut clean, mut held) = t.open(b"cut").await;
+    clean.shutdown().await.unwrap();
+    let r = tokio::time::timeout(NO_HANG, held.read(&mut rest)).await;
+    assert_eq!(ending(r.expect("no FIN")), Ok(0), "END(DONE) is a FIN");
+
+    let (given_up, mut held) = t.open(b"cut").await;
+    given_up.abort();
+    let r = tokio::time::timeout(NO_HANG, held.read(&mut rest)).await;
+    assert_eq!(
+        ending(r.expect("no reset")),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "END other than DONE is a reset"
+    );
+
+    let (_open, mut held) = t.open(b"cut").await;
+    let QuietSetup {
+        net, service, dir, ..
+    } = t;
+    net.shutdown().await;
+    let r = tokio::time::timeout(NO_HANG, held.read(&mut rest)).await;
+    assert_eq!(
+        ending(r.expect("no reset")),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a cut rendezvous circuit is a reset"
+    );
+    service.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

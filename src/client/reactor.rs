@@ -19,7 +19,7 @@ use crate::stream::set::StreamSet;
 
 use super::channel::ClientCircEvent;
 use super::circuit::ClientCircuit;
-use super::stream::{DataStream, StreamOpenError, STREAM_BUFFER};
+use super::stream::{CircuitEnd, DataStream, StreamOpenError};
 
 /// Most streams one client circuit carries at once.
 pub const MAX_STREAMS_PER_CIRCUIT: usize = 512;
@@ -120,8 +120,8 @@ impl CircuitHandle {
 /// A stream waiting for CONNECTED.
 struct Pending {
     reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
-    local: tokio::io::DuplexStream,
-    app: tokio::io::DuplexStream,
+    local: CircuitEnd,
+    app: DataStream,
 }
 
 /// An onion service's rendezvous slots: a bounded number of rendezvous circuits open at
@@ -433,7 +433,7 @@ impl Reactor {
             return true;
         };
         self.streams.reserve(id);
-        let (local, app) = tokio::io::duplex(STREAM_BUFFER);
+        let (local, app) = super::stream::pair();
         self.pending.insert(id, Pending { reply, local, app });
         self.send(begin).await
     }
@@ -460,7 +460,7 @@ impl Reactor {
                     ClientCircEvent::Stream,
                 );
                 self.streams.attach(id, io);
-                if p.reply.send(Ok(DataStream::new(p.app))).is_err() {
+                if p.reply.send(Ok(p.app)).is_err() {
                     // The requester gave up; close the stream again.
                     self.streams.remove(id);
                     return self

@@ -17,6 +17,8 @@
 //! - after success, early data (bytes the client sent after its request) is written to the
 //!   stream first, then bytes are copied both ways with half-close: when one side reaches
 //!   EOF the write side of the other is shut down and the other direction keeps flowing;
+//!   a stream that ends any other way (cut short, idle) resets the client's connection
+//!   rather than closing it, so a truncated transfer never looks complete;
 //! - BIND, UDP ASSOCIATE and RESOLVE are answered "command not supported"; malformed
 //!   handshakes get the parser's error reply (if the protocol has one) and are closed.
 //!
@@ -100,7 +102,7 @@ pub struct ProxyConfig {
     pub handshake_timeout: Duration,
     /// Time allowed for the connector to open the stream. Default 60 s.
     pub connect_timeout: Duration,
-    /// An open stream on which no byte moves in either direction for this long is closed
+    /// An open stream on which no byte moves in either direction for this long is reset
     /// (a circuit can stall without closing, e.g. behind a hung relay); `None`: never.
     /// Default 300 s, the exits' own idle limit.
     pub idle_timeout: Option<Duration>,
@@ -478,15 +480,23 @@ async fn handshake(
 }
 
 /// Forwards early data, then copies both ways with half-close until both directions end,
-/// or until nothing has moved for `idle` (an error then: the client sees the connection
-/// close before its data is complete). Returns the bytes sent to and received from the
+/// or until nothing has moved for `idle`. Returns the bytes sent to and received from the
 /// stream (early data included).
+///
+/// A FIN reaches the client only for the exit's END(DONE). Any error (the stream cut
+/// short, the idle limit, the client's socket failing) resets the client's connection
+/// instead, so a truncated download never looks complete, and aborts the stream, so the
+/// exit's destination sees a failure too. Bytes already read from the stream were handed
+/// to the client's socket first; a reset discards what its kernel buffer still holds.
 async fn relay(
     sock: TcpStream,
     stream: DataStream,
     early: &[u8],
     idle: Option<Duration>,
 ) -> io::Result<(u64, u64)> {
+    // SO_LINGER 0 from the start: until the copy ends cleanly, any drop of the socket
+    // (an error below, or this task cancelled when the listener stops) sends RST, not FIN.
+    let _ = sock.set_zero_linger();
     let last = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let mut sock = Activity {
         inner: sock,
@@ -496,31 +506,42 @@ async fn relay(
         inner: stream,
         last: Arc::clone(&last),
     };
-    let copy = async {
-        if !early.is_empty() {
-            stream.write_all(early).await?;
-        }
-        tokio::io::copy_bidirectional(&mut sock, &mut stream).await
-    };
-    let Some(idle) = idle else {
-        let (up, down) = copy.await?;
-        return Ok((up.saturating_add(early.len() as u64), down));
-    };
-    let watchdog = async {
-        loop {
-            let deadline = *last.lock().unwrap_or_else(|p| p.into_inner()) + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
+    let outcome = {
+        let copy = async {
+            if !early.is_empty() {
+                stream.write_all(early).await?;
             }
-            tokio::time::sleep_until(deadline).await;
+            tokio::io::copy_bidirectional(&mut sock, &mut stream).await
+        };
+        match idle {
+            None => copy.await,
+            Some(idle) => {
+                let watchdog = async {
+                    loop {
+                        let deadline = *last.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+                        if tokio::time::Instant::now() >= deadline {
+                            return;
+                        }
+                        tokio::time::sleep_until(deadline).await;
+                    }
+                };
+                tokio::select! {
+                    r = copy => r,
+                    () = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle")),
+                }
+            }
         }
     };
-    tokio::select! {
-        r = copy => {
-            let (up, down) = r?;
+    match outcome {
+        Ok((up, down)) => {
+            // Both directions ended with a FIN: close normally.
+            let _ = socket2::SockRef::from(&sock.inner).set_linger(None);
             Ok((up.saturating_add(early.len() as u64), down))
         }
-        () = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle")),
+        Err(e) => {
+            stream.inner.abort();
+            Err(e)
+        }
     }
 }
 

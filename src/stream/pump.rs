@@ -10,15 +10,22 @@
 //!   in one write), and reports when a SENDME point has been delivered, so stream-level
 //!   SENDMEs acknowledge data the application actually received (that is what bounds our
 //!   buffering).
+//!
+//! A stream that does not end cleanly (END(DONE) from the peer) is [truncated](Truncation):
+//! its local socket is then closed as a reset ([`LocalSocket::reset`]), never with a plain
+//! EOF, so whoever reads it can tell a stream cut short from a complete one.
 
-use std::sync::Arc;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cell::relay_msg::MAX_RELAY_DATA;
-use crate::cell::StreamId;
+use crate::cell::{EndReason, StreamId};
 use crate::crypto::RelayTag;
 
 /// Most cells' worth of bytes one socket read may take (when that many window permits are
@@ -55,6 +62,87 @@ impl Drop for Reserved<'_> {
     }
 }
 
+/// Why a stream ended without a clean END(DONE) from the peer. Its local socket is reset
+/// rather than closed: a FIN would tell the application the data is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Truncation {
+    /// The peer sent END with this reason (not DONE).
+    #[error("the stream was ended by the other side ({0:?})")]
+    End(EndReason),
+    /// The circuit closed under the stream (DESTROY, its channel lost, TRUNCATED, the
+    /// circuit task gone).
+    #[error("the circuit closed")]
+    CircuitClosed,
+    /// This end gave the stream up: its socket failed or idled out, the application
+    /// aborted it, or whoever opened it went away.
+    #[error("the stream was aborted locally")]
+    Aborted,
+}
+
+/// A stream's local end, as the pump drives it.
+pub trait LocalSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream was truncated and this socket is about to be closed: make the close
+    /// read as a failure (a TCP reset), not as an EOF. Called at most once, from the drop.
+    fn reset(&mut self, why: Truncation);
+}
+
+impl LocalSocket for tokio::net::TcpStream {
+    fn reset(&mut self, _why: Truncation) {
+        // SO_LINGER 0: the close sends RST (dropping unsent bytes) instead of FIN.
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl LocalSocket for DuplexStream {
+    /// In-process ends (a relay's directory service) only need the stream to stop: a
+    /// truncated answer fails their own checks.
+    fn reset(&mut self, _why: Truncation) {}
+}
+
+/// The socket as the pump's two tasks share it: resets it when dropped if the stream was
+/// truncated. The split halves drop it only once both tasks are gone, so no write (and no
+/// FIN) can follow the reset.
+struct Guarded<S: LocalSocket> {
+    socket: S,
+    truncated: Arc<OnceLock<Truncation>>,
+}
+
+impl<S: LocalSocket> Drop for Guarded<S> {
+    fn drop(&mut self) {
+        if let Some(why) = self.truncated.get() {
+            self.socket.reset(*why);
+        }
+    }
+}
+
+impl<S: LocalSocket> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl<S: LocalSocket> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
 /// What a stream's tasks tell the circuit task.
 #[derive(Debug)]
 pub enum StreamEvent {
@@ -85,13 +173,18 @@ pub struct StreamIo {
     pub to_socket: mpsc::UnboundedSender<ToSocket>,
     /// The stream's send-window permits (the reader takes one per cell).
     pub permits: Arc<Semaphore>,
+    truncated: Arc<OnceLock<Truncation>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
 
 impl StreamIo {
-    /// Stops both tasks at once (stream aborted).
-    pub fn abort(&self) {
+    /// Stops both tasks at once (stream truncated): the socket is reset, keeping what it
+    /// already holds for its reader but nothing still queued here. (Flushing the queue
+    /// could wait on a reader that never reads; the reset says the data is incomplete
+    /// either way.)
+    pub fn abort(&self, why: Truncation) {
+        let _ = self.truncated.set(why);
         self.reader.abort();
         self.writer.abort();
     }
@@ -100,7 +193,8 @@ impl StreamIo {
 impl Drop for StreamIo {
     fn drop(&mut self) {
         // The reader holds no state worth finishing; the writer is allowed to flush what
-        // it has (it ends when its queue closes, which dropping `to_socket` does).
+        // it has (it ends when its queue closes, which dropping `to_socket` does, and
+        // resets the socket then unless the peer's END(DONE) came first).
         self.reader.abort();
     }
 }
@@ -108,6 +202,10 @@ impl Drop for StreamIo {
 /// Starts the reader and writer of stream `id` over `io`. `wrap` turns a [`StreamEvent`]
 /// into the circuit task's event type; `circuit_permits` is the circuit's send window.
 /// With `idle_timeout`, a socket that sends nothing for that long fails the stream.
+///
+/// The socket is closed as a reset ([`LocalSocket::reset`]) if the stream is aborted
+/// ([`StreamIo::abort`]) or its `StreamIo` dropped before the peer's END(DONE) reached the
+/// writer; after END(DONE) its write side is shut down normally.
 pub fn spawn<S, E, F>(
     io: S,
     id: StreamId,
@@ -118,11 +216,15 @@ pub fn spawn<S, E, F>(
     wrap: F,
 ) -> StreamIo
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: LocalSocket,
     E: Send + 'static,
     F: Fn(StreamEvent) -> E + Send + Sync + Clone + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let truncated = Arc::new(OnceLock::new());
+    let (mut rd, mut wr) = tokio::io::split(Guarded {
+        socket: io,
+        truncated: Arc::clone(&truncated),
+    });
     let permits = Arc::new(Semaphore::new(initial_window as usize));
     let (to_socket, mut from_circuit) = mpsc::unbounded_channel::<ToSocket>();
 
@@ -200,7 +302,10 @@ where
         })
     };
 
+    let writer_truncated = Arc::clone(&truncated);
     let writer = tokio::spawn(async move {
+        // Whether the peer's END(DONE) has been written (as a shutdown).
+        let mut done = false;
         // Cells already queued are written with one `write_all` (one syscall at an exit
         // instead of one per 491-byte cell); acknowledgements follow the write.
         let mut out: Vec<u8> = Vec::new();
@@ -251,16 +356,22 @@ where
                 ToSocket::Eof => eof = true,
             }
             if eof {
+                done = true;
                 let _ = wr.shutdown().await;
             }
             next = from_circuit.recv().await;
         }
-        let _ = wr.shutdown().await;
+        if !done {
+            // The queue closed without END(DONE): the circuit side is gone (e.g. its task
+            // ended without stopping its streams). A shutdown would be a false clean end.
+            let _ = writer_truncated.set(Truncation::CircuitClosed);
+        }
     });
 
     StreamIo {
         to_socket,
         permits,
+        truncated,
         reader,
         writer,
     }

@@ -8,6 +8,9 @@
 //!
 //! Half-close: END with reason DONE means "no more data from me" (a FIN); the stream is
 //! gone once both sides have sent it. END with any other reason aborts both directions.
+//!
+//! A stream that ends any other way (END other than DONE, a local failure, the circuit
+//! closing) is [truncated](Truncation): its local socket is reset, not closed with a FIN.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use crate::cell::relay_msg::{Data, Sendme};
 use crate::cell::{EndReason, RelayCell, RelayMsg, StreamId};
 use crate::crypto::RelayTag;
 
-use super::pump::{StreamEvent, StreamIo, ToSocket};
+use super::pump::{StreamEvent, StreamIo, ToSocket, Truncation};
 use super::window::{FlowError, RecvWindow, SendWindow, CIRCUIT_WINDOW, STREAM_WINDOW};
 
 /// A stream-protocol violation by the peer; the circuit must be closed.
@@ -116,11 +119,17 @@ impl StreamSet {
         }
     }
 
-    /// Forgets a stream (after END either way, or a failed open), stopping its tasks.
+    /// Forgets a stream given up by this end (a failed open, a requester gone), stopping
+    /// its tasks; if it was open, its socket is reset.
     pub fn remove(&mut self, id: StreamId) {
+        self.abort(id, Truncation::Aborted);
+    }
+
+    /// Forgets a stream that did not end cleanly: stops its tasks and resets its socket.
+    fn abort(&mut self, id: StreamId, why: Truncation) {
         if let Some(s) = self.streams.remove(&id) {
             if let Some(io) = s.io {
-                io.abort();
+                io.abort(why);
             }
         }
     }
@@ -172,7 +181,7 @@ impl StreamSet {
                 self.streams.remove(&id);
             }
         } else {
-            self.remove(id);
+            self.abort(id, Truncation::End(reason));
         }
         true
     }
@@ -229,7 +238,7 @@ impl StreamSet {
             }
             StreamEvent::Failed(id) => {
                 self.streams.contains_key(&id).then_some(())?;
-                self.remove(id);
+                self.abort(id, Truncation::Aborted);
                 cell(Some(id), RelayMsg::End(EndReason::ConnectionReset))
             }
             StreamEvent::Delivered(id, tag) => {
@@ -253,11 +262,11 @@ impl StreamSet {
         STREAM_WINDOW
     }
 
-    /// Stops every stream (circuit closing).
+    /// Stops every stream (circuit closing); open ones are reset.
     pub fn clear(&mut self) {
         let ids: Vec<_> = self.streams.keys().copied().collect();
         for id in ids {
-            self.remove(id);
+            self.abort(id, Truncation::CircuitClosed);
         }
     }
 }
