@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-25}"
 targets=$(cargo fuzz list --fuzz-dir fuzz)
+# One build of every target (one cargo invocation links them in parallel); the runs below
+# then find them up to date.
+cargo fuzz build -s none --fuzz-dir fuzz
 for t in $targets; do
   corpus="fuzz/corpus/$t"
   mkdir -p "$corpus"

@@ -182,6 +182,37 @@ impl Introduce {
     pub fn encrypted(&self) -> &[u8] {
         self.encrypted.as_slice()
     }
+
+    /// Parses the data field of INTRODUCE1/2 on its own (the relay cell parser reads the
+    /// same layout): `auth_key 32 | X 32 | encrypted`, the ciphertext 16 to
+    /// [`MAX_INTRODUCE_ENCRYPTED`] bytes.
+    pub fn parse(data: &[u8]) -> CellResult<Self> {
+        let mut r = Reader::new(data);
+        let msg = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// The data field of INTRODUCE1/2 (the inverse of [`Self::parse`]).
+    pub fn encode(&self) -> CellResult<Vec<u8>> {
+        let mut buf = [0u8; MAX_RELAY_DATA];
+        let mut w = Writer::new(&mut buf);
+        self.write(&mut w)?;
+        let len = w.position();
+        Ok(buf.get(..len).unwrap_or_default().to_vec())
+    }
+
+    fn read(r: &mut Reader<'_>) -> CellResult<Self> {
+        let auth_key = r.array("auth key")?;
+        let client_x = r.array("client key")?;
+        Self::new(auth_key, client_x, r.take_rest().to_vec())
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> CellResult<()> {
+        w.put(&self.auth_key, "auth key")?;
+        w.put(&self.client_x, "client key")?;
+        w.put(self.encrypted.as_slice(), "introduce ciphertext")
+    }
 }
 
 wire_enum! {
@@ -236,9 +267,7 @@ pub(crate) fn parse(code: u8, r: &mut Reader<'_>) -> CellResult<OnionMsg> {
         32 => OnionMsg::EstablishIntro(EstablishIntro::read(r)?),
         33 => OnionMsg::IntroEstablished,
         34 | 35 => {
-            let auth_key = r.array("auth key")?;
-            let client_x = r.array("client key")?;
-            let msg = Introduce::new(auth_key, client_x, r.take_rest().to_vec())?;
+            let msg = Introduce::read(r)?;
             if code == 34 {
                 OnionMsg::Introduce1(msg)
             } else {
@@ -262,11 +291,7 @@ pub(crate) fn encode(msg: &OnionMsg, w: &mut Writer<'_>) -> CellResult<()> {
     match msg {
         OnionMsg::EstablishIntro(e) => e.write(w),
         OnionMsg::IntroEstablished | OnionMsg::RendezvousEstablished => Ok(()),
-        OnionMsg::Introduce1(i) | OnionMsg::Introduce2(i) => {
-            w.put(&i.auth_key, "auth key")?;
-            w.put(&i.client_x, "client key")?;
-            w.put(i.encrypted.as_slice(), "introduce ciphertext")
-        }
+        OnionMsg::Introduce1(i) | OnionMsg::Introduce2(i) => i.write(w),
         OnionMsg::IntroduceAck(status) => w.u8(status.code(), "status"),
         OnionMsg::EstablishRendezvous(cookie) => w.put(cookie, "cookie"),
         OnionMsg::Rendezvous1(r) => {

@@ -13,15 +13,19 @@
 //! okm  = HKDF-SHA256(salt = "allium-fast-1", ikm = X | Y, info = "allium-fast-1:keys", 224)
 //! keys = okm[0..192] (CircuitKeys), AUTH = okm[192..224]
 //! ```
+//!
+//! Both messages have a fixed length and any value is well formed: [`FastCreate::parse`]
+//! and [`FastCreated::parse`] check only the length; [`FastClientState::finish`] checks
+//! `AUTH`. `X` and `Y` are the key material, so every copy this module keeps (states,
+//! parsed messages, the relay's `Y`, the HKDF input and output) is wiped on drop; the
+//! message buffers it returns are the caller's (they go into a cell on the encrypted link).
 
-use hkdf::Hkdf;
 use rand::CryptoRng;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::crypto::circuit_keys::{CircuitKeys, CIRCUIT_KEYS_LEN};
-use crate::crypto::handshake::HandshakeError;
+use crate::crypto::handshake::{hkdf_extract, HandshakeError};
 
 /// Protocol id (HKDF salt).
 pub const FAST_PROTOID: &[u8] = b"allium-fast-1";
@@ -29,6 +33,79 @@ pub const FAST_PROTOID: &[u8] = b"allium-fast-1";
 pub const FAST_CLIENT_LEN: usize = 32;
 /// Length of the relay's reply.
 pub const FAST_REPLY_LEN: usize = 64;
+
+/// `TooShort` or `TooLong` for a message that is not exactly `want` bytes.
+fn wrong_length(got: usize, want: usize) -> HandshakeError {
+    if got < want {
+        HandshakeError::TooShort { got }
+    } else {
+        HandshakeError::TooLong { got, max: want }
+    }
+}
+
+/// The CREATE hdata `X` (exactly [`FAST_CLIENT_LEN`] bytes). `X` is key material (the keys
+/// come from `X | Y` alone), so it is wiped on drop and never printed.
+pub struct FastCreate {
+    x: Zeroizing<[u8; 32]>,
+}
+
+impl FastCreate {
+    /// Parses CREATE hdata: exactly 32 bytes, any value.
+    pub fn parse(msg: &[u8]) -> Result<Self, HandshakeError> {
+        let x: &[u8; 32] = msg
+            .try_into()
+            .map_err(|_| wrong_length(msg.len(), FAST_CLIENT_LEN))?;
+        Ok(Self {
+            x: Zeroizing::new(*x),
+        })
+    }
+
+    /// The wire encoding (the inverse of [`Self::parse`]).
+    pub fn encode(&self) -> Vec<u8> {
+        self.x.to_vec()
+    }
+}
+
+impl std::fmt::Debug for FastCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FastCreate(..)")
+    }
+}
+
+/// The CREATED hdata `Y | AUTH` (exactly [`FAST_REPLY_LEN`] bytes), split but not checked:
+/// [`FastClientState::finish`] checks `AUTH`. `Y` is key material: wiped on drop, never
+/// printed.
+pub struct FastCreated {
+    y: Zeroizing<[u8; 32]>,
+    auth: [u8; 32],
+}
+
+impl FastCreated {
+    /// Parses CREATED hdata: exactly 64 bytes, any value.
+    pub fn parse(reply: &[u8]) -> Result<Self, HandshakeError> {
+        let bad = || wrong_length(reply.len(), FAST_REPLY_LEN);
+        let (y, auth) = reply.split_first_chunk::<32>().ok_or_else(bad)?;
+        let auth: &[u8; 32] = auth.try_into().map_err(|_| bad())?;
+        Ok(Self {
+            y: Zeroizing::new(*y),
+            auth: *auth,
+        })
+    }
+
+    /// The wire encoding (the inverse of [`Self::parse`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FAST_REPLY_LEN);
+        out.extend_from_slice(&self.y[..]);
+        out.extend_from_slice(&self.auth);
+        out
+    }
+}
+
+impl std::fmt::Debug for FastCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FastCreated(..)")
+    }
+}
 
 /// The client's secret between CREATE and CREATED.
 pub struct FastClientState {
@@ -45,7 +122,8 @@ fn derive(x: &[u8; 32], y: &[u8; 32]) -> (CircuitKeys, Zeroizing<[u8; 32]>) {
     let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(x);
     ikm[32..].copy_from_slice(y);
-    let hk = Hkdf::<Sha256>::new(Some(FAST_PROTOID), &ikm[..]);
+    // Not `Hkdf::new`: it drops the pseudorandom key without wiping it.
+    let hk = hkdf_extract(FAST_PROTOID, &[&ikm[..]]);
     let mut okm = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN + 32]);
     // 224 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
     let _ = hk.expand(b"allium-fast-1:keys", &mut okm[..]);
@@ -67,9 +145,13 @@ pub fn fast_client_start<R: CryptoRng + ?Sized>(rng: &mut R) -> (FastClientState
 impl FastClientState {
     /// Client: checks the CREATED reply and derives the circuit keys.
     pub fn finish(self, reply: &[u8]) -> Result<CircuitKeys, HandshakeError> {
-        let (y, auth) = split_reply(reply)?;
-        let (keys, expected) = derive(&self.x, &y);
-        if bool::from(expected.ct_eq(&auth)) {
+        self.finish_parsed(&FastCreated::parse(reply)?)
+    }
+
+    /// The check of [`Self::finish`]: `AUTH` compared in constant time.
+    fn finish_parsed(self, reply: &FastCreated) -> Result<CircuitKeys, HandshakeError> {
+        let (keys, expected) = derive(&self.x, &reply.y);
+        if bool::from(expected.ct_eq(&reply.auth)) {
             Ok(keys)
         } else {
             Err(HandshakeError::ReplyAuth)
@@ -77,34 +159,17 @@ impl FastClientState {
     }
 }
 
-fn split_reply(reply: &[u8]) -> Result<([u8; 32], [u8; 32]), HandshakeError> {
-    if reply.len() != FAST_REPLY_LEN {
-        return Err(HandshakeError::TooShort { got: reply.len() });
-    }
-    let (y, auth) = reply.split_at(32);
-    let y: [u8; 32] = y
-        .try_into()
-        .map_err(|_| HandshakeError::TooShort { got: reply.len() })?;
-    let auth: [u8; 32] = auth
-        .try_into()
-        .map_err(|_| HandshakeError::TooShort { got: reply.len() })?;
-    Ok((y, auth))
-}
-
 /// Relay: answers a CREATE message; returns the circuit keys and the CREATED reply.
 pub fn fast_relay<R: CryptoRng + ?Sized>(
     rng: &mut R,
     msg: &[u8],
 ) -> Result<(CircuitKeys, Vec<u8>), HandshakeError> {
-    let x: [u8; 32] = msg
-        .try_into()
-        .map_err(|_| HandshakeError::TooShort { got: msg.len() })?;
-    let mut y = [0u8; 32];
-    rng.fill_bytes(&mut y);
-    let (keys, auth) = derive(&x, &y);
-    let mut reply = y.to_vec();
-    reply.extend_from_slice(&auth[..]);
-    Ok((keys, reply))
+    let create = FastCreate::parse(msg)?;
+    let mut y = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(&mut y[..]);
+    let (keys, auth) = derive(&create.x, &y);
+    let reply = FastCreated { y, auth: *auth };
+    Ok((keys, reply.encode()))
 }
 
 #[cfg(test)]
@@ -139,5 +204,32 @@ mod tests {
             assert!(state.finish(&reply).is_err(), "flip at {i}");
         }
         assert!(fast_relay(&mut rng, &msg[..31]).is_err());
+    }
+
+    #[test]
+    fn parsers_take_exact_lengths_only() {
+        assert!(matches!(
+            FastCreate::parse(&[0; 31]),
+            Err(HandshakeError::TooShort { got: 31 })
+        ));
+        assert!(matches!(
+            FastCreate::parse(&[0; 33]),
+            Err(HandshakeError::TooLong { got: 33, max: 32 })
+        ));
+        assert!(matches!(
+            FastCreated::parse(&[0; 63]),
+            Err(HandshakeError::TooShort { got: 63 })
+        ));
+        assert!(matches!(
+            FastCreated::parse(&[0; 65]),
+            Err(HandshakeError::TooLong { got: 65, max: 64 })
+        ));
+        let reply: Vec<u8> = (0..64).collect();
+        assert_eq!(FastCreated::parse(&reply).unwrap().encode(), reply);
+        // Secrets never reach a log line.
+        assert_eq!(
+            format!("{:?}", FastCreated::parse(&reply).unwrap()),
+            "FastCreated(..)"
+        );
     }
 }

@@ -26,6 +26,11 @@
 //! The extension ciphertexts always carry a 16-byte AEAD tag, even for an empty extension,
 //! so `ext_len >= 16`. Both messages are at most [`MAX_HANDSHAKE_LEN`] bytes so they fit
 //! in a CREATE/CREATED cell.
+//!
+//! Parsing and checking are separate: [`NtorClientMsg::parse`] and [`NtorReply::parse`]
+//! only split the layout (exact lengths, no trailing bytes) and touch no key;
+//! [`relay_handshake`] and [`ClientHandshakeState::finish`] parse, then check identity,
+//! onion key, Diffie-Hellman outputs, MAC and AEAD tags.
 
 use core::fmt;
 
@@ -154,6 +159,19 @@ fn check_contributory(shared: SharedSecret) -> Result<Zeroizing<[u8; 32]>, Hands
     Ok(Zeroizing::new(shared.to_bytes()))
 }
 
+/// HKDF-Extract of the concatenated `ikm_parts`, ready for Expand. The pseudorandom key
+/// that `Hkdf::new` would drop without wiping is zeroized here. (The HMAC state kept in the
+/// returned value is wiped on drop: `hmac` and `sha2` are built with `zeroize`.)
+pub(crate) fn hkdf_extract(salt: &[u8], ikm_parts: &[&[u8]]) -> Hkdf<Sha256> {
+    let mut extract = HkdfExtract::<Sha256>::new(Some(salt));
+    for part in ikm_parts {
+        extract.input_ikm(part);
+    }
+    let (mut prk, hk) = extract.finalize();
+    prk.as_mut_slice().zeroize();
+    hk
+}
+
 /// Key for the client extension.
 fn client_msg_key(
     secret_xb: &[u8; 32],
@@ -161,7 +179,7 @@ fn client_msg_key(
     b: &[u8; 32],
     x: &[u8; 32],
 ) -> Result<Zeroizing<[u8; 32]>, HandshakeError> {
-    let hk = Hkdf::<Sha256>::new(Some(PROTOID), secret_xb);
+    let hk = hkdf_extract(PROTOID, &[secret_xb]);
     let mut key = Zeroizing::new([0u8; 32]);
     hk.expand_multi_info(&[LABEL_CLIENT_MSG, id, b, x], &mut key[..])
         .map_err(|_| HandshakeError::Internal)?;
@@ -310,6 +328,160 @@ fn split32(rest: &[u8], total: usize) -> Result<(&[u8; 32], &[u8]), HandshakeErr
         .ok_or(HandshakeError::TooShort { got: total })
 }
 
+/// Checks that an extension ciphertext after a `header`-byte fixed part fits the rules a
+/// parsed message obeys: at least the AEAD tag, the whole at most [`MAX_HANDSHAKE_LEN`].
+fn check_ext_ct(header: usize, ext_ct: &[u8]) -> Result<(), HandshakeError> {
+    let total = header.saturating_add(ext_ct.len());
+    if total > MAX_HANDSHAKE_LEN {
+        return Err(HandshakeError::TooLong {
+            got: total,
+            max: MAX_HANDSHAKE_LEN,
+        });
+    }
+    if ext_ct.len() < AEAD_TAG_LEN {
+        return Err(HandshakeError::ExtensionTooShort);
+    }
+    Ok(())
+}
+
+/// `fixed | u16be(len(ext_ct)) | ext_ct`.
+fn encode_msg(fixed: &[&[u8; 32]], ext_ct: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    let ct_len = u16::try_from(ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
+    let mut out = Vec::with_capacity(32 * fixed.len() + 2 + ext_ct.len());
+    for field in fixed {
+        out.extend_from_slice(&field[..]);
+    }
+    out.extend_from_slice(&ct_len.to_be_bytes());
+    out.extend_from_slice(ext_ct);
+    Ok(out)
+}
+
+/// The client message `ID | B | X | ext_len | ext_ct` (docs/protocol.md §4.4.1), split but
+/// not checked against any key: [`relay_handshake`] does that. Every value of this type
+/// encodes to at most [`MAX_HANDSHAKE_LEN`] bytes with `ext_ct` at least its AEAD tag, and
+/// [`Self::parse`] accepts exactly the encodings of such values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NtorClientMsg<'a> {
+    id: &'a [u8; 32],
+    onion_key: &'a [u8; 32],
+    x: &'a [u8; 32],
+    ext_ct: &'a [u8],
+}
+
+impl<'a> NtorClientMsg<'a> {
+    /// A message from its fields; refused if `ext_ct` is shorter than the AEAD tag or the
+    /// message would exceed [`MAX_HANDSHAKE_LEN`].
+    pub fn new(
+        id: &'a [u8; 32],
+        onion_key: &'a [u8; 32],
+        x: &'a [u8; 32],
+        ext_ct: &'a [u8],
+    ) -> Result<Self, HandshakeError> {
+        check_ext_ct(CLIENT_MSG_HEADER_LEN, ext_ct)?;
+        Ok(Self {
+            id,
+            onion_key,
+            x,
+            ext_ct,
+        })
+    }
+
+    /// Splits a client message: at most [`MAX_HANDSHAKE_LEN`] bytes, the length field equal
+    /// to the number of bytes after it, at least [`AEAD_TAG_LEN`]. Touches no key.
+    pub fn parse(msg: &'a [u8]) -> Result<Self, HandshakeError> {
+        check_max_len(msg)?;
+        let total = msg.len();
+        let (id, rest) = split32(msg, total)?;
+        let (onion_key, rest) = split32(rest, total)?;
+        let (x, rest) = split32(rest, total)?;
+        let ext_ct = parse_ext(rest, total)?;
+        Ok(Self {
+            id,
+            onion_key,
+            x,
+            ext_ct,
+        })
+    }
+
+    /// The wire encoding (the inverse of [`Self::parse`]).
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        encode_msg(&[self.id, self.onion_key, self.x], self.ext_ct)
+    }
+
+    /// `ID`: the relay identity the client means.
+    pub fn identity(&self) -> &'a [u8; 32] {
+        self.id
+    }
+
+    /// `B`: the onion key the client used.
+    pub fn onion_key(&self) -> OnionPublic {
+        OnionPublic::from_bytes(*self.onion_key)
+    }
+
+    /// `X`: the client's ephemeral key.
+    pub fn client_key(&self) -> &'a [u8; 32] {
+        self.x
+    }
+
+    /// The encrypted client extension, with its tag.
+    pub fn ext_ciphertext(&self) -> &'a [u8] {
+        self.ext_ct
+    }
+}
+
+/// The relay's reply `Y | auth | ext_len | ext_ct` (docs/protocol.md §4.4.2), split but not
+/// checked: [`ClientHandshakeState::finish`] does that. Same length rules as
+/// [`NtorClientMsg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NtorReply<'a> {
+    y: &'a [u8; 32],
+    auth: &'a [u8; 32],
+    ext_ct: &'a [u8],
+}
+
+impl<'a> NtorReply<'a> {
+    /// A reply from its fields; the same length rules as [`NtorClientMsg::new`].
+    pub fn new(
+        y: &'a [u8; 32],
+        auth: &'a [u8; 32],
+        ext_ct: &'a [u8],
+    ) -> Result<Self, HandshakeError> {
+        check_ext_ct(REPLY_HEADER_LEN, ext_ct)?;
+        Ok(Self { y, auth, ext_ct })
+    }
+
+    /// Splits a reply: at most [`MAX_HANDSHAKE_LEN`] bytes, the length field equal to the
+    /// number of bytes after it, at least [`AEAD_TAG_LEN`]. Touches no key.
+    pub fn parse(reply: &'a [u8]) -> Result<Self, HandshakeError> {
+        check_max_len(reply)?;
+        let total = reply.len();
+        let (y, rest) = split32(reply, total)?;
+        let (auth, rest) = split32(rest, total)?;
+        let ext_ct = parse_ext(rest, total)?;
+        Ok(Self { y, auth, ext_ct })
+    }
+
+    /// The wire encoding (the inverse of [`Self::parse`]).
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        encode_msg(&[self.y, self.auth], self.ext_ct)
+    }
+
+    /// `Y`: the relay's ephemeral key.
+    pub fn relay_key(&self) -> &'a [u8; 32] {
+        self.y
+    }
+
+    /// `auth`: the MAC over the transcript.
+    pub fn auth(&self) -> &'a [u8; 32] {
+        self.auth
+    }
+
+    /// The encrypted reply extension, with its tag.
+    pub fn ext_ciphertext(&self) -> &'a [u8] {
+        self.ext_ct
+    }
+}
+
 /// Client state between sending the client message and receiving the reply. Holds the
 /// ephemeral secret (zeroized on drop); single use, consumed by [`Self::finish`].
 pub struct ClientHandshakeState {
@@ -367,12 +539,7 @@ pub fn client_handshake_start_with_secret(
     let key = client_msg_key(&secret_xb, id.as_bytes(), b.as_bytes(), &x_pub)?;
     let ad: [u8; 96] = concat(&[id.as_bytes(), b.as_bytes(), &x_pub]);
     let client_ext_ct = seal(&key, &ad, ext)?;
-    let ct_len = u16::try_from(client_ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
-
-    let mut msg = Vec::with_capacity(CLIENT_MSG_HEADER_LEN + client_ext_ct.len());
-    msg.extend_from_slice(&ad);
-    msg.extend_from_slice(&ct_len.to_be_bytes());
-    msg.extend_from_slice(&client_ext_ct);
+    let msg = NtorClientMsg::new(id.as_bytes(), b.as_bytes(), &x_pub, &client_ext_ct)?.encode()?;
     let state = ClientHandshakeState {
         x,
         x_pub,
@@ -388,12 +555,16 @@ impl ClientHandshakeState {
     /// Processes the relay's reply. On success returns the circuit keys and the decrypted
     /// reply extension. Any modification of the reply is an error.
     pub fn finish(self, reply: &[u8]) -> Result<(CircuitKeys, Vec<u8>), HandshakeError> {
-        check_max_len(reply)?;
-        let total = reply.len();
-        let (y, rest) = split32(reply, total)?;
-        let (auth, rest) = split32(rest, total)?;
-        let reply_ext_ct = parse_ext(rest, total)?;
+        self.finish_parsed(&NtorReply::parse(reply)?)
+    }
 
+    /// The checks of [`Self::finish`] on a parsed reply: `X25519(x, Y)` contributory, `auth`
+    /// (constant time), then the reply extension's AEAD tag.
+    fn finish_parsed(
+        self,
+        reply: &NtorReply<'_>,
+    ) -> Result<(CircuitKeys, Vec<u8>), HandshakeError> {
+        let (y, auth, reply_ext_ct) = (reply.y, reply.auth, reply.ext_ct);
         let secret_xy = dh(&self.x, y)?;
         let transcript = Transcript {
             id: self.id.as_bytes(),
@@ -443,13 +614,22 @@ pub fn relay_handshake_with_secret<F>(
 where
     F: FnOnce(&[u8]) -> Vec<u8>,
 {
-    check_max_len(msg)?;
-    let total = msg.len();
-    let (id, rest) = split32(msg, total)?;
-    let (b, rest) = split32(rest, total)?;
-    let (x, rest) = split32(rest, total)?;
-    let client_ext_ct = parse_ext(rest, total)?;
+    relay_respond(y, keys, &NtorClientMsg::parse(msg)?, reply_ext)
+}
 
+/// The relay's checks and answer on a parsed client message: identity, onion key,
+/// `X25519(b, X)` contributory, the client extension's AEAD tag, `X25519(y, X)`
+/// contributory; then the key schedule and the reply.
+fn relay_respond<F>(
+    y: &[u8; 32],
+    keys: &RelayOnionKeys,
+    msg: &NtorClientMsg<'_>,
+    reply_ext: F,
+) -> Result<(CircuitKeys, Vec<u8>, Vec<u8>), HandshakeError>
+where
+    F: FnOnce(&[u8]) -> Vec<u8>,
+{
+    let (id, b, x, client_ext_ct) = (msg.id, msg.onion_key, msg.x, msg.ext_ct);
     // Public values: ordinary comparisons are fine.
     if id != keys.identity().as_bytes() {
         return Err(HandshakeError::WrongIdentity);
@@ -484,13 +664,7 @@ where
     }
     let reply_ext_ct = seal(&session.reply_key, &transcript.reply_ad(), &reply_plain)?;
     let auth = transcript.auth(&session.auth_key, &reply_ext_ct)?;
-    let ct_len = u16::try_from(reply_ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
-
-    let mut reply = Vec::with_capacity(REPLY_HEADER_LEN + reply_ext_ct.len());
-    reply.extend_from_slice(&y_pub);
-    reply.extend_from_slice(&auth);
-    reply.extend_from_slice(&ct_len.to_be_bytes());
-    reply.extend_from_slice(&reply_ext_ct);
+    let reply = NtorReply::new(&y_pub, &auth, &reply_ext_ct)?.encode()?;
     Ok((CircuitKeys::from_bytes(&session.circuit), reply, client_ext))
 }
 

@@ -33,7 +33,6 @@ use core::fmt;
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
-use hkdf::{Hkdf, HkdfExtract};
 use hmac::{Hmac, Mac};
 use rand::CryptoRng;
 use sha2::{Digest, Sha256};
@@ -42,6 +41,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::crypto::circuit_keys::{CircuitKeys, CIRCUIT_KEYS_LEN};
+use crate::crypto::handshake::hkdf_extract;
 use crate::crypto::{IdentityPublic, OnionKeypair, OnionPublic};
 use crate::onion::blinding::BlindedPublic;
 
@@ -71,6 +71,60 @@ pub enum HsHandshakeError {
     /// A primitive refused its input (cannot happen with the fixed sizes used).
     #[error("internal error")]
     Internal,
+    /// A handshake reply that is not exactly [`HS_REPLY_LEN`] bytes.
+    #[error("handshake reply must be {HS_REPLY_LEN} bytes, got {got}")]
+    BadLength {
+        /// Length received.
+        got: usize,
+    },
+}
+
+/// The service's reply `Y | auth` (RENDEZVOUS1/2's handshake field), split but not checked:
+/// [`HsClientState::finish`] checks `auth`. The INTRODUCE side's layout, `AUTH | X | ct`, is
+/// [`crate::cell::onion_msg::Introduce`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HsReply {
+    y: [u8; 32],
+    auth: [u8; 32],
+}
+
+impl HsReply {
+    /// Parses exactly [`HS_REPLY_LEN`] bytes; any value is well formed.
+    pub fn parse(bytes: &[u8]) -> Result<Self, HsHandshakeError> {
+        let whole: &[u8; HS_REPLY_LEN] = bytes
+            .try_into()
+            .map_err(|_| HsHandshakeError::BadLength { got: bytes.len() })?;
+        Ok(Self::from_array(whole))
+    }
+
+    /// Splits the fixed-size field as the cell layer delivers it.
+    pub fn from_array(bytes: &[u8; HS_REPLY_LEN]) -> Self {
+        let mut y = [0u8; 32];
+        let mut auth = [0u8; 32];
+        let (a, b) = bytes.split_at(32);
+        y.copy_from_slice(a);
+        auth.copy_from_slice(b);
+        Self { y, auth }
+    }
+
+    /// The wire encoding (the inverse of [`Self::parse`]).
+    pub fn encode(&self) -> [u8; HS_REPLY_LEN] {
+        let mut out = [0u8; HS_REPLY_LEN];
+        let (a, b) = out.split_at_mut(32);
+        a.copy_from_slice(&self.y);
+        b.copy_from_slice(&self.auth);
+        out
+    }
+
+    /// `Y`: the service's ephemeral key.
+    pub fn service_key(&self) -> &[u8; 32] {
+        &self.y
+    }
+
+    /// `auth`: the MAC over the transcript.
+    pub fn auth(&self) -> &[u8; 32] {
+        &self.auth
+    }
 }
 
 /// `SHA-256("allium-hs-subcred-v1" | A | A')`.
@@ -106,7 +160,7 @@ impl IntroKeys {
 }
 
 fn intro_cipher(keys: &IntroKeys, secret_xb: &[u8; 32], x_pub: &[u8; 32]) -> ChaCha20Poly1305 {
-    let hk = Hkdf::<Sha256>::new(Some(HS_PROTOID), secret_xb);
+    let hk = hkdf_extract(HS_PROTOID, &[secret_xb]);
     let mut info = Vec::with_capacity(LABEL_INTRO.len() + 128);
     info.extend_from_slice(LABEL_INTRO);
     info.extend_from_slice(&keys.transcript_head());
@@ -134,13 +188,8 @@ fn finish_keys(
     intro_ct: &[u8],
 ) -> Result<([u8; 32], CircuitKeys), HsHandshakeError> {
     let head = keys.transcript_head();
-    let mut ext = HkdfExtract::<Sha256>::new(Some(HS_PROTOID));
-    ext.input_ikm(secret_xy);
-    ext.input_ikm(secret_xb);
-    ext.input_ikm(&head);
-    ext.input_ikm(x_pub);
-    ext.input_ikm(y_pub);
-    let (_, hk) = ext.finalize();
+    // hkdf_extract wipes the pseudorandom key (Hkdf::new and a bare finalize do not).
+    let hk = hkdf_extract(HS_PROTOID, &[secret_xy, secret_xb, &head, x_pub, y_pub]);
     let mut auth_key = Zeroizing::new([0u8; 32]);
     let _ = hk.expand(LABEL_AUTH, &mut auth_key[..]);
     let mut block = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
@@ -226,8 +275,13 @@ where
 impl HsClientState {
     /// Client: checks RENDEZVOUS2's `Y | auth` and derives the end-to-end keys.
     pub fn finish(self, reply: &[u8; HS_REPLY_LEN]) -> Result<CircuitKeys, HsHandshakeError> {
-        let mut y_pub = [0u8; 32];
-        y_pub.copy_from_slice(&reply[..32]);
+        self.finish_parsed(&HsReply::from_array(reply))
+    }
+
+    /// The checks of [`Self::finish`]: `X25519(x, Y)` contributory, then `auth` (constant
+    /// time).
+    fn finish_parsed(self, reply: &HsReply) -> Result<CircuitKeys, HsHandshakeError> {
+        let y_pub = reply.y;
         let shared = self.x.diffie_hellman(&PublicKey::from(y_pub));
         if !shared.was_contributory() {
             return Err(HsHandshakeError::NonContributory);
@@ -241,7 +295,7 @@ impl HsClientState {
             &y_pub,
             &self.intro_ct,
         )?;
-        if !bool::from(auth.ct_eq(&reply[32..])) {
+        if !bool::from(auth.ct_eq(&reply.auth)) {
             return Err(HsHandshakeError::BadAuth);
         }
         Ok(keys)
@@ -317,9 +371,7 @@ impl HsServiceIntro {
             &y_pub,
             &self.intro_ct,
         )?;
-        let mut reply = [0u8; HS_REPLY_LEN];
-        reply[..32].copy_from_slice(&y_pub);
-        reply[32..].copy_from_slice(&auth);
+        let reply = HsReply { y: y_pub, auth }.encode();
         Ok((keys, reply))
     }
 }
