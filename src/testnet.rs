@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tracing::info;
 
+use crate::dir::AuthorityInfo;
 use crate::dir::{ExitPolicy, FlagParams};
-use crate::relay::authority::{Authority, AuthorityConfig, AuthorityInfo};
+use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::publish::{spawn_publisher, PublishConfig};
 use crate::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 

@@ -30,10 +30,10 @@ use allium::crypto::{
 };
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::request::{DirRequest, DirStatus};
+use allium::dir::AuthorityInfo;
 use allium::dir::{BandwidthWeights, ConsensusBody, ConsensusEntry, ExitPolicy, RelayFlags};
 use allium::link::LinkConfig;
 use allium::onion::intro::build_establish_intro;
-use allium::relay::authority::AuthorityInfo;
 use allium::relay::dircache::DirCache;
 use allium::relay::{RelayHandle, RelayLimits, RelayObserver};
 use tokio::sync::mpsc;

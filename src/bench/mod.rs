@@ -326,7 +326,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
     }
     say("authority and 3 relays started as processes; waiting for the first consensus");
 
-    let mut ccfg = crate::client::ClientConfig::new(vec![crate::relay::authority::AuthorityInfo {
+    let mut ccfg = crate::client::ClientConfig::new(vec![crate::dir::AuthorityInfo {
         identity: auth.identity(),
         addr: auth.addr,
     }]);

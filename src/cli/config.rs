@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::relay::authority::AuthorityInfo;
+use crate::dir::AuthorityInfo;
 use crate::relay::{ExitTimeouts, RelayLimits};
 
 /// A configuration file that could not be used.

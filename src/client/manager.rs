@@ -26,12 +26,12 @@ use tracing::{debug, info, warn};
 use crate::cell::{EndReason, Hostname, TargetAddr};
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::AuthorityInfo;
 use crate::dir::{
     select_path, Consensus, ConsensusEntry, ExitPolicy, GuardParams, GuardSet, PathTarget,
     UncheckedConsensus,
 };
 use crate::link::LinkConfig;
-use crate::relay::authority::AuthorityInfo;
 
 use super::dirclient::one_shot;
 use super::reactor::CircuitHandle;

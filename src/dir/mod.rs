@@ -20,6 +20,7 @@ pub mod request;
 pub(crate) mod wire;
 
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
+pub mod authority_info;
 pub mod compute;
 pub mod consensus;
 pub mod descriptor;
@@ -29,6 +30,7 @@ pub mod path;
 pub mod vote;
 pub mod weights;
 
+pub use authority_info::AuthorityInfo;
 pub use compute::{compute_consensus, ConsensusParams};
 pub use consensus::{
     AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError, SignedConsensus,

@@ -17,12 +17,10 @@
 use crate::clock::now_unix;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
@@ -33,38 +31,14 @@ use crate::dir::consensus::AuthoritySignature;
 use crate::dir::descriptor::MAX_DESCRIPTOR_LEN;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::{
-    assign_flags, compute_consensus, ConsensusParams, Descriptor, FlagParams, FlagThresholds,
-    Observation, SignedConsensus, SignedDescriptor, UncheckedDescriptor, UncheckedVote, Vote,
-    VoteBody, VoteEntry,
+    assign_flags, compute_consensus, AuthorityInfo, ConsensusParams, Descriptor, FlagParams,
+    FlagThresholds, Observation, SignedConsensus, SignedDescriptor, UncheckedDescriptor,
+    UncheckedVote, Vote, VoteBody, VoteEntry,
 };
 use crate::link::{self, LinkConfig};
 
 use super::dirserve::DirService;
 use super::shared::RelayShared;
-
-/// A directory authority as clients and relays know it: identity and address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuthorityInfo {
-    /// The authority's identity key (hex).
-    #[serde(with = "identity_hex")]
-    pub identity: IdentityPublic,
-    /// Its link address.
-    pub addr: SocketAddr,
-}
-
-mod identity_hex {
-    use crate::crypto::IdentityPublic;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &IdentityPublic, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IdentityPublic, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// How an authority runs.
 #[derive(Debug, Clone)]

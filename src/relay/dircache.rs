@@ -15,9 +15,9 @@ use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
 
-use super::authority::AuthorityInfo;
 use super::dirserve::{DirContext, DirService};
 use super::hsdir::HsDirStore;
+use crate::dir::AuthorityInfo;
 
 /// The cache. Serve it with [`super::RelayHandle::set_dir_service`].
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{Descriptor, DescriptorError, ExitPolicy, SignedDescriptor};
 
-use super::authority::AuthorityInfo;
 use super::shared::RelayShared;
+use crate::dir::AuthorityInfo;
 
 /// What a relay advertises and where it publishes.
 #[derive(Debug, Clone)]
