@@ -14,9 +14,11 @@ pub const CIRCUIT_KEYS_LEN: usize = 2 * LAYER_SEED_LEN + BINDING_LEN;
 
 /// The key material one circuit hop shares with the client: the seed of each direction's
 /// layer (`KJ | HJ | KS | HS | N`, docs/protocol.md §4.5) and a binding value. Zeroized on
-/// drop; never printed.
+/// drop; never printed. On the heap, so moving it never leaves a copy behind.
+pub struct CircuitKeys(Box<KeyBlock>);
+
 #[derive(Zeroize, ZeroizeOnDrop)]
-pub struct CircuitKeys {
+struct KeyBlock {
     forward: [u8; LAYER_SEED_LEN],
     backward: [u8; LAYER_SEED_LEN],
     binding: [u8; BINDING_LEN],
@@ -27,27 +29,45 @@ impl CircuitKeys {
     /// output). Public so that test vectors and benchmarks can build layer states from
     /// known keys; production code gets keys only from a handshake.
     pub fn from_bytes(block: &[u8; CIRCUIT_KEYS_LEN]) -> Self {
-        let mut keys = Self {
+        // Filled in place on the heap (no stack copy of the keys to move).
+        let mut keys = Box::new(KeyBlock {
             forward: [0; LAYER_SEED_LEN],
             backward: [0; LAYER_SEED_LEN],
             binding: [0; BINDING_LEN],
-        };
+        });
         let (forward, rest) = block.split_at(LAYER_SEED_LEN);
         let (backward, binding) = rest.split_at(LAYER_SEED_LEN);
         keys.forward.copy_from_slice(forward);
         keys.backward.copy_from_slice(backward);
         keys.binding.copy_from_slice(binding);
-        keys
+        Self(keys)
     }
 
     /// A fresh state for the forward direction (client originates, relay recognises).
     pub(crate) fn forward_layer(&self) -> LayerState {
-        LayerState::new(&self.forward, Direction::Forward)
+        LayerState::new(&self.0.forward, Direction::Forward)
     }
 
     /// A fresh state for the backward direction (relay originates, client recognises).
     pub(crate) fn backward_layer(&self) -> LayerState {
-        LayerState::new(&self.backward, Direction::Backward)
+        LayerState::new(&self.0.backward, Direction::Backward)
+    }
+
+    /// The key block bit-inverted, for tests that search a process's memory for stale
+    /// copies of it (the inverted form is never a copy). Not for production use.
+    #[doc(hidden)]
+    pub fn inverted_bytes_for_tests(&self) -> zeroize::Zeroizing<[u8; CIRCUIT_KEYS_LEN]> {
+        let mut out = zeroize::Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
+        let src = self
+            .0
+            .forward
+            .iter()
+            .chain(&self.0.backward)
+            .chain(&self.0.binding);
+        for (o, s) in out.iter_mut().zip(src) {
+            *o = !*s;
+        }
+        out
     }
 
     /// The key block in `from_bytes` order, for test vectors. Wrapped so it is wiped.
@@ -56,9 +76,9 @@ impl CircuitKeys {
         let mut out = zeroize::Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
         let (forward, rest) = out.split_at_mut(LAYER_SEED_LEN);
         let (backward, binding) = rest.split_at_mut(LAYER_SEED_LEN);
-        forward.copy_from_slice(&self.forward);
-        backward.copy_from_slice(&self.backward);
-        binding.copy_from_slice(&self.binding);
+        forward.copy_from_slice(&self.0.forward);
+        backward.copy_from_slice(&self.0.backward);
+        binding.copy_from_slice(&self.0.binding);
         out
     }
 }
@@ -74,6 +94,6 @@ impl CircuitKeys {
     /// independent of them. An onion service MACs its ESTABLISH_INTRO with it, so the
     /// message is only valid on the circuit it was made for.
     pub fn binding(&self) -> [u8; BINDING_LEN] {
-        self.binding
+        self.0.binding
     }
 }

@@ -61,6 +61,7 @@ impl ClientLayers {
             backward: keys.backward_layer(),
             side,
         });
+        crate::crypto::scrub::scrub_stack();
         Ok(())
     }
 

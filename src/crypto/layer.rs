@@ -85,7 +85,27 @@ pub enum LayerError {
 
 /// The state of one layer in one direction of one hop: keys, nonce, the chained tag of the
 /// previous cell and the cell counter. Wiped on drop.
-pub struct LayerState {
+///
+/// It lives on the heap and only the pointer moves: Rust never wipes a moved-from value,
+/// so a state moved by value into a circuit (and that circuit into its task) would leave
+/// copies of the initial keys behind, from which every later key follows.
+pub struct LayerState(Box<Layer>);
+
+impl core::ops::Deref for LayerState {
+    type Target = Layer;
+    fn deref(&self) -> &Layer {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for LayerState {
+    fn deref_mut(&mut self) -> &mut Layer {
+        &mut self.0
+    }
+}
+
+/// The fields of a [`LayerState`].
+pub struct Layer {
     uiv: Uiv,
     /// The tag the next cell originated in this direction carries inside this layer.
     nonce: [u8; BLOCK_LEN],
@@ -104,17 +124,20 @@ impl LayerState {
         let (k, n) = seed.split_at(UIV_KEYS_LEN);
         keys.copy_from_slice(k);
         nonce.copy_from_slice(n);
-        let uiv = Uiv::new(&keys);
-        keys.zeroize();
-        Self {
-            uiv,
+        let layer = Box::new(Layer {
+            uiv: Uiv::new(&keys),
             nonce,
             chain: [0; RELAY_TAG_LEN],
             counter: 0,
             direction,
-        }
+        });
+        keys.zeroize();
+        nonce.zeroize();
+        Self(layer)
     }
+}
 
+impl Layer {
     /// Number of cells processed so far in this direction (the next cell's counter).
     pub fn counter(&self) -> u64 {
         self.counter
@@ -275,7 +298,7 @@ impl LayerState {
     }
 }
 
-impl Drop for LayerState {
+impl Drop for Layer {
     fn drop(&mut self) {
         // `uiv` wipes itself.
         self.nonce.zeroize();
@@ -284,6 +307,12 @@ impl Drop for LayerState {
 }
 
 impl fmt::Debug for LayerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LayerState")
             .field("counter", &self.counter)

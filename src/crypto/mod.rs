@@ -26,6 +26,7 @@ pub mod keys;
 pub mod layer;
 pub mod onion_keys;
 pub mod relay_layer;
+mod scrub;
 mod uiv;
 
 pub use cert::{CertError, OnionKeyCert, VerifiedOnionKey};

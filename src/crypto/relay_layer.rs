@@ -30,10 +30,12 @@ pub struct RelayCrypto {
 impl RelayCrypto {
     /// Fresh states from the handshake's keys.
     pub fn new(keys: &CircuitKeys) -> Self {
-        Self {
+        let crypto = Self {
             forward: keys.forward_layer(),
             backward: keys.backward_layer(),
-        }
+        };
+        crate::crypto::scrub::scrub_stack();
+        crypto
     }
 
     /// Runs this hop's layer on a forward relay body (travelling in a `kind` link cell) in
