@@ -281,16 +281,11 @@ impl ClientCircuit {
     ) -> Result<RelayTag, CircuitError> {
         let mut body: [u8; RELAY_BODY_LEN] = cell.encode()?;
         // The budget is for building: spent only on a circuit's first cells, so once
-        // anything else has been sent no RELAY_EARLY follows (tor-spec's rule).
-        if self.early_unlimited_for_tests {
-            // Tests that check the relays' enforcement send what a client never would.
-        } else if early {
-            if self.early_left == 0 {
-                return Err(CircuitError::Protocol("RELAY_EARLY budget exhausted"));
-            }
-            self.early_left -= 1;
-        } else {
-            self.early_left = 0;
+        // anything else has been sent no RELAY_EARLY follows (tor-spec's rule). Checked
+        // first, spent only once the cell is encrypted.
+        let checked = !self.early_unlimited_for_tests;
+        if checked && early && self.early_left == 0 {
+            return Err(CircuitError::Protocol("RELAY_EARLY budget exhausted"));
         }
         let kind = if early {
             CellKind::RelayEarly
@@ -298,6 +293,9 @@ impl ClientCircuit {
             CellKind::Relay
         };
         let tag = self.layers.encrypt_forward(&mut body, hop, kind)?;
+        if checked {
+            self.early_left = if early { self.early_left.saturating_sub(1) } else { 0 };
+        }
         let msg = if early {
             ChanMsg::RelayEarly(RelayBody(body))
         } else {
