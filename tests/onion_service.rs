@@ -32,7 +32,7 @@ use allium::testnet::{TestNet, TestNetConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-mod onion_common;
+mod common;
 
 /// Upper bound for steps that must not hang (never a speed assertion).
 const NO_HANG: Duration = Duration::from_secs(90);
@@ -569,7 +569,7 @@ async fn cut_rendezvous_stream_resets_the_target_connection() {
 
 #[test]
 fn forged_expired_rolled_back_and_foreign_descriptors_are_refused() {
-    use onion_common::{address, inner, period, service, NOW};
+    use common::onion::{address, inner, period, service, NOW};
     let periods = PeriodParams::default();
     let blinded = BlindedKeypair::derive(&service(), period()).unwrap();
     let build = |revision: u64, created: u64| {
@@ -615,7 +615,7 @@ fn forged_expired_rolled_back_and_foreign_descriptors_are_refused() {
     let err = verify_descriptor(&good, &address(), &periods, NOW, 8).unwrap_err();
     assert!(err.to_string().contains("revision"), "{err}");
     // Another service's address.
-    let other = OnionAddress::from_identity(onion_common::key(201).public()).unwrap();
+    let other = OnionAddress::from_identity(common::onion::key(201).public()).unwrap();
     assert!(verify_descriptor(&good, &other, &periods, NOW, 0).is_err());
     eprintln!("forged, expired, future-dated, rolled-back and foreign descriptors refused");
 }
