@@ -29,6 +29,7 @@ use allium::onion::descriptor::{DescriptorParams, SignedOnionDescriptor};
 use allium::onion::{BlindedKeypair, OnionAddress, PeriodParams};
 use allium::relay::RelayObserver;
 use allium::testnet::{TestNet, TestNetConfig};
+use common::prereq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -119,12 +120,7 @@ async fn socks5_reply(proxy: SocketAddr, host: &str, port: u16) -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onion_service_end_to_end() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let started = Instant::now();
@@ -136,7 +132,9 @@ async fn onion_service_end_to_end() {
     })
     .await
     .unwrap();
-    assert!(net.wait_for_consensus(Duration::from_secs(40)).await);
+    net.wait_for_consensus(Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let seen: Vec<Arc<Seen>> = net
         .relays
         .iter()
@@ -387,7 +385,9 @@ async fn quiet_setup(tag: &str, max_rendezvous: usize) -> QuietSetup {
     })
     .await
     .unwrap();
-    assert!(net.wait_for_consensus(Duration::from_secs(40)).await);
+    net.wait_for_consensus(Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
     let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();
