@@ -51,7 +51,7 @@ pub fn missing_prerequisite(what: &str) -> bool {
     if under_ci() {
         panic!(
             "{test}: missing prerequisite: {what}. Under CI (CI is set) this is a failure, not \
-             a skip: .ci/run must install it"
+             a skip: .ci/run installs what the tests need, and CI runs as root"
         );
     }
     // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, and
