@@ -1,5 +1,9 @@
 //! A whole local network in one process: authorities, relays (some exits) and the client
 //! configuration to use them, all on 127.0.0.1. Used by `allium testnet` and by tests.
+//!
+//! [`wait_until_listed`] is how every test network, in one process or as separate
+//! processes, decides that it is ready: every directory server serves a consensus that
+//! lists every relay started.
 
 use crate::clock::now_unix;
 use std::net::SocketAddr;
@@ -8,8 +12,10 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::dir::AuthorityInfo;
-use crate::dir::{ExitPolicy, FlagParams};
+use crate::client::dirclient::one_shot;
+use crate::crypto::IdentityPublic;
+use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedConsensus};
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::publish::{spawn_publisher, PublishConfig};
 use crate::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
@@ -63,6 +69,101 @@ pub fn test_flag_params() -> FlagParams {
         stable_uptime: 0,
         exit_ports: vec![80, 443],
         exit_allow_special: true,
+    }
+}
+
+/// A directory server of a test network: an authority, or a relay (its directory cache
+/// answers the same request).
+#[derive(Debug, Clone)]
+pub struct DirServer {
+    /// What messages call it (`authority-1`, `relay 127.0.0.1:5000`).
+    pub name: String,
+    /// Its link address.
+    pub addr: SocketAddr,
+    /// Its relay identity.
+    pub identity: IdentityPublic,
+}
+
+/// How long one consensus fetch may take before that server counts as not answering.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two rounds of fetches.
+const POLL: Duration = Duration::from_millis(500);
+
+/// What one server serves: the verified consensus, or why there is none.
+async fn fetch(server: &DirServer, trusted: &[IdentityPublic]) -> Result<Consensus, String> {
+    let resp = one_shot(
+        server.addr,
+        &server.identity,
+        &DirRequest::GetConsensus,
+        FETCH_TIMEOUT,
+    )
+    .await
+    .map_err(|e| format!("no answer ({e})"))?;
+    if resp.status != DirStatus::Ok {
+        return Err(format!("no consensus ({})", resp.reason()));
+    }
+    UncheckedConsensus::parse(&resp.body)
+        .and_then(|u| u.verify(trusted, now_unix()))
+        .map_err(|e| format!("a consensus that does not verify ({e})"))
+}
+
+/// Waits (at most `limit`) until every server of `servers` serves a consensus, verified
+/// against the authorities `trusted`, that lists every relay of `relays` (by identity).
+/// Asking every server, not one, matters: a client bootstraps from any authority and later
+/// refreshes from relays' caches, and an authority or a cache may still serve an earlier
+/// consensus that lists only the relays that were up first.
+///
+/// Returns the consensus the first server serves, or (after `limit`) what each server that
+/// was not ready served at the last look.
+pub async fn wait_until_listed(
+    servers: &[DirServer],
+    trusted: &[IdentityPublic],
+    relays: &[IdentityPublic],
+    limit: Duration,
+) -> Result<Consensus, String> {
+    if servers.is_empty() {
+        return Err("no directory server to ask".into());
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut first = None;
+        let mut not_ready = Vec::new();
+        for s in servers {
+            match fetch(s, trusted).await {
+                Ok(c) => {
+                    let missing: Vec<String> = relays
+                        .iter()
+                        .filter(|id| c.relay(id).is_none())
+                        .map(|id| id.to_string())
+                        .collect();
+                    if missing.is_empty() {
+                        first.get_or_insert(c);
+                    } else {
+                        not_ready.push(format!(
+                            "{} serves a consensus listing {} of the {} relays (missing {})",
+                            s.name,
+                            relays.len() - missing.len(),
+                            relays.len(),
+                            missing.join(", ")
+                        ));
+                    }
+                }
+                Err(e) => not_ready.push(format!("{}: {e}", s.name)),
+            }
+        }
+        if not_ready.is_empty() {
+            if let Some(c) = first {
+                return Ok(c);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "after {} s not every directory server lists every relay: {}",
+                limit.as_secs(),
+                not_ready.join("; ")
+            ));
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -142,25 +243,35 @@ impl TestNet {
         })
     }
 
-    /// Waits until every authority serves a consensus listing all relays, and every relay's
-    /// directory cache holds one (or `limit`).
-    pub async fn wait_for_consensus(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let ready = self.authorities.iter().all(|(_, a)| {
-                a.current_consensus()
-                    .and_then(|b| crate::dir::UncheckedConsensus::parse(&b).ok())
-                    .is_some()
-            }) && self.listed() >= self.relays.len()
-                && self.dir_caches.iter().all(|c| c.has_consensus());
-            if ready {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    /// Every authority and every relay (its directory cache), as directory servers.
+    pub fn dir_servers(&self) -> Vec<DirServer> {
+        let authorities = self
+            .authorities
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| (format!("authority {} ({})", i + 1, r.local_addr()), r));
+        let relays = self
+            .relays
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("relay {} ({})", i + 1, r.local_addr()), r));
+        authorities
+            .chain(relays)
+            .map(|(name, r)| DirServer {
+                name,
+                addr: r.local_addr(),
+                identity: r.identity(),
+            })
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until every authority and every relay's directory cache
+    /// serves a consensus listing every relay ([`wait_until_listed`]). Returns that
+    /// consensus, or what each server that was not ready served.
+    pub async fn wait_for_consensus(&self, limit: Duration) -> Result<Consensus, String> {
+        let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
+        let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
+        wait_until_listed(&self.dir_servers(), &trusted, &relays, limit).await
     }
 
     /// Relays listed in the first authority's consensus.

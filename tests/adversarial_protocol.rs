@@ -28,8 +28,6 @@ use tokio::net::TcpListener;
 mod common;
 use common::{build_through, start_relay_with, target, NO_HANG};
 
-mod dir_common;
-
 async fn relay() -> RelayHandle {
     start_relay_with(RelayLimits::default(), None).await
 }
@@ -768,7 +766,7 @@ async fn sendme_without_the_data_it_acknowledges_is_refused() {
 // ---------------------------------------------------------------------------------------
 
 mod documents {
-    use super::dir_common::*;
+    use super::common::dir::*;
     use allium::crypto::{IdentityKeypair, OnionKeyCert};
     use allium::dir::consensus::CONSENSUS_VERSION;
     use allium::dir::descriptor::DESCRIPTOR_LABEL;

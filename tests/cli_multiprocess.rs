@@ -7,12 +7,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::prereq;
 use common::procnet::{self, curl, ProcNet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_from_emitted_configs_carry_curl() {
-    if !procnet::have_curl() {
-        println!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let dir = procnet::emit("mp", 3, 5, 2, 6);
@@ -27,11 +27,12 @@ async fn separate_processes_from_emitted_configs_carry_curl() {
     ));
     std::fs::write(&proxy_toml, text).unwrap();
     let mut net = ProcNet::open(&dir);
-    net.start_all();
+    net.start_ready(Duration::from_secs(60)).await;
     let socks = net.socks();
 
-    // Retry until the network has formed and the proxy bootstrapped (no timing assertion:
-    // a generous bound only so a broken network fails instead of hanging).
+    // The network has formed and the proxy bootstrapped; retry while a first circuit fails
+    // (no timing assertion: a generous bound only so a broken network fails instead of
+    // hanging).
     let mut body = String::new();
     for _ in 0..120 {
         let (code, out, _) = curl(socks, &format!("http://{web}/"), &["--max-time", "20"]).await;

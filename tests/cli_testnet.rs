@@ -2,20 +2,18 @@
 //! through the overlay (run with the real curl), the same for its demo onion service
 //! (`<address>.allium`), and shuts down cleanly on SIGINT.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::prereq;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_allium"))

@@ -2,11 +2,14 @@
 //! reproduces them, and so does an independent Python implementation written from the
 //! spec (tests/vectors/relay_crypto.py), which this test runs.
 
+mod common;
+
 use std::process::Command;
 
 use allium::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use allium::crypto::circuit_keys::CIRCUIT_KEYS_LEN;
 use allium::crypto::{CellKind, CircuitKeys, ClientLayers, Recognition, RelayCrypto};
+use common::prereq;
 use sha2::{Digest, Sha256};
 
 /// The vectors as printed in docs/protocol.md §4.7.
@@ -94,25 +97,17 @@ fn rust_reproduces_the_spec_vectors() {
 
 #[test]
 fn independent_python_implementation_agrees() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/relay_crypto.py");
-    let output = Command::new("python3").arg(script).output();
-    let skip = |why: String| {
-        // Under CI a missing prerequisite is a failure (.ci/run installs it).
-        if std::env::var_os("CI").is_some() {
-            panic!("cannot run the independent implementation under CI: {why}");
-        }
-        eprintln!("SKIPPED independent_python_implementation_agrees: {why}");
-    };
-    match output {
-        Err(e) => skip(format!("python3: {e}")),
-        Ok(o) if !o.status.success() => skip(format!(
-            "python3 {script} failed (is the `cryptography` package installed?): {}",
-            String::from_utf8_lossy(&o.stderr)
-        )),
-        Ok(o) => {
-            let python = String::from_utf8_lossy(&o.stdout);
-            assert_eq!(python, rust_vectors());
-            assert_eq!(python, SPEC);
-        }
+    if !prereq::require(&[prereq::python_cryptography()]) {
+        return;
     }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/relay_crypto.py");
+    let o = Command::new("python3").arg(script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "python3 {script} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let python = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(python, rust_vectors());
+    assert_eq!(python, SPEC);
 }

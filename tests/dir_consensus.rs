@@ -1,6 +1,6 @@
 //! Votes and consensus with N = 3 authorities.
 
-mod dir_common;
+mod common;
 
 use allium::crypto::IdentityKeypair;
 use allium::dir::flags::FlagThresholds;
@@ -9,7 +9,7 @@ use allium::dir::{
     Observation, RelayFlags, SignedDescriptor, UncheckedConsensus, UncheckedVote, Vote, VoteBody,
     VoteEntry,
 };
-use dir_common::*;
+use common::dir::*;
 
 const RELAYS: u64 = 12;
 

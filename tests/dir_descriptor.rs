@@ -1,13 +1,13 @@
 //! Relay descriptors: sign → encode → parse → verify, and every refusal.
 
-mod dir_common;
+mod common;
 
 use std::net::SocketAddr;
 
 use allium::crypto::{CertError, OnionKeyCert};
 use allium::dir::descriptor::{DescriptorError, MAX_DESCRIPTOR_LEN};
 use allium::dir::UncheckedDescriptor;
-use dir_common::*;
+use common::dir::*;
 
 const SKEW: u64 = 300;
 

@@ -2,7 +2,7 @@
 //! `ALLIUM_WRITE_SEEDS=1 cargo test --test dir_fuzz_seeds -- --ignored`.
 //! Without the variable the test only checks that the committed seeds still verify.
 
-mod dir_common;
+mod common;
 
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use allium::dir::{
     compute_consensus, ConsensusParams, ExitPolicy, UncheckedConsensus, UncheckedDescriptor,
     UncheckedVote, VoteBody, VoteEntry,
 };
-use dir_common::*;
+use common::dir::*;
 
 fn seeds_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

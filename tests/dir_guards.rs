@@ -1,6 +1,6 @@
 //! The guard set: stability, failures, churn, persistence.
 
-mod dir_common;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -10,7 +10,7 @@ use allium::dir::{
     select_path, BandwidthWeights, Consensus, ConsensusBody, GuardFileError, GuardParams, GuardSet,
     PathTarget, UncheckedConsensus,
 };
-use dir_common::*;
+use common::dir::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 

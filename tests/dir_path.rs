@@ -5,7 +5,7 @@
 //! implementation fails with probability 1/2000 for a *random* seed, and never for the
 //! fixed one once it passes.
 
-mod dir_common;
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -18,7 +18,7 @@ use allium::dir::{
     select_path, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError, PathTarget, Position,
     RelayFlags,
 };
-use dir_common::*;
+use common::dir::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 

@@ -1,7 +1,7 @@
 //! Property tests: descriptors and consensuses survive encode → parse → verify unchanged,
 //! and arbitrary bytes never panic the parsers.
 
-mod dir_common;
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -11,7 +11,7 @@ use allium::dir::{
     BandwidthWeights, ConsensusBody, ConsensusEntry, Descriptor, ExitPolicy, PolicyAction,
     PolicyRule, RelayFlags, UncheckedConsensus, UncheckedDescriptor,
 };
-use dir_common::*;
+use common::dir::*;
 use proptest::prelude::*;
 
 fn addr() -> impl Strategy<Value = SocketAddr> {

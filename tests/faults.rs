@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::prereq;
 use common::procnet::{self, curl, curl_as, ProcNet, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -84,17 +85,14 @@ fn is_pattern(body: &[u8], n: u64) -> bool {
             .all(|(i, b)| *b == pattern(i as u64))
 }
 
-/// A whole network with metrics on every relay, the proxy bootstrapped.
+/// A whole network with metrics on every relay, the proxy bootstrapped from a consensus
+/// listing every relay.
 async fn network(tag: &str, relays: usize, exits: usize, proxy_extra: &str) -> ProcNet {
     let dir = procnet::emit(tag, 3, relays, exits, PERIOD);
     procnet::enable_metrics(&dir);
     procnet::add_to_proxy(&dir, proxy_extra);
     let mut net = ProcNet::open(&dir);
-    net.start_all();
-    if net.wait_for_consensus(NO_HANG).await.is_none() || !net.wait_for_proxy(NO_HANG).await {
-        net.dump_logs();
-        panic!("{tag}: the network did not form");
-    }
+    net.start_ready(NO_HANG).await;
     net
 }
 
@@ -196,8 +194,7 @@ async fn find_path(
 }
 
 async fn kill_during_transfer(tag: &str, victim: Victim) {
-    if !procnet::have_curl() {
-        println!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let extra = match victim {
@@ -352,8 +349,7 @@ async fn curl_new_circuit(socks: SocketAddr, url: &str, n: u32) -> (i32, Vec<u8>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_authorities_the_proxy_serves_until_the_consensus_expires_then_says_why() {
-    if !procnet::have_curl() {
-        println!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let tag = "faults-noauth";
@@ -472,10 +468,7 @@ async fn relay_restarted_with_its_keys_rejoins_the_consensus() {
     {
         net.start(&name);
     }
-    if net.wait_for_consensus(NO_HANG).await.is_none() {
-        net.dump_logs();
-        panic!("{tag}: no consensus listing every relay");
-    }
+    net.wait_until_all_listed(NO_HANG).await;
     let victim = "relay-4";
     let id = net.node(victim).identity.unwrap();
     let addr = net.node(victim).listen;

@@ -5,8 +5,9 @@
 //! (the download fails within a bound instead of stalling for TCP's retransmission
 //! timeout), and new streams must succeed on rebuilt circuits.
 //!
-//! Needs root and iproute2 (`ip netns`); without them the test prints why and passes as
-//! skipped. The namespaces are created and removed by the test itself.
+//! Needs root, iproute2 (`ip netns`, `ss`) and curl: without them the test fails under CI
+//! and elsewhere prints one `SKIPPED` line (tests/common/prereq.rs). The namespaces are
+//! created and removed by the test itself.
 //!
 //! Topology: a dedicated "switch" namespace holds the bridge, so the host's own network is
 //! never touched (no interface, route or address is added to the root namespace). Each
@@ -20,10 +21,18 @@
 //! netmask puts them all on one link, so no router is needed. Since everything lives in
 //! private namespaces, 10/8 cannot clash with the host's networks.
 
+mod common;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use allium::crypto::IdentityPublic;
+use allium::testnet::{wait_until_listed, DirServer};
+use common::prereq;
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+use std::os::fd::AsFd;
 
 /// Namespace names start with this, then the PID of the test process.
 const PREFIX: &str = "allium-nt";
@@ -44,6 +53,9 @@ const NOTICE_BOUND: Duration = Duration::from_secs(60);
 /// still be running when the relay is cut.
 const BIG_BYTES: u64 = 512 * 1024 * 1024;
 const BIG_RATE: &str = "2M";
+/// Bound for the network to form, and then for the proxy to carry a first fetch (never a
+/// speed assertion).
+const FORM_BOUND: Duration = Duration::from_secs(90);
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_allium")
@@ -74,25 +86,37 @@ fn ip_ok(args: &[&str]) {
     }
 }
 
-/// The effective user id, from /proc (no libc call needed).
-fn euid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+/// `allium keygen --data-dir DIR`: the node's keys, made before it starts; its identity.
+fn keygen(data: &Path) -> IdentityPublic {
+    let out = run(Command::new(bin()).args(["keygen", "--data-dir"]).arg(data)).unwrap();
+    assert!(out.status.success(), "keygen failed");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// Why this machine cannot run the test, if it cannot.
-fn skip_reason() -> Option<String> {
-    if euid() != Some(0) {
-        return Some("not running as root (network namespaces need CAP_SYS_ADMIN)".into());
-    }
-    if run(Command::new("ip").arg("-V")).is_err() {
-        return Some("the `ip` command (iproute2) is not installed".into());
-    }
-    if run(Command::new("curl").arg("--version")).is_err() {
-        return Some("curl is not installed".into());
-    }
-    None
+/// [`wait_until_listed`] run from inside `node`'s namespace (the nodes' addresses are
+/// reachable only from the namespaces): a thread of its own enters it (setns) and runs
+/// the check on a runtime of its own; the test's other threads stay where they are.
+fn wait_until_listed_from(
+    node: &Node,
+    servers: Vec<DirServer>,
+    trusted: Vec<IdentityPublic>,
+    relays: Vec<IdentityPublic>,
+    bound: Duration,
+) -> Result<(), String> {
+    let path = format!("/run/netns/{}", node.ns);
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+            .map_err(|e| format!("cannot enter the namespace {path}: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(wait_until_listed(&servers, &trusted, &relays, bound))
+            .map(|_| ())
+    })
+    .join()
+    .unwrap()
 }
 
 /// Removes namespaces of earlier runs whose test process is gone (an aborted run cannot
@@ -394,15 +418,14 @@ fn relay_toml(node: &Node, data: &Path, auth_list: &str, exit: bool) -> String {
 
 #[test]
 fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED netns test: {why}");
+    if !prereq::require(&[prereq::root(), prereq::ip(), prereq::ss(), prereq::curl()]) {
         return;
     }
     remove_stale();
     let mut lab = match Lab::new() {
         Ok(lab) => lab,
         Err(e) => {
-            eprintln!("SKIPPED netns test: cannot create a network namespace ({e})");
+            prereq::missing_prerequisite(&format!("cannot create a network namespace ({e})"));
             return;
         }
     };
@@ -420,25 +443,24 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
 
     // Configuration files, written directly (the emitted ones are for 127.0.0.1).
     let mut auth_list = String::new();
+    let mut auth_ids = Vec::new();
     for a in &auths {
-        let data = lab.dir.join(&a.name);
-        let out = run(Command::new(bin())
-            .args(["keygen", "--data-dir"])
-            .arg(&data))
-        .unwrap();
-        assert!(out.status.success(), "keygen failed");
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let id = keygen(&lab.dir.join(&a.name));
         auth_list.push_str(&format!(
             "\n[[{{TABLE}}.authorities]]\nidentity = \"{id}\"\naddr = \"{}:{NODE_PORT}\"\n",
             a.addr
         ));
+        auth_ids.push(id);
     }
     for a in &auths {
         let cfg = lab.dir.join(format!("{}.toml", a.name));
         std::fs::write(&cfg, authority_toml(a, &lab.dir.join(&a.name), &auth_list)).unwrap();
         lab.spawn(a, &["authority", "--config", cfg.to_str().unwrap()]);
     }
+    let mut relay_ids = Vec::new();
     for (i, r) in relays.iter().enumerate() {
+        // The relay's keys made beforehand, so the test knows its identity.
+        relay_ids.push(keygen(&lab.dir.join(&r.name)));
         let cfg = lab.dir.join(format!("{}.toml", r.name));
         std::fs::write(
             &cfg,
@@ -447,6 +469,28 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
         .unwrap();
         lab.spawn(r, &["relay", "--config", cfg.to_str().unwrap()]);
     }
+
+    // Nothing is measured before every authority and every relay's cache serve a
+    // consensus listing every relay; only then does the proxy start, so it bootstraps from
+    // such a consensus.
+    let servers: Vec<DirServer> = auths
+        .iter()
+        .zip(&auth_ids)
+        .chain(relays.iter().zip(&relay_ids))
+        .map(|(n, id)| DirServer {
+            name: n.name.clone(),
+            addr: format!("{}:{NODE_PORT}", n.addr).parse().unwrap(),
+            identity: *id,
+        })
+        .collect();
+    if let Err(e) = wait_until_listed_from(&client, servers, auth_ids, relay_ids, FORM_BOUND) {
+        lab.dump_logs();
+        panic!("the network did not form: {e}");
+    }
+    println!(
+        "every authority and relay serves a consensus listing every relay after {:.1?}",
+        t0.elapsed()
+    );
     let proxy_cfg = lab.dir.join("client.toml");
     std::fs::write(
         &proxy_cfg,
@@ -461,10 +505,11 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
     let web = format!("{}:{WEB_PORT}", server.addr);
     lab.spawn(&server, &["demo-server", "--listen", &web]);
 
-    // Wait for the network to form: the first fetch through the proxy that succeeds.
-    // Generous bound only so a broken network fails instead of hanging.
+    // Wait for the proxy: the first fetch through it that succeeds. Generous bound only so
+    // a broken network fails instead of hanging.
     let mut formed = false;
-    while t0.elapsed() < Duration::from_secs(90) {
+    let proxy_started = Instant::now();
+    while proxy_started.elapsed() < FORM_BOUND {
         if fetch(&client, &web, 1000, 10) == Ok(1000) {
             formed = true;
             break;

@@ -1,10 +1,13 @@
 //! A whole network in one process: authorities vote and publish a consensus, relays
 //! publish descriptors, and a client bootstraps from it and fetches data through 3 hops.
 
+mod common;
+
 use std::time::Duration;
 
 use allium::client::{Client, ClientConfig};
 use allium::testnet::{TestNet, TestNetConfig};
+use common::prereq;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -36,11 +39,9 @@ async fn three_authorities_publish_and_a_client_fetches_through_the_network() {
         period: Duration::from_secs(6),
     };
     let net = TestNet::start(&cfg).await.unwrap();
-    assert!(
-        net.wait_for_consensus(Duration::from_secs(60)).await,
-        "no consensus listing every relay (listed {})",
-        net.listed()
-    );
+    net.wait_for_consensus(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let client = Client::bootstrap(ClientConfig::new(net.authority_info.clone()))
         .await
         .unwrap();
@@ -63,12 +64,7 @@ async fn three_authorities_publish_and_a_client_fetches_through_the_network() {
 async fn curl_through_the_socks_proxy_with_isolation_and_guard_directory() {
     use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
     use std::sync::Arc;
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let cfg = TestNetConfig {
@@ -78,7 +74,9 @@ async fn curl_through_the_socks_proxy_with_isolation_and_guard_directory() {
         period: Duration::from_secs(6),
     };
     let net = TestNet::start(&cfg).await.unwrap();
-    assert!(net.wait_for_consensus(Duration::from_secs(60)).await);
+    net.wait_for_consensus(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut ccfg = ClientConfig::new(net.authority_info.clone());
     let dir = std::env::temp_dir().join(format!("allium-net-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

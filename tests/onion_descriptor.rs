@@ -2,7 +2,7 @@
 //! for (forged, expired, lifetime over 3 h, revision rollback, wrong service), plus a
 //! mutation property: no single-byte change of a published descriptor verifies.
 
-mod onion_common;
+mod common;
 
 use allium::codec;
 use allium::onion::descriptor::{
@@ -10,7 +10,7 @@ use allium::onion::descriptor::{
     UncheckedOnionDescriptor, MAX_ONION_DESCRIPTOR_LEN,
 };
 use allium::onion::{BlindedKeypair, OnionAddress, PeriodParams, TimePeriod};
-use onion_common::*;
+use common::onion::*;
 use proptest::prelude::*;
 
 const SKEW: u64 = 300;
@@ -35,7 +35,7 @@ fn round_trip_and_sizes() {
             .unwrap()
             .verify_for(&address(), &PeriodParams::default(), NOW, SKEW, 7)
             .unwrap();
-        assert_eq!(inner, onion_common::inner(points, pow));
+        assert_eq!(inner, common::onion::inner(points, pow));
         assert_eq!(outer.body().revision, 7);
         assert_eq!(outer.signed().to_bytes().unwrap(), bytes);
     }
@@ -205,7 +205,7 @@ fn inner_rules_are_enforced_when_building() {
     empty.intro_points.clear();
     let mut wrong_cert = inner(1, false);
     wrong_cert.intro_points[0].relay_identity = key(50).public();
-    for inner in [bad, empty, wrong_cert, onion_common::inner(11, false)] {
+    for inner in [bad, empty, wrong_cert, common::onion::inner(11, false)] {
         assert!(matches!(
             SignedOnionDescriptor::build(
                 &mut rand::rng(),

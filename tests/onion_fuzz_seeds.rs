@@ -3,7 +3,7 @@
 //! variable the test checks that the committed seeds still parse, re-encode and (for
 //! descriptors) verify at the seeds' time.
 
-mod onion_common;
+mod common;
 
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ use allium::cell::{CmdSet, RelayCell, RelayMsg};
 use allium::onion::descriptor::UncheckedOnionDescriptor;
 use allium::onion::intro::{build_establish_intro, IntroducePlaintext};
 use allium::onion::PeriodParams;
-use onion_common::*;
+use common::onion::*;
 
 const ONION: CmdSet = CmdSet::new(&[32, 33, 34, 35, 36, 37, 38, 39, 40], "test");
 

@@ -3,7 +3,7 @@
 //! relay and client command sets refuse them; ESTABLISH_INTRO is bound to its circuit;
 //! the handshake gives both ends the same forward-secret keys and detects tampering.
 
-mod onion_common;
+mod common;
 
 use allium::cell::consts::RELAY_BODY_LEN;
 use allium::cell::onion_msg::{
@@ -22,7 +22,7 @@ use allium::onion::intro::{
     INTRO_PLAINTEXT_LEN,
 };
 use allium::onion::BlindedKeypair;
-use onion_common::*;
+use common::onion::*;
 use proptest::prelude::*;
 
 const ONION_ALL: CmdSet = CmdSet::new(&[32, 33, 34, 35, 36, 37, 38, 39, 40], "test");

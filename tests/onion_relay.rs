@@ -39,7 +39,6 @@ use allium::relay::{RelayHandle, RelayLimits, RelayObserver};
 use tokio::sync::mpsc;
 
 mod common;
-mod onion_common;
 use common::{target, NO_HANG};
 
 /// Every relay command a test client may receive (onion replies and DATA).
@@ -241,7 +240,7 @@ async fn start_relay() -> RelayHandle {
 /// A descriptor of the fixture service with `revision`, created a minute ago (the
 /// fixtures' own time is in the past, so it would be expired at a real relay).
 fn live_descriptor(revision: u64) -> (Vec<u8>, [u8; 32]) {
-    live_descriptor_of(&onion_common::service(), revision)
+    live_descriptor_of(&common::onion::service(), revision)
 }
 
 /// The same for service key `service`.
@@ -260,7 +259,7 @@ fn live_descriptor_of(service: &IdentityKeypair, revision: u64) -> (Vec<u8>, [u8
         &mut rand::rng(),
         service,
         &blinded,
-        &onion_common::inner(2, false),
+        &common::onion::inner(2, false),
         &params,
     )
     .unwrap();
@@ -420,7 +419,7 @@ async fn hsdir_refuses_keys_off_its_ring() {
         !ring.accepts(&blinded, &id)
     };
     let descriptors: Vec<_> = (1..=60u8)
-        .map(|n| live_descriptor_of(&onion_common::key(n), 1))
+        .map(|n| live_descriptor_of(&common::onion::key(n), 1))
         .collect();
     let off = descriptors.iter().find(|d| beyond_slack(d)).unwrap();
     let on = descriptors.iter().find(|d| on_ring(d)).unwrap();

@@ -29,10 +29,11 @@ use allium::onion::descriptor::{DescriptorParams, SignedOnionDescriptor};
 use allium::onion::{BlindedKeypair, OnionAddress, PeriodParams};
 use allium::relay::RelayObserver;
 use allium::testnet::{TestNet, TestNetConfig};
+use common::prereq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-mod onion_common;
+mod common;
 
 /// Upper bound for steps that must not hang (never a speed assertion).
 const NO_HANG: Duration = Duration::from_secs(90);
@@ -119,12 +120,7 @@ async fn socks5_reply(proxy: SocketAddr, host: &str, port: u16) -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onion_service_end_to_end() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let started = Instant::now();
@@ -136,7 +132,9 @@ async fn onion_service_end_to_end() {
     })
     .await
     .unwrap();
-    assert!(net.wait_for_consensus(Duration::from_secs(40)).await);
+    net.wait_for_consensus(Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let seen: Vec<Arc<Seen>> = net
         .relays
         .iter()
@@ -387,7 +385,9 @@ async fn quiet_setup(tag: &str, max_rendezvous: usize) -> QuietSetup {
     })
     .await
     .unwrap();
-    assert!(net.wait_for_consensus(Duration::from_secs(40)).await);
+    net.wait_for_consensus(Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
     let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();
@@ -569,7 +569,7 @@ async fn cut_rendezvous_stream_resets_the_target_connection() {
 
 #[test]
 fn forged_expired_rolled_back_and_foreign_descriptors_are_refused() {
-    use onion_common::{address, inner, period, service, NOW};
+    use common::onion::{address, inner, period, service, NOW};
     let periods = PeriodParams::default();
     let blinded = BlindedKeypair::derive(&service(), period()).unwrap();
     let build = |revision: u64, created: u64| {
@@ -615,7 +615,7 @@ fn forged_expired_rolled_back_and_foreign_descriptors_are_refused() {
     let err = verify_descriptor(&good, &address(), &periods, NOW, 8).unwrap_err();
     assert!(err.to_string().contains("revision"), "{err}");
     // Another service's address.
-    let other = OnionAddress::from_identity(onion_common::key(201).public()).unwrap();
+    let other = OnionAddress::from_identity(common::onion::key(201).public()).unwrap();
     assert!(verify_descriptor(&good, &other, &periods, NOW, 0).is_err());
     eprintln!("forged, expired, future-dated, rolled-back and foreign descriptors refused");
 }

@@ -33,6 +33,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+mod common;
+use common::prereq;
+use common::procnet::{ProcNet, Role};
+
+/// Upper bound for the network to form (never a speed assertion).
+const NO_HANG: Duration = Duration::from_secs(60);
 /// Handshake timeouts set in the TOML files for the test (link and proxy), in seconds.
 const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
 /// The metrics endpoint's request timeout, set in the authority's TOML for the test.
@@ -613,12 +619,7 @@ fn toml_value(text: &str, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_port_survives_bad_input_and_floods() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+    if !prereq::require(&[prereq::curl()]) {
         return;
     }
     let suite = Instant::now();
@@ -654,17 +655,16 @@ async fn every_port_survives_bad_input_and_floods() {
     );
     let socks_addr: SocketAddr = socks.parse().unwrap();
 
+    // The nodes' identities, read before any process starts (this creates the relays' keys).
+    let layout = ProcNet::open(&dir);
     let mut authority = None;
-    let mut proxy = None;
     let mut others = Vec::new();
-    for f in &files {
+    for f in files.iter().filter(|f| !f.ends_with("proxy.toml")) {
         let name = f.file_stem().unwrap().to_string_lossy().to_string();
         let cmd = if name.starts_with("authority") {
             "authority"
-        } else if name.starts_with("relay") {
-            "relay"
         } else {
-            "proxy"
+            "relay"
         };
         let child = start(
             &[cmd, "--config", f.to_str().unwrap()],
@@ -672,16 +672,28 @@ async fn every_port_survives_bad_input_and_floods() {
         );
         match name.as_str() {
             "authority-1" => authority = Some(child),
-            "proxy" => proxy = Some(child),
             _ => others.push(child),
         }
     }
     let mut authority = authority.unwrap();
-    let mut proxy = proxy.unwrap();
+    // Nothing is measured before every authority (the honest directory client asks
+    // authority-1) and every relay's cache serve a consensus listing every relay; only
+    // then does the proxy start, so it bootstraps from such a consensus.
+    layout
+        .wait_until_listed_by(NO_HANG, |n| n.role != Role::Proxy)
+        .await;
+    println!(
+        "consensus lists every relay after {:.1} s",
+        suite.elapsed().as_secs_f64()
+    );
+    let mut proxy = start(
+        &["proxy", "--config", proxy_path.to_str().unwrap()],
+        &dir.join("proxy.log"),
+    );
 
     let web = allium::cli::demo_server::start().await.unwrap();
-    // Wait until the network has formed and the proxy bootstrapped (a bound so a broken
-    // network fails instead of hanging).
+    // Wait until the proxy has bootstrapped (a bound so a broken network fails instead of
+    // hanging).
     let mut ready = false;
     for _ in 0..120 {
         if curl_once(&socks, web).await {

@@ -307,24 +307,6 @@ async fn http_get(sock: &mut TcpStream) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // curl.
 
-fn curl_available() -> bool {
-    match std::process::Command::new("which").arg("curl").output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            eprintln!(
-                "skipping: `which curl` failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("skipping: cannot run `which curl`: {e}");
-            false
-        }
-    }
-}
-
 /// Runs curl with `args`, writing the body to a fresh file; returns the body.
 async fn curl(label: &str, args: &[String]) -> Vec<u8> {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -367,7 +349,7 @@ async fn curl(label: &str, args: &[String]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn curl_downloads_through_socks5_socks4a_and_http_connect() {
     const SIZE: usize = 5 * 1024 * 1024;
-    if !curl_available() {
+    if !common::prereq::require(&[common::prereq::curl()]) {
         return;
     }
     let (_relays, circ) = circuit(ExitPolicy::default_exit_allow_loopback()).await;

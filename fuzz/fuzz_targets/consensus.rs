@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 /// The time the seeds were generated for (tests/dir_fuzz_seeds.rs).
 const NOW: u64 = 1_700_000_000;
 
-/// The seeds' three authorities (the same derivation as tests/dir_common.rs `key`).
+/// The seeds' three authorities (the same derivation as tests/common/dir.rs `key`).
 fn trusted() -> &'static [IdentityPublic] {
     static KEYS: OnceLock<Vec<IdentityPublic>> = OnceLock::new();
     KEYS.get_or_init(|| {

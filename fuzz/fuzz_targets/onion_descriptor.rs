@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             .to_bytes()
             .expect("a parsed descriptor must re-encode");
         assert_eq!(&again[..], data, "parse→encode must reproduce the input");
-        // The seeds' service address (tests/onion_common: key(200)).
+        // The seeds' service address (tests/common/onion.rs: key(200)).
         let mut seed = [0u8; 32];
         seed[0] = 200;
         seed[1] = 0x77;

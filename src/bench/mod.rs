@@ -325,24 +325,39 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         }
     }
     say("authority and 3 relays started as processes; waiting for the first consensus");
+    // Ready once the authority and every relay's cache serve a consensus listing all three
+    // relays (the client may refresh from any of them).
+    let servers: Vec<crate::testnet::DirServer> = [
+        ("authority", &auth),
+        ("guard", &guard),
+        ("middle", &middle),
+        ("exit", &exit),
+    ]
+    .into_iter()
+    .map(|(name, node)| crate::testnet::DirServer {
+        name: name.to_string(),
+        addr: node.addr,
+        identity: node.identity(),
+    })
+    .collect();
+    let relays = [guard.identity(), middle.identity(), exit.identity()];
+    crate::testnet::wait_until_listed(
+        &servers,
+        &[auth.identity()],
+        &relays,
+        Duration::from_secs(120),
+    )
+    .await
+    .map_err(|e| format!("no working network: {e} (logs in {})", root.display()))?;
 
     let mut ccfg = crate::client::ClientConfig::new(vec![crate::dir::AuthorityInfo {
         identity: auth.identity(),
         addr: auth.addr,
     }]);
     ccfg.prebuilt_circuits = 1;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let client = loop {
-        match crate::client::Client::bootstrap(ccfg.clone()).await {
-            Ok(c) if c.consensus().is_some_and(|c| c.relays().len() >= 3) => break c,
-            Ok(_) => {}
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("no working network after 120 s: {e}"))
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let client = crate::client::Client::bootstrap(ccfg)
+        .await
+        .map_err(|e| format!("cannot bootstrap from the formed network: {e}"))?;
     let socks = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;

@@ -294,7 +294,11 @@ impl ClientCircuit {
         };
         let tag = self.layers.encrypt_forward(&mut body, hop, kind)?;
         if checked {
-            self.early_left = if early { self.early_left.saturating_sub(1) } else { 0 };
+            self.early_left = if early {
+                self.early_left.saturating_sub(1)
+            } else {
+                0
+            };
         }
         let msg = if early {
             ChanMsg::RelayEarly(RelayBody(body))

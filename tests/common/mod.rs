@@ -1,7 +1,12 @@
-//! Helpers shared by the integration tests: in-process relays on 127.0.0.1 and circuits
-//! through them. (Each test binary uses a different subset.)
+//! Helpers shared by the integration tests (each test binary uses a different subset; a
+//! test file includes them with `mod common;`). Here: in-process relays on 127.0.0.1 and
+//! circuits through them. Submodules: directory fixtures (`dir`), onion-service fixtures
+//! (`onion`), prerequisites (`prereq`), networks of real processes (`procnet`).
 #![allow(dead_code)]
 
+pub mod dir;
+pub mod onion;
+pub mod prereq;
 pub mod procnet;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -18,20 +18,13 @@ use allium::dir::request::{DirRequest, DirStatus};
 use allium::dir::AuthorityInfo;
 use allium::dir::{Consensus, UncheckedConsensus};
 use allium::relay::RelayKeys;
+use allium::testnet::{wait_until_listed, DirServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// The `allium` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_allium")
-}
-
-/// Whether curl can be run (tests that need it skip, saying so, when it cannot).
-pub fn have_curl() -> bool {
-    std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// What a node is, from its config file name.
@@ -258,18 +251,6 @@ impl ProcNet {
         self.by_role(Role::Proxy).next().expect("no proxy").listen
     }
 
-    /// Starts every node that is not running: authorities, then relays, then the proxy.
-    pub fn start_all(&mut self) {
-        for role in [Role::Authority, Role::Relay, Role::Proxy] {
-            let names: Vec<String> = self.by_role(role).map(|n| n.name.clone()).collect();
-            for n in names {
-                if self.node(&n).child.is_none() {
-                    self.start(&n);
-                }
-            }
-        }
-    }
-
     /// Starts `name` from its config (same keys, same port), appending to its log.
     pub fn start(&mut self, name: &str) {
         let node = self.node_mut(name);
@@ -359,15 +340,87 @@ impl ProcNet {
         None
     }
 
-    /// Waits (at most `bound`) until a consensus lists every running relay.
-    pub async fn wait_for_consensus(&self, bound: Duration) -> Option<Consensus> {
-        let want: Vec<IdentityPublic> = self
+    /// Waits (at most `bound`) until every running authority and relay serves a consensus
+    /// listing every running relay (`allium::testnet::wait_until_listed`, the readiness
+    /// check of every test network); panics with every log if it does not happen.
+    pub async fn wait_until_all_listed(&self, bound: Duration) -> Consensus {
+        self.wait_until_listed_by(bound, |n| n.child.is_some())
+            .await
+    }
+
+    /// The same for the nodes `started` selects, for a test that starts the processes
+    /// itself (open the network before starting them: [`ProcNet::open`] creates the keys
+    /// of a node that has none yet).
+    pub async fn wait_until_listed_by(
+        &self,
+        bound: Duration,
+        started: impl Fn(&Node) -> bool,
+    ) -> Consensus {
+        let servers: Vec<DirServer> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role != Role::Proxy && started(n))
+            .filter_map(|n| {
+                Some(DirServer {
+                    name: n.name.clone(),
+                    addr: n.listen,
+                    identity: n.identity?,
+                })
+            })
+            .collect();
+        let relays: Vec<IdentityPublic> = self
             .by_role(Role::Relay)
-            .filter(|n| n.child.is_some())
+            .filter(|n| started(n))
             .filter_map(|n| n.identity)
             .collect();
-        self.wait_for_consensus_where(bound, |c| want.iter().all(|id| c.relay(id).is_some()))
-            .await
+        let trusted: Vec<IdentityPublic> = self.authorities.iter().map(|a| a.identity).collect();
+        match wait_until_listed(&servers, &trusted, &relays, bound).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.dump_logs();
+                panic!("{}: the network did not form: {e}", self.dir.display());
+            }
+        }
+    }
+
+    /// Starts the network so that nothing is measured on a half-formed one: the
+    /// authorities and relays first; once every one of them serves a consensus listing
+    /// every relay ([`ProcNet::wait_until_all_listed`]), the proxy, which then bootstraps
+    /// from such a consensus (checked in its log). Waits (at most `bound` each) until the
+    /// proxy serves SOCKS. Panics with every log if any step fails.
+    pub async fn start_ready(&mut self, bound: Duration) -> Consensus {
+        for role in [Role::Authority, Role::Relay] {
+            let names: Vec<String> = self.by_role(role).map(|n| n.name.clone()).collect();
+            for n in names {
+                if self.node(&n).child.is_none() {
+                    self.start(&n);
+                }
+            }
+        }
+        let consensus = self.wait_until_all_listed(bound).await;
+        let proxies: Vec<String> = self.by_role(Role::Proxy).map(|n| n.name.clone()).collect();
+        for p in &proxies {
+            self.start(p);
+        }
+        for p in &proxies {
+            if !self.wait_for_log(p, "SOCKS proxy listening", bound).await {
+                self.dump_logs();
+                panic!("{p}: not serving SOCKS within {bound:?}");
+            }
+            // "bootstrap 40%: consensus with N relays verified" (the last one: a failed
+            // bootstrap is retried).
+            let log = self.log(p);
+            let listed = log.lines().rev().find_map(|l| {
+                let rest = l.split_once("consensus with ")?.1;
+                rest.strip_suffix(" relays verified")?.parse::<usize>().ok()
+            });
+            let want = consensus.relays().len();
+            if listed.is_some_and(|n| n < want) {
+                self.dump_logs();
+                panic!("{p} bootstrapped from a consensus of {listed:?} relays, not all {want}");
+            }
+        }
+        consensus
     }
 
     /// Waits (at most `bound`) until a consensus satisfies `pred`.
@@ -398,18 +451,6 @@ impl ProcNet {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         false
-    }
-
-    /// Waits (at most `bound`) until the proxy has bootstrapped and serves SOCKS.
-    pub async fn wait_for_proxy(&self, bound: Duration) -> bool {
-        let name = self
-            .by_role(Role::Proxy)
-            .next()
-            .expect("no proxy")
-            .name
-            .clone();
-        self.wait_for_log(&name, "SOCKS proxy listening", bound)
-            .await
     }
 
     /// Everything `name` has logged so far.

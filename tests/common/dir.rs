@@ -1,4 +1,4 @@
-//! Shared fixtures for the `dir_*` integration tests (included with `mod dir_common;`).
+//! Shared fixtures for the `dir_*` integration tests (`common::dir`).
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
