@@ -47,6 +47,7 @@ use crate::client::socks::{
     SocksRequest, Step,
 };
 use crate::client::stream::{DataStream, StreamOpenError};
+use crate::sync::lock;
 
 /// Bytes read from a client per `read` call during the handshake. Early data the client
 /// pipelines after its request is at most this much.
@@ -518,7 +519,7 @@ async fn relay(
             Some(idle) => {
                 let watchdog = async {
                     loop {
-                        let deadline = *last.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+                        let deadline = *lock(&last) + idle;
                         if tokio::time::Instant::now() >= deadline {
                             return;
                         }
@@ -560,7 +561,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+            *lock(&self.last) = tokio::time::Instant::now();
         }
         r
     }

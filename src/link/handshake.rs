@@ -16,7 +16,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use super::auth::LinkAuth;
-use super::cert::{unix_now, LinkKeyCert};
+use super::cert::LinkKeyCert;
 use super::error::{LinkError, LinkResult};
 use super::peer::PeerKind;
 use super::reader::RecordReader;
@@ -25,6 +25,7 @@ use crate::cell::chan_cell::sets;
 use crate::cell::chan_msg::{BoundedBytes, MAX_LINK_HANDSHAKE_DATA};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
+use crate::clock::now_unix;
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
@@ -86,7 +87,7 @@ fn handshake_cell(make: fn(LinkHandshake) -> ChanMsg, data: &[u8]) -> LinkResult
 /// Encodes our NETINFO cell.
 fn netinfo_cell() -> LinkResult<[u8; CELL_LEN]> {
     let msg = ChanMsg::Netinfo(Netinfo {
-        timestamp: unix_now(),
+        timestamp: now_unix(),
     });
     Ok(ChanCell::channel(msg)?.encode()?)
 }
@@ -180,7 +181,7 @@ pub(crate) async fn initiate(
     let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
     let plen = hs.read_message(&resp, payload.as_mut_slice())?;
     let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
-    let identity = cert.verify_expecting(&remote_static(&hs)?, unix_now(), expected)?;
+    let identity = cert.verify_expecting(&remote_static(&hs)?, now_unix(), expected)?;
 
     // Message 3: our static key, and our certificate if we are a relay.
     let our_cert = our_auth.map(|a| a.cert().encode());
@@ -255,7 +256,7 @@ pub(crate) async fn respond(
         PeerKind::Client
     } else {
         let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
-        PeerKind::Relay(cert.verify(&remote_static(&hs)?, unix_now())?)
+        PeerKind::Relay(cert.verify(&remote_static(&hs)?, now_unix())?)
     };
 
     let (i2r, r2i) = split(&mut hs);

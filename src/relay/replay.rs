@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::sync::lock;
+
 /// Default window: a handshake message is remembered for at least this long.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 60);
 
@@ -101,10 +103,6 @@ impl ReplayFilter {
         key
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn rotate_if_due(&self, g: &mut Generations) {
         if g.started.elapsed() >= self.window || g.current.len() >= self.capacity {
             g.previous = std::mem::take(&mut g.current);
@@ -115,14 +113,14 @@ impl ReplayFilter {
     /// Whether the message was answered recently (a cheap check before the handshake).
     pub fn seen(&self, htype: u16, msg: &[u8]) -> bool {
         let key = Self::key(htype, msg);
-        let g = self.lock();
+        let g = lock(&self.inner);
         g.current.contains(&key) || g.previous.contains(&key)
     }
 
     /// Records the message; false if it was already recorded (a replay: refuse it).
     pub fn check_and_insert(&self, htype: u16, msg: &[u8]) -> bool {
         let key = Self::key(htype, msg);
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         if g.current.contains(&key) || g.previous.contains(&key) {
             return false;
         }
@@ -132,7 +130,7 @@ impl ReplayFilter {
 
     /// Entries held now (both generations).
     pub fn len(&self) -> usize {
-        let g = self.lock();
+        let g = lock(&self.inner);
         g.current.len() + g.previous.len()
     }
 
