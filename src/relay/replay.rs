@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::digest::consts::U16;
 use sha2::{Digest, Sha256};
 
 use crate::sync::lock;
@@ -98,9 +99,9 @@ impl ReplayFilter {
             .chain_update(htype.to_be_bytes())
             .chain_update(msg)
             .finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-        key
+        // The first 16 of the digest's 32 bytes; the lengths are part of the types.
+        let (key, _) = digest.split::<U16>();
+        key.into()
     }
 
     fn rotate_if_due(&self, g: &mut Generations) {
@@ -143,6 +144,13 @@ impl ReplayFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_the_first_16_bytes_of_the_tagged_digest() {
+        // docs/protocol.md §5A: SHA-256("allium-create-replay" | htype u16 | hdata)[..16].
+        let digest = Sha256::digest(b"allium-create-replay\x00\x01abc");
+        assert_eq!(ReplayFilter::key(1, b"abc")[..], digest[..16]);
+    }
 
     #[test]
     fn a_message_is_refused_the_second_time() {
