@@ -22,6 +22,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::sync::lock;
+
 /// How long a connection admitted by evicting another waits for the evicted one's slot.
 /// The evicted task gives it back as soon as it runs, so this only bounds the wait on a
 /// starved runtime.
@@ -107,7 +109,7 @@ impl Admission {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.lock().silent.insert(id, tx);
+        lock(&self.evictable).silent.insert(id, tx);
         Some(Pass {
             admission: Arc::clone(self),
             id,
@@ -127,14 +129,10 @@ impl Admission {
         self.refused.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Evictable> {
-        self.evictable.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Tells the oldest silent connection, else the oldest talking one, to close.
     fn evict_one(&self) -> bool {
         let victim = {
-            let mut e = self.lock();
+            let mut e = lock(&self.evictable);
             match e.silent.pop_first() {
                 Some(v) => Some(v),
                 None => e.talking.pop_first(),
@@ -179,7 +177,7 @@ impl Pass {
             },
             () = self.evicted() => return Err(Dropped::Evicted),
         }
-        let mut e = self.admission.lock();
+        let mut e = lock(&self.admission.evictable);
         match e.silent.remove(&self.id) {
             Some(tx) => {
                 e.talking.insert(self.id, tx);
@@ -213,7 +211,7 @@ impl Pass {
     /// The handshake is over: the connection can no longer be evicted. It keeps its slot
     /// until the pass is dropped.
     pub fn handshake_done(&self) {
-        let mut e = self.admission.lock();
+        let mut e = lock(&self.admission.evictable);
         e.silent.remove(&self.id);
         e.talking.remove(&self.id);
     }
@@ -256,7 +254,7 @@ mod tests {
         let second = a.admit().unwrap();
         // Pretend the first one has talked.
         {
-            let mut e = a.lock();
+            let mut e = lock(&a.evictable);
             let tx = e.silent.remove(&first.id).unwrap();
             e.talking.insert(first.id, tx);
         }
@@ -264,8 +262,8 @@ mod tests {
         let third = a.admit().unwrap();
         assert!(third.permit.is_none());
         assert_eq!(a.evicted(), 1);
-        assert!(!a.lock().silent.contains_key(&second.id));
-        assert!(a.lock().talking.contains_key(&first.id));
+        assert!(!lock(&a.evictable).silent.contains_key(&second.id));
+        assert!(lock(&a.evictable).talking.contains_key(&first.id));
         drop(second);
         drop(third);
         // Only a finished handshake left plus one free slot: fill it, then refuse.

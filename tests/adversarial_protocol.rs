@@ -609,6 +609,29 @@ async fn server(size: usize) -> u16 {
     port
 }
 
+/// A destination that never closes its side, even after the exit's FIN: the exit then
+/// never ends the stream on its own, so what a test sends after its own END reaches a
+/// stream that is still half open (no race with the destination's close).
+async fn holding_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = s.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                drop(s);
+            });
+        }
+    });
+    port
+}
+
 async fn exit_path() -> Vec<RelayHandle> {
     vec![relay().await, relay().await, exit_relay().await]
 }
@@ -643,7 +666,7 @@ async fn stream_id_reused_while_open_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_on_a_closed_stream_is_refused() {
     let relays = exit_path().await;
-    let port = server(0).await;
+    let port = holding_server().await;
     let data = || RelayMsg::Data(Data::new(b"late".to_vec()).unwrap());
 
     // DATA after the client's own END(DONE): it promised no more data.

@@ -92,11 +92,12 @@ pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
 /// The median (and `q` quantile) of `v` (sorted in place); 0 for an empty slice.
 pub fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
+    let Some((&max, below)) = v.split_last() else {
         return 0.0;
-    }
-    let idx = ((v.len() - 1) as f64 * q).round() as usize;
-    v.get(idx.min(v.len() - 1)).copied().unwrap_or(0.0)
+    };
+    let idx = (below.len() as f64 * q).round() as usize;
+    // Fallback is correct: an index past `below` (q near or above 1) is the largest value.
+    below.get(idx).copied().unwrap_or(max)
 }
 
 fn io_err(msg: impl Into<String>) -> std::io::Error {
@@ -332,12 +333,13 @@ async fn sink_conn(mut s: TcpStream) -> std::io::Result<()> {
     match req[0] {
         OP_DOWNLOAD => {
             // Not all zeros, so nothing on the path can compress it away.
-            let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + 13) as u8).collect();
+            let mut chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + 13) as u8).collect();
             let mut left = n;
             while left > 0 {
-                let k = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
-                s.write_all(chunk.get(..k).unwrap_or(&chunk)).await?;
-                left -= k as u64;
+                // Only the last chunk is shorter.
+                chunk.truncate(usize::try_from(left).unwrap_or(CHUNK));
+                s.write_all(&chunk).await?;
+                left -= chunk.len() as u64;
             }
             s.shutdown().await
         }

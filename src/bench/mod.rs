@@ -286,12 +286,13 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             authority_list("authority", &auths)
         ),
     )?;
-    let mut children = vec![NodeProcess::spawn(
+    let authority = NodeProcess::spawn(
         "authority",
         &root.join("authority.toml"),
         &root.join("authority.log"),
         "authority",
-    )?];
+    )?;
+    let mut relays = Vec::with_capacity(3);
     for (name, node) in [("guard", &guard), ("middle", &middle), ("exit", &exit)] {
         let exit_table = if name == "exit" {
             "\n[exit]\npolicy = [\"accept 127.0.0.0/8:*\"]\n"
@@ -308,7 +309,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                 authority_list("relay", &auths)
             ),
         )?;
-        children.push(NodeProcess::spawn(
+        relays.push(NodeProcess::spawn(
             "relay",
             &path,
             &root.join(format!("{name}.log")),
@@ -340,11 +341,11 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         identity: node.identity(),
     })
     .collect();
-    let relays = [guard.identity(), middle.identity(), exit.identity()];
+    let relay_ids = [guard.identity(), middle.identity(), exit.identity()];
     crate::testnet::wait_until_listed(
         &servers,
         &[auth.identity()],
-        &relays,
+        &relay_ids,
         Duration::from_secs(120),
     )
     .await
@@ -376,7 +377,6 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     say("measuring through the SOCKS proxy (warm-up, TTFB, RTT, bulk, concurrent)");
-    let relays = children.get(1..).unwrap_or(&[]);
     let cpu_before: Vec<f64> = relays
         .iter()
         .map(|c| c.cpu_secs())
@@ -463,7 +463,8 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         println!("allium bench (authority + 3 relays as processes; client, SOCKS and sink in this process):");
         print_table(&report.rows());
     }
-    drop(children);
+    drop(authority);
+    drop(relays);
     drop(solo_proc);
     Ok(())
 }

@@ -13,5 +13,6 @@ pub const CELL_LEN: usize = CIRC_ID_LEN + CMD_LEN + CELL_BODY_LEN;
 pub const RELAY_BODY_LEN: usize = CELL_BODY_LEN;
 /// Length of the tag at the front of the relay body (recognition and integrity).
 pub const RELAY_TAG_LEN: usize = 16;
-/// Length of the relay payload behind the tag: the part ChaCha20 encrypts per layer.
+/// Length of the relay payload behind the tag (`R` of the UIV+ layer cipher,
+/// docs/protocol.md §4.5).
 pub const RELAY_PAYLOAD_LEN: usize = RELAY_BODY_LEN - RELAY_TAG_LEN;

@@ -43,7 +43,7 @@ pub enum CellError {
     /// A command byte this protocol does not define.
     #[error("unknown command {0}")]
     UnknownCommand(u8),
-    /// A command number reserved for a future message (onion services, UDP).
+    /// A command number reserved for a future message (UDP, [`super::relay_cmd::RESERVED_UDP`]).
     #[error("reserved command {0} is not implemented")]
     ReservedCommand(u8),
     /// A known command that is not legal in the current context.

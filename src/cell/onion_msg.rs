@@ -85,7 +85,10 @@ impl EstablishIntro {
         let mut w = Writer::new(&mut buf);
         self.write_head(&mut w)?;
         let len = w.position();
-        Ok(buf.get(..len).unwrap_or_default().to_vec())
+        let head = buf.get(..len).ok_or(CellError::TooLarge {
+            field: "establish intro",
+        })?;
+        Ok(head.to_vec())
     }
 
     /// The bytes covered by the signature: the message up to `signature`.
@@ -199,7 +202,10 @@ impl Introduce {
         let mut w = Writer::new(&mut buf);
         self.write(&mut w)?;
         let len = w.position();
-        Ok(buf.get(..len).unwrap_or_default().to_vec())
+        let data = buf
+            .get(..len)
+            .ok_or(CellError::TooLarge { field: "introduce" })?;
+        Ok(data.to_vec())
     }
 
     fn read(r: &mut Reader<'_>) -> CellResult<Self> {

@@ -54,8 +54,10 @@ wire_enum! {
 }
 
 /// Relay command numbers of the onion-service messages (§8). They parse everywhere, but
-/// no command set of the current relay and client runtimes contains them, so a peer
-/// sending one is refused with [`CellError::CommandNotAllowed`].
+/// only the onion command sets in [`super::relay_cell::sets`] contain them (the relay's
+/// `AT_RELAY_ONION`, `AT_INTRO_POINT`, `AT_REND_POINT`, `AT_SERVICE_INTRO`,
+/// `AT_ONION_CLIENT`); where only `AT_CLIENT` or `AT_RELAY` applies, one is refused with
+/// [`CellError::CommandNotAllowed`].
 pub const ONION_SERVICE_COMMANDS: std::ops::RangeInclusive<u8> = 32..=40;
 /// Relay command numbers reserved for UDP messages (not implemented yet).
 pub const RESERVED_UDP: std::ops::RangeInclusive<u8> = 48..=50;

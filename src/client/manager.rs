@@ -32,6 +32,7 @@ use crate::dir::{
     UncheckedConsensus,
 };
 use crate::link::LinkConfig;
+use crate::sync::lock;
 
 use super::dirclient::one_shot;
 use super::reactor::CircuitHandle;
@@ -206,7 +207,7 @@ impl Client {
                 .await
             {
                 Ok(c) => {
-                    client.lock_clean().push(c);
+                    lock(&client.inner.clean).push(c);
                     built += 1;
                 }
                 Err(e) => warn!("bootstrap: a circuit failed: {e}"),
@@ -219,17 +220,9 @@ impl Client {
         Ok(client)
     }
 
-    fn lock_clean(&self) -> std::sync::MutexGuard<'_, Vec<ReadyCircuit>> {
-        self.inner.clean.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The consensus in use.
     pub fn consensus(&self) -> Option<Arc<Consensus>> {
-        self.inner
-            .consensus
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.inner.consensus).clone()
     }
 
     fn trusted(&self) -> Vec<IdentityPublic> {
@@ -270,7 +263,7 @@ impl Client {
             })
         };
         let targets: Vec<RelayTarget> = {
-            let guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+            let guards = lock(&self.inner.guards);
             let mut targets: Vec<RelayTarget> = guards
                 .primary(&current)
                 .into_iter()
@@ -369,11 +362,7 @@ impl Client {
 
     fn install(&self, c: Consensus) -> Arc<Consensus> {
         let c = Arc::new(c);
-        *self
-            .inner
-            .consensus
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&c));
+        *lock(&self.inner.consensus) = Some(Arc::clone(&c));
         c
     }
 
@@ -402,11 +391,7 @@ impl Client {
             .map_err(|e| ClientError::Circuit(format!("first hop: {e}")))?;
         chans.insert(target.identity, Arc::clone(&chan));
         if let Some(a) = chan.local_addr {
-            let mut seen = self
-                .inner
-                .local_addrs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut seen = lock(&self.inner.local_addrs);
             if seen.len() >= MAX_LOCAL_ADDRS {
                 seen.remove(0);
             }
@@ -442,7 +427,7 @@ impl Client {
             )));
         }
         let (hops, exit_policy) = {
-            let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guards = lock(&self.inner.guards);
             let mut select = || {
                 select_path(
                     &consensus,
@@ -511,7 +496,7 @@ impl Client {
             .await
             .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
             .and_then(|r| r);
-        let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guards = lock(&self.inner.guards);
         match result {
             Ok(circ) => {
                 guards.mark_success(&first.identity);
@@ -571,7 +556,7 @@ impl Client {
         let consensus = self.live_consensus()?;
         let now = now_unix();
         let mut hops = {
-            let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guards = lock(&self.inner.guards);
             let prefix = crate::dir::path::select_path_prefix(
                 &consensus,
                 consensus.relay(&last.identity),
@@ -609,7 +594,7 @@ impl Client {
             .await
             .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
             .and_then(|r| r);
-        let mut guards = self.inner.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guards = lock(&self.inner.guards);
         match &result {
             Ok(_) => {
                 guards.mark_success(&first.identity);
@@ -639,11 +624,7 @@ impl Client {
             }
         };
         let generation = {
-            let mut saved = self
-                .inner
-                .guards_saved
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut saved = lock(&self.inner.guards_saved);
             if saved.1 == bytes {
                 return;
             }
@@ -653,7 +634,7 @@ impl Client {
         };
         let written = Arc::clone(&self.inner.guards_written);
         tokio::task::spawn_blocking(move || {
-            let mut done = written.lock().unwrap_or_else(|p| p.into_inner());
+            let mut done = lock(&written);
             if *done >= generation {
                 return; // a newer state is already on disk
             }
@@ -758,11 +739,7 @@ impl Client {
                 }
         };
         if !fresh {
-            let mut map = self
-                .inner
-                .circuits
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.inner.circuits);
             let list = map.entry(isolation.clone()).or_default();
             // Circuits past their dirtiness take no new streams; they close once their
             // streams are done.
@@ -778,7 +755,7 @@ impl Client {
                 return Ok(c.handle.clone());
             }
             // A prebuilt clean circuit, if one fits.
-            let mut clean = self.lock_clean();
+            let mut clean = lock(&self.inner.clean);
             clean.retain(|c| !c.handle.is_closed());
             if let Some(pos) = clean.iter().position(suits) {
                 let mut c = clean.remove(pos);
@@ -796,10 +773,7 @@ impl Client {
             .await?;
         c.first_used = Some(Instant::now());
         let handle = c.handle.clone();
-        self.inner
-            .circuits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.circuits)
             .entry(isolation.clone())
             .or_default()
             .push(c);
@@ -810,7 +784,7 @@ impl Client {
     fn replenish(&self) {
         let me = self.clone();
         tokio::spawn(async move {
-            if me.lock_clean().len() >= me.inner.config.prebuilt_circuits {
+            if lock(&me.inner.clean).len() >= me.inner.config.prebuilt_circuits {
                 return;
             }
             if let Ok(c) = me
@@ -820,7 +794,7 @@ impl Client {
                 })
                 .await
             {
-                me.lock_clean().push(c);
+                lock(&me.inner.clean).push(c);
             }
         });
     }
@@ -828,11 +802,7 @@ impl Client {
     /// Diagnostics: for each isolation class, the ids (first-hop circuit ids) of the open
     /// circuits it uses. Two classes never share a circuit.
     pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {
-        let map = self
-            .inner
-            .circuits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.inner.circuits);
         map.iter()
             .map(|(k, v)| {
                 let ids = v
@@ -849,23 +819,15 @@ impl Client {
     /// hops (the last 1024; the addresses relays see as this client's). Tests use it to
     /// check that no relay but a first hop ever sees them.
     pub fn channel_local_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.inner
-            .local_addrs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.inner.local_addrs).clone()
     }
 
     /// NEWNYM: no new stream will use any existing circuit; later streams get new paths.
     pub async fn new_identity(&self) {
         let old: Vec<ReadyCircuit> = {
-            let mut map = self
-                .inner
-                .circuits
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.inner.circuits);
             let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
-            all.extend(self.lock_clean().drain(..));
+            all.extend(lock(&self.inner.clean).drain(..));
             all
         };
         for c in old {
@@ -938,11 +900,7 @@ impl super::socks_server::Connector for Client {
                 Err(e @ ClientError::NoConsensus(_)) => {
                     // The user must learn why every request fails; the message names no
                     // destination. Rate-limited so failing requests cannot flood the log.
-                    let mut last = self
-                        .inner
-                        .no_consensus_warned
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let mut last = lock(&self.inner.no_consensus_warned);
                     if last.is_none_or(|t| t.elapsed() >= NO_CONSENSUS_WARN_EVERY) {
                         *last = Some(Instant::now());
                         warn!("proxy: cannot open streams: {e}");

@@ -34,6 +34,7 @@ use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
 use crate::onion::pow::{self, PowError, POW_NONCE_LEN};
 use crate::onion::{AddressError, BlindedPublic, OnionAddress, PeriodParams};
+use crate::sync::lock;
 
 use super::manager::{relay_target, Client, ClientError, Isolation};
 use super::reactor::CircuitHandle;
@@ -192,10 +193,6 @@ impl std::fmt::Debug for OnionClientState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("OnionClientState { .. }")
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Verifies descriptor bytes fetched for `address` (protocol.md §8.4, client side):

@@ -40,6 +40,7 @@ use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::{build_establish_intro, IntroducePlaintext};
 use crate::onion::replay::{ReplayCache, DEFAULT_REPLAY_CAPACITY};
 use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
+use crate::sync::lock;
 
 use super::manager::{relay_target, Client};
 use super::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
@@ -684,10 +685,6 @@ fn rotate_pow_state(pow: &mut (Option<PowParams>, Option<PowParams>), difficulty
         let previous = pow.0;
         *pow = (Some(new_pow_seed(difficulty)), previous);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The service's main loop: introduction points and descriptor publication.

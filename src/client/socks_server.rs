@@ -47,6 +47,7 @@ use crate::client::socks::{
     SocksRequest, Step,
 };
 use crate::client::stream::{DataStream, StreamOpenError};
+use crate::sync::lock;
 
 /// Bytes read from a client per `read` call during the handshake. Early data the client
 /// pipelines after its request is at most this much.
@@ -263,6 +264,14 @@ enum ConnError {
     /// The connector did not answer within the connect timeout.
     #[error("stream not opened: connect timeout")]
     ConnectTimeout,
+    /// The handshake parser reported more input consumed than it was given (a bug).
+    #[error("handshake parser consumed {consumed} of {fed} bytes")]
+    ParserOverrun {
+        /// What the parser reported.
+        consumed: usize,
+        /// What it was given.
+        fed: usize,
+    },
 }
 
 impl From<io::Error> for ConnError {
@@ -450,22 +459,27 @@ async fn handshake(
     shared: &Shared,
 ) -> Result<(SocksRequest, Vec<u8>), ConnError> {
     let mut hs = Handshake::new(shared.protocol);
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = Vec::with_capacity(READ_CHUNK);
     loop {
-        let n = sock.read(&mut buf).await?;
+        // `buf` holds exactly the bytes of this read (at most READ_CHUNK: the capacity).
+        buf.clear();
+        let n = (&mut *sock)
+            .take(READ_CHUNK as u64)
+            .read_buf(&mut buf)
+            .await?;
         if n == 0 {
             return Err(ConnError::ClientClosed);
         }
-        let mut input = buf.get(..n).unwrap_or_default();
+        let mut input = buf.as_slice();
         loop {
             match hs.feed(input) {
                 Ok(Step::NeedMore) => break,
                 Ok(Step::Reply { reply, consumed }) => {
                     sock.write_all(&reply).await?;
-                    input = input.get(consumed..).unwrap_or_default();
+                    input = after_consumed(input, consumed)?;
                 }
                 Ok(Step::Done { request, consumed }) => {
-                    let early = input.get(consumed..).unwrap_or_default().to_vec();
+                    let early = after_consumed(input, consumed)?.to_vec();
                     return Ok((request, early));
                 }
                 Err(e) => {
@@ -477,6 +491,16 @@ async fn handshake(
             }
         }
     }
+}
+
+/// What follows the `consumed` bytes of `input` that the parser took. The parser never
+/// reports more than it was fed; if it did, that is a bug, and an error rather than a
+/// silently empty rest.
+fn after_consumed(input: &[u8], consumed: usize) -> Result<&[u8], ConnError> {
+    input.get(consumed..).ok_or(ConnError::ParserOverrun {
+        consumed,
+        fed: input.len(),
+    })
 }
 
 /// Forwards early data, then copies both ways with half-close until both directions end,
@@ -518,7 +542,7 @@ async fn relay(
             Some(idle) => {
                 let watchdog = async {
                     loop {
-                        let deadline = *last.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+                        let deadline = *lock(&last) + idle;
                         if tokio::time::Instant::now() >= deadline {
                             return;
                         }
@@ -560,7 +584,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+            *lock(&self.last) = tokio::time::Instant::now();
         }
         r
     }

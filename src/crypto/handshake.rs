@@ -672,8 +672,8 @@ where
 mod tests {
     use super::*;
     use crate::crypto::cert::OnionKeyCert;
-    use crate::crypto::hex;
     use crate::crypto::keys::{IdentityKeypair, OnionKeypair};
+    use crate::hex;
 
     const NOW: u64 = 1_700_000_000;
 

@@ -205,21 +205,24 @@ pub fn read_key_file(
             Err(e) => return Err(io_err(path)(e)),
         }
     }
-    let content = buf
+    let bad_length = || KeyFileError::BadLength {
+        path: path.to_path_buf(),
+        found: filled,
+    };
+    let content: &[u8; KEY_FILE_LEN] = buf
         .get(..filled)
-        .filter(|c| c.len() == KEY_FILE_LEN)
-        .ok_or_else(|| KeyFileError::BadLength {
-            path: path.to_path_buf(),
-            found: filled,
-        })?;
-    let (magic, rest) = content.split_at(KEY_FILE_MAGIC.len());
+        .and_then(|c| c.try_into().ok())
+        .ok_or_else(bad_length)?;
+    // `magic | type | secret`: KEY_FILE_LEN is their sum, so none of these fails.
+    let (magic, rest) = content
+        .split_first_chunk::<{ KEY_FILE_MAGIC.len() }>()
+        .ok_or_else(bad_length)?;
     if magic != KEY_FILE_MAGIC {
         return Err(KeyFileError::BadMagic {
             path: path.to_path_buf(),
         });
     }
-    let (type_byte, secret) = rest.split_at(1);
-    let found = type_byte.first().copied().unwrap_or(0);
+    let (&found, secret) = rest.split_first().ok_or_else(bad_length)?;
     if found != kind as u8 {
         return Err(KeyFileError::WrongKeyType {
             path: path.to_path_buf(),
@@ -227,6 +230,8 @@ pub fn read_key_file(
             found,
         });
     }
+    let secret: &[u8; SECRET_KEY_LEN] = secret.try_into().map_err(|_| bad_length())?;
+    // Copied straight into the zeroizing buffer, with no temporary copy of the secret.
     let mut out = Zeroizing::new([0u8; SECRET_KEY_LEN]);
     out.copy_from_slice(secret);
     Ok(out)

@@ -12,7 +12,7 @@ use rand::CryptoRng;
 use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::crypto::hex;
+use crate::hex::{self, HexError};
 
 /// Length of an encoded ed25519 identity public key.
 pub const IDENTITY_PUBLIC_LEN: usize = 32;
@@ -54,6 +54,15 @@ pub enum KeyError {
     /// A signature did not verify under this identity key.
     #[error("signature does not verify")]
     BadSignature,
+}
+
+impl From<HexError> for KeyError {
+    fn from(e: HexError) -> Self {
+        match e {
+            HexError::Length { expected, got } => KeyError::BadHexLength { expected, got },
+            HexError::Digit => KeyError::BadHex,
+        }
+    }
 }
 
 /// A relay's long-term ed25519 identity keypair. The secret is zeroized on drop (by

@@ -20,7 +20,6 @@ pub mod circuit_keys;
 pub mod client_layers;
 pub mod fast_handshake;
 pub mod handshake;
-mod hex;
 pub mod keyfile;
 pub mod keys;
 pub mod layer;

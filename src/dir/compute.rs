@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::{ConsensusBody, ConsensusEntry, ConsensusError, CONSENSUS_VERSION};
-use crate::dir::flags::RelayFlags;
+use crate::dir::flags::{low_median, RelayFlags};
 use crate::dir::vote::{VerifiedVoteEntry, Vote};
 use crate::dir::weights::BandwidthWeights;
 
@@ -122,10 +122,10 @@ pub fn compute_consensus(
         }
         let mut bws: Vec<u64> = entries.iter().map(|e| e.bandwidth).collect();
         bws.sort_unstable();
-        let bandwidth = bws
-            .get(bws.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or(0);
+        // Never empty: `entries` held `chosen`.
+        let Some(bandwidth) = low_median(&bws) else {
+            continue;
+        };
         let d = &chosen.descriptor;
         relays.push(ConsensusEntry {
             identity,

@@ -164,14 +164,22 @@ impl FlagThresholds {
     pub fn compute(params: &FlagParams, running_bandwidths: &[u64]) -> Self {
         let mut bw = running_bandwidths.to_vec();
         bw.sort_unstable();
+        // Fallbacks are correct: no running relay means no threshold (0); for a non-empty
+        // list both indexes are in range.
         let eighth = bw.get(bw.len() / 8).copied().unwrap_or(0);
-        let median = bw.get(bw.len().saturating_sub(1) / 2).copied().unwrap_or(0);
+        let median = low_median(&bw).unwrap_or(0);
         Self {
             fast_bandwidth: params.fast_bandwidth_guarantee.min(eighth),
             guard_bandwidth: median,
             stable_uptime: params.stable_uptime,
         }
     }
+}
+
+/// The low median of `sorted` (the lower middle value for an even count), `None` if it is
+/// empty.
+pub(crate) fn low_median(sorted: &[u64]) -> Option<u64> {
+    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
 }
 
 /// What an authority knows about one relay when voting.
@@ -219,4 +227,18 @@ pub fn assign_flags(obs: &Observation<'_>, params: &FlagParams, t: &FlagThreshol
         });
     f.set(RelayFlags::EXIT, exit);
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_median_is_the_lower_middle_value() {
+        assert_eq!(low_median(&[]), None);
+        assert_eq!(low_median(&[5]), Some(5));
+        assert_eq!(low_median(&[1, 2]), Some(1));
+        assert_eq!(low_median(&[1, 2, 3]), Some(2));
+        assert_eq!(low_median(&[1, 2, 3, 4]), Some(2));
+    }
 }

@@ -190,13 +190,3 @@ pub(crate) fn signed_message(label: &[u8], body: &[u8]) -> Vec<u8> {
     msg.extend_from_slice(body);
     msg
 }
-
-/// Lowercase hex of raw bytes, for error messages about keys that may not be valid.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use core::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}

@@ -1,7 +1,7 @@
 //! A relay's link credentials: its identity, its x25519 link (Noise static) key, and the
 //! certificate binding the two.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::CryptoRng;
@@ -42,9 +42,7 @@ impl LinkAuth {
     ) -> Self {
         let static_secret = StaticSecret::random_from_rng(rng);
         let static_public = PublicKey::from(&static_secret);
-        let expires = expires
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let expires = crate::clock::to_unix(expires);
         let cert = LinkKeyCert::sign(identity, static_public.as_bytes(), expires);
         LinkAuth {
             identity: identity.verifying_key(),
@@ -78,7 +76,7 @@ impl LinkAuth {
 impl std::fmt::Debug for LinkAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkAuth")
-            .field("identity", &super::hex::hex(self.identity.as_bytes()))
+            .field("identity", &crate::hex::encode(self.identity.as_bytes()))
             .field("expires", &self.cert.expires())
             .finish_non_exhaustive()
     }

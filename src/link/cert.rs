@@ -9,12 +9,10 @@
 //! The link static key is not in the encoding: the verifier takes it from the Noise
 //! handshake, so a certificate can only vouch for the key the peer actually proved.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use super::error::{LinkError, LinkResult};
-use super::hex::hex;
+use crate::hex;
 
 /// Domain separator of the signed message, so the signature cannot be replayed as any
 /// other signed object of the protocol.
@@ -28,15 +26,6 @@ pub struct LinkKeyCert {
     identity: [u8; 32],
     expires: u64,
     signature: [u8; 64],
-}
-
-/// The current time in seconds since the Unix epoch (0 if the clock is before 1970, which
-/// makes every certificate look unexpired rather than panicking; the handshake still needs
-/// a valid signature).
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn signed_message(identity: &[u8; 32], link_static: &[u8; 32], expires: u64) -> Vec<u8> {
@@ -130,8 +119,8 @@ impl LinkKeyCert {
         let got = self.verify(link_static, now)?;
         if got != *expected {
             return Err(LinkError::IdentityMismatch {
-                expected: hex(expected.as_bytes()),
-                got: hex(got.as_bytes()),
+                expected: hex::encode(expected.as_bytes()),
+                got: hex::encode(got.as_bytes()),
             });
         }
         Ok(got)

@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::auth::LinkAuth;
-use super::cert::unix_now;
 use super::channel::{Channel, ChannelReceiver, ChannelSender, RekeyFloor};
 use super::circ_ids::CircIdAllocator;
 use super::close::CloseSignal;
@@ -19,6 +18,7 @@ use super::handshake::{initiate, respond, Established};
 use super::reader::RecordReader;
 use super::stats::RecordStats;
 use super::writer::{RecordWriter, RekeyPolicy};
+use crate::clock::now_unix;
 
 /// Clock skew past which we warn: directory freshness checks work in hours, so a
 /// peer this far off will disagree with us about which documents are valid.
@@ -137,7 +137,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         Role::Responder { our_auth } => respond(&mut reader, &mut write_half, our_auth).await?,
     };
 
-    let skew = est.peer_timestamp.abs_diff(unix_now());
+    let skew = est.peer_timestamp.abs_diff(now_unix());
     if skew > SKEW_WARN_SECS {
         warn!(skew_secs = skew, "link: peer clock differs from ours");
     }

@@ -16,7 +16,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use super::auth::LinkAuth;
-use super::cert::{unix_now, LinkKeyCert};
+use super::cert::LinkKeyCert;
 use super::error::{LinkError, LinkResult};
 use super::peer::PeerKind;
 use super::reader::RecordReader;
@@ -25,6 +25,7 @@ use crate::cell::chan_cell::sets;
 use crate::cell::chan_msg::{BoundedBytes, MAX_LINK_HANDSHAKE_DATA};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
+use crate::clock::now_unix;
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
@@ -77,6 +78,25 @@ fn split(hs: &mut HandshakeState) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) 
     (Zeroizing::new(a), Zeroizing::new(b))
 }
 
+/// Writes the next Noise message, carrying `payload`, into `buf` and returns it.
+fn write_noise<'a>(
+    hs: &mut HandshakeState,
+    payload: &[u8],
+    buf: &'a mut [u8],
+) -> LinkResult<&'a [u8]> {
+    let n = hs.write_message(payload, buf)?;
+    buf.get(..n)
+        .ok_or(LinkError::Protocol("noise message longer than its buffer"))
+}
+
+/// Reads the Noise message `msg`, decrypting its payload into `buf`, and returns the
+/// payload.
+fn read_noise<'a>(hs: &mut HandshakeState, msg: &[u8], buf: &'a mut [u8]) -> LinkResult<&'a [u8]> {
+    let n = hs.read_message(msg, buf)?;
+    buf.get(..n)
+        .ok_or(LinkError::Protocol("noise payload longer than its buffer"))
+}
+
 /// Encodes a LINK_* cell carrying `data`.
 fn handshake_cell(make: fn(LinkHandshake) -> ChanMsg, data: &[u8]) -> LinkResult<[u8; CELL_LEN]> {
     let data = BoundedBytes::<MAX_LINK_HANDSHAKE_DATA>::new(data.to_vec(), "data")?;
@@ -86,7 +106,7 @@ fn handshake_cell(make: fn(LinkHandshake) -> ChanMsg, data: &[u8]) -> LinkResult
 /// Encodes our NETINFO cell.
 fn netinfo_cell() -> LinkResult<[u8; CELL_LEN]> {
     let msg = ChanMsg::Netinfo(Netinfo {
-        timestamp: unix_now(),
+        timestamp: now_unix(),
     });
     Ok(ChanCell::channel(msg)?.encode()?)
 }
@@ -157,10 +177,8 @@ pub(crate) async fn initiate(
     let mut msg = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
 
     // Message 1: version byte, then the Noise message (an ephemeral key, empty payload).
-    let (ver, rest) = msg.split_at_mut(1);
-    ver.copy_from_slice(&[LINK_VERSION]);
-    let n = hs.write_message(&[], rest)?;
-    let init = handshake_cell(ChanMsg::LinkInit, msg.get(..1 + n).unwrap_or_default())?;
+    let noise1 = write_noise(&mut hs, &[], msg.as_mut_slice())?;
+    let init = handshake_cell(ChanMsg::LinkInit, &[&[LINK_VERSION], noise1].concat())?;
     write_records(writer, reader, &plaintext_record(&init)).await?;
 
     // Message 2: the responder's static key and certificate.
@@ -178,17 +196,17 @@ pub(crate) async fn initiate(
         });
     }
     let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
-    let plen = hs.read_message(&resp, payload.as_mut_slice())?;
-    let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
-    let identity = cert.verify_expecting(&remote_static(&hs)?, unix_now(), expected)?;
+    let cert = LinkKeyCert::parse(read_noise(&mut hs, &resp, payload.as_mut_slice())?)?;
+    let identity = cert.verify_expecting(&remote_static(&hs)?, now_unix(), expected)?;
 
     // Message 3: our static key, and our certificate if we are a relay.
     let our_cert = our_auth.map(|a| a.cert().encode());
-    let n = hs.write_message(
+    let noise3 = write_noise(
+        &mut hs,
         our_cert.as_ref().map_or(&[][..], |c| &c[..]),
         msg.as_mut_slice(),
     )?;
-    let finish = handshake_cell(ChanMsg::LinkFinish, msg.get(..n).unwrap_or_default())?;
+    let finish = handshake_cell(ChanMsg::LinkFinish, noise3)?;
 
     let (i2r, r2i) = split(&mut hs);
     let mut send = RecordCipher::new(&i2r);
@@ -240,8 +258,8 @@ pub(crate) async fn respond(
     }
 
     // Message 2: our static key and certificate.
-    let n = hs.write_message(&our_auth.cert().encode(), msg.as_mut_slice())?;
-    let resp = handshake_cell(ChanMsg::LinkResp, msg.get(..n).unwrap_or_default())?;
+    let noise2 = write_noise(&mut hs, &our_auth.cert().encode(), msg.as_mut_slice())?;
+    let resp = handshake_cell(ChanMsg::LinkResp, noise2)?;
     write_records(writer, reader, &plaintext_record(&resp)).await?;
 
     // Message 3: the initiator's static key, and its certificate if it is a relay.
@@ -250,12 +268,12 @@ pub(crate) async fn respond(
         _ => None,
     })
     .await?;
-    let plen = hs.read_message(&finish, payload.as_mut_slice())?;
-    let peer = if plen == 0 {
+    let cert = read_noise(&mut hs, &finish, payload.as_mut_slice())?;
+    let peer = if cert.is_empty() {
         PeerKind::Client
     } else {
-        let cert = LinkKeyCert::parse(payload.get(..plen).unwrap_or_default())?;
-        PeerKind::Relay(cert.verify(&remote_static(&hs)?, unix_now())?)
+        let cert = LinkKeyCert::parse(cert)?;
+        PeerKind::Relay(cert.verify(&remote_static(&hs)?, now_unix())?)
     };
 
     let (i2r, r2i) = split(&mut hs);

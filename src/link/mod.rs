@@ -22,7 +22,6 @@ pub mod config;
 pub mod error;
 mod establish;
 pub mod handshake;
-mod hex;
 pub mod keepalive;
 pub mod mux;
 pub mod peer;

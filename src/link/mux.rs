@@ -6,9 +6,10 @@
 //! circuits on different channels never contend.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use crate::cell::CircId;
+use crate::sync::lock;
 
 use super::circ_ids::CircIdAllocator;
 use super::error::LinkResult;
@@ -17,6 +18,8 @@ use super::error::LinkResult;
 /// (typically a queue sender).
 #[derive(Debug)]
 pub struct CircMux<T> {
+    /// Stays consistent even if a holder panicked: every operation is one insert or
+    /// remove.
     inner: Mutex<MuxInner<T>>,
 }
 
@@ -40,15 +43,9 @@ impl<T: Clone> CircMux<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, MuxInner<T>> {
-        // The map stays consistent even if a holder panicked: every operation is one
-        // insert or remove.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Allocates an id from our half and registers `slot` under it.
     pub fn allocate(&self, slot: T) -> LinkResult<CircId> {
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         if g.closed {
             return Err(super::error::LinkError::Closed);
         }
@@ -60,7 +57,7 @@ impl<T: Clone> CircMux<T> {
     /// Registers a circuit the peer opened under `id` (checks the id is from the peer's
     /// half, unused, and within the circuit limit).
     pub fn insert_peer(&self, id: CircId, slot: T) -> LinkResult<()> {
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         if g.closed {
             return Err(super::error::LinkError::Closed);
         }
@@ -71,19 +68,19 @@ impl<T: Clone> CircMux<T> {
 
     /// The slot of circuit `id`.
     pub fn get(&self, id: CircId) -> Option<T> {
-        self.lock().circuits.get(&id).cloned()
+        lock(&self.inner).circuits.get(&id).cloned()
     }
 
     /// Removes circuit `id`, freeing its id.
     pub fn remove(&self, id: CircId) -> Option<T> {
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         g.ids.release(id);
         g.circuits.remove(&id)
     }
 
     /// Number of circuits.
     pub fn len(&self) -> usize {
-        self.lock().circuits.len()
+        lock(&self.inner).circuits.len()
     }
 
     /// Whether no circuit is open.
@@ -94,7 +91,7 @@ impl<T: Clone> CircMux<T> {
     /// Marks the channel closed (no new circuits) and returns every slot, so the caller
     /// can tell each circuit its channel is gone.
     pub fn close(&self) -> Vec<(CircId, T)> {
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         g.closed = true;
         let drained: Vec<_> = g.circuits.drain().collect();
         for (id, _) in &drained {

@@ -129,8 +129,8 @@ fn base32_encode(raw: &[u8; ADDRESS_BYTES]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            let index = ((acc >> bits) & 31) as usize;
-            out.push(char::from(ALPHABET.get(index).copied().unwrap_or(b'a')));
+            // Five bits index the 32-entry alphabet: always in range.
+            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
         }
         acc &= (1 << bits) - 1;
     }

@@ -286,8 +286,8 @@ impl InnerDescriptor {
             if ip.onion_cert.identity() != &ip.relay_identity {
                 return Err(bad("onion-key certificate names another relay"));
             }
-            let earlier = self.intro_points.get(..i).unwrap_or_default();
-            if earlier.iter().any(|e| e.auth_key == ip.auth_key) {
+            let mut earlier = self.intro_points.iter().take(i);
+            if earlier.any(|e| e.auth_key == ip.auth_key) {
                 return Err(bad("two introduction points share an auth key"));
             }
         }

@@ -14,9 +14,11 @@
 //! * [`pow`]: the proof-of-work puzzle a service under load can require.
 //! * [`replay`]: the service's cache of accepted introductions (refuses replays).
 //!
-//! The byte-exact format is in `docs/protocol.md` §8. The runtime (circuits to
-//! introduction and rendezvous points, descriptor storage, `.allium` in SOCKS) is not
-//! built yet.
+//! The byte-exact format is in `docs/protocol.md` §8. The runtime uses this module from
+//! elsewhere: descriptor storage, introduction and rendezvous points at relays
+//! ([`crate::relay::hsdir`], [`crate::relay::onion_points`], [`crate::relay::splice`]);
+//! `.allium` names through the client and SOCKS ([`crate::client::onion_connect`]); and
+//! services ([`crate::client::onion_service`]).
 
 pub mod address;
 pub mod blinding;

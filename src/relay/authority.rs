@@ -15,6 +15,7 @@
 //! BEGIN_DIR streams, so this traffic is encrypted and padded like everything else.
 
 use crate::clock::now_unix;
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -122,10 +123,6 @@ impl Authority {
         auth
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn checks_arc(&self) -> Arc<Semaphore> {
         Arc::clone(&self.checks)
     }
@@ -145,12 +142,12 @@ impl Authority {
 
     /// The consensus currently served, if any.
     pub fn current_consensus(&self) -> Option<Vec<u8>> {
-        self.lock().published.as_ref().map(|(_, b)| b.clone())
+        lock(&self.state).published.as_ref().map(|(_, b)| b.clone())
     }
 
     /// Relays currently known (listed or not).
     pub fn known_relays(&self) -> usize {
-        self.lock().relays.len()
+        lock(&self.state).relays.len()
     }
 
     fn on_descriptor(self: &Arc<Self>, bytes: &[u8]) -> DirResponse {
@@ -167,7 +164,7 @@ impl Authority {
         let id = *unchecked.claimed_identity();
         let now = now_unix();
         {
-            let state = self.lock();
+            let state = lock(&self.state);
             if let Some(last) = state.last_upload.get(&id) {
                 if now < last.saturating_add(self.config.min_upload_interval.as_secs()) {
                     return DirResponse::error(
@@ -183,7 +180,7 @@ impl Authority {
             Err(e) => return DirResponse::error(DirStatus::Refused, &e.to_string()),
         };
         {
-            let mut state = self.lock();
+            let mut state = lock(&self.state);
             if state.relays.len() >= MAX_KNOWN_RELAYS && !state.relays.contains_key(&id) {
                 return DirResponse::error(DirStatus::Busy, "directory full");
             }
@@ -225,7 +222,7 @@ impl Authority {
 
     /// Connects to the relay and completes a link handshake proving its identity.
     async fn check_reachable(&self, id: IdentityPublic) {
-        let addrs = match self.lock().relays.get(&id) {
+        let addrs = match lock(&self.state).relays.get(&id) {
             Some(k) => k.descriptor.addrs.clone(),
             None => return,
         };
@@ -245,7 +242,7 @@ impl Authority {
             }
         }
         let now = now_unix();
-        if let Some(k) = self.lock().relays.get_mut(&id) {
+        if let Some(k) = lock(&self.state).relays.get_mut(&id) {
             if ok {
                 k.running_since = k.running_since.or(Some(now));
                 k.last_reachable = Some(now);
@@ -259,7 +256,7 @@ impl Authority {
     async fn recheck_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_secs((self.period() / 2).max(3))).await;
-            let ids: Vec<IdentityPublic> = self.lock().relays.keys().copied().collect();
+            let ids: Vec<IdentityPublic> = lock(&self.state).relays.keys().copied().collect();
             for id in ids {
                 // Waits for one of the 16 check slots: a bounded number of tasks.
                 let Ok(permit) = Arc::clone(&self.checks_arc()).acquire_owned().await else {
@@ -275,7 +272,7 @@ impl Authority {
             let horizon = now_unix().saturating_sub((self.period() * 24).min(86_400));
             let min_interval = self.config.min_upload_interval.as_secs();
             let now = now_unix();
-            let mut state = self.lock();
+            let mut state = lock(&self.state);
             state
                 .relays
                 .retain(|_, k| k.last_reachable.unwrap_or(k.descriptor.published) >= horizon);
@@ -288,7 +285,7 @@ impl Authority {
     fn build_vote(&self, va: u64) -> Option<Vec<u8>> {
         let now = now_unix();
         let period = self.period();
-        let state = self.lock();
+        let state = lock(&self.state);
         let fresh = |k: &Known| k.last_reachable.is_some_and(|t| t + 2 * period >= now);
         let bandwidths: Vec<u64> = state
             .relays
@@ -362,7 +359,7 @@ impl Authority {
         let ids = self.ids();
         let now = now_unix();
         let mut votes: Vec<Vote> = Vec::new();
-        let own = self.lock().votes.get(&va).cloned();
+        let own = lock(&self.state).votes.get(&va).cloned();
         let mut raw: Vec<Vec<u8>> = own.into_iter().collect();
         for resp in self
             .fetch_from_others(&DirRequest::GetVote { valid_after: va })
@@ -407,7 +404,7 @@ impl Authority {
             votes = votes.len(),
             "authority: computed the consensus"
         );
-        self.lock().computed.insert(va, signed);
+        lock(&self.state).computed.insert(va, signed);
     }
 
     async fn collect_signatures(&self, va: u64) {
@@ -418,7 +415,7 @@ impl Authority {
             let Ok(sig) = codec::decode::<AuthoritySignature>(&resp.body, 1024) else {
                 continue;
             };
-            let mut state = self.lock();
+            let mut state = lock(&self.state);
             if let Some(signed) = state.computed.get_mut(&va) {
                 if !signed.add_signature(sig) {
                     warn!("authority: a peer signed a different consensus");
@@ -430,7 +427,7 @@ impl Authority {
     fn publish(&self, va: u64) {
         let need = self.config.authorities.len() / 2 + 1;
         let configured: Vec<[u8; 32]> = self.ids().iter().map(|i| *i.as_bytes()).collect();
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         let Some(signed) = state.computed.get(&va) else {
             return;
         };
@@ -467,12 +464,12 @@ impl Authority {
             let now = now_unix();
             // The next period start that still leaves time for the vote.
             let mut va = (now / p + 1) * p;
-            if va - now < p / 2 && self.lock().published.is_some() {
+            if va - now < p / 2 && lock(&self.state).published.is_some() {
                 va += p;
             }
             sleep_until(va.saturating_sub(p / 2)).await;
             if let Some(v) = self.build_vote(va) {
-                self.lock().votes.insert(va, v);
+                lock(&self.state).votes.insert(va, v);
             }
             sleep_until(va.saturating_sub(p / 3)).await;
             self.compute(va).await;
@@ -504,17 +501,19 @@ impl DirService for AuthorityService {
         let auth = &self.0;
         Box::pin(async move {
             match req {
-                DirRequest::GetConsensus => match &auth.lock().published {
+                DirRequest::GetConsensus => match &lock(&auth.state).published {
                     Some((until, bytes)) if *until > now_unix() => DirResponse::ok(bytes.clone()),
                     _ => DirResponse::error(DirStatus::NotFound, "no consensus yet"),
                 },
-                DirRequest::GetVote { valid_after } => match auth.lock().votes.get(&valid_after) {
-                    Some(v) => DirResponse::ok(v.clone()),
-                    None => DirResponse::error(DirStatus::NotFound, "no vote for that period"),
-                },
+                DirRequest::GetVote { valid_after } => {
+                    match lock(&auth.state).votes.get(&valid_after) {
+                        Some(v) => DirResponse::ok(v.clone()),
+                        None => DirResponse::error(DirStatus::NotFound, "no vote for that period"),
+                    }
+                }
                 DirRequest::GetSignature { valid_after } => {
                     let me = *auth.relay.keys.identity().as_bytes();
-                    let state = auth.lock();
+                    let state = lock(&auth.state);
                     let sig = state
                         .computed
                         .get(&valid_after)

@@ -3,6 +3,7 @@
 //! It also stores onion-service descriptors ([`super::hsdir`]).
 
 use crate::clock::now_unix;
+use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -51,7 +52,7 @@ impl DirCache {
     /// tests may feed one directly.
     pub fn offer_consensus(&self, bytes: Vec<u8>) -> Result<Arc<Consensus>, ConsensusError> {
         let c = Arc::new(UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), now_unix())?);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((c.valid_until(), bytes));
+        *lock(&self.current) = Some((c.valid_until(), bytes));
         self.hsdir.set_consensus(Arc::clone(&c));
         Ok(c)
     }
@@ -103,9 +104,7 @@ impl DirCache {
 
     /// Whether a live consensus is cached.
     pub fn has_consensus(&self) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.current)
             .as_ref()
             .is_some_and(|(until, _)| *until > now_unix())
     }
@@ -119,14 +118,10 @@ impl DirService for DirCache {
     ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
         Box::pin(async move {
             match req {
-                DirRequest::GetConsensus => {
-                    match &*self.current.lock().unwrap_or_else(|p| p.into_inner()) {
-                        Some((until, bytes)) if *until > now_unix() => {
-                            DirResponse::ok(bytes.clone())
-                        }
-                        _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
-                    }
-                }
+                DirRequest::GetConsensus => match &*lock(&self.current) {
+                    Some((until, bytes)) if *until > now_unix() => DirResponse::ok(bytes.clone()),
+                    _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
+                },
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
                     self.hsdir.answer(&req, &ctx)
                 }

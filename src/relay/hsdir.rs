@@ -33,6 +33,7 @@ use crate::dir::Consensus;
 use crate::onion::descriptor::{OnionDescriptorError, UncheckedOnionDescriptor};
 use crate::onion::hashring::{HsDirParams, HsDirRing};
 use crate::onion::{BlindedPublic, PeriodParams, TimePeriod};
+use crate::sync::lock;
 
 use super::dirserve::{DirContext, DirService};
 use super::rate_limit::TokenBucket;
@@ -158,8 +159,12 @@ enum Responsibility {
 pub struct HsDirStore {
     limits: HsDirLimits,
     puts: TokenBucket,
+    /// Still served after a panic elsewhere mid-update of a map and a counter: the map
+    /// stays consistent (the counter is recomputed on purge).
     state: Mutex<State>,
     /// Newest consensus first (by `valid_after`, each once), at most [`RING_CONSENSUSES`].
+    /// Updates only insert, retain and truncate, none of which can leave the list
+    /// inconsistent: it is usable even after a panic elsewhere.
     views: Mutex<Vec<RingView>>,
 }
 
@@ -180,25 +185,13 @@ impl HsDirStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A poisoned lock means a panic elsewhere mid-update of a map and a counter; the
-        // map is still consistent enough to serve (the counter is recomputed on purge).
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn views(&self) -> std::sync::MutexGuard<'_, Vec<RingView>> {
-        // Updates only insert, retain and truncate, none of which can leave the list
-        // inconsistent: it is usable even after a panic elsewhere.
-        self.views.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Adds `consensus` to those the ring check uses: an upload is accepted if any live
     /// one places this relay on the ring (a service may upload under an older or a newer
     /// consensus than the relay's newest). Keeps the [`RING_CONSENSUSES`] newest; one with
     /// a `valid_after` already known changes nothing, and one that expired by the time
     /// the newest began is dropped (no upload can use it any more).
     pub fn set_consensus(&self, consensus: Arc<Consensus>) {
-        let mut views = self.views();
+        let mut views = lock(&self.views);
         let va = consensus.valid_after();
         if views.iter().any(|v| v.consensus.valid_after() == va) {
             return;
@@ -218,7 +211,7 @@ impl HsDirStore {
 
     /// Whether a live consensus is known.
     pub fn has_consensus(&self, now: u64) -> bool {
-        self.views().iter().any(|v| v.consensus.is_live(now))
+        lock(&self.views).iter().any(|v| v.consensus.is_live(now))
     }
 
     /// Whether relay `me` accepts `blinded` in `period` under one of the live consensuses
@@ -230,7 +223,7 @@ impl HsDirStore {
         me: &IdentityPublic,
         now: u64,
     ) -> Responsibility {
-        let mut views = self.views();
+        let mut views = lock(&self.views);
         let mut any_live = false;
         for view in views.iter_mut().filter(|v| v.consensus.is_live(now)) {
             any_live = true;
@@ -273,7 +266,7 @@ impl HsDirStore {
 
     /// Descriptors stored now (expired ones not yet dropped included).
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        lock(&self.state).entries.len()
     }
 
     /// Whether nothing is stored.
@@ -283,7 +276,7 @@ impl HsDirStore {
 
     /// Bytes stored now.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        lock(&self.state).bytes
     }
 
     /// Handles PUT_ONION_DESCRIPTOR at time `now` (Unix seconds), for the relay and
@@ -358,7 +351,7 @@ impl HsDirStore {
             revision: body.revision,
             drop_at: body.expires().saturating_add(self.limits.max_skew_secs),
         };
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         // Another upload for the key may have landed while we verified.
         if let Some(current) = state.live(&key, now) {
             if current.revision >= entry.revision {
@@ -398,7 +391,7 @@ impl HsDirStore {
     /// The smallest revision a new upload for `key` must have; `None` if nothing can
     /// replace the stored one (its revision is already the largest possible).
     fn min_revision(&self, key: &[u8; 32], now: u64) -> Option<u64> {
-        match self.lock().live(key, now) {
+        match lock(&self.state).live(key, now) {
             Some(e) => e.revision.checked_add(1),
             None => Some(0),
         }
@@ -406,7 +399,7 @@ impl HsDirStore {
 
     /// Handles GET_ONION_DESCRIPTOR at time `now`: the stored bytes, or NOT_FOUND.
     pub fn get_at(&self, blinded_key: &[u8; 32], now: u64) -> DirResponse {
-        match self.lock().live(blinded_key, now) {
+        match lock(&self.state).live(blinded_key, now) {
             Some(e) => DirResponse::ok(e.bytes.clone()),
             None => DirResponse::error(DirStatus::NotFound, "no descriptor for that key"),
         }
@@ -827,7 +820,7 @@ mod tests {
         let store = HsDirStore::default();
         store.set_consensus(consensus_for(&relays, NOW - 3600, 3 * 3600));
         store.set_consensus(consensus_for(&[me()], NOW - 7200, 3600));
-        assert_eq!(store.views().len(), 1);
+        assert_eq!(lock(&store.views).len(), 1);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::cell::consts::RELAY_BODY_LEN;
 
 use super::shared::RelayShared;
 
+/// Most bytes of a request head read before answering.
+const MAX_REQUEST_HEAD: usize = 2048;
+
 /// Renders every metric in the Prometheus text exposition format.
 pub fn render(shared: &RelayShared) -> String {
     let c = &shared.counters;
@@ -138,19 +141,14 @@ pub async fn serve_with(listener: TcpListener, shared: Arc<RelayShared>, limits:
                 return;
             }
             // Read (bounded, with a deadline) until the end of the request head.
-            let mut head = [0u8; 2048];
-            let mut used = 0usize;
+            let mut head = Vec::with_capacity(MAX_REQUEST_HEAD);
             let read = async {
-                while used < head.len() {
-                    let n = sock.read(head.get_mut(used..).unwrap_or_default()).await?;
-                    if n == 0 {
+                while head.len() < MAX_REQUEST_HEAD {
+                    let room = (MAX_REQUEST_HEAD - head.len()) as u64;
+                    if (&mut sock).take(room).read_buf(&mut head).await? == 0 {
                         break;
                     }
-                    used += n;
-                    if head
-                        .get(..used)
-                        .is_some_and(|h| h.windows(4).any(|w| w == b"\r\n\r\n"))
-                    {
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
                         break;
                     }
                 }
@@ -162,7 +160,7 @@ pub async fn serve_with(listener: TcpListener, shared: Arc<RelayShared>, limits:
                 () = pass.eviction().wait() => return,
             }
             pass.handshake_done();
-            let ok = head.get(..used).is_some_and(|h| h.starts_with(b"GET "));
+            let ok = head.starts_with(b"GET ");
             let (status, body) = if ok {
                 ("200 OK", render(&shared))
             } else {

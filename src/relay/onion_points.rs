@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::cell::onion_msg::{KEY_LEN, REND_COOKIE_LEN};
 use crate::cell::CircId;
+use crate::sync::lock;
 
 use super::events::CircEvent;
 use super::limits::RelayLimits;
@@ -79,14 +80,10 @@ pub enum RegisterError {
 #[derive(Debug, Default)]
 pub struct OnionPoints {
     serials: AtomicU64,
+    // Each map operation is atomic, so a map stays consistent after a panic elsewhere
+    // between two of them.
     intro: Mutex<HashMap<[u8; KEY_LEN], IntroReg>>,
     rend: Mutex<HashMap<[u8; REND_COOKIE_LEN], RendReg>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock means a panic elsewhere between two map operations; each map
-    // operation is atomic, so the map is consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl OnionPoints {

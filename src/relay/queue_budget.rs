@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::sync::lock;
+
 /// The relay-wide budget. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct QueueBudget {
@@ -124,7 +126,7 @@ impl QueueBudget {
     pub fn register(self: &Arc<Self>) -> QueueTicket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stat = Arc::new(QueueStat::default());
-        self.lock().insert(id, Arc::clone(&stat));
+        lock(&self.circuits).insert(id, Arc::clone(&stat));
         QueueTicket {
             id,
             stat,
@@ -142,14 +144,9 @@ impl QueueBudget {
         self.kills.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<QueueStat>>> {
-        self.circuits.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Kills the circuit with the most queued bytes (that is not already dying).
     fn kill_largest(&self) {
-        let victim = self
-            .lock()
+        let victim = lock(&self.circuits)
             .values()
             .filter(|s| !s.is_killed())
             .max_by_key(|s| s.queued())
@@ -187,7 +184,7 @@ impl Drop for QueueTicket {
     fn drop(&mut self) {
         let left = self.stat.queued.swap(0, Ordering::Relaxed);
         self.budget.total.fetch_sub(left, Ordering::Relaxed);
-        self.budget.lock().remove(&self.id);
+        lock(&self.budget.circuits).remove(&self.id);
     }
 }
 

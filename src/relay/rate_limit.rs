@@ -7,6 +7,8 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::sync::lock;
+
 /// A thread-safe token bucket refilled continuously at `rate` tokens per second, holding
 /// at most `burst` tokens.
 #[derive(Debug)]
@@ -44,7 +46,7 @@ impl TokenBucket {
     /// Gives back one token taken by [`TokenBucket::try_take`] for work that then did not
     /// happen (never above the burst).
     pub fn refund(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.state);
         s.tokens = (s.tokens + 1.0).min(self.burst);
     }
 
@@ -52,7 +54,7 @@ impl TokenBucket {
     pub fn try_take_at(&self, now: Instant) -> bool {
         // A poisoned lock only means another thread panicked mid-update of two floats;
         // the state is still usable.
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.state);
         let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
         s.tokens = (s.tokens + elapsed * self.rate).min(self.burst);
         // Never move `last` backwards: a stale `now` would credit the same gap twice.

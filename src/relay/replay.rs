@@ -29,7 +29,10 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::digest::consts::U16;
 use sha2::{Digest, Sha256};
+
+use crate::sync::lock;
 
 /// Default window: a handshake message is remembered for at least this long.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 60);
@@ -96,13 +99,9 @@ impl ReplayFilter {
             .chain_update(htype.to_be_bytes())
             .chain_update(msg)
             .finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-        key
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        // The first 16 of the digest's 32 bytes; the lengths are part of the types.
+        let (key, _) = digest.split::<U16>();
+        key.into()
     }
 
     fn rotate_if_due(&self, g: &mut Generations) {
@@ -115,14 +114,14 @@ impl ReplayFilter {
     /// Whether the message was answered recently (a cheap check before the handshake).
     pub fn seen(&self, htype: u16, msg: &[u8]) -> bool {
         let key = Self::key(htype, msg);
-        let g = self.lock();
+        let g = lock(&self.inner);
         g.current.contains(&key) || g.previous.contains(&key)
     }
 
     /// Records the message; false if it was already recorded (a replay: refuse it).
     pub fn check_and_insert(&self, htype: u16, msg: &[u8]) -> bool {
         let key = Self::key(htype, msg);
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         if g.current.contains(&key) || g.previous.contains(&key) {
             return false;
         }
@@ -132,7 +131,7 @@ impl ReplayFilter {
 
     /// Entries held now (both generations).
     pub fn len(&self) -> usize {
-        let g = self.lock();
+        let g = lock(&self.inner);
         g.current.len() + g.previous.len()
     }
 
@@ -145,6 +144,13 @@ impl ReplayFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_the_first_16_bytes_of_the_tagged_digest() {
+        // docs/protocol.md §5A: SHA-256("allium-create-replay" | htype u16 | hdata)[..16].
+        let digest = Sha256::digest(b"allium-create-replay\x00\x01abc");
+        assert_eq!(ReplayFilter::key(1, b"abc")[..], digest[..16]);
+    }
 
     #[test]
     fn a_message_is_refused_the_second_time() {

@@ -14,6 +14,7 @@ use crate::admission::Admission;
 use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkConfig, PeerKind};
+use crate::sync::{self, lock};
 
 use super::exit::ExitConfig;
 use super::keys::RelayKeys;
@@ -65,7 +66,7 @@ impl RelayHandle {
 
     /// Starts (or replaces) the directory service answering BEGIN_DIR.
     pub fn set_dir_service(&self, service: Arc<dyn super::dirserve::DirService>) {
-        *self.shared.dir.write().unwrap_or_else(|p| p.into_inner()) = Some(service);
+        *sync::write(&self.shared.dir) = Some(service);
     }
 
     /// Installs an instrumentation observer (see [`super::observer`]): events from then
@@ -82,11 +83,7 @@ impl RelayHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        let chans: Vec<_> = self
-            .shared
-            .relay_channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let chans: Vec<_> = lock(&self.shared.relay_channels)
             .drain()
             .map(|(_, c)| c)
             .collect();

@@ -11,6 +11,7 @@ use crate::cell::CircId;
 use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
 use crate::link::{ChannelSender, LinkConfig, PeerKind, RecordStats};
+use crate::sync::{self, lock};
 
 use super::events::{CircEvent, Side};
 use super::keys::RelayKeys;
@@ -123,7 +124,7 @@ pub struct RelayShared {
 impl RelayShared {
     /// The directory service, if this relay serves one now.
     pub fn dir_service(&self) -> Option<Arc<dyn super::dirserve::DirService>> {
-        self.dir.read().unwrap_or_else(|p| p.into_inner()).clone()
+        sync::read(&self.dir).clone()
     }
 
     /// The instrumentation observer, if any (one atomic load when unset).
@@ -135,10 +136,7 @@ impl RelayShared {
 impl RelayShared {
     /// The open channel to relay `id`, if any.
     pub fn channel_to(&self, id: &IdentityPublic) -> Option<Arc<RelayChannel>> {
-        let map = self
-            .relay_channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.relay_channels);
         map.get(id).filter(|c| !c.sender.is_closed()).cloned()
     }
 
@@ -149,10 +147,7 @@ impl RelayShared {
         id: IdentityPublic,
         chan: Arc<RelayChannel>,
     ) -> Arc<RelayChannel> {
-        let mut map = self
-            .relay_channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.relay_channels);
         match map.get(&id) {
             Some(existing) if !existing.sender.is_closed() => Arc::clone(existing),
             _ => {
@@ -164,19 +159,14 @@ impl RelayShared {
 
     /// Remembers an inbound channel for shutdown (dead entries are pruned as we go).
     pub fn track_channel(&self, chan: &Arc<RelayChannel>) {
-        let mut v = self
-            .inbound_channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut v = lock(&self.inbound_channels);
         v.retain(|w| w.strong_count() > 0);
         v.push(Arc::downgrade(chan));
     }
 
     /// Every inbound channel still open.
     pub fn all_channels(&self) -> Vec<Arc<RelayChannel>> {
-        self.inbound_channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.inbound_channels)
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .collect()
@@ -184,7 +174,7 @@ impl RelayShared {
 
     /// The lock serialising connection attempts to relay `id`.
     pub fn connect_lock(&self, id: &IdentityPublic) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.connect_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.connect_locks);
         // Drop locks nobody holds any more, so the map stays as small as the set of
         // connections in progress.
         map.retain(|_, l| Arc::strong_count(l) > 1);
@@ -193,10 +183,7 @@ impl RelayShared {
 
     /// Forgets the channel to `id` if it is `chan`.
     pub fn unregister_relay_channel(&self, id: &IdentityPublic, chan: &Arc<RelayChannel>) {
-        let mut map = self
-            .relay_channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.relay_channels);
         if map.get(id).is_some_and(|c| Arc::ptr_eq(c, chan)) {
             map.remove(id);
         }

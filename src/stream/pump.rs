@@ -233,7 +233,7 @@ where
         let events = events.clone();
         let wrap = wrap.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_RELAY_DATA * READ_BATCH];
+            let mut buf = Vec::with_capacity(MAX_RELAY_DATA * READ_BATCH);
             loop {
                 // Take the permits before reading, so a closed window leaves the data in
                 // the socket (TCP backpressure) rather than in our memory. One permit of
@@ -259,15 +259,17 @@ where
                     b.forget();
                     reserved.n += 1;
                 }
-                let space = buf
-                    .get_mut(..reserved.n * MAX_RELAY_DATA)
-                    .unwrap_or_default();
+                // `buf` receives exactly this read: at most one cell's data per permit.
+                buf.clear();
+                let space = (reserved.n * MAX_RELAY_DATA) as u64;
                 let read = async {
+                    let mut limited = (&mut rd).take(space);
+                    let read = limited.read_buf(&mut buf);
                     match idle_timeout {
-                        Some(limit) => tokio::time::timeout(limit, rd.read(space))
+                        Some(limit) => tokio::time::timeout(limit, read)
                             .await
                             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-                        None => rd.read(space).await,
+                        None => read.await,
                     }
                 };
                 let n = match read.await {
@@ -281,7 +283,8 @@ where
                         return;
                     }
                 };
-                let chunks = buf.get(..n).unwrap_or_default().chunks(MAX_RELAY_DATA);
+                debug_assert_eq!(n, buf.len());
+                let chunks = buf.chunks(MAX_RELAY_DATA);
                 reserved.release(reserved.n.saturating_sub(chunks.len()));
                 for chunk in chunks {
                     if events

@@ -9,7 +9,7 @@ pub mod onion;
 pub mod prereq;
 pub mod procnet;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allium::client::{CircuitHandle, ClientChannel, ClientCircuit, RelayTarget};
 use allium::dir::ExitPolicy;
@@ -21,10 +21,7 @@ pub const NO_HANG: Duration = Duration::from_secs(60);
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    allium::clock::now_unix()
 }
 
 /// A relay on an ephemeral port, an exit with `exit` if given.

@@ -165,9 +165,8 @@ impl SocksHandshake {
     /// The body of [`SocksHandshake::feed`]; errors are made final by the caller.
     fn advance(&mut self, input: &[u8]) -> Result<Step, SocksError> {
         let already = self.buf.len();
-        let take = input.len().min(MAX_MESSAGE_LEN.saturating_sub(already));
         self.buf
-            .extend_from_slice(input.get(..take).unwrap_or_default());
+            .extend(input.iter().take(MAX_MESSAGE_LEN.saturating_sub(already)));
 
         let Some((msg, len)) = parse(&self.state, &self.buf)? else {
             if self.buf.len() >= MAX_MESSAGE_LEN {
@@ -237,25 +236,31 @@ macro_rules! need {
 
 /// A read position in a buffered message. Reads return `None` when the buffer ends first.
 struct Cursor<'a> {
-    /// The buffered bytes.
-    buf: &'a [u8],
+    /// The bytes not read yet.
+    rest: &'a [u8],
     /// Bytes read so far.
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
+    /// A cursor at the start of `buf`.
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor { rest: buf, pos: 0 }
+    }
+
     /// Reads one byte.
     fn u8(&mut self) -> Option<u8> {
-        let b = *self.buf.get(self.pos)?;
+        let (&b, rest) = self.rest.split_first()?;
+        self.rest = rest;
         self.pos += 1;
         Some(b)
     }
 
     /// Reads `n` bytes.
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.buf.get(self.pos..end)?;
-        self.pos = end;
+        let (s, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
+        self.pos += n;
         Some(s)
     }
 
@@ -272,16 +277,17 @@ impl<'a> Cursor<'a> {
     /// Reads a NUL-terminated field of at most `max` bytes (plus the NUL, not returned).
     /// `Ok(None)`: no NUL yet; `Err(())`: the field is already longer than `max`.
     fn nul_terminated(&mut self, max: usize) -> Result<Option<&'a [u8]>, ()> {
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
-        match rest.iter().position(|&b| b == 0) {
-            Some(i) if i <= max => {
-                let field = rest.get(..i).ok_or(())?;
-                self.pos += i + 1;
+        // The field, and what follows its NUL if there is one.
+        let mut parts = self.rest.splitn(2, |&b| b == 0);
+        match (parts.next(), parts.next()) {
+            (Some(field), Some(after)) if field.len() <= max => {
+                self.rest = after;
+                self.pos += field.len() + 1;
                 Ok(Some(field))
             }
-            Some(_) => Err(()),
-            None if rest.len() > max => Err(()),
-            None => Ok(None),
+            (_, Some(_)) => Err(()),
+            (_, None) if self.rest.len() > max => Err(()),
+            (_, None) => Ok(None),
         }
     }
 }
@@ -290,7 +296,7 @@ impl<'a> Cursor<'a> {
 /// a prefix of a message that may still be valid, else the message and its length.
 /// Errors are reported as soon as the offending byte is buffered.
 fn parse(state: &State, buf: &[u8]) -> Result<Option<(Msg, usize)>, SocksError> {
-    let mut c = Cursor { buf, pos: 0 };
+    let mut c = Cursor::new(buf);
     let msg = match state {
         State::Start => match need!(c.u8()) {
             5 => need!(parse_offer(&mut c)?),
@@ -469,28 +475,16 @@ mod tests {
 
     #[test]
     fn cursor_nul_terminated_bounds() {
-        let mut c = Cursor {
-            buf: b"abc\0rest",
-            pos: 0,
-        };
+        let mut c = Cursor::new(b"abc\0rest");
         assert_eq!(c.nul_terminated(3), Ok(Some(&b"abc"[..])));
         assert_eq!(c.pos, 4);
-        let mut c = Cursor {
-            buf: b"abcd\0",
-            pos: 0,
-        };
+        let mut c = Cursor::new(b"abcd\0");
         assert_eq!(c.nul_terminated(3), Err(()));
-        let mut c = Cursor {
-            buf: b"abc",
-            pos: 0,
-        };
+        let mut c = Cursor::new(b"abc");
         assert_eq!(c.nul_terminated(3), Ok(None));
-        let mut c = Cursor {
-            buf: b"abcd",
-            pos: 0,
-        };
+        let mut c = Cursor::new(b"abcd");
         assert_eq!(c.nul_terminated(3), Err(()));
-        let mut c = Cursor { buf: b"", pos: 0 };
+        let mut c = Cursor::new(b"");
         assert_eq!(c.nul_terminated(0), Ok(None));
         assert_eq!(c.u8(), None);
         assert_eq!(c.u16(), None);

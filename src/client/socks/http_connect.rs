@@ -104,9 +104,8 @@ impl HttpConnectHandshake {
     /// The body of [`HttpConnectHandshake::feed`].
     fn advance(&mut self, input: &[u8]) -> Result<Step, SocksError> {
         let already = self.buf.len();
-        let take = input.len().min(MAX_HTTP_HEAD_LEN.saturating_sub(already));
         self.buf
-            .extend_from_slice(input.get(..take).unwrap_or_default());
+            .extend(input.iter().take(MAX_HTTP_HEAD_LEN.saturating_sub(already)));
 
         let mut end = None;
         let mut prev = self
@@ -122,7 +121,12 @@ impl HttpConnectHandshake {
             }
             if b == b'\n' {
                 if !self.request_line_seen {
-                    let line = self.buf.get(..i.saturating_sub(1)).unwrap_or_default();
+                    // Up to the CR before this LF (checked above).
+                    let line = self
+                        .buf
+                        .get(..i)
+                        .and_then(|l| l.strip_suffix(b"\r"))
+                        .ok_or(malformed("bare LF"))?;
                     parse_request_line(line)?;
                     self.request_line_seen = true;
                 }
@@ -144,8 +148,10 @@ impl HttpConnectHandshake {
             }
             return Ok(Step::NeedMore);
         };
-        let head = self.buf.get(..end).unwrap_or_default();
-        let request = parse_head(head)?;
+        // What follows the head is early tunnel data, left to the caller (`consumed`);
+        // the buffer is discarded after this call.
+        self.buf.truncate(end);
+        let request = parse_head(&self.buf)?;
         debug_assert!(end > already);
         Ok(Step::Done {
             request,
@@ -272,6 +278,17 @@ fn parse_authority(target: &[u8]) -> Result<(TargetAddr, u16), SocksError> {
     Ok((addr, port))
 }
 
+/// `value` without optional white space (spaces and tabs) at either end.
+fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
 /// `name ":" OWS value OWS`; returns the name and the trimmed value.
 fn parse_header(line: &[u8]) -> Result<(&[u8], &[u8]), SocksError> {
     if matches!(line.first(), Some(b' ' | b'\t')) {
@@ -281,13 +298,7 @@ fn parse_header(line: &[u8]) -> Result<(&[u8], &[u8]), SocksError> {
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(malformed("invalid header name"));
     }
-    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
-    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
-    let value = value.get(start..end).unwrap_or_default();
+    let value = trim_ows(value);
     if !value
         .iter()
         .all(|&b| b == b'\t' || (0x20..=0x7E).contains(&b) || b >= 0x80)
@@ -316,6 +327,19 @@ fn parse_basic(value: &[u8]) -> Result<SocksAuth, SocksError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_are_trimmed_of_spaces_and_tabs_only() {
+        assert_eq!(trim_ows(b""), b"");
+        assert_eq!(trim_ows(b" \t "), b"");
+        assert_eq!(trim_ows(b"\t v w \t"), b"v w");
+        assert_eq!(trim_ows(b"v"), b"v");
+        assert_eq!(trim_ows(b"\x0bv\x0c"), b"\x0bv\x0c");
+        assert_eq!(
+            parse_header(b"X-Tab:\t v\tw \t").unwrap(),
+            (&b"X-Tab"[..], &b"v\tw"[..])
+        );
+    }
 
     #[test]
     fn authority_forms() {

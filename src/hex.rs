@@ -1,7 +1,20 @@
-//! Lowercase hexadecimal, used to display and parse public keys. Kept local so that key
-//! parsing has no extra dependency and returns our own typed errors.
+//! Lowercase hexadecimal: the crate's one encoder (keys in `Display`, logs and error
+//! messages) and the decoder of 32-byte keys. Kept local so that key parsing has no extra
+//! dependency and returns our own typed errors.
 
-use crate::crypto::keys::KeyError;
+/// Why a hex string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HexError {
+    /// The string does not have the required number of characters.
+    Length {
+        /// Required number of characters.
+        expected: usize,
+        /// Number of bytes given.
+        got: usize,
+    },
+    /// A character is not a hex digit.
+    Digit,
+}
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
@@ -26,10 +39,10 @@ fn digit(c: u8) -> Option<u8> {
 }
 
 /// Decodes exactly 64 hex digits into 32 bytes; any other length or character is an error.
-pub(crate) fn decode_32(s: &str) -> Result<[u8; 32], KeyError> {
+pub(crate) fn decode_32(s: &str) -> Result<[u8; 32], HexError> {
     let src = s.as_bytes();
     if src.len() != 64 {
-        return Err(KeyError::BadHexLength {
+        return Err(HexError::Length {
             expected: 64,
             got: src.len(),
         });
@@ -42,7 +55,7 @@ pub(crate) fn decode_32(s: &str) -> Result<[u8; 32], KeyError> {
         };
         match (hi, lo) {
             (Some(h), Some(l)) => *o = (h << 4) | l,
-            _ => return Err(KeyError::BadHex),
+            _ => return Err(HexError::Digit),
         }
     }
     Ok(out)
@@ -63,15 +76,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(
+        assert_eq!(
             decode_32("00"),
-            Err(KeyError::BadHexLength { .. })
-        ));
+            Err(HexError::Length {
+                expected: 64,
+                got: 2
+            })
+        );
         let mut s = "0".repeat(63);
         s.push('g');
-        assert_eq!(decode_32(&s), Err(KeyError::BadHex));
+        assert_eq!(decode_32(&s), Err(HexError::Digit));
         // A multi-byte character must not cause a panic or be accepted.
         let s = format!("{}é", "0".repeat(62));
         assert!(decode_32(&s).is_err());
+    }
+
+    #[test]
+    fn encodes_lowercase_two_digits_per_byte() {
+        assert_eq!(encode(&[]), "");
+        assert_eq!(encode(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 }
