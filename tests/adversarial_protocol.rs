@@ -238,22 +238,8 @@ impl RawCircuit {
     async fn extend_and_add(&mut self, t: &RelayTarget) {
         let (state, hdata) =
             client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &[]).unwrap();
-        let extend = Extend::new(
-            t.addr,
-            *t.identity.as_bytes(),
-            HandshakeType::Ntor1,
-            hdata.to_vec(),
-        )
-        .unwrap();
-        let last = self.layers.len() - 1;
-        self.send_cell(
-            last,
-            RelayCell::new(None, RelayMsg::Extend(extend)).unwrap(),
-            true,
-        )
-        .await;
-        let (hop, cell) = self.recv().await.expect("EXTENDED");
-        assert_eq!(hop, last);
+        let (hop, cell) = self.send_extend(t, &hdata).await.expect("EXTENDED");
+        assert_eq!(hop, self.layers.len() - 1);
         let RelayMsg::Extended(ext) = cell.msg() else {
             panic!("expected EXTENDED, got {cell:?}");
         };
@@ -261,9 +247,12 @@ impl RawCircuit {
         self.layers.push_hop(&keys).unwrap();
     }
 
-    /// Sends EXTEND with `hdata` to the last hop; Ok once EXTENDED arrives (the layer is
-    /// not added: callers only use this to probe the next relay).
-    async fn extend_with(&mut self, t: &RelayTarget, hdata: &[u8]) -> Result<(), DestroyReason> {
+    /// Sends EXTEND with `hdata` (in RELAY_EARLY) to the last hop; returns the answer.
+    async fn send_extend(
+        &mut self,
+        t: &RelayTarget,
+        hdata: &[u8],
+    ) -> Result<(usize, RelayCell), DestroyReason> {
         let extend = Extend::new(
             t.addr,
             *t.identity.as_bytes(),
@@ -278,7 +267,14 @@ impl RawCircuit {
             true,
         )
         .await;
-        let (hop, cell) = self.recv().await?;
+        self.recv().await
+    }
+
+    /// Sends EXTEND with `hdata` to the last hop; Ok once EXTENDED arrives (the layer is
+    /// not added: callers only use this to probe the next relay).
+    async fn extend_with(&mut self, t: &RelayTarget, hdata: &[u8]) -> Result<(), DestroyReason> {
+        let last = self.layers.len() - 1;
+        let (hop, cell) = self.send_extend(t, hdata).await?;
         assert_eq!(hop, last);
         assert!(matches!(cell.msg(), RelayMsg::Extended(_)), "{cell:?}");
         Ok(())

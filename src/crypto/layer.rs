@@ -212,11 +212,16 @@ impl Layer {
         Ok(input)
     }
 
-    /// After recognition: the tag field becomes zero (the relay-message format's
-    /// all-zero tag) and the layer moves to its next keys and nonce.
-    fn accept(&mut self, body: &mut [u8; RELAY_BODY_LEN]) {
+    /// Recognition: if the tag field (after this layer's step) is the nonce, the cell is
+    /// for this end: the tag field becomes zero (the relay-message format's all-zero tag),
+    /// the layer moves to its next keys and nonce, and the cell's tag `input` is returned.
+    fn recognise(&mut self, input: RelayTag, body: &mut [u8; RELAY_BODY_LEN]) -> Option<RelayTag> {
+        if !self.tag_is_nonce(body) {
+            return None;
+        }
         body[..RELAY_TAG_LEN].fill(0);
         self.uiv.update(&mut self.nonce);
+        Some(input)
     }
 
     /// Relay side, a cell arriving at this layer: `Some(tag)` if it is recognised here
@@ -227,12 +232,7 @@ impl Layer {
         body: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<Option<RelayTag>, LayerError> {
         let input = self.relay_step(kind, body)?;
-        if self.tag_is_nonce(body) {
-            self.accept(body);
-            Ok(Some(input))
-        } else {
-            Ok(None)
-        }
+        Ok(self.recognise(input, body))
     }
 
     /// Relay side, a cell passing through towards the client. Returns the output tag.
@@ -289,12 +289,7 @@ impl Layer {
         body: &mut [u8; RELAY_BODY_LEN],
     ) -> Result<Option<RelayTag>, LayerError> {
         let input = self.client_step(kind, body)?;
-        if self.tag_is_nonce(body) {
-            self.accept(body);
-            Ok(Some(input))
-        } else {
-            Ok(None)
-        }
+        Ok(self.recognise(input, body))
     }
 }
 
