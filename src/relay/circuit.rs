@@ -390,6 +390,7 @@ impl Circuit {
         // Past a rendezvous join nothing can be extended, so RELAY_EARLY has no use there.
         if early && matches!(self.role, Role::Joined { .. }) {
             debug!("relay: RELAY_EARLY on a joined rendezvous circuit");
+            RelayCounters::bump(&self.shared.counters.protocol_violations);
             return Err(Teardown::new(DestroyReason::Protocol));
         }
         let kind = if early {
