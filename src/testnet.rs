@@ -5,7 +5,7 @@
 //! processes, decides that it is ready: every directory server serves a consensus that
 //! lists every relay started.
 
-use crate::clock::now_unix;
+use crate::clock::{now_unix, Clock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,6 +178,7 @@ impl TestNet {
                     listen: localhost(),
                     limits: RelayLimits::default(),
                     exit: None,
+                    clock: Clock::system(),
                 },
                 RelayKeys::generate(),
             )
@@ -211,11 +212,15 @@ impl TestNet {
                     listen: localhost(),
                     limits: RelayLimits::default(),
                     exit,
+                    clock: Clock::system(),
                 },
                 RelayKeys::generate(),
             )
             .await?;
-            let cache = crate::relay::dircache::DirCache::start(authority_info.clone());
+            let cache = crate::relay::dircache::DirCache::start(
+                authority_info.clone(),
+                r.shared().clock.clone(),
+            );
             r.set_dir_service(Arc::clone(&cache) as _);
             dir_caches.push(cache);
             spawn_publisher(

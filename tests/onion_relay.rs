@@ -324,10 +324,13 @@ async fn offline_cache() -> Arc<DirCache> {
         .unwrap()
         .local_addr()
         .unwrap();
-    DirCache::start(vec![AuthorityInfo {
-        identity: test_authority().public(),
-        addr: unused,
-    }])
+    DirCache::start(
+        vec![AuthorityInfo {
+            identity: test_authority().public(),
+            addr: unused,
+        }],
+        allium::clock::Clock::system(),
+    )
 }
 
 /// PUT then GET over BEGIN_DIR at a relay whose directory cache stores descriptors: no

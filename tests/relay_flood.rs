@@ -35,6 +35,7 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
             listen: "127.0.0.1:0".parse().unwrap(),
             limits: RelayLimits::default(),
             exit: None,
+            clock: allium::clock::Clock::system(),
         },
         RelayKeys::generate(),
     )

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::client::onion_service;
 use crate::client::socks_server::{serve_http_connect, serve_socks, Connector, ProxyConfig};
 use crate::client::{Client, ClientConfig};
+use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::dir::{ExitPolicy, FlagParams};
 use crate::relay::authority::{Authority, AuthorityConfig};
@@ -215,6 +216,7 @@ pub async fn relay(path: &Path) -> CmdResult {
             listen: r.listen,
             limits: file.limits,
             exit,
+            clock: Clock::system(),
         },
         keys,
     )
@@ -228,6 +230,7 @@ pub async fn relay(path: &Path) -> CmdResult {
     );
     handle.set_dir_service(crate::relay::dircache::DirCache::start(
         r.authorities.clone(),
+        handle.shared().clock.clone(),
     ));
     spawn_publisher(
         Arc::clone(handle.shared()),
@@ -263,6 +266,7 @@ pub async fn authority(path: &Path) -> CmdResult {
             listen: a.listen,
             limits: file.limits,
             exit: None,
+            clock: Clock::system(),
         },
         keys,
     )

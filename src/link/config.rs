@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::clock::Clock;
+
 /// Default [`LinkConfig::rekey_after_records`]: 2^20 records (about 560 MB) per key.
 pub const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
 /// Default [`LinkConfig::rekey_after`]: one hour.
@@ -52,6 +54,8 @@ pub struct LinkConfig {
     pub peer_rekey_min_records: u64,
     /// See [`Self::peer_rekey_min_records`].
     pub peer_rekey_min_interval: Duration,
+    /// The node's clock: certificate validity and NETINFO timestamps read its wall time.
+    pub clock: Clock,
 }
 
 impl Default for LinkConfig {
@@ -66,6 +70,7 @@ impl Default for LinkConfig {
             rekey_after: DEFAULT_REKEY_AFTER,
             peer_rekey_min_records: REKEY_MIN_RECORDS,
             peer_rekey_min_interval: REKEY_MIN_INTERVAL,
+            clock: Clock::system(),
         }
     }
 }

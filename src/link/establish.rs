@@ -18,7 +18,6 @@ use super::handshake::{initiate, respond, Established};
 use super::reader::RecordReader;
 use super::stats::RecordStats;
 use super::writer::{RecordWriter, RekeyPolicy};
-use crate::clock::now_unix;
 
 /// Clock skew past which we warn: directory freshness checks work in hours, so a
 /// peer this far off will disagree with us about which documents are valid.
@@ -130,14 +129,17 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     let stats = Arc::new(RecordStats::default());
     let mut reader = RecordReader::new(read_half, stats.clone());
     let is_initiator = matches!(role, Role::Initiator { .. });
+    let now = cfg.clock.now_unix();
     let est: Established = match role {
         Role::Initiator { expected, our_auth } => {
-            initiate(&mut reader, &mut write_half, expected, our_auth).await?
+            initiate(&mut reader, &mut write_half, expected, our_auth, now).await?
         }
-        Role::Responder { our_auth } => respond(&mut reader, &mut write_half, our_auth).await?,
+        Role::Responder { our_auth } => {
+            respond(&mut reader, &mut write_half, our_auth, now).await?
+        }
     };
 
-    let skew = est.peer_timestamp.abs_diff(now_unix());
+    let skew = est.peer_timestamp.abs_diff(cfg.clock.now_unix());
     if skew > SKEW_WARN_SECS {
         warn!(skew_secs = skew, "link: peer clock differs from ours");
     }

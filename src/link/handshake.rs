@@ -25,7 +25,6 @@ use crate::cell::chan_cell::sets;
 use crate::cell::chan_msg::{BoundedBytes, MAX_LINK_HANDSHAKE_DATA};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
-use crate::clock::now_unix;
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
@@ -104,10 +103,9 @@ fn handshake_cell(make: fn(LinkHandshake) -> ChanMsg, data: &[u8]) -> LinkResult
 }
 
 /// Encodes our NETINFO cell.
-fn netinfo_cell() -> LinkResult<[u8; CELL_LEN]> {
-    let msg = ChanMsg::Netinfo(Netinfo {
-        timestamp: now_unix(),
-    });
+/// `now`: our wall clock (Unix seconds), which the peer compares with its own.
+fn netinfo_cell(now: u64) -> LinkResult<[u8; CELL_LEN]> {
+    let msg = ChanMsg::Netinfo(Netinfo { timestamp: now });
     Ok(ChanCell::channel(msg)?.encode()?)
 }
 
@@ -154,19 +152,21 @@ async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> L
 }
 
 /// Seals our NETINFO as a transport record.
-fn sealed_netinfo(cipher: &mut RecordCipher) -> LinkResult<[u8; RECORD_LEN]> {
-    let mut rec = plaintext_record(&netinfo_cell()?);
+fn sealed_netinfo(cipher: &mut RecordCipher, now: u64) -> LinkResult<[u8; RECORD_LEN]> {
+    let mut rec = plaintext_record(&netinfo_cell(now)?);
     cipher.seal(&mut rec)?;
     Ok(rec)
 }
 
 /// Runs the initiator's side. `our_auth` is `None` for a client, which then proves a fresh
-/// random static key and no identity.
+/// random static key and no identity. `now`: our wall clock in Unix seconds (certificate
+/// validity, our NETINFO timestamp).
 pub(crate) async fn initiate(
     reader: &mut RecordReader,
     writer: &mut OwnedWriteHalf,
     expected: &VerifyingKey,
     our_auth: Option<&LinkAuth>,
+    now: u64,
 ) -> LinkResult<Established> {
     let secret = match our_auth {
         Some(auth) => auth.static_secret_bytes(),
@@ -197,7 +197,7 @@ pub(crate) async fn initiate(
     }
     let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
     let cert = LinkKeyCert::parse(read_noise(&mut hs, &resp, payload.as_mut_slice())?)?;
-    let identity = cert.verify_expecting(&remote_static(&hs)?, now_unix(), expected)?;
+    let identity = cert.verify_expecting(&remote_static(&hs)?, now, expected)?;
 
     // Message 3: our static key, and our certificate if we are a relay.
     let our_cert = our_auth.map(|a| a.cert().encode());
@@ -216,7 +216,7 @@ pub(crate) async fn initiate(
     let mut out = [0u8; 2 * RECORD_LEN];
     let (a, b) = out.split_at_mut(RECORD_LEN);
     a.copy_from_slice(&plaintext_record(&finish));
-    b.copy_from_slice(&sealed_netinfo(&mut send)?);
+    b.copy_from_slice(&sealed_netinfo(&mut send, now)?);
     write_records(writer, reader, &out).await?;
 
     let peer_timestamp = read_netinfo(reader, &mut recv).await?;
@@ -228,11 +228,12 @@ pub(crate) async fn initiate(
     })
 }
 
-/// Runs the responder's side.
+/// Runs the responder's side; `now` as for [`initiate`].
 pub(crate) async fn respond(
     reader: &mut RecordReader,
     writer: &mut OwnedWriteHalf,
     our_auth: &LinkAuth,
+    now: u64,
 ) -> LinkResult<Established> {
     let mut hs = handshake_state(&our_auth.static_secret_bytes(), false)?;
     let mut msg = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
@@ -273,14 +274,14 @@ pub(crate) async fn respond(
         PeerKind::Client
     } else {
         let cert = LinkKeyCert::parse(cert)?;
-        PeerKind::Relay(cert.verify(&remote_static(&hs)?, now_unix())?)
+        PeerKind::Relay(cert.verify(&remote_static(&hs)?, now)?)
     };
 
     let (i2r, r2i) = split(&mut hs);
     let mut send = RecordCipher::new(&r2i);
     let mut recv = RecordCipher::new(&i2r);
 
-    write_records(writer, reader, &sealed_netinfo(&mut send)?).await?;
+    write_records(writer, reader, &sealed_netinfo(&mut send, now)?).await?;
     let peer_timestamp = read_netinfo(reader, &mut recv).await?;
     Ok(Established {
         send,

@@ -14,7 +14,6 @@
 //! Authorities talk to each other (and relays upload) over one-hop circuits with
 //! BEGIN_DIR streams, so this traffic is encrypted and padded like everything else.
 
-use crate::clock::now_unix;
 use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -108,6 +107,11 @@ pub struct Authority {
 pub const MAX_KNOWN_RELAYS: usize = crate::dir::consensus::MAX_RELAYS;
 
 impl Authority {
+    /// Wall time now, in Unix seconds, on the relay's clock.
+    fn now(&self) -> u64 {
+        self.relay.clock.now_unix()
+    }
+
     /// Creates the authority role for `relay` and starts its schedule. Install the result
     /// as the relay's directory service.
     pub fn start(relay: Arc<RelayShared>, config: AuthorityConfig) -> Arc<Self> {
@@ -162,7 +166,7 @@ impl Authority {
             Err(e) => return DirResponse::error(DirStatus::BadRequest, &e.to_string()),
         };
         let id = *unchecked.claimed_identity();
-        let now = now_unix();
+        let now = self.now();
         {
             let state = lock(&self.state);
             if let Some(last) = state.last_upload.get(&id) {
@@ -241,7 +245,7 @@ impl Authority {
                 break;
             }
         }
-        let now = now_unix();
+        let now = self.now();
         if let Some(k) = lock(&self.state).relays.get_mut(&id) {
             if ok {
                 k.running_since = k.running_since.or(Some(now));
@@ -255,7 +259,10 @@ impl Authority {
 
     async fn recheck_loop(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(Duration::from_secs((self.period() / 2).max(3))).await;
+            self.relay
+                .clock
+                .sleep(Duration::from_secs((self.period() / 2).max(3)))
+                .await;
             let ids: Vec<IdentityPublic> = lock(&self.state).relays.keys().copied().collect();
             for id in ids {
                 // Waits for one of the 16 check slots: a bounded number of tasks.
@@ -269,9 +276,9 @@ impl Authority {
                 });
             }
             // Forget relays unseen for a day (or 24 periods in fast test networks).
-            let horizon = now_unix().saturating_sub((self.period() * 24).min(86_400));
+            let horizon = self.now().saturating_sub((self.period() * 24).min(86_400));
             let min_interval = self.config.min_upload_interval.as_secs();
-            let now = now_unix();
+            let now = self.now();
             let mut state = lock(&self.state);
             state
                 .relays
@@ -283,7 +290,7 @@ impl Authority {
     }
 
     fn build_vote(&self, va: u64) -> Option<Vec<u8>> {
-        let now = now_unix();
+        let now = self.now();
         let period = self.period();
         let state = lock(&self.state);
         let fresh = |k: &Known| k.last_reachable.is_some_and(|t| t + 2 * period >= now);
@@ -357,7 +364,7 @@ impl Authority {
 
     async fn compute(&self, va: u64) {
         let ids = self.ids();
-        let now = now_unix();
+        let now = self.now();
         let mut votes: Vec<Vote> = Vec::new();
         let own = lock(&self.state).votes.get(&va).cloned();
         let mut raw: Vec<Vec<u8>> = own.into_iter().collect();
@@ -461,30 +468,32 @@ impl Authority {
     async fn schedule(self: Arc<Self>) {
         let p = self.period();
         loop {
-            let now = now_unix();
+            let now = self.now();
             // The next period start that still leaves time for the vote.
             let mut va = (now / p + 1) * p;
             if va - now < p / 2 && lock(&self.state).published.is_some() {
                 va += p;
             }
-            sleep_until(va.saturating_sub(p / 2)).await;
+            self.relay
+                .clock
+                .sleep_until_unix(va.saturating_sub(p / 2))
+                .await;
             if let Some(v) = self.build_vote(va) {
                 lock(&self.state).votes.insert(va, v);
             }
-            sleep_until(va.saturating_sub(p / 3)).await;
+            self.relay
+                .clock
+                .sleep_until_unix(va.saturating_sub(p / 3))
+                .await;
             self.compute(va).await;
-            sleep_until(va.saturating_sub(p / 6)).await;
+            self.relay
+                .clock
+                .sleep_until_unix(va.saturating_sub(p / 6))
+                .await;
             self.collect_signatures(va).await;
-            sleep_until(va).await;
+            self.relay.clock.sleep_until_unix(va).await;
             self.publish(va);
         }
-    }
-}
-
-async fn sleep_until(t: u64) {
-    let now = now_unix();
-    if t > now {
-        tokio::time::sleep(Duration::from_secs(t - now)).await;
     }
 }
 
@@ -502,7 +511,7 @@ impl DirService for AuthorityService {
         Box::pin(async move {
             match req {
                 DirRequest::GetConsensus => match &lock(&auth.state).published {
-                    Some((until, bytes)) if *until > now_unix() => DirResponse::ok(bytes.clone()),
+                    Some((until, bytes)) if *until > auth.now() => DirResponse::ok(bytes.clone()),
                     _ => DirResponse::error(DirStatus::NotFound, "no consensus yet"),
                 },
                 DirRequest::GetVote { valid_after } => {

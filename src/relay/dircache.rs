@@ -2,7 +2,7 @@
 //! and serves it to clients over BEGIN_DIR, so clients need not all ask the authorities.
 //! It also stores onion-service descriptors ([`super::hsdir`]).
 
-use crate::clock::now_unix;
+use crate::clock::Clock;
 use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,15 +28,19 @@ pub struct DirCache {
     current: Mutex<Option<(u64, Vec<u8>)>>,
     /// Onion-service descriptors uploaded to this relay (§8.3).
     hsdir: Arc<HsDirStore>,
+    /// The relay's clock (consensus validity, descriptor lifetimes, refresh times).
+    clock: Clock,
 }
 
 impl DirCache {
-    /// Starts a cache that refreshes from `authorities`.
-    pub fn start(authorities: Vec<AuthorityInfo>) -> Arc<Self> {
+    /// Starts a cache that refreshes from `authorities`, reading time from `clock` (the
+    /// relay's).
+    pub fn start(authorities: Vec<AuthorityInfo>, clock: Clock) -> Arc<Self> {
         let cache = Arc::new(DirCache {
             authorities,
             current: Mutex::new(None),
             hsdir: Arc::new(HsDirStore::default()),
+            clock,
         });
         tokio::spawn(Arc::clone(&cache).refresh_loop());
         cache
@@ -51,7 +55,9 @@ impl DirCache {
     /// check needs it). The refresh loop feeds every consensus it fetches through here;
     /// tests may feed one directly.
     pub fn offer_consensus(&self, bytes: Vec<u8>) -> Result<Arc<Consensus>, ConsensusError> {
-        let c = Arc::new(UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), now_unix())?);
+        let c = Arc::new(
+            UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), self.clock.now_unix())?,
+        );
         *lock(&self.current) = Some((c.valid_until(), bytes));
         self.hsdir.set_consensus(Arc::clone(&c));
         Ok(c)
@@ -87,13 +93,13 @@ impl DirCache {
     async fn refresh_loop(self: Arc<Self>) {
         loop {
             let wait = match self.refresh().await {
-                Some(at) => at.saturating_sub(now_unix()).max(5),
+                Some(at) => at.saturating_sub(self.clock.now_unix()).max(5),
                 // Nothing yet (the first consensus is minutes away on a real network, one
                 // period on a test network): ask again soon, so the cache is not the last
                 // to have it.
                 None => 2,
             };
-            tokio::time::sleep(Duration::from_secs(wait)).await;
+            self.clock.sleep(Duration::from_secs(wait)).await;
         }
     }
 
@@ -106,7 +112,7 @@ impl DirCache {
     pub fn has_consensus(&self) -> bool {
         lock(&self.current)
             .as_ref()
-            .is_some_and(|(until, _)| *until > now_unix())
+            .is_some_and(|(until, _)| *until > self.clock.now_unix())
     }
 }
 
@@ -119,11 +125,13 @@ impl DirService for DirCache {
         Box::pin(async move {
             match req {
                 DirRequest::GetConsensus => match &*lock(&self.current) {
-                    Some((until, bytes)) if *until > now_unix() => DirResponse::ok(bytes.clone()),
+                    Some((until, bytes)) if *until > self.clock.now_unix() => {
+                        DirResponse::ok(bytes.clone())
+                    }
                     _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
                 },
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
-                    self.hsdir.answer(&req, &ctx)
+                    self.hsdir.answer(&req, self.clock.now_unix(), &ctx)
                 }
                 _ => DirResponse::error(DirStatus::Refused, "not a directory authority"),
             }

@@ -20,13 +20,10 @@
 //! service keeps updating its entry in place (a replacement needs no new slot).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
-use crate::clock::now_unix;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::Consensus;
@@ -35,7 +32,7 @@ use crate::onion::hashring::{HsDirParams, HsDirRing};
 use crate::onion::{BlindedPublic, PeriodParams, TimePeriod};
 use crate::sync::lock;
 
-use super::dirserve::{DirContext, DirService};
+use super::dirserve::DirContext;
 use super::rate_limit::TokenBucket;
 
 /// Bounds of a relay's descriptor store, and the ring rules it applies.
@@ -405,12 +402,12 @@ impl HsDirStore {
         }
     }
 
-    /// Answers an onion-descriptor request now, for the relay and circuit of `ctx`;
-    /// other kinds are refused.
-    pub fn answer(&self, req: &DirRequest, ctx: &DirContext) -> DirResponse {
+    /// Answers an onion-descriptor request at time `now` (Unix seconds), for the relay and
+    /// circuit of `ctx`; other kinds are refused.
+    pub fn answer(&self, req: &DirRequest, now: u64, ctx: &DirContext) -> DirResponse {
         match req {
-            DirRequest::PutOnionDescriptor(bytes) => self.put_at(bytes, now_unix(), ctx),
-            DirRequest::GetOnionDescriptor { blinded_key } => self.get_at(blinded_key, now_unix()),
+            DirRequest::PutOnionDescriptor(bytes) => self.put_at(bytes, now, ctx),
+            DirRequest::GetOnionDescriptor { blinded_key } => self.get_at(blinded_key, now),
             _ => DirResponse::error(DirStatus::Refused, "not a directory for that request"),
         }
     }
@@ -420,16 +417,6 @@ impl HsDirStore {
 fn refused(e: &OnionDescriptorError) -> DirResponse {
     debug!("hsdir: descriptor refused: {e}");
     DirResponse::error(DirStatus::Refused, &e.to_string())
-}
-
-impl DirService for HsDirStore {
-    fn handle(
-        &self,
-        req: DirRequest,
-        ctx: DirContext,
-    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
-        Box::pin(async move { self.answer(&req, &ctx) })
-    }
 }
 
 #[cfg(test)]
@@ -732,7 +719,7 @@ mod tests {
     fn other_requests_are_refused() {
         let store = store();
         assert_eq!(
-            store.answer(&DirRequest::GetConsensus, &ctx()).status,
+            store.answer(&DirRequest::GetConsensus, 0, &ctx()).status,
             DirStatus::Refused
         );
     }

@@ -1,6 +1,5 @@
 //! A relay publishing its signed descriptor to the directory authorities.
 
-use crate::clock::now_unix;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +47,7 @@ pub fn build_descriptor(
         bandwidth: cfg.bandwidth,
         family: cfg.family.clone(),
         version: concat!("allium ", env!("CARGO_PKG_VERSION")).to_string(),
-        published: now_unix(),
+        published: shared.clock.now_unix(),
     };
     descriptor.sign(shared.keys.identity_keypair())
 }
@@ -94,7 +93,7 @@ pub fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
             } else {
                 Duration::from_secs(5).min(cfg.interval)
             };
-            tokio::time::sleep(wait).await;
+            shared.clock.sleep(wait).await;
         }
     });
 }

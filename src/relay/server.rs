@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::admission::Admission;
+use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkConfig, PeerKind};
@@ -33,6 +34,8 @@ pub struct RelayConfig {
     pub limits: RelayLimits,
     /// The exit role (`None`: not an exit, the safe default).
     pub exit: Option<ExitConfig>,
+    /// The relay's clock (every role reads wall time and sleeps through it).
+    pub clock: Clock,
 }
 
 /// A running relay. Dropping the handle does not stop it; call [`RelayHandle::shutdown`].
@@ -108,6 +111,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         dead_peer_timeout: limits.dead_peer_timeout(),
         rekey_after_records: limits.link_rekey_records(),
         rekey_after: limits.link_rekey_interval(),
+        clock: config.clock.clone(),
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {
@@ -122,6 +126,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         limits,
         listen_addr,
         exit: config.exit.map(Arc::new),
+        clock: config.clock,
         dir: std::sync::RwLock::new(None),
         replay: super::replay::ReplayFilter::default(),
         observer: std::sync::OnceLock::new(),

@@ -111,6 +111,8 @@ pub struct RelayShared {
     pub listen_addr: SocketAddr,
     /// The exit role, if this relay is an exit.
     pub exit: Option<Arc<super::exit::ExitConfig>>,
+    /// The relay's clock.
+    pub clock: crate::clock::Clock,
     /// The directory role (BEGIN_DIR), if any.
     pub dir: std::sync::RwLock<Option<Arc<dyn super::dirserve::DirService>>>,
     /// Circuit handshake messages answered recently (refuses replayed CREATEs).

@@ -30,6 +30,7 @@ pub async fn start_relay_with(limits: RelayLimits, exit: Option<ExitPolicy>) -> 
         listen: "127.0.0.1:0".parse().unwrap(),
         limits,
         exit: exit.map(ExitConfig::new),
+        clock: allium::clock::Clock::system(),
     };
     relay::start(config, RelayKeys::generate()).await.unwrap()
 }
