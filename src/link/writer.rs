@@ -340,7 +340,9 @@ mod tests {
         assert_eq!(h.stats.rekeys_sent(), 1);
         // Many intervals idle: the new key protects nothing, so no REKEY (if one were
         // sent, it would be read below instead of cell 2).
-        tokio::time::sleep(10 * after).await;
+        tokio::time::pause();
+        tokio::time::advance(10 * after).await;
+        tokio::time::resume();
         h.tx.send(cell(2)).await.unwrap();
         assert_eq!(h.next().await, cell(2));
         // ...and now the timer runs again.
