@@ -34,10 +34,10 @@ use crate::dir::{
 use crate::link::LinkConfig;
 use crate::sync::lock;
 
-use super::dirclient::one_shot;
-use super::reactor::CircuitHandle;
-use super::stream::{DataStream, StreamOpenError};
-use super::{ClientChannel, ClientCircuit, RelayTarget};
+use crate::proto::dirclient::{dir_request, one_shot};
+use crate::proto::{
+    CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget, StreamOpenError,
+};
 
 /// How a client runs.
 #[derive(Debug, Clone)]
@@ -285,9 +285,7 @@ impl Client {
                 let chan = self.channel_to(&t).await.ok()?;
                 let circ = ClientCircuit::create(&chan, &t, timeout).await.ok()?;
                 let handle = circ.into_handle();
-                let resp =
-                    super::dirclient::dir_request(&handle, &DirRequest::GetConsensus, timeout)
-                        .await;
+                let resp = dir_request(&handle, &DirRequest::GetConsensus, timeout).await;
                 handle.close().await;
                 let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
                 let c = UncheckedConsensus::parse(&resp.body)

@@ -37,9 +37,7 @@ use crate::onion::{AddressError, BlindedPublic, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
 use super::manager::{relay_target, Client, ClientError, Isolation};
-use super::reactor::CircuitHandle;
-use super::stream::{DataStream, StreamOpenError};
-use super::{ClientCircuit, RelayTarget};
+use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, StreamOpenError};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
@@ -303,7 +301,7 @@ async fn descriptor(
             let req = DirRequest::GetOnionDescriptor {
                 blinded_key: *blinded.as_bytes(),
             };
-            let resp = super::dirclient::dir_request(&handle, &req, timeout).await;
+            let resp = crate::proto::dirclient::dir_request(&handle, &req, timeout).await;
             handle.close().await;
             let resp = resp.map_err(|e| ClientError::Circuit(e.to_string()))?;
             if resp.status != DirStatus::Ok {
