@@ -1,8 +1,19 @@
 //! The client: bootstraps from the directory authorities, keeps circuits ready, opens
 //! streams through them (the SOCKS proxy is built on it), and connects to and runs onion
 //! services. The circuit machinery it builds on is [`crate::proto`].
+//!
+//! Split as arti splits its client: a directory manager ([`dirmgr`]), a channel pool
+//! ([`chanmgr`]), guards ([`guardmgr`]), a circuit manager ([`circmgr`]) and the
+//! [`Client`] facade ([`facade`]) that ties them together; the onion-service connector
+//! holds the directory and circuit managers, not the facade.
 
-pub mod manager;
+pub mod chanmgr;
+pub mod circmgr;
+pub mod config;
+pub mod dirmgr;
+pub mod error;
+pub mod facade;
+pub mod guardmgr;
 pub mod onion_connect;
 pub mod onion_service;
 pub mod service_end;
@@ -13,5 +24,8 @@ pub use crate::proto::{
     CircuitError, CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget,
     StreamOpenError,
 };
-pub use manager::{Client, ClientConfig, ClientError, Isolation};
+pub use circmgr::Isolation;
+pub use config::ClientConfig;
+pub use error::ClientError;
+pub use facade::Client;
 pub use socks_server::{Connector, IsolationKey, ProxyConfig};

@@ -43,7 +43,8 @@ use crate::onion::replay::{ReplayCache, DEFAULT_REPLAY_CAPACITY};
 use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
-use super::manager::{relay_target, Client};
+use super::circmgr::relay_target;
+use super::facade::Client;
 use super::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
 use super::service_end::{RendezvousSlot, RendezvousSlots, ServiceEnd};
 use crate::proto::{ClientCircuit, RelayTarget};
