@@ -16,6 +16,7 @@ pub mod facade;
 pub mod guardmgr;
 pub mod onion_connect;
 pub mod onion_service;
+pub mod revision_floors;
 pub mod service_end;
 pub mod socks;
 pub mod socks_server;

@@ -40,14 +40,14 @@ use super::config::ClientConfig;
 use super::dirmgr::DirMgr;
 use super::error::ClientError;
 pub use super::error::OnionConnectError;
+use super::revision_floors::RevisionFloors;
+pub use super::revision_floors::MAX_REVISION_FLOORS;
 use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, StreamOpenError};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
 /// Descriptors cached at once (one per service); expired ones are dropped first.
 pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
-/// Blinded keys whose highest accepted revision is remembered at once.
-pub const MAX_REVISION_FLOORS: usize = 10_000;
 /// Descriptor directories asked before giving up: every directory of the ring (2
 /// replicas × the default spread of 3). A service counts as published once one directory
 /// stored its descriptor (an upload can fail on a busy relay or a circuit that did not
@@ -92,57 +92,6 @@ struct CachedDescriptor {
     expires: u64,
 }
 
-/// The highest descriptor revision accepted per blinded key, with that descriptor's expiry.
-/// Bounded: an entry is dropped once its descriptor has expired (with the clock skew
-/// allowance; an older revision expires no later for a service whose revisions follow its
-/// clock, and a blinded key lives one period anyway), and beyond [`MAX_REVISION_FLOORS`]
-/// entries the soonest-expiring is dropped.
-#[derive(Debug, Default)]
-struct RevisionFloors {
-    /// Blinded key → (revision, expiry in Unix seconds).
-    map: HashMap<[u8; 32], (u64, u64)>,
-}
-
-impl RevisionFloors {
-    /// The lowest revision acceptable for `blinded` at `now` (0 when unknown or expired).
-    fn floor(&self, blinded: &[u8; 32], now: u64) -> u64 {
-        self.map
-            .get(blinded)
-            .filter(|(_, expires)| !Self::expired(*expires, now))
-            .map_or(0, |(revision, _)| *revision)
-    }
-
-    fn expired(expires: u64, now: u64) -> bool {
-        expires.saturating_add(DESCRIPTOR_SKEW) <= now
-    }
-
-    /// Records that `revision`, expiring at `expires`, was accepted for `blinded`.
-    fn record(&mut self, blinded: [u8; 32], revision: u64, expires: u64, now: u64) {
-        self.map.retain(|_, (_, e)| !Self::expired(*e, now));
-        match self.map.get_mut(&blinded) {
-            Some(entry) => {
-                if revision >= entry.0 {
-                    *entry = (revision, expires.max(entry.1));
-                }
-            }
-            None => {
-                while self.map.len() >= MAX_REVISION_FLOORS {
-                    let soonest = self
-                        .map
-                        .iter()
-                        .min_by_key(|(_, (_, e))| *e)
-                        .map(|(k, _)| *k);
-                    match soonest {
-                        Some(k) => self.map.remove(&k),
-                        None => break,
-                    };
-                }
-                self.map.insert(blinded, (revision, expires));
-            }
-        }
-    }
-}
-
 /// Rendezvous circuits are kept per isolation class and service identity.
 type RendKey = (Isolation, [u8; 32]);
 
@@ -183,7 +132,7 @@ impl OnionConnector {
             max_dirtiness: config.max_dirtiness,
             circuit_timeout: config.circuit_timeout,
             descriptors: Mutex::default(),
-            revisions: Mutex::default(),
+            revisions: Mutex::new(RevisionFloors::new(DESCRIPTOR_SKEW)),
             rend: Mutex::default(),
         }
     }
@@ -634,40 +583,6 @@ mod tests {
         )
         .unwrap()
         .public()
-    }
-
-    #[test]
-    fn revision_floors_expire_and_are_bounded() {
-        let mut f = RevisionFloors::default();
-        let key = |i: u32| {
-            let mut k = [0u8; 32];
-            k[..4].copy_from_slice(&i.to_be_bytes());
-            k
-        };
-        f.record(key(1), 10, 1_000, 0);
-        assert_eq!(f.floor(&key(1), 500), 10);
-        assert_eq!(f.floor(&key(2), 500), 0);
-        // A newer revision raises the floor, an older one never lowers it.
-        f.record(key(1), 12, 1_100, 600);
-        f.record(key(1), 11, 1_200, 600);
-        assert_eq!(f.floor(&key(1), 700), 12);
-        // Expired (past the expiry of the highest revision plus the skew): forgotten, and
-        // pruned on the next record.
-        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW - 1), 12);
-        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW), 0);
-        f.record(key(2), 1, 9_000, 1_100 + DESCRIPTOR_SKEW);
-        assert_eq!(f.map.len(), 1);
-        // Full: the soonest-expiring entry makes room.
-        let mut f = RevisionFloors::default();
-        for i in 0..MAX_REVISION_FLOORS as u32 {
-            f.record(key(i), 5, 10_000 + u64::from(i), 0);
-        }
-        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
-        f.record(key(u32::MAX), 5, 50_000, 0);
-        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
-        assert_eq!(f.floor(&key(0), 0), 0, "the soonest-expiring was dropped");
-        assert_eq!(f.floor(&key(1), 0), 5);
-        assert_eq!(f.floor(&key(u32::MAX), 0), 5);
     }
 
     #[test]
