@@ -14,7 +14,7 @@ pub mod dir;
 mod hex;
 pub mod link;
 pub mod onion;
+pub mod proto;
 pub mod relay;
-pub mod stream;
 mod sync;
 pub mod testnet;

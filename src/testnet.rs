@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::client::dirclient::one_shot;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedConsensus};
+use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::publish::{spawn_publisher, PublishConfig};
 use crate::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};

@@ -17,10 +17,10 @@ use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, EndReason, HandshakeType, RelayBody,
     RelayCell, RelayMsg, StreamId, TargetAddr,
 };
-use allium::client::{CircuitError, ClientCircuit, RelayTarget};
 use allium::crypto::{client_handshake_start, CellKind, ClientLayers};
 use allium::dir::ExitPolicy;
 use allium::link::{self, ChannelReceiver, ChannelSender, LinkConfig};
+use allium::proto::{CircuitError, ClientCircuit, RelayTarget};
 use allium::relay::{RelayHandle, RelayLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use allium::cell::{EndReason, TargetAddr};
-use allium::client::StreamOpenError;
 use allium::dir::ExitPolicy;
+use allium::proto::StreamOpenError;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -186,8 +186,8 @@ impl allium::relay::dirserve::DirService for EchoDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_requests_ride_begin_dir_streams() {
-    use allium::client::dirclient::dir_request;
     use allium::dir::request::{DirRequest, DirStatus};
+    use allium::proto::dirclient::dir_request;
     let (relays, circ) = circuit(ExitPolicy::reject_all()).await;
     // The exit serves no directory yet.
     let err = dir_request(&circ, &DirRequest::GetConsensus, NO_HANG)

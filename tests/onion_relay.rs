@@ -21,9 +21,6 @@ use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell,
     RelayMsg, StreamId,
 };
-use allium::client::channel::ClientCircEvent;
-use allium::client::dirclient::one_shot;
-use allium::client::ClientChannel;
 use allium::crypto::{
     client_handshake_start, CellKind, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert,
     OnionKeypair,
@@ -34,6 +31,9 @@ use allium::dir::AuthorityInfo;
 use allium::dir::{BandwidthWeights, ConsensusBody, ConsensusEntry, ExitPolicy, RelayFlags};
 use allium::link::LinkConfig;
 use allium::onion::intro::build_establish_intro;
+use allium::proto::dirclient::one_shot;
+use allium::proto::event::ClientCircEvent;
+use allium::proto::ClientChannel;
 use allium::relay::dircache::DirCache;
 use allium::relay::{RelayHandle, RelayLimits, RelayObserver};
 use tokio::sync::mpsc;
@@ -1057,7 +1057,7 @@ async fn key_residue_client_child() {
     ))
     .unwrap();
     let onion = cert.verify(common::now()).unwrap();
-    let first = allium::client::target::RelayTarget {
+    let first = allium::proto::RelayTarget {
         addr: addr.parse().unwrap(),
         identity: *onion.identity(),
         onion,

@@ -25,10 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use allium::client::dirclient;
-use allium::client::{ClientChannel, ClientCircuit};
 use allium::crypto::IdentityPublic;
 use allium::dir::request::{DirRequest, DirStatus, DIR_HEADER_LEN};
+use allium::proto::dirclient;
+use allium::proto::{ClientChannel, ClientCircuit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use allium::cell::relay_msg::Begin;
 use allium::cell::{DestroyReason, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
-use allium::client::{CircuitError, ClientChannel, ClientCircuit};
 use allium::link::{LinkConfig, LinkError, RECORD_LEN};
+use allium::proto::{CircuitError, ClientChannel, ClientCircuit};
 use allium::relay::{RelayHandle, RelayLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -10,9 +10,9 @@ use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, EndReason, HandshakeType, RelayCell, RelayMsg, StreamId,
     TargetAddr,
 };
-use allium::client::{ClientChannel, ClientCircuit};
 use allium::crypto::client_handshake_start;
 use allium::link::LinkConfig;
+use allium::proto::{ClientChannel, ClientCircuit};
 use allium::relay::{self, RelayConfig, RelayKeys, RelayLimits};
 
 mod common;

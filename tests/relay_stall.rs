@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use allium::cell::relay_msg::Begin;
 use allium::cell::{DestroyReason, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
-use allium::client::{CircuitError, ClientChannel, ClientCircuit};
 use allium::link::LinkConfig;
+use allium::proto::{CircuitError, ClientChannel, ClientCircuit};
 use allium::relay::{RelayHandle, RelayLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -98,7 +98,7 @@ struct Scene {
     _n: RelayHandle,
     m: RelayHandle,
     stall: watch::Sender<bool>,
-    n_via_proxy: allium::client::RelayTarget,
+    n_via_proxy: allium::proto::RelayTarget,
     chan: Arc<ClientChannel>,
 }
 
@@ -134,7 +134,7 @@ impl Scene {
     }
 
     /// A circuit R → `next` on the shared channel.
-    async fn circuit(&self, next: &allium::client::RelayTarget) -> ClientCircuit {
+    async fn circuit(&self, next: &allium::proto::RelayTarget) -> ClientCircuit {
         let mut c = ClientCircuit::create(&self.chan, &target(&self.r), NO_HANG)
             .await
             .unwrap();

@@ -14,8 +14,8 @@ use allium::client::socks::SocksAuth;
 use allium::client::socks_server::{
     serve_http_connect, serve_socks, Connector, IsolationKey, ProxyConfig,
 };
-use allium::client::{CircuitHandle, DataStream, StreamOpenError};
 use allium::dir::ExitPolicy;
+use allium::proto::{CircuitHandle, DataStream, StreamOpenError};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -19,8 +19,8 @@ use allium::cell::TargetAddr;
 use allium::client::socks_server::{
     serve_http_connect, serve_socks, Connector, IsolationKey, ProxyConfig,
 };
-use allium::client::{CircuitHandle, DataStream, StreamOpenError};
 use allium::dir::ExitPolicy;
+use allium::proto::{CircuitHandle, DataStream, StreamOpenError};
 use allium::relay::RelayHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

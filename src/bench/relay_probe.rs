@@ -8,10 +8,10 @@ use tokio::sync::mpsc;
 
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::{ChanCell, ChanMsg, Create, HandshakeType};
-use crate::client::channel::ClientCircEvent;
-use crate::client::{ClientChannel, ClientCircuit, RelayTarget};
 use crate::crypto::client_handshake_start;
 use crate::link::LinkConfig;
+use crate::proto::event::ClientCircEvent;
+use crate::proto::{ClientChannel, ClientCircuit, RelayTarget};
 
 /// What a CREATE flood measured.
 #[derive(Debug, Clone, Default)]

@@ -1,40 +1,58 @@
-//! Errors of the client's circuits.
+//! Why the client could not do what was asked.
 
 use thiserror::Error;
 
-use crate::cell::{CellError, DestroyReason};
-use crate::crypto::{HandshakeError, KeyError, LayerError};
-use crate::link::LinkError;
+use crate::cell::EndReason;
+use crate::onion::AddressError;
+use crate::proto::StreamOpenError;
 
-/// Why a circuit operation failed. Every variant except `Timeout` leaves the circuit
-/// unusable.
+/// Why the client could not do what was asked.
 #[derive(Debug, Error)]
-pub enum CircuitError {
-    /// The channel to the first hop failed.
-    #[error("link: {0}")]
-    Link(#[from] LinkError),
-    /// A circuit handshake failed (the relay did not prove its onion key).
-    #[error("circuit handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// A relay destroyed the circuit.
-    #[error("circuit destroyed by the network (reason {0:?})")]
-    Destroyed(DestroyReason),
-    /// A hop answered something that is not legal here.
-    #[error("protocol violation: {0}")]
-    Protocol(&'static str),
-    /// A cell did not parse.
-    #[error("bad cell: {0}")]
-    Cell(#[from] CellError),
-    /// The relay crypto refused (unrecognised cell, counters exhausted).
-    #[error("relay crypto: {0}")]
-    Crypto(#[from] LayerError),
-    /// A key in the request was invalid.
-    #[error("key: {0}")]
-    Key(#[from] KeyError),
-    /// The operation did not complete in time.
-    #[error("timed out")]
+pub enum ClientError {
+    /// No usable consensus: the authorities are unreachable and there is no live cache.
+    #[error("no usable consensus: {0}")]
+    NoConsensus(String),
+    /// No circuit could be built.
+    #[error("cannot build a circuit: {0}")]
+    Circuit(String),
+    /// The stream failed to open.
+    #[error("{0}")]
+    Stream(#[from] StreamOpenError),
+    /// The address was not `host:port`.
+    #[error("bad address {0:?}: expected host:port")]
+    BadAddress(String),
+    /// An onion service could not be reached (the message names no address).
+    #[error("onion service: {0}")]
+    Onion(#[from] OnionConnectError),
+}
+
+/// Why a connection to an onion service failed. No variant contains the address.
+#[derive(Debug, Error)]
+pub enum OnionConnectError {
+    /// The address does not parse (a mistyped character, a wrong length).
+    #[error("bad onion address: {0}")]
+    BadAddress(#[from] AddressError),
+    /// No descriptor directory answered with a valid descriptor.
+    #[error("no valid descriptor found: {0}")]
+    NoDescriptor(String),
+    /// Every introduction attempt failed.
+    #[error("the service could not be reached: {0}")]
+    Unreachable(String),
+    /// The whole connection took too long.
+    #[error("timed out connecting to the service")]
     Timeout,
-    /// The channel carrying the circuit closed.
-    #[error("channel closed")]
-    ChannelClosed,
+}
+
+impl OnionConnectError {
+    /// The stream error a SOCKS client sees: a bad address or an unreachable service is
+    /// "host unreachable" (END reason RESOLVE_FAILED / NO_ROUTE), a timeout "TTL expired".
+    pub fn stream_error(&self) -> StreamOpenError {
+        match self {
+            Self::BadAddress(_) => StreamOpenError::Refused(EndReason::ResolveFailed),
+            Self::NoDescriptor(_) | Self::Unreachable(_) => {
+                StreamOpenError::Refused(EndReason::NoRoute)
+            }
+            Self::Timeout => StreamOpenError::Timeout,
+        }
+    }
 }

@@ -1,23 +1,32 @@
-//! The client: channels to first hops and circuits built through them.
+//! The client: bootstraps from the directory authorities, keeps circuits ready, opens
+//! streams through them (the SOCKS proxy is built on it), and connects to and runs onion
+//! services. The circuit machinery it builds on is [`crate::proto`].
+//!
+//! Split as arti splits its client: a directory manager ([`dirmgr`]), a channel pool
+//! ([`chanmgr`]), guards ([`guardmgr`]), a circuit manager ([`circmgr`]) and the
+//! [`Client`] facade ([`facade`]) that ties them together; the onion-service connector
+//! holds the directory and circuit managers, not the facade.
 
-pub mod channel;
-pub mod circuit;
-pub mod dirclient;
+pub mod chanmgr;
+pub mod circmgr;
+pub mod config;
+pub mod dirmgr;
 pub mod error;
-pub mod manager;
+pub mod facade;
+pub mod guardmgr;
 pub mod onion_connect;
 pub mod onion_service;
-pub mod reactor;
+pub mod revision_floors;
+pub mod service_end;
 pub mod socks;
 pub mod socks_server;
-pub mod stream;
-pub mod target;
 
-pub use channel::ClientChannel;
-pub use circuit::ClientCircuit;
-pub use error::CircuitError;
-pub use manager::{Client, ClientConfig, ClientError, Isolation};
-pub use reactor::CircuitHandle;
+pub use crate::proto::{
+    CircuitError, CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget,
+    StreamOpenError,
+};
+pub use circmgr::Isolation;
+pub use config::ClientConfig;
+pub use error::ClientError;
+pub use facade::Client;
 pub use socks_server::{Connector, IsolationKey, ProxyConfig};
-pub use stream::{DataStream, StreamOpenError};
-pub use target::RelayTarget;

@@ -17,12 +17,11 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, RngExt};
-use thiserror::Error;
 use tracing::debug;
 
 use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
 use crate::cell::relay_cell::sets as relay_sets;
-use crate::cell::{EndReason, Hostname, RelayMsg, TargetAddr};
+use crate::cell::{Hostname, RelayMsg, TargetAddr};
 use crate::clock::now_unix;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
@@ -33,20 +32,22 @@ use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeE
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
 use crate::onion::pow::{self, PowError, POW_NONCE_LEN};
-use crate::onion::{AddressError, BlindedPublic, OnionAddress, PeriodParams};
+use crate::onion::{BlindedPublic, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
-use super::manager::{relay_target, Client, ClientError, Isolation};
-use super::reactor::CircuitHandle;
-use super::stream::{DataStream, StreamOpenError};
-use super::{ClientCircuit, RelayTarget};
+use super::circmgr::{relay_target, CircMgr, Isolation};
+use super::config::ClientConfig;
+use super::dirmgr::DirMgr;
+use super::error::ClientError;
+pub use super::error::OnionConnectError;
+use super::revision_floors::RevisionFloors;
+pub use super::revision_floors::MAX_REVISION_FLOORS;
+use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, StreamOpenError};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
 /// Descriptors cached at once (one per service); expired ones are dropped first.
 pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
-/// Blinded keys whose highest accepted revision is remembered at once.
-pub const MAX_REVISION_FLOORS: usize = 10_000;
 /// Descriptor directories asked before giving up: every directory of the ring (2
 /// replicas × the default spread of 3). A service counts as published once one directory
 /// stored its descriptor (an upload can fail on a busy relay or a circuit that did not
@@ -74,37 +75,6 @@ const POW_CHUNK: u64 = 1 << 16;
 /// Rendezvous circuits kept at once (isolation class × service).
 const MAX_REND_CIRCUITS: usize = 256;
 
-/// Why a connection to an onion service failed. No variant contains the address.
-#[derive(Debug, Error)]
-pub enum OnionConnectError {
-    /// The address does not parse (a mistyped character, a wrong length).
-    #[error("bad onion address: {0}")]
-    BadAddress(#[from] AddressError),
-    /// No descriptor directory answered with a valid descriptor.
-    #[error("no valid descriptor found: {0}")]
-    NoDescriptor(String),
-    /// Every introduction attempt failed.
-    #[error("the service could not be reached: {0}")]
-    Unreachable(String),
-    /// The whole connection took too long.
-    #[error("timed out connecting to the service")]
-    Timeout,
-}
-
-impl OnionConnectError {
-    /// The stream error a SOCKS client sees: a bad address or an unreachable service is
-    /// "host unreachable" (END reason RESOLVE_FAILED / NO_ROUTE), a timeout "TTL expired".
-    pub fn stream_error(&self) -> StreamOpenError {
-        match self {
-            Self::BadAddress(_) => StreamOpenError::Refused(EndReason::ResolveFailed),
-            Self::NoDescriptor(_) | Self::Unreachable(_) => {
-                StreamOpenError::Refused(EndReason::NoRoute)
-            }
-            Self::Timeout => StreamOpenError::Timeout,
-        }
-    }
-}
-
 /// Whether `host` names an onion service (ends in `.allium`, any case).
 pub fn is_onion_host(host: &str) -> bool {
     let suffix = crate::onion::address::ADDRESS_SUFFIX;
@@ -122,63 +92,20 @@ struct CachedDescriptor {
     expires: u64,
 }
 
-/// The highest descriptor revision accepted per blinded key, with that descriptor's expiry.
-/// Bounded: an entry is dropped once its descriptor has expired (with the clock skew
-/// allowance; an older revision expires no later for a service whose revisions follow its
-/// clock, and a blinded key lives one period anyway), and beyond [`MAX_REVISION_FLOORS`]
-/// entries the soonest-expiring is dropped.
-#[derive(Debug, Default)]
-struct RevisionFloors {
-    /// Blinded key → (revision, expiry in Unix seconds).
-    map: HashMap<[u8; 32], (u64, u64)>,
-}
-
-impl RevisionFloors {
-    /// The lowest revision acceptable for `blinded` at `now` (0 when unknown or expired).
-    fn floor(&self, blinded: &[u8; 32], now: u64) -> u64 {
-        self.map
-            .get(blinded)
-            .filter(|(_, expires)| !Self::expired(*expires, now))
-            .map_or(0, |(revision, _)| *revision)
-    }
-
-    fn expired(expires: u64, now: u64) -> bool {
-        expires.saturating_add(DESCRIPTOR_SKEW) <= now
-    }
-
-    /// Records that `revision`, expiring at `expires`, was accepted for `blinded`.
-    fn record(&mut self, blinded: [u8; 32], revision: u64, expires: u64, now: u64) {
-        self.map.retain(|_, (_, e)| !Self::expired(*e, now));
-        match self.map.get_mut(&blinded) {
-            Some(entry) => {
-                if revision >= entry.0 {
-                    *entry = (revision, expires.max(entry.1));
-                }
-            }
-            None => {
-                while self.map.len() >= MAX_REVISION_FLOORS {
-                    let soonest = self
-                        .map
-                        .iter()
-                        .min_by_key(|(_, (_, e))| *e)
-                        .map(|(k, _)| *k);
-                    match soonest {
-                        Some(k) => self.map.remove(&k),
-                        None => break,
-                    };
-                }
-                self.map.insert(blinded, (revision, expires));
-            }
-        }
-    }
-}
-
 /// Rendezvous circuits are kept per isolation class and service identity.
 type RendKey = (Isolation, [u8; 32]);
 
-/// The client's onion-service state (part of [`Client`]).
-#[derive(Default)]
-pub struct OnionClientState {
+/// Connects to onion services for a client: builds its circuits with the client's circuit
+/// manager on the client's consensus, and keeps what it learned.
+pub struct OnionConnector {
+    dir: Arc<DirMgr>,
+    circuits: Arc<CircMgr>,
+    /// A stream may take this long to open.
+    stream_timeout: Duration,
+    /// A rendezvous circuit takes new streams for this long, as an exit circuit does.
+    max_dirtiness: Duration,
+    /// A descriptor fetch may take this long.
+    circuit_timeout: Duration,
     /// Verified descriptors by service identity.
     descriptors: Mutex<HashMap<[u8; 32], CachedDescriptor>>,
     /// The highest revision accepted per blinded key, so a directory cannot roll a client
@@ -189,9 +116,35 @@ pub struct OnionClientState {
     rend: Mutex<HashMap<RendKey, (CircuitHandle, std::time::Instant)>>,
 }
 
-impl std::fmt::Debug for OnionClientState {
+impl std::fmt::Debug for OnionConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OnionClientState { .. }")
+        f.write_str("OnionConnector { .. }")
+    }
+}
+
+impl OnionConnector {
+    /// A connector with nothing cached, using `config`'s time limits.
+    pub fn new(dir: Arc<DirMgr>, circuits: Arc<CircMgr>, config: &ClientConfig) -> Self {
+        OnionConnector {
+            dir,
+            circuits,
+            stream_timeout: config.stream_timeout,
+            max_dirtiness: config.max_dirtiness,
+            circuit_timeout: config.circuit_timeout,
+            descriptors: Mutex::default(),
+            revisions: Mutex::new(RevisionFloors::new(DESCRIPTOR_SKEW)),
+            rend: Mutex::default(),
+        }
+    }
+
+    /// Opens a stream to port `port` of the service named `host` (`<address>.allium`).
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        isolation: &Isolation,
+    ) -> Result<DataStream, ClientError> {
+        connect(self, host, port, isolation).await
     }
 }
 
@@ -213,26 +166,24 @@ pub fn verify_descriptor(
     Ok((inner, body.blinded_key, body.revision, body.expires()))
 }
 
-/// Opens a stream to port `port` of the service named `host` (`<address>.allium`).
-pub(crate) async fn connect(
-    client: &Client,
+async fn connect(
+    onion: &OnionConnector,
     host: &str,
     port: u16,
     isolation: &Isolation,
 ) -> Result<DataStream, ClientError> {
     let address: OnionAddress = host.parse().map_err(OnionConnectError::BadAddress)?;
     let key = (isolation.clone(), *address.identity().as_bytes());
-    let state = client.onion_state();
-    let stream_timeout = client.config().stream_timeout;
+    let stream_timeout = onion.stream_timeout;
     // The service ignores the host; sending its own name tells it nothing new.
     let target = TargetAddr::Hostname(
         Hostname::new(host).map_err(|_| ClientError::BadAddress(host.to_string()))?,
     );
     // Like exit circuits, a rendezvous circuit takes new streams only for the client's
     // maximum dirtiness; then it is retired (closed once its streams are done).
-    let existing = lock(&state.rend).get(&key).cloned();
+    let existing = lock(&onion.rend).get(&key).cloned();
     let existing = match existing {
-        Some((h, built)) if built.elapsed() >= client.config().max_dirtiness => {
+        Some((h, built)) if built.elapsed() >= onion.max_dirtiness => {
             h.retire().await;
             None
         }
@@ -248,11 +199,11 @@ pub(crate) async fn connect(
             Err(e) => debug!("onion: reused rendezvous circuit failed ({e}); reconnecting"),
         }
     }
-    let handle = tokio::time::timeout(ONION_CONNECT_TIMEOUT, rendezvous(client, &address))
+    let handle = tokio::time::timeout(ONION_CONNECT_TIMEOUT, rendezvous(onion, &address))
         .await
         .map_err(|_| OnionConnectError::Timeout)??;
     {
-        let mut map = lock(&state.rend);
+        let mut map = lock(&onion.rend);
         map.retain(|_, (h, _)| !h.is_closed());
         if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
             map.insert(key, (handle.clone(), std::time::Instant::now()));
@@ -263,12 +214,12 @@ pub(crate) async fn connect(
 
 /// The service's descriptor: from the cache while it is valid, else fetched and verified.
 async fn descriptor(
-    client: &Client,
+    onion: &OnionConnector,
     address: &OnionAddress,
 ) -> Result<CachedDescriptor, ClientError> {
     let id = *address.identity().as_bytes();
     let now = now_unix();
-    if let Some(d) = lock(&client.onion_state().descriptors)
+    if let Some(d) = lock(&onion.descriptors)
         .get(&id)
         .filter(|d| now < d.expires)
     {
@@ -280,7 +231,7 @@ async fn descriptor(
         .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
     let blinded = BlindedPublic::derive(address, period)
         .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
-    let consensus = client.live_consensus()?;
+    let consensus = onion.dir.live_consensus()?;
     let mut dirs: Vec<ConsensusEntry> = responsible_hsdirs(
         consensus.relays(),
         &blinded,
@@ -291,19 +242,20 @@ async fn descriptor(
     .filter_map(|id| consensus.relay(id).cloned())
     .collect();
     dirs.shuffle(&mut rand::rng());
-    let min_revision = lock(&client.onion_state().revisions).floor(blinded.as_bytes(), now);
-    let timeout = client.config().circuit_timeout;
+    let min_revision = lock(&onion.revisions).floor(blinded.as_bytes(), now);
+    let timeout = onion.circuit_timeout;
     let mut last = String::from("no descriptor directory in the consensus");
     for dir in dirs.iter().take(HSDIR_ATTEMPTS) {
         let attempt = async {
-            let circ = client
+            let circ = onion
+                .circuits
                 .build_circuit_ending(&relay_target(dir, now)?)
                 .await?;
             let handle = circ.into_handle();
             let req = DirRequest::GetOnionDescriptor {
                 blinded_key: *blinded.as_bytes(),
             };
-            let resp = super::dirclient::dir_request(&handle, &req, timeout).await;
+            let resp = crate::proto::dirclient::dir_request(&handle, &req, timeout).await;
             handle.close().await;
             let resp = resp.map_err(|e| ClientError::Circuit(e.to_string()))?;
             if resp.status != DirStatus::Ok {
@@ -319,18 +271,13 @@ async fn descriptor(
         };
         match attempt.await {
             Ok((inner, blinded, revision, expires)) => {
-                lock(&client.onion_state().revisions).record(
-                    *blinded.as_bytes(),
-                    revision,
-                    expires,
-                    now_unix(),
-                );
+                lock(&onion.revisions).record(*blinded.as_bytes(), revision, expires, now_unix());
                 let cached = CachedDescriptor {
                     inner,
                     blinded,
                     expires,
                 };
-                let mut cache = lock(&client.onion_state().descriptors);
+                let mut cache = lock(&onion.descriptors);
                 let now = now_unix();
                 cache.retain(|_, d| now < d.expires);
                 if cache.len() < MAX_CACHED_DESCRIPTORS {
@@ -369,19 +316,22 @@ fn pick_rendezvous<'a>(
 /// descriptor (the service may have restarted with new introduction points), the
 /// descriptor is fetched again and the attempts repeated once. Returns the rendezvous
 /// circuit with the end-to-end hop added, running.
-async fn rendezvous(client: &Client, address: &OnionAddress) -> Result<CircuitHandle, ClientError> {
+async fn rendezvous(
+    onion: &OnionConnector,
+    address: &OnionAddress,
+) -> Result<CircuitHandle, ClientError> {
     let id = *address.identity().as_bytes();
-    let was_cached = lock(&client.onion_state().descriptors)
+    let was_cached = lock(&onion.descriptors)
         .get(&id)
         .is_some_and(|d| now_unix() < d.expires);
-    match try_intro_points(client, address).await {
+    match try_intro_points(onion, address).await {
         Ok(h) => Ok(h),
         Err(e) => {
             // A stale descriptor is the likely cause: forget it.
-            lock(&client.onion_state().descriptors).remove(&id);
+            lock(&onion.descriptors).remove(&id);
             if was_cached {
                 debug!("onion: retrying with a fresh descriptor");
-                try_intro_points(client, address).await
+                try_intro_points(onion, address).await
             } else {
                 Err(e)
             }
@@ -390,15 +340,15 @@ async fn rendezvous(client: &Client, address: &OnionAddress) -> Result<CircuitHa
 }
 
 async fn try_intro_points(
-    client: &Client,
+    onion: &OnionConnector,
     address: &OnionAddress,
 ) -> Result<CircuitHandle, ClientError> {
-    let desc = descriptor(client, address).await?;
+    let desc = descriptor(onion, address).await?;
     let mut points = desc.inner.intro_points.clone();
     points.shuffle(&mut rand::rng());
     let mut last = String::from("the descriptor lists no introduction point");
     for point in points.iter().take(INTRO_ATTEMPTS) {
-        match introduce_via(client, address, &desc, point).await {
+        match introduce_via(onion, address, &desc, point).await {
             Ok(h) => return Ok(h),
             Err(e) => {
                 debug!("onion: an introduction attempt failed: {e}");
@@ -416,13 +366,13 @@ fn protocol(what: &str) -> ClientError {
 /// One attempt: the introduction (puzzle included) while the rendezvous and introduction
 /// circuits are built, then the cookie, INTRODUCE1 via `point`, RENDEZVOUS2.
 async fn introduce_via(
-    client: &Client,
+    onion: &OnionConnector,
     address: &OnionAddress,
     desc: &CachedDescriptor,
     point: &IntroPointInfo,
 ) -> Result<CircuitHandle, ClientError> {
     let now = now_unix();
-    let consensus = client.live_consensus()?;
+    let consensus = onion.dir.live_consensus()?;
     // Only listed relays are used as introduction points (the descriptor's certificate is
     // still checked to name the same relay), so a descriptor cannot steer the client to an
     // arbitrary host.
@@ -492,8 +442,8 @@ async fn introduce_via(
     };
     let ((hs_state, x_pub, ct), mut rend, mut intro) = tokio::try_join!(
         introduced,
-        client.build_circuit_ending(&rend_target),
-        client.build_circuit_ending(&intro_target),
+        onion.circuits.build_circuit_ending(&rend_target),
+        onion.circuits.build_circuit_ending(&intro_target),
     )?;
     drop(cancel);
     rend.set_accept(&relay_sets::AT_ONION_CLIENT);
@@ -633,40 +583,6 @@ mod tests {
         )
         .unwrap()
         .public()
-    }
-
-    #[test]
-    fn revision_floors_expire_and_are_bounded() {
-        let mut f = RevisionFloors::default();
-        let key = |i: u32| {
-            let mut k = [0u8; 32];
-            k[..4].copy_from_slice(&i.to_be_bytes());
-            k
-        };
-        f.record(key(1), 10, 1_000, 0);
-        assert_eq!(f.floor(&key(1), 500), 10);
-        assert_eq!(f.floor(&key(2), 500), 0);
-        // A newer revision raises the floor, an older one never lowers it.
-        f.record(key(1), 12, 1_100, 600);
-        f.record(key(1), 11, 1_200, 600);
-        assert_eq!(f.floor(&key(1), 700), 12);
-        // Expired (past the expiry of the highest revision plus the skew): forgotten, and
-        // pruned on the next record.
-        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW - 1), 12);
-        assert_eq!(f.floor(&key(1), 1_100 + DESCRIPTOR_SKEW), 0);
-        f.record(key(2), 1, 9_000, 1_100 + DESCRIPTOR_SKEW);
-        assert_eq!(f.map.len(), 1);
-        // Full: the soonest-expiring entry makes room.
-        let mut f = RevisionFloors::default();
-        for i in 0..MAX_REVISION_FLOORS as u32 {
-            f.record(key(i), 5, 10_000 + u64::from(i), 0);
-        }
-        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
-        f.record(key(u32::MAX), 5, 50_000, 0);
-        assert_eq!(f.map.len(), MAX_REVISION_FLOORS);
-        assert_eq!(f.floor(&key(0), 0), 0, "the soonest-expiring was dropped");
-        assert_eq!(f.floor(&key(1), 0), 5);
-        assert_eq!(f.floor(&key(u32::MAX), 0), 5);
     }
 
     #[test]

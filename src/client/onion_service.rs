@@ -9,7 +9,8 @@
 //! of the hash ring. Each introduction circuit has its own task that receives INTRODUCE2.
 //! An accepted introduction builds a circuit to the client's rendezvous point, sends
 //! RENDEZVOUS1, adds the end-to-end keys and hands the circuit to a service-mode circuit
-//! task ([`super::reactor::spawn_service`]): it acts as the exit, connecting BEGINs for a
+//! task accepting streams ([`crate::proto::reactor::spawn_accepting`]), and serves them
+//! ([`super::service_end::serve`]): it acts as the exit, connecting BEGINs for a
 //! configured virtual port to the local target.
 
 use std::net::SocketAddr;
@@ -42,10 +43,11 @@ use crate::onion::replay::{ReplayCache, DEFAULT_REPLAY_CAPACITY};
 use crate::onion::{BlindedKeypair, BlindedPublic, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
-use super::manager::{relay_target, Client};
+use super::circmgr::relay_target;
+use super::facade::Client;
 use super::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
-use super::reactor::{RendezvousSlot, RendezvousSlots, ServiceEnd};
-use super::{ClientCircuit, RelayTarget};
+use super::service_end::{RendezvousSlot, RendezvousSlots, ServiceEnd};
+use crate::proto::{ClientCircuit, RelayTarget};
 
 /// Introduction points a service keeps.
 pub const INTRO_POINTS: usize = 3;
@@ -928,7 +930,7 @@ async fn publish(
         tokio::spawn(async move {
             let circ = client.build_circuit_ending(&dir).await.ok()?;
             let handle = circ.into_handle();
-            let resp = super::dirclient::dir_request(&handle, &req, timeout).await;
+            let resp = crate::proto::dirclient::dir_request(&handle, &req, timeout).await;
             handle.close().await;
             match resp {
                 Ok(r) if r.status == DirStatus::Ok => Some(()),
@@ -1282,15 +1284,14 @@ async fn meet(
     circ.push_end_to_end_hop(&keys, true)
         .map_err(|e| e.to_string())?;
     circ.set_accept(&relay_sets::AT_RELAY);
-    super::reactor::spawn_service(
-        circ,
-        ServiceEnd {
-            ports: Arc::clone(&shared.ports),
-            connect_timeout: shared.connect_timeout,
-            idle_timeout: shared.rendezvous_idle,
-            slot: Some(slot),
-        },
-    );
+    let (circuit, incoming) = crate::proto::reactor::spawn_accepting(circ);
+    let end = ServiceEnd {
+        ports: Arc::clone(&shared.ports),
+        connect_timeout: shared.connect_timeout,
+        idle_timeout: shared.rendezvous_idle,
+        slot: Some(slot),
+    };
+    tokio::spawn(super::service_end::serve(circuit, incoming, end));
     Ok(())
 }
 

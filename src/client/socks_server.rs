@@ -46,7 +46,7 @@ use crate::client::socks::{
     reply, HttpConnectHandshake, ReplyCode, SocksAuth, SocksCommand, SocksError, SocksHandshake,
     SocksRequest, Step,
 };
-use crate::client::stream::{DataStream, StreamOpenError};
+use crate::proto::{DataStream, StreamOpenError};
 use crate::sync::lock;
 
 /// Bytes read from a client per `read` call during the handshake. Early data the client

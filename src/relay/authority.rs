@@ -24,7 +24,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::client::dirclient::one_shot;
 use crate::codec;
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
@@ -36,6 +35,7 @@ use crate::dir::{
     UncheckedVote, Vote, VoteBody, VoteEntry,
 };
 use crate::link::{self, LinkConfig};
+use crate::proto::dirclient::one_shot;
 
 use super::dirserve::DirService;
 use super::shared::RelayShared;

@@ -27,8 +27,8 @@ use crate::crypto::fast_handshake::fast_relay;
 use crate::crypto::{relay_handshake, CellKind, IdentityPublic, RelayCrypto, RelayTag};
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkError, PeerKind, TrySendError};
-use crate::stream::pump;
-use crate::stream::set::StreamSet;
+use crate::proto::stream::pump;
+use crate::proto::stream::set::StreamSet;
 use std::time::Duration;
 
 use super::events::{CircEvent, NextHopResult, Side};

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::client::dirclient::one_shot;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
+use crate::proto::dirclient::one_shot;
 
 use super::dirserve::{DirContext, DirService};
 use super::hsdir::HsDirStore;

@@ -26,7 +26,7 @@ pub enum CircEvent {
     /// The channel to the next hop requested by EXTEND is ready (or could not be opened).
     NextHopReady(NextHopResult),
     /// An event from one of the circuit's exit streams.
-    Stream(crate::stream::pump::StreamEvent),
+    Stream(crate::proto::stream::pump::StreamEvent),
     /// An exit stream's connection attempt finished.
     StreamConnected {
         /// The stream.

@@ -125,7 +125,7 @@ pub const MAX_LINK_REKEY_SECS: u64 = 86_400;
 /// it, a circuit that obeys flow control can fill its queue while waiting on a slow
 /// neighbour and be destroyed as stalled.
 pub const MIN_HONEST_CIRCUIT_QUEUE: usize =
-    2 * crate::stream::window::CIRCUIT_WINDOW as usize + 500;
+    2 * crate::proto::stream::window::CIRCUIT_WINDOW as usize + 500;
 
 impl RelayLimits {
     /// Settings that load but will hurt honest traffic, as sentences for the operator (a

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::client::dirclient::one_shot;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{Descriptor, DescriptorError, ExitPolicy, SignedDescriptor};
+use crate::proto::dirclient::one_shot;
 
 use super::shared::RelayShared;
 use crate::dir::AuthorityInfo;

@@ -11,9 +11,9 @@ pub mod procnet;
 
 use std::time::Duration;
 
-use allium::client::{CircuitHandle, ClientChannel, ClientCircuit, RelayTarget};
 use allium::dir::ExitPolicy;
 use allium::link::LinkConfig;
+use allium::proto::{CircuitHandle, ClientChannel, ClientCircuit, RelayTarget};
 use allium::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 
 /// Upper bound for operations that must not hang (never a speed assertion).

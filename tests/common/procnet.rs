@@ -12,11 +12,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use allium::cli::config::{self, AuthorityFile, ProxyFile, RelayFile};
-use allium::client::dirclient::one_shot;
 use allium::crypto::IdentityPublic;
 use allium::dir::request::{DirRequest, DirStatus};
 use allium::dir::AuthorityInfo;
 use allium::dir::{Consensus, UncheckedConsensus};
+use allium::proto::dirclient::one_shot;
 use allium::relay::RelayKeys;
 use allium::testnet::{wait_until_listed, DirServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

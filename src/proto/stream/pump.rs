@@ -99,6 +99,14 @@ impl LocalSocket for DuplexStream {
     fn reset(&mut self, _why: Truncation) {}
 }
 
+impl LocalSocket for Box<dyn LocalSocket> {
+    /// A socket whose type the circuit task does not know (an incoming stream's, handed
+    /// over by the circuit's owner).
+    fn reset(&mut self, why: Truncation) {
+        (**self).reset(why);
+    }
+}
+
 /// The socket as the pump's two tasks share it: resets it when dropped if the stream was
 /// truncated. The split halves drop it only once both tasks are gone, so no write (and no
 /// FIN) can follow the reset.

@@ -13,32 +13,8 @@ use crate::cell::{CellHeader, ChanCell, ChanMsg, CircId};
 use crate::link::mux::CircMux;
 use crate::link::{self, ChannelReceiver, ChannelSender, LinkConfig, LinkError, RecordStats};
 
+use super::event::ClientCircEvent;
 use super::target::RelayTarget;
-
-/// What the reader hands a client circuit.
-// Cells travel by value through bounded queues: boxing them would cost a heap
-// allocation per cell on the hot path, and the queue bound caps the memory anyway.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum ClientCircEvent {
-    /// A cell for the circuit (CREATED, RELAY or DESTROY).
-    Cell(ChanMsg),
-    /// The channel closed.
-    ChannelClosed,
-    /// The relay sent something illegal on this circuit.
-    Violation,
-    /// An event from one of the circuit's stream tasks.
-    Stream(crate::stream::pump::StreamEvent),
-    /// A request from a handle on the circuit.
-    Request(super::reactor::CircuitRequest),
-    /// An onion service's connection to its local target for a stream finished.
-    ServiceConnected {
-        /// The stream.
-        id: crate::cell::StreamId,
-        /// The connected socket, or why it failed.
-        result: Result<tokio::net::TcpStream, crate::cell::EndReason>,
-    },
-}
 
 /// An open client channel.
 #[derive(Debug)]

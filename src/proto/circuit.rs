@@ -21,8 +21,9 @@ use crate::crypto::{
     client_handshake_start, CellKind, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS,
 };
 
-use super::channel::{ClientChannel, ClientCircEvent};
+use super::channel::ClientChannel;
 use super::error::CircuitError;
+use super::event::ClientCircEvent;
 use super::target::RelayTarget;
 
 /// Cells queued from the channel reader to one circuit before the reader waits.
@@ -395,7 +396,7 @@ impl ClientCircuit {
             Some(
                 ClientCircEvent::Stream(_)
                 | ClientCircEvent::Request(_)
-                | ClientCircEvent::ServiceConnected { .. },
+                | ClientCircEvent::Incoming(_),
             ) => Err(CircuitError::Protocol(
                 "stream event on a circuit without a reactor",
             )),
@@ -433,13 +434,6 @@ impl ClientCircuit {
         if let Ok(cell) = ChanCell::circuit(self.id, ChanMsg::Destroy(reason)) {
             let _ = self.chan.sender.send(&cell).await;
         }
-    }
-}
-
-impl ClientCircuit {
-    /// Hands the circuit to a task that multiplexes streams over it.
-    pub fn into_handle(self) -> super::reactor::CircuitHandle {
-        super::reactor::spawn(self)
     }
 }
 

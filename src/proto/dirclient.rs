@@ -46,11 +46,11 @@ pub async fn one_shot(
             handshake_timeout: timeout,
             ..crate::link::LinkConfig::default()
         };
-        let chan = super::ClientChannel::connect_to(addr, identity, &cfg)
+        let chan = super::channel::ClientChannel::connect_to(addr, identity, &cfg)
             .await
             .map_err(|e| DirFetchError::Connect(e.to_string()))?;
         let result = async {
-            let circ = super::ClientCircuit::create_fast(&chan, *identity, timeout)
+            let circ = super::circuit::ClientCircuit::create_fast(&chan, *identity, timeout)
                 .await
                 .map_err(|e| DirFetchError::Connect(e.to_string()))?;
             let handle = circ.into_handle();

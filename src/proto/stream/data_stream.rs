@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
 use crate::cell::EndReason;
-use crate::stream::pump::{LocalSocket, Truncation};
+use crate::proto::stream::pump::{LocalSocket, Truncation};
 
 /// Bytes buffered between the application and the stream's tasks in each direction.
 pub const STREAM_BUFFER: usize = 64 * 1024;
@@ -205,7 +205,7 @@ mod tests {
 
     use super::*;
     use crate::cell::StreamId;
-    use crate::stream::pump::{self, StreamEvent, StreamIo, ToSocket};
+    use crate::proto::stream::pump::{self, StreamEvent, StreamIo, ToSocket};
 
     /// A pump over a new pair's circuit end, as the circuit task starts it.
     fn pumped() -> (StreamIo, DataStream, mpsc::Receiver<StreamEvent>) {

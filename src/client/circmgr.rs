@@ -1,0 +1,442 @@
+//! The client's circuit manager: builds circuits along paths chosen from the consensus,
+//! keeps a few clean ones ready, and hands out circuits by isolation class (streams of
+//! different classes never share one; a circuit takes new streams only for its maximum
+//! dirtiness).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::clock::now_unix;
+use crate::crypto::IdentityPublic;
+use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget};
+use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
+use crate::sync::lock;
+
+use super::chanmgr::ChanMgr;
+use super::dirmgr::DirMgr;
+use super::error::ClientError;
+use super::guardmgr::GuardMgr;
+
+/// Path draws per circuit build while the drawn path includes a relay to avoid.
+const PATH_REDRAWS: usize = 8;
+
+/// The path a clean circuit is built for (any exit allowing port 443).
+const CLEAN_TARGET: PathTarget = PathTarget {
+    port: 443,
+    addr: None,
+};
+
+/// Streams sharing an isolation key may share circuits; different keys never do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Isolation(pub Vec<u8>);
+
+struct ReadyCircuit {
+    handle: CircuitHandle,
+    exit_policy: ExitPolicy,
+    /// When it carried its first stream (None: still clean).
+    first_used: Option<Instant>,
+}
+
+/// How circuits are built and kept.
+#[derive(Debug, Clone)]
+pub struct CircParams {
+    /// Hops per circuit (2 to 8).
+    pub path_len: usize,
+    /// A circuit takes new streams for this long after its first one.
+    pub max_dirtiness: Duration,
+    /// Building one circuit may take this long.
+    pub circuit_timeout: Duration,
+    /// Clean circuits kept ready for the first requests.
+    pub prebuilt_circuits: usize,
+}
+
+/// Circuits by isolation class, and the clean ones kept ready.
+pub struct CircMgr {
+    params: CircParams,
+    dir: Arc<DirMgr>,
+    channels: Arc<ChanMgr>,
+    guards: Arc<GuardMgr>,
+    circuits: Mutex<HashMap<Isolation, Vec<ReadyCircuit>>>,
+    clean: Mutex<Vec<ReadyCircuit>>,
+}
+
+impl std::fmt::Debug for CircMgr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CircMgr { .. }")
+    }
+}
+
+impl CircMgr {
+    /// A manager with no circuits yet.
+    pub fn new(
+        params: CircParams,
+        dir: Arc<DirMgr>,
+        channels: Arc<ChanMgr>,
+        guards: Arc<GuardMgr>,
+    ) -> Self {
+        CircMgr {
+            params,
+            dir,
+            channels,
+            guards,
+            circuits: Mutex::new(HashMap::new()),
+            clean: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Builds the clean circuits wanted ready (at least one; up to twice as many attempts).
+    /// Returns how many were built.
+    pub async fn prebuild(&self) -> usize {
+        let wanted = self.params.prebuilt_circuits.max(1);
+        let mut built = 0;
+        for _ in 0..wanted * 2 {
+            if built == wanted {
+                break;
+            }
+            match self.build_circuit(&CLEAN_TARGET).await {
+                Ok(c) => {
+                    lock(&self.clean).push(c);
+                    built += 1;
+                }
+                Err(e) => tracing::warn!("bootstrap: a circuit failed: {e}"),
+            }
+        }
+        built
+    }
+
+    async fn build_circuit(&self, target: &PathTarget) -> Result<ReadyCircuit, ClientError> {
+        self.build_circuit_avoiding(target, &mut Vec::new()).await
+    }
+
+    /// Builds a circuit whose hops after the guard avoid the relays in `avoid` when a path
+    /// can (a request's earlier builds could not be extended to them: typically a relay
+    /// that just died but is still listed). If an extension fails, the relay it was
+    /// extending to is added to `avoid`. Only the current request's retries use this list,
+    /// so a hop that fakes failures can steer nothing beyond what killing the circuit does.
+    async fn build_circuit_avoiding(
+        &self,
+        target: &PathTarget,
+        avoid: &mut Vec<IdentityPublic>,
+    ) -> Result<ReadyCircuit, ClientError> {
+        let consensus = self
+            .dir
+            .consensus()
+            .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
+        let now = now_unix();
+        if !consensus.is_live(now) {
+            return Err(ClientError::NoConsensus(format!(
+                "the consensus expired at unix time {} ({} s ago) and no authority or guard \
+                 could provide a newer one",
+                consensus.valid_until(),
+                now.saturating_sub(consensus.valid_until())
+            )));
+        }
+        let (hops, exit_policy) = {
+            let mut guards = self.guards.lock();
+            let mut select = || {
+                select_path(
+                    &consensus,
+                    target,
+                    &mut guards,
+                    self.params.path_len,
+                    now,
+                    &mut rand::rng(),
+                )
+                .map_err(|e| ClientError::Circuit(e.to_string()))
+            };
+            let mut path = select()?;
+            // Redraw (a bounded number of times) while a non-guard hop is to be avoided;
+            // if no other path turns up, try the last one anyway.
+            for _ in 0..PATH_REDRAWS {
+                if !path.iter().skip(1).any(|e| avoid.contains(&e.identity)) {
+                    break;
+                }
+                path = select()?;
+            }
+            let mut hops = Vec::new();
+            for e in &path {
+                let onion = e
+                    .verified_onion_key(now)
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
+                let addr = *e
+                    .addrs
+                    .first()
+                    .ok_or_else(|| ClientError::Circuit("relay without address".into()))?;
+                hops.push(RelayTarget {
+                    addr,
+                    identity: e.identity,
+                    onion,
+                });
+            }
+            let policy = path
+                .last()
+                .map(|e| e.exit_policy.clone())
+                .unwrap_or_else(ExitPolicy::reject_all);
+            (hops, policy)
+        };
+        let timeout = self.params.circuit_timeout;
+        let first = hops
+            .first()
+            .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        // The relay being extended to, while an extension is under way.
+        let mut extending: Option<IdentityPublic> = None;
+        let t0 = Instant::now();
+        let build = async {
+            let chan = self.channels.channel_to(first).await?;
+            debug!(us = t0.elapsed().as_micros() as u64, "build: channel");
+            let mut circ = ClientCircuit::create(&chan, first, timeout)
+                .await
+                .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            debug!(us = t0.elapsed().as_micros() as u64, "build: created");
+            for hop in hops.iter().skip(1) {
+                extending = Some(hop.identity);
+                circ.extend(hop, timeout)
+                    .await
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
+                debug!(us = t0.elapsed().as_micros() as u64, "build: extended");
+            }
+            Ok::<_, ClientError>(circ)
+        };
+        let result = tokio::time::timeout(timeout, build)
+            .await
+            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
+            .and_then(|r| r);
+        let mut guards = self.guards.lock();
+        match result {
+            Ok(circ) => {
+                guards.mark_success(&first.identity);
+                self.guards.save(&guards);
+                Ok(ReadyCircuit {
+                    handle: circ.into_handle(),
+                    exit_policy,
+                    first_used: None,
+                })
+            }
+            Err(e) => {
+                match extending {
+                    // The guard answered and extended: it did its job. Counting this
+                    // against it would let any later hop push the client off its guard.
+                    Some(id) => {
+                        if !avoid.contains(&id) {
+                            avoid.push(id);
+                        }
+                    }
+                    None => guards.mark_failed(&first.identity, now),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds a circuit (of the configured length) whose last hop is `last`, a relay the
+    /// caller chose: an onion service's introduction point, rendezvous point or descriptor
+    /// directory. The other hops come from the consensus and never conflict with `last`
+    /// when it is listed. The circuit is returned unstarted so the caller can exchange
+    /// onion-service messages on it first.
+    pub async fn build_circuit_ending(
+        &self,
+        last: &RelayTarget,
+    ) -> Result<ClientCircuit, ClientError> {
+        let consensus = self.dir.live_consensus()?;
+        let now = now_unix();
+        let mut hops = {
+            let mut guards = self.guards.lock();
+            let prefix = crate::dir::path::select_path_prefix(
+                &consensus,
+                consensus.relay(&last.identity),
+                &mut guards,
+                self.params.path_len,
+                now,
+                &mut rand::rng(),
+            )
+            .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            prefix
+                .iter()
+                .map(|e| relay_target(e, now))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        hops.push(last.clone());
+        let timeout = self.params.circuit_timeout;
+        let first = hops
+            .first()
+            .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        let mut extended_past_guard = false;
+        let build = async {
+            let chan = self.channels.channel_to(first).await?;
+            let mut circ = ClientCircuit::create(&chan, first, timeout)
+                .await
+                .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            for hop in hops.iter().skip(1) {
+                extended_past_guard = true;
+                circ.extend(hop, timeout)
+                    .await
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            }
+            Ok::<_, ClientError>(circ)
+        };
+        let result = tokio::time::timeout(timeout, build)
+            .await
+            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
+            .and_then(|r| r);
+        let mut guards = self.guards.lock();
+        match &result {
+            Ok(_) => {
+                guards.mark_success(&first.identity);
+                self.guards.save(&guards);
+            }
+            // As in `build_circuit_avoiding`: a later hop's failure is not the guard's.
+            Err(_) if !extended_past_guard => guards.mark_failed(&first.identity, now),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// A circuit of class `isolation` whose exit may allow `ip:port` (`ip` unknown: a name
+    /// the exit resolves): one in use while not past its dirtiness, else a clean one,
+    /// else a new one. With `fresh`, always a new one, avoiding the relays in `avoid` (see
+    /// [`Self::build_circuit_avoiding`]).
+    pub async fn circuit_for(
+        self: &Arc<Self>,
+        isolation: &Isolation,
+        port: u16,
+        ip: Option<IpAddr>,
+        fresh: bool,
+        avoid: &mut Vec<IdentityPublic>,
+    ) -> Result<CircuitHandle, ClientError> {
+        let dirtiness = self.params.max_dirtiness;
+        let suits = |c: &ReadyCircuit| {
+            !c.handle.is_closed()
+                && match ip {
+                    Some(ip) => c.exit_policy.allows_ip(ip, port),
+                    None => c.exit_policy.might_allow_port(port),
+                }
+        };
+        if !fresh {
+            let mut map = lock(&self.circuits);
+            let list = map.entry(isolation.clone()).or_default();
+            // Circuits past their dirtiness take no new streams; they close once their
+            // streams are done.
+            let (keep, expired): (Vec<_>, Vec<_>) =
+                std::mem::take(list).into_iter().partition(|c| {
+                    !c.handle.is_closed() && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
+                });
+            *list = keep;
+            for c in expired {
+                tokio::spawn(async move { c.handle.retire().await });
+            }
+            if let Some(c) = list.iter().find(|c| suits(c)) {
+                return Ok(c.handle.clone());
+            }
+            // A prebuilt clean circuit, if one fits.
+            let mut clean = lock(&self.clean);
+            clean.retain(|c| !c.handle.is_closed());
+            if let Some(pos) = clean.iter().position(suits) {
+                let mut c = clean.remove(pos);
+                c.first_used = Some(Instant::now());
+                let handle = c.handle.clone();
+                list.push(c);
+                drop(clean);
+                drop(map);
+                self.replenish();
+                return Ok(handle);
+            }
+        }
+        let mut c = self
+            .build_circuit_avoiding(&PathTarget { port, addr: ip }, avoid)
+            .await?;
+        c.first_used = Some(Instant::now());
+        let handle = c.handle.clone();
+        lock(&self.circuits)
+            .entry(isolation.clone())
+            .or_default()
+            .push(c);
+        Ok(handle)
+    }
+
+    /// Builds a clean circuit in the background to replace one just taken.
+    fn replenish(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            if lock(&me.clean).len() >= me.params.prebuilt_circuits {
+                return;
+            }
+            if let Ok(c) = me.build_circuit(&CLEAN_TARGET).await {
+                lock(&me.clean).push(c);
+            }
+        });
+    }
+
+    /// Diagnostics: for each isolation class, the ids (first-hop circuit ids) of the open
+    /// circuits it uses. Two classes never share a circuit.
+    pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {
+        let map = lock(&self.circuits);
+        map.iter()
+            .map(|(k, v)| {
+                let ids = v
+                    .iter()
+                    .filter(|c| !c.handle.is_closed())
+                    .map(|c| c.handle.id().get())
+                    .collect();
+                (k.clone(), ids)
+            })
+            .collect()
+    }
+
+    /// NEWNYM: closes every circuit, so no new stream uses any of them, and builds a clean
+    /// one again.
+    pub async fn close_all(self: &Arc<Self>) {
+        let old: Vec<ReadyCircuit> = {
+            let mut map = lock(&self.circuits);
+            let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
+            all.extend(lock(&self.clean).drain(..));
+            all
+        };
+        for c in old {
+            c.handle.close().await;
+        }
+        self.replenish();
+    }
+}
+
+/// A consensus entry as a circuit hop (its onion-key certificate verified now).
+pub(crate) fn relay_target(e: &ConsensusEntry, now: u64) -> Result<RelayTarget, ClientError> {
+    let onion = e
+        .verified_onion_key(now)
+        .map_err(|e| ClientError::Circuit(e.to_string()))?;
+    let addr = *e
+        .addrs
+        .first()
+        .ok_or_else(|| ClientError::Circuit("relay without address".into()))?;
+    Ok(RelayTarget {
+        addr,
+        identity: e.identity,
+        onion,
+    })
+}
+
+impl Isolation {
+    /// The isolation class of a proxy request: its listener and credentials, encoded
+    /// unambiguously (lengths first) so two different keys never collide.
+    pub fn from_proxy(key: &super::socks_server::IsolationKey) -> Self {
+        use super::socks::SocksAuth;
+        let mut out = key.listener.to_be_bytes().to_vec();
+        let mut field = |tag: u8, bytes: &[u8]| {
+            out.push(tag);
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        match &key.auth {
+            SocksAuth::None => field(0, &[]),
+            SocksAuth::Username { user, pass } => {
+                field(1, user);
+                field(2, pass);
+            }
+            SocksAuth::Socks4UserId(id) => field(3, id),
+        }
+        Isolation(out)
+    }
+}

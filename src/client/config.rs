@@ -1,0 +1,41 @@
+//! How a client runs: its trusted authorities, state directory, circuit shape and time
+//! limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::dir::AuthorityInfo;
+
+/// How a client runs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The directory authorities it trusts (a strict majority must sign the consensus).
+    pub authorities: Vec<AuthorityInfo>,
+    /// Where to cache the consensus and guard state (`None`: memory only).
+    pub data_dir: Option<PathBuf>,
+    /// Hops per circuit (2 to 8).
+    pub path_len: usize,
+    /// A circuit takes new streams for this long after its first one.
+    pub max_dirtiness: Duration,
+    /// Building one circuit may take this long.
+    pub circuit_timeout: Duration,
+    /// Opening one stream may take this long.
+    pub stream_timeout: Duration,
+    /// Circuits kept ready for the first requests.
+    pub prebuilt_circuits: usize,
+}
+
+impl ClientConfig {
+    /// Defaults: 3 hops, 10-minute dirtiness, 2 circuits ready.
+    pub fn new(authorities: Vec<AuthorityInfo>) -> Self {
+        ClientConfig {
+            authorities,
+            data_dir: None,
+            path_len: 3,
+            max_dirtiness: Duration::from_secs(600),
+            circuit_timeout: Duration::from_secs(30),
+            stream_timeout: Duration::from_secs(60),
+            prebuilt_circuits: 2,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The client's directory manager: gets a verified consensus (from a guard's cache, the
+//! authorities, else the disk cache), keeps it, and refreshes it before it goes stale.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use tracing::{debug, info, warn};
+
+use crate::clock::now_unix;
+use crate::crypto::IdentityPublic;
+use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::{AuthorityInfo, Consensus, ConsensusEntry, UncheckedConsensus};
+use crate::proto::dirclient::{dir_request, one_shot};
+use crate::proto::{ClientCircuit, RelayTarget};
+use crate::sync::lock;
+
+use super::chanmgr::ChanMgr;
+use super::error::ClientError;
+use super::guardmgr::GuardMgr;
+
+/// Relays besides the primary guards asked for the consensus when no guard answers.
+const EXTRA_DIR_CACHES: usize = 3;
+
+/// The consensus in use and where to get the next one.
+pub struct DirMgr {
+    /// The directory authorities trusted (a strict majority must sign the consensus).
+    authorities: Vec<AuthorityInfo>,
+    /// Where the consensus is cached (`None`: memory only).
+    data_dir: Option<PathBuf>,
+    /// A fetch from a guard's cache may take this long (a circuit build's limit).
+    circuit_timeout: Duration,
+    consensus: Mutex<Option<Arc<Consensus>>>,
+    channels: Arc<ChanMgr>,
+    guards: Arc<GuardMgr>,
+}
+
+impl std::fmt::Debug for DirMgr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirMgr { .. }")
+    }
+}
+
+impl DirMgr {
+    /// A manager with no consensus yet.
+    pub fn new(
+        authorities: Vec<AuthorityInfo>,
+        data_dir: Option<PathBuf>,
+        circuit_timeout: Duration,
+        channels: Arc<ChanMgr>,
+        guards: Arc<GuardMgr>,
+    ) -> Self {
+        DirMgr {
+            authorities,
+            data_dir,
+            circuit_timeout,
+            consensus: Mutex::new(None),
+            channels,
+            guards,
+        }
+    }
+
+    /// The consensus in use.
+    pub fn consensus(&self) -> Option<Arc<Consensus>> {
+        lock(&self.consensus).clone()
+    }
+
+    /// The consensus, if it is live now.
+    pub fn live_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        let consensus = self
+            .consensus()
+            .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
+        if !consensus.is_live(now_unix()) {
+            return Err(ClientError::NoConsensus("the consensus expired".into()));
+        }
+        Ok(consensus)
+    }
+
+    fn trusted(&self) -> Vec<IdentityPublic> {
+        self.authorities.iter().map(|a| a.identity).collect()
+    }
+
+    fn cache_path(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("consensus"))
+    }
+
+    /// Asks our primary guards (their directory caches) over one-hop circuits; if none of
+    /// them answers (a guard may be down, or hold a stale document), up to
+    /// [`EXTRA_DIR_CACHES`] other listed relays chosen at random, as Tor clients fall back
+    /// to fallback directories.
+    async fn fetch_from_guards(&self, trusted: &[IdentityPublic]) -> Option<Arc<Consensus>> {
+        let current = self.consensus()?;
+        let now = now_unix();
+        let to_target = |e: &ConsensusEntry| {
+            Some(RelayTarget {
+                addr: *e.addrs.first()?,
+                identity: e.identity,
+                onion: e.verified_onion_key(now).ok()?,
+            })
+        };
+        let targets: Vec<RelayTarget> = {
+            let guards = self.guards.lock();
+            let mut targets: Vec<RelayTarget> = guards
+                .primary(&current)
+                .into_iter()
+                .filter_map(to_target)
+                .collect();
+            let mut others: Vec<RelayTarget> = current
+                .relays()
+                .iter()
+                .filter(|e| !targets.iter().any(|t| t.identity == e.identity))
+                .filter_map(to_target)
+                .collect();
+            others.shuffle(&mut rand::rng());
+            targets.extend(others.into_iter().take(EXTRA_DIR_CACHES));
+            targets
+        };
+        let timeout = self.circuit_timeout;
+        for t in targets {
+            let attempt = async {
+                let chan = self.channels.channel_to(&t).await.ok()?;
+                let circ = ClientCircuit::create(&chan, &t, timeout).await.ok()?;
+                let handle = circ.into_handle();
+                let resp = dir_request(&handle, &DirRequest::GetConsensus, timeout).await;
+                handle.close().await;
+                let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
+                let c = UncheckedConsensus::parse(&resp.body)
+                    .and_then(|u| u.verify(trusted, now_unix()))
+                    .ok()?;
+                self.save_cache(&resp.body);
+                Some(self.install(c))
+            };
+            if let Some(c) = attempt.await {
+                debug!("client: consensus fetched from a guard");
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn save_cache(&self, bytes: &[u8]) {
+        if let Some(path) = self.cache_path() {
+            if let Err(e) = std::fs::write(&path, bytes) {
+                warn!("cannot cache the consensus at {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Gets a verified consensus: from a guard, the authorities, else the disk cache.
+    pub async fn fetch_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        let trusted = self.trusted();
+        if let Some(c) = self.fetch_from_guards(&trusted).await {
+            return Ok(c);
+        }
+        let mut authorities = self.authorities.clone();
+        authorities.shuffle(&mut rand::rng());
+        let mut last_err = String::from("no authorities configured");
+        for a in &authorities {
+            match one_shot(
+                a.addr,
+                &a.identity,
+                &DirRequest::GetConsensus,
+                Duration::from_secs(15),
+            )
+            .await
+            {
+                Ok(resp) if resp.status == DirStatus::Ok => {
+                    match UncheckedConsensus::parse(&resp.body)
+                        .and_then(|u| u.verify(&trusted, now_unix()))
+                    {
+                        Ok(c) => {
+                            self.save_cache(&resp.body);
+                            return Ok(self.install(c));
+                        }
+                        Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
+                    }
+                }
+                Ok(resp) => last_err = format!("authority answered: {}", resp.reason()),
+                Err(e) => last_err = e.to_string(),
+            }
+        }
+        if let Some(path) = self.cache_path() {
+            if let Ok(bytes) = std::fs::read(&path) {
+                match UncheckedConsensus::parse(&bytes).and_then(|u| u.verify(&trusted, now_unix()))
+                {
+                    Ok(c) => {
+                        info!("authorities unreachable ({last_err}); using the cached consensus");
+                        return Ok(self.install(c));
+                    }
+                    Err(e) => last_err = format!("{last_err}; cached consensus unusable: {e}"),
+                }
+            }
+        }
+        Err(ClientError::NoConsensus(last_err))
+    }
+
+    fn install(&self, c: Consensus) -> Arc<Consensus> {
+        let c = Arc::new(c);
+        *lock(&self.consensus) = Some(Arc::clone(&c));
+        c
+    }
+
+    /// Refetches the consensus at the time it names, forever (spawn it).
+    pub async fn refresh_loop(self: Arc<Self>) {
+        loop {
+            let at = self
+                .consensus()
+                .map_or(now_unix() + 30, |c| c.refetch_time(&mut rand::rng()));
+            let wait = at.saturating_sub(now_unix()).max(5);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            match self.fetch_consensus().await {
+                Ok(c) => debug!("client: consensus refreshed ({} relays)", c.relays().len()),
+                Err(e) => warn!("client: cannot refresh the consensus: {e}"),
+            }
+        }
+    }
+}

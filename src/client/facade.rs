@@ -1,0 +1,295 @@
+//! The client: bootstraps from the directory authorities, keeps circuits ready, and opens
+//! streams through them. This is the library API the SOCKS proxy itself uses:
+//!
+//! ```no_run
+//! # async fn demo(config: allium::client::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let client = allium::client::Client::bootstrap(config).await?;
+//! let mut stream = client.connect("example.com:80").await?;
+//! stream.write_all(b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n").await?;
+//! let mut page = Vec::new();
+//! stream.read_to_end(&mut page).await?;
+//! # Ok(()) }
+//! ```
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::cell::{EndReason, Hostname, TargetAddr};
+use crate::dir::Consensus;
+use crate::proto::{ClientCircuit, DataStream, RelayTarget, StreamOpenError};
+use crate::sync::lock;
+
+use super::chanmgr::ChanMgr;
+use super::circmgr::{CircMgr, CircParams, Isolation};
+use super::config::ClientConfig;
+use super::dirmgr::DirMgr;
+use super::error::ClientError;
+use super::guardmgr::GuardMgr;
+use super::onion_connect::{is_onion_host, OnionConnector};
+use super::socks_server::{Connector, IsolationKey};
+
+/// Attempts to open one stream (the first may use an existing circuit, later ones build).
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// At most one "no usable consensus" warning per this interval.
+const NO_CONSENSUS_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A bootstrapped client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// The managers a client ties together (arti's tor-dirmgr, tor-chanmgr, tor-circmgr).
+struct Inner {
+    config: ClientConfig,
+    dir: Arc<DirMgr>,
+    channels: Arc<ChanMgr>,
+    circuits: Arc<CircMgr>,
+    /// Connections to onion services: descriptor cache and rendezvous circuits.
+    onion: OnionConnector,
+    /// When the proxy last warned that it has no usable consensus (one line per
+    /// [`NO_CONSENSUS_WARN_EVERY`], however many requests fail).
+    no_consensus_warned: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Client(..)")
+    }
+}
+
+fn progress(pct: u8, phase: &str) {
+    info!("bootstrap {pct}%: {phase}");
+}
+
+impl Client {
+    /// Fetches and verifies the consensus (or loads a live cached one), picks guards and
+    /// builds the first circuits. Progress is logged as `bootstrap NN%: phase`.
+    pub async fn bootstrap(config: ClientConfig) -> Result<Client, ClientError> {
+        progress(0, "starting");
+        let guards = Arc::new(GuardMgr::load(config.data_dir.clone()));
+        let channels = Arc::new(ChanMgr::default());
+        let dir = Arc::new(DirMgr::new(
+            config.authorities.clone(),
+            config.data_dir.clone(),
+            config.circuit_timeout,
+            Arc::clone(&channels),
+            Arc::clone(&guards),
+        ));
+        let params = CircParams {
+            path_len: config.path_len,
+            max_dirtiness: config.max_dirtiness,
+            circuit_timeout: config.circuit_timeout,
+            prebuilt_circuits: config.prebuilt_circuits,
+        };
+        let circuits = Arc::new(CircMgr::new(
+            params,
+            Arc::clone(&dir),
+            Arc::clone(&channels),
+            guards,
+        ));
+        let onion = OnionConnector::new(Arc::clone(&dir), Arc::clone(&circuits), &config);
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                dir,
+                channels,
+                circuits,
+                onion,
+                no_consensus_warned: Mutex::new(None),
+            }),
+        };
+        progress(10, "loading the directory");
+        let consensus = client.inner.dir.fetch_consensus().await?;
+        progress(
+            40,
+            &format!(
+                "consensus with {} relays verified",
+                consensus.relays().len()
+            ),
+        );
+        tokio::spawn(Arc::clone(&client.inner.dir).refresh_loop());
+        progress(60, "building circuits");
+        if client.inner.circuits.prebuild().await == 0 {
+            return Err(ClientError::Circuit("no circuit could be built".into()));
+        }
+        progress(100, "done");
+        Ok(client)
+    }
+
+    /// The consensus in use.
+    pub fn consensus(&self) -> Option<Arc<Consensus>> {
+        self.inner.dir.consensus()
+    }
+
+    /// Fetches a fresh consensus now (from a guard if possible, else the authorities, else
+    /// the disk cache while it is live).
+    pub async fn refresh_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        self.inner.dir.fetch_consensus().await
+    }
+
+    /// The client's configuration.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The consensus, if it is live now.
+    pub(crate) fn live_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
+        self.inner.dir.live_consensus()
+    }
+
+    /// Builds a circuit (of the configured length) whose last hop is `last`, a relay the
+    /// caller chose (see [`CircMgr::build_circuit_ending`]), unstarted.
+    pub(crate) async fn build_circuit_ending(
+        &self,
+        last: &RelayTarget,
+    ) -> Result<ClientCircuit, ClientError> {
+        self.inner.circuits.build_circuit_ending(last).await
+    }
+
+    /// Opens a stream to `host:port` (names are resolved by the exit).
+    pub async fn connect(&self, addr: &str) -> Result<DataStream, ClientError> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| ClientError::BadAddress(addr.to_string()))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| ClientError::BadAddress(addr.to_string()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let target = match host.parse::<IpAddr>() {
+            Ok(ip) => TargetAddr::Ip(ip),
+            Err(_) => TargetAddr::Hostname(
+                Hostname::new(host).map_err(|_| ClientError::BadAddress(addr.to_string()))?,
+            ),
+        };
+        self.connect_target(target, port, &Isolation::default())
+            .await
+    }
+
+    /// Opens a stream to `target:port` on a circuit of isolation class `isolation`. A
+    /// failure other than an exit-policy refusal is retried on fresh circuits
+    /// (`CONNECT_ATTEMPTS`, 3, attempts in all), whose paths avoid the relays this request's
+    /// failed builds could not be extended to.
+    pub async fn connect_target(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: &Isolation,
+    ) -> Result<DataStream, ClientError> {
+        if let TargetAddr::Hostname(name) = &target {
+            if is_onion_host(name.as_str()) {
+                return self
+                    .inner
+                    .onion
+                    .connect(name.as_str(), port, isolation)
+                    .await;
+            }
+        }
+        let ip = match &target {
+            TargetAddr::Ip(ip) => Some(*ip),
+            TargetAddr::Hostname(_) => None,
+        };
+        let mut last = None;
+        let mut avoid = Vec::new();
+        let t0 = Instant::now();
+        for attempt in 0..CONNECT_ATTEMPTS {
+            let circ = match self
+                .inner
+                .circuits
+                .circuit_for(isolation, port, ip, attempt > 0, &mut avoid)
+                .await
+            {
+                Ok(c) => c,
+                // Retrying cannot help until a live consensus arrives.
+                Err(e @ ClientError::NoConsensus(_)) => return Err(e),
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            debug!(us = t0.elapsed().as_micros() as u64, "connect: circuit");
+            match circ
+                .open_stream(target.clone(), port, self.inner.config.stream_timeout)
+                .await
+            {
+                Ok(s) => {
+                    debug!(us = t0.elapsed().as_micros() as u64, "connect: stream open");
+                    return Ok(s);
+                }
+                Err(StreamOpenError::Refused(EndReason::ExitPolicy)) if attempt == 0 => {
+                    last = Some(ClientError::Stream(StreamOpenError::Refused(
+                        EndReason::ExitPolicy,
+                    )));
+                }
+                Err(e @ StreamOpenError::Refused(_)) => return Err(e.into()),
+                Err(e) => last = Some(e.into()),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Circuit("no circuit".into())))
+    }
+
+    /// Diagnostics: for each isolation class, the ids (first-hop circuit ids) of the open
+    /// circuits it uses. Two classes never share a circuit.
+    pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {
+        self.inner.circuits.circuits_by_isolation()
+    }
+
+    /// Diagnostics: the local addresses of the channels this client opened to its first
+    /// hops (the last 1024; the addresses relays see as this client's). Tests use it to
+    /// check that no relay but a first hop ever sees them.
+    pub fn channel_local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.inner.channels.local_addrs()
+    }
+
+    /// NEWNYM: no new stream will use any existing circuit; later streams get new paths.
+    pub async fn new_identity(&self) {
+        self.inner.circuits.close_all().await;
+        info!("new identity: every circuit closed; new streams use new circuits");
+    }
+}
+
+impl Connector for Client {
+    fn connect(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: IsolationKey,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<DataStream, StreamOpenError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let iso = Isolation::from_proxy(&isolation);
+            match self.connect_target(target, port, &iso).await {
+                Ok(s) => Ok(s),
+                Err(ClientError::Stream(e)) => Err(e),
+                Err(ClientError::Onion(e)) => {
+                    // The reason (a mistyped address, an unreachable service) names
+                    // neither the address nor the client; the user must see it.
+                    info!("proxy: onion service connection failed: {e}");
+                    Err(e.stream_error())
+                }
+                Err(e @ ClientError::NoConsensus(_)) => {
+                    // The user must learn why every request fails; the message names no
+                    // destination. Rate-limited so failing requests cannot flood the log.
+                    let mut last = lock(&self.inner.no_consensus_warned);
+                    if last.is_none_or(|t| t.elapsed() >= NO_CONSENSUS_WARN_EVERY) {
+                        *last = Some(Instant::now());
+                        warn!("proxy: cannot open streams: {e}");
+                    }
+                    Err(StreamOpenError::NoConsensus)
+                }
+                Err(e) => {
+                    debug!("proxy: stream failed: {e}");
+                    Err(StreamOpenError::CircuitClosed)
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,485 @@
+//! The task that owns a built client circuit: multiplexes streams over it.
+//!
+//! Everything reaches the task through one queue (see [`super::event`]), so the task
+//! never has to race futures against each other and every event is handled to completion.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::cell::relay_msg::{Begin, Connected};
+use crate::cell::{ChanMsg, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
+
+use super::circuit::ClientCircuit;
+use super::event::{CircuitRequest, ClientCircEvent, IncomingAnswer};
+use super::incoming::{IncomingStream, IncomingStreams};
+use super::stream::data_stream::{pair, CircuitEnd};
+use super::stream::pump::{self, LocalSocket, StreamEvent};
+use super::stream::set::StreamSet;
+use super::stream::{DataStream, StreamOpenError};
+
+/// Most streams one client circuit carries at once.
+pub const MAX_STREAMS_PER_CIRCUIT: usize = 512;
+
+/// A cloneable handle on a running client circuit.
+#[derive(Debug, Clone)]
+pub struct CircuitHandle {
+    tx: mpsc::Sender<ClientCircEvent>,
+    closed: Arc<AtomicBool>,
+    hops: usize,
+    id: crate::cell::CircId,
+    activity: Arc<Activity>,
+    open_streams: watch::Receiver<usize>,
+}
+
+/// When the circuit last carried stream traffic: a stream opened, or stream data sent or
+/// received. DROP and SENDME cells do not count, so a peer cannot fake activity with them.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    /// Nanoseconds from `start` to the last activity.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let since = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(since, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
+impl CircuitHandle {
+    /// Opens a stream to `target:port` through the circuit's last hop.
+    pub async fn open_stream(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<DataStream, StreamOpenError> {
+        self.open(Some((target, port)), timeout).await
+    }
+
+    /// Opens a stream to the last hop's directory service (BEGIN_DIR).
+    pub async fn open_dir_stream(&self, timeout: Duration) -> Result<DataStream, StreamOpenError> {
+        self.open(None, timeout).await
+    }
+
+    async fn open(
+        &self,
+        to: Option<(TargetAddr, u16)>,
+        timeout: Duration,
+    ) -> Result<DataStream, StreamOpenError> {
+        let (reply, rx) = oneshot::channel();
+        let req = CircuitRequest::Open { to, reply };
+        self.tx
+            .send(ClientCircEvent::Request(req))
+            .await
+            .map_err(|_| StreamOpenError::CircuitClosed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StreamOpenError::CircuitClosed),
+            Err(_) => Err(StreamOpenError::Timeout),
+        }
+    }
+
+    /// Whether the circuit has closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
+    /// Number of hops.
+    pub fn hops(&self) -> usize {
+        self.hops
+    }
+
+    /// The circuit's id on its first hop's channel.
+    pub fn id(&self) -> crate::cell::CircId {
+        self.id
+    }
+
+    /// When the circuit last carried stream traffic (a stream opened, stream data sent or
+    /// received; its start if never). An owner's idle policy measures from this.
+    pub fn last_activity(&self) -> Instant {
+        self.activity.last()
+    }
+
+    /// The streams open on the circuit now (opening, open, or awaiting the owner's answer),
+    /// as a value that changes as they do; closed once the circuit is.
+    pub fn open_streams(&self) -> watch::Receiver<usize> {
+        self.open_streams.clone()
+    }
+
+    /// Asks the circuit to take no new streams and to close once its streams are done
+    /// (what happens to circuits past their maximum dirtiness).
+    pub async fn retire(&self) {
+        let _ = self
+            .tx
+            .send(ClientCircEvent::Request(CircuitRequest::Retire))
+            .await;
+    }
+
+    /// Asks the circuit to close.
+    pub async fn close(&self) {
+        let _ = self
+            .tx
+            .send(ClientCircEvent::Request(CircuitRequest::Close))
+            .await;
+    }
+}
+
+/// A stream waiting for CONNECTED.
+struct Pending {
+    reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
+    local: CircuitEnd,
+    app: DataStream,
+}
+
+struct Reactor {
+    circ: ClientCircuit,
+    /// Where streams the far end opens go (`None`: BEGIN is a protocol violation).
+    incoming: Option<mpsc::Sender<IncomingStream>>,
+    streams: StreamSet,
+    pending: HashMap<StreamId, Pending>,
+    next_stream: u16,
+    closed: Arc<AtomicBool>,
+    tx: mpsc::Sender<ClientCircEvent>,
+    retiring: bool,
+    activity: Arc<Activity>,
+    open_streams: watch::Sender<usize>,
+}
+
+impl ClientCircuit {
+    /// Hands the circuit to a task that multiplexes streams over it.
+    pub fn into_handle(self) -> CircuitHandle {
+        spawn(self)
+    }
+}
+
+/// Starts the task owning `circ` and returns a handle on it.
+pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
+    spawn_with(circ, None)
+}
+
+/// Starts the task owning a circuit whose far end opens streams (an onion service's
+/// rendezvous circuit, end-to-end hop added with the directions swapped). Each BEGIN is
+/// handed to the owner through the returned queue, to accept or refuse.
+pub fn spawn_accepting(circ: ClientCircuit) -> (CircuitHandle, IncomingStreams) {
+    // Each stream waiting in the queue holds a reserved stream id, so the circuit's stream
+    // limit bounds the queue too.
+    let (tx, rx) = mpsc::channel(MAX_STREAMS_PER_CIRCUIT);
+    (spawn_with(circ, Some(tx)), IncomingStreams { rx })
+}
+
+fn spawn_with(
+    circ: ClientCircuit,
+    incoming: Option<mpsc::Sender<IncomingStream>>,
+) -> CircuitHandle {
+    let tx = circ.event_sender();
+    let closed = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last: AtomicU64::new(0),
+    });
+    let (open_streams, open_rx) = watch::channel(0);
+    let handle = CircuitHandle {
+        tx: tx.clone(),
+        closed: Arc::clone(&closed),
+        hops: circ.len(),
+        id: circ.id(),
+        activity: Arc::clone(&activity),
+        open_streams: open_rx,
+    };
+    let reactor = Reactor {
+        circ,
+        incoming,
+        streams: StreamSet::new(),
+        pending: HashMap::new(),
+        next_stream: 1,
+        closed,
+        tx,
+        retiring: false,
+        activity,
+        open_streams,
+    };
+    tokio::spawn(reactor.run());
+    handle
+}
+
+impl Reactor {
+    async fn run(mut self) {
+        loop {
+            let event = self.circ.next_raw_event().await;
+            let keep_going = match event {
+                Some(ClientCircEvent::Cell(ChanMsg::Relay(body))) => {
+                    match self.circ.open_body(body).await {
+                        Ok((hop, cell, tag)) => self.on_cell(hop, cell, tag).await,
+                        Err(e) => {
+                            debug!("client: circuit failed: {e}");
+                            false
+                        }
+                    }
+                }
+                Some(ClientCircEvent::Cell(ChanMsg::Destroy(reason))) => {
+                    debug!("client: circuit destroyed by the network ({reason:?})");
+                    self.circ.mark_closed();
+                    false
+                }
+                Some(ClientCircEvent::Stream(ev)) => self.on_stream_event(ev).await,
+                Some(ClientCircEvent::Incoming(answer)) => self.on_incoming_answer(answer).await,
+                Some(ClientCircEvent::Request(CircuitRequest::Open { to, reply })) => {
+                    self.open(to, reply).await
+                }
+                Some(ClientCircEvent::Request(CircuitRequest::Close)) => false,
+                Some(ClientCircEvent::Request(CircuitRequest::Retire)) => {
+                    self.retiring = true;
+                    true
+                }
+                Some(ClientCircEvent::ChannelClosed) | None => {
+                    self.circ.mark_closed();
+                    false
+                }
+                Some(ClientCircEvent::Cell(_)) | Some(ClientCircEvent::Violation) => false,
+            };
+            let open = self.streams.len() + self.pending.len();
+            if !keep_going || (self.retiring && open == 0) {
+                break;
+            }
+            self.open_streams
+                .send_if_modified(|n| std::mem::replace(n, open) != open);
+        }
+        self.closed.store(true, Ordering::Release);
+        self.streams.clear();
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(StreamOpenError::CircuitClosed));
+        }
+        self.circ.shutdown().await;
+    }
+
+    /// Records stream activity (see [`Activity`]).
+    fn touch(&self) {
+        self.activity.touch();
+    }
+
+    fn last_hop(&self) -> usize {
+        self.circ.len().saturating_sub(1)
+    }
+
+    async fn send(&mut self, cell: RelayCell) -> bool {
+        let last = self.last_hop();
+        let data_stream = match cell.msg() {
+            RelayMsg::Data(_) => cell.stream(),
+            _ => None,
+        };
+        if data_stream.is_some() {
+            self.touch();
+        }
+        match self.circ.send(last, cell).await {
+            Ok(tag) => {
+                if let Some(id) = data_stream {
+                    self.streams.on_data_sent(id, &tag);
+                }
+                true
+            }
+            Err(e) => {
+                debug!("client: send failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn allocate_stream(&mut self) -> Option<StreamId> {
+        if self.streams.len() >= MAX_STREAMS_PER_CIRCUIT {
+            return None;
+        }
+        for _ in 0..=u16::MAX {
+            let id = StreamId::new(self.next_stream);
+            self.next_stream = self.next_stream.wrapping_add(1).max(1);
+            if let Some(id) = id.filter(|id| !self.streams.contains(*id)) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    async fn open(
+        &mut self,
+        to: Option<(TargetAddr, u16)>,
+        reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
+    ) -> bool {
+        let Some(id) = self.allocate_stream() else {
+            let _ = reply.send(Err(StreamOpenError::TooManyStreams));
+            return true;
+        };
+        let msg = match to {
+            Some((target, port)) => Begin::new(target, port).map(RelayMsg::Begin),
+            None => Ok(RelayMsg::BeginDir),
+        };
+        let Ok(begin) = msg.and_then(|m| RelayCell::new(Some(id), m)) else {
+            let _ = reply.send(Err(StreamOpenError::Refused(EndReason::Misc)));
+            return true;
+        };
+        self.streams.reserve(id);
+        let (local, app) = pair();
+        self.pending.insert(id, Pending { reply, local, app });
+        self.send(begin).await
+    }
+
+    async fn on_cell(&mut self, hop: usize, cell: RelayCell, tag: crate::crypto::RelayTag) -> bool {
+        let (stream, msg) = cell.into_parts();
+        if hop != self.last_hop() && !matches!(msg, RelayMsg::Drop) {
+            debug!("client: relay message from a middle hop");
+            return false;
+        }
+        match (stream, msg) {
+            (Some(id), RelayMsg::Connected(_)) => {
+                let Some(p) = self.pending.remove(&id) else {
+                    return false;
+                };
+                self.attach(id, p.local);
+                if p.reply.send(Ok(p.app)).is_err() {
+                    // The requester gave up; close the stream again.
+                    self.streams.remove(id);
+                    return self
+                        .send_cell(Some(id), RelayMsg::End(EndReason::Misc))
+                        .await;
+                }
+                true
+            }
+            (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, &tag) {
+                Ok(sendme) => {
+                    self.touch();
+                    match sendme {
+                        Some(sendme) => self.send(sendme).await,
+                        None => true,
+                    }
+                }
+                Err(e) => {
+                    debug!("client: stream protocol violation: {e}");
+                    false
+                }
+            },
+            (Some(id), RelayMsg::End(reason)) => {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.streams.remove(id);
+                    let _ = p.reply.send(Err(StreamOpenError::Refused(reason)));
+                    return true;
+                }
+                // END for a stream we already closed is the normal end of a race.
+                self.streams.on_end(id, reason);
+                true
+            }
+            (stream, RelayMsg::Sendme(sendme)) => match self.streams.on_sendme(stream, &sendme) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!("client: bad SENDME: {e}");
+                    false
+                }
+            },
+            (_, RelayMsg::Drop) => true,
+            (Some(id), RelayMsg::Begin(begin)) if self.incoming.is_some() => {
+                self.touch();
+                self.on_incoming_begin(id, begin).await
+            }
+            _ => {
+                debug!("client: unexpected relay message");
+                false
+            }
+        }
+    }
+
+    /// BEGIN from the far end of an accepting circuit: the stream id is reserved and the
+    /// stream handed to the owner, whose answer comes back as [`IncomingAnswer`].
+    async fn on_incoming_begin(&mut self, id: StreamId, begin: Begin) -> bool {
+        if self.streams.contains(id) || self.pending.contains_key(&id) {
+            debug!("client: BEGIN reuses an open stream id");
+            return false;
+        }
+        let Some(incoming) = &self.incoming else {
+            return false;
+        };
+        if self.streams.len() >= MAX_STREAMS_PER_CIRCUIT {
+            return self
+                .send_cell(Some(id), RelayMsg::End(EndReason::ResourceLimit))
+                .await;
+        }
+        let stream = IncomingStream::new(id, begin.target().clone(), begin.port(), self.tx.clone());
+        self.streams.reserve(id);
+        match incoming.try_send(stream) {
+            Ok(()) => true,
+            Err(e) => {
+                // The owner is gone (or, impossibly, its queue is full): refuse the stream.
+                let reason = match e {
+                    mpsc::error::TrySendError::Full(_) => EndReason::ResourceLimit,
+                    mpsc::error::TrySendError::Closed(_) => EndReason::Misc,
+                };
+                // Dropping the stream would queue its own refusal: answer here instead.
+                let mut stream = e.into_inner();
+                stream.forget();
+                self.streams.remove(id);
+                self.send_cell(Some(id), RelayMsg::End(reason)).await
+            }
+        }
+    }
+
+    /// The owner answered an incoming stream.
+    async fn on_incoming_answer(&mut self, answer: IncomingAnswer) -> bool {
+        let (id, accepted) = match answer {
+            IncomingAnswer::Accept { id, socket } => (id, Ok(socket)),
+            IncomingAnswer::Reject { id, reason } => (id, Err(reason)),
+        };
+        if !self.streams.contains(id) {
+            // The far end gave up (END) while the owner was deciding.
+            return true;
+        }
+        match accepted {
+            Ok(socket) => {
+                self.attach(id, socket);
+                // No address in CONNECTED: the far end must not learn where it leads.
+                let connected = Connected { resolved: None };
+                self.send_cell(Some(id), RelayMsg::Connected(connected))
+                    .await
+            }
+            Err(reason) => {
+                self.streams.remove(id);
+                self.send_cell(Some(id), RelayMsg::End(reason)).await
+            }
+        }
+    }
+
+    /// Starts the pump between stream `id` and its local end.
+    fn attach<S: LocalSocket>(&mut self, id: StreamId, socket: S) {
+        let io = pump::spawn(
+            socket,
+            id,
+            StreamSet::initial_stream_window(),
+            None,
+            self.streams.circuit_permits(),
+            self.tx.clone(),
+            ClientCircEvent::Stream,
+        );
+        self.streams.attach(id, io);
+    }
+
+    async fn send_cell(&mut self, stream: Option<StreamId>, msg: RelayMsg) -> bool {
+        match RelayCell::new(stream, msg) {
+            Ok(cell) => self.send(cell).await,
+            Err(_) => false,
+        }
+    }
+
+    async fn on_stream_event(&mut self, ev: StreamEvent) -> bool {
+        match self.streams.on_stream_event(ev) {
+            Some(cell) => self.send(cell).await,
+            None => true,
+        }
+    }
+}
