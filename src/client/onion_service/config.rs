@@ -28,11 +28,11 @@ pub struct ServiceConfig {
     /// INTRODUCE2 cells one introduction point may make the service decrypt per second
     /// (a token bucket checked before any public-key work, so a malicious introduction
     /// point sending garbage costs the service little and cannot use up the other points'
-    /// decryptions). The current points together are also held to [`INTRO_POINTS`](super::INTRO_POINTS) times
-    /// this rate and burst, and the retired ones (keys replaced, still answering clients
-    /// with older descriptors) together to once this rate and burst, so the total
-    /// decryption work stays bounded whatever the number of points, and retired points
-    /// cannot use up the current points' budget.
+    /// decryptions). The current points together are also held to
+    /// [`INTRO_POINTS`](super::INTRO_POINTS) times this rate and burst, and the retired
+    /// ones (keys replaced, still answering clients with older descriptors) together to
+    /// once this rate and burst, so the total decryption work stays bounded whatever the
+    /// number of points, and retired points cannot use up the current points' budget.
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,

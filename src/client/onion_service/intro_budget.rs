@@ -35,9 +35,10 @@ pub(super) struct IntroBudget {
     /// an introduction being screened at the very moment its point is retired may be
     /// charged here once more.)
     current: IntroGate,
-    /// Decryptions by the retired points together (at most [`MAX_RETIRED`](super::intro_slot::MAX_RETIRED)): one point's
-    /// rate and burst, so flooding them adds at most one point's worth of work, and
-    /// takes nothing from the current points. Retired points can crowd out each other's
+    /// Decryptions by the retired points together (at most
+    /// [`MAX_RETIRED`](super::intro_slot::MAX_RETIRED)): one point's rate and burst, so
+    /// flooding them adds at most one point's worth of work, and takes nothing from the
+    /// current points. Retired points can crowd out each other's
     /// honest introductions (clients holding a descriptor older than the last rotation).
     retired: IntroGate,
     /// The current one-second window and the introductions answered in it.
@@ -121,9 +122,9 @@ pub(super) enum Dropped {
 /// that rate, so introductions that fail cannot crowd out honest ones arriving through
 /// another point; the decryption gates bound what the failing ones cost. Only one within
 /// the rate takes a slot (taking the last one, or finding none, makes an idle rendezvous
-/// circuit give its slot up, see
-/// [`RendezvousSlots`](super::rendezvous::RendezvousSlots)), so introductions the service will
-/// not answer anyway cannot close other clients' sessions.
+/// circuit give its slot up, see [`RendezvousSlots`](super::rendezvous::RendezvousSlots)),
+/// so introductions the service will not answer anyway cannot close other clients'
+/// sessions.
 pub(super) fn screen_introduction<T, U>(
     point: &Mutex<IntroGate>,
     group: PointGroup,
@@ -382,5 +383,32 @@ mod tests {
         assert_eq!(gate.refused(), 0);
         // The quiet point's own bucket is still full: its whole burst, then no more.
         assert_eq!((0..51).filter(|_| gate.admit_at(t0)).count(), 50);
+    }
+
+    /// Days after a flood used up every budget, all of them are whole again: the
+    /// answered-introduction window restarts, and the point and joint buckets hold their
+    /// bursts (no more).
+    #[test]
+    fn budgets_are_whole_again_after_a_jump_of_days() {
+        let t0 = Instant::now();
+        let budget = Mutex::new(IntroBudget::new(5, (10, 50), t0));
+        let gate = Mutex::new(IntroGate::new(10, 50, t0));
+        let outcomes = |now| {
+            (0..60)
+                .map(|_| screen(&gate, PointGroup::Current, &budget, now, || Some(())))
+                .collect::<Vec<_>>()
+        };
+        let count = |v: &[Result<(), Dropped>], r| v.iter().filter(|x| **x == r).count();
+        let flood = outcomes(t0);
+        assert_eq!(count(&flood, Ok(())), 5);
+        assert_eq!(count(&flood, Err(Dropped::MeetRate)), 45);
+        assert_eq!(count(&flood, Err(Dropped::PointBudget)), 10);
+        let days = t0 + Duration::from_secs(3 * 24 * 60 * 60);
+        let again = outcomes(days);
+        assert_eq!(again, flood, "the same as on a fresh start");
+        // A refund stamped before the jump lowers nothing in the new window.
+        let mut b = lock(&budget);
+        b.refund_meeting(t0);
+        assert_eq!(b.window, (days, 5));
     }
 }

@@ -38,8 +38,8 @@ impl IntroGate {
     }
 
     /// An empty bucket (it fills at `rate` per second up to `burst`): the gate of an
-    /// introduction point that replaces another. See
-    /// [`IntroBudget::current`](super::intro_budget::IntroBudget) for why.
+    /// introduction point that replaces another. See `current`
+    /// in [`IntroBudget`](super::intro_budget::IntroBudget) for why.
     pub(super) fn empty(rate: u32, burst: u32, now: Instant) -> Self {
         IntroGate {
             tokens_milli: 0,
@@ -147,5 +147,22 @@ mod tests {
         assert!(gate.admit_at(t0));
         assert!(!gate.admit_at(t0));
         assert!(gate.admit_at(t0 + Duration::from_secs(1)));
+    }
+
+    /// A machine suspended for days (or a monotonic clock that jumps): the bucket refills
+    /// to its burst, not beyond, and the arithmetic does not overflow even after decades.
+    #[test]
+    fn intro_gate_after_days_holds_its_burst_only() {
+        let t0 = Instant::now();
+        let day = Duration::from_secs(24 * 60 * 60);
+        let mut gate = IntroGate::new(10, 50, t0);
+        assert_eq!((0..100).filter(|_| gate.admit_at(t0)).count(), 50);
+        let later = t0 + 3 * day;
+        assert_eq!((0..100).filter(|_| gate.admit_at(later)).count(), 50);
+        let decades = later + 365 * 40 * day;
+        assert_eq!((0..100).filter(|_| gate.admit_at(decades)).count(), 50);
+        // And the rate resumes from there.
+        assert!(!gate.admit_at(decades + Duration::from_millis(99)));
+        assert!(gate.admit_at(decades + Duration::from_millis(100)));
     }
 }

@@ -19,7 +19,8 @@ use super::INTRO_POINTS;
 /// Keeps [`INTRO_POINTS`] slots, each with a task owning its introduction circuit.
 /// `made` counts the slots made so far: the first [`INTRO_POINTS`] get a full decryption
 /// bucket, later ones (replacing a slot) an empty one, so the current points' tokens
-/// together never exceed the joint bucket that covers them ([`IntroBudget::current`](super::intro_budget::IntroBudget)).
+/// together never exceed the joint bucket that covers them (`current` in
+/// [`IntroBudget`](super::intro_budget::IntroBudget)).
 /// A new point is not in any descriptor before it is established, so its bucket has
 /// filled for a while before clients can use it.
 pub(super) fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>, made: &mut usize) {

@@ -135,10 +135,10 @@ pub(super) struct Retired {
 /// picks new introduction points with fresh keys, and the changed key set makes it upload
 /// a new descriptor revision). A rotated slot that was ever established (so descriptors
 /// may list it) is kept in `retired` for [`RETIRED_KEY_KEPT`], its circuit rebuilt if it
-/// closes ([`refresh_retired`]), whether or not the circuit is up at rotation time;
-/// retired slots past that time, whose circuit is down after [`MAX_INTRO_FAILURES`]
-/// failed rebuilds, or beyond [`MAX_RETIRED`] (oldest first) are dropped, which closes
-/// their circuits and frees their replay caches.
+/// closes ([`refresh_retired`](super::intro_points::refresh_retired)), whether or not the
+/// circuit is up at rotation time; retired slots past that time, whose circuit is down
+/// after [`MAX_INTRO_FAILURES`] failed rebuilds, or beyond [`MAX_RETIRED`] (oldest first)
+/// are dropped, which closes their circuits and frees their replay caches.
 pub(super) fn rotate_slots(slots: &mut Vec<IntroSlot>, retired: &mut Vec<Retired>, now: Instant) {
     let (due, keep): (Vec<IntroSlot>, Vec<IntroSlot>) = std::mem::take(slots)
         .into_iter()
@@ -318,5 +318,44 @@ mod tests {
         assert!(retired
             .iter()
             .all(|r| r.until >= first + Duration::from_secs(2)));
+    }
+
+    /// Days pass in one step (a suspended machine): at the next tick every current slot is
+    /// due, the ones ever established are retired from that moment, and the slots retired
+    /// before the jump have outlived their descriptors and are dropped.
+    #[test]
+    fn a_jump_of_days_rotates_every_slot_and_drops_the_old_retired_ones() {
+        let t0 = Instant::now();
+        let mut retired = Vec::new();
+        // One slot retired at its natural rotation time.
+        let first = t0 + INTRO_KEY_LIFETIME + INTRO_KEY_JITTER;
+        rotate_slots(&mut vec![test_slot(t0, true)], &mut retired, first);
+        assert_eq!(retired.len(), 1);
+        let mut slots = vec![
+            test_slot(first, true),
+            test_slot(first, true),
+            test_slot(first, false),
+        ];
+        // Well within their lifetime: nothing moves.
+        rotate_slots(&mut slots, &mut retired, first + Duration::from_secs(60));
+        assert_eq!((slots.len(), retired.len()), (3, 1));
+        let days = first + 4 * Duration::from_secs(24 * 60 * 60);
+        rotate_slots(&mut slots, &mut retired, days);
+        assert!(slots.is_empty());
+        assert_eq!(
+            retired.len(),
+            2,
+            "the two established slots, not the old one"
+        );
+        assert!(retired.iter().all(|r| r.until == days + RETIRED_KEY_KEPT));
+        // Kept exactly until their descriptors have expired.
+        rotate_slots(
+            &mut slots,
+            &mut retired,
+            days + RETIRED_KEY_KEPT - Duration::from_secs(1),
+        );
+        assert_eq!(retired.len(), 2);
+        rotate_slots(&mut slots, &mut retired, days + RETIRED_KEY_KEPT);
+        assert!(retired.is_empty());
     }
 }

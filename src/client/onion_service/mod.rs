@@ -2,21 +2,21 @@
 //! publishes the descriptor, answers introductions by meeting clients at their rendezvous
 //! points, and serves the clients' streams from local targets.
 //!
-//! One task per service ([`service`]) keeps [`INTRO_POINTS`] introduction circuits (each a
+//! One task per service (`service.rs`) keeps [`INTRO_POINTS`] introduction circuits (each a
 //! 3-hop circuit whose last hop is the introduction point, with ESTABLISH_INTRO bound to
-//! that circuit's keys) and rebuilds them when they close ([`intro_points`]); it signs a
+//! that circuit's keys) and rebuilds them when they close (`intro_points.rs`); it signs a
 //! new descriptor whenever the set changes or the period turns, and re-uploads it every
-//! [`REUPLOAD_EVERY`] to every relay of the hash ring ([`publish_schedule`],
-//! [`publish`]). Each introduction circuit has its own task that receives INTRODUCE2
-//! ([`intro_task`]). An accepted introduction builds a circuit to the client's rendezvous
+//! [`REUPLOAD_EVERY`] to every relay of the hash ring (`publish_schedule.rs`,
+//! `publish.rs`). Each introduction circuit has its own task that receives INTRODUCE2
+//! (`intro_task.rs`). An accepted introduction builds a circuit to the client's rendezvous
 //! point, sends RENDEZVOUS1, adds the end-to-end keys and hands the circuit to a
-//! service-mode circuit task ([`rendezvous`]): it acts as the exit, connecting BEGINs for
+//! service-mode circuit task (`rendezvous.rs`): it acts as the exit, connecting BEGINs for
 //! a configured virtual port to the local target.
 //!
 //! The policy that decides by time is kept apart from the tasks and takes `now`, so it is
-//! tested without sleeping: the decryption gates ([`intro_gate`]) and budgets
-//! ([`intro_budget`]), key rotation of the introduction slots ([`intro_slot`]), the
-//! puzzle seeds ([`pow`]) and the upload schedule ([`publish_schedule`]).
+//! tested without sleeping: the decryption gates (`intro_gate.rs`) and budgets
+//! (`intro_budget.rs`), key rotation of the introduction slots (`intro_slot.rs`), the
+//! puzzle seeds (`pow.rs`) and the upload schedule (`publish_schedule.rs`).
 
 mod config;
 mod intro_budget;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::onion::{PeriodParams, TimePeriod};
 
 /// The descriptor is re-uploaded this often even when nothing changed (its lifetime is
-/// [`MAX_DESCRIPTOR_LIFETIME`], 3 h).
+/// [`MAX_DESCRIPTOR_LIFETIME`](crate::onion::descriptor::MAX_DESCRIPTOR_LIFETIME),
+/// 3 h).
 pub const REUPLOAD_EVERY: Duration = Duration::from_secs(60 * 60);
 /// Wait after an upload round that no directory accepted.
 pub(super) const UPLOAD_RETRY: Duration = Duration::from_secs(15);
