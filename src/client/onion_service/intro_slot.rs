@@ -56,9 +56,9 @@ pub(super) struct IntroSlot {
     /// to the retired points' joint budget, no longer to the current points'.
     pub(super) retired: Arc<AtomicBool>,
     /// When the keys were generated.
-    pub(super) created: Instant,
+    created: Instant,
     /// How long they are used: [`INTRO_KEY_LIFETIME`] ± [`INTRO_KEY_JITTER`].
-    pub(super) lifetime: Duration,
+    lifetime: Duration,
     /// Dropping this (with the slot) or sending `true` closes the slot's circuit.
     pub(super) close: watch::Sender<bool>,
     /// Set by the introduction circuit's task when the circuit is established; cleared
