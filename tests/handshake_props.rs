@@ -92,7 +92,7 @@ fn ntor_msg(x: &[u8; 32], previous: bool, ext: &[u8]) -> Vec<u8> {
 }
 
 /// The relay's check of an INTRODUCE data field at the fixed introduction point: the
-/// service's auth-key match (client/onion_service.rs), then the handshake.
+/// service's auth-key match (client/onion_service/intro_task.rs), then the handshake.
 fn service_accepts(data: &[u8], keys: &IntroKeys) -> bool {
     let Ok(intro) = Introduce::parse(data) else {
         return false;

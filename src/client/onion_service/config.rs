@@ -1,0 +1,125 @@
+//! How a service is configured, and the checks a configuration must pass before launch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::client::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
+use crate::crypto::KeyFileError;
+
+/// How one onion service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service's identity key file (created with mode 0600 when missing; the address
+    /// is derived from it, so keeping the file keeps the address).
+    pub key_file: PathBuf,
+    /// Virtual port → local target. Streams to other ports are refused.
+    pub ports: Vec<(u16, SocketAddr)>,
+    /// Rendezvous circuits open at once; introductions beyond are dropped (and when all
+    /// are in use, those idle for [`Self::rendezvous_idle`] are closed to make room).
+    pub max_rendezvous: usize,
+    /// Introductions answered per second (all introduction points together); more are
+    /// dropped. Only introductions that decrypted, are not replays and carry a valid
+    /// puzzle solution (if one is required) count: this bounds the rendezvous circuits
+    /// the service builds, the expensive part, and garbage cannot use it up.
+    pub intros_per_second: u32,
+    /// INTRODUCE2 cells one introduction point may make the service decrypt per second
+    /// (a token bucket checked before any public-key work, so a malicious introduction
+    /// point sending garbage costs the service little and cannot use up the other points'
+    /// decryptions). The current points together are also held to
+    /// [`INTRO_POINTS`](super::INTRO_POINTS) times this rate and burst, and the retired
+    /// ones (keys replaced, still answering clients with older descriptors) together to
+    /// once this rate and burst, so the total decryption work stays bounded whatever the
+    /// number of points, and retired points cannot use up the current points' budget.
+    pub intro_point_rate: u32,
+    /// The burst of that bucket.
+    pub intro_point_burst: u32,
+    /// Require a client puzzle of this difficulty (1..=[`MAX_CLIENT_POW_DIFFICULTY`], 24:
+    /// clients refuse harder ones) with every introduction.
+    pub pow_difficulty: Option<u8>,
+    /// Connecting to a local target may take this long.
+    pub connect_timeout: Duration,
+    /// A rendezvous circuit without traffic for this long is closed, freeing its slot
+    /// (clients keep theirs open for reuse), if it has no open stream or if all
+    /// [`Self::max_rendezvous`] slots are in use; quiet streams otherwise live on.
+    pub rendezvous_idle: Duration,
+}
+
+impl ServiceConfig {
+    /// A service with defaults: 64 rendezvous circuits, 20 introductions per second (10
+    /// per second, burst 50, from any one introduction point), no puzzle, 10 s to connect
+    /// to the target, rendezvous circuits idle for 5 minutes closed (with open streams:
+    /// only when all 64 are in use).
+    pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
+        ServiceConfig {
+            key_file,
+            ports,
+            max_rendezvous: 64,
+            intros_per_second: 20,
+            intro_point_rate: 10,
+            intro_point_burst: 50,
+            pow_difficulty: None,
+            connect_timeout: Duration::from_secs(10),
+            rendezvous_idle: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Why a service could not start.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The key file could not be read or created.
+    #[error("service key: {0}")]
+    Key(#[from] KeyFileError),
+    /// The key is not usable as a service identity.
+    #[error("service key: {0}")]
+    Address(#[from] crate::onion::AddressError),
+    /// The configuration is not usable.
+    #[error("service: {0}")]
+    Config(String),
+}
+
+/// Refuses a configuration the service cannot run with: no port, or a puzzle difficulty
+/// outside 1..=[`MAX_CLIENT_POW_DIFFICULTY`]. The descriptor format allows up to
+/// [`crate::onion::pow::MAX_POW_DIFFICULTY`], but allium clients refuse to solve more than
+/// their own limit, so a harder puzzle would make the service silently unreachable.
+pub(super) fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
+    if cfg.ports.is_empty() {
+        return Err(ServiceError::Config("no port configured".into()));
+    }
+    if let Some(d) = cfg.pow_difficulty {
+        if !(1..=MAX_CLIENT_POW_DIFFICULTY).contains(&d) {
+            return Err(ServiceError::Config(format!(
+                "puzzle difficulty {d} is outside 1..={MAX_CLIENT_POW_DIFFICULTY} (clients \
+                 refuse harder puzzles, so the service would be unreachable)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn puzzle_harder_than_clients_solve_is_refused_at_launch() {
+        let target: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut cfg = ServiceConfig::new(PathBuf::from("unused.key"), vec![(80, target)]);
+        assert!(check_config(&cfg).is_ok());
+        for ok in [1, 12, MAX_CLIENT_POW_DIFFICULTY] {
+            cfg.pow_difficulty = Some(ok);
+            assert!(check_config(&cfg).is_ok(), "difficulty {ok}");
+        }
+        for bad in [0, MAX_CLIENT_POW_DIFFICULTY + 1, 32, 33, u8::MAX] {
+            cfg.pow_difficulty = Some(bad);
+            let err = check_config(&cfg).unwrap_err().to_string();
+            assert!(err.contains("outside 1..=24"), "difficulty {bad}: {err}");
+        }
+        cfg.pow_difficulty = None;
+        cfg.ports.clear();
+        assert!(check_config(&cfg).is_err());
+    }
+}

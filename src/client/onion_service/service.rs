@@ -1,0 +1,182 @@
+//! A running service: its handle, the state its tasks share, and the main loop that keeps
+//! the introduction points and publishes the descriptor.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::client::facade::Client;
+use crate::clock::now_unix;
+use crate::crypto::IdentityKeypair;
+use crate::onion::{OnionAddress, PeriodParams};
+use crate::sync::lock;
+
+use super::config::{check_config, ServiceConfig, ServiceError};
+use super::intro_budget::IntroBudget;
+use super::intro_points::{refresh_retired, refresh_slots};
+use super::intro_slot::{rotate_slots, IntroSlot, Retired};
+use super::keys::load_or_create_service_key;
+use super::pow::{new_pow_seed, rotate_pow_state, PowSeeds};
+use super::publish::publish;
+use super::publish_schedule::{periods_to_serve, PublishSchedule};
+use super::rendezvous::RendezvousSlots;
+
+/// How often the service checks its introduction circuits and the period.
+const TICK: Duration = Duration::from_secs(2);
+
+/// A running onion service. Dropping it does not stop it; [`Self::stop`] does.
+#[derive(Debug)]
+pub struct OnionService {
+    address: OnionAddress,
+    published: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl OnionService {
+    /// The service's address (`<56 chars>.allium`).
+    pub fn address(&self) -> &OnionAddress {
+        &self.address
+    }
+
+    /// Waits until a descriptor has been stored by at least one directory (after at least
+    /// one introduction point was established), for at most `limit`.
+    pub async fn wait_published(&self, limit: Duration) -> bool {
+        let mut rx = self.published.clone();
+        tokio::time::timeout(limit, rx.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops publishing and closes the introduction circuits (rendezvous circuits already
+    /// open finish on their own).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+/// What the introduction tasks share.
+pub(super) struct Shared {
+    pub(super) client: Client,
+    pub(super) identity: IdentityKeypair,
+    pub(super) address: OnionAddress,
+    pub(super) ports: Arc<Vec<(u16, SocketAddr)>>,
+    pub(super) rendezvous: Arc<RendezvousSlots>,
+    /// The service-wide budgets (decryptions, rendezvous started).
+    pub(super) budget: Mutex<IntroBudget>,
+    /// Each introduction point's decryption budget: (per second, burst).
+    pub(super) intro_point_budget: (u32, u32),
+    /// Puzzle difficulty, if the service requires one.
+    pub(super) pow_difficulty: Option<u8>,
+    /// The puzzle seeds (current, previous).
+    pub(super) pow: Mutex<PowSeeds>,
+    pub(super) connect_timeout: Duration,
+    pub(super) rendezvous_idle: Duration,
+    pub(super) periods: PeriodParams,
+    /// Becomes true when the service stops.
+    pub(super) stopped: watch::Receiver<bool>,
+}
+
+/// Starts the service `cfg` on `client` (which must be bootstrapped). Logs the address at
+/// INFO (a service's own address is not a secret of its operator's).
+pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
+    check_config(&cfg)?;
+    let identity = load_or_create_service_key(&cfg.key_file)?;
+    let address = OnionAddress::from_identity(identity.public())?;
+    let pow = cfg.pow_difficulty.map(|d| new_pow_seed(d, now_unix()));
+    let (stop, stopped) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        client,
+        identity,
+        address,
+        ports: Arc::new(cfg.ports.clone()),
+        rendezvous: RendezvousSlots::new(cfg.max_rendezvous),
+        budget: Mutex::new(IntroBudget::new(
+            cfg.intros_per_second,
+            (cfg.intro_point_rate, cfg.intro_point_burst),
+            Instant::now(),
+        )),
+        intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
+        pow_difficulty: cfg.pow_difficulty,
+        pow: Mutex::new((pow, None)),
+        connect_timeout: cfg.connect_timeout,
+        rendezvous_idle: cfg.rendezvous_idle.max(Duration::from_secs(1)),
+        periods: PeriodParams::default(),
+        stopped,
+    });
+    let (tx, rx) = watch::channel(0u64);
+    info!("onion service {address} starting");
+    let task = tokio::spawn(run(shared, tx));
+    Ok(OnionService {
+        address,
+        published: rx,
+        task,
+        stop,
+    })
+}
+
+/// Rotates the puzzle seed if the service requires a puzzle ([`rotate_pow_state`]).
+fn rotate_pow(shared: &Shared, now: u64) {
+    if let Some(difficulty) = shared.pow_difficulty {
+        rotate_pow_state(&mut lock(&shared.pow), difficulty, now);
+    }
+}
+
+/// The service's main loop: introduction points and descriptor publication.
+async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
+    let mut slots: Vec<IntroSlot> = Vec::new();
+    let mut retired: Vec<Retired> = Vec::new();
+    // Current slots made so far: only the first INTRO_POINTS start with a full bucket.
+    let mut slots_made = 0usize;
+    let mut schedule = PublishSchedule::new(Instant::now());
+    loop {
+        rotate_slots(&mut slots, &mut retired, Instant::now());
+        refresh_slots(&shared, &mut slots, &mut slots_made);
+        refresh_retired(&shared, &mut retired);
+        let up: Vec<&IntroSlot> = slots
+            .iter()
+            .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
+            .collect();
+        let now = now_unix();
+        rotate_pow(&shared, now);
+        // What the descriptor depends on: the points' auth keys and the puzzle seed.
+        let mut keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
+        if let Some(p) = lock(&shared.pow).0 {
+            keys.push(p.seed);
+        }
+        let periods = periods_to_serve(&shared.periods, now);
+        schedule.keep_periods(&periods);
+        for (i, period) in periods.iter().enumerate() {
+            if up.is_empty() || !schedule.may_upload(Instant::now()) {
+                break;
+            }
+            if !schedule.due(period.number, &keys, Instant::now()) {
+                continue;
+            }
+            let revision = schedule.next_revision(now);
+            match publish(&shared, &up, *period, revision).await {
+                Ok(stored) if stored > 0 => {
+                    debug!("onion service: descriptor stored at {stored} directories");
+                    schedule.stored(period.number, keys.clone(), Instant::now());
+                    // Published = the current period's descriptor is stored.
+                    if i == 0 {
+                        published.send_modify(|n| *n += 1);
+                    }
+                }
+                Ok(_) => {
+                    debug!("onion service: no directory stored the descriptor");
+                    schedule.failed(Instant::now());
+                }
+                Err(e) => {
+                    debug!("onion service: cannot publish: {e}");
+                    schedule.failed(Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
