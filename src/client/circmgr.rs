@@ -297,8 +297,9 @@ impl CircMgr {
 
     /// A circuit of class `isolation` whose exit may allow `ip:port` (`ip` unknown: a name
     /// the exit resolves): one in use while not past its dirtiness, else a clean one,
-    /// else a new one. With `fresh`, always a new one, avoiding the relays in `avoid` (see
-    /// [`Self::build_circuit_avoiding`]).
+    /// else a new one. With `fresh`, always a new one, whose path avoids the relays in
+    /// `avoid` (relays earlier builds of this request could not be extended to; a failed
+    /// extension adds its relay).
     pub async fn circuit_for(
         self: &Arc<Self>,
         isolation: &Isolation,
