@@ -96,6 +96,7 @@ async fn fetch(server: &DirServer, trusted: &[IdentityPublic]) -> Result<Consens
         &server.identity,
         &DirRequest::GetConsensus,
         FETCH_TIMEOUT,
+        &Clock::system(),
     )
     .await
     .map_err(|e| format!("no answer ({e})"))?;

@@ -21,6 +21,7 @@ use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell,
     RelayMsg, StreamId,
 };
+use allium::clock::Clock;
 use allium::crypto::{
     client_handshake_start, CellKind, CircuitKeys, ClientLayers, IdentityKeypair, OnionKeyCert,
     OnionKeypair,
@@ -329,7 +330,7 @@ async fn offline_cache() -> Arc<DirCache> {
             identity: test_authority().public(),
             addr: unused,
         }],
-        allium::clock::Clock::system(),
+        Clock::system(),
     )
 }
 
@@ -342,7 +343,11 @@ async fn hsdir_put_get_round_trip_refuses_forgery_and_rollback() {
     let cache = offline_cache().await;
     relay.set_dir_service(cache.clone());
     let (addr, id) = (relay.local_addr(), relay.identity());
-    let ask = |req: DirRequest| async move { one_shot(addr, &id, &req, NO_HANG).await.unwrap() };
+    let ask = |req: DirRequest| async move {
+        one_shot(addr, &id, &req, NO_HANG, &Clock::system())
+            .await
+            .unwrap()
+    };
 
     let (d5, key) = live_descriptor(5);
     let early = ask(DirRequest::PutOnionDescriptor(d5.clone())).await;
@@ -409,7 +414,11 @@ async fn hsdir_refuses_keys_off_its_ring() {
     let (bytes, relays) = consensus_with(&relay, 19);
     cache.offer_consensus(bytes).unwrap();
     let (addr, id) = (relay.local_addr(), relay.identity());
-    let ask = |req: DirRequest| async move { one_shot(addr, &id, &req, NO_HANG).await.unwrap() };
+    let ask = |req: DirRequest| async move {
+        one_shot(addr, &id, &req, NO_HANG, &Clock::system())
+            .await
+            .unwrap()
+    };
 
     let period = PeriodParams::default().period_at(common::now()).unwrap();
     let on_ring = |d: &(Vec<u8>, [u8; 32])| {

@@ -164,9 +164,14 @@ fn spawn_honest_dir(addr: SocketAddr, id: IdentityPublic, stop: Arc<AtomicBool>)
     let h = Arc::clone(&honest);
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
-            let r =
-                dirclient::one_shot(addr, &id, &DirRequest::GetConsensus, Duration::from_secs(8))
-                    .await;
+            let r = dirclient::one_shot(
+                addr,
+                &id,
+                &DirRequest::GetConsensus,
+                Duration::from_secs(8),
+                &allium::clock::Clock::system(),
+            )
+            .await;
             if r.is_ok_and(|resp| resp.status == DirStatus::Ok) {
                 h.ok.lock().unwrap().push(Instant::now());
             } else {

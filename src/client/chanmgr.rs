@@ -16,14 +16,25 @@ use super::error::ClientError;
 const MAX_LOCAL_ADDRS: usize = 1024;
 
 /// Open channels by relay identity.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChanMgr {
     channels: tokio::sync::Mutex<HashMap<IdentityPublic, Arc<ClientChannel>>>,
     /// Local addresses of the channels opened so far (the last [`MAX_LOCAL_ADDRS`]).
     local_addrs: Mutex<Vec<SocketAddr>>,
+    /// How channels are made (the client's clock inside).
+    link: LinkConfig,
 }
 
 impl ChanMgr {
+    /// No channels yet; new ones are made with `link`.
+    pub fn new(link: LinkConfig) -> Self {
+        ChanMgr {
+            channels: tokio::sync::Mutex::new(HashMap::new()),
+            local_addrs: Mutex::new(Vec::new()),
+            link,
+        }
+    }
+
     /// The open channel to `target`, or a new one.
     pub async fn channel_to(
         &self,
@@ -33,8 +44,7 @@ impl ChanMgr {
         if let Some(c) = chans.get(&target.identity).filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(c));
         }
-        let cfg = LinkConfig::default();
-        let chan = ClientChannel::connect(target, &cfg)
+        let chan = ClientChannel::connect(target, &self.link)
             .await
             .map_err(|e| ClientError::Circuit(format!("first hop: {e}")))?;
         chans.insert(target.identity, Arc::clone(&chan));

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::debug;
 
-use crate::clock::now_unix;
 use crate::crypto::IdentityPublic;
 use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget};
 use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
@@ -126,7 +127,7 @@ impl CircMgr {
             .dir
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
-        let now = now_unix();
+        let now = self.dir.clock().now_unix();
         if !consensus.is_live(now) {
             return Err(ClientError::NoConsensus(format!(
                 "the consensus expired at unix time {} ({} s ago) and no authority or guard \
@@ -242,7 +243,7 @@ impl CircMgr {
         last: &RelayTarget,
     ) -> Result<ClientCircuit, ClientError> {
         let consensus = self.dir.live_consensus()?;
-        let now = now_unix();
+        let now = self.dir.clock().now_unix();
         let mut hops = {
             let mut guards = self.guards.lock();
             let prefix = crate::dir::path::select_path_prefix(

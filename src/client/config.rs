@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::dir::AuthorityInfo;
 
 /// How a client runs.
@@ -23,6 +24,8 @@ pub struct ClientConfig {
     pub stream_timeout: Duration,
     /// Circuits kept ready for the first requests.
     pub prebuilt_circuits: usize,
+    /// The client's clock (consensus and certificate validity, refresh times).
+    pub clock: Clock,
 }
 
 impl ClientConfig {
@@ -36,6 +39,7 @@ impl ClientConfig {
             circuit_timeout: Duration::from_secs(30),
             stream_timeout: Duration::from_secs(60),
             prebuilt_circuits: 2,
+            clock: Clock::system(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
-use crate::clock::now_unix;
+use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, ConsensusEntry, UncheckedConsensus};
@@ -34,6 +34,7 @@ pub struct DirMgr {
     consensus: Mutex<Option<Arc<Consensus>>>,
     channels: Arc<ChanMgr>,
     guards: Arc<GuardMgr>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for DirMgr {
@@ -50,6 +51,7 @@ impl DirMgr {
         circuit_timeout: Duration,
         channels: Arc<ChanMgr>,
         guards: Arc<GuardMgr>,
+        clock: Clock,
     ) -> Self {
         DirMgr {
             authorities,
@@ -58,7 +60,13 @@ impl DirMgr {
             consensus: Mutex::new(None),
             channels,
             guards,
+            clock,
         }
+    }
+
+    /// The client's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The consensus in use.
@@ -71,7 +79,7 @@ impl DirMgr {
         let consensus = self
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
-        if !consensus.is_live(now_unix()) {
+        if !consensus.is_live(self.clock.now_unix()) {
             return Err(ClientError::NoConsensus("the consensus expired".into()));
         }
         Ok(consensus)
@@ -91,7 +99,7 @@ impl DirMgr {
     /// to fallback directories.
     async fn fetch_from_guards(&self, trusted: &[IdentityPublic]) -> Option<Arc<Consensus>> {
         let current = self.consensus()?;
-        let now = now_unix();
+        let now = self.clock.now_unix();
         let to_target = |e: &ConsensusEntry| {
             Some(RelayTarget {
                 addr: *e.addrs.first()?,
@@ -126,7 +134,7 @@ impl DirMgr {
                 handle.close().await;
                 let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
                 let c = UncheckedConsensus::parse(&resp.body)
-                    .and_then(|u| u.verify(trusted, now_unix()))
+                    .and_then(|u| u.verify(trusted, self.clock.now_unix()))
                     .ok()?;
                 self.save_cache(&resp.body);
                 Some(self.install(c))
@@ -162,12 +170,13 @@ impl DirMgr {
                 &a.identity,
                 &DirRequest::GetConsensus,
                 Duration::from_secs(15),
+                &self.clock,
             )
             .await
             {
                 Ok(resp) if resp.status == DirStatus::Ok => {
                     match UncheckedConsensus::parse(&resp.body)
-                        .and_then(|u| u.verify(&trusted, now_unix()))
+                        .and_then(|u| u.verify(&trusted, self.clock.now_unix()))
                     {
                         Ok(c) => {
                             self.save_cache(&resp.body);
@@ -182,7 +191,8 @@ impl DirMgr {
         }
         if let Some(path) = self.cache_path() {
             if let Ok(bytes) = std::fs::read(&path) {
-                match UncheckedConsensus::parse(&bytes).and_then(|u| u.verify(&trusted, now_unix()))
+                match UncheckedConsensus::parse(&bytes)
+                    .and_then(|u| u.verify(&trusted, self.clock.now_unix()))
                 {
                     Ok(c) => {
                         info!("authorities unreachable ({last_err}); using the cached consensus");
@@ -204,11 +214,11 @@ impl DirMgr {
     /// Refetches the consensus at the time it names, forever (spawn it).
     pub async fn refresh_loop(self: Arc<Self>) {
         loop {
-            let at = self
-                .consensus()
-                .map_or(now_unix() + 30, |c| c.refetch_time(&mut rand::rng()));
-            let wait = at.saturating_sub(now_unix()).max(5);
-            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let at = self.consensus().map_or(self.clock.now_unix() + 30, |c| {
+                c.refetch_time(&mut rand::rng())
+            });
+            let wait = at.saturating_sub(self.clock.now_unix()).max(5);
+            self.clock.sleep(Duration::from_secs(wait)).await;
             match self.fetch_consensus().await {
                 Ok(c) => debug!("client: consensus refreshed ({} relays)", c.relays().len()),
                 Err(e) => warn!("client: cannot refresh the consensus: {e}"),

@@ -14,12 +14,15 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::{debug, info, warn};
 
 use crate::cell::{EndReason, Hostname, TargetAddr};
 use crate::dir::Consensus;
+use crate::link::LinkConfig;
 use crate::proto::{ClientCircuit, DataStream, RelayTarget, StreamOpenError};
 use crate::sync::lock;
 
@@ -73,13 +76,17 @@ impl Client {
     pub async fn bootstrap(config: ClientConfig) -> Result<Client, ClientError> {
         progress(0, "starting");
         let guards = Arc::new(GuardMgr::load(config.data_dir.clone()));
-        let channels = Arc::new(ChanMgr::default());
+        let channels = Arc::new(ChanMgr::new(LinkConfig {
+            clock: config.clock.clone(),
+            ..LinkConfig::default()
+        }));
         let dir = Arc::new(DirMgr::new(
             config.authorities.clone(),
             config.data_dir.clone(),
             config.circuit_timeout,
             Arc::clone(&channels),
             Arc::clone(&guards),
+            config.clock.clone(),
         ));
         let params = CircParams {
             path_len: config.path_len,
@@ -131,6 +138,11 @@ impl Client {
     /// the disk cache while it is live).
     pub async fn refresh_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
         self.inner.dir.fetch_consensus().await
+    }
+
+    /// The client's clock (the one in its configuration).
+    pub fn clock(&self) -> &crate::clock::Clock {
+        self.inner.dir.clock()
     }
 
     /// The client's configuration.

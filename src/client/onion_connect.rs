@@ -22,7 +22,6 @@ use tracing::debug;
 use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
 use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::{Hostname, RelayMsg, TargetAddr};
-use crate::clock::now_unix;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
 use crate::onion::descriptor::{
@@ -113,7 +112,7 @@ pub struct OnionConnector {
     revisions: Mutex<RevisionFloors>,
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
-    rend: Mutex<HashMap<RendKey, (CircuitHandle, std::time::Instant)>>,
+    rend: Mutex<HashMap<RendKey, (CircuitHandle, tokio::time::Instant)>>,
 }
 
 impl std::fmt::Debug for OnionConnector {
@@ -206,7 +205,7 @@ async fn connect(
         let mut map = lock(&onion.rend);
         map.retain(|_, (h, _)| !h.is_closed());
         if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
-            map.insert(key, (handle.clone(), std::time::Instant::now()));
+            map.insert(key, (handle.clone(), tokio::time::Instant::now()));
         }
     }
     Ok(handle.open_stream(target, port, stream_timeout).await?)
@@ -218,7 +217,7 @@ async fn descriptor(
     address: &OnionAddress,
 ) -> Result<CachedDescriptor, ClientError> {
     let id = *address.identity().as_bytes();
-    let now = now_unix();
+    let now = onion.dir.clock().now_unix();
     if let Some(d) = lock(&onion.descriptors)
         .get(&id)
         .filter(|d| now < d.expires)
@@ -265,20 +264,25 @@ async fn descriptor(
                 &resp.body,
                 address,
                 &periods,
-                now_unix(),
+                onion.dir.clock().now_unix(),
                 min_revision,
             )?)
         };
         match attempt.await {
             Ok((inner, blinded, revision, expires)) => {
-                lock(&onion.revisions).record(*blinded.as_bytes(), revision, expires, now_unix());
+                lock(&onion.revisions).record(
+                    *blinded.as_bytes(),
+                    revision,
+                    expires,
+                    onion.dir.clock().now_unix(),
+                );
                 let cached = CachedDescriptor {
                     inner,
                     blinded,
                     expires,
                 };
                 let mut cache = lock(&onion.descriptors);
-                let now = now_unix();
+                let now = onion.dir.clock().now_unix();
                 cache.retain(|_, d| now < d.expires);
                 if cache.len() < MAX_CACHED_DESCRIPTORS {
                     cache.insert(id, cached.clone());
@@ -323,7 +327,7 @@ async fn rendezvous(
     let id = *address.identity().as_bytes();
     let was_cached = lock(&onion.descriptors)
         .get(&id)
-        .is_some_and(|d| now_unix() < d.expires);
+        .is_some_and(|d| onion.dir.clock().now_unix() < d.expires);
     match try_intro_points(onion, address).await {
         Ok(h) => Ok(h),
         Err(e) => {
@@ -371,7 +375,7 @@ async fn introduce_via(
     desc: &CachedDescriptor,
     point: &IntroPointInfo,
 ) -> Result<CircuitHandle, ClientError> {
-    let now = now_unix();
+    let now = onion.dir.clock().now_unix();
     let consensus = onion.dir.live_consensus()?;
     // Only listed relays are used as introduction points (the descriptor's certificate is
     // still checked to name the same relay), so a descriptor cannot steer the client to an
@@ -396,7 +400,7 @@ async fn introduce_via(
         enc_key: point.enc_key,
         subcred: subcredential(address.identity(), &desc.blinded),
     };
-    let pow = puzzle_to_solve(desc.inner.pow, now_unix())?;
+    let pow = puzzle_to_solve(desc.inner.pow, onion.dir.clock().now_unix())?;
     let blinded = desc.blinded;
     let rend_cert = rend_entry.onion_cert.clone();
     let rend_identity = rend_entry.identity;

@@ -34,16 +34,19 @@ pub enum DirFetchError {
 
 /// One directory request to the relay at `addr` proving `identity`, over a fresh channel
 /// and a one-hop `allium-fast-1` circuit; everything is closed afterwards. Used to talk to
-/// directory authorities (their onion keys are not needed).
+/// directory authorities (their onion keys are not needed). `clock`: the node's (the link
+/// handshake checks certificates against its wall time).
 pub async fn one_shot(
     addr: std::net::SocketAddr,
     identity: &crate::crypto::IdentityPublic,
     req: &DirRequest,
     timeout: Duration,
+    clock: &crate::clock::Clock,
 ) -> Result<DirResponse, DirFetchError> {
     let work = async {
         let cfg = crate::link::LinkConfig {
             handshake_timeout: timeout,
+            clock: clock.clone(),
             ..crate::link::LinkConfig::default()
         };
         let chan = super::channel::ClientChannel::connect_to(addr, identity, &cfg)

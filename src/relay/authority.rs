@@ -349,7 +349,15 @@ impl Authority {
             if a.identity == me {
                 continue;
             }
-            match one_shot(a.addr, &a.identity, req, Duration::from_secs(10)).await {
+            match one_shot(
+                a.addr,
+                &a.identity,
+                req,
+                Duration::from_secs(10),
+                &self.relay.clock,
+            )
+            .await
+            {
                 Ok(resp) if resp.status == DirStatus::Ok => out.push(resp),
                 Ok(resp) => debug!(
                     "authority: peer answered {:?}: {}",

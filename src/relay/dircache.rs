@@ -71,6 +71,7 @@ impl DirCache {
                 &a.identity,
                 &DirRequest::GetConsensus,
                 Duration::from_secs(15),
+                &self.clock,
             )
             .await
             else {

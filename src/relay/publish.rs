@@ -64,7 +64,15 @@ pub fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
                 Ok(bytes) => {
                     for a in &cfg.authorities {
                         let req = DirRequest::PostDescriptor(bytes.clone());
-                        match one_shot(a.addr, &a.identity, &req, Duration::from_secs(10)).await {
+                        match one_shot(
+                            a.addr,
+                            &a.identity,
+                            &req,
+                            Duration::from_secs(10),
+                            &shared.clock,
+                        )
+                        .await
+                        {
                             Ok(resp) if resp.status == DirStatus::Ok => {
                                 debug!("relay: descriptor accepted by an authority")
                             }

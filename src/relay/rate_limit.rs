@@ -5,7 +5,7 @@
 //! cores. The bucket refuses the excess cleanly instead.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::sync::lock;
 

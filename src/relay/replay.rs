@@ -27,7 +27,9 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sha2::digest::consts::U16;
 use sha2::{Digest, Sha256};

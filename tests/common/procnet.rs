@@ -318,6 +318,7 @@ impl ProcNet {
             &id,
             &DirRequest::GetConsensus,
             Duration::from_secs(10),
+            &allium::clock::Clock::system(),
         )
         .await
         .ok()?;

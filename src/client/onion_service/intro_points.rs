@@ -2,12 +2,10 @@
 //! task for every slot (current or retired) whose circuit is down.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rand::seq::SliceRandom;
 
 use crate::client::circmgr::relay_target;
-use crate::clock::now_unix;
 use crate::dir::ConsensusEntry;
 
 use super::intro_gate::IntroGate;
@@ -44,12 +42,16 @@ pub(super) fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>, ma
         };
         let (rate, burst) = shared.intro_point_budget;
         let gate = if *made < INTRO_POINTS {
-            IntroGate::new(rate, burst, Instant::now())
+            IntroGate::new(rate, burst, shared.clock().instant().into_std())
         } else {
-            IntroGate::empty(rate, burst, Instant::now())
+            IntroGate::empty(rate, burst, shared.clock().instant().into_std())
         };
         *made = made.saturating_add(1);
-        slots.push(IntroSlot::new((*relay).clone(), Instant::now(), gate));
+        slots.push(IntroSlot::new(
+            (*relay).clone(),
+            shared.clock().instant().into_std(),
+            gate,
+        ));
     }
     for slot in slots.iter_mut() {
         start_slot(shared, slot);
@@ -86,7 +88,7 @@ fn start_slot(shared: &Arc<Shared>, slot: &mut IntroSlot) {
     if slot.running.load(std::sync::atomic::Ordering::Acquire) {
         return;
     }
-    let Ok(target) = relay_target(&slot.relay, now_unix()) else {
+    let Ok(target) = relay_target(&slot.relay, shared.clock().now_unix()) else {
         slot.failures = MAX_INTRO_FAILURES;
         return;
     };

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -11,13 +11,12 @@ use tracing::{debug, warn};
 use crate::cell::onion_msg::{Introduce, OnionMsg};
 use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::RelayMsg;
-use crate::proto::RelayTarget;
-use crate::clock::now_unix;
 use crate::crypto::{IdentityKeypair, OnionKeypair};
 use crate::onion::handshake::{service_open_introduce, subcredential, HsServiceIntro, IntroKeys};
 use crate::onion::intro::{build_establish_intro, IntroducePlaintext};
 use crate::onion::replay::ReplayCache;
 use crate::onion::BlindedPublic;
+use crate::proto::RelayTarget;
 use crate::sync::lock;
 
 use super::intro_budget::{screen_introduction, Dropped, PointGroup};
@@ -147,7 +146,7 @@ impl IntroTask {
             &self.gate,
             group,
             &self.shared.budget,
-            Instant::now(),
+            self.shared.clock().instant().into_std(),
             || self.open_introduction(&intro),
             |(plain, hs)| {
                 let slot = self.take_rendezvous_slot(intro.client_x())?;
@@ -197,7 +196,7 @@ impl IntroTask {
     /// and handshake state, or `None` (logged at debug) if it is not worth a rendezvous.
     /// Nothing is recorded in the replay cache yet ([`Self::take_rendezvous_slot`]).
     fn open_introduction(&self, intro: &Introduce) -> Option<(IntroducePlaintext, HsServiceIntro)> {
-        let now = now_unix();
+        let now = self.shared.clock().now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
             return None;
         };

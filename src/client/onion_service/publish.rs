@@ -5,8 +5,6 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::client::circmgr::relay_target;
-use crate::proto::RelayTarget;
-use crate::clock::now_unix;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::onion::descriptor::{
     DescriptorParams, InnerDescriptor, IntroPointInfo, SignedOnionDescriptor,
@@ -14,6 +12,7 @@ use crate::onion::descriptor::{
 };
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::{BlindedKeypair, TimePeriod};
+use crate::proto::RelayTarget;
 use crate::sync::lock;
 
 use super::intro_slot::IntroSlot;
@@ -49,7 +48,7 @@ pub(super) async fn publish(
         &inner,
         &DescriptorParams {
             revision,
-            created: now_unix(),
+            created: shared.clock().now_unix(),
             lifetime: MAX_DESCRIPTOR_LIFETIME,
         },
     )
@@ -65,7 +64,7 @@ pub(super) async fn publish(
     )
     .iter()
     .filter_map(|id| consensus.relay(id))
-    .filter_map(|e| relay_target(e, now_unix()).ok())
+    .filter_map(|e| relay_target(e, shared.clock().now_unix()).ok())
     .collect();
     let timeout = shared.client.config().circuit_timeout;
     let uploads = dirs.into_iter().map(|dir| {

@@ -11,11 +11,10 @@ use crate::cell::onion_msg::{OnionMsg, Rendezvous1};
 use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::RelayMsg;
 use crate::client::service_end::ServiceEnd;
-use crate::proto::{ClientCircuit, RelayTarget};
-use crate::clock::now_unix;
 use crate::dir::ConsensusEntry;
 use crate::onion::handshake::HsServiceIntro;
 use crate::onion::intro::IntroducePlaintext;
+use crate::proto::{ClientCircuit, RelayTarget};
 
 use super::service::Shared;
 
@@ -50,7 +49,7 @@ pub(super) async fn meet(
 ) -> Result<(), String> {
     let onion = plain
         .rend_onion_cert
-        .verify(now_unix())
+        .verify(shared.clock().now_unix())
         .map_err(|e| format!("rendezvous point certificate: {e}"))?;
     if onion.identity() != &plain.rend_identity {
         return Err("rendezvous point certificate names another relay".into());

@@ -3,13 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::client::facade::Client;
-use crate::clock::now_unix;
 use crate::crypto::IdentityKeypair;
 use crate::onion::{OnionAddress, PeriodParams};
 use crate::sync::lock;
@@ -81,13 +80,23 @@ pub(super) struct Shared {
     pub(super) stopped: watch::Receiver<bool>,
 }
 
+impl Shared {
+    /// The service's clock: its client's.
+    pub(super) fn clock(&self) -> &crate::clock::Clock {
+        self.client.clock()
+    }
+}
+
 /// Starts the service `cfg` on `client` (which must be bootstrapped). Logs the address at
 /// INFO (a service's own address is not a secret of its operator's).
 pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
     check_config(&cfg)?;
     let identity = load_or_create_service_key(&cfg.key_file)?;
     let address = OnionAddress::from_identity(identity.public())?;
-    let pow = cfg.pow_difficulty.map(|d| new_pow_seed(d, now_unix()));
+    let clock = client.clock().clone();
+    let pow = cfg
+        .pow_difficulty
+        .map(|d| new_pow_seed(d, clock.now_unix()));
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         client,
@@ -98,7 +107,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         budget: Mutex::new(IntroBudget::new(
             cfg.intros_per_second,
             (cfg.intro_point_rate, cfg.intro_point_burst),
-            Instant::now(),
+            clock.instant().into_std(),
         )),
         intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
         pow_difficulty: cfg.pow_difficulty,
@@ -132,16 +141,20 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     let mut retired: Vec<Retired> = Vec::new();
     // Current slots made so far: only the first INTRO_POINTS start with a full bucket.
     let mut slots_made = 0usize;
-    let mut schedule = PublishSchedule::new(Instant::now());
+    let mut schedule = PublishSchedule::new(shared.clock().instant().into_std());
     loop {
-        rotate_slots(&mut slots, &mut retired, Instant::now());
+        rotate_slots(
+            &mut slots,
+            &mut retired,
+            shared.clock().instant().into_std(),
+        );
         refresh_slots(&shared, &mut slots, &mut slots_made);
         refresh_retired(&shared, &mut retired);
         let up: Vec<&IntroSlot> = slots
             .iter()
             .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
             .collect();
-        let now = now_unix();
+        let now = shared.clock().now_unix();
         rotate_pow(&shared, now);
         // What the descriptor depends on: the points' auth keys and the puzzle seed.
         let mut keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
@@ -151,17 +164,21 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
         let periods = periods_to_serve(&shared.periods, now);
         schedule.keep_periods(&periods);
         for (i, period) in periods.iter().enumerate() {
-            if up.is_empty() || !schedule.may_upload(Instant::now()) {
+            if up.is_empty() || !schedule.may_upload(shared.clock().instant().into_std()) {
                 break;
             }
-            if !schedule.due(period.number, &keys, Instant::now()) {
+            if !schedule.due(period.number, &keys, shared.clock().instant().into_std()) {
                 continue;
             }
             let revision = schedule.next_revision(now);
             match publish(&shared, &up, *period, revision).await {
                 Ok(stored) if stored > 0 => {
                     debug!("onion service: descriptor stored at {stored} directories");
-                    schedule.stored(period.number, keys.clone(), Instant::now());
+                    schedule.stored(
+                        period.number,
+                        keys.clone(),
+                        shared.clock().instant().into_std(),
+                    );
                     // Published = the current period's descriptor is stored.
                     if i == 0 {
                         published.send_modify(|n| *n += 1);
@@ -169,14 +186,14 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
                 }
                 Ok(_) => {
                     debug!("onion service: no directory stored the descriptor");
-                    schedule.failed(Instant::now());
+                    schedule.failed(shared.clock().instant().into_std());
                 }
                 Err(e) => {
                     debug!("onion service: cannot publish: {e}");
-                    schedule.failed(Instant::now());
+                    schedule.failed(shared.clock().instant().into_std());
                 }
             }
         }
-        tokio::time::sleep(TICK).await;
+        shared.clock().sleep(TICK).await;
     }
 }
