@@ -320,6 +320,11 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
 /// A directory cache trusting only [`test_authority`], which it cannot reach (a port
 /// nobody listens on): it has a consensus only when the test offers one.
 async fn offline_cache() -> Arc<DirCache> {
+    offline_cache_on(Clock::system()).await
+}
+
+/// [`offline_cache`] reading time from `clock`.
+async fn offline_cache_on(clock: Clock) -> Arc<DirCache> {
     let unused = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
@@ -330,8 +335,48 @@ async fn offline_cache() -> Arc<DirCache> {
             identity: test_authority().public(),
             addr: unused,
         }],
-        Clock::system(),
+        clock,
     )
+}
+
+/// Time is an input: a cache serves a consensus only while its own clock is inside the
+/// consensus's validity. A machine that resumes after days of suspend (the wall clock
+/// jumps, the monotonic clock does not) stops serving the expired consensus at once and
+/// refuses it when offered again; a clock corrected back serves it again. Nothing waits:
+/// the cache's clock is simulated.
+#[tokio::test]
+async fn a_cache_serves_a_consensus_only_within_its_validity_on_its_own_clock() {
+    let relay = start_relay().await;
+    let clock = Clock::simulated(std::time::SystemTime::now());
+    let cache = offline_cache_on(clock.clone()).await;
+    relay.set_dir_service(cache.clone());
+    let (addr, id) = (relay.local_addr(), relay.identity());
+    let ask = || async {
+        one_shot(
+            addr,
+            &id,
+            &DirRequest::GetConsensus,
+            NO_HANG,
+            &Clock::system(),
+        )
+        .await
+        .unwrap()
+        .status
+    };
+    let (consensus, _) = consensus_with(&relay, 0);
+    cache.offer_consensus(consensus.clone()).unwrap();
+    assert!(cache.has_consensus());
+    assert_eq!(ask().await, DirStatus::Ok);
+
+    let suspended = Duration::from_secs(3 * 86_400);
+    clock.jump_forward(suspended);
+    assert!(!cache.has_consensus());
+    assert_eq!(ask().await, DirStatus::NotFound);
+    assert!(cache.offer_consensus(consensus.clone()).is_err());
+
+    clock.jump_back(suspended);
+    assert!(cache.has_consensus());
+    assert_eq!(ask().await, DirStatus::Ok);
 }
 
 /// PUT then GET over BEGIN_DIR at a relay whose directory cache stores descriptors: no
