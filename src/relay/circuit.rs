@@ -12,12 +12,14 @@ use std::task::Poll;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop};
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::consts::{CELL_LEN, RELAY_BODY_LEN, RELAY_TAG_LEN};
 use crate::cell::onion_msg::IntroduceAckStatus;
-use crate::cell::relay_cell::sets as relay_sets;
 use crate::cell::relay_cmd::RelayCmd;
+use crate::cell::relay_contexts::{AtIntroducingClient, AtOnionRole, AtRelayOnion};
 use crate::cell::relay_msg::{Begin, Connected, Extend, Extended, Resolved, ResolvedAnswer};
+use crate::cell::RelayMessage;
 use crate::cell::{
     ChanCell, ChanMsg, CircId, Create, Created, DestroyReason, EndReason, HandshakeType, RelayBody,
     RelayCell, RelayMsg,
@@ -299,7 +301,10 @@ impl Circuit {
             let Some(event) = event else {
                 break Teardown::new(DestroyReason::Internal);
             };
-            if matches!(event, CircEvent::Cell(..) | CircEvent::Violation(_)) {
+            if matches!(
+                event,
+                CircEvent::FromPrev(_) | CircEvent::FromNext(_) | CircEvent::Violation(_)
+            ) {
                 self.ticket.dequeued(CELL_LEN);
             }
             let was_idle = matches!(self.next, Next::None);
@@ -325,8 +330,8 @@ impl Circuit {
 
     async fn handle(&mut self, event: CircEvent) -> Result<(), Teardown> {
         match event {
-            CircEvent::Cell(Side::Prev, ChanMsg::Relay(body)) => self.forward(body, false).await,
-            CircEvent::Cell(Side::Prev, ChanMsg::RelayEarly(body)) => {
+            CircEvent::FromPrev(FromPreviousHop::Relay(body)) => self.forward(body, false).await,
+            CircEvent::FromPrev(FromPreviousHop::RelayEarly(body)) => {
                 if self.early_left == 0 {
                     debug!("relay: more than {MAX_RELAY_EARLY} RELAY_EARLY cells");
                     return Err(Teardown::new(DestroyReason::Protocol));
@@ -335,14 +340,15 @@ impl Circuit {
                 self.forward(body, true).await
             }
             // Pass the reason on: it tells the client why (e.g. the next relay's limits).
-            CircEvent::Cell(side, ChanMsg::Destroy(reason)) => {
-                Err(Teardown::from_side(reason, side))
+            CircEvent::FromPrev(FromPreviousHop::Destroy(reason)) => {
+                Err(Teardown::from_side(reason, Side::Prev))
             }
-            CircEvent::Cell(Side::Next, ChanMsg::Created(created)) => {
-                self.on_created(created).await
+            CircEvent::FromNext(FromNextHop::Destroy(reason)) => {
+                Err(Teardown::from_side(reason, Side::Next))
             }
-            CircEvent::Cell(Side::Next, ChanMsg::Relay(body)) => self.backward(body).await,
-            CircEvent::Cell(_, _) | CircEvent::Violation(_) => {
+            CircEvent::FromNext(FromNextHop::Created(created)) => self.on_created(created).await,
+            CircEvent::FromNext(FromNextHop::Relay(body)) => self.backward(body).await,
+            CircEvent::Violation(_) => {
                 RelayCounters::bump(&self.shared.counters.protocol_violations);
                 Err(Teardown::new(DestroyReason::Protocol))
             }
@@ -468,7 +474,7 @@ impl Circuit {
         early: bool,
         tag: &RelayTag,
     ) -> Result<(), Teardown> {
-        let cell = match RelayCell::parse(body, &relay_sets::AT_RELAY_ONION) {
+        let cell = match RelayCell::<AtRelayOnion>::parse_typed(body) {
             Ok(cell) => cell,
             Err(e) if self.may_introduce() && body.get(RELAY_TAG_LEN) == Some(&INTRODUCE1) => {
                 // A malformed INTRODUCE1 gets its answer (§8.5) instead of a teardown, so
@@ -488,20 +494,44 @@ impl Circuit {
         let (stream, msg) = cell.into_parts();
         // RELAY_EARLY exists to carry EXTEND (it caps circuit length); anything else in one
         // would be a channel a hop could use unseen by the client (§2.3).
-        if early && !matches!(msg, RelayMsg::Extend(_)) {
+        if early && !matches!(msg, AtRelayOnion::Extend(_)) {
             debug!("relay: RELAY_EARLY carrying {:?}", msg.cmd());
             RelayCounters::bump(&self.shared.counters.protocol_violations);
             return Err(Teardown::new(DestroyReason::Protocol));
         }
-        if !self.role_allows(&msg) {
-            debug!("relay: command not allowed on this circuit's onion-service role");
-            RelayCounters::bump(&self.shared.counters.protocol_violations);
-            return Err(Teardown::new(DestroyReason::Protocol));
+        // A circuit with an onion-service role accepts only that role's messages (§8.6).
+        match &self.role {
+            Role::Plain => self.on_plain(stream, msg, early, tag).await,
+            Role::IntroClient => match msg.narrow::<AtIntroducingClient>() {
+                Ok(AtIntroducingClient::Introduce1(m)) if self.may_introduce() => {
+                    self.on_introduce1(m).await
+                }
+                Ok(AtIntroducingClient::Introduce1(_)) => Err(self.role_violation()),
+                Ok(AtIntroducingClient::Drop) => Ok(()),
+                Err(_) => Err(self.role_violation()),
+            },
+            Role::Intro { .. } | Role::RendWaiting { .. } | Role::Joined { .. } => {
+                match msg.narrow::<AtOnionRole>() {
+                    Ok(AtOnionRole::Drop) => Ok(()),
+                    Err(_) => Err(self.role_violation()),
+                }
+            }
         }
-        match (stream, msg) {
-            (None, RelayMsg::Onion(m)) => self.on_onion(m).await,
-            (None, RelayMsg::Extend(extend)) if early => self.on_extend(extend),
-            (None, RelayMsg::Truncate) => {
+    }
+
+    /// A recognised message on a circuit without an onion-service role.
+    async fn on_plain(
+        &mut self,
+        stream: Option<StreamId>,
+        msg: AtRelayOnion,
+        early: bool,
+        tag: &RelayTag,
+    ) -> Result<(), Teardown> {
+        match msg {
+            AtRelayOnion::Extend(extend) if early => self.on_extend(extend),
+            // EXTEND outside RELAY_EARLY would let a circuit grow past the RELAY_EARLY cap.
+            AtRelayOnion::Extend(_) => Err(Teardown::new(DestroyReason::Protocol)),
+            AtRelayOnion::Truncate => {
                 self.drop_next(DestroyReason::Requested).await;
                 self.reply(cell_or_internal(
                     None,
@@ -509,11 +539,11 @@ impl Circuit {
                 )?)
                 .await
             }
-            (None, RelayMsg::Drop) => Ok(()),
-            (Some(id), RelayMsg::Begin(begin)) => self.on_begin(id, begin).await,
-            (Some(id), RelayMsg::Resolve(name)) => self.on_resolve(id, name).await,
-            (Some(id), RelayMsg::BeginDir) => self.on_begin_dir(id).await,
-            (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, tag) {
+            AtRelayOnion::Drop => Ok(()),
+            AtRelayOnion::Begin(begin) => self.on_begin(on_stream(stream)?, begin).await,
+            AtRelayOnion::Resolve(name) => self.on_resolve(on_stream(stream)?, name).await,
+            AtRelayOnion::BeginDir => self.on_begin_dir(on_stream(stream)?).await,
+            AtRelayOnion::Data(data) => match self.streams.on_data(on_stream(stream)?, data, tag) {
                 Ok(Some(sendme)) => self.reply(sendme).await,
                 Ok(None) => Ok(()),
                 Err(e) => {
@@ -521,7 +551,8 @@ impl Circuit {
                     Err(Teardown::new(DestroyReason::Protocol))
                 }
             },
-            (Some(id), RelayMsg::End(reason)) => {
+            AtRelayOnion::End(reason) => {
+                let id = on_stream(stream)?;
                 // END for a stream we already closed is the normal end of a race.
                 if let Some(task) = self.connecting.remove(&id) {
                     task.abort();
@@ -529,13 +560,27 @@ impl Circuit {
                 self.streams.on_end(id, reason);
                 Ok(())
             }
-            (stream, RelayMsg::Sendme(sendme)) => {
-                self.streams.on_sendme(stream, &sendme).map_err(|e| {
-                    debug!("relay: bad SENDME: {e}");
-                    Teardown::new(DestroyReason::Protocol)
-                })
+            AtRelayOnion::Sendme(sendme) => self.streams.on_sendme(stream, &sendme).map_err(|e| {
+                debug!("relay: bad SENDME: {e}");
+                Teardown::new(DestroyReason::Protocol)
+            }),
+            // The commands that give the circuit a role: only at its bare last hop.
+            AtRelayOnion::EstablishIntro(m) => {
+                self.may_take_role()?;
+                self.on_establish_intro(m).await
             }
-            _ => Err(Teardown::new(DestroyReason::Protocol)),
+            AtRelayOnion::Introduce1(m) => {
+                self.may_take_role()?;
+                self.on_introduce1(m).await
+            }
+            AtRelayOnion::EstablishRendezvous(cookie) => {
+                self.may_take_role()?;
+                self.on_establish_rendezvous(cookie).await
+            }
+            AtRelayOnion::Rendezvous1(m) => {
+                self.may_take_role()?;
+                self.on_rendezvous1(m).await
+            }
         }
     }
 
@@ -820,6 +865,12 @@ impl Circuit {
             let _ = queue_cell(end, msg, self.shared.limits.stalled_send_timeout(), None).await;
         }
     }
+}
+
+/// The stream of a stream command. [`RelayCell`] enforces the stream rule, so `None` cannot
+/// happen; it is refused like any protocol violation rather than assumed away.
+fn on_stream(stream: Option<StreamId>) -> Result<StreamId, Teardown> {
+    stream.ok_or_else(|| Teardown::new(DestroyReason::Protocol))
 }
 
 fn cell_or_internal(
