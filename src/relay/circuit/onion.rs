@@ -16,14 +16,14 @@ use crate::crypto::{CellKind, Recognition, RelayTag};
 use crate::onion::intro::verify_establish_intro;
 
 use super::super::events::CircEvent;
+use super::super::events::Side;
 use super::super::onion_points::{CircRef, IntroReg, RegisterError, RendReg};
 use super::super::rate_limit::TokenBucket;
 use super::super::shared::RelayCounters;
 use super::super::splice::{notify, BackwardHalf, SharedBackward, SpliceError, NOTICE_TIMEOUT};
-use super::{
-    bounded, cell_or_internal, lost, queue_cell, Circuit, Crypto, Next, Role, SendFailure, Side,
-    Teardown,
-};
+use super::forward::cell_or_internal;
+use super::send::{bounded, lost, queue_cell, SendFailure, Teardown};
+use super::{Circuit, Crypto, Next, Role};
 use crate::cell::ChanMsg;
 use crate::cell::RelayBody;
 
