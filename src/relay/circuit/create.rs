@@ -3,33 +3,21 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::super::events::CircEvent;
-use super::super::events::Side;
-use super::super::queue_budget::QueueTicket;
-use super::super::shared::CircEnd;
-use super::super::shared::RelayCounters;
-use super::super::shared::RelayShared;
-use super::send::lost;
-use super::send::queue_cell;
-use super::Circuit;
-use super::Crypto;
-use super::Next;
-use super::Role;
-use super::MAX_RELAY_EARLY;
 use crate::cell::chan_msg::BoundedBytes;
-use crate::cell::ChanMsg;
-use crate::cell::Create;
-use crate::cell::Created;
-use crate::cell::DestroyReason;
-use crate::cell::HandshakeType;
+use crate::cell::{ChanMsg, Create, Created, DestroyReason, HandshakeType};
 use crate::crypto::fast_handshake::fast_relay;
-use crate::crypto::relay_handshake;
-use crate::crypto::RelayCrypto;
+use crate::crypto::{relay_handshake, RelayCrypto};
 use crate::link::PeerKind;
 use crate::stream::set::StreamSet;
-use tokio::sync::mpsc;
+
+use super::super::events::{CircEvent, Side};
+use super::super::queue_budget::QueueTicket;
+use super::super::shared::{CircEnd, RelayCounters, RelayShared};
+use super::send::{lost, queue_cell};
+use super::{Circuit, Crypto, Next, Role, MAX_RELAY_EARLY};
 
 impl Circuit {
     /// Answers CREATE. On failure the circuit is refused with DESTROY and never starts.

@@ -6,21 +6,15 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use crate::cell::relay_msg::{Begin, Connected, Resolved, ResolvedAnswer};
+use crate::cell::{DestroyReason, EndReason, RelayMsg, StreamId, TargetAddr};
+use crate::stream::pump;
+use crate::stream::set::StreamSet;
+
 use super::super::events::CircEvent;
 use super::forward::cell_or_internal;
 use super::send::Teardown;
 use super::Circuit;
-use crate::cell::relay_msg::Begin;
-use crate::cell::relay_msg::Connected;
-use crate::cell::relay_msg::Resolved;
-use crate::cell::relay_msg::ResolvedAnswer;
-use crate::cell::DestroyReason;
-use crate::cell::EndReason;
-use crate::cell::RelayMsg;
-use crate::cell::StreamId;
-use crate::cell::TargetAddr;
-use crate::stream::pump;
-use crate::stream::set::StreamSet;
 
 impl Circuit {
     pub(super) async fn end_stream(

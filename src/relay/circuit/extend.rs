@@ -5,34 +5,19 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::super::events::CircEvent;
-use super::super::events::NextHopResult;
-use super::super::events::Side;
-use super::super::reactor;
-use super::super::shared::CircEnd;
-use super::super::shared::CircSlot;
-use super::super::shared::RelayChannel;
-use super::super::shared::RelayShared;
-use super::forward::cell_or_internal;
-use super::send::lost;
-use super::send::queue_cell;
-use super::send::SendFailure;
-use super::send::Teardown;
-use super::Circuit;
-use super::Next;
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::relay_msg::{Extend, Extended};
-use crate::cell::ChanMsg;
-use crate::cell::Create;
-use crate::cell::Created;
-use crate::cell::DestroyReason;
-use crate::cell::HandshakeType;
-use crate::cell::RelayMsg;
+use crate::cell::{ChanMsg, Create, Created, DestroyReason, HandshakeType, RelayMsg};
 use crate::crypto::IdentityPublic;
-use crate::link;
 use crate::link::mux::CircMux;
-use crate::link::LinkError;
-use crate::link::PeerKind;
+use crate::link::{self, LinkError, PeerKind};
+
+use super::super::events::{CircEvent, NextHopResult, Side};
+use super::super::reactor;
+use super::super::shared::{CircEnd, CircSlot, RelayChannel, RelayShared};
+use super::forward::cell_or_internal;
+use super::send::{lost, queue_cell, SendFailure, Teardown};
+use super::{Circuit, Next};
 
 impl Circuit {
     pub(super) fn on_extend(&mut self, extend: Extend) -> Result<(), Teardown> {

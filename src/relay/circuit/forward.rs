@@ -4,30 +4,18 @@
 
 use tracing::debug;
 
+use crate::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
+use crate::cell::onion_msg::IntroduceAckStatus;
+use crate::cell::relay_contexts::{AtIntroducingClient, AtOnionRole, AtRelayOnion};
+use crate::cell::{
+    ChanMsg, DestroyReason, RelayBody, RelayCell, RelayCmd, RelayMessage, RelayMsg, StreamId,
+};
+use crate::crypto::{CellKind, RelayTag};
+
 use super::super::events::Side;
 use super::super::shared::RelayCounters;
-use super::send::lost;
-use super::send::queue_cell;
-use super::send::Teardown;
-use super::Circuit;
-use super::Next;
-use super::Role;
-use crate::cell::consts::RELAY_BODY_LEN;
-use crate::cell::consts::RELAY_TAG_LEN;
-use crate::cell::onion_msg::IntroduceAckStatus;
-use crate::cell::relay_contexts::AtIntroducingClient;
-use crate::cell::relay_contexts::AtOnionRole;
-use crate::cell::relay_contexts::AtRelayOnion;
-use crate::cell::ChanMsg;
-use crate::cell::DestroyReason;
-use crate::cell::RelayBody;
-use crate::cell::RelayCell;
-use crate::cell::RelayCmd;
-use crate::cell::RelayMessage;
-use crate::cell::RelayMsg;
-use crate::cell::StreamId;
-use crate::crypto::CellKind;
-use crate::crypto::RelayTag;
+use super::send::{lost, queue_cell, Teardown};
+use super::{Circuit, Next, Role};
 
 /// The command byte of INTRODUCE1 (a malformed one is answered, not torn down).
 const INTRODUCE1: u8 = RelayCmd::Introduce1.code();

@@ -7,16 +7,13 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use crate::cell::{ChanCell, ChanMsg, DestroyReason};
+use crate::link::TrySendError;
+
 use super::super::events::Side;
 use super::super::queue_budget::QueueStat;
-use super::super::shared::CircEnd;
-use super::super::shared::RelayCounters;
-use super::Circuit;
-use super::Next;
-use crate::cell::ChanCell;
-use crate::cell::ChanMsg;
-use crate::cell::DestroyReason;
-use crate::link::TrySendError;
+use super::super::shared::{CircEnd, RelayCounters};
+use super::{Circuit, Next};
 
 /// Why the circuit must end, and which neighbour already knows.
 pub(super) struct Teardown {
@@ -195,8 +192,8 @@ pub(super) fn lost(f: SendFailure, side: Side, counters: &RelayCounters) -> Tear
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
     use crate::relay::queue_budget::QueueBudget;
+    use tokio::sync::mpsc;
 
     /// A send with room completes at the first poll; on a queue that stays full it ends
     /// after the bound, or as soon as the circuit is killed, never waiting for ever.
