@@ -13,74 +13,43 @@ use super::cmd_set::CmdSet;
 use super::consts::{CELL_BODY_LEN, CELL_LEN, CIRC_ID_LEN};
 use super::error::{CellError, CellResult};
 use super::ids::CircId;
+use super::restricted::ChanMessage;
 
 /// A link cell: a typed message plus the circuit it belongs to (none for channel-level
 /// commands). The constructor enforces that the two agree, so an invalid pairing is
 /// unrepresentable.
+///
+/// `M` is the message type: [`ChanMsg`] (any command), or a receiving context's enum from
+/// [`super::chan_contexts`] when parsed with [`ChanCell::parse_typed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChanCell {
+pub struct ChanCell<M = ChanMsg> {
     circ: Option<CircId>,
-    msg: ChanMsg,
+    msg: M,
 }
 
-/// The command sets legal on a channel in each state.
+/// The command sets legal on a channel in each state: the same lists as the context enums
+/// of [`super::chan_contexts`], for code that picks a set at run time.
 pub mod sets {
-    use super::ChanCmd as C;
+    use super::super::chan_contexts::{
+        DuringLinkHandshake, FromNextHop, FromPreviousHop, LinkRekey, NewCircuit, OnClientChannel,
+        OnRelayChannel,
+    };
     use super::CmdSet;
 
-    /// During the link handshake: only handshake messages and NETINFO.
-    pub const LINK_HANDSHAKE: CmdSet = CmdSet::new(
-        &[
-            C::LinkInit.code(),
-            C::LinkResp.code(),
-            C::LinkFinish.code(),
-            C::Netinfo.code(),
-        ],
-        "during the link handshake",
-    );
-    /// A client's open channel to its first hop. Clients never accept CREATE, and
-    /// RELAY_EARLY only flows away from the client. REKEY is legal on every open channel;
-    /// the link layer consumes it (see [`LINK_REKEY`]), so upper layers never see one.
-    pub const CLIENT_CHANNEL: CmdSet = CmdSet::new(
-        &[
-            C::Padding.code(),
-            C::Rekey.code(),
-            C::Created.code(),
-            C::Relay.code(),
-            C::Destroy.code(),
-        ],
-        "on a client's channel",
-    );
-    /// A relay's open channel: circuits may run in either direction over it. REKEY as on
-    /// a client's channel.
-    pub const RELAY_CHANNEL: CmdSet = CmdSet::new(
-        &[
-            C::Padding.code(),
-            C::Rekey.code(),
-            C::Create.code(),
-            C::Created.code(),
-            C::Relay.code(),
-            C::RelayEarly.code(),
-            C::Destroy.code(),
-        ],
-        "on a relay's channel",
-    );
-    /// What the link layer parses when an open channel's record carries the REKEY command:
-    /// only REKEY, so its circuit id (zero) and body (all zero) are checked strictly.
-    pub const LINK_REKEY: CmdSet = CmdSet::new(&[C::Rekey.code()], "as a link rekey");
-    /// On a circuit id a relay has not seen before: only CREATE opens one.
-    pub const NEW_CIRCUIT: CmdSet = CmdSet::new(&[C::Create.code()], "on an unknown circuit");
-    /// At a relay, from the previous hop (towards the client) of an open circuit.
-    pub const FROM_PREVIOUS_HOP: CmdSet = CmdSet::new(
-        &[C::Relay.code(), C::RelayEarly.code(), C::Destroy.code()],
-        "from the previous hop of a circuit",
-    );
-    /// At a relay or client, from the next hop of a circuit. CREATED is legal only once,
-    /// while the circuit awaits it: the circuit, which knows its state, enforces that.
-    pub const FROM_NEXT_HOP: CmdSet = CmdSet::new(
-        &[C::Created.code(), C::Relay.code(), C::Destroy.code()],
-        "from the next hop of a circuit",
-    );
+    /// During the link handshake: [`DuringLinkHandshake`].
+    pub const LINK_HANDSHAKE: CmdSet = DuringLinkHandshake::SET;
+    /// A client's open channel to its first hop: [`OnClientChannel`].
+    pub const CLIENT_CHANNEL: CmdSet = OnClientChannel::SET;
+    /// A relay's open channel: [`OnRelayChannel`].
+    pub const RELAY_CHANNEL: CmdSet = OnRelayChannel::SET;
+    /// An open channel's record carrying the REKEY command: [`LinkRekey`].
+    pub const LINK_REKEY: CmdSet = LinkRekey::SET;
+    /// On a circuit id a relay has not seen before: [`NewCircuit`].
+    pub const NEW_CIRCUIT: CmdSet = NewCircuit::SET;
+    /// At a relay, from the previous hop of an open circuit: [`FromPreviousHop`].
+    pub const FROM_PREVIOUS_HOP: CmdSet = FromPreviousHop::SET;
+    /// At a relay or client, from the next hop of a circuit: [`FromNextHop`].
+    pub const FROM_NEXT_HOP: CmdSet = FromNextHop::SET;
 }
 
 /// The fixed header of a link cell, readable before deciding which parser may run.
@@ -122,9 +91,9 @@ fn split_cell(cell: &[u8]) -> CellResult<([u8; CIRC_ID_LEN], &[u8])> {
     Ok((out, rest))
 }
 
-impl ChanCell {
+impl<M: ChanMessage> ChanCell<M> {
     /// Pairs a message with its circuit. Circuit commands need `Some`, channel commands `None`.
-    pub fn new(circ: Option<CircId>, msg: ChanMsg) -> CellResult<Self> {
+    pub fn new(circ: Option<CircId>, msg: M) -> CellResult<Self> {
         match (msg.cmd().is_circuit_cmd(), circ) {
             (true, None) => Err(CellError::ZeroCircId),
             (false, Some(_)) => Err(CellError::UnexpectedCircId),
@@ -133,12 +102,12 @@ impl ChanCell {
     }
 
     /// A circuit cell.
-    pub fn circuit(circ: CircId, msg: ChanMsg) -> CellResult<Self> {
+    pub fn circuit(circ: CircId, msg: M) -> CellResult<Self> {
         Self::new(Some(circ), msg)
     }
 
     /// A channel-level cell (circuit id zero).
-    pub fn channel(msg: ChanMsg) -> CellResult<Self> {
+    pub fn channel(msg: M) -> CellResult<Self> {
         Self::new(None, msg)
     }
 
@@ -148,22 +117,31 @@ impl ChanCell {
     }
 
     /// The message.
-    pub fn msg(&self) -> &ChanMsg {
+    pub fn msg(&self) -> &M {
         &self.msg
     }
 
     /// Splits into circuit and message.
-    pub fn into_parts(self) -> (Option<CircId>, ChanMsg) {
+    pub fn into_parts(self) -> (Option<CircId>, M) {
         (self.circ, self.msg)
     }
 
-    /// Parses one cell of exactly [`CELL_LEN`] bytes, accepting only commands in `allowed`.
+    /// Parses one cell of exactly [`CELL_LEN`] bytes, accepting only the commands of `M`'s
+    /// context (refused with [`CellError::CommandNotAllowed`] before the body is read).
     ///
     /// Checks, in order: length, known command, command allowed here, circuit id zero or
     /// non-zero as the command requires, then the body.
-    pub fn parse(cell: &[u8], allowed: &CmdSet) -> CellResult<Self> {
+    pub fn parse_typed(cell: &[u8]) -> CellResult<Self> {
+        Self::parse_checked(cell, M::check)
+    }
+
+    /// [`Self::parse_typed`] with `allowed` deciding which commands are legal.
+    fn parse_checked(
+        cell: &[u8],
+        allowed: impl FnOnce(ChanCmd) -> CellResult<()>,
+    ) -> CellResult<Self> {
         let header = CellHeader::peek(cell)?;
-        allowed.check(header.cmd.code())?;
+        allowed(header.cmd)?;
         let circ = match (header.cmd.is_circuit_cmd(), header.circ_id) {
             (true, raw) => Some(CircId::from_wire(raw)?),
             (false, 0) => None,
@@ -172,8 +150,16 @@ impl ChanCell {
         let body = cell
             .get(CIRC_ID_LEN + 1..)
             .ok_or(CellError::Truncated { field: "body" })?;
-        let msg = ChanMsg::parse_body(header.cmd, body)?;
+        let msg = M::parse_body(header.cmd, body)?;
         Ok(ChanCell { circ, msg })
+    }
+
+    /// The same cell holding the full message type.
+    pub fn into_any(self) -> ChanCell {
+        ChanCell {
+            circ: self.circ,
+            msg: self.msg.into(),
+        }
     }
 
     /// Encodes into exactly [`CELL_LEN`] bytes.
@@ -186,5 +172,13 @@ impl ChanCell {
         self.msg.encode_body(&mut body)?;
         out[CIRC_ID_LEN + 1..].copy_from_slice(&body);
         Ok(out)
+    }
+}
+
+impl ChanCell {
+    /// Parses one cell of exactly [`CELL_LEN`] bytes into the full [`ChanMsg`], accepting
+    /// only commands in `allowed` (checks as [`ChanCell::parse_typed`]).
+    pub fn parse(cell: &[u8], allowed: &CmdSet) -> CellResult<Self> {
+        Self::parse_checked(cell, |cmd| allowed.check(cmd.code()))
     }
 }

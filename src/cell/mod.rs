@@ -6,12 +6,18 @@
 //!   encryption layer is removed (tag, command, stream id, length, data, padding).
 //!
 //! Parsers are total and strict (exact lengths, closed enumerations, zero padding, bounded
-//! length fields) and take a [`CmdSet`] naming the commands legal where the bytes arrived.
+//! length fields) and refuse a command not legal where the bytes arrived before reading its
+//! body. Each receiving context is an enum of its commands ([`relay_contexts`],
+//! [`chan_contexts`], built by [`restricted`]): `RelayCell::<AtRelay>::parse_typed` returns
+//! one, to be matched exhaustively. `RelayCell::parse` and `ChanCell::parse` with a
+//! [`CmdSet`] return the full [`RelayMsg`] / [`ChanMsg`] instead.
+//!
 //! docs/protocol.md describes the same layout byte for byte.
 
 pub mod address;
 pub mod chan_cell;
 pub mod chan_cmd;
+pub mod chan_contexts;
 pub mod chan_msg;
 pub mod cmd_set;
 pub mod consts;
@@ -21,7 +27,9 @@ pub mod onion_msg;
 pub mod reader;
 pub mod relay_cell;
 pub mod relay_cmd;
+pub mod relay_contexts;
 pub mod relay_msg;
+pub mod restricted;
 mod wire_enum;
 pub mod writer;
 
@@ -36,3 +44,4 @@ pub use onion_msg::OnionMsg;
 pub use relay_cell::RelayCell;
 pub use relay_cmd::{EndReason, RelayCmd};
 pub use relay_msg::RelayMsg;
+pub use restricted::{ChanMessage, RelayMessage};

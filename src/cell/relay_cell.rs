@@ -16,118 +16,48 @@ use super::ids::StreamId;
 use super::reader::Reader;
 use super::relay_cmd::{RelayCmd, StreamRule};
 use super::relay_msg::{RelayMsg, MAX_RELAY_DATA};
+use super::restricted::RelayMessage;
 use super::writer::Writer;
 
 /// A relay message plus the stream it belongs to (none for circuit-level messages). The
 /// constructor enforces the command's stream rule, so an invalid pairing is unrepresentable.
+///
+/// `M` is the message type: [`RelayMsg`] (any command), or a receiving context's enum from
+/// [`super::relay_contexts`] when parsed with [`RelayCell::parse_typed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayCell {
+pub struct RelayCell<M = RelayMsg> {
     stream: Option<StreamId>,
-    msg: RelayMsg,
+    msg: M,
 }
 
-/// The relay commands legal at each end of a circuit.
+/// The relay commands legal at each end of a circuit, as run-time sets: the same lists as
+/// the context enums of [`super::relay_contexts`], for code that picks a set at run time.
 pub mod sets {
+    use super::super::relay_contexts::{
+        AtClient, AtIntroPoint, AtOnionClient, AtRelay, AtRelayOnion, AtRendPoint, AtServiceIntro,
+    };
     use super::CmdSet;
-    use super::RelayCmd as C;
 
-    /// What a relay accepts in a cell it recognised (sent by the client).
-    pub const AT_RELAY: CmdSet = CmdSet::new(
-        &[
-            C::Begin.code(),
-            C::Data.code(),
-            C::End.code(),
-            C::Sendme.code(),
-            C::Extend.code(),
-            C::Truncate.code(),
-            C::Drop.code(),
-            C::Resolve.code(),
-            C::BeginDir.code(),
-        ],
-        "at a relay",
-    );
-    /// What a client accepts from a hop of its circuit.
-    pub const AT_CLIENT: CmdSet = CmdSet::new(
-        &[
-            C::Connected.code(),
-            C::Data.code(),
-            C::End.code(),
-            C::Sendme.code(),
-            C::Extended.code(),
-            C::Truncated.code(),
-            C::Drop.code(),
-            C::Resolved.code(),
-        ],
-        "at a client",
-    );
-
-    /// What a relay parses in a cell it recognised: [`AT_RELAY`] plus the commands that
-    /// give a circuit an onion-service role at its last hop (§8.6). Which of them a
-    /// circuit may send depends on its role; the relay checks that after parsing.
-    pub const AT_RELAY_ONION: CmdSet = CmdSet::new(
-        &[
-            C::Begin.code(),
-            C::Data.code(),
-            C::End.code(),
-            C::Sendme.code(),
-            C::Extend.code(),
-            C::Truncate.code(),
-            C::Drop.code(),
-            C::Resolve.code(),
-            C::BeginDir.code(),
-            C::EstablishIntro.code(),
-            C::Introduce1.code(),
-            C::EstablishRendezvous.code(),
-            C::Rendezvous1.code(),
-        ],
-        "at a relay",
-    );
-
-    // The client and service sets below are for the onion-service client runtime.
-
-    /// What an introduction point accepts from a service or client, beyond [`AT_RELAY`].
-    pub const AT_INTRO_POINT: CmdSet = CmdSet::new(
-        &[
-            C::EstablishIntro.code(),
-            C::Introduce1.code(),
-            C::Drop.code(),
-        ],
-        "at an introduction point",
-    );
-    /// What a rendezvous point accepts from a client or service, beyond [`AT_RELAY`].
-    pub const AT_REND_POINT: CmdSet = CmdSet::new(
-        &[
-            C::EstablishRendezvous.code(),
-            C::Rendezvous1.code(),
-            C::Drop.code(),
-        ],
-        "at a rendezvous point",
-    );
-    /// What a service accepts on its circuit to an introduction point.
-    pub const AT_SERVICE_INTRO: CmdSet = CmdSet::new(
-        &[
-            C::IntroEstablished.code(),
-            C::Introduce2.code(),
-            C::Drop.code(),
-        ],
-        "at a service, from its introduction point",
-    );
-    /// What a client accepts from an introduction point or rendezvous point while
-    /// connecting to a service.
-    pub const AT_ONION_CLIENT: CmdSet = CmdSet::new(
-        &[
-            C::IntroduceAck.code(),
-            C::RendezvousEstablished.code(),
-            C::Rendezvous2.code(),
-            C::Drop.code(),
-        ],
-        "at a client connecting to an onion service",
-    );
+    /// What a relay accepts in a cell it recognised (sent by the client): [`AtRelay`].
+    pub const AT_RELAY: CmdSet = AtRelay::SET;
+    /// What a client accepts from a hop of its circuit: [`AtClient`].
+    pub const AT_CLIENT: CmdSet = AtClient::SET;
+    /// What a relay parses in a cell it recognised, onion-service roles included:
+    /// [`AtRelayOnion`].
+    pub const AT_RELAY_ONION: CmdSet = AtRelayOnion::SET;
+    /// What an introduction point accepts, beyond [`AT_RELAY`]: [`AtIntroPoint`].
+    pub const AT_INTRO_POINT: CmdSet = AtIntroPoint::SET;
+    /// What a rendezvous point accepts, beyond [`AT_RELAY`]: [`AtRendPoint`].
+    pub const AT_REND_POINT: CmdSet = AtRendPoint::SET;
+    /// What a service accepts on its circuit to an introduction point: [`AtServiceIntro`].
+    pub const AT_SERVICE_INTRO: CmdSet = AtServiceIntro::SET;
+    /// What a client accepts from an introduction or rendezvous point: [`AtOnionClient`].
+    pub const AT_ONION_CLIENT: CmdSet = AtOnionClient::SET;
 }
 
-impl RelayCell {
+impl<M: RelayMessage> RelayCell<M> {
     /// Pairs a message with its stream, enforcing the command's stream rule.
-    pub fn new(stream: Option<StreamId>, msg: RelayMsg) -> CellResult<Self> {
+    pub fn new(stream: Option<StreamId>, msg: M) -> CellResult<Self> {
         match (msg.cmd().stream_rule(), stream) {
             (StreamRule::Stream, None) => Err(CellError::ZeroStreamId),
             (StreamRule::Circuit, Some(_)) => Err(CellError::UnexpectedStreamId),
@@ -141,20 +71,37 @@ impl RelayCell {
     }
 
     /// The message.
-    pub fn msg(&self) -> &RelayMsg {
+    pub fn msg(&self) -> &M {
         &self.msg
     }
 
     /// Splits into stream and message.
-    pub fn into_parts(self) -> (Option<StreamId>, RelayMsg) {
+    pub fn into_parts(self) -> (Option<StreamId>, M) {
         (self.stream, self.msg)
     }
 
-    /// Parses a fully decrypted relay body, accepting only commands in `allowed`.
+    /// The same cell holding the full message type.
+    pub fn into_any(self) -> RelayCell {
+        RelayCell {
+            stream: self.stream,
+            msg: self.msg.into(),
+        }
+    }
+
+    /// Parses a fully decrypted relay body, accepting only the commands of `M`'s context
+    /// (refused with [`CellError::CommandNotAllowed`] before the data is read).
     ///
     /// Checks, in order: length, the tag is all zero, known and non-reserved command,
     /// command allowed here, stream rule, data length bound, the message, zero padding.
-    pub fn parse(body: &[u8], allowed: &CmdSet) -> CellResult<Self> {
+    pub fn parse_typed(body: &[u8]) -> CellResult<Self> {
+        Self::parse_checked(body, M::check)
+    }
+
+    /// [`Self::parse_typed`] with `allowed` deciding which commands are legal.
+    fn parse_checked(
+        body: &[u8],
+        allowed: impl FnOnce(RelayCmd) -> CellResult<()>,
+    ) -> CellResult<Self> {
         if body.len() != RELAY_BODY_LEN {
             return Err(CellError::WrongLength {
                 expected: RELAY_BODY_LEN,
@@ -167,10 +114,10 @@ impl RelayCell {
         }
         let code = r.u8("relay command")?;
         let cmd = RelayCmd::from_wire(code)?;
-        allowed.check(code)?;
+        allowed(cmd)?;
         let stream = StreamId::new(r.u16("stream id")?);
         let len = r.len_u16("length", MAX_RELAY_DATA)?;
-        let msg = RelayMsg::parse_data(cmd, r.take(len, "data")?)?;
+        let msg = M::parse_data(cmd, r.take(len, "data")?)?;
         r.finish_zero_padded()?;
         Self::new(stream, msg)
     }
@@ -193,5 +140,13 @@ impl RelayCell {
             .ok_or(CellError::TooLarge { field: "data" })?;
         w.u16_prefixed(payload, "data")?;
         Ok(body)
+    }
+}
+
+impl RelayCell {
+    /// Parses a fully decrypted relay body into the full [`RelayMsg`], accepting only
+    /// commands in `allowed` (checks as [`RelayCell::parse_typed`]).
+    pub fn parse(body: &[u8], allowed: &CmdSet) -> CellResult<Self> {
+        Self::parse_checked(body, |cmd| allowed.check(cmd.code()))
     }
 }

@@ -53,11 +53,8 @@ wire_enum! {
     }
 }
 
-/// Relay command numbers of the onion-service messages (§8). They parse everywhere, but
-/// only the onion command sets in [`super::relay_cell::sets`] contain them (the relay's
-/// `AT_RELAY_ONION`, `AT_INTRO_POINT`, `AT_REND_POINT`, `AT_SERVICE_INTRO`,
-/// `AT_ONION_CLIENT`); where only `AT_CLIENT` or `AT_RELAY` applies, one is refused with
-/// [`CellError::CommandNotAllowed`].
+/// Relay command numbers of the onion-service messages (§8). Which contexts hold which of
+/// them is in [`super::relay_contexts`].
 pub const ONION_SERVICE_COMMANDS: std::ops::RangeInclusive<u8> = 32..=40;
 /// Relay command numbers reserved for UDP messages (not implemented yet).
 pub const RESERVED_UDP: std::ops::RangeInclusive<u8> = 48..=50;

@@ -9,13 +9,17 @@
 //! carry: otherwise `reject 10.0.0.0/8` could be bypassed by writing the same destination
 //! in IPv6 form.
 
-use core::fmt;
-use core::str::FromStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dir::wire;
+
+mod prefix;
+mod text;
+
+pub use prefix::is_special_address;
+use prefix::{special_prefixes, Prefix, LOOPBACK_V4, LOOPBACK_V6, SPECIAL_V4, SPECIAL_V6};
 
 /// Most rules a policy may have (so a policy is at most a couple of KiB on the wire).
 pub const MAX_POLICY_RULES: usize = 64;
@@ -141,92 +145,6 @@ impl From<PolicyRule> for RawRule {
     }
 }
 
-/// An address prefix as a 128-bit value plus family, for arithmetic on prefixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Prefix {
-    v6: bool,
-    /// Address bits, left-aligned in the family's width (IPv4 uses the low 32 bits).
-    bits: u128,
-    len: u8,
-}
-
-impl Prefix {
-    fn width(v6: bool) -> u8 {
-        if v6 {
-            128
-        } else {
-            32
-        }
-    }
-
-    fn of(addr: IpAddr, len: u8) -> Self {
-        match addr {
-            IpAddr::V4(a) => Prefix {
-                v6: false,
-                bits: u128::from(u32::from(a)),
-                len,
-            },
-            IpAddr::V6(a) => Prefix {
-                v6: true,
-                bits: u128::from(a),
-                len,
-            },
-        }
-    }
-
-    /// Mask of the network bits within the family's width.
-    fn mask(v6: bool, len: u8) -> u128 {
-        let width = Self::width(v6);
-        let full: u128 = if v6 { u128::MAX } else { u128::from(u32::MAX) };
-        if len == 0 {
-            0
-        } else if len >= width {
-            full
-        } else {
-            full & !(full >> len)
-        }
-    }
-
-    /// Whether `other` (a prefix of any length) lies entirely inside `self`.
-    fn contains(&self, other: &Prefix) -> bool {
-        self.v6 == other.v6
-            && self.len <= other.len
-            && (other.bits & Self::mask(self.v6, self.len)) == self.bits
-    }
-
-    fn intersects(&self, other: &Prefix) -> bool {
-        self.contains(other) || other.contains(self)
-    }
-
-    /// The two halves of this prefix (`len < width`).
-    fn halves(&self) -> (Prefix, Prefix) {
-        let len = self.len + 1;
-        let bit = 1u128 << (Self::width(self.v6) - len);
-        (
-            Prefix { len, ..*self },
-            Prefix {
-                len,
-                bits: self.bits | bit,
-                ..*self
-            },
-        )
-    }
-
-    /// Whether every address of `self` lies in some prefix of `by`. Recurses only into
-    /// halves that some smaller prefix of `by` touches, so the work is bounded by
-    /// `by.len() * 128` nodes.
-    fn covered_by(&self, by: &[Prefix]) -> bool {
-        if by.iter().any(|q| q.contains(self)) {
-            return true;
-        }
-        if !by.iter().any(|q| self.intersects(q)) || self.len >= Self::width(self.v6) {
-            return false;
-        }
-        let (a, b) = self.halves();
-        a.covered_by(by) && b.covered_by(by)
-    }
-}
-
 impl PolicyRule {
     /// Builds a rule, refusing non-canonical forms: `prefix_len` beyond the address width,
     /// host bits set, an IPv4-mapped IPv6 prefix, `lo == 0` or `lo > hi`.
@@ -316,25 +234,6 @@ impl PolicyRule {
     }
 }
 
-impl fmt::Display for PolicyRule {
-    /// The text form, e.g. `reject 10.0.0.0/8:*` or `accept [::]/0:80-443`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let action = match self.action {
-            PolicyAction::Accept => "accept",
-            PolicyAction::Reject => "reject",
-        };
-        match self.prefix {
-            IpAddr::V4(a) => write!(f, "{action} {a}/{}:", self.prefix_len)?,
-            IpAddr::V6(a) => write!(f, "{action} [{a}]/{}:", self.prefix_len)?,
-        }
-        match (self.lo, self.hi) {
-            (1, 65535) => f.write_str("*"),
-            (lo, hi) if lo == hi => write!(f, "{lo}"),
-            (lo, hi) => write!(f, "{lo}-{hi}"),
-        }
-    }
-}
-
 /// An exit policy: rules in order, first match wins, default reject.
 ///
 /// Wire form: the list of rules (`u64` count ≤ [`MAX_POLICY_RULES`], then each rule as
@@ -343,70 +242,6 @@ impl fmt::Display for PolicyRule {
 pub struct ExitPolicy {
     #[serde(deserialize_with = "wire::bounded_vec::<_, PolicyRule, MAX_POLICY_RULES>")]
     rules: Vec<PolicyRule>,
-}
-
-/// Special-purpose ranges an exit must not reach by default, except loopback.
-const SPECIAL_V4: &[([u8; 4], u8)] = &[
-    ([0, 0, 0, 0], 8),       // "this network"
-    ([10, 0, 0, 0], 8),      // private
-    ([100, 64, 0, 0], 10),   // carrier-grade NAT
-    ([169, 254, 0, 0], 16),  // link-local
-    ([172, 16, 0, 0], 12),   // private
-    ([192, 0, 0, 0], 24),    // IETF protocol assignments
-    ([192, 0, 2, 0], 24),    // documentation
-    ([192, 168, 0, 0], 16),  // private
-    ([198, 18, 0, 0], 15),   // benchmarking
-    ([198, 51, 100, 0], 24), // documentation
-    ([203, 0, 113, 0], 24),  // documentation
-    ([224, 0, 0, 0], 4),     // multicast
-    ([240, 0, 0, 0], 4),     // reserved and broadcast
-];
-/// IPv4 loopback.
-const LOOPBACK_V4: ([u8; 4], u8) = ([127, 0, 0, 0], 8);
-
-/// Special-purpose IPv6 ranges, except loopback.
-const SPECIAL_V6: &[(u128, u8)] = &[
-    (0, 128),                                        // unspecified ::
-    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96), // NAT64 (reaches IPv4 space)
-    (0x0064_ff9b_0001_0000_0000_0000_0000_0000, 48), // local-use NAT64
-    (0x0100_0000_0000_0000_0000_0000_0000_0000, 64), // discard-only
-    (0x2001_0db8_0000_0000_0000_0000_0000_0000, 32), // documentation
-    (0xfc00_0000_0000_0000_0000_0000_0000_0000, 7),  // unique local
-    (0xfe80_0000_0000_0000_0000_0000_0000_0000, 10), // link-local
-    (0xff00_0000_0000_0000_0000_0000_0000_0000, 8),  // multicast
-];
-/// IPv6 loopback `::1`.
-const LOOPBACK_V6: (u128, u8) = (1, 128);
-
-fn special_prefixes(include_loopback: bool) -> Vec<Prefix> {
-    let mut out: Vec<Prefix> = SPECIAL_V4
-        .iter()
-        .map(|(a, l)| Prefix::of(IpAddr::V4(Ipv4Addr::from(*a)), *l))
-        .chain(
-            SPECIAL_V6
-                .iter()
-                .map(|(a, l)| Prefix::of(IpAddr::V6(Ipv6Addr::from(*a)), *l)),
-        )
-        .collect();
-    if include_loopback {
-        out.push(Prefix::of(
-            IpAddr::V4(Ipv4Addr::from(LOOPBACK_V4.0)),
-            LOOPBACK_V4.1,
-        ));
-        out.push(Prefix::of(
-            IpAddr::V6(Ipv6Addr::from(LOOPBACK_V6.0)),
-            LOOPBACK_V6.1,
-        ));
-    }
-    out
-}
-
-/// Whether `addr` is in a special-purpose range (private, loopback, link-local, multicast,
-/// documentation, ...): the complement is what this module calls "public".
-pub fn is_special_address(addr: IpAddr) -> bool {
-    let addr = addr.to_canonical();
-    let p = Prefix::of(addr, Prefix::width(addr.is_ipv6()));
-    special_prefixes(true).iter().any(|q| q.contains(&p))
 }
 
 impl ExitPolicy {
@@ -536,142 +371,6 @@ impl ExitPolicy {
             }
         }
         false
-    }
-
-    /// Parses the text form, one rule per item: `accept|reject ADDR:PORTS` where ADDR is
-    /// `*` (both families), `*4`, `*6`, `a.b.c.d[/len]` or `[v6][/len]`, and PORTS is `*`,
-    /// `p` or `lo-hi`. Errors name the rule's position and text.
-    pub fn parse_rules<I, S>(rules: I) -> Result<Self, PolicyError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut out = Vec::new();
-        for (index, text) in rules.into_iter().enumerate() {
-            let text = text.as_ref();
-            let parsed = parse_rule(text).map_err(|reason| PolicyError::Syntax {
-                index,
-                text: text.to_string(),
-                reason,
-            })?;
-            out.extend(parsed);
-            if out.len() > MAX_POLICY_RULES {
-                return Err(PolicyError::TooManyRules(out.len()));
-            }
-        }
-        Ok(Self { rules: out })
-    }
-}
-
-impl FromStr for ExitPolicy {
-    type Err = PolicyError;
-
-    /// Parses rules separated by commas or newlines, e.g.
-    /// `"reject 10.0.0.0/8:*, accept *:80-443"`. Empty items are ignored.
-    fn from_str(s: &str) -> Result<Self, PolicyError> {
-        Self::parse_rules(
-            s.split([',', '\n'])
-                .map(str::trim)
-                .filter(|item| !item.is_empty()),
-        )
-    }
-}
-
-impl fmt::Display for ExitPolicy {
-    /// Rules in text form joined by `, ` (parsable by [`ExitPolicy::from_str`]); the empty
-    /// policy displays as `reject *:*`, which parses back to the same rejection.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.rules.is_empty() {
-            return f.write_str("reject *:*");
-        }
-        for (i, r) in self.rules.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{r}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses one text rule into one or two rules (`*` covers both families).
-fn parse_rule(text: &str) -> Result<Vec<PolicyRule>, String> {
-    let mut words = text.split_whitespace();
-    let action = match words.next() {
-        Some("accept") => PolicyAction::Accept,
-        Some("reject") => PolicyAction::Reject,
-        Some(other) => return Err(format!("expected \"accept\" or \"reject\", got {other:?}")),
-        None => return Err("empty rule".into()),
-    };
-    let target = words
-        .next()
-        .ok_or_else(|| "missing ADDR:PORTS after the action".to_string())?;
-    if let Some(extra) = words.next() {
-        return Err(format!("unexpected {extra:?} after ADDR:PORTS"));
-    }
-    let (addr, ports) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected ADDR:PORTS, got {target:?}"))?;
-    let (lo, hi) = parse_ports(ports)?;
-    let prefixes: Vec<(IpAddr, u8)> = match addr {
-        "*" => vec![
-            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-        ],
-        "*4" => vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)],
-        "*6" => vec![(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)],
-        other => vec![parse_prefix(other)?],
-    };
-    prefixes
-        .into_iter()
-        .map(|(a, l)| PolicyRule::new(action, a, l, lo, hi).map_err(|e| e.to_string()))
-        .collect()
-}
-
-fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, len) = match s.rsplit_once('/') {
-        Some((a, l)) => (
-            a,
-            Some(
-                l.parse::<u8>()
-                    .map_err(|_| format!("bad prefix length {l:?}"))?,
-            ),
-        ),
-        None => (s, None),
-    };
-    let ip: IpAddr = if let Some(inner) = addr.strip_prefix('[') {
-        let inner = inner
-            .strip_suffix(']')
-            .ok_or_else(|| format!("unterminated IPv6 address {addr:?}"))?;
-        IpAddr::V6(
-            inner
-                .parse::<Ipv6Addr>()
-                .map_err(|_| format!("bad IPv6 address {inner:?}"))?,
-        )
-    } else {
-        IpAddr::V4(
-            addr.parse::<Ipv4Addr>()
-                .map_err(|_| format!("bad address {addr:?} (IPv6 goes in brackets)"))?,
-        )
-    };
-    let len = len.unwrap_or(if ip.is_ipv6() { 128 } else { 32 });
-    Ok((ip, len))
-}
-
-fn parse_ports(s: &str) -> Result<(u16, u16), String> {
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("bad port {p:?} (1-65535)"))
-    };
-    if s == "*" {
-        return Ok((1, 65535));
-    }
-    match s.split_once('-') {
-        Some((lo, hi)) => Ok((port(lo)?, port(hi)?)),
-        None => {
-            let p = port(s)?;
-            Ok((p, p))
-        }
     }
 }
 

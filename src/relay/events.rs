@@ -1,6 +1,6 @@
 //! What a channel's reader hands to a circuit task.
 
-use crate::cell::ChanMsg;
+use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop};
 
 /// Which neighbour of a circuit a cell came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +17,10 @@ pub enum Side {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum CircEvent {
-    /// A cell (already parsed against the command set legal from that side).
-    Cell(Side, ChanMsg),
+    /// A cell from the previous hop (towards the client).
+    FromPrev(FromPreviousHop),
+    /// A cell from the next hop.
+    FromNext(FromNextHop),
     /// The channel on that side closed.
     ChannelClosed(Side),
     /// The neighbour on that side sent something illegal on this circuit.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::debug;
 
-use crate::cell::chan_cell::sets;
+use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop, NewCircuit, OnRelayChannel};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{CellHeader, ChanCell, ChanCmd, ChanMsg, CircId, Create, DestroyReason};
 use crate::link::{ChannelReceiver, PeerKind};
@@ -67,11 +67,20 @@ async fn handle_cell(
 ) -> Result<(), String> {
     let header = CellHeader::peek(raw).map_err(|e| e.to_string())?;
     if !header.cmd.is_circuit_cmd() {
-        // Only PADDING reaches here at channel level once the handshake is over: REKEY,
-        // also legal, is consumed by the link layer.
-        return match ChanCell::parse(raw, &sets::RELAY_CHANNEL) {
-            Ok(cell) if matches!(cell.msg(), ChanMsg::Padding) => Ok(()),
-            Ok(_) => Err("channel-level command after the handshake".into()),
+        return match ChanCell::<OnRelayChannel>::parse_typed(raw) {
+            Ok(cell) => match cell.into_parts().1 {
+                OnRelayChannel::Padding => Ok(()),
+                // REKEY is consumed by the link layer, so it never reaches here once the
+                // handshake is over; circuit commands were routed above.
+                OnRelayChannel::Rekey
+                | OnRelayChannel::Create(_)
+                | OnRelayChannel::Created(_)
+                | OnRelayChannel::Relay(_)
+                | OnRelayChannel::RelayEarly(_)
+                | OnRelayChannel::Destroy(_) => {
+                    Err("channel-level command after the handshake".into())
+                }
+            },
             Err(e) => Err(e.to_string()),
         };
     }
@@ -79,18 +88,18 @@ async fn handle_cell(
     let Some(slot) = chan.circuits.get(id) else {
         return on_unknown_circuit(shared, chan, id, raw).await;
     };
-    let allowed = match slot.side {
-        Side::Prev => &sets::FROM_PREVIOUS_HOP,
+    let parsed = match slot.side {
+        Side::Prev => ChanCell::<FromPreviousHop>::parse_typed(raw)
+            .map(|c| CircEvent::FromPrev(c.into_parts().1)),
         // CREATED is only legal while the circuit awaits it; the circuit checks that.
-        Side::Next => &sets::FROM_NEXT_HOP,
-    };
-    let event = match ChanCell::parse(raw, allowed) {
-        Ok(cell) => CircEvent::Cell(slot.side, cell.into_parts().1),
-        Err(e) => {
-            debug!("relay: illegal cell on a circuit: {e}");
-            CircEvent::Violation(slot.side)
+        Side::Next => {
+            ChanCell::<FromNextHop>::parse_typed(raw).map(|c| CircEvent::FromNext(c.into_parts().1))
         }
     };
+    let event = parsed.unwrap_or_else(|e| {
+        debug!("relay: illegal cell on a circuit: {e}");
+        CircEvent::Violation(slot.side)
+    });
     slot.ticket.enqueued(CELL_LEN);
     let queued = match slot.tx.try_send(event) {
         Ok(()) => true,
@@ -133,11 +142,10 @@ async fn on_unknown_circuit(
     id: CircId,
     raw: &[u8; CELL_LEN],
 ) -> Result<(), String> {
-    match ChanCell::parse(raw, &sets::NEW_CIRCUIT) {
+    match ChanCell::<NewCircuit>::parse_typed(raw) {
         Ok(cell) => {
-            if let ChanMsg::Create(create) = cell.into_parts().1 {
-                on_create(shared, chan, id, create).await;
-            }
+            let NewCircuit::Create(create) = cell.into_parts().1;
+            on_create(shared, chan, id, create).await;
             Ok(())
         }
         Err(e) => {

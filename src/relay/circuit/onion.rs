@@ -16,14 +16,14 @@ use crate::crypto::{CellKind, Recognition, RelayTag};
 use crate::onion::intro::verify_establish_intro;
 
 use super::super::events::CircEvent;
+use super::super::events::Side;
 use super::super::onion_points::{CircRef, IntroReg, RegisterError, RendReg};
 use super::super::rate_limit::TokenBucket;
 use super::super::shared::RelayCounters;
 use super::super::splice::{notify, BackwardHalf, SharedBackward, SpliceError, NOTICE_TIMEOUT};
-use super::{
-    bounded, cell_or_internal, lost, queue_cell, Circuit, Crypto, Next, Role, SendFailure, Side,
-    Teardown,
-};
+use super::forward::cell_or_internal;
+use super::send::{bounded, lost, queue_cell, SendFailure, Teardown};
+use super::{Circuit, Crypto, Next, Role};
 use crate::cell::ChanMsg;
 use crate::cell::RelayBody;
 
@@ -174,28 +174,21 @@ impl Circuit {
             && self.resolving == 0
     }
 
-    /// Whether the circuit's role allows `msg` (§8.6): a plain circuit may take a role
-    /// at its last hop; a circuit with a role accepts only what that role needs.
-    pub(super) fn role_allows(&self, msg: &RelayMsg) -> bool {
-        match (&self.role, msg) {
-            (_, RelayMsg::Drop) => true,
-            (Role::Plain, RelayMsg::Onion(_)) => self.is_bare_last_hop(),
-            (Role::Plain, _) => true,
-            (Role::IntroClient, RelayMsg::Onion(OnionMsg::Introduce1(_))) => self.may_introduce(),
-            _ => false,
+    /// A plain circuit may take an onion-service role only at its bare last hop (§8.6);
+    /// anything else is refused like a command its role does not allow.
+    pub(super) fn may_take_role(&self) -> Result<(), Teardown> {
+        if self.is_bare_last_hop() {
+            Ok(())
+        } else {
+            Err(self.role_violation())
         }
     }
 
-    /// A recognised onion-service message (already allowed by the role).
-    pub(super) async fn on_onion(&mut self, msg: OnionMsg) -> Result<(), Teardown> {
-        match msg {
-            OnionMsg::EstablishIntro(m) => self.on_establish_intro(m).await,
-            OnionMsg::Introduce1(m) => self.on_introduce1(m).await,
-            OnionMsg::EstablishRendezvous(cookie) => self.on_establish_rendezvous(cookie).await,
-            OnionMsg::Rendezvous1(m) => self.on_rendezvous1(m).await,
-            // Not in the set a relay parses; kept total.
-            _ => Err(Teardown::new(DestroyReason::Protocol)),
-        }
+    /// A command the circuit's onion-service role does not allow: counted, then teardown.
+    pub(super) fn role_violation(&self) -> Teardown {
+        debug!("relay: command not allowed on this circuit's onion-service role");
+        RelayCounters::bump(&self.shared.counters.protocol_violations);
+        Teardown::new(DestroyReason::Protocol)
     }
 
     async fn send_onion(&mut self, msg: OnionMsg) -> Result<(), Teardown> {
@@ -205,7 +198,7 @@ impl Circuit {
 
     /// ESTABLISH_INTRO: key, MAC against this circuit's binding (constant time), signature;
     /// then register, with the rate limit asked for capped by ours.
-    async fn on_establish_intro(&mut self, msg: EstablishIntro) -> Result<(), Teardown> {
+    pub(super) async fn on_establish_intro(&mut self, msg: EstablishIntro) -> Result<(), Teardown> {
         let key = verify_establish_intro(&msg, &self.binding).map_err(|e| {
             debug!("relay: ESTABLISH_INTRO refused: {e}");
             RelayCounters::bump(&self.shared.counters.protocol_violations);
@@ -240,7 +233,7 @@ impl Circuit {
 
     /// INTRODUCE1 from a client: forwarded unchanged as INTRODUCE2 to the service's
     /// circuit, answered with INTRODUCE_ACK.
-    async fn on_introduce1(&mut self, intro: Introduce) -> Result<(), Teardown> {
+    pub(super) async fn on_introduce1(&mut self, intro: Introduce) -> Result<(), Teardown> {
         self.role = Role::IntroClient;
         let key = *intro.auth_key();
         let status = match self.shared.onion.intro(&key) {
@@ -290,7 +283,7 @@ impl Circuit {
     /// ESTABLISH_RENDEZVOUS: register the cookie for this circuit, answer
     /// RENDEZVOUS_ESTABLISHED. The circuit's half is locked throughout, so a RENDEZVOUS1
     /// racing in cannot send RENDEZVOUS2 before our answer.
-    async fn on_establish_rendezvous(
+    pub(super) async fn on_establish_rendezvous(
         &mut self,
         cookie: [u8; REND_COOKIE_LEN],
     ) -> Result<(), Teardown> {
@@ -338,7 +331,7 @@ impl Circuit {
 
     /// RENDEZVOUS1 from the service: take the cookie, send RENDEZVOUS2 on the client's
     /// circuit, and join the two.
-    async fn on_rendezvous1(&mut self, msg: Rendezvous1) -> Result<(), Teardown> {
+    pub(super) async fn on_rendezvous1(&mut self, msg: Rendezvous1) -> Result<(), Teardown> {
         let Some(reg) = self.shared.onion.take_rend(&msg.cookie) else {
             debug!("relay: RENDEZVOUS1 with an unknown cookie");
             return Err(Teardown::new(DestroyReason::Protocol));
