@@ -18,12 +18,10 @@ pub mod consts;
 pub mod error;
 pub mod ids;
 pub mod onion_msg;
-pub mod reader;
 pub mod relay_cell;
 pub mod relay_cmd;
 pub mod relay_msg;
 mod wire_enum;
-pub mod writer;
 
 pub use address::{Hostname, TargetAddr};
 pub use chan_cell::{CellHeader, ChanCell};

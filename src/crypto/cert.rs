@@ -274,8 +274,8 @@ mod tests {
 #[cfg(test)]
 mod vectors {
     use super::*;
+    use crate::bytes::hex;
     use crate::crypto::keys::OnionKeypair;
-    use crate::hex;
 
     /// Identity seed 0x11*32, onion secret 0x22*32, expires 1_700_001_000. Cross-checked
     /// against an independent implementation written from docs/protocol.md §4.

@@ -671,9 +671,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bytes::hex;
     use crate::crypto::cert::OnionKeyCert;
     use crate::crypto::keys::{IdentityKeypair, OnionKeypair};
-    use crate::hex;
 
     const NOW: u64 = 1_700_000_000;
 

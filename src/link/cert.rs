@@ -12,7 +12,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use super::error::{LinkError, LinkResult};
-use crate::hex;
+use crate::bytes::hex;
 
 /// Domain separator of the signed message, so the signature cannot be replayed as any
 /// other signed object of the protocol.

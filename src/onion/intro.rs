@@ -27,10 +27,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::bytes::{Reader, Writer};
 use crate::cell::address;
 use crate::cell::onion_msg::{EstablishIntro, IntroDosParams, REND_COOKIE_LEN};
-use crate::cell::reader::Reader;
-use crate::cell::writer::Writer;
 use crate::cell::CellError;
 use crate::crypto::cert::ONION_CERT_LEN;
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert};
@@ -62,6 +61,12 @@ pub enum IntroError {
     /// The rendezvous point's description is invalid.
     #[error("invalid rendezvous point: {0}")]
     BadRendezvous(&'static str),
+}
+
+impl From<crate::bytes::Error> for IntroError {
+    fn from(e: crate::bytes::Error) -> Self {
+        IntroError::Malformed(e.into())
+    }
 }
 
 fn establish_mac(binding: &[u8; 32], head: &[u8]) -> Result<[u8; 32], IntroError> {
