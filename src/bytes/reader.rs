@@ -53,12 +53,18 @@ impl<'a> Reader<'a> {
 
     /// Takes the next `N` bytes as an array.
     pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
+        self.array_ref(field).copied()
+    }
+
+    /// Borrows the next `N` bytes as an array without copying them (for secrets, which
+    /// should be copied once, straight into a zeroizing buffer).
+    pub fn array_ref<const N: usize>(&mut self, field: &'static str) -> Result<&'a [u8; N]> {
         let (head, tail) = self
             .rest
             .split_first_chunk::<N>()
             .ok_or(Error::Truncated { field })?;
         self.rest = tail;
-        Ok(*head)
+        Ok(head)
     }
 
     /// Reads one byte.
