@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod bench;
+pub mod bytes;
 pub mod cell;
 pub mod cli;
 pub mod client;
@@ -11,7 +12,6 @@ pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod dir;
-mod hex;
 pub mod link;
 pub mod onion;
 pub mod proto;

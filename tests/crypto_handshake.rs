@@ -19,6 +19,7 @@ fn relay() -> Relay {
     let onion = OnionKeypair::generate(&mut rng);
     let cert = OnionKeyCert::sign(&id, onion.public(), NOW + 3600)
         .to_bytes()
+        .expect("encodes")
         .to_vec();
     Relay {
         keys: RelayOnionKeys::new(id.public(), onion, None),

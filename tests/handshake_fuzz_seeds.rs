@@ -97,15 +97,15 @@ fn cert_seeds() -> Seeds {
     vec![
         (
             "00-link-key-cert".to_string(),
-            link_cert().encode().to_vec(),
+            link_cert().encode().expect("encodes").to_vec(),
         ),
         (
             "01-onion-key-cert".to_string(),
-            onion_cert(false).to_bytes().to_vec(),
+            onion_cert(false).to_bytes().expect("encodes").to_vec(),
         ),
         (
             "02-onion-key-cert-previous".to_string(),
-            onion_cert(true).to_bytes().to_vec(),
+            onion_cert(true).to_bytes().expect("encodes").to_vec(),
         ),
     ]
 }

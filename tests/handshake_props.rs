@@ -384,17 +384,17 @@ proptest! {
     ) {
         let id = IdentityKeypair::from_secret_bytes(&seed);
         let cert = LinkKeyCert::sign(id.signing_key(), &link, expires);
-        let enc = cert.encode();
+        let enc = cert.encode().expect("encodes");
         let parsed = LinkKeyCert::parse(&enc).unwrap();
         prop_assert_eq!(&parsed, &cert);
         prop_assert_eq!(parsed.expires(), expires);
-        prop_assert_eq!(parsed.encode(), enc);
+        prop_assert_eq!(parsed.encode().expect("encodes"), enc);
     }
 
     #[test]
     fn link_cert_parse_is_total_and_exact(data in bytes(0..=CERT_LEN + 8)) {
         match LinkKeyCert::parse(&data) {
-            Ok(c) => prop_assert_eq!(c.encode().to_vec(), data),
+            Ok(c) => prop_assert_eq!(c.encode().expect("encodes").to_vec(), data),
             Err(_) => prop_assert_ne!(data.len(), CERT_LEN),
         }
     }
@@ -408,7 +408,7 @@ proptest! {
         delta in 1u8..=255,
     ) {
         let id = IdentityKeypair::from_secret_bytes(&seed);
-        let enc = LinkKeyCert::sign(id.signing_key(), &link, fixtures::NOW + lifetime).encode();
+        let enc = LinkKeyCert::sign(id.signing_key(), &link, fixtures::NOW + lifetime).encode().expect("encodes");
         prop_assert!(LinkKeyCert::parse(&enc).unwrap().verify(&link, fixtures::NOW).is_ok());
         let bad = changed(&enc, pos, delta);
         let refused = LinkKeyCert::parse(&bad).and_then(|c| c.verify(&link, fixtures::NOW));
@@ -423,7 +423,7 @@ proptest! {
     ) {
         let id = IdentityKeypair::from_secret_bytes(&seed);
         let cert = OnionKeyCert::sign(&id, &OnionPublic::from_bytes(onion), expires);
-        let enc = cert.to_bytes();
+        let enc = cert.to_bytes().expect("encodes");
         let parsed = OnionKeyCert::from_bytes(&enc).unwrap();
         prop_assert_eq!(&parsed, &cert);
         prop_assert_eq!(parsed.identity(), &id.public());
@@ -440,7 +440,7 @@ proptest! {
         // parser refuses only a wrong length or an invalid or weak identity key.
         for data in [exact, any_len] {
             match OnionKeyCert::from_bytes(&data) {
-                Ok(c) => prop_assert_eq!(c.to_bytes().to_vec(), data),
+                Ok(c) => prop_assert_eq!(c.to_bytes().expect("encodes").to_vec(), data),
                 Err(_) => prop_assert!(
                     data.len() != 136 || IdentityPublic::from_slice(&data[..32]).is_err()
                 ),
@@ -458,7 +458,7 @@ proptest! {
     ) {
         let id = IdentityKeypair::from_secret_bytes(&seed);
         let onion = OnionPublic::from_bytes(onion);
-        let enc = OnionKeyCert::sign(&id, &onion, fixtures::NOW + lifetime).to_bytes();
+        let enc = OnionKeyCert::sign(&id, &onion, fixtures::NOW + lifetime).to_bytes().expect("encodes");
         prop_assert!(OnionKeyCert::from_bytes(&enc).unwrap().verify(fixtures::NOW).is_ok());
         let bad = changed(&enc, pos, delta);
         let refused = OnionKeyCert::from_bytes(&bad).and_then(|c| c.verify(fixtures::NOW));

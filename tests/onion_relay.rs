@@ -1173,7 +1173,7 @@ async fn relay_memory_holds_no_initial_layer_keys() {
     use std::io::{BufRead, Write};
     let p = start_relay().await;
     let t = target(&p);
-    let cert = hex_of(&p.keys().onion_cert().to_bytes());
+    let cert = hex_of(&p.keys().onion_cert().to_bytes().expect("encodes"));
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",

@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(cert) = LinkKeyCert::parse(data) {
-        assert_eq!(&cert.encode()[..], data);
+        assert_eq!(&cert.encode().expect("re-encode")[..], data);
         let link = fixtures::link_static();
         if let Ok(identity) = cert.verify(&link, fixtures::NOW) {
             assert!(fixtures::NOW < cert.expires());
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(cert) = OnionKeyCert::from_bytes(data) {
-        assert_eq!(&cert.to_bytes()[..], data);
+        assert_eq!(&cert.to_bytes().expect("re-encode")[..], data);
         if let Ok(verified) = cert.verify(fixtures::NOW) {
             assert_eq!(verified.identity(), cert.identity());
             assert_eq!(verified.onion_key(), cert.onion_key());

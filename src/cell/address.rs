@@ -4,8 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::error::{CellError, CellResult};
-use super::reader::Reader;
-use super::writer::Writer;
+use crate::bytes::{Reader, Writer};
 
 /// Longest hostname accepted (the DNS limit).
 pub const MAX_HOSTNAME_LEN: usize = 255;
@@ -96,7 +95,7 @@ impl TargetAddr {
                 let len = u8::try_from(h.0.len())
                     .map_err(|_| CellError::TooLarge { field: "hostname" })?;
                 w.u8(len, "hostname length")?;
-                w.put(h.0.as_bytes(), "hostname")
+                Ok(w.put(h.0.as_bytes(), "hostname")?)
             }
         }
     }
@@ -137,8 +136,8 @@ pub fn ip_type(ip: &IpAddr) -> u8 {
 /// Writes the 4 or 16 address bytes, without a type.
 pub fn write_ip_octets(ip: &IpAddr, w: &mut Writer<'_>) -> CellResult<()> {
     match ip {
-        IpAddr::V4(v4) => w.put(&v4.octets(), "ipv4 address"),
-        IpAddr::V6(v6) => w.put(&v6.octets(), "ipv6 address"),
+        IpAddr::V4(v4) => Ok(w.put(&v4.octets(), "ipv4 address")?),
+        IpAddr::V6(v6) => Ok(w.put(&v6.octets(), "ipv6 address")?),
     }
 }
 
@@ -152,7 +151,7 @@ pub fn read_socket_addr(r: &mut Reader<'_>) -> CellResult<SocketAddr> {
 /// Writes `atype | address | port (u16)`.
 pub fn write_socket_addr(addr: &SocketAddr, w: &mut Writer<'_>) -> CellResult<()> {
     write_ip(&addr.ip(), w)?;
-    w.u16(addr.port(), "port")
+    Ok(w.u16(addr.port(), "port")?)
 }
 
 /// Reads a non-zero port.

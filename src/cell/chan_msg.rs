@@ -7,8 +7,8 @@
 use super::chan_cmd::{ChanCmd, DestroyReason};
 use super::consts::{CELL_BODY_LEN, RELAY_BODY_LEN};
 use super::error::{CellError, CellResult};
-use super::reader::Reader;
-use super::writer::Writer;
+use crate::bytes::Reader;
+use crate::bytes::Writer;
 
 /// Largest handshake payload in CREATE: the body minus `htype` and `hlen`.
 pub const MAX_CREATE_DATA: usize = CELL_BODY_LEN - 4;

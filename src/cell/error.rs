@@ -92,3 +92,18 @@ pub enum CellError {
 
 /// Result alias for the wire-format layer.
 pub type CellResult<T> = Result<T, CellError>;
+
+impl From<crate::bytes::Error> for CellError {
+    fn from(e: crate::bytes::Error) -> Self {
+        use crate::bytes::Error as E;
+        match e {
+            E::Truncated { field } => CellError::Truncated { field },
+            E::LengthOutOfBounds { field, len, max } => {
+                CellError::LengthOutOfBounds { field, len, max }
+            }
+            E::TrailingBytes(n) => CellError::TrailingBytes(n),
+            E::NonZeroPadding => CellError::NonZeroPadding,
+            E::TooLarge { field } => CellError::TooLarge { field },
+        }
+    }
+}

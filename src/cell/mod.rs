@@ -24,14 +24,12 @@ pub mod consts;
 pub mod error;
 pub mod ids;
 pub mod onion_msg;
-pub mod reader;
 pub mod relay_cell;
 pub mod relay_cmd;
 pub mod relay_contexts;
 pub mod relay_msg;
 pub mod restricted;
 mod wire_enum;
-pub mod writer;
 
 pub use address::{Hostname, TargetAddr};
 pub use chan_cell::{CellHeader, ChanCell};

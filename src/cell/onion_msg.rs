@@ -17,10 +17,9 @@
 
 use super::chan_msg::BoundedBytes;
 use super::error::{CellError, CellResult};
-use super::reader::Reader;
 use super::relay_msg::MAX_RELAY_DATA;
 use super::wire_enum::wire_enum;
-use super::writer::Writer;
+use crate::bytes::{Readable, Reader, Writeable, Writer};
 
 /// Length of a rendezvous cookie.
 pub const REND_COOKIE_LEN: usize = 20;
@@ -81,14 +80,9 @@ pub struct EstablishIntro {
 impl EstablishIntro {
     /// The bytes covered by the MAC: `auth_key | dos fields` (the message up to `mac`).
     pub fn mac_input(&self) -> CellResult<Vec<u8>> {
-        let mut buf = [0u8; MAX_RELAY_DATA];
-        let mut w = Writer::new(&mut buf);
-        self.write_head(&mut w)?;
-        let len = w.position();
-        let head = buf.get(..len).ok_or(CellError::TooLarge {
-            field: "establish intro",
-        })?;
-        Ok(head.to_vec())
+        let mut head = Vec::new();
+        self.write_head(&mut Writer::growable(&mut head))?;
+        Ok(head)
     }
 
     /// The bytes covered by the signature: the message up to `signature`.
@@ -101,23 +95,30 @@ impl EstablishIntro {
     fn write_head(&self, w: &mut Writer<'_>) -> CellResult<()> {
         w.put(&self.auth_key, "auth key")?;
         match &self.dos {
-            None => w.u8(0, "dos flag"),
+            None => w.u8(0, "dos flag")?,
             Some(dos) => {
                 dos.check()?;
                 w.u8(1, "dos flag")?;
                 w.u32(dos.rate_per_sec, "intro rate")?;
-                w.u32(dos.burst, "intro burst")
+                w.u32(dos.burst, "intro burst")?;
             }
         }
+        Ok(())
     }
+}
 
-    fn write(&self, w: &mut Writer<'_>) -> CellResult<()> {
+impl Writeable for EstablishIntro {
+    type Error = CellError;
+    fn write_onto(&self, w: &mut Writer<'_>) -> CellResult<()> {
         self.write_head(w)?;
         w.put(&self.mac, "mac")?;
-        w.put(&self.signature, "signature")
+        Ok(w.put(&self.signature, "signature")?)
     }
+}
 
-    fn read(r: &mut Reader<'_>) -> CellResult<Self> {
+impl Readable for EstablishIntro {
+    type Error = CellError;
+    fn take_from(r: &mut Reader<'_>) -> CellResult<Self> {
         let auth_key = r.array("auth key")?;
         let dos = match r.u8("dos flag")? {
             0 => None,
@@ -188,36 +189,32 @@ impl Introduce {
 
     /// Parses the data field of INTRODUCE1/2 on its own (the relay cell parser reads the
     /// same layout): `auth_key 32 | X 32 | encrypted`, the ciphertext 16 to
-    /// [`MAX_INTRODUCE_ENCRYPTED`] bytes.
+    /// [`MAX_INTRODUCE_ENCRYPTED`] bytes. The same as [`Readable::parse`], without the import.
     pub fn parse(data: &[u8]) -> CellResult<Self> {
-        let mut r = Reader::new(data);
-        let msg = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(msg)
+        <Self as Readable>::parse(data)
     }
 
     /// The data field of INTRODUCE1/2 (the inverse of [`Self::parse`]).
     pub fn encode(&self) -> CellResult<Vec<u8>> {
-        let mut buf = [0u8; MAX_RELAY_DATA];
-        let mut w = Writer::new(&mut buf);
-        self.write(&mut w)?;
-        let len = w.position();
-        let data = buf
-            .get(..len)
-            .ok_or(CellError::TooLarge { field: "introduce" })?;
-        Ok(data.to_vec())
+        <Self as Writeable>::encode(self)
     }
+}
 
-    fn read(r: &mut Reader<'_>) -> CellResult<Self> {
+impl Readable for Introduce {
+    type Error = CellError;
+    fn take_from(r: &mut Reader<'_>) -> CellResult<Self> {
         let auth_key = r.array("auth key")?;
         let client_x = r.array("client key")?;
         Self::new(auth_key, client_x, r.take_rest().to_vec())
     }
+}
 
-    fn write(&self, w: &mut Writer<'_>) -> CellResult<()> {
+impl Writeable for Introduce {
+    type Error = CellError;
+    fn write_onto(&self, w: &mut Writer<'_>) -> CellResult<()> {
         w.put(&self.auth_key, "auth key")?;
         w.put(&self.client_x, "client key")?;
-        w.put(self.encrypted.as_slice(), "introduce ciphertext")
+        Ok(w.put(self.encrypted.as_slice(), "introduce ciphertext")?)
     }
 }
 
@@ -270,10 +267,10 @@ pub enum OnionMsg {
 /// Parses the data of onion command `code` (32–40); `data` must be consumed exactly.
 pub(crate) fn parse(code: u8, r: &mut Reader<'_>) -> CellResult<OnionMsg> {
     Ok(match code {
-        32 => OnionMsg::EstablishIntro(EstablishIntro::read(r)?),
+        32 => OnionMsg::EstablishIntro(r.extract()?),
         33 => OnionMsg::IntroEstablished,
         34 | 35 => {
-            let msg = Introduce::read(r)?;
+            let msg: Introduce = r.extract()?;
             if code == 34 {
                 OnionMsg::Introduce1(msg)
             } else {
@@ -295,15 +292,16 @@ pub(crate) fn parse(code: u8, r: &mut Reader<'_>) -> CellResult<OnionMsg> {
 /// Encodes the data field of `msg`.
 pub(crate) fn encode(msg: &OnionMsg, w: &mut Writer<'_>) -> CellResult<()> {
     match msg {
-        OnionMsg::EstablishIntro(e) => e.write(w),
-        OnionMsg::IntroEstablished | OnionMsg::RendezvousEstablished => Ok(()),
-        OnionMsg::Introduce1(i) | OnionMsg::Introduce2(i) => i.write(w),
-        OnionMsg::IntroduceAck(status) => w.u8(status.code(), "status"),
-        OnionMsg::EstablishRendezvous(cookie) => w.put(cookie, "cookie"),
+        OnionMsg::EstablishIntro(e) => w.write(e)?,
+        OnionMsg::IntroEstablished | OnionMsg::RendezvousEstablished => {}
+        OnionMsg::Introduce1(i) | OnionMsg::Introduce2(i) => w.write(i)?,
+        OnionMsg::IntroduceAck(status) => w.u8(status.code(), "status")?,
+        OnionMsg::EstablishRendezvous(cookie) => w.put(cookie, "cookie")?,
         OnionMsg::Rendezvous1(r) => {
             w.put(&r.cookie, "cookie")?;
-            w.put(&r.handshake, "handshake")
+            w.put(&r.handshake, "handshake")?;
         }
-        OnionMsg::Rendezvous2(h) => w.put(h, "handshake"),
+        OnionMsg::Rendezvous2(h) => w.put(h, "handshake")?,
     }
+    Ok(())
 }

@@ -13,11 +13,11 @@ use super::cmd_set::CmdSet;
 use super::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use super::error::{CellError, CellResult};
 use super::ids::StreamId;
-use super::reader::Reader;
 use super::relay_cmd::{RelayCmd, StreamRule};
 use super::relay_msg::{RelayMsg, MAX_RELAY_DATA};
 use super::restricted::RelayMessage;
-use super::writer::Writer;
+use crate::bytes::Reader;
+use crate::bytes::Writer;
 
 /// A relay message plus the stream it belongs to (none for circuit-level messages). The
 /// constructor enforces the command's stream rule, so an invalid pairing is unrepresentable.

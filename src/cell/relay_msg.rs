@@ -11,9 +11,9 @@ use super::chan_msg::{BoundedBytes, HandshakeType};
 use super::consts::RELAY_PAYLOAD_LEN;
 use super::error::{CellError, CellResult};
 use super::onion_msg::{self, OnionMsg};
-use super::reader::Reader;
 use super::relay_cmd::{EndReason, RelayCmd};
-use super::writer::Writer;
+use crate::bytes::Reader;
+use crate::bytes::Writer;
 
 /// Bytes of the relay payload before `data`: command (1), stream id (2), length (2).
 pub const RELAY_HEADER_LEN: usize = 5;
@@ -371,31 +371,31 @@ impl RelayMsg {
         match self {
             RelayMsg::Begin(b) => {
                 b.target.write(w)?;
-                w.u16(b.port, "port")
+                Ok(w.u16(b.port, "port")?)
             }
-            RelayMsg::Data(d) => w.put(d.as_slice(), "data"),
-            RelayMsg::End(reason) => w.u8(reason.code(), "end reason"),
+            RelayMsg::Data(d) => Ok(w.put(d.as_slice(), "data")?),
+            RelayMsg::End(reason) => Ok(w.u8(reason.code(), "end reason")?),
             RelayMsg::Connected(c) => match &c.resolved {
-                None => w.u8(0, "address type"),
+                None => Ok(w.u8(0, "address type")?),
                 Some((ip, ttl)) => {
                     address::write_ip(ip, w)?;
-                    w.u32(*ttl, "ttl")
+                    Ok(w.u32(*ttl, "ttl")?)
                 }
             },
             RelayMsg::Sendme(s) => {
                 w.u8(SENDME_VERSION, "sendme version")?;
-                w.put(&s.tag, "sendme tag")
+                Ok(w.put(&s.tag, "sendme tag")?)
             }
             RelayMsg::Extend(e) => {
                 address::write_socket_addr(&e.addr, w)?;
                 w.put(&e.identity, "identity")?;
                 w.u16(e.htype.code(), "htype")?;
-                w.put(e.handshake.as_slice(), "handshake")
+                Ok(w.put(e.handshake.as_slice(), "handshake")?)
             }
-            RelayMsg::Extended(e) => w.put(e.handshake.as_slice(), "handshake"),
+            RelayMsg::Extended(e) => Ok(w.put(e.handshake.as_slice(), "handshake")?),
             RelayMsg::Truncate | RelayMsg::Drop | RelayMsg::BeginDir => Ok(()),
-            RelayMsg::Truncated(reason) => w.u8(reason.code(), "truncate reason"),
-            RelayMsg::Resolve(h) => w.put(h.as_str().as_bytes(), "hostname"),
+            RelayMsg::Truncated(reason) => Ok(w.u8(reason.code(), "truncate reason")?),
+            RelayMsg::Resolve(h) => Ok(w.put(h.as_str().as_bytes(), "hostname")?),
             RelayMsg::Resolved(r) => r.answers.iter().try_for_each(|a| write_answer(a, w)),
             RelayMsg::Onion(m) => onion_msg::encode(m, w),
         }
@@ -424,11 +424,11 @@ fn write_answer(a: &ResolvedAnswer, w: &mut Writer<'_>) -> CellResult<()> {
         }
         ResolvedAnswer::TransientError { ttl } => {
             w.u8(RESOLVED_TRANSIENT, "answer kind")?;
-            w.u32(*ttl, "ttl")
+            Ok(w.u32(*ttl, "ttl")?)
         }
         ResolvedAnswer::PermanentError { ttl } => {
             w.u8(RESOLVED_PERMANENT, "answer kind")?;
-            w.u32(*ttl, "ttl")
+            Ok(w.u32(*ttl, "ttl")?)
         }
     }
 }

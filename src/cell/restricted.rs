@@ -17,7 +17,7 @@ use super::consts::CELL_BODY_LEN;
 use super::error::{CellError, CellResult};
 use super::relay_cmd::RelayCmd;
 use super::relay_msg::RelayMsg;
-use super::writer::Writer;
+use crate::bytes::Writer;
 
 /// A relay message type a [`super::RelayCell`] can carry: [`RelayMsg`] (any command) or
 /// one receiving context's enum.
@@ -184,7 +184,7 @@ macro_rules! restricted_msg {
             }
             fn encode_data(
                 &self,
-                w: &mut $crate::cell::writer::Writer<'_>,
+                w: &mut $crate::bytes::Writer<'_>,
             ) -> $crate::cell::CellResult<()> {
                 $crate::cell::RelayMsg::from(self.clone()).encode_data(w)
             }

@@ -5,6 +5,7 @@
 //! where `sig` is an ed25519 signature by `identity` over
 //! `"allium-onion-key-cert-v1" | identity | onion | expires`.
 
+use crate::bytes::{self, Readable, Reader, Writeable, Writer};
 use crate::crypto::keys::{
     IdentityKeypair, IdentityPublic, KeyError, OnionPublic, IDENTITY_PUBLIC_LEN, ONION_PUBLIC_LEN,
     SIGNATURE_LEN,
@@ -37,6 +38,9 @@ pub enum CertError {
     /// The identity field is not a valid, non-weak ed25519 key.
     #[error("onion-key certificate has an invalid identity key: {0}")]
     InvalidIdentityKey(KeyError),
+    /// A certificate read as part of a larger message ran past its end.
+    #[error("malformed onion-key certificate: {0}")]
+    Malformed(#[from] bytes::Error),
     /// The signature does not verify under the certificate's identity key.
     #[error("onion-key certificate signature does not verify")]
     BadSignature,
@@ -61,24 +65,12 @@ pub struct OnionKeyCert {
 }
 
 /// The exact bytes the identity key signs.
-fn signed_message(
-    identity: &IdentityPublic,
-    onion: &OnionPublic,
-    expires_unix: u64,
-) -> [u8; SIGNED_LEN] {
-    let mut msg = [0u8; SIGNED_LEN];
-    let parts: [&[u8]; 4] = [
-        ONION_CERT_DOMAIN,
-        identity.as_bytes(),
-        onion.as_bytes(),
-        &expires_unix.to_be_bytes(),
-    ];
-    let mut rest: &mut [u8] = &mut msg;
-    for part in parts {
-        let (head, tail) = rest.split_at_mut(part.len());
-        head.copy_from_slice(part);
-        rest = tail;
-    }
+fn signed_message(identity: &IdentityPublic, onion: &OnionPublic, expires_unix: u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNED_LEN);
+    msg.extend_from_slice(ONION_CERT_DOMAIN);
+    msg.extend_from_slice(identity.as_bytes());
+    msg.extend_from_slice(onion.as_bytes());
+    msg.extend_from_slice(&expires_unix.to_be_bytes());
     msg
 }
 
@@ -98,44 +90,20 @@ impl OnionKeyCert {
     /// Parses the 136-byte encoding. Only the length and the identity key are checked here;
     /// the signature is checked by [`Self::verify`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CertError> {
-        let bad_length = CertError::BadLength {
-            expected: ONION_CERT_LEN,
-            got: bytes.len(),
-        };
-        let arr: &[u8; ONION_CERT_LEN] = bytes.try_into().map_err(|_| bad_length)?;
-        let (identity, rest) = arr
-            .split_first_chunk::<IDENTITY_PUBLIC_LEN>()
-            .ok_or(bad_length)?;
-        let (onion, rest) = rest
-            .split_first_chunk::<ONION_PUBLIC_LEN>()
-            .ok_or(bad_length)?;
-        let (expires, rest) = rest.split_first_chunk::<8>().ok_or(bad_length)?;
-        let signature: [u8; SIGNATURE_LEN] = rest.try_into().map_err(|_| bad_length)?;
-        Ok(Self {
-            identity: IdentityPublic::from_bytes(identity)
-                .map_err(CertError::InvalidIdentityKey)?,
-            onion: OnionPublic::from_bytes(*onion),
-            expires_unix: u64::from_be_bytes(*expires),
-            signature,
-        })
+        if bytes.len() != ONION_CERT_LEN {
+            return Err(CertError::BadLength {
+                expected: ONION_CERT_LEN,
+                got: bytes.len(),
+            });
+        }
+        Self::parse(bytes)
     }
 
     /// The 136-byte encoding.
-    pub fn to_bytes(&self) -> [u8; ONION_CERT_LEN] {
+    pub fn to_bytes(&self) -> Result<[u8; ONION_CERT_LEN], bytes::Error> {
         let mut out = [0u8; ONION_CERT_LEN];
-        let parts: [&[u8]; 4] = [
-            self.identity.as_bytes(),
-            self.onion.as_bytes(),
-            &self.expires_unix.to_be_bytes(),
-            &self.signature,
-        ];
-        let mut rest: &mut [u8] = &mut out;
-        for part in parts {
-            let (head, tail) = rest.split_at_mut(part.len());
-            head.copy_from_slice(part);
-            rest = tail;
-        }
-        out
+        self.write_onto(&mut Writer::new(&mut out))?;
+        Ok(out)
     }
 
     /// Checks the signature, then that `now_unix < expires`. The signature is checked first
@@ -171,6 +139,31 @@ impl OnionKeyCert {
     /// Expiry time (Unix seconds, exclusive).
     pub fn expires_unix(&self) -> u64 {
         self.expires_unix
+    }
+}
+
+impl Readable for OnionKeyCert {
+    type Error = CertError;
+    fn take_from(r: &mut Reader<'_>) -> Result<Self, CertError> {
+        let identity = r.array::<IDENTITY_PUBLIC_LEN>("identity")?;
+        let onion = r.array::<ONION_PUBLIC_LEN>("onion key")?;
+        Ok(Self {
+            identity: IdentityPublic::from_bytes(&identity)
+                .map_err(CertError::InvalidIdentityKey)?,
+            onion: OnionPublic::from_bytes(onion),
+            expires_unix: r.u64("expiry")?,
+            signature: r.array("signature")?,
+        })
+    }
+}
+
+impl Writeable for OnionKeyCert {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> Result<(), bytes::Error> {
+        w.put(self.identity.as_bytes(), "identity")?;
+        w.put(self.onion.as_bytes(), "onion key")?;
+        w.u64(self.expires_unix, "expiry")?;
+        w.put(&self.signature, "signature")
     }
 }
 
@@ -218,7 +211,7 @@ mod tests {
     fn sign_encode_parse_verify() {
         let (id, onion) = fixture();
         let cert = OnionKeyCert::sign(&id, onion.public(), 1000);
-        let bytes = cert.to_bytes();
+        let bytes = cert.to_bytes().expect("encodes");
         assert_eq!(bytes.len(), 136);
         let parsed = OnionKeyCert::from_bytes(&bytes).expect("parses");
         assert_eq!(parsed, cert);
@@ -244,7 +237,9 @@ mod tests {
     #[test]
     fn every_bit_flip_rejected() {
         let (id, onion) = fixture();
-        let bytes = OnionKeyCert::sign(&id, onion.public(), 1000).to_bytes();
+        let bytes = OnionKeyCert::sign(&id, onion.public(), 1000)
+            .to_bytes()
+            .expect("encodes");
         for i in 0..bytes.len() * 8 {
             let mut b = bytes;
             b[i / 8] ^= 1 << (i % 8);
@@ -256,7 +251,9 @@ mod tests {
     #[test]
     fn exact_length() {
         let (id, onion) = fixture();
-        let bytes = OnionKeyCert::sign(&id, onion.public(), 1000).to_bytes();
+        let bytes = OnionKeyCert::sign(&id, onion.public(), 1000)
+            .to_bytes()
+            .expect("encodes");
         assert!(matches!(
             OnionKeyCert::from_bytes(&bytes[..135]),
             Err(CertError::BadLength { .. })
@@ -274,8 +271,8 @@ mod tests {
 #[cfg(test)]
 mod vectors {
     use super::*;
+    use crate::bytes::hex;
     use crate::crypto::keys::OnionKeypair;
-    use crate::hex;
 
     /// Identity seed 0x11*32, onion secret 0x22*32, expires 1_700_001_000. Cross-checked
     /// against an independent implementation written from docs/protocol.md §4.
@@ -292,7 +289,7 @@ mod vectors {
         let id = IdentityKeypair::from_secret_bytes(&[0x11; 32]);
         let onion = OnionKeypair::from_secret_bytes(&[0x22; 32]);
         let cert = OnionKeyCert::sign(&id, onion.public(), 1_700_001_000);
-        assert_eq!(hex::encode(&cert.to_bytes()), VEC_CERT);
+        assert_eq!(hex::encode(&cert.to_bytes().expect("encodes")), VEC_CERT);
         assert!(cert.verify(1_700_000_999).is_ok());
     }
 }

@@ -135,10 +135,10 @@ pub enum HandshakeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bytes::hex;
     use crate::crypto::cert::{OnionKeyCert, VerifiedOnionKey};
     use crate::crypto::keys::{IdentityKeypair, OnionKeypair, OnionPublic};
     use crate::crypto::onion_keys::RelayOnionKeys;
-    use crate::hex;
 
     const NOW: u64 = 1_700_000_000;
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use rand::CryptoRng;
 use zeroize::Zeroizing;
 
+use crate::bytes::{Reader, Writer};
 use crate::crypto::keys::{IdentityKeypair, IdentityPublic, OnionKeypair, SECRET_KEY_LEN};
 use crate::crypto::onion_keys::RelayOnionKeys;
 
@@ -123,11 +124,11 @@ pub fn write_key_file(
     secret: &[u8; SECRET_KEY_LEN],
 ) -> Result<(), KeyFileError> {
     let mut buf = Zeroizing::new([0u8; KEY_FILE_LEN]);
-    let (magic, rest) = buf.split_at_mut(KEY_FILE_MAGIC.len());
-    magic.copy_from_slice(KEY_FILE_MAGIC);
-    let (type_byte, secret_out) = rest.split_at_mut(1);
-    type_byte.copy_from_slice(&[kind as u8]);
-    secret_out.copy_from_slice(secret);
+    let mut w = Writer::new(&mut *buf);
+    w.put(KEY_FILE_MAGIC, "magic")
+        .and_then(|()| w.u8(kind as u8, "key type"))
+        .and_then(|()| w.put(secret, "secret"))
+        .map_err(|e| io_err(path)(io::Error::other(e)))?;
 
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
@@ -209,20 +210,20 @@ pub fn read_key_file(
         path: path.to_path_buf(),
         found: filled,
     };
-    let content: &[u8; KEY_FILE_LEN] = buf
-        .get(..filled)
-        .and_then(|c| c.try_into().ok())
-        .ok_or_else(bad_length)?;
-    // `magic | type | secret`: KEY_FILE_LEN is their sum, so none of these fails.
-    let (magic, rest) = content
-        .split_first_chunk::<{ KEY_FILE_MAGIC.len() }>()
-        .ok_or_else(bad_length)?;
-    if magic != KEY_FILE_MAGIC {
+    if filled != KEY_FILE_LEN {
+        return Err(bad_length());
+    }
+    // `magic | type | secret`: KEY_FILE_LEN is their sum, so no read below is short.
+    let mut r = Reader::new(buf.get(..filled).ok_or_else(bad_length)?);
+    if r.array_ref::<{ KEY_FILE_MAGIC.len() }>("magic")
+        .map_err(|_| bad_length())?
+        != KEY_FILE_MAGIC
+    {
         return Err(KeyFileError::BadMagic {
             path: path.to_path_buf(),
         });
     }
-    let (&found, secret) = rest.split_first().ok_or_else(bad_length)?;
+    let found = r.u8("key type").map_err(|_| bad_length())?;
     if found != kind as u8 {
         return Err(KeyFileError::WrongKeyType {
             path: path.to_path_buf(),
@@ -230,7 +231,10 @@ pub fn read_key_file(
             found,
         });
     }
-    let secret: &[u8; SECRET_KEY_LEN] = secret.try_into().map_err(|_| bad_length())?;
+    let secret = r
+        .array_ref::<SECRET_KEY_LEN>("secret")
+        .map_err(|_| bad_length())?;
+    r.finish().map_err(|_| bad_length())?;
     // Copied straight into the zeroizing buffer, with no temporary copy of the secret.
     let mut out = Zeroizing::new([0u8; SECRET_KEY_LEN]);
     out.copy_from_slice(secret);

@@ -12,7 +12,7 @@ use rand::CryptoRng;
 use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::hex::{self, HexError};
+use crate::bytes::hex::{self, HexError};
 
 /// Length of an encoded ed25519 identity public key.
 pub const IDENTITY_PUBLIC_LEN: usize = 32;

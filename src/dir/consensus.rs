@@ -365,7 +365,7 @@ impl UncheckedConsensus {
                 .take(i)
                 .any(|p| p.identity == s.identity)
             {
-                return Err(ConsensusError::DuplicateSigner(crate::hex::encode(
+                return Err(ConsensusError::DuplicateSigner(crate::bytes::hex::encode(
                     &s.identity,
                 )));
             }

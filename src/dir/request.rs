@@ -7,6 +7,8 @@
 
 use thiserror::Error;
 
+use crate::bytes::{self, Reader};
+
 /// Largest request or response body (a consensus of 10,000 relays fits).
 pub const MAX_DIR_BODY: usize = 8 * 1024 * 1024;
 /// Bytes before the body.
@@ -119,27 +121,32 @@ const KIND_GET_ONION_DESCRIPTOR: u8 = 6;
 
 /// Reads the header: kind/status and body length (checked against the limit).
 pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
-    let [kind, a, b, c, d] = *header;
-    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    let mut r = Reader::new(header);
+    let kind = r.u8("kind")?;
+    let len = r.u32("length")?;
+    let len = usize::try_from(len).map_err(|_| DirProtoError::TooLarge(usize::MAX))?;
     if len > MAX_DIR_BODY {
         return Err(DirProtoError::TooLarge(len));
     }
     Ok((kind, len))
 }
 
+/// Splits a whole message into its kind/status and its body of exactly the announced length.
 fn split(bytes: &[u8]) -> Result<(u8, &[u8]), DirProtoError> {
-    let header: &[u8; DIR_HEADER_LEN] = bytes
-        .get(..DIR_HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(DirProtoError::Truncated)?;
-    let (kind, len) = parse_header(header)?;
-    let body = bytes
-        .get(DIR_HEADER_LEN..)
-        .ok_or(DirProtoError::Truncated)?;
-    match body.len().cmp(&len) {
-        std::cmp::Ordering::Less => Err(DirProtoError::Truncated),
-        std::cmp::Ordering::Greater => Err(DirProtoError::TrailingBytes),
-        std::cmp::Ordering::Equal => Ok((kind, body)),
+    let mut r = Reader::new(bytes);
+    let (kind, len) = parse_header(&r.array("header")?)?;
+    let body = r.take(len, "body")?;
+    r.finish()?;
+    Ok((kind, body))
+}
+
+impl From<bytes::Error> for DirProtoError {
+    fn from(e: bytes::Error) -> Self {
+        match e {
+            bytes::Error::TrailingBytes(_) => DirProtoError::TrailingBytes,
+            bytes::Error::LengthOutOfBounds { len, .. } => DirProtoError::TooLarge(len),
+            _ => DirProtoError::Truncated,
+        }
     }
 }
 
@@ -152,9 +159,17 @@ fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A body that is exactly one `N`-byte field.
+fn exact<const N: usize>(body: &[u8]) -> Result<[u8; N], DirProtoError> {
+    let mut r = Reader::new(body);
+    let field = r.array("body").map_err(|_| DirProtoError::BadBody)?;
+    r.finish().map_err(|_| DirProtoError::BadBody)?;
+    Ok(field)
+}
+
+/// A body that is one big-endian period start.
 fn period(body: &[u8]) -> Result<u64, DirProtoError> {
-    let arr: [u8; 8] = body.try_into().map_err(|_| DirProtoError::BadBody)?;
-    Ok(u64::from_be_bytes(arr))
+    Ok(u64::from_be_bytes(exact(body)?))
 }
 
 impl DirRequest {
@@ -179,7 +194,7 @@ impl DirRequest {
                 Ok(DirRequest::PutOnionDescriptor(body.to_vec()))
             }
             KIND_GET_ONION_DESCRIPTOR => Ok(DirRequest::GetOnionDescriptor {
-                blinded_key: body.try_into().map_err(|_| DirProtoError::BadBody)?,
+                blinded_key: exact(body)?,
             }),
             KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR | KIND_PUT_ONION_DESCRIPTOR => {
                 Err(DirProtoError::BadBody)

@@ -97,7 +97,8 @@ pub(crate) mod cert {
         cert: &OnionKeyCert,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        fixed::serialize(&cert.to_bytes(), serializer)
+        let bytes = cert.to_bytes().map_err(serde::ser::Error::custom)?;
+        fixed::serialize(&bytes, serializer)
     }
 
     /// Reads 136 bytes and parses them as a certificate.

@@ -76,7 +76,10 @@ impl LinkAuth {
 impl std::fmt::Debug for LinkAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkAuth")
-            .field("identity", &crate::hex::encode(self.identity.as_bytes()))
+            .field(
+                "identity",
+                &crate::bytes::hex::encode(self.identity.as_bytes()),
+            )
             .field("expires", &self.cert.expires())
             .finish_non_exhaustive()
     }

@@ -12,7 +12,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use super::error::{LinkError, LinkResult};
-use crate::hex;
+use crate::bytes::{self, hex, Readable, Reader, Writeable, Writer};
 
 /// Domain separator of the signed message, so the signature cannot be replayed as any
 /// other signed object of the protocol.
@@ -51,34 +51,15 @@ impl LinkKeyCert {
     }
 
     /// The 104-byte encoding.
-    pub fn encode(&self) -> [u8; CERT_LEN] {
+    pub fn encode(&self) -> Result<[u8; CERT_LEN], bytes::Error> {
         let mut out = [0u8; CERT_LEN];
-        let (id, rest) = out.split_at_mut(32);
-        let (exp, sig) = rest.split_at_mut(8);
-        id.copy_from_slice(&self.identity);
-        exp.copy_from_slice(&self.expires.to_be_bytes());
-        sig.copy_from_slice(&self.signature);
-        out
+        self.write_onto(&mut Writer::new(&mut out))?;
+        Ok(out)
     }
 
     /// Parses an encoding of exactly [`CERT_LEN`] bytes.
     pub fn parse(bytes: &[u8]) -> LinkResult<Self> {
-        let bytes: &[u8; CERT_LEN] = bytes
-            .try_into()
-            .map_err(|_| LinkError::BadCert("wrong length"))?;
-        let (id, rest) = bytes.split_at(32);
-        let (exp, sig) = rest.split_at(8);
-        let mut out = LinkKeyCert {
-            identity: [0; 32],
-            expires: 0,
-            signature: [0; 64],
-        };
-        out.identity.copy_from_slice(id);
-        let mut e = [0u8; 8];
-        e.copy_from_slice(exp);
-        out.expires = u64::from_be_bytes(e);
-        out.signature.copy_from_slice(sig);
-        Ok(out)
+        <Self as Readable>::parse(bytes).map_err(|_| LinkError::BadCert("wrong length"))
     }
 
     /// The expiry, in unix seconds.
@@ -127,6 +108,26 @@ impl LinkKeyCert {
     }
 }
 
+impl Readable for LinkKeyCert {
+    type Error = bytes::Error;
+    fn take_from(r: &mut Reader<'_>) -> Result<Self, bytes::Error> {
+        Ok(LinkKeyCert {
+            identity: r.array("identity")?,
+            expires: r.u64("expiry")?,
+            signature: r.array("signature")?,
+        })
+    }
+}
+
+impl Writeable for LinkKeyCert {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> Result<(), bytes::Error> {
+        w.put(&self.identity, "identity")?;
+        w.u64(self.expires, "expiry")?;
+        w.put(&self.signature, "signature")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +141,7 @@ mod tests {
         let id = key(1);
         let link = [7u8; 32];
         let cert = LinkKeyCert::sign(&id, &link, 1000);
-        let parsed = LinkKeyCert::parse(&cert.encode()).unwrap();
+        let parsed = LinkKeyCert::parse(&cert.encode().expect("encodes")).unwrap();
         assert_eq!(parsed, cert);
         assert_eq!(parsed.verify(&link, 999).unwrap(), id.verifying_key());
         assert!(matches!(
@@ -160,7 +161,9 @@ mod tests {
     #[test]
     fn any_flipped_bit_is_refused() {
         let link = [7u8; 32];
-        let enc = LinkKeyCert::sign(&key(1), &link, 1000).encode();
+        let enc = LinkKeyCert::sign(&key(1), &link, 1000)
+            .encode()
+            .expect("encodes");
         for i in 0..CERT_LEN * 8 {
             let mut bad = enc;
             bad[i / 8] ^= 1 << (i % 8);

@@ -34,6 +34,9 @@ pub enum LinkError {
         /// The version the responder speaks.
         theirs: u8,
     },
+    /// One of our own link messages (a certificate) did not fit its encoding.
+    #[error("link message does not encode: {0}")]
+    Encode(#[from] crate::bytes::Error),
     /// A cell during the handshake was malformed or illegal there.
     #[error("bad handshake cell: {0}")]
     Cell(#[from] CellError),
@@ -100,6 +103,7 @@ impl LinkError {
             LinkError::Noise(_) => "noise failure",
             LinkError::UnsupportedVersion(_) => "unsupported version",
             LinkError::VersionRefused { .. } => "version refused by peer",
+            LinkError::Encode(_) => "encoding failure",
             LinkError::Cell(_) => "bad handshake cell",
             LinkError::Protocol(_) => "protocol violation",
             LinkError::BadCert(_) => "bad certificate",

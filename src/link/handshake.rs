@@ -200,7 +200,7 @@ pub(crate) async fn initiate(
     let identity = cert.verify_expecting(&remote_static(&hs)?, now, expected)?;
 
     // Message 3: our static key, and our certificate if we are a relay.
-    let our_cert = our_auth.map(|a| a.cert().encode());
+    let our_cert = our_auth.map(|a| a.cert().encode()).transpose()?;
     let noise3 = write_noise(
         &mut hs,
         our_cert.as_ref().map_or(&[][..], |c| &c[..]),
@@ -259,7 +259,7 @@ pub(crate) async fn respond(
     }
 
     // Message 2: our static key and certificate.
-    let noise2 = write_noise(&mut hs, &our_auth.cert().encode(), msg.as_mut_slice())?;
+    let noise2 = write_noise(&mut hs, &our_auth.cert().encode()?, msg.as_mut_slice())?;
     let resp = handshake_cell(ChanMsg::LinkResp, noise2)?;
     write_records(writer, reader, &plaintext_record(&resp)).await?;
 

@@ -243,12 +243,12 @@ mod tests {
         let k1 = derived_by_hand(&VECTOR_KEY);
         assert_ne!(k1, VECTOR_KEY);
         assert_eq!(
-            crate::hex::encode(&k1),
+            crate::bytes::hex::encode(&k1),
             "50835543a205b22c9323f2022bc4f67d838f90e61d5ccf33c4513e01f85b5042"
         );
         let k2 = derived_by_hand(&k1);
         assert_eq!(
-            crate::hex::encode(&k2),
+            crate::bytes::hex::encode(&k2),
             "30fe3726fa0f864af01d15663c77f95e490e30143788af57e90d56fb9aa71609"
         );
 

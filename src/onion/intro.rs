@@ -27,12 +27,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::bytes::{Reader, Writer};
 use crate::cell::address;
 use crate::cell::onion_msg::{EstablishIntro, IntroDosParams, REND_COOKIE_LEN};
-use crate::cell::reader::Reader;
-use crate::cell::writer::Writer;
 use crate::cell::CellError;
-use crate::crypto::cert::ONION_CERT_LEN;
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert};
 use crate::dir::descriptor::check_addrs;
 use crate::onion::pow::POW_NONCE_LEN;
@@ -62,6 +60,12 @@ pub enum IntroError {
     /// The rendezvous point's description is invalid.
     #[error("invalid rendezvous point: {0}")]
     BadRendezvous(&'static str),
+}
+
+impl From<crate::bytes::Error> for IntroError {
+    fn from(e: crate::bytes::Error) -> Self {
+        IntroError::Malformed(e.into())
+    }
 }
 
 fn establish_mac(binding: &[u8; 32], head: &[u8]) -> Result<[u8; 32], IntroError> {
@@ -147,7 +151,7 @@ impl IntroducePlaintext {
         w.put(&self.cookie, "cookie")?;
         w.put(self.rend_identity.as_bytes(), "rendezvous identity")?;
         address::write_socket_addr(&self.rend_addr, &mut w)?;
-        w.put(&self.rend_onion_cert.to_bytes(), "rendezvous onion cert")?;
+        w.write(&self.rend_onion_cert)?;
         match &self.pow_nonce {
             None => w.u8(0, "pow flag")?,
             Some(nonce) => {
@@ -172,8 +176,8 @@ impl IntroducePlaintext {
         let rend_identity = IdentityPublic::from_bytes(&r.array("rendezvous identity")?)
             .map_err(|_| IntroError::BadRendezvous("identity key"))?;
         let rend_addr = address::read_socket_addr(&mut r)?;
-        let cert: [u8; ONION_CERT_LEN] = r.array("rendezvous onion cert")?;
-        let rend_onion_cert = OnionKeyCert::from_bytes(&cert)
+        let rend_onion_cert = r
+            .extract::<OnionKeyCert>()
             .map_err(|_| IntroError::BadRendezvous("onion-key certificate"))?;
         let pow_nonce = match r.u8("pow flag")? {
             0 => None,

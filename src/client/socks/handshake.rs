@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::bytes::{self, Reader};
 use crate::cell::{Hostname, TargetAddr};
 
 use super::encode::{auth_reply, AUTH_VERSION};
@@ -224,71 +225,27 @@ impl SocksHandshake {
     }
 }
 
-/// Returns `Ok(None)` (need more bytes) when the option is `None`.
+/// Returns `Ok(None)` (need more bytes) when the read ran past the bytes buffered so far.
+/// The reads used here fail in no other way (delimited fields go through [`delimited`]).
 macro_rules! need {
     ($e:expr) => {
         match $e {
-            Some(v) => v,
-            None => return Ok(None),
+            Ok(v) => v,
+            Err(_) => return Ok(None),
         }
     };
 }
 
-/// A read position in a buffered message. Reads return `None` when the buffer ends first.
-struct Cursor<'a> {
-    /// The bytes not read yet.
-    rest: &'a [u8],
-    /// Bytes read so far.
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    /// A cursor at the start of `buf`.
-    fn new(buf: &'a [u8]) -> Self {
-        Cursor { rest: buf, pos: 0 }
-    }
-
-    /// Reads one byte.
-    fn u8(&mut self) -> Option<u8> {
-        let (&b, rest) = self.rest.split_first()?;
-        self.rest = rest;
-        self.pos += 1;
-        Some(b)
-    }
-
-    /// Reads `n` bytes.
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (s, rest) = self.rest.split_at_checked(n)?;
-        self.rest = rest;
-        self.pos += n;
-        Some(s)
-    }
-
-    /// Reads `N` bytes as an array.
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
-    /// Reads a big-endian u16.
-    fn u16(&mut self) -> Option<u16> {
-        self.array::<2>().map(u16::from_be_bytes)
-    }
-
-    /// Reads a NUL-terminated field of at most `max` bytes (plus the NUL, not returned).
-    /// `Ok(None)`: no NUL yet; `Err(())`: the field is already longer than `max`.
-    fn nul_terminated(&mut self, max: usize) -> Result<Option<&'a [u8]>, ()> {
-        // The field, and what follows its NUL if there is one.
-        let mut parts = self.rest.splitn(2, |&b| b == 0);
-        match (parts.next(), parts.next()) {
-            (Some(field), Some(after)) if field.len() <= max => {
-                self.rest = after;
-                self.pos += field.len() + 1;
-                Ok(Some(field))
-            }
-            (_, Some(_)) => Err(()),
-            (_, None) if self.rest.len() > max => Err(()),
-            (_, None) => Ok(None),
-        }
+/// Reads a NUL-terminated SOCKS4 field of at most [`MAX_SOCKS4_FIELD`] bytes: `Ok(None)`
+/// while its NUL has not arrived, an error as soon as it is already too long.
+fn delimited<'a>(c: &mut Reader<'a>, field: &'static str) -> Result<Option<&'a [u8]>, SocksError> {
+    match c.take_until(0, MAX_SOCKS4_FIELD, field) {
+        Ok(value) => Ok(Some(value)),
+        Err(bytes::Error::LengthOutOfBounds { .. }) => Err(SocksError::FieldTooLong {
+            field,
+            max: MAX_SOCKS4_FIELD,
+        }),
+        Err(_) => Ok(None),
     }
 }
 
@@ -296,27 +253,29 @@ impl<'a> Cursor<'a> {
 /// a prefix of a message that may still be valid, else the message and its length.
 /// Errors are reported as soon as the offending byte is buffered.
 fn parse(state: &State, buf: &[u8]) -> Result<Option<(Msg, usize)>, SocksError> {
-    let mut c = Cursor::new(buf);
+    let mut c = Reader::new(buf);
     let msg = match state {
-        State::Start => match need!(c.u8()) {
-            5 => need!(parse_offer(&mut c)?),
-            4 => Msg::Request(need!(parse_socks4(&mut c)?)),
+        State::Start => match need!(c.u8("version")) {
+            5 => need!(parse_offer(&mut c)?.ok_or(())),
+            4 => Msg::Request(need!(parse_socks4(&mut c)?.ok_or(()))),
             v => return Err(SocksError::UnknownVersion(v)),
         },
-        State::Socks5Auth => need!(parse_auth(&mut c)?),
-        State::Socks5Request(auth) => Msg::Request(need!(parse_socks5_request(&mut c, auth)?)),
+        State::Socks5Auth => need!(parse_auth(&mut c)?.ok_or(())),
+        State::Socks5Request(auth) => {
+            Msg::Request(need!(parse_socks5_request(&mut c, auth)?.ok_or(())))
+        }
         State::Finished => return Err(SocksError::Finished),
     };
-    Ok(Some((msg, c.pos)))
+    Ok(Some((msg, c.consumed())))
 }
 
 /// SOCKS5 method offer after the version byte: `NMETHODS | METHODS`.
-fn parse_offer(c: &mut Cursor<'_>) -> Result<Option<Msg>, SocksError> {
-    let n = need!(c.u8());
+fn parse_offer(c: &mut Reader<'_>) -> Result<Option<Msg>, SocksError> {
+    let n = need!(c.u8("method count"));
     if n == 0 {
         return Err(SocksError::NoMethodsOffered);
     }
-    let methods = need!(c.take(usize::from(n)));
+    let methods = need!(c.take(usize::from(n), "methods"));
     let method = if methods.contains(&METHOD_USER_PASS) {
         METHOD_USER_PASS
     } else if methods.contains(&METHOD_NO_AUTH) {
@@ -328,29 +287,27 @@ fn parse_offer(c: &mut Cursor<'_>) -> Result<Option<Msg>, SocksError> {
 }
 
 /// RFC 1929: `VER=1 | ULEN | UNAME | PLEN | PASSWD`.
-fn parse_auth(c: &mut Cursor<'_>) -> Result<Option<Msg>, SocksError> {
-    let v = need!(c.u8());
+fn parse_auth(c: &mut Reader<'_>) -> Result<Option<Msg>, SocksError> {
+    let v = need!(c.u8("auth version"));
     if v != AUTH_VERSION {
         return Err(SocksError::UnknownAuthVersion(v));
     }
-    let ulen = need!(c.u8());
-    let user = need!(c.take(usize::from(ulen))).to_vec();
-    let plen = need!(c.u8());
-    let pass = need!(c.take(usize::from(plen))).to_vec();
+    let user = need!(c.u8_prefixed("username")).to_vec();
+    let pass = need!(c.u8_prefixed("password")).to_vec();
     Ok(Some(Msg::Auth(SocksAuth::Username { user, pass })))
 }
 
 /// SOCKS5 request: `VER=5 | CMD | RSV=0 | ATYP | DST.ADDR | DST.PORT`.
 fn parse_socks5_request(
-    c: &mut Cursor<'_>,
+    c: &mut Reader<'_>,
     auth: &SocksAuth,
 ) -> Result<Option<SocksRequest>, SocksError> {
     const V: SocksVersion = SocksVersion::V5;
-    let ver = need!(c.u8());
+    let ver = need!(c.u8("version"));
     if ver != 5 {
         return Err(SocksError::BadRequestVersion(ver));
     }
-    let command = match need!(c.u8()) {
+    let command = match need!(c.u8("command")) {
         1 => SocksCommand::Connect,
         2 => SocksCommand::Bind,
         3 => SocksCommand::UdpAssociate,
@@ -362,23 +319,27 @@ fn parse_socks5_request(
             })
         }
     };
-    let rsv = need!(c.u8());
+    let rsv = need!(c.u8("reserved"));
     if rsv != 0 {
         return Err(SocksError::NonZeroReserved(rsv));
     }
-    let target = match need!(c.u8()) {
-        1 => TargetAddr::Ip(IpAddr::V4(Ipv4Addr::from(need!(c.array::<4>())))),
+    let target = match need!(c.u8("address type")) {
+        1 => TargetAddr::Ip(IpAddr::V4(Ipv4Addr::from(need!(
+            c.array::<4>("ipv4 address")
+        )))),
         3 => {
-            let len = need!(c.u8());
-            if len == 0 {
+            let name = need!(c.u8_prefixed("hostname"));
+            if name.is_empty() {
                 return Err(SocksError::InvalidHostname { version: V });
             }
-            target_from_name(need!(c.take(usize::from(len))), V)?
+            target_from_name(name, V)?
         }
-        4 => TargetAddr::Ip(IpAddr::V6(Ipv6Addr::from(need!(c.array::<16>())))),
+        4 => TargetAddr::Ip(IpAddr::V6(Ipv6Addr::from(need!(
+            c.array::<16>("ipv6 address")
+        )))),
         other => return Err(SocksError::UnknownAddressType(other)),
     };
-    let port = need!(c.u16());
+    let port = need!(c.u16("port"));
     if port == 0 && command == SocksCommand::Connect {
         return Err(SocksError::ZeroPort { version: V });
     }
@@ -393,9 +354,9 @@ fn parse_socks5_request(
 
 /// SOCKS4(a) request after the version byte:
 /// `CD | DSTPORT | DSTIP | USERID | NUL [| HOSTNAME | NUL]`.
-fn parse_socks4(c: &mut Cursor<'_>) -> Result<Option<SocksRequest>, SocksError> {
+fn parse_socks4(c: &mut Reader<'_>) -> Result<Option<SocksRequest>, SocksError> {
     const V: SocksVersion = SocksVersion::V4;
-    let command = match need!(c.u8()) {
+    let command = match need!(c.u8("command")) {
         1 => SocksCommand::Connect,
         2 => SocksCommand::Bind,
         other => {
@@ -405,35 +366,19 @@ fn parse_socks4(c: &mut Cursor<'_>) -> Result<Option<SocksRequest>, SocksError> 
             })
         }
     };
-    let port = need!(c.u16());
+    let port = need!(c.u16("port"));
     if port == 0 && command == SocksCommand::Connect {
         return Err(SocksError::ZeroPort { version: V });
     }
-    let ip = need!(c.array::<4>());
+    let ip = need!(c.array::<4>("ip"));
     let socks4a = match ip {
         [0, 0, 0, 0] => return Err(SocksError::Socks4ZeroAddress),
         [0, 0, 0, _] => true,
         _ => false,
     };
-    let user_id = match c.nul_terminated(MAX_SOCKS4_FIELD) {
-        Ok(f) => need!(f),
-        Err(()) => {
-            return Err(SocksError::FieldTooLong {
-                field: "user id",
-                max: MAX_SOCKS4_FIELD,
-            })
-        }
-    };
+    let user_id = need!(delimited(c, "user id")?.ok_or(()));
     let target = if socks4a {
-        let name = match c.nul_terminated(MAX_SOCKS4_FIELD) {
-            Ok(f) => need!(f),
-            Err(()) => {
-                return Err(SocksError::FieldTooLong {
-                    field: "hostname",
-                    max: MAX_SOCKS4_FIELD,
-                })
-            }
-        };
+        let name = need!(delimited(c, "hostname")?.ok_or(()));
         target_from_name(name, V)?
     } else {
         TargetAddr::Ip(IpAddr::V4(Ipv4Addr::from(ip)))
@@ -474,21 +419,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursor_nul_terminated_bounds() {
-        let mut c = Cursor::new(b"abc\0rest");
-        assert_eq!(c.nul_terminated(3), Ok(Some(&b"abc"[..])));
-        assert_eq!(c.pos, 4);
-        let mut c = Cursor::new(b"abcd\0");
-        assert_eq!(c.nul_terminated(3), Err(()));
-        let mut c = Cursor::new(b"abc");
-        assert_eq!(c.nul_terminated(3), Ok(None));
-        let mut c = Cursor::new(b"abcd");
-        assert_eq!(c.nul_terminated(3), Err(()));
-        let mut c = Cursor::new(b"");
-        assert_eq!(c.nul_terminated(0), Ok(None));
-        assert_eq!(c.u8(), None);
-        assert_eq!(c.u16(), None);
-        assert_eq!(c.take(usize::MAX), None);
+    fn delimited_field_bounds() {
+        let mut c = Reader::new(b"abc\0rest");
+        assert_eq!(delimited(&mut c, "f"), Ok(Some(&b"abc"[..])));
+        assert_eq!(c.consumed(), 4);
+        let long = [b'a'; MAX_SOCKS4_FIELD + 1];
+        let too_long = Err(SocksError::FieldTooLong {
+            field: "f",
+            max: MAX_SOCKS4_FIELD,
+        });
+        assert_eq!(delimited(&mut Reader::new(&long), "f"), too_long);
+        assert_eq!(delimited(&mut Reader::new(&long[1..]), "f"), Ok(None));
+        assert_eq!(delimited(&mut Reader::new(b""), "f"), Ok(None));
     }
 
     #[test]
