@@ -2,6 +2,16 @@
 //! reproduces them, and so does an independent Python implementation written from the
 //! spec (tests/vectors/relay_crypto.py), which this test runs.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::process::Command;

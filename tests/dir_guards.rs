@@ -1,5 +1,15 @@
 //! The guard set: stability, failures, churn, persistence.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,16 @@
 //! Property tests: descriptors and consensuses survive encode → parse → verify unchanged,
 //! and arbitrary bytes never panic the parsers.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -2,6 +2,16 @@
 //! both directions over many flow-control windows, half-close, exit policy, failures, and
 //! many concurrent streams.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 use std::net::SocketAddr;
 
 use allium::cell::{EndReason, TargetAddr};

@@ -2,6 +2,16 @@
 //! `cargo test --release --test link_throughput -- --ignored --nocapture`.
 //! Prints a figure; asserts nothing about time.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 use std::time::{Duration, Instant};
 
 use allium::cell::consts::CELL_LEN;

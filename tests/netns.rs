@@ -21,6 +21,16 @@
 //! netmask puts them all on one link, so no router is needed. Since everything lives in
 //! private namespaces, 10/8 cannot clash with the host's networks.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::io::Read as _;

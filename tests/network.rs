@@ -1,6 +1,16 @@
 //! A whole network in one process: authorities vote and publish a consensus, relays
 //! publish descriptors, and a client bootstraps from it and fetches data through 3 hops.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::time::Duration;

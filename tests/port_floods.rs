@@ -18,6 +18,16 @@
 //! attack and bounded. Slow connections must be dropped by the server once its handshake
 //! timeout (set short in the TOML files) has passed.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,6 +2,16 @@
 //! arbitrary chunks, parses back to itself with its early data intact; arbitrary bytes
 //! never panic either parser.
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use allium::cell::{Hostname, TargetAddr};

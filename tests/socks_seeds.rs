@@ -2,6 +2,16 @@
 //! request that one of the two parsers accepts (a seed that no longer parses would quietly
 //! weaken the fuzzer).
 
+// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
+// (the library's rules: Cargo.toml [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub
+)]
+
 use std::path::Path;
 
 use allium::client::socks::{HttpConnectHandshake, SocksError, SocksHandshake, Step};

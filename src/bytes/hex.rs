@@ -16,14 +16,18 @@ pub(crate) enum HexError {
     Digit,
 }
 
-const DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// The lowercase hex digit of the low four bits of `n`.
+fn encode_digit(n: u8) -> char {
+    let n = n & 0x0f;
+    char::from(if n < 10 { b'0' + n } else { b'a' + (n - 10) })
+}
 
 /// Encodes `bytes` as lowercase hex.
 pub(crate) fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        out.push(encode_digit(b >> 4));
+        out.push(encode_digit(*b));
     }
     out
 }

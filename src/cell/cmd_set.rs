@@ -9,27 +9,36 @@ use super::error::{CellError, CellResult};
 /// A set of one-byte command codes plus a description of where it applies (used in errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CmdSet {
-    mask: [u64; 4],
+    /// Bit `c` set for code `c` < 128 ...
+    low: u128,
+    /// ... and bit `c - 128` for the others.
+    high: u128,
     context: &'static str,
 }
 
 impl CmdSet {
     /// Builds a set from command codes; `context` reads like "on a client's channel".
     pub const fn new(codes: &[u8], context: &'static str) -> Self {
-        let mut mask = [0u64; 4];
-        let mut i = 0;
-        while i < codes.len() {
-            let c = codes[i] as usize;
-            mask[c / 64] |= 1u64 << (c % 64);
-            i += 1;
+        let (mut low, mut high) = (0u128, 0u128);
+        let mut rest = codes;
+        while let [c, tail @ ..] = rest {
+            if *c < 128 {
+                low |= 1 << *c;
+            } else {
+                high |= 1 << (*c - 128);
+            }
+            rest = tail;
         }
-        CmdSet { mask, context }
+        CmdSet { low, high, context }
     }
 
     /// Whether `code` is in the set.
     pub const fn contains(&self, code: u8) -> bool {
-        let c = code as usize;
-        self.mask[c / 64] & (1u64 << (c % 64)) != 0
+        if code < 128 {
+            self.low & (1 << code) != 0
+        } else {
+            self.high & (1 << (code - 128)) != 0
+        }
     }
 
     /// Where this set applies.

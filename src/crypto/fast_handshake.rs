@@ -120,17 +120,19 @@ impl std::fmt::Debug for FastClientState {
 
 fn derive(x: &[u8; 32], y: &[u8; 32]) -> (CircuitKeys, Zeroizing<[u8; 32]>) {
     let mut ikm = Zeroizing::new([0u8; 64]);
-    ikm[..32].copy_from_slice(x);
-    ikm[32..].copy_from_slice(y);
+    for (to, from) in ikm.iter_mut().zip(x.iter().chain(y)) {
+        *to = *from;
+    }
     // Not `Hkdf::new`: it drops the pseudorandom key without wiping it.
     let hk = hkdf_extract(FAST_PROTOID, &[&ikm[..]]);
     let mut okm = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN + 32]);
     // 224 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
     let _ = hk.expand(b"allium-fast-1:keys", &mut okm[..]);
     let mut keys = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
-    keys.copy_from_slice(&okm[..CIRCUIT_KEYS_LEN]);
     let mut auth = Zeroizing::new([0u8; 32]);
-    auth.copy_from_slice(&okm[CIRCUIT_KEYS_LEN..]);
+    for (to, from) in keys.iter_mut().chain(auth.iter_mut()).zip(okm.iter()) {
+        *to = *from;
+    }
     (CircuitKeys::from_bytes(&keys), auth)
 }
 

@@ -35,8 +35,6 @@ pub const ADDRESS_BASE32_LEN: usize = ADDRESS_BYTES * 8 / 5;
 /// Total length of an address string.
 pub const ADDRESS_LEN: usize = ADDRESS_BASE32_LEN + ADDRESS_SUFFIX.len();
 
-const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-
 /// Why a string is not an onion address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
@@ -120,6 +118,13 @@ impl OnionAddress {
     }
 }
 
+/// The base32 character (alphabet `a`-`z` then `2`-`7`, RFC 4648 in lowercase) of the
+/// low five bits of `n`.
+fn base32_digit(n: u32) -> char {
+    let n = (n & 31) as u8;
+    char::from(if n < 26 { b'a' + n } else { b'2' + (n - 26) })
+}
+
 /// Encodes 35 bytes as 56 base32 characters (exact: 280 bits, no padding).
 fn base32_encode(raw: &[u8; ADDRESS_BYTES]) -> String {
     let mut out = String::with_capacity(ADDRESS_BASE32_LEN);
@@ -129,8 +134,7 @@ fn base32_encode(raw: &[u8; ADDRESS_BYTES]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            // Five bits index the 32-entry alphabet: always in range.
-            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+            out.push(base32_digit((acc >> bits) & 31));
         }
         acc &= (1 << bits) - 1;
     }
