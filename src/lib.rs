@@ -18,3 +18,9 @@ pub mod proto;
 pub mod relay;
 mod sync;
 pub mod testnet;
+
+// The README's Rust examples are compiled and type-checked as doc tests: a stale example
+// fails `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -7,15 +7,14 @@
 //! flipped bit inside a relay body, an unknown relay command) use a raw channel
 //! ([`allium::link::connect`]) and do the circuit crypto by hand ([`RawCircuit`]).
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::sync::atomic::Ordering;
 

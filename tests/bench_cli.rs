@@ -2,15 +2,14 @@
 //! benchmark (authority and relays as child processes) must produce every figure, and
 //! `bench-client` must measure through the proxy of an `allium testnet`.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

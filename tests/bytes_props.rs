@@ -3,15 +3,14 @@
 //! exactly the bytes consumed (the same check as the `bytes` fuzz target, whose committed
 //! seeds are replayed here); `Readable`/`Writeable` round-trip.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 #[path = "../fuzz/common/bytes_script.rs"]
 mod bytes_script;

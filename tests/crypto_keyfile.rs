@@ -1,14 +1,13 @@
 //! Key files: creation mode, strict loading, rotation.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

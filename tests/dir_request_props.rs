@@ -3,15 +3,14 @@
 //! whatever parses re-encodes to the same bytes, and the committed fuzz seeds of the
 //! `dir_request` target parse.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use allium::dir::request::{DirRequest, DirResponse, DirStatus};
 use allium::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN;

@@ -3,15 +3,14 @@
 //! Each test runs its own network from `allium testnet --emit-configs` (tests/common/procnet.rs)
 //! and talks to it with curl, so what is checked is what a user of the binaries sees.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 mod common;
 

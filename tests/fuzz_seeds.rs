@@ -1,15 +1,14 @@
 //! The committed fuzz seed corpus stays valid as the format evolves: every seed parses and
 //! re-encodes to itself (a seed that no longer parses would quietly weaken the fuzzers).
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::path::Path;
 

@@ -6,15 +6,14 @@
 //! variable the tests check that the committed seeds are still exactly these and are still
 //! accepted in full (a seed that no longer gets deep would quietly weaken its fuzzer).
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 #[path = "../fuzz/common/fixtures.rs"]
 mod fixtures;

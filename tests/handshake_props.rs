@@ -11,15 +11,14 @@
 //! Keys come from fuzz/common/fixtures.rs (the fuzz targets' fixed keys); the ephemeral
 //! secrets, extensions, positions and changes are the properties' inputs.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 #[path = "../fuzz/common/fixtures.rs"]
 mod fixtures;

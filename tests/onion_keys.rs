@@ -1,15 +1,14 @@
 //! Onion-service keys: addresses (typo detection), per-period blinded keys, the HSDir hash
 //! ring and the client puzzle. Pure computation; figures print with `--nocapture`.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::collections::{BTreeSet, HashMap};
 

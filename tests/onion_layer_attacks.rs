@@ -4,15 +4,14 @@
 //! layer then B's backward layer on client->service cells, and B's forward then A's
 //! backward layer on service->client cells.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use allium::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use allium::crypto::circuit_keys::CIRCUIT_KEYS_LEN;

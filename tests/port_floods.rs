@@ -18,15 +18,14 @@
 //! attack and bounded. Slow connections must be dropped by the server once its handshake
 //! timeout (set short in the TOML files) has passed.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

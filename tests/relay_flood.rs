@@ -1,15 +1,14 @@
 //! A relay under a flood of 10,000 CREATE cells keeps serving an existing circuit, refuses
 //! the excess cleanly (rate and circuit limits), and its memory stays bounded.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -10,15 +10,14 @@
 //! stalled) and the honest circuit keeps working, also while the next hop still does not
 //! read and further circuits through it are flooded.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

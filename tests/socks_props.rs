@@ -2,15 +2,14 @@
 //! arbitrary chunks, parses back to itself with its early data intact; arbitrary bytes
 //! never panic either parser.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -3,15 +3,14 @@
 //! requests, early data and half-close, garbage, connection limits, timeouts and stream
 //! isolation keys.
 
-// A failed unwrap, expect, panic or index is a failed test, and test helpers are no API
-// (the library's rules: Cargo.toml [lints]).
+// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub
+    clippy::indexing_slicing
 )]
+#![allow(unreachable_pub)]
 
 use std::future::Future;
 use std::net::SocketAddr;
