@@ -40,7 +40,7 @@ struct Evictable {
 
 /// The slots of one listener. Share it between the accept loop and connection tasks.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     permits: Arc<Semaphore>,
     /// Number of slots.
     slots: usize,
@@ -56,7 +56,7 @@ pub struct Admission {
 
 /// A connection admitted by [`Admission::admit`]. Holds its slot until dropped.
 #[derive(Debug)]
-pub struct Pass {
+pub(crate) struct Pass {
     admission: Arc<Admission>,
     id: u64,
     permit: Option<OwnedSemaphorePermit>,
@@ -67,7 +67,7 @@ pub struct Pass {
 
 /// Why [`Pass::first_bytes`] gave up on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
+pub(crate) enum Dropped {
     /// Its slot went to a newer connection.
     Evicted,
     /// Nothing arrived before the deadline.
@@ -78,7 +78,7 @@ pub enum Dropped {
 
 impl Admission {
     /// `slots` connections at once (at least 1).
-    pub fn new(slots: usize) -> Arc<Self> {
+    pub(crate) fn new(slots: usize) -> Arc<Self> {
         Arc::new(Admission {
             permits: Arc::new(Semaphore::new(slots.max(1))),
             slots: slots.max(1),
@@ -94,7 +94,7 @@ impl Admission {
     /// `None` (close the connection) if every slot holds a connection past its handshake.
     /// Call from the accept loop, before spawning the connection's task, so that a flood
     /// cannot evict faster than connections become evictable.
-    pub fn admit(self: &Arc<Self>) -> Option<Pass> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Pass> {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -120,12 +120,12 @@ impl Admission {
     }
 
     /// Connections evicted to make room so far.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }
 
     /// Connections refused because no slot could be freed so far.
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
 
@@ -152,7 +152,7 @@ impl Pass {
     /// Waits until the peer has sent something (or the deadline passes, or the connection
     /// is evicted), and until this connection holds its slot. On success the connection
     /// is evicted only after every silent one.
-    pub async fn first_bytes(
+    pub(crate) async fn first_bytes(
         &mut self,
         sock: &TcpStream,
         deadline: tokio::time::Instant,
@@ -190,7 +190,7 @@ impl Pass {
 
     /// The signal that this connection is being evicted, to wait on while the handshake
     /// runs. Taken once; [`Pass::first_bytes`] no longer sees evictions afterwards.
-    pub fn eviction(&mut self) -> Eviction {
+    pub(crate) fn eviction(&mut self) -> Eviction {
         Eviction(self.eviction.take())
     }
 
@@ -210,7 +210,7 @@ impl Pass {
 
     /// The handshake is over: the connection can no longer be evicted. It keeps its slot
     /// until the pass is dropped.
-    pub fn handshake_done(&self) {
+    pub(crate) fn handshake_done(&self) {
         let mut e = lock(&self.admission.evictable);
         e.silent.remove(&self.id);
         e.talking.remove(&self.id);
@@ -219,12 +219,12 @@ impl Pass {
 
 /// Fires when a connection is evicted (see [`Pass::eviction`]).
 #[derive(Debug)]
-pub struct Eviction(Option<oneshot::Receiver<()>>);
+pub(crate) struct Eviction(Option<oneshot::Receiver<()>>);
 
 impl Eviction {
     /// Resolves when the connection is evicted; never once its handshake has finished
     /// (the sender is then dropped, which is not an eviction).
-    pub async fn wait(self) {
+    pub(crate) async fn wait(self) {
         if let Some(rx) = self.0 {
             if rx.await.is_ok() {
                 return;

@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admission;
-pub mod bench;
+pub(crate) mod admission;
+pub(crate) mod bench;
 pub mod bytes;
 pub mod cell;
 pub mod cli;

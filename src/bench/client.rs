@@ -22,9 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Operation byte: download `n` bytes.
-pub const OP_DOWNLOAD: u8 = b'D';
+pub(crate) const OP_DOWNLOAD: u8 = b'D';
 /// Operation byte: echo until EOF.
-pub const OP_ECHO: u8 = b'E';
+pub(crate) const OP_ECHO: u8 = b'E';
 
 /// Size of the sink's write chunk and the client's read buffer.
 const CHUNK: usize = 64 * 1024;
@@ -33,11 +33,11 @@ const CHUNK: usize = 64 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Bytes per MiB.
-pub const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// What `bench-client` measures and how.
 #[derive(Debug, Clone)]
-pub struct ClientBenchConfig {
+pub(crate) struct ClientBenchConfig {
     /// The SOCKS5 proxy (no authentication; IPv4/IPv6 CONNECT).
     pub socks: SocketAddr,
     /// The sink, as the exit should reach it.
@@ -54,7 +54,7 @@ pub struct ClientBenchConfig {
 
 /// What `bench-client` measured. Rates are in MB/s (10^6 bytes per second).
 #[derive(Debug, Clone, Default)]
-pub struct ClientBenchResults {
+pub(crate) struct ClientBenchResults {
     /// Bulk test: bytes moved.
     pub bulk_bytes: u64,
     /// Bulk test: seconds from the request to the last byte.
@@ -81,7 +81,7 @@ pub struct ClientBenchResults {
 }
 
 /// `n` bytes per `secs` in MB/s.
-pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+pub(crate) fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         bytes as f64 / 1e6 / secs
     } else {
@@ -90,7 +90,7 @@ pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
 }
 
 /// The median (and `q` quantile) of `v` (sorted in place); 0 for an empty slice.
-pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let Some((&max, below)) = v.split_last() else {
         return 0.0;
@@ -106,7 +106,10 @@ fn io_err(msg: impl Into<String>) -> std::io::Error {
 
 /// Opens a stream to `target` through the SOCKS5 proxy at `socks` (no authentication,
 /// address given as an IP so the proxy resolves nothing).
-pub async fn socks5_connect(socks: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn socks5_connect(
+    socks: SocketAddr,
+    target: SocketAddr,
+) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(socks).await?;
     s.set_nodelay(true)?;
     // Greeting and request pipelined: one round trip to the proxy fewer.
@@ -160,7 +163,11 @@ fn request(op: u8, n: u64) -> [u8; 9] {
 
 /// Downloads `n` bytes over a fresh SOCKS stream; returns the seconds from sending the
 /// request to the last byte. Fails unless exactly `n` bytes arrive.
-pub async fn download(socks: SocketAddr, target: SocketAddr, n: u64) -> std::io::Result<f64> {
+pub(crate) async fn download(
+    socks: SocketAddr,
+    target: SocketAddr,
+    n: u64,
+) -> std::io::Result<f64> {
     let mut s = socks5_connect(socks, target).await?;
     let start = Instant::now();
     s.write_all(&request(OP_DOWNLOAD, n)).await?;
@@ -181,7 +188,7 @@ pub async fn download(socks: SocketAddr, target: SocketAddr, n: u64) -> std::io:
 }
 
 /// One time-to-first-byte sample, in seconds (see [`ClientBenchResults::ttfb_ms_median`]).
-pub async fn ttfb_once(socks: SocketAddr, target: SocketAddr) -> std::io::Result<f64> {
+pub(crate) async fn ttfb_once(socks: SocketAddr, target: SocketAddr) -> std::io::Result<f64> {
     let start = Instant::now();
     let mut s = socks5_connect(socks, target).await?;
     s.write_all(&request(OP_DOWNLOAD, 1024)).await?;
@@ -195,7 +202,7 @@ pub async fn ttfb_once(socks: SocketAddr, target: SocketAddr) -> std::io::Result
 }
 
 /// `samples` one-byte echo round trips on one open stream, in seconds each.
-pub async fn echo_rtts(
+pub(crate) async fn echo_rtts(
     socks: SocketAddr,
     target: SocketAddr,
     samples: usize,
@@ -232,7 +239,9 @@ async fn timed<T>(
 }
 
 /// Runs every client-side measurement in order: warm-up, TTFB, RTT, bulk, concurrent.
-pub async fn run_client_bench(cfg: &ClientBenchConfig) -> std::io::Result<ClientBenchResults> {
+pub(crate) async fn run_client_bench(
+    cfg: &ClientBenchConfig,
+) -> std::io::Result<ClientBenchResults> {
     let (socks, target) = (cfg.socks, cfg.target);
     // Warm-up: makes sure a circuit is built and the path is hot.
     timed("warm-up", download(socks, target, MIB)).await?;
@@ -282,14 +291,14 @@ pub async fn run_client_bench(cfg: &ClientBenchConfig) -> std::io::Result<Client
 
 /// A running sink server (see the module docs for its protocol).
 #[derive(Debug)]
-pub struct Sink {
+pub(crate) struct Sink {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sink {
     /// Listens on `listen` and serves until dropped.
-    pub async fn start(listen: SocketAddr) -> std::io::Result<Sink> {
+    pub(crate) async fn start(listen: SocketAddr) -> std::io::Result<Sink> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(serve_sink(listener));
@@ -297,7 +306,7 @@ impl Sink {
     }
 
     /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 }
@@ -309,7 +318,7 @@ impl Drop for Sink {
 }
 
 /// Accepts sink connections forever (one task each).
-pub async fn serve_sink(listener: TcpListener) {
+pub(crate) async fn serve_sink(listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((s, _)) => {
@@ -354,7 +363,7 @@ async fn sink_conn(mut s: TcpStream) -> std::io::Result<()> {
 
 impl ClientBenchResults {
     /// The results as JSON object members (no braces), for `--json`.
-    pub fn json_fields(&self) -> String {
+    pub(crate) fn json_fields(&self) -> String {
         format!(
             "\"bulk_bytes\": {}, \"bulk_secs\": {:.3}, \"bulk_mb_s\": {:.2}, \
              \"streams\": {}, \"concurrent_bytes\": {}, \"concurrent_secs\": {:.3}, \
@@ -375,7 +384,7 @@ impl ClientBenchResults {
     }
 
     /// The results as table rows (`name | value | unit`).
-    pub fn table_rows(&self) -> Vec<(String, String, &'static str)> {
+    pub(crate) fn table_rows(&self) -> Vec<(String, String, &'static str)> {
         vec![
             (
                 format!("bulk throughput, 1 stream, {} MiB", self.bulk_bytes / MIB),
@@ -409,7 +418,7 @@ impl ClientBenchResults {
 }
 
 /// Prints rows as an aligned table.
-pub fn print_table(rows: &[(String, String, &'static str)]) {
+pub(crate) fn print_table(rows: &[(String, String, &'static str)]) {
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     for (name, value, unit) in rows {

@@ -5,9 +5,9 @@
 //! handshakes, relay memory and CPU) needs allium's own API and child processes. Method
 //! and figures: docs/PERFORMANCE.md.
 
-pub mod client;
-pub mod procs;
-pub mod relay_probe;
+pub(crate) mod client;
+pub(crate) mod procs;
+pub(crate) mod relay_probe;
 
 use std::net::SocketAddr;
 
@@ -46,7 +46,7 @@ pub struct BenchClientArgs {
 }
 
 /// `allium bench-client`.
-pub async fn bench_client(args: BenchClientArgs) -> Result<(), String> {
+pub(crate) async fn bench_client(args: BenchClientArgs) -> Result<(), String> {
     let sink = match args.target {
         Some(_) => None,
         None => Some(
@@ -93,7 +93,7 @@ pub struct BenchSinkArgs {
 }
 
 /// `allium bench-sink`: serves the sink protocol ([`client`]) until Ctrl-C.
-pub async fn bench_sink(args: BenchSinkArgs) -> Result<(), String> {
+pub(crate) async fn bench_sink(args: BenchSinkArgs) -> Result<(), String> {
     let sink = Sink::start(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -259,7 +259,7 @@ impl BenchReport {
 /// `allium bench`: starts an authority and three relays (guard, middle, exit) as child
 /// processes, a client with a SOCKS proxy and a sink in this process, and measures
 /// (docs/PERFORMANCE.md).
-pub async fn bench(args: BenchArgs) -> Result<(), String> {
+pub(crate) async fn bench(args: BenchArgs) -> Result<(), String> {
     use procs::{authority_list, NodeDir, NodeProcess};
     use std::time::Duration;
 

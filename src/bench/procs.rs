@@ -16,14 +16,14 @@ use crate::relay::RelayKeys;
 const CLOCK_TICKS: f64 = 100.0;
 
 /// A free port on 127.0.0.1 right now (the OS picks; it is released at once).
-pub fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 /// A node's data directory with keys created, its identity and a listen address.
 #[derive(Debug)]
-pub struct NodeDir {
+pub(crate) struct NodeDir {
     /// Its data directory.
     pub dir: PathBuf,
     /// Its keys (the child process loads the same files).
@@ -34,7 +34,7 @@ pub struct NodeDir {
 
 impl NodeDir {
     /// Creates `root/name` with fresh keys and picks a free port.
-    pub fn create(root: &Path, name: &str) -> Result<NodeDir, String> {
+    pub(crate) fn create(root: &Path, name: &str) -> Result<NodeDir, String> {
         let dir = root.join(name);
         crate::cli::commands::make_private_dir(&dir)?;
         let keys = RelayKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
@@ -43,13 +43,13 @@ impl NodeDir {
     }
 
     /// Its identity.
-    pub fn identity(&self) -> IdentityPublic {
+    pub(crate) fn identity(&self) -> IdentityPublic {
         self.keys.identity()
     }
 }
 
 /// `[[TABLE.authorities]]` entries for a config file.
-pub fn authority_list(table: &str, auths: &[(IdentityPublic, SocketAddr)]) -> String {
+pub(crate) fn authority_list(table: &str, auths: &[(IdentityPublic, SocketAddr)]) -> String {
     let mut s = String::new();
     for (id, addr) in auths {
         let _ = writeln!(
@@ -62,7 +62,7 @@ pub fn authority_list(table: &str, auths: &[(IdentityPublic, SocketAddr)]) -> St
 
 /// A child `allium` process, killed on drop.
 #[derive(Debug)]
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     child: Child,
     /// Its pid.
     pub pid: u32,
@@ -72,7 +72,12 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Runs `allium <command> --config <config>` (this executable), output to `log`.
-    pub fn spawn(command: &str, config: &Path, log: &Path, name: &str) -> Result<Self, String> {
+    pub(crate) fn spawn(
+        command: &str,
+        config: &Path,
+        log: &Path,
+        name: &str,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find allium: {e}"))?;
         let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -95,23 +100,23 @@ impl NodeProcess {
     }
 
     /// Whether it is still running.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Resident memory (VmRSS), bytes.
-    pub fn rss_bytes(&self) -> Result<u64, String> {
+    pub(crate) fn rss_bytes(&self) -> Result<u64, String> {
         rss_bytes(self.pid)
     }
 
     /// User + system CPU seconds so far.
-    pub fn cpu_secs(&self) -> Result<f64, String> {
+    pub(crate) fn cpu_secs(&self) -> Result<f64, String> {
         cpu_secs(self.pid)
     }
 }
 
 /// VmRSS of `pid` in bytes, from `/proc/PID/status`.
-pub fn rss_bytes(pid: u32) -> Result<u64, String> {
+pub(crate) fn rss_bytes(pid: u32) -> Result<u64, String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
     text.lines()
@@ -123,7 +128,7 @@ pub fn rss_bytes(pid: u32) -> Result<u64, String> {
 }
 
 /// utime + stime of `pid` in seconds, from `/proc/PID/stat`.
-pub fn cpu_secs(pid: u32) -> Result<f64, String> {
+pub(crate) fn cpu_secs(pid: u32) -> Result<f64, String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
     // The command name (field 2) may contain spaces: count fields after its ')'.
@@ -145,7 +150,7 @@ pub fn cpu_secs(pid: u32) -> Result<f64, String> {
 }
 
 /// Waits until something accepts TCP connections on `addr` (or `limit` passes).
-pub async fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
+pub(crate) async fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {

@@ -15,7 +15,7 @@ use crate::proto::{ClientChannel, ClientCircuit, RelayTarget};
 
 /// What a CREATE flood measured.
 #[derive(Debug, Clone, Default)]
-pub struct FloodResult {
+pub(crate) struct FloodResult {
     /// CREATEs sent.
     pub sent: usize,
     /// CREATED received.
@@ -28,7 +28,7 @@ pub struct FloodResult {
 
 impl FloodResult {
     /// CREATED per second.
-    pub fn per_sec(&self) -> f64 {
+    pub(crate) fn per_sec(&self) -> f64 {
         if self.secs > 0.0 {
             self.created as f64 / self.secs
         } else {
@@ -39,16 +39,20 @@ impl FloodResult {
 
 /// Open channels whose circuits stay open on the relay until this is dropped.
 #[derive(Debug)]
-pub struct OpenCircuits {
+pub(crate) struct OpenCircuits {
     /// The channels (dropping them closes the circuits).
-    pub channels: Vec<Arc<ClientChannel>>,
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping them closes the circuits"
+    )]
+    channels: Vec<Arc<ClientChannel>>,
 }
 
 /// Sends `total` CREATE (ntor) cells to `relay` over `channels` channels as fast as the
 /// relay answers and counts CREATED. The client side only computes its ephemeral keys
 /// (before the clock starts) and never finishes the handshakes, so the rate is the
 /// relay's. The circuits stay open while the returned [`OpenCircuits`] lives.
-pub async fn create_flood(
+pub(crate) async fn create_flood(
     relay: &RelayTarget,
     total: usize,
     channels: usize,
@@ -135,7 +139,7 @@ pub async fn create_flood(
 /// Builds `samples` fresh circuits guard → middle → exit over one already-open channel to
 /// the guard (as a client with a live channel does) and returns each build's seconds:
 /// CREATE, then two EXTENDs, full handshakes on both sides.
-pub async fn fresh_circuit_builds(
+pub(crate) async fn fresh_circuit_builds(
     path: &[RelayTarget; 3],
     samples: usize,
     timeout: Duration,

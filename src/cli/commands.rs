@@ -23,7 +23,7 @@ use super::config::{self, AuthorityFile, ProxyFile, RelayFile};
 use super::demo_server;
 
 /// What went wrong, in words for the operator.
-pub type CmdResult = Result<(), String>;
+pub(crate) type CmdResult = Result<(), String>;
 
 /// Options of `allium testnet`.
 #[derive(Debug, Args)]
@@ -71,7 +71,7 @@ pub(crate) fn make_private_dir(path: &Path) -> Result<(), String> {
 }
 
 /// `allium testnet`.
-pub async fn testnet(args: TestnetArgs) -> CmdResult {
+pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
     if args.relays < 3 || args.exits == 0 || args.exits > args.relays {
         return Err("a test network needs at least 3 relays and 1 to --relays exits".into());
     }
@@ -191,7 +191,7 @@ fn warn_about_limits(path: &Path, limits: &crate::relay::RelayLimits) {
 }
 
 /// `allium relay --config relay.toml`.
-pub async fn relay(path: &Path) -> CmdResult {
+pub(crate) async fn relay(path: &Path) -> CmdResult {
     let file: RelayFile = config::load(path).map_err(|e| e.to_string())?;
     warn_about_limits(path, &file.limits);
     let r = file.relay;
@@ -248,7 +248,7 @@ pub async fn relay(path: &Path) -> CmdResult {
 }
 
 /// `allium authority --config authority.toml`.
-pub async fn authority(path: &Path) -> CmdResult {
+pub(crate) async fn authority(path: &Path) -> CmdResult {
     let file: AuthorityFile = config::load(path).map_err(|e| e.to_string())?;
     warn_about_limits(path, &file.limits);
     let a = file.authority;
@@ -290,7 +290,7 @@ pub async fn authority(path: &Path) -> CmdResult {
 }
 
 /// `allium proxy --config proxy.toml`.
-pub async fn proxy(path: &Path) -> CmdResult {
+pub(crate) async fn proxy(path: &Path) -> CmdResult {
     let file: ProxyFile = config::load(path).map_err(|e| e.to_string())?;
     let services = config::services(&file.service, path).map_err(|e| e.to_string())?;
     let p = file.proxy;
@@ -375,7 +375,7 @@ pub async fn proxy(path: &Path) -> CmdResult {
 }
 
 /// `allium demo-server --listen ADDR`.
-pub async fn demo_server(listen: SocketAddr) -> CmdResult {
+pub(crate) async fn demo_server(listen: SocketAddr) -> CmdResult {
     let addr = demo_server::start_on(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -384,7 +384,7 @@ pub async fn demo_server(listen: SocketAddr) -> CmdResult {
 }
 
 /// `allium keygen --data-dir DIR`.
-pub fn keygen(dir: &Path) -> CmdResult {
+pub(crate) fn keygen(dir: &Path) -> CmdResult {
     make_private_dir(dir)?;
     let keys = RelayKeys::load_or_create(dir).map_err(|e| e.to_string())?;
     println!("{}", keys.identity());

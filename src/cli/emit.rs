@@ -32,7 +32,7 @@ fn node_dir(root: &Path, name: &str) -> Result<(std::path::PathBuf, String), Str
 
 /// Writes the configuration of a network of `authorities` authorities, `relays` relays
 /// (`exits` of them exits allowing loopback destinations) and a proxy into `root`.
-pub fn emit(
+pub(crate) fn emit(
     root: &Path,
     authorities: usize,
     relays: usize,

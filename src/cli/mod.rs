@@ -1,9 +1,9 @@
 //! Command-line interface: argument parsing and dispatch. `src/main.rs` only calls [`run`].
 
-pub mod commands;
+pub(crate) mod commands;
 pub mod config;
 pub mod demo_server;
-pub mod emit;
+pub(crate) mod emit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -15,20 +15,20 @@
 //! contents are reachable only through `verify`, which checks signatures, time validity and
 //! every bound. The byte-exact format is in `docs/protocol.md` §6.
 
-pub mod policy;
+pub(crate) mod policy;
 pub mod request;
 pub(crate) mod wire;
 
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
-pub mod authority_info;
-pub mod compute;
+pub(crate) mod authority_info;
+pub(crate) mod compute;
 pub mod consensus;
 pub mod descriptor;
 pub mod flags;
 pub mod guards;
 pub mod path;
-pub mod vote;
-pub mod weights;
+pub(crate) mod vote;
+pub(crate) mod weights;
 
 pub use authority_info::AuthorityInfo;
 pub use compute::{compute_consensus, ConsensusParams};

@@ -18,11 +18,10 @@ use crate::dir::wire;
 mod prefix;
 mod text;
 
-pub use prefix::is_special_address;
 use prefix::{special_prefixes, Prefix, LOOPBACK_V4, LOOPBACK_V6, SPECIAL_V4, SPECIAL_V6};
 
 /// Most rules a policy may have (so a policy is at most a couple of KiB on the wire).
-pub const MAX_POLICY_RULES: usize = 64;
+pub(crate) const MAX_POLICY_RULES: usize = 64;
 
 /// Why a rule or policy is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -352,7 +351,8 @@ impl ExitPolicy {
     }
 
     /// Whether the policy accepts `port` for at least one public address (one outside
-    /// every special-purpose range, see [`is_special_address`]). Exact: an accept rule
+    /// every special-purpose range: private, loopback, link-local, multicast,
+    /// documentation, ...). Exact: an accept rule
     /// counts only if some public address in it is not rejected by an earlier rule.
     pub fn allows_port_to_public(&self, port: u16) -> bool {
         if port == 0 {

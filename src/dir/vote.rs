@@ -18,9 +18,9 @@ use crate::dir::flags::RelayFlags;
 use crate::dir::wire;
 
 /// Domain-separation label of vote signatures.
-pub const VOTE_LABEL: &[u8] = b"allium-vote-v1";
+pub(crate) const VOTE_LABEL: &[u8] = b"allium-vote-v1";
 /// Clock skew tolerated when checking the descriptors inside a vote (seconds).
-pub const VOTE_DESCRIPTOR_SKEW: u64 = 10 * 60;
+pub(crate) const VOTE_DESCRIPTOR_SKEW: u64 = 10 * 60;
 
 /// Why a vote was refused.
 #[derive(Debug, thiserror::Error)]

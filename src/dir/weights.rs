@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::dir::flags::RelayFlags;
 
 /// Scale of every weight: 10,000 means "all of it".
-pub const WEIGHT_SCALE: u32 = 10_000;
+pub(crate) const WEIGHT_SCALE: u32 = 10_000;
 
 /// A path position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

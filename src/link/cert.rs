@@ -16,7 +16,7 @@ use crate::bytes::{self, hex, Readable, Reader, Writeable, Writer};
 
 /// Domain separator of the signed message, so the signature cannot be replayed as any
 /// other signed object of the protocol.
-pub const CERT_CONTEXT: &[u8] = b"allium-link-key-cert-v1";
+pub(crate) const CERT_CONTEXT: &[u8] = b"allium-link-key-cert-v1";
 /// Length of an encoded certificate.
 pub const CERT_LEN: usize = 32 + 8 + 64;
 

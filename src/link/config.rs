@@ -5,9 +5,9 @@ use std::time::Duration;
 use crate::clock::Clock;
 
 /// Default [`LinkConfig::rekey_after_records`]: 2^20 records (about 560 MB) per key.
-pub const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
+pub(crate) const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
 /// Default [`LinkConfig::rekey_after`]: one hour.
-pub const DEFAULT_REKEY_AFTER: Duration = Duration::from_secs(60 * 60);
+pub(crate) const DEFAULT_REKEY_AFTER: Duration = Duration::from_secs(60 * 60);
 /// The protocol's bound on a peer's rekeying (docs/protocol.md §5.5.1): a REKEY that
 /// retires a key which protected fewer records than this (the REKEY included) ...
 pub const REKEY_MIN_RECORDS: u64 = 1000;

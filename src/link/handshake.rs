@@ -27,12 +27,12 @@ use crate::cell::consts::CELL_LEN;
 use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
 
 /// The Noise protocol name.
-pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
+pub(crate) const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 /// The Noise prologue: both sides must agree on it, so it pins the protocol and version.
-pub const PROLOGUE: &[u8] = b"allium-link-v2";
+pub(crate) const PROLOGUE: &[u8] = b"allium-link-v2";
 /// The link protocol version in the first byte of LINK_INIT. Version 2: relay crypto v2
 /// (UIV+ layers, docs/protocol.md §4.5) and link rekeying; version 1 peers are refused.
-pub const LINK_VERSION: u8 = 2;
+pub(crate) const LINK_VERSION: u8 = 2;
 
 /// The outcome of a successful handshake.
 pub(crate) struct Established {

@@ -12,13 +12,13 @@ use crate::cell::{ChanCell, ChanMsg};
 use super::channel::ChannelSender;
 
 /// The padding interval for a given idle timeout.
-pub fn interval(idle_timeout: Duration) -> Duration {
+pub(crate) fn interval(idle_timeout: Duration) -> Duration {
     (idle_timeout / 3).max(Duration::from_millis(100))
 }
 
 /// Sends PADDING on `sender` every [`interval`] while `has_circuits()` holds, until the
 /// channel closes.
-pub fn spawn(
+pub(crate) fn spawn(
     sender: ChannelSender,
     idle_timeout: Duration,
     has_circuits: impl Fn() -> bool + Send + 'static,

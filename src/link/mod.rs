@@ -13,22 +13,22 @@
 //! Relays prove their long-term ed25519 identity with a link-key certificate ([`cert`]);
 //! clients prove nothing and stay anonymous.
 
-pub mod auth;
-pub mod cert;
-pub mod channel;
-pub mod circ_ids;
+pub(crate) mod auth;
+pub(crate) mod cert;
+pub(crate) mod channel;
+pub(crate) mod circ_ids;
 mod close;
-pub mod config;
-pub mod error;
+pub(crate) mod config;
+pub(crate) mod error;
 mod establish;
-pub mod handshake;
-pub mod keepalive;
-pub mod mux;
-pub mod peer;
+pub(crate) mod handshake;
+pub(crate) mod keepalive;
+pub(crate) mod mux;
+pub(crate) mod peer;
 mod reader;
-pub mod record;
-pub mod stats;
-pub mod writer;
+pub(crate) mod record;
+pub(crate) mod stats;
+pub(crate) mod writer;
 
 pub use auth::LinkAuth;
 pub use cert::{LinkKeyCert, CERT_LEN};

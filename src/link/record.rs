@@ -27,7 +27,7 @@ use super::error::{LinkError, LinkResult};
 use crate::cell::consts::CELL_LEN;
 
 /// Length of the Poly1305 tag at the end of every record.
-pub const RECORD_TAG_LEN: usize = 16;
+pub(crate) const RECORD_TAG_LEN: usize = 16;
 /// Length of every record on the wire, handshake or transport.
 pub const RECORD_LEN: usize = CELL_LEN + RECORD_TAG_LEN;
 
@@ -41,7 +41,7 @@ fn split_record(record: &mut [u8]) -> LinkResult<(&mut [u8], &mut [u8])> {
 
 /// Builds a handshake record: the plaintext cell followed by 16 zero bytes, so the
 /// handshake looks the same size as everything after it.
-pub fn plaintext_record(cell: &[u8; CELL_LEN]) -> [u8; RECORD_LEN] {
+pub(crate) fn plaintext_record(cell: &[u8; CELL_LEN]) -> [u8; RECORD_LEN] {
     let mut out = [0u8; RECORD_LEN];
     out[..CELL_LEN].copy_from_slice(cell);
     out
@@ -49,7 +49,7 @@ pub fn plaintext_record(cell: &[u8; CELL_LEN]) -> [u8; RECORD_LEN] {
 
 /// Checks a handshake record (the 16 trailing bytes must be zero, so it has one encoding)
 /// and returns its cell.
-pub fn open_plaintext_record(record: &[u8]) -> LinkResult<&[u8]> {
+pub(crate) fn open_plaintext_record(record: &[u8]) -> LinkResult<&[u8]> {
     if record.len() != RECORD_LEN {
         return Err(LinkError::RecordLength(record.len()));
     }

@@ -29,7 +29,7 @@ use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
 use crate::cell::ChanCmd;
 
 /// Most cells taken from the queue after the first one, per write.
-pub const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// The REKEY cell, the only one the writer makes itself: circuit id 0, command REKEY, body
 /// all zero (docs/protocol.md §2).

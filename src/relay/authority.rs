@@ -104,7 +104,7 @@ pub struct Authority {
 }
 
 /// Most relays an authority tracks (listed or not).
-pub const MAX_KNOWN_RELAYS: usize = crate::dir::consensus::MAX_RELAYS;
+pub(crate) const MAX_KNOWN_RELAYS: usize = crate::dir::consensus::MAX_RELAYS;
 
 impl Authority {
     /// Wall time now, in Unix seconds, on the relay's clock.
@@ -507,7 +507,7 @@ impl Authority {
 
 /// The authority as a directory service (what BEGIN_DIR streams reach).
 #[derive(Debug)]
-pub struct AuthorityService(pub Arc<Authority>);
+pub(crate) struct AuthorityService(pub Arc<Authority>);
 
 impl DirService for AuthorityService {
     fn handle(

@@ -57,5 +57,5 @@ pub enum CircEvent {
 }
 
 /// The outcome of opening (or reusing) the channel to the next hop of an EXTEND.
-pub type NextHopResult =
+pub(crate) type NextHopResult =
     Result<std::sync::Arc<super::shared::RelayChannel>, crate::cell::DestroyReason>;

@@ -114,7 +114,7 @@ impl ExitConfig {
 }
 
 /// Resolves a target to socket addresses (a literal address resolves to itself).
-pub async fn resolve(
+pub(crate) async fn resolve(
     target: &TargetAddr,
     port: u16,
     timeout: Duration,
@@ -141,7 +141,7 @@ pub async fn resolve(
 }
 
 /// Resolves a name for RESOLVE: every address, policy not applied (nothing is contacted).
-pub async fn resolve_name(
+pub(crate) async fn resolve_name(
     target: &TargetAddr,
     timeout: Duration,
 ) -> Result<Vec<IpAddr>, EndReason> {

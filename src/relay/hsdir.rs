@@ -125,7 +125,7 @@ impl State {
 /// live at once; one more leaves room for an irregular schedule. A service may upload
 /// under any live one (clients and services refetch late in a consensus's validity), and
 /// the relay may have fetched any subset of them, so it keeps all it has seen.
-pub const RING_CONSENSUSES: usize = 4;
+pub(crate) const RING_CONSENSUSES: usize = 4;
 /// Rings kept per consensus: the periods within one of the current one.
 const RINGS_PER_CONSENSUS: usize = 3;
 

@@ -11,7 +11,7 @@ use crate::link::LinkAuth;
 
 /// Lifetime of the link-key certificate made at start-up. The link key is not stored: a
 /// fresh one is certified every time the relay starts.
-pub const LINK_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const LINK_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A relay's keys: identity, onion keys (current and previous) with the current key's
 /// certificate, and the link key with its certificate.

@@ -116,15 +116,15 @@ impl Default for RelayLimits {
 
 /// The shortest `link_rekey_secs` used: well above the peer's one-second floor, so a
 /// REKEY delayed on its way cannot make the next one look early to the peer.
-pub const MIN_LINK_REKEY_SECS: u64 = 60;
+pub(crate) const MIN_LINK_REKEY_SECS: u64 = 60;
 /// The longest `link_rekey_secs` used: a key protects at most a day of traffic.
-pub const MAX_LINK_REKEY_SECS: u64 = 86_400;
+pub(crate) const MAX_LINK_REKEY_SECS: u64 = 86_400;
 
 /// The smallest `cells_queued_per_circuit` an honest circuit stays within: twice the
 /// circuit window (both directions share the queue) plus room for control cells. Below
 /// it, a circuit that obeys flow control can fill its queue while waiting on a slow
 /// neighbour and be destroyed as stalled.
-pub const MIN_HONEST_CIRCUIT_QUEUE: usize =
+pub(crate) const MIN_HONEST_CIRCUIT_QUEUE: usize =
     2 * crate::proto::stream::window::CIRCUIT_WINDOW as usize + 500;
 
 impl RelayLimits {

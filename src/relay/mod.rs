@@ -5,26 +5,26 @@
 //! ([`circuit`]); they talk through bounded queues. There is no relay-wide lock on the
 //! cell path, so circuits on different channels are processed on all cores at once.
 
-pub mod authority;
+pub(crate) mod authority;
 pub mod circuit;
 pub mod dircache;
 pub mod dirserve;
-pub mod events;
-pub mod exit;
-pub mod hsdir;
-pub mod keys;
-pub mod limits;
+pub(crate) mod events;
+pub(crate) mod exit;
+pub(crate) mod hsdir;
+pub(crate) mod keys;
+pub(crate) mod limits;
 pub mod metrics;
-pub mod observer;
-pub mod onion_points;
-pub mod publish;
-pub mod queue_budget;
-pub mod rate_limit;
-pub mod reactor;
-pub mod replay;
-pub mod server;
+pub(crate) mod observer;
+pub(crate) mod onion_points;
+pub(crate) mod publish;
+pub(crate) mod queue_budget;
+pub(crate) mod rate_limit;
+pub(crate) mod reactor;
+pub(crate) mod replay;
+pub(crate) mod server;
 pub mod shared;
-pub mod splice;
+pub(crate) mod splice;
 
 pub use exit::{ExitConfig, ExitTimeouts};
 pub use keys::RelayKeys;

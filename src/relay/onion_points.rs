@@ -31,7 +31,7 @@ use super::splice::SharedBackward;
 
 /// Identifies one circuit task for the lifetime of the relay (circuit ids are per channel
 /// and get reused; this never is).
-pub type CircSerial = u64;
+pub(crate) type CircSerial = u64;
 
 /// Who a registry entry belongs to, as this relay sees it.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use crate::dir::AuthorityInfo;
 
 /// What a relay advertises and where it publishes.
 #[derive(Debug, Clone)]
-pub struct PublishConfig {
+pub(crate) struct PublishConfig {
     /// The authorities to upload to.
     pub authorities: Vec<AuthorityInfo>,
     /// The address clients and relays connect to (the listen address unless behind NAT).
@@ -30,7 +30,7 @@ pub struct PublishConfig {
 }
 
 /// Builds and signs the relay's current descriptor.
-pub fn build_descriptor(
+pub(crate) fn build_descriptor(
     shared: &RelayShared,
     cfg: &PublishConfig,
 ) -> Result<SignedDescriptor, DescriptorError> {
@@ -54,7 +54,7 @@ pub fn build_descriptor(
 
 /// Uploads the descriptor to every authority now and then every `interval`; a failed
 /// upload is retried after a few seconds.
-pub fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
+pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
     tokio::spawn(async move {
         loop {
             let mut all_ok = true;

@@ -23,7 +23,11 @@ use super::events::{CircEvent, Side};
 use super::shared::{CircSlot, RelayChannel, RelayCounters, RelayShared};
 
 /// Reads `chan` until it closes, then tells every circuit on it.
-pub async fn run(shared: Arc<RelayShared>, chan: Arc<RelayChannel>, mut receiver: ChannelReceiver) {
+pub(crate) async fn run(
+    shared: Arc<RelayShared>,
+    chan: Arc<RelayChannel>,
+    mut receiver: ChannelReceiver,
+) {
     let weak = Arc::downgrade(&chan);
     crate::link::keepalive::spawn(chan.sender.clone(), shared.link.idle_timeout, move || {
         weak.upgrade().is_some_and(|c| !c.circuits.is_empty())

@@ -37,14 +37,14 @@ use sha2::{Digest, Sha256};
 use crate::sync::lock;
 
 /// Default window: a handshake message is remembered for at least this long.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 /// Default capacity of one generation: 7/8 of 2^17, the most a hash table of 2^17
 /// buckets holds before it doubles. Each bucket is a 16-byte key and one control byte, so
 /// the two generations take about 2 × 131072 × 17 bytes ≈ 4.5 MiB at most. At the default
 /// handshake rate limit (2000/s) a generation fills in about a minute, which then bounds
 /// the window.
-pub const DEFAULT_CAPACITY: usize = 114_688;
+pub(crate) const DEFAULT_CAPACITY: usize = 114_688;
 
 type Key = [u8; 16];
 

@@ -34,12 +34,16 @@ use super::shared::CircEnd;
 
 /// Longest a circuit waits for room in another circuit's queue, or for the other
 /// circuit's half at a rendezvous (RENDEZVOUS2).
-pub const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Queues `event` for another circuit's task, waiting at most `timeout` for room in its
 /// queue. False if the task is gone or its queue stayed full (the caller decides what a
 /// lost notice means; it never waits longer).
-pub async fn notify(tx: &mpsc::Sender<CircEvent>, event: CircEvent, timeout: Duration) -> bool {
+pub(crate) async fn notify(
+    tx: &mpsc::Sender<CircEvent>,
+    event: CircEvent,
+    timeout: Duration,
+) -> bool {
     match tx.try_send(event) {
         Ok(()) => true,
         Err(TrySendError::Closed(_)) => false,
@@ -67,7 +71,7 @@ pub struct BackwardHalf {
 }
 
 /// A [`BackwardHalf`] shared by the two circuits of a rendezvous.
-pub type SharedBackward = Arc<tokio::sync::Mutex<BackwardHalf>>;
+pub(crate) type SharedBackward = Arc<tokio::sync::Mutex<BackwardHalf>>;
 
 /// Why a cell could not be sent backward on a half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -144,11 +144,3 @@ pub(super) fn special_prefixes(include_loopback: bool) -> Vec<Prefix> {
     }
     out
 }
-
-/// Whether `addr` is in a special-purpose range (private, loopback, link-local, multicast,
-/// documentation, ...): the complement is what this module calls "public".
-pub fn is_special_address(addr: IpAddr) -> bool {
-    let addr = addr.to_canonical();
-    let p = Prefix::of(addr, Prefix::width(addr.is_ipv6()));
-    special_prefixes(true).iter().any(|q| q.contains(&p))
-}
