@@ -54,8 +54,8 @@ impl CircuitKeys {
     }
 
     /// The key block bit-inverted, for tests that search a process's memory for stale
-    /// copies of it (the inverted form is never a copy). Not for production use.
-    #[doc(hidden)]
+    /// copies of it (the inverted form is never a copy). Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn inverted_bytes_for_tests(&self) -> zeroize::Zeroizing<[u8; CIRCUIT_KEYS_LEN]> {
         let mut out = zeroize::Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
         let src = self
