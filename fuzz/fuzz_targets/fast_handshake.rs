@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 "the relay accepted a CREATE that does not parse"
             );
             let created = FastCreated::parse(&reply).expect("the relay's reply parses");
-            assert_eq!(created.encode(), Ok(reply));
+            assert_eq!(created.encode().as_ref(), Ok(&reply));
             let (state, msg) = fixtures::fast_client();
             let finished = state.finish(&reply);
             assert_eq!(finished.is_ok(), data == msg.as_slice());
