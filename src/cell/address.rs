@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::error::{CellError, CellResult};
-use crate::bytes::{Reader, Writer};
+use crate::bytes::{Readable, Reader, Writeable, Writer};
 
 /// Longest hostname accepted (the DNS limit).
 pub const MAX_HOSTNAME_LEN: usize = 255;
@@ -72,9 +72,10 @@ impl fmt::Debug for TargetAddr {
     }
 }
 
-impl TargetAddr {
-    /// Reads `atype (u8) | address`: 4 bytes (IPv4), 16 bytes (IPv6), or `len (u8) | name`.
-    pub fn read(r: &mut Reader<'_>) -> CellResult<Self> {
+/// `atype (u8) | address`: 4 bytes (IPv4), 16 bytes (IPv6), or `len (u8) | name`.
+impl Readable for TargetAddr {
+    type Error = CellError;
+    fn take_from(r: &mut Reader<'_>) -> CellResult<Self> {
         match r.u8("address type")? {
             ATYPE_HOSTNAME => {
                 let len = usize::from(r.u8("hostname length")?);
@@ -85,9 +86,11 @@ impl TargetAddr {
             other => Ok(TargetAddr::Ip(read_ip_of_type(other, r)?)),
         }
     }
+}
 
-    /// Writes the encoding read by [`TargetAddr::read`].
-    pub fn write(&self, w: &mut Writer<'_>) -> CellResult<()> {
+impl Writeable for TargetAddr {
+    type Error = CellError;
+    fn write_onto(&self, w: &mut Writer<'_>) -> CellResult<()> {
         match self {
             TargetAddr::Ip(ip) => write_ip(ip, w),
             TargetAddr::Hostname(h) => {

@@ -298,7 +298,7 @@ impl RelayMsg {
         let mut r = Reader::new(data);
         let msg = match cmd {
             RelayCmd::Begin => {
-                let target = TargetAddr::read(&mut r)?;
+                let target = r.extract::<TargetAddr>()?;
                 RelayMsg::Begin(Begin::new(target, address::read_port(&mut r)?)?)
             }
             RelayCmd::Data => RelayMsg::Data(Data::new(r.take_rest().to_vec())?),
@@ -370,7 +370,7 @@ impl RelayMsg {
     pub fn encode_data(&self, w: &mut Writer<'_>) -> CellResult<()> {
         match self {
             RelayMsg::Begin(b) => {
-                b.target.write(w)?;
+                w.write(&b.target)?;
                 Ok(w.u16(b.port, "port")?)
             }
             RelayMsg::Data(d) => Ok(w.put(d.as_slice(), "data")?),

@@ -24,6 +24,7 @@ use rand::CryptoRng;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::bytes::{self, Readable, Reader, Writeable, Writer};
 use crate::crypto::circuit_keys::{CircuitKeys, CIRCUIT_KEYS_LEN};
 use crate::crypto::handshake::{hkdf_extract, HandshakeError};
 
@@ -52,17 +53,29 @@ pub struct FastCreate {
 impl FastCreate {
     /// Parses CREATE hdata: exactly 32 bytes, any value.
     pub fn parse(msg: &[u8]) -> Result<Self, HandshakeError> {
-        let x: &[u8; 32] = msg
-            .try_into()
-            .map_err(|_| wrong_length(msg.len(), FAST_CLIENT_LEN))?;
-        Ok(Self {
-            x: Zeroizing::new(*x),
-        })
+        <Self as Readable>::parse(msg).map_err(|_| wrong_length(msg.len(), FAST_CLIENT_LEN))
     }
 
-    /// The wire encoding (the inverse of [`Self::parse`]).
-    pub fn encode(&self) -> Vec<u8> {
-        self.x.to_vec()
+    /// The wire encoding (the inverse of [`Self::parse`]). Cannot fail (a growable buffer
+    /// and no length prefix); a failure would be [`HandshakeError::Internal`].
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        Writeable::encode(self).map_err(|_| HandshakeError::Internal)
+    }
+}
+
+impl Readable for FastCreate {
+    type Error = bytes::Error;
+    fn take_from(r: &mut Reader<'_>) -> bytes::Result<Self> {
+        Ok(Self {
+            x: Zeroizing::new(*r.array_ref("client key material")?),
+        })
+    }
+}
+
+impl Writeable for FastCreate {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> bytes::Result<()> {
+        w.put(&self.x[..], "client key material")
     }
 }
 
@@ -83,21 +96,31 @@ pub struct FastCreated {
 impl FastCreated {
     /// Parses CREATED hdata: exactly 64 bytes, any value.
     pub fn parse(reply: &[u8]) -> Result<Self, HandshakeError> {
-        let bad = || wrong_length(reply.len(), FAST_REPLY_LEN);
-        let (y, auth) = reply.split_first_chunk::<32>().ok_or_else(bad)?;
-        let auth: &[u8; 32] = auth.try_into().map_err(|_| bad())?;
-        Ok(Self {
-            y: Zeroizing::new(*y),
-            auth: *auth,
-        })
+        <Self as Readable>::parse(reply).map_err(|_| wrong_length(reply.len(), FAST_REPLY_LEN))
     }
 
-    /// The wire encoding (the inverse of [`Self::parse`]).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FAST_REPLY_LEN);
-        out.extend_from_slice(&self.y[..]);
-        out.extend_from_slice(&self.auth);
-        out
+    /// The wire encoding (the inverse of [`Self::parse`]); cannot fail, as
+    /// [`FastCreate::encode`].
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        Writeable::encode(self).map_err(|_| HandshakeError::Internal)
+    }
+}
+
+impl Readable for FastCreated {
+    type Error = bytes::Error;
+    fn take_from(r: &mut Reader<'_>) -> bytes::Result<Self> {
+        Ok(Self {
+            y: Zeroizing::new(*r.array_ref("relay key material")?),
+            auth: r.array("auth")?,
+        })
+    }
+}
+
+impl Writeable for FastCreated {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> bytes::Result<()> {
+        w.put(&self.y[..], "relay key material")?;
+        w.put(&self.auth, "auth")
     }
 }
 
@@ -171,7 +194,7 @@ pub fn fast_relay<R: CryptoRng + ?Sized>(
     rng.fill_bytes(&mut y[..]);
     let (keys, auth) = derive(&create.x, &y);
     let reply = FastCreated { y, auth: *auth };
-    Ok((keys, reply.encode()))
+    Ok((keys, reply.encode()?))
 }
 
 #[cfg(test)]
@@ -227,7 +250,10 @@ mod tests {
             Err(HandshakeError::TooLong { got: 65, max: 64 })
         ));
         let reply: Vec<u8> = (0..64).collect();
-        assert_eq!(FastCreated::parse(&reply).unwrap().encode(), reply);
+        assert_eq!(
+            FastCreated::parse(&reply).unwrap().encode().as_ref(),
+            Ok(&reply)
+        );
         // Secrets never reach a log line.
         assert_eq!(
             format!("{:?}", FastCreated::parse(&reply).unwrap()),

@@ -24,6 +24,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::error::{LinkError, LinkResult};
+use crate::bytes::Reader;
 use crate::cell::consts::CELL_LEN;
 
 /// Length of the Poly1305 tag at the end of every record.
@@ -53,10 +54,13 @@ pub(crate) fn open_plaintext_record(record: &[u8]) -> LinkResult<&[u8]> {
     if record.len() != RECORD_LEN {
         return Err(LinkError::RecordLength(record.len()));
     }
-    let (cell, pad) = record.split_at(CELL_LEN);
-    if pad.iter().any(|&b| b != 0) {
-        return Err(LinkError::Protocol("handshake record padding is not zero"));
-    }
+    let mut r = Reader::new(record);
+    // The length was checked above, so the cell is there.
+    let cell = r
+        .take(CELL_LEN, "handshake cell")
+        .map_err(|_| LinkError::RecordLength(record.len()))?;
+    r.finish_zero_padded()
+        .map_err(|_| LinkError::Protocol("handshake record padding is not zero"))?;
     Ok(cell)
 }
 

@@ -19,6 +19,7 @@ use core::str::FromStr;
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use sha2::{Digest, Sha256};
 
+use crate::bytes::{self, Readable, Reader, Writeable, Writer};
 use crate::crypto::keys::IDENTITY_PUBLIC_LEN;
 use crate::crypto::IdentityPublic;
 
@@ -106,15 +107,46 @@ impl OnionAddress {
         &self.key
     }
 
-    /// The 35 encoded bytes `PK | CHECKSUM | VERSION`.
-    fn raw(&self) -> [u8; ADDRESS_BYTES] {
+    /// The 35 encoded bytes `PK | CHECKSUM | VERSION`. The array is exactly the encoding's
+    /// size, so this cannot fail; a failure would be returned, never padded or cut.
+    fn raw(&self) -> bytes::Result<[u8; ADDRESS_BYTES]> {
         let mut raw = [0u8; ADDRESS_BYTES];
-        let (pk, rest) = raw.split_at_mut(IDENTITY_PUBLIC_LEN);
-        pk.copy_from_slice(self.key.as_bytes());
-        let (sum, version) = rest.split_at_mut(2);
-        sum.copy_from_slice(&checksum(self.key.as_bytes()));
-        version.fill(ADDRESS_VERSION);
-        raw
+        Writer::new(&mut raw).write(&AddressBytes {
+            key: *self.key.as_bytes(),
+            checksum: checksum(self.key.as_bytes()),
+            version: ADDRESS_VERSION,
+        })?;
+        Ok(raw)
+    }
+}
+
+/// The bytes an address spells, `PK | CHECKSUM | VERSION`, unchecked.
+struct AddressBytes {
+    key: [u8; IDENTITY_PUBLIC_LEN],
+    checksum: [u8; 2],
+    version: u8,
+}
+
+// The three fields fill the encoded bytes exactly.
+const _: () = assert!(ADDRESS_BYTES == IDENTITY_PUBLIC_LEN + 2 + 1);
+
+impl Readable for AddressBytes {
+    type Error = bytes::Error;
+    fn take_from(r: &mut Reader<'_>) -> bytes::Result<Self> {
+        Ok(Self {
+            key: r.array("onion address key")?,
+            checksum: r.array("onion address checksum")?,
+            version: r.u8("onion address version")?,
+        })
+    }
+}
+
+impl Writeable for AddressBytes {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> bytes::Result<()> {
+        w.put(&self.key, "onion address key")?;
+        w.put(&self.checksum, "onion address checksum")?;
+        w.u8(self.version, "onion address version")
     }
 }
 
@@ -189,21 +221,15 @@ impl FromStr for OnionAddress {
             return Err(AddressError::BadLength(chars));
         }
         let raw = base32_decode(body)?;
-        let (pk, rest) = raw
-            .split_first_chunk::<IDENTITY_PUBLIC_LEN>()
-            .ok_or(AddressError::BadLength(chars))?;
-        let (sum, version) = rest
-            .split_first_chunk::<2>()
-            .ok_or(AddressError::BadLength(chars))?;
-        match version {
-            [ADDRESS_VERSION] => {}
-            [v] => return Err(AddressError::BadVersion(*v)),
-            _ => return Err(AddressError::BadLength(chars)),
+        // 56 characters decode to exactly the 35 bytes read here.
+        let fields = AddressBytes::parse(&raw).map_err(|_| AddressError::BadLength(chars))?;
+        if fields.version != ADDRESS_VERSION {
+            return Err(AddressError::BadVersion(fields.version));
         }
-        if *sum != checksum(pk) {
+        if fields.checksum != checksum(&fields.key) {
             return Err(AddressError::ChecksumMismatch);
         }
-        let key = IdentityPublic::from_bytes(pk).map_err(|_| AddressError::InvalidKey)?;
+        let key = IdentityPublic::from_bytes(&fields.key).map_err(|_| AddressError::InvalidKey)?;
         Self::from_identity(key)
     }
 }
@@ -211,7 +237,9 @@ impl FromStr for OnionAddress {
 impl fmt::Display for OnionAddress {
     /// 56 lowercase base32 characters and `.allium`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&base32_encode(&self.raw()))?;
+        // `raw` cannot fail (see there); were it to, formatting fails rather than print a
+        // wrong address.
+        f.write_str(&base32_encode(&self.raw().map_err(|_| fmt::Error)?))?;
         f.write_str(ADDRESS_SUFFIX)
     }
 }
@@ -274,7 +302,7 @@ mod tests {
     #[test]
     fn refuses_wrong_version_and_weak_key() {
         let a = sample();
-        let mut raw = a.raw();
+        let mut raw = a.raw().unwrap();
         raw[34] = 2;
         let s = format!("{}{ADDRESS_SUFFIX}", base32_encode(&raw));
         assert_eq!(s.parse::<OnionAddress>(), Err(AddressError::BadVersion(2)));

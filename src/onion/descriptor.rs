@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::bytes::{Reader, Writer};
 use crate::codec::{self, CodecError};
 use crate::crypto::keys::SIGNATURE_LEN;
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionPublic};
@@ -308,10 +309,12 @@ impl InnerDescriptor {
         if total > MAX_INNER_LEN {
             return Err(OnionDescriptorError::TooLarge(total));
         }
-        let mut out = Zeroizing::new(Vec::with_capacity(total));
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&body);
-        out.resize(total, 0);
+        // A zeroed buffer of the padded size: what is not written is the zero padding.
+        let mut out = Zeroizing::new(vec![0u8; total]);
+        let mut w = Writer::new(&mut out);
+        w.u32(len, "inner length")
+            .and_then(|()| w.put(&body, "inner body"))
+            .map_err(|_| OnionDescriptorError::TooLarge(total))?;
         Ok(out)
     }
 
@@ -321,17 +324,14 @@ impl InnerDescriptor {
         if padded.is_empty() || padded.len() % INNER_PAD_UNIT != 0 || padded.len() > MAX_INNER_LEN {
             return Err(bad("padded length is not a multiple of 1024"));
         }
-        let (len, rest) = padded
-            .split_first_chunk::<4>()
-            .ok_or(bad("truncated length"))?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad("length"))?;
-        if len > rest.len() {
-            return Err(bad("length exceeds the plaintext"));
-        }
-        let (body, padding) = rest.split_at(len);
-        if padding.iter().any(|&b| b != 0) {
-            return Err(bad("non-zero padding"));
-        }
+        let mut r = Reader::new(padded);
+        let len = r.u32("inner length").map_err(|_| bad("truncated length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("length"))?;
+        let body = r
+            .take(len, "inner body")
+            .map_err(|_| bad("length exceeds the plaintext"))?;
+        r.finish_zero_padded()
+            .map_err(|_| bad("non-zero padding"))?;
         // Canonical padding: no whole unit of padding beyond what the length needs.
         if (4 + len).div_ceil(INNER_PAD_UNIT) * INNER_PAD_UNIT != padded.len() {
             return Err(bad("too much padding"));
@@ -363,11 +363,8 @@ fn inner_key(
 
 /// The inner layer's associated data: `A' | u64be(revision)`, binding the ciphertext to
 /// the outer layer it was published in.
-fn inner_ad(blinded: &BlindedPublic, revision: u64) -> [u8; 40] {
-    let mut ad = [0u8; 40];
-    ad[..32].copy_from_slice(blinded.as_bytes());
-    ad[32..].copy_from_slice(&revision.to_be_bytes());
-    ad
+fn inner_ad(blinded: &BlindedPublic, revision: u64) -> Vec<u8> {
+    [blinded.as_bytes().as_slice(), &revision.to_be_bytes()].concat()
 }
 
 /// Everything a service chooses for one descriptor besides its keys.

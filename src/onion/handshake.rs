@@ -40,6 +40,7 @@ use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+use crate::bytes::{self, Readable, Reader, Writeable, Writer};
 use crate::crypto::circuit_keys::{CircuitKeys, CIRCUIT_KEYS_LEN};
 use crate::crypto::handshake::hkdf_extract;
 use crate::crypto::{IdentityPublic, OnionKeypair, OnionPublic};
@@ -88,32 +89,25 @@ pub struct HsReply {
     auth: [u8; 32],
 }
 
+// `Y | auth` fills the reply exactly: the fixed-size encoder leaves no byte unwritten.
+const _: () = assert!(HS_REPLY_LEN == 32 + 32);
+
 impl HsReply {
     /// Parses exactly [`HS_REPLY_LEN`] bytes; any value is well formed.
     pub fn parse(bytes: &[u8]) -> Result<Self, HsHandshakeError> {
-        let whole: &[u8; HS_REPLY_LEN] = bytes
-            .try_into()
-            .map_err(|_| HsHandshakeError::BadLength { got: bytes.len() })?;
-        Ok(Self::from_array(whole))
+        <Self as Readable>::parse(bytes)
+            .map_err(|_| HsHandshakeError::BadLength { got: bytes.len() })
     }
 
-    /// Splits the fixed-size field as the cell layer delivers it.
-    pub fn from_array(bytes: &[u8; HS_REPLY_LEN]) -> Self {
-        let mut y = [0u8; 32];
-        let mut auth = [0u8; 32];
-        let (a, b) = bytes.split_at(32);
-        y.copy_from_slice(a);
-        auth.copy_from_slice(b);
-        Self { y, auth }
-    }
-
-    /// The wire encoding (the inverse of [`Self::parse`]).
-    pub fn encode(&self) -> [u8; HS_REPLY_LEN] {
+    /// The wire encoding (the inverse of [`Self::parse`]). The array's size is the
+    /// encoding's, so this cannot fail; a failure would be reported as
+    /// [`HsHandshakeError::Internal`], never padded or cut.
+    pub fn encode(&self) -> Result<[u8; HS_REPLY_LEN], HsHandshakeError> {
         let mut out = [0u8; HS_REPLY_LEN];
-        let (a, b) = out.split_at_mut(32);
-        a.copy_from_slice(&self.y);
-        b.copy_from_slice(&self.auth);
-        out
+        Writer::new(&mut out)
+            .write(self)
+            .map_err(|_| HsHandshakeError::Internal)?;
+        Ok(out)
     }
 
     /// `Y`: the service's ephemeral key.
@@ -124,6 +118,24 @@ impl HsReply {
     /// `auth`: the MAC over the transcript.
     pub fn auth(&self) -> &[u8; 32] {
         &self.auth
+    }
+}
+
+impl Readable for HsReply {
+    type Error = bytes::Error;
+    fn take_from(r: &mut Reader<'_>) -> bytes::Result<Self> {
+        Ok(Self {
+            y: r.array("service key")?,
+            auth: r.array("auth")?,
+        })
+    }
+}
+
+impl Writeable for HsReply {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> bytes::Result<()> {
+        w.put(&self.y, "service key")?;
+        w.put(&self.auth, "auth")
     }
 }
 
@@ -149,33 +161,28 @@ pub struct IntroKeys {
 }
 
 impl IntroKeys {
-    /// `AUTH | B | subcred`.
-    fn transcript_head(&self) -> [u8; 96] {
-        let mut t = [0u8; 96];
-        t[..32].copy_from_slice(self.auth_key.as_bytes());
-        t[32..64].copy_from_slice(self.enc_key.as_bytes());
-        t[64..].copy_from_slice(&self.subcred);
-        t
+    /// `AUTH | B | subcred`, the head of every transcript, as its parts.
+    fn transcript_head(&self) -> [&[u8]; 3] {
+        [
+            self.auth_key.as_bytes(),
+            self.enc_key.as_bytes(),
+            &self.subcred,
+        ]
     }
 }
 
 fn intro_cipher(keys: &IntroKeys, secret_xb: &[u8; 32], x_pub: &[u8; 32]) -> ChaCha20Poly1305 {
     let hk = hkdf_extract(HS_PROTOID, &[secret_xb]);
-    let mut info = Vec::with_capacity(LABEL_INTRO.len() + 128);
-    info.extend_from_slice(LABEL_INTRO);
-    info.extend_from_slice(&keys.transcript_head());
-    info.extend_from_slice(x_pub);
+    let [auth, b, subcred] = keys.transcript_head();
     let mut key = Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF-SHA256's output limit.
-    let _ = hk.expand(&info, &mut key[..]);
+    let _ = hk.expand_multi_info(&[LABEL_INTRO, auth, b, subcred, x_pub], &mut key[..]);
     ChaCha20Poly1305::new((&*key).into())
 }
 
-fn intro_ad(keys: &IntroKeys, x_pub: &[u8; 32]) -> [u8; 64] {
-    let mut ad = [0u8; 64];
-    ad[..32].copy_from_slice(keys.auth_key.as_bytes());
-    ad[32..].copy_from_slice(x_pub);
-    ad
+/// `AUTH | X`, the introduction's associated data.
+fn intro_ad(keys: &IntroKeys, x_pub: &[u8; 32]) -> Vec<u8> {
+    [keys.auth_key.as_bytes().as_slice(), x_pub].concat()
 }
 
 /// Key schedule after both DH outputs are known: (auth, keys).
@@ -187,19 +194,21 @@ fn finish_keys(
     y_pub: &[u8; 32],
     intro_ct: &[u8],
 ) -> Result<([u8; 32], CircuitKeys), HsHandshakeError> {
-    let head = keys.transcript_head();
+    let [auth, b, subcred] = keys.transcript_head();
     // hkdf_extract wipes the pseudorandom key (Hkdf::new and a bare finalize do not).
-    let hk = hkdf_extract(HS_PROTOID, &[secret_xy, secret_xb, &head, x_pub, y_pub]);
+    let hk = hkdf_extract(
+        HS_PROTOID,
+        &[secret_xy, secret_xb, auth, b, subcred, x_pub, y_pub],
+    );
     let mut auth_key = Zeroizing::new([0u8; 32]);
     let _ = hk.expand(LABEL_AUTH, &mut auth_key[..]);
     let mut block = Zeroizing::new([0u8; CIRCUIT_KEYS_LEN]);
     let _ = hk.expand(LABEL_KEYS, &mut block[..]);
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&auth_key[..]).map_err(|_| HsHandshakeError::Internal)?;
-    mac.update(AUTH_PREFIX);
-    mac.update(&head);
-    mac.update(x_pub);
-    mac.update(y_pub);
+    for part in [AUTH_PREFIX, auth, b, subcred, x_pub, y_pub] {
+        mac.update(part);
+    }
     mac.update(&Sha256::digest(intro_ct));
     Ok((
         mac.finalize().into_bytes().into(),
@@ -275,7 +284,9 @@ where
 impl HsClientState {
     /// Client: checks RENDEZVOUS2's `Y | auth` and derives the end-to-end keys.
     pub fn finish(self, reply: &[u8; HS_REPLY_LEN]) -> Result<CircuitKeys, HsHandshakeError> {
-        self.finish_parsed(&HsReply::from_array(reply))
+        // The array is the reply's exact size, so this parse cannot fail; were it to, the
+        // error is returned, not papered over.
+        self.finish_parsed(&HsReply::parse(reply)?)
     }
 
     /// The checks of [`Self::finish`]: `X25519(x, Y)` contributory, then `auth` (constant
@@ -371,7 +382,7 @@ impl HsServiceIntro {
             &y_pub,
             &self.intro_ct,
         )?;
-        let reply = HsReply { y: y_pub, auth }.encode();
+        let reply = HsReply { y: y_pub, auth }.encode()?;
         Ok((keys, reply))
     }
 }

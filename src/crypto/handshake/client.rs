@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::kdf::{client_msg_key, concat, dh, open, seal, Transcript};
+use super::kdf::{client_msg_key, dh, open, seal, Transcript};
 use super::wire::{NtorClientMsg, NtorReply};
 use super::{HandshakeError, MAX_CLIENT_EXT_LEN};
 use crate::crypto::cert::VerifiedOnionKey;
@@ -69,7 +69,7 @@ pub fn client_handshake_start_with_secret(
     let b = *onion.onion_key();
     let secret_xb = dh(&x, b.as_bytes())?;
     let key = client_msg_key(&secret_xb, id.as_bytes(), b.as_bytes(), &x_pub)?;
-    let ad: [u8; 96] = concat(&[id.as_bytes(), b.as_bytes(), &x_pub]);
+    let ad = [id.as_bytes().as_slice(), b.as_bytes(), &x_pub].concat();
     let client_ext_ct = seal(&key, &ad, ext)?;
     let msg = NtorClientMsg::new(id.as_bytes(), b.as_bytes(), &x_pub, &client_ext_ct)?.encode()?;
     let state = ClientHandshakeState {

@@ -17,15 +17,6 @@ use crate::crypto::circuit_keys::CIRCUIT_KEYS_LEN;
 
 pub(super) type HmacSha256 = Hmac<Sha256>;
 
-/// Concatenates `parts` into an array; the caller sizes `N` to their total length.
-pub(super) fn concat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
-    let mut out = [0u8; N];
-    for (o, b) in out.iter_mut().zip(parts.iter().flat_map(|p| p.iter())) {
-        *o = *b;
-    }
-    out
-}
-
 /// X25519, rejecting an all-zero (non-contributory) result.
 pub(super) fn dh(
     secret: &StaticSecret,
@@ -88,8 +79,8 @@ pub(super) struct Transcript<'a> {
 
 impl Transcript<'_> {
     /// `ID | B | X | Y`, the reply extension's associated data.
-    pub(super) fn reply_ad(&self) -> [u8; 128] {
-        concat(&[self.id, self.b, self.x, self.y])
+    pub(super) fn reply_ad(&self) -> Vec<u8> {
+        [self.id.as_slice(), self.b, self.x, self.y].concat()
     }
 
     pub(super) fn session_keys(

@@ -4,7 +4,7 @@ use rand::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::kdf::{check_contributory, client_msg_key, concat, dh, open, seal, Transcript};
+use super::kdf::{check_contributory, client_msg_key, dh, open, seal, Transcript};
 use super::wire::{NtorClientMsg, NtorReply};
 use super::{HandshakeError, MAX_REPLY_EXT_LEN};
 use crate::crypto::circuit_keys::CircuitKeys;
@@ -66,7 +66,7 @@ where
         .ok_or(HandshakeError::UnknownOnionKey)?;
     let secret_xb = check_contributory(onion.diffie_hellman(x))?;
     let client_key = client_msg_key(&secret_xb, id, b, x)?;
-    let client_ad: [u8; 96] = concat(&[id, b, x]);
+    let client_ad = [id.as_slice(), b, x].concat();
     let client_ext =
         open(&client_key, &client_ad, client_ext_ct).ok_or(HandshakeError::ClientExtensionAuth)?;
 

@@ -1,17 +1,24 @@
 //! The two `allium-ntor-1` messages as bytes: split and encoded with exact lengths, checked
 //! against no key.
+//!
+//! The messages borrow their fields from the input (no copy of the ciphertext), so they are
+//! read with a [`Reader`] by an inherent `parse` rather than through [`crate::bytes::Readable`],
+//! whose values cannot borrow from the reader; they are written through [`Writeable`].
 
 use super::{
     HandshakeError, AEAD_TAG_LEN, CLIENT_MSG_HEADER_LEN, MAX_HANDSHAKE_LEN, REPLY_HEADER_LEN,
 };
+use crate::bytes::{self, Reader, Writeable, Writer};
 use crate::crypto::keys::OnionPublic;
 
-/// Splits `len(u16 BE) | ct` and checks the length field matches exactly.
-fn parse_ext(rest: &[u8], total: usize) -> Result<&[u8], HandshakeError> {
-    let (len, ct) = rest
-        .split_first_chunk::<2>()
-        .ok_or(HandshakeError::TooShort { got: total })?;
-    let declared = usize::from(u16::from_be_bytes(*len));
+/// Takes the `len(u16 BE) | ct` that ends a message and checks the length field matches
+/// the bytes after it exactly. `total` is the whole message's length, for the error.
+fn take_ext<'a>(r: &mut Reader<'a>, total: usize) -> Result<&'a [u8], HandshakeError> {
+    let declared = usize::from(
+        r.u16("extension length")
+            .map_err(|_| HandshakeError::TooShort { got: total })?,
+    );
+    let ct = r.take_rest();
     if declared != ct.len() {
         return Err(HandshakeError::LengthMismatch {
             declared,
@@ -34,10 +41,14 @@ fn check_max_len(msg: &[u8]) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-/// Fixed-size fields of a message followed by the extension ciphertext.
-fn split32(rest: &[u8], total: usize) -> Result<(&[u8; 32], &[u8]), HandshakeError> {
-    rest.split_first_chunk::<32>()
-        .ok_or(HandshakeError::TooShort { got: total })
+/// Takes one 32-byte field of a message's fixed part; a short message is `TooShort`.
+fn take32<'a>(
+    r: &mut Reader<'a>,
+    field: &'static str,
+    total: usize,
+) -> Result<&'a [u8; 32], HandshakeError> {
+    r.array_ref(field)
+        .map_err(|_| HandshakeError::TooShort { got: total })
 }
 
 /// Checks that an extension ciphertext after a `header`-byte fixed part fits the rules a
@@ -54,18 +65,6 @@ fn check_ext_ct(header: usize, ext_ct: &[u8]) -> Result<(), HandshakeError> {
         return Err(HandshakeError::ExtensionTooShort);
     }
     Ok(())
-}
-
-/// `fixed | u16be(len(ext_ct)) | ext_ct`.
-fn encode_msg(fixed: &[&[u8; 32]], ext_ct: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-    let ct_len = u16::try_from(ext_ct.len()).map_err(|_| HandshakeError::Internal)?;
-    let mut out = Vec::with_capacity(32 * fixed.len() + 2 + ext_ct.len());
-    for field in fixed {
-        out.extend_from_slice(&field[..]);
-    }
-    out.extend_from_slice(&ct_len.to_be_bytes());
-    out.extend_from_slice(ext_ct);
-    Ok(out)
 }
 
 /// The client message `ID | B | X | ext_len | ext_ct` (docs/protocol.md §4.4.1), split but
@@ -103,10 +102,11 @@ impl<'a> NtorClientMsg<'a> {
     pub fn parse(msg: &'a [u8]) -> Result<Self, HandshakeError> {
         check_max_len(msg)?;
         let total = msg.len();
-        let (id, rest) = split32(msg, total)?;
-        let (onion_key, rest) = split32(rest, total)?;
-        let (x, rest) = split32(rest, total)?;
-        let ext_ct = parse_ext(rest, total)?;
+        let mut r = Reader::new(msg);
+        let id = take32(&mut r, "identity", total)?;
+        let onion_key = take32(&mut r, "onion key", total)?;
+        let x = take32(&mut r, "client key", total)?;
+        let ext_ct = take_ext(&mut r, total)?;
         Ok(Self {
             id,
             onion_key,
@@ -115,9 +115,10 @@ impl<'a> NtorClientMsg<'a> {
         })
     }
 
-    /// The wire encoding (the inverse of [`Self::parse`]).
+    /// The wire encoding (the inverse of [`Self::parse`]). Cannot fail for a value built by
+    /// [`Self::new`] or [`Self::parse`]; a failure would be [`HandshakeError::Internal`].
     pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
-        encode_msg(&[self.id, self.onion_key, self.x], self.ext_ct)
+        Writeable::encode(self).map_err(|_| HandshakeError::Internal)
     }
 
     /// `ID`: the relay identity the client means.
@@ -138,6 +139,16 @@ impl<'a> NtorClientMsg<'a> {
     /// The encrypted client extension, with its tag.
     pub fn ext_ciphertext(&self) -> &'a [u8] {
         self.ext_ct
+    }
+}
+
+impl Writeable for NtorClientMsg<'_> {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> bytes::Result<()> {
+        w.put(self.id, "identity")?;
+        w.put(self.onion_key, "onion key")?;
+        w.put(self.x, "client key")?;
+        w.u16_prefixed(self.ext_ct, "extension")
     }
 }
 
@@ -167,15 +178,17 @@ impl<'a> NtorReply<'a> {
     pub fn parse(reply: &'a [u8]) -> Result<Self, HandshakeError> {
         check_max_len(reply)?;
         let total = reply.len();
-        let (y, rest) = split32(reply, total)?;
-        let (auth, rest) = split32(rest, total)?;
-        let ext_ct = parse_ext(rest, total)?;
+        let mut r = Reader::new(reply);
+        let y = take32(&mut r, "relay key", total)?;
+        let auth = take32(&mut r, "auth", total)?;
+        let ext_ct = take_ext(&mut r, total)?;
         Ok(Self { y, auth, ext_ct })
     }
 
-    /// The wire encoding (the inverse of [`Self::parse`]).
+    /// The wire encoding (the inverse of [`Self::parse`]); cannot fail, as
+    /// [`NtorClientMsg::encode`].
     pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
-        encode_msg(&[self.y, self.auth], self.ext_ct)
+        Writeable::encode(self).map_err(|_| HandshakeError::Internal)
     }
 
     /// `Y`: the relay's ephemeral key.
@@ -191,5 +204,14 @@ impl<'a> NtorReply<'a> {
     /// The encrypted reply extension, with its tag.
     pub fn ext_ciphertext(&self) -> &'a [u8] {
         self.ext_ct
+    }
+}
+
+impl Writeable for NtorReply<'_> {
+    type Error = bytes::Error;
+    fn write_onto(&self, w: &mut Writer<'_>) -> bytes::Result<()> {
+        w.put(self.y, "relay key")?;
+        w.put(self.auth, "auth")?;
+        w.u16_prefixed(self.ext_ct, "extension")
     }
 }
