@@ -12,14 +12,14 @@ use crate::crypto::keys::{
 };
 
 /// Domain-separation prefix of the signed message.
-pub const ONION_CERT_DOMAIN: &[u8] = b"allium-onion-key-cert-v1";
+pub(crate) const ONION_CERT_DOMAIN: &[u8] = b"allium-onion-key-cert-v1";
 /// Length of an encoded certificate.
-pub const ONION_CERT_LEN: usize = IDENTITY_PUBLIC_LEN + ONION_PUBLIC_LEN + 8 + SIGNATURE_LEN;
+pub(crate) const ONION_CERT_LEN: usize = IDENTITY_PUBLIC_LEN + ONION_PUBLIC_LEN + 8 + SIGNATURE_LEN;
 /// Default validity of a certificate. A relay should rotate its onion key at the latest
 /// halfway through this, keeping the previous key (see [`crate::crypto::RelayOnionKeys`])
 /// until the previous certificate expires, so clients holding an older certificate still
 /// succeed.
-pub const DEFAULT_ONION_KEY_LIFETIME_SECS: u64 = 28 * 24 * 60 * 60;
+pub(crate) const DEFAULT_ONION_KEY_LIFETIME_SECS: u64 = 28 * 24 * 60 * 60;
 
 /// Length of the signed message.
 const SIGNED_LEN: usize = ONION_CERT_DOMAIN.len() + IDENTITY_PUBLIC_LEN + ONION_PUBLIC_LEN + 8;

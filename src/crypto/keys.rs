@@ -15,13 +15,13 @@ use zeroize::Zeroizing;
 use crate::bytes::hex::{self, HexError};
 
 /// Length of an encoded ed25519 identity public key.
-pub const IDENTITY_PUBLIC_LEN: usize = 32;
+pub(crate) const IDENTITY_PUBLIC_LEN: usize = 32;
 /// Length of an encoded x25519 onion public key.
-pub const ONION_PUBLIC_LEN: usize = 32;
+pub(crate) const ONION_PUBLIC_LEN: usize = 32;
 /// Length of an ed25519 signature.
-pub const SIGNATURE_LEN: usize = 64;
+pub(crate) const SIGNATURE_LEN: usize = 64;
 /// Length of a secret key (ed25519 seed or x25519 scalar) as stored in a key file.
-pub const SECRET_KEY_LEN: usize = 32;
+pub(crate) const SECRET_KEY_LEN: usize = 32;
 
 /// Errors from parsing or using public keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

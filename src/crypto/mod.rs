@@ -15,16 +15,16 @@
 //! 3. The relay builds a [`RelayCrypto`] from its keys; the client pushes the keys of every
 //!    hop into its [`ClientLayers`]. Relay bodies are then transformed in place.
 
-pub mod cert;
+pub(crate) mod cert;
 pub mod circuit_keys;
-pub mod client_layers;
+pub(crate) mod client_layers;
 pub mod fast_handshake;
 pub mod handshake;
 pub mod keyfile;
-pub mod keys;
-pub mod layer;
-pub mod onion_keys;
-pub mod relay_layer;
+pub(crate) mod keys;
+pub(crate) mod layer;
+pub(crate) mod onion_keys;
+pub(crate) mod relay_layer;
 mod scrub;
 mod uiv;
 
