@@ -2,6 +2,10 @@
 //! re-encode what it accepts, and each context's parser must agree with it: the same cell
 //! when the context holds the command, a refusal otherwise. So one input reaches every
 //! context's parser, and a context that drifts from the full message types is caught.
+//! The same file is compiled into `tests/fuzz_seeds.rs` (by `#[path]`), which runs it on
+//! the committed seeds.
+// Each user takes the relay half or the link half.
+#![allow(dead_code)]
 
 use std::fmt::Debug;
 
@@ -10,12 +14,10 @@ use allium::cell::chan_contexts::{
     OnRelayChannel,
 };
 use allium::cell::relay_contexts::{
-    AtClient, AtIntroPoint, AtIntroducingClient, AtOnionClient, AtOnionRole, AtRelay,
-    AtRelayOnion, AtRendPoint, AtServiceIntro,
+    AtClient, AtIntroPoint, AtIntroducingClient, AtOnionClient, AtOnionRole, AtRelay, AtRelayOnion,
+    AtRendPoint, AtServiceIntro,
 };
-use allium::cell::{
-    CellResult, ChanCell, ChanMessage, ChanMsg, RelayCell, RelayMessage, RelayMsg,
-};
+use allium::cell::{CellResult, ChanCell, ChanMessage, ChanMsg, RelayCell, RelayMessage, RelayMsg};
 
 /// Parses `body` as a relay body in every context; returns the full parse.
 pub fn relay_cell(body: &[u8]) -> CellResult<RelayCell> {
@@ -39,7 +41,11 @@ pub fn relay_cell(body: &[u8]) -> CellResult<RelayCell> {
 pub fn chan_cell(bytes: &[u8]) -> CellResult<ChanCell> {
     let any = ChanCell::<ChanMsg>::parse_typed(bytes);
     if let Ok(cell) = &any {
-        assert_eq!(&cell.encode().expect("re-encode")[..], bytes, "parse→encode");
+        assert_eq!(
+            &cell.encode().expect("re-encode")[..],
+            bytes,
+            "parse→encode"
+        );
     }
     chan_context::<DuringLinkHandshake>(bytes, &any);
     chan_context::<OnClientChannel>(bytes, &any);
@@ -52,7 +58,10 @@ pub fn chan_cell(bytes: &[u8]) -> CellResult<ChanCell> {
 }
 
 fn relay_context<M: RelayMessage + Debug + PartialEq>(body: &[u8], any: &CellResult<RelayCell>) {
-    let expected = any.as_ref().ok().filter(|c| M::check(c.msg().cmd()).is_ok());
+    let expected = any
+        .as_ref()
+        .ok()
+        .filter(|c| M::check(c.msg().cmd()).is_ok());
     match (RelayCell::<M>::parse_typed(body), expected) {
         (Ok(cell), Some(full)) => {
             assert_eq!(&cell.encode().expect("re-encode")[..], body);
@@ -64,7 +73,10 @@ fn relay_context<M: RelayMessage + Debug + PartialEq>(body: &[u8], any: &CellRes
 }
 
 fn chan_context<M: ChanMessage + Debug + PartialEq>(bytes: &[u8], any: &CellResult<ChanCell>) {
-    let expected = any.as_ref().ok().filter(|c| M::check(c.msg().cmd()).is_ok());
+    let expected = any
+        .as_ref()
+        .ok()
+        .filter(|c| M::check(c.msg().cmd()).is_ok());
     match (ChanCell::<M>::parse_typed(bytes), expected) {
         (Ok(cell), Some(full)) => {
             assert_eq!(&cell.encode().expect("re-encode")[..], bytes);
