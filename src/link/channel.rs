@@ -189,8 +189,9 @@ impl ChannelReceiver {
         }
     }
 
-    /// The next decrypted cell, raw: callers parse it with the command set legal in their
-    /// state. `Ok(None)` once the channel is closed cleanly (by the peer or locally).
+    /// The next decrypted cell, raw: callers parse it as the receiving context of their
+    /// state (`crate::cell::chan_contexts`). `Ok(None)` once the channel is closed cleanly
+    /// (by the peer or locally).
     ///
     /// The peer's REKEY cells are consumed here (the receiving key changes after each) and
     /// never returned.
