@@ -18,9 +18,9 @@
 
 use std::sync::atomic::Ordering;
 
-use allium::cell::chan_cell::sets as chan_sets;
+use allium::cell::chan_contexts::OnClientChannel;
 use allium::cell::consts::RELAY_BODY_LEN;
-use allium::cell::relay_cell::sets as relay_sets;
+use allium::cell::relay_contexts::AtClient;
 use allium::cell::relay_msg::{Begin, Data, Extend, Sendme};
 use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, EndReason, HandshakeType, RelayBody,
@@ -76,7 +76,7 @@ async fn assert_serves_honest_circuit(relays: &[RelayHandle]) {
     assert!(
         matches!(
             cell.msg(),
-            RelayMsg::End(EndReason::ExitPolicy | EndReason::ConnectRefused)
+            AtClient::End(EndReason::ExitPolicy | EndReason::ConnectRefused)
         ),
         "{cell:?}"
     );
@@ -142,7 +142,9 @@ impl RawChannel {
                 .await
                 .expect("the relay must answer, not hang")
                 .ok()??;
-            let cell = ChanCell::parse(&raw, &chan_sets::CLIENT_CHANNEL).unwrap();
+            let cell = ChanCell::<OnClientChannel>::parse_typed(&raw)
+                .unwrap()
+                .into_any();
             if let (Some(id), msg) = cell.into_parts() {
                 return Some((id, msg));
             }
@@ -218,16 +220,13 @@ impl RawCircuit {
     }
 
     /// The next cell on this circuit: a decrypted relay cell, or DESTROY.
-    async fn recv(&mut self) -> Result<(usize, RelayCell), DestroyReason> {
+    async fn recv(&mut self) -> Result<(usize, RelayCell<AtClient>), DestroyReason> {
         let (id, msg) = self.chan.next().await.expect("channel closed");
         assert_eq!(id, self.id);
         match msg {
             ChanMsg::Relay(RelayBody(mut body)) => {
                 let (hop, _) = self.layers.decrypt_backward(&mut body).unwrap();
-                Ok((
-                    hop,
-                    RelayCell::parse(&body, &relay_sets::AT_CLIENT).unwrap(),
-                ))
+                Ok((hop, RelayCell::parse_typed(&body).unwrap()))
             }
             ChanMsg::Destroy(reason) => Err(reason),
             other => panic!("unexpected {other:?}"),
@@ -249,7 +248,7 @@ impl RawCircuit {
             client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &[]).unwrap();
         let (hop, cell) = self.send_extend(t, &hdata).await.expect("EXTENDED");
         assert_eq!(hop, self.layers.len() - 1);
-        let RelayMsg::Extended(ext) = cell.msg() else {
+        let AtClient::Extended(ext) = cell.msg() else {
             panic!("expected EXTENDED, got {cell:?}");
         };
         let (keys, _) = state.finish(ext.handshake()).unwrap();
@@ -261,7 +260,7 @@ impl RawCircuit {
         &mut self,
         t: &RelayTarget,
         hdata: &[u8],
-    ) -> Result<(usize, RelayCell), DestroyReason> {
+    ) -> Result<(usize, RelayCell<AtClient>), DestroyReason> {
         let extend = Extend::new(
             t.addr,
             *t.identity.as_bytes(),
@@ -285,7 +284,7 @@ impl RawCircuit {
         let last = self.layers.len() - 1;
         let (hop, cell) = self.send_extend(t, hdata).await?;
         assert_eq!(hop, last);
-        assert!(matches!(cell.msg(), RelayMsg::Extended(_)), "{cell:?}");
+        assert!(matches!(cell.msg(), AtClient::Extended(_)), "{cell:?}");
         Ok(())
     }
 }
@@ -445,7 +444,7 @@ async fn cell_with_modified_bits_is_refused_with_crypto_failure() {
     )
     .await;
     let (_, cell) = circ.recv().await.unwrap();
-    let RelayMsg::Extended(ext) = cell.msg() else {
+    let AtClient::Extended(ext) = cell.msg() else {
         panic!("{cell:?}")
     };
     let (keys, _) = state.finish(ext.handshake()).unwrap();
@@ -649,7 +648,7 @@ async fn open(circ: &mut ClientCircuit, id: u16, port: u16) {
         .unwrap()
         .unwrap();
     assert_eq!(hop, 2);
-    assert!(matches!(cell.msg(), RelayMsg::Connected(_)), "{cell:?}");
+    assert!(matches!(cell.msg(), AtClient::Connected(_)), "{cell:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,7 +760,7 @@ async fn sendme_without_the_data_it_acknowledges_is_refused() {
             .unwrap()
             .unwrap();
         assert_eq!(hop, 2);
-        if matches!(cell.msg(), RelayMsg::Data(_)) {
+        if matches!(cell.msg(), AtClient::Data(_)) {
             tags.push(tag);
         }
     }

@@ -12,28 +12,23 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use allium::cell::chan_cell::sets as chan_sets;
+use allium::cell::chan_contexts::{
+    DuringLinkHandshake, FromNextHop, FromPreviousHop, LinkRekey, NewCircuit, OnClientChannel,
+    OnRelayChannel,
+};
 use allium::cell::chan_msg::{BoundedBytes, MAX_CREATED_DATA, MAX_LINK_HANDSHAKE_DATA};
 use allium::cell::consts::{CELL_LEN, RELAY_BODY_LEN};
-use allium::cell::relay_cell::sets as relay_sets;
+use allium::cell::relay_contexts::{AtClient, AtRelay};
 use allium::cell::relay_msg::{
     Begin, Connected, Data, Extend, Extended, Resolved, ResolvedAnswer, Sendme,
     MAX_EXTEND_HANDSHAKE, MAX_RELAY_DATA,
 };
 use allium::cell::{
-    CellError, ChanCell, ChanCmd, ChanMsg, CircId, CmdSet, Create, Created, DestroyReason,
-    EndReason, HandshakeType, Hostname, LinkHandshake, Netinfo, RelayBody, RelayCell, RelayCmd,
-    RelayMsg, StreamId, TargetAddr,
+    CellError, ChanCell, ChanCmd, ChanMsg, CircId, Create, Created, DestroyReason, EndReason,
+    HandshakeType, Hostname, LinkHandshake, Netinfo, RelayBody, RelayCell, RelayCmd, RelayMsg,
+    StreamId, TargetAddr,
 };
 use proptest::prelude::*;
-
-/// Every channel command: the parser-under-test may see anything.
-const ALL_CHAN: CmdSet = CmdSet::new(&[0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 18], "anywhere (test)");
-/// Every relay command.
-const ALL_RELAY: CmdSet = CmdSet::new(
-    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
-    "anywhere (test)",
-);
 
 fn bytes_upto(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..=max)
@@ -155,18 +150,18 @@ proptest! {
     fn chan_cell_encode_parse_identity(cell in chan_cell()) {
         let bytes = cell.encode().unwrap();
         prop_assert_eq!(bytes.len(), CELL_LEN);
-        prop_assert_eq!(ChanCell::parse(&bytes, &ALL_CHAN).unwrap(), cell);
+        prop_assert_eq!(ChanCell::<ChanMsg>::parse_typed(&bytes).unwrap(), cell);
     }
 
     #[test]
     fn relay_cell_encode_parse_identity(cell in relay_cell()) {
         let body = cell.encode().unwrap();
-        prop_assert_eq!(RelayCell::parse(&body, &ALL_RELAY).unwrap(), cell);
+        prop_assert_eq!(RelayCell::<RelayMsg>::parse_typed(&body).unwrap(), cell);
     }
 
     #[test]
     fn chan_cell_parse_encode_reproduces_input(bytes in prop::collection::vec(any::<u8>(), CELL_LEN)) {
-        if let Ok(cell) = ChanCell::parse(&bytes, &ALL_CHAN) {
+        if let Ok(cell) = ChanCell::<ChanMsg>::parse_typed(&bytes) {
             prop_assert_eq!(cell.encode().unwrap().to_vec(), bytes);
         }
     }
@@ -177,7 +172,7 @@ proptest! {
     fn relay_cell_mutations_stay_canonical(cell in relay_cell(), pos in 0..RELAY_BODY_LEN, v in any::<u8>()) {
         let mut body = cell.encode().unwrap();
         body[pos] = v;
-        if let Ok(parsed) = RelayCell::parse(&body, &ALL_RELAY) {
+        if let Ok(parsed) = RelayCell::<RelayMsg>::parse_typed(&body) {
             prop_assert_eq!(parsed.encode().unwrap(), body);
         }
     }
@@ -186,7 +181,7 @@ proptest! {
     fn chan_cell_mutations_stay_canonical(cell in chan_cell(), pos in 0..CELL_LEN, v in any::<u8>()) {
         let mut bytes = cell.encode().unwrap();
         bytes[pos] = v;
-        if let Ok(parsed) = ChanCell::parse(&bytes, &ALL_CHAN) {
+        if let Ok(parsed) = ChanCell::<ChanMsg>::parse_typed(&bytes) {
             prop_assert_eq!(parsed.encode().unwrap(), bytes);
         }
     }
@@ -209,7 +204,7 @@ fn zero_circuit_id_is_refused_on_circuit_commands() {
     let mut bytes = cell.encode().unwrap();
     bytes[..4].copy_from_slice(&[0; 4]);
     assert_eq!(
-        ChanCell::parse(&bytes, &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&bytes),
         Err(CellError::ZeroCircId)
     );
     assert_eq!(
@@ -227,7 +222,7 @@ fn nonzero_circuit_id_is_refused_on_channel_commands() {
         .unwrap();
     bytes[3] = 1;
     assert_eq!(
-        ChanCell::parse(&bytes, &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&bytes),
         Err(CellError::UnexpectedCircId)
     );
 }
@@ -244,7 +239,7 @@ fn unknown_commands_are_refused() {
         }
         bytes[4] = code;
         assert_eq!(
-            ChanCell::parse(&bytes, &ALL_CHAN),
+            ChanCell::<ChanMsg>::parse_typed(&bytes),
             Err(CellError::UnknownCommand(code))
         );
     }
@@ -254,7 +249,7 @@ fn unknown_commands_are_refused() {
             continue;
         }
         body[16] = code;
-        let err = RelayCell::parse(&body, &ALL_RELAY).unwrap_err();
+        let err = RelayCell::<RelayMsg>::parse_typed(&body).unwrap_err();
         let reserved = (48..=50).contains(&code);
         if reserved {
             assert_eq!(err, CellError::ReservedCommand(code));
@@ -264,52 +259,45 @@ fn unknown_commands_are_refused() {
     }
 }
 
-/// The test's "every command" set really has every command, so the properties above
-/// reach every body parser (a new command must be added to it, and to the fuzz target's).
-#[test]
-fn all_chan_covers_every_command() {
-    for cmd in ChanCmd::ALL {
-        assert!(ALL_CHAN.contains(cmd.code()), "{cmd:?}");
-    }
-}
-
 /// REKEY: circuit id zero, body all zero, legal on open channels only (and parsed by the
-/// link layer with its own one-command set).
+/// link layer with its own one-command context).
 #[test]
 fn rekey_is_strict_and_legal_only_on_open_channels() {
     let rekey = ChanCell::channel(ChanMsg::Rekey).unwrap().encode().unwrap();
     let mut expected = [0u8; CELL_LEN];
     expected[4] = 9;
     assert_eq!(rekey, expected);
-    for set in [
-        &chan_sets::CLIENT_CHANNEL,
-        &chan_sets::RELAY_CHANNEL,
-        &chan_sets::LINK_REKEY,
-    ] {
-        assert_eq!(ChanCell::parse(&rekey, set).unwrap().msg(), &ChanMsg::Rekey);
+    let accepted = [
+        ChanCell::<OnClientChannel>::parse_typed(&rekey).map(ChanCell::into_any),
+        ChanCell::<OnRelayChannel>::parse_typed(&rekey).map(ChanCell::into_any),
+        ChanCell::<LinkRekey>::parse_typed(&rekey).map(ChanCell::into_any),
+    ];
+    for cell in accepted {
+        assert_eq!(cell.unwrap().msg(), &ChanMsg::Rekey);
     }
-    for set in [
-        &chan_sets::LINK_HANDSHAKE,
-        &chan_sets::NEW_CIRCUIT,
-        &chan_sets::FROM_PREVIOUS_HOP,
-        &chan_sets::FROM_NEXT_HOP,
-    ] {
+    let refused = [
+        ChanCell::<DuringLinkHandshake>::parse_typed(&rekey).map(ChanCell::into_any),
+        ChanCell::<NewCircuit>::parse_typed(&rekey).map(ChanCell::into_any),
+        ChanCell::<FromPreviousHop>::parse_typed(&rekey).map(ChanCell::into_any),
+        ChanCell::<FromNextHop>::parse_typed(&rekey).map(ChanCell::into_any),
+    ];
+    for cell in refused {
         assert!(matches!(
-            ChanCell::parse(&rekey, set),
+            cell,
             Err(CellError::CommandNotAllowed { command: 9, .. })
         ));
     }
-    // The link layer's set admits nothing else.
+    // The link layer's context admits nothing else.
     let padding = ChanCell::channel(ChanMsg::Padding)
         .unwrap()
         .encode()
         .unwrap();
-    assert!(ChanCell::parse(&padding, &chan_sets::LINK_REKEY).is_err());
+    assert!(ChanCell::<LinkRekey>::parse_typed(&padding).is_err());
     for pos in 5..CELL_LEN {
         let mut b = rekey;
         b[pos] = 1;
         assert_eq!(
-            ChanCell::parse(&b, &chan_sets::LINK_REKEY),
+            ChanCell::<LinkRekey>::parse_typed(&b),
             Err(CellError::NonZeroPadding),
             "body byte {pos}"
         );
@@ -317,13 +305,13 @@ fn rekey_is_strict_and_legal_only_on_open_channels() {
     let mut b = rekey;
     b[3] = 1;
     assert_eq!(
-        ChanCell::parse(&b, &chan_sets::LINK_REKEY),
+        ChanCell::<LinkRekey>::parse_typed(&b),
         Err(CellError::UnexpectedCircId)
     );
 }
 
 #[test]
-fn context_sets_keep_peers_away_from_other_parsers() {
+fn contexts_keep_peers_away_from_other_parsers() {
     let create = ChanCell::circuit(
         CircId::new(1).unwrap(),
         ChanMsg::Create(Create {
@@ -335,80 +323,80 @@ fn context_sets_keep_peers_away_from_other_parsers() {
     .encode()
     .unwrap();
     assert!(matches!(
-        ChanCell::parse(&create, &chan_sets::CLIENT_CHANNEL),
+        ChanCell::<OnClientChannel>::parse_typed(&create),
         Err(CellError::CommandNotAllowed { command: 1, .. })
     ));
-    assert!(ChanCell::parse(&create, &chan_sets::RELAY_CHANNEL).is_ok());
-    assert!(ChanCell::parse(&create, &chan_sets::LINK_HANDSHAKE).is_err());
+    assert!(ChanCell::<OnRelayChannel>::parse_typed(&create).is_ok());
+    assert!(ChanCell::<DuringLinkHandshake>::parse_typed(&create).is_err());
 
     let connected = valid_relay_body(RelayMsg::Connected(Connected { resolved: None }), Some(3));
-    assert!(RelayCell::parse(&connected, &relay_sets::AT_CLIENT).is_ok());
+    assert!(RelayCell::<AtClient>::parse_typed(&connected).is_ok());
     assert!(matches!(
-        RelayCell::parse(&connected, &relay_sets::AT_RELAY),
+        RelayCell::<AtRelay>::parse_typed(&connected),
         Err(CellError::CommandNotAllowed { command: 4, .. })
     ));
     let begin = valid_relay_body(RelayMsg::BeginDir, Some(3));
-    assert!(RelayCell::parse(&begin, &relay_sets::AT_RELAY).is_ok());
-    assert!(RelayCell::parse(&begin, &relay_sets::AT_CLIENT).is_err());
+    assert!(RelayCell::<AtRelay>::parse_typed(&begin).is_ok());
+    assert!(RelayCell::<AtClient>::parse_typed(&begin).is_err());
 }
 
 #[test]
 fn relay_body_strictness() {
     let good = valid_relay_body(RelayMsg::End(EndReason::Done), Some(9));
-    assert!(RelayCell::parse(&good, &ALL_RELAY).is_ok());
+    assert!(RelayCell::<RelayMsg>::parse_typed(&good).is_ok());
 
     // Non-zero tag: not recognised.
     let mut b = good;
     b[5] = 1;
     assert_eq!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::Unrecognized)
     );
     // Non-zero padding.
     let mut b = good;
     b[511] = 1;
     assert_eq!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::NonZeroPadding)
     );
     // Length past the maximum.
     let mut b = good;
     b[19..21].copy_from_slice(&492u16.to_be_bytes());
     assert!(matches!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::LengthOutOfBounds { .. })
     ));
     // Length one longer than the message: trailing byte inside data.
     let mut b = good;
     b[19..21].copy_from_slice(&2u16.to_be_bytes());
     assert_eq!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::TrailingBytes(1))
     );
     // Stream id zero on a stream command.
     let mut b = good;
     b[17..19].copy_from_slice(&[0, 0]);
     assert_eq!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::ZeroStreamId)
     );
     // Stream id on a circuit command.
     let mut b = valid_relay_body(RelayMsg::Truncate, None);
     b[18] = 1;
     assert_eq!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::UnexpectedStreamId)
     );
     // Unknown END reason.
     let mut b = good;
     b[21] = 200;
     assert!(matches!(
-        RelayCell::parse(&b, &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::BadValue { .. })
     ));
     // Wrong body length.
     assert!(matches!(
-        RelayCell::parse(&good[..511], &ALL_RELAY),
+        RelayCell::<RelayMsg>::parse_typed(&good[..511]),
         Err(CellError::WrongLength { .. })
     ));
 }
@@ -441,14 +429,14 @@ fn channel_body_strictness() {
     let mut b = created;
     b[5..7].copy_from_slice(&511u16.to_be_bytes());
     assert!(matches!(
-        ChanCell::parse(&b, &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&b),
         Err(CellError::LengthOutOfBounds { .. })
     ));
     // Padding not zero.
     let mut b = created;
     b[CELL_LEN - 1] = 1;
     assert_eq!(
-        ChanCell::parse(&b, &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&b),
         Err(CellError::NonZeroPadding)
     );
     // Unknown handshake type in CREATE.
@@ -464,7 +452,7 @@ fn channel_body_strictness() {
     .unwrap();
     create[6] = 3;
     assert!(matches!(
-        ChanCell::parse(&create, &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&create),
         Err(CellError::BadValue {
             field: "handshake type",
             ..
@@ -472,13 +460,13 @@ fn channel_body_strictness() {
     ));
     // Wrong length.
     assert!(matches!(
-        ChanCell::parse(&created[..CELL_LEN - 1], &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&created[..CELL_LEN - 1]),
         Err(CellError::WrongLength { .. })
     ));
     let mut long = created.to_vec();
     long.push(0);
     assert!(matches!(
-        ChanCell::parse(&long, &ALL_CHAN),
+        ChanCell::<ChanMsg>::parse_typed(&long),
         Err(CellError::WrongLength { .. })
     ));
 }
@@ -501,11 +489,11 @@ fn one_megabyte_of_random_bytes_never_panics() {
         };
         let end = (pos + size).min(data.len());
         let chunk = &data[pos..end];
-        if let Ok(cell) = ChanCell::parse(chunk, &ALL_CHAN) {
+        if let Ok(cell) = ChanCell::<ChanMsg>::parse_typed(chunk) {
             assert_eq!(cell.encode().unwrap().as_slice(), chunk);
             parsed += 1;
         }
-        if let Ok(cell) = RelayCell::parse(chunk, &ALL_RELAY) {
+        if let Ok(cell) = RelayCell::<RelayMsg>::parse_typed(chunk) {
             assert_eq!(cell.encode().unwrap().as_slice(), chunk);
             parsed += 1;
         }

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use allium::cell::chan_cell::sets;
+use allium::cell::chan_contexts::OnRelayChannel;
 use allium::cell::consts::CELL_LEN;
 use allium::cell::{ChanCell, ChanMsg, CircId, RelayBody};
 use allium::link::{
@@ -67,9 +67,9 @@ fn numbered_cell(seq: u64) -> [u8; CELL_LEN] {
 }
 
 fn seq_of(cell: &[u8; CELL_LEN]) -> u64 {
-    let parsed = ChanCell::parse(cell, &sets::RELAY_CHANNEL).unwrap();
+    let parsed = ChanCell::<OnRelayChannel>::parse_typed(cell).unwrap();
     match parsed.msg() {
-        ChanMsg::Relay(RelayBody(b)) => u64::from_be_bytes(b[..8].try_into().unwrap()),
+        OnRelayChannel::Relay(RelayBody(b)) => u64::from_be_bytes(b[..8].try_into().unwrap()),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -205,10 +205,17 @@ async fn relay_to_relay_handshake_and_cells_both_ways() {
     let cell = numbered_cell(7);
     a.sender.send_raw(cell).await.unwrap();
     assert_eq!(b.receiver.recv().await.unwrap().unwrap(), cell);
-    let typed = ChanCell::parse(&numbered_cell(8), &sets::RELAY_CHANNEL).unwrap();
+    let typed = ChanCell::<OnRelayChannel>::parse_typed(&numbered_cell(8))
+        .unwrap()
+        .into_any();
     b.sender.send(&typed).await.unwrap();
     let got = a.receiver.recv().await.unwrap().unwrap();
-    assert_eq!(ChanCell::parse(&got, &sets::RELAY_CHANNEL).unwrap(), typed);
+    assert_eq!(
+        ChanCell::<OnRelayChannel>::parse_typed(&got)
+            .unwrap()
+            .into_any(),
+        typed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

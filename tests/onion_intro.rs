@@ -18,9 +18,11 @@ use allium::cell::consts::RELAY_BODY_LEN;
 use allium::cell::onion_msg::{
     EstablishIntro, IntroDosParams, Introduce, IntroduceAckStatus, OnionMsg, Rendezvous1,
 };
-use allium::cell::relay_cell::sets;
+use allium::cell::relay_contexts::{
+    AtClient, AtIntroPoint, AtOnionClient, AtRelay, AtRendPoint, AtServiceIntro,
+};
 use allium::cell::relay_msg::MAX_RELAY_DATA;
-use allium::cell::{CellError, CmdSet, RelayCell, RelayMsg};
+use allium::cell::{CellError, RelayCell, RelayMsg};
 use allium::crypto::circuit_keys::CircuitKeys;
 use allium::crypto::{CellKind, ClientLayers, Recognition, RelayCrypto};
 use allium::onion::handshake::{
@@ -33,8 +35,6 @@ use allium::onion::intro::{
 use allium::onion::BlindedKeypair;
 use common::onion::*;
 use proptest::prelude::*;
-
-const ONION_ALL: CmdSet = CmdSet::new(&[32, 33, 34, 35, 36, 37, 38, 39, 40], "test");
 
 fn intro_keys() -> IntroKeys {
     let blinded = BlindedKeypair::derive(&service(), period()).unwrap();
@@ -107,7 +107,7 @@ fn messages_round_trip_and_fit_one_cell() {
             RelayMsg::Onion(msg.clone()).cmd()
         );
         assert!(len <= MAX_RELAY_DATA);
-        let parsed = RelayCell::parse(&b, &ONION_ALL).unwrap();
+        let parsed = RelayCell::<RelayMsg>::parse_typed(&b).unwrap();
         assert_eq!(parsed.msg(), &RelayMsg::Onion(msg));
         assert_eq!(parsed.encode().unwrap(), b);
     }
@@ -117,20 +117,22 @@ fn messages_round_trip_and_fit_one_cell() {
 fn current_relays_and_clients_refuse_onion_commands() {
     for msg in sample_msgs() {
         let b = body(&msg);
-        for set in [&sets::AT_RELAY, &sets::AT_CLIENT] {
-            assert!(matches!(
-                RelayCell::parse(&b, set),
-                Err(CellError::CommandNotAllowed { .. })
-            ));
-        }
+        assert!(matches!(
+            RelayCell::<AtRelay>::parse_typed(&b),
+            Err(CellError::CommandNotAllowed { .. })
+        ));
+        assert!(matches!(
+            RelayCell::<AtClient>::parse_typed(&b),
+            Err(CellError::CommandNotAllowed { .. })
+        ));
     }
-    // Each onion set admits only its own commands.
-    assert!(sets::AT_INTRO_POINT.contains(32) && sets::AT_INTRO_POINT.contains(34));
-    assert!(!sets::AT_INTRO_POINT.contains(35) && !sets::AT_INTRO_POINT.contains(39));
-    assert!(sets::AT_REND_POINT.contains(37) && sets::AT_REND_POINT.contains(39));
-    assert!(!sets::AT_REND_POINT.contains(40) && !sets::AT_REND_POINT.contains(34));
-    assert!(sets::AT_ONION_CLIENT.contains(40) && !sets::AT_ONION_CLIENT.contains(39));
-    assert!(sets::AT_SERVICE_INTRO.contains(35) && !sets::AT_SERVICE_INTRO.contains(34));
+    // Each onion context admits only its own commands.
+    assert!(AtIntroPoint::SET.contains(32) && AtIntroPoint::SET.contains(34));
+    assert!(!AtIntroPoint::SET.contains(35) && !AtIntroPoint::SET.contains(39));
+    assert!(AtRendPoint::SET.contains(37) && AtRendPoint::SET.contains(39));
+    assert!(!AtRendPoint::SET.contains(40) && !AtRendPoint::SET.contains(34));
+    assert!(AtOnionClient::SET.contains(40) && !AtOnionClient::SET.contains(39));
+    assert!(AtServiceIntro::SET.contains(35) && !AtServiceIntro::SET.contains(34));
 }
 
 #[test]
@@ -138,7 +140,7 @@ fn onion_messages_refuse_stream_ids_and_bad_fields() {
     let mut b = body(&OnionMsg::EstablishRendezvous([1; 20]));
     b[18] = 1; // stream id 1
     assert_eq!(
-        RelayCell::parse(&b, &ONION_ALL),
+        RelayCell::<RelayMsg>::parse_typed(&b),
         Err(CellError::UnexpectedStreamId)
     );
     // DoS parameters: rate 0, rate > burst, burst above the cap.
@@ -232,8 +234,8 @@ fn handshake_gives_both_ends_the_same_keys() {
     let intro = Introduce::new(*keys.auth_key.as_bytes(), x, ct).unwrap();
     // The introduction travels as INTRODUCE1, then INTRODUCE2 (same bytes).
     let at_service =
-        RelayCell::parse(&body(&OnionMsg::Introduce2(intro)), &sets::AT_SERVICE_INTRO).unwrap();
-    let RelayMsg::Onion(OnionMsg::Introduce2(intro)) = at_service.msg() else {
+        RelayCell::<AtServiceIntro>::parse_typed(&body(&OnionMsg::Introduce2(intro))).unwrap();
+    let AtServiceIntro::Introduce2(intro) = at_service.msg() else {
         panic!("not INTRODUCE2")
     };
     let (opened, state) =
@@ -333,7 +335,7 @@ proptest! {
         let msgs = sample_msgs();
         let mut b = body(&msgs[which % msgs.len()]);
         b[pos] = b[pos].wrapping_add(delta);
-        if let Ok(cell) = RelayCell::parse(&b, &ONION_ALL) {
+        if let Ok(cell) = RelayCell::<RelayMsg>::parse_typed(&b) {
             prop_assert_eq!(cell.encode().unwrap(), b);
         }
     }

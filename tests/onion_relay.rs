@@ -19,16 +19,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use allium::cell::chan_contexts::FromNextHop;
 use allium::cell::chan_msg::BoundedBytes;
-use allium::cell::cmd_set::CmdSet;
 use allium::cell::consts::RELAY_BODY_LEN;
 use allium::cell::onion_msg::{
     IntroDosParams, Introduce, IntroduceAckStatus, OnionMsg, Rendezvous1,
 };
+use allium::cell::relay_contexts::AtClient;
 use allium::cell::relay_msg::{Data, Extend};
 use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell,
-    RelayMsg, StreamId,
+    RelayMessage, RelayMsg, StreamId,
 };
 use allium::clock::Clock;
 use allium::crypto::{
@@ -52,7 +53,7 @@ mod common;
 use common::{target, NO_HANG};
 
 /// Every relay command a test client may receive (onion replies and DATA).
-const ANY_REPLY: CmdSet = CmdSet::new(&[2, 5, 7, 10, 33, 35, 36, 38, 40], "at a test client");
+const ANY_REPLY: [u8; 9] = [2, 5, 7, 10, 33, 35, 36, 38, 40];
 
 /// A circuit driven by hand.
 struct RawCirc {
@@ -87,7 +88,7 @@ impl RawCirc {
             data: BoundedBytes::new(msg, "hdata").unwrap(),
         }))
         .await;
-        let ChanMsg::Created(created) = c.next_msg().await else {
+        let FromNextHop::Created(created) = c.next_msg().await else {
             panic!("expected CREATED");
         };
         let (keys, _) = state.finish(created.data.as_slice()).unwrap();
@@ -105,12 +106,9 @@ impl RawCirc {
                 true,
             )
             .await;
-            let (hop, cell) = c
-                .recv_set(&allium::cell::relay_cell::sets::AT_CLIENT)
-                .await
-                .unwrap();
+            let (hop, cell) = c.recv_as::<AtClient>().await.unwrap();
             assert_eq!(hop, last);
-            let RelayMsg::Extended(ext) = cell.msg() else {
+            let AtClient::Extended(ext) = cell.msg() else {
                 panic!("expected EXTENDED, got {cell:?}");
             };
             let (keys, _) = state.finish(ext.handshake()).unwrap();
@@ -164,29 +162,32 @@ impl RawCirc {
         .await;
     }
 
-    async fn next_msg(&mut self) -> ChanMsg {
+    async fn next_msg(&mut self) -> FromNextHop {
         match tokio::time::timeout(NO_HANG, self.rx.recv()).await {
             Ok(Some(ClientCircEvent::Cell(msg))) => msg,
             other => panic!("circuit event: {other:?}"),
         }
     }
 
-    /// The next relay message (which hop sent it), or the reason the circuit was
-    /// destroyed.
-    async fn recv_set(&mut self, set: &CmdSet) -> Result<(usize, RelayCell), DestroyReason> {
+    /// The next relay message (which hop sent it), parsed as context `M` receives it, or
+    /// the reason the circuit was destroyed.
+    async fn recv_as<M: RelayMessage>(&mut self) -> Result<(usize, RelayCell<M>), DestroyReason> {
         match self.next_msg().await {
-            ChanMsg::Relay(body) => {
+            FromNextHop::Relay(body) => {
                 let mut bytes = body.0;
                 let (hop, _) = self.layers.decrypt_backward(&mut bytes).unwrap();
-                Ok((hop, RelayCell::parse(&bytes, set).unwrap()))
+                Ok((hop, RelayCell::parse_typed(&bytes).unwrap()))
             }
-            ChanMsg::Destroy(reason) => Err(reason),
+            FromNextHop::Destroy(reason) => Err(reason),
             other => panic!("unexpected {other:?}"),
         }
     }
 
     async fn recv(&mut self) -> Result<(usize, RelayCell), DestroyReason> {
-        self.recv_set(&ANY_REPLY).await
+        let (hop, cell) = self.recv_as::<RelayMsg>().await?;
+        let code = cell.msg().cmd().code();
+        assert!(ANY_REPLY.contains(&code), "not a reply: {cell:?}");
+        Ok((hop, cell))
     }
 
     /// The next onion message from the last hop.
@@ -1144,7 +1145,7 @@ async fn key_residue_client_child() {
         data: BoundedBytes::new(msg, "hdata").unwrap(),
     }))
     .await;
-    let ChanMsg::Created(created) = c.next_msg().await else {
+    let FromNextHop::Created(created) = c.next_msg().await else {
         panic!()
     };
     let (keys, _) = state.finish(created.data.as_slice()).unwrap();
@@ -1158,12 +1159,9 @@ async fn key_residue_client_child() {
         }
         c.send_raw(0, RelayCell::new(None, RelayMsg::Truncate).unwrap(), false)
             .await;
-        let (hop, cell) = c
-            .recv_set(&allium::cell::relay_cell::sets::AT_CLIENT)
-            .await
-            .unwrap();
+        let (hop, cell) = c.recv_as::<AtClient>().await.unwrap();
         assert_eq!(hop, 0);
-        assert!(matches!(cell.msg(), RelayMsg::Truncated(_)), "{cell:?}");
+        assert!(matches!(cell.msg(), AtClient::Truncated(_)), "{cell:?}");
     }
     println!("DONE");
     let mut line = String::new();

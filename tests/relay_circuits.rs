@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use allium::cell::relay_contexts::AtClient;
 use allium::cell::relay_msg::Begin;
 use allium::cell::{DestroyReason, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
 use allium::link::{LinkConfig, LinkError, RECORD_LEN};
@@ -77,7 +78,7 @@ async fn round_trip(circ: &mut ClientCircuit, hop: usize, stream: u16) {
         .unwrap();
     assert_eq!(from, hop);
     assert_eq!(cell.stream(), StreamId::new(stream));
-    assert_eq!(cell.msg(), &RelayMsg::End(EndReason::ExitPolicy));
+    assert_eq!(cell.msg(), &AtClient::End(EndReason::ExitPolicy));
 }
 
 fn assert_uniform_records(relays: &[RelayHandle]) {
@@ -117,7 +118,7 @@ async fn three_hop_circuit_carries_cells_end_to_end() {
         .unwrap();
     let (hop, cell, _) = circ.recv().await.unwrap();
     assert_eq!(hop, 1);
-    assert_eq!(cell.msg(), &RelayMsg::Truncated(DestroyReason::Requested));
+    assert_eq!(cell.msg(), &AtClient::Truncated(DestroyReason::Requested));
     assert_uniform_records(&relays);
     let client_stats = circ.channel().stats.clone();
     assert!(!client_stats.saw_odd_size());
@@ -265,7 +266,7 @@ async fn a_thousand_circuits_share_one_channel() {
             circ.send(2, begin(7)).await?;
             let (hop, cell, _) = circ.recv().await?;
             assert_eq!(hop, 2);
-            assert_eq!(cell.msg(), &RelayMsg::End(EndReason::ExitPolicy));
+            assert_eq!(cell.msg(), &AtClient::End(EndReason::ExitPolicy));
             Ok::<_, CircuitError>(circ)
         }));
     }

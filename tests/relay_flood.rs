@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use allium::cell::chan_msg::BoundedBytes;
+use allium::cell::relay_contexts::AtClient;
 use allium::cell::relay_msg::Begin;
 use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, EndReason, HandshakeType, RelayCell, RelayMsg, StreamId,
@@ -110,7 +111,7 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
             .await
             .expect("the honest circuit must be served during the flood")
             .unwrap();
-        assert_eq!(cell.msg(), &RelayMsg::End(EndReason::ExitPolicy));
+        assert_eq!(cell.msg(), &AtClient::End(EndReason::ExitPolicy));
         answered += 1;
         rss_during = rss_during.max(rss_kib());
     }

@@ -22,6 +22,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use allium::cell::relay_contexts::AtClient;
 use allium::cell::relay_msg::Begin;
 use allium::cell::{DestroyReason, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
 use allium::link::LinkConfig;
@@ -92,7 +93,7 @@ async fn round_trip(circ: &mut ClientCircuit, hop: usize, stream: u16) {
         .expect("the honest circuit must still answer")
         .unwrap();
     assert_eq!(from, hop);
-    assert_eq!(cell.msg(), &RelayMsg::End(EndReason::ExitPolicy));
+    assert_eq!(cell.msg(), &AtClient::End(EndReason::ExitPolicy));
 }
 
 fn stalled_sends(r: &RelayHandle) -> u64 {

@@ -1,18 +1,19 @@
-//! Bytes → onion-service relay messages (commands 32–40), the INTRODUCE plaintext and the
-//! ESTABLISH_INTRO check. Must never panic; whatever parses must re-encode to the same
-//! bytes. Short inputs are zero-extended to a full relay body.
+//! Bytes → onion-service relay messages (commands 32–40, in every receiving context:
+//! fuzz/common/contexts.rs), the INTRODUCE plaintext and the ESTABLISH_INTRO check. Must
+//! never panic; whatever parses must re-encode to the same bytes. Short inputs are
+//! zero-extended to a full relay body.
 #![no_main]
 
+#[path = "../common/contexts.rs"]
+mod contexts;
+
 use allium::cell::consts::RELAY_BODY_LEN;
-use allium::cell::{CmdSet, OnionMsg, RelayCell, RelayMsg};
+use allium::cell::{OnionMsg, RelayMsg};
 use allium::onion::intro::{verify_establish_intro, IntroducePlaintext, INTRO_PLAINTEXT_LEN};
 use libfuzzer_sys::fuzz_target;
 
-const ONION: CmdSet = CmdSet::new(&[32, 33, 34, 35, 36, 37, 38, 39, 40], "onion (fuzz)");
-
 fn check_body(body: &[u8]) {
-    if let Ok(cell) = RelayCell::parse(body, &ONION) {
-        assert_eq!(&cell.encode().expect("re-encode")[..], body);
+    if let Ok(cell) = contexts::relay_cell(body) {
         if let RelayMsg::Onion(OnionMsg::EstablishIntro(e)) = cell.msg() {
             let _ = verify_establish_intro(e, &[0u8; 32]);
         }

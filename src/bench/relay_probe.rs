@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::cell::chan_contexts::FromNextHop;
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::{ChanCell, ChanMsg, Create, HandshakeType};
 use crate::crypto::client_handshake_start;
@@ -108,8 +109,8 @@ pub(crate) async fn create_flood(
             let (mut created, mut refused) = (0usize, 0usize);
             while created + refused < n {
                 match rx.recv().await {
-                    Some(ClientCircEvent::Cell(ChanMsg::Created(_))) => created += 1,
-                    Some(ClientCircEvent::Cell(ChanMsg::Destroy(_))) => refused += 1,
+                    Some(ClientCircEvent::Cell(FromNextHop::Created(_))) => created += 1,
+                    Some(ClientCircEvent::Cell(FromNextHop::Destroy(_))) => refused += 1,
                     Some(_) => {}
                     None => break,
                 }

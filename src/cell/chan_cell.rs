@@ -9,7 +9,6 @@
 
 use super::chan_cmd::ChanCmd;
 use super::chan_msg::ChanMsg;
-use super::cmd_set::CmdSet;
 use super::consts::{CELL_BODY_LEN, CELL_LEN, CIRC_ID_LEN};
 use super::error::{CellError, CellResult};
 use super::ids::CircId;
@@ -25,31 +24,6 @@ use super::restricted::ChanMessage;
 pub struct ChanCell<M = ChanMsg> {
     circ: Option<CircId>,
     msg: M,
-}
-
-/// The command sets legal on a channel in each state: the same lists as the context enums
-/// of [`super::chan_contexts`], for code that picks a set at run time.
-pub mod sets {
-    use super::super::chan_contexts::{
-        DuringLinkHandshake, FromNextHop, FromPreviousHop, LinkRekey, NewCircuit, OnClientChannel,
-        OnRelayChannel,
-    };
-    use super::CmdSet;
-
-    /// During the link handshake: [`DuringLinkHandshake`].
-    pub const LINK_HANDSHAKE: CmdSet = DuringLinkHandshake::SET;
-    /// A client's open channel to its first hop: [`OnClientChannel`].
-    pub const CLIENT_CHANNEL: CmdSet = OnClientChannel::SET;
-    /// A relay's open channel: [`OnRelayChannel`].
-    pub const RELAY_CHANNEL: CmdSet = OnRelayChannel::SET;
-    /// An open channel's record carrying the REKEY command: [`LinkRekey`].
-    pub const LINK_REKEY: CmdSet = LinkRekey::SET;
-    /// On a circuit id a relay has not seen before: [`NewCircuit`].
-    pub const NEW_CIRCUIT: CmdSet = NewCircuit::SET;
-    /// At a relay, from the previous hop of an open circuit: [`FromPreviousHop`].
-    pub const FROM_PREVIOUS_HOP: CmdSet = FromPreviousHop::SET;
-    /// At a relay or client, from the next hop of a circuit: [`FromNextHop`].
-    pub const FROM_NEXT_HOP: CmdSet = FromNextHop::SET;
 }
 
 /// The fixed header of a link cell, readable before deciding which parser may run.
@@ -132,16 +106,8 @@ impl<M: ChanMessage> ChanCell<M> {
     /// Checks, in order: length, known command, command allowed here, circuit id zero or
     /// non-zero as the command requires, then the body.
     pub fn parse_typed(cell: &[u8]) -> CellResult<Self> {
-        Self::parse_checked(cell, M::check)
-    }
-
-    /// [`Self::parse_typed`] with `allowed` deciding which commands are legal.
-    fn parse_checked(
-        cell: &[u8],
-        allowed: impl FnOnce(ChanCmd) -> CellResult<()>,
-    ) -> CellResult<Self> {
         let header = CellHeader::peek(cell)?;
-        allowed(header.cmd)?;
+        M::check(header.cmd)?;
         let circ = match (header.cmd.is_circuit_cmd(), header.circ_id) {
             (true, raw) => Some(CircId::from_wire(raw)?),
             (false, 0) => None,
@@ -172,13 +138,5 @@ impl<M: ChanMessage> ChanCell<M> {
         self.msg.encode_body(&mut body)?;
         out[CIRC_ID_LEN + 1..].copy_from_slice(&body);
         Ok(out)
-    }
-}
-
-impl ChanCell {
-    /// Parses one cell of exactly [`CELL_LEN`] bytes into the full [`ChanMsg`], accepting
-    /// only commands in `allowed` (checks as [`ChanCell::parse_typed`]).
-    pub fn parse(cell: &[u8], allowed: &CmdSet) -> CellResult<Self> {
-        Self::parse_checked(cell, |cmd| allowed.check(cmd.code()))
     }
 }

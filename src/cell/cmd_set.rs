@@ -1,8 +1,10 @@
-//! Per-context command sets: which commands a parser will even look at in a given state.
+//! A set of command bytes: how a receiving context (see [`super::restricted`]) checks which
+//! commands its parser will even look at.
 //!
 //! A peer must not be able to reach the parser of a message that is illegal where it is
 //! received (a client has no business parsing CREATE; a relay never accepts CONNECTED).
-//! Parsers take a `CmdSet` and check the command byte against it before any body parsing.
+//! Each context's parser checks the command byte against its `SET` before any body
+//! parsing.
 
 use super::error::{CellError, CellResult};
 

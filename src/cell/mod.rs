@@ -9,8 +9,8 @@
 //! length fields) and refuse a command not legal where the bytes arrived before reading its
 //! body. Each receiving context is an enum of its commands ([`relay_contexts`],
 //! [`chan_contexts`], built by [`restricted`]): `RelayCell::<AtRelay>::parse_typed` returns
-//! one, to be matched exhaustively. `RelayCell::parse` and `ChanCell::parse` with a
-//! [`CmdSet`] return the full [`RelayMsg`] / [`ChanMsg`] instead.
+//! one, to be matched exhaustively. Parsed as the full [`RelayMsg`] / [`ChanMsg`] (tests and
+//! fuzzing), every command is accepted.
 //!
 //! docs/protocol.md describes the same layout byte for byte.
 

@@ -9,7 +9,6 @@
 //! then       padding    zero bytes up to offset 512
 //! ```
 
-use super::cmd_set::CmdSet;
 use super::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use super::error::{CellError, CellResult};
 use super::ids::StreamId;
@@ -28,31 +27,6 @@ use crate::bytes::Writer;
 pub struct RelayCell<M = RelayMsg> {
     stream: Option<StreamId>,
     msg: M,
-}
-
-/// The relay commands legal at each end of a circuit, as run-time sets: the same lists as
-/// the context enums of [`super::relay_contexts`], for code that picks a set at run time.
-pub mod sets {
-    use super::super::relay_contexts::{
-        AtClient, AtIntroPoint, AtOnionClient, AtRelay, AtRelayOnion, AtRendPoint, AtServiceIntro,
-    };
-    use super::CmdSet;
-
-    /// What a relay accepts in a cell it recognised (sent by the client): [`AtRelay`].
-    pub const AT_RELAY: CmdSet = AtRelay::SET;
-    /// What a client accepts from a hop of its circuit: [`AtClient`].
-    pub const AT_CLIENT: CmdSet = AtClient::SET;
-    /// What a relay parses in a cell it recognised, onion-service roles included:
-    /// [`AtRelayOnion`].
-    pub const AT_RELAY_ONION: CmdSet = AtRelayOnion::SET;
-    /// What an introduction point accepts, beyond [`AT_RELAY`]: [`AtIntroPoint`].
-    pub const AT_INTRO_POINT: CmdSet = AtIntroPoint::SET;
-    /// What a rendezvous point accepts, beyond [`AT_RELAY`]: [`AtRendPoint`].
-    pub const AT_REND_POINT: CmdSet = AtRendPoint::SET;
-    /// What a service accepts on its circuit to an introduction point: [`AtServiceIntro`].
-    pub const AT_SERVICE_INTRO: CmdSet = AtServiceIntro::SET;
-    /// What a client accepts from an introduction or rendezvous point: [`AtOnionClient`].
-    pub const AT_ONION_CLIENT: CmdSet = AtOnionClient::SET;
 }
 
 impl<M: RelayMessage> RelayCell<M> {
@@ -94,14 +68,6 @@ impl<M: RelayMessage> RelayCell<M> {
     /// Checks, in order: length, the tag is all zero, known and non-reserved command,
     /// command allowed here, stream rule, data length bound, the message, zero padding.
     pub fn parse_typed(body: &[u8]) -> CellResult<Self> {
-        Self::parse_checked(body, M::check)
-    }
-
-    /// [`Self::parse_typed`] with `allowed` deciding which commands are legal.
-    fn parse_checked(
-        body: &[u8],
-        allowed: impl FnOnce(RelayCmd) -> CellResult<()>,
-    ) -> CellResult<Self> {
         if body.len() != RELAY_BODY_LEN {
             return Err(CellError::WrongLength {
                 expected: RELAY_BODY_LEN,
@@ -114,7 +80,7 @@ impl<M: RelayMessage> RelayCell<M> {
         }
         let code = r.u8("relay command")?;
         let cmd = RelayCmd::from_wire(code)?;
-        allowed(cmd)?;
+        M::check(cmd)?;
         let stream = StreamId::new(r.u16("stream id")?);
         let len = r.len_u16("length", MAX_RELAY_DATA)?;
         let msg = M::parse_data(cmd, r.take(len, "data")?)?;
@@ -140,13 +106,5 @@ impl<M: RelayMessage> RelayCell<M> {
             .ok_or(CellError::TooLarge { field: "data" })?;
         w.u16_prefixed(payload, "data")?;
         Ok(body)
-    }
-}
-
-impl RelayCell {
-    /// Parses a fully decrypted relay body into the full [`RelayMsg`], accepting only
-    /// commands in `allowed` (checks as [`RelayCell::parse_typed`]).
-    pub fn parse(body: &[u8], allowed: &CmdSet) -> CellResult<Self> {
-        Self::parse_checked(body, |cmd| allowed.check(cmd.code()))
     }
 }

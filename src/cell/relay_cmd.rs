@@ -53,9 +53,6 @@ wire_enum! {
     }
 }
 
-/// Relay command numbers of the onion-service messages (§8). Which contexts hold which of
-/// them is in [`super::relay_contexts`].
-pub const ONION_SERVICE_COMMANDS: std::ops::RangeInclusive<u8> = 32..=40;
 /// Relay command numbers reserved for UDP messages (not implemented yet).
 pub const RESERVED_UDP: std::ops::RangeInclusive<u8> = 48..=50;
 

@@ -151,8 +151,8 @@ macro_rules! chan_msg_variant {
 /// }
 /// ```
 ///
-/// Generates the enum, `SET` (the [`super::CmdSet`] of its commands, for code that still
-/// chooses a set at run time), `CONTEXT`, `cmd()`, the conversions to and from the full
+/// Generates the enum, `SET` (the [`super::CmdSet`] of its commands, which the parser checks
+/// the command byte against), `CONTEXT`, `cmd()`, the conversions to and from the full
 /// message type, and the [`RelayMessage`] or [`ChanMessage`] impl whose parser refuses any
 /// other command before reading the body.
 macro_rules! restricted_msg {

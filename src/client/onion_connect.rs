@@ -20,7 +20,7 @@ use rand::{Rng, RngExt};
 use tracing::debug;
 
 use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
-use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_contexts::{AtClient, AtOnionClient};
 use crate::cell::{Hostname, RelayMsg, TargetAddr};
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
@@ -444,51 +444,63 @@ async fn introduce_via(
             Err(_) => Err(protocol("introduction: the puzzle task failed")),
         }
     };
-    let ((hs_state, x_pub, ct), mut rend, mut intro) = tokio::try_join!(
+    let ((hs_state, x_pub, ct), rend, intro) = tokio::try_join!(
         introduced,
         onion.circuits.build_circuit_ending(&rend_target),
         onion.circuits.build_circuit_ending(&intro_target),
     )?;
     drop(cancel);
-    rend.set_accept(&relay_sets::AT_ONION_CLIENT);
-    intro.set_accept(&relay_sets::AT_ONION_CLIENT);
+    let mut rend = rend.accepting::<AtOnionClient>();
+    let mut intro = intro.accepting::<AtOnionClient>();
 
     // 2. Cookie at the rendezvous point, then the introduction.
     rend.send_to_last(RelayMsg::Onion(OnionMsg::EstablishRendezvous(cookie)))
         .await
         .map_err(|e| ClientError::Circuit(e.to_string()))?;
-    expect_from_last(&mut rend, |m| matches!(m, OnionMsg::RendezvousEstablished)).await?;
+    expect_from_last(&mut rend, |m| match m {
+        AtOnionClient::RendezvousEstablished => Some(()),
+        AtOnionClient::IntroduceAck(_) | AtOnionClient::Rendezvous2(_) | AtOnionClient::Drop => {
+            None
+        }
+    })
+    .await?;
     let intro_msg = Introduce::new(*point.auth_key.as_bytes(), x_pub, ct)
         .map_err(|e| protocol(&e.to_string()))?;
     intro
         .send_to_last(RelayMsg::Onion(OnionMsg::Introduce1(intro_msg)))
         .await
         .map_err(|e| ClientError::Circuit(e.to_string()))?;
-    let ack = expect_from_last(&mut intro, |m| matches!(m, OnionMsg::IntroduceAck(_))).await;
+    let ack = expect_from_last(&mut intro, |m| match m {
+        AtOnionClient::IntroduceAck(status) => Some(status),
+        AtOnionClient::RendezvousEstablished
+        | AtOnionClient::Rendezvous2(_)
+        | AtOnionClient::Drop => None,
+    })
+    .await;
     intro.destroy().await;
     match ack? {
-        OnionMsg::IntroduceAck(IntroduceAckStatus::Success) => {}
-        OnionMsg::IntroduceAck(status) => {
+        IntroduceAckStatus::Success => {}
+        status => {
             return Err(protocol(&format!(
                 "the introduction point refused: {status:?}"
             )))
         }
-        _ => return Err(protocol("unexpected answer")),
     }
 
     // 3. The service's answer through the rendezvous point.
-    let reply = match expect_from_last(&mut rend, |m| matches!(m, OnionMsg::Rendezvous2(_))).await?
-    {
-        OnionMsg::Rendezvous2(r) => r,
-        _ => return Err(protocol("unexpected answer")),
-    };
+    let reply = expect_from_last(&mut rend, |m| match m {
+        AtOnionClient::Rendezvous2(reply) => Some(reply),
+        AtOnionClient::IntroduceAck(_)
+        | AtOnionClient::RendezvousEstablished
+        | AtOnionClient::Drop => None,
+    })
+    .await?;
     let e2e = hs_state
         .finish(&reply)
         .map_err(|e| protocol(&format!("end-to-end handshake: {e}")))?;
     rend.push_end_to_end_hop(&e2e, false)
         .map_err(|e| ClientError::Circuit(e.to_string()))?;
-    rend.set_accept(&relay_sets::AT_CLIENT);
-    Ok(rend.into_handle())
+    Ok(rend.accepting::<AtClient>().into_handle())
 }
 
 /// The descriptor's puzzle if it is still valid at `now` (an expired one is not checked by
@@ -549,12 +561,12 @@ fn solve_puzzle(
     Err(PowError::Exhausted)
 }
 
-/// Waits (bounded) for an onion message from the circuit's last hop satisfying `want`;
-/// DROP cells are skipped, anything else fails.
-async fn expect_from_last(
-    circ: &mut ClientCircuit,
-    want: impl Fn(&OnionMsg) -> bool,
-) -> Result<OnionMsg, ClientError> {
+/// Waits (bounded) for a message from the circuit's last hop that `pick` takes; DROP cells
+/// are skipped, anything else fails.
+async fn expect_from_last<T>(
+    circ: &mut ClientCircuit<AtOnionClient>,
+    pick: impl Fn(AtOnionClient) -> Option<T>,
+) -> Result<T, ClientError> {
     let last = circ.len().saturating_sub(1);
     let deadline = tokio::time::Instant::now() + ONION_STEP_TIMEOUT;
     loop {
@@ -563,11 +575,12 @@ async fn expect_from_last(
             .recv_timeout(left)
             .await
             .map_err(|e| ClientError::Circuit(e.to_string()))?;
-        match cell.into_parts() {
-            (_, RelayMsg::Drop) => continue,
-            (None, RelayMsg::Onion(m)) if hop == last && want(&m) => return Ok(m),
-            _ => return Err(protocol("unexpected relay message")),
+        let msg = cell.into_parts().1;
+        if matches!(msg, AtOnionClient::Drop) {
+            continue;
         }
+        let picked = if hop == last { pick(msg) } else { None };
+        return picked.ok_or_else(|| protocol("unexpected relay message"));
     }
 }
 

@@ -15,7 +15,7 @@ use super::peer::PeerKind;
 use super::reader::RecordReader;
 use super::record::RecordCipher;
 use super::stats::RecordStats;
-use crate::cell::chan_cell::sets;
+use crate::cell::chan_contexts::LinkRekey;
 use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
 use crate::cell::{ChanCell, ChanCmd};
 
@@ -189,8 +189,9 @@ impl ChannelReceiver {
         }
     }
 
-    /// The next decrypted cell, raw: callers parse it with the command set legal in their
-    /// state. `Ok(None)` once the channel is closed cleanly (by the peer or locally).
+    /// The next decrypted cell, raw: callers parse it as the receiving context of their
+    /// state (`crate::cell::chan_contexts`). `Ok(None)` once the channel is closed cleanly
+    /// (by the peer or locally).
     ///
     /// The peer's REKEY cells are consumed here (the receiving key changes after each) and
     /// never returned.
@@ -236,7 +237,7 @@ impl ChannelReceiver {
                 return Ok(Some(cell));
             }
             // Strict: circuit id zero and an all-zero body, or the channel closes.
-            ChanCell::parse(plain, &sets::LINK_REKEY)
+            ChanCell::<LinkRekey>::parse_typed(plain)
                 .map_err(|_| LinkError::Protocol("malformed REKEY cell"))?;
             self.rekey.apply(&mut self.cipher)?;
             self.reader.stats().on_rekey_received();

@@ -21,7 +21,7 @@ use super::error::{LinkError, LinkResult};
 use super::peer::PeerKind;
 use super::reader::RecordReader;
 use super::record::{open_plaintext_record, plaintext_record, RecordCipher, RECORD_LEN};
-use crate::cell::chan_cell::sets;
+use crate::cell::chan_contexts::DuringLinkHandshake;
 use crate::cell::chan_msg::{BoundedBytes, MAX_LINK_HANDSHAKE_DATA};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{ChanCell, ChanMsg, LinkHandshake, Netinfo};
@@ -126,13 +126,13 @@ async fn write_records(
 /// command `want` (the handshake is strictly ordered).
 async fn read_handshake(
     reader: &mut RecordReader,
-    want: fn(&ChanMsg) -> Option<&LinkHandshake>,
+    want: fn(DuringLinkHandshake) -> Option<LinkHandshake>,
 ) -> LinkResult<Vec<u8>> {
     let record = reader.next_record().await?.ok_or(LinkError::HandshakeEof)?;
     let cell = open_plaintext_record(record)?;
-    let cell = ChanCell::parse(cell, &sets::LINK_HANDSHAKE)?;
-    want(cell.msg())
-        .map(|h| h.data.as_slice().to_vec())
+    let cell = ChanCell::<DuringLinkHandshake>::parse_typed(cell)?;
+    want(cell.into_parts().1)
+        .map(|h| h.data.into_vec())
         .ok_or(LinkError::Protocol(
             "unexpected cell during the link handshake",
         ))
@@ -145,9 +145,16 @@ async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> L
     let cell = record
         .get(..CELL_LEN)
         .ok_or(LinkError::RecordLength(record.len()))?;
-    match ChanCell::parse(cell, &sets::LINK_HANDSHAKE)?.msg() {
-        ChanMsg::Netinfo(n) => Ok(n.timestamp),
-        _ => Err(LinkError::Protocol("first encrypted record is not NETINFO")),
+    match ChanCell::<DuringLinkHandshake>::parse_typed(cell)?
+        .into_parts()
+        .1
+    {
+        DuringLinkHandshake::Netinfo(n) => Ok(n.timestamp),
+        DuringLinkHandshake::LinkInit(_)
+        | DuringLinkHandshake::LinkResp(_)
+        | DuringLinkHandshake::LinkFinish(_) => {
+            Err(LinkError::Protocol("first encrypted record is not NETINFO"))
+        }
     }
 }
 
@@ -183,8 +190,10 @@ pub(crate) async fn initiate(
 
     // Message 2: the responder's static key and certificate.
     let resp = read_handshake(reader, |m| match m {
-        ChanMsg::LinkResp(h) => Some(h),
-        _ => None,
+        DuringLinkHandshake::LinkResp(h) => Some(h),
+        DuringLinkHandshake::LinkInit(_)
+        | DuringLinkHandshake::LinkFinish(_)
+        | DuringLinkHandshake::Netinfo(_) => None,
     })
     .await?;
     // A one-byte LINK_RESP is a responder refusing our version and naming its own (a Noise
@@ -241,8 +250,10 @@ pub(crate) async fn respond(
 
     // Message 1.
     let init = read_handshake(reader, |m| match m {
-        ChanMsg::LinkInit(h) => Some(h),
-        _ => None,
+        DuringLinkHandshake::LinkInit(h) => Some(h),
+        DuringLinkHandshake::LinkResp(_)
+        | DuringLinkHandshake::LinkFinish(_)
+        | DuringLinkHandshake::Netinfo(_) => None,
     })
     .await?;
     let (&version, noise1) = init
@@ -265,8 +276,10 @@ pub(crate) async fn respond(
 
     // Message 3: the initiator's static key, and its certificate if it is a relay.
     let finish = read_handshake(reader, |m| match m {
-        ChanMsg::LinkFinish(h) => Some(h),
-        _ => None,
+        DuringLinkHandshake::LinkFinish(h) => Some(h),
+        DuringLinkHandshake::LinkInit(_)
+        | DuringLinkHandshake::LinkResp(_)
+        | DuringLinkHandshake::Netinfo(_) => None,
     })
     .await?;
     let cert = read_noise(&mut hs, &finish, payload.as_mut_slice())?;

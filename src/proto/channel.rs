@@ -1,15 +1,15 @@
 //! A client's channel to its first hop, and the task that reads it.
 //!
-//! The reader parses each cell against the commands a client may receive and delivers it
-//! to the circuit it names. Circuits ids are allocated from the initiator's half.
+//! The reader parses each cell as one a client may receive ([`OnClientChannel`]) and
+//! delivers the circuit-level ones to the circuit they name. Circuits ids are allocated from the initiator's half.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::cell::chan_cell::sets;
-use crate::cell::{CellHeader, ChanCell, ChanMsg, CircId};
+use crate::cell::chan_contexts::{FromNextHop, OnClientChannel};
+use crate::cell::{CellHeader, ChanCell, CircId};
 use crate::link::mux::CircMux;
 use crate::link::{self, ChannelReceiver, ChannelSender, LinkConfig, LinkError, RecordStats};
 
@@ -80,7 +80,7 @@ async fn read_loop(chan: Arc<ClientChannel>, mut receiver: ChannelReceiver) {
                 break;
             }
         };
-        let cell = match ChanCell::parse(&raw, &sets::CLIENT_CHANNEL) {
+        let cell = match ChanCell::<OnClientChannel>::parse_typed(&raw) {
             Ok(cell) => cell,
             Err(e) => {
                 // Tell the circuit, if the header named one; an illegal channel-level cell
@@ -98,22 +98,28 @@ async fn read_loop(chan: Arc<ClientChannel>, mut receiver: ChannelReceiver) {
                 }
             }
         };
-        match cell.into_parts() {
-            (None, ChanMsg::Padding) => {}
-            (None, _) => {
-                // REKEY is the only other channel-level command here, and the link layer
-                // consumes it: reaching this is a bug, and the keys can no longer agree.
+        let (circ, msg) = cell.into_parts();
+        let msg = match msg {
+            OnClientChannel::Padding => continue,
+            OnClientChannel::Rekey => {
+                // The link layer consumes REKEY: reaching this is a bug, and the keys can
+                // no longer agree.
                 debug!("client: channel-level cell the link layer should have consumed");
                 break;
             }
-            (Some(id), msg) => {
-                if let Some(tx) = chan.circuits.get(id) {
-                    // A full queue stops this reader: backpressure to the relay.
-                    let _ = tx.send(ClientCircEvent::Cell(msg)).await;
-                }
-                // Cells for circuits we closed are late arrivals; drop them.
-            }
+            OnClientChannel::Created(created) => FromNextHop::Created(created),
+            OnClientChannel::Relay(body) => FromNextHop::Relay(body),
+            OnClientChannel::Destroy(reason) => FromNextHop::Destroy(reason),
+        };
+        // Always a circuit here: the parser refuses a circuit command without one.
+        let Some(id) = circ else {
+            break;
+        };
+        if let Some(tx) = chan.circuits.get(id) {
+            // A full queue stops this reader: backpressure to the relay.
+            let _ = tx.send(ClientCircEvent::Cell(msg)).await;
         }
+        // Cells for circuits we closed are late arrivals; drop them.
     }
     chan.sender.close();
     for (_, tx) in chan.circuits.close() {

@@ -3,18 +3,20 @@
 //!
 //! This is the low-level, single-owner object; stream multiplexing is layered on top.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::cell::chan_contexts::FromNextHop;
 use crate::cell::chan_msg::BoundedBytes;
-use crate::cell::cmd_set::CmdSet;
 use crate::cell::consts::RELAY_BODY_LEN;
-use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_contexts::AtClient;
 use crate::cell::relay_msg::Extend;
 use crate::cell::{
-    ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell, RelayMsg,
+    ChanCell, ChanMsg, CircId, Create, DestroyReason, HandshakeType, RelayBody, RelayCell,
+    RelayMessage, RelayMsg,
 };
 use crate::crypto::fast_handshake::fast_client_start;
 use crate::crypto::{
@@ -32,11 +34,15 @@ const CIRCUIT_QUEUE: usize = 256;
 /// EXTEND, so at most 8 hops.
 const MAX_RELAY_EARLY: u8 = 7;
 
-/// A circuit owned by a client.
+/// A circuit owned by a client, accepting from its hops the relay commands of context `M`
+/// (protocol.md §2.3, §8.6): [`AtClient`] while it is built and used for streams; an
+/// onion-service circuit changes context with [`Self::accepting`].
+///
+/// The context is a type, not a run-time set, so each consumer's signature says what it
+/// receives, matches that enum exhaustively, and cannot be handed a circuit in another one.
 #[derive(Debug)]
-pub struct ClientCircuit {
-    chan: Arc<ClientChannel>,
-    id: CircId,
+pub struct ClientCircuit<M = AtClient> {
+    slot: CircuitSlot,
     layers: ClientLayers,
     hops: Vec<IdentityPublic>,
     rx: mpsc::Receiver<ClientCircEvent>,
@@ -45,16 +51,24 @@ pub struct ClientCircuit {
     early_left: u8,
     /// Set by [`Self::unlimited_relay_early_for_tests`]: no client-side RELAY_EARLY rule.
     early_unlimited_for_tests: bool,
-    closed: bool,
-    /// Relay commands accepted from the circuit's hops (protocol.md §2.3, §8.6).
-    accept: &'static CmdSet,
     /// Hops without a relay: the end-to-end hop of an onion-service rendezvous circuit.
     virtual_hops: usize,
     /// `CircuitKeys::binding` of the last relay hop (ESTABLISH_INTRO's MAC, §8.5).
     last_binding: [u8; 32],
+    context: PhantomData<fn() -> M>,
 }
 
-impl ClientCircuit {
+/// The circuit's id on its channel: released when the circuit closes, and, if it is
+/// dropped while still open, closed with a DESTROY. Apart from the context type so that
+/// [`ClientCircuit::accepting`] can move the circuit's fields into a new one.
+#[derive(Debug)]
+struct CircuitSlot {
+    chan: Arc<ClientChannel>,
+    id: CircId,
+    closed: bool,
+}
+
+impl ClientCircuit<AtClient> {
     /// Creates a one-hop circuit with the `allium-fast-1` handshake: for a first hop whose
     /// onion key we do not know (a directory authority before we have a consensus). The
     /// channel's authentication of the relay's identity is what protects it.
@@ -72,8 +86,10 @@ impl ClientCircuit {
         }))
         .await?;
         let reply = match circ.next_event(timeout).await? {
-            ChanMsg::Created(c) => c.data.into_vec(),
-            _ => return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await),
+            FromNextHop::Created(c) => c.data.into_vec(),
+            FromNextHop::Relay(_) | FromNextHop::Destroy(_) => {
+                return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await)
+            }
         };
         let keys = match state.finish(&reply) {
             Ok(v) => v,
@@ -89,18 +105,20 @@ impl ClientCircuit {
         let (tx, rx) = mpsc::channel(CIRCUIT_QUEUE);
         let id = chan.circuits.allocate(tx.clone())?;
         Ok(ClientCircuit {
-            chan: Arc::clone(chan),
-            id,
+            slot: CircuitSlot {
+                chan: Arc::clone(chan),
+                id,
+                closed: false,
+            },
             layers: ClientLayers::new(),
             hops: Vec::new(),
             rx,
             self_tx: tx,
             early_left: MAX_RELAY_EARLY,
             early_unlimited_for_tests: false,
-            closed: false,
-            accept: &relay_sets::AT_CLIENT,
             virtual_hops: 0,
             last_binding: [0; 32],
+            context: PhantomData,
         })
     }
 
@@ -120,8 +138,10 @@ impl ClientCircuit {
         }))
         .await?;
         let reply = match circ.next_event(timeout).await? {
-            ChanMsg::Created(c) => c.data.into_vec(),
-            _ => return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await),
+            FromNextHop::Created(c) => c.data.into_vec(),
+            FromNextHop::Relay(_) | FromNextHop::Destroy(_) => {
+                return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await)
+            }
         };
         let (keys, _ext) = match state.finish(&reply) {
             Ok(v) => v,
@@ -158,8 +178,17 @@ impl ClientCircuit {
         let (hop, cell, _tag) = tokio::time::timeout(timeout, self.recv())
             .await
             .map_err(|_| CircuitError::Timeout)??;
-        let RelayMsg::Extended(extended) = cell.msg() else {
-            return Err(self.fail(CircuitError::Protocol("expected EXTENDED")).await);
+        let extended = match cell.msg() {
+            AtClient::Extended(extended) => extended,
+            AtClient::Connected(_)
+            | AtClient::Data(_)
+            | AtClient::End(_)
+            | AtClient::Sendme(_)
+            | AtClient::Truncated(_)
+            | AtClient::Resolved(_)
+            | AtClient::Drop => {
+                return Err(self.fail(CircuitError::Protocol("expected EXTENDED")).await)
+            }
         };
         if hop != last {
             return Err(self
@@ -174,6 +203,38 @@ impl ClientCircuit {
         self.last_binding = keys.binding();
         self.hops.push(next.identity);
         Ok(())
+    }
+}
+
+impl<M: RelayMessage> ClientCircuit<M> {
+    /// The same circuit, accepting from its hops only the commands of context `N` from
+    /// now on: onion-service circuits use the contexts of protocol.md §8.6, and a
+    /// service's rendezvous circuit, whose far end is a client, [`crate::cell::relay_contexts::AtRelay`].
+    pub fn accepting<N: RelayMessage>(self) -> ClientCircuit<N> {
+        let ClientCircuit {
+            slot,
+            layers,
+            hops,
+            rx,
+            self_tx,
+            early_left,
+            early_unlimited_for_tests,
+            virtual_hops,
+            last_binding,
+            context: _,
+        } = self;
+        ClientCircuit {
+            slot,
+            layers,
+            hops,
+            rx,
+            self_tx,
+            early_left,
+            early_unlimited_for_tests,
+            virtual_hops,
+            last_binding,
+            context: PhantomData,
+        }
     }
 
     /// Number of hops (including an onion service's end-to-end hop once added).
@@ -190,14 +251,6 @@ impl ClientCircuit {
     /// The relays of the circuit, first hop first (no entry for an end-to-end hop).
     pub fn relays(&self) -> &[IdentityPublic] {
         &self.hops
-    }
-
-    /// Sets which relay commands the circuit accepts from its hops from now on: by default
-    /// those a client may receive ([`relay_sets::AT_CLIENT`]); onion-service circuits use
-    /// the sets of protocol.md §8.6, and a service's rendezvous circuit, whose far end is
-    /// a client, [`relay_sets::AT_RELAY`].
-    pub fn set_accept(&mut self, set: &'static CmdSet) {
-        self.accept = set;
     }
 
     /// Adds the end-to-end hop of an onion-service rendezvous circuit (protocol.md §8.7):
@@ -229,7 +282,7 @@ impl ClientCircuit {
     pub async fn recv_timeout(
         &mut self,
         timeout: Duration,
-    ) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
+    ) -> Result<(usize, RelayCell<M>, RelayTag), CircuitError> {
         match tokio::time::timeout(timeout, self.recv()).await {
             Ok(r) => r,
             Err(_) => Err(self.fail(CircuitError::Timeout).await),
@@ -243,12 +296,12 @@ impl ClientCircuit {
 
     /// The circuit id on the first hop's channel.
     pub fn id(&self) -> CircId {
-        self.id
+        self.slot.id
     }
 
     /// The channel to the first hop.
     pub fn channel(&self) -> &Arc<ClientChannel> {
-        &self.chan
+        &self.slot.chan
     }
 
     /// Sends a relay message to hop `hop` (0 = first). Returns the tag that hop will see,
@@ -311,12 +364,14 @@ impl ClientCircuit {
     }
 
     /// Receives the next relay message: which hop sent it, the message, and its tag.
-    pub async fn recv(&mut self) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
-        let msg = self.next_event_forever().await?;
-        let ChanMsg::Relay(body) = msg else {
-            return Err(self
-                .fail(CircuitError::Protocol("unexpected cell on an open circuit"))
-                .await);
+    pub async fn recv(&mut self) -> Result<(usize, RelayCell<M>, RelayTag), CircuitError> {
+        let body = match self.next_event_forever().await? {
+            FromNextHop::Relay(body) => body,
+            FromNextHop::Created(_) | FromNextHop::Destroy(_) => {
+                return Err(self
+                    .fail(CircuitError::Protocol("unexpected cell on an open circuit"))
+                    .await)
+            }
         };
         self.open_body(body).await
     }
@@ -328,7 +383,7 @@ impl ClientCircuit {
 
     /// The next raw event, for the circuit task; `None` once closed.
     pub(crate) async fn next_raw_event(&mut self) -> Option<ClientCircEvent> {
-        if self.closed {
+        if self.slot.closed {
             return None;
         }
         self.rx.recv().await
@@ -336,9 +391,9 @@ impl ClientCircuit {
 
     /// Marks the circuit closed by the network (no DESTROY will be sent).
     pub(crate) fn mark_closed(&mut self) {
-        if !self.closed {
-            self.closed = true;
-            self.chan.circuits.remove(self.id);
+        if !self.slot.closed {
+            self.slot.closed = true;
+            self.slot.chan.circuits.remove(self.slot.id);
         }
     }
 
@@ -351,13 +406,13 @@ impl ClientCircuit {
     pub(crate) async fn open_body(
         &mut self,
         body: RelayBody,
-    ) -> Result<(usize, RelayCell, RelayTag), CircuitError> {
+    ) -> Result<(usize, RelayCell<M>, RelayTag), CircuitError> {
         let mut bytes = body.0;
         let (hop, tag) = match self.layers.decrypt_backward(&mut bytes) {
             Ok(v) => v,
             Err(e) => return Err(self.fail(e.into()).await),
         };
-        match RelayCell::parse(&bytes, self.accept) {
+        match RelayCell::<M>::parse_typed(&bytes) {
             Ok(cell) => Ok((hop, cell, tag)),
             Err(e) => Err(self.fail(e.into()).await),
         }
@@ -368,21 +423,21 @@ impl ClientCircuit {
         self.close(DestroyReason::Requested).await;
     }
 
-    async fn next_event(&mut self, timeout: Duration) -> Result<ChanMsg, CircuitError> {
+    async fn next_event(&mut self, timeout: Duration) -> Result<FromNextHop, CircuitError> {
         match tokio::time::timeout(timeout, self.next_event_forever()).await {
             Ok(r) => r,
             Err(_) => Err(self.fail(CircuitError::Timeout).await),
         }
     }
 
-    async fn next_event_forever(&mut self) -> Result<ChanMsg, CircuitError> {
-        if self.closed {
+    async fn next_event_forever(&mut self) -> Result<FromNextHop, CircuitError> {
+        if self.slot.closed {
             return Err(CircuitError::ChannelClosed);
         }
         match self.rx.recv().await {
-            Some(ClientCircEvent::Cell(ChanMsg::Destroy(reason))) => {
-                self.closed = true;
-                self.chan.circuits.remove(self.id);
+            Some(ClientCircEvent::Cell(FromNextHop::Destroy(reason))) => {
+                self.slot.closed = true;
+                self.slot.chan.circuits.remove(self.slot.id);
                 Err(CircuitError::Destroyed(reason))
             }
             Some(ClientCircEvent::Cell(msg)) => Ok(msg),
@@ -390,7 +445,7 @@ impl ClientCircuit {
                 .fail(CircuitError::Protocol("illegal cell from the first hop"))
                 .await),
             Some(ClientCircEvent::ChannelClosed) | None => {
-                self.closed = true;
+                self.slot.closed = true;
                 Err(CircuitError::ChannelClosed)
             }
             Some(
@@ -404,12 +459,12 @@ impl ClientCircuit {
     }
 
     async fn send_chan(&mut self, msg: ChanMsg) -> Result<(), CircuitError> {
-        if self.closed {
+        if self.slot.closed {
             return Err(CircuitError::ChannelClosed);
         }
-        let cell = ChanCell::circuit(self.id, msg)?;
-        self.chan.sender.send(&cell).await.map_err(|e| {
-            self.closed = true;
+        let cell = ChanCell::circuit(self.slot.id, msg)?;
+        self.slot.chan.sender.send(&cell).await.map_err(|e| {
+            self.slot.closed = true;
             CircuitError::from(e)
         })
     }
@@ -426,18 +481,18 @@ impl ClientCircuit {
     }
 
     async fn close(&mut self, reason: DestroyReason) {
-        if self.closed {
+        if self.slot.closed {
             return;
         }
-        self.closed = true;
-        self.chan.circuits.remove(self.id);
-        if let Ok(cell) = ChanCell::circuit(self.id, ChanMsg::Destroy(reason)) {
-            let _ = self.chan.sender.send(&cell).await;
+        self.slot.closed = true;
+        self.slot.chan.circuits.remove(self.slot.id);
+        if let Ok(cell) = ChanCell::circuit(self.slot.id, ChanMsg::Destroy(reason)) {
+            let _ = self.slot.chan.sender.send(&cell).await;
         }
     }
 }
 
-impl Drop for ClientCircuit {
+impl Drop for CircuitSlot {
     fn drop(&mut self) {
         if self.closed {
             return;

@@ -4,7 +4,8 @@
 
 use tokio::sync::oneshot;
 
-use crate::cell::{ChanMsg, EndReason, StreamId, TargetAddr};
+use crate::cell::chan_contexts::FromNextHop;
+use crate::cell::{EndReason, StreamId, TargetAddr};
 
 use super::stream::pump::{LocalSocket, StreamEvent};
 use super::stream::{DataStream, StreamOpenError};
@@ -15,8 +16,8 @@ use super::stream::{DataStream, StreamOpenError};
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ClientCircEvent {
-    /// A cell for the circuit (CREATED, RELAY or DESTROY).
-    Cell(ChanMsg),
+    /// A cell for the circuit: the circuit-level commands of a client's channel.
+    Cell(FromNextHop),
     /// The channel closed.
     ChannelClosed,
     /// The relay sent something illegal on this circuit.

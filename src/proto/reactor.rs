@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::cell::relay_msg::{Begin, Connected};
-use crate::cell::{ChanMsg, EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
+use crate::cell::chan_contexts::FromNextHop;
+use crate::cell::relay_contexts::{AtClient, AtRelay};
+use crate::cell::relay_msg::{Begin, Connected, Data, Sendme};
+use crate::cell::{EndReason, RelayCell, RelayMessage, RelayMsg, StreamId, TargetAddr};
 
 use super::circuit::ClientCircuit;
 use super::event::{CircuitRequest, ClientCircEvent, IncomingAnswer};
@@ -143,8 +145,58 @@ struct Pending {
     app: DataStream,
 }
 
-struct Reactor {
-    circ: ClientCircuit,
+/// What the reactor makes of a relay message, at either end it runs: an ordinary circuit
+/// ([`AtClient`]) or the service end of a rendezvous circuit ([`AtRelay`]).
+enum Inbound {
+    Connected,
+    Data(Data),
+    End(EndReason),
+    Sendme(Sendme),
+    Drop,
+    /// The far end opens a stream (only where it plays the client).
+    Begin(Begin),
+    /// Legal in the context but nothing the reactor asked for: closes the circuit.
+    Unexpected,
+}
+
+/// A receiving context the reactor runs on; each maps every one of its commands, by an
+/// exhaustive match, to what the reactor does with it.
+trait ReactorContext: RelayMessage + Send + 'static {
+    fn inbound(self) -> Inbound;
+}
+
+impl ReactorContext for AtClient {
+    fn inbound(self) -> Inbound {
+        match self {
+            AtClient::Connected(_) => Inbound::Connected,
+            AtClient::Data(data) => Inbound::Data(data),
+            AtClient::End(reason) => Inbound::End(reason),
+            AtClient::Sendme(sendme) => Inbound::Sendme(sendme),
+            AtClient::Drop => Inbound::Drop,
+            AtClient::Extended(_) | AtClient::Truncated(_) | AtClient::Resolved(_) => {
+                Inbound::Unexpected
+            }
+        }
+    }
+}
+
+impl ReactorContext for AtRelay {
+    fn inbound(self) -> Inbound {
+        match self {
+            AtRelay::Begin(begin) => Inbound::Begin(begin),
+            AtRelay::Data(data) => Inbound::Data(data),
+            AtRelay::End(reason) => Inbound::End(reason),
+            AtRelay::Sendme(sendme) => Inbound::Sendme(sendme),
+            AtRelay::Drop => Inbound::Drop,
+            AtRelay::Extend(_) | AtRelay::Resolve(_) | AtRelay::Truncate | AtRelay::BeginDir => {
+                Inbound::Unexpected
+            }
+        }
+    }
+}
+
+struct Reactor<M> {
+    circ: ClientCircuit<M>,
     /// Where streams the far end opens go (`None`: BEGIN is a protocol violation).
     incoming: Option<mpsc::Sender<IncomingStream>>,
     streams: StreamSet,
@@ -157,7 +209,7 @@ struct Reactor {
     open_streams: watch::Sender<usize>,
 }
 
-impl ClientCircuit {
+impl ClientCircuit<AtClient> {
     /// Hands the circuit to a task that multiplexes streams over it.
     pub fn into_handle(self) -> CircuitHandle {
         spawn(self)
@@ -165,22 +217,22 @@ impl ClientCircuit {
 }
 
 /// Starts the task owning `circ` and returns a handle on it.
-pub fn spawn(circ: ClientCircuit) -> CircuitHandle {
+pub fn spawn(circ: ClientCircuit<AtClient>) -> CircuitHandle {
     spawn_with(circ, None)
 }
 
 /// Starts the task owning a circuit whose far end opens streams (an onion service's
 /// rendezvous circuit, end-to-end hop added with the directions swapped). Each BEGIN is
 /// handed to the owner through the returned queue, to accept or refuse.
-pub fn spawn_accepting(circ: ClientCircuit) -> (CircuitHandle, IncomingStreams) {
+pub fn spawn_accepting(circ: ClientCircuit<AtRelay>) -> (CircuitHandle, IncomingStreams) {
     // Each stream waiting in the queue holds a reserved stream id, so the circuit's stream
     // limit bounds the queue too.
     let (tx, rx) = mpsc::channel(MAX_STREAMS_PER_CIRCUIT);
     (spawn_with(circ, Some(tx)), IncomingStreams { rx })
 }
 
-fn spawn_with(
-    circ: ClientCircuit,
+fn spawn_with<M: ReactorContext>(
+    circ: ClientCircuit<M>,
     incoming: Option<mpsc::Sender<IncomingStream>>,
 ) -> CircuitHandle {
     let tx = circ.event_sender();
@@ -214,12 +266,12 @@ fn spawn_with(
     handle
 }
 
-impl Reactor {
+impl<M: ReactorContext> Reactor<M> {
     async fn run(mut self) {
         loop {
             let event = self.circ.next_raw_event().await;
             let keep_going = match event {
-                Some(ClientCircEvent::Cell(ChanMsg::Relay(body))) => {
+                Some(ClientCircEvent::Cell(FromNextHop::Relay(body))) => {
                     match self.circ.open_body(body).await {
                         Ok((hop, cell, tag)) => self.on_cell(hop, cell, tag).await,
                         Err(e) => {
@@ -228,7 +280,7 @@ impl Reactor {
                         }
                     }
                 }
-                Some(ClientCircEvent::Cell(ChanMsg::Destroy(reason))) => {
+                Some(ClientCircEvent::Cell(FromNextHop::Destroy(reason))) => {
                     debug!("client: circuit destroyed by the network ({reason:?})");
                     self.circ.mark_closed();
                     false
@@ -247,7 +299,8 @@ impl Reactor {
                     self.circ.mark_closed();
                     false
                 }
-                Some(ClientCircEvent::Cell(_)) | Some(ClientCircEvent::Violation) => false,
+                Some(ClientCircEvent::Cell(FromNextHop::Created(_)))
+                | Some(ClientCircEvent::Violation) => false,
             };
             let open = self.streams.len() + self.pending.len();
             if !keep_going || (self.retiring && open == 0) {
@@ -333,14 +386,20 @@ impl Reactor {
         self.send(begin).await
     }
 
-    async fn on_cell(&mut self, hop: usize, cell: RelayCell, tag: crate::crypto::RelayTag) -> bool {
+    async fn on_cell(
+        &mut self,
+        hop: usize,
+        cell: RelayCell<M>,
+        tag: crate::crypto::RelayTag,
+    ) -> bool {
         let (stream, msg) = cell.into_parts();
-        if hop != self.last_hop() && !matches!(msg, RelayMsg::Drop) {
+        let msg = msg.inbound();
+        if hop != self.last_hop() && !matches!(msg, Inbound::Drop) {
             debug!("client: relay message from a middle hop");
             return false;
         }
         match (stream, msg) {
-            (Some(id), RelayMsg::Connected(_)) => {
+            (Some(id), Inbound::Connected) => {
                 let Some(p) = self.pending.remove(&id) else {
                     return false;
                 };
@@ -354,7 +413,7 @@ impl Reactor {
                 }
                 true
             }
-            (Some(id), RelayMsg::Data(data)) => match self.streams.on_data(id, data, &tag) {
+            (Some(id), Inbound::Data(data)) => match self.streams.on_data(id, data, &tag) {
                 Ok(sendme) => {
                     self.touch();
                     match sendme {
@@ -367,7 +426,7 @@ impl Reactor {
                     false
                 }
             },
-            (Some(id), RelayMsg::End(reason)) => {
+            (Some(id), Inbound::End(reason)) => {
                 if let Some(p) = self.pending.remove(&id) {
                     self.streams.remove(id);
                     let _ = p.reply.send(Err(StreamOpenError::Refused(reason)));
@@ -377,19 +436,22 @@ impl Reactor {
                 self.streams.on_end(id, reason);
                 true
             }
-            (stream, RelayMsg::Sendme(sendme)) => match self.streams.on_sendme(stream, &sendme) {
+            (stream, Inbound::Sendme(sendme)) => match self.streams.on_sendme(stream, &sendme) {
                 Ok(()) => true,
                 Err(e) => {
                     debug!("client: bad SENDME: {e}");
                     false
                 }
             },
-            (_, RelayMsg::Drop) => true,
-            (Some(id), RelayMsg::Begin(begin)) if self.incoming.is_some() => {
+            (_, Inbound::Drop) => true,
+            (Some(id), Inbound::Begin(begin)) if self.incoming.is_some() => {
                 self.touch();
                 self.on_incoming_begin(id, begin).await
             }
-            _ => {
+            // A stream command without a stream cannot parse; BEGIN where nobody takes
+            // streams, or a command the reactor never asked for, closes the circuit.
+            (_, Inbound::Unexpected | Inbound::Begin(_))
+            | (None, Inbound::Connected | Inbound::Data(_) | Inbound::End(_)) => {
                 debug!("client: unexpected relay message");
                 false
             }

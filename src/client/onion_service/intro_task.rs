@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::cell::onion_msg::{Introduce, OnionMsg};
-use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_contexts::AtServiceIntro;
 use crate::cell::RelayMsg;
 use crate::crypto::{IdentityKeypair, OnionKeypair};
 use crate::onion::handshake::{service_open_introduce, subcredential, HsServiceIntro, IntroKeys};
@@ -47,13 +47,12 @@ pub(super) struct IntroTask {
 impl IntroTask {
     pub(super) async fn run(self) {
         let mut circ = match self.shared.client.build_circuit_ending(&self.target).await {
-            Ok(c) => c,
+            Ok(c) => c.accepting::<AtServiceIntro>(),
             Err(e) => {
                 debug!("onion service: introduction circuit failed: {e}");
                 return;
             }
         };
-        circ.set_accept(&relay_sets::AT_SERVICE_INTRO);
         let binding = circ.last_hop_binding();
         let msg = match build_establish_intro(&self.auth, None, &binding) {
             Ok(m) => m,
@@ -72,8 +71,8 @@ impl IntroTask {
         let last = circ.len().saturating_sub(1);
         match circ.recv_timeout(ESTABLISH_TIMEOUT).await {
             Ok((hop, cell, _)) if hop == last => match cell.msg() {
-                RelayMsg::Onion(OnionMsg::IntroEstablished) => {}
-                _ => {
+                AtServiceIntro::IntroEstablished => {}
+                AtServiceIntro::Introduce2(_) | AtServiceIntro::Drop => {
                     debug!("onion service: unexpected answer to ESTABLISH_INTRO");
                     return;
                 }
@@ -115,12 +114,12 @@ impl IntroTask {
                     return;
                 }
             };
-            match cell.into_parts() {
-                (_, RelayMsg::Drop) => {}
-                (None, RelayMsg::Onion(OnionMsg::Introduce2(intro))) if hop == last => {
+            match cell.into_parts().1 {
+                AtServiceIntro::Drop => {}
+                AtServiceIntro::Introduce2(intro) if hop == last => {
                     self.on_introduce2(intro);
                 }
-                _ => {
+                AtServiceIntro::Introduce2(_) | AtServiceIntro::IntroEstablished => {
                     debug!("onion service: unexpected message on an introduction circuit");
                     circ.destroy().await;
                     return;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::cell::onion_msg::{OnionMsg, Rendezvous1};
-use crate::cell::relay_cell::sets as relay_sets;
+use crate::cell::relay_contexts::AtRelay;
 use crate::cell::RelayMsg;
 use crate::client::service_end::ServiceEnd;
 use crate::dir::ConsensusEntry;
@@ -80,8 +80,7 @@ pub(super) async fn meet(
     .map_err(|e| e.to_string())?;
     circ.push_end_to_end_hop(&keys, true)
         .map_err(|e| e.to_string())?;
-    circ.set_accept(&relay_sets::AT_RELAY);
-    let (circuit, incoming) = crate::proto::reactor::spawn_accepting(circ);
+    let (circuit, incoming) = crate::proto::reactor::spawn_accepting(circ.accepting::<AtRelay>());
     let end = ServiceEnd {
         ports: Arc::clone(&shared.ports),
         connect_timeout: shared.connect_timeout,
