@@ -7,7 +7,7 @@ use super::error::{CellError, CellResult};
 use crate::bytes::{Readable, Reader, Writeable, Writer};
 
 /// Longest hostname accepted (the DNS limit).
-pub const MAX_HOSTNAME_LEN: usize = 255;
+pub(crate) const MAX_HOSTNAME_LEN: usize = 255;
 
 /// Address type codes.
 const ATYPE_IPV4: u8 = 1;
@@ -105,7 +105,7 @@ impl Writeable for TargetAddr {
 }
 
 /// Reads the address that follows an already-read address type (1 = IPv4, 2 = IPv6).
-pub fn read_ip_of_type(atype: u8, r: &mut Reader<'_>) -> CellResult<IpAddr> {
+pub(crate) fn read_ip_of_type(atype: u8, r: &mut Reader<'_>) -> CellResult<IpAddr> {
     match atype {
         ATYPE_IPV4 => Ok(IpAddr::V4(Ipv4Addr::from(r.array::<4>("ipv4 address")?))),
         ATYPE_IPV6 => Ok(IpAddr::V6(Ipv6Addr::from(r.array::<16>("ipv6 address")?))),
@@ -117,19 +117,19 @@ pub fn read_ip_of_type(atype: u8, r: &mut Reader<'_>) -> CellResult<IpAddr> {
 }
 
 /// Reads `atype (u8) | address` where only IPv4 (1) and IPv6 (2) are legal.
-pub fn read_ip(r: &mut Reader<'_>) -> CellResult<IpAddr> {
+pub(crate) fn read_ip(r: &mut Reader<'_>) -> CellResult<IpAddr> {
     let atype = r.u8("address type")?;
     read_ip_of_type(atype, r)
 }
 
 /// Writes `atype (u8) | address` for an IP address.
-pub fn write_ip(ip: &IpAddr, w: &mut Writer<'_>) -> CellResult<()> {
+pub(crate) fn write_ip(ip: &IpAddr, w: &mut Writer<'_>) -> CellResult<()> {
     w.u8(ip_type(ip), "address type")?;
     write_ip_octets(ip, w)
 }
 
 /// The address type code of an IP address (1 = IPv4, 2 = IPv6).
-pub fn ip_type(ip: &IpAddr) -> u8 {
+pub(crate) fn ip_type(ip: &IpAddr) -> u8 {
     match ip {
         IpAddr::V4(_) => ATYPE_IPV4,
         IpAddr::V6(_) => ATYPE_IPV6,
@@ -137,7 +137,7 @@ pub fn ip_type(ip: &IpAddr) -> u8 {
 }
 
 /// Writes the 4 or 16 address bytes, without a type.
-pub fn write_ip_octets(ip: &IpAddr, w: &mut Writer<'_>) -> CellResult<()> {
+pub(crate) fn write_ip_octets(ip: &IpAddr, w: &mut Writer<'_>) -> CellResult<()> {
     match ip {
         IpAddr::V4(v4) => Ok(w.put(&v4.octets(), "ipv4 address")?),
         IpAddr::V6(v6) => Ok(w.put(&v6.octets(), "ipv6 address")?),
@@ -145,20 +145,20 @@ pub fn write_ip_octets(ip: &IpAddr, w: &mut Writer<'_>) -> CellResult<()> {
 }
 
 /// Reads `atype | address | port (u16)`; port 0 is refused.
-pub fn read_socket_addr(r: &mut Reader<'_>) -> CellResult<SocketAddr> {
+pub(crate) fn read_socket_addr(r: &mut Reader<'_>) -> CellResult<SocketAddr> {
     let ip = read_ip(r)?;
     let port = read_port(r)?;
     Ok(SocketAddr::new(ip, port))
 }
 
 /// Writes `atype | address | port (u16)`.
-pub fn write_socket_addr(addr: &SocketAddr, w: &mut Writer<'_>) -> CellResult<()> {
+pub(crate) fn write_socket_addr(addr: &SocketAddr, w: &mut Writer<'_>) -> CellResult<()> {
     write_ip(&addr.ip(), w)?;
     Ok(w.u16(addr.port(), "port")?)
 }
 
 /// Reads a non-zero port.
-pub fn read_port(r: &mut Reader<'_>) -> CellResult<u16> {
+pub(crate) fn read_port(r: &mut Reader<'_>) -> CellResult<u16> {
     match r.u16("port")? {
         0 => Err(CellError::BadValue {
             field: "port",

@@ -14,21 +14,21 @@
 //!
 //! docs/protocol.md describes the same layout byte for byte.
 
-pub mod address;
-pub mod chan_cell;
-pub mod chan_cmd;
+pub(crate) mod address;
+pub(crate) mod chan_cell;
+pub(crate) mod chan_cmd;
 pub mod chan_contexts;
 pub mod chan_msg;
-pub mod cmd_set;
+pub(crate) mod cmd_set;
 pub mod consts;
-pub mod error;
-pub mod ids;
+pub(crate) mod error;
+pub(crate) mod ids;
 pub mod onion_msg;
-pub mod relay_cell;
+pub(crate) mod relay_cell;
 pub mod relay_cmd;
 pub mod relay_contexts;
 pub mod relay_msg;
-pub mod restricted;
+pub(crate) mod restricted;
 mod wire_enum;
 
 pub use address::{Hostname, TargetAddr};

@@ -7,17 +7,17 @@
 //! [`Client`] facade ([`facade`]) that ties them together; the onion-service connector
 //! holds the directory and circuit managers, not the facade.
 
-pub mod chanmgr;
-pub mod circmgr;
-pub mod config;
-pub mod dirmgr;
-pub mod error;
-pub mod facade;
-pub mod guardmgr;
+pub(crate) mod chanmgr;
+pub(crate) mod circmgr;
+pub(crate) mod config;
+pub(crate) mod dirmgr;
+pub(crate) mod error;
+pub(crate) mod facade;
+pub(crate) mod guardmgr;
 pub mod onion_connect;
 pub mod onion_service;
-pub mod revision_floors;
-pub mod service_end;
+pub(crate) mod revision_floors;
+pub(crate) mod service_end;
 pub mod socks;
 pub mod socks_server;
 

@@ -12,7 +12,7 @@ pub const MAX_REVISION_FLOORS: usize = 10_000;
 /// clock, and a blinded key lives one period anyway), and beyond [`MAX_REVISION_FLOORS`]
 /// entries the soonest-expiring is dropped.
 #[derive(Debug)]
-pub struct RevisionFloors {
+pub(crate) struct RevisionFloors {
     /// Clock skew tolerated on a descriptor's expiry (seconds).
     skew: u64,
     /// Blinded key → (revision, expiry in Unix seconds).
@@ -21,7 +21,7 @@ pub struct RevisionFloors {
 
 impl RevisionFloors {
     /// No floor yet; an entry lasts until its descriptor expired `skew` seconds ago.
-    pub fn new(skew: u64) -> Self {
+    pub(crate) fn new(skew: u64) -> Self {
         RevisionFloors {
             skew,
             map: HashMap::new(),
@@ -29,7 +29,7 @@ impl RevisionFloors {
     }
 
     /// The lowest revision acceptable for `blinded` at `now` (0 when unknown or expired).
-    pub fn floor(&self, blinded: &[u8; 32], now: u64) -> u64 {
+    pub(crate) fn floor(&self, blinded: &[u8; 32], now: u64) -> u64 {
         self.map
             .get(blinded)
             .filter(|(_, expires)| !self.expired(*expires, now))
@@ -41,7 +41,7 @@ impl RevisionFloors {
     }
 
     /// Records that `revision`, expiring at `expires`, was accepted for `blinded`.
-    pub fn record(&mut self, blinded: [u8; 32], revision: u64, expires: u64, now: u64) {
+    pub(crate) fn record(&mut self, blinded: [u8; 32], revision: u64, expires: u64, now: u64) {
         let skew = self.skew;
         self.map.retain(|_, (_, e)| e.saturating_add(skew) > now);
         match self.map.get_mut(&blinded) {

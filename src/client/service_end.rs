@@ -19,7 +19,7 @@ use crate::proto::{CircuitHandle, IncomingStream, IncomingStreams};
 /// none free. A circuit whose streams have been quiet for its idle time gives its slot up
 /// then (see [`ServiceEnd::idle_timeout`]), one circuit per signal.
 #[derive(Debug)]
-pub struct RendezvousSlots {
+pub(crate) struct RendezvousSlots {
     permits: Arc<Semaphore>,
     pressure: Notify,
     /// An eviction is wanted: set when the last slot is taken or an introduction finds
@@ -35,7 +35,7 @@ pub struct RendezvousSlots {
 
 impl RendezvousSlots {
     /// `max` slots (at least one).
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(RendezvousSlots {
             permits: Arc::new(Semaphore::new(max.max(1))),
             pressure: Notify::new(),
@@ -46,7 +46,7 @@ impl RendezvousSlots {
     /// Takes a slot, or `None` when all are in use. Either way, if no slot is left the
     /// service is under pressure: one of its circuits idle past their idle time is told
     /// to make room.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<RendezvousSlot> {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<RendezvousSlot> {
         let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
         if permit.is_none() || self.exhausted() {
             self.eviction_wanted.store(true, Ordering::Release);
@@ -59,7 +59,7 @@ impl RendezvousSlots {
     }
 
     /// Whether every slot is in use.
-    pub fn exhausted(&self) -> bool {
+    pub(crate) fn exhausted(&self) -> bool {
         self.permits.available_permits() == 0
     }
 
@@ -77,14 +77,14 @@ impl RendezvousSlots {
 
 /// One of a service's rendezvous slots, held by a rendezvous circuit while it lives.
 #[derive(Debug)]
-pub struct RendezvousSlot {
+pub(crate) struct RendezvousSlot {
     _permit: OwnedSemaphorePermit,
     slots: Arc<RendezvousSlots>,
 }
 
 /// What the task does when it is an onion service's end of a rendezvous circuit: the
 /// client opens streams with BEGIN, and the service connects them to local targets.
-pub struct ServiceEnd {
+pub(crate) struct ServiceEnd {
     /// Virtual port → local target (e.g. 80 → 127.0.0.1:8080). Other ports are refused.
     pub ports: Arc<Vec<(u16, SocketAddr)>>,
     /// Connecting to a local target may take this long.
@@ -118,7 +118,11 @@ impl std::fmt::Debug for ServiceEnd {
 /// there is room. Idle time is measured from the last activity
 /// ([`CircuitHandle::last_activity`]), not the last cell: DROP cells and the like do not
 /// count.
-pub async fn serve(circuit: CircuitHandle, mut incoming: IncomingStreams, mut end: ServiceEnd) {
+pub(crate) async fn serve(
+    circuit: CircuitHandle,
+    mut incoming: IncomingStreams,
+    mut end: ServiceEnd,
+) {
     let mut open = circuit.open_streams();
     loop {
         let at = circuit.last_activity() + end.idle_timeout;

@@ -49,7 +49,8 @@ pub struct ClientCircuit<M = AtClient> {
     /// A sender into our own queue, for stream tasks and handles.
     self_tx: mpsc::Sender<ClientCircEvent>,
     early_left: u8,
-    /// Set by [`Self::unlimited_relay_early_for_tests`]: no client-side RELAY_EARLY rule.
+    /// Set by `unlimited_relay_early_for_tests` (`testing` feature only): no client-side
+    /// RELAY_EARLY rule.
     early_unlimited_for_tests: bool,
     /// Hops without a relay: the end-to-end hop of an onion-service rendezvous circuit.
     virtual_hops: usize,
@@ -321,8 +322,8 @@ impl<M: RelayMessage> ClientCircuit<M> {
     }
 
     /// Lifts the client-side RELAY_EARLY budget, so tests can check that relays enforce
-    /// theirs.
-    #[doc(hidden)]
+    /// theirs. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn unlimited_relay_early_for_tests(&mut self) {
         self.early_unlimited_for_tests = true;
     }

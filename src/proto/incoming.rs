@@ -4,12 +4,11 @@
 
 use tokio::sync::mpsc;
 
-use crate::cell::{EndReason, StreamId, TargetAddr};
+use crate::cell::{EndReason, StreamId};
 
 use super::event::{ClientCircEvent, IncomingAnswer};
-use super::stream::data_stream::pair;
 use super::stream::pump::LocalSocket;
-use super::stream::{DataStream, StreamOpenError};
+use super::stream::StreamOpenError;
 
 /// The queue of streams the far end opened on an accepting circuit
 /// ([`super::reactor::spawn_accepting`]). Ends (`None`) when the circuit closes.
@@ -30,22 +29,17 @@ impl IncomingStreams {
 #[derive(Debug)]
 pub struct IncomingStream {
     id: StreamId,
-    target: TargetAddr,
+    /// The port asked for (the address is meaningless to an onion service, which serves by
+    /// port, and is not kept).
     port: u16,
     /// The circuit task's queue; `None` once answered.
     circuit: Option<mpsc::Sender<ClientCircEvent>>,
 }
 
 impl IncomingStream {
-    pub(super) fn new(
-        id: StreamId,
-        target: TargetAddr,
-        port: u16,
-        circuit: mpsc::Sender<ClientCircEvent>,
-    ) -> Self {
+    pub(super) fn new(id: StreamId, port: u16, circuit: mpsc::Sender<ClientCircEvent>) -> Self {
         IncomingStream {
             id,
-            target,
             port,
             circuit: Some(circuit),
         }
@@ -61,12 +55,6 @@ impl IncomingStream {
         self.port
     }
 
-    /// The address the far end asked for (meaningless to an onion service, which serves
-    /// by port).
-    pub fn target(&self) -> &TargetAddr {
-        &self.target
-    }
-
     /// Accepts the stream on `socket`: the circuit task pumps bytes between the two and
     /// answers CONNECTED, with no address (the far end must not learn where the stream
     /// leads). Fails only if the circuit has closed.
@@ -76,13 +64,6 @@ impl IncomingStream {
             socket: Box::new(socket),
         };
         self.answer(answer).await
-    }
-
-    /// Accepts the stream and returns the application's end of it.
-    pub async fn accept(self) -> Result<DataStream, StreamOpenError> {
-        let (local, app) = pair();
-        self.accept_with(local).await?;
-        Ok(app)
     }
 
     /// Refuses the stream: the far end gets END(`reason`).

@@ -2,15 +2,15 @@
 //! built through them, the task that multiplexes streams over a circuit, streams, and the
 //! directory client. `relay` (its directory roles) and `client` use it; it uses neither.
 
-pub mod channel;
-pub mod circuit;
+pub(crate) mod channel;
+pub(crate) mod circuit;
 pub mod dirclient;
-pub mod error;
+pub(crate) mod error;
 pub mod event;
-pub mod incoming;
-pub mod reactor;
-pub mod stream;
-pub mod target;
+pub(crate) mod incoming;
+pub(crate) mod reactor;
+pub(crate) mod stream;
+pub(crate) mod target;
 
 pub use channel::ClientChannel;
 pub use circuit::ClientCircuit;

@@ -26,7 +26,7 @@ use super::stream::set::StreamSet;
 use super::stream::{DataStream, StreamOpenError};
 
 /// Most streams one client circuit carries at once.
-pub const MAX_STREAMS_PER_CIRCUIT: usize = 512;
+pub(crate) const MAX_STREAMS_PER_CIRCUIT: usize = 512;
 
 /// A cloneable handle on a running client circuit.
 #[derive(Debug, Clone)]
@@ -217,14 +217,14 @@ impl ClientCircuit<AtClient> {
 }
 
 /// Starts the task owning `circ` and returns a handle on it.
-pub fn spawn(circ: ClientCircuit<AtClient>) -> CircuitHandle {
+pub(crate) fn spawn(circ: ClientCircuit<AtClient>) -> CircuitHandle {
     spawn_with(circ, None)
 }
 
 /// Starts the task owning a circuit whose far end opens streams (an onion service's
 /// rendezvous circuit, end-to-end hop added with the directions swapped). Each BEGIN is
 /// handed to the owner through the returned queue, to accept or refuse.
-pub fn spawn_accepting(circ: ClientCircuit<AtRelay>) -> (CircuitHandle, IncomingStreams) {
+pub(crate) fn spawn_accepting(circ: ClientCircuit<AtRelay>) -> (CircuitHandle, IncomingStreams) {
     // Each stream waiting in the queue holds a reserved stream id, so the circuit's stream
     // limit bounds the queue too.
     let (tx, rx) = mpsc::channel(MAX_STREAMS_PER_CIRCUIT);
@@ -473,7 +473,7 @@ impl<M: ReactorContext> Reactor<M> {
                 .send_cell(Some(id), RelayMsg::End(EndReason::ResourceLimit))
                 .await;
         }
-        let stream = IncomingStream::new(id, begin.target().clone(), begin.port(), self.tx.clone());
+        let stream = IncomingStream::new(id, begin.port(), self.tx.clone());
         self.streams.reserve(id);
         match incoming.try_send(stream) {
             Ok(()) => true,

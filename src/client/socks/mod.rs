@@ -49,7 +49,7 @@ mod base64;
 mod encode;
 mod error;
 mod handshake;
-pub mod http_connect;
+pub(crate) mod http_connect;
 mod types;
 
 pub use encode::{auth_reply, reply};

@@ -12,7 +12,7 @@ use crate::cell::EndReason;
 use crate::proto::stream::pump::{LocalSocket, Truncation};
 
 /// Bytes buffered between the application and the stream's tasks in each direction.
-pub const STREAM_BUFFER: usize = 64 * 1024;
+pub(crate) const STREAM_BUFFER: usize = 64 * 1024;
 
 /// What the two ends of a client stream tell each other besides the bytes: how a
 /// closed duplex is to be read.

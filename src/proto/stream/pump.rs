@@ -31,10 +31,10 @@ use crate::crypto::RelayTag;
 /// Most cells' worth of bytes one socket read may take (when that many window permits are
 /// free): one `read` syscall per batch instead of one per 491-byte cell. ~7.9 KiB per
 /// stream reader.
-pub const READ_BATCH: usize = 16;
+pub(crate) const READ_BATCH: usize = 16;
 
 /// Bytes of queued DATA the writer gathers into one socket write.
-pub const WRITE_BATCH_BYTES: usize = 32 * 1024;
+pub(crate) const WRITE_BATCH_BYTES: usize = 32 * 1024;
 
 /// Window permits taken (and forgotten) for chunks not yet handed to the circuit task:
 /// given back to both windows on drop, so an aborted reader or a short read returns them.
@@ -166,7 +166,7 @@ pub enum StreamEvent {
 
 /// What the circuit task sends a stream's writer.
 #[derive(Debug)]
-pub enum ToSocket {
+pub(crate) enum ToSocket {
     /// Bytes to write; `Some(tag)` if this cell is a stream-level SENDME point.
     Data(Vec<u8>, Option<RelayTag>),
     /// The peer will send no more: shut down our write side.
@@ -175,7 +175,7 @@ pub enum ToSocket {
 
 /// The circuit task's handle on one stream's tasks.
 #[derive(Debug)]
-pub struct StreamIo {
+pub(crate) struct StreamIo {
     /// Queue to the writer. Unbounded on purpose: the peer cannot exceed the stream's
     /// receive window, which bounds it (500 cells).
     pub to_socket: mpsc::UnboundedSender<ToSocket>,
@@ -191,7 +191,7 @@ impl StreamIo {
     /// already holds for its reader but nothing still queued here. (Flushing the queue
     /// could wait on a reader that never reads; the reset says the data is incomplete
     /// either way.)
-    pub fn abort(&self, why: Truncation) {
+    pub(crate) fn abort(&self, why: Truncation) {
         let _ = self.truncated.set(why);
         self.reader.abort();
         self.writer.abort();
@@ -214,7 +214,7 @@ impl Drop for StreamIo {
 /// The socket is closed as a reset ([`LocalSocket::reset`]) if the stream is aborted
 /// ([`StreamIo::abort`]) or its `StreamIo` dropped before the peer's END(DONE) reached the
 /// writer; after END(DONE) its write side is shut down normally.
-pub fn spawn<S, E, F>(
+pub(crate) fn spawn<S, E, F>(
     io: S,
     id: StreamId,
     initial_window: u32,

@@ -26,7 +26,7 @@ use super::window::{FlowError, RecvWindow, SendWindow, CIRCUIT_WINDOW, STREAM_WI
 
 /// A stream-protocol violation by the peer; the circuit must be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum StreamError {
+pub(crate) enum StreamError {
     /// Flow control was violated.
     #[error("{0}")]
     Flow(#[from] FlowError),
@@ -49,7 +49,7 @@ struct StreamState {
 
 /// All streams of a circuit plus the circuit-level windows.
 #[derive(Debug)]
-pub struct StreamSet {
+pub(crate) struct StreamSet {
     streams: HashMap<StreamId, StreamState>,
     circ_send: SendWindow,
     circ_recv: RecvWindow,
@@ -69,7 +69,7 @@ fn cell(stream: Option<StreamId>, msg: RelayMsg) -> Option<RelayCell> {
 
 impl StreamSet {
     /// No streams, full circuit windows.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StreamSet {
             streams: HashMap::new(),
             circ_send: SendWindow::circuit(),
@@ -79,27 +79,27 @@ impl StreamSet {
     }
 
     /// The circuit's send-window permits, shared by every stream's reader.
-    pub fn circuit_permits(&self) -> Arc<Semaphore> {
+    pub(crate) fn circuit_permits(&self) -> Arc<Semaphore> {
         Arc::clone(&self.circ_permits)
     }
 
     /// Number of streams (open or being opened).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.streams.len()
     }
 
     /// Whether there are no streams.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.streams.is_empty()
     }
 
     /// Whether `id` is in use.
-    pub fn contains(&self, id: StreamId) -> bool {
+    pub(crate) fn contains(&self, id: StreamId) -> bool {
         self.streams.contains_key(&id)
     }
 
     /// Reserves `id` for a stream being opened (BEGIN sent or received, no socket yet).
-    pub fn reserve(&mut self, id: StreamId) {
+    pub(crate) fn reserve(&mut self, id: StreamId) {
         self.streams.insert(
             id,
             StreamState {
@@ -113,7 +113,7 @@ impl StreamSet {
     }
 
     /// Attaches the socket tasks of a reserved stream (it is now open).
-    pub fn attach(&mut self, id: StreamId, io: StreamIo) {
+    pub(crate) fn attach(&mut self, id: StreamId, io: StreamIo) {
         if let Some(s) = self.streams.get_mut(&id) {
             s.io = Some(io);
         }
@@ -121,7 +121,7 @@ impl StreamSet {
 
     /// Forgets a stream given up by this end (a failed open, a requester gone), stopping
     /// its tasks; if it was open, its socket is reset.
-    pub fn remove(&mut self, id: StreamId) {
+    pub(crate) fn remove(&mut self, id: StreamId) {
         self.abort(id, Truncation::Aborted);
     }
 
@@ -136,7 +136,7 @@ impl StreamSet {
 
     /// The peer sent DATA. Returns a circuit-level SENDME to send, if this cell was a
     /// circuit SENDME point.
-    pub fn on_data(
+    pub(crate) fn on_data(
         &mut self,
         id: StreamId,
         data: Data,
@@ -167,7 +167,7 @@ impl StreamSet {
     }
 
     /// The peer sent END for `id`. Returns true if the stream was open or being opened.
-    pub fn on_end(&mut self, id: StreamId, reason: EndReason) -> bool {
+    pub(crate) fn on_end(&mut self, id: StreamId, reason: EndReason) -> bool {
         let Some(s) = self.streams.get_mut(&id) else {
             return false;
         };
@@ -187,7 +187,7 @@ impl StreamSet {
     }
 
     /// The peer sent SENDME (circuit-level when `stream` is `None`).
-    pub fn on_sendme(
+    pub(crate) fn on_sendme(
         &mut self,
         stream: Option<StreamId>,
         sendme: &Sendme,
@@ -216,7 +216,7 @@ impl StreamSet {
 
     /// An event from a stream's tasks. Returns the cell to send, if any. For DATA the
     /// caller must report the sent cell's tag with [`on_data_sent`](Self::on_data_sent).
-    pub fn on_stream_event(&mut self, event: StreamEvent) -> Option<RelayCell> {
+    pub(crate) fn on_stream_event(&mut self, event: StreamEvent) -> Option<RelayCell> {
         match event {
             StreamEvent::Data(id, bytes) => {
                 let open = self.streams.get(&id).is_some_and(|s| !s.local_eof);
@@ -250,7 +250,7 @@ impl StreamSet {
     }
 
     /// Records the tag of a DATA cell just sent on `id` (for SENDME authentication).
-    pub fn on_data_sent(&mut self, id: StreamId, tag: &RelayTag) {
+    pub(crate) fn on_data_sent(&mut self, id: StreamId, tag: &RelayTag) {
         self.circ_send.on_sent(tag);
         if let Some(s) = self.streams.get_mut(&id) {
             s.send.on_sent(tag);
@@ -258,12 +258,12 @@ impl StreamSet {
     }
 
     /// The stream window a new stream starts with.
-    pub fn initial_stream_window() -> u32 {
+    pub(crate) fn initial_stream_window() -> u32 {
         STREAM_WINDOW
     }
 
     /// Stops every stream (circuit closing); open ones are reset.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         let ids: Vec<_> = self.streams.keys().copied().collect();
         for id in ids {
             self.abort(id, Truncation::CircuitClosed);

@@ -15,17 +15,17 @@ use thiserror::Error;
 use crate::crypto::RelayTag;
 
 /// Circuit-level window, in DATA cells.
-pub const CIRCUIT_WINDOW: u32 = 1000;
+pub(crate) const CIRCUIT_WINDOW: u32 = 1000;
 /// Circuit-level SENDME increment.
-pub const CIRCUIT_INCREMENT: u32 = 100;
+pub(crate) const CIRCUIT_INCREMENT: u32 = 100;
 /// Stream-level window, in DATA cells.
-pub const STREAM_WINDOW: u32 = 500;
+pub(crate) const STREAM_WINDOW: u32 = 500;
 /// Stream-level SENDME increment.
-pub const STREAM_INCREMENT: u32 = 50;
+pub(crate) const STREAM_INCREMENT: u32 = 50;
 
 /// A flow-control violation by the peer. The circuit must be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum FlowError {
+pub(crate) enum FlowError {
     /// A SENDME arrived with no SENDME point outstanding: acknowledging data never sent.
     #[error("SENDME without unacknowledged data")]
     UnexpectedSendme,
@@ -39,7 +39,7 @@ pub enum FlowError {
 
 /// The sending side of a window.
 #[derive(Debug)]
-pub struct SendWindow {
+pub(crate) struct SendWindow {
     available: u32,
     increment: u32,
     sent: u64,
@@ -49,7 +49,7 @@ pub struct SendWindow {
 
 impl SendWindow {
     /// A full window.
-    pub fn new(window: u32, increment: u32) -> Self {
+    pub(crate) fn new(window: u32, increment: u32) -> Self {
         SendWindow {
             available: window,
             increment: increment.max(1),
@@ -59,24 +59,24 @@ impl SendWindow {
     }
 
     /// A circuit-level window.
-    pub fn circuit() -> Self {
+    pub(crate) fn circuit() -> Self {
         Self::new(CIRCUIT_WINDOW, CIRCUIT_INCREMENT)
     }
 
     /// A stream-level window.
-    pub fn stream() -> Self {
+    pub(crate) fn stream() -> Self {
         Self::new(STREAM_WINDOW, STREAM_INCREMENT)
     }
 
-    /// Cells that may be sent now.
-    pub fn available(&self) -> u32 {
+    /// Cells that may be sent now (the pumps hold window permits instead; tests check it).
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> u32 {
         self.available
     }
 
-    /// Records a DATA cell sent with relay-crypto tag `tag`. Callers check
-    /// [`available`](Self::available) first; sending with an empty window is a bug on
-    /// our side, reported as `false`.
-    pub fn on_sent(&mut self, tag: &RelayTag) -> bool {
+    /// Records a DATA cell sent with relay-crypto tag `tag`. Callers hold a window permit
+    /// for it; sending with an empty window is a bug on our side, reported as `false`.
+    pub(crate) fn on_sent(&mut self, tag: &RelayTag) -> bool {
         if self.available == 0 {
             return false;
         }
@@ -89,7 +89,7 @@ impl SendWindow {
     }
 
     /// Accepts a SENDME carrying `tag`; reopens the window by one increment.
-    pub fn on_sendme(&mut self, tag: &RelayTag) -> Result<(), FlowError> {
+    pub(crate) fn on_sendme(&mut self, tag: &RelayTag) -> Result<(), FlowError> {
         let expected = self
             .expected
             .pop_front()
@@ -104,7 +104,7 @@ impl SendWindow {
 
 /// The receiving side of a window.
 #[derive(Debug)]
-pub struct RecvWindow {
+pub(crate) struct RecvWindow {
     left: u32,
     increment: u32,
     received: u64,
@@ -112,7 +112,7 @@ pub struct RecvWindow {
 
 impl RecvWindow {
     /// A full window.
-    pub fn new(window: u32, increment: u32) -> Self {
+    pub(crate) fn new(window: u32, increment: u32) -> Self {
         RecvWindow {
             left: window,
             increment: increment.max(1),
@@ -121,19 +121,19 @@ impl RecvWindow {
     }
 
     /// A circuit-level window.
-    pub fn circuit() -> Self {
+    pub(crate) fn circuit() -> Self {
         Self::new(CIRCUIT_WINDOW, CIRCUIT_INCREMENT)
     }
 
     /// A stream-level window.
-    pub fn stream() -> Self {
+    pub(crate) fn stream() -> Self {
         Self::new(STREAM_WINDOW, STREAM_INCREMENT)
     }
 
     /// Records a DATA cell received. Returns whether it is a SENDME point (the caller
     /// sends a SENDME echoing its tag once the cell is taken in or delivered, then calls
     /// [`on_sendme_sent`](Self::on_sendme_sent)).
-    pub fn on_received(&mut self) -> Result<bool, FlowError> {
+    pub(crate) fn on_received(&mut self) -> Result<bool, FlowError> {
         if self.left == 0 {
             return Err(FlowError::WindowExceeded);
         }
@@ -143,7 +143,7 @@ impl RecvWindow {
     }
 
     /// Records that a SENDME went out: the peer may send one more increment.
-    pub fn on_sendme_sent(&mut self) {
+    pub(crate) fn on_sendme_sent(&mut self) {
         self.left = self.left.saturating_add(self.increment);
     }
 }
