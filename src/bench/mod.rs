@@ -269,7 +269,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), String> {
         }
     };
     let root = std::env::temp_dir().join(format!("allium-bench-{}", std::process::id()));
-    crate::cli::commands::make_private_dir(&root)?;
+    crate::cli::private_dir::make_private_dir(&root)?;
     let _cleanup = TempDir(root.clone());
 
     let auth = NodeDir::create(&root, "authority")?;

@@ -36,7 +36,7 @@ impl NodeDir {
     /// Creates `root/name` with fresh keys and picks a free port.
     pub(crate) fn create(root: &Path, name: &str) -> Result<NodeDir, String> {
         let dir = root.join(name);
-        crate::cli::commands::make_private_dir(&dir)?;
+        crate::cli::private_dir::make_private_dir(&dir)?;
         let keys = RelayKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         Ok(NodeDir { dir, keys, addr })

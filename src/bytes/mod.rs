@@ -14,13 +14,9 @@
 
 mod error;
 pub(crate) mod hex;
-mod readable;
 mod reader;
-mod writeable;
 mod writer;
 
 pub use error::{Error, Result};
-pub use readable::Readable;
-pub use reader::Reader;
-pub use writeable::Writeable;
-pub use writer::Writer;
+pub use reader::{Readable, Reader};
+pub use writer::{Writeable, Writer};

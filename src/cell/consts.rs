@@ -16,3 +16,7 @@ pub const RELAY_TAG_LEN: usize = 16;
 /// Length of the relay payload behind the tag (`R` of the UIV+ layer cipher,
 /// docs/protocol.md §4.5).
 pub const RELAY_PAYLOAD_LEN: usize = RELAY_BODY_LEN - RELAY_TAG_LEN;
+/// Bytes of the relay payload before `data`: command (1), stream id (2), length (2).
+pub const RELAY_HEADER_LEN: usize = 5;
+/// Largest `data` field of one relay message.
+pub const MAX_RELAY_DATA: usize = RELAY_PAYLOAD_LEN - RELAY_HEADER_LEN;

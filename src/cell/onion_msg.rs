@@ -16,8 +16,8 @@
 //! Every message fits in one relay message's 491 data bytes.
 
 use super::chan_msg::BoundedBytes;
+use super::consts::MAX_RELAY_DATA;
 use super::error::{CellError, CellResult};
-use super::relay_msg::MAX_RELAY_DATA;
 use super::wire_enum::wire_enum;
 use crate::bytes::{Readable, Reader, Writeable, Writer};
 

@@ -8,17 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use super::address::{self, Hostname, TargetAddr};
 use super::chan_cmd::DestroyReason;
 use super::chan_msg::{BoundedBytes, HandshakeType};
-use super::consts::RELAY_PAYLOAD_LEN;
 use super::error::{CellError, CellResult};
 use super::onion_msg::{self, OnionMsg};
 use super::relay_cmd::{EndReason, RelayCmd};
 use crate::bytes::Reader;
 use crate::bytes::Writer;
 
-/// Bytes of the relay payload before `data`: command (1), stream id (2), length (2).
-pub const RELAY_HEADER_LEN: usize = 5;
-/// Largest `data` field of one relay message.
-pub const MAX_RELAY_DATA: usize = RELAY_PAYLOAD_LEN - RELAY_HEADER_LEN;
+pub use super::consts::{MAX_RELAY_DATA, RELAY_HEADER_LEN};
 /// Largest handshake carried in EXTEND: `data` minus the largest fixed part
 /// (IPv6 address 1+16, port 2, identity 32, htype 2).
 pub const MAX_EXTEND_HANDSHAKE: usize = MAX_RELAY_DATA - (1 + 16 + 2 + 32 + 2);

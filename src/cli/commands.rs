@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use super::private_dir::make_private_dir;
 use crate::client::onion_service;
 use crate::client::socks_server::{serve_http_connect, serve_socks, Connector, ProxyConfig};
 use crate::client::{Client, ClientConfig};
@@ -59,15 +60,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-pub(crate) fn make_private_dir(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 /// `allium testnet`.

@@ -25,7 +25,7 @@ impl PortPicker {
 
 fn node_dir(root: &Path, name: &str) -> Result<(std::path::PathBuf, String), String> {
     let dir = root.join(name);
-    super::commands::make_private_dir(&dir)?;
+    super::private_dir::make_private_dir(&dir)?;
     let keys = RelayKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
     Ok((dir, keys.identity().to_string()))
 }
@@ -39,7 +39,7 @@ pub(crate) fn emit(
     exits: usize,
     period: u64,
 ) -> Result<(), String> {
-    super::commands::make_private_dir(root)?;
+    super::private_dir::make_private_dir(root)?;
     let mut ports = PortPicker::default();
     let mut auth_list = String::new();
     let mut auth_nodes = Vec::new();
@@ -84,7 +84,7 @@ pub(crate) fn emit(
     }
     let socks = ports.addr()?;
     let proxy_dir = root.join("proxy");
-    super::commands::make_private_dir(&proxy_dir)?;
+    super::private_dir::make_private_dir(&proxy_dir)?;
     write(
         "proxy",
         format!(

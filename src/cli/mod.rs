@@ -4,6 +4,7 @@ pub(crate) mod commands;
 pub mod config;
 pub mod demo_server;
 pub(crate) mod emit;
+pub(crate) mod private_dir;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

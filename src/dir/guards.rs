@@ -26,7 +26,7 @@ use crate::codec::{self, CodecError};
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::{Consensus, ConsensusEntry};
 use crate::dir::flags::RelayFlags;
-use crate::dir::path::{conflicts, position_weight, weighted_choice, PathError, USABLE};
+use crate::dir::selection::{conflicts, position_weight, weighted_choice, PathError, USABLE};
 use crate::dir::weights::Position;
 use crate::dir::wire;
 

@@ -27,6 +27,7 @@ pub mod descriptor;
 pub mod flags;
 pub mod guards;
 pub mod path;
+pub(crate) mod selection;
 pub(crate) mod vote;
 pub(crate) mod weights;
 

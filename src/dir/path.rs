@@ -15,21 +15,18 @@
 //! position (see [`crate::dir::weights`]); if every candidate's weight is zero the choice
 //! is uniform among the candidates.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use rand::{Rng, RngExt};
+use rand::Rng;
 
 use crate::dir::consensus::{Consensus, ConsensusEntry};
 use crate::dir::flags::RelayFlags;
 use crate::dir::guards::GuardSet;
-use crate::dir::weights::{BandwidthWeights, Position};
-
-/// Default number of hops.
-pub const DEFAULT_PATH_LEN: usize = 3;
-/// Fewest hops a path may have (guard and exit).
-pub const MIN_PATH_LEN: usize = 2;
-/// Most hops a path may have (the RELAY_EARLY limit, see protocol.md §2.3).
-pub const MAX_PATH_LEN: usize = 8;
+pub use crate::dir::selection::{
+    conflicts, position_weight, same_subnet, weighted_choice, PathError, DEFAULT_PATH_LEN,
+    MAX_PATH_LEN, MIN_PATH_LEN, USABLE,
+};
+use crate::dir::weights::Position;
 
 /// Where a circuit's streams will go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,62 +38,6 @@ pub struct PathTarget {
     pub addr: Option<IpAddr>,
 }
 
-/// Why no path could be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    /// The requested length is outside `MIN_PATH_LEN..=MAX_PATH_LEN`.
-    #[error("path length {0} is outside {MIN_PATH_LEN}..={MAX_PATH_LEN}")]
-    BadLength(usize),
-    /// Port 0 is not a destination.
-    #[error("target port 0 is invalid")]
-    BadPort,
-    /// No Running, Valid exit allows the target.
-    #[error("no running exit relay allows port {port}")]
-    NoExit {
-        /// The target port.
-        port: u16,
-    },
-    /// No usable guard compatible with the chosen exit.
-    #[error("no usable guard compatible with the chosen exit")]
-    NoGuard,
-    /// No relay can fill a middle position without a conflict.
-    #[error("no relay can fill middle position {0} without a conflict")]
-    NoMiddle(usize),
-}
-
-/// The two addresses are in the same IPv4 /16 or the same IPv6 /32. IPv4-mapped IPv6
-/// addresses compare as IPv4.
-pub fn same_subnet(a: IpAddr, b: IpAddr) -> bool {
-    // Loopback relays exist only in local test networks, where every relay shares
-    // 127.0.0.0/16; exempting them is what lets such networks build paths at all (Tor's
-    // test networks turn the rule off for the same reason).
-    if a.is_loopback() && b.is_loopback() {
-        return false;
-    }
-    match (a.to_canonical(), b.to_canonical()) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..2] == b.octets()[..2],
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..2] == b.segments()[..2],
-        _ => false,
-    }
-}
-
-fn any_same_subnet(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
-    a.iter()
-        .any(|x| b.iter().any(|y| same_subnet(x.ip(), y.ip())))
-}
-
-/// Whether two relays may not share a path: same identity, addresses in a common /16
-/// (/32 for IPv6), or family declared by either.
-pub fn conflicts(a: &ConsensusEntry, b: &ConsensusEntry) -> bool {
-    a.identity == b.identity
-        || any_same_subnet(&a.addrs, &b.addrs)
-        || a.family.binary_search(&b.identity).is_ok()
-        || b.family.binary_search(&a.identity).is_ok()
-}
-
-/// Flags every relay on a path needs.
-pub const USABLE: RelayFlags = RelayFlags::RUNNING.union(RelayFlags::VALID);
-
 /// Whether `relay` can exit to `target`.
 pub fn exit_allows(relay: &ConsensusEntry, target: &PathTarget) -> bool {
     relay.has(USABLE.union(RelayFlags::EXIT))
@@ -104,41 +45,6 @@ pub fn exit_allows(relay: &ConsensusEntry, target: &PathTarget) -> bool {
             Some(ip) => relay.exit_policy.allows_ip(ip, target.port),
             None => relay.exit_policy.might_allow_port(target.port),
         }
-}
-
-/// A relay's selection weight in `position`: `bandwidth · W` (0 if not eligible).
-pub fn position_weight(
-    weights: &BandwidthWeights,
-    relay: &ConsensusEntry,
-    position: Position,
-) -> u128 {
-    u128::from(relay.bandwidth) * u128::from(weights.weight(position, relay.flags))
-}
-
-/// Chooses one of `candidates` with probability proportional to its weight, or uniformly
-/// if all weights are zero. `None` if there are no candidates.
-pub fn weighted_choice<'a, R, I>(candidates: I, rng: &mut R) -> Option<&'a ConsensusEntry>
-where
-    R: Rng + ?Sized,
-    I: IntoIterator<Item = (&'a ConsensusEntry, u128)>,
-{
-    let mut cumulative: Vec<(&'a ConsensusEntry, u128)> = Vec::new();
-    let mut total: u128 = 0;
-    for (relay, w) in candidates {
-        total = total.saturating_add(w);
-        cumulative.push((relay, total));
-    }
-    if cumulative.is_empty() {
-        return None;
-    }
-    if total == 0 {
-        let i = rng.random_range(0..cumulative.len());
-        return cumulative.get(i).map(|(r, _)| *r);
-    }
-    let x = rng.random_range(0..total);
-    // First entry whose running total exceeds x; zero-weight entries are never chosen.
-    let i = cumulative.partition_point(|(_, c)| *c <= x);
-    cumulative.get(i).map(|(r, _)| *r)
 }
 
 /// Chooses an exit for `target`, bandwidth-weighted for the exit position.

@@ -24,7 +24,7 @@ pub enum LinkError {
     #[error("noise handshake failed: {0}")]
     Noise(#[from] snow::Error),
     /// The initiator asked for a link protocol version we do not speak.
-    #[error("the peer asked for link protocol version {0}, this node speaks only {LINK_VERSION}: one side must be upgraded", LINK_VERSION = super::handshake::LINK_VERSION)]
+    #[error("the peer asked for link protocol version {0}, this node speaks only {LINK_VERSION}: one side must be upgraded", LINK_VERSION = super::version::LINK_VERSION)]
     UnsupportedVersion(u8),
     /// The responder refused our link protocol version and named its own.
     #[error("the peer speaks link protocol version {theirs}, this node speaks {ours}: one side must be upgraded")]

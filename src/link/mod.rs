@@ -28,6 +28,7 @@ pub(crate) mod peer;
 mod reader;
 pub(crate) mod record;
 pub(crate) mod stats;
+mod version;
 pub(crate) mod writer;
 
 pub use auth::LinkAuth;

@@ -11,7 +11,7 @@ use crate::dir::ConsensusEntry;
 use super::intro_gate::IntroGate;
 use super::intro_slot::{IntroSlot, Retired, MAX_INTRO_FAILURES};
 use super::intro_task::IntroTask;
-use super::service::Shared;
+use super::shared::Shared;
 use super::INTRO_POINTS;
 
 /// Keeps [`INTRO_POINTS`] slots, each with a task owning its introduction circuit.

@@ -23,7 +23,7 @@ use super::intro_budget::{screen_introduction, Dropped, PointGroup};
 use super::intro_gate::IntroGate;
 use super::pow::solution_accepted;
 use super::rendezvous::{meet, RendezvousSlot};
-use super::service::Shared;
+use super::shared::Shared;
 
 /// Waiting for INTRO_ESTABLISHED.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(20);

@@ -30,6 +30,7 @@ mod publish;
 mod publish_schedule;
 mod rendezvous;
 mod service;
+mod shared;
 
 pub use config::{ServiceConfig, ServiceError};
 pub use intro_slot::{INTRO_KEY_JITTER, INTRO_KEY_LIFETIME};

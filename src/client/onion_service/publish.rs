@@ -16,7 +16,7 @@ use crate::proto::RelayTarget;
 use crate::sync::lock;
 
 use super::intro_slot::IntroSlot;
-use super::service::Shared;
+use super::shared::Shared;
 
 /// Builds, signs and uploads the descriptor listing `up` to every relay of the ring.
 /// Returns how many stored it.

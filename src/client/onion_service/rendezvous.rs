@@ -16,7 +16,7 @@ use crate::onion::handshake::HsServiceIntro;
 use crate::onion::intro::IntroducePlaintext;
 use crate::proto::{ClientCircuit, RelayTarget};
 
-use super::service::Shared;
+use super::shared::Shared;
 
 pub(super) use crate::client::service_end::{RendezvousSlot, RendezvousSlots};
 

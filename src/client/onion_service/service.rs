@@ -1,7 +1,6 @@
-//! A running service: its handle, the state its tasks share, and the main loop that keeps
-//! the introduction points and publishes the descriptor.
+//! A running service: its handle and the main loop that keeps the introduction points and
+//! publishes the descriptor.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +8,6 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::client::facade::Client;
-use crate::crypto::IdentityKeypair;
 use crate::onion::{OnionAddress, PeriodParams};
 use crate::sync::lock;
 
@@ -18,10 +16,11 @@ use super::intro_budget::IntroBudget;
 use super::intro_points::{refresh_retired, refresh_slots};
 use super::intro_slot::{rotate_slots, IntroSlot, Retired};
 use super::keys::load_or_create_service_key;
-use super::pow::{new_pow_seed, rotate_pow_state, PowSeeds};
+use super::pow::{new_pow_seed, rotate_pow_state};
 use super::publish::publish;
 use super::publish_schedule::{periods_to_serve, PublishSchedule};
 use super::rendezvous::RendezvousSlots;
+use super::shared::Shared;
 
 /// How often the service checks its introduction circuits and the period.
 const TICK: Duration = Duration::from_secs(2);
@@ -55,35 +54,6 @@ impl OnionService {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
         self.task.abort();
-    }
-}
-
-/// What the introduction tasks share.
-pub(super) struct Shared {
-    pub(super) client: Client,
-    pub(super) identity: IdentityKeypair,
-    pub(super) address: OnionAddress,
-    pub(super) ports: Arc<Vec<(u16, SocketAddr)>>,
-    pub(super) rendezvous: Arc<RendezvousSlots>,
-    /// The service-wide budgets (decryptions, rendezvous started).
-    pub(super) budget: Mutex<IntroBudget>,
-    /// Each introduction point's decryption budget: (per second, burst).
-    pub(super) intro_point_budget: (u32, u32),
-    /// Puzzle difficulty, if the service requires one.
-    pub(super) pow_difficulty: Option<u8>,
-    /// The puzzle seeds (current, previous).
-    pub(super) pow: Mutex<PowSeeds>,
-    pub(super) connect_timeout: Duration,
-    pub(super) rendezvous_idle: Duration,
-    pub(super) periods: PeriodParams,
-    /// Becomes true when the service stops.
-    pub(super) stopped: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// The service's clock: its client's.
-    pub(super) fn clock(&self) -> &crate::clock::Clock {
-        self.client.clock()
     }
 }
 

@@ -19,7 +19,7 @@ use crate::client::socks::{
 use crate::proto::{DataStream, StreamOpenError};
 
 use super::copy::relay;
-use super::listener::{Protocol, Shared};
+use super::shared::{Protocol, Shared};
 use super::{reply_code_for, IsolationKey};
 
 /// Bytes read from a client per `read` call during the handshake. Early data the client

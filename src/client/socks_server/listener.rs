@@ -3,7 +3,7 @@
 //! logged when the listener stops.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,48 +14,11 @@ use tracing::{debug, info, warn};
 use crate::admission::Admission;
 
 use super::connection::connection;
+use super::shared::{Protocol, Shared, Stats};
 use super::{Connector, ProxyConfig};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Which parser a listener uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Protocol {
-    /// SOCKS4/4a/5.
-    Socks,
-    /// HTTP `CONNECT`.
-    HttpConnect,
-}
-
-impl Protocol {
-    fn name(self) -> &'static str {
-        match self {
-            Protocol::Socks => "SOCKS",
-            Protocol::HttpConnect => "HTTP CONNECT",
-        }
-    }
-}
-
-/// Counters for one listener, logged when it stops.
-#[derive(Debug, Default)]
-pub(super) struct Stats {
-    /// Connections accepted and served.
-    pub(super) accepted: AtomicU64,
-    /// Streams opened and relayed.
-    pub(super) opened: AtomicU64,
-    /// Connections that ended without a stream (bad handshake, refusal, timeout, ...).
-    pub(super) failed: AtomicU64,
-}
-
-/// Per-listener state shared by its connection tasks.
-pub(super) struct Shared {
-    pub(super) protocol: Protocol,
-    pub(super) listener_index: u16,
-    pub(super) connector: Arc<dyn Connector>,
-    pub(super) cfg: ProxyConfig,
-    pub(super) stats: Stats,
-}
 
 pub(super) async fn serve(
     listener: TcpListener,

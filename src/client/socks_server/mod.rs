@@ -39,6 +39,7 @@ mod connector;
 mod copy;
 mod isolation;
 mod listener;
+mod shared;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,7 +51,8 @@ pub use connection::READ_CHUNK;
 pub use connector::{reply_code_for, Connector};
 pub use isolation::IsolationKey;
 
-use listener::{serve, Protocol};
+use listener::serve;
+use shared::Protocol;
 
 /// Serves SOCKS4, SOCKS4a and SOCKS5 clients on `listener` until `shutdown` completes.
 ///
