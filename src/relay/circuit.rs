@@ -17,11 +17,12 @@ use crate::crypto::RelayCrypto;
 use crate::link::LinkError;
 use crate::proto::stream::set::StreamSet;
 
+use super::events::SharedBackward;
+use super::events::{CircEnd, CircSlot, RelayChannel};
 use super::events::{CircEvent, Side};
 use super::onion_points::CircSerial;
 use super::queue_budget::QueueTicket;
-use super::shared::{CircEnd, CircSlot, RelayChannel, RelayCounters, RelayShared};
-use super::splice::SharedBackward;
+use super::shared::{RelayCounters, RelayShared};
 
 mod create;
 mod exit_streams;

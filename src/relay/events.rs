@@ -1,6 +1,21 @@
-//! What a channel's reader hands to a circuit task.
+//! What a relay's tasks hand each other and hold of each other: the events a circuit task
+//! receives, the channels and circuit slots the readers deliver through, a circuit's ends,
+//! and the backward half two joined circuits share. These types refer to each other (an
+//! event carries a channel, a channel's slot holds an event queue), so they live in one
+//! file that imports none of the files using them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop};
+use crate::cell::CircId;
+use crate::crypto::RelayCrypto;
+use crate::link::mux::CircMux;
+use crate::link::{ChannelSender, PeerKind, RecordStats};
+
+use super::queue_budget::QueueTicket;
 
 /// Which neighbour of a circuit a cell came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +56,7 @@ pub enum CircEvent {
     Introduce2(crate::cell::onion_msg::Introduce),
     /// RENDEZVOUS1 arrived on another circuit for this circuit's cookie: from now on this
     /// circuit splices onto that one (whose backward half this is).
-    Joined(super::splice::SharedBackward),
+    Joined(SharedBackward),
     /// The circuit this one was joined with closed.
     PartnerClosed,
     /// This circuit's rendezvous cookie was dropped to make room in the relay's full
@@ -57,5 +72,56 @@ pub enum CircEvent {
 }
 
 /// The outcome of opening (or reusing) the channel to the next hop of an EXTEND.
-pub(crate) type NextHopResult =
-    Result<std::sync::Arc<super::shared::RelayChannel>, crate::cell::DestroyReason>;
+pub(crate) type NextHopResult = Result<Arc<RelayChannel>, crate::cell::DestroyReason>;
+
+/// Where a channel's reader delivers the cells of one circuit.
+#[derive(Debug, Clone)]
+pub struct CircSlot {
+    /// The circuit task's queue.
+    pub tx: mpsc::Sender<CircEvent>,
+    /// Which side of the circuit this channel is.
+    pub side: Side,
+    /// The circuit's share of the relay's queue budget.
+    pub ticket: Arc<QueueTicket>,
+}
+
+/// One open channel of the relay.
+#[derive(Debug)]
+pub struct RelayChannel {
+    /// Queues cells to the peer.
+    pub sender: ChannelSender,
+    /// The circuits it carries.
+    pub circuits: CircMux<CircSlot>,
+    /// Who the peer is.
+    pub peer: PeerKind,
+    /// Record counters (tests assert uniform record sizes from these).
+    pub stats: Arc<RecordStats>,
+    /// The peer's TCP address (reported to the observer only, never logged).
+    pub remote: SocketAddr,
+}
+
+/// One end of a circuit at this relay: a channel and the circuit id on it.
+#[derive(Debug, Clone)]
+pub struct CircEnd {
+    /// The channel.
+    pub chan: Arc<RelayChannel>,
+    /// The circuit's id on that channel.
+    pub id: CircId,
+}
+
+/// A circuit's relay crypto and previous hop, shared with its partner once joined.
+#[derive(Debug)]
+pub struct BackwardHalf {
+    /// The circuit's crypto (its own task uses the forward state, the partner the
+    /// backward state).
+    pub crypto: RelayCrypto,
+    /// The circuit's previous hop.
+    pub prev: CircEnd,
+    /// Set when the circuit is torn down: nothing more may be sent on it.
+    pub closed: bool,
+    /// The partner's task, told when this circuit closes.
+    pub partner: Option<mpsc::Sender<CircEvent>>,
+}
+
+/// A [`BackwardHalf`] shared by the two circuits of a rendezvous.
+pub(crate) type SharedBackward = Arc<tokio::sync::Mutex<BackwardHalf>>;

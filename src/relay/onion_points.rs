@@ -25,9 +25,9 @@ use crate::cell::CircId;
 use crate::sync::lock;
 
 use super::events::CircEvent;
+use super::events::SharedBackward;
 use super::limits::RelayLimits;
 use super::rate_limit::TokenBucket;
-use super::splice::SharedBackward;
 
 /// Identifies one circuit task for the lifetime of the relay (circuit ids are per channel
 /// and get reused; this never is).

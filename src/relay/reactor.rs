@@ -20,7 +20,8 @@ use crate::link::{ChannelReceiver, PeerKind};
 
 use super::circuit;
 use super::events::{CircEvent, Side};
-use super::shared::{CircSlot, RelayChannel, RelayCounters, RelayShared};
+use super::events::{CircSlot, RelayChannel};
+use super::shared::{RelayCounters, RelayShared};
 
 /// Reads `chan` until it closes, then tells every circuit on it.
 pub(crate) async fn run(

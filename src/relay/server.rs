@@ -17,13 +17,14 @@ use crate::link::mux::CircMux;
 use crate::link::{self, LinkConfig, PeerKind};
 use crate::sync::{self, lock};
 
+use super::events::RelayChannel;
 use super::exit::ExitConfig;
 use super::keys::RelayKeys;
 use super::limits::RelayLimits;
 use super::queue_budget::QueueBudget;
 use super::rate_limit::TokenBucket;
 use super::reactor;
-use super::shared::{RelayChannel, RelayCounters, RelayShared};
+use super::shared::{RelayCounters, RelayShared};
 
 /// What a relay needs to start.
 #[derive(Debug, Clone)]

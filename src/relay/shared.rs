@@ -5,45 +5,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
-use crate::cell::CircId;
 use crate::crypto::IdentityPublic;
-use crate::link::mux::CircMux;
-use crate::link::{ChannelSender, LinkConfig, PeerKind, RecordStats};
+use crate::link::LinkConfig;
 use crate::sync::{self, lock};
 
-use super::events::{CircEvent, Side};
+use super::events::RelayChannel;
 use super::keys::RelayKeys;
 use super::limits::RelayLimits;
-use super::queue_budget::{QueueBudget, QueueTicket};
+use super::queue_budget::QueueBudget;
 use super::rate_limit::TokenBucket;
-
-/// Where a channel's reader delivers the cells of one circuit.
-#[derive(Debug, Clone)]
-pub struct CircSlot {
-    /// The circuit task's queue.
-    pub tx: mpsc::Sender<CircEvent>,
-    /// Which side of the circuit this channel is.
-    pub side: Side,
-    /// The circuit's share of the relay's queue budget.
-    pub ticket: Arc<QueueTicket>,
-}
-
-/// One open channel of the relay.
-#[derive(Debug)]
-pub struct RelayChannel {
-    /// Queues cells to the peer.
-    pub sender: ChannelSender,
-    /// The circuits it carries.
-    pub circuits: CircMux<CircSlot>,
-    /// Who the peer is.
-    pub peer: PeerKind,
-    /// Record counters (tests assert uniform record sizes from these).
-    pub stats: Arc<RecordStats>,
-    /// The peer's TCP address (reported to the observer only, never logged).
-    pub remote: SocketAddr,
-}
 
 /// Counters a relay keeps (exported as metrics later; never per client or destination).
 #[derive(Debug, Default)]
@@ -190,13 +160,4 @@ impl RelayShared {
             map.remove(id);
         }
     }
-}
-
-/// One end of a circuit at this relay: a channel and the circuit id on it.
-#[derive(Debug, Clone)]
-pub struct CircEnd {
-    /// The channel.
-    pub chan: Arc<RelayChannel>,
-    /// The circuit's id on that channel.
-    pub id: CircId,
 }

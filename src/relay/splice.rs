@@ -19,7 +19,6 @@
 //! notice) go through [`notify`], which waits at most [`NOTICE_TIMEOUT`] for room: a
 //! stalled circuit must not hold up its partner indefinitely.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -27,10 +26,9 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::{ChanCell, ChanMsg, RelayBody};
-use crate::crypto::{CellKind, Recognition, RelayCrypto, RelayTag};
+use crate::crypto::{CellKind, Recognition, RelayTag};
 
-use super::events::CircEvent;
-use super::shared::CircEnd;
+use super::events::{BackwardHalf, CircEvent};
 
 /// Longest a circuit waits for room in another circuit's queue, or for the other
 /// circuit's half at a rendezvous (RENDEZVOUS2).
@@ -55,23 +53,6 @@ pub(crate) async fn notify(
         }
     }
 }
-
-/// A circuit's relay crypto and previous hop, shared with its partner once joined.
-#[derive(Debug)]
-pub struct BackwardHalf {
-    /// The circuit's crypto (its own task uses the forward state, the partner the
-    /// backward state).
-    pub crypto: RelayCrypto,
-    /// The circuit's previous hop.
-    pub prev: CircEnd,
-    /// Set when the circuit is torn down: nothing more may be sent on it.
-    pub closed: bool,
-    /// The partner's task, told when this circuit closes.
-    pub partner: Option<mpsc::Sender<CircEvent>>,
-}
-
-/// A [`BackwardHalf`] shared by the two circuits of a rendezvous.
-pub(crate) type SharedBackward = Arc<tokio::sync::Mutex<BackwardHalf>>;
 
 /// Why a cell could not be sent backward on a half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

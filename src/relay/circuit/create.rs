@@ -13,9 +13,10 @@ use crate::crypto::{relay_handshake, RelayCrypto};
 use crate::link::PeerKind;
 use crate::proto::stream::set::StreamSet;
 
+use super::super::events::CircEnd;
 use super::super::events::{CircEvent, Side};
 use super::super::queue_budget::QueueTicket;
-use super::super::shared::{CircEnd, RelayCounters, RelayShared};
+use super::super::shared::{RelayCounters, RelayShared};
 use super::send::{lost, queue_cell};
 use super::{Circuit, Crypto, Next, Role, MAX_RELAY_EARLY};
 

@@ -12,9 +12,10 @@ use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
 use crate::link::{self, LinkError, PeerKind};
 
+use super::super::events::{CircEnd, CircSlot, RelayChannel};
 use super::super::events::{CircEvent, NextHopResult, Side};
 use super::super::reactor;
-use super::super::shared::{CircEnd, CircSlot, RelayChannel, RelayShared};
+use super::super::shared::RelayShared;
 use super::forward::cell_or_internal;
 use super::send::{lost, queue_cell, SendFailure, Teardown};
 use super::{Circuit, Next};

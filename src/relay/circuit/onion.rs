@@ -17,10 +17,11 @@ use crate::onion::intro::verify_establish_intro;
 
 use super::super::events::CircEvent;
 use super::super::events::Side;
+use super::super::events::{BackwardHalf, SharedBackward};
 use super::super::onion_points::{CircRef, IntroReg, RegisterError, RendReg};
 use super::super::rate_limit::TokenBucket;
 use super::super::shared::RelayCounters;
-use super::super::splice::{notify, BackwardHalf, SharedBackward, SpliceError, NOTICE_TIMEOUT};
+use super::super::splice::{notify, SpliceError, NOTICE_TIMEOUT};
 use super::forward::cell_or_internal;
 use super::send::{bounded, lost, queue_cell, SendFailure, Teardown};
 use super::{Circuit, Crypto, Next, Role};

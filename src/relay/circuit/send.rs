@@ -10,9 +10,10 @@ use tracing::debug;
 use crate::cell::{ChanCell, ChanMsg, DestroyReason};
 use crate::link::TrySendError;
 
+use super::super::events::CircEnd;
 use super::super::events::Side;
 use super::super::queue_budget::QueueStat;
-use super::super::shared::{CircEnd, RelayCounters};
+use super::super::shared::RelayCounters;
 use super::{Circuit, Next};
 
 /// Why the circuit must end, and which neighbour already knows.
