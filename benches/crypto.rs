@@ -1,14 +1,8 @@
 //! Per-cell and per-handshake costs of the crypto core. Run with
 //! `cargo bench --bench crypto`; figures are recorded in docs/PERFORMANCE.md.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -7,14 +7,8 @@
 //! flipped bit inside a relay body, an unknown relay command) use a raw channel
 //! ([`allium::link::connect`]) and do the circuit crypto by hand ([`RawCircuit`]).
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::atomic::Ordering;
 

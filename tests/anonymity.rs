@@ -8,14 +8,8 @@
 //!     address or a key (checked against a `-v` run of the same scenario, which must show
 //!     them, so the check is known to be able to fail).
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::process::Stdio;

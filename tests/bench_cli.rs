@@ -2,14 +2,8 @@
 //! benchmark (authority and relays as child processes) must produce every figure, and
 //! `bench-client` must measure through the proxy of an `allium testnet`.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

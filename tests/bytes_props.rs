@@ -3,15 +3,10 @@
 //! exactly the bytes consumed (the same check as the `bytes` fuzz target, whose committed
 //! seeds are replayed here); `Readable`/`Writeable` round-trip.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
+#[allow(unreachable_pub)] // shared with the fuzz crate, where these are its API
 #[path = "../fuzz/common/bytes_script.rs"]
 mod bytes_script;
 

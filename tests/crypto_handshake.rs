@@ -1,13 +1,7 @@
 //! The handshake through the public API, feeding the layered crypto.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use allium::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use allium::crypto::{

@@ -4,14 +4,8 @@
 //! and the endpoints run the real code. Every attack must end with the cell unrecognised
 //! at the next honest endpoint (which tears the circuit down) and no later cell delivered.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use allium::cell::consts::{RELAY_BODY_LEN, RELAY_PAYLOAD_LEN, RELAY_TAG_LEN};
 use allium::crypto::circuit_keys::CIRCUIT_KEYS_LEN;

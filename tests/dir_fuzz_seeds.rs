@@ -2,14 +2,8 @@
 //! `ALLIUM_WRITE_SEEDS=1 cargo test --test dir_fuzz_seeds -- --ignored`.
 //! Without the variable the test only checks that the committed seeds still verify.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

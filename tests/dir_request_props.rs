@@ -3,14 +3,8 @@
 //! whatever parses re-encodes to the same bytes, and the committed fuzz seeds of the
 //! `dir_request` target parse.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use allium::dir::request::{DirRequest, DirResponse, DirStatus};
 use allium::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN;

@@ -3,14 +3,8 @@
 //! Each test runs its own network from `allium testnet --emit-configs` (tests/common/procnet.rs)
 //! and talks to it with curl, so what is checked is what a user of the binaries sees.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

@@ -1,17 +1,12 @@
 //! The committed fuzz seed corpus stays valid as the format evolves: every seed parses and
 //! re-encodes to itself (a seed that no longer parses would quietly weaken the fuzzers).
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;
 
+#[allow(unreachable_pub)] // shared with the fuzz crate, where these are its API
 #[path = "../fuzz/common/contexts.rs"]
 mod contexts;
 

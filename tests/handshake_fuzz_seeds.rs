@@ -6,15 +6,10 @@
 //! variable the tests check that the committed seeds are still exactly these and are still
 //! accepted in full (a seed that no longer gets deep would quietly weaken its fuzzer).
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
+#[allow(unreachable_pub)] // shared with the fuzz crate, where these are its API
 #[path = "../fuzz/common/fixtures.rs"]
 mod fixtures;
 

@@ -11,15 +11,10 @@
 //! Keys come from fuzz/common/fixtures.rs (the fuzz targets' fixed keys); the ephemeral
 //! secrets, extensions, positions and changes are the properties' inputs.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
+#[allow(unreachable_pub)] // shared with the fuzz crate, where these are its API
 #[path = "../fuzz/common/fixtures.rs"]
 mod fixtures;
 

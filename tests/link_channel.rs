@@ -1,14 +1,8 @@
 //! Link channels over real TCP on 127.0.0.1: handshakes, identity checks, record
 //! integrity, uniform record size, rekeying, and failure handling.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};

@@ -2,14 +2,8 @@
 //! `cargo test --release --test link_throughput -- --ignored --nocapture`.
 //! Prints a figure; asserts nothing about time.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::time::{Duration, Instant};
 

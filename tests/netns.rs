@@ -21,14 +21,8 @@
 //! netmask puts them all on one link, so no router is needed. Since everything lives in
 //! private namespaces, 10/8 cannot clash with the host's networks.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

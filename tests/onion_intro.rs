@@ -3,14 +3,8 @@
 //! relay and client command sets refuse them; ESTABLISH_INTRO is bound to its circuit;
 //! the handshake gives both ends the same forward-secret keys and detects tampering.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

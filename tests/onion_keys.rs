@@ -1,14 +1,8 @@
 //! Onion-service keys: addresses (typo detection), per-period blinded keys, the HSDir hash
 //! ring and the client puzzle. Pure computation; figures print with `--nocapture`.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::{BTreeSet, HashMap};
 

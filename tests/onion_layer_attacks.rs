@@ -4,14 +4,8 @@
 //! layer then B's backward layer on client->service cells, and B's forward then A's
 //! backward layer on service->client cells.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use allium::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use allium::crypto::circuit_keys::CIRCUIT_KEYS_LEN;

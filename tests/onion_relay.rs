@@ -6,14 +6,8 @@
 //! from the library, no stream machinery), so a test can send any onion message, read the
 //! hop keys' binding, and add an end-to-end hop.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -16,14 +16,8 @@
 //! * forged, expired, rolled-back and foreign descriptors are refused by the client's
 //!   verification (unit level, real descriptors).
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -18,14 +18,8 @@
 //! attack and bounded. Slow connections must be dropped by the server once its handshake
 //! timeout (set short in the TOML files) has passed.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,14 +2,8 @@
 //! created, extended and used end to end; tampering, dead relays, wrong identities and
 //! many circuits on one channel are handled cleanly.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 use std::time::Duration;

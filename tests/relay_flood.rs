@@ -1,14 +1,8 @@
 //! A relay under a flood of 10,000 CREATE cells keeps serving an existing circuit, refuses
 //! the excess cleanly (rate and circuit limits), and its memory stays bounded.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -10,14 +10,8 @@
 //! stalled) and the honest circuit keeps working, also while the next hop still does not
 //! read and further circuits through it are flooded.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

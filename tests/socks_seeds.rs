@@ -2,14 +2,8 @@
 //! request that one of the two parsers accepts (a seed that no longer parses would quietly
 //! weaken the fuzzer).
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;
 

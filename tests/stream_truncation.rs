@@ -8,14 +8,8 @@
 //! The application side is a plain `TcpStream`: `read` returning `Ok(0)` is a FIN,
 //! `Err(ConnectionReset)` a reset.
 
-// Test code: a failed unwrap is a failed test; helpers are no API (Cargo.toml [lints]).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-#![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::future::Future;
 use std::io;

@@ -9,13 +9,30 @@ use std::path::Path;
 use crate::relay::RelayKeys;
 
 /// Hands out free ports on 127.0.0.1. Each port stays bound until the picker is dropped,
-/// so one network never gets the same port twice (the OS may hand a just-released port out
-/// again at once).
+/// so one network never gets the same port twice. Ports come from below Linux's default
+/// ephemeral range (32768-60999): the nodes start after the picker released the ports, and
+/// a port from the ephemeral range could meanwhile become some connection's source port or
+/// another process's port-0 listener (a metrics server), and the node would then fail to
+/// listen.
 #[derive(Default)]
 struct PortPicker(Vec<TcpListener>);
 
+/// Where [`PortPicker`] looks for ports.
+const PICK_RANGE: std::ops::RangeInclusive<u16> = 20_000..=32_767;
+
 impl PortPicker {
     fn addr(&mut self) -> Result<SocketAddr, String> {
+        use rand::RngExt;
+        let mut rng = rand::rng();
+        for _ in 0..256 {
+            let port = rng.random_range(PICK_RANGE);
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                let addr = l.local_addr().map_err(|e| e.to_string())?;
+                self.0.push(l);
+                return Ok(addr);
+            }
+        }
+        // The range is crowded: any free port, as the OS picks it.
         let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         self.0.push(l);

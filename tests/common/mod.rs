@@ -2,6 +2,9 @@
 //! test file includes them with `mod common;`). Here: in-process relays on 127.0.0.1 and
 //! circuits through them. Submodules: directory fixtures (`dir`), onion-service fixtures
 //! (`onion`), prerequisites (`prereq`), networks of real processes (`procnet`).
+
+// Helpers shared by the test crates: `pub` for them, no API of anyone's.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 pub mod dir;
