@@ -158,21 +158,10 @@ impl CircMgr {
                 }
                 path = select()?;
             }
-            let mut hops = Vec::new();
-            for e in &path {
-                let onion = e
-                    .verified_onion_key(now)
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-                let addr = *e
-                    .addrs
-                    .first()
-                    .ok_or_else(|| ClientError::Circuit("relay without address".into()))?;
-                hops.push(RelayTarget {
-                    addr,
-                    identity: e.identity,
-                    onion,
-                });
-            }
+            let hops = path
+                .iter()
+                .map(|e| relay_target(e, now))
+                .collect::<Result<Vec<_>, _>>()?;
             let policy = path
                 .last()
                 .map(|e| e.exit_policy.clone())

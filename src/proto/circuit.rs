@@ -20,7 +20,7 @@ use crate::cell::{
 };
 use crate::crypto::fast_handshake::fast_client_start;
 use crate::crypto::{
-    client_handshake_start, CellKind, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS,
+    client_handshake_start, CellKind, CircuitKeys, ClientLayers, IdentityPublic, RelayTag, MAX_HOPS,
 };
 
 use super::channel::ClientChannel;
@@ -80,26 +80,46 @@ impl ClientCircuit<AtClient> {
     ) -> Result<Self, CircuitError> {
         let mut circ = Self::allocate(chan)?;
         let (state, msg) = fast_client_start(&mut rand::rng());
-        let data = BoundedBytes::new(msg, "hdata")?;
-        circ.send_chan(ChanMsg::Create(Create {
-            htype: HandshakeType::Fast1,
-            data,
-        }))
-        .await?;
-        let reply = match circ.next_event(timeout).await? {
-            FromNextHop::Created(c) => c.data.into_vec(),
-            FromNextHop::Relay(_) | FromNextHop::Destroy(_) => {
-                return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await)
-            }
-        };
+        let reply = circ
+            .exchange_create(HandshakeType::Fast1, msg, timeout)
+            .await?;
         let keys = match state.finish(&reply) {
             Ok(v) => v,
             Err(e) => return Err(circ.fail(e.into()).await),
         };
-        circ.layers.push_hop(&keys)?;
-        circ.last_binding = keys.binding();
-        circ.hops.push(identity);
+        circ.push_hop(&keys, identity)?;
         Ok(circ)
+    }
+
+    /// Sends CREATE carrying `msg` and returns the handshake reply of the CREATED that
+    /// answers it; anything else fails (and destroys) the circuit.
+    async fn exchange_create(
+        &mut self,
+        htype: HandshakeType,
+        msg: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CircuitError> {
+        let data = BoundedBytes::new(msg, "hdata")?;
+        self.send_chan(ChanMsg::Create(Create { htype, data }))
+            .await?;
+        match self.next_event(timeout).await? {
+            FromNextHop::Created(c) => Ok(c.data.into_vec()),
+            FromNextHop::Relay(_) | FromNextHop::Destroy(_) => {
+                Err(self.fail(CircuitError::Protocol("expected CREATED")).await)
+            }
+        }
+    }
+
+    /// Adds the layer of a hop whose handshake finished with `keys`.
+    fn push_hop(
+        &mut self,
+        keys: &CircuitKeys,
+        identity: IdentityPublic,
+    ) -> Result<(), CircuitError> {
+        self.layers.push_hop(keys)?;
+        self.last_binding = keys.binding();
+        self.hops.push(identity);
+        Ok(())
     }
 
     fn allocate(chan: &Arc<ClientChannel>) -> Result<Self, CircuitError> {
@@ -132,25 +152,14 @@ impl ClientCircuit<AtClient> {
         let mut circ = Self::allocate(chan)?;
         let (state, msg) =
             client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &[])?;
-        let data = BoundedBytes::new(msg, "hdata")?;
-        circ.send_chan(ChanMsg::Create(Create {
-            htype: HandshakeType::Ntor1,
-            data,
-        }))
-        .await?;
-        let reply = match circ.next_event(timeout).await? {
-            FromNextHop::Created(c) => c.data.into_vec(),
-            FromNextHop::Relay(_) | FromNextHop::Destroy(_) => {
-                return Err(circ.fail(CircuitError::Protocol("expected CREATED")).await)
-            }
-        };
+        let reply = circ
+            .exchange_create(HandshakeType::Ntor1, msg, timeout)
+            .await?;
         let (keys, _ext) = match state.finish(&reply) {
             Ok(v) => v,
             Err(e) => return Err(circ.fail(e.into()).await),
         };
-        circ.layers.push_hop(&keys)?;
-        circ.last_binding = keys.binding();
-        circ.hops.push(first.identity);
+        circ.push_hop(&keys, first.identity)?;
         Ok(circ)
     }
 
@@ -200,10 +209,7 @@ impl ClientCircuit<AtClient> {
             Ok(v) => v,
             Err(e) => return Err(self.fail(e.into()).await),
         };
-        self.layers.push_hop(&keys)?;
-        self.last_binding = keys.binding();
-        self.hops.push(next.identity);
-        Ok(())
+        self.push_hop(&keys, next.identity)
     }
 }
 
