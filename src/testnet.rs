@@ -5,7 +5,7 @@
 //! processes, decides that it is ready: every directory server serves a consensus that
 //! lists every relay started.
 
-use crate::clock::{now_unix, Clock};
+use crate::clock::Clock;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,8 @@ pub struct TestNetConfig {
     pub exits: usize,
     /// Consensus period.
     pub period: Duration,
+    /// The clock every node of the network reads (a simulated one in long-running tests).
+    pub clock: Clock,
 }
 
 impl Default for TestNetConfig {
@@ -40,6 +42,7 @@ impl Default for TestNetConfig {
             relays: 5,
             exits: 2,
             period: Duration::from_secs(10),
+            clock: Clock::system(),
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct TestNet {
     pub authority_info: Vec<AuthorityInfo>,
     /// Each relay's directory cache, in `relays` order.
     pub dir_caches: Vec<Arc<crate::relay::dircache::DirCache>>,
+    /// The clock every node reads.
+    pub clock: Clock,
 }
 
 fn localhost() -> SocketAddr {
@@ -90,13 +95,17 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 
 /// What one server serves: the verified consensus, or why there is none.
-async fn fetch(server: &DirServer, trusted: &[IdentityPublic]) -> Result<Consensus, String> {
+async fn fetch(
+    server: &DirServer,
+    trusted: &[IdentityPublic],
+    clock: &Clock,
+) -> Result<Consensus, String> {
     let resp = one_shot(
         server.addr,
         &server.identity,
         &DirRequest::GetConsensus,
         FETCH_TIMEOUT,
-        &Clock::system(),
+        clock,
     )
     .await
     .map_err(|e| format!("no answer ({e})"))?;
@@ -104,7 +113,7 @@ async fn fetch(server: &DirServer, trusted: &[IdentityPublic]) -> Result<Consens
         return Err(format!("no consensus ({})", resp.reason()));
     }
     UncheckedConsensus::parse(&resp.body)
-        .and_then(|u| u.verify(trusted, now_unix()))
+        .and_then(|u| u.verify(trusted, clock.now_unix()))
         .map_err(|e| format!("a consensus that does not verify ({e})"))
 }
 
@@ -122,6 +131,17 @@ pub async fn wait_until_listed(
     relays: &[IdentityPublic],
     limit: Duration,
 ) -> Result<Consensus, String> {
+    wait_until_listed_on(servers, trusted, relays, limit, &Clock::system()).await
+}
+
+/// [`wait_until_listed`] for nodes on `clock` (consensus validity read from it).
+pub async fn wait_until_listed_on(
+    servers: &[DirServer],
+    trusted: &[IdentityPublic],
+    relays: &[IdentityPublic],
+    limit: Duration,
+    clock: &Clock,
+) -> Result<Consensus, String> {
     if servers.is_empty() {
         return Err("no directory server to ask".into());
     }
@@ -130,7 +150,7 @@ pub async fn wait_until_listed(
         let mut first = None;
         let mut not_ready = Vec::new();
         for s in servers {
-            match fetch(s, trusted).await {
+            match fetch(s, trusted, clock).await {
                 Ok(c) => {
                     let missing: Vec<String> = relays
                         .iter()
@@ -179,7 +199,7 @@ impl TestNet {
                     listen: localhost(),
                     limits: RelayLimits::default(),
                     exit: None,
-                    clock: Clock::system(),
+                    clock: cfg.clock.clone(),
                 },
                 RelayKeys::generate(),
             )
@@ -213,7 +233,7 @@ impl TestNet {
                     listen: localhost(),
                     limits: RelayLimits::default(),
                     exit,
-                    clock: Clock::system(),
+                    clock: cfg.clock.clone(),
                 },
                 RelayKeys::generate(),
             )
@@ -242,6 +262,7 @@ impl TestNet {
             "testnet: network started"
         );
         Ok(TestNet {
+            clock: cfg.clock.clone(),
             authorities,
             relays,
             authority_info,
@@ -277,7 +298,7 @@ impl TestNet {
     pub async fn wait_for_consensus(&self, limit: Duration) -> Result<Consensus, String> {
         let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
         let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
-        wait_until_listed(&self.dir_servers(), &trusted, &relays, limit).await
+        wait_until_listed_on(&self.dir_servers(), &trusted, &relays, limit, &self.clock).await
     }
 
     /// Relays listed in the first authority's consensus.
@@ -287,7 +308,7 @@ impl TestNet {
             .first()
             .and_then(|(_, a)| a.current_consensus())
             .and_then(|b| crate::dir::UncheckedConsensus::parse(&b).ok())
-            .and_then(|u| u.verify(&trusted, now_unix()).ok())
+            .and_then(|u| u.verify(&trusted, self.clock.now_unix()).ok())
             .map_or(0, |c| c.relays().len())
     }
 

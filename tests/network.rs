@@ -40,6 +40,7 @@ async fn three_authorities_publish_and_a_client_fetches_through_the_network() {
         relays: 5,
         exits: 2,
         period: Duration::from_secs(6),
+        ..TestNetConfig::default()
     };
     let net = TestNet::start(&cfg).await.unwrap();
     net.wait_for_consensus(Duration::from_secs(60))
@@ -75,6 +76,7 @@ async fn curl_through_the_socks_proxy_with_isolation_and_guard_directory() {
         relays: 5,
         exits: 2,
         period: Duration::from_secs(6),
+        ..TestNetConfig::default()
     };
     let net = TestNet::start(&cfg).await.unwrap();
     net.wait_for_consensus(Duration::from_secs(60))

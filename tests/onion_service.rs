@@ -132,6 +132,7 @@ async fn onion_service_end_to_end() {
         relays: 6,
         exits: 1,
         period: Duration::from_secs(6),
+        ..TestNetConfig::default()
     })
     .await
     .unwrap();
@@ -385,6 +386,7 @@ async fn quiet_setup(tag: &str, max_rendezvous: usize) -> QuietSetup {
         relays: 6,
         exits: 1,
         period: Duration::from_secs(6),
+        ..TestNetConfig::default()
     })
     .await
     .unwrap();

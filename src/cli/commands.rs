@@ -103,6 +103,7 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
         relays: args.relays,
         exits: args.exits,
         period: Duration::from_secs(args.period.max(6)),
+        ..TestNetConfig::default()
     };
     let net = TestNet::start(&cfg).await.map_err(|e| e.to_string())?;
     println!(
