@@ -53,7 +53,12 @@ fn chan_msg() -> impl Strategy<Value = ChanMsg> {
         any::<[u8; 32]>().prop_map(|seed| ChanMsg::Relay(RelayBody(expand(seed)))),
         any::<[u8; 32]>().prop_map(|seed| ChanMsg::RelayEarly(RelayBody(expand(seed)))),
         prop::sample::select(DestroyReason::ALL).prop_map(ChanMsg::Destroy),
-        any::<u64>().prop_map(|timestamp| ChanMsg::Netinfo(Netinfo { timestamp })),
+        (any::<u64>(), ip(), 1..=u16::MAX).prop_map(|(timestamp, ip, port)| {
+            ChanMsg::Netinfo(Netinfo {
+                timestamp,
+                other_addr: SocketAddr::new(ip, port),
+            })
+        }),
         (0..3u8, bytes_upto(MAX_LINK_HANDSHAKE_DATA)).prop_map(|(k, d)| {
             let hs = LinkHandshake {
                 data: BoundedBytes::new(d, "t").unwrap(),

@@ -4,6 +4,9 @@
 //! Parsers refuse non-zero padding and length fields past their bound, so every accepted
 //! body has exactly one encoding.
 
+use std::net::SocketAddr;
+
+use super::address::{read_socket_addr, write_socket_addr};
 use super::chan_cmd::{ChanCmd, DestroyReason};
 use super::consts::{CELL_BODY_LEN, RELAY_BODY_LEN};
 use super::error::{CellError, CellResult};
@@ -99,12 +102,26 @@ pub struct Created {
     pub data: BoundedBytes<MAX_CREATED_DATA>,
 }
 
-/// NETINFO: `timestamp (u64, seconds since the Unix epoch) | zero padding`. Lets each end
-/// notice clock skew, which matters for directory freshness checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// NETINFO: `timestamp (u64, seconds since the Unix epoch) | other_addr (atype | address |
+/// port) | zero padding`. The timestamp lets relays notice clock skew (clients send 0: an
+/// exact clock would fingerprint them); `other_addr` tells the receiver the address the
+/// sender sees it at, from which a relay learns its public address (docs/protocol.md §5.4).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Netinfo {
-    /// The sender's clock.
+    /// The sender's clock, or 0 from a client.
     pub timestamp: u64,
+    /// The receiver's address as the sender sees it (the TCP peer address).
+    pub other_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Netinfo {
+    // `other_addr` may be a client's address: keep it out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netinfo")
+            .field("timestamp", &self.timestamp)
+            .field("other_addr", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A link handshake message (LINK_INIT, LINK_RESP, LINK_FINISH):
@@ -205,6 +222,7 @@ impl ChanMsg {
             ChanCmd::Destroy => ChanMsg::Destroy(DestroyReason::from_code(r.u8("reason")?)?),
             ChanCmd::Netinfo => ChanMsg::Netinfo(Netinfo {
                 timestamp: r.u64("timestamp")?,
+                other_addr: read_socket_addr(&mut r)?,
             }),
             ChanCmd::LinkInit | ChanCmd::LinkResp | ChanCmd::LinkFinish => {
                 let len = r.len_u16("len", MAX_LINK_HANDSHAKE_DATA)?;
@@ -234,7 +252,10 @@ impl ChanMsg {
             ChanMsg::Created(c) => w.u16_prefixed(c.data.as_slice(), "hdata")?,
             ChanMsg::Relay(b) | ChanMsg::RelayEarly(b) => w.put(&b.0, "relay body")?,
             ChanMsg::Destroy(reason) => w.u8(reason.code(), "reason")?,
-            ChanMsg::Netinfo(n) => w.u64(n.timestamp, "timestamp")?,
+            ChanMsg::Netinfo(n) => {
+                w.u64(n.timestamp, "timestamp")?;
+                write_socket_addr(&n.other_addr, &mut w)?;
+            }
             ChanMsg::LinkInit(h) | ChanMsg::LinkResp(h) | ChanMsg::LinkFinish(h) => {
                 w.u16_prefixed(h.data.as_slice(), "data")?
             }

@@ -33,8 +33,11 @@ pub struct Channel {
     pub peer: PeerKind,
     /// Whether we opened the TCP connection (decides our circuit-id half).
     pub is_initiator: bool,
-    /// The peer's clock (unix seconds) from its NETINFO, for skew checks.
+    /// The peer's clock (unix seconds) from its NETINFO, for skew checks; 0 from a client.
     pub peer_timestamp: u64,
+    /// Our address as the peer sees it (its NETINFO): how a relay learns its public
+    /// address from the authorities. Never logged at info or above.
+    pub seen_as: std::net::SocketAddr,
     /// Our end of the TCP connection (diagnostics and tests: which connections a relay
     /// sees are ours).
     pub local_addr: Option<std::net::SocketAddr>,

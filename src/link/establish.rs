@@ -122,6 +122,8 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     // writer task, not in Nagle's algorithm.
     stream.set_nodelay(true)?;
     let local_addr = stream.local_addr().ok();
+    // Our NETINFO tells the peer where we see it (how a relay learns its own address).
+    let peer_addr = stream.peer_addr()?;
     if let Some(t) = cfg.dead_peer_timeout {
         detect_dead_peer(&stream, t);
     }
@@ -132,15 +134,24 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     let now = cfg.clock.now_unix();
     let est: Established = match role {
         Role::Initiator { expected, our_auth } => {
-            initiate(&mut reader, &mut write_half, expected, our_auth, now).await?
+            initiate(
+                &mut reader,
+                &mut write_half,
+                expected,
+                our_auth,
+                now,
+                peer_addr,
+            )
+            .await?
         }
         Role::Responder { our_auth } => {
-            respond(&mut reader, &mut write_half, our_auth, now).await?
+            respond(&mut reader, &mut write_half, our_auth, now, peer_addr).await?
         }
     };
 
+    // A client sends 0 (protocol.md §5.4): nothing to compare.
     let skew = est.peer_timestamp.abs_diff(cfg.clock.now_unix());
-    if skew > SKEW_WARN_SECS {
+    if est.peer_timestamp != 0 && skew > SKEW_WARN_SECS {
         warn!(skew_secs = skew, "link: peer clock differs from ours");
     }
 
@@ -170,6 +181,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         peer: est.peer,
         is_initiator,
         peer_timestamp: est.peer_timestamp,
+        seen_as: est.seen_as,
         local_addr,
         circ_ids: CircIdAllocator::new(
             is_initiator,

@@ -8,6 +8,8 @@
 //! both                    NETINFO      first transport record each way
 //! ```
 
+use std::net::SocketAddr;
+
 use ed25519_dalek::VerifyingKey;
 use snow::{Builder, HandshakeState};
 use tokio::io::AsyncWriteExt;
@@ -36,8 +38,19 @@ pub(crate) struct Established {
     pub(crate) recv: RecordCipher,
     /// Who the peer proved to be.
     pub(crate) peer: PeerKind,
-    /// The peer's clock from its NETINFO.
+    /// The peer's clock from its NETINFO (0 from a client).
     pub(crate) peer_timestamp: u64,
+    /// Our address as the peer sees it, from its NETINFO.
+    pub(crate) seen_as: SocketAddr,
+}
+
+/// What our NETINFO says: our clock (0 if we are a client) and the peer's TCP address.
+#[derive(Clone, Copy)]
+pub(crate) struct OurNetinfo {
+    /// Our wall clock in Unix seconds, or 0 from a client (an exact clock fingerprints it).
+    pub(crate) timestamp: u64,
+    /// The address we see the peer at.
+    pub(crate) peer_addr: SocketAddr,
 }
 
 fn builder_params() -> LinkResult<snow::params::NoiseParams> {
@@ -97,9 +110,11 @@ fn handshake_cell(make: fn(LinkHandshake) -> ChanMsg, data: &[u8]) -> LinkResult
 }
 
 /// Encodes our NETINFO cell.
-/// `now`: our wall clock (Unix seconds), which the peer compares with its own.
-fn netinfo_cell(now: u64) -> LinkResult<[u8; CELL_LEN]> {
-    let msg = ChanMsg::Netinfo(Netinfo { timestamp: now });
+fn netinfo_cell(ours: OurNetinfo) -> LinkResult<[u8; CELL_LEN]> {
+    let msg = ChanMsg::Netinfo(Netinfo {
+        timestamp: ours.timestamp,
+        other_addr: ours.peer_addr,
+    });
     Ok(ChanCell::channel(msg)?.encode()?)
 }
 
@@ -133,7 +148,10 @@ async fn read_handshake(
 }
 
 /// Reads the peer's NETINFO, which must be its first encrypted record.
-async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> LinkResult<u64> {
+async fn read_netinfo(
+    reader: &mut RecordReader,
+    cipher: &mut RecordCipher,
+) -> LinkResult<Netinfo> {
     let record = reader.next_record().await?.ok_or(LinkError::HandshakeEof)?;
     cipher.open(record)?;
     let cell = record
@@ -143,7 +161,7 @@ async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> L
         .into_parts()
         .1
     {
-        DuringLinkHandshake::Netinfo(n) => Ok(n.timestamp),
+        DuringLinkHandshake::Netinfo(n) => Ok(n),
         DuringLinkHandshake::LinkInit(_)
         | DuringLinkHandshake::LinkResp(_)
         | DuringLinkHandshake::LinkFinish(_) => {
@@ -153,22 +171,28 @@ async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> L
 }
 
 /// Seals our NETINFO as a transport record.
-fn sealed_netinfo(cipher: &mut RecordCipher, now: u64) -> LinkResult<[u8; RECORD_LEN]> {
-    let mut rec = plaintext_record(&netinfo_cell(now)?);
+fn sealed_netinfo(cipher: &mut RecordCipher, ours: OurNetinfo) -> LinkResult<[u8; RECORD_LEN]> {
+    let mut rec = plaintext_record(&netinfo_cell(ours)?);
     cipher.seal(&mut rec)?;
     Ok(rec)
 }
 
 /// Runs the initiator's side. `our_auth` is `None` for a client, which then proves a fresh
-/// random static key and no identity. `now`: our wall clock in Unix seconds (certificate
-/// validity, our NETINFO timestamp).
+/// random static key and no identity, and sends 0 as its NETINFO timestamp. `now`: our
+/// wall clock in Unix seconds (certificate validity, a relay's NETINFO timestamp);
+/// `peer_addr`: the responder's TCP address.
 pub(crate) async fn initiate(
     reader: &mut RecordReader,
     writer: &mut OwnedWriteHalf,
     expected: &VerifyingKey,
     our_auth: Option<&LinkAuth>,
     now: u64,
+    peer_addr: SocketAddr,
 ) -> LinkResult<Established> {
+    let ours = OurNetinfo {
+        timestamp: if our_auth.is_some() { now } else { 0 },
+        peer_addr,
+    };
     let secret = match our_auth {
         Some(auth) => auth.static_secret_bytes(),
         None => Zeroizing::new(StaticSecret::random_from_rng(&mut rand::rng()).to_bytes()),
@@ -219,25 +243,32 @@ pub(crate) async fn initiate(
     let mut out = [0u8; 2 * RECORD_LEN];
     let (a, b) = out.split_at_mut(RECORD_LEN);
     a.copy_from_slice(&plaintext_record(&finish));
-    b.copy_from_slice(&sealed_netinfo(&mut send, now)?);
+    b.copy_from_slice(&sealed_netinfo(&mut send, ours)?);
     write_records(writer, reader, &out).await?;
 
-    let peer_timestamp = read_netinfo(reader, &mut recv).await?;
+    let theirs = read_netinfo(reader, &mut recv).await?;
     Ok(Established {
         send,
         recv,
         peer: PeerKind::Relay(identity),
-        peer_timestamp,
+        peer_timestamp: theirs.timestamp,
+        seen_as: theirs.other_addr,
     })
 }
 
-/// Runs the responder's side; `now` as for [`initiate`].
+/// Runs the responder's side (always a relay: it sends its clock); `now` and `peer_addr`
+/// (the initiator's TCP address) as for [`initiate`].
 pub(crate) async fn respond(
     reader: &mut RecordReader,
     writer: &mut OwnedWriteHalf,
     our_auth: &LinkAuth,
     now: u64,
+    peer_addr: SocketAddr,
 ) -> LinkResult<Established> {
+    let ours = OurNetinfo {
+        timestamp: now,
+        peer_addr,
+    };
     let mut hs = handshake_state(&our_auth.static_secret_bytes(), false)?;
     let mut msg = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
     let mut payload = Zeroizing::new([0u8; MAX_LINK_HANDSHAKE_DATA]);
@@ -288,13 +319,14 @@ pub(crate) async fn respond(
     let mut send = RecordCipher::new(&r2i);
     let mut recv = RecordCipher::new(&i2r);
 
-    write_records(writer, reader, &sealed_netinfo(&mut send, now)?).await?;
-    let peer_timestamp = read_netinfo(reader, &mut recv).await?;
+    write_records(writer, reader, &sealed_netinfo(&mut send, ours)?).await?;
+    let theirs = read_netinfo(reader, &mut recv).await?;
     Ok(Established {
         send,
         recv,
         peer,
-        peer_timestamp,
+        peer_timestamp: theirs.timestamp,
+        seen_as: theirs.other_addr,
     })
 }
 
