@@ -190,6 +190,10 @@ async fn relay_to_relay_handshake_and_cells_both_ways() {
     assert_eq!(a.peer, PeerKind::Relay(id_b.verifying_key()));
     assert_eq!(b.peer, PeerKind::Relay(id_a.verifying_key()));
     assert!(a.is_initiator && !b.is_initiator);
+    // Relays both send their clocks, and each reports the other's TCP address.
+    assert!(a.peer_timestamp > 1_600_000_000 && b.peer_timestamp > 1_600_000_000);
+    assert_eq!(Some(a.seen_as), a.local_addr);
+    assert_eq!(b.seen_as, addr);
     // Each side's circuit ids come from its own half.
     let ca = a.circ_ids.allocate().unwrap();
     let cb = b.circ_ids.allocate().unwrap();
@@ -225,6 +229,12 @@ async fn client_to_relay_is_anonymous() {
     assert_eq!(c.peer, PeerKind::Relay(id_b.verifying_key()));
     assert_eq!(r.peer, PeerKind::Client);
     assert!(r.peer.relay_identity().is_none());
+    // NETINFO: the client's clock is not sent (it would fingerprint it); the relay's is.
+    // Each side reports where it sees the other: the client learns its own address.
+    assert_eq!(r.peer_timestamp, 0);
+    assert!(c.peer_timestamp > 1_600_000_000);
+    assert_eq!(Some(c.seen_as), c.local_addr);
+    assert_eq!(r.seen_as, addr);
 
     c.sender.send_raw(numbered_cell(1)).await.unwrap();
     assert_eq!(r.receiver.recv().await.unwrap().unwrap(), numbered_cell(1));

@@ -148,10 +148,7 @@ async fn read_handshake(
 }
 
 /// Reads the peer's NETINFO, which must be its first encrypted record.
-async fn read_netinfo(
-    reader: &mut RecordReader,
-    cipher: &mut RecordCipher,
-) -> LinkResult<Netinfo> {
+async fn read_netinfo(reader: &mut RecordReader, cipher: &mut RecordCipher) -> LinkResult<Netinfo> {
     let record = reader.next_record().await?.ok_or(LinkError::HandshakeEof)?;
     cipher.open(record)?;
     let cell = record

@@ -77,6 +77,25 @@ pub fn render(shared: &RelayShared) -> String {
         "Bytes of cells queued towards circuits.",
         shared.budget.total() as u64,
     );
+    let st = &shared.self_test;
+    metric(
+        "allium_relay_self_test_reachable",
+        "gauge",
+        "1 if the last self-test built a circuit through another relay back to this relay's advertised address.",
+        u64::from(st.reachable()),
+    );
+    metric(
+        "allium_relay_listed",
+        "gauge",
+        "1 if the current consensus lists this relay with its advertised address and onion key.",
+        u64::from(st.listed()),
+    );
+    metric(
+        "allium_relay_descriptor_accepted",
+        "gauge",
+        "1 if an authority accepted the last descriptor upload.",
+        u64::from(st.descriptor_accepted()),
+    );
     let _ = writeln!(
         out,
         "# HELP allium_rejections_total Refusals, by reason.\n# TYPE allium_rejections_total counter"

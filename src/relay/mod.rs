@@ -5,6 +5,7 @@
 //! ([`circuit`]); they talk through bounded queues. There is no relay-wide lock on the
 //! cell path, so circuits on different channels are processed on all cores at once.
 
+pub mod address_discovery;
 pub(crate) mod authority;
 pub mod circuit;
 pub mod dircache;
@@ -22,6 +23,7 @@ pub(crate) mod queue_budget;
 pub(crate) mod rate_limit;
 pub(crate) mod reactor;
 pub(crate) mod replay;
+pub mod self_test;
 pub(crate) mod server;
 pub mod shared;
 pub(crate) mod splice;

@@ -11,6 +11,7 @@ use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{Descriptor, DescriptorError, ExitPolicy, SignedDescriptor};
 use crate::proto::dirclient::one_shot;
 
+use super::address_discovery::AdvertisedAddress;
 use super::shared::RelayShared;
 use crate::dir::AuthorityInfo;
 
@@ -52,56 +53,107 @@ pub(crate) fn build_descriptor(
     descriptor.sign(shared.keys.identity_keypair())
 }
 
-/// Uploads the descriptor to every authority now and then every `interval`; a failed
-/// upload is retried after a few seconds.
+/// Uploads the descriptor to every authority now and then every `interval`. A round that
+/// fails (no address, a refusal, an authority unreachable) is retried sooner, backing off
+/// from 5 s to a few minutes. When the advertised address is unspecified, it is learned
+/// from the authorities at every round, so a changed address is re-published. Starts the
+/// self-test, which runs after every round.
 pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
+    super::self_test::spawn_self_test(Arc::clone(&shared), cfg.authorities.clone());
     tokio::spawn(async move {
+        let mut address = AdvertisedAddress::new(cfg.advertised);
+        let mut failed_rounds = 0u32;
         loop {
-            let mut all_ok = true;
-            match build_descriptor(&shared, &cfg)
-                .and_then(|d| d.to_bytes().map_err(DescriptorError::Codec))
-            {
-                Ok(bytes) => {
-                    for a in &cfg.authorities {
-                        let req = DirRequest::PostDescriptor(bytes.clone());
-                        match one_shot(
-                            a.addr,
-                            &a.identity,
-                            &req,
-                            Duration::from_secs(10),
-                            &shared.clock,
-                        )
-                        .await
-                        {
-                            Ok(resp) if resp.status == DirStatus::Ok => {
-                                debug!("relay: descriptor accepted by an authority")
-                            }
-                            Ok(resp) if resp.status == DirStatus::Busy => {}
-                            Ok(resp) => {
-                                all_ok = false;
-                                warn!(
-                                    "relay: an authority refused the descriptor: {}",
-                                    resp.reason()
-                                );
-                            }
-                            Err(e) => {
-                                all_ok = false;
-                                info!("relay: could not reach an authority: {e}");
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!("relay: cannot build the descriptor: {e}");
-                    all_ok = false;
-                }
-            }
-            let wait = if all_ok {
-                cfg.interval
+            let all_ok = publish_round(&shared, &cfg, &mut address).await;
+            failed_rounds = if all_ok {
+                0
             } else {
-                Duration::from_secs(5).min(cfg.interval)
+                failed_rounds.saturating_add(1)
             };
+            let wait = retry_wait(failed_rounds, cfg.interval);
             shared.clock.sleep(wait).await;
         }
     });
+}
+
+/// How long to wait before the next round after `failed_rounds` failed ones in a row:
+/// the interval after a success, else 5 s doubling up to 5 minutes (never past the
+/// interval), so a lasting problem is neither hammered nor logged every few seconds.
+fn retry_wait(failed_rounds: u32, interval: Duration) -> Duration {
+    if failed_rounds == 0 {
+        return interval;
+    }
+    let backoff =
+        Duration::from_secs(5).saturating_mul(1 << failed_rounds.min(7).saturating_sub(1));
+    backoff.min(Duration::from_secs(300)).min(interval)
+}
+
+/// One round: learns the address if need be, builds the descriptor and uploads it to
+/// every authority; records the outcome for the self-test. Whether all went well.
+async fn publish_round(
+    shared: &Arc<RelayShared>,
+    cfg: &PublishConfig,
+    address: &mut AdvertisedAddress,
+) -> bool {
+    let now = shared.clock.now_unix();
+    let Some(advertised) = address.resolve(&cfg.authorities, &shared.clock).await else {
+        shared.self_test.record_round(None, None, now);
+        return false;
+    };
+    let round_cfg = PublishConfig {
+        advertised,
+        ..cfg.clone()
+    };
+    let bytes = match build_descriptor(shared, &round_cfg)
+        .and_then(|d| d.to_bytes().map_err(DescriptorError::Codec))
+    {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            warn!("relay: cannot build the descriptor: {e}");
+            shared.self_test.record_round(Some(advertised), None, now);
+            return false;
+        }
+    };
+    let mut all_ok = true;
+    let mut accepted = false;
+    let mut refusal = None;
+    for a in &cfg.authorities {
+        let req = DirRequest::PostDescriptor(bytes.clone());
+        match one_shot(
+            a.addr,
+            &a.identity,
+            &req,
+            Duration::from_secs(10),
+            &shared.clock,
+        )
+        .await
+        {
+            Ok(resp) if resp.status == DirStatus::Ok => {
+                accepted = true;
+                debug!("relay: descriptor accepted by an authority")
+            }
+            Ok(resp) if resp.status == DirStatus::Busy => {}
+            Ok(resp) => {
+                all_ok = false;
+                warn!(
+                    "relay: an authority refused the descriptor: {}",
+                    resp.reason()
+                );
+                refusal = Some(resp.reason().to_string());
+            }
+            Err(e) => {
+                all_ok = false;
+                info!("relay: could not reach an authority: {e}");
+            }
+        }
+    }
+    let outcome = match (accepted, refusal) {
+        (true, _) => Some(Ok(())),
+        (false, Some(reason)) => Some(Err(reason)),
+        (false, None) => None,
+    };
+    shared
+        .self_test
+        .record_round(Some(advertised), outcome, now);
+    all_ok
 }

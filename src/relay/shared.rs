@@ -91,6 +91,8 @@ pub struct RelayShared {
     pub observer: std::sync::OnceLock<Arc<dyn super::observer::RelayObserver>>,
     /// Introduction points and rendezvous cookies registered here (§8).
     pub onion: super::onion_points::OnionPoints,
+    /// What the publisher and the self-test found (metrics, the operator's log line).
+    pub self_test: super::self_test::SelfTestStatus,
 }
 
 impl RelayShared {
