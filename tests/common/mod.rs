@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod dir;
+pub mod documented;
 pub mod onion;
 pub mod prereq;
 pub mod procnet;
