@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use allium::crypto::IdentityPublic;
 use allium::testnet::{wait_until_listed, DirServer};
-use common::prereq;
+use common::{documented, prereq};
 use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 use std::os::fd::AsFd;
 
@@ -105,7 +105,7 @@ fn wait_until_listed_from(
     trusted: Vec<IdentityPublic>,
     relays: Vec<IdentityPublic>,
     bound: Duration,
-) -> Result<(), String> {
+) -> Result<allium::dir::Consensus, String> {
     let path = format!("/run/netns/{}", node.ns);
     std::thread::spawn(move || {
         let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
@@ -116,7 +116,6 @@ fn wait_until_listed_from(
             .build()
             .unwrap();
         rt.block_on(wait_until_listed(&servers, &trusted, &relays, bound))
-            .map(|_| ())
     })
     .join()
     .unwrap()
@@ -245,6 +244,19 @@ impl Lab {
             .spawn()
             .unwrap();
         self.children.push((node.name.clone(), child));
+    }
+
+    /// Waits (at most `bound`) until `name`'s log contains `text`.
+    fn wait_for_log(&self, name: &str, text: &str, bound: Duration) -> bool {
+        let log = self.dir.join(format!("{name}.log"));
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
     }
 
     /// Prints every node's log (on failure).
@@ -395,28 +407,30 @@ fn fetch(client: &Node, web: &str, bytes: u64, max_secs: u64) -> Result<u64, Str
     }
 }
 
-fn authority_toml(node: &Node, data: &Path, auth_list: &str) -> String {
-    format!(
-        "[authority]\nlisten = \"{}:{NODE_PORT}\"\ndata_dir = \"{}\"\nperiod_secs = 6\ntest_network = true\n{}",
-        node.addr,
-        data.display(),
-        auth_list.replace("{TABLE}", "authority"),
-    )
+/// Every authority as the configs list it: identity and `address:9001`.
+type AuthorityList = [(IdentityPublic, std::net::SocketAddr)];
+
+/// docs/examples/authority.toml (listen stays on 0.0.0.0:9001).
+fn authority_toml(data: &Path, auths: &AuthorityList) -> String {
+    documented::authority(NODE_PORT, data, auths, 6)
 }
 
-fn relay_toml(node: &Node, data: &Path, auth_list: &str, exit: bool) -> String {
-    // The default exit policy refuses private destinations; the web server here is one.
-    let exit = if exit {
-        "\n[exit]\npolicy = [\"accept *:*\"]\n"
-    } else {
-        ""
-    };
-    format!(
-        "[relay]\nlisten = \"{}:{NODE_PORT}\"\ndata_dir = \"{}\"\nbandwidth = 10000000\npublish_interval_secs = 60\n{}{exit}",
-        node.addr,
-        data.display(),
-        auth_list.replace("{TABLE}", "relay"),
-    )
+/// docs/examples/relay.toml (listen stays on 0.0.0.0:9001 and `advertise` unset: each
+/// relay learns its address from the authorities, as a relay set up by the guide does).
+fn relay_toml(data: &Path, auths: &AuthorityList, exit: bool) -> String {
+    let text = documented::relay(NODE_PORT, data, auths);
+    if !exit {
+        return text;
+    }
+    // The example's commented [exit] table, enabled; the default exit policy refuses
+    // private destinations, and the web server here is one.
+    let text = documented::replace_line(&text, "# [exit]", "[exit]");
+    let policy = text
+        .lines()
+        .find(|l| l.starts_with("# policy = "))
+        .expect("the example has a commented exit policy")
+        .to_string();
+    documented::replace_line(&text, &policy, "policy = [\"accept *:*\"]")
 }
 
 #[test]
@@ -444,20 +458,18 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
     let client = lab.add_node("client");
     let server = lab.add_node("web");
 
-    // Configuration files, written directly (the emitted ones are for 127.0.0.1).
-    let mut auth_list = String::new();
+    // Configuration files from docs/examples/*.toml, with identities, addresses and paths
+    // substituted (docs/operating.md's steps: keygen, then the files).
+    let mut auth_list = Vec::new();
     let mut auth_ids = Vec::new();
     for a in &auths {
         let id = keygen(&lab.dir.join(&a.name));
-        auth_list.push_str(&format!(
-            "\n[[{{TABLE}}.authorities]]\nidentity = \"{id}\"\naddr = \"{}:{NODE_PORT}\"\n",
-            a.addr
-        ));
+        auth_list.push((id, format!("{}:{NODE_PORT}", a.addr).parse().unwrap()));
         auth_ids.push(id);
     }
     for a in &auths {
         let cfg = lab.dir.join(format!("{}.toml", a.name));
-        std::fs::write(&cfg, authority_toml(a, &lab.dir.join(&a.name), &auth_list)).unwrap();
+        std::fs::write(&cfg, authority_toml(&lab.dir.join(&a.name), &auth_list)).unwrap();
         lab.spawn(a, &["authority", "--config", cfg.to_str().unwrap()]);
     }
     let mut relay_ids = Vec::new();
@@ -467,7 +479,7 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
         let cfg = lab.dir.join(format!("{}.toml", r.name));
         std::fs::write(
             &cfg,
-            relay_toml(r, &lab.dir.join(&r.name), &auth_list, i < EXITS),
+            relay_toml(&lab.dir.join(&r.name), &auth_list, i < EXITS),
         )
         .unwrap();
         lab.spawn(r, &["relay", "--config", cfg.to_str().unwrap()]);
@@ -486,22 +498,43 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
             identity: *id,
         })
         .collect();
-    if let Err(e) = wait_until_listed_from(&client, servers, auth_ids, relay_ids, FORM_BOUND) {
-        lab.dump_logs();
-        panic!("the network did not form: {e}");
-    }
+    let consensus = match wait_until_listed_from(
+        &client,
+        servers,
+        auth_ids,
+        relay_ids.clone(),
+        FORM_BOUND,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            lab.dump_logs();
+            panic!("the network did not form: {e}");
+        }
+    };
     println!(
         "every authority and relay serves a consensus listing every relay after {:.1?}",
         t0.elapsed()
     );
+    // Listening on 0.0.0.0 with no `advertise`, each relay learned its address from the
+    // authorities: the consensus lists it at its host's address, and its self-test says so.
+    for (r, id) in relays.iter().zip(&relay_ids) {
+        let want: std::net::SocketAddr = format!("{}:{NODE_PORT}", r.addr).parse().unwrap();
+        let listed = consensus.relay(id).map(|e| e.addrs.clone());
+        if listed != Some(vec![want]) {
+            lab.dump_logs();
+            panic!("{} is listed at {listed:?}, not {want}", r.name);
+        }
+        let line = format!("relay: self-test: reachable at {want} and listed in the consensus");
+        if !lab.wait_for_log(&r.name, &line, FORM_BOUND) {
+            lab.dump_logs();
+            panic!("{}: no self-test line {line:?}", r.name);
+        }
+    }
+    println!("every relay is listed at its own address and its self-test says so");
     let proxy_cfg = lab.dir.join("client.toml");
     std::fs::write(
         &proxy_cfg,
-        format!(
-            "[proxy]\nsocks_listen = \"127.0.0.1:9050\"\ndata_dir = \"{}\"\n{}",
-            lab.dir.join("client").display(),
-            auth_list.replace("{TABLE}", "proxy")
-        ),
+        documented::proxy(&lab.dir.join("client"), &auth_list),
     )
     .unwrap();
     lab.spawn(&client, &["proxy", "--config", proxy_cfg.to_str().unwrap()]);

@@ -105,7 +105,7 @@ pub struct Created {
 /// NETINFO: `timestamp (u64, seconds since the Unix epoch) | other_addr (atype | address |
 /// port) | zero padding`. The timestamp lets relays notice clock skew (clients send 0: an
 /// exact clock would fingerprint them); `other_addr` tells the receiver the address the
-/// sender sees it at, from which a relay learns its public address (docs/protocol.md §5.4).
+/// sender sees it at, from which a relay learns its public address (docs/protocol.md §5.6).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Netinfo {
     /// The sender's clock, or 0 from a client.

@@ -149,7 +149,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         }
     };
 
-    // A client sends 0 (protocol.md §5.4): nothing to compare.
+    // A client sends 0 (protocol.md §5.6): nothing to compare.
     let skew = est.peer_timestamp.abs_diff(cfg.clock.now_unix());
     if est.peer_timestamp != 0 && skew > SKEW_WARN_SECS {
         warn!(skew_secs = skew, "link: peer clock differs from ours");

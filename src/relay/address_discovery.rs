@@ -2,7 +2,7 @@
 //! listens on an unspecified address (`0.0.0.0` / `::`) and has no `advertise`.
 //!
 //! Each authority's NETINFO names the address it sees our connection come from
-//! (docs/protocol.md §5.4). We take the address that a strict majority of the *configured*
+//! (docs/protocol.md §5.6). We take the address that a strict majority of the *configured*
 //! authorities report, so authorities that lie (or see us through some other route) can
 //! move it only if they are a majority, the same trust the consensus itself rests on.
 
