@@ -498,19 +498,14 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
             identity: *id,
         })
         .collect();
-    let consensus = match wait_until_listed_from(
-        &client,
-        servers,
-        auth_ids,
-        relay_ids.clone(),
-        FORM_BOUND,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            lab.dump_logs();
-            panic!("the network did not form: {e}");
-        }
-    };
+    let consensus =
+        match wait_until_listed_from(&client, servers, auth_ids, relay_ids.clone(), FORM_BOUND) {
+            Ok(c) => c,
+            Err(e) => {
+                lab.dump_logs();
+                panic!("the network did not form: {e}");
+            }
+        };
     println!(
         "every authority and relay serves a consensus listing every relay after {:.1?}",
         t0.elapsed()

@@ -4,8 +4,7 @@
 //! descriptor, and does the consensus list it with that address and its onion key?
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::IndexedRandom;
@@ -15,7 +14,6 @@ use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, UncheckedConsensus};
 use crate::link::LinkConfig;
 use crate::proto::{ClientChannel, ClientCircuit, RelayTarget};
-use crate::sync::lock;
 
 use super::dirserve::DirContext;
 use super::shared::RelayShared;
@@ -27,65 +25,6 @@ const FAST_RETRY: Duration = Duration::from_secs(15);
 const SLOW_EVERY: Duration = Duration::from_secs(300);
 /// Time for each step of the circuit to ourselves.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// What the publisher and the self-test know; metrics read it.
-#[derive(Debug, Default)]
-pub struct SelfTestStatus {
-    reachable: AtomicBool,
-    listed: AtomicBool,
-    descriptor_accepted: AtomicBool,
-    /// When an authority last accepted the descriptor (Unix seconds; 0: never).
-    accepted_at: AtomicU64,
-    /// The address in the last descriptor built, and the last refusal's reason if the
-    /// last round was refused by every authority that answered.
-    round: Mutex<(Option<SocketAddr>, Option<String>)>,
-    /// Woken by the publisher after each round.
-    wake: tokio::sync::Notify,
-}
-
-impl SelfTestStatus {
-    /// Whether the last self-test reached this relay through another relay.
-    pub fn reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed)
-    }
-
-    /// Whether the current consensus lists this relay with its address and onion key.
-    pub fn listed(&self) -> bool {
-        self.listed.load(Ordering::Relaxed)
-    }
-
-    /// Whether an authority accepted the last descriptor upload.
-    pub fn descriptor_accepted(&self) -> bool {
-        self.descriptor_accepted.load(Ordering::Relaxed)
-    }
-
-    /// Records a publish round: the address advertised (`None`: none known), and whether
-    /// some authority accepted the descriptor (`Ok`) or why they refused it (`Err`). A round
-    /// where no authority answered keeps the previous verdict.
-    pub(crate) fn record_round(
-        &self,
-        advertised: Option<SocketAddr>,
-        outcome: Option<Result<(), String>>,
-        now: u64,
-    ) {
-        let mut round = lock(&self.round);
-        round.0 = advertised;
-        match outcome {
-            Some(Ok(())) => {
-                self.descriptor_accepted.store(true, Ordering::Relaxed);
-                self.accepted_at.store(now, Ordering::Relaxed);
-                round.1 = None;
-            }
-            Some(Err(reason)) => {
-                self.descriptor_accepted.store(false, Ordering::Relaxed);
-                round.1 = Some(reason);
-            }
-            None => {}
-        }
-        drop(round);
-        self.wake.notify_one();
-    }
-}
 
 /// One self-test's finding, in the order of what the operator should fix first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +89,7 @@ pub(crate) fn spawn_self_test(shared: Arc<RelayShared>, authorities: Vec<Authori
         let mut delay = FAST_RETRY;
         loop {
             tokio::select! {
-                () = shared.self_test.wake.notified() => {}
+                () = shared.self_test.woken().notified() => {}
                 () = shared.clock.sleep(delay) => {}
             }
             let finding = run_once(&shared, &authorities).await;
@@ -171,20 +110,20 @@ pub(crate) fn spawn_self_test(shared: Arc<RelayShared>, authorities: Vec<Authori
 /// One self-test.
 async fn run_once(shared: &RelayShared, authorities: &[AuthorityInfo]) -> Finding {
     let status = &shared.self_test;
-    let (advertised, refusal) = lock(&status.round).clone();
+    let (advertised, refusal) = status.last_round();
     let now = shared.clock.now_unix();
     let consensus = current_consensus(shared, authorities, now).await;
     let Some(addr) = advertised else {
-        status.reachable.store(false, Ordering::Relaxed);
-        status.listed.store(false, Ordering::Relaxed);
+        status.set_reachable(false);
+        status.set_listed(false);
         return Finding::NoAddress;
     };
     let listed = consensus
         .as_ref()
         .is_some_and(|c| lists_us(shared, c, addr, now));
-    status.listed.store(listed, Ordering::Relaxed);
+    status.set_listed(listed);
     let reached = reach_ourselves(shared, consensus.as_deref(), authorities, addr).await;
-    status.reachable.store(reached.is_ok(), Ordering::Relaxed);
+    status.set_reachable(reached.is_ok());
     if let Err(why) = reached {
         return Finding::Unreachable(addr, why);
     }
@@ -194,10 +133,9 @@ async fn run_once(shared: &RelayShared, authorities: &[AuthorityInfo]) -> Findin
     if listed {
         return Finding::Listed(addr);
     }
-    let accepted_at = status.accepted_at.load(Ordering::Relaxed);
     Finding::NotListed {
         addr,
-        published_ago: (accepted_at != 0).then(|| now.saturating_sub(accepted_at)),
+        published_ago: status.accepted_at().map(|t| now.saturating_sub(t)),
         next_consensus: consensus.map(|c| c.fresh_until()),
     }
 }

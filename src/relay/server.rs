@@ -132,7 +132,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         replay: super::replay::ReplayFilter::default(),
         observer: std::sync::OnceLock::new(),
         onion: super::onion_points::OnionPoints::default(),
-        self_test: super::self_test::SelfTestStatus::default(),
+        self_test: super::self_test_status::SelfTestStatus::default(),
     });
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");

@@ -92,7 +92,7 @@ pub struct RelayShared {
     /// Introduction points and rendezvous cookies registered here (§8).
     pub onion: super::onion_points::OnionPoints,
     /// What the publisher and the self-test found (metrics, the operator's log line).
-    pub self_test: super::self_test::SelfTestStatus,
+    pub self_test: super::self_test_status::SelfTestStatus,
 }
 
 impl RelayShared {
