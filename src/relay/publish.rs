@@ -157,3 +157,20 @@ async fn publish_round(
         .record_round(Some(advertised), outcome, now);
     all_ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_rounds_back_off_to_minutes_not_seconds_forever() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (0..10).map(|n| retry_wait(n, hour).as_secs()).collect();
+        assert_eq!(waits, [3600, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        // Never longer than the publish interval itself.
+        assert_eq!(
+            retry_wait(9, Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+    }
+}

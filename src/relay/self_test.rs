@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use tracing::info;
 
+use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, UncheckedConsensus};
 use crate::link::LinkConfig;
@@ -173,6 +174,15 @@ fn lists_us(shared: &RelayShared, c: &Consensus, addr: SocketAddr, now: u64) -> 
     same_key && entry.addrs.contains(&addr)
 }
 
+/// A random element of `items`, one for which `prefer` holds if there is any.
+fn pick<T>(items: &[T], prefer: impl Fn(&T) -> bool) -> Option<&T> {
+    let preferred: Vec<&T> = items.iter().filter(|t| prefer(t)).collect();
+    match preferred.choose(&mut rand::rng()) {
+        Some(t) => Some(*t),
+        None => items.choose(&mut rand::rng()),
+    }
+}
+
 /// Builds a circuit through another relay (one from the consensus, else an authority) to
 /// ourselves at `addr`: the other relay must open a connection to that address.
 async fn reach_ourselves(
@@ -214,8 +224,11 @@ async fn reach_ourselves(
         clock: shared.clock.clone(),
         ..LinkConfig::default()
     };
-    let first = others.choose(&mut rand::rng()).cloned();
-    let authority = authorities.choose(&mut rand::rng()).copied();
+    // A relay that already has a channel with us would extend over it instead of
+    // connecting to `addr`, proving nothing: prefer one that has none.
+    let unconnected = |id: &IdentityPublic| shared.channel_to(id).is_none();
+    let first = pick(&others, |t| unconnected(&t.identity)).cloned();
+    let authority = pick(authorities, |a| unconnected(&a.identity)).copied();
     let (chan, mut circ) = if let Some(first) = first {
         let first = &first;
         let chan = ClientChannel::connect(first, &cfg)
