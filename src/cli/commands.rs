@@ -188,6 +188,14 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
     let file: RelayFile = config::load(path).map_err(|e| e.to_string())?;
     warn_about_limits(path, &file.limits);
     let r = file.relay;
+    if r.advertise
+        .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+    {
+        return Err(format!(
+            "{}: [relay] advertise must be the address others connect to (leave it unset to learn it from the authorities)",
+            path.display()
+        ));
+    }
     make_private_dir(&r.data_dir)?;
     let keys = RelayKeys::load_or_create(&r.data_dir).map_err(|e| e.to_string())?;
     let exit = match &file.exit {

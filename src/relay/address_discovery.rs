@@ -83,7 +83,9 @@ pub async fn ask_authorities(authorities: &[AuthorityInfo], clock: &Clock) -> Ve
         tasks.spawn(async move {
             let expected = a.identity.to_verifying_key().ok()?;
             let chan = link::connect(a.addr, &expected, None, &cfg).await.ok()?;
-            let seen = chan.seen_as.ip();
+            // An authority listening on a dual-stack socket sees IPv4 peers as
+            // ::ffff:a.b.c.d: advertise the IPv4 address itself.
+            let seen = chan.seen_as.ip().to_canonical();
             chan.sender.close();
             Some(seen)
         });
