@@ -83,3 +83,51 @@ async fn relay_configured_as_documented_is_listed_at_its_learned_address() {
     eprintln!("--- relay-doc log:\n{}", net.log("relay-doc"));
     net.finish().await;
 }
+
+/// The same relay with `advertise` (the example's commented line, enabled) naming a port
+/// nothing listens on, as after a wrong port forwarding: the self-test says it is not
+/// reachable there, and the metric says 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_advertising_a_closed_port_says_it_is_not_reachable() {
+    let dir = procnet::emit("documented-closed", 1, 3, 1, 6);
+    for f in ["relay-1.toml", "relay-2.toml", "relay-3.toml", "proxy.toml"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let authorities: Vec<_> = ProcNet::open(&dir)
+        .authorities
+        .iter()
+        .map(|a| (a.identity, a.addr))
+        .collect();
+    let port = procnet::free_port();
+    let closed = procnet::free_port();
+    let text = documented::relay(port, &dir.join("relay-doc"), &authorities);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("# advertise = "))
+        .unwrap()
+        .to_string();
+    let text =
+        documented::replace_line(&text, &line, &format!("advertise = \"127.0.0.1:{closed}\""));
+    let text = documented::with_metrics(&text, "127.0.0.1:0");
+    std::fs::write(dir.join("relay-doc.toml"), text).unwrap();
+
+    let mut net = ProcNet::open(&dir);
+    net.start("authority-1");
+    net.start("relay-doc");
+    let want = format!("relay: self-test: not reachable at 127.0.0.1:{closed} (");
+    if !net.wait_for_log("relay-doc", &want, BOUND).await {
+        net.dump_logs();
+        panic!("no self-test line {want:?}");
+    }
+    assert_eq!(
+        net.metric("relay-doc", "allium_relay_self_test_reachable")
+            .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        net.metric("relay-doc", "allium_relay_listed").await,
+        Some(0.0)
+    );
+    eprintln!("--- relay-doc log:\n{}", net.log("relay-doc"));
+    net.finish().await;
+}
