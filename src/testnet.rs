@@ -201,6 +201,18 @@ pub async fn wait_until_listed_on(
     limit: Duration,
     clock: &Clock,
 ) -> Result<Consensus, String> {
+    poll_until_listed(servers, trusted, relays, limit, clock, POLL).await
+}
+
+/// [`wait_until_listed_on`], asking every `poll`.
+async fn poll_until_listed(
+    servers: &[DirServer],
+    trusted: &[IdentityPublic],
+    relays: &[IdentityPublic],
+    limit: Duration,
+    clock: &Clock,
+    poll: Duration,
+) -> Result<Consensus, String> {
     if servers.is_empty() {
         return Err("no directory server to ask".into());
     }
@@ -243,7 +255,7 @@ pub async fn wait_until_listed_on(
                 not_ready.join("; ")
             ));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -406,7 +418,18 @@ impl TestNet {
     pub async fn wait_for_consensus(&self, limit: Duration) -> Result<Consensus, String> {
         let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
         let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
-        wait_until_listed_on(&self.dir_servers(), &trusted, &relays, limit, &self.clock).await
+        // Every round is a connection to every server: with hour-long periods on a
+        // simulated clock, half-second rounds would be most of a test's real time.
+        let poll = POLL.max(self.config.period / 60);
+        poll_until_listed(
+            &self.dir_servers(),
+            &trusted,
+            &relays,
+            limit,
+            &self.clock,
+            poll,
+        )
+        .await
     }
 
     /// Relays listed in the first authority's consensus.

@@ -35,7 +35,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use allium::client::onion_service::{launch, OnionService, ServiceConfig};
 use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
@@ -305,11 +305,23 @@ fn relay_seen(r: &allium::relay::RelayHandle, c: &Consensus) -> Seen {
 
 #[tokio::test(start_paused = true)]
 async fn a_network_lives_sixty_days_with_every_hour_checked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let real = std::time::Instant::now();
     let dir = scratch_dir();
     // Start-up certificates are still stamped from the system clock (issue 17), so the
-    // simulated clock starts at the system's time.
-    let clock = Clock::simulated(SystemTime::now());
+    // simulated clock starts no later than the system's time (they carry only an expiry),
+    // and at most an hour earlier: just over half a period before a period starts, so the
+    // authorities' first vote (half a period before it) comes a minute after the relays
+    // publish, and the first consensus half an hour in.
+    let p = PERIOD.as_secs();
+    let sys = allium::clock::now_unix();
+    let lead = p / 2 + 60;
+    let start = (sys + lead) / p * p - lead;
+    let clock = Clock::simulated(std::time::UNIX_EPOCH + Duration::from_secs(start));
     let t0 = Instant::now();
     let start_unix = clock.now_unix();
 
