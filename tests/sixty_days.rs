@@ -56,6 +56,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 const PERIOD: Duration = HOUR;
 /// Tries per check before the test fails (see the module comment).
 const ATTEMPTS: usize = 3;
+/// Simulated pause before a check is tried again: a failure right after a relay restarted
+/// (an onion service's introduction circuits cut, its guard gone) needs the network's own
+/// recovery, which takes simulated seconds that back-to-back tries would never give it.
+const RETRY_PAUSE: Duration = Duration::from_secs(60);
 /// Simulated time one try of a check may take.
 const CHECK_LIMIT: Duration = Duration::from_secs(300);
 /// Bytes fetched through an exit.
@@ -208,6 +212,7 @@ struct World {
     _service: OnionService,
     _service_client: Client,
     client_dir: PathBuf,
+    service_dir: PathBuf,
 }
 
 impl World {
@@ -234,10 +239,16 @@ impl World {
                     );
                     log.retries += 1;
                     last = e;
+                    if attempt < ATTEMPTS {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
                 }
             }
         }
-        panic!("day {day} hour {hour}: {what} failed {ATTEMPTS} times; last error: {last}");
+        panic!(
+            "day {day} hour {hour}: {what} failed {ATTEMPTS} times; last error: {last} ({})",
+            self.guards_now()
+        );
     }
 
     fn consensus(&self, day: u64, hour: u64) -> Arc<Consensus> {
@@ -255,11 +266,34 @@ impl World {
         c
     }
 
-    /// The client's primary guards, from its guard file.
-    fn primary_guards(&self, c: &Consensus) -> BTreeSet<String> {
-        GuardSet::load(&self.client_dir.join("guards"), GuardParams::default())
-            .map(|g| g.primary(c).iter().map(|e| e.identity.to_string()).collect())
+    /// The primary guards in the guard file of the client whose state is in `dir`.
+    fn primary_guards(&self, dir: &std::path::Path, c: &Consensus) -> BTreeSet<String> {
+        GuardSet::load(&dir.join("guards"), GuardParams::default())
+            .map(|g| g.primary(c).iter().map(|e| self.name(&e.identity)).collect())
             .unwrap_or_default()
+    }
+
+    /// What this test calls relay `id` (`relay 3`, `authority 1`).
+    fn name(&self, id: &IdentityPublic) -> String {
+        if let Some(i) = self.net.relays.iter().position(|r| r.identity() == *id) {
+            return format!("relay {}", i + 1);
+        }
+        match self.net.authorities.iter().position(|(r, _)| r.identity() == *id) {
+            Some(i) => format!("authority {}", i + 1),
+            None => id.to_string(),
+        }
+    }
+
+    /// The primary guards of the client and of the service, for failure messages.
+    fn guards_now(&self) -> String {
+        match self.client.consensus() {
+            Some(c) => format!(
+                "primary guards: client {:?}, service {:?}",
+                self.primary_guards(&self.client_dir, &c),
+                self.primary_guards(&self.service_dir, &c)
+            ),
+            None => "no consensus".into(),
+        }
     }
 
     /// A path for a pinned circuit through `through`: `through` first, then another
@@ -348,10 +382,13 @@ async fn a_network_lives_sixty_days_with_every_hour_checked() {
     let web = allium::cli::demo_server::start().await.unwrap();
     let mut cfg = ClientConfig::new(net.authority_info.clone());
     cfg.clock = clock.clone();
-    let service_client = Client::bootstrap(cfg.clone()).await.unwrap();
+    let service_dir = dir.join("service");
+    let mut service_cfg = cfg.clone();
+    service_cfg.data_dir = Some(service_dir.clone());
+    let service_client = Client::bootstrap(service_cfg).await.unwrap();
     let service = launch(
         service_client.clone(),
-        ServiceConfig::new(dir.join("service").join("service.key"), vec![(80, web)]),
+        ServiceConfig::new(service_dir.join("service.key"), vec![(80, web)]),
     )
     .await
     .unwrap();
@@ -380,6 +417,7 @@ async fn a_network_lives_sixty_days_with_every_hour_checked() {
         _service: service,
         _service_client: service_client,
         client_dir,
+        service_dir,
     };
     eprintln!(
         "set up after {} s simulated, {:.1} s real",
@@ -471,7 +509,9 @@ async fn run_days(w: &mut World, t0: Instant, start_unix: u64) {
             if hour == 12 {
                 for (d, i) in RESTARTS {
                     if d == day {
-                        log.restarts.push(restart(w, i, day).await);
+                        let what = restart(w, i, day).await;
+                        eprintln!("  day {day} hour {hour}: restarted {what}; {}", w.guards_now());
+                        log.restarts.push(what);
                         relisting.insert(i, w.clock.now_unix());
                         restarted.push(i);
                     }
@@ -480,7 +520,7 @@ async fn run_days(w: &mut World, t0: Instant, start_unix: u64) {
             let c = w.consensus(day, hour);
             log.periods.insert(c.valid_after());
             count_changes(w, &c, &mut prev, &restarted, &mut log);
-            let g = w.primary_guards(&c);
+            let g = w.primary_guards(&w.client_dir, &c);
             if !guards.is_empty() && g != guards {
                 log.guard_changes += 1;
             }
