@@ -88,10 +88,9 @@ fn spawn_stoppable_publisher(
     tokio::spawn(async move {
         loop {
             let mut all_ok = true;
-            match build_descriptor(&shared, &cfg).and_then(|d| {
-                d.to_bytes()
-                    .map_err(crate::dir::DescriptorError::Codec)
-            }) {
+            match build_descriptor(&shared, &cfg)
+                .and_then(|d| d.to_bytes().map_err(crate::dir::DescriptorError::Codec))
+            {
                 Ok(bytes) => {
                     for a in &cfg.authorities {
                         let req = DirRequest::PostDescriptor(bytes.clone());
@@ -101,7 +100,10 @@ fn spawn_stoppable_publisher(
                             Ok(resp) if matches!(resp.status, DirStatus::Ok | DirStatus::Busy) => {}
                             Ok(resp) => {
                                 all_ok = false;
-                                info!("testnet: an authority refused a descriptor: {}", resp.reason());
+                                info!(
+                                    "testnet: an authority refused a descriptor: {}",
+                                    resp.reason()
+                                );
                             }
                             Err(e) => {
                                 all_ok = false;
