@@ -332,22 +332,26 @@ impl World {
     }
 
     /// A path for a pinned circuit through `through`: `through` first, then another
-    /// listed non-exit, then a listed exit that is neither.
+    /// listed relay, then a listed exit, neither of them one of `stale` (restarted relays
+    /// whose new onion key the consensus does not list yet: every circuit through them
+    /// fails until it does, and this check is about `through`).
     fn pinned_path(
         &self,
         c: &Consensus,
         through: IdentityPublic,
+        stale: &[IdentityPublic],
     ) -> Result<[IdentityPublic; 3], String> {
+        let usable = |id: &IdentityPublic| *id != through && !stale.contains(id);
         let exit = c
             .relays()
             .iter()
-            .find(|e| e.flags.contains(RelayFlags::EXIT) && e.identity != through)
+            .find(|e| e.flags.contains(RelayFlags::EXIT) && usable(&e.identity))
             .ok_or("no exit listed")?
             .identity;
         let middle = c
             .relays()
             .iter()
-            .find(|e| e.identity != through && e.identity != exit)
+            .find(|e| usable(&e.identity) && e.identity != exit)
             .ok_or("no middle listed")?
             .identity;
         Ok([through, middle, exit])
@@ -668,7 +672,11 @@ async fn run_days(w: &mut World, t0: Instant, start_unix: u64) {
                 }
                 let c = w.consensus(day, hour);
                 let clock = w.clock.clone();
-                let path = w.pinned_path(&c, id).unwrap_or_else(|e| {
+                let stale: Vec<IdentityPublic> = relisting
+                    .keys()
+                    .map(|&j| w.net.relays[j].identity())
+                    .collect();
+                let path = w.pinned_path(&c, id, &stale).unwrap_or_else(|e| {
                     panic!(
                         "day {day} hour {hour}: no path through relay {}: {e}",
                         i + 1
