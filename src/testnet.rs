@@ -7,17 +7,20 @@
 
 use crate::clock::Clock;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
 
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedConsensus};
 use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
-use crate::relay::publish::{spawn_publisher, PublishConfig};
+use crate::relay::dircache::DirCache;
+use crate::relay::publish::{build_descriptor, PublishConfig};
 use crate::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 
 /// Shape of a test network.
@@ -33,6 +36,10 @@ pub struct TestNetConfig {
     pub period: Duration,
     /// The clock every node of the network reads (a simulated one in long-running tests).
     pub clock: Clock,
+    /// Where the relays (not the authorities) keep their keys, one directory each
+    /// (`relay-1`, ...), so a relay can be restarted with them ([`TestNet::restart_relay`]).
+    /// `None`: keys in memory only.
+    pub key_dir: Option<PathBuf>,
 }
 
 impl Default for TestNetConfig {
@@ -43,6 +50,7 @@ impl Default for TestNetConfig {
             exits: 2,
             period: Duration::from_secs(10),
             clock: Clock::system(),
+            key_dir: None,
         }
     }
 }
@@ -60,10 +68,63 @@ pub struct TestNet {
     pub dir_caches: Vec<Arc<crate::relay::dircache::DirCache>>,
     /// The clock every node reads.
     pub clock: Clock,
+    /// Each relay's descriptor uploads, in `relays` order (stopped when it restarts).
+    publishers: Vec<JoinHandle<()>>,
+    /// The configuration the network started with (a restarted relay gets its role again).
+    config: TestNetConfig,
 }
 
 fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A relay's descriptor uploads to every authority, now and then every `interval` (after a
+/// few seconds when one failed), as `relay::publish` does, but stoppable: a restarted relay
+/// must not have its previous instance publishing stale keys next to it.
+fn spawn_stoppable_publisher(
+    shared: Arc<crate::relay::shared::RelayShared>,
+    cfg: PublishConfig,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut all_ok = true;
+            match build_descriptor(&shared, &cfg)
+                .and_then(|d| d.to_bytes().map_err(crate::dir::DescriptorError::Codec))
+            {
+                Ok(bytes) => {
+                    for a in &cfg.authorities {
+                        let req = DirRequest::PostDescriptor(bytes.clone());
+                        match one_shot(a.addr, &a.identity, &req, FETCH_TIMEOUT, &shared.clock)
+                            .await
+                        {
+                            Ok(resp) if matches!(resp.status, DirStatus::Ok | DirStatus::Busy) => {}
+                            Ok(resp) => {
+                                all_ok = false;
+                                info!(
+                                    "testnet: an authority refused a descriptor: {}",
+                                    resp.reason()
+                                );
+                            }
+                            Err(e) => {
+                                all_ok = false;
+                                debug!("testnet: could not reach an authority: {e}");
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    all_ok = false;
+                    info!("testnet: cannot build a descriptor: {e}");
+                }
+            }
+            let wait = if all_ok {
+                cfg.interval
+            } else {
+                Duration::from_secs(5).min(cfg.interval)
+            };
+            shared.clock.sleep(wait).await;
+        }
+    })
 }
 
 /// Flag rules for a small local network: everything is fast and stable at once, and
@@ -142,6 +203,18 @@ pub async fn wait_until_listed_on(
     limit: Duration,
     clock: &Clock,
 ) -> Result<Consensus, String> {
+    poll_until_listed(servers, trusted, relays, limit, clock, POLL).await
+}
+
+/// [`wait_until_listed_on`], asking every `poll`.
+async fn poll_until_listed(
+    servers: &[DirServer],
+    trusted: &[IdentityPublic],
+    relays: &[IdentityPublic],
+    limit: Duration,
+    clock: &Clock,
+    poll: Duration,
+) -> Result<Consensus, String> {
     if servers.is_empty() {
         return Err("no directory server to ask".into());
     }
@@ -184,7 +257,7 @@ pub async fn wait_until_listed_on(
                 not_ready.join("; ")
             ));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -223,51 +296,100 @@ impl TestNet {
             r.set_dir_service(auth.service());
             authorities.push((r, auth));
         }
-        let mut relays = Vec::new();
-        let mut dir_caches = Vec::new();
-        for i in 0..cfg.relays {
-            let exit =
-                (i < cfg.exits).then(|| ExitConfig::new(ExitPolicy::default_exit_allow_loopback()));
-            let r = relay::start(
-                RelayConfig {
-                    listen: localhost(),
-                    limits: RelayLimits::default(),
-                    exit,
-                    clock: cfg.clock.clone(),
-                },
-                RelayKeys::generate(),
-            )
-            .await?;
-            let cache = crate::relay::dircache::DirCache::start(
-                authority_info.clone(),
-                r.shared().clock.clone(),
-            );
-            r.set_dir_service(Arc::clone(&cache) as _);
-            dir_caches.push(cache);
-            spawn_publisher(
-                Arc::clone(r.shared()),
-                PublishConfig {
-                    authorities: authority_info.clone(),
-                    advertised: r.local_addr(),
-                    bandwidth: 10_000_000,
-                    family: Vec::new(),
-                    interval: cfg.period,
-                },
-            );
-            relays.push(r);
-        }
-        info!(
-            authorities = authorities.len(),
-            relays = relays.len(),
-            "testnet: network started"
-        );
-        Ok(TestNet {
+        let mut net = TestNet {
             clock: cfg.clock.clone(),
             authorities,
-            relays,
+            relays: Vec::new(),
             authority_info,
-            dir_caches,
-        })
+            dir_caches: Vec::new(),
+            publishers: Vec::new(),
+            config: cfg.clone(),
+        };
+        for i in 0..cfg.relays {
+            let (relay, cache, publisher) = net.start_relay(i, localhost()).await?;
+            net.relays.push(relay);
+            net.dir_caches.push(cache);
+            net.publishers.push(publisher);
+        }
+        info!(
+            authorities = net.authorities.len(),
+            relays = net.relays.len(),
+            "testnet: network started"
+        );
+        Ok(net)
+    }
+
+    /// Where relay `i` (0-based) keeps its keys, if the network keeps keys on disk.
+    pub fn relay_key_dir(&self, i: usize) -> Option<PathBuf> {
+        self.config
+            .key_dir
+            .as_ref()
+            .map(|d| d.join(format!("relay-{}", i + 1)))
+    }
+
+    /// Starts relay `i` on `listen` with its directory cache and descriptor uploads; its
+    /// keys come from its key directory (created if missing) or are made in memory.
+    async fn start_relay(
+        &self,
+        i: usize,
+        listen: SocketAddr,
+    ) -> std::io::Result<(RelayHandle, Arc<DirCache>, JoinHandle<()>)> {
+        let keys = match self.relay_key_dir(i) {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)?;
+                RelayKeys::load_or_create(&dir).map_err(std::io::Error::other)?
+            }
+            None => RelayKeys::generate(),
+        };
+        let exit = (i < self.config.exits)
+            .then(|| ExitConfig::new(ExitPolicy::default_exit_allow_loopback()));
+        let r = relay::start(
+            RelayConfig {
+                listen,
+                limits: RelayLimits::default(),
+                exit,
+                clock: self.clock.clone(),
+            },
+            keys,
+        )
+        .await?;
+        let cache = DirCache::start(self.authority_info.clone(), r.shared().clock.clone());
+        r.set_dir_service(Arc::clone(&cache) as _);
+        let publisher = spawn_stoppable_publisher(
+            Arc::clone(r.shared()),
+            PublishConfig {
+                authorities: self.authority_info.clone(),
+                advertised: r.local_addr(),
+                bandwidth: 10_000_000,
+                family: Vec::new(),
+                interval: self.config.period,
+            },
+        );
+        Ok((r, cache, publisher))
+    }
+
+    /// Stops relay `i` (0-based) and starts it again on the same address, with the keys in
+    /// its key directory (whatever is there now: a test may delete files first) or, without
+    /// one, new keys. Its descriptor uploads and directory cache start afresh. If it cannot
+    /// start again it is gone from `relays` (and `dir_caches`), and the error says why.
+    pub async fn restart_relay(&mut self, i: usize) -> std::io::Result<()> {
+        if i >= self.relays.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such relay",
+            ));
+        }
+        let old = self.relays.remove(i);
+        self.dir_caches.remove(i);
+        self.publishers.remove(i).abort();
+        let listen = old.local_addr();
+        old.shutdown().await;
+        let (relay, cache, publisher) = self.start_relay(i, listen).await?;
+        self.relays.insert(i, relay);
+        self.dir_caches.insert(i, cache);
+        self.publishers.insert(i, publisher);
+        info!("testnet: relay {} restarted", i + 1);
+        Ok(())
     }
 
     /// Every authority and every relay (its directory cache), as directory servers.
@@ -298,7 +420,18 @@ impl TestNet {
     pub async fn wait_for_consensus(&self, limit: Duration) -> Result<Consensus, String> {
         let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
         let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
-        wait_until_listed_on(&self.dir_servers(), &trusted, &relays, limit, &self.clock).await
+        // Every round is a connection to every server: with hour-long periods on a
+        // simulated clock, half-second rounds would be most of a test's real time.
+        let poll = POLL.max(self.config.period / 60);
+        poll_until_listed(
+            &self.dir_servers(),
+            &trusted,
+            &relays,
+            limit,
+            &self.clock,
+            poll,
+        )
+        .await
     }
 
     /// Relays listed in the first authority's consensus.
@@ -314,6 +447,9 @@ impl TestNet {
 
     /// Stops every node.
     pub async fn shutdown(self) {
+        for p in &self.publishers {
+            p.abort();
+        }
         for r in self.relays {
             r.shutdown().await;
         }
