@@ -201,7 +201,7 @@ impl TestNet {
                     exit: None,
                     clock: cfg.clock.clone(),
                 },
-                RelayKeys::generate(),
+                RelayKeys::generate(&cfg.clock),
             )
             .await?;
             auth_relays.push(r);
@@ -235,7 +235,7 @@ impl TestNet {
                     exit,
                     clock: cfg.clock.clone(),
                 },
-                RelayKeys::generate(),
+                RelayKeys::generate(&cfg.clock),
             )
             .await?;
             let cache = crate::relay::dircache::DirCache::start(

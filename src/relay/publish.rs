@@ -40,7 +40,7 @@ pub(crate) fn build_descriptor(
     };
     let descriptor = Descriptor {
         identity: shared.keys.identity(),
-        onion_cert: shared.keys.onion_cert().clone(),
+        onion_cert: shared.keys.onion_cert(),
         addrs: vec![cfg.advertised],
         exit,
         exit_policy,
@@ -101,7 +101,11 @@ pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
             } else {
                 Duration::from_secs(5).min(cfg.interval)
             };
-            shared.clock.sleep(wait).await;
+            // A rotated onion key is published at once, not after the interval.
+            tokio::select! {
+                () = shared.clock.sleep(wait) => {}
+                () = shared.keys.descriptor_changed().notified() => {}
+            }
         }
     });
 }
