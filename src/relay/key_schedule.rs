@@ -52,11 +52,12 @@ pub struct Due {
     /// Make and certify a fresh link key.
     pub renew_link_cert: bool,
     /// Replace the onion key (which also signs a fresh certificate and retires the old
-    /// previous key).
+    /// previous key, so the two below are then done too).
     pub rotate_onion_key: bool,
-    /// Stop accepting the previous onion key.
+    /// Stop accepting the previous onion key (unless a rotation just replaced it).
     pub drop_previous_onion_key: bool,
-    /// Re-sign the current onion key's certificate.
+    /// Re-sign the current onion key's certificate (unless a rotation just did): also
+    /// when the rotation is due but failed, so the key in use never goes uncertified.
     pub resign_onion_cert: bool,
 }
 
@@ -96,13 +97,11 @@ impl KeyTimes {
     /// jumped forward makes everything overdue due at once (each done once, not once per
     /// missed period).
     pub fn due(&self, now: u64) -> Due {
-        let rotate = now >= self.rotate_at();
         Due {
             renew_link_cert: now >= self.link_renew_at(),
-            rotate_onion_key: rotate,
-            // A rotation replaces the previous key anyway.
-            drop_previous_onion_key: !rotate && self.drop_previous_at().is_some_and(|t| now >= t),
-            resign_onion_cert: !rotate && now >= self.resign_at(),
+            rotate_onion_key: now >= self.rotate_at(),
+            drop_previous_onion_key: self.drop_previous_at().is_some_and(|t| now >= t),
+            resign_onion_cert: now >= self.resign_at(),
         }
     }
 

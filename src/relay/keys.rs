@@ -165,26 +165,28 @@ impl RelayKeys {
     pub(crate) fn maintain(&self, now: u64) -> u64 {
         let _renewing = lock(&self.renewing);
         let due = self.times().due(now);
-        let mut failed = false;
         if due.renew_link_cert {
             self.renew_link_cert(now);
         }
+        let (mut rotated, mut failed) = (false, false);
         if due.rotate_onion_key {
-            failed |= self.rotate_onion_key(now).is_err();
+            rotated = self.rotate_onion_key(now).is_ok();
+            failed = !rotated;
         }
-        if due.drop_previous_onion_key {
+        // A rotation replaced the previous key and signed a fresh certificate; without one
+        // (or when it failed) each is done on its own schedule.
+        if due.drop_previous_onion_key && !rotated {
             failed |= self.drop_previous_onion_key().is_err();
         }
-        if due.resign_onion_cert {
+        if due.resign_onion_cert && !rotated {
             self.resign_onion_cert(now);
         }
-        let next = self.times().next_due();
         if failed {
-            next.min(now.saturating_add(RETRY_AFTER_FAILURE))
-        } else {
-            // Never sooner than a second from now: a clock stuck at 0 cannot spin us.
-            next.max(now.saturating_add(1))
+            // The failed step is still due: try again later, not in a tight loop.
+            return now.saturating_add(RETRY_AFTER_FAILURE);
         }
+        // Never sooner than a second from now: a clock stuck at 0 cannot spin us.
+        self.times().next_due().max(now.saturating_add(1))
     }
 
     fn renew_link_cert(&self, now: u64) {
@@ -272,4 +274,49 @@ fn new_link_auth(identity: &IdentityKeypair, now: u64) -> LinkAuth {
         now,
         LINK_CERT_LIFETIME,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const DAY: u64 = 86_400;
+    const T0: u64 = 1_800_000_000;
+
+    #[test]
+    fn a_failed_rotation_is_retried_later_and_the_certificate_still_renewed() {
+        let dir = std::env::temp_dir().join(format!("allium-keys-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock = Clock::simulated(UNIX_EPOCH + Duration::from_secs(T0));
+        let keys = RelayKeys::load_or_create(&dir, &clock).expect("keys");
+        let first = *keys.onion_keys().current().public();
+        // The data directory is replaced by a file: every write fails, even as root.
+        std::fs::remove_dir_all(&dir).expect("rm");
+        std::fs::write(&dir, b"not a directory").expect("file");
+
+        let late = T0 + 22 * DAY;
+        assert_eq!(keys.maintain(late), late + RETRY_AFTER_FAILURE);
+        assert_eq!(keys.onion_key_rotations(), 0);
+        assert_eq!(
+            keys.onion_keys().current().public(),
+            &first,
+            "still the old key"
+        );
+        assert!(
+            keys.onion_cert().verify(late + 20 * DAY).is_ok(),
+            "re-signed anyway"
+        );
+        assert!(keys.link_auth().cert().expires() > late);
+
+        std::fs::remove_file(&dir).expect("rm file");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let later = late + RETRY_AFTER_FAILURE;
+        // Next: the link key renewed at `late`, two days on.
+        assert_eq!(keys.maintain(later), late + 2 * DAY);
+        assert_eq!(keys.onion_key_rotations(), 1);
+        assert_eq!(keys.onion_key_created(), later);
+        assert!(dir.join(keyfile::PREVIOUS_ONION_KEY_FILE).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
