@@ -5,10 +5,9 @@
 //! Nodes run for months and laptops sleep for days, so time is an input: a test builds a
 //! [`Clock::simulated`] clock under `tokio::time::pause()`, advances days in milliseconds
 //! and jumps the wall clock without the monotonic clock moving (a suspended laptop, an NTP
-//! correction). A running node's roles read wall time only through their `Clock`; the
-//! keys made at start-up (the link certificate, `link/auth.rs`, and the onion-key
-//! certificate, `relay/keys.rs`) still take the system clock once, and nothing renews
-//! them while the process runs (issue 17).
+//! correction). A running node's roles read wall time only through their `Clock`,
+//! including the certificates of its keys, which `relay/key_maintenance.rs` renews on the
+//! node's clock while it runs. [`now_unix`] is for code with no node around it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

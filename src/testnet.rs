@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
@@ -20,7 +19,7 @@ use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedCons
 use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::dircache::DirCache;
-use crate::relay::publish::{build_descriptor, PublishConfig};
+use crate::relay::publish::{spawn_publisher, PublishConfig, Publisher};
 use crate::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
 
 /// Shape of a test network.
@@ -69,62 +68,13 @@ pub struct TestNet {
     /// The clock every node reads.
     pub clock: Clock,
     /// Each relay's descriptor uploads, in `relays` order (stopped when it restarts).
-    publishers: Vec<JoinHandle<()>>,
+    publishers: Vec<Publisher>,
     /// The configuration the network started with (a restarted relay gets its role again).
     config: TestNetConfig,
 }
 
 fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A relay's descriptor uploads to every authority, now and then every `interval` (after a
-/// few seconds when one failed), as `relay::publish` does, but stoppable: a restarted relay
-/// must not have its previous instance publishing stale keys next to it.
-fn spawn_stoppable_publisher(
-    shared: Arc<crate::relay::shared::RelayShared>,
-    cfg: PublishConfig,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let mut all_ok = true;
-            match build_descriptor(&shared, &cfg)
-                .and_then(|d| d.to_bytes().map_err(crate::dir::DescriptorError::Codec))
-            {
-                Ok(bytes) => {
-                    for a in &cfg.authorities {
-                        let req = DirRequest::PostDescriptor(bytes.clone());
-                        match one_shot(a.addr, &a.identity, &req, FETCH_TIMEOUT, &shared.clock)
-                            .await
-                        {
-                            Ok(resp) if matches!(resp.status, DirStatus::Ok | DirStatus::Busy) => {}
-                            Ok(resp) => {
-                                all_ok = false;
-                                info!(
-                                    "testnet: an authority refused a descriptor: {}",
-                                    resp.reason()
-                                );
-                            }
-                            Err(e) => {
-                                all_ok = false;
-                                debug!("testnet: could not reach an authority: {e}");
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    all_ok = false;
-                    info!("testnet: cannot build a descriptor: {e}");
-                }
-            }
-            let wait = if all_ok {
-                cfg.interval
-            } else {
-                Duration::from_secs(5).min(cfg.interval)
-            };
-            shared.clock.sleep(wait).await;
-        }
-    })
 }
 
 /// Flag rules for a small local network: everything is fast and stable at once, and
@@ -274,7 +224,7 @@ impl TestNet {
                     exit: None,
                     clock: cfg.clock.clone(),
                 },
-                RelayKeys::generate(),
+                RelayKeys::generate(&cfg.clock),
             )
             .await?;
             auth_relays.push(r);
@@ -333,13 +283,13 @@ impl TestNet {
         &self,
         i: usize,
         listen: SocketAddr,
-    ) -> std::io::Result<(RelayHandle, Arc<DirCache>, JoinHandle<()>)> {
+    ) -> std::io::Result<(RelayHandle, Arc<DirCache>, Publisher)> {
         let keys = match self.relay_key_dir(i) {
             Some(dir) => {
                 std::fs::create_dir_all(&dir)?;
-                RelayKeys::load_or_create(&dir).map_err(std::io::Error::other)?
+                RelayKeys::load_or_create(&dir, &self.clock).map_err(std::io::Error::other)?
             }
-            None => RelayKeys::generate(),
+            None => RelayKeys::generate(&self.clock),
         };
         let exit = (i < self.config.exits)
             .then(|| ExitConfig::new(ExitPolicy::default_exit_allow_loopback()));
@@ -355,7 +305,7 @@ impl TestNet {
         .await?;
         let cache = DirCache::start(self.authority_info.clone(), r.shared().clock.clone());
         r.set_dir_service(Arc::clone(&cache) as _);
-        let publisher = spawn_stoppable_publisher(
+        let publisher = spawn_publisher(
             Arc::clone(r.shared()),
             PublishConfig {
                 authorities: self.authority_info.clone(),
@@ -381,7 +331,7 @@ impl TestNet {
         }
         let old = self.relays.remove(i);
         self.dir_caches.remove(i);
-        self.publishers.remove(i).abort();
+        self.publishers.remove(i).stop();
         let listen = old.local_addr();
         old.shutdown().await;
         let (relay, cache, publisher) = self.start_relay(i, listen).await?;
@@ -448,7 +398,7 @@ impl TestNet {
     /// Stops every node.
     pub async fn shutdown(self) {
         for p in &self.publishers {
-            p.abort();
+            p.stop();
         }
         for r in self.relays {
             r.shutdown().await;

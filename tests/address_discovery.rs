@@ -29,7 +29,12 @@ fn localhost() -> IpAddr {
 async fn authority() -> AuthorityInfo {
     let mut rng = rand::rng();
     let id = SigningKey::generate(&mut rng);
-    let auth = std::sync::Arc::new(LinkAuth::generate(&id, &mut rng, DAY));
+    let auth = std::sync::Arc::new(LinkAuth::generate(
+        &id,
+        &mut rng,
+        allium::clock::now_unix(),
+        DAY,
+    ));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {

@@ -24,7 +24,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 fn relay_keys() -> (SigningKey, LinkAuth) {
     let mut rng = rand::rng();
     let id = SigningKey::generate(&mut rng);
-    let auth = LinkAuth::generate(&id, &mut rng, DAY);
+    let auth = LinkAuth::generate(&id, &mut rng, allium::clock::now_unix(), DAY);
     (id, auth)
 }
 

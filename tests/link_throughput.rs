@@ -18,7 +18,12 @@ async fn one_way_throughput() {
     const N: u64 = 1_000_000;
     let mut rng = rand::rng();
     let id = SigningKey::generate(&mut rng);
-    let auth = LinkAuth::generate(&id, &mut rng, Duration::from_secs(3600));
+    let auth = LinkAuth::generate(
+        &id,
+        &mut rng,
+        allium::clock::now_unix(),
+        Duration::from_secs(3600),
+    );
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let cfg = LinkConfig::default();

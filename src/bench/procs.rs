@@ -37,7 +37,8 @@ impl NodeDir {
     pub(crate) fn create(root: &Path, name: &str) -> Result<NodeDir, String> {
         let dir = root.join(name);
         crate::cli::private_dir::make_private_dir(&dir)?;
-        let keys = RelayKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
+        let keys = RelayKeys::load_or_create(&dir, &crate::clock::Clock::system())
+            .map_err(|e| e.to_string())?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         Ok(NodeDir { dir, keys, addr })
     }

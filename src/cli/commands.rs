@@ -197,7 +197,8 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
         ));
     }
     make_private_dir(&r.data_dir)?;
-    let keys = RelayKeys::load_or_create(&r.data_dir).map_err(|e| e.to_string())?;
+    let clock = Clock::system();
+    let keys = RelayKeys::load_or_create(&r.data_dir, &clock).map_err(|e| e.to_string())?;
     let exit = match &file.exit {
         None => None,
         Some(section) => {
@@ -217,7 +218,7 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
             listen: r.listen,
             limits: file.limits,
             exit,
-            clock: Clock::system(),
+            clock,
         },
         keys,
     )
@@ -254,7 +255,8 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
     warn_about_limits(path, &file.limits);
     let a = file.authority;
     make_private_dir(&a.data_dir)?;
-    let keys = RelayKeys::load_or_create(&a.data_dir).map_err(|e| e.to_string())?;
+    let clock = Clock::system();
+    let keys = RelayKeys::load_or_create(&a.data_dir, &clock).map_err(|e| e.to_string())?;
     let me = keys.identity();
     if !a.authorities.iter().any(|x| x.identity == me) {
         return Err(format!(
@@ -267,7 +269,7 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
             listen: a.listen,
             limits: file.limits,
             exit: None,
-            clock: Clock::system(),
+            clock,
         },
         keys,
     )
@@ -387,7 +389,7 @@ pub(crate) async fn demo_server(listen: SocketAddr) -> CmdResult {
 /// `allium keygen --data-dir DIR`.
 pub(crate) fn keygen(dir: &Path) -> CmdResult {
     make_private_dir(dir)?;
-    let keys = RelayKeys::load_or_create(dir).map_err(|e| e.to_string())?;
+    let keys = RelayKeys::load_or_create(dir, &Clock::system()).map_err(|e| e.to_string())?;
     println!("{}", keys.identity());
     Ok(())
 }

@@ -43,7 +43,8 @@ impl PortPicker {
 fn node_dir(root: &Path, name: &str) -> Result<(std::path::PathBuf, String), String> {
     let dir = root.join(name);
     super::private_dir::make_private_dir(&dir)?;
-    let keys = RelayKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
+    let keys = RelayKeys::load_or_create(&dir, &crate::clock::Clock::system())
+        .map_err(|e| e.to_string())?;
     Ok((dir, keys.identity().to_string()))
 }
 

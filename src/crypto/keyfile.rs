@@ -5,6 +5,9 @@
 //! 1 for the ed25519 identity seed and 2 for an x25519 onion secret. Files are written with
 //! mode 0600 through a temporary file and an atomic rename, and loading refuses anything
 //! that is not exactly that format or that group/other can access. Unix only.
+//!
+//! Beside the onion key lies `onion_key.created` ([`OnionKeyMeta`]), saying when it was
+//! made, so a restarted relay keeps its rotation schedule.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -15,7 +18,10 @@ use rand::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::bytes::{Reader, Writer};
-use crate::crypto::keys::{IdentityKeypair, IdentityPublic, OnionKeypair, SECRET_KEY_LEN};
+use crate::crypto::keys::{
+    IdentityKeypair, IdentityPublic, OnionKeypair, OnionPublic, SECRET_KEY_LEN,
+};
+use crate::crypto::onion_key_meta::{OnionKeyMeta, OnionKeyMetaError, ONION_KEY_META_LEN};
 use crate::crypto::onion_keys::RelayOnionKeys;
 
 /// Magic bytes at the start of every key file (format version 1).
@@ -28,6 +34,8 @@ pub const IDENTITY_KEY_FILE: &str = "identity_key";
 pub const ONION_KEY_FILE: &str = "onion_key";
 /// File name of the previous onion key (kept during the rotation grace period).
 pub const PREVIOUS_ONION_KEY_FILE: &str = "onion_key.prev";
+/// File name of the record of when the current onion key was made.
+pub const ONION_KEY_META_FILE: &str = "onion_key.created";
 
 /// Which key a file holds; the byte after the magic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +115,15 @@ pub enum KeyFileError {
         /// Type byte found.
         found: u8,
     },
+    /// The onion-key record (`onion_key.created`) is malformed.
+    #[error("key file {}: {source}", path.display())]
+    BadMeta {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: OnionKeyMetaError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyFileError + '_ {
@@ -129,7 +146,11 @@ pub fn write_key_file(
         .and_then(|()| w.u8(kind as u8, "key type"))
         .and_then(|()| w.put(secret, "secret"))
         .map_err(|e| io_err(path)(io::Error::other(e)))?;
+    write_private_file(path, &*buf)
+}
 
+/// Writes `bytes` to `path` (mode 0600), replacing any existing file atomically.
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
@@ -146,7 +167,7 @@ pub fn write_key_file(
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    file.write_all(&*buf).map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_err(path))?;
@@ -164,11 +185,9 @@ fn sync_parent(path: &Path) -> Result<(), KeyFileError> {
         .map_err(io_err(dir))
 }
 
-/// Reads and strictly validates a key file of type `kind`, returning its secret.
-pub fn read_key_file(
-    path: &Path,
-    kind: KeyType,
-) -> Result<Zeroizing<[u8; SECRET_KEY_LEN]>, KeyFileError> {
+/// Opens `path`, checks it is a regular file only its owner can access, and reads at most
+/// `buf.len()` bytes of it into `buf`, returning how many.
+fn read_private_file(path: &Path, buf: &mut [u8]) -> Result<usize, KeyFileError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -194,9 +213,6 @@ pub fn read_key_file(
         });
     }
 
-    // Read at most one byte more than expected into a fixed, zeroized buffer: a huge file
-    // cannot make us allocate, and no secret bytes end up in a reallocated Vec.
-    let mut buf = Zeroizing::new([0u8; KEY_FILE_LEN + 1]);
     let mut filled = 0usize;
     while let Some(space) = buf.get_mut(filled..).filter(|s| !s.is_empty()) {
         match file.read(space) {
@@ -206,6 +222,18 @@ pub fn read_key_file(
             Err(e) => return Err(io_err(path)(e)),
         }
     }
+    Ok(filled)
+}
+
+/// Reads and strictly validates a key file of type `kind`, returning its secret.
+pub fn read_key_file(
+    path: &Path,
+    kind: KeyType,
+) -> Result<Zeroizing<[u8; SECRET_KEY_LEN]>, KeyFileError> {
+    // One byte more than expected, in a fixed zeroized buffer: a huge file cannot make us
+    // allocate, and no secret bytes end up in a reallocated Vec.
+    let mut buf = Zeroizing::new([0u8; KEY_FILE_LEN + 1]);
+    let filled = read_private_file(path, &mut *buf)?;
     let bad_length = || KeyFileError::BadLength {
         path: path.to_path_buf(),
         found: filled,
@@ -309,24 +337,75 @@ pub fn load_relay_onion_keys<R: CryptoRng + ?Sized>(
     Ok(RelayOnionKeys::new(identity, current, previous))
 }
 
-/// Rotates the onion key on disk and in `keys`: the current file becomes
-/// `onion_key.prev` (replacing any older one) and a fresh key is written to `onion_key`.
-/// Returns nothing secret; the caller certifies `keys.current()` next.
+/// Rotates the onion key on disk and in `keys`: the current key is written to
+/// `onion_key.prev` (replacing any older one) and a fresh key to `onion_key`, each
+/// atomically. Returns nothing secret; the caller certifies `keys.current()` next and
+/// records its creation time ([`write_onion_key_meta`]).
 ///
-/// A crash between the two steps leaves no `onion_key`; the next
-/// [`load_relay_onion_keys`] then creates a fresh one, which is safe.
+/// Written from memory, not renamed, so a deleted `onion_key` cannot stop a rotation. A
+/// crash between the two writes leaves the old key in both files; the next load then finds
+/// it older than its record allows and rotates again, which is safe.
 pub fn rotate_onion_key<R: CryptoRng + ?Sized>(
     dir: &Path,
     keys: &mut RelayOnionKeys,
     rng: &mut R,
 ) -> Result<(), KeyFileError> {
-    let current_path = dir.join(ONION_KEY_FILE);
-    let prev_path = dir.join(PREVIOUS_ONION_KEY_FILE);
     let next = OnionKeypair::generate(rng);
-    fs::rename(&current_path, &prev_path).map_err(io_err(&current_path))?;
-    write_key_file(&current_path, KeyType::Onion, &next.secret_bytes())?;
+    write_key_file(
+        &dir.join(PREVIOUS_ONION_KEY_FILE),
+        KeyType::Onion,
+        &keys.current().secret_bytes(),
+    )?;
+    write_key_file(
+        &dir.join(ONION_KEY_FILE),
+        KeyType::Onion,
+        &next.secret_bytes(),
+    )?;
     keys.rotate(next);
     Ok(())
+}
+
+/// Reads `dir/onion_key.created`, if it exists (strictly: a malformed record is an error
+/// naming the file).
+pub fn read_onion_key_meta(dir: &Path) -> Result<Option<OnionKeyMeta>, KeyFileError> {
+    let path = dir.join(ONION_KEY_META_FILE);
+    let mut buf = [0u8; ONION_KEY_META_LEN + 1];
+    let filled = match read_private_file(&path, &mut buf) {
+        Ok(n) => n,
+        Err(KeyFileError::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes = buf.get(..filled).unwrap_or_default();
+    OnionKeyMeta::parse(bytes)
+        .map(Some)
+        .map_err(|source| KeyFileError::BadMeta { path, source })
+}
+
+/// Writes `dir/onion_key.created` (mode 0600, atomically).
+pub fn write_onion_key_meta(dir: &Path, meta: &OnionKeyMeta) -> Result<(), KeyFileError> {
+    write_private_file(&dir.join(ONION_KEY_META_FILE), &meta.encode())
+}
+
+/// When the onion key `current` was made, from its record in `dir`. With no record, or a
+/// record of another key (the key file was deleted or replaced), the key is taken as made
+/// `now` and a record saying so is written. A time after `now` (a clock that was wrong)
+/// reads as `now`, so a rotation is never put off beyond one period.
+pub fn load_onion_key_created(
+    dir: &Path,
+    current: &OnionPublic,
+    now: u64,
+) -> Result<u64, KeyFileError> {
+    match read_onion_key_meta(dir)? {
+        Some(meta) if meta.onion == *current => Ok(meta.created_unix.min(now)),
+        _ => {
+            let meta = OnionKeyMeta {
+                onion: *current,
+                created_unix: now,
+            };
+            write_onion_key_meta(dir, &meta)?;
+            Ok(now)
+        }
+    }
 }
 
 /// Removes `onion_key.prev` (once its certificate has expired) and forgets it in `keys`.

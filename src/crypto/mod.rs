@@ -23,6 +23,7 @@ pub mod handshake;
 pub mod keyfile;
 pub(crate) mod keys;
 pub(crate) mod layer;
+pub mod onion_key_meta;
 pub(crate) mod onion_keys;
 pub(crate) mod relay_layer;
 mod scrub;
@@ -38,5 +39,6 @@ pub use handshake::{
 pub use keyfile::KeyFileError;
 pub use keys::{IdentityKeypair, IdentityPublic, KeyError, OnionKeypair, OnionPublic};
 pub use layer::{CellKind, LayerError, LayerState, RelayTag, LAYER_SEED_LEN};
+pub use onion_key_meta::{OnionKeyMeta, OnionKeyMetaError};
 pub use onion_keys::RelayOnionKeys;
 pub use relay_layer::{Recognition, RelayCrypto};

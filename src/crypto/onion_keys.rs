@@ -5,15 +5,20 @@
 //! relay rotates, clients holding the old certificate must still be able to extend to it
 //! until that certificate expires.
 
+use std::sync::Arc;
+
 use crate::crypto::keys::{IdentityPublic, OnionKeypair, OnionPublic};
 
 /// The identity public key plus the current and (optionally) previous onion keypairs that
 /// [`crate::crypto::relay_handshake`] accepts.
-#[derive(Debug)]
+///
+/// Cheap to clone (the keypairs are shared, never copied): a running relay rotates by
+/// building the next set from a clone while handshakes in progress keep their snapshot.
+#[derive(Debug, Clone)]
 pub struct RelayOnionKeys {
     identity: IdentityPublic,
-    current: OnionKeypair,
-    previous: Option<OnionKeypair>,
+    current: Arc<OnionKeypair>,
+    previous: Option<Arc<OnionKeypair>>,
 }
 
 impl RelayOnionKeys {
@@ -25,8 +30,8 @@ impl RelayOnionKeys {
     ) -> Self {
         Self {
             identity,
-            current,
-            previous,
+            current: Arc::new(current),
+            previous: previous.map(Arc::new),
         }
     }
 
@@ -42,13 +47,13 @@ impl RelayOnionKeys {
 
     /// The key still accepted from clients with an older certificate, if any.
     pub fn previous(&self) -> Option<&OnionKeypair> {
-        self.previous.as_ref()
+        self.previous.as_deref()
     }
 
     /// Makes `next` current and the current key previous. The old previous key is dropped
-    /// (and thereby zeroized): at most two keys are ever accepted.
+    /// (and thereby zeroized once no snapshot holds it): at most two keys are ever accepted.
     pub fn rotate(&mut self, next: OnionKeypair) {
-        let old_current = core::mem::replace(&mut self.current, next);
+        let old_current = core::mem::replace(&mut self.current, Arc::new(next));
         self.previous = Some(old_current);
     }
 
@@ -64,7 +69,7 @@ impl RelayOnionKeys {
         if self.current.public() == onion {
             return Some(&self.current);
         }
-        self.previous.as_ref().filter(|p| p.public() == onion)
+        self.previous.as_deref().filter(|p| p.public() == onion)
     }
 }
 

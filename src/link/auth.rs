@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::clock::to_unix;
+
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -10,8 +12,8 @@ use zeroize::Zeroizing;
 
 use super::cert::LinkKeyCert;
 
-/// What a relay proves in every link handshake. Created at startup; a relay rotates its link
-/// key by building a new one.
+/// What a relay proves in every link handshake. A relay renews its link key by building a
+/// new one (`relay/key_schedule.rs` says when); channels keep the one they were made with.
 ///
 /// Holds only the identity's *public* key: the link layer never signs after the certificate
 /// exists, so the identity secret need not live in every connection task. The static secret
@@ -24,13 +26,15 @@ pub struct LinkAuth {
 }
 
 impl LinkAuth {
-    /// Generates a fresh link key and certifies it with `identity` for `lifetime` from now.
+    /// Generates a fresh link key and certifies it with `identity` for `lifetime` from
+    /// `issued` (Unix seconds, read by the caller from its node's clock).
     pub fn generate<R: CryptoRng + ?Sized>(
         identity: &SigningKey,
         rng: &mut R,
+        issued: u64,
         lifetime: Duration,
     ) -> Self {
-        Self::generate_until(identity, rng, SystemTime::now() + lifetime)
+        Self::generate_until_unix(identity, rng, issued.saturating_add(lifetime.as_secs()))
     }
 
     /// Generates a fresh link key certified until `expires` (which may lie in the past, for
@@ -40,9 +44,16 @@ impl LinkAuth {
         rng: &mut R,
         expires: SystemTime,
     ) -> Self {
+        Self::generate_until_unix(identity, rng, to_unix(expires))
+    }
+
+    fn generate_until_unix<R: CryptoRng + ?Sized>(
+        identity: &SigningKey,
+        rng: &mut R,
+        expires: u64,
+    ) -> Self {
         let static_secret = StaticSecret::random_from_rng(rng);
         let static_public = PublicKey::from(&static_secret);
-        let expires = crate::clock::to_unix(expires);
         let cert = LinkKeyCert::sign(identity, static_public.as_bytes(), expires);
         LinkAuth {
             identity: identity.verifying_key(),

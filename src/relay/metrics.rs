@@ -96,6 +96,28 @@ pub fn render(shared: &RelayShared) -> String {
         "1 if an authority accepted the last descriptor upload.",
         u64::from(st.descriptor_accepted()),
     );
+    let keys = &shared.keys;
+    metric(
+        "allium_relay_link_cert_renewals_total",
+        "counter",
+        "Link keys renewed (freshly certified) since start.",
+        keys.link_cert_renewals(),
+    );
+    metric(
+        "allium_relay_onion_key_rotations_total",
+        "counter",
+        "Onion keys rotated since start.",
+        keys.onion_key_rotations(),
+    );
+    metric(
+        "allium_relay_link_cert_expires_in_seconds",
+        "gauge",
+        "Seconds until the current link-key certificate expires.",
+        keys.link_auth()
+            .cert()
+            .expires()
+            .saturating_sub(shared.clock.now_unix()),
+    );
     let _ = writeln!(
         out,
         "# HELP allium_rejections_total Refusals, by reason.\n# TYPE allium_rejections_total counter"

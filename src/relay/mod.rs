@@ -13,6 +13,8 @@ pub mod dirserve;
 pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod hsdir;
+pub(crate) mod key_maintenance;
+pub mod key_schedule;
 pub(crate) mod keys;
 pub(crate) mod limits;
 pub mod metrics;

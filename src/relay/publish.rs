@@ -41,7 +41,7 @@ pub(crate) fn build_descriptor(
     };
     let descriptor = Descriptor {
         identity: shared.keys.identity(),
-        onion_cert: shared.keys.onion_cert().clone(),
+        onion_cert: shared.keys.onion_cert(),
         addrs: vec![cfg.advertised],
         exit,
         exit_policy,
@@ -58,9 +58,9 @@ pub(crate) fn build_descriptor(
 /// from 5 s to a few minutes. When the advertised address is unspecified, it is learned
 /// from the authorities at every round, so a changed address is re-published. Starts the
 /// self-test, which runs after every round.
-pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
-    super::self_test::spawn_self_test(Arc::clone(&shared), cfg.authorities.clone());
-    tokio::spawn(async move {
+pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) -> Publisher {
+    let self_test = super::self_test::spawn_self_test(Arc::clone(&shared), cfg.authorities.clone());
+    let uploads = tokio::spawn(async move {
         let mut address = AdvertisedAddress::new(cfg.advertised);
         let mut failed_rounds = 0u32;
         loop {
@@ -71,9 +71,31 @@ pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
                 failed_rounds.saturating_add(1)
             };
             let wait = retry_wait(failed_rounds, cfg.interval);
-            shared.clock.sleep(wait).await;
+            // A rotated onion key is published at once, not after the interval.
+            tokio::select! {
+                () = shared.clock.sleep(wait) => {}
+                () = shared.keys.descriptor_changed().notified() => {}
+            }
         }
     });
+    Publisher { uploads, self_test }
+}
+
+/// A relay's publishing tasks (uploads and the self-test). They run until the runtime
+/// ends unless stopped: a relay restarted in the same process must not leave its previous
+/// instance uploading stale keys next to it.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    uploads: tokio::task::JoinHandle<()>,
+    self_test: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Stops both tasks.
+    pub(crate) fn stop(&self) {
+        self.uploads.abort();
+        self.self_test.abort();
+    }
 }
 
 /// How long to wait before the next round after `failed_rounds` failed ones in a row:

@@ -84,7 +84,10 @@ impl Finding {
 
 /// Runs the self-test after each publish round (and every few minutes), logging one info
 /// line whenever its finding changes and keeping the metrics current.
-pub(crate) fn spawn_self_test(shared: Arc<RelayShared>, authorities: Vec<AuthorityInfo>) {
+pub(crate) fn spawn_self_test(
+    shared: Arc<RelayShared>,
+    authorities: Vec<AuthorityInfo>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last: Option<(u8, Option<SocketAddr>)> = None;
         let mut delay = FAST_RETRY;
@@ -105,7 +108,7 @@ pub(crate) fn spawn_self_test(shared: Arc<RelayShared>, authorities: Vec<Authori
                 (delay * 2).min(SLOW_EVERY)
             };
         }
-    });
+    })
 }
 
 /// One self-test.

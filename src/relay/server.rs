@@ -45,6 +45,7 @@ pub struct RelayHandle {
     shared: Arc<RelayShared>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    key_maintenance: JoinHandle<()>,
 }
 
 impl RelayHandle {
@@ -87,6 +88,8 @@ impl RelayHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // Stopped before returning, so a restart on the same key files cannot race it.
+        let _ = self.key_maintenance.await;
         let chans: Vec<_> = lock(&self.shared.relay_channels)
             .drain()
             .map(|(_, c)| c)
@@ -137,8 +140,20 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");
     let (stop, stop_rx) = watch::channel(false);
+    let key_maintenance = {
+        let shared = Arc::clone(&shared);
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            super::key_maintenance::run(&shared.keys, &shared.clock, stop).await;
+        })
+    };
     let task = tokio::spawn(accept_loop(Arc::clone(&shared), listener, stop_rx));
-    Ok(RelayHandle { shared, stop, task })
+    Ok(RelayHandle {
+        shared,
+        stop,
+        task,
+        key_maintenance,
+    })
 }
 
 async fn accept_loop(
@@ -178,11 +193,11 @@ async fn accept_loop(
                 debug!("relay: inbound connection dropped before its handshake: {why:?}");
                 return;
             }
-            // The whole handshake, first bytes included, is bounded by one deadline.
-            let handshake = tokio::time::timeout_at(
-                deadline,
-                link::accept(stream, shared.keys.link_auth(), &shared.link),
-            );
+            // The whole handshake, first bytes included, is bounded by one deadline. The
+            // channel is made with the link key current now, whatever renewals follow.
+            let auth = shared.keys.link_auth();
+            let handshake =
+                tokio::time::timeout_at(deadline, link::accept(stream, &auth, &shared.link));
             let result = tokio::select! {
                 r = handshake => match r {
                     Ok(r) => r,

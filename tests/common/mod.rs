@@ -36,7 +36,8 @@ pub async fn start_relay_with(limits: RelayLimits, exit: Option<ExitPolicy>) -> 
         exit: exit.map(ExitConfig::new),
         clock: allium::clock::Clock::system(),
     };
-    relay::start(config, RelayKeys::generate()).await.unwrap()
+    let keys = RelayKeys::generate(&config.clock);
+    relay::start(config, keys).await.unwrap()
 }
 
 /// What a client needs to use `r` as a hop.

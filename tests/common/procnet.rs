@@ -198,9 +198,11 @@ impl ProcNet {
             };
             let identity = match role {
                 Role::Proxy => None,
-                _ => data_dir
-                    .as_ref()
-                    .map(|d| RelayKeys::load_or_create(d).unwrap().identity()),
+                _ => data_dir.as_ref().map(|d| {
+                    RelayKeys::load_or_create(d, &allium::clock::Clock::system())
+                        .unwrap()
+                        .identity()
+                }),
             };
             nodes.push(Node {
                 name,

@@ -39,7 +39,7 @@ impl Circuit {
         let result = match create.htype {
             HandshakeType::Ntor1 => relay_handshake(
                 &mut rand::rng(),
-                shared.keys.onion_keys(),
+                &shared.keys.onion_keys(),
                 create.data.as_slice(),
                 |_ext| Vec::new(),
             )

@@ -145,7 +145,8 @@ pub(super) async fn channel_to(
     let expected = target
         .to_verifying_key()
         .map_err(|_| DestroyReason::Protocol)?;
-    let channel = link::connect(addr, &expected, Some(shared.keys.link_auth()), &shared.link)
+    let auth = shared.keys.link_auth();
+    let channel = link::connect(addr, &expected, Some(&auth), &shared.link)
         .await
         .map_err(|e| match e {
             LinkError::IdentityMismatch { .. } => DestroyReason::WrongIdentity,
