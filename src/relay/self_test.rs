@@ -20,10 +20,14 @@ use super::dirserve::DirContext;
 use super::shared::RelayShared;
 
 /// First retry after a test that did not find the relay listed and reachable; doubled up
-/// to [`SLOW_EVERY`].
+/// to [`FAILING_EVERY`].
 const FAST_RETRY: Duration = Duration::from_secs(15);
-/// How often the test runs once it passes (or has backed off).
-const SLOW_EVERY: Duration = Duration::from_secs(300);
+/// Longest pause between tests while the relay is not reachable and listed.
+const FAILING_EVERY: Duration = Duration::from_secs(300);
+/// How often the test runs once it passes (or has backed off): about once per consensus
+/// period, which is how often the listing can change. Each run is a circuit through another
+/// relay, so more often would only load the network.
+const SLOW_EVERY: Duration = Duration::from_secs(3600);
 /// Time for each step of the circuit to ourselves.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -105,7 +109,7 @@ pub(crate) fn spawn_self_test(
             delay = if passed {
                 SLOW_EVERY
             } else {
-                (delay * 2).min(SLOW_EVERY)
+                (delay * 2).clamp(FAST_RETRY, FAILING_EVERY)
             };
         }
     })
