@@ -8,7 +8,12 @@
 //! correction). A running node's roles read wall time only through their `Clock`; the
 //! keys made at start-up (the link certificate, `link/auth.rs`, and the onion-key
 //! certificate, `relay/keys.rs`) still take the system clock once, and nothing renews
-//! them while the process runs (issue 17).
+//! them while the process runs (issue 17). Jumps of the wall clock are noticed by
+//! [`Clock::watch_jumps`] (`clock/jump.rs`).
+
+mod jump;
+
+pub use jump::{human, Jump, JumpWatch, JUMP_CHECK, JUMP_THRESHOLD};
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -98,6 +103,14 @@ impl Clock {
             .saturating_add(sim.jumped_ms.load(Ordering::Relaxed))
             .max(0);
         UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    }
+
+    /// The wall time now in milliseconds since the Unix epoch (negative before it).
+    fn wall_ms(&self) -> i64 {
+        match self.wall().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        }
     }
 
     /// The wall time now in whole seconds since the Unix epoch.
