@@ -361,6 +361,39 @@ impl CircMgr {
         });
     }
 
+    /// After a wall-clock jump: no circuit built so far takes new streams (their open
+    /// streams may finish); they were built on a consensus and certificates checked at a
+    /// time that is no longer now. [`Self::refill_clean`] rebuilds the clean ones.
+    pub async fn retire_all(&self) {
+        let old: Vec<ReadyCircuit> = {
+            let mut map = lock(&self.circuits);
+            let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
+            all.extend(lock(&self.clean).drain(..));
+            all
+        };
+        for c in old {
+            c.handle.retire().await;
+        }
+    }
+
+    /// Builds clean circuits in the background until the configured number is ready.
+    pub fn refill_clean(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let missing = {
+                let mut clean = lock(&me.clean);
+                clean.retain(|c| !c.handle.is_closed());
+                me.params.prebuilt_circuits.saturating_sub(clean.len())
+            };
+            for _ in 0..missing {
+                match me.build_circuit(&CLEAN_TARGET).await {
+                    Ok(c) => lock(&me.clean).push(c),
+                    Err(e) => debug!("client: a clean circuit failed: {e}"),
+                }
+            }
+        });
+    }
+
     /// Diagnostics: for each isolation class, the ids (first-hop circuit ids) of the open
     /// circuits it uses. Two classes never share a circuit.
     pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {

@@ -18,6 +18,8 @@ pub mod onion_connect;
 pub mod onion_service;
 pub(crate) mod revision_floors;
 pub(crate) mod service_end;
+pub(crate) mod skew;
+pub(crate) mod upkeep;
 pub mod socks;
 pub mod socks_server;
 

@@ -32,8 +32,12 @@ pub const CONSENSUS_VERSION: u32 = 1;
 pub const MAX_RELAYS: usize = 10_000;
 /// Most authorities (and so signatures) a consensus may name.
 pub const MAX_AUTHORITIES: usize = 9;
-/// Default clock skew tolerated before `valid_after` (seconds).
-pub const DEFAULT_CONSENSUS_SKEW: u64 = 5 * 60;
+/// Clock skew tolerated on a consensus's validity, either way (seconds): a consensus is
+/// accepted from `valid_after − 10 min` (our clock behind the network's) until
+/// `valid_until + 10 min` (our clock ahead). Larger skews are reported as a wrong local
+/// clock (`client/skew.rs`); the grace lets a replayed consensus live 10 minutes longer,
+/// which only delays, never changes, what the authorities listed.
+pub const DEFAULT_CONSENSUS_SKEW: u64 = 10 * 60;
 
 /// Why a consensus was refused.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +66,7 @@ pub enum ConsensusError {
         /// Strict majority of `trusted`.
         needed: usize,
     },
-    /// The consensus's validity period is over.
+    /// The consensus's validity period (plus the allowed skew) is over.
     #[error("consensus expired: valid until {valid_until}, now {now}")]
     Expired {
         /// End of validity.
@@ -123,6 +127,14 @@ pub enum ConsensusError {
     /// No validity period is proposed by a strict majority of authorities.
     #[error("no (valid_after, fresh_until, valid_until) is proposed by a majority of authorities")]
     NoTimeMajority,
+}
+
+impl ConsensusError {
+    /// Whether the consensus was refused only for its time (expired or not yet valid at
+    /// our clock): the refusals a wrong local clock causes.
+    pub fn is_time(&self) -> bool {
+        matches!(self, Self::Expired { .. } | Self::NotYetValid { .. })
+    }
 }
 
 /// One relay in the consensus. Wire form in field order (see `docs/protocol.md` §6).
@@ -386,7 +398,7 @@ impl UncheckedConsensus {
 
     /// Checks, in order: signatures (valid ones from distinct trusted keys must be a strict
     /// majority of the distinct trusted keys; unknown signers are ignored); the body's
-    /// structure; `now < valid_until`; `now + skew ≥ valid_after`.
+    /// structure; `now < valid_until + skew`; `now + skew ≥ valid_after`.
     pub fn verify_with_skew(
         self,
         trusted: &[IdentityPublic],
@@ -422,7 +434,7 @@ impl UncheckedConsensus {
         }
         let b = &self.body;
         b.check()?;
-        if now >= b.valid_until {
+        if now >= b.valid_until.saturating_add(skew) {
             return Err(ConsensusError::Expired {
                 valid_until: b.valid_until,
                 now,
@@ -506,9 +518,11 @@ impl Consensus {
         (self.body.valid_after..self.body.fresh_until).contains(&now)
     }
 
-    /// Whether the consensus is still valid at `now` (`now < valid_until`).
+    /// Whether the consensus is still usable at `now`: before `valid_until` plus the
+    /// tolerated clock skew ([`DEFAULT_CONSENSUS_SKEW`]), as [`UncheckedConsensus::verify`]
+    /// accepts it.
     pub fn is_live(&self, now: u64) -> bool {
-        now < self.body.valid_until
+        now < self.body.valid_until.saturating_add(DEFAULT_CONSENSUS_SKEW)
     }
 
     /// A client's refetch time: uniform in `[fresh_until, fresh_until + 7/8·(valid_until −
