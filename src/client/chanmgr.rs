@@ -52,8 +52,11 @@ impl ChanMgr {
         let chan = ClientChannel::connect(target, &self.link)
             .await
             .map_err(|e| ClientError::Circuit(format!("first hop: {e}")))?;
-        self.skew
-            .record(target.identity, chan.peer_timestamp, self.link.clock.now_unix());
+        self.skew.record(
+            target.identity,
+            chan.peer_timestamp,
+            self.link.clock.now_unix(),
+        );
         chans.insert(target.identity, Arc::clone(&chan));
         if let Some(a) = chan.local_addr {
             let mut seen = lock(&self.local_addrs);

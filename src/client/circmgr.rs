@@ -129,6 +129,7 @@ impl CircMgr {
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
         let now = self.dir.clock().now_unix();
         if !consensus.is_live(now) {
+            self.dir.want_consensus();
             return Err(ClientError::NoConsensus(format!(
                 "the consensus expired at unix time {} ({} s ago) and no authority or guard \
                  could provide a newer one",

@@ -39,6 +39,8 @@ pub struct DirMgr {
     clock: Clock,
     /// The network's clocks as relays and authorities showed them (NETINFO).
     skew: Arc<SkewTracker>,
+    /// Notified when a request found no live consensus: the upkeep task retries sooner.
+    wanted: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for DirMgr {
@@ -67,7 +69,19 @@ impl DirMgr {
             guards,
             clock,
             skew,
+            wanted: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Says a request needed a live consensus and found none (the upkeep task then retries
+    /// its fetch without waiting out its whole back-off).
+    pub fn want_consensus(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Resolves once a request found no live consensus since the last call.
+    pub async fn consensus_wanted(&self) {
+        self.wanted.notified().await;
     }
 
     /// The client's clock.
@@ -86,6 +100,7 @@ impl DirMgr {
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
         if !consensus.is_live(self.clock.now_unix()) {
+            self.want_consensus();
             return Err(ClientError::NoConsensus("the consensus expired".into()));
         }
         Ok(consensus)

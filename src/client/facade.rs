@@ -32,8 +32,8 @@ use super::config::ClientConfig;
 use super::dirmgr::DirMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
-use super::skew::SkewTracker;
 use super::onion_connect::{is_onion_host, OnionConnector};
+use super::skew::SkewTracker;
 use super::socks_server::{Connector, IsolationKey};
 
 /// Attempts to open one stream (the first may use an existing circuit, later ones build).

@@ -90,7 +90,13 @@ impl SkewTracker {
             let mut agreeing: Vec<i64> = samples
                 .iter()
                 .map(|(_, off)| *off)
-                .filter(|off| if ours_ahead { *off < -limit } else { *off > limit })
+                .filter(|off| {
+                    if ours_ahead {
+                        *off < -limit
+                    } else {
+                        *off > limit
+                    }
+                })
                 .collect();
             if agreeing.len() < MIN_AGREEING || agreeing.len() * 2 <= total {
                 return None;
@@ -157,7 +163,9 @@ mod tests {
         let t = SkewTracker::default();
         t.record(peer(), NOW + 2 * 86_400, NOW);
         t.record(peer(), NOW + 2 * 86_400, NOW);
-        assert!(t.verdict().is_some_and(|v| v.to_string().contains("behind")));
+        assert!(t
+            .verdict()
+            .is_some_and(|v| v.to_string().contains("behind")));
     }
 
     /// The attacker runs one relay and sends any timestamp it likes.

@@ -12,7 +12,8 @@ use super::circmgr::CircMgr;
 use super::dirmgr::DirMgr;
 use super::guardmgr::GuardMgr;
 
-/// First wait after a failed consensus fetch; it doubles up to [`RETRY_MAX`].
+/// First wait after a failed consensus fetch; it doubles up to [`RETRY_MAX`]. Also the
+/// shortest wait: a request that finds no live consensus cuts a longer back-off to this.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 
 /// Longest wait between two consensus fetches while the consensus is unusable: bounded,
@@ -30,8 +31,14 @@ pub(crate) async fn run(dir: Arc<DirMgr>, circuits: Arc<CircMgr>, guards: Arc<Gu
     let mut failed = false;
     loop {
         let jumped = if failed {
+            // Someone waiting for a consensus shortens the back-off to RETRY_FIRST.
+            let wanted = async {
+                dir.consensus_wanted().await;
+                clock.sleep(RETRY_FIRST).await;
+            };
             tokio::select! {
                 () = clock.sleep(retry) => None,
+                () = wanted => None,
                 j = jumps.next() => Some(j),
             }
         } else {
@@ -67,10 +74,15 @@ pub(crate) async fn run(dir: Arc<DirMgr>, circuits: Arc<CircMgr>, guards: Arc<Gu
                 // One warning per outage; the retries after it are quiet.
                 if failed {
                     retry = (retry * 2).min(RETRY_MAX);
-                    debug!("client: still no consensus (next try in {} s): {e}", retry.as_secs());
+                    debug!(
+                        "client: still no consensus (next try in {} s): {e}",
+                        retry.as_secs()
+                    );
                 } else {
-                    warn!("client: cannot refresh the consensus (retrying every {} s at most): {e}",
-                        RETRY_MAX.as_secs());
+                    warn!(
+                        "client: cannot refresh the consensus (retrying every {} s at most): {e}",
+                        RETRY_MAX.as_secs()
+                    );
                 }
                 failed = true;
             }

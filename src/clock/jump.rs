@@ -118,7 +118,9 @@ mod tests {
 
     /// Lets the watcher run its next checks (paused time advances to its timers).
     async fn after_checks(watch: &mut JumpWatch) -> Option<Jump> {
-        tokio::time::timeout(JUMP_CHECK * 2, watch.next()).await.ok()
+        tokio::time::timeout(JUMP_CHECK * 2, watch.next())
+            .await
+            .ok()
     }
 
     async fn detected(by: i64) -> Option<Jump> {
@@ -175,7 +177,9 @@ mod tests {
         assert!(after_checks(&mut watch).await.is_some());
         assert_eq!(after_checks(&mut watch).await, None);
         clock.jump_back(Duration::from_secs(7200));
-        assert!(after_checks(&mut watch).await.is_some_and(|j| j.by_secs < 0));
+        assert!(after_checks(&mut watch)
+            .await
+            .is_some_and(|j| j.by_secs < 0));
     }
 
     #[tokio::test]

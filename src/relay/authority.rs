@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::clock::{Jump, JumpWatch};
 use crate::codec;
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
@@ -258,11 +259,14 @@ impl Authority {
     }
 
     async fn recheck_loop(self: Arc<Self>) {
+        let mut jumps = self.relay.clock.watch_jumps();
         loop {
-            self.relay
-                .clock
-                .sleep(Duration::from_secs((self.period() / 2).max(3)))
-                .await;
+            // After a jump, reachability stamps are from the old clock: check everyone at
+            // once (relays republish too), and forget nobody on that round's stamps.
+            let jumped = tokio::select! {
+                () = self.relay.clock.sleep(Duration::from_secs((self.period() / 2).max(3))) => false,
+                _ = jumps.next() => true,
+            };
             let ids: Vec<IdentityPublic> = lock(&self.state).relays.keys().copied().collect();
             for id in ids {
                 // Waits for one of the 16 check slots: a bounded number of tasks.
@@ -275,14 +279,17 @@ impl Authority {
                     drop(permit);
                 });
             }
+            if jumped {
+                continue;
+            }
             // Forget relays unseen for a day (or 24 periods in fast test networks).
             let horizon = self.now().saturating_sub((self.period() * 24).min(86_400));
             let min_interval = self.config.min_upload_interval.as_secs();
             let now = self.now();
             let mut state = lock(&self.state);
-            state
-                .relays
-                .retain(|_, k| k.last_reachable.unwrap_or(k.descriptor.published) >= horizon);
+            state.relays.retain(|_, k| {
+                k.last_reachable.unwrap_or(0).max(k.descriptor.published) >= horizon
+            });
             state
                 .last_upload
                 .retain(|_, t| t.saturating_add(min_interval) > now);
@@ -473,34 +480,89 @@ impl Authority {
         state.computed.retain(|&k, _| k >= keep_from);
     }
 
-    async fn schedule(self: Arc<Self>) {
+    /// The next period start whose vote can still be made: the next boundary, or the one
+    /// after when a live consensus is served and fewer than P/2 remain (no rush needed).
+    /// With no live consensus (start-up, after a clock jump) the nearest boundary is taken
+    /// even late: a short voting round beats another period without a consensus.
+    fn next_period(&self, now: u64) -> u64 {
         let p = self.period();
+        let va = (now / p + 1) * p;
+        let serving = lock(&self.state)
+            .published
+            .as_ref()
+            .is_some_and(|(until, _)| *until > now);
+        if va - now < p / 2 && serving {
+            va + p
+        } else {
+            va
+        }
+    }
+
+    /// Runs one period's round: vote, compute, collect signatures, publish. Returns early
+    /// (publishing nothing) if the wall clock jumps meanwhile.
+    async fn round(&self, va: u64, jumps: &mut JumpWatch) -> Option<Jump> {
+        let p = self.period();
+        let clock = &self.relay.clock;
+        macro_rules! until {
+            ($t:expr) => {
+                tokio::select! {
+                    () = clock.sleep_until_unix($t) => {}
+                    j = jumps.next() => return Some(j),
+                }
+            };
+        }
+        until!(va.saturating_sub(p / 2));
+        if let Some(v) = self.build_vote(va) {
+            lock(&self.state).votes.insert(va, v);
+        }
+        until!(va.saturating_sub(p / 3));
+        self.compute(va).await;
+        until!(va.saturating_sub(p / 6));
+        self.collect_signatures(va).await;
+        until!(va);
+        // A consensus for a period already over would be expired or nearly so when
+        // served; the clock ran past it (a suspend the jump watcher has not reported yet).
+        if self.now() >= va + p {
+            info!("authority: the period to publish is already over; skipping it");
+            return None;
+        }
+        self.publish(va);
+        None
+    }
+
+    /// After a wall-clock jump: stamps taken on the old clock (upload rate limits, votes
+    /// and consensuses of periods now in the future) would misfire; drop them. The
+    /// consensus served stays while it is valid.
+    fn after_jump(&self, jump: Jump) {
+        let now = self.now();
+        let mut state = lock(&self.state);
+        state.last_upload.clear();
+        state.votes.retain(|&va, _| va <= now);
+        state.computed.retain(|&va, _| va <= now);
+        let serving = state
+            .published
+            .as_ref()
+            .is_some_and(|(until, _)| *until > now);
+        drop(state);
+        let next = self.next_period(now);
+        info!(
+            "authority: {jump}; voting again for the period starting in {} s{}",
+            next.saturating_sub(now),
+            if serving {
+                "; the current consensus is served meanwhile"
+            } else {
+                "; no valid consensus until then"
+            }
+        );
+    }
+
+    async fn schedule(self: Arc<Self>) {
+        let mut jumps = self.relay.clock.watch_jumps();
         loop {
-            let now = self.now();
-            // The next period start that still leaves time for the vote.
-            let mut va = (now / p + 1) * p;
-            if va - now < p / 2 && lock(&self.state).published.is_some() {
-                va += p;
+            let va = self.next_period(self.now());
+            if let Some(jump) = self.round(va, &mut jumps).await {
+                self.after_jump(jump);
             }
-            self.relay
-                .clock
-                .sleep_until_unix(va.saturating_sub(p / 2))
-                .await;
-            if let Some(v) = self.build_vote(va) {
-                lock(&self.state).votes.insert(va, v);
-            }
-            self.relay
-                .clock
-                .sleep_until_unix(va.saturating_sub(p / 3))
-                .await;
-            self.compute(va).await;
-            self.relay
-                .clock
-                .sleep_until_unix(va.saturating_sub(p / 6))
-                .await;
-            self.collect_signatures(va).await;
-            self.relay.clock.sleep_until_unix(va).await;
-            self.publish(va);
         }
     }
 }

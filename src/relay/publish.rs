@@ -52,10 +52,12 @@ pub(crate) fn build_descriptor(
     descriptor.sign(shared.keys.identity_keypair())
 }
 
-/// Uploads the descriptor to every authority now and then every `interval`; a failed
-/// upload is retried after a few seconds.
+/// Uploads the descriptor to every authority now and then every `interval`, and at once
+/// when [`RelayShared::republish`] is notified or the wall clock jumps; a failed upload is
+/// retried after a few seconds.
 pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
     tokio::spawn(async move {
+        let mut jumps = shared.clock.watch_jumps();
         loop {
             let mut all_ok = true;
             match build_descriptor(&shared, &cfg)
@@ -101,7 +103,13 @@ pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) {
             } else {
                 Duration::from_secs(5).min(cfg.interval)
             };
-            shared.clock.sleep(wait).await;
+            // A wall-clock jump makes the uploaded `published` time wrong (and, forward,
+            // the authorities may have forgotten us): upload again at once.
+            tokio::select! {
+                () = shared.clock.sleep(wait) => {}
+                () = shared.republish.notified() => {}
+                jump = jumps.next() => info!("relay: {jump}; publishing the descriptor again"),
+            }
         }
     });
 }

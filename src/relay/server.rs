@@ -132,6 +132,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         replay: super::replay::ReplayFilter::default(),
         observer: std::sync::OnceLock::new(),
         onion: super::onion_points::OnionPoints::default(),
+        republish: tokio::sync::Notify::new(),
     });
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");

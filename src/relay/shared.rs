@@ -91,6 +91,9 @@ pub struct RelayShared {
     pub observer: std::sync::OnceLock<Arc<dyn super::observer::RelayObserver>>,
     /// Introduction points and rendezvous cookies registered here (§8).
     pub onion: super::onion_points::OnionPoints,
+    /// Wakes the descriptor publisher to upload at once (after a wall-clock jump, a key
+    /// rotation, an address change) instead of at the end of its interval.
+    pub republish: tokio::sync::Notify,
 }
 
 impl RelayShared {
