@@ -13,7 +13,7 @@
 
 mod jump;
 
-pub use jump::{human, Jump, JumpWatch, JUMP_CHECK, JUMP_THRESHOLD};
+pub use jump::{human, Jump, JumpWatch, Stamp, JUMP_CHECK, JUMP_THRESHOLD};
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use tracing::debug;
 
+use crate::clock::Stamp;
 use crate::crypto::IdentityPublic;
 use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget};
 use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
@@ -38,6 +39,9 @@ pub struct Isolation(pub Vec<u8>);
 struct ReadyCircuit {
     handle: CircuitHandle,
     exit_policy: ExitPolicy,
+    /// When it was built, on both clocks: a circuit built before a wall-clock jump takes
+    /// no new streams, even before the jump watcher reports the jump.
+    built: Stamp,
     /// When it carried its first stream (None: still clean).
     first_used: Option<Instant>,
 }
@@ -204,6 +208,7 @@ impl CircMgr {
                 Ok(ReadyCircuit {
                     handle: circ.into_handle(),
                     exit_policy,
+                    built: self.dir.clock().stamp(),
                     first_used: None,
                 })
             }
@@ -300,8 +305,10 @@ impl CircMgr {
         avoid: &mut Vec<IdentityPublic>,
     ) -> Result<CircuitHandle, ClientError> {
         let dirtiness = self.params.max_dirtiness;
+        let clock = self.dir.clock();
         let suits = |c: &ReadyCircuit| {
             !c.handle.is_closed()
+                && c.built.jumped_since(clock).is_none()
                 && match ip {
                     Some(ip) => c.exit_policy.allows_ip(ip, port),
                     None => c.exit_policy.might_allow_port(port),
@@ -314,7 +321,9 @@ impl CircMgr {
             // streams are done.
             let (keep, expired): (Vec<_>, Vec<_>) =
                 std::mem::take(list).into_iter().partition(|c| {
-                    !c.handle.is_closed() && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
+                    !c.handle.is_closed()
+                        && c.built.jumped_since(clock).is_none()
+                        && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
                 });
             *list = keep;
             for c in expired {
@@ -325,7 +334,7 @@ impl CircMgr {
             }
             // A prebuilt clean circuit, if one fits.
             let mut clean = lock(&self.clean);
-            clean.retain(|c| !c.handle.is_closed());
+            clean.retain(|c| !c.handle.is_closed() && c.built.jumped_since(clock).is_none());
             if let Some(pos) = clean.iter().position(suits) {
                 let mut c = clean.remove(pos);
                 c.first_used = Some(Instant::now());

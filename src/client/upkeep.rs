@@ -30,12 +30,13 @@ pub(crate) async fn run(dir: Arc<DirMgr>, circuits: Arc<CircMgr>, guards: Arc<Gu
     // Set after a failed fetch: wait `retry`, not the consensus's refetch time.
     let mut failed = false;
     loop {
+        // A request that found no live consensus (a jump not reported yet, an outage)
+        // cuts the wait to RETRY_FIRST.
+        let wanted = async {
+            dir.consensus_wanted().await;
+            clock.sleep(RETRY_FIRST).await;
+        };
         let jumped = if failed {
-            // Someone waiting for a consensus shortens the back-off to RETRY_FIRST.
-            let wanted = async {
-                dir.consensus_wanted().await;
-                clock.sleep(RETRY_FIRST).await;
-            };
             tokio::select! {
                 () = clock.sleep(retry) => None,
                 () = wanted => None,
@@ -44,6 +45,7 @@ pub(crate) async fn run(dir: Arc<DirMgr>, circuits: Arc<CircMgr>, guards: Arc<Gu
         } else {
             tokio::select! {
                 () = clock.sleep_until_unix(dir.next_refetch()) => None,
+                () = wanted => None,
                 j = jumps.next() => Some(j),
             }
         };

@@ -53,6 +53,26 @@ pub fn human(secs: u64) -> String {
     }
 }
 
+/// A moment on both clocks, to tell later whether the wall clock jumped since (e.g. a
+/// circuit built before a jump the watcher has not reported yet).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    wall_ms: i64,
+    mono: tokio::time::Instant,
+}
+
+impl Stamp {
+    /// How far (seconds) the wall clock moved beyond the monotonic clock since this
+    /// stamp, if that is a jump (over [`JUMP_THRESHOLD`] either way).
+    pub fn jumped_since(&self, clock: &Clock) -> Option<i64> {
+        let wall = i128::from(clock.wall_ms()) - i128::from(self.wall_ms);
+        let mono = i128::try_from((clock.instant() - self.mono).as_millis()).unwrap_or(0);
+        let drift = wall - mono;
+        let threshold = i128::from(JUMP_THRESHOLD.as_secs()) * 1000;
+        (drift.abs() > threshold).then(|| i64::try_from(drift / 1000).unwrap_or(i64::MAX))
+    }
+}
+
 /// The jumps of one clock, for one subscriber. Its watcher task ends when this is dropped.
 #[derive(Debug)]
 pub struct JumpWatch {
@@ -71,27 +91,29 @@ impl JumpWatch {
 }
 
 impl Clock {
+    /// Now, on both clocks.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            wall_ms: self.wall_ms(),
+            mono: self.instant(),
+        }
+    }
+
     /// Starts watching this clock for wall-clock jumps (simulated jumps and real ones
     /// alike). Each subscriber gets its own watcher, which ends when the watch is dropped.
     pub fn watch_jumps(&self) -> JumpWatch {
         let (tx, rx) = mpsc::channel(QUEUED_JUMPS);
         let clock = self.clone();
         tokio::spawn(async move {
-            let threshold = i128::from(JUMP_THRESHOLD.as_secs()) * 1000;
-            let mut wall = clock.wall_ms();
-            let mut mono = clock.instant();
+            let mut since = clock.stamp();
             loop {
                 clock.sleep(JUMP_CHECK).await;
                 if tx.is_closed() {
                     return;
                 }
-                let (wall_now, mono_now) = (clock.wall_ms(), clock.instant());
-                let wall_elapsed = i128::from(wall_now) - i128::from(wall);
-                let mono_elapsed = i128::try_from((mono_now - mono).as_millis()).unwrap_or(0);
-                let drift = wall_elapsed - mono_elapsed;
-                (wall, mono) = (wall_now, mono_now);
-                if drift.abs() > threshold {
-                    let by_secs = i64::try_from(drift / 1000).unwrap_or(i64::MAX);
+                let jumped = since.jumped_since(&clock);
+                since = clock.stamp();
+                if let Some(by_secs) = jumped {
                     let jump = Jump {
                         by_secs,
                         noticed_at: clock.now_unix(),
