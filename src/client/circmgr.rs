@@ -131,6 +131,9 @@ impl CircMgr {
             .dir
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
+        // Taken before anything is checked against the wall clock: a jump during the
+        // build makes the circuit count as built before it.
+        let built = self.dir.clock().stamp();
         let now = self.dir.clock().now_unix();
         if !consensus.is_live(now) {
             self.dir.want_consensus();
@@ -208,7 +211,7 @@ impl CircMgr {
                 Ok(ReadyCircuit {
                     handle: circ.into_handle(),
                     exit_policy,
-                    built: self.dir.clock().stamp(),
+                    built,
                     first_used: None,
                 })
             }
