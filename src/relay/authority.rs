@@ -11,6 +11,10 @@
 //! va         publish if a strict majority of authorities signed
 //! ```
 //!
+//! After a wall-clock jump the round in progress is abandoned and the schedule re-aligns
+//! to the next period it can still make (`authority/schedule.rs`); the consensus served
+//! stays while it is valid.
+//!
 //! Authorities talk to each other (and relays upload) over one-hop circuits with
 //! BEGIN_DIR streams, so this traffic is encrypted and padded like everything else.
 
@@ -24,7 +28,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::clock::{Jump, JumpWatch};
 use crate::codec;
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
@@ -37,6 +40,8 @@ use crate::dir::{
 };
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
+
+mod schedule;
 
 use super::dirserve::DirService;
 use super::shared::RelayShared;
@@ -478,92 +483,6 @@ impl Authority {
         let keep_from = va.saturating_sub(4 * self.period());
         state.votes.retain(|&k, _| k >= keep_from);
         state.computed.retain(|&k, _| k >= keep_from);
-    }
-
-    /// The next period start whose vote can still be made: the next boundary, or the one
-    /// after when a live consensus is served and fewer than P/2 remain (no rush needed).
-    /// With no live consensus (start-up, after a clock jump) the nearest boundary is taken
-    /// even late: a short voting round beats another period without a consensus.
-    fn next_period(&self, now: u64) -> u64 {
-        let p = self.period();
-        let va = (now / p + 1) * p;
-        let serving = lock(&self.state)
-            .published
-            .as_ref()
-            .is_some_and(|(until, _)| *until > now);
-        if va - now < p / 2 && serving {
-            va + p
-        } else {
-            va
-        }
-    }
-
-    /// Runs one period's round: vote, compute, collect signatures, publish. Returns early
-    /// (publishing nothing) if the wall clock jumps meanwhile.
-    async fn round(&self, va: u64, jumps: &mut JumpWatch) -> Option<Jump> {
-        let p = self.period();
-        let clock = &self.relay.clock;
-        macro_rules! until {
-            ($t:expr) => {
-                tokio::select! {
-                    () = clock.sleep_until_unix($t) => {}
-                    j = jumps.next() => return Some(j),
-                }
-            };
-        }
-        until!(va.saturating_sub(p / 2));
-        if let Some(v) = self.build_vote(va) {
-            lock(&self.state).votes.insert(va, v);
-        }
-        until!(va.saturating_sub(p / 3));
-        self.compute(va).await;
-        until!(va.saturating_sub(p / 6));
-        self.collect_signatures(va).await;
-        until!(va);
-        // A consensus for a period already over would be expired or nearly so when
-        // served; the clock ran past it (a suspend the jump watcher has not reported yet).
-        if self.now() >= va + p {
-            info!("authority: the period to publish is already over; skipping it");
-            return None;
-        }
-        self.publish(va);
-        None
-    }
-
-    /// After a wall-clock jump: stamps taken on the old clock (upload rate limits, votes
-    /// and consensuses of periods now in the future) would misfire; drop them. The
-    /// consensus served stays while it is valid.
-    fn after_jump(&self, jump: Jump) {
-        let now = self.now();
-        let mut state = lock(&self.state);
-        state.last_upload.clear();
-        state.votes.retain(|&va, _| va <= now);
-        state.computed.retain(|&va, _| va <= now);
-        let serving = state
-            .published
-            .as_ref()
-            .is_some_and(|(until, _)| *until > now);
-        drop(state);
-        let next = self.next_period(now);
-        info!(
-            "authority: {jump}; voting again for the period starting in {} s{}",
-            next.saturating_sub(now),
-            if serving {
-                "; the current consensus is served meanwhile"
-            } else {
-                "; no valid consensus until then"
-            }
-        );
-    }
-
-    async fn schedule(self: Arc<Self>) {
-        let mut jumps = self.relay.clock.watch_jumps();
-        loop {
-            let va = self.next_period(self.now());
-            if let Some(jump) = self.round(va, &mut jumps).await {
-                self.after_jump(jump);
-            }
-        }
     }
 }
 
