@@ -127,7 +127,7 @@ async fn fresh_circuits_work_again_within_60_s_after_each_clock_jump() {
         );
         let live = client.consensus().unwrap();
         assert!(
-            live.is_live(clock.now_unix()),
+            live.is_usable(clock.now_unix()),
             "{name}: the consensus in use is live on the jumped clock"
         );
     }
@@ -171,6 +171,35 @@ async fn a_client_clock_hours_ahead_is_named_as_the_problem() {
         msg.contains("your clock is 3 h 0 min ahead of the network (3 relays agree)"),
         "{msg}"
     );
+    eprintln!("{msg}");
+    net.shutdown().await;
+}
+
+/// The attacker runs the only authority a client reaches and sets its clock 3 hours back
+/// (it signs a consensus that is, at the client's correct clock, long expired, and says so
+/// in NETINFO). The client refuses the consensus, and one peer's clock is not enough to
+/// call the client's clock wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lying_clock_neither_passes_an_expired_consensus_nor_blames_ours() {
+    let lying = Clock::simulated(SystemTime::now() - 3 * HOUR);
+    let cfg = TestNetConfig {
+        authorities: 1,
+        relays: 3,
+        exits: 1,
+        period: Duration::from_secs(10),
+        clock: lying,
+    };
+    let net = TestNet::start(&cfg).await.unwrap();
+    net.wait_for_consensus(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = Client::bootstrap(ClientConfig::new(net.authority_info.clone()))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ClientError::NoConsensus(_)), "{msg}");
+    assert!(msg.contains("consensus expired"), "{msg}");
+    assert!(!msg.contains("your clock"), "{msg}");
     eprintln!("{msg}");
     net.shutdown().await;
 }

@@ -350,7 +350,8 @@ fn expired_and_not_yet_valid() {
         .unwrap()
         .verify(&ids, late - 1)
         .unwrap();
-    assert!(c.is_live(late - 1) && !c.is_live(late));
+    assert!(c.is_usable(late - 1) && !c.is_usable(late));
+    assert!(c.is_live(body.valid_until - 1) && !c.is_live(body.valid_until));
     let err = UncheckedConsensus::parse(&bytes)
         .unwrap()
         .verify(&ids, body.valid_after - DEFAULT_CONSENSUS_SKEW - 1)

@@ -135,7 +135,7 @@ impl CircMgr {
         // build makes the circuit count as built before it.
         let built = self.dir.clock().stamp();
         let now = self.dir.clock().now_unix();
-        if !consensus.is_live(now) {
+        if !consensus.is_usable(now) {
             self.dir.want_consensus();
             return Err(ClientError::NoConsensus(format!(
                 "the consensus expired at unix time {} ({} s ago) and no authority or guard \

@@ -99,7 +99,7 @@ impl DirMgr {
         let consensus = self
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
-        if !consensus.is_live(self.clock.now_unix()) {
+        if !consensus.is_usable(self.clock.now_unix()) {
             self.want_consensus();
             return Err(ClientError::NoConsensus("the consensus expired".into()));
         }
@@ -111,7 +111,7 @@ impl DirMgr {
     pub fn next_refetch(&self) -> u64 {
         let now = self.clock.now_unix();
         match self.consensus() {
-            Some(c) if c.is_live(now) => c.refetch_time(&mut rand::rng()),
+            Some(c) if c.is_usable(now) => c.refetch_time(&mut rand::rng()),
             _ => now,
         }
     }
@@ -230,6 +230,10 @@ impl DirMgr {
                         Ok(c) => {
                             self.save_cache(&resp.body);
                             return Ok(self.install(c));
+                        }
+                        Err(e) if e.is_time() => {
+                            last_err =
+                                format!("refused the authorities' consensus at our clock: {e}")
                         }
                         Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
                     }

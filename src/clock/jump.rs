@@ -43,11 +43,18 @@ impl std::fmt::Display for Jump {
     }
 }
 
-/// `secs` as a short human duration ("3 h 0 min", "8 d 0 h", "10 min 0 s").
+/// `secs` as a short human duration, the last unit rounded ("3 h 0 min" for 10,799 s,
+/// "8 d 0 h", "10 min 0 s"): measured offsets are a second or so off.
 pub fn human(secs: u64) -> String {
     match secs {
-        s if s >= 86_400 => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s if s >= 86_400 - 1800 => {
+            let h = (s + 1800) / 3600;
+            format!("{} d {} h", h / 24, h % 24)
+        }
+        s if s >= 3600 - 30 => {
+            let m = (s + 30) / 60;
+            format!("{} h {} min", m / 60, m % 60)
+        }
         s if s >= 60 => format!("{} min {} s", s / 60, s % 60),
         s => format!("{s} s"),
     }
@@ -202,6 +209,16 @@ mod tests {
         assert!(after_checks(&mut watch)
             .await
             .is_some_and(|j| j.by_secs < 0));
+    }
+
+    #[test]
+    fn durations_read_rounded() {
+        assert_eq!(human(3 * 3600 - 1), "3 h 0 min");
+        assert_eq!(human(3 * 3600 + 29), "3 h 0 min");
+        assert_eq!(human(8 * 86_400 - 1), "8 d 0 h");
+        assert_eq!(human(86_399), "1 d 0 h");
+        assert_eq!(human(600), "10 min 0 s");
+        assert_eq!(human(59), "59 s");
     }
 
     #[tokio::test]

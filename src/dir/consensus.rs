@@ -518,10 +518,15 @@ impl Consensus {
         (self.body.valid_after..self.body.fresh_until).contains(&now)
     }
 
-    /// Whether the consensus is still usable at `now`: before `valid_until` plus the
+    /// Whether the consensus is still valid at `now` (`now < valid_until`).
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.body.valid_until
+    }
+
+    /// Whether a client may still use the consensus at `now`: before `valid_until` plus the
     /// tolerated clock skew ([`DEFAULT_CONSENSUS_SKEW`]), as [`UncheckedConsensus::verify`]
     /// accepts it.
-    pub fn is_live(&self, now: u64) -> bool {
+    pub fn is_usable(&self, now: u64) -> bool {
         now < self.body.valid_until.saturating_add(DEFAULT_CONSENSUS_SKEW)
     }
 
