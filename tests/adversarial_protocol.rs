@@ -897,8 +897,9 @@ mod documents {
         let auths = authorities(3);
         let b = body(&auths);
         let bytes = signed(&b, &[&auths[0], &auths[1], &auths[2]]);
-        // A replay is refused once its validity and the tolerated clock skew are over.
-        let late = b.valid_until + allium::dir::consensus::DEFAULT_CONSENSUS_SKEW;
+        // A replay is refused once its validity and the late grace (<= 5 min) are over.
+        let late = b.valid_until + b.late_grace();
+        assert!(b.late_grace() <= 5 * 60);
         let err = verify(&bytes, &auths, late).unwrap_err();
         eprintln!("expired: {err}");
         assert!(matches!(err, ConsensusError::Expired { .. }), "{err}");

@@ -332,8 +332,12 @@ fn expired_and_not_yet_valid() {
     let (keys, ids, votes) = setup();
     let body = compute_consensus(&votes, &ids, &ConsensusParams::default()).unwrap();
     let bytes = consensus_bytes(&body, &[&keys[0], &keys[1], &keys[2]]);
-    // DEFAULT_CONSENSUS_SKEW (10 min) is tolerated either way, no more.
-    let late = body.valid_until + DEFAULT_CONSENSUS_SKEW;
+    // 5 minutes late (a twelfth of the lifetime at most), 10 minutes early, no more.
+    assert_eq!(
+        body.late_grace(),
+        (5 * 60).min((body.valid_until - body.valid_after) / 12)
+    );
+    let late = body.valid_until + body.late_grace();
     let err = UncheckedConsensus::parse(&bytes)
         .unwrap()
         .verify(&ids, late)

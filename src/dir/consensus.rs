@@ -32,12 +32,16 @@ pub const CONSENSUS_VERSION: u32 = 1;
 pub const MAX_RELAYS: usize = 10_000;
 /// Most authorities (and so signatures) a consensus may name.
 pub const MAX_AUTHORITIES: usize = 9;
-/// Clock skew tolerated on a consensus's validity, either way (seconds): a consensus is
-/// accepted from `valid_after − 10 min` (our clock behind the network's) until
-/// `valid_until + 10 min` (our clock ahead). Larger skews are reported as a wrong local
-/// clock (`client/skew.rs`); the grace lets a replayed consensus live 10 minutes longer,
-/// which only delays, never changes, what the authorities listed.
+/// Clock skew tolerated before a consensus's `valid_after` (seconds): a client whose clock
+/// is up to 10 minutes behind the network's accepts it. Larger skews, either way, are
+/// reported as a wrong local clock (`client/skew.rs`).
 pub const DEFAULT_CONSENSUS_SKEW: u64 = 10 * 60;
+
+/// Most time a consensus is still accepted after its `valid_until` (a client clock ahead
+/// of the network's): 5 minutes, and at most a twelfth of the consensus's lifetime
+/// ([`ConsensusBody::late_grace`]) so a fast test network's consensus expires on time.
+/// The price: a replayed consensus stays usable this much longer.
+pub const CONSENSUS_LATE_GRACE: u64 = 5 * 60;
 
 /// Why a consensus was refused.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +265,12 @@ impl ConsensusBody {
         Ok(())
     }
 
+    /// How long after `valid_until` this consensus is still accepted:
+    /// [`CONSENSUS_LATE_GRACE`], at most a twelfth of its lifetime.
+    pub fn late_grace(&self) -> u64 {
+        CONSENSUS_LATE_GRACE.min(self.valid_until.saturating_sub(self.valid_after) / 12)
+    }
+
     /// Checks the body and encodes it, ready for signing.
     pub fn to_signed(&self) -> Result<SignedConsensus, ConsensusError> {
         self.check()?;
@@ -398,7 +408,7 @@ impl UncheckedConsensus {
 
     /// Checks, in order: signatures (valid ones from distinct trusted keys must be a strict
     /// majority of the distinct trusted keys; unknown signers are ignored); the body's
-    /// structure; `now < valid_until + skew`; `now + skew ≥ valid_after`.
+    /// structure; `now < valid_until + late_grace`; `now + skew ≥ valid_after`.
     pub fn verify_with_skew(
         self,
         trusted: &[IdentityPublic],
@@ -434,7 +444,7 @@ impl UncheckedConsensus {
         }
         let b = &self.body;
         b.check()?;
-        if now >= b.valid_until.saturating_add(skew) {
+        if now >= b.valid_until.saturating_add(b.late_grace()) {
             return Err(ConsensusError::Expired {
                 valid_until: b.valid_until,
                 now,
@@ -523,11 +533,11 @@ impl Consensus {
         now < self.body.valid_until
     }
 
-    /// Whether a client may still use the consensus at `now`: before `valid_until` plus the
-    /// tolerated clock skew ([`DEFAULT_CONSENSUS_SKEW`]), as [`UncheckedConsensus::verify`]
+    /// Whether a client may still use the consensus at `now`: before `valid_until` plus its
+    /// late grace ([`ConsensusBody::late_grace`]), as [`UncheckedConsensus::verify`]
     /// accepts it.
     pub fn is_usable(&self, now: u64) -> bool {
-        now < self.body.valid_until.saturating_add(DEFAULT_CONSENSUS_SKEW)
+        now < self.body.valid_until.saturating_add(self.body.late_grace())
     }
 
     /// A client's refetch time: uniform in `[fresh_until, fresh_until + 7/8·(valid_until −
