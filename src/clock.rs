@@ -7,7 +7,12 @@
 //! and jumps the wall clock without the monotonic clock moving (a suspended laptop, an NTP
 //! correction). A running node's roles read wall time only through their `Clock`,
 //! including the certificates of its keys, which `relay/key_maintenance.rs` renews on the
-//! node's clock while it runs. [`now_unix`] is for code with no node around it.
+//! node's clock while it runs. [`now_unix`] is for code with no node around it. Jumps of the wall clock are noticed by
+//! [`Clock::watch_jumps`] (`clock/jump.rs`).
+
+mod jump;
+
+pub use jump::{human, Jump, JumpWatch, Stamp, JUMP_CHECK, JUMP_THRESHOLD};
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -97,6 +102,14 @@ impl Clock {
             .saturating_add(sim.jumped_ms.load(Ordering::Relaxed))
             .max(0);
         UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    }
+
+    /// The wall time now in milliseconds since the Unix epoch (negative before it).
+    fn wall_ms(&self) -> i64 {
+        match self.wall().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        }
     }
 
     /// The wall time now in whole seconds since the Unix epoch.

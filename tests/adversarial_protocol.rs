@@ -897,12 +897,15 @@ mod documents {
         let auths = authorities(3);
         let b = body(&auths);
         let bytes = signed(&b, &[&auths[0], &auths[1], &auths[2]]);
-        let err = verify(&bytes, &auths, b.valid_until).unwrap_err();
+        // A replay is refused once its validity and the late grace (<= 5 min) are over.
+        let late = b.valid_until + b.late_grace();
+        assert!(b.late_grace() <= 5 * 60);
+        let err = verify(&bytes, &auths, late).unwrap_err();
         eprintln!("expired: {err}");
         assert!(matches!(err, ConsensusError::Expired { .. }), "{err}");
         let err = verify(&bytes, &auths, b.valid_until + 10 * HOUR).unwrap_err();
         assert!(matches!(err, ConsensusError::Expired { .. }), "{err}");
-        verify(&bytes, &auths, b.valid_until - 1).unwrap();
+        verify(&bytes, &auths, late - 1).unwrap();
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod common;
 
 use allium::crypto::IdentityKeypair;
+use allium::dir::consensus::DEFAULT_CONSENSUS_SKEW;
 use allium::dir::flags::FlagThresholds;
 use allium::dir::{
     assign_flags, compute_consensus, ConsensusBody, ConsensusError, ConsensusParams, FlagParams,
@@ -331,25 +332,39 @@ fn expired_and_not_yet_valid() {
     let (keys, ids, votes) = setup();
     let body = compute_consensus(&votes, &ids, &ConsensusParams::default()).unwrap();
     let bytes = consensus_bytes(&body, &[&keys[0], &keys[1], &keys[2]]);
+    // 5 minutes late (a twelfth of the lifetime at most), 10 minutes early, no more.
+    assert_eq!(
+        body.late_grace(),
+        (5 * 60).min((body.valid_until - body.valid_after) / 12)
+    );
+    let late = body.valid_until + body.late_grace();
     let err = UncheckedConsensus::parse(&bytes)
         .unwrap()
-        .verify(&ids, body.valid_until)
+        .verify(&ids, late)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "consensus expired: valid until {}, now {}",
-            body.valid_until, body.valid_until
+            "consensus expired: valid until {}, now {late}",
+            body.valid_until
         )
     );
-    let err = UncheckedConsensus::parse(&bytes)
-        .unwrap()
-        .verify(&ids, body.valid_after - 301)
-        .unwrap_err();
-    assert!(matches!(err, ConsensusError::NotYetValid { .. }), "{err}");
+    assert!(err.is_time());
     let c = UncheckedConsensus::parse(&bytes)
         .unwrap()
-        .verify(&ids, body.valid_after - 300)
+        .verify(&ids, late - 1)
+        .unwrap();
+    assert!(c.is_usable(late - 1) && !c.is_usable(late));
+    assert!(c.is_live(body.valid_until - 1) && !c.is_live(body.valid_until));
+    let err = UncheckedConsensus::parse(&bytes)
+        .unwrap()
+        .verify(&ids, body.valid_after - DEFAULT_CONSENSUS_SKEW - 1)
+        .unwrap_err();
+    assert!(matches!(err, ConsensusError::NotYetValid { .. }), "{err}");
+    assert!(err.is_time());
+    let c = UncheckedConsensus::parse(&bytes)
+        .unwrap()
+        .verify(&ids, body.valid_after - DEFAULT_CONSENSUS_SKEW)
         .unwrap();
     assert!(!c.is_fresh(body.valid_after - 300));
     assert!(c.is_fresh(body.valid_after));

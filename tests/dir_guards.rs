@@ -217,3 +217,40 @@ fn encoded_state_changes_only_with_the_state() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Clock jumps (issue 17): a laptop resumed after 8 days keeps its guards while they are
+/// listed (no fresh random set), and a clock set back by months does not keep them past
+/// their lifetime or park them in back-off for the length of the jump.
+#[test]
+fn clock_jumps_keep_listed_guards_and_clamp_future_stamps() {
+    let (c, _) = synthetic_consensus(300);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut g = GuardSet::new(GuardParams::default());
+    g.update(&c, NOW, &mut rng);
+    let primary = ids(&g.primary(&c));
+    let eight_days = 8 * 86_400;
+    g.update(&c, NOW + eight_days, &mut rng);
+    assert_eq!(ids(&g.primary(&c)), primary, "+8 d replaced listed guards");
+
+    // Back by 100 days: the guards were sampled "in the future" and one is backing off
+    // until then. After clamping, the lifetime counts from the (new) now, and the
+    // back-off ends within the longest one (6 h), not 100 days later.
+    let back = NOW - 100 * 86_400;
+    g.mark_failed(&primary[0], NOW + eight_days);
+    g.clamp_times(back);
+    let t = PathTarget {
+        port: 443,
+        addr: None,
+    };
+    let later = back + 6 * 3600 + 1;
+    let mut first_hops = std::collections::HashSet::new();
+    for _ in 0..50 {
+        first_hops.insert(select_path(&c, &t, &mut g, 3, later, &mut rng).unwrap()[0].identity);
+    }
+    assert!(first_hops.contains(&primary[0]), "still parked in back-off");
+    // 120-day lifetime from `back`: still kept 119 days later, gone after 121.
+    g.update(&c, back + 119 * 86_400, &mut rng);
+    assert_eq!(ids(&g.primary(&c)), primary);
+    g.update(&c, back + 121 * 86_400, &mut rng);
+    assert!(!ids(&g.primary(&c)).contains(&primary[0]));
+}

@@ -11,6 +11,7 @@ use crate::proto::{ClientChannel, RelayTarget};
 use crate::sync::lock;
 
 use super::error::ClientError;
+use super::skew::SkewTracker;
 
 /// Local channel addresses remembered for diagnostics.
 const MAX_LOCAL_ADDRS: usize = 1024;
@@ -23,15 +24,19 @@ pub struct ChanMgr {
     local_addrs: Mutex<Vec<SocketAddr>>,
     /// How channels are made (the client's clock inside).
     link: LinkConfig,
+    /// Where each first hop's clock (NETINFO) is noted.
+    skew: Arc<SkewTracker>,
 }
 
 impl ChanMgr {
-    /// No channels yet; new ones are made with `link`.
-    pub fn new(link: LinkConfig) -> Self {
+    /// No channels yet; new ones are made with `link`, and the relays' clocks noted in
+    /// `skew`.
+    pub fn new(link: LinkConfig, skew: Arc<SkewTracker>) -> Self {
         ChanMgr {
             channels: tokio::sync::Mutex::new(HashMap::new()),
             local_addrs: Mutex::new(Vec::new()),
             link,
+            skew,
         }
     }
 
@@ -47,6 +52,11 @@ impl ChanMgr {
         let chan = ClientChannel::connect(target, &self.link)
             .await
             .map_err(|e| ClientError::Circuit(format!("first hop: {e}")))?;
+        self.skew.record(
+            target.identity,
+            chan.peer_timestamp,
+            self.link.clock.now_unix(),
+        );
         chans.insert(target.identity, Arc::clone(&chan));
         if let Some(a) = chan.local_addr {
             let mut seen = lock(&self.local_addrs);

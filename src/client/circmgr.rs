@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use tracing::debug;
 
+use crate::clock::Stamp;
 use crate::crypto::IdentityPublic;
 use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget};
 use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
@@ -38,6 +39,9 @@ pub struct Isolation(pub Vec<u8>);
 struct ReadyCircuit {
     handle: CircuitHandle,
     exit_policy: ExitPolicy,
+    /// When it was built, on both clocks: a circuit built before a wall-clock jump takes
+    /// no new streams, even before the jump watcher reports the jump.
+    built: Stamp,
     /// When it carried its first stream (None: still clean).
     first_used: Option<Instant>,
 }
@@ -127,8 +131,12 @@ impl CircMgr {
             .dir
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
+        // Taken before anything is checked against the wall clock: a jump during the
+        // build makes the circuit count as built before it.
+        let built = self.dir.clock().stamp();
         let now = self.dir.clock().now_unix();
-        if !consensus.is_live(now) {
+        if !consensus.is_usable(now) {
+            self.dir.want_consensus();
             return Err(ClientError::NoConsensus(format!(
                 "the consensus expired at unix time {} ({} s ago) and no authority or guard \
                  could provide a newer one",
@@ -203,6 +211,7 @@ impl CircMgr {
                 Ok(ReadyCircuit {
                     handle: circ.into_handle(),
                     exit_policy,
+                    built,
                     first_used: None,
                 })
             }
@@ -299,8 +308,10 @@ impl CircMgr {
         avoid: &mut Vec<IdentityPublic>,
     ) -> Result<CircuitHandle, ClientError> {
         let dirtiness = self.params.max_dirtiness;
+        let clock = self.dir.clock();
         let suits = |c: &ReadyCircuit| {
             !c.handle.is_closed()
+                && c.built.jumped_since(clock).is_none()
                 && match ip {
                     Some(ip) => c.exit_policy.allows_ip(ip, port),
                     None => c.exit_policy.might_allow_port(port),
@@ -313,7 +324,9 @@ impl CircMgr {
             // streams are done.
             let (keep, expired): (Vec<_>, Vec<_>) =
                 std::mem::take(list).into_iter().partition(|c| {
-                    !c.handle.is_closed() && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
+                    !c.handle.is_closed()
+                        && c.built.jumped_since(clock).is_none()
+                        && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
                 });
             *list = keep;
             for c in expired {
@@ -324,7 +337,7 @@ impl CircMgr {
             }
             // A prebuilt clean circuit, if one fits.
             let mut clean = lock(&self.clean);
-            clean.retain(|c| !c.handle.is_closed());
+            clean.retain(|c| !c.handle.is_closed() && c.built.jumped_since(clock).is_none());
             if let Some(pos) = clean.iter().position(suits) {
                 let mut c = clean.remove(pos);
                 c.first_used = Some(Instant::now());
@@ -357,6 +370,39 @@ impl CircMgr {
             }
             if let Ok(c) = me.build_circuit(&CLEAN_TARGET).await {
                 lock(&me.clean).push(c);
+            }
+        });
+    }
+
+    /// After a wall-clock jump: no circuit built so far takes new streams (their open
+    /// streams may finish); they were built on a consensus and certificates checked at a
+    /// time that is no longer now. [`Self::refill_clean`] rebuilds the clean ones.
+    pub async fn retire_all(&self) {
+        let old: Vec<ReadyCircuit> = {
+            let mut map = lock(&self.circuits);
+            let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
+            all.extend(lock(&self.clean).drain(..));
+            all
+        };
+        for c in old {
+            c.handle.retire().await;
+        }
+    }
+
+    /// Builds clean circuits in the background until the configured number is ready.
+    pub fn refill_clean(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let missing = {
+                let mut clean = lock(&me.clean);
+                clean.retain(|c| !c.handle.is_closed());
+                me.params.prebuilt_circuits.saturating_sub(clean.len())
+            };
+            for _ in 0..missing {
+                match me.build_circuit(&CLEAN_TARGET).await {
+                    Ok(c) => lock(&me.clean).push(c),
+                    Err(e) => debug!("client: a clean circuit failed: {e}"),
+                }
             }
         });
     }

@@ -2,6 +2,7 @@
 //! authorities, else the disk cache), keeps it, and refreshes it before it goes stale.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,14 +12,15 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
-use crate::dir::{AuthorityInfo, Consensus, ConsensusEntry, UncheckedConsensus};
-use crate::proto::dirclient::{dir_request, one_shot};
+use crate::dir::{AuthorityInfo, Consensus, ConsensusEntry, ConsensusError, UncheckedConsensus};
+use crate::proto::dirclient::{dir_request, one_shot_timed};
 use crate::proto::{ClientCircuit, RelayTarget};
 use crate::sync::lock;
 
 use super::chanmgr::ChanMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
+use super::skew::SkewTracker;
 
 /// Relays besides the primary guards asked for the consensus when no guard answers.
 const EXTRA_DIR_CACHES: usize = 3;
@@ -35,6 +37,10 @@ pub struct DirMgr {
     channels: Arc<ChanMgr>,
     guards: Arc<GuardMgr>,
     clock: Clock,
+    /// The network's clocks as relays and authorities showed them (NETINFO).
+    skew: Arc<SkewTracker>,
+    /// Notified when a request found no live consensus: the upkeep task retries sooner.
+    wanted: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for DirMgr {
@@ -52,6 +58,7 @@ impl DirMgr {
         channels: Arc<ChanMgr>,
         guards: Arc<GuardMgr>,
         clock: Clock,
+        skew: Arc<SkewTracker>,
     ) -> Self {
         DirMgr {
             authorities,
@@ -61,7 +68,20 @@ impl DirMgr {
             channels,
             guards,
             clock,
+            skew,
+            wanted: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Says a request needed a live consensus and found none (the upkeep task then retries
+    /// its fetch without waiting out its whole back-off).
+    pub fn want_consensus(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Resolves once a request found no live consensus since the last call.
+    pub async fn consensus_wanted(&self) {
+        self.wanted.notified().await;
     }
 
     /// The client's clock.
@@ -79,10 +99,39 @@ impl DirMgr {
         let consensus = self
             .consensus()
             .ok_or_else(|| ClientError::NoConsensus("not bootstrapped".into()))?;
-        if !consensus.is_live(self.clock.now_unix()) {
+        if !consensus.is_usable(self.clock.now_unix()) {
+            self.want_consensus();
             return Err(ClientError::NoConsensus("the consensus expired".into()));
         }
         Ok(consensus)
+    }
+
+    /// When the consensus should next be fetched (Unix seconds): its refetch time, or now
+    /// if there is none or it is no longer live.
+    pub fn next_refetch(&self) -> u64 {
+        let now = self.clock.now_unix();
+        match self.consensus() {
+            Some(c) if c.is_usable(now) => c.refetch_time(&mut rand::rng()),
+            _ => now,
+        }
+    }
+
+    /// Verifies `bytes` as a consensus at our clock. A refusal for its time is noted in
+    /// `time_refused` and, if the network's clocks say ours is wrong, warned about.
+    fn verify_now(
+        &self,
+        bytes: &[u8],
+        time_refused: &AtomicBool,
+    ) -> Result<Consensus, ConsensusError> {
+        let result = UncheckedConsensus::parse(bytes)
+            .and_then(|u| u.verify(&self.trusted(), self.clock.now_unix()));
+        if let Err(e) = &result {
+            if e.is_time() {
+                time_refused.store(true, Ordering::Relaxed);
+                self.skew.warn_if_wrong();
+            }
+        }
+        result
     }
 
     fn trusted(&self) -> Vec<IdentityPublic> {
@@ -97,7 +146,7 @@ impl DirMgr {
     /// them answers (a guard may be down, or hold a stale document), up to
     /// [`EXTRA_DIR_CACHES`] other listed relays chosen at random, as Tor clients fall back
     /// to fallback directories.
-    async fn fetch_from_guards(&self, trusted: &[IdentityPublic]) -> Option<Arc<Consensus>> {
+    async fn fetch_from_guards(&self, time_refused: &AtomicBool) -> Option<Arc<Consensus>> {
         let current = self.consensus()?;
         let now = self.clock.now_unix();
         let to_target = |e: &ConsensusEntry| {
@@ -133,9 +182,7 @@ impl DirMgr {
                 let resp = dir_request(&handle, &DirRequest::GetConsensus, timeout).await;
                 handle.close().await;
                 let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
-                let c = UncheckedConsensus::parse(&resp.body)
-                    .and_then(|u| u.verify(trusted, self.clock.now_unix()))
-                    .ok()?;
+                let c = self.verify_now(&resp.body, time_refused).ok()?;
                 self.save_cache(&resp.body);
                 Some(self.install(c))
             };
@@ -157,30 +204,36 @@ impl DirMgr {
 
     /// Gets a verified consensus: from a guard, the authorities, else the disk cache.
     pub async fn fetch_consensus(&self) -> Result<Arc<Consensus>, ClientError> {
-        let trusted = self.trusted();
-        if let Some(c) = self.fetch_from_guards(&trusted).await {
+        let time_refused = AtomicBool::new(false);
+        if let Some(c) = self.fetch_from_guards(&time_refused).await {
             return Ok(c);
         }
         let mut authorities = self.authorities.clone();
         authorities.shuffle(&mut rand::rng());
         let mut last_err = String::from("no authorities configured");
         for a in &authorities {
-            match one_shot(
+            let answer = one_shot_timed(
                 a.addr,
                 &a.identity,
                 &DirRequest::GetConsensus,
                 Duration::from_secs(15),
                 &self.clock,
             )
-            .await
-            {
+            .await;
+            if let Ok((_, peer_time)) = &answer {
+                self.skew
+                    .record(a.identity, *peer_time, self.clock.now_unix());
+            }
+            match answer.map(|(resp, _)| resp) {
                 Ok(resp) if resp.status == DirStatus::Ok => {
-                    match UncheckedConsensus::parse(&resp.body)
-                        .and_then(|u| u.verify(&trusted, self.clock.now_unix()))
-                    {
+                    match self.verify_now(&resp.body, &time_refused) {
                         Ok(c) => {
                             self.save_cache(&resp.body);
                             return Ok(self.install(c));
+                        }
+                        Err(e) if e.is_time() => {
+                            last_err =
+                                format!("refused the authorities' consensus at our clock: {e}")
                         }
                         Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
                     }
@@ -191,15 +244,18 @@ impl DirMgr {
         }
         if let Some(path) = self.cache_path() {
             if let Ok(bytes) = std::fs::read(&path) {
-                match UncheckedConsensus::parse(&bytes)
-                    .and_then(|u| u.verify(&trusted, self.clock.now_unix()))
-                {
+                match self.verify_now(&bytes, &time_refused) {
                     Ok(c) => {
                         info!("authorities unreachable ({last_err}); using the cached consensus");
                         return Ok(self.install(c));
                     }
                     Err(e) => last_err = format!("{last_err}; cached consensus unusable: {e}"),
                 }
+            }
+        }
+        if time_refused.load(Ordering::Relaxed) {
+            if let Some(verdict) = self.skew.verdict() {
+                last_err = format!("{last_err}; {verdict}");
             }
         }
         Err(ClientError::NoConsensus(last_err))
@@ -209,20 +265,5 @@ impl DirMgr {
         let c = Arc::new(c);
         *lock(&self.consensus) = Some(Arc::clone(&c));
         c
-    }
-
-    /// Refetches the consensus at the time it names, forever (spawn it).
-    pub async fn refresh_loop(self: Arc<Self>) {
-        loop {
-            let at = self.consensus().map_or(self.clock.now_unix() + 30, |c| {
-                c.refetch_time(&mut rand::rng())
-            });
-            let wait = at.saturating_sub(self.clock.now_unix()).max(5);
-            self.clock.sleep(Duration::from_secs(wait)).await;
-            match self.fetch_consensus().await {
-                Ok(c) => debug!("client: consensus refreshed ({} relays)", c.relays().len()),
-                Err(e) => warn!("client: cannot refresh the consensus: {e}"),
-            }
-        }
     }
 }

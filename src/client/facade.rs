@@ -33,6 +33,7 @@ use super::dirmgr::DirMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
 use super::onion_connect::{is_onion_host, OnionConnector};
+use super::skew::SkewTracker;
 use super::socks_server::{Connector, IsolationKey};
 
 /// Attempts to open one stream (the first may use an existing circuit, later ones build).
@@ -76,10 +77,14 @@ impl Client {
     pub async fn bootstrap(config: ClientConfig) -> Result<Client, ClientError> {
         progress(0, "starting");
         let guards = Arc::new(GuardMgr::load(config.data_dir.clone()));
-        let channels = Arc::new(ChanMgr::new(LinkConfig {
-            clock: config.clock.clone(),
-            ..LinkConfig::default()
-        }));
+        let skew = Arc::new(SkewTracker::default());
+        let channels = Arc::new(ChanMgr::new(
+            LinkConfig {
+                clock: config.clock.clone(),
+                ..LinkConfig::default()
+            },
+            Arc::clone(&skew),
+        ));
         let dir = Arc::new(DirMgr::new(
             config.authorities.clone(),
             config.data_dir.clone(),
@@ -87,6 +92,7 @@ impl Client {
             Arc::clone(&channels),
             Arc::clone(&guards),
             config.clock.clone(),
+            skew,
         ));
         let params = CircParams {
             path_len: config.path_len,
@@ -98,7 +104,7 @@ impl Client {
             params,
             Arc::clone(&dir),
             Arc::clone(&channels),
-            guards,
+            Arc::clone(&guards),
         ));
         let onion = OnionConnector::new(Arc::clone(&dir), Arc::clone(&circuits), &config);
         let client = Client {
@@ -120,7 +126,11 @@ impl Client {
                 consensus.relays().len()
             ),
         );
-        tokio::spawn(Arc::clone(&client.inner.dir).refresh_loop());
+        tokio::spawn(super::upkeep::run(
+            Arc::clone(&client.inner.dir),
+            Arc::clone(&client.inner.circuits),
+            guards,
+        ));
         progress(60, "building circuits");
         if client.inner.circuits.prebuild().await == 0 {
             return Err(ClientError::Circuit("no circuit could be built".into()));

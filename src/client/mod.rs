@@ -18,8 +18,10 @@ pub mod onion_connect;
 pub mod onion_service;
 pub(crate) mod revision_floors;
 pub(crate) mod service_end;
+pub(crate) mod skew;
 pub mod socks;
 pub mod socks_server;
+pub(crate) mod upkeep;
 
 pub use crate::proto::{
     CircuitError, CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget,

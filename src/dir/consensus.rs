@@ -32,8 +32,16 @@ pub const CONSENSUS_VERSION: u32 = 1;
 pub const MAX_RELAYS: usize = 10_000;
 /// Most authorities (and so signatures) a consensus may name.
 pub const MAX_AUTHORITIES: usize = 9;
-/// Default clock skew tolerated before `valid_after` (seconds).
-pub const DEFAULT_CONSENSUS_SKEW: u64 = 5 * 60;
+/// Clock skew tolerated before a consensus's `valid_after` (seconds): a client whose clock
+/// is up to 10 minutes behind the network's accepts it. Larger skews, either way, are
+/// reported as a wrong local clock (`client/skew.rs`).
+pub const DEFAULT_CONSENSUS_SKEW: u64 = 10 * 60;
+
+/// Most time a consensus is still accepted after its `valid_until` (a client clock ahead
+/// of the network's): 5 minutes, and at most a twelfth of the consensus's lifetime
+/// ([`ConsensusBody::late_grace`]) so a fast test network's consensus expires on time.
+/// The price: a replayed consensus stays usable this much longer.
+pub const CONSENSUS_LATE_GRACE: u64 = 5 * 60;
 
 /// Why a consensus was refused.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +70,7 @@ pub enum ConsensusError {
         /// Strict majority of `trusted`.
         needed: usize,
     },
-    /// The consensus's validity period is over.
+    /// The consensus's validity period (plus the allowed skew) is over.
     #[error("consensus expired: valid until {valid_until}, now {now}")]
     Expired {
         /// End of validity.
@@ -123,6 +131,14 @@ pub enum ConsensusError {
     /// No validity period is proposed by a strict majority of authorities.
     #[error("no (valid_after, fresh_until, valid_until) is proposed by a majority of authorities")]
     NoTimeMajority,
+}
+
+impl ConsensusError {
+    /// Whether the consensus was refused only for its time (expired or not yet valid at
+    /// our clock): the refusals a wrong local clock causes.
+    pub fn is_time(&self) -> bool {
+        matches!(self, Self::Expired { .. } | Self::NotYetValid { .. })
+    }
 }
 
 /// One relay in the consensus. Wire form in field order (see `docs/protocol.md` §6).
@@ -247,6 +263,12 @@ impl ConsensusBody {
             return Err(ConsensusError::BadWeights);
         }
         Ok(())
+    }
+
+    /// How long after `valid_until` this consensus is still accepted:
+    /// [`CONSENSUS_LATE_GRACE`], at most a twelfth of its lifetime.
+    pub fn late_grace(&self) -> u64 {
+        CONSENSUS_LATE_GRACE.min(self.valid_until.saturating_sub(self.valid_after) / 12)
     }
 
     /// Checks the body and encodes it, ready for signing.
@@ -386,7 +408,7 @@ impl UncheckedConsensus {
 
     /// Checks, in order: signatures (valid ones from distinct trusted keys must be a strict
     /// majority of the distinct trusted keys; unknown signers are ignored); the body's
-    /// structure; `now < valid_until`; `now + skew ≥ valid_after`.
+    /// structure; `now < valid_until + late_grace`; `now + skew ≥ valid_after`.
     pub fn verify_with_skew(
         self,
         trusted: &[IdentityPublic],
@@ -422,7 +444,7 @@ impl UncheckedConsensus {
         }
         let b = &self.body;
         b.check()?;
-        if now >= b.valid_until {
+        if now >= b.valid_until.saturating_add(b.late_grace()) {
             return Err(ConsensusError::Expired {
                 valid_until: b.valid_until,
                 now,
@@ -509,6 +531,13 @@ impl Consensus {
     /// Whether the consensus is still valid at `now` (`now < valid_until`).
     pub fn is_live(&self, now: u64) -> bool {
         now < self.body.valid_until
+    }
+
+    /// Whether a client may still use the consensus at `now`: before `valid_until` plus its
+    /// late grace ([`ConsensusBody::late_grace`]), as [`UncheckedConsensus::verify`]
+    /// accepts it.
+    pub fn is_usable(&self, now: u64) -> bool {
+        now < self.body.valid_until.saturating_add(self.body.late_grace())
     }
 
     /// A client's refetch time: uniform in `[fresh_until, fresh_until + 7/8·(valid_until −

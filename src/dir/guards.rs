@@ -269,6 +269,20 @@ impl GuardSet {
         self.entries.retain(|e| e.failures < max);
     }
 
+    /// After the wall clock jumped back: time stamps later than `now` (a guard sampled or
+    /// unlisted "in the future", a back-off past the longest one) are pulled back, so a
+    /// jump back neither stretches a guard's lifetime nor parks it in back-off for the
+    /// length of the jump. A jump forward needs nothing here: listed guards stay (they are
+    /// kept by listing, failures and a 120-day lifetime, not by recent use).
+    pub fn clamp_times(&mut self, now: u64) {
+        let latest_retry = now.saturating_add(MAX_BACKOFF);
+        for e in &mut self.entries {
+            e.added = e.added.min(now);
+            e.retry_at = e.retry_at.min(latest_retry);
+            e.unlisted_since = e.unlisted_since.map(|t| t.min(now));
+        }
+    }
+
     /// Records a success through guard `id`: clears its failure count and back-off.
     pub fn mark_success(&mut self, id: &IdentityPublic) {
         if let Some(e) = self.entries.iter_mut().find(|e| &e.identity == id) {

@@ -27,6 +27,8 @@ pub struct ClientChannel {
     pub stats: Arc<RecordStats>,
     /// Our end of the TCP connection.
     pub local_addr: Option<std::net::SocketAddr>,
+    /// The relay's clock from its NETINFO (Unix seconds), for the client's skew estimate.
+    pub peer_timestamp: u64,
 }
 
 impl ClientChannel {
@@ -55,6 +57,7 @@ impl ClientChannel {
             circuits: CircMux::new(channel.circ_ids),
             stats: channel.stats,
             local_addr: channel.local_addr,
+            peer_timestamp: channel.peer_timestamp,
         });
         let weak = Arc::downgrade(&chan);
         link::keepalive::spawn(chan.sender.clone(), cfg.idle_timeout, move || {

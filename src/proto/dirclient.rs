@@ -43,6 +43,20 @@ pub async fn one_shot(
     timeout: Duration,
     clock: &crate::clock::Clock,
 ) -> Result<DirResponse, DirFetchError> {
+    one_shot_timed(addr, identity, req, timeout, clock)
+        .await
+        .map(|(resp, _)| resp)
+}
+
+/// [`one_shot`], also returning the server's clock from its NETINFO (Unix seconds), for
+/// a client's clock-skew estimate.
+pub async fn one_shot_timed(
+    addr: std::net::SocketAddr,
+    identity: &crate::crypto::IdentityPublic,
+    req: &DirRequest,
+    timeout: Duration,
+    clock: &crate::clock::Clock,
+) -> Result<(DirResponse, u64), DirFetchError> {
     let work = async {
         let cfg = crate::link::LinkConfig {
             handshake_timeout: timeout,
@@ -63,7 +77,7 @@ pub async fn one_shot(
         }
         .await;
         chan.sender.close();
-        result
+        result.map(|resp| (resp, chan.peer_timestamp))
     };
     tokio::time::timeout(timeout, work)
         .await

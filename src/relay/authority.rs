@@ -11,6 +11,10 @@
 //! va         publish if a strict majority of authorities signed
 //! ```
 //!
+//! After a wall-clock jump the round in progress is abandoned and the schedule re-aligns
+//! to the next period it can still make (`authority/schedule.rs`); the consensus served
+//! stays while it is valid.
+//!
 //! Authorities talk to each other (and relays upload) over one-hop circuits with
 //! BEGIN_DIR streams, so this traffic is encrypted and padded like everything else.
 
@@ -36,6 +40,8 @@ use crate::dir::{
 };
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
+
+mod schedule;
 
 use super::dirserve::DirService;
 use super::shared::RelayShared;
@@ -258,11 +264,14 @@ impl Authority {
     }
 
     async fn recheck_loop(self: Arc<Self>) {
+        let mut jumps = self.relay.clock.watch_jumps();
         loop {
-            self.relay
-                .clock
-                .sleep(Duration::from_secs((self.period() / 2).max(3)))
-                .await;
+            // After a jump, reachability stamps are from the old clock: check everyone at
+            // once (relays republish too), and forget nobody on that round's stamps.
+            let jumped = tokio::select! {
+                () = self.relay.clock.sleep(Duration::from_secs((self.period() / 2).max(3))) => false,
+                _ = jumps.next() => true,
+            };
             let ids: Vec<IdentityPublic> = lock(&self.state).relays.keys().copied().collect();
             for id in ids {
                 // Waits for one of the 16 check slots: a bounded number of tasks.
@@ -275,14 +284,17 @@ impl Authority {
                     drop(permit);
                 });
             }
+            if jumped {
+                continue;
+            }
             // Forget relays unseen for a day (or 24 periods in fast test networks).
             let horizon = self.now().saturating_sub((self.period() * 24).min(86_400));
             let min_interval = self.config.min_upload_interval.as_secs();
             let now = self.now();
             let mut state = lock(&self.state);
-            state
-                .relays
-                .retain(|_, k| k.last_reachable.unwrap_or(k.descriptor.published) >= horizon);
+            state.relays.retain(|_, k| {
+                k.last_reachable.unwrap_or(0).max(k.descriptor.published) >= horizon
+            });
             state
                 .last_upload
                 .retain(|_, t| t.saturating_add(min_interval) > now);
@@ -471,37 +483,6 @@ impl Authority {
         let keep_from = va.saturating_sub(4 * self.period());
         state.votes.retain(|&k, _| k >= keep_from);
         state.computed.retain(|&k, _| k >= keep_from);
-    }
-
-    async fn schedule(self: Arc<Self>) {
-        let p = self.period();
-        loop {
-            let now = self.now();
-            // The next period start that still leaves time for the vote.
-            let mut va = (now / p + 1) * p;
-            if va - now < p / 2 && lock(&self.state).published.is_some() {
-                va += p;
-            }
-            self.relay
-                .clock
-                .sleep_until_unix(va.saturating_sub(p / 2))
-                .await;
-            if let Some(v) = self.build_vote(va) {
-                lock(&self.state).votes.insert(va, v);
-            }
-            self.relay
-                .clock
-                .sleep_until_unix(va.saturating_sub(p / 3))
-                .await;
-            self.compute(va).await;
-            self.relay
-                .clock
-                .sleep_until_unix(va.saturating_sub(p / 6))
-                .await;
-            self.collect_signatures(va).await;
-            self.relay.clock.sleep_until_unix(va).await;
-            self.publish(va);
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
@@ -92,6 +92,7 @@ impl DirCache {
     }
 
     async fn refresh_loop(self: Arc<Self>) {
+        let mut jumps = self.clock.watch_jumps();
         loop {
             let wait = match self.refresh().await {
                 Some(at) => at.saturating_sub(self.clock.now_unix()).max(5),
@@ -100,7 +101,12 @@ impl DirCache {
                 // to have it.
                 None => 2,
             };
-            self.clock.sleep(Duration::from_secs(wait)).await;
+            // After a wall-clock jump the cached consensus may be expired (or, after a
+            // jump back, not valid yet) and the refetch time computed from it wrong.
+            tokio::select! {
+                () = self.clock.sleep(Duration::from_secs(wait)) => {}
+                jump = jumps.next() => info!("dircache: {jump}; fetching the consensus again"),
+            }
         }
     }
 

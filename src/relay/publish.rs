@@ -53,14 +53,16 @@ pub(crate) fn build_descriptor(
     descriptor.sign(shared.keys.identity_keypair())
 }
 
-/// Uploads the descriptor to every authority now and then every `interval`. A round that
-/// fails (no address, a refusal, an authority unreachable) is retried sooner, backing off
-/// from 5 s to a few minutes. When the advertised address is unspecified, it is learned
-/// from the authorities at every round, so a changed address is re-published. Starts the
-/// self-test, which runs after every round.
+/// Uploads the descriptor to every authority now and then every `interval`, and at once
+/// when the onion key rotated, [`RelayShared::republish`] is notified or the wall clock
+/// jumps. A round that fails (no address, a refusal, an authority unreachable) is retried
+/// sooner, backing off from 5 s to a few minutes. When the advertised address is
+/// unspecified, it is learned from the authorities at every round, so a changed address is
+/// re-published. Starts the self-test, which runs after every round.
 pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) -> Publisher {
     let self_test = super::self_test::spawn_self_test(Arc::clone(&shared), cfg.authorities.clone());
     let uploads = tokio::spawn(async move {
+        let mut jumps = shared.clock.watch_jumps();
         let mut address = AdvertisedAddress::new(cfg.advertised);
         let mut failed_rounds = 0u32;
         loop {
@@ -71,10 +73,14 @@ pub(crate) fn spawn_publisher(shared: Arc<RelayShared>, cfg: PublishConfig) -> P
                 failed_rounds.saturating_add(1)
             };
             let wait = retry_wait(failed_rounds, cfg.interval);
-            // A rotated onion key is published at once, not after the interval.
+            // A rotated onion key is published at once, not after the interval; so is the
+            // descriptor after a wall-clock jump, which makes its `published` time wrong
+            // (and, forward, the authorities may have forgotten us).
             tokio::select! {
                 () = shared.clock.sleep(wait) => {}
                 () = shared.keys.descriptor_changed().notified() => {}
+                () = shared.republish.notified() => {}
+                jump = jumps.next() => info!("relay: {jump}; publishing the descriptor again"),
             }
         }
     });

@@ -136,6 +136,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         observer: std::sync::OnceLock::new(),
         onion: super::onion_points::OnionPoints::default(),
         self_test: super::self_test_status::SelfTestStatus::default(),
+        republish: tokio::sync::Notify::new(),
     });
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");

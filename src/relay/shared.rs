@@ -93,6 +93,9 @@ pub struct RelayShared {
     pub onion: super::onion_points::OnionPoints,
     /// What the publisher and the self-test found (metrics, the operator's log line).
     pub self_test: super::self_test_status::SelfTestStatus,
+    /// Wakes the descriptor publisher to upload at once (after a wall-clock jump, a key
+    /// rotation, an address change) instead of at the end of its interval.
+    pub republish: tokio::sync::Notify,
 }
 
 impl RelayShared {
