@@ -241,6 +241,7 @@ impl Authority {
         };
         let cfg = LinkConfig {
             handshake_timeout: Duration::from_secs(10),
+            clock: self.relay.clock.clone(),
             ..LinkConfig::default()
         };
         let mut ok = false;
