@@ -378,15 +378,17 @@ impl CircMgr {
     /// streams may finish); they were built on a consensus and certificates checked at a
     /// time that is no longer now. [`Self::refill_clean`] rebuilds the clean ones.
     pub async fn retire_all(&self) {
-        let old: Vec<ReadyCircuit> = {
-            let mut map = lock(&self.circuits);
-            let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
-            all.extend(lock(&self.clean).drain(..));
-            all
-        };
-        for c in old {
+        for c in self.take_all() {
             c.handle.retire().await;
         }
+    }
+
+    /// Every circuit this manager holds (isolated and clean), no longer held.
+    fn take_all(&self) -> Vec<ReadyCircuit> {
+        let mut all: Vec<ReadyCircuit> =
+            lock(&self.circuits).drain().flat_map(|(_, v)| v).collect();
+        all.extend(lock(&self.clean).drain(..));
+        all
     }
 
     /// Builds clean circuits in the background until the configured number is ready.
@@ -426,13 +428,7 @@ impl CircMgr {
     /// NEWNYM: closes every circuit, so no new stream uses any of them, and builds a clean
     /// one again.
     pub async fn close_all(self: &Arc<Self>) {
-        let old: Vec<ReadyCircuit> = {
-            let mut map = lock(&self.circuits);
-            let mut all: Vec<ReadyCircuit> = map.drain().flat_map(|(_, v)| v).collect();
-            all.extend(lock(&self.clean).drain(..));
-            all
-        };
-        for c in old {
+        for c in self.take_all() {
             c.handle.close().await;
         }
         self.replenish();

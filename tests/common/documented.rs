@@ -90,20 +90,26 @@ pub fn with_metrics(text: &str, listen: &str) -> String {
     replace_line(&text, &line, &format!("listen = \"{listen}\""))
 }
 
-/// docs/examples/relay.toml with `listen` on 0.0.0.0 (as documented) at `port`, keys in
-/// `data_dir`, publishing to `authorities`.
-pub fn relay(port: u16, data_dir: &Path, authorities: &[(IdentityPublic, SocketAddr)]) -> String {
-    let text = example("relay");
+/// docs/examples/NAME.toml with `listen` on 0.0.0.0 (as documented) at `port` and keys in
+/// `data_dir`.
+fn node_example(name: &str, port: u16, data_dir: &Path) -> String {
+    let text = example(name);
     let text = replace_line(
         &text,
         "listen = \"0.0.0.0:9001\"",
         &format!("listen = \"0.0.0.0:{port}\""),
     );
-    let text = set(
+    set(
         &text,
         "data_dir",
         &format!("{:?}", data_dir.display().to_string()),
-    );
+    )
+}
+
+/// docs/examples/relay.toml with `listen` on 0.0.0.0 (as documented) at `port`, keys in
+/// `data_dir`, publishing to `authorities`.
+pub fn relay(port: u16, data_dir: &Path, authorities: &[(IdentityPublic, SocketAddr)]) -> String {
+    let text = node_example("relay", port, data_dir);
     with_authorities(&text, "relay", authorities)
 }
 
@@ -116,17 +122,7 @@ pub fn authority(
     authorities: &[(IdentityPublic, SocketAddr)],
     period_secs: u64,
 ) -> String {
-    let text = example("authority");
-    let text = replace_line(
-        &text,
-        "listen = \"0.0.0.0:9001\"",
-        &format!("listen = \"0.0.0.0:{port}\""),
-    );
-    let text = set(
-        &text,
-        "data_dir",
-        &format!("{:?}", data_dir.display().to_string()),
-    );
+    let text = node_example("authority", port, data_dir);
     let text = set(&text, "period_secs", &period_secs.to_string());
     let text = set(&text, "test_network", "true");
     with_authorities(&text, "authority", authorities)
