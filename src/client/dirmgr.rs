@@ -84,6 +84,12 @@ impl DirMgr {
         self.wanted.notified().await;
     }
 
+    /// Forgets the peers' clock samples (after a wall-clock jump, they describe the clock
+    /// as it read before).
+    pub(crate) fn forget_clock_samples(&self) {
+        self.skew.forget_all();
+    }
+
     /// The client's clock.
     pub fn clock(&self) -> &Clock {
         &self.clock

@@ -79,6 +79,12 @@ impl SkewTracker {
         samples.push_back((peer, offset));
     }
 
+    /// Forgets every sample: after a wall-clock jump they compare the peers' clocks with
+    /// ours as it read before, and would blame a clock that is now right.
+    pub fn forget_all(&self) {
+        lock(&self.samples).clear();
+    }
+
     /// Whether a strict majority of the distinct peers seen, and at least
     /// [`MIN_AGREEING`] of them, put our clock more than the tolerated skew off in the
     /// same direction.

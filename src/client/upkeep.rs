@@ -55,6 +55,7 @@ pub(crate) async fn run(dir: Arc<DirMgr>, circuits: Arc<CircMgr>, guards: Arc<Gu
                  before the jump"
             );
             circuits.retire_all().await;
+            dir.forget_clock_samples();
             {
                 let mut set = guards.lock();
                 set.clamp_times(clock.now_unix());

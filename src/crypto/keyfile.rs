@@ -411,11 +411,12 @@ pub fn load_onion_key_created(
 /// Removes `onion_key.prev` (once its certificate has expired) and forgets it in `keys`.
 pub fn drop_previous_onion_key(dir: &Path, keys: &mut RelayOnionKeys) -> Result<(), KeyFileError> {
     let prev_path = dir.join(PREVIOUS_ONION_KEY_FILE);
-    match fs::remove_file(&prev_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&prev_path)(e)),
-    }
+    // Forgotten in memory whatever happens to the file: a data directory that cannot be
+    // written must not keep an old key accepted.
     keys.drop_previous();
-    Ok(())
+    match fs::remove_file(&prev_path) {
+        Ok(()) => sync_parent(&prev_path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&prev_path)(e)),
+    }
 }

@@ -85,9 +85,12 @@ impl DirResponse {
 
     /// The reason of a failure, for messages.
     pub fn reason(&self) -> String {
+        // Control characters (newlines, terminal escapes) become '?': the text goes into
+        // our logs, and a peer must not be able to forge log lines there.
         String::from_utf8_lossy(&self.body)
             .chars()
             .take(200)
+            .map(|c| if c.is_control() { '?' } else { c })
             .collect()
     }
 }
@@ -252,6 +255,15 @@ impl DirResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_reason_cannot_forge_log_lines() {
+        let resp = DirResponse::error(
+            DirStatus::Refused,
+            "bad\nrelay: self-test: reachable\u{1b}[2J",
+        );
+        assert_eq!(resp.reason(), "bad?relay: self-test: reachable?[2J");
+    }
 
     #[test]
     fn round_trips_and_strictness() {

@@ -1,6 +1,7 @@
 //! Opening channels: [`connect`] (initiator) and [`accept`] (responder).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
@@ -15,6 +16,7 @@ use super::close::CloseSignal;
 use super::config::LinkConfig;
 use super::error::{LinkError, LinkResult};
 use super::handshake::{initiate, respond, Established};
+use super::peer::PeerKind;
 use super::reader::RecordReader;
 use super::stats::RecordStats;
 use super::writer::{RecordWriter, RekeyPolicy};
@@ -22,6 +24,10 @@ use super::writer::{RecordWriter, RekeyPolicy};
 /// Clock skew past which we warn: directory freshness checks work in hours, so a
 /// peer this far off will disagree with us about which documents are valid.
 const SKEW_WARN_SECS: u64 = 30 * 60;
+/// Least time between two skew warnings (the rest go to debug).
+const SKEW_WARN_EVERY: u64 = 600;
+/// When the last skew warning was logged (Unix seconds, on the node's clock).
+static LAST_SKEW_WARNING: AtomicU64 = AtomicU64::new(0);
 
 /// Opens a channel to the relay at `addr`, which must prove `expected` as its identity.
 ///
@@ -149,10 +155,23 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         }
     };
 
-    // A client sends 0 (protocol.md §5.6): nothing to compare.
-    let skew = est.peer_timestamp.abs_diff(cfg.clock.now_unix());
-    if est.peer_timestamp != 0 && skew > SKEW_WARN_SECS {
-        warn!(skew_secs = skew, "link: peer clock differs from ours");
+    // A client sends 0 (protocol.md §5.6), and whatever one sends instead is not a relay's
+    // clock: only relays' clocks are compared. At most one warning per SKEW_WARN_EVERY, so
+    // peers cannot fill the log.
+    let now = cfg.clock.now_unix();
+    let skew = est.peer_timestamp.abs_diff(now);
+    let relay_peer = matches!(est.peer, PeerKind::Relay(_));
+    if relay_peer && est.peer_timestamp != 0 && skew > SKEW_WARN_SECS {
+        let last = LAST_SKEW_WARNING.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= SKEW_WARN_EVERY
+            && LAST_SKEW_WARNING
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(skew_secs = skew, "link: a relay's clock differs from ours");
+        } else {
+            debug!(skew_secs = skew, "link: a relay's clock differs from ours");
+        }
     }
 
     let close = CloseSignal::new();

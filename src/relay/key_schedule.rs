@@ -32,6 +32,9 @@ pub const ONION_CERT_RENEW_BEFORE: u64 = 7 * DAY;
 pub const PREVIOUS_ONION_KEY_GRACE: u64 = 7 * DAY;
 /// How soon a failed renewal (a disk error) is tried again.
 pub const RETRY_AFTER_FAILURE: u64 = 600;
+/// How far a clock may have run ahead when a certificate was issued before the certificate
+/// counts as issued in the future (and is replaced): small steps back (NTP) renew nothing.
+pub const FUTURE_TOLERANCE: u64 = DAY;
 
 /// The times the schedule depends on (Unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +99,21 @@ impl KeyTimes {
     /// What is due at `now`. A wall clock that went back makes nothing due early; one that
     /// jumped forward makes everything overdue due at once (each done once, not once per
     /// missed period).
+    ///
+    /// A certificate that outlives `now` by more than its lifetime (plus
+    /// [`FUTURE_TOLERANCE`]) was issued while the clock ran ahead: it is renewed at once, so a clock set back never stretches how long
+    /// a key stays certified.
     pub fn due(&self, now: u64) -> Due {
+        let horizon = now.saturating_add(FUTURE_TOLERANCE);
+        let link_from_future =
+            self.link_cert_expires > horizon.saturating_add(LINK_CERT_LIFETIME.as_secs());
+        let onion_from_future =
+            self.onion_cert_expires > horizon.saturating_add(ONION_CERT_LIFETIME);
         Due {
-            renew_link_cert: now >= self.link_renew_at(),
+            renew_link_cert: now >= self.link_renew_at() || link_from_future,
             rotate_onion_key: now >= self.rotate_at(),
             drop_previous_onion_key: self.drop_previous_at().is_some_and(|t| now >= t),
-            resign_onion_cert: now >= self.resign_at(),
+            resign_onion_cert: now >= self.resign_at() || onion_from_future,
         }
     }
 
@@ -163,9 +175,14 @@ mod tests {
         };
         let drop_at = T0 + ONION_KEY_ROTATION + PREVIOUS_ONION_KEY_GRACE;
         assert_eq!(rotated.next_due(), drop_at);
-        assert!(!rotated.due(drop_at - 1).any());
+        // (The link certificate is left out: it never expires in this test.)
+        let onion_only = |d: Due| Due {
+            renew_link_cert: false,
+            ..d
+        };
+        assert!(!onion_only(rotated.due(drop_at - 1)).any());
         assert_eq!(
-            rotated.due(drop_at),
+            onion_only(rotated.due(drop_at)),
             Due {
                 drop_previous_onion_key: true,
                 ..Due::default()
@@ -186,9 +203,26 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_set_back_makes_nothing_due() {
+    fn a_clock_set_back_a_little_makes_nothing_due() {
         let t = fresh(T0);
-        assert!(!t.due(T0 - 30 * DAY).any());
-        assert!(!t.due(0).any());
+        assert!(!t.due(T0 - 600).any());
+        assert!(!t.due(T0 - DAY).any());
+    }
+
+    #[test]
+    fn a_clock_set_back_far_replaces_certificates_from_the_future_only() {
+        // Issued while the clock ran 30 days ahead: each outlives now by more than its
+        // lifetime, so it is replaced; the key's rotation and grace are not due early.
+        let t = fresh(T0);
+        for now in [T0 - 30 * DAY, T0 - FUTURE_TOLERANCE - 1, 0] {
+            assert_eq!(
+                t.due(now),
+                Due {
+                    renew_link_cert: true,
+                    resign_onion_cert: true,
+                    ..Due::default()
+                }
+            );
+        }
     }
 }

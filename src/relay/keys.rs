@@ -164,6 +164,14 @@ impl RelayKeys {
     /// Renews whatever is due at `now` and returns when to look again.
     pub(crate) fn maintain(&self, now: u64) -> u64 {
         let _renewing = lock(&self.renewing);
+        // A clock that ran ahead and was set back: the key's age counts from now, not from
+        // a time that has not come, or its rotation would wait for the whole difference.
+        {
+            let mut onion = write(&self.onion);
+            if onion.created > now {
+                onion.created = now;
+            }
+        }
         let due = self.times().due(now);
         if due.renew_link_cert {
             self.renew_link_cert(now);
@@ -234,19 +242,22 @@ impl RelayKeys {
     fn drop_previous_onion_key(&self) -> Result<(), KeyFileError> {
         let mut state = read(&self.onion).clone();
         let mut keys = RelayOnionKeys::clone(&state.keys);
-        match &self.dir {
-            Some(dir) => {
-                if let Err(e) = keyfile::drop_previous_onion_key(dir, &mut keys) {
-                    warn!("relay: could not remove the previous onion key, will retry: {e}");
-                    return Err(e);
-                }
+        let removed = match &self.dir {
+            // Forgets the key in memory even when the file cannot be removed.
+            Some(dir) => keyfile::drop_previous_onion_key(dir, &mut keys),
+            None => {
+                keys.drop_previous();
+                Ok(())
             }
-            None => keys.drop_previous(),
-        }
+        };
         state.keys = Arc::new(keys);
         *write(&self.onion) = state;
         info!("relay: previous onion key dropped (no longer accepted)");
-        Ok(())
+        if let Err(e) = &removed {
+            // Loading drops an expired previous key again, so a restart cannot revive it.
+            warn!("relay: could not remove the previous onion key's file: {e}");
+        }
+        removed
     }
 
     fn resign_onion_cert(&self, now: u64) {
@@ -279,6 +290,7 @@ fn new_link_auth(identity: &IdentityKeypair, now: u64) -> LinkAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::key_schedule::ONION_KEY_ROTATION;
     use std::time::{Duration, UNIX_EPOCH};
 
     const DAY: u64 = 86_400;
@@ -317,6 +329,53 @@ mod tests {
         assert_eq!(keys.onion_key_rotations(), 1);
         assert_eq!(keys.onion_key_created(), later);
         assert!(dir.join(keyfile::PREVIOUS_ONION_KEY_FILE).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_clock_that_ran_a_year_ahead_and_was_set_back_shortens_no_lifetime() {
+        let clock = Clock::simulated(UNIX_EPOCH + Duration::from_secs(T0));
+        let keys = RelayKeys::generate(&clock);
+        let ahead = T0 + 365 * DAY;
+        // Everything is overdue a year on: new link key, rotation, certificates from then.
+        keys.maintain(ahead);
+        assert_eq!(keys.onion_key_created(), ahead);
+        let leaked_link = keys.link_auth();
+        let stolen_onion = *keys.onion_keys().current().public();
+
+        // Set back to the true time: certificates issued "in the future" are replaced now,
+        // the key's age counts from now, and the previous key's grace ends a week from now.
+        let next = keys.maintain(T0);
+        assert!(keys.link_auth().cert().expires() <= T0 + LINK_CERT_LIFETIME.as_secs());
+        assert_ne!(
+            keys.link_auth().static_public(),
+            leaked_link.static_public()
+        );
+        assert!(keys.onion_cert().expires_unix() <= T0 + ONION_CERT_LIFETIME);
+        assert_eq!(keys.onion_key_created(), T0);
+        assert!(next <= T0 + PREVIOUS_ONION_KEY_GRACE);
+        keys.maintain(T0 + ONION_KEY_ROTATION);
+        keys.maintain(T0 + ONION_KEY_ROTATION + PREVIOUS_ONION_KEY_GRACE);
+        assert!(
+            keys.onion_keys().find(&stolen_onion).is_none(),
+            "the key made while the clock ran ahead is gone three weeks after the fix"
+        );
+    }
+
+    #[test]
+    fn an_unremovable_previous_key_file_is_forgotten_in_memory_anyway() {
+        let dir = std::env::temp_dir().join(format!("allium-keys-prev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock = Clock::simulated(UNIX_EPOCH + Duration::from_secs(T0));
+        let keys = RelayKeys::load_or_create(&dir, &clock).expect("keys");
+        keys.maintain(T0 + ONION_KEY_ROTATION);
+        let previous = *keys.onion_keys().previous().expect("previous").public();
+        // onion_key.prev replaced by a non-empty directory: it cannot be removed.
+        let prev = dir.join(keyfile::PREVIOUS_ONION_KEY_FILE);
+        std::fs::remove_file(&prev).expect("rm");
+        std::fs::create_dir_all(prev.join("x")).expect("mkdir");
+        keys.maintain(T0 + ONION_KEY_ROTATION + PREVIOUS_ONION_KEY_GRACE);
+        assert!(keys.onion_keys().find(&previous).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

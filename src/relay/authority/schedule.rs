@@ -71,6 +71,17 @@ impl Authority {
         state.last_upload.clear();
         state.votes.retain(|&va, _| va <= now);
         state.computed.retain(|&va, _| va <= now);
+        // After a jump back the consensus we serve may not be valid yet (clients would
+        // refuse it): stop serving it rather than claim a consensus we do not have.
+        let period = self.period();
+        let early = crate::dir::consensus::DEFAULT_CONSENSUS_SKEW;
+        if state
+            .published
+            .as_ref()
+            .is_some_and(|(until, _)| until.saturating_sub(3 * period) > now.saturating_add(early))
+        {
+            state.published = None;
+        }
         let serving = state
             .published
             .as_ref()
