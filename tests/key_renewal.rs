@@ -1,6 +1,6 @@
 //! A running relay renews its keys by itself (src/relay/key_schedule.rs): relays on real
 //! TCP sockets (127.0.0.1) whose simulated wall clock is jumped forward by days while
-//! real time runs, as after a suspend; the maintenance task notices within 30 s.
+//! real time runs, as after a suspend; the maintenance task notices within about 10 s (it watches for jumps).
 //!
 //! Checked: after 8 days a new channel handshakes (fresh link certificate) and a channel
 //! and circuit opened on day 0 still work; after the onion-key rotation CREATE to the new
@@ -58,7 +58,7 @@ fn target_now(r: &RelayHandle, clock: &Clock) -> RelayTarget {
     }
 }
 
-/// Polls `done` until it holds (the maintenance task re-reads the wall clock every 30 s).
+/// Polls `done` until it holds (the maintenance task notices a jump within about 10 s).
 async fn wait_for(what: &str, done: impl Fn() -> bool) {
     let t0 = tokio::time::Instant::now();
     while !done() {
