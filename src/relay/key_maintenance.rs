@@ -119,12 +119,20 @@ mod tests {
         let renewals = keys.link_cert_renewals();
         clock.jump_back(Duration::from_secs(10 * 60));
         tokio::time::sleep(Duration::from_secs(HOUR)).await;
-        assert_eq!(keys.link_cert_renewals(), renewals, "a small step back renews nothing");
+        assert_eq!(
+            keys.link_cert_renewals(),
+            renewals,
+            "a small step back renews nothing"
+        );
         // Three days back: the link certificate now outlives the clock by more than its
         // lifetime plus a day (issued "in the future"): replaced once, no storm.
         clock.jump_back(Duration::from_secs(3 * DAY));
         tokio::time::sleep(Duration::from_secs(HOUR)).await;
-        assert_eq!(keys.link_cert_renewals(), renewals + 1, "one renewal, no storm");
+        assert_eq!(
+            keys.link_cert_renewals(),
+            renewals + 1,
+            "one renewal, no storm"
+        );
         assert_eq!(keys.onion_key_rotations(), 1);
         let now = clock.now_unix();
         assert!(keys.link_auth().cert().expires() > now);
