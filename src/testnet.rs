@@ -39,6 +39,9 @@ pub struct TestNetConfig {
     /// (`relay-1`, ...), so a relay can be restarted with them ([`TestNet::restart_relay`]).
     /// `None`: keys in memory only.
     pub key_dir: Option<PathBuf>,
+    /// The authorities' Sybil limits; unlimited by default, since every relay of a test
+    /// network is on 127.0.0.1.
+    pub sybil: crate::dir::sybil::SybilLimits,
 }
 
 impl Default for TestNetConfig {
@@ -50,6 +53,7 @@ impl Default for TestNetConfig {
             period: Duration::from_secs(10),
             clock: Clock::system(),
             key_dir: None,
+            sybil: crate::dir::sybil::SybilLimits::UNLIMITED,
         }
     }
 }
@@ -242,6 +246,7 @@ impl TestNet {
             acfg.period = cfg.period;
             acfg.flags = test_flag_params();
             acfg.min_upload_interval = Duration::from_secs(1);
+            acfg.sybil = cfg.sybil;
             let auth = Authority::start(Arc::clone(r.shared()), acfg);
             r.set_dir_service(auth.service());
             authorities.push((r, auth));

@@ -807,6 +807,7 @@ mod documents {
                     addrs: d.addrs,
                     flags: RelayFlags::RUNNING.union(RelayFlags::VALID),
                     bandwidth: 1000,
+                    measured: true,
                     exit_policy: ExitPolicy::reject_all(),
                     family: Vec::new(),
                 }

@@ -29,7 +29,7 @@ fn signed_descriptors() -> Vec<(allium::dir::Descriptor, SignedDescriptor)> {
 }
 
 /// Authority `a`'s vote: it sees all relays except relay `a` (so relay listing needs a
-/// majority), and measures bandwidth slightly differently.
+/// majority), and measures bandwidth slightly differently (below the declared value).
 fn vote(a: usize, key: &IdentityKeypair, auths: &[allium::crypto::IdentityPublic]) -> Vote {
     let descs = signed_descriptors();
     let params = FlagParams::default();
@@ -40,7 +40,7 @@ fn vote(a: usize, key: &IdentityKeypair, auths: &[allium::crypto::IdentityPublic
         .enumerate()
         .filter(|(i, _)| *i != a)
         .map(|(i, (d, s))| {
-            let bandwidth = d.bandwidth + 1000 * a as u64;
+            let bandwidth = d.bandwidth - 1000 * a as u64;
             let obs = Observation {
                 descriptor: d,
                 reachable: true,
@@ -51,7 +51,7 @@ fn vote(a: usize, key: &IdentityKeypair, auths: &[allium::crypto::IdentityPublic
             VoteEntry {
                 descriptor: s.clone(),
                 flags: assign_flags(&obs, &params, &t),
-                bandwidth,
+                measured: Some(bandwidth),
                 uptime: obs.uptime,
             }
         })
@@ -120,19 +120,21 @@ fn all_votes_same_consensus_regardless_of_order() {
     let body = compute_consensus(&votes, &ids, &p).unwrap();
     // Each relay 0..3 was omitted by one authority, still listed by the other two.
     assert_eq!(body.relays.len(), RELAYS as usize);
-    // Bandwidth is the low median of three (a = 0, 1, 2 add 0, 1000, 2000).
+    // Bandwidth is the low median of the measurements (a = 0, 1, 2 measure 0, 1000, 2000
+    // below the declaration).
     for r in &body.relays {
         let n = (0..RELAYS)
             .find(|&n| key(n).public() == r.identity)
             .unwrap();
         let base = 1_000_000 + n * 1000;
-        let expect = if n < 3 {
+        let expect = match n {
             // Two votes (authority n omitted it): low median = the smaller.
-            base + if n == 0 { 1000 } else { 0 }
-        } else {
-            base + 1000
+            0 | 1 => base - 2000,
+            2 => base - 1000,
+            _ => base - 1000,
         };
         assert_eq!(r.bandwidth, expect, "relay {n}");
+        assert!(r.measured, "relay {n}");
         assert_eq!(r.has(RelayFlags::EXIT), n % 3 == 0, "relay {n}");
         assert_eq!(r.has(RelayFlags::STABLE), n % 2 == 0, "relay {n}");
         assert!(r.has(RelayFlags::RUNNING.union(RelayFlags::VALID)));

@@ -133,6 +133,7 @@ proptest! {
                     addrs: vec![a],
                     flags: RelayFlags::from_bits(flags & 0x3f).unwrap(),
                     bandwidth,
+                    measured: true,
                     exit_policy: ExitPolicy::new(rules).unwrap(),
                     family,
                 }

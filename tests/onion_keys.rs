@@ -227,6 +227,7 @@ fn relay(n: u16, flags: RelayFlags) -> ConsensusEntry {
         addrs: vec![format!("127.0.0.1:{}", 1000 + n).parse().unwrap()],
         flags,
         bandwidth: 1000,
+        measured: true,
         exit_policy: ExitPolicy::reject_all(),
         family: vec![],
     }

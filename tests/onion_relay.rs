@@ -289,6 +289,7 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
         addrs: vec![relay.local_addr()],
         flags: hsdir,
         bandwidth: 1000,
+        measured: true,
         exit_policy: ExitPolicy::reject_all(),
         family: Vec::new(),
     }];
@@ -301,6 +302,7 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
             addrs: vec![SocketAddr::from(([10, 0, 1, n], 9001))],
             flags: hsdir,
             bandwidth: 1000,
+            measured: true,
             exit_policy: ExitPolicy::reject_all(),
             family: Vec::new(),
         });

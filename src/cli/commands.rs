@@ -15,7 +15,7 @@ use crate::client::{Client, ClientConfig};
 use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::dir::{ExitPolicy, FlagParams};
-use crate::relay::authority::{Authority, AuthorityConfig};
+use crate::relay::authority::{Authority, AuthorityConfig, RejectList};
 use crate::relay::publish::{spawn_publisher, PublishConfig};
 use crate::relay::{self, ExitConfig, RelayConfig, RelayKeys};
 use crate::testnet::{test_flag_params, TestNet, TestNetConfig};
@@ -275,7 +275,12 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
     )
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let reject =
+        RejectList::parse(&a.reject).map_err(|e| format!("{}: [authority] {e}", path.display()))?;
+    let sybil = a.sybil_limits();
     let mut cfg = AuthorityConfig::new(a.authorities);
+    cfg.reject = reject;
+    cfg.sybil = sybil;
     cfg.period = Duration::from_secs(a.period_secs.max(6));
     cfg.flags = if a.test_network {
         cfg.min_upload_interval = Duration::from_secs(1);

@@ -177,6 +177,32 @@ pub struct AuthoritySection {
     /// loopback destinations. Never set on a public network.
     #[serde(default)]
     pub test_network: bool,
+    /// Most relays on one address (IPv6: one /64) that get the flags making them usable;
+    /// the rest are listed without Running and Valid. Default 2, or unlimited with
+    /// `test_network`; 0 = unlimited.
+    pub max_relays_per_address: Option<usize>,
+    /// The same for one IPv4 /24 (IPv6: /48). Default 4, or unlimited with
+    /// `test_network`; 0 = unlimited.
+    pub max_relays_per_subnet: Option<usize>,
+    /// Relays never listed: identities (64 hex digits), addresses or prefixes
+    /// (e.g. "198.51.100.0/24").
+    #[serde(default)]
+    pub reject: Vec<String>,
+}
+
+impl AuthoritySection {
+    /// The Sybil limits, defaults filled in.
+    pub fn sybil_limits(&self) -> crate::dir::sybil::SybilLimits {
+        let d = if self.test_network {
+            crate::dir::sybil::SybilLimits::UNLIMITED
+        } else {
+            crate::dir::sybil::SybilLimits::default()
+        };
+        crate::dir::sybil::SybilLimits {
+            per_address: self.max_relays_per_address.unwrap_or(d.per_address),
+            per_subnet: self.max_relays_per_subnet.unwrap_or(d.per_subnet),
+        }
+    }
 }
 
 fn default_period() -> u64 {

@@ -25,6 +25,25 @@ impl Default for ConsensusParams {
     }
 }
 
+/// Selection weight of a relay not measured by a majority of the votes listing it,
+/// bytes/s (its declaration, if lower): small, so neither a new relay nor a relay lying in
+/// its descriptor carries much traffic before the authorities have measured it.
+pub(crate) const UNMEASURED_BANDWIDTH: u64 = 20_000;
+
+/// A relay's `(weight, measured)` from the votes listing it: the low median of the
+/// measurements if a strict majority of those votes carry one, capped by the relay's
+/// `declared` bandwidth; otherwise [`UNMEASURED_BANDWIDTH`] capped the same way. The low
+/// median means a minority of authorities inflating (or deflating) a figure cannot move it
+/// outside the honest authorities' range.
+fn weight(entries: &[&VerifiedVoteEntry], declared: u64) -> (u64, bool) {
+    let mut measured: Vec<u64> = entries.iter().filter_map(|e| e.measured).collect();
+    measured.sort_unstable();
+    match low_median(&measured) {
+        Some(m) if measured.len() >= majority(entries.len()) => (m.min(declared), true),
+        _ => (UNMEASURED_BANDWIDTH.min(declared), false),
+    }
+}
+
 /// Strict majority of `n`.
 fn majority(n: usize) -> usize {
     n / 2 + 1
@@ -41,7 +60,8 @@ fn majority(n: usize) -> usize {
 ///    ties go to the lexicographically smallest signed-descriptor bytes.
 /// 5. Each flag is set iff a strict majority of the votes listing the relay set it; Exit is
 ///    cleared if the chosen descriptor does not offer exit.
-/// 6. Bandwidth is the low median of the votes' bandwidths for the relay.
+/// 6. Bandwidth: see [`weight`] (measured median capped by the declaration, or the
+///    unmeasured default).
 /// 7. Relays are sorted by identity; weights are computed by [`BandwidthWeights::compute`].
 pub fn compute_consensus(
     votes: &[Vote],
@@ -120,19 +140,15 @@ pub fn compute_consensus(
         if !chosen.descriptor.exit {
             flags.set(RelayFlags::EXIT, false);
         }
-        let mut bws: Vec<u64> = entries.iter().map(|e| e.bandwidth).collect();
-        bws.sort_unstable();
-        // Never empty: `entries` held `chosen`.
-        let Some(bandwidth) = low_median(&bws) else {
-            continue;
-        };
         let d = &chosen.descriptor;
+        let (bandwidth, measured) = weight(&entries, d.bandwidth);
         relays.push(ConsensusEntry {
             identity,
             onion_cert: d.onion_cert.clone(),
             addrs: d.addrs.clone(),
             flags,
             bandwidth,
+            measured,
             exit_policy: d.exit_policy.clone(),
             family: d.family.clone(),
         });

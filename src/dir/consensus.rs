@@ -26,7 +26,7 @@ use crate::dir::wire;
 /// Domain-separation label of consensus signatures.
 pub const CONSENSUS_LABEL: &[u8] = b"allium-consensus-v1";
 /// The consensus format and computation method this code produces and accepts.
-pub const CONSENSUS_VERSION: u32 = 1;
+pub const CONSENSUS_VERSION: u32 = 2;
 /// Most relays in a consensus or vote. (The codec's 1 MiB document cap binds first for
 /// relays with large exit policies: a typical non-exit entry is ~210 bytes.)
 pub const MAX_RELAYS: usize = 10_000;
@@ -155,8 +155,12 @@ pub struct ConsensusEntry {
     pub addrs: Vec<SocketAddr>,
     /// Flags by majority of the votes listing the relay.
     pub flags: RelayFlags,
-    /// Bandwidth: the low median of the votes listing the relay, bytes/s.
+    /// Selection weight, bytes/s: the low median of the authorities' measurements capped
+    /// by the relay's declaration, or a low fixed value while it is unmeasured
+    /// ([`crate::dir::compute`]).
     pub bandwidth: u64,
+    /// Whether `bandwidth` comes from measurements (false: the unmeasured default).
+    pub measured: bool,
     /// The relay's exit policy.
     pub exit_policy: ExitPolicy,
     /// Declared family, sorted ascending.

@@ -30,16 +30,20 @@ impl RelayFlags {
     pub const FAST: Self = Self(0x10);
     /// Long enough uptime for long-lived circuits.
     pub const STABLE: Self = Self(0x20);
+    /// The authorities' exit checks caught this exit altering or cutting traffic: clients
+    /// never use it as an exit (it may still be a guard or middle).
+    pub const BAD_EXIT: Self = Self(0x40);
     /// Every defined bit.
-    pub const ALL: Self = Self(0x3f);
+    pub const ALL: Self = Self(0x7f);
 
-    const NAMES: [(Self, &'static str); 6] = [
+    const NAMES: [(Self, &'static str); 7] = [
         (Self::RUNNING, "Running"),
         (Self::VALID, "Valid"),
         (Self::GUARD, "Guard"),
         (Self::EXIT, "Exit"),
         (Self::FAST, "Fast"),
         (Self::STABLE, "Stable"),
+        (Self::BAD_EXIT, "BadExit"),
     ];
 
     /// No flags.
@@ -59,6 +63,11 @@ impl RelayFlags {
         } else {
             None
         }
+    }
+
+    /// Whether the relay may be used as an exit: Exit set and BadExit not.
+    pub const fn usable_exit(self) -> bool {
+        self.contains(Self::EXIT) && !self.contains(Self::BAD_EXIT)
     }
 
     /// Whether every flag of `other` is set.

@@ -9,6 +9,7 @@
 //! * [`consensus`]: the multi-signed consensus and its verification.
 //! * [`path`]: choosing circuit paths from a consensus.
 //! * [`guards`]: the client's persistent guard set.
+//! * [`sybil`]: how many relays per address and subnet an authority lets be usable.
 //!
 //! Everything here is pure computation except [`guards::GuardSet::save`], [`guards::write_state`] and
 //! [`guards::GuardSet::load`]. Signed documents parse into `Unchecked*` wrappers whose
@@ -28,6 +29,7 @@ pub mod flags;
 pub mod guards;
 pub mod path;
 pub(crate) mod selection;
+pub mod sybil;
 pub(crate) mod vote;
 pub(crate) mod weights;
 

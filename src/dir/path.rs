@@ -20,7 +20,6 @@ use std::net::IpAddr;
 use rand::Rng;
 
 use crate::dir::consensus::{Consensus, ConsensusEntry};
-use crate::dir::flags::RelayFlags;
 use crate::dir::guards::GuardSet;
 pub use crate::dir::selection::{
     conflicts, position_weight, same_subnet, weighted_choice, PathError, DEFAULT_PATH_LEN,
@@ -40,7 +39,8 @@ pub struct PathTarget {
 
 /// Whether `relay` can exit to `target`.
 pub fn exit_allows(relay: &ConsensusEntry, target: &PathTarget) -> bool {
-    relay.has(USABLE.union(RelayFlags::EXIT))
+    relay.has(USABLE)
+        && relay.flags.usable_exit()
         && match target.addr {
             Some(ip) => relay.exit_policy.allows_ip(ip, target.port),
             None => relay.exit_policy.might_allow_port(target.port),

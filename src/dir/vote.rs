@@ -56,8 +56,8 @@ pub enum VoteError {
         #[source]
         source: DescriptorError,
     },
-    /// An entry's bandwidth exceeds the maximum.
-    #[error("vote entry {0}: bandwidth above the maximum")]
+    /// An entry's measured bandwidth exceeds the maximum.
+    #[error("vote entry {0}: measured bandwidth above the maximum")]
     EntryBandwidth(usize),
     /// Entries are not sorted by identity, or an identity appears twice.
     #[error("vote entries are not sorted strictly by relay identity")]
@@ -68,15 +68,16 @@ pub enum VoteError {
 }
 
 /// One relay as seen by one authority. Wire form: signed descriptor, flags `u8`,
-/// bandwidth `u64`, uptime `u64`.
+/// measured bandwidth (`u8` 0 = none, or 1 then `u64`), uptime `u64`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteEntry {
     /// The relay's signed descriptor, exactly as the relay published it.
     pub descriptor: SignedDescriptor,
     /// Flags the authority assigns.
     pub flags: RelayFlags,
-    /// Bandwidth the authority assigns (measured, or the declared value), bytes/s.
-    pub bandwidth: u64,
+    /// The bandwidth this authority measured through the relay, bytes/s; `None` if it has
+    /// not measured it (yet). Never the relay's own declaration.
+    pub measured: Option<u64>,
     /// Continuous uptime observed by the authority, seconds.
     pub uptime: u64,
 }
@@ -161,8 +162,8 @@ pub struct VerifiedVoteEntry {
     pub signed: SignedDescriptor,
     /// Flags the authority assigned.
     pub flags: RelayFlags,
-    /// Bandwidth the authority assigned.
-    pub bandwidth: u64,
+    /// Bandwidth the authority measured, if it did.
+    pub measured: Option<u64>,
     /// Uptime the authority observed.
     pub uptime: u64,
 }
@@ -240,7 +241,7 @@ impl UncheckedVote {
                     )
                 })
                 .map_err(|source| VoteError::Entry { index, source })?;
-            if e.bandwidth > MAX_BANDWIDTH {
+            if e.measured.is_some_and(|m| m > MAX_BANDWIDTH) {
                 return Err(VoteError::EntryBandwidth(index));
             }
             if let Some(prev) = entries.last() {
@@ -252,7 +253,7 @@ impl UncheckedVote {
                 descriptor,
                 signed: e.descriptor,
                 flags: e.flags,
-                bandwidth: e.bandwidth,
+                measured: e.measured,
                 uptime: e.uptime,
             });
         }

@@ -94,10 +94,7 @@ impl BandwidthWeights {
                 continue;
             }
             let bw = u128::from(bw);
-            match (
-                flags.contains(RelayFlags::GUARD),
-                flags.contains(RelayFlags::EXIT),
-            ) {
+            match (flags.contains(RelayFlags::GUARD), flags.usable_exit()) {
                 (true, false) => g += bw,
                 (false, true) => e += bw,
                 (true, true) => d += bw,
@@ -154,7 +151,7 @@ impl BandwidthWeights {
     /// for the position (Guard position needs Guard; Exit position needs Exit).
     pub fn weight(&self, position: Position, flags: RelayFlags) -> u32 {
         let guard = flags.contains(RelayFlags::GUARD);
-        let exit = flags.contains(RelayFlags::EXIT);
+        let exit = flags.usable_exit();
         match (position, guard, exit) {
             (Position::Guard, true, false) => self.wgg,
             (Position::Guard, true, true) => self.wgd,

@@ -271,6 +271,7 @@ mod tests {
             addrs: vec![std::net::SocketAddr::from(([10, 0, 0, n], 9001))],
             flags,
             bandwidth: 1000,
+            measured: true,
             exit_policy: ExitPolicy::reject_all(),
             family: Vec::new(),
         }

@@ -33,15 +33,22 @@ use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
 use crate::dir::descriptor::MAX_DESCRIPTOR_LEN;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::sybil::SybilLimits;
 use crate::dir::{
-    assign_flags, compute_consensus, AuthorityInfo, ConsensusParams, Descriptor, FlagParams,
-    FlagThresholds, Observation, SignedConsensus, SignedDescriptor, UncheckedDescriptor,
-    UncheckedVote, Vote, VoteBody, VoteEntry,
+    compute_consensus, AuthorityInfo, ConsensusParams, FlagParams, SignedConsensus,
+    UncheckedDescriptor, UncheckedVote, Vote, VoteBody,
 };
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
 
+mod reject_list;
+mod reputation;
 mod schedule;
+mod vote_builder;
+
+pub(crate) use reject_list::RejectList;
+pub(crate) use reputation::ExitVerdict;
+use vote_builder::{vote_entries, Known, VoteRules};
 
 use super::dirserve::DirService;
 use super::shared::RelayShared;
@@ -59,10 +66,17 @@ pub struct AuthorityConfig {
     pub max_skew: Duration,
     /// A relay may upload at most once per this interval.
     pub min_upload_interval: Duration,
+    /// How many relays per address and subnet may be usable.
+    pub sybil: SybilLimits,
+    /// Relays never listed, by identity or address.
+    pub reject: RejectList,
+    /// Measurements older than this are no longer voted (a relay must keep being measured).
+    pub measurement_max_age: Duration,
 }
 
 impl AuthorityConfig {
-    /// Defaults for a public network: 1-hour periods, one upload per minute.
+    /// Defaults for a public network: 1-hour periods, one upload per minute, two relays per
+    /// address and four per /24, measurements voted for three days.
     pub fn new(authorities: Vec<AuthorityInfo>) -> Self {
         AuthorityConfig {
             authorities,
@@ -70,19 +84,11 @@ impl AuthorityConfig {
             flags: FlagParams::default(),
             max_skew: Duration::from_secs(300),
             min_upload_interval: Duration::from_secs(60),
+            sybil: SybilLimits::default(),
+            reject: RejectList::default(),
+            measurement_max_age: Duration::from_secs(3 * 86_400),
         }
     }
-}
-
-/// What the authority knows about one relay.
-#[derive(Debug)]
-struct Known {
-    signed: SignedDescriptor,
-    descriptor: Descriptor,
-    /// Since when the relay has been continuously reachable.
-    running_since: Option<u64>,
-    /// Last successful reachability check.
-    last_reachable: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +195,9 @@ impl Authority {
             Ok(d) => d,
             Err(e) => return DirResponse::error(DirStatus::Refused, &e.to_string()),
         };
+        if self.config.reject.rejects(&id, &descriptor.addrs) {
+            return DirResponse::error(DirStatus::Refused, "relay rejected by this authority");
+        }
         {
             let mut state = lock(&self.state);
             if state.relays.len() >= MAX_KNOWN_RELAYS && !state.relays.contains_key(&id) {
@@ -204,10 +213,12 @@ impl Authority {
                     );
                 }
             }
-            let (running_since, last_reachable) = state
+            let (running_since, last_reachable, reputation) = state
                 .relays
                 .get(&id)
-                .map_or((None, None), |k| (k.running_since, k.last_reachable));
+                .map_or((None, None, Default::default()), |k| {
+                    (k.running_since, k.last_reachable, k.reputation.clone())
+                });
             state.relays.insert(
                 id,
                 Known {
@@ -215,6 +226,7 @@ impl Authority {
                     descriptor,
                     running_since,
                     last_reachable,
+                    reputation,
                 },
             );
         }
@@ -264,6 +276,25 @@ impl Authority {
         debug!(reachable = ok, "authority: reachability check");
     }
 
+    /// Records a measurement probe through `id`: its bandwidth in bytes/s, or `None` if
+    /// the relay did not extend the circuit or the transfer through it failed.
+    pub(crate) fn record_probe(&self, id: &IdentityPublic, bytes_per_second: Option<u64>) {
+        let now = self.now();
+        if let Some(k) = lock(&self.state).relays.get_mut(id) {
+            match bytes_per_second {
+                Some(bw) => k.reputation.measured(now, bw),
+                None => k.reputation.probe_failed(),
+            }
+        }
+    }
+
+    /// Records an exit check of `id`.
+    pub(crate) fn record_exit_check(&self, id: &IdentityPublic, verdict: ExitVerdict) {
+        if let Some(k) = lock(&self.state).relays.get_mut(id) {
+            k.reputation.exit_checked(verdict);
+        }
+    }
+
     async fn recheck_loop(self: Arc<Self>) {
         let mut jumps = self.relay.clock.watch_jumps();
         loop {
@@ -286,6 +317,9 @@ impl Authority {
                 });
             }
             if jumped {
+                for k in lock(&self.state).relays.values_mut() {
+                    k.reputation.forget_timed();
+                }
                 continue;
             }
             // Forget relays unseen for a day (or 24 periods in fast test networks).
@@ -303,38 +337,19 @@ impl Authority {
     }
 
     fn build_vote(&self, va: u64) -> Option<Vec<u8>> {
-        let now = self.now();
         let period = self.period();
         let state = lock(&self.state);
-        let fresh = |k: &Known| k.last_reachable.is_some_and(|t| t + 2 * period >= now);
-        let bandwidths: Vec<u64> = state
-            .relays
-            .values()
-            .filter(|k| fresh(k))
-            .map(|k| k.descriptor.bandwidth)
-            .collect();
-        let thresholds = FlagThresholds::compute(&self.config.flags, &bandwidths);
-        let entries: Vec<VoteEntry> = state
-            .relays
-            .values()
-            .filter(|k| fresh(k))
-            .map(|k| {
-                let uptime = k.running_since.map_or(0, |s| now.saturating_sub(s));
-                let obs = Observation {
-                    descriptor: &k.descriptor,
-                    reachable: true,
-                    valid: true,
-                    bandwidth: k.descriptor.bandwidth,
-                    uptime,
-                };
-                VoteEntry {
-                    descriptor: k.signed.clone(),
-                    flags: assign_flags(&obs, &self.config.flags, &thresholds),
-                    bandwidth: k.descriptor.bandwidth,
-                    uptime,
-                }
-            })
-            .collect();
+        let entries = vote_entries(
+            &state.relays,
+            &VoteRules {
+                now: self.now(),
+                period,
+                flags: &self.config.flags,
+                sybil: self.config.sybil,
+                reject: &self.config.reject,
+                measurement_max_age: self.config.measurement_max_age.as_secs(),
+            },
+        );
         drop(state);
         let body = VoteBody {
             authority: self.relay.keys.identity(),

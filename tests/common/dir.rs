@@ -128,6 +128,7 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
                 addrs: vec![addr],
                 flags,
                 bandwidth: 10_000 * (1 + rng.below(100)),
+                measured: true,
                 exit_policy,
                 family: Vec::new(),
             }

@@ -57,6 +57,7 @@ mod test_support {
             addrs: Vec::new(),
             flags: crate::dir::RelayFlags::empty(),
             bandwidth: 0,
+            measured: true,
             exit_policy: crate::dir::policy::ExitPolicy::reject_all(),
             family: Vec::new(),
         }

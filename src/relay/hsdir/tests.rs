@@ -89,6 +89,7 @@ fn consensus_with(
                 .union(RelayFlags::VALID)
                 .union(RelayFlags::STABLE),
             bandwidth: 1000,
+            measured: true,
             exit_policy: ExitPolicy::reject_all(),
             family: Vec::new(),
         })

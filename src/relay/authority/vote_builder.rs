@@ -1,0 +1,137 @@
+//! From what the authority knows of each relay to the entries of its vote: which relays it
+//! lists, the bandwidth it measured, and the flags it assigns (docs/protocol.md §6.6).
+//!
+//! * Listed: reached recently (a link handshake proving the identity at the advertised
+//!   address) and not on the reject list.
+//! * Running and Valid are earned: reached, not failing too many probes
+//!   ([`Reputation::loses_running`]) and within the Sybil limits. Relays beyond the limits
+//!   are admitted in order of measured bandwidth, then uptime, then identity.
+//! * Fast, Stable, Guard and Exit by [`assign_flags`] on the *effective* bandwidth: the
+//!   measured figure capped by the declaration, or [`UNMEASURED_BANDWIDTH`] while
+//!   unmeasured, so a declaration alone earns nothing. Probe failures cost Stable and Guard
+//!   ([`Reputation::loses_stable`]); exit checks set BadExit ([`Reputation::bad_exit`]).
+
+use std::collections::BTreeMap;
+
+use crate::crypto::IdentityPublic;
+use crate::dir::compute::UNMEASURED_BANDWIDTH;
+use crate::dir::sybil::{self, SybilLimits};
+use crate::dir::{
+    assign_flags, Descriptor, FlagParams, FlagThresholds, Observation, RelayFlags,
+    SignedDescriptor, VoteEntry,
+};
+
+use super::reject_list::RejectList;
+use super::reputation::Reputation;
+
+/// What the authority knows about one relay.
+#[derive(Debug)]
+pub(super) struct Known {
+    pub(super) signed: SignedDescriptor,
+    pub(super) descriptor: Descriptor,
+    /// Since when the relay has been continuously reachable.
+    pub(super) running_since: Option<u64>,
+    /// Last successful reachability check.
+    pub(super) last_reachable: Option<u64>,
+    /// Our probes' findings.
+    pub(super) reputation: Reputation,
+}
+
+/// The rules' inputs besides the relays.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct VoteRules<'a> {
+    pub(super) now: u64,
+    pub(super) period: u64,
+    pub(super) flags: &'a FlagParams,
+    pub(super) sybil: SybilLimits,
+    pub(super) reject: &'a RejectList,
+    /// Measurements older than this are not voted.
+    pub(super) measurement_max_age: u64,
+}
+
+/// One relay being voted on.
+struct Candidate<'a> {
+    known: &'a Known,
+    measured: Option<u64>,
+    effective: u64,
+    uptime: u64,
+    usable: bool,
+}
+
+/// The entries of our vote (sorted later by [`crate::dir::VoteBody::sign`]).
+pub(super) fn vote_entries(
+    relays: &BTreeMap<IdentityPublic, Known>,
+    rules: &VoteRules<'_>,
+) -> Vec<VoteEntry> {
+    let now = rules.now;
+    let mut candidates: Vec<Candidate<'_>> = relays
+        .iter()
+        .filter(|(_, k)| {
+            k.last_reachable
+                .is_some_and(|t| t.saturating_add(2 * rules.period) >= now)
+        })
+        .filter(|(id, k)| !rules.reject.rejects(id, &k.descriptor.addrs))
+        .map(|(_, k)| {
+            let declared = k.descriptor.bandwidth;
+            let measured = k
+                .reputation
+                .measured_bandwidth(now, rules.measurement_max_age);
+            Candidate {
+                known: k,
+                measured,
+                effective: measured.unwrap_or(UNMEASURED_BANDWIDTH).min(declared),
+                uptime: k.running_since.map_or(0, |s| now.saturating_sub(s)),
+                usable: !k.reputation.loses_running(),
+            }
+        })
+        .collect();
+
+    // Sybil limits over the healthy relays, best first (the BTreeMap gave identity order,
+    // and the sort is stable, so identity breaks ties).
+    candidates.sort_by(|a, b| {
+        b.usable
+            .cmp(&a.usable)
+            .then(b.effective.cmp(&a.effective))
+            .then(b.uptime.cmp(&a.uptime))
+    });
+    let addrs: Vec<&[std::net::SocketAddr]> = candidates
+        .iter()
+        .map(|c| &c.known.descriptor.addrs[..])
+        .collect();
+    let admitted = sybil::admit(&addrs, rules.sybil);
+    for (c, ok) in candidates.iter_mut().zip(admitted) {
+        c.usable &= ok;
+    }
+
+    let bandwidths: Vec<u64> = candidates
+        .iter()
+        .filter(|c| c.usable)
+        .map(|c| c.effective)
+        .collect();
+    let thresholds = FlagThresholds::compute(rules.flags, &bandwidths);
+    candidates
+        .iter()
+        .map(|c| {
+            let obs = Observation {
+                descriptor: &c.known.descriptor,
+                reachable: c.usable,
+                valid: c.usable,
+                bandwidth: c.effective,
+                uptime: c.uptime,
+            };
+            let mut flags = assign_flags(&obs, rules.flags, &thresholds);
+            if c.known.reputation.loses_stable() {
+                flags.set(RelayFlags::STABLE.union(RelayFlags::GUARD), false);
+            }
+            if flags.contains(RelayFlags::EXIT) && c.known.reputation.bad_exit() {
+                flags.set(RelayFlags::BAD_EXIT, true);
+            }
+            VoteEntry {
+                descriptor: c.known.signed.clone(),
+                flags,
+                measured: c.measured,
+                uptime: c.uptime,
+            }
+        })
+        .collect()
+}
