@@ -38,6 +38,8 @@ pub struct Isolation(pub Vec<u8>);
 
 struct ReadyCircuit {
     handle: CircuitHandle,
+    /// The last hop, which streams leave from.
+    exit: IdentityPublic,
     exit_policy: ExitPolicy,
     /// When it was built, on both clocks: a circuit built before a wall-clock jump takes
     /// no new streams, even before the jump watcher reports the jump.
@@ -180,6 +182,7 @@ impl CircMgr {
         let first = hops
             .first()
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        let last_hop = hops.last().map_or(first.identity, |h| h.identity);
         // The relay being extended to, while an extension is under way.
         let mut extending: Option<IdentityPublic> = None;
         let t0 = Instant::now();
@@ -209,6 +212,7 @@ impl CircMgr {
                 guards.mark_success(&first.identity);
                 self.guards.save(&guards);
                 Ok(ReadyCircuit {
+                    exit: last_hop,
                     handle: circ.into_handle(),
                     exit_policy,
                     built,
@@ -263,6 +267,7 @@ impl CircMgr {
         let first = hops
             .first()
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
+        let last_hop = hops.last().map_or(first.identity, |h| h.identity);
         let mut extended_past_guard = false;
         let build = async {
             let chan = self.channels.channel_to(first).await?;
@@ -294,6 +299,16 @@ impl CircMgr {
         result
     }
 
+    /// Whether the current consensus still lets `exit` be an exit (listed, Running, Valid,
+    /// Exit, not BadExit): a circuit through an exit the authorities have since caught
+    /// misbehaving takes no new streams.
+    fn exit_still_usable(&self, exit: &IdentityPublic) -> bool {
+        self.dir.consensus().is_none_or(|c| {
+            c.relay(exit)
+                .is_some_and(|e| e.has(crate::dir::path::USABLE) && e.flags.usable_exit())
+        })
+    }
+
     /// A circuit of class `isolation` whose exit may allow `ip:port` (`ip` unknown: a name
     /// the exit resolves): one in use while not past its dirtiness, else a clean one,
     /// else a new one. With `fresh`, always a new one, whose path avoids the relays in
@@ -312,6 +327,7 @@ impl CircMgr {
         let suits = |c: &ReadyCircuit| {
             !c.handle.is_closed()
                 && c.built.jumped_since(clock).is_none()
+                && self.exit_still_usable(&c.exit)
                 && match ip {
                     Some(ip) => c.exit_policy.allows_ip(ip, port),
                     None => c.exit_policy.might_allow_port(port),
