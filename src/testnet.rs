@@ -157,10 +157,18 @@ pub async fn wait_until_listed_on(
     limit: Duration,
     clock: &Clock,
 ) -> Result<Consensus, String> {
-    poll_until_listed(servers, trusted, relays, limit, clock, POLL).await
+    poll_until_listed(servers, trusted, relays, limit, clock, POLL, Want::Listed).await
 }
 
 /// [`wait_until_listed_on`], asking every `poll`.
+/// What [`poll_until_listed`] waits for of each relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Listed,
+    /// Listed with a measured bandwidth.
+    Measured,
+}
+
 async fn poll_until_listed(
     servers: &[DirServer],
     trusted: &[IdentityPublic],
@@ -168,6 +176,7 @@ async fn poll_until_listed(
     limit: Duration,
     clock: &Clock,
     poll: Duration,
+    want: Want,
 ) -> Result<Consensus, String> {
     if servers.is_empty() {
         return Err("no directory server to ask".into());
@@ -181,17 +190,21 @@ async fn poll_until_listed(
                 Ok(c) => {
                     let missing: Vec<String> = relays
                         .iter()
-                        .filter(|id| c.relay(id).is_none())
+                        .filter(|id| {
+                            c.relay(id)
+                                .is_none_or(|e| want == Want::Measured && !e.measured)
+                        })
                         .map(|id| id.to_string())
                         .collect();
                     if missing.is_empty() {
                         first.get_or_insert(c);
                     } else {
                         not_ready.push(format!(
-                            "{} serves a consensus listing {} of the {} relays (missing {})",
+                            "{} serves a consensus listing {} of the {} relays{} (missing {})",
                             s.name,
                             relays.len() - missing.len(),
                             relays.len(),
+                            if want == Want::Measured { " as measured" } else { "" },
                             missing.join(", ")
                         ));
                     }
@@ -206,8 +219,9 @@ async fn poll_until_listed(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "after {} s not every directory server lists every relay: {}",
+                "after {} s not every directory server lists every relay{}: {}",
                 limit.as_secs(),
+                if want == Want::Measured { " as measured" } else { "" },
                 not_ready.join("; ")
             ));
         }
@@ -385,6 +399,25 @@ impl TestNet {
             limit,
             &self.clock,
             poll,
+            Want::Listed,
+        )
+        .await
+    }
+
+    /// Waits until every directory server serves a consensus listing every relay with a
+    /// measured bandwidth (the authorities must measure: [`TestNetConfig::measure`]).
+    pub async fn wait_for_measured(&self, limit: Duration) -> Result<Consensus, String> {
+        let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
+        let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
+        let poll = POLL.max(self.config.period / 60);
+        poll_until_listed(
+            &self.dir_servers(),
+            &trusted,
+            &relays,
+            limit,
+            &self.clock,
+            poll,
+            Want::Measured,
         )
         .await
     }

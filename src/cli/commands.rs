@@ -109,7 +109,15 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
     println!(
         "testnet: waiting for the authorities to publish the first consensus (up to two periods)"
     );
-    net.wait_for_consensus(cfg.period * 6).await?;
+    let consensus = net.wait_for_consensus(cfg.period * 6).await?;
+    let names: Vec<(String, IdentityPublic)> = net
+        .relays
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("relay-{}", i + 1), r.identity()))
+        .collect();
+    println!("testnet: relays in the consensus (selection weight, flags):");
+    print!("{}", super::weights_table::weights_table(&consensus, &names));
     let mut client_cfg = ClientConfig::new(net.authority_info.clone());
     client_cfg.data_dir = Some(data_dir.clone());
     let client = Client::bootstrap(client_cfg)

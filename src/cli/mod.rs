@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo_server;
 pub(crate) mod emit;
 pub(crate) mod private_dir;
+pub(crate) mod weights_table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
