@@ -267,7 +267,6 @@ impl CircMgr {
         let first = hops
             .first()
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
-        let last_hop = hops.last().map_or(first.identity, |h| h.identity);
         let mut extended_past_guard = false;
         let build = async {
             let chan = self.channels.channel_to(first).await?;
