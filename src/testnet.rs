@@ -16,6 +16,7 @@ use tracing::info;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedConsensus};
+use crate::link::BandwidthLimit;
 use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::dircache::DirCache;
@@ -39,6 +40,9 @@ pub struct TestNetConfig {
     /// (`relay-1`, ...), so a relay can be restarted with them ([`TestNet::restart_relay`]).
     /// `None`: keys in memory only.
     pub key_dir: Option<PathBuf>,
+    /// Rate limits of the relays (not the authorities): entry `i` applies to relay `i`
+    /// (0-based, exits first); missing entries and `None` are unlimited.
+    pub relay_bandwidth: Vec<Option<BandwidthLimit>>,
 }
 
 impl Default for TestNetConfig {
@@ -50,6 +54,7 @@ impl Default for TestNetConfig {
             period: Duration::from_secs(10),
             clock: Clock::system(),
             key_dir: None,
+            relay_bandwidth: Vec::new(),
         }
     }
 }
@@ -223,6 +228,7 @@ impl TestNet {
                     limits: RelayLimits::default(),
                     exit: None,
                     clock: cfg.clock.clone(),
+                    bandwidth: None,
                 },
                 RelayKeys::generate(&cfg.clock),
             )
@@ -299,6 +305,7 @@ impl TestNet {
                 limits: RelayLimits::default(),
                 exit,
                 clock: self.clock.clone(),
+                bandwidth: self.config.relay_bandwidth.get(i).copied().flatten(),
             },
             keys,
         )

@@ -417,6 +417,7 @@ async fn a_network_lives_sixty_days_with_every_hour_checked() {
         period: PERIOD,
         clock: clock.clone(),
         key_dir: Some(dir.join("keys")),
+        ..TestNetConfig::default()
     })
     .await
     .unwrap();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::dir::AuthorityInfo;
+use crate::link::BandwidthLimit;
 use crate::relay::{ExitTimeouts, RelayLimits};
 
 /// A configuration file that could not be used.
@@ -113,6 +114,43 @@ pub struct RelaySection {
     /// Seconds between descriptor uploads.
     #[serde(default = "default_publish_interval")]
     pub publish_interval_secs: u64,
+    /// Most bytes per second the relay reads from other nodes, and (separately) writes to
+    /// them; unset: unlimited.
+    pub bandwidth_rate: Option<u64>,
+    /// Bytes the relay may pass at once above `bandwidth_rate` after a quiet period
+    /// (default: the rate); at least one record. Needs `bandwidth_rate`.
+    pub bandwidth_burst: Option<u64>,
+}
+
+impl RelaySection {
+    /// The rate limit, validated (`None`: unlimited). Errors name the file and the key.
+    pub fn bandwidth_limit(&self, path: &Path) -> Result<Option<BandwidthLimit>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match (self.bandwidth_rate, self.bandwidth_burst) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(invalid(
+                "[relay] bandwidth_burst needs bandwidth_rate".to_string(),
+            )),
+            (Some(rate), burst) => BandwidthLimit::new(rate, burst)
+                .map(Some)
+                .map_err(|e| invalid(format!("[relay] {e}"))),
+        }
+    }
+
+    /// A warning if the declared `bandwidth` is more than the rate limit lets through (the
+    /// authorities measure the relay anyway; the declaration only caps their figure).
+    pub fn bandwidth_warning(&self) -> Option<String> {
+        let rate = self.bandwidth_rate?;
+        (self.bandwidth > rate).then(|| {
+            format!(
+                "[relay] bandwidth ({} B/s) is above bandwidth_rate ({rate} B/s): the relay cannot carry what it declares",
+                self.bandwidth
+            )
+        })
+    }
 }
 
 fn default_bandwidth() -> u64 {

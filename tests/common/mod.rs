@@ -35,6 +35,7 @@ pub async fn start_relay_with(limits: RelayLimits, exit: Option<ExitPolicy>) -> 
         limits,
         exit: exit.map(ExitConfig::new),
         clock: allium::clock::Clock::system(),
+        bandwidth: None,
     };
     let keys = RelayKeys::generate(&config.clock);
     relay::start(config, keys).await.unwrap()
