@@ -30,12 +30,21 @@ pub fn now() -> u64 {
 
 /// A relay on an ephemeral port, an exit with `exit` if given.
 pub async fn start_relay_with(limits: RelayLimits, exit: Option<ExitPolicy>) -> RelayHandle {
+    start_relay_limited(limits, exit, None).await
+}
+
+/// [`start_relay_with`], with a bandwidth rate limit if given.
+pub async fn start_relay_limited(
+    limits: RelayLimits,
+    exit: Option<ExitPolicy>,
+    bandwidth: Option<allium::link::BandwidthLimit>,
+) -> RelayHandle {
     let config = RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         limits,
         exit: exit.map(ExitConfig::new),
         clock: allium::clock::Clock::system(),
-        bandwidth: None,
+        bandwidth,
     };
     let keys = RelayKeys::generate(&config.clock);
     relay::start(config, keys).await.unwrap()

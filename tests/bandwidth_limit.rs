@@ -1,0 +1,169 @@
+//! A relay's bandwidth rate limit (`[relay] bandwidth_rate`/`bandwidth_burst`) over real
+//! TCP on 127.0.0.1: traffic through a relay limited to R bytes/s with burst B cannot
+//! move N bytes in less than (N − B)/R, whether on one channel or spread over several
+//! (the limit is relay-wide). Only lower bounds are asserted: a slow machine cannot make
+//! them fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use allium::cell::TargetAddr;
+use allium::dir::ExitPolicy;
+use allium::link::BandwidthLimit;
+use allium::relay::{RelayHandle, RelayLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+mod common;
+use common::{build_through, start_relay_limited, NO_HANG};
+
+const RATE: u64 = 200_000;
+const BURST: u64 = 20_000;
+/// Timer rounding (tokio sleeps never end early, but the two instants are read apart).
+const SLACK: Duration = Duration::from_millis(10);
+
+fn limit() -> BandwidthLimit {
+    BandwidthLimit::new(RATE, Some(BURST)).unwrap()
+}
+
+/// The least time moving `bytes` through the limited relay can take.
+fn lower_bound(bytes: usize) -> Duration {
+    Duration::from_secs_f64((bytes as u64 - BURST) as f64 / RATE as f64).saturating_sub(SLACK)
+}
+
+/// Answers each connection with `size` bytes, ignoring what it is sent.
+async fn download_server(size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let _ = s.write_all(&vec![0x5a; size]).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads each connection to its end and reports how many bytes it got.
+async fn upload_server() -> (SocketAddr, tokio::sync::mpsc::Receiver<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                let _ = tx.send(got.len()).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Guard, middle, exit; relay `limited` (0-based) has the rate limit, if any.
+async fn relays(limited: Option<usize>) -> Vec<RelayHandle> {
+    let mut relays = Vec::new();
+    for i in 0..3 {
+        let exit = (i == 2).then(ExitPolicy::default_exit_allow_loopback);
+        let bw = (limited == Some(i)).then(limit);
+        relays.push(start_relay_limited(RelayLimits::default(), exit, bw).await);
+    }
+    relays
+}
+
+fn loopback() -> TargetAddr {
+    TargetAddr::Ip("127.0.0.1".parse().unwrap())
+}
+
+/// Downloads `size` bytes through a fresh circuit over `relays`; returns how long it took.
+async fn timed_download(relays: &[RelayHandle], size: usize) -> Duration {
+    let server = download_server(size).await;
+    let circ = build_through(relays).await.into_handle();
+    let start = Instant::now();
+    let mut stream = circ
+        .open_stream(loopback(), server.port(), NO_HANG)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(NO_HANG, stream.read_to_end(&mut got))
+        .await
+        .expect("the download must finish")
+        .unwrap();
+    assert_eq!(got.len(), size);
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_through_a_limited_middle_takes_at_least_its_share_of_time() {
+    const SIZE: usize = 500_000;
+    // The middle reads every byte (more: cell headers and record overhead) from the exit.
+    let limited = relays(Some(1)).await;
+    let took = timed_download(&limited, SIZE).await;
+    let bound = lower_bound(SIZE);
+    assert!(
+        took >= bound,
+        "{SIZE} bytes through a relay limited to {RATE} B/s (burst {BURST}) took {took:?} < {bound:?}"
+    );
+    // The same transfer without a limit completes too (its speed is not asserted).
+    let free = relays(None).await;
+    let free_took = timed_download(&free, SIZE).await;
+    eprintln!("limited: {took:?} (bound {bound:?}), unlimited: {free_took:?}");
+    for r in limited.into_iter().chain(free) {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_is_shared_by_all_channels_of_the_relay() {
+    const EACH: usize = 250_000;
+    // Two clients, each over its own channel to the limited guard, upload at once: the
+    // guard reads both channels out of one bucket.
+    let relays = relays(Some(0)).await;
+    let (server, mut uploads) = upload_server().await;
+    let a = build_through(&relays).await.into_handle();
+    let b = build_through(&relays).await.into_handle();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for circ in [a, b] {
+        tasks.push(tokio::spawn(async move {
+            let mut s = circ
+                .open_stream(loopback(), server.port(), NO_HANG)
+                .await
+                .unwrap();
+            s.write_all(&vec![0xa5; EACH]).await.unwrap();
+            s.shutdown().await.unwrap();
+            // Keep the circuit until the server has everything.
+            tokio::time::sleep(NO_HANG).await;
+            drop(circ);
+        }));
+    }
+    for _ in 0..2 {
+        let got = tokio::time::timeout(NO_HANG, uploads.recv())
+            .await
+            .expect("both uploads must finish")
+            .unwrap();
+        assert_eq!(got, EACH);
+    }
+    let took = start.elapsed();
+    let bound = lower_bound(2 * EACH);
+    assert!(
+        took >= bound,
+        "2 × {EACH} bytes through a guard limited to {RATE} B/s (burst {BURST}) took {took:?} < {bound:?}"
+    );
+    for t in tasks {
+        t.abort();
+    }
+    for r in relays {
+        r.shutdown().await;
+    }
+}
