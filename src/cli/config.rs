@@ -441,6 +441,56 @@ mod tests {
         // No [[service]]: none.
         assert!(parse(base).unwrap().service.is_empty());
     }
+
+    #[test]
+    fn bandwidth_rate_parses_and_bad_values_are_refused_clearly() {
+        let path = Path::new("relay.toml");
+        let relay = |extra: &str| {
+            toml::from_str::<RelayFile>(&format!(
+                "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nauthorities = []\n{extra}"
+            ))
+            .unwrap()
+            .relay
+        };
+        // Unset: unlimited, and no warning whatever the declaration.
+        let r = relay("bandwidth = 5000000\n");
+        assert_eq!(r.bandwidth_limit(path).unwrap(), None);
+        assert_eq!(r.bandwidth_warning(), None);
+        // A rate alone: the burst defaults to the rate.
+        let r = relay("bandwidth = 100000\nbandwidth_rate = 100000\n");
+        let l = r.bandwidth_limit(path).unwrap().unwrap();
+        assert_eq!((l.rate(), l.burst()), (100_000, 100_000));
+        assert_eq!(r.bandwidth_warning(), None);
+        let r = relay("bandwidth_rate = 100000\nbandwidth_burst = 300000\n");
+        let l = r.bandwidth_limit(path).unwrap().unwrap();
+        assert_eq!((l.rate(), l.burst()), (100_000, 300_000));
+        // Declaring more than the limit lets through is warned about.
+        let r = relay("bandwidth = 1000000\nbandwidth_rate = 100000\n");
+        let w = r.bandwidth_warning().unwrap();
+        assert!(w.contains("bandwidth_rate"), "{w}");
+        // Refused, naming the file and the key.
+        for (extra, key) in [
+            ("bandwidth_rate = 0\n", "bandwidth_rate"),
+            (
+                "bandwidth_rate = 100000\nbandwidth_burst = 100\n",
+                "bandwidth_burst",
+            ),
+            ("bandwidth_burst = 100000\n", "bandwidth_rate"),
+        ] {
+            let err = relay(extra).bandwidth_limit(path).unwrap_err().to_string();
+            assert!(err.contains("relay.toml") && err.contains(key), "{err}");
+        }
+        let err = relay("bandwidth_rate = 100000\nbandwidth_burst = 100\n")
+            .bandwidth_limit(path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("one record"), "{err}");
+        // A negative or misspelled value is refused by the parser.
+        assert!(toml::from_str::<RelayFile>(
+            "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nauthorities = []\nbandwidth_rate = -1\n"
+        )
+        .is_err());
+    }
 }
 
 #[cfg(test)]
