@@ -167,3 +167,32 @@ async fn the_limit_is_shared_by_all_channels_of_the_relay() {
         r.shutdown().await;
     }
 }
+
+/// `allium relay` processes with `bandwidth_rate` in their relay.toml (the multi-process
+/// helpers write it): one declaring more than its rate starts and warns; a rate of 0 is
+/// refused at startup with a message naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_processes_read_their_rate_from_relay_toml() {
+    use common::procnet::{emit, limit_relay_bandwidth, ProcNet};
+    let dir = emit("bwlimit", 1, 3, 1, 6);
+    // The emitted relays declare 10 MB/s.
+    limit_relay_bandwidth(&dir, "relay-1", 100_000, Some(200_000));
+    limit_relay_bandwidth(&dir, "relay-2", 0, None);
+    let mut net = ProcNet::open(&dir);
+    net.start("relay-1");
+    net.start("relay-2");
+    let warned = net
+        .wait_for_log("relay-1", "is above bandwidth_rate", NO_HANG)
+        .await;
+    let listening = net.wait_for_log("relay-1", "listening", NO_HANG).await;
+    let refused = net
+        .wait_for_log("relay-2", "bandwidth_rate must be at least 1", NO_HANG)
+        .await;
+    if !(warned && listening && refused) {
+        net.dump_logs();
+    }
+    assert!(warned, "no warning about the declared bandwidth");
+    assert!(listening, "the limited relay did not start");
+    assert!(refused, "a rate of 0 was not refused");
+    net.finish().await;
+}
