@@ -124,6 +124,23 @@ async fn a_download_through_a_limited_middle_takes_at_least_its_share_of_time() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_from_a_limited_exit_is_held_by_its_write_bucket() {
+    const SIZE: usize = 400_000;
+    // The exit reads the destination's bytes from a plain socket (not a channel), so only
+    // its write bucket stands between them and the middle.
+    let relays = relays(Some(2)).await;
+    let took = timed_download(&relays, SIZE).await;
+    let bound = lower_bound(SIZE);
+    assert!(
+        took >= bound,
+        "{SIZE} bytes from an exit limited to {RATE} B/s (burst {BURST}) took {took:?} < {bound:?}"
+    );
+    for r in relays {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_is_shared_by_all_channels_of_the_relay() {
     const EACH: usize = 250_000;
     // Two clients, each over its own channel to the limited guard, upload at once: the
@@ -195,4 +212,25 @@ async fn relay_processes_read_their_rate_from_relay_toml() {
     assert!(listening, "the limited relay did not start");
     assert!(refused, "a rate of 0 was not refused");
     net.finish().await;
+}
+
+/// The in-process test network gives each relay the limit its config lists (others none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testnet_relays_get_their_configured_limits() {
+    use allium::testnet::{TestNet, TestNetConfig};
+    let net = TestNet::start(&TestNetConfig {
+        relays: 3,
+        exits: 1,
+        relay_bandwidth: vec![None, Some(limit())],
+        ..TestNetConfig::default()
+    })
+    .await
+    .unwrap();
+    let limits: Vec<_> = net.relays.iter().map(|r| r.bandwidth_limit()).collect();
+    assert_eq!(limits, vec![None, Some(limit()), None]);
+    assert!(net
+        .authorities
+        .iter()
+        .all(|(a, _)| a.bandwidth_limit().is_none()));
+    net.shutdown().await;
 }

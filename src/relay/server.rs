@@ -67,6 +67,11 @@ impl RelayHandle {
         &self.shared.keys
     }
 
+    /// The relay's bandwidth rate limit (`None`: unlimited).
+    pub fn bandwidth_limit(&self) -> Option<BandwidthLimit> {
+        self.shared.link.bandwidth.as_ref().map(|s| s.limit())
+    }
+
     /// The relay's shared state (counters, channels), for metrics and tests.
     pub fn shared(&self) -> &Arc<RelayShared> {
         &self.shared
