@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 mod common;
-use common::{build_through, start_relay_limited, NO_HANG};
+use common::{build_through, build_through_refs, start_relay_limited, NO_HANG};
 
 const RATE: u64 = 200_000;
 const BURST: u64 = 20_000;
@@ -143,12 +143,22 @@ async fn a_download_from_a_limited_exit_is_held_by_its_write_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_is_shared_by_all_channels_of_the_relay() {
     const EACH: usize = 250_000;
-    // Two clients, each over its own channel to the limited guard, upload at once: the
-    // guard reads both channels out of one bucket.
-    let relays = relays(Some(0)).await;
+    // Two uploads at once over two-hop circuits through different middles, so they reach
+    // the limited exit on two channels. The exit writes to the destination over a plain
+    // socket: only its read bucket, which both channels draw from, holds them back.
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        relays.push(start_relay_limited(RelayLimits::default(), None, None).await);
+    }
+    let exit = ExitPolicy::default_exit_allow_loopback();
+    relays.push(start_relay_limited(RelayLimits::default(), Some(exit), Some(limit())).await);
     let (server, mut uploads) = upload_server().await;
-    let a = build_through(&relays).await.into_handle();
-    let b = build_through(&relays).await.into_handle();
+    let a = build_through_refs(&[&relays[0], &relays[2]])
+        .await
+        .into_handle();
+    let b = build_through_refs(&[&relays[1], &relays[2]])
+        .await
+        .into_handle();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for circ in [a, b] {
@@ -175,7 +185,7 @@ async fn the_limit_is_shared_by_all_channels_of_the_relay() {
     let bound = lower_bound(2 * EACH);
     assert!(
         took >= bound,
-        "2 × {EACH} bytes through a guard limited to {RATE} B/s (burst {BURST}) took {took:?} < {bound:?}"
+        "2 × {EACH} bytes into an exit limited to {RATE} B/s (burst {BURST}) took {took:?} < {bound:?}"
     );
     for t in tasks {
         t.abort();

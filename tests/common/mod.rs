@@ -61,10 +61,15 @@ pub fn target(r: &RelayHandle) -> RelayTarget {
 
 /// A circuit through `relays` in order, over a new channel to the first.
 pub async fn build_through(relays: &[RelayHandle]) -> ClientCircuit {
-    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+    build_through_refs(&relays.iter().collect::<Vec<_>>()).await
+}
+
+/// [`build_through`] for relays that are not in one slice.
+pub async fn build_through_refs(relays: &[&RelayHandle]) -> ClientCircuit {
+    let chan = ClientChannel::connect(&target(relays[0]), &LinkConfig::default())
         .await
         .unwrap();
-    let mut circ = ClientCircuit::create(&chan, &target(&relays[0]), NO_HANG)
+    let mut circ = ClientCircuit::create(&chan, &target(relays[0]), NO_HANG)
         .await
         .unwrap();
     for r in &relays[1..] {
