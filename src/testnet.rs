@@ -16,6 +16,7 @@ use tracing::info;
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedConsensus};
+use crate::link::BandwidthLimit;
 use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::dircache::DirCache;
@@ -42,6 +43,9 @@ pub struct TestNetConfig {
     /// The authorities' Sybil limits; unlimited by default, since every relay of a test
     /// network is on 127.0.0.1.
     pub sybil: crate::dir::sybil::SybilLimits,
+    /// Rate limits of the relays (not the authorities): entry `i` applies to relay `i`
+    /// (0-based, exits first); missing entries and `None` are unlimited.
+    pub relay_bandwidth: Vec<Option<BandwidthLimit>>,
 }
 
 impl Default for TestNetConfig {
@@ -54,6 +58,7 @@ impl Default for TestNetConfig {
             clock: Clock::system(),
             key_dir: None,
             sybil: crate::dir::sybil::SybilLimits::UNLIMITED,
+            relay_bandwidth: Vec::new(),
         }
     }
 }
@@ -241,6 +246,7 @@ impl TestNet {
                     limits: RelayLimits::default(),
                     exit: None,
                     clock: cfg.clock.clone(),
+                    bandwidth: None,
                 },
                 RelayKeys::generate(&cfg.clock),
             )
@@ -318,6 +324,7 @@ impl TestNet {
                 limits: RelayLimits::default(),
                 exit,
                 clock: self.clock.clone(),
+                bandwidth: self.config.relay_bandwidth.get(i).copied().flatten(),
             },
             keys,
         )

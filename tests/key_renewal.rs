@@ -38,6 +38,7 @@ async fn start(clock: &Clock, keys: RelayKeys) -> RelayHandle {
         limits: RelayLimits::default(),
         exit: None,
         clock: clock.clone(),
+        bandwidth: None,
     };
     relay::start(config, keys).await.unwrap()
 }

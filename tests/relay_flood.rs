@@ -40,6 +40,7 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
             limits: RelayLimits::default(),
             exit: None,
             clock: allium::clock::Clock::system(),
+            bandwidth: None,
         },
         RelayKeys::generate(&allium::clock::Clock::system()),
     )

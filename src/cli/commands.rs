@@ -196,6 +196,10 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
     let file: RelayFile = config::load(path).map_err(|e| e.to_string())?;
     warn_about_limits(path, &file.limits);
     let r = file.relay;
+    let bandwidth = r.bandwidth_limit(path).map_err(|e| e.to_string())?;
+    if let Some(warning) = r.bandwidth_warning() {
+        tracing::warn!("{}: {warning}", path.display());
+    }
     if r.advertise
         .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
     {
@@ -227,6 +231,7 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
             limits: file.limits,
             exit,
             clock,
+            bandwidth,
         },
         keys,
     )
@@ -278,6 +283,7 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
             limits: file.limits,
             exit: None,
             clock,
+            bandwidth: None,
         },
         keys,
     )

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::dir::AuthorityInfo;
+use crate::link::BandwidthLimit;
 use crate::relay::{ExitTimeouts, RelayLimits};
 
 /// A configuration file that could not be used.
@@ -113,6 +114,43 @@ pub struct RelaySection {
     /// Seconds between descriptor uploads.
     #[serde(default = "default_publish_interval")]
     pub publish_interval_secs: u64,
+    /// Most bytes per second the relay reads from other nodes, and (separately) writes to
+    /// them; unset: unlimited.
+    pub bandwidth_rate: Option<u64>,
+    /// Bytes the relay may pass at once above `bandwidth_rate` after a quiet period
+    /// (default: the rate); at least one record. Needs `bandwidth_rate`.
+    pub bandwidth_burst: Option<u64>,
+}
+
+impl RelaySection {
+    /// The rate limit, validated (`None`: unlimited). Errors name the file and the key.
+    pub fn bandwidth_limit(&self, path: &Path) -> Result<Option<BandwidthLimit>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match (self.bandwidth_rate, self.bandwidth_burst) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(invalid(
+                "[relay] bandwidth_burst needs bandwidth_rate".to_string(),
+            )),
+            (Some(rate), burst) => BandwidthLimit::new(rate, burst)
+                .map(Some)
+                .map_err(|e| invalid(format!("[relay] {e}"))),
+        }
+    }
+
+    /// A warning if the declared `bandwidth` is more than the rate limit lets through (the
+    /// authorities measure the relay anyway; the declaration only caps their figure).
+    pub fn bandwidth_warning(&self) -> Option<String> {
+        let rate = self.bandwidth_rate?;
+        (self.bandwidth > rate).then(|| {
+            format!(
+                "[relay] bandwidth ({} B/s) is above bandwidth_rate ({rate} B/s): the relay cannot carry what it declares",
+                self.bandwidth
+            )
+        })
+    }
 }
 
 fn default_bandwidth() -> u64 {
@@ -428,6 +466,56 @@ mod tests {
         assert!(err.contains("port 0"), "{err}");
         // No [[service]]: none.
         assert!(parse(base).unwrap().service.is_empty());
+    }
+
+    #[test]
+    fn bandwidth_rate_parses_and_bad_values_are_refused_clearly() {
+        let path = Path::new("relay.toml");
+        let relay = |extra: &str| {
+            toml::from_str::<RelayFile>(&format!(
+                "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nauthorities = []\n{extra}"
+            ))
+            .unwrap()
+            .relay
+        };
+        // Unset: unlimited, and no warning whatever the declaration.
+        let r = relay("bandwidth = 5000000\n");
+        assert_eq!(r.bandwidth_limit(path).unwrap(), None);
+        assert_eq!(r.bandwidth_warning(), None);
+        // A rate alone: the burst defaults to the rate.
+        let r = relay("bandwidth = 100000\nbandwidth_rate = 100000\n");
+        let l = r.bandwidth_limit(path).unwrap().unwrap();
+        assert_eq!((l.rate(), l.burst()), (100_000, 100_000));
+        assert_eq!(r.bandwidth_warning(), None);
+        let r = relay("bandwidth_rate = 100000\nbandwidth_burst = 300000\n");
+        let l = r.bandwidth_limit(path).unwrap().unwrap();
+        assert_eq!((l.rate(), l.burst()), (100_000, 300_000));
+        // Declaring more than the limit lets through is warned about.
+        let r = relay("bandwidth = 1000000\nbandwidth_rate = 100000\n");
+        let w = r.bandwidth_warning().unwrap();
+        assert!(w.contains("bandwidth_rate"), "{w}");
+        // Refused, naming the file and the key.
+        for (extra, key) in [
+            ("bandwidth_rate = 0\n", "bandwidth_rate"),
+            (
+                "bandwidth_rate = 100000\nbandwidth_burst = 100\n",
+                "bandwidth_burst",
+            ),
+            ("bandwidth_burst = 100000\n", "bandwidth_rate"),
+        ] {
+            let err = relay(extra).bandwidth_limit(path).unwrap_err().to_string();
+            assert!(err.contains("relay.toml") && err.contains(key), "{err}");
+        }
+        let err = relay("bandwidth_rate = 100000\nbandwidth_burst = 100\n")
+            .bandwidth_limit(path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("one record"), "{err}");
+        // A negative or misspelled value is refused by the parser.
+        assert!(toml::from_str::<RelayFile>(
+            "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nauthorities = []\nbandwidth_rate = -1\n"
+        )
+        .is_err());
     }
 }
 

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::clock::Clock;
+
+use super::bandwidth_limit::BandwidthShaper;
 
 /// Default [`LinkConfig::rekey_after_records`]: 2^20 records (about 560 MB) per key.
 pub(crate) const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
@@ -56,6 +60,9 @@ pub struct LinkConfig {
     pub peer_rekey_min_interval: Duration,
     /// The node's clock: certificate validity and NETINFO timestamps read its wall time.
     pub clock: Clock,
+    /// The node's byte-rate limit, shared by every channel made with this config (clones
+    /// share it): reads from and writes to peers wait for its buckets. `None`: unlimited.
+    pub bandwidth: Option<Arc<BandwidthShaper>>,
 }
 
 impl Default for LinkConfig {
@@ -71,6 +78,7 @@ impl Default for LinkConfig {
             peer_rekey_min_records: REKEY_MIN_RECORDS,
             peer_rekey_min_interval: REKEY_MIN_INTERVAL,
             clock: Clock::system(),
+            bandwidth: None,
         }
     }
 }

@@ -136,6 +136,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     let (read_half, mut write_half) = stream.into_split();
     let stats = Arc::new(RecordStats::default());
     let mut reader = RecordReader::new(read_half, stats.clone());
+    reader.set_bandwidth(cfg.bandwidth.clone());
     let is_initiator = matches!(role, Role::Initiator { .. });
     let now = cfg.clock.now_unix();
     let est: Established = match role {
@@ -187,6 +188,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
             after_records: cfg.rekey_after_records,
             after: cfg.rekey_after,
         },
+        bandwidth: cfg.bandwidth.clone(),
     };
     tokio::spawn(writer.run());
     let floor = RekeyFloor {

@@ -14,6 +14,7 @@
 //! clients prove nothing and stay anonymous.
 
 pub(crate) mod auth;
+pub(crate) mod bandwidth_limit;
 pub(crate) mod cert;
 pub(crate) mod channel;
 pub(crate) mod circ_ids;
@@ -32,6 +33,7 @@ mod version;
 pub(crate) mod writer;
 
 pub use auth::LinkAuth;
+pub use bandwidth_limit::{BandwidthLimit, BandwidthLimitError, BandwidthShaper};
 pub use cert::{LinkKeyCert, CERT_LEN};
 pub use channel::{Channel, ChannelReceiver, ChannelSender, TrySendError};
 pub use circ_ids::CircIdAllocator;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 
+use super::bandwidth_limit::BandwidthShaper;
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
 use super::record::RECORD_LEN;
@@ -33,6 +34,8 @@ pub(crate) struct RecordReader {
     idle: Option<Duration>,
     /// Stop reading when the channel is closed locally.
     close: Option<CloseSignal>,
+    /// The node's rate limit, charged for every byte read (`None`: unlimited).
+    bandwidth: Option<Arc<BandwidthShaper>>,
 }
 
 impl RecordReader {
@@ -46,7 +49,13 @@ impl RecordReader {
             stats,
             idle: None,
             close: None,
+            bandwidth: None,
         }
+    }
+
+    /// Charges every later read to `shaper`'s read bucket.
+    pub(crate) fn set_bandwidth(&mut self, shaper: Option<Arc<BandwidthShaper>>) {
+        self.bandwidth = shaper;
     }
 
     /// Switches to transport mode: apply the idle timeout, and watch the close flag.
@@ -110,13 +119,11 @@ impl RecordReader {
         let stream = self.stream.as_mut().ok_or(LinkError::Closed)?;
         let space = self.buf.get_mut(self.end..).ok_or(LinkError::Closed)?;
         let idle = self.idle;
+        let shaper = self.bandwidth.as_deref();
         let read = async move {
-            match idle {
-                Some(d) => tokio::time::timeout(d, stream.read(space))
-                    .await
-                    .map_err(|_| LinkError::IdleTimeout)?
-                    .map_err(LinkError::from),
-                None => stream.read(space).await.map_err(LinkError::from),
+            match shaper {
+                Some(shaper) => shaped_read(stream, space, idle, shaper).await,
+                None => with_idle(idle, stream.read(space)).await,
             }
         };
         match &self.close {
@@ -126,6 +133,50 @@ impl RecordReader {
                 r = read => r,
             },
             None => read.await,
+        }
+    }
+}
+
+/// `io` bounded by the idle timeout, if any.
+async fn with_idle<T>(
+    idle: Option<Duration>,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> LinkResult<T> {
+    match idle {
+        Some(d) => tokio::time::timeout(d, io)
+            .await
+            .map_err(|_| LinkError::IdleTimeout)?
+            .map_err(LinkError::from),
+        None => io.await.map_err(LinkError::from),
+    }
+}
+
+/// A read that first waits for data (under the idle timeout: waiting for the bucket is
+/// not the peer's silence), then for the bucket, and reads no more than it was granted.
+/// Tokens are taken only once data is there, so idle channels hold none.
+async fn shaped_read(
+    stream: &mut OwnedReadHalf,
+    space: &mut [u8],
+    idle: Option<Duration>,
+    shaper: &BandwidthShaper,
+) -> LinkResult<usize> {
+    loop {
+        with_idle(idle, stream.readable()).await?;
+        let granted = shaper.read.take(space.len()).await;
+        let into = space.get_mut(..granted).ok_or(LinkError::Closed)?;
+        match stream.try_read(into) {
+            Ok(n) => {
+                shaper.read.refund(granted.saturating_sub(n));
+                return Ok(n);
+            }
+            // Readiness can be spurious: give the tokens back and wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                shaper.read.refund(granted);
+            }
+            Err(e) => {
+                shaper.read.refund(granted);
+                return Err(e.into());
+            }
         }
     }
 }

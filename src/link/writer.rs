@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::bandwidth_limit::BandwidthShaper;
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
 use super::record::{RecordCipher, RECORD_LEN, RECORD_TAG_LEN};
@@ -57,6 +58,8 @@ pub(crate) struct RecordWriter {
     pub(crate) close: CloseSignal,
     pub(crate) stats: Arc<RecordStats>,
     pub(crate) rekey: RekeyPolicy,
+    /// The node's rate limit, charged for every byte written (`None`: unlimited).
+    pub(crate) bandwidth: Option<Arc<BandwidthShaper>>,
 }
 
 /// Appends `cell` to `buf` as a record sealed under `cipher`'s current key and counter.
@@ -191,11 +194,30 @@ impl RecordWriter {
             tokio::select! {
                 biased;
                 () = self.close.closed() => return Ok(()),
-                r = self.stream.write_all(&buf) => r?,
+                r = write_shaped(&mut self.stream, &buf, self.bandwidth.as_deref()) => r?,
             }
             self.stats.on_write(records, buf.len());
         }
     }
+}
+
+/// Writes all of `buf`, in pieces no larger than the rate limit's bucket grants.
+async fn write_shaped(
+    stream: &mut OwnedWriteHalf,
+    buf: &[u8],
+    shaper: Option<&BandwidthShaper>,
+) -> std::io::Result<()> {
+    let Some(shaper) = shaper else {
+        return stream.write_all(buf).await;
+    };
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let granted = shaper.write.take(rest.len()).await;
+        let (piece, tail) = rest.split_at(granted.min(rest.len()));
+        stream.write_all(piece).await?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -238,6 +260,7 @@ mod tests {
             close: CloseSignal::new(),
             stats: stats.clone(),
             rekey: policy,
+            bandwidth: None,
         };
         tokio::spawn(w.run());
         Harness {

@@ -14,7 +14,7 @@ use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::link::mux::CircMux;
-use crate::link::{self, LinkConfig, PeerKind};
+use crate::link::{self, BandwidthLimit, BandwidthShaper, LinkConfig, PeerKind};
 use crate::sync::{self, lock};
 
 use super::events::RelayChannel;
@@ -37,6 +37,9 @@ pub struct RelayConfig {
     pub exit: Option<ExitConfig>,
     /// The relay's clock (every role reads wall time and sleeps through it).
     pub clock: Clock,
+    /// The operator's byte-rate limit on everything read from and written to other nodes'
+    /// channels (each direction on its own); `None`: unlimited.
+    pub bandwidth: Option<BandwidthLimit>,
 }
 
 /// A running relay. Dropping the handle does not stop it; call [`RelayHandle::shutdown`].
@@ -62,6 +65,11 @@ impl RelayHandle {
     /// The relay's keys (public parts go into its descriptor).
     pub fn keys(&self) -> &RelayKeys {
         &self.shared.keys
+    }
+
+    /// The relay's bandwidth rate limit (`None`: unlimited).
+    pub fn bandwidth_limit(&self) -> Option<BandwidthLimit> {
+        self.shared.link.bandwidth.as_ref().map(|s| s.limit())
     }
 
     /// The relay's shared state (counters, channels), for metrics and tests.
@@ -116,6 +124,8 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         rekey_after_records: limits.link_rekey_records(),
         rekey_after: limits.link_rekey_interval(),
         clock: config.clock.clone(),
+        // One shaper for the whole relay: inbound and outbound channels share its buckets.
+        bandwidth: config.bandwidth.map(|l| Arc::new(BandwidthShaper::new(l))),
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {

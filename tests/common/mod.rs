@@ -30,11 +30,21 @@ pub fn now() -> u64 {
 
 /// A relay on an ephemeral port, an exit with `exit` if given.
 pub async fn start_relay_with(limits: RelayLimits, exit: Option<ExitPolicy>) -> RelayHandle {
+    start_relay_limited(limits, exit, None).await
+}
+
+/// [`start_relay_with`], with a bandwidth rate limit if given.
+pub async fn start_relay_limited(
+    limits: RelayLimits,
+    exit: Option<ExitPolicy>,
+    bandwidth: Option<allium::link::BandwidthLimit>,
+) -> RelayHandle {
     let config = RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         limits,
         exit: exit.map(ExitConfig::new),
         clock: allium::clock::Clock::system(),
+        bandwidth,
     };
     let keys = RelayKeys::generate(&config.clock);
     relay::start(config, keys).await.unwrap()
@@ -51,10 +61,15 @@ pub fn target(r: &RelayHandle) -> RelayTarget {
 
 /// A circuit through `relays` in order, over a new channel to the first.
 pub async fn build_through(relays: &[RelayHandle]) -> ClientCircuit {
-    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+    build_through_refs(&relays.iter().collect::<Vec<_>>()).await
+}
+
+/// [`build_through`] for relays that are not in one slice.
+pub async fn build_through_refs(relays: &[&RelayHandle]) -> ClientCircuit {
+    let chan = ClientChannel::connect(&target(relays[0]), &LinkConfig::default())
         .await
         .unwrap();
-    let mut circ = ClientCircuit::create(&chan, &target(&relays[0]), NO_HANG)
+    let mut circ = ClientCircuit::create(&chan, &target(relays[0]), NO_HANG)
         .await
         .unwrap();
     for r in &relays[1..] {

@@ -153,6 +153,30 @@ pub fn add_to_proxy(dir: &Path, extra: &str) {
     std::fs::write(&path, text).unwrap();
 }
 
+/// Appends `extra` (TOML lines) to the `[relay]` table of `dir/{name}.toml` (a relay's
+/// config, e.g. "relay-1"); the lines go right after the table's header line.
+pub fn add_to_relay(dir: &Path, name: &str, extra: &str) {
+    let path = dir.join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("[relay]\n"),
+        "{} has no [relay] table",
+        path.display()
+    );
+    let text = text.replacen("[relay]\n", &format!("[relay]\n{extra}\n"), 1);
+    std::fs::write(&path, text).unwrap();
+}
+
+/// Caps relay `name`'s bandwidth (call before [`ProcNet::open`]): `bandwidth_rate` bytes
+/// per second each way and, if given, a `bandwidth_burst` (default: the rate).
+pub fn limit_relay_bandwidth(dir: &Path, name: &str, rate: u64, burst: Option<u64>) {
+    let mut extra = format!("bandwidth_rate = {rate}");
+    if let Some(b) = burst {
+        extra.push_str(&format!("\nbandwidth_burst = {b}"));
+    }
+    add_to_relay(dir, name, &extra);
+}
+
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
