@@ -33,6 +33,8 @@ use crate::relay::shared::RelayShared;
 
 /// A round with nothing to measure waits this long before looking again.
 const EMPTY_ROUND_PAUSE: Duration = Duration::from_secs(10);
+/// GET_MEASUREMENT requests of one download outstanding at once.
+const CHUNKS_IN_FLIGHT: usize = 2;
 /// Most bytes of a refusal's reason read (the rest is not needed for a log line).
 const MAX_REASON: u64 = 256;
 
@@ -253,7 +255,8 @@ impl Scanner {
     }
 
     /// `size` bytes from our own directory service, in requests of at most 1 MiB (one
-    /// BEGIN_DIR stream each) on the measurement circuit.
+    /// BEGIN_DIR stream each) on the measurement circuit, two at a time so the round trip
+    /// of each request is hidden behind the previous body.
     async fn download(
         &self,
         circ: &CircuitHandle,
@@ -261,17 +264,24 @@ impl Scanner {
         size: u64,
     ) -> Result<(), String> {
         let mut left = size;
-        while left > 0 {
-            let len = u32::try_from(left.min(u64::from(MAX_MEASUREMENT_CHUNK)))
-                .unwrap_or(MAX_MEASUREMENT_CHUNK);
-            let stream = circ
-                .open_dir_stream(self.cfg.step_timeout)
-                .await
-                .map_err(|e| format!("cannot open a directory stream: {e}"))?;
-            fetch_chunk(stream, token, len).await?;
-            left -= u64::from(len);
+        let mut running = JoinSet::new();
+        loop {
+            while left > 0 && running.len() < CHUNKS_IN_FLIGHT {
+                let len = u32::try_from(left.min(u64::from(MAX_MEASUREMENT_CHUNK)))
+                    .unwrap_or(MAX_MEASUREMENT_CHUNK);
+                let stream = circ
+                    .open_dir_stream(self.cfg.step_timeout)
+                    .await
+                    .map_err(|e| format!("cannot open a directory stream: {e}"))?;
+                running.spawn(fetch_chunk(stream, token, len));
+                left -= u64::from(len);
+            }
+            // Dropping `running` on an error or a timeout aborts the other request.
+            match running.join_next().await {
+                Some(done) => done.map_err(|e| format!("download task failed: {e}"))??,
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Measures every target once per round, in a fresh random order, at most `parallel`

@@ -242,3 +242,78 @@ async fn nobody_else_can_make_an_authority_send_bulk_data() {
     cache_relay.shutdown().await;
     auth_relay.shutdown().await;
 }
+
+/// A scanner whose tokens the authority does not know: the authority refuses the download,
+/// which is a transfer failure (the circuit was built).
+#[tokio::test]
+async fn a_refused_download_is_a_transfer_failure() {
+    let clock = Clock::system();
+    let (auth_relay, _auth, _scanner) = start_authority(&clock).await;
+    let relay = start_relay(&clock).await;
+    let stranger = Scanner::new(
+        Arc::clone(auth_relay.shared()),
+        Arc::new(MeasureTokens::new(clock.clone())),
+        auth_relay.local_addr(),
+        small(),
+    );
+    match stranger.measure(&target(&relay, &clock)).await.unwrap() {
+        ProbeOutcome::TransferFailed(why) => assert!(why.contains("no such measurement"), "{why}"),
+        other => panic!("expected a transfer failure, got {other:?}"),
+    }
+    relay.shutdown().await;
+    auth_relay.shutdown().await;
+}
+
+/// Rounds repeat: every target is measured again in the next round.
+#[tokio::test]
+async fn rounds_repeat() {
+    let clock = Clock::system();
+    let (auth_relay, _auth, scanner) = start_authority(&clock).await;
+    let relay = start_relay(&clock).await;
+    let list = vec![(relay.identity(), target(&relay, &clock))];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(scanner.run_rounds(
+        move || list.clone(),
+        move |id, outcome| {
+            let _ = tx.send((id, outcome));
+        },
+    ));
+    for _ in 0..2 {
+        let (id, outcome) = rx.recv().await.unwrap();
+        assert_eq!(id, relay.identity());
+        assert!(
+            matches!(outcome, ProbeOutcome::Measured { .. }),
+            "{outcome:?}"
+        );
+    }
+    task.abort();
+    relay.shutdown().await;
+    auth_relay.shutdown().await;
+}
+
+/// Downloads over 1 MiB are several requests (the last one partial), and the series runs
+/// up to the largest size when every download is short of `min_duration`.
+#[tokio::test]
+async fn large_downloads_are_split_into_requests() {
+    let clock = Clock::system();
+    let (auth_relay, auth, _scanner) = start_authority(&clock).await;
+    let relay = start_relay(&clock).await;
+    let cfg = MeasureConfig {
+        initial_bytes: 1536 * 1024,
+        max_bytes: 3 * 1024 * 1024,
+        min_duration: Duration::from_secs(3600),
+        ..MeasureConfig::for_test_network()
+    };
+    let scanner = Scanner::new(
+        Arc::clone(auth_relay.shared()),
+        Arc::clone(&auth.measure_tokens),
+        auth_relay.local_addr(),
+        cfg,
+    );
+    match scanner.measure(&target(&relay, &clock)).await.unwrap() {
+        ProbeOutcome::Measured { bytes, .. } => assert_eq!(bytes, 3 * 1024 * 1024),
+        other => panic!("expected a measurement, got {other:?}"),
+    }
+    relay.shutdown().await;
+    auth_relay.shutdown().await;
+}
