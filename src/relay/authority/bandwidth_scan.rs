@@ -28,7 +28,7 @@ use crate::dir::request::{
 use crate::link::LinkConfig;
 use crate::proto::{CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget};
 
-use super::measure_tokens::MeasureTokens;
+use super::measure_tokens::{MeasureTokens, TOKEN_LIFETIME_SECS};
 use crate::relay::shared::RelayShared;
 
 /// A round with nothing to measure waits this long before looking again.
@@ -184,18 +184,6 @@ impl Scanner {
     /// Measures `target` once: circuit [target, us], then downloads of growing size.
     pub(crate) async fn measure(&self, target: &RelayTarget) -> Result<ProbeOutcome, ScanError> {
         let own = self.own_target()?;
-        let token = self.tokens.issue(self.cfg.budget())?;
-        let outcome = self.measure_with(target, &own, token).await;
-        self.tokens.revoke(&token);
-        Ok(outcome)
-    }
-
-    async fn measure_with(
-        &self,
-        target: &RelayTarget,
-        own: &RelayTarget,
-        token: [u8; 16],
-    ) -> ProbeOutcome {
         let step = self.cfg.step_timeout;
         let link = LinkConfig {
             handshake_timeout: step,
@@ -204,36 +192,47 @@ impl Scanner {
         };
         let chan = match ClientChannel::connect(target, &link).await {
             Ok(c) => c,
-            Err(e) => return ProbeOutcome::CircuitFailed(format!("cannot connect: {e}")),
+            Err(e) => return Ok(ProbeOutcome::CircuitFailed(format!("cannot connect: {e}"))),
         };
         let outcome = match ClientCircuit::create(&chan, target, step).await {
-            Err(e) => ProbeOutcome::CircuitFailed(format!("create: {e}")),
-            Ok(mut circ) => match circ.extend(own, step).await {
+            Err(e) => Ok(ProbeOutcome::CircuitFailed(format!("create: {e}"))),
+            Ok(mut circ) => match circ.extend(&own, step).await {
                 Err(e) => {
                     circ.destroy().await;
-                    ProbeOutcome::CircuitFailed(format!("extend to the authority: {e}"))
+                    Ok(ProbeOutcome::CircuitFailed(format!(
+                        "extend to the authority: {e}"
+                    )))
                 }
                 Ok(()) => {
                     let handle = circ.into_handle();
-                    let found = tokio::time::timeout(
-                        self.cfg.transfer_timeout,
-                        self.adaptive_transfer(&handle, token),
-                    )
-                    .await;
+                    let outcome = self.transfer(&handle).await;
                     handle.close().await;
-                    match found {
-                        Ok(Ok((bytes, took))) => ProbeOutcome::Measured {
-                            bytes_per_second: rate(bytes, took),
-                            bytes,
-                        },
-                        Ok(Err(why)) => ProbeOutcome::TransferFailed(why),
-                        Err(_) => ProbeOutcome::TransferFailed("transfer timed out".into()),
-                    }
+                    outcome
                 }
             },
         };
         chan.sender.close();
         outcome
+    }
+
+    /// The transfer phase on a built circuit, under a token issued for it (after the
+    /// circuit is built, so its whole 60 s lifetime is the transfer's).
+    async fn transfer(&self, circ: &CircuitHandle) -> Result<ProbeOutcome, ScanError> {
+        let token = self.tokens.issue(self.cfg.budget())?;
+        let limit = self
+            .cfg
+            .transfer_timeout
+            .min(Duration::from_secs(TOKEN_LIFETIME_SECS));
+        let found = tokio::time::timeout(limit, self.adaptive_transfer(circ, token)).await;
+        self.tokens.revoke(&token);
+        Ok(match found {
+            Ok(Ok((bytes, took))) => ProbeOutcome::Measured {
+                bytes_per_second: rate(bytes, took),
+                bytes,
+            },
+            Ok(Err(why)) => ProbeOutcome::TransferFailed(why),
+            Err(_) => ProbeOutcome::TransferFailed("transfer timed out".into()),
+        })
     }
 
     /// Downloads of doubling size until one gives the figure; returns its size and time.
