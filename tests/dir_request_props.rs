@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::panic, clippy::indexing_slicing)]
 
-use allium::dir::request::{DirRequest, DirResponse, DirStatus};
+use allium::dir::request::{DirRequest, DirResponse, DirStatus, MAX_MEASUREMENT_CHUNK};
 use allium::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN;
 use proptest::prelude::*;
 
@@ -19,6 +19,8 @@ fn request() -> impl Strategy<Value = DirRequest> {
         proptest::collection::vec(any::<u8>(), 1..=MAX_ONION_DESCRIPTOR_LEN)
             .prop_map(DirRequest::PutOnionDescriptor),
         any::<[u8; 32]>().prop_map(|blinded_key| DirRequest::GetOnionDescriptor { blinded_key }),
+        (any::<[u8; 16]>(), 1..=MAX_MEASUREMENT_CHUNK)
+            .prop_map(|(token, len)| DirRequest::GetMeasurement { token, len }),
     ]
 }
 
@@ -50,7 +52,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_and_parse_canonically(
         bytes in proptest::collection::vec(any::<u8>(), 0..100),
-        kind in 0u8..8,
+        kind in 0u8..9,
     ) {
         // Also with a well-formed header, so the body rules are reached.
         let mut framed = vec![kind];
@@ -94,6 +96,19 @@ fn onion_kinds_refuse_bad_bodies() {
     }
 }
 
+proptest! {
+    #[test]
+    fn measurement_lengths_outside_one_to_one_mib_are_refused(
+        token in any::<[u8; 16]>(),
+        len in prop_oneof![Just(0u32), (MAX_MEASUREMENT_CHUNK + 1)..=u32::MAX],
+    ) {
+        let mut bytes = vec![7, 0, 0, 0, 20];
+        bytes.extend_from_slice(&token);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        prop_assert!(DirRequest::parse(&bytes).is_err());
+    }
+}
+
 #[test]
 fn fuzz_seeds_parse() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/dir_request");
@@ -114,5 +129,5 @@ fn fuzz_seeds_parse() {
         n += 1;
     }
     eprintln!("{n} dir_request seeds parse and re-encode");
-    assert!(n >= 9);
+    assert!(n >= 10);
 }

@@ -40,7 +40,21 @@ pub enum DirRequest {
         /// The blinded public key.
         blinded_key: [u8; 32],
     },
+    /// `len` bytes of filler for a bandwidth measurement the answering authority runs
+    /// itself (`docs/measurement.md`); refused unless `token` is one it issued for a
+    /// measurement in progress. `len` is 1 ..= [`MAX_MEASUREMENT_CHUNK`].
+    GetMeasurement {
+        /// The authority's own secret for this measurement.
+        token: [u8; 16],
+        /// Bytes asked for.
+        len: u32,
+    },
 }
+
+/// Largest body one GET_MEASUREMENT asks for; bigger transfers are several requests.
+pub const MAX_MEASUREMENT_CHUNK: u32 = 1024 * 1024;
+/// Length of a GET_MEASUREMENT body: `token[16] | len u32`.
+pub const MEASUREMENT_REQUEST_LEN: usize = 20;
 
 /// How a directory server answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +135,7 @@ const KIND_GET_VOTE: u8 = 3;
 const KIND_GET_SIGNATURE: u8 = 4;
 const KIND_PUT_ONION_DESCRIPTOR: u8 = 5;
 const KIND_GET_ONION_DESCRIPTOR: u8 = 6;
+const KIND_GET_MEASUREMENT: u8 = 7;
 
 /// Reads the header: kind/status and body length (checked against the limit).
 pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
@@ -170,6 +185,18 @@ fn exact<const N: usize>(body: &[u8]) -> Result<[u8; N], DirProtoError> {
     Ok(field)
 }
 
+/// A GET_MEASUREMENT body: the token and a length in 1 ..= [`MAX_MEASUREMENT_CHUNK`].
+fn measurement(body: &[u8]) -> Result<DirRequest, DirProtoError> {
+    let mut r = Reader::new(body);
+    let token = r.array("token").map_err(|_| DirProtoError::BadBody)?;
+    let len = r.u32("length").map_err(|_| DirProtoError::BadBody)?;
+    r.finish().map_err(|_| DirProtoError::BadBody)?;
+    if !(1..=MAX_MEASUREMENT_CHUNK).contains(&len) {
+        return Err(DirProtoError::BadBody);
+    }
+    Ok(DirRequest::GetMeasurement { token, len })
+}
+
 /// A body that is one big-endian period start.
 fn period(body: &[u8]) -> Result<u64, DirProtoError> {
     Ok(u64::from_be_bytes(exact(body)?))
@@ -199,6 +226,7 @@ impl DirRequest {
             KIND_GET_ONION_DESCRIPTOR => Ok(DirRequest::GetOnionDescriptor {
                 blinded_key: exact(body)?,
             }),
+            KIND_GET_MEASUREMENT => measurement(body),
             KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR | KIND_PUT_ONION_DESCRIPTOR => {
                 Err(DirProtoError::BadBody)
             }
@@ -218,6 +246,12 @@ impl DirRequest {
             DirRequest::PutOnionDescriptor(d) => frame(KIND_PUT_ONION_DESCRIPTOR, d),
             DirRequest::GetOnionDescriptor { blinded_key } => {
                 frame(KIND_GET_ONION_DESCRIPTOR, blinded_key)
+            }
+            DirRequest::GetMeasurement { token, len } => {
+                let mut body = Vec::with_capacity(MEASUREMENT_REQUEST_LEN);
+                body.extend_from_slice(token);
+                body.extend_from_slice(&len.to_be_bytes());
+                frame(KIND_GET_MEASUREMENT, &body)
             }
         }
     }
@@ -278,6 +312,10 @@ mod tests {
             DirRequest::GetOnionDescriptor {
                 blinded_key: [3; 32],
             },
+            DirRequest::GetMeasurement {
+                token: [9; 16],
+                len: MAX_MEASUREMENT_CHUNK,
+            },
         ];
         for r in reqs {
             let bytes = r.encode();
@@ -316,5 +354,34 @@ mod tests {
             DirRequest::parse(&[5, 0, 0, 0, 0]),
             Err(DirProtoError::BadBody)
         );
+    }
+
+    #[test]
+    fn measurement_requests_are_strict() {
+        let at = |len: u32| {
+            let mut b = vec![7, 0, 0, 0, 20];
+            b.extend_from_slice(&[1; 16]);
+            b.extend_from_slice(&len.to_be_bytes());
+            DirRequest::parse(&b)
+        };
+        assert_eq!(
+            at(1),
+            Ok(DirRequest::GetMeasurement {
+                token: [1; 16],
+                len: 1
+            })
+        );
+        assert!(at(MAX_MEASUREMENT_CHUNK).is_ok());
+        assert_eq!(at(0), Err(DirProtoError::BadBody));
+        assert_eq!(at(MAX_MEASUREMENT_CHUNK + 1), Err(DirProtoError::BadBody));
+        assert_eq!(at(u32::MAX), Err(DirProtoError::BadBody));
+        // A body of the wrong length.
+        assert_eq!(
+            DirRequest::parse(&[7, 0, 0, 0, 1, 0]),
+            Err(DirProtoError::BadBody)
+        );
+        let mut long = vec![7, 0, 0, 0, 21];
+        long.extend_from_slice(&[1; 21]);
+        assert_eq!(DirRequest::parse(&long), Err(DirProtoError::BadBody));
     }
 }

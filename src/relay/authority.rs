@@ -41,6 +41,11 @@ use crate::dir::{
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
 
+// Not started by the authority yet: the coordinator wires the scanner in (issue 18).
+#[allow(dead_code)]
+pub(crate) mod bandwidth_scan;
+#[allow(dead_code)]
+pub(crate) mod measure_tokens;
 mod reject_list;
 mod reputation;
 mod schedule;
@@ -113,6 +118,8 @@ pub struct Authority {
     /// Relay-wide upload rate: fresh identities are free, so the per-identity limit alone
     /// would not bound the work.
     uploads: super::rate_limit::TokenBucket,
+    /// Tokens of this authority's own bandwidth measurements (GET_MEASUREMENT).
+    pub(crate) measure_tokens: Arc<measure_tokens::MeasureTokens>,
 }
 
 /// Most relays an authority tracks (listed or not).
@@ -127,12 +134,14 @@ impl Authority {
     /// Creates the authority role for `relay` and starts its schedule. Install the result
     /// as the relay's directory service.
     pub fn start(relay: Arc<RelayShared>, config: AuthorityConfig) -> Arc<Self> {
+        let measure_tokens = Arc::new(measure_tokens::MeasureTokens::new(relay.clock.clone()));
         let auth = Arc::new(Authority {
             relay,
             config,
             state: Mutex::new(State::default()),
             checks: Arc::new(Semaphore::new(16)),
             uploads: super::rate_limit::TokenBucket::new(50, 500),
+            measure_tokens,
         });
         tokio::spawn(Arc::clone(&auth).schedule());
         tokio::spawn(Arc::clone(&auth).recheck_loop());
@@ -540,6 +549,7 @@ impl DirService for AuthorityService {
                     }
                 }
                 DirRequest::PostDescriptor(bytes) => auth.on_descriptor(&bytes),
+                DirRequest::GetMeasurement { token, len } => auth.measure_tokens.serve(&token, len),
                 // Authorities are not onion-service directories (they carry no HSDir role).
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
                     DirResponse::error(DirStatus::Refused, "not an onion-service directory")

@@ -88,6 +88,7 @@ async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str>
         2 => crate::dir::descriptor::MAX_DESCRIPTOR_LEN,
         5 => crate::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN,
         6 => 32,
+        7 => crate::dir::request::MEASUREMENT_REQUEST_LEN,
         _ => 8,
     };
     if len > max {
