@@ -41,6 +41,8 @@ use crate::dir::{
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
 
+pub(crate) mod exit_check;
+pub(crate) mod exit_check_server;
 mod schedule;
 
 use super::dirserve::DirService;
