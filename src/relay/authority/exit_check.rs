@@ -176,14 +176,11 @@ async fn run_round(
     let mut tally = Tally::default();
     let mut running = JoinSet::new();
     let report = |done: Option<(IdentityPublic, Option<ExitCheck>)>, tally: &mut Tally| {
-        match done {
-            Some((id, Some(check))) => {
-                debug!(exit = %id, ?check, "exit checks: checked");
-                tally.add(&check);
-                record(id, check);
-            }
-            // Our own first hop failed: nothing learned about the exit.
-            Some((_, None)) | None => {}
+        // `None` inside: our own first hop failed, nothing learned about the exit.
+        if let Some((id, Some(check))) = done {
+            debug!(exit = %id, ?check, "exit checks: checked");
+            tally.add(&check);
+            record(id, check);
         }
     };
     for (id, relay, policy) in exits {
@@ -336,4 +333,324 @@ fn judge(expected: &[u8], got: &[u8], ending: Ending) -> ExitCheck {
         Ending::TimedOut => format!("timed out after {of}"),
         Ending::TooLong => format!("too long after {of}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Attackers: exits whose operator routes exit traffic through a connector that
+    //! rewrites or cuts the answer, checked by a real authority relay over real TCP.
+
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::dir::policy::{PolicyAction, PolicyRule};
+    use crate::relay::exit::{ExitConfig, ExitConnector};
+    use crate::relay::{self, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
+
+    const NO_HANG: Duration = Duration::from_secs(60);
+
+    /// An operator's connector that passes exit traffic through a proxy of its own, which
+    /// flips one byte of the answer at `flip_at` and/or closes it after `cut_after` bytes.
+    #[derive(Debug)]
+    struct Meddler {
+        flip_at: Option<usize>,
+        cut_after: Option<usize>,
+    }
+
+    impl ExitConnector for Meddler {
+        fn connect(
+            &self,
+            addr: SocketAddr,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+            let (flip_at, cut_after) = (self.flip_at, self.cut_after);
+            Box::pin(async move {
+                let upstream = TcpStream::connect(addr).await?;
+                let proxy = TcpListener::bind("127.0.0.1:0").await?;
+                let local = proxy.local_addr()?;
+                tokio::spawn(async move {
+                    if let Ok((downstream, _)) = proxy.accept().await {
+                        meddle(downstream, upstream, flip_at, cut_after).await;
+                    }
+                });
+                TcpStream::connect(local).await
+            })
+        }
+    }
+
+    async fn meddle(
+        down: TcpStream,
+        up: TcpStream,
+        flip_at: Option<usize>,
+        cut_after: Option<usize>,
+    ) {
+        let (mut down_r, mut down_w) = down.into_split();
+        let (mut up_r, mut up_w) = up.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
+            let _ = up_w.shutdown().await;
+        });
+        let mut seen = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match up_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &mut buf[..n];
+            if let Some(f) = flip_at.filter(|f| (seen..seen + n).contains(f)) {
+                chunk[f - seen] ^= 0x5a;
+            }
+            if let Some(c) = cut_after.filter(|c| seen + n >= *c) {
+                let _ = down_w.write_all(&chunk[..c - seen]).await;
+                break;
+            }
+            if down_w.write_all(chunk).await.is_err() {
+                break;
+            }
+            seen += n;
+        }
+        let _ = down_w.shutdown().await;
+    }
+
+    async fn start_relay(exit: Option<ExitConfig>) -> RelayHandle {
+        let config = RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            limits: RelayLimits::default(),
+            exit,
+            clock: Clock::system(),
+        };
+        let keys = RelayKeys::generate(&config.clock);
+        relay::start(config, keys).await.unwrap()
+    }
+
+    fn exit_with(policy: ExitPolicy, meddler: Option<Meddler>) -> ExitConfig {
+        let mut cfg = ExitConfig::new(policy);
+        if let Some(m) = meddler {
+            cfg.connector = Arc::new(m);
+        }
+        cfg
+    }
+
+    fn target(r: &RelayHandle) -> RelayTarget {
+        RelayTarget {
+            addr: r.local_addr(),
+            identity: r.identity(),
+            onion: r
+                .keys()
+                .onion_cert()
+                .verify(crate::clock::now_unix())
+                .unwrap(),
+        }
+    }
+
+    /// Rejects `port` on every address, accepts the rest (loopback included).
+    fn rejecting_port(port: u16) -> ExitPolicy {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        ExitPolicy::new(vec![
+            PolicyRule::new(PolicyAction::Reject, any, 0, port, port).unwrap(),
+            PolicyRule::new(PolicyAction::Accept, any, 0, 1, 65535).unwrap(),
+        ])
+        .unwrap()
+    }
+
+    async fn check_server() -> Arc<ExitCheckServer> {
+        let bind = "127.0.0.1:0".parse().unwrap();
+        Arc::new(
+            ExitCheckServer::start(bind, CheckServerLimits::default())
+                .await
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_round_tells_honest_rewriting_cutting_and_inapplicable_exits_apart() {
+        let authority = start_relay(None).await;
+        let server = check_server().await;
+        let port = server.local_addr().port();
+        let loopback = ExitPolicy::default_exit_allow_loopback;
+        let honest = start_relay(Some(exit_with(loopback(), None))).await;
+        let rewriting = Meddler {
+            flip_at: Some(CHECK_LEN / 2),
+            cut_after: None,
+        };
+        let rewriter = start_relay(Some(exit_with(loopback(), Some(rewriting)))).await;
+        let cutting = Meddler {
+            flip_at: None,
+            cut_after: Some(4096),
+        };
+        let cutter = start_relay(Some(exit_with(loopback(), Some(cutting)))).await;
+        let elsewhere = start_relay(Some(exit_with(rejecting_port(port), None))).await;
+
+        let listed: Vec<ExitToCheck> = [
+            (&honest, loopback()),
+            (&rewriter, loopback()),
+            (&cutter, loopback()),
+            (&elsewhere, rejecting_port(port)),
+        ]
+        .into_iter()
+        .map(|(r, p)| (r.identity(), target(r), p))
+        .collect();
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let rounds = {
+            let results = Arc::clone(&results);
+            let cfg = ExitCheckConfig {
+                interval: Duration::from_secs(3600),
+                ..ExitCheckConfig::for_test_network()
+            };
+            tokio::spawn(run_rounds(
+                Arc::clone(authority.shared()),
+                Arc::clone(&server),
+                cfg,
+                move || listed.clone(),
+                move |id, check| {
+                    results.lock().unwrap().push((id, check));
+                    let _ = done_tx.send(());
+                },
+            ))
+        };
+        for _ in 0..4 {
+            tokio::time::timeout(NO_HANG, done_rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        rounds.abort();
+        let results = results.lock().unwrap().clone();
+        let of = |r: &RelayHandle| {
+            let found: Vec<_> = results
+                .iter()
+                .filter(|(id, _)| *id == r.identity())
+                .collect();
+            assert_eq!(found.len(), 1, "one outcome per exit per round");
+            found[0].1.clone()
+        };
+        assert_eq!(of(&honest), ExitCheck::Passed);
+        assert_eq!(of(&rewriter), ExitCheck::Tampered);
+        assert!(
+            matches!(of(&cutter), ExitCheck::Failed(_)),
+            "{:?}",
+            of(&cutter)
+        );
+        assert_eq!(of(&elsewhere), ExitCheck::NotApplicable);
+        // Not applicable means not tried: no circuit was ever built through that exit.
+        let created = &elsewhere.shared().counters.circuits_created;
+        assert_eq!(created.load(std::sync::atomic::Ordering::Relaxed), 0);
+        for r in [authority, honest, rewriter, cutter, elsewhere] {
+            r.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_that_refuses_the_stream_fails_and_a_dead_one_too() {
+        let authority = start_relay(None).await;
+        let server = check_server().await;
+        // Its own policy refuses what it published as allowed: END(EXITPOLICY).
+        let liar = start_relay(Some(exit_with(ExitPolicy::reject_all(), None))).await;
+        let check = check_exit(authority.shared(), &server, &target(&liar), NO_HANG).await;
+        assert!(matches!(check, Some(ExitCheck::Failed(_))), "{check:?}");
+        // An exit that is gone: the extension fails, which is the exit's failure.
+        let gone = target(&liar);
+        liar.shutdown().await;
+        let check = check_exit(authority.shared(), &server, &gone, NO_HANG).await;
+        assert!(matches!(check, Some(ExitCheck::Failed(_))), "{check:?}");
+        authority.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn run_exit_checks_starts_its_server_and_checks() {
+        let authority = start_relay(None).await;
+        let honest = start_relay(Some(exit_with(
+            ExitPolicy::default_exit_allow_loopback(),
+            None,
+        )))
+        .await;
+        let listed = vec![(
+            honest.identity(),
+            target(&honest),
+            ExitPolicy::default_exit_allow_loopback(),
+        )];
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let cfg = ExitCheckConfig {
+            server: Some("127.0.0.1:0".parse().unwrap()),
+            server_limits: CheckServerLimits {
+                max_connections: 2,
+                ..CheckServerLimits::default()
+            },
+            ..ExitCheckConfig::for_test_network()
+        };
+        let task = tokio::spawn(run_exit_checks(
+            Arc::clone(authority.shared()),
+            cfg,
+            move || listed.clone(),
+            move |id, check| {
+                let _ = tx.send((id, check));
+            },
+        ));
+        // Two rounds (the second after `interval`), each passing.
+        for _ in 0..2 {
+            let (id, check) = tokio::time::timeout(NO_HANG, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((id, check), (honest.identity(), ExitCheck::Passed));
+        }
+        task.abort();
+        // A wildcard is no address an exit can be asked to reach: the checks stay off.
+        let cfg = ExitCheckConfig {
+            server: Some("0.0.0.0:0".parse().unwrap()),
+            ..ExitCheckConfig::for_test_network()
+        };
+        let off = run_exit_checks(Arc::clone(authority.shared()), cfg, Vec::new, |_, _| {
+            panic!("nothing is checked")
+        });
+        tokio::time::timeout(NO_HANG, off).await.unwrap();
+        authority.shutdown().await;
+        honest.shutdown().await;
+    }
+
+    #[test]
+    fn judging_the_answer() {
+        let expected = vec![7u8; 100];
+        let mut flipped = expected.clone();
+        flipped[50] ^= 1;
+        let mut longer = expected.clone();
+        longer.push(0);
+        assert_eq!(judge(&expected, &expected, Ending::Eof), ExitCheck::Passed);
+        assert_eq!(judge(&expected, &flipped, Ending::Eof), ExitCheck::Tampered);
+        assert_eq!(
+            judge(&expected, &longer, Ending::TooLong),
+            ExitCheck::Tampered
+        );
+        // A wrong prefix is tampering however the stream ended.
+        assert_eq!(
+            judge(&expected, &flipped[..60], Ending::TimedOut),
+            ExitCheck::Tampered
+        );
+        for ending in [Ending::Eof, Ending::TimedOut, Ending::Cut("reset".into())] {
+            assert!(matches!(
+                judge(&expected, &expected[..40], ending),
+                ExitCheck::Failed(_)
+            ));
+        }
+        assert!(matches!(
+            judge(&expected, &[], Ending::Eof),
+            ExitCheck::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn our_own_relay_is_reached_on_loopback_when_listening_on_a_wildcard() {
+        let a = own_address("0.0.0.0:9001".parse().unwrap());
+        assert_eq!(a, "127.0.0.1:9001".parse().unwrap());
+        let a = own_address("[::]:9001".parse().unwrap());
+        assert_eq!(a, "[::1]:9001".parse().unwrap());
+        let a = own_address("192.0.2.1:9001".parse().unwrap());
+        assert_eq!(a, "192.0.2.1:9001".parse().unwrap());
+    }
 }

@@ -110,7 +110,10 @@ impl Drop for ExitCheckServer {
 
 impl ExitCheckServer {
     /// Binds `bind` (port 0: an ephemeral port) and starts serving with a fresh secret.
-    pub(crate) async fn start(bind: SocketAddr, limits: CheckServerLimits) -> std::io::Result<Self> {
+    pub(crate) async fn start(
+        bind: SocketAddr,
+        limits: CheckServerLimits,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let secret = CheckSecret::random();
