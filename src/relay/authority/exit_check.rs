@@ -346,6 +346,7 @@ mod tests {
 
     use tokio::net::{TcpListener, TcpStream};
 
+    use super::super::exit_check_server::CheckSecret;
     use super::*;
     use crate::clock::Clock;
     use crate::dir::policy::{PolicyAction, PolicyRule};
@@ -642,6 +643,41 @@ mod tests {
             judge(&expected, &[], Ending::Eof),
             ExitCheck::Failed(_)
         ));
+    }
+
+    proptest::proptest! {
+        /// Whatever an exit does to the answer (change bytes, cut it, add to it, or any
+        /// mix), only the exact content passes, and changed bytes are never mistaken for a
+        /// mere failure.
+        #[test]
+        fn only_the_exact_content_passes(
+            flips in proptest::collection::vec((0..CHECK_LEN, 1u8..=255), 0..4),
+            keep in 0..=CHECK_LEN,
+            extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3),
+        ) {
+            let expected = some_content();
+            let mut got = expected.clone();
+            for (at, x) in &flips {
+                got[*at] ^= x;
+            }
+            got.truncate(keep);
+            got.extend_from_slice(&extra);
+            let ending = if got.len() > CHECK_LEN { Ending::TooLong } else { Ending::Eof };
+            let verdict = judge(&expected, &got, ending);
+            let changed = got.iter().zip(&expected).any(|(a, b)| a != b);
+            if got == expected {
+                proptest::prop_assert_eq!(verdict, ExitCheck::Passed);
+            } else if changed || got.len() > CHECK_LEN {
+                proptest::prop_assert_eq!(verdict, ExitCheck::Tampered);
+            } else {
+                proptest::prop_assert!(matches!(verdict, ExitCheck::Failed(_)));
+            }
+        }
+    }
+
+    /// Some check content, as a server answers it.
+    fn some_content() -> Vec<u8> {
+        CheckSecret::random().content(&[1; 32])
     }
 
     #[test]
