@@ -418,6 +418,52 @@ mod tests {
         let _ = down_w.shutdown().await;
     }
 
+    /// An operator's connector that remembers the first answer it carried and serves it
+    /// again, from its own proxy, to every later connection (without the check server).
+    #[derive(Debug, Default)]
+    struct Replayer {
+        recorded: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl ExitConnector for Replayer {
+        fn connect(
+            &self,
+            addr: SocketAddr,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+            let recorded = Arc::clone(&self.recorded);
+            Box::pin(async move {
+                let proxy = TcpListener::bind("127.0.0.1:0").await?;
+                let local = proxy.local_addr()?;
+                let cached = recorded.lock().unwrap().clone();
+                let upstream = if cached.is_empty() {
+                    Some(TcpStream::connect(addr).await?)
+                } else {
+                    None
+                };
+                tokio::spawn(async move {
+                    let Ok((mut down, _)) = proxy.accept().await else {
+                        return;
+                    };
+                    let mut nonce = [0u8; 32];
+                    let _ = down.read_exact(&mut nonce).await;
+                    let answer = match upstream {
+                        Some(mut up) => {
+                            let _ = up.write_all(&nonce).await;
+                            let mut answer = Vec::new();
+                            let _ = up.read_to_end(&mut answer).await;
+                            *recorded.lock().unwrap() = answer.clone();
+                            answer
+                        }
+                        None => cached,
+                    };
+                    let _ = down.write_all(&answer).await;
+                    let _ = down.shutdown().await;
+                });
+                TcpStream::connect(local).await
+            })
+        }
+    }
+
     async fn start_relay(exit: Option<ExitConfig>) -> RelayHandle {
         let config = RelayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -429,11 +475,10 @@ mod tests {
         relay::start(config, keys).await.unwrap()
     }
 
-    fn exit_with(policy: ExitPolicy, meddler: Option<Meddler>) -> ExitConfig {
+    /// An exit whose operator sends its exit traffic through `connector`.
+    fn exit_through(policy: ExitPolicy, connector: impl ExitConnector + 'static) -> ExitConfig {
         let mut cfg = ExitConfig::new(policy);
-        if let Some(m) = meddler {
-            cfg.connector = Arc::new(m);
-        }
+        cfg.connector = Arc::new(connector);
         cfg
     }
 
@@ -474,18 +519,18 @@ mod tests {
         let server = check_server().await;
         let port = server.local_addr().port();
         let loopback = ExitPolicy::default_exit_allow_loopback;
-        let honest = start_relay(Some(exit_with(loopback(), None))).await;
+        let honest = start_relay(Some(ExitConfig::new(loopback()))).await;
         let rewriting = Meddler {
             flip_at: Some(CHECK_LEN / 2),
             cut_after: None,
         };
-        let rewriter = start_relay(Some(exit_with(loopback(), Some(rewriting)))).await;
+        let rewriter = start_relay(Some(exit_through(loopback(), rewriting))).await;
         let cutting = Meddler {
             flip_at: None,
             cut_after: Some(4096),
         };
-        let cutter = start_relay(Some(exit_with(loopback(), Some(cutting)))).await;
-        let elsewhere = start_relay(Some(exit_with(rejecting_port(port), None))).await;
+        let cutter = start_relay(Some(exit_through(loopback(), cutting))).await;
+        let elsewhere = start_relay(Some(ExitConfig::new(rejecting_port(port)))).await;
 
         let listed: Vec<ExitToCheck> = [
             (&honest, loopback()),
@@ -548,11 +593,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_exit_replaying_an_earlier_answer_is_caught() {
+        let authority = start_relay(None).await;
+        let server = check_server().await;
+        let policy = ExitPolicy::default_exit_allow_loopback();
+        let replayer = Replayer::default();
+        let recorded = Arc::clone(&replayer.recorded);
+        let exit = start_relay(Some(exit_through(policy, replayer))).await;
+        let check = check_exit(authority.shared(), &server, &target(&exit), NO_HANG).await;
+        assert_eq!(check, Some(ExitCheck::Passed));
+        assert_eq!(
+            recorded.lock().unwrap().len(),
+            CHECK_LEN,
+            "it kept an answer"
+        );
+        // The next check has a fresh nonce: the genuine answer to the old one is wrong.
+        let check = check_exit(authority.shared(), &server, &target(&exit), NO_HANG).await;
+        assert_eq!(check, Some(ExitCheck::Tampered));
+        authority.shutdown().await;
+        exit.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn an_exit_that_refuses_the_stream_fails_and_a_dead_one_too() {
         let authority = start_relay(None).await;
         let server = check_server().await;
         // Its own policy refuses what it published as allowed: END(EXITPOLICY).
-        let liar = start_relay(Some(exit_with(ExitPolicy::reject_all(), None))).await;
+        let liar = start_relay(Some(ExitConfig::new(ExitPolicy::reject_all()))).await;
         let check = check_exit(authority.shared(), &server, &target(&liar), NO_HANG).await;
         assert!(matches!(check, Some(ExitCheck::Failed(_))), "{check:?}");
         // An exit that is gone: the extension fails, which is the exit's failure.
@@ -566,9 +633,8 @@ mod tests {
     #[tokio::test]
     async fn run_exit_checks_starts_its_server_and_checks() {
         let authority = start_relay(None).await;
-        let honest = start_relay(Some(exit_with(
+        let honest = start_relay(Some(ExitConfig::new(
             ExitPolicy::default_exit_allow_loopback(),
-            None,
         )))
         .await;
         let listed = vec![(
