@@ -48,6 +48,8 @@ pub(crate) mod bandwidth_scan;
 pub(crate) mod measure_tokens;
 mod reject_list;
 mod reputation;
+pub(crate) mod exit_check;
+pub(crate) mod exit_check_server;
 mod schedule;
 mod vote_builder;
 

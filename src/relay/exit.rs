@@ -4,8 +4,11 @@
 //! against every resolved address, so a hostname cannot be used to reach an address the
 //! policy refuses (e.g. `localhost` or a name pointing into a private network).
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +24,32 @@ pub struct ExitConfig {
     pub policy: ExitPolicy,
     /// Timeouts.
     pub timeouts: ExitTimeouts,
+    /// How connections to destinations are opened (directly, unless the operator routes
+    /// exit traffic elsewhere, e.g. through an outbound proxy).
+    pub connector: Arc<dyn ExitConnector>,
+}
+
+/// How an exit opens its TCP connection to an address the policy allowed. The policy is
+/// applied before, on the destination's address; the connector only carries it out.
+pub trait ExitConnector: Send + Sync + std::fmt::Debug {
+    /// Opens a connection to `addr` (the caller bounds it with the connect timeout).
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>>;
+}
+
+/// The default connector: a direct TCP connection to the destination.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectConnector;
+
+impl ExitConnector for DirectConnector {
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+        Box::pin(TcpStream::connect(addr))
+    }
 }
 
 /// Exit timeouts, in seconds (the `[exit]` table of relay.toml).
@@ -43,11 +72,12 @@ impl Default for ExitTimeouts {
 }
 
 impl ExitConfig {
-    /// An exit with `policy` and default timeouts.
+    /// An exit with `policy`, default timeouts and direct connections.
     pub fn new(policy: ExitPolicy) -> Self {
         ExitConfig {
             policy,
             timeouts: ExitTimeouts::default(),
+            connector: Arc::new(DirectConnector),
         }
     }
 
@@ -91,7 +121,7 @@ impl ExitConfig {
         let addrs = self.allowed_addrs(target, port).await?;
         let mut last = EndReason::ConnectRefused;
         for addr in addrs {
-            match tokio::time::timeout(self.connect_timeout(), TcpStream::connect(addr)).await {
+            match tokio::time::timeout(self.connect_timeout(), self.connector.connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     return Ok((stream, addr));

@@ -31,7 +31,7 @@ pub(crate) mod server;
 pub mod shared;
 pub(crate) mod splice;
 
-pub use exit::{ExitConfig, ExitTimeouts};
+pub use exit::{DirectConnector, ExitConfig, ExitConnector, ExitTimeouts};
 pub use keys::RelayKeys;
 pub use limits::RelayLimits;
 pub use observer::RelayObserver;
