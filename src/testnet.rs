@@ -21,7 +21,9 @@ use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::dircache::DirCache;
 use crate::relay::publish::{spawn_publisher, PublishConfig, Publisher};
-use crate::relay::{self, ExitConfig, RelayConfig, RelayHandle, RelayKeys, RelayLimits};
+use crate::relay::{
+    self, ExitConfig, ExitConnector, RelayConfig, RelayHandle, RelayKeys, RelayLimits,
+};
 
 /// Shape of a test network.
 #[derive(Debug, Clone)]
@@ -46,6 +48,15 @@ pub struct TestNetConfig {
     /// Rate limits of the relays (not the authorities): entry `i` applies to relay `i`
     /// (0-based, exits first); missing entries and `None` are unlimited.
     pub relay_bandwidth: Vec<Option<BandwidthLimit>>,
+    /// The authorities measure the relays' bandwidth (about one round per period); off by
+    /// default, so tests that count circuits or bytes see only their own.
+    pub measure: bool,
+    /// The authorities check the exits (a round every 2 s); off by default.
+    pub check_exits: bool,
+    /// Exits whose traffic leaves through a connector of the test's choosing: `(i,
+    /// connector)` applies to relay `i` (0-based, exits first), e.g. a malicious exit that
+    /// rewrites what it relays.
+    pub exit_connectors: Vec<(usize, Arc<dyn ExitConnector>)>,
 }
 
 impl Default for TestNetConfig {
@@ -59,6 +70,9 @@ impl Default for TestNetConfig {
             key_dir: None,
             sybil: crate::dir::sybil::SybilLimits::UNLIMITED,
             relay_bandwidth: Vec::new(),
+            measure: false,
+            check_exits: false,
+            exit_connectors: Vec::new(),
         }
     }
 }
@@ -209,7 +223,11 @@ async fn poll_until_listed(
                             s.name,
                             relays.len() - missing.len(),
                             relays.len(),
-                            if want == Want::Measured { " as measured" } else { "" },
+                            if want == Want::Measured {
+                                " as measured"
+                            } else {
+                                ""
+                            },
                             missing.join(", ")
                         ));
                     }
@@ -226,7 +244,11 @@ async fn poll_until_listed(
             return Err(format!(
                 "after {} s not every directory server lists every relay{}: {}",
                 limit.as_secs(),
-                if want == Want::Measured { " as measured" } else { "" },
+                if want == Want::Measured {
+                    " as measured"
+                } else {
+                    ""
+                },
                 not_ready.join("; ")
             ));
         }
@@ -267,6 +289,7 @@ impl TestNet {
             acfg.flags = test_flag_params();
             acfg.min_upload_interval = Duration::from_secs(1);
             acfg.sybil = cfg.sybil;
+            acfg.test_network_probes(cfg.measure, cfg.check_exits);
             let auth = Authority::start(Arc::clone(r.shared()), acfg);
             r.set_dir_service(auth.service());
             authorities.push((r, auth));
@@ -316,8 +339,13 @@ impl TestNet {
             }
             None => RelayKeys::generate(&self.clock),
         };
-        let exit = (i < self.config.exits)
-            .then(|| ExitConfig::new(ExitPolicy::default_exit_allow_loopback()));
+        let exit = (i < self.config.exits).then(|| {
+            let mut e = ExitConfig::new(ExitPolicy::default_exit_allow_loopback());
+            if let Some((_, c)) = self.config.exit_connectors.iter().find(|(j, _)| *j == i) {
+                e.connector = Arc::clone(c);
+            }
+            e
+        });
         let r = relay::start(
             RelayConfig {
                 listen,

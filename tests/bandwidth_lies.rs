@@ -53,7 +53,10 @@ fn declare(dir: &Path, name: &str, bandwidth: u64) {
 /// position weights (exit, then a guard-position relay, then a middle).
 fn path_counts(c: &Consensus, n: u32) -> HashMap<IdentityPublic, u32> {
     let mut rng = rand::rng();
-    let target = PathTarget { port: 80, addr: None };
+    let target = PathTarget {
+        port: 80,
+        addr: None,
+    };
     let w = c.weights();
     let mut counts = HashMap::new();
     for _ in 0..n {
@@ -167,7 +170,11 @@ async fn a_relay_lying_about_its_bandwidth_gets_its_measured_share() {
     let path = dir.join(format!("{LIAR}.toml"));
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         &format!("bandwidth_rate = {RATE}\nbandwidth_burst = {BURST}"),
-        &format!("bandwidth_rate = {}\nbandwidth_burst = {}", RATE / 2, BURST / 2),
+        &format!(
+            "bandwidth_rate = {}\nbandwidth_burst = {}",
+            RATE / 2,
+            BURST / 2
+        ),
         1,
     );
     std::fs::write(&path, text).unwrap();

@@ -103,13 +103,23 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
         relays: args.relays,
         exits: args.exits,
         period: Duration::from_secs(args.period.max(6)),
+        measure: true,
+        check_exits: true,
         ..TestNetConfig::default()
     };
     let net = TestNet::start(&cfg).await.map_err(|e| e.to_string())?;
     println!(
         "testnet: waiting for the authorities to publish the first consensus (up to two periods)"
     );
-    let consensus = net.wait_for_consensus(cfg.period * 6).await?;
+    net.wait_for_consensus(cfg.period * 6).await?;
+    println!("testnet: waiting for the authorities to measure every relay (a few periods)");
+    let consensus = match net.wait_for_measured(cfg.period * 6).await {
+        Ok(c) => c,
+        Err(e) => {
+            println!("testnet: not every relay is measured yet ({e}); weights so far:");
+            net.wait_for_consensus(cfg.period).await?
+        }
+    };
     let names: Vec<(String, IdentityPublic)> = net
         .relays
         .iter()
@@ -117,7 +127,10 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
         .map(|(i, r)| (format!("relay-{}", i + 1), r.identity()))
         .collect();
     println!("testnet: relays in the consensus (selection weight, flags):");
-    print!("{}", super::weights_table::weights_table(&consensus, &names));
+    print!(
+        "{}",
+        super::weights_table::weights_table(&consensus, &names)
+    );
     let mut client_cfg = ClientConfig::new(net.authority_info.clone());
     client_cfg.data_dir = Some(data_dir.clone());
     let client = Client::bootstrap(client_cfg)
@@ -271,6 +284,11 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
     let clock = Clock::system();
     let keys = RelayKeys::load_or_create(&a.data_dir, &clock).map_err(|e| e.to_string())?;
     let me = keys.identity();
+    let reject =
+        RejectList::parse(&a.reject).map_err(|e| format!("{}: [authority] {e}", path.display()))?;
+    let mut cfg = AuthorityConfig::new(a.authorities.clone());
+    cfg.reject = reject;
+    cfg.sybil = a.sybil_limits();
     if !a.authorities.iter().any(|x| x.identity == me) {
         return Err(format!(
             "{}: this authority's identity {me} is not in its own `authorities` list",
@@ -289,19 +307,18 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
     )
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
-    let reject =
-        RejectList::parse(&a.reject).map_err(|e| format!("{}: [authority] {e}", path.display()))?;
-    let sybil = a.sybil_limits();
-    let mut cfg = AuthorityConfig::new(a.authorities);
-    cfg.reject = reject;
-    cfg.sybil = sybil;
     cfg.period = Duration::from_secs(a.period_secs.max(6));
     cfg.flags = if a.test_network {
         cfg.min_upload_interval = Duration::from_secs(1);
+        cfg.test_network_probes(a.measure_bandwidth, a.check_exits);
         test_flag_params()
     } else {
+        cfg.keep_probes(a.measure_bandwidth, a.check_exits);
         FlagParams::default()
     };
+    if let Some(listen) = a.exit_check_listen {
+        cfg.set_exit_check_server(listen);
+    }
     let auth = Authority::start(Arc::clone(handle.shared()), cfg);
     handle.set_dir_service(auth.service());
     start_metrics(file.metrics.as_ref(), &handle).await?;

@@ -226,6 +226,21 @@ pub struct AuthoritySection {
     /// (e.g. "198.51.100.0/24").
     #[serde(default)]
     pub reject: Vec<String>,
+    /// Measure every relay's bandwidth through two-hop circuits (default true). Without
+    /// measurements the authority votes none, and relays get the low unmeasured weight.
+    #[serde(default = "yes")]
+    pub measure_bandwidth: bool,
+    /// Check exits by fetching known content through them (default true).
+    #[serde(default = "yes")]
+    pub check_exits: bool,
+    /// Where the exit-check server listens and exits are asked to connect (default: this
+    /// authority's address with a port the system picks; exits whose policy refuses that
+    /// port are not checked, so a port most exits allow, such as 80 or 443, is better).
+    pub exit_check_listen: Option<SocketAddr>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl AuthoritySection {

@@ -41,15 +41,13 @@ use crate::dir::{
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
 
-// Not started by the authority yet: the coordinator wires the scanner in (issue 18).
-#[allow(dead_code)]
 pub(crate) mod bandwidth_scan;
-#[allow(dead_code)]
-pub(crate) mod measure_tokens;
-mod reject_list;
-mod reputation;
 pub(crate) mod exit_check;
 pub(crate) mod exit_check_server;
+pub(crate) mod measure_tokens;
+mod probes;
+mod reject_list;
+mod reputation;
 mod schedule;
 mod vote_builder;
 
@@ -79,11 +77,46 @@ pub struct AuthorityConfig {
     pub reject: RejectList,
     /// Measurements older than this are no longer voted (a relay must keep being measured).
     pub measurement_max_age: Duration,
+    /// How the authority measures relays' bandwidth (`None`: it does not, and votes no
+    /// measurements).
+    pub(crate) measure: Option<bandwidth_scan::MeasureConfig>,
+    /// How it checks exits (`None`: it does not, and never votes BadExit).
+    pub(crate) exit_checks: Option<exit_check::ExitCheckConfig>,
 }
 
 impl AuthorityConfig {
+    /// Measurement and exit checks at the pace of a local test network (rounds about once a
+    /// period, small transfers), or off.
+    pub fn test_network_probes(&mut self, measure: bool, check_exits: bool) {
+        self.measure = measure.then(|| {
+            let mut m = bandwidth_scan::MeasureConfig::for_test_network();
+            m.min_round = self.period;
+            m
+        });
+        self.exit_checks = check_exits.then(exit_check::ExitCheckConfig::for_test_network);
+    }
+
+    /// Turns the (public-network) probes off where asked.
+    pub fn keep_probes(&mut self, measure: bool, check_exits: bool) {
+        if !measure {
+            self.measure = None;
+        }
+        if !check_exits {
+            self.exit_checks = None;
+        }
+    }
+
+    /// Where the exit-check server listens, which is also the address exits are asked to
+    /// reach (exits' policies must allow it: port 80 or 443 reaches most).
+    pub fn set_exit_check_server(&mut self, listen: std::net::SocketAddr) {
+        if let Some(c) = &mut self.exit_checks {
+            c.server = Some(listen);
+        }
+    }
+
     /// Defaults for a public network: 1-hour periods, one upload per minute, two relays per
-    /// address and four per /24, measurements voted for three days.
+    /// address and four per /24, bandwidth measured continuously and voted for three days,
+    /// exits checked hourly.
     pub fn new(authorities: Vec<AuthorityInfo>) -> Self {
         AuthorityConfig {
             authorities,
@@ -94,6 +127,8 @@ impl AuthorityConfig {
             sybil: SybilLimits::default(),
             reject: RejectList::default(),
             measurement_max_age: Duration::from_secs(3 * 86_400),
+            measure: Some(bandwidth_scan::MeasureConfig::default()),
+            exit_checks: Some(exit_check::ExitCheckConfig::default()),
         }
     }
 }
@@ -147,6 +182,7 @@ impl Authority {
         });
         tokio::spawn(Arc::clone(&auth).schedule());
         tokio::spawn(Arc::clone(&auth).recheck_loop());
+        auth.start_probes();
         auth
     }
 

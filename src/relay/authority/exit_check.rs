@@ -476,6 +476,7 @@ mod tests {
             limits: RelayLimits::default(),
             exit,
             clock: Clock::system(),
+            bandwidth: None,
         };
         let keys = RelayKeys::generate(&config.clock);
         relay::start(config, keys).await.unwrap()

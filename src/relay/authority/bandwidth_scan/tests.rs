@@ -70,6 +70,7 @@ async fn start_relay(clock: &Clock) -> RelayHandle {
             limits: RelayLimits::default(),
             exit: None,
             clock: clock.clone(),
+            bandwidth: None,
         },
         RelayKeys::generate(clock),
     )
