@@ -41,7 +41,7 @@ pub enum DirRequest {
         blinded_key: [u8; 32],
     },
     /// `len` bytes of filler for a bandwidth measurement the answering authority runs
-    /// itself (`docs/measurement.md`); refused unless `token` is one it issued for a
+    /// itself (`docs/protocol.md` §6.15.1); refused unless `token` is one it issued for a
     /// measurement in progress. `len` is 1 ..= [`MAX_MEASUREMENT_CHUNK`].
     GetMeasurement {
         /// The authority's own secret for this measurement.

@@ -1,4 +1,4 @@
-//! The authority's bandwidth scanner (`docs/measurement.md`): it measures each relay's
+//! The authority's bandwidth scanner (`docs/protocol.md` §6.15.1): it measures each relay's
 //! capacity through a two-hop circuit [target relay, this authority], downloading filler
 //! from its own directory service (GET_MEASUREMENT), in rounds over every relay.
 //!
@@ -62,13 +62,13 @@ pub(crate) struct MeasureConfig {
 }
 
 impl Default for MeasureConfig {
-    /// Public-network values (`docs/measurement.md` gives the round time they imply).
+    /// Public-network values (`docs/protocol.md` §6.15.1 gives the round time they imply).
     fn default() -> Self {
         MeasureConfig {
             initial_bytes: 64 * 1024,
             max_bytes: 16 * 1024 * 1024,
             min_duration: Duration::from_secs(5),
-            parallel: 4,
+            parallel: 12,
             step_timeout: Duration::from_secs(15),
             transfer_timeout: Duration::from_secs(45),
             round_pause: Duration::ZERO,

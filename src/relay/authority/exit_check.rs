@@ -4,11 +4,10 @@
 //! The circuit is two hops, [this authority's own relay, the exit], so no third relay can
 //! drop or corrupt cells and frame an honest exit: whatever goes wrong happened at the
 //! exit or between it and the check server. Each check sends a fresh nonce, so an exit
-//! cannot replay an answer it saw before (docs/exit_checks.md).
+//! cannot replay an answer it saw before (docs/protocol.md §6.15.2).
 
 // The authority's vote code (issue 18's BadExit) is what calls into this; until it is
 // merged, only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -1,6 +1,6 @@
 //! The exit check's target: a small TCP server the authority runs itself. A client sends a
 //! 32-byte nonce and gets [`CHECK_LEN`] bytes that only this server (and the scanner in the
-//! same process) can compute, then the connection closes (docs/exit_checks.md).
+//! same process) can compute, then the connection closes (docs/protocol.md §6.15.2).
 //!
 //! The content is a ChaCha20 keystream under a key derived from a per-server secret and
 //! the nonce: an exit cannot produce it without the secret, and a fresh nonce per check
@@ -8,7 +8,6 @@
 
 // Used by exit_check.rs, which the authority's vote code (issue 18's BadExit) calls into;
 // until that is merged, only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,7 +96,10 @@ impl Default for CheckServerLimits {
 pub(crate) struct ExitCheckServer {
     addr: SocketAddr,
     secret: CheckSecret,
+    /// Read only by the tests' [`ExitCheckServer::active`].
+    #[cfg_attr(not(test), allow(dead_code))]
     slots: Arc<Semaphore>,
+    #[cfg_attr(not(test), allow(dead_code))]
     limits: CheckServerLimits,
     task: JoinHandle<()>,
 }
@@ -144,6 +146,7 @@ impl ExitCheckServer {
     }
 
     /// Connections being served now.
+    #[cfg(test)]
     pub(crate) fn active(&self) -> usize {
         self.limits
             .max_connections

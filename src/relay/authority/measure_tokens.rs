@@ -1,5 +1,5 @@
 //! The tokens that let an authority's own bandwidth scanner download filler from the
-//! authority (GET_MEASUREMENT, `docs/measurement.md`). Only a token the scanner issued in
+//! authority (GET_MEASUREMENT, `docs/protocol.md` §6.15.1). Only a token the scanner issued in
 //! this process, for a measurement in progress, is answered; anyone else is refused, so no
 //! client can make an authority send bulk data.
 
@@ -77,6 +77,7 @@ impl MeasureTokens {
     }
 
     /// Tokens live now (expired ones count until the next `issue` sweeps them).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         lock(&self.grants).len()
     }

@@ -1,0 +1,248 @@
+//! BadExit, tried by the attacker: exit operators control their software, so two exits of
+//! this network relay traffic through a connector of their own making, one rewriting a
+//! byte of every answer and one cutting every answer short. The authority's exit checks
+//! fetch known content through each exit; within a bounded number of periods both get
+//! BadExit, the honest exit never does, and a client no longer exits through them: every
+//! fetch arrives whole.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allium::client::{Client, ClientConfig};
+use allium::crypto::IdentityPublic;
+use allium::dir::path::{select_exit, PathTarget};
+use allium::dir::{Consensus, RelayFlags, UncheckedConsensus};
+use allium::relay::ExitConnector;
+use allium::testnet::{TestNet, TestNetConfig};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PERIOD: Duration = Duration::from_secs(6);
+
+/// A malicious operator's exit connector: its own proxy between the exit and every
+/// destination, flipping the answer's byte at `flip_at` or ending it after `cut_after`.
+#[derive(Debug)]
+struct Meddler {
+    flip_at: Option<usize>,
+    cut_after: Option<usize>,
+}
+
+impl ExitConnector for Meddler {
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+        let (flip_at, cut_after) = (self.flip_at, self.cut_after);
+        Box::pin(async move {
+            let up = TcpStream::connect(addr).await?;
+            let proxy = TcpListener::bind("127.0.0.1:0").await?;
+            let local = proxy.local_addr()?;
+            tokio::spawn(async move {
+                let Ok((down, _)) = proxy.accept().await else {
+                    return;
+                };
+                let (mut down_r, mut down_w) = down.into_split();
+                let (mut up_r, mut up_w) = up.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
+                    let _ = up_w.shutdown().await;
+                });
+                let mut seen = 0;
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match up_r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &mut buf[..n];
+                    if let Some(f) = flip_at.filter(|f| (seen..seen + n).contains(f)) {
+                        chunk[f - seen] ^= 0x01;
+                    }
+                    if let Some(c) = cut_after.filter(|c| seen + n >= *c) {
+                        let _ = down_w.write_all(&chunk[..c - seen]).await;
+                        break;
+                    }
+                    if down_w.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                    seen += n;
+                }
+                let _ = down_w.shutdown().await;
+            });
+            TcpStream::connect(local).await
+        })
+    }
+}
+
+/// A web server answering every connection with `body`.
+async fn server(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(&body).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn consensus_of(net: &TestNet) -> Option<Consensus> {
+    let trusted: Vec<_> = net.authority_info.iter().map(|a| a.identity).collect();
+    let bytes = net.authorities.first()?.1.current_consensus()?;
+    UncheckedConsensus::parse(&bytes)
+        .ok()?
+        .verify(&trusted, allium::clock::now_unix())
+        .ok()
+}
+
+fn bad(c: &Consensus, id: &IdentityPublic) -> bool {
+    c.relay(id).is_some_and(|e| e.has(RelayFlags::BAD_EXIT))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them() {
+    let rewriter: Arc<dyn ExitConnector> = Arc::new(Meddler {
+        flip_at: Some(1000),
+        cut_after: None,
+    });
+    let cutter: Arc<dyn ExitConnector> = Arc::new(Meddler {
+        flip_at: None,
+        cut_after: Some(4096),
+    });
+    let cfg = TestNetConfig {
+        authorities: 1,
+        relays: 5,
+        exits: 3,
+        period: PERIOD,
+        check_exits: true,
+        exit_connectors: vec![(0, rewriter), (1, cutter)],
+        ..TestNetConfig::default()
+    };
+    let net = TestNet::start(&cfg).await.unwrap();
+    let started = Instant::now();
+    net.wait_for_consensus(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A client already using the network, whose current circuit goes through a meddling
+    // exit (found by fetching on fresh circuits until an answer comes back wrong; the
+    // exits are not flagged yet).
+    let early = Client::bootstrap(ClientConfig::new(net.authority_info.clone()))
+        .await
+        .unwrap();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let addr = server(body.clone()).await;
+    let get = |client: Client| async move {
+        let mut s = client.connect(&addr.to_string()).await.unwrap();
+        s.write_all(b"GET /\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got).await;
+        got
+    };
+    let mut through_meddler = false;
+    for _ in 0..20 {
+        early.new_identity().await;
+        if Sha256::digest(get(early.clone()).await) != Sha256::digest(&body) {
+            through_meddler = true;
+            break;
+        }
+    }
+    assert!(
+        through_meddler,
+        "no fresh circuit went through a meddling exit"
+    );
+    let fetch = |client: Client| {
+        let body = body.clone();
+        async move {
+            let got = get(client).await;
+            assert_eq!(got.len(), body.len(), "a fetch was cut short");
+            assert_eq!(
+                Sha256::digest(&got),
+                Sha256::digest(&body),
+                "a fetch was altered"
+            );
+        }
+    };
+    let (rewriting, cutting, honest) = (
+        net.relays[0].identity(),
+        net.relays[1].identity(),
+        net.relays[2].identity(),
+    );
+
+    // Bounded: both caught within 6 periods of the network's start; the honest exit is
+    // never flagged in any consensus seen meanwhile.
+    let deadline = started + 6 * PERIOD;
+    let caught = loop {
+        if let Some(c) = consensus_of(&net) {
+            assert!(!bad(&c, &honest), "the honest exit was flagged BadExit");
+            if bad(&c, &rewriting) && bad(&c, &cutting) {
+                break c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the meddling exits were not both BadExit within 6 periods"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "both meddling exits BadExit {:.1} s ({:.1} periods) after the network started",
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() / PERIOD.as_secs_f64()
+    );
+    assert!(caught.relay(&honest).unwrap().flags.usable_exit());
+
+    // Path selection never picks them as exits again ...
+    let mut rng = rand::rng();
+    let target = PathTarget {
+        port: 80,
+        addr: None,
+    };
+    for _ in 0..500 {
+        let e = select_exit(&caught, &target, &mut rng).unwrap();
+        assert_eq!(e.identity, honest);
+    }
+
+    // ... the client that was already running stops using them once it has the new
+    // consensus (its circuit through a BadExit takes no new streams) ...
+    let learned = Instant::now() + 3 * PERIOD;
+    loop {
+        // Directory caches may still serve the previous consensus for a moment.
+        let c = early.refresh_consensus().await.unwrap();
+        if bad(&c, &rewriting) && bad(&c, &cutting) {
+            break;
+        }
+        assert!(
+            Instant::now() < learned,
+            "the running client never learned of the BadExits"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for _ in 0..4 {
+        fetch(early.clone()).await;
+    }
+    // ... and a new client's fetches, each on a fresh circuit, all arrive whole.
+    let client = Client::bootstrap(ClientConfig::new(net.authority_info.clone()))
+        .await
+        .unwrap();
+    assert!(bad(&client.consensus().unwrap(), &rewriting));
+    for _ in 0..8 {
+        client.new_identity().await;
+        fetch(client.clone()).await;
+    }
+    assert!(!bad(&consensus_of(&net).unwrap(), &honest));
+    net.shutdown().await;
+}
