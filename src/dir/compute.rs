@@ -30,18 +30,25 @@ impl Default for ConsensusParams {
 /// its descriptor carries much traffic before the authorities have measured it.
 pub(crate) const UNMEASURED_BANDWIDTH: u64 = 20_000;
 
-/// A relay's `(weight, measured)` from the votes listing it: the low median of the
-/// measurements if a strict majority of those votes carry one, capped by the relay's
-/// `declared` bandwidth; otherwise [`UNMEASURED_BANDWIDTH`] capped the same way. The low
-/// median means a minority of authorities inflating (or deflating) a figure cannot move it
-/// outside the honest authorities' range.
-fn weight(entries: &[&VerifiedVoteEntry], declared: u64) -> (u64, bool) {
-    let mut measured: Vec<u64> = entries.iter().filter_map(|e| e.measured).collect();
-    measured.sort_unstable();
-    match low_median(&measured) {
-        Some(m) if measured.len() >= majority(entries.len()) => (m.min(declared), true),
-        _ => (UNMEASURED_BANDWIDTH.min(declared), false),
+/// A relay's `(weight, measured)` from the `k` votes listing it: it is measured iff at
+/// least `maj(k)` of them carry a measurement; its weight is then the low median over **all
+/// `k` votes**, a vote without a measurement counting as [`UNMEASURED_BANDWIDTH`], capped by
+/// the relay's `declared` bandwidth; otherwise `min(UNMEASURED_BANDWIDTH, declared)`.
+/// Taking the median over every listing vote (not only those that measured) means a
+/// minority of authorities cannot set the figure, even for a relay that refuses the
+/// honest authorities' probes: the low median lies within the honest votes' range.
+fn weight(votes: &[Option<u64>], declared: u64) -> (u64, bool) {
+    let measured = votes.iter().filter(|m| m.is_some()).count();
+    if measured < majority(votes.len()) {
+        return (UNMEASURED_BANDWIDTH.min(declared), false);
     }
+    let mut all: Vec<u64> = votes
+        .iter()
+        .map(|m| m.unwrap_or(UNMEASURED_BANDWIDTH))
+        .collect();
+    all.sort_unstable();
+    let median = low_median(&all).unwrap_or(UNMEASURED_BANDWIDTH);
+    (median.min(declared), true)
 }
 
 /// Strict majority of `n`.
@@ -141,7 +148,8 @@ pub fn compute_consensus(
             flags.set(RelayFlags::EXIT, false);
         }
         let d = &chosen.descriptor;
-        let (bandwidth, measured) = weight(&entries, d.bandwidth);
+        let votes: Vec<Option<u64>> = entries.iter().map(|e| e.measured).collect();
+        let (bandwidth, measured) = weight(&votes, d.bandwidth);
         relays.push(ConsensusEntry {
             identity,
             onion_cert: d.onion_cert.clone(),
@@ -165,4 +173,47 @@ pub fn compute_consensus(
     };
     body.check()?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{weight, UNMEASURED_BANDWIDTH};
+
+    const TB: u64 = 1_000_000_000_000;
+
+    #[test]
+    fn a_minority_of_authorities_cannot_set_a_weight() {
+        // Five authorities; the relay refuses the probes of two honest ones, and two
+        // colluding ones vote 1 TB/s for it.
+        // The median lands on the one honest measurement.
+        let votes = [Some(1_000_000), Some(TB), Some(TB), None, None];
+        assert_eq!(weight(&votes, TB), (1_000_000, true));
+        // Three honest measurements outvote two lies either way.
+        let votes = [
+            Some(1_000_000),
+            Some(1_100_000),
+            Some(900_000),
+            Some(TB),
+            Some(TB),
+        ];
+        assert_eq!(weight(&votes, TB), (1_100_000, true));
+        let votes = [
+            Some(1_000_000),
+            Some(1_100_000),
+            Some(900_000),
+            Some(1),
+            Some(1),
+        ];
+        assert_eq!(weight(&votes, TB), (900_000, true));
+    }
+
+    #[test]
+    fn the_declaration_only_caps_and_unmeasured_relays_weigh_little() {
+        assert_eq!(weight(&[Some(5_000_000)], 1_000_000), (1_000_000, true));
+        assert_eq!(
+            weight(&[None, None, Some(TB)], TB),
+            (UNMEASURED_BANDWIDTH, false)
+        );
+        assert_eq!(weight(&[None], 5_000), (5_000, false));
+    }
 }

@@ -303,12 +303,14 @@ impl Authority {
             clock: self.relay.clock.clone(),
             ..LinkConfig::default()
         };
+        // Only the preferred (first) address counts: it is where the relay must prove its
+        // identity, what the Sybil limits count and where probes go, so a relay cannot
+        // list someone else's address to use up that address's limit.
         let mut ok = false;
-        for addr in addrs {
-            if let Ok(chan) = link::connect(addr, &vk, None, &cfg).await {
+        if let Some(addr) = addrs.first() {
+            if let Ok(chan) = link::connect(*addr, &vk, None, &cfg).await {
                 chan.sender.close();
                 ok = true;
-                break;
             }
         }
         let now = self.now();

@@ -180,12 +180,19 @@ async fn run_round(
     let mut seen = HashSet::new();
     let mut tally = Tally::default();
     let mut running = JoinSet::new();
-    let report = |done: Option<(IdentityPublic, Option<ExitCheck>)>, tally: &mut Tally| {
+    let turned_away_before = server.turned_away();
+    // Failures are held to the end of the round: see `failures_count`.
+    let mut failures: Vec<(IdentityPublic, ExitCheck)> = Vec::new();
+    let mut report = |done: Option<(IdentityPublic, Option<ExitCheck>)>, tally: &mut Tally| {
         // `None` inside: our own first hop failed, nothing learned about the exit.
         if let Some((id, Some(check))) = done {
             debug!(exit = %id, ?check, "exit checks: checked");
             tally.add(&check);
-            record(id, check);
+            if matches!(check, ExitCheck::Failed(_)) {
+                failures.push((id, check));
+            } else {
+                record(id, check);
+            }
         }
     };
     for (id, relay, policy) in exits {
@@ -209,7 +216,30 @@ async fn run_round(
     while let Some(done) = running.join_next().await {
         report(done.ok(), &mut tally);
     }
+    let turned_away = server.turned_away().saturating_sub(turned_away_before);
+    if failures_count(&tally, turned_away) {
+        for (id, check) in failures {
+            record(id, check);
+        }
+    } else {
+        warn!(
+            failed = tally.failed,
+            turned_away,
+            "exit checks: most checks failed or the check server was full: not counted against the exits"
+        );
+    }
     tally
+}
+
+/// Whether a round's failed checks count against the exits. A failure is weak evidence (an
+/// overloaded honest exit fails too), and anyone can cause failures by keeping the check
+/// server busy, or by overloading this authority's relay: so failures count only if the
+/// server turned no connection away during the round and at most half of the checks made
+/// failed (when most exits fail at once, the fault is most likely on our side). Altered
+/// content is proof and always counts.
+fn failures_count(tally: &Tally, turned_away: u64) -> bool {
+    let made = tally.passed + tally.tampered + tally.failed;
+    turned_away == 0 && (tally.failed <= 1 || tally.failed * 2 <= made)
 }
 
 /// Checks one exit: `None` if the failure was on our side (our own first hop), which says
@@ -760,5 +790,29 @@ mod tests {
         assert_eq!(a, "[::1]:9001".parse().unwrap());
         let a = own_address("192.0.2.1:9001".parse().unwrap());
         assert_eq!(a, "192.0.2.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn failures_count_only_in_a_round_that_does_not_point_at_us() {
+        let tally = |passed, tampered, failed| Tally {
+            passed,
+            tampered,
+            failed,
+            not_applicable: 0,
+        };
+        assert!(failures_count(&tally(5, 0, 1), 0));
+        assert!(failures_count(&tally(2, 0, 2), 0));
+        assert!(
+            failures_count(&tally(0, 0, 1), 0),
+            "one lone exit failing counts"
+        );
+        assert!(
+            !failures_count(&tally(1, 0, 3), 0),
+            "most exits failing: our fault"
+        );
+        assert!(
+            !failures_count(&tally(9, 0, 1), 1),
+            "the server turned someone away"
+        );
     }
 }

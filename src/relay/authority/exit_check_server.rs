@@ -9,8 +9,10 @@
 // Used by exit_check.rs, which the authority's vote code (issue 18's BadExit) calls into;
 // until that is merged, only the tests do.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};
@@ -23,6 +25,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::debug;
 use zeroize::Zeroizing;
+
+use crate::sync::lock;
 
 /// Bytes of the nonce a check sends.
 pub(crate) const NONCE_LEN: usize = 32;
@@ -77,6 +81,8 @@ pub(crate) struct CheckServerLimits {
     pub nonce_timeout: Duration,
     /// Time to send the whole answer (a client that does not read is dropped).
     pub send_timeout: Duration,
+    /// Connections one address may hold at once (exits are checked a few at a time).
+    pub per_address: usize,
 }
 
 impl Default for CheckServerLimits {
@@ -86,6 +92,7 @@ impl Default for CheckServerLimits {
             max_connections: 32,
             nonce_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
+            per_address: 4,
         }
     }
 }
@@ -101,6 +108,8 @@ pub(crate) struct ExitCheckServer {
     slots: Arc<Semaphore>,
     #[cfg_attr(not(test), allow(dead_code))]
     limits: CheckServerLimits,
+    /// Connections closed unserved (server full, or their address over its share).
+    turned_away: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -120,17 +129,20 @@ impl ExitCheckServer {
         let addr = listener.local_addr()?;
         let secret = CheckSecret::random();
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let turned_away = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             secret.clone(),
             Arc::clone(&slots),
             limits,
+            Arc::clone(&turned_away),
         ));
         Ok(ExitCheckServer {
             addr,
             secret,
             slots,
             limits,
+            turned_away,
             task,
         })
     }
@@ -138,6 +150,11 @@ impl ExitCheckServer {
     /// The address the server listens on (what exits are asked to connect to).
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections closed unserved since the server started.
+    pub(crate) fn turned_away(&self) -> u64 {
+        self.turned_away.load(Ordering::Relaxed)
     }
 
     /// The content this server answers to `nonce`.
@@ -155,15 +172,50 @@ impl ExitCheckServer {
     }
 }
 
+/// One connection's hold on its peer address's share of the slots.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = lock(peers);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: Arc::clone(peers),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = lock(&self.peers);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     secret: CheckSecret,
     slots: Arc<Semaphore>,
     limits: CheckServerLimits,
+    turned_away: Arc<AtomicU64>,
 ) {
+    let peers: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Typically EMFILE under a flood; back off briefly.
                 debug!("exit check server: accept failed: {e}");
@@ -171,8 +223,17 @@ async fn accept_loop(
                 continue;
             }
         };
+        // One address may hold a few slots, not all: a flood from one host cannot make
+        // every exit's check fail.
+        let Some(per_peer) = PeerSlot::take(&peers, peer.ip(), limits.per_address) else {
+            turned_away.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            // Every slot is taken: close at once rather than queue.
+            // Every slot is taken: close at once rather than queue (and say so: the
+            // checker does not blame exits for failures in such a round).
+            turned_away.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         };
@@ -182,6 +243,7 @@ async fn accept_loop(
                 debug!("exit check server: connection ended: {why}");
             }
             drop(permit);
+            drop(per_peer);
         });
     }
 }
@@ -326,5 +388,39 @@ mod tests {
         let mut first = held.remove(0);
         first.write_all(&nonce).await.unwrap();
         assert_eq!(read_all(&mut first).await, server.expected(&nonce));
+    }
+
+    /// The attacker keeps connections open from one address to make every exit's check
+    /// fail: it gets `per_address` slots, the rest of the server stays free for exits, and
+    /// every connection turned away is counted (the checker then blames no exit).
+    #[tokio::test]
+    async fn one_address_cannot_take_every_slot() {
+        let limits = CheckServerLimits {
+            max_connections: 8,
+            per_address: 2,
+            nonce_timeout: NO_HANG,
+            ..CheckServerLimits::default()
+        };
+        let server = server(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(TcpStream::connect(server.local_addr()).await.unwrap());
+        }
+        let deadline = tokio::time::Instant::now() + NO_HANG;
+        while server.turned_away() < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "extra connections not turned away"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(server.active(), 2);
+        // Another address (an exit) is still served.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut exit = socket.connect(server.local_addr()).await.unwrap();
+        let nonce = [7u8; NONCE_LEN];
+        exit.write_all(&nonce).await.unwrap();
+        assert_eq!(read_all(&mut exit).await, server.expected(&nonce));
     }
 }

@@ -94,9 +94,11 @@ pub(super) fn vote_entries(
             .then(b.effective.cmp(&a.effective))
             .then(b.uptime.cmp(&a.uptime))
     });
+    // Only the preferred address, the one the authority reached the relay at: the others
+    // are unverified, and counting them would let a relay fill another's limit.
     let addrs: Vec<&[std::net::SocketAddr]> = candidates
         .iter()
-        .map(|c| &c.known.descriptor.addrs[..])
+        .map(|c| c.known.descriptor.addrs.get(..1).unwrap_or_default())
         .collect();
     let admitted = sybil::admit(&addrs, rules.sybil);
     for (c, ok) in candidates.iter_mut().zip(admitted) {
