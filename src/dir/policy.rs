@@ -374,12 +374,29 @@ impl ExitPolicy {
     }
 }
 
+/// Whether `ip` is a public address: outside every special-purpose range (private,
+/// loopback, link-local, multicast, documentation, ...).
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    let width = Prefix::width(ip.is_ipv6());
+    !Prefix::of(ip, width).covered_by(&special_prefixes(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn public_addresses_are_told_from_special_ones() {
+        for ip in ["203.0.113.1", "10.1.2.3", "127.0.0.1", "::1", "fe80::1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

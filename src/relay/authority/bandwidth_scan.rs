@@ -19,7 +19,7 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{
@@ -72,7 +72,8 @@ impl Default for MeasureConfig {
             step_timeout: Duration::from_secs(15),
             transfer_timeout: Duration::from_secs(45),
             round_pause: Duration::ZERO,
-            min_round: Duration::from_secs(60),
+            // At most one measurement per relay per hour, however small the network.
+            min_round: Duration::from_secs(3600),
         }
     }
 }
@@ -82,9 +83,9 @@ impl MeasureConfig {
     pub(crate) fn for_test_network() -> Self {
         MeasureConfig {
             initial_bytes: 16 * 1024,
-            max_bytes: 4 * 1024 * 1024,
+            max_bytes: 1024 * 1024,
             min_duration: Duration::from_secs(1),
-            parallel: 2,
+            parallel: 4,
             step_timeout: Duration::from_secs(5),
             transfer_timeout: Duration::from_secs(20),
             round_pause: Duration::ZERO,
@@ -319,6 +320,9 @@ impl Scanner {
         let mut queue = list.into_iter();
         let mut running = JoinSet::new();
         let mut recorded = 0;
+        let mut measured = 0usize;
+        // Failures are held to the end of the round (see `failures_count`).
+        let mut failures: Vec<(IdentityPublic, ProbeOutcome)> = Vec::new();
         loop {
             while running.len() < self.cfg.parallel.max(1) {
                 let Some((id, target)) = queue.next() else {
@@ -330,17 +334,42 @@ impl Scanner {
             match running.join_next().await {
                 Some(Ok((id, Ok(outcome)))) => {
                     debug!(?outcome, "authority: bandwidth measurement");
-                    record(id, outcome);
-                    recorded += 1;
+                    if matches!(outcome, ProbeOutcome::Measured { .. }) {
+                        record(id, outcome);
+                        recorded += 1;
+                        measured += 1;
+                    } else {
+                        failures.push((id, outcome));
+                    }
                 }
                 Some(Ok((_, Err(e)))) => info!("authority: a bandwidth measurement not made: {e}"),
                 Some(Err(e)) => info!("authority: a bandwidth measurement task failed: {e}"),
                 None => break,
             }
         }
+        if failures_count(measured, failures.len()) {
+            recorded += failures.len();
+            for (id, outcome) in failures {
+                record(id, outcome);
+            }
+        } else {
+            warn!(
+                failed = failures.len(),
+                measured,
+                "authority: most bandwidth probes failed this round: not counted against the relays"
+            );
+        }
         debug!(total, recorded, "authority: bandwidth round done");
         recorded
     }
+}
+
+/// Whether a round's failed probes count against the relays. Every probe also runs through
+/// this authority (the circuit's second hop): when most of a round's probes fail at once,
+/// the fault is most likely ours (overloaded, a clock jump that expired the tokens), so
+/// none of them counts.
+pub(crate) fn failures_count(measured: usize, failed: usize) -> bool {
+    failed <= 1 || failed * 2 <= measured + failed
 }
 
 /// One GET_MEASUREMENT of `len` bytes on `stream`: the body is read and dropped in small

@@ -200,7 +200,16 @@ async fn run_round(
             continue;
         }
         if !policy.allows_ip(target.ip(), target.port()) {
-            report(Some((id, Some(ExitCheck::NotApplicable))), &mut tally);
+            // An exit that serves the port to the public Internet but carves out the check
+            // server refuses the check: evasion, not an honest gap in its policy.
+            let check = if policy.allows_port_to_public(target.port())
+                && crate::dir::policy::is_public(target.ip())
+            {
+                ExitCheck::Failed("its policy excludes the check server alone".into())
+            } else {
+                ExitCheck::NotApplicable
+            };
+            report(Some((id, Some(check))), &mut tally);
             continue;
         }
         while running.len() >= cfg.parallel.max(1) {

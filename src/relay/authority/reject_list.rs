@@ -57,6 +57,11 @@ impl RejectList {
                 None => (s, None),
             };
             let net: IpAddr = addr.parse().map_err(|_| bad())?;
+            // Descriptors never carry IPv4-mapped addresses: such an entry would match
+            // nothing. Write the IPv4 address instead.
+            if matches!(net, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) {
+                return Err(bad());
+            }
             let (value, width) = bits(net);
             let len = len.unwrap_or(width);
             let host_bits = u32::from(width.saturating_sub(len));
@@ -121,6 +126,7 @@ mod tests {
             "192.0.2.1/24",
             "::1/129",
             "10.0.0.0/x",
+            "::ffff:192.0.2.7",
         ] {
             assert!(RejectList::parse(&[bad]).is_err(), "{bad:?}");
         }

@@ -102,9 +102,14 @@ impl Reputation {
     }
 
     /// The bandwidth to vote: the low median of the measurements taken since
-    /// `now − max_age`, `None` if there are none. The median of several rounds damps noise
+    /// `now − max_age`, `None` if there are none or the last two probes failed. The median of several rounds damps noise
     /// and a momentary load; the age limit forgets a relay's past capacity.
     pub(crate) fn measured_bandwidth(&self, now: u64, max_age: u64) -> Option<u64> {
+        // A relay that refuses its latest probes does not keep its old figure.
+        let mut latest = self.probes.iter().rev();
+        if let (Some(false), Some(false)) = (latest.next(), latest.next()) {
+            return None;
+        }
         let mut recent: Vec<u64> = self
             .measurements
             .iter()
@@ -185,5 +190,10 @@ mod tests {
         let mut f = Reputation::default();
         f.measured(10_000, 5);
         assert_eq!(f.measured_bandwidth(1_000, 500), None);
+        // A relay measured fast that then refuses its probes loses the figure after two.
+        r.probe_failed();
+        assert_eq!(r.measured_bandwidth(1_000, 500), Some(2_000));
+        r.probe_failed();
+        assert_eq!(r.measured_bandwidth(1_000, 500), None);
     }
 }
