@@ -137,3 +137,103 @@ pub(super) fn vote_entries(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::dir::sybil::SybilLimits;
+    use crate::dir::{ExitPolicy, UncheckedDescriptor};
+    use crate::relay::RelayKeys;
+    use std::net::SocketAddr;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn known(addrs: &[&str], measured: Option<u64>) -> (IdentityPublic, Known) {
+        let clock = Clock::simulated(UNIX_EPOCH + Duration::from_secs(NOW));
+        let keys = RelayKeys::generate(&clock);
+        let d = Descriptor {
+            identity: keys.identity(),
+            onion_cert: keys.onion_cert(),
+            addrs: addrs
+                .iter()
+                .map(|a| a.parse::<SocketAddr>().unwrap())
+                .collect(),
+            exit: false,
+            exit_policy: ExitPolicy::reject_all(),
+            bandwidth: 10_000_000,
+            family: Vec::new(),
+            version: "test".into(),
+            published: NOW,
+        };
+        let signed = d.sign(keys.identity_keypair()).unwrap();
+        let descriptor = UncheckedDescriptor::parse(&signed.to_bytes().unwrap())
+            .unwrap()
+            .verify(NOW, 300)
+            .unwrap();
+        let mut reputation = Reputation::default();
+        if let Some(bw) = measured {
+            reputation.measured(NOW, bw);
+        }
+        let k = Known {
+            signed,
+            descriptor,
+            running_since: Some(NOW - 100),
+            last_reachable: Some(NOW),
+            reputation,
+        };
+        (keys.identity(), k)
+    }
+
+    fn usable(entries: &[VoteEntry], id: &IdentityPublic) -> bool {
+        entries.iter().any(|e| {
+            e.descriptor
+                .parse_body()
+                .is_ok_and(|u| u.claimed_identity() == id)
+                && e.flags
+                    .contains(RelayFlags::RUNNING.union(RelayFlags::VALID))
+        })
+    }
+
+    fn vote(relays: &BTreeMap<IdentityPublic, Known>) -> Vec<VoteEntry> {
+        vote_entries(
+            relays,
+            &VoteRules {
+                now: NOW,
+                period: 3600,
+                flags: &FlagParams::default(),
+                sybil: SybilLimits::default(),
+                reject: &RejectList::default(),
+                measurement_max_age: 86_400,
+            },
+        )
+    }
+
+    /// The attacker lists a victim's address after its own, on two relays ranked above the
+    /// victim (measured faster): the victim's address must not fill up.
+    #[test]
+    fn a_relay_cannot_use_up_a_victims_address_by_listing_it() {
+        let (victim, v) = known(&["198.51.100.7:9001"], Some(1_000_000));
+        let (a1, k1) = known(&["203.0.113.1:9001", "198.51.100.7:9002"], Some(9_000_000));
+        let (a2, k2) = known(&["203.0.113.2:9001", "198.51.100.7:9003"], Some(9_000_000));
+        let relays: BTreeMap<_, _> = [(victim, v), (a1, k1), (a2, k2)].into_iter().collect();
+        let entries = vote(&relays);
+        assert!(usable(&entries, &victim));
+        assert!(usable(&entries, &a1) && usable(&entries, &a2));
+    }
+
+    /// Three relays on one address: the two measured fastest are the usable ones, and a
+    /// declaration alone buys no measured figure.
+    #[test]
+    fn the_fastest_measured_relays_of_an_address_are_usable() {
+        let (slow, s) = known(&["198.51.100.9:1"], Some(100_000));
+        let (fast1, f1) = known(&["198.51.100.9:2"], Some(5_000_000));
+        let (fast2, f2) = known(&["198.51.100.9:3"], Some(4_000_000));
+        let relays: BTreeMap<_, _> = [(slow, s), (fast1, f1), (fast2, f2)].into_iter().collect();
+        let entries = vote(&relays);
+        assert!(usable(&entries, &fast1) && usable(&entries, &fast2));
+        assert!(!usable(&entries, &slow));
+        assert!(entries.iter().all(|e| e.measured.is_some()));
+    }
+}
