@@ -127,7 +127,7 @@ fn weights(c: &Consensus, net: &ProcNet) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_lying_about_its_bandwidth_gets_its_measured_share() {
-    let dir = procnet::emit("bwlies", 1, RELAYS, 2, 8);
+    let dir = procnet::emit("bwlies", 1, RELAYS, 2, 6);
     for i in 1..=RELAYS {
         add_to_relay(
             &dir,
