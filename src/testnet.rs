@@ -5,6 +5,10 @@
 //! processes, decides that it is ready: every directory server serves a consensus that
 //! lists every relay started.
 
+mod meddling_exit;
+
+pub use meddling_exit::MeddlingExit;
+
 use crate::clock::Clock;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -422,6 +426,16 @@ impl TestNet {
     /// serves a consensus listing every relay ([`wait_until_listed`]). Returns that
     /// consensus, or what each server that was not ready served.
     pub async fn wait_for_consensus(&self, limit: Duration) -> Result<Consensus, String> {
+        self.wait_for(limit, Want::Listed).await
+    }
+
+    /// Waits until every directory server serves a consensus listing every relay with a
+    /// measured bandwidth (the authorities must measure: [`TestNetConfig::measure`]).
+    pub async fn wait_for_measured(&self, limit: Duration) -> Result<Consensus, String> {
+        self.wait_for(limit, Want::Measured).await
+    }
+
+    async fn wait_for(&self, limit: Duration, want: Want) -> Result<Consensus, String> {
         let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
         let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
         // Every round is a connection to every server: with hour-long periods on a
@@ -434,27 +448,17 @@ impl TestNet {
             limit,
             &self.clock,
             poll,
-            Want::Listed,
+            want,
         )
         .await
     }
 
-    /// Waits until every directory server serves a consensus listing every relay with a
-    /// measured bandwidth (the authorities must measure: [`TestNetConfig::measure`]).
-    pub async fn wait_for_measured(&self, limit: Duration) -> Result<Consensus, String> {
-        let trusted: Vec<IdentityPublic> = self.authority_info.iter().map(|a| a.identity).collect();
-        let relays: Vec<IdentityPublic> = self.relays.iter().map(|r| r.identity()).collect();
-        let poll = POLL.max(self.config.period / 60);
-        poll_until_listed(
-            &self.dir_servers(),
-            &trusted,
-            &relays,
-            limit,
-            &self.clock,
-            poll,
-            Want::Measured,
-        )
-        .await
+    /// Makes the authorities start checking exits now, when the network was started without
+    /// (`check_exits: false`): for a test that needs malicious exits to run unflagged first.
+    pub fn start_exit_checks(&self) {
+        for (_, a) in &self.authorities {
+            a.start_test_network_exit_checks();
+        }
     }
 
     /// Relays listed in the first authority's consensus.

@@ -1,5 +1,5 @@
 //! BadExit, tried by the attacker: exit operators control their software, so two exits of
-//! this network relay traffic through a connector of their own making, one rewriting a
+//! this network relay traffic through a connector of their own making (`MeddlingExit`), one rewriting a
 //! byte of every answer and one cutting every answer short. The authority's exit checks
 //! fetch known content through each exit; within a bounded number of periods both get
 //! BadExit, the honest exit never does, and a client no longer exits through them: every
@@ -8,9 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::panic, clippy::indexing_slicing)]
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,67 +17,12 @@ use allium::crypto::IdentityPublic;
 use allium::dir::path::{select_exit, PathTarget};
 use allium::dir::{Consensus, RelayFlags, UncheckedConsensus};
 use allium::relay::ExitConnector;
-use allium::testnet::{TestNet, TestNetConfig};
+use allium::testnet::{MeddlingExit, TestNet, TestNetConfig};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const PERIOD: Duration = Duration::from_secs(6);
-
-/// A malicious operator's exit connector: its own proxy between the exit and every
-/// destination, flipping the answer's byte at `flip_at` or ending it after `cut_after`.
-#[derive(Debug)]
-struct Meddler {
-    flip_at: Option<usize>,
-    cut_after: Option<usize>,
-}
-
-impl ExitConnector for Meddler {
-    fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
-        let (flip_at, cut_after) = (self.flip_at, self.cut_after);
-        Box::pin(async move {
-            let up = TcpStream::connect(addr).await?;
-            let proxy = TcpListener::bind("127.0.0.1:0").await?;
-            let local = proxy.local_addr()?;
-            tokio::spawn(async move {
-                let Ok((down, _)) = proxy.accept().await else {
-                    return;
-                };
-                let (mut down_r, mut down_w) = down.into_split();
-                let (mut up_r, mut up_w) = up.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
-                    let _ = up_w.shutdown().await;
-                });
-                let mut seen = 0;
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let n = match up_r.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let chunk = &mut buf[..n];
-                    if let Some(f) = flip_at.filter(|f| (seen..seen + n).contains(f)) {
-                        chunk[f - seen] ^= 0x01;
-                    }
-                    if let Some(c) = cut_after.filter(|c| seen + n >= *c) {
-                        let _ = down_w.write_all(&chunk[..c - seen]).await;
-                        break;
-                    }
-                    if down_w.write_all(chunk).await.is_err() {
-                        break;
-                    }
-                    seen += n;
-                }
-                let _ = down_w.shutdown().await;
-            });
-            TcpStream::connect(local).await
-        })
-    }
-}
 
 /// A web server answering every connection with `body`.
 async fn server(body: Vec<u8>) -> SocketAddr {
@@ -115,11 +58,11 @@ fn bad(c: &Consensus, id: &IdentityPublic) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them() {
-    let rewriter: Arc<dyn ExitConnector> = Arc::new(Meddler {
+    let rewriter: Arc<dyn ExitConnector> = Arc::new(MeddlingExit {
         flip_at: Some(1000),
         cut_after: None,
     });
-    let cutter: Arc<dyn ExitConnector> = Arc::new(Meddler {
+    let cutter: Arc<dyn ExitConnector> = Arc::new(MeddlingExit {
         flip_at: None,
         cut_after: Some(4096),
     });
@@ -128,12 +71,12 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         relays: 5,
         exits: 3,
         period: PERIOD,
-        check_exits: true,
+        // Started below, once a client's circuit goes through a meddling exit.
+        check_exits: false,
         exit_connectors: vec![(0, rewriter), (1, cutter)],
         ..TestNetConfig::default()
     };
     let net = TestNet::start(&cfg).await.unwrap();
-    let started = Instant::now();
     net.wait_for_consensus(Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -164,6 +107,8 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         through_meddler,
         "no fresh circuit went through a meddling exit"
     );
+    net.start_exit_checks();
+    let started = Instant::now();
     let fetch = |client: Client| {
         let body = body.clone();
         async move {
@@ -182,8 +127,8 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         net.relays[2].identity(),
     );
 
-    // Bounded: both caught within 6 periods of the network's start; the honest exit is
-    // never flagged in any consensus seen meanwhile.
+    // Bounded: both caught within 6 periods of the checks' start; the honest exit is never
+    // flagged in any consensus seen meanwhile.
     let deadline = started + 6 * PERIOD;
     let caught = loop {
         if let Some(c) = consensus_of(&net) {
@@ -199,7 +144,7 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!(
-        "both meddling exits BadExit {:.1} s ({:.1} periods) after the network started",
+        "both meddling exits BadExit {:.1} s ({:.1} periods) after the checks started",
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() / PERIOD.as_secs_f64()
     );

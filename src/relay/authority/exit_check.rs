@@ -399,68 +399,9 @@ mod tests {
 
     const NO_HANG: Duration = Duration::from_secs(60);
 
-    /// An operator's connector that passes exit traffic through a proxy of its own, which
-    /// flips one byte of the answer at `flip_at` and/or closes it after `cut_after` bytes.
-    #[derive(Debug)]
-    struct Meddler {
-        flip_at: Option<usize>,
-        cut_after: Option<usize>,
-    }
-
-    impl ExitConnector for Meddler {
-        fn connect(
-            &self,
-            addr: SocketAddr,
-        ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
-            let (flip_at, cut_after) = (self.flip_at, self.cut_after);
-            Box::pin(async move {
-                let upstream = TcpStream::connect(addr).await?;
-                let proxy = TcpListener::bind("127.0.0.1:0").await?;
-                let local = proxy.local_addr()?;
-                tokio::spawn(async move {
-                    if let Ok((downstream, _)) = proxy.accept().await {
-                        meddle(downstream, upstream, flip_at, cut_after).await;
-                    }
-                });
-                TcpStream::connect(local).await
-            })
-        }
-    }
-
-    async fn meddle(
-        down: TcpStream,
-        up: TcpStream,
-        flip_at: Option<usize>,
-        cut_after: Option<usize>,
-    ) {
-        let (mut down_r, mut down_w) = down.into_split();
-        let (mut up_r, mut up_w) = up.into_split();
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
-            let _ = up_w.shutdown().await;
-        });
-        let mut seen = 0;
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = match up_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let chunk = &mut buf[..n];
-            if let Some(f) = flip_at.filter(|f| (seen..seen + n).contains(f)) {
-                chunk[f - seen] ^= 0x5a;
-            }
-            if let Some(c) = cut_after.filter(|c| seen + n >= *c) {
-                let _ = down_w.write_all(&chunk[..c - seen]).await;
-                break;
-            }
-            if down_w.write_all(chunk).await.is_err() {
-                break;
-            }
-            seen += n;
-        }
-        let _ = down_w.shutdown().await;
-    }
+    // An operator's connector that passes exit traffic through a proxy of its own, which
+    // flips one byte of the answer at `flip_at` and/or closes it after `cut_after` bytes.
+    use crate::testnet::MeddlingExit as Meddler;
 
     /// An operator's connector that remembers the first answer it carried and serves it
     /// again, from its own proxy, to every later connection (without the check server).

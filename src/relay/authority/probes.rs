@@ -13,7 +13,7 @@ use crate::proto::RelayTarget;
 use crate::sync::lock;
 
 use super::bandwidth_scan::{ProbeOutcome, Scanner};
-use super::exit_check::{run_exit_checks, ExitCheck};
+use super::exit_check::{run_exit_checks, ExitCheck, ExitCheckConfig};
 use super::{Authority, ExitVerdict};
 
 impl Authority {
@@ -92,32 +92,52 @@ impl Authority {
                 },
             ));
         }
-        if let Some(mut cfg) = self.config.exit_checks.clone() {
-            // A relay listening on a wildcard address serves the check on the address the
-            // network knows it by.
-            if cfg.server.is_none() && self.relay.listen_addr.ip().is_unspecified() {
-                cfg.server = Some(SocketAddr::new(own_addr.ip(), 0));
-            }
-            let (a, b) = (Arc::clone(self), Arc::clone(self));
-            tokio::spawn(run_exit_checks(
-                Arc::clone(&self.relay),
-                cfg,
-                move || {
-                    a.probe_targets()
-                        .into_iter()
-                        .filter_map(|(id, t, policy)| Some((id, t, policy?)))
-                        .collect()
-                },
-                move |id, check| {
-                    let verdict = match check {
-                        ExitCheck::Passed => ExitVerdict::Passed,
-                        ExitCheck::Tampered => ExitVerdict::Tampered,
-                        ExitCheck::Failed(_) => ExitVerdict::Failed,
-                        ExitCheck::NotApplicable => return,
-                    };
-                    b.record_exit_check(&id, verdict);
-                },
-            ));
+        if let Some(cfg) = self.config.exit_checks.clone() {
+            self.start_exit_checks(own_addr, cfg);
+        }
+    }
+
+    /// Starts checking exits with `cfg` (normally at start; a test network may start them
+    /// later, see `TestNet::start_exit_checks`).
+    pub(crate) fn start_exit_checks(
+        self: &Arc<Self>,
+        own_addr: SocketAddr,
+        mut cfg: ExitCheckConfig,
+    ) {
+        // A relay listening on a wildcard address serves the check on the address the
+        // network knows it by.
+        if cfg.server.is_none() && self.relay.listen_addr.ip().is_unspecified() {
+            cfg.server = Some(SocketAddr::new(own_addr.ip(), 0));
+        }
+        let (a, b) = (Arc::clone(self), Arc::clone(self));
+        tokio::spawn(run_exit_checks(
+            Arc::clone(&self.relay),
+            cfg,
+            move || {
+                a.probe_targets()
+                    .into_iter()
+                    .filter_map(|(id, t, policy)| Some((id, t, policy?)))
+                    .collect()
+            },
+            move |id, check| {
+                let verdict = match check {
+                    ExitCheck::Passed => ExitVerdict::Passed,
+                    ExitCheck::Tampered => ExitVerdict::Tampered,
+                    ExitCheck::Failed(_) => ExitVerdict::Failed,
+                    ExitCheck::NotApplicable => return,
+                };
+                b.record_exit_check(&id, verdict);
+            },
+        ));
+    }
+
+    /// Starts the test-network exit checks now, if they are not configured to run already.
+    pub fn start_test_network_exit_checks(self: &Arc<Self>) {
+        if self.config.exit_checks.is_some() {
+            return;
+        }
+        if let Some(own) = self.own_addr() {
+            self.start_exit_checks(own, ExitCheckConfig::for_test_network());
         }
     }
 }
