@@ -52,6 +52,10 @@ pub struct TestNetConfig {
     /// Rate limits of the relays (not the authorities): entry `i` applies to relay `i`
     /// (0-based, exits first); missing entries and `None` are unlimited.
     pub relay_bandwidth: Vec<Option<BandwidthLimit>>,
+    /// Resource limits of the relays: entry `i` applies to relay `i` (0-based, exits
+    /// first); missing entries and `None` are the defaults. (A test's unreliable relay:
+    /// `circuits_per_channel: 0` refuses every circuit.)
+    pub relay_limits: Vec<Option<RelayLimits>>,
     /// The authorities measure the relays' bandwidth (about one round per period); off by
     /// default, so tests that count circuits or bytes see only their own.
     pub measure: bool,
@@ -74,6 +78,7 @@ impl Default for TestNetConfig {
             key_dir: None,
             sybil: crate::dir::sybil::SybilLimits::UNLIMITED,
             relay_bandwidth: Vec::new(),
+            relay_limits: Vec::new(),
             measure: false,
             check_exits: false,
             exit_connectors: Vec::new(),
@@ -353,7 +358,13 @@ impl TestNet {
         let r = relay::start(
             RelayConfig {
                 listen,
-                limits: RelayLimits::default(),
+                limits: self
+                    .config
+                    .relay_limits
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default(),
                 exit,
                 clock: self.clock.clone(),
                 bandwidth: self.config.relay_bandwidth.get(i).copied().flatten(),
