@@ -56,7 +56,7 @@ pub struct TestNetConfig {
     /// first); missing entries and `None` are the defaults. (A test's unreliable relay:
     /// `circuits_per_channel: 0` refuses every circuit.)
     pub relay_limits: Vec<Option<RelayLimits>>,
-    /// The authorities measure the relays' bandwidth (about one round per period); off by
+    /// The authorities measure the relays' bandwidth (about two rounds per period); off by
     /// default, so tests that count circuits or bytes see only their own.
     pub measure: bool,
     /// The authorities check the exits (a round every 2 s); off by default.

@@ -10,28 +10,11 @@ use std::time::Duration;
 
 use allium::client::{Client, ClientConfig};
 use allium::testnet::{TestNet, TestNetConfig};
+use common::net::serve_body;
 use common::prereq;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-async fn server(body: Vec<u8>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut req = [0u8; 1024];
-                let _ = s.read(&mut req).await;
-                let _ = s.write_all(&body).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_authorities_publish_and_a_client_fetches_through_the_network() {
@@ -52,7 +35,7 @@ async fn three_authorities_publish_and_a_client_fetches_through_the_network() {
     let consensus = client.consensus().unwrap();
     assert_eq!(consensus.signers().len(), 3);
     let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-    let addr = server(body.clone()).await;
+    let addr = serve_body(body.clone()).await;
     let mut s = client.connect(&addr.to_string()).await.unwrap();
     s.write_all(b"GET /\r\n\r\n").await.unwrap();
     let mut got = Vec::new();

@@ -85,12 +85,12 @@ pub struct AuthorityConfig {
 }
 
 impl AuthorityConfig {
-    /// Measurement and exit checks at the pace of a local test network (rounds about once a
-    /// period, small transfers), or off.
+    /// Measurement and exit checks at the pace of a local test network (rounds about twice
+    /// a period, small transfers), or off.
     pub fn test_network_probes(&mut self, measure: bool, check_exits: bool) {
         self.measure = measure.then(|| {
             let mut m = bandwidth_scan::MeasureConfig::for_test_network();
-            m.min_round = self.period;
+            m.min_round = self.period / 2;
             m
         });
         self.exit_checks = check_exits.then(exit_check::ExitCheckConfig::for_test_network);

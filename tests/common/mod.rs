@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests (each test binary uses a different subset; a
 //! test file includes them with `mod common;`). Here: in-process relays on 127.0.0.1 and
 //! circuits through them. Submodules: directory fixtures (`dir`), onion-service fixtures
-//! (`onion`), prerequisites (`prereq`), networks of real processes (`procnet`).
+//! (`onion`), prerequisites (`prereq`), networks of real processes (`procnet`), in-process
+//! networks' web server and consensus (`net`).
 
 // Helpers shared by the test crates: `pub` for them, no API of anyone's.
 #![allow(unreachable_pub)]
@@ -9,6 +10,7 @@
 
 pub mod dir;
 pub mod documented;
+pub mod net;
 pub mod onion;
 pub mod prereq;
 pub mod procnet;

@@ -5,26 +5,14 @@
 //! Running and Valid (and so Stable and Guard), while the honest relays, probed the same way,
 //! never lose them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(clippy::panic, clippy::indexing_slicing)]
-
 use std::time::{Duration, Instant};
 
+use crate::common::net::authority_consensus;
 use allium::dir::path::USABLE;
-use allium::dir::{Consensus, UncheckedConsensus};
 use allium::relay::RelayLimits;
 use allium::testnet::{TestNet, TestNetConfig};
 
 const PERIOD: Duration = Duration::from_secs(6);
-
-fn consensus_of(net: &TestNet) -> Option<Consensus> {
-    let trusted: Vec<_> = net.authority_info.iter().map(|a| a.identity).collect();
-    let bytes = net.authorities.first()?.1.current_consensus()?;
-    UncheckedConsensus::parse(&bytes)
-        .ok()?
-        .verify(&trusted, allium::clock::now_unix())
-        .ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_refuses_circuits_loses_running_and_honest_ones_keep_it() {
@@ -54,7 +42,7 @@ async fn a_relay_that_refuses_circuits_loses_running_and_honest_ones_keep_it() {
         .collect();
     let deadline = started + 10 * PERIOD;
     let dropped = loop {
-        if let Some(c) = consensus_of(&net) {
+        if let Some(c) = authority_consensus(&net) {
             for h in &honest {
                 if let Some(e) = c.relay(h) {
                     assert!(

@@ -2,9 +2,6 @@
 //! are free, addresses are not; the authorities let at most two relays per address be usable
 //! and list the rest without Running and Valid, so clients never build through them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(clippy::panic, clippy::indexing_slicing)]
-
 use std::time::Duration;
 
 use allium::dir::path::USABLE;

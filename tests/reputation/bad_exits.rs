@@ -1,56 +1,24 @@
 //! BadExit, tried by the attacker: exit operators control their software, so two exits of
-//! this network relay traffic through a connector of their own making (`MeddlingExit`), one rewriting a
-//! byte of every answer and one cutting every answer short. The authority's exit checks
+//! this network relay traffic through a connector of their own making (`MeddlingExit`),
+//! one rewriting a byte of every answer and one cutting every answer short. The authority's exit checks
 //! fetch known content through each exit; within a bounded number of periods both get
 //! BadExit, the honest exit never does, and a client no longer exits through them: every
 //! fetch arrives whole.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(clippy::panic, clippy::indexing_slicing)]
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::net::{authority_consensus, serve_body};
 use allium::client::{Client, ClientConfig};
 use allium::crypto::IdentityPublic;
 use allium::dir::path::{select_exit, PathTarget};
-use allium::dir::{Consensus, RelayFlags, UncheckedConsensus};
+use allium::dir::{Consensus, RelayFlags};
 use allium::relay::ExitConnector;
 use allium::testnet::{MeddlingExit, TestNet, TestNetConfig};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const PERIOD: Duration = Duration::from_secs(6);
-
-/// A web server answering every connection with `body`.
-async fn server(body: Vec<u8>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut req = [0u8; 1024];
-                let _ = s.read(&mut req).await;
-                let _ = s.write_all(&body).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-fn consensus_of(net: &TestNet) -> Option<Consensus> {
-    let trusted: Vec<_> = net.authority_info.iter().map(|a| a.identity).collect();
-    let bytes = net.authorities.first()?.1.current_consensus()?;
-    UncheckedConsensus::parse(&bytes)
-        .ok()?
-        .verify(&trusted, allium::clock::now_unix())
-        .ok()
-}
 
 fn bad(c: &Consensus, id: &IdentityPublic) -> bool {
     c.relay(id).is_some_and(|e| e.has(RelayFlags::BAD_EXIT))
@@ -87,7 +55,7 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         .await
         .unwrap();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let addr = server(body.clone()).await;
+    let addr = serve_body(body.clone()).await;
     let get = |client: Client| async move {
         let mut s = client.connect(&addr.to_string()).await.unwrap();
         s.write_all(b"GET /\r\n\r\n").await.unwrap();
@@ -131,7 +99,7 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
     // flagged in any consensus seen meanwhile.
     let deadline = started + 6 * PERIOD;
     let caught = loop {
-        if let Some(c) = consensus_of(&net) {
+        if let Some(c) = authority_consensus(&net) {
             assert!(!bad(&c, &honest), "the honest exit was flagged BadExit");
             if bad(&c, &rewriting) && bad(&c, &cutting) {
                 break c;
@@ -188,6 +156,6 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         client.new_identity().await;
         fetch(client.clone()).await;
     }
-    assert!(!bad(&consensus_of(&net).unwrap(), &honest));
+    assert!(!bad(&authority_consensus(&net).unwrap(), &honest));
     net.shutdown().await;
 }

@@ -1,0 +1,38 @@
+//! In-process test networks: a web server to fetch from, and the consensus an authority
+//! serves.
+
+use std::net::SocketAddr;
+
+use allium::dir::{Consensus, UncheckedConsensus};
+use allium::testnet::TestNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A web server on 127.0.0.1 answering every connection (after its request) with `body`.
+pub async fn serve_body(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(&body).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// The consensus the first authority of `net` serves now, verified (None before the first).
+pub fn authority_consensus(net: &TestNet) -> Option<Consensus> {
+    let trusted: Vec<_> = net.authority_info.iter().map(|a| a.identity).collect();
+    let bytes = net.authorities.first()?.1.current_consensus()?;
+    UncheckedConsensus::parse(&bytes)
+        .ok()?
+        .verify(&trusted, allium::clock::now_unix())
+        .ok()
+}
