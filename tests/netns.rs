@@ -603,7 +603,23 @@ fn relay_cut_off_mid_transfer_is_noticed_and_circuits_rebuilt() {
         );
     }
     let path: Vec<usize> = rates.iter().take(3).map(|&(_, i)| i).collect();
-    let conns: Vec<Vec<Conn>> = relays.iter().map(connections).collect();
+    // The download has only just started flowing: wait (bounded) until one channel of the
+    // path carries a megabyte, rather than judging from the first snapshot.
+    let waited = Instant::now();
+    let conns: Vec<Vec<Conn>> = loop {
+        let conns: Vec<Vec<Conn>> = relays.iter().map(connections).collect();
+        let flowing = path.iter().any(|&e| {
+            let exit_addr = format!("{}:{NODE_PORT}", relays[e].addr);
+            bytes_with(&conns[e], &web).is_some()
+                && path
+                    .iter()
+                    .any(|&i| i != e && bytes_with(&conns[i], &exit_addr).unwrap_or(0) > 1_000_000)
+        });
+        if flowing || waited.elapsed() > Duration::from_secs(20) {
+            break conns;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     // The exit is the one connected to the web server; the middle is the other one whose
     // connection with the exit carries the download (the guard may have a channel to the
     // exit too, for other circuits, but not with megabytes on it).
