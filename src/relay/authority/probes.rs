@@ -37,10 +37,7 @@ impl Authority {
         state
             .relays
             .iter()
-            .filter(|(_, k)| {
-                k.last_reachable
-                    .is_some_and(|t| t.saturating_add(2 * period) >= now)
-            })
+            .filter(|(_, k)| k.reached_recently(now, period))
             .filter(|(id, k)| !self.config.reject.rejects(id, &k.descriptor.addrs))
             .filter_map(|(id, k)| {
                 let d = &k.descriptor;

@@ -37,6 +37,15 @@ pub(super) struct Known {
     pub(super) reputation: Reputation,
 }
 
+impl Known {
+    /// Whether the authority reached the relay within the last two periods: the relays it
+    /// lists, and so the ones it probes.
+    pub(super) fn reached_recently(&self, now: u64, period: u64) -> bool {
+        self.last_reachable
+            .is_some_and(|t| t.saturating_add(2 * period) >= now)
+    }
+}
+
 /// The rules' inputs besides the relays.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct VoteRules<'a> {
@@ -66,10 +75,7 @@ pub(super) fn vote_entries(
     let now = rules.now;
     let mut candidates: Vec<Candidate<'_>> = relays
         .iter()
-        .filter(|(_, k)| {
-            k.last_reachable
-                .is_some_and(|t| t.saturating_add(2 * rules.period) >= now)
-        })
+        .filter(|(_, k)| k.reached_recently(now, rules.period))
         .filter(|(id, k)| !rules.reject.rejects(id, &k.descriptor.addrs))
         .map(|(_, k)| {
             let declared = k.descriptor.bandwidth;
