@@ -335,18 +335,7 @@ impl CircMgr {
         if !fresh {
             let mut map = lock(&self.circuits);
             let list = map.entry(isolation.clone()).or_default();
-            // Circuits past their dirtiness take no new streams; they close once their
-            // streams are done.
-            let (keep, expired): (Vec<_>, Vec<_>) =
-                std::mem::take(list).into_iter().partition(|c| {
-                    !c.handle.is_closed()
-                        && c.built.jumped_since(clock).is_none()
-                        && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
-                });
-            *list = keep;
-            for c in expired {
-                tokio::spawn(async move { c.handle.retire().await });
-            }
+            retire_expired(list, clock, dirtiness);
             if let Some(c) = list.iter().find(|c| suits(c)) {
                 return Ok(c.handle.clone());
             }
@@ -374,6 +363,29 @@ impl CircMgr {
             .or_default()
             .push(c);
         Ok(handle)
+    }
+
+    /// Retires every circuit past its dirtiness (or built before a clock jump) whatever its
+    /// isolation class, forgets closed ones and drops classes left with no circuit. Returns
+    /// the circuits still held (isolated and clean).
+    ///
+    /// Without this, a class never used again (a browser isolating by site, a new SOCKS
+    /// credential per request) kept its circuits open forever, here and at their relays.
+    pub fn sweep(&self) -> usize {
+        let clock = self.dir.clock();
+        let dirtiness = self.params.max_dirtiness;
+        let mut held = {
+            let mut map = lock(&self.circuits);
+            map.retain(|_, list| {
+                retire_expired(list, clock, dirtiness);
+                !list.is_empty()
+            });
+            map.values().map(Vec::len).sum::<usize>()
+        };
+        let mut clean = lock(&self.clean);
+        clean.retain(|c| !c.handle.is_closed());
+        held += clean.len();
+        held
     }
 
     /// Builds a clean circuit in the background to replace one just taken.
@@ -447,6 +459,23 @@ impl CircMgr {
             c.handle.close().await;
         }
         self.replenish();
+    }
+}
+
+/// Takes out of `list` the circuits that must take no new streams (closed, built before a
+/// wall-clock jump, or first used longer than `dirtiness` ago) and retires them: each
+/// closes once its open streams are done.
+fn retire_expired(list: &mut Vec<ReadyCircuit>, clock: &crate::clock::Clock, dirtiness: Duration) {
+    let (keep, expired): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|c| {
+        !c.handle.is_closed()
+            && c.built.jumped_since(clock).is_none()
+            && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
+    });
+    *list = keep;
+    for c in expired {
+        if !c.handle.is_closed() {
+            tokio::spawn(async move { c.handle.retire().await });
+        }
     }
 }
 

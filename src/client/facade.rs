@@ -71,6 +71,12 @@ fn progress(pct: u8, phase: &str) {
     info!("bootstrap {pct}%: {phase}");
 }
 
+impl super::sweeper::Sweep for Inner {
+    fn sweep(&self) -> usize {
+        self.circuits.sweep() + self.onion.sweep()
+    }
+}
+
 impl Client {
     /// Fetches and verifies the consensus (or loads a live cached one), picks guards and
     /// builds the first circuits. Progress is logged as `bootstrap NN%: phase`.
@@ -130,6 +136,13 @@ impl Client {
             Arc::clone(&client.inner.dir),
             Arc::clone(&client.inner.circuits),
             guards,
+        ));
+        let sweep_target: std::sync::Weak<dyn super::sweeper::Sweep> =
+            Arc::downgrade(&client.inner) as _;
+        tokio::spawn(super::sweeper::run(
+            client.inner.dir.clock().clone(),
+            super::sweeper::sweep_interval(client.inner.config.max_dirtiness),
+            vec![sweep_target],
         ));
         progress(60, "building circuits");
         if client.inner.circuits.prebuild().await == 0 {
@@ -261,6 +274,13 @@ impl Client {
     /// circuits it uses. Two classes never share a circuit.
     pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {
         self.inner.circuits.circuits_by_isolation()
+    }
+
+    /// Diagnostics: the circuits this client holds for streams (by isolation class, the
+    /// clean ones kept ready, and rendezvous circuits), after retiring those past their
+    /// maximum dirtiness. Retired circuits still carrying streams are not counted.
+    pub fn circuits_held(&self) -> usize {
+        super::sweeper::Sweep::sweep(&*self.inner)
     }
 
     /// Diagnostics: the local addresses of the channels this client opened to its first

@@ -21,6 +21,7 @@ pub(crate) mod service_end;
 pub(crate) mod skew;
 pub mod socks;
 pub mod socks_server;
+pub(crate) mod sweeper;
 pub(crate) mod upkeep;
 
 pub use crate::proto::{

@@ -136,6 +136,25 @@ impl OnionConnector {
         }
     }
 
+    /// Retires the rendezvous circuits past the maximum dirtiness and forgets closed ones,
+    /// whatever their isolation class (a class never used again would otherwise keep its
+    /// circuit open). Returns the rendezvous circuits still held.
+    pub fn sweep(&self) -> usize {
+        let mut map = lock(&self.rend);
+        map.retain(|_, (h, built)| {
+            if h.is_closed() {
+                return false;
+            }
+            if built.elapsed() < self.max_dirtiness {
+                return true;
+            }
+            let h = h.clone();
+            tokio::spawn(async move { h.retire().await });
+            false
+        });
+        map.len()
+    }
+
     /// Opens a stream to port `port` of the service named `host` (`<address>.allium`).
     pub async fn connect(
         &self,
