@@ -351,6 +351,14 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
     let mut cfg = ClientConfig::new(p.authorities);
     cfg.data_dir = p.data_dir;
     cfg.path_len = p.path_len;
+    if p.max_circuit_dirtiness_secs < super::config::MIN_DIRTINESS_SECS {
+        return Err(format!(
+            "max_circuit_dirtiness_secs = {} is too short (at least {})",
+            p.max_circuit_dirtiness_secs,
+            super::config::MIN_DIRTINESS_SECS
+        ));
+    }
+    cfg.max_dirtiness = Duration::from_secs(p.max_circuit_dirtiness_secs);
     // The network may still be forming (or briefly unreachable): keep trying, saying why.
     let client = loop {
         match Client::bootstrap(cfg.clone()).await {

@@ -351,6 +351,10 @@ pub struct ProxySection {
     /// closes it (a stalled circuit must not hang the application); 0: never. Default 300.
     #[serde(default = "default_stream_idle")]
     pub stream_idle_secs: u64,
+    /// Seconds a circuit takes new streams after its first (default 600, at least 10);
+    /// then it is retired: it closes once its streams are done, whatever its isolation.
+    #[serde(default = "default_max_dirtiness")]
+    pub max_circuit_dirtiness_secs: u64,
     /// The directory authorities to trust.
     pub authorities: Vec<AuthorityInfo>,
     /// Client connections each proxy listener serves at once (default 1024). When full,
@@ -403,6 +407,14 @@ fn default_socks() -> SocketAddr {
 fn default_path_len() -> usize {
     3
 }
+
+fn default_max_dirtiness() -> u64 {
+    600
+}
+
+/// Shortest maximum dirtiness a proxy accepts: below it, nearly every request would build
+/// a circuit.
+pub const MIN_DIRTINESS_SECS: u64 = 10;
 
 fn default_stream_idle() -> u64 {
     300
@@ -557,6 +569,7 @@ mod example_tests {
         assert_eq!(auth.authority.period_secs, 3600);
         let proxy: ProxyFile = load(&example("proxy.toml")).unwrap();
         assert_eq!(proxy.proxy.path_len, 3);
+        assert_eq!(proxy.proxy.max_circuit_dirtiness_secs, 600);
         assert_eq!(proxy.proxy.stream_idle_secs, 300);
         assert_eq!(
             proxy.proxy.proxy_config(),
