@@ -175,7 +175,7 @@ fn a_relay_cannot_get_another_microdescriptor_listed() {
                 .collect();
             let body = VoteBody {
                 authority: a.public(),
-                valid_after: NOW - HOUR,
+                valid_after: NOW,
                 fresh_until: NOW + HOUR,
                 valid_until: NOW + 3 * HOUR,
                 entries,
