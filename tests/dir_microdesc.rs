@@ -369,3 +369,39 @@ async fn a_lying_cache_is_refused_and_the_microdescriptor_fetched_elsewhere() {
     assert_eq!(full.relays(), consensus.relays());
     let _ = split_entries(consensus.relays()).unwrap();
 }
+
+/// Sizes of the signed consensus before (version 2: every entry carrying its certificate,
+/// policy and family) and after (compact listings), and of all microdescriptors, for a
+/// synthetic network (common::dir::synthetic_consensus). A measurement, not a test: run
+/// with `cargo test --release --test dir_microdesc -- --ignored --nocapture sizes`.
+#[test]
+#[ignore = "measurement; prints figures"]
+fn consensus_sizes() {
+    for n in [1_000u64, 10_000] {
+        let (c, _) = synthetic_consensus(n);
+        let signed = c.signed().to_bytes().unwrap().len();
+        let listed: usize = c
+            .verified()
+            .listed()
+            .iter()
+            .map(|l| allium::codec::encode(l).unwrap().len())
+            .sum();
+        let full: usize = c
+            .relays()
+            .iter()
+            .map(|e| allium::codec::encode(e).unwrap().len())
+            .sum();
+        let mds: usize = c
+            .relays()
+            .iter()
+            .map(|e| e.microdesc().to_bytes().unwrap().len())
+            .sum();
+        println!(
+            "relays {n}: consensus v3 {signed} bytes ({:.1} per relay); v2 would be {} bytes; \
+             microdescriptors {mds} bytes ({:.1} per relay)",
+            listed as f64 / n as f64,
+            signed - listed + full,
+            mds as f64 / n as f64,
+        );
+    }
+}
