@@ -405,3 +405,70 @@ fn consensus_sizes() {
         );
     }
 }
+
+/// Signs a consensus of `entries` (sorted) valid around NOW and verifies it.
+fn signed_consensus(entries: &[ConsensusEntry]) -> allium::dir::VerifiedConsensus {
+    let auths = authorities(3);
+    let mut ids = publics(&auths);
+    ids.sort();
+    let (listed, _) = split_entries(entries).unwrap();
+    let body = allium::dir::ConsensusBody {
+        version: allium::dir::consensus::CONSENSUS_VERSION,
+        valid_after: NOW - HOUR,
+        fresh_until: NOW + HOUR,
+        valid_until: NOW + 3 * HOUR,
+        authorities: ids.clone(),
+        weights: allium::dir::BandwidthWeights::compute(
+            entries.iter().map(|e| (e.flags, e.bandwidth)),
+        ),
+        relays: listed,
+    };
+    let mut s = body.to_signed().unwrap();
+    for a in &auths {
+        s.sign(a);
+    }
+    UncheckedConsensus::parse(&s.to_bytes().unwrap())
+        .unwrap()
+        .verify(&ids, NOW)
+        .unwrap()
+}
+
+/// From one period to the next, a client that kept the previous consensus's
+/// microdescriptors needs only those of relays that changed (here one relay rotated its
+/// onion key and one joined); flags or bandwidth changing needs none, and an onion-key
+/// rotation changes only that relay's listed digest.
+#[test]
+fn only_changed_relays_are_fetched_next_period() {
+    let (previous, _) = synthetic_consensus(200);
+    let mut next: Vec<ConsensusEntry> = previous.relays().to_vec();
+    // Relay 0 (key(0)) rotates its onion key.
+    let idx = next
+        .iter()
+        .position(|e| e.identity == key(0).public())
+        .unwrap();
+    next[idx].onion_cert = OnionKeyCert::sign(&key(0), onion(4242).public(), NOW + HOUR);
+    for e in next.iter_mut().step_by(3) {
+        e.bandwidth += 1;
+    }
+    let mut newcomer = previous.relays()[0].clone();
+    newcomer.identity = key(7777).public();
+    newcomer.onion_cert = OnionKeyCert::sign(&key(7777), onion(7777).public(), NOW + HOUR);
+    next.push(newcomer);
+    next.sort_by_key(|e| e.identity);
+    let verified = signed_consensus(&next);
+    let have = previous.microdescs();
+    let missing = verified.missing(|d| have.contains(d));
+    assert_eq!(missing.len(), 2);
+    let expect: Vec<[u8; 32]> = next
+        .iter()
+        .filter(|e| e.identity == key(0).public() || e.identity == key(7777).public())
+        .map(|e| e.microdesc().digest().unwrap())
+        .collect();
+    assert_eq!(missing, expect);
+    // Assembled from the previous set plus the two fetched, the view is complete.
+    let mut all = have;
+    for e in &next {
+        all.insert(e.microdesc()).unwrap();
+    }
+    assert_eq!(verified.assemble_from(&all).relays(), &next[..]);
+}
