@@ -16,7 +16,7 @@ use crate::crypto::IdentityPublic;
 use crate::dir::microdesc::MicrodescIndex;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
-use crate::proto::dirclient::fetch_consensus;
+use crate::proto::dirclient::{fetch_consensus, DirFetchError};
 
 use super::dirserve::{DirContext, DirService};
 use super::hsdir::HsDirStore;
@@ -103,6 +103,10 @@ impl DirCache {
                         break;
                     }
                     // Some microdescriptors did not come: ask the next authority for them.
+                }
+                // No consensus published yet (a forming network): not worth a warning.
+                Err(DirFetchError::Status(reason)) => {
+                    debug!("dircache: an authority has no consensus: {reason}")
                 }
                 Err(e) => warn!("dircache: no consensus from an authority: {e}"),
             }
