@@ -18,10 +18,8 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::crypto::IdentityPublic;
-use crate::dir::request::{DirRequest, DirStatus};
-use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams, UncheckedConsensus};
+use crate::dir::{AuthorityInfo, Consensus, ExitPolicy, FlagParams};
 use crate::link::BandwidthLimit;
-use crate::proto::dirclient::one_shot;
 use crate::relay::authority::{Authority, AuthorityConfig};
 use crate::relay::dircache::DirCache;
 use crate::relay::publish::{spawn_publisher, PublishConfig, Publisher};
@@ -143,21 +141,17 @@ async fn fetch(
     trusted: &[IdentityPublic],
     clock: &Clock,
 ) -> Result<Consensus, String> {
-    let resp = one_shot(
+    crate::proto::dirclient::fetch_consensus(
         server.addr,
         &server.identity,
-        &DirRequest::GetConsensus,
+        trusted,
+        &crate::dir::MicrodescIndex::new(),
         FETCH_TIMEOUT,
         clock,
     )
     .await
-    .map_err(|e| format!("no answer ({e})"))?;
-    if resp.status != DirStatus::Ok {
-        return Err(format!("no consensus ({})", resp.reason()));
-    }
-    UncheckedConsensus::parse(&resp.body)
-        .and_then(|u| u.verify(trusted, clock.now_unix()))
-        .map_err(|e| format!("a consensus that does not verify ({e})"))
+    .map(|(c, _)| c)
+    .map_err(|e| format!("no verified consensus ({e})"))
 }
 
 /// Waits (at most `limit`) until every server of `servers` serves a consensus, verified
@@ -480,7 +474,7 @@ impl TestNet {
             .and_then(|(_, a)| a.current_consensus())
             .and_then(|b| crate::dir::UncheckedConsensus::parse(&b).ok())
             .and_then(|u| u.verify(&trusted, self.clock.now_unix()).ok())
-            .map_or(0, |c| c.relays().len())
+            .map_or(0, |c| c.listed().len())
     }
 
     /// Stops every node.

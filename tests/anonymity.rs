@@ -368,7 +368,13 @@ fn network_keys(data_dir: &std::path::Path) -> Vec<[u8; 32]> {
     let mut keys = Vec::new();
     for r in &body.relays {
         keys.push(*r.identity.as_bytes());
-        keys.push(*r.onion_cert.onion_key().as_bytes());
+    }
+    let mds = std::fs::read(data_dir.join("microdescs")).expect("the cached microdescriptors");
+    for md in allium::dir::MicrodescIndex::from_file_bytes(&mds)
+        .unwrap()
+        .iter()
+    {
+        keys.push(*md.onion_cert.onion_key().as_bytes());
     }
     for a in &body.authorities {
         keys.push(*a.as_bytes());

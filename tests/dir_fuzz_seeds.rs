@@ -82,6 +82,41 @@ fn consensus_seeds() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// Microdescriptors of the descriptor seeds' relays (an exit, a non-exit with family).
+fn microdesc_seeds() -> Vec<(String, Vec<u8>)> {
+    descriptor_seeds()
+        .into_iter()
+        .map(|(name, bytes)| {
+            let d = UncheckedDescriptor::parse(&bytes)
+                .unwrap()
+                .verify(NOW, 300)
+                .unwrap();
+            let md = allium::dir::Microdesc {
+                onion_cert: d.onion_cert.clone(),
+                exit_policy: d.exit_policy.clone(),
+                family: d.family.clone(),
+            };
+            (name, md.to_bytes().unwrap())
+        })
+        .collect()
+}
+
+/// A response carrying both microdescriptor seeds, preceded by the target's request
+/// prefix (a count byte and that many digests).
+fn microdesc_response_seeds() -> Vec<(String, Vec<u8>)> {
+    let mds: Vec<Vec<u8>> = microdesc_seeds().into_iter().map(|(_, b)| b).collect();
+    let refs: Vec<&[u8]> = mds.iter().map(Vec::as_slice).collect();
+    let mut seed = vec![2u8];
+    for m in &mds {
+        seed.extend_from_slice(&allium::dir::microdesc::digest_of(m));
+    }
+    seed.extend(allium::dir::microdesc::encode_response(
+        &refs,
+        allium::dir::request::MAX_DIR_BODY,
+    ));
+    vec![("two".into(), seed)]
+}
+
 #[test]
 #[ignore = "writes files; run with ALLIUM_WRITE_SEEDS=1 -- --ignored"]
 fn write_fuzz_seeds() {
@@ -91,6 +126,8 @@ fn write_fuzz_seeds() {
     for (target, seeds) in [
         ("descriptor", descriptor_seeds()),
         ("consensus", consensus_seeds()),
+        ("microdesc", microdesc_seeds()),
+        ("microdesc_response", microdesc_response_seeds()),
     ] {
         let dir = seeds_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -110,6 +147,15 @@ fn committed_seeds_verify() {
             .unwrap()
             .verify(NOW, 300)
             .unwrap();
+    }
+    for (name, bytes) in microdesc_seeds() {
+        let committed = std::fs::read(seeds_dir("microdesc").join(&name)).unwrap();
+        assert_eq!(committed, bytes, "microdesc seed {name} is stale");
+        allium::dir::Microdesc::parse(&committed).unwrap();
+    }
+    for (name, bytes) in microdesc_response_seeds() {
+        let committed = std::fs::read(seeds_dir("microdesc_response").join(&name)).unwrap();
+        assert_eq!(committed, bytes, "microdesc_response seed {name} is stale");
     }
     for (name, bytes) in consensus_seeds() {
         let committed = std::fs::read(seeds_dir("consensus").join(&name)).unwrap();

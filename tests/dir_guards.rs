@@ -28,7 +28,7 @@ fn without(c: &Consensus, drop: &[IdentityPublic]) -> Consensus {
         valid_until: c.valid_until(),
         authorities: c.body().authorities.clone(),
         weights: BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth))),
-        relays,
+        relays: allium::dir::split_entries(&relays).unwrap().0,
     };
     let keys = authorities(3);
     let mut s = body.to_signed().unwrap();
@@ -39,6 +39,7 @@ fn without(c: &Consensus, drop: &[IdentityPublic]) -> Consensus {
         .unwrap()
         .verify(&publics(&keys), NOW)
         .unwrap()
+        .assemble_from(&c.microdescs())
 }
 
 fn ids(v: &[&allium::dir::ConsensusEntry]) -> Vec<IdentityPublic> {

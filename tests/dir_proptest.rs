@@ -152,8 +152,9 @@ proptest! {
             valid_until: va + f + v,
             authorities: auth_ids,
             weights: BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth))),
-            relays,
+            relays: allium::dir::split_entries(&relays).unwrap().0,
         };
+        let mds = allium::dir::split_entries(&relays).unwrap().1;
         let mut s = body.to_signed().unwrap();
         s.sign(&auths[2]);
         s.sign(&auths[0]);
@@ -161,6 +162,9 @@ proptest! {
         let c = UncheckedConsensus::parse(&bytes).unwrap().verify(&publics(&auths), va).unwrap();
         prop_assert_eq!(c.body(), &body);
         prop_assert_eq!(c.signed().to_bytes().unwrap(), bytes);
+        // Assembled with its microdescriptors, the consensus is the full entries again.
+        let full = c.assemble_from(&mds);
+        prop_assert_eq!(full.relays(), &relays[..]);
     }
 
     #[test]

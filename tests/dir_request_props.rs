@@ -21,6 +21,11 @@ fn request() -> impl Strategy<Value = DirRequest> {
         any::<[u8; 32]>().prop_map(|blinded_key| DirRequest::GetOnionDescriptor { blinded_key }),
         (any::<[u8; 16]>(), 1..=MAX_MEASUREMENT_CHUNK)
             .prop_map(|(token, len)| DirRequest::GetMeasurement { token, len }),
+        proptest::collection::btree_set(any::<[u8; 32]>(), 1..64).prop_map(|d| {
+            DirRequest::GetMicrodescs {
+                digests: d.into_iter().collect(),
+            }
+        }),
     ]
 }
 

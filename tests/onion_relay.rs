@@ -33,7 +33,9 @@ use allium::crypto::{
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::request::{DirRequest, DirStatus};
 use allium::dir::AuthorityInfo;
-use allium::dir::{BandwidthWeights, ConsensusBody, ConsensusEntry, ExitPolicy, RelayFlags};
+use allium::dir::{
+    BandwidthWeights, ConsensusBody, ConsensusEntry, ExitPolicy, MicrodescIndex, RelayFlags,
+};
 use allium::link::LinkConfig;
 use allium::onion::intro::build_establish_intro;
 use allium::proto::dirclient::one_shot;
@@ -316,11 +318,16 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
         valid_until: now + 7200,
         authorities: vec![auth.public()],
         weights: BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth))),
-        relays: relays.clone(),
+        relays: allium::dir::split_entries(&relays).unwrap().0,
     };
     let mut signed = body.to_signed().unwrap();
     signed.sign(&auth);
     (signed.to_bytes().unwrap(), relays)
+}
+
+/// The microdescriptors of `relays` (what a cache fetches with their consensus).
+fn microdescs(relays: &[ConsensusEntry]) -> MicrodescIndex {
+    relays.iter().map(ConsensusEntry::microdesc).collect()
 }
 
 /// A directory cache trusting only [`test_authority`], which it cannot reach (a port
@@ -369,8 +376,9 @@ async fn a_cache_serves_a_consensus_only_within_its_validity_on_its_own_clock() 
         .unwrap()
         .status
     };
-    let (consensus, _) = consensus_with(&relay, 0);
-    cache.offer_consensus(consensus.clone()).unwrap();
+    let (consensus, relays) = consensus_with(&relay, 0);
+    let mds = microdescs(&relays);
+    cache.offer_consensus(consensus.clone(), &mds).unwrap();
     assert!(cache.has_consensus());
     assert_eq!(ask().await, DirStatus::Ok);
 
@@ -378,7 +386,7 @@ async fn a_cache_serves_a_consensus_only_within_its_validity_on_its_own_clock() 
     clock.jump_forward(suspended);
     assert!(!cache.has_consensus());
     assert_eq!(ask().await, DirStatus::NotFound);
-    assert!(cache.offer_consensus(consensus.clone()).is_err());
+    assert!(cache.offer_consensus(consensus.clone(), &mds).is_err());
 
     clock.jump_back(suspended);
     assert!(cache.has_consensus());
@@ -408,7 +416,8 @@ async fn hsdir_put_get_round_trip_refuses_forgery_and_rollback() {
         early.status,
         early.reason()
     );
-    cache.offer_consensus(consensus_with(&relay, 0).0).unwrap();
+    let (bytes, relays) = consensus_with(&relay, 0);
+    cache.offer_consensus(bytes, &microdescs(&relays)).unwrap();
 
     let get = DirRequest::GetOnionDescriptor { blinded_key: key };
     assert_eq!(ask(get.clone()).await.status, DirStatus::NotFound);
@@ -463,7 +472,7 @@ async fn hsdir_refuses_keys_off_its_ring() {
     let cache = offline_cache().await;
     relay.set_dir_service(cache.clone());
     let (bytes, relays) = consensus_with(&relay, 19);
-    cache.offer_consensus(bytes).unwrap();
+    cache.offer_consensus(bytes, &microdescs(&relays)).unwrap();
     let (addr, id) = (relay.local_addr(), relay.identity());
     let ask = |req: DirRequest| async move {
         one_shot(addr, &id, &req, NO_HANG, &Clock::system())

@@ -1,5 +1,7 @@
 //! The client's directory manager: gets a verified consensus (from a guard's cache, the
-//! authorities, else the disk cache), keeps it, and refreshes it before it goes stale.
+//! authorities, else the disk cache) and the microdescriptors it lists that the client
+//! lacks (only those of relays that changed since the previous consensus), assembles
+//! them, keeps the result, and refreshes it before it goes stale.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +13,12 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
-use crate::dir::request::{DirRequest, DirStatus};
-use crate::dir::{AuthorityInfo, Consensus, ConsensusEntry, ConsensusError, UncheckedConsensus};
-use crate::proto::dirclient::{dir_request, one_shot_timed};
+use crate::dir::microdesc::{MicrodescDigest, MicrodescIndex};
+use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::{
+    AuthorityInfo, Consensus, ConsensusEntry, ConsensusError, UncheckedConsensus, VerifiedConsensus,
+};
+use crate::proto::dirclient::{dir_request, fetch_microdescs, DirFetchError, DirSession};
 use crate::proto::{ClientCircuit, RelayTarget};
 use crate::sync::lock;
 
@@ -34,6 +39,8 @@ pub struct DirMgr {
     /// A fetch from a guard's cache may take this long (a circuit build's limit).
     circuit_timeout: Duration,
     consensus: Mutex<Option<Arc<Consensus>>>,
+    /// The microdescriptors of the consensus in use (reused by the next one).
+    microdescs: Mutex<Arc<MicrodescIndex>>,
     channels: Arc<ChanMgr>,
     guards: Arc<GuardMgr>,
     clock: Clock,
@@ -65,6 +72,7 @@ impl DirMgr {
             data_dir,
             circuit_timeout,
             consensus: Mutex::new(None),
+            microdescs: Mutex::new(Arc::new(MicrodescIndex::new())),
             channels,
             guards,
             clock,
@@ -128,7 +136,7 @@ impl DirMgr {
         &self,
         bytes: &[u8],
         time_refused: &AtomicBool,
-    ) -> Result<Consensus, ConsensusError> {
+    ) -> Result<VerifiedConsensus, ConsensusError> {
         let result = UncheckedConsensus::parse(bytes)
             .and_then(|u| u.verify(&self.trusted(), self.clock.now_unix()));
         if let Err(e) = &result {
@@ -146,6 +154,68 @@ impl DirMgr {
 
     fn cache_path(&self) -> Option<PathBuf> {
         self.data_dir.as_ref().map(|d| d.join("consensus"))
+    }
+
+    fn microdesc_cache_path(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("microdescs"))
+    }
+
+    /// Asks one directory (through `ask`) for what `fetch` still lacks: the consensus if
+    /// none verified yet, then the microdescriptors missing. Failures are noted in
+    /// `fetch.last_err`; microdescriptors that do not match their digest are refused by
+    /// [`fetch_microdescs`] (another directory is asked for them).
+    async fn fetch_from<F, Fut>(&self, ask: F, fetch: &mut Fetch, time_refused: &AtomicBool)
+    where
+        F: Fn(DirRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<DirResponse, DirFetchError>>,
+    {
+        if fetch.got.is_none() {
+            match ask(DirRequest::GetConsensus).await {
+                Ok(resp) if resp.status == DirStatus::Ok => {
+                    match self.verify_now(&resp.body, time_refused) {
+                        Ok(v) => fetch.got = Some((v, resp.body)),
+                        Err(e) if e.is_time() => {
+                            fetch.last_err = format!("refused the consensus at our clock: {e}");
+                            return;
+                        }
+                        Err(e) => {
+                            fetch.last_err = format!("a directory served a bad consensus: {e}");
+                            return;
+                        }
+                    }
+                }
+                Ok(resp) => {
+                    fetch.last_err = format!("directory answered: {}", resp.reason());
+                    return;
+                }
+                Err(e) => {
+                    fetch.last_err = e.to_string();
+                    return;
+                }
+            }
+        }
+        let missing = fetch.missing();
+        if !missing.is_empty() {
+            if let Err(e) = fetch_microdescs(&ask, &missing, &mut fetch.fetched).await {
+                debug!("client: microdescriptor fetch stopped: {e}");
+            }
+        }
+    }
+
+    /// Assembles what `fetch` got (relays whose microdescriptor is still missing are left
+    /// out), caches it on disk and installs it.
+    fn finish(&self, fetch: Fetch) -> Option<Arc<Consensus>> {
+        let (verified, bytes) = fetch.got?;
+        let (have, fetched) = (fetch.have, fetch.fetched);
+        let c = verified.assemble(|d| have.get(d).or_else(|| fetched.get(d)));
+        if c.missing_microdescs() > 0 {
+            warn!(
+                missing = c.missing_microdescs(),
+                "client: some relays' microdescriptors could not be fetched; they are not used"
+            );
+        }
+        self.save_cache(&bytes, &c);
+        Some(self.install(c))
     }
 
     /// Asks our primary guards (their directory caches) over one-hop circuits; if none of
@@ -180,32 +250,56 @@ impl DirMgr {
             targets
         };
         let timeout = self.circuit_timeout;
+        let mut fetch = Fetch::new(self.known_microdescs());
         for t in targets {
             let attempt = async {
                 let chan = self.channels.channel_to(&t).await.ok()?;
                 let circ = ClientCircuit::create(&chan, &t, timeout).await.ok()?;
                 let handle = circ.into_handle();
-                let resp = dir_request(&handle, &DirRequest::GetConsensus, timeout).await;
+                let ask = |req: DirRequest| {
+                    let handle = &handle;
+                    async move { dir_request(handle, &req, timeout).await }
+                };
+                self.fetch_from(ask, &mut fetch, time_refused).await;
                 handle.close().await;
-                let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
-                let c = self.verify_now(&resp.body, time_refused).ok()?;
-                self.save_cache(&resp.body);
-                Some(self.install(c))
+                Some(())
             };
-            if let Some(c) = attempt.await {
+            attempt.await;
+            if fetch.complete() {
                 debug!("client: consensus fetched from a guard");
-                return Some(c);
+                break;
             }
         }
-        None
+        self.finish(fetch)
     }
 
-    fn save_cache(&self, bytes: &[u8]) {
+    fn save_cache(&self, bytes: &[u8], c: &Consensus) {
         if let Some(path) = self.cache_path() {
             if let Err(e) = std::fs::write(&path, bytes) {
                 warn!("cannot cache the consensus at {}: {e}", path.display());
             }
         }
+        if let Some(path) = self.microdesc_cache_path() {
+            if let Err(e) = std::fs::write(&path, c.microdescs().to_file_bytes()) {
+                warn!(
+                    "cannot cache the microdescriptors at {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// The microdescriptors cached on disk (none if the file is missing or malformed).
+    fn load_microdesc_cache(&self) -> MicrodescIndex {
+        self.microdesc_cache_path()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| MicrodescIndex::from_file_bytes(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The microdescriptors of the consensus in use.
+    fn known_microdescs(&self) -> Arc<MicrodescIndex> {
+        Arc::clone(&lock(&self.microdescs))
     }
 
     /// Gets a verified consensus: from a guard, the authorities, else the disk cache.
@@ -216,43 +310,40 @@ impl DirMgr {
         }
         let mut authorities = self.authorities.clone();
         authorities.shuffle(&mut rand::rng());
-        let mut last_err = String::from("no authorities configured");
+        let mut fetch = Fetch::new(self.known_microdescs());
         for a in &authorities {
-            let answer = one_shot_timed(
-                a.addr,
-                &a.identity,
-                &DirRequest::GetConsensus,
-                Duration::from_secs(15),
-                &self.clock,
-            )
-            .await;
-            if let Ok((_, peer_time)) = &answer {
-                self.skew
-                    .record(a.identity, *peer_time, self.clock.now_unix());
-            }
-            match answer.map(|(resp, _)| resp) {
-                Ok(resp) if resp.status == DirStatus::Ok => {
-                    match self.verify_now(&resp.body, &time_refused) {
-                        Ok(c) => {
-                            self.save_cache(&resp.body);
-                            return Ok(self.install(c));
-                        }
-                        Err(e) if e.is_time() => {
-                            last_err =
-                                format!("refused the authorities' consensus at our clock: {e}")
-                        }
-                        Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
+            let session =
+                match DirSession::open(a.addr, &a.identity, Duration::from_secs(15), &self.clock)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        fetch.last_err = e.to_string();
+                        continue;
                     }
-                }
-                Ok(resp) => last_err = format!("authority answered: {}", resp.reason()),
-                Err(e) => last_err = e.to_string(),
+                };
+            self.skew
+                .record(a.identity, session.peer_time(), self.clock.now_unix());
+            let ask = |req: DirRequest| {
+                let session = &session;
+                async move { session.request(&req).await }
+            };
+            self.fetch_from(ask, &mut fetch, &time_refused).await;
+            session.close().await;
+            if fetch.complete() {
+                break;
             }
+        }
+        let mut last_err = fetch.last_err.clone();
+        if let Some(c) = self.finish(fetch) {
+            return Ok(c);
         }
         if let Some(path) = self.cache_path() {
             if let Ok(bytes) = std::fs::read(&path) {
                 match self.verify_now(&bytes, &time_refused) {
-                    Ok(c) => {
+                    Ok(v) => {
                         info!("authorities unreachable ({last_err}); using the cached consensus");
+                        let c = v.assemble_from(&self.load_microdesc_cache());
                         return Ok(self.install(c));
                     }
                     Err(e) => last_err = format!("{last_err}; cached consensus unusable: {e}"),
@@ -269,7 +360,43 @@ impl DirMgr {
 
     fn install(&self, c: Consensus) -> Arc<Consensus> {
         let c = Arc::new(c);
+        *lock(&self.microdescs) = Arc::new(c.microdescs());
         *lock(&self.consensus) = Some(Arc::clone(&c));
         c
+    }
+}
+
+/// One consensus fetch in progress, over one directory after another.
+struct Fetch {
+    /// The verified consensus and its signed bytes, once a directory served one.
+    got: Option<(VerifiedConsensus, Vec<u8>)>,
+    /// Microdescriptors the client already had (the previous consensus's).
+    have: Arc<MicrodescIndex>,
+    /// Microdescriptors fetched (each checked against its digest).
+    fetched: MicrodescIndex,
+    /// Why the last directory failed.
+    last_err: String,
+}
+
+impl Fetch {
+    fn new(have: Arc<MicrodescIndex>) -> Self {
+        Fetch {
+            got: None,
+            have,
+            fetched: MicrodescIndex::new(),
+            last_err: String::from("no directory answered"),
+        }
+    }
+
+    /// The listed microdescriptors neither had nor fetched yet.
+    fn missing(&self) -> Vec<MicrodescDigest> {
+        self.got.as_ref().map_or_else(Vec::new, |(v, _)| {
+            v.missing(|d| self.have.contains(d) || self.fetched.contains(d))
+        })
+    }
+
+    /// Whether a consensus and all its microdescriptors are in hand.
+    fn complete(&self) -> bool {
+        self.got.is_some() && self.missing().is_empty()
     }
 }

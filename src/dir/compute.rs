@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 
 use crate::crypto::IdentityPublic;
-use crate::dir::consensus::{ConsensusBody, ConsensusEntry, ConsensusError, CONSENSUS_VERSION};
+use crate::dir::consensus::{
+    split_entries, ConsensusBody, ConsensusEntry, ConsensusError, CONSENSUS_VERSION,
+};
 use crate::dir::flags::{low_median, RelayFlags};
+use crate::dir::microdesc::MicrodescIndex;
 use crate::dir::vote::{VerifiedVoteEntry, Vote};
 use crate::dir::weights::BandwidthWeights;
 
@@ -75,6 +78,26 @@ pub fn compute_consensus(
     authority_set: &[IdentityPublic],
     params: &ConsensusParams,
 ) -> Result<ConsensusBody, ConsensusError> {
+    compute_consensus_full(votes, authority_set, params).map(|c| c.body)
+}
+
+/// A computed consensus: the body to sign and the microdescriptors it lists by digest.
+#[derive(Debug, Clone)]
+pub struct ComputedConsensus {
+    /// The compact body every authority signs.
+    pub body: ConsensusBody,
+    /// The listed relays' microdescriptors (served by digest).
+    pub microdescs: MicrodescIndex,
+}
+
+/// [`compute_consensus`], also returning the microdescriptors: each relay's comes from the
+/// descriptor the computation chose for it (the one the relay signed), so nobody else can
+/// get a different one listed for it.
+pub fn compute_consensus_full(
+    votes: &[Vote],
+    authority_set: &[IdentityPublic],
+    params: &ConsensusParams,
+) -> Result<ComputedConsensus, ConsensusError> {
     let mut authorities = authority_set.to_vec();
     authorities.sort();
     authorities.dedup();
@@ -162,6 +185,11 @@ pub fn compute_consensus(
         });
     }
     let weights = BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth)));
+    for (index, r) in relays.iter().enumerate() {
+        r.check()
+            .map_err(|source| ConsensusError::Entry { index, source })?;
+    }
+    let (relays, microdescs) = split_entries(&relays)?;
     let body = ConsensusBody {
         version: params.version,
         valid_after,
@@ -172,7 +200,7 @@ pub fn compute_consensus(
         weights,
     };
     body.check()?;
-    Ok(body)
+    Ok(ComputedConsensus { body, microdescs })
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::dir::descriptor::{
     check_addrs, check_family, DescriptorError, MAX_ADDRS, MAX_BANDWIDTH, MAX_FAMILY,
 };
 use crate::dir::flags::RelayFlags;
+use crate::dir::microdesc::{Microdesc, MicrodescDigest, MicrodescError, MicrodescIndex};
 use crate::dir::policy::ExitPolicy;
 use crate::dir::weights::BandwidthWeights;
 use crate::dir::wire;
@@ -26,7 +27,8 @@ use crate::dir::wire;
 /// Domain-separation label of consensus signatures.
 pub const CONSENSUS_LABEL: &[u8] = b"allium-consensus-v1";
 /// The consensus format and computation method this code produces and accepts.
-pub const CONSENSUS_VERSION: u32 = 2;
+/// Version 3: relays are listed compactly, with their microdescriptor's digest.
+pub const CONSENSUS_VERSION: u32 = 3;
 /// Most relays in a consensus or vote. (The codec's 1 MiB document cap binds first for
 /// relays with large exit policies: a typical non-exit entry is ~210 bytes.)
 pub const MAX_RELAYS: usize = 10_000;
@@ -112,6 +114,9 @@ pub enum ConsensusError {
     /// A weight is above the scale.
     #[error("consensus bandwidth weights out of range")]
     BadWeights,
+    /// A microdescriptor could not be encoded (computation only).
+    #[error("microdescriptor: {0}")]
+    Microdesc(#[from] MicrodescError),
     /// Consensus computation needs more votes.
     #[error("{got} votes from configured authorities; need {needed} of {configured}")]
     NotEnoughVotes {
@@ -207,6 +212,105 @@ impl ConsensusEntry {
     }
 }
 
+impl ConsensusEntry {
+    /// The relay's microdescriptor: what the compact consensus leaves out.
+    pub fn microdesc(&self) -> Microdesc {
+        Microdesc {
+            onion_cert: self.onion_cert.clone(),
+            exit_policy: self.exit_policy.clone(),
+            family: self.family.clone(),
+        }
+    }
+
+    /// Splits the entry into its compact listing and its microdescriptor.
+    pub fn split(&self) -> Result<(ListedRelay, Microdesc), MicrodescError> {
+        let md = self.microdesc();
+        let listed = ListedRelay {
+            identity: self.identity,
+            md_digest: md.digest()?,
+            addrs: self.addrs.clone(),
+            flags: self.flags,
+            bandwidth: self.bandwidth,
+            measured: self.measured,
+        };
+        Ok((listed, md))
+    }
+
+    /// Joins a listing and a microdescriptor. `None` unless the microdescriptor hashes to
+    /// the listed digest and names the listed identity, and the joined entry is valid.
+    pub fn assemble(listed: &ListedRelay, md: &Microdesc) -> Option<ConsensusEntry> {
+        if md.digest().ok()? != listed.md_digest || md.identity() != &listed.identity {
+            return None;
+        }
+        let entry = ConsensusEntry {
+            identity: listed.identity,
+            onion_cert: md.onion_cert.clone(),
+            addrs: listed.addrs.clone(),
+            flags: listed.flags,
+            bandwidth: listed.bandwidth,
+            measured: listed.measured,
+            exit_policy: md.exit_policy.clone(),
+            family: md.family.clone(),
+        };
+        entry.check().ok()?;
+        Some(entry)
+    }
+}
+
+/// Splits full entries into the compact listings of a [`ConsensusBody`] and the index of
+/// their microdescriptors (what authorities and tests build a consensus from).
+pub fn split_entries(
+    entries: &[ConsensusEntry],
+) -> Result<(Vec<ListedRelay>, MicrodescIndex), MicrodescError> {
+    let mut listed = Vec::with_capacity(entries.len());
+    let mut index = MicrodescIndex::new();
+    for e in entries {
+        let (l, md) = e.split()?;
+        index.insert(md)?;
+        listed.push(l);
+    }
+    Ok((listed, index))
+}
+
+/// One relay as the signed consensus lists it: what path selection needs beyond the
+/// microdescriptor, and the digest of that microdescriptor. Wire form in field order
+/// (see `docs/protocol.md` §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedRelay {
+    /// The relay's identity key.
+    #[serde(with = "wire::identity")]
+    pub identity: IdentityPublic,
+    /// SHA-256 of the relay's microdescriptor's canonical encoding
+    /// ([`crate::dir::microdesc`]).
+    #[serde(with = "wire::fixed")]
+    pub md_digest: MicrodescDigest,
+    /// Link addresses, preferred first.
+    #[serde(deserialize_with = "wire::bounded_vec::<_, SocketAddr, MAX_ADDRS>")]
+    pub addrs: Vec<SocketAddr>,
+    /// Flags by majority of the votes listing the relay.
+    pub flags: RelayFlags,
+    /// Selection weight, bytes/s (see [`ConsensusEntry::bandwidth`]).
+    pub bandwidth: u64,
+    /// Whether `bandwidth` comes from measurements.
+    pub measured: bool,
+}
+
+impl ListedRelay {
+    /// Checks the listing's bounds.
+    pub fn check(&self) -> Result<(), DescriptorError> {
+        check_addrs(&self.addrs)?;
+        if self.bandwidth > MAX_BANDWIDTH {
+            return Err(DescriptorError::BandwidthTooHigh(self.bandwidth));
+        }
+        Ok(())
+    }
+
+    /// Whether every flag of `flags` is set.
+    pub fn has(&self, flags: RelayFlags) -> bool {
+        self.flags.contains(flags)
+    }
+}
+
 /// The agreed network view. Wire form in field order (see `docs/protocol.md` §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsensusBody {
@@ -225,8 +329,8 @@ pub struct ConsensusBody {
     )]
     pub authorities: Vec<IdentityPublic>,
     /// Relays, sorted strictly ascending by identity.
-    #[serde(deserialize_with = "wire::bounded_vec::<_, ConsensusEntry, MAX_RELAYS>")]
-    pub relays: Vec<ConsensusEntry>,
+    #[serde(deserialize_with = "wire::bounded_vec::<_, ListedRelay, MAX_RELAYS>")]
+    pub relays: Vec<ListedRelay>,
     /// Per-position bandwidth weights.
     pub weights: BandwidthWeights,
 }
@@ -406,7 +510,11 @@ impl UncheckedConsensus {
     }
 
     /// Verifies with the default skew ([`DEFAULT_CONSENSUS_SKEW`]).
-    pub fn verify(self, trusted: &[IdentityPublic], now: u64) -> Result<Consensus, ConsensusError> {
+    pub fn verify(
+        self,
+        trusted: &[IdentityPublic],
+        now: u64,
+    ) -> Result<VerifiedConsensus, ConsensusError> {
         self.verify_with_skew(trusted, now, DEFAULT_CONSENSUS_SKEW)
     }
 
@@ -418,7 +526,7 @@ impl UncheckedConsensus {
         trusted: &[IdentityPublic],
         now: u64,
         skew: u64,
-    ) -> Result<Consensus, ConsensusError> {
+    ) -> Result<VerifiedConsensus, ConsensusError> {
         let mut trusted: Vec<IdentityPublic> = trusted.to_vec();
         trusted.sort();
         trusted.dedup();
@@ -461,7 +569,7 @@ impl UncheckedConsensus {
                 skew,
             });
         }
-        Ok(Consensus {
+        Ok(VerifiedConsensus {
             body: self.body,
             signed: self.signed,
             signers,
@@ -469,15 +577,56 @@ impl UncheckedConsensus {
     }
 }
 
-/// A verified consensus.
+/// A verified consensus whose relays are not yet joined with their microdescriptors:
+/// enough to know who is listed; [`Self::assemble`] gives the view paths are built from.
 #[derive(Debug, Clone)]
-pub struct Consensus {
+pub struct VerifiedConsensus {
     body: ConsensusBody,
     signed: SignedConsensus,
     signers: Vec<IdentityPublic>,
 }
 
-impl Consensus {
+impl VerifiedConsensus {
+    /// The compact relay listings, sorted by identity.
+    pub fn listed(&self) -> &[ListedRelay] {
+        &self.body.relays
+    }
+
+    /// The digests of the listed microdescriptors for which `have` is false, in listing
+    /// order (what to fetch).
+    pub fn missing(&self, have: impl Fn(&MicrodescDigest) -> bool) -> Vec<MicrodescDigest> {
+        self.body
+            .relays
+            .iter()
+            .map(|r| r.md_digest)
+            .filter(|d| !have(d))
+            .collect()
+    }
+
+    /// Joins each listed relay with its microdescriptor from `lookup` (by digest). A relay
+    /// whose microdescriptor is missing, does not match, or names another identity is
+    /// left out of the assembled view.
+    pub fn assemble<'a>(
+        self,
+        lookup: impl Fn(&MicrodescDigest) -> Option<&'a Microdesc>,
+    ) -> Consensus {
+        let relays: Vec<ConsensusEntry> = self
+            .body
+            .relays
+            .iter()
+            .filter_map(|l| ConsensusEntry::assemble(l, lookup(&l.md_digest)?))
+            .collect();
+        Consensus {
+            verified: self,
+            relays,
+        }
+    }
+
+    /// [`Self::assemble`] from an index.
+    pub fn assemble_from(self, index: &MicrodescIndex) -> Consensus {
+        self.assemble(|d| index.get(d))
+    }
+
     /// The verified contents.
     pub fn body(&self) -> &ConsensusBody {
         &self.body
@@ -491,25 +640,6 @@ impl Consensus {
     /// The trusted authorities whose signatures verified.
     pub fn signers(&self) -> &[IdentityPublic] {
         &self.signers
-    }
-
-    /// Relays, sorted by identity.
-    pub fn relays(&self) -> &[ConsensusEntry] {
-        &self.body.relays
-    }
-
-    /// Looks a relay up by identity.
-    pub fn relay(&self, id: &IdentityPublic) -> Option<&ConsensusEntry> {
-        self.body
-            .relays
-            .binary_search_by(|r| r.identity.cmp(id))
-            .ok()
-            .and_then(|i| self.body.relays.get(i))
-    }
-
-    /// The bandwidth weights.
-    pub fn weights(&self) -> &BandwidthWeights {
-        &self.body.weights
     }
 
     /// Start of validity.
@@ -557,5 +687,107 @@ impl Consensus {
     pub fn cache_refetch_time<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
         let span = (self.body.valid_until - self.body.fresh_until) / 2;
         self.body.fresh_until + rng.random_range(0..span.max(1))
+    }
+}
+
+/// A verified consensus assembled with its microdescriptors: the view of the network that
+/// path selection, guards and the onion-service ring use. Relays whose microdescriptor was
+/// not available are not in it.
+#[derive(Debug, Clone)]
+pub struct Consensus {
+    verified: VerifiedConsensus,
+    /// Full entries, sorted by identity (a subsequence of the listing).
+    relays: Vec<ConsensusEntry>,
+}
+
+impl Consensus {
+    /// The verified, unassembled consensus.
+    pub fn verified(&self) -> &VerifiedConsensus {
+        &self.verified
+    }
+
+    /// Relays listed but left out of the assembled view (no matching microdescriptor).
+    pub fn missing_microdescs(&self) -> usize {
+        self.verified.body.relays.len() - self.relays.len()
+    }
+
+    /// The microdescriptors of the assembled view, indexed by digest.
+    pub fn microdescs(&self) -> MicrodescIndex {
+        self.relays.iter().map(ConsensusEntry::microdesc).collect()
+    }
+}
+
+impl Consensus {
+    /// The verified contents.
+    pub fn body(&self) -> &ConsensusBody {
+        &self.verified.body
+    }
+
+    /// The signed form, for caching and serving to others.
+    pub fn signed(&self) -> &SignedConsensus {
+        &self.verified.signed
+    }
+
+    /// The trusted authorities whose signatures verified.
+    pub fn signers(&self) -> &[IdentityPublic] {
+        &self.verified.signers
+    }
+
+    /// Relays of the assembled view, sorted by identity.
+    pub fn relays(&self) -> &[ConsensusEntry] {
+        &self.relays
+    }
+
+    /// Looks a relay of the assembled view up by identity.
+    pub fn relay(&self, id: &IdentityPublic) -> Option<&ConsensusEntry> {
+        self.relays
+            .binary_search_by(|r| r.identity.cmp(id))
+            .ok()
+            .and_then(|i| self.relays.get(i))
+    }
+
+    /// The bandwidth weights.
+    pub fn weights(&self) -> &BandwidthWeights {
+        &self.verified.body.weights
+    }
+
+    /// Start of validity.
+    pub fn valid_after(&self) -> u64 {
+        self.verified.body.valid_after
+    }
+
+    /// End of freshness.
+    pub fn fresh_until(&self) -> u64 {
+        self.verified.body.fresh_until
+    }
+
+    /// End of validity.
+    pub fn valid_until(&self) -> u64 {
+        self.verified.body.valid_until
+    }
+
+    /// Whether `now` is in `[valid_after, fresh_until)`: no newer consensus is expected yet.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        (self.verified.body.valid_after..self.verified.body.fresh_until).contains(&now)
+    }
+
+    /// Whether the consensus is still valid at `now` (`now < valid_until`).
+    pub fn is_live(&self, now: u64) -> bool {
+        self.verified.is_live(now)
+    }
+
+    /// See [`VerifiedConsensus::is_usable`].
+    pub fn is_usable(&self, now: u64) -> bool {
+        self.verified.is_usable(now)
+    }
+
+    /// See [`VerifiedConsensus::refetch_time`].
+    pub fn refetch_time<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+        self.verified.refetch_time(rng)
+    }
+
+    /// See [`VerifiedConsensus::cache_refetch_time`].
+    pub fn cache_refetch_time<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+        self.verified.cache_refetch_time(rng)
     }
 }

@@ -7,6 +7,7 @@
 //! * [`compute`]: the deterministic consensus computation over votes.
 //! * [`weights`]: bandwidth weights per path position.
 //! * [`consensus`]: the multi-signed consensus and its verification.
+//! * [`microdesc`]: per-relay microdescriptors the compact consensus lists by digest.
 //! * [`path`]: choosing circuit paths from a consensus.
 //! * [`guards`]: the client's persistent guard set.
 //! * [`sybil`]: how many relays per address and subnet an authority lets be usable.
@@ -27,6 +28,7 @@ pub mod consensus;
 pub mod descriptor;
 pub mod flags;
 pub mod guards;
+pub mod microdesc;
 pub mod path;
 pub(crate) mod selection;
 pub mod sybil;
@@ -34,14 +36,15 @@ pub(crate) mod vote;
 pub(crate) mod weights;
 
 pub use authority_info::AuthorityInfo;
-pub use compute::{compute_consensus, ConsensusParams};
+pub use compute::{compute_consensus, compute_consensus_full, ComputedConsensus, ConsensusParams};
 pub use consensus::{
-    AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError, SignedConsensus,
-    UncheckedConsensus,
+    split_entries, AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError,
+    ListedRelay, SignedConsensus, UncheckedConsensus, VerifiedConsensus,
 };
 pub use descriptor::{Descriptor, DescriptorError, SignedDescriptor, UncheckedDescriptor};
 pub use flags::{assign_flags, FlagParams, FlagThresholds, Observation, RelayFlags};
 pub use guards::{GuardFileError, GuardParams, GuardSet};
+pub use microdesc::{Microdesc, MicrodescDigest, MicrodescError, MicrodescIndex};
 pub use path::{select_path, PathError, PathTarget};
 pub use vote::{SignedVote, UncheckedVote, Vote, VoteBody, VoteEntry, VoteError};
 pub use weights::{BandwidthWeights, Position};

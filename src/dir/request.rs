@@ -8,6 +8,7 @@
 use thiserror::Error;
 
 use crate::bytes::{self, Reader};
+use crate::dir::microdesc::{MAX_MICRODESCS_PER_REQUEST, MICRODESC_DIGEST_LEN};
 
 /// Largest request or response body (a consensus of 10,000 relays fits).
 pub const MAX_DIR_BODY: usize = 8 * 1024 * 1024;
@@ -48,6 +49,13 @@ pub enum DirRequest {
         token: [u8; 16],
         /// Bytes asked for.
         len: u32,
+    },
+    /// Microdescriptors by digest (`docs/protocol.md` §6.17): 1 ..=
+    /// [`MAX_MICRODESCS_PER_REQUEST`] distinct digests; the answer lists the ones found,
+    /// in request order.
+    GetMicrodescs {
+        /// SHA-256 digests of the wanted microdescriptors.
+        digests: Vec<[u8; 32]>,
     },
 }
 
@@ -136,6 +144,10 @@ const KIND_GET_SIGNATURE: u8 = 4;
 const KIND_PUT_ONION_DESCRIPTOR: u8 = 5;
 const KIND_GET_ONION_DESCRIPTOR: u8 = 6;
 const KIND_GET_MEASUREMENT: u8 = 7;
+const KIND_GET_MICRODESCS: u8 = 10;
+
+/// Largest GET_MICRODESCS request body.
+pub const MICRODESC_REQUEST_MAX_LEN: usize = MAX_MICRODESCS_PER_REQUEST * MICRODESC_DIGEST_LEN;
 
 /// Reads the header: kind/status and body length (checked against the limit).
 pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
@@ -197,6 +209,27 @@ fn measurement(body: &[u8]) -> Result<DirRequest, DirProtoError> {
     Ok(DirRequest::GetMeasurement { token, len })
 }
 
+/// A GET_MICRODESCS body: 1 ..= [`MAX_MICRODESCS_PER_REQUEST`] distinct 32-byte digests.
+fn microdescs(body: &[u8]) -> Result<DirRequest, DirProtoError> {
+    if body.is_empty()
+        || body.len() > MICRODESC_REQUEST_MAX_LEN
+        || body.len() % MICRODESC_DIGEST_LEN != 0
+    {
+        return Err(DirProtoError::BadBody);
+    }
+    let mut r = Reader::new(body);
+    let mut digests: Vec<[u8; 32]> = Vec::with_capacity(body.len() / MICRODESC_DIGEST_LEN);
+    while r.remaining() > 0 {
+        digests.push(r.array("digest").map_err(|_| DirProtoError::BadBody)?);
+    }
+    let mut sorted = digests.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
+        return Err(DirProtoError::BadBody);
+    }
+    Ok(DirRequest::GetMicrodescs { digests })
+}
+
 /// A body that is one big-endian period start.
 fn period(body: &[u8]) -> Result<u64, DirProtoError> {
     Ok(u64::from_be_bytes(exact(body)?))
@@ -227,6 +260,7 @@ impl DirRequest {
                 blinded_key: exact(body)?,
             }),
             KIND_GET_MEASUREMENT => measurement(body),
+            KIND_GET_MICRODESCS => microdescs(body),
             KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR | KIND_PUT_ONION_DESCRIPTOR => {
                 Err(DirProtoError::BadBody)
             }
@@ -253,6 +287,7 @@ impl DirRequest {
                 body.extend_from_slice(&len.to_be_bytes());
                 frame(KIND_GET_MEASUREMENT, &body)
             }
+            DirRequest::GetMicrodescs { digests } => frame(KIND_GET_MICRODESCS, &digests.concat()),
         }
     }
 }

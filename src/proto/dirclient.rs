@@ -1,12 +1,21 @@
-//! Directory requests over BEGIN_DIR streams: fetch the consensus, upload a descriptor,
-//! exchange votes between authorities.
+//! Directory requests over BEGIN_DIR streams: fetch the consensus and microdescriptors,
+//! upload a descriptor, exchange votes between authorities.
 
+use std::future::Future;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::dir::request::{parse_header, DirProtoError, DirRequest, DirResponse, DIR_HEADER_LEN};
+use crate::clock::Clock;
+use crate::crypto::IdentityPublic;
+use crate::dir::microdesc::{
+    check_response, MicrodescDigest, MicrodescError, MicrodescIndex, MAX_MICRODESCS_PER_REQUEST,
+};
+use crate::dir::request::{
+    parse_header, DirProtoError, DirRequest, DirResponse, DirStatus, DIR_HEADER_LEN,
+};
+use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
 
 use super::reactor::CircuitHandle;
 use super::stream::StreamOpenError;
@@ -30,6 +39,144 @@ pub enum DirFetchError {
     /// The directory server could not be reached (connection, link handshake or circuit).
     #[error("cannot reach the directory server: {0}")]
     Connect(String),
+    /// The server answered with a failure status.
+    #[error("directory server answered: {0}")]
+    Status(String),
+    /// The server sent a microdescriptor that does not match what was asked for.
+    #[error("bad microdescriptors: {0}")]
+    Microdesc(#[from] MicrodescError),
+    /// The served consensus does not verify.
+    #[error("bad consensus: {0}")]
+    Consensus(#[from] ConsensusError),
+}
+
+/// Fetches the microdescriptors `wanted` in batches of at most
+/// [`MAX_MICRODESCS_PER_REQUEST`] with `ask` (one request → one response), checks each
+/// against its digest and adds it to `into`. Stops at the first failure or lying answer
+/// (the microdescriptors already checked are kept); digests a server did not have are
+/// simply absent from `into`.
+pub async fn fetch_microdescs<F, Fut>(
+    mut ask: F,
+    wanted: &[MicrodescDigest],
+    into: &mut MicrodescIndex,
+) -> Result<(), DirFetchError>
+where
+    F: FnMut(DirRequest) -> Fut,
+    Fut: Future<Output = Result<DirResponse, DirFetchError>>,
+{
+    for batch in wanted.chunks(MAX_MICRODESCS_PER_REQUEST) {
+        let resp = ask(DirRequest::GetMicrodescs {
+            digests: batch.to_vec(),
+        })
+        .await?;
+        if resp.status != DirStatus::Ok {
+            return Err(DirFetchError::Status(resp.reason()));
+        }
+        for (_, md) in check_response(&resp.body, batch)? {
+            into.insert(md)?;
+        }
+    }
+    Ok(())
+}
+
+/// A one-hop directory circuit to a relay (an authority or a cache) for several requests.
+pub struct DirSession {
+    chan: std::sync::Arc<super::channel::ClientChannel>,
+    handle: CircuitHandle,
+    timeout: Duration,
+}
+
+impl DirSession {
+    /// Connects to the relay at `addr` proving `identity` and builds a one-hop
+    /// `allium-fast-1` circuit, each step within `timeout`.
+    pub async fn open(
+        addr: std::net::SocketAddr,
+        identity: &IdentityPublic,
+        timeout: Duration,
+        clock: &Clock,
+    ) -> Result<Self, DirFetchError> {
+        let work = async {
+            let cfg = crate::link::LinkConfig {
+                handshake_timeout: timeout,
+                clock: clock.clone(),
+                ..crate::link::LinkConfig::default()
+            };
+            let chan = super::channel::ClientChannel::connect_to(addr, identity, &cfg)
+                .await
+                .map_err(|e| DirFetchError::Connect(e.to_string()))?;
+            match super::circuit::ClientCircuit::create_fast(&chan, *identity, timeout).await {
+                Ok(circ) => Ok(DirSession {
+                    chan,
+                    handle: circ.into_handle(),
+                    timeout,
+                }),
+                Err(e) => {
+                    chan.sender.close();
+                    Err(DirFetchError::Connect(e.to_string()))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| DirFetchError::Timeout)?
+    }
+
+    /// The relay's clock from its NETINFO (Unix seconds).
+    pub fn peer_time(&self) -> u64 {
+        self.chan.peer_timestamp
+    }
+
+    /// One request on a new stream of the circuit.
+    pub async fn request(&self, req: &DirRequest) -> Result<DirResponse, DirFetchError> {
+        dir_request(&self.handle, req, self.timeout).await
+    }
+
+    async fn request_owned(&self, req: DirRequest) -> Result<DirResponse, DirFetchError> {
+        self.request(&req).await
+    }
+
+    /// Closes the circuit and the channel.
+    pub async fn close(self) {
+        self.handle.close().await;
+        self.chan.sender.close();
+    }
+}
+
+/// Fetches, verifies (against `trusted` at `clock`'s time) and assembles the consensus a
+/// directory relay serves, fetching every microdescriptor not in `have` from it too; the
+/// relays whose microdescriptors it did not serve (or served wrong) are left out of the
+/// assembled view ([`Consensus::missing_microdescs`]).
+/// Returns the consensus and its signed bytes. For caches, tests and the test network;
+/// clients use [`crate::client`]'s manager, which also spreads fetches over several caches.
+pub async fn fetch_consensus(
+    addr: std::net::SocketAddr,
+    identity: &IdentityPublic,
+    trusted: &[IdentityPublic],
+    have: &MicrodescIndex,
+    timeout: Duration,
+    clock: &Clock,
+) -> Result<(Consensus, Vec<u8>), DirFetchError> {
+    let session = DirSession::open(addr, identity, timeout, clock).await?;
+    let result = async {
+        let resp = session.request(&DirRequest::GetConsensus).await?;
+        if resp.status != DirStatus::Ok {
+            return Err(DirFetchError::Status(resp.reason()));
+        }
+        let verified = UncheckedConsensus::parse(&resp.body)?.verify(trusted, clock.now_unix())?;
+        let missing = verified.missing(|d| have.contains(d));
+        let mut fetched = MicrodescIndex::new();
+        if let Err(e) = fetch_microdescs(|r| session.request_owned(r), &missing, &mut fetched).await
+        {
+            // The consensus is still good: the relays whose microdescriptors did not come
+            // are left out (the caller may ask another server for them).
+            tracing::debug!("microdescriptor fetch stopped: {e}");
+        }
+        let consensus = verified.assemble(|d| have.get(d).or_else(|| fetched.get(d)));
+        Ok((consensus, resp.body))
+    }
+    .await;
+    session.close().await;
+    result
 }
 
 /// One directory request to the relay at `addr` proving `identity`, over a fresh channel

@@ -32,11 +32,12 @@ use crate::codec;
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
 use crate::dir::descriptor::MAX_DESCRIPTOR_LEN;
-use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::sybil::SybilLimits;
 use crate::dir::{
-    compute_consensus, AuthorityInfo, ConsensusParams, FlagParams, SignedConsensus,
-    UncheckedDescriptor, UncheckedVote, Vote, VoteBody,
+    compute_consensus_full, microdesc, AuthorityInfo, ComputedConsensus, ConsensusParams,
+    FlagParams, MicrodescIndex, SignedConsensus, UncheckedDescriptor, UncheckedVote, Vote,
+    VoteBody,
 };
 use crate::link::{self, LinkConfig};
 use crate::proto::dirclient::one_shot;
@@ -141,6 +142,8 @@ struct State {
     votes: BTreeMap<u64, Vec<u8>>,
     /// The consensus we computed per period start, with the signatures collected so far.
     computed: BTreeMap<u64, SignedConsensus>,
+    /// The microdescriptors each computed consensus lists, per period start.
+    microdescs: BTreeMap<u64, Arc<MicrodescIndex>>,
     /// The consensus being served: (valid_until, bytes).
     published: Option<(u64, Vec<u8>)>,
 }
@@ -206,6 +209,33 @@ impl Authority {
     /// The consensus currently served, if any.
     pub fn current_consensus(&self) -> Option<Vec<u8>> {
         lock(&self.state).published.as_ref().map(|(_, b)| b.clone())
+    }
+
+    /// The microdescriptors of the consensus currently served (and of recent periods), to
+    /// assemble it (tests, the test network).
+    pub fn current_microdescs(&self) -> MicrodescIndex {
+        let state = lock(&self.state);
+        let mut all = MicrodescIndex::new();
+        for index in state.microdescs.values() {
+            all.extend_from(index);
+        }
+        all
+    }
+
+    /// Answers GET_MICRODESCS from every recent period's microdescriptors (a client may
+    /// still be assembling the previous consensus).
+    fn answer_microdescs(&self, digests: &[[u8; 32]]) -> DirResponse {
+        let indices: Vec<Arc<MicrodescIndex>> = lock(&self.state)
+            .microdescs
+            .values()
+            .rev()
+            .cloned()
+            .collect();
+        let found: Vec<&[u8]> = digests
+            .iter()
+            .filter_map(|d| indices.iter().find_map(|i| i.bytes(d)))
+            .collect();
+        DirResponse::ok(microdesc::encode_response(&found, MAX_DIR_BODY))
     }
 
     /// Relays currently known (listed or not).
@@ -470,13 +500,14 @@ impl Authority {
                 Err(e) => warn!("authority: refused a vote: {e}"),
             }
         }
-        let body = match compute_consensus(&votes, &ids, &ConsensusParams::default()) {
-            Ok(b) => b,
-            Err(e) => {
-                warn!("authority: no consensus for this period: {e}");
-                return;
-            }
-        };
+        let ComputedConsensus { body, microdescs } =
+            match compute_consensus_full(&votes, &ids, &ConsensusParams::default()) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("authority: no consensus for this period: {e}");
+                    return;
+                }
+            };
         if body.relays.is_empty() {
             // An empty consensus would only make clients fail later: publish none until
             // some relay is reachable (the network is still forming).
@@ -496,7 +527,9 @@ impl Authority {
             votes = votes.len(),
             "authority: computed the consensus"
         );
-        lock(&self.state).computed.insert(va, signed);
+        let mut state = lock(&self.state);
+        state.computed.insert(va, signed);
+        state.microdescs.insert(va, Arc::new(microdescs));
     }
 
     async fn collect_signatures(&self, va: u64) {
@@ -548,6 +581,7 @@ impl Authority {
         let keep_from = va.saturating_sub(4 * self.period());
         state.votes.retain(|&k, _| k >= keep_from);
         state.computed.retain(|&k, _| k >= keep_from);
+        state.microdescs.retain(|&k, _| k >= keep_from);
     }
 }
 
@@ -590,6 +624,7 @@ impl DirService for AuthorityService {
                 }
                 DirRequest::PostDescriptor(bytes) => auth.on_descriptor(&bytes),
                 DirRequest::GetMeasurement { token, len } => auth.measure_tokens.serve(&token, len),
+                DirRequest::GetMicrodescs { digests } => auth.answer_microdescs(&digests),
                 // Authorities are not onion-service directories (they carry no HSDir role).
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
                     DirResponse::error(DirStatus::Refused, "not an onion-service directory")

@@ -1,6 +1,7 @@
-//! A relay's directory cache: it fetches the consensus from the authorities, verifies it,
-//! and serves it to clients over BEGIN_DIR, so clients need not all ask the authorities.
-//! It also stores onion-service descriptors ([`super::hsdir`]).
+//! A relay's directory cache: it fetches the consensus and the microdescriptors it lists
+//! from the authorities, verifies them, and serves both to clients over BEGIN_DIR, so
+//! clients need not all ask the authorities. It also stores onion-service descriptors
+//! ([`super::hsdir`]).
 
 use crate::clock::Clock;
 use crate::sync::lock;
@@ -12,9 +13,10 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
-use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::microdesc::MicrodescIndex;
+use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
-use crate::proto::dirclient::one_shot;
+use crate::proto::dirclient::{fetch_consensus, DirFetchError};
 
 use super::dirserve::{DirContext, DirService};
 use super::hsdir::HsDirStore;
@@ -26,6 +28,8 @@ pub struct DirCache {
     authorities: Vec<AuthorityInfo>,
     /// (valid_until, signed bytes) of the newest verified consensus.
     current: Mutex<Option<(u64, Vec<u8>)>>,
+    /// The microdescriptors that consensus lists (the ones fetched and matching).
+    microdescs: Mutex<Arc<MicrodescIndex>>,
     /// Onion-service descriptors uploaded to this relay (§8.3).
     hsdir: Arc<HsDirStore>,
     /// The relay's clock (consensus validity, descriptor lifetimes, refresh times).
@@ -39,6 +43,7 @@ impl DirCache {
         let cache = Arc::new(DirCache {
             authorities,
             current: Mutex::new(None),
+            microdescs: Mutex::new(Arc::new(MicrodescIndex::new())),
             hsdir: Arc::new(HsDirStore::default()),
             clock,
         });
@@ -51,44 +56,68 @@ impl DirCache {
     }
 
     /// Verifies `bytes` as a consensus signed by the configured authorities and, if it
-    /// is good, serves it from now on and gives it to the descriptor store (whose ring
-    /// check needs it). The refresh loop feeds every consensus it fetches through here;
-    /// tests may feed one directly.
-    pub fn offer_consensus(&self, bytes: Vec<u8>) -> Result<Arc<Consensus>, ConsensusError> {
-        let c = Arc::new(
-            UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), self.clock.now_unix())?,
-        );
-        *lock(&self.current) = Some((c.valid_until(), bytes));
-        self.hsdir.set_consensus(Arc::clone(&c));
-        Ok(c)
+    /// is good, assembles it with the matching microdescriptors of `mds`, serves both from
+    /// now on and gives the consensus to the descriptor store (whose ring check needs it).
+    /// The refresh loop feeds every consensus it fetches through here; tests may feed one
+    /// directly.
+    pub fn offer_consensus(
+        &self,
+        bytes: Vec<u8>,
+        mds: &MicrodescIndex,
+    ) -> Result<Arc<Consensus>, ConsensusError> {
+        let c = UncheckedConsensus::parse(&bytes)?
+            .verify(&self.trusted(), self.clock.now_unix())?
+            .assemble_from(mds);
+        Ok(self.install(c, bytes))
     }
 
-    /// Fetches and verifies a consensus now; returns when it would next need a refresh.
+    fn install(&self, c: Consensus, bytes: Vec<u8>) -> Arc<Consensus> {
+        let c = Arc::new(c);
+        *lock(&self.microdescs) = Arc::new(c.microdescs());
+        *lock(&self.current) = Some((c.valid_until(), bytes));
+        self.hsdir.set_consensus(Arc::clone(&c));
+        c
+    }
+
+    /// Fetches and verifies a consensus now, with the microdescriptors not already held;
+    /// returns when it would next need a refresh.
     async fn refresh(&self) -> Option<u64> {
+        let mut have = MicrodescIndex::clone(&lock(&self.microdescs));
+        let mut best: Option<(Consensus, Vec<u8>)> = None;
         for a in &self.authorities {
-            let Ok(resp) = one_shot(
+            match fetch_consensus(
                 a.addr,
                 &a.identity,
-                &DirRequest::GetConsensus,
+                &self.trusted(),
+                &have,
                 Duration::from_secs(15),
                 &self.clock,
             )
             .await
-            else {
-                continue;
-            };
-            if resp.status != DirStatus::Ok {
-                continue;
-            }
-            match self.offer_consensus(resp.body) {
-                Ok(c) => {
-                    debug!("dircache: consensus refreshed");
-                    return Some(c.cache_refetch_time(&mut rand::rng()));
+            {
+                Ok((c, bytes)) => {
+                    have.extend_from(&c.microdescs());
+                    let complete = c.missing_microdescs() == 0;
+                    best = Some((c, bytes));
+                    if complete {
+                        break;
+                    }
+                    // Some microdescriptors did not come: ask the next authority for them.
                 }
-                Err(e) => warn!("dircache: an authority served a bad consensus: {e}"),
+                // No consensus published yet (a forming network): not worth a warning.
+                Err(DirFetchError::Status(reason)) => {
+                    debug!("dircache: an authority has no consensus: {reason}")
+                }
+                Err(e) => warn!("dircache: no consensus from an authority: {e}"),
             }
         }
-        None
+        let (c, bytes) = best?;
+        debug!(
+            missing = c.missing_microdescs(),
+            "dircache: consensus refreshed"
+        );
+        let c = self.install(c, bytes);
+        Some(c.cache_refetch_time(&mut rand::rng()))
     }
 
     async fn refresh_loop(self: Arc<Self>) {
@@ -137,6 +166,10 @@ impl DirService for DirCache {
                     }
                     _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
                 },
+                DirRequest::GetMicrodescs { digests } => {
+                    let mds = Arc::clone(&*lock(&self.microdescs));
+                    DirResponse::ok(mds.answer(&digests, MAX_DIR_BODY))
+                }
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
                     self.hsdir.answer(&req, self.clock.now_unix(), &ctx)
                 }

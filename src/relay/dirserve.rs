@@ -83,12 +83,13 @@ async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str>
         .map_err(|_| "truncated request")?;
     let (kind, len) = parse_header(&header).map_err(|_| "request too large")?;
     // Bound by what the kind can legitimately carry, before allocating anything: only
-    // descriptor uploads have a real body.
+    // descriptor uploads and microdescriptor requests have a real body.
     let max = match kind {
         2 => crate::dir::descriptor::MAX_DESCRIPTOR_LEN,
         5 => crate::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN,
         6 => 32,
         7 => crate::dir::request::MEASUREMENT_REQUEST_LEN,
+        10 => crate::dir::request::MICRODESC_REQUEST_MAX_LEN,
         _ => 8,
     };
     if len > max {

@@ -12,8 +12,9 @@ use tracing::info;
 
 use crate::crypto::IdentityPublic;
 use crate::dir::request::{DirRequest, DirStatus};
-use crate::dir::{AuthorityInfo, Consensus, UncheckedConsensus};
+use crate::dir::{AuthorityInfo, Consensus, MicrodescIndex, UncheckedConsensus};
 use crate::link::LinkConfig;
+use crate::proto::dirclient::{fetch_microdescs, DirFetchError};
 use crate::proto::{ClientChannel, ClientCircuit, RelayTarget};
 
 use super::dirserve::DirContext;
@@ -161,11 +162,20 @@ async fn current_consensus(
         return None;
     }
     let trusted: Vec<_> = authorities.iter().map(|a| a.identity).collect();
-    let c = UncheckedConsensus::parse(&resp.body)
+    let verified = UncheckedConsensus::parse(&resp.body)
         .ok()?
         .verify(&trusted, now)
         .ok()?;
-    Some(Arc::new(c))
+    // Our own directory role serves the microdescriptors too.
+    let mut mds = MicrodescIndex::new();
+    let wanted = verified.missing(|_| false);
+    let service = &service;
+    let ask = |req| {
+        let ctx = DirContext::new(shared.keys.identity());
+        async move { Ok::<_, DirFetchError>(service.handle(req, ctx).await) }
+    };
+    let _ = fetch_microdescs(ask, &wanted, &mut mds).await;
+    Some(Arc::new(verified.assemble_from(&mds)))
 }
 
 /// Whether `c` lists us at `addr` with our current onion key.

@@ -162,13 +162,14 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
     let mut auth_ids = publics(&auths);
     auth_ids.sort();
     let weights = BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth)));
+    let (listed, mds) = allium::dir::split_entries(&relays).unwrap();
     let body = ConsensusBody {
         version: CONSENSUS_VERSION,
         valid_after: NOW - HOUR,
         fresh_until: NOW + HOUR,
         valid_until: NOW + 3 * HOUR,
         authorities: auth_ids,
-        relays,
+        relays: listed,
         weights,
     };
     let mut signed = body.to_signed().unwrap();
@@ -179,6 +180,7 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
     let c = UncheckedConsensus::parse(&bytes)
         .unwrap()
         .verify(&publics(&auths), NOW)
-        .unwrap();
+        .unwrap()
+        .assemble_from(&mds);
     (c, auths)
 }

@@ -30,9 +30,12 @@ pub async fn serve_body(body: Vec<u8>) -> SocketAddr {
 /// The consensus the first authority of `net` serves now, verified (None before the first).
 pub fn authority_consensus(net: &TestNet) -> Option<Consensus> {
     let trusted: Vec<_> = net.authority_info.iter().map(|a| a.identity).collect();
-    let bytes = net.authorities.first()?.1.current_consensus()?;
+    let authority = &net.authorities.first()?.1;
+    let bytes = authority.current_consensus()?;
+    let mds = authority.current_microdescs();
     UncheckedConsensus::parse(&bytes)
         .ok()?
         .verify(&trusted, allium::clock::now_unix())
         .ok()
+        .map(|v| v.assemble_from(&mds))
 }

@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use allium::cli::config::{self, AuthorityFile, ProxyFile, RelayFile};
 use allium::crypto::IdentityPublic;
-use allium::dir::request::{DirRequest, DirStatus};
 use allium::dir::AuthorityInfo;
-use allium::dir::{Consensus, UncheckedConsensus};
-use allium::proto::dirclient::one_shot;
+use allium::dir::Consensus;
 use allium::relay::RelayKeys;
 use allium::testnet::{wait_until_listed, DirServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -339,22 +337,18 @@ impl ProcNet {
     /// authorities (None if it cannot be fetched or verified).
     pub async fn consensus_from(&self, authority: &Node) -> Option<Consensus> {
         let id = authority.identity?;
-        let resp = one_shot(
+        let trusted: Vec<IdentityPublic> = self.authorities.iter().map(|a| a.identity).collect();
+        allium::proto::dirclient::fetch_consensus(
             authority.listen,
             &id,
-            &DirRequest::GetConsensus,
+            &trusted,
+            &allium::dir::MicrodescIndex::new(),
             Duration::from_secs(10),
             &allium::clock::Clock::system(),
         )
         .await
-        .ok()?;
-        if resp.status != DirStatus::Ok {
-            return None;
-        }
-        let trusted: Vec<IdentityPublic> = self.authorities.iter().map(|a| a.identity).collect();
-        UncheckedConsensus::parse(&resp.body)
-            .and_then(|u| u.verify(&trusted, allium::clock::now_unix()))
-            .ok()
+        .ok()
+        .map(|(c, _)| c)
     }
 
     /// The consensus from the first running authority that serves one.

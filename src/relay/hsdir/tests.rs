@@ -95,6 +95,7 @@ fn consensus_with(
         })
         .collect();
     entries.sort_by_key(|e| e.identity);
+    let (listed, mds) = crate::dir::split_entries(&entries).unwrap();
     let body = ConsensusBody {
         version: CONSENSUS_VERSION,
         valid_after,
@@ -102,7 +103,7 @@ fn consensus_with(
         valid_until: valid_after + valid_for,
         authorities: vec![auth.public()],
         weights: BandwidthWeights::compute(entries.iter().map(|e| (e.flags, e.bandwidth))),
-        relays: entries,
+        relays: listed,
     };
     let mut signed = body.to_signed().unwrap();
     signed.sign(&auth);
@@ -110,7 +111,8 @@ fn consensus_with(
     let c = UncheckedConsensus::parse(&bytes)
         .unwrap()
         .verify(&[auth.public()], valid_after)
-        .unwrap();
+        .unwrap()
+        .assemble_from(&mds);
     Arc::new(c)
 }
 
