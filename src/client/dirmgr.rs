@@ -11,8 +11,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
-use crate::dir::request::{DirRequest, DirStatus};
+use crate::dir::request::DirRequest;
 use crate::dir::{AuthorityInfo, Consensus, ConsensusEntry, ConsensusError, UncheckedConsensus};
+use crate::proto::dir_fetch::{fetch_consensus_from, Fetched};
 use crate::proto::dirclient::{dir_request, one_shot_timed};
 use crate::proto::{ClientCircuit, RelayTarget};
 use crate::sync::lock;
@@ -129,8 +130,16 @@ impl DirMgr {
         bytes: &[u8],
         time_refused: &AtomicBool,
     ) -> Result<Consensus, ConsensusError> {
-        let result = UncheckedConsensus::parse(bytes)
-            .and_then(|u| u.verify(&self.trusted(), self.clock.now_unix()));
+        UncheckedConsensus::parse(bytes).and_then(|u| self.check_now(u, time_refused))
+    }
+
+    /// [`Self::verify_now`] for a parsed (or diff-rebuilt) consensus.
+    fn check_now(
+        &self,
+        u: UncheckedConsensus,
+        time_refused: &AtomicBool,
+    ) -> Result<Consensus, ConsensusError> {
+        let result = u.verify(&self.trusted(), self.clock.now_unix());
         if let Err(e) = &result {
             if e.is_time() {
                 time_refused.store(true, Ordering::Relaxed);
@@ -185,12 +194,17 @@ impl DirMgr {
                 let chan = self.channels.channel_to(&t).await.ok()?;
                 let circ = ClientCircuit::create(&chan, &t, timeout).await.ok()?;
                 let handle = circ.into_handle();
-                let resp = dir_request(&handle, &DirRequest::GetConsensus, timeout).await;
+                let h = &handle;
+                let fetched = fetch_consensus_from(
+                    Some(&current),
+                    |req| async move { dir_request(h, &req, timeout).await.ok() },
+                    |u| self.check_now(u, time_refused),
+                )
+                .await;
                 handle.close().await;
-                let resp = resp.ok().filter(|r| r.status == DirStatus::Ok)?;
-                let c = self.verify_now(&resp.body, time_refused).ok()?;
-                self.save_cache(&resp.body);
-                Some(self.install(c))
+                let fetched = fetched.ok()?;
+                self.note_fetch(&fetched);
+                Some(self.install(fetched.consensus))
             };
             if let Some(c) = attempt.await {
                 debug!("client: consensus fetched from a guard");
@@ -198,6 +212,21 @@ impl DirMgr {
             }
         }
         None
+    }
+
+    /// Logs how a consensus came and caches it on disk.
+    fn note_fetch(&self, f: &Fetched) {
+        if let Some(why) = &f.refused_diff {
+            warn!("client: a directory server sent a consensus diff that was refused ({why}); fetched the full consensus");
+        }
+        debug!(
+            via_diff = f.via_diff,
+            bytes = f.bytes,
+            "client: consensus fetched"
+        );
+        if let Ok(bytes) = f.consensus.signed().to_bytes() {
+            self.save_cache(&bytes);
+        }
     }
 
     fn save_cache(&self, bytes: &[u8]) {
@@ -217,35 +246,42 @@ impl DirMgr {
         let mut authorities = self.authorities.clone();
         authorities.shuffle(&mut rand::rng());
         let mut last_err = String::from("no authorities configured");
+        let current = self.consensus();
         for a in &authorities {
-            let answer = one_shot_timed(
-                a.addr,
-                &a.identity,
-                &DirRequest::GetConsensus,
-                Duration::from_secs(15),
-                &self.clock,
-            )
-            .await;
-            if let Ok((_, peer_time)) = &answer {
-                self.skew
-                    .record(a.identity, *peer_time, self.clock.now_unix());
-            }
-            match answer.map(|(resp, _)| resp) {
-                Ok(resp) if resp.status == DirStatus::Ok => {
-                    match self.verify_now(&resp.body, &time_refused) {
-                        Ok(c) => {
-                            self.save_cache(&resp.body);
-                            return Ok(self.install(c));
-                        }
-                        Err(e) if e.is_time() => {
-                            last_err =
-                                format!("refused the authorities' consensus at our clock: {e}")
-                        }
-                        Err(e) => last_err = format!("an authority served a bad consensus: {e}"),
+            let ask = |req: DirRequest| async move {
+                let answer = one_shot_timed(
+                    a.addr,
+                    &a.identity,
+                    &req,
+                    Duration::from_secs(15),
+                    &self.clock,
+                )
+                .await;
+                match answer {
+                    Ok((resp, peer_time)) => {
+                        self.skew
+                            .record(a.identity, peer_time, self.clock.now_unix());
+                        Some(resp)
+                    }
+                    Err(e) => {
+                        debug!("client: authority unreachable: {e}");
+                        None
                     }
                 }
-                Ok(resp) => last_err = format!("authority answered: {}", resp.reason()),
-                Err(e) => last_err = e.to_string(),
+            };
+            let fetched = fetch_consensus_from(current.as_deref(), ask, |u| {
+                self.check_now(u, &time_refused)
+            })
+            .await;
+            match fetched {
+                Ok(f) => {
+                    self.note_fetch(&f);
+                    return Ok(self.install(f.consensus));
+                }
+                Err(e) if time_refused.load(Ordering::Relaxed) => {
+                    last_err = format!("refused the authorities' consensus at our clock: {e}")
+                }
+                Err(e) => last_err = format!("authority: {e}"),
             }
         }
         if let Some(path) = self.cache_path() {

@@ -7,6 +7,9 @@
 //! * [`compute`]: the deterministic consensus computation over votes.
 //! * [`weights`]: bandwidth weights per path position.
 //! * [`consensus`]: the multi-signed consensus and its verification.
+//! * [`compress`]: compressed transfer, with a decompressor bounded against bombs.
+//! * [`diff`]: diffs from a recent consensus to the current one.
+//! * [`consensus_store`]: what a directory server keeps to serve them.
 //! * [`path`]: choosing circuit paths from a consensus.
 //! * [`guards`]: the client's persistent guard set.
 //! * [`sybil`]: how many relays per address and subnet an authority lets be usable.
@@ -22,9 +25,12 @@ pub(crate) mod wire;
 
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
 pub(crate) mod authority_info;
+pub mod compress;
 pub(crate) mod compute;
 pub mod consensus;
+pub mod consensus_store;
 pub mod descriptor;
+pub mod diff;
 pub mod flags;
 pub mod guards;
 pub mod path;

@@ -9,8 +9,9 @@ use thiserror::Error;
 
 use crate::bytes::{self, Reader};
 
-/// Largest request or response body (a consensus of 10,000 relays fits).
-pub const MAX_DIR_BODY: usize = 8 * 1024 * 1024;
+/// Largest request or response body: the largest document, [`crate::codec::MAX_DOCUMENT_LEN`]
+/// (16 MiB; a vote or an uncompressed consensus of 20,000 relays fits).
+pub const MAX_DIR_BODY: usize = crate::codec::MAX_DOCUMENT_LEN;
 /// Bytes before the body.
 pub const DIR_HEADER_LEN: usize = 5;
 
@@ -48,6 +49,14 @@ pub enum DirRequest {
         token: [u8; 16],
         /// Bytes asked for.
         len: u32,
+    },
+    /// The current consensus, compressed (`docs/protocol.md` §6.17).
+    GetConsensusCompressed,
+    /// A compressed diff from the consensus whose signed body has SHA-256 digest `from`
+    /// to the current one (§6.17); NOT_FOUND if the server does not keep that base.
+    GetConsensusDiff {
+        /// [`crate::dir::diff::body_digest`] of the base consensus.
+        from: [u8; 32],
     },
 }
 
@@ -136,6 +145,8 @@ const KIND_GET_SIGNATURE: u8 = 4;
 const KIND_PUT_ONION_DESCRIPTOR: u8 = 5;
 const KIND_GET_ONION_DESCRIPTOR: u8 = 6;
 const KIND_GET_MEASUREMENT: u8 = 7;
+const KIND_GET_CONSENSUS_COMPRESSED: u8 = 8;
+const KIND_GET_CONSENSUS_DIFF: u8 = 9;
 
 /// Reads the header: kind/status and body length (checked against the limit).
 pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
@@ -227,9 +238,14 @@ impl DirRequest {
                 blinded_key: exact(body)?,
             }),
             KIND_GET_MEASUREMENT => measurement(body),
-            KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR | KIND_PUT_ONION_DESCRIPTOR => {
-                Err(DirProtoError::BadBody)
+            KIND_GET_CONSENSUS_COMPRESSED if body.is_empty() => {
+                Ok(DirRequest::GetConsensusCompressed)
             }
+            KIND_GET_CONSENSUS_DIFF => Ok(DirRequest::GetConsensusDiff { from: exact(body)? }),
+            KIND_GET_CONSENSUS
+            | KIND_POST_DESCRIPTOR
+            | KIND_PUT_ONION_DESCRIPTOR
+            | KIND_GET_CONSENSUS_COMPRESSED => Err(DirProtoError::BadBody),
             other => Err(DirProtoError::UnknownKind(other)),
         }
     }
@@ -253,6 +269,8 @@ impl DirRequest {
                 body.extend_from_slice(&len.to_be_bytes());
                 frame(KIND_GET_MEASUREMENT, &body)
             }
+            DirRequest::GetConsensusCompressed => frame(KIND_GET_CONSENSUS_COMPRESSED, &[]),
+            DirRequest::GetConsensusDiff { from } => frame(KIND_GET_CONSENSUS_DIFF, from),
         }
     }
 }
@@ -316,6 +334,8 @@ mod tests {
                 token: [9; 16],
                 len: MAX_MEASUREMENT_CHUNK,
             },
+            DirRequest::GetConsensusCompressed,
+            DirRequest::GetConsensusDiff { from: [4; 32] },
         ];
         for r in reqs {
             let bytes = r.encode();
@@ -330,8 +350,8 @@ mod tests {
         let resp = DirResponse::error(DirStatus::Refused, "stale");
         assert_eq!(DirResponse::parse(&resp.encode()).unwrap(), resp);
         assert_eq!(
-            DirRequest::parse(&[9, 0, 0, 0, 0]),
-            Err(DirProtoError::UnknownKind(9))
+            DirRequest::parse(&[10, 0, 0, 0, 0]),
+            Err(DirProtoError::UnknownKind(10))
         );
         assert_eq!(
             DirRequest::parse(&[1, 0xff, 0xff, 0xff, 0xff]),

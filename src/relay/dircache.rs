@@ -1,6 +1,7 @@
 //! A relay's directory cache: it fetches the consensus from the authorities, verifies it,
-//! and serves it to clients over BEGIN_DIR, so clients need not all ask the authorities.
-//! It also stores onion-service descriptors ([`super::hsdir`]).
+//! and serves it to clients over BEGIN_DIR (plain, compressed, or as a diff from one of
+//! the last 24 consensuses: [`ConsensusStore`]), so clients need not all ask the
+//! authorities. It also stores onion-service descriptors ([`super::hsdir`]).
 
 use crate::clock::Clock;
 use crate::sync::lock;
@@ -12,8 +13,10 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
+use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
+use crate::proto::dir_fetch::fetch_consensus_from;
 use crate::proto::dirclient::one_shot;
 
 use super::dirserve::{DirContext, DirService};
@@ -24,8 +27,10 @@ use crate::dir::AuthorityInfo;
 #[derive(Debug)]
 pub struct DirCache {
     authorities: Vec<AuthorityInfo>,
-    /// (valid_until, signed bytes) of the newest verified consensus.
-    current: Mutex<Option<(u64, Vec<u8>)>>,
+    /// The newest verified consensus and the recent ones diffs start from.
+    store: Mutex<ConsensusStore>,
+    /// The newest verified consensus, to ask for diffs from.
+    current: Mutex<Option<Arc<Consensus>>>,
     /// Onion-service descriptors uploaded to this relay (§8.3).
     hsdir: Arc<HsDirStore>,
     /// The relay's clock (consensus validity, descriptor lifetimes, refresh times).
@@ -38,6 +43,7 @@ impl DirCache {
     pub fn start(authorities: Vec<AuthorityInfo>, clock: Clock) -> Arc<Self> {
         let cache = Arc::new(DirCache {
             authorities,
+            store: Mutex::new(ConsensusStore::default()),
             current: Mutex::new(None),
             hsdir: Arc::new(HsDirStore::default()),
             clock,
@@ -55,37 +61,67 @@ impl DirCache {
     /// check needs it). The refresh loop feeds every consensus it fetches through here;
     /// tests may feed one directly.
     pub fn offer_consensus(&self, bytes: Vec<u8>) -> Result<Arc<Consensus>, ConsensusError> {
-        let c = Arc::new(
-            UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), self.clock.now_unix())?,
-        );
-        *lock(&self.current) = Some((c.valid_until(), bytes));
+        let c =
+            UncheckedConsensus::parse(&bytes)?.verify(&self.trusted(), self.clock.now_unix())?;
+        self.install(c)
+    }
+
+    /// Serves the verified consensus `c` (if newer than the one served) and gives it to the
+    /// descriptor store.
+    fn install(&self, c: Consensus) -> Result<Arc<Consensus>, ConsensusError> {
+        let c = Arc::new(c);
+        *lock(&self.current) = Some(Arc::clone(&c));
+        // Compressing and diffing happen outside the lock (seconds for the largest
+        // documents); a consensus no newer than the one served is not installed again.
+        match PreparedConsensus::new(c.signed().clone()) {
+            Ok(p) => {
+                if let Err(e) = lock(&self.store).install(p) {
+                    warn!("dircache: cannot serve the consensus: {e}");
+                }
+            }
+            Err(e) => warn!("dircache: cannot serve the consensus: {e}"),
+        }
         self.hsdir.set_consensus(Arc::clone(&c));
         Ok(c)
     }
 
     /// Fetches and verifies a consensus now; returns when it would next need a refresh.
     async fn refresh(&self) -> Option<u64> {
+        let current = lock(&self.current).clone();
+        let trusted = self.trusted();
         for a in &self.authorities {
-            let Ok(resp) = one_shot(
-                a.addr,
-                &a.identity,
-                &DirRequest::GetConsensus,
-                Duration::from_secs(15),
-                &self.clock,
-            )
-            .await
-            else {
-                continue;
+            // A diff from the consensus we have, else the full compressed document.
+            let ask = |req: DirRequest| async move {
+                one_shot(
+                    a.addr,
+                    &a.identity,
+                    &req,
+                    Duration::from_secs(15),
+                    &self.clock,
+                )
+                .await
+                .ok()
             };
-            if resp.status != DirStatus::Ok {
-                continue;
-            }
-            match self.offer_consensus(resp.body) {
-                Ok(c) => {
-                    debug!("dircache: consensus refreshed");
-                    return Some(c.cache_refetch_time(&mut rand::rng()));
+            let fetched = fetch_consensus_from(current.as_deref(), ask, |u| {
+                u.verify(&trusted, self.clock.now_unix())
+            })
+            .await;
+            match fetched {
+                Ok(f) => {
+                    if let Some(why) = &f.refused_diff {
+                        warn!(
+                            "dircache: an authority sent a consensus diff that was refused: {why}"
+                        );
+                    }
+                    match self.install(f.consensus) {
+                        Ok(c) => {
+                            debug!(via_diff = f.via_diff, "dircache: consensus refreshed");
+                            return Some(c.cache_refetch_time(&mut rand::rng()));
+                        }
+                        Err(e) => warn!("dircache: cannot serve the consensus: {e}"),
+                    }
                 }
-                Err(e) => warn!("dircache: an authority served a bad consensus: {e}"),
+                Err(e) => debug!("dircache: no consensus from an authority: {e}"),
             }
         }
         None
@@ -117,9 +153,9 @@ impl DirCache {
 
     /// Whether a live consensus is cached.
     pub fn has_consensus(&self) -> bool {
-        lock(&self.current)
-            .as_ref()
-            .is_some_and(|(until, _)| *until > self.clock.now_unix())
+        lock(&self.store)
+            .live_bytes(self.clock.now_unix())
+            .is_some()
     }
 }
 
@@ -131,12 +167,11 @@ impl DirService for DirCache {
     ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
         Box::pin(async move {
             match req {
-                DirRequest::GetConsensus => match &*lock(&self.current) {
-                    Some((until, bytes)) if *until > self.clock.now_unix() => {
-                        DirResponse::ok(bytes.clone())
-                    }
-                    _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
-                },
+                DirRequest::GetConsensus
+                | DirRequest::GetConsensusCompressed
+                | DirRequest::GetConsensusDiff { .. } => lock(&self.store)
+                    .answer(&req, self.clock.now_unix())
+                    .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "unexpected")),
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
                     self.hsdir.answer(&req, self.clock.now_unix(), &ctx)
                 }

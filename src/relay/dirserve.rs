@@ -89,6 +89,7 @@ async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str>
         5 => crate::onion::descriptor::MAX_ONION_DESCRIPTOR_LEN,
         6 => 32,
         7 => crate::dir::request::MEASUREMENT_REQUEST_LEN,
+        9 => 32,
         _ => 8,
     };
     if len > max {
