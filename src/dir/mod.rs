@@ -40,7 +40,7 @@ pub(crate) mod vote;
 pub(crate) mod weights;
 
 pub use authority_info::AuthorityInfo;
-pub use compute::{compute_consensus, ConsensusParams};
+pub use compute::{compute_consensus, round_weight, ConsensusParams};
 pub use consensus::{
     AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError, SignedConsensus,
     UncheckedConsensus,
