@@ -271,11 +271,9 @@ fn merge(
     removed: &[IdentityPublic],
     changed: &[DiffEntry],
 ) -> Result<Vec<DiffEntry>, DiffError> {
-    let len = (base.len() + changed.len()).saturating_sub(removed.len());
-    if len > MAX_RELAYS {
-        return Err(DiffError::TooManyRelays);
-    }
-    let mut out = Vec::with_capacity(len);
+    // Changed entries mostly replace base ones, so the result's size is known only after
+    // the merge; it holds at most base + changed (each bounded by MAX_RELAYS) entries.
+    let mut out = Vec::with_capacity((base.len() + changed.len()).min(MAX_RELAYS));
     let mut removed = removed.iter().peekable();
     let mut changed = changed.iter().peekable();
     for e in base {
@@ -302,4 +300,60 @@ fn merge(
         return Err(DiffError::TooManyRelays);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{IdentityKeypair, OnionKeyCert, OnionKeypair};
+    use crate::dir::{ExitPolicy, RelayFlags};
+
+    fn entry(n: u64, cert: &OnionKeyCert) -> DiffEntry {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&n.to_be_bytes());
+        DiffEntry {
+            identity: IdentityKeypair::from_secret_bytes(&seed).public(),
+            onion_cert: cert.clone(),
+            addrs: vec![std::net::SocketAddr::from(([10, 0, 0, 1], 9001))],
+            flags: RelayFlags::RUNNING,
+            bandwidth: 1000,
+            measured: true,
+            exit_policy: ExitPolicy::reject_all(),
+            family: Vec::new(),
+        }
+    }
+
+    /// A full-size consensus with a few percent of its entries changed merges (the bound
+    /// applies to the result, not to base + changed), and one relay more is refused.
+    #[test]
+    fn merge_bounds_the_result_not_the_changes() {
+        let key = IdentityKeypair::from_secret_bytes(&[7; 32]);
+        let cert = OnionKeyCert::sign(&key, OnionKeypair::from_secret_bytes(&[8; 32]).public(), 1);
+        let mut base: Vec<DiffEntry> = (0..MAX_RELAYS as u64).map(|n| entry(n, &cert)).collect();
+        base.sort_by_key(|e| e.identity);
+        let changed: Vec<DiffEntry> = base
+            .iter()
+            .step_by(20)
+            .map(|e| DiffEntry {
+                bandwidth: 2000,
+                ..e.clone()
+            })
+            .collect();
+        let out = merge(&base, &[], &changed).unwrap();
+        assert_eq!(out.len(), MAX_RELAYS);
+        let extra = entry(MAX_RELAYS as u64, &cert);
+        let mut more = changed.clone();
+        more.push(extra);
+        more.sort_by_key(|e| e.identity);
+        assert!(matches!(
+            merge(&base, &[], &more),
+            Err(DiffError::TooManyRelays)
+        ));
+        let removed = [base[0].identity];
+        let rest: Vec<DiffEntry> = more
+            .into_iter()
+            .filter(|e| e.identity != removed[0])
+            .collect();
+        assert_eq!(merge(&base, &removed, &rest).unwrap().len(), MAX_RELAYS);
+    }
 }
