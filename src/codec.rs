@@ -12,8 +12,11 @@ use serde::Serialize;
 use thiserror::Error;
 
 /// Largest document the codec will encode or decode. Bounds every allocation bincode can
-/// make on behalf of an attacker-chosen length prefix.
-pub const MAX_DOCUMENT_LEN: usize = 1 << 20;
+/// make on behalf of an attacker-chosen length prefix. 16 MiB: an authority's vote for
+/// 20,000 relays (each entry a signed descriptor of ~350–600 bytes plus its observations,
+/// under 10 MB) fits; each document type passes its own tighter bound where it has one
+/// (a consensus: `MAX_CONSENSUS_LEN`, 12 MiB).
+pub const MAX_DOCUMENT_LEN: usize = 16 << 20;
 
 /// Fixed-width big-endian integers: one encoding per value, independent of magnitude.
 fn config() -> impl bincode::config::Config {

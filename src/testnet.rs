@@ -146,6 +146,7 @@ async fn fetch(
         &server.identity,
         trusted,
         &crate::dir::MicrodescIndex::new(),
+        None,
         FETCH_TIMEOUT,
         clock,
     )

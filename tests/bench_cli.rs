@@ -170,3 +170,33 @@ fn bench_client_measures_through_a_testnet_proxy() {
     assert!(!ok);
     assert!(stderr.contains("warm-up"), "{stderr}");
 }
+
+/// `allium bench dir` at 50 relays through the real CLI (its authority and client sides
+/// are child processes of it): every key of the JSON object, with plausible values.
+#[test]
+fn bench_dir_reports_every_key() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
+    cmd.args(["bench", "dir", "--relays", "50", "--periods", "2", "--json"]);
+    let (ok, stdout, stderr) = run_with_timeout(cmd);
+    assert!(ok, "bench dir failed: {stderr}");
+    let json = stdout.trim();
+    assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
+    for key in [
+        "consensus_bytes",
+        "consensus_compressed_bytes",
+        "diff_bytes",
+        "diff_compressed_bytes",
+        "client_dir_bytes_per_day",
+        "authority_cpu_s_per_period",
+        "client_verify_ms",
+        "authority_peak_rss_bytes",
+        "client_peak_rss_bytes",
+    ] {
+        assert!(field(json, key) >= 0.0, "{key} in {json}");
+    }
+    assert_eq!(json.matches(':').count(), 9, "exactly nine keys: {json}");
+    assert!(field(json, "consensus_bytes") > field(json, "consensus_compressed_bytes"));
+    assert!(field(json, "consensus_bytes") > field(json, "diff_bytes"));
+    assert!(field(json, "authority_peak_rss_bytes") > 0.0);
+    assert!(field(json, "client_peak_rss_bytes") > 0.0);
+}

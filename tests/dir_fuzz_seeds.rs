@@ -1,4 +1,4 @@
-//! Regenerates the fuzz seeds for the `descriptor` and `consensus` targets:
+//! Regenerates the fuzz seeds for the `descriptor`, `consensus` and `consensus_diff` targets:
 //! `ALLIUM_WRITE_SEEDS=1 cargo test --test dir_fuzz_seeds -- --ignored`.
 //! Without the variable the test only checks that the committed seeds still verify.
 
@@ -117,6 +117,63 @@ fn microdesc_response_seeds() -> Vec<(String, Vec<u8>)> {
     vec![("two".into(), seed)]
 }
 
+/// The `consensus_diff` target's fixed base (the same four relays, built the same way),
+/// signed by the three authorities.
+fn diff_fuzz_base(relays: &[u64], stable: &[u64], valid_after: u64) -> allium::dir::Consensus {
+    use allium::crypto::OnionKeyCert;
+    use allium::dir::{BandwidthWeights, ConsensusBody, ConsensusEntry, RelayFlags};
+    let auths = authorities(3);
+    let mut entries: Vec<ConsensusEntry> = relays
+        .iter()
+        .map(|&n| {
+            let mut flags = RelayFlags::RUNNING.union(RelayFlags::VALID);
+            flags.set(RelayFlags::STABLE, stable.contains(&n));
+            ConsensusEntry {
+                identity: key(n).public(),
+                onion_cert: OnionKeyCert::sign(&key(n), onion(n).public(), u64::MAX),
+                addrs: vec![std::net::SocketAddr::from(([11, 0, n as u8, 1], 9001))],
+                flags,
+                bandwidth: 1000 * (n + 1),
+                measured: true,
+                exit_policy: ExitPolicy::reject_all(),
+                family: Vec::new(),
+            }
+        })
+        .collect();
+    entries.sort_by_key(|r| r.identity);
+    let (listed, mds) = allium::dir::split_entries(&entries).unwrap();
+    let mut ids = publics(&auths);
+    ids.sort();
+    let body = ConsensusBody {
+        version: allium::dir::consensus::CONSENSUS_VERSION,
+        valid_after,
+        fresh_until: valid_after + 2 * HOUR,
+        valid_until: valid_after + 4 * HOUR,
+        authorities: ids.clone(),
+        weights: BandwidthWeights::compute(entries.iter().map(|r| (r.flags, r.bandwidth))),
+        relays: listed,
+    };
+    let mut signed = body.to_signed().unwrap();
+    for a in &auths {
+        signed.sign(a);
+    }
+    UncheckedConsensus::parse(&signed.to_bytes().unwrap())
+        .unwrap()
+        .verify(&ids, NOW)
+        .unwrap()
+        .assemble_from(&mds)
+}
+
+/// A diff from the fuzz target's base: relay 0 removed, relay 1 changed, relay 7 added.
+fn consensus_diff_seeds() -> Vec<(String, Vec<u8>)> {
+    use allium::dir::diff::ConsensusDiff;
+    let base = diff_fuzz_base(&[0, 1, 2, 3], &[], NOW - HOUR);
+    let next = diff_fuzz_base(&[1, 2, 3, 7], &[1], NOW);
+    let diff =
+        ConsensusDiff::between(base.signed(), base.body(), next.signed(), next.body()).unwrap();
+    vec![("diff".into(), diff.to_bytes().unwrap())]
+}
+
 #[test]
 #[ignore = "writes files; run with ALLIUM_WRITE_SEEDS=1 -- --ignored"]
 fn write_fuzz_seeds() {
@@ -128,6 +185,7 @@ fn write_fuzz_seeds() {
         ("consensus", consensus_seeds()),
         ("microdesc", microdesc_seeds()),
         ("microdesc_response", microdesc_response_seeds()),
+        ("consensus_diff", consensus_diff_seeds()),
     ] {
         let dir = seeds_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -156,6 +214,17 @@ fn committed_seeds_verify() {
     for (name, bytes) in microdesc_response_seeds() {
         let committed = std::fs::read(seeds_dir("microdesc_response").join(&name)).unwrap();
         assert_eq!(committed, bytes, "microdesc_response seed {name} is stale");
+    }
+    let base = diff_fuzz_base(&[0, 1, 2, 3], &[], NOW - HOUR);
+    for (name, bytes) in consensus_diff_seeds() {
+        let committed = std::fs::read(seeds_dir("consensus_diff").join(&name)).unwrap();
+        assert_eq!(committed, bytes, "consensus_diff seed {name} is stale");
+        allium::dir::diff::ConsensusDiff::parse(&committed)
+            .unwrap()
+            .apply(base.signed().body(), base.body())
+            .unwrap()
+            .verify(&ids, NOW)
+            .unwrap();
     }
     for (name, bytes) in consensus_seeds() {
         let committed = std::fs::read(seeds_dir("consensus").join(&name)).unwrap();

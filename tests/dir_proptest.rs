@@ -174,3 +174,69 @@ proptest! {
         let _ = allium::dir::UncheckedVote::parse(&bytes);
     }
 }
+
+/// The synthetic consensus the diff properties start from (built once).
+fn diff_base() -> &'static (allium::dir::Consensus, Vec<allium::crypto::IdentityKeypair>) {
+    static BASE: std::sync::OnceLock<(
+        allium::dir::Consensus,
+        Vec<allium::crypto::IdentityKeypair>,
+    )> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| synthetic_consensus(24))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// compress → decompress is the identity, and a bound below the size is refused.
+    #[test]
+    fn compress_round_trip(data in proptest::collection::vec(any::<u8>(), 0..4000), rep in 1usize..50) {
+        use allium::dir::compress::{compress, decompress};
+        let data: Vec<u8> = data.iter().copied().cycle().take(data.len() * rep).collect();
+        let z = compress(&data).unwrap();
+        prop_assert_eq!(decompress(&z, data.len()).unwrap(), data.clone());
+        if !data.is_empty() {
+            prop_assert!(decompress(&z, data.len() - 1).is_err());
+        }
+    }
+
+    /// diff(a, b) applied to a rebuilds b exactly (and verifies); the diff survives
+    /// encode → parse unchanged; applied to another base it is refused.
+    #[test]
+    fn diff_applies_to_its_base_only(
+        removed in proptest::collection::btree_set(0usize..24, 0..6),
+        flipped in proptest::collection::btree_set(0usize..24, 0..6),
+        added in proptest::collection::btree_set(1_000_000_000u64..1_000_000_050, 0..6),
+    ) {
+        use allium::dir::diff::ConsensusDiff;
+        let (a, auths) = diff_base();
+        let removed: Vec<usize> = removed.into_iter().collect();
+        let flipped: Vec<usize> = flipped.into_iter().filter(|i| !removed.contains(i)).collect();
+        let added: Vec<u64> = added.into_iter().collect();
+        let b = next_period(a, auths, &removed, &flipped, &added);
+        let diff = ConsensusDiff::between(a.signed(), a.body(), b.signed(), b.body()).unwrap();
+        prop_assert_eq!(diff.removed.len(), removed.len());
+        prop_assert_eq!(diff.changed.len(), flipped.len() + added.len());
+        let bytes = diff.to_bytes().unwrap();
+        let parsed = ConsensusDiff::parse(&bytes).unwrap();
+        prop_assert_eq!(&parsed, &diff);
+        let rebuilt = parsed
+            .apply(a.signed().body(), a.body())
+            .unwrap()
+            .verify(&publics(auths), b.valid_after())
+            .unwrap();
+        prop_assert_eq!(rebuilt.signed().to_bytes().unwrap(), b.signed().to_bytes().unwrap());
+        // From b to b is empty, and does not apply to a.
+        let none = ConsensusDiff::between(b.signed(), b.body(), b.signed(), b.body()).unwrap();
+        prop_assert!(none.removed.is_empty() && none.changed.is_empty());
+        prop_assert!(none.apply(a.signed().body(), a.body()).is_err());
+    }
+
+    #[test]
+    fn arbitrary_diff_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let (a, _) = diff_base();
+        if let Ok(d) = allium::dir::diff::ConsensusDiff::parse(&bytes) {
+            let _ = d.apply(a.signed().body(), a.body());
+        }
+        let _ = allium::dir::compress::decompress(&bytes, 1 << 16);
+    }
+}

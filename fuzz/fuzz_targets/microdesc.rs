@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(md) = Microdesc::parse(data) {
-        let again = md.to_bytes().expect("a parsed microdescriptor must re-encode");
+        let again = md
+            .to_bytes()
+            .expect("a parsed microdescriptor must re-encode");
         assert_eq!(&again[..], data, "parse→encode must reproduce the input");
         assert_eq!(md.digest().expect("digest"), digest_of(data));
     }

@@ -6,6 +6,7 @@
 //! and figures: docs/PERFORMANCE.md.
 
 pub(crate) mod client;
+pub(crate) mod dir;
 pub(crate) mod procs;
 pub(crate) mod relay_probe;
 
@@ -130,6 +131,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Another bench instead of the network's (`bench dir`).
+    #[command(subcommand)]
+    pub sub: Option<dir::BenchSub>,
 }
 
 /// A directory removed on drop.
@@ -259,10 +263,15 @@ impl BenchReport {
 /// `allium bench`: starts an authority and three relays (guard, middle, exit) as child
 /// processes, a client with a SOCKS proxy and a sink in this process, and measures
 /// (docs/PERFORMANCE.md).
-pub(crate) async fn bench(args: BenchArgs) -> Result<(), String> {
+pub(crate) async fn bench(mut args: BenchArgs) -> Result<(), String> {
     use procs::{authority_list, NodeDir, NodeProcess};
     use std::time::Duration;
 
+    if let Some(sub) = args.sub.take() {
+        return tokio::task::spawn_blocking(move || dir::run(sub))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let say = |msg: &str| {
         if !args.json {
             eprintln!("bench: {msg}");

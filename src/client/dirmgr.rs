@@ -14,10 +14,11 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::crypto::IdentityPublic;
 use crate::dir::microdesc::{MicrodescDigest, MicrodescIndex};
-use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+use crate::dir::request::{DirRequest, DirResponse};
 use crate::dir::{
     AuthorityInfo, Consensus, ConsensusEntry, ConsensusError, UncheckedConsensus, VerifiedConsensus,
 };
+use crate::proto::dir_fetch::fetch_consensus_from;
 use crate::proto::dirclient::{dir_request, fetch_microdescs, DirFetchError, DirSession};
 use crate::proto::{ClientCircuit, RelayTarget};
 use crate::sync::lock;
@@ -137,8 +138,16 @@ impl DirMgr {
         bytes: &[u8],
         time_refused: &AtomicBool,
     ) -> Result<VerifiedConsensus, ConsensusError> {
-        let result = UncheckedConsensus::parse(bytes)
-            .and_then(|u| u.verify(&self.trusted(), self.clock.now_unix()));
+        UncheckedConsensus::parse(bytes).and_then(|u| self.check_now(u, time_refused))
+    }
+
+    /// [`Self::verify_now`] for a parsed (or diff-rebuilt) consensus.
+    fn check_now(
+        &self,
+        u: UncheckedConsensus,
+        time_refused: &AtomicBool,
+    ) -> Result<VerifiedConsensus, ConsensusError> {
+        let result = u.verify(&self.trusted(), self.clock.now_unix());
         if let Err(e) = &result {
             if e.is_time() {
                 time_refused.store(true, Ordering::Relaxed);
@@ -170,26 +179,45 @@ impl DirMgr {
         Fut: std::future::Future<Output = Result<DirResponse, DirFetchError>>,
     {
         if fetch.got.is_none() {
-            match ask(DirRequest::GetConsensus).await {
-                Ok(resp) if resp.status == DirStatus::Ok => {
-                    match self.verify_now(&resp.body, time_refused) {
-                        Ok(v) => fetch.got = Some((v, resp.body)),
-                        Err(e) if e.is_time() => {
-                            fetch.last_err = format!("refused the consensus at our clock: {e}");
-                            return;
-                        }
+            // A diff from the consensus in use if the directory has one (checked after
+            // applying: digest, then signatures), else the compressed document.
+            let current = self.consensus();
+            let fetched = fetch_consensus_from(
+                current.as_deref(),
+                |req| {
+                    let ask = &ask;
+                    async move { ask(req).await.ok() }
+                },
+                |u| self.check_now(u, time_refused),
+            )
+            .await;
+            match fetched {
+                Ok(f) => {
+                    if let Some(why) = &f.refused_diff {
+                        warn!(
+                            "client: a directory server sent a consensus diff that was refused \
+                             ({why}); fetched the full consensus"
+                        );
+                    }
+                    debug!(
+                        via_diff = f.via_diff,
+                        bytes = f.bytes,
+                        "client: consensus fetched"
+                    );
+                    match f.consensus.signed().to_bytes() {
+                        Ok(bytes) => fetch.got = Some((f.consensus, bytes)),
                         Err(e) => {
-                            fetch.last_err = format!("a directory served a bad consensus: {e}");
+                            fetch.last_err = format!("cannot encode the consensus: {e}");
                             return;
                         }
                     }
                 }
-                Ok(resp) => {
-                    fetch.last_err = format!("directory answered: {}", resp.reason());
+                Err(e) if time_refused.load(Ordering::Relaxed) => {
+                    fetch.last_err = format!("refused the consensus at our clock: {e}");
                     return;
                 }
                 Err(e) => {
-                    fetch.last_err = e.to_string();
+                    fetch.last_err = e;
                     return;
                 }
             }

@@ -54,6 +54,24 @@ fn weight(votes: &[Option<u64>], declared: u64) -> (u64, bool) {
     (median.min(declared), true)
 }
 
+/// Significant bits a measured weight keeps in the consensus.
+pub(crate) const WEIGHT_SIGNIFICANT_BITS: u32 = 4;
+
+/// Rounds a measured weight to its [`WEIGHT_SIGNIFICANT_BITS`] most significant bits
+/// (to nearest, halves up): steps of 1/16 to 1/8 of the value, finer than the ±10 % a
+/// re-measurement moves by, yet coarse enough that such noise rarely changes a relay's
+/// entry, and every changed entry costs each client its bytes in the hourly diff.
+pub fn round_weight(x: u64) -> u64 {
+    let bits = u64::BITS - x.leading_zeros();
+    if bits <= WEIGHT_SIGNIFICANT_BITS {
+        return x;
+    }
+    let shift = bits - WEIGHT_SIGNIFICANT_BITS;
+    let half = 1u64 << (shift - 1);
+    let up = u64::from(x & ((1u64 << shift) - 1) >= half);
+    ((x >> shift) + up) << shift
+}
+
 /// Strict majority of `n`.
 fn majority(n: usize) -> usize {
     n / 2 + 1
@@ -71,7 +89,8 @@ fn majority(n: usize) -> usize {
 /// 5. Each flag is set iff a strict majority of the votes listing the relay set it; Exit is
 ///    cleared if the chosen descriptor does not offer exit.
 /// 6. Bandwidth: see [`weight`] (measured median capped by the declaration, or the
-///    unmeasured default).
+///    unmeasured default); a measured one is then rounded ([`round_weight`]) and capped
+///    by the declaration again.
 /// 7. Relays are sorted by identity; weights are computed by [`BandwidthWeights::compute`].
 pub fn compute_consensus(
     votes: &[Vote],
@@ -173,6 +192,12 @@ pub fn compute_consensus_full(
         let d = &chosen.descriptor;
         let votes: Vec<Option<u64>> = entries.iter().map(|e| e.measured).collect();
         let (bandwidth, measured) = weight(&votes, d.bandwidth);
+        // Measured weights are rounded (then capped by the declaration again).
+        let bandwidth = if measured {
+            round_weight(bandwidth).min(d.bandwidth)
+        } else {
+            bandwidth
+        };
         relays.push(ConsensusEntry {
             identity,
             onion_cert: d.onion_cert.clone(),
@@ -205,7 +230,7 @@ pub fn compute_consensus_full(
 
 #[cfg(test)]
 mod tests {
-    use super::{weight, UNMEASURED_BANDWIDTH};
+    use super::{round_weight, weight, UNMEASURED_BANDWIDTH};
 
     const TB: u64 = 1_000_000_000_000;
 
@@ -233,6 +258,22 @@ mod tests {
             Some(1),
         ];
         assert_eq!(weight(&votes, TB), (900_000, true));
+    }
+
+    #[test]
+    fn weights_keep_four_significant_bits() {
+        assert_eq!(round_weight(0), 0);
+        assert_eq!(round_weight(15), 15);
+        assert_eq!(round_weight(16), 16);
+        assert_eq!(round_weight(17), 18);
+        assert_eq!(round_weight(1_000_000), 983_040);
+        assert_eq!(round_weight(1_040_000), 1_048_576);
+        assert_eq!(round_weight(1 << 40), 1 << 40);
+        for x in [33u64, 1_000, 123_456, 99_999_999, (1 << 40) - 1] {
+            let r = round_weight(x);
+            assert!(r.abs_diff(x) * 16 <= x, "{x} -> {r}");
+            assert_eq!(round_weight(r), r);
+        }
     }
 
     #[test]

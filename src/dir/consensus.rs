@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError, MAX_DOCUMENT_LEN};
+use crate::codec::{self, CodecError};
 use crate::crypto::keys::{IDENTITY_PUBLIC_LEN, SIGNATURE_LEN};
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, VerifiedOnionKey};
 use crate::dir::descriptor::{
@@ -29,9 +29,17 @@ pub const CONSENSUS_LABEL: &[u8] = b"allium-consensus-v1";
 /// The consensus format and computation method this code produces and accepts.
 /// Version 3: relays are listed compactly, with their microdescriptor's digest.
 pub const CONSENSUS_VERSION: u32 = 3;
-/// Most relays in a consensus or vote. (The codec's 1 MiB document cap binds first for
-/// relays with large exit policies: a typical non-exit entry is ~210 bytes.)
-pub const MAX_RELAYS: usize = 10_000;
+/// Most relays in a consensus or vote: room for a network of 20,000 relays (Tor has
+/// ~7,000), every count still a hard bound.
+pub const MAX_RELAYS: usize = 20_000;
+/// Largest encoded consensus (the signed form, so also its body): 12 MiB. A compact
+/// entry is ~95 bytes (identity 32, microdescriptor digest 32, one address, flags,
+/// bandwidth), at most ~250 with every address slot used; votes carry full descriptors
+/// (~215 bytes for a non-exit, ~450 for an exit with a default-style policy) and share
+/// this bound: 12 MiB is 629 bytes per relay at [`MAX_RELAYS`], so 20,000 relays fit with
+/// room for longer policies, families and IPv6 addresses, and nothing a peer sends can
+/// make a client hold more.
+pub const MAX_CONSENSUS_LEN: usize = 12 * 1024 * 1024;
 /// Most authorities (and so signatures) a consensus may name.
 pub const MAX_AUTHORITIES: usize = 9;
 /// Clock skew tolerated before a consensus's `valid_after` (seconds): a client whose clock
@@ -407,13 +415,18 @@ pub struct AuthoritySignature {
 /// signatures`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedConsensus {
-    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, MAX_DOCUMENT_LEN>")]
+    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, MAX_CONSENSUS_LEN>")]
     body: Vec<u8>,
     #[serde(deserialize_with = "wire::bounded_vec::<_, AuthoritySignature, MAX_AUTHORITIES>")]
     signatures: Vec<AuthoritySignature>,
 }
 
 impl SignedConsensus {
+    /// Body bytes and signatures put together (a consensus rebuilt from a diff).
+    pub(crate) fn from_parts(body: Vec<u8>, signatures: Vec<AuthoritySignature>) -> Self {
+        SignedConsensus { body, signatures }
+    }
+
     /// The body bytes every signature covers.
     pub fn body(&self) -> &[u8] {
         &self.body
@@ -476,15 +489,25 @@ pub struct UncheckedConsensus {
 }
 
 impl UncheckedConsensus {
-    /// Parses a consensus: canonical encoding, at most [`MAX_DOCUMENT_LEN`] bytes, at most
+    /// Parses a consensus: canonical encoding, at most [`MAX_CONSENSUS_LEN`] bytes, at most
     /// [`MAX_AUTHORITIES`] signatures, no duplicate signer.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConsensusError> {
-        let signed: SignedConsensus = codec::decode(bytes, MAX_DOCUMENT_LEN)?;
+        let signed: SignedConsensus = codec::decode(bytes, MAX_CONSENSUS_LEN)?;
         Self::from_signed(signed)
     }
 
     /// As [`Self::parse`], from an already decoded [`SignedConsensus`].
     pub fn from_signed(signed: SignedConsensus) -> Result<Self, ConsensusError> {
+        let body: ConsensusBody = codec::decode(&signed.body, MAX_CONSENSUS_LEN)?;
+        Self::from_signed_body(signed, body)
+    }
+
+    /// As [`Self::from_signed`], with the body already decoded: `signed.body` must be the
+    /// canonical encoding of `body` (a diff's result is, by construction).
+    pub(crate) fn from_signed_body(
+        signed: SignedConsensus,
+        body: ConsensusBody,
+    ) -> Result<Self, ConsensusError> {
         if signed.signatures.len() > MAX_AUTHORITIES {
             return Err(ConsensusError::TooManySignatures(signed.signatures.len()));
         }
@@ -500,7 +523,6 @@ impl UncheckedConsensus {
                 )));
             }
         }
-        let body: ConsensusBody = codec::decode(&signed.body, MAX_DOCUMENT_LEN)?;
         Ok(Self { signed, body })
     }
 

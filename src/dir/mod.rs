@@ -8,6 +8,9 @@
 //! * [`weights`]: bandwidth weights per path position.
 //! * [`consensus`]: the multi-signed consensus and its verification.
 //! * [`microdesc`]: per-relay microdescriptors the compact consensus lists by digest.
+//! * [`compress`]: compressed transfer, with a decompressor bounded against bombs.
+//! * [`diff`]: diffs from a recent consensus to the current one.
+//! * [`consensus_store`]: what a directory server keeps to serve them.
 //! * [`path`]: choosing circuit paths from a consensus.
 //! * [`guards`]: the client's persistent guard set.
 //! * [`sybil`]: how many relays per address and subnet an authority lets be usable.
@@ -23,9 +26,12 @@ pub(crate) mod wire;
 
 pub use policy::{ExitPolicy, PolicyAction, PolicyError, PolicyRule};
 pub(crate) mod authority_info;
+pub mod compress;
 pub(crate) mod compute;
 pub mod consensus;
+pub mod consensus_store;
 pub mod descriptor;
+pub mod diff;
 pub mod flags;
 pub mod guards;
 pub mod microdesc;
@@ -36,7 +42,9 @@ pub(crate) mod vote;
 pub(crate) mod weights;
 
 pub use authority_info::AuthorityInfo;
-pub use compute::{compute_consensus, compute_consensus_full, ComputedConsensus, ConsensusParams};
+pub use compute::{
+    compute_consensus, compute_consensus_full, round_weight, ComputedConsensus, ConsensusParams,
+};
 pub use consensus::{
     split_entries, AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError,
     ListedRelay, SignedConsensus, UncheckedConsensus, VerifiedConsensus,

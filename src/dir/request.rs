@@ -10,8 +10,9 @@ use thiserror::Error;
 use crate::bytes::{self, Reader};
 use crate::dir::microdesc::{MAX_MICRODESCS_PER_REQUEST, MICRODESC_DIGEST_LEN};
 
-/// Largest request or response body (a consensus of 10,000 relays fits).
-pub const MAX_DIR_BODY: usize = 8 * 1024 * 1024;
+/// Largest request or response body: the largest document, [`crate::codec::MAX_DOCUMENT_LEN`]
+/// (16 MiB; a vote or an uncompressed consensus of 20,000 relays fits).
+pub const MAX_DIR_BODY: usize = crate::codec::MAX_DOCUMENT_LEN;
 /// Bytes before the body.
 pub const DIR_HEADER_LEN: usize = 5;
 
@@ -56,6 +57,14 @@ pub enum DirRequest {
     GetMicrodescs {
         /// SHA-256 digests of the wanted microdescriptors.
         digests: Vec<[u8; 32]>,
+    },
+    /// The current consensus, compressed (`docs/protocol.md` §6.18).
+    GetConsensusCompressed,
+    /// A compressed diff from the consensus whose signed body has SHA-256 digest `from`
+    /// to the current one (§6.18); NOT_FOUND if the server does not keep that base.
+    GetConsensusDiff {
+        /// [`crate::dir::diff::body_digest`] of the base consensus.
+        from: [u8; 32],
     },
 }
 
@@ -148,6 +157,8 @@ const KIND_GET_MICRODESCS: u8 = 10;
 
 /// Largest GET_MICRODESCS request body.
 pub const MICRODESC_REQUEST_MAX_LEN: usize = MAX_MICRODESCS_PER_REQUEST * MICRODESC_DIGEST_LEN;
+const KIND_GET_CONSENSUS_COMPRESSED: u8 = 8;
+const KIND_GET_CONSENSUS_DIFF: u8 = 9;
 
 /// Reads the header: kind/status and body length (checked against the limit).
 pub fn parse_header(header: &[u8; DIR_HEADER_LEN]) -> Result<(u8, usize), DirProtoError> {
@@ -261,9 +272,14 @@ impl DirRequest {
             }),
             KIND_GET_MEASUREMENT => measurement(body),
             KIND_GET_MICRODESCS => microdescs(body),
-            KIND_GET_CONSENSUS | KIND_POST_DESCRIPTOR | KIND_PUT_ONION_DESCRIPTOR => {
-                Err(DirProtoError::BadBody)
+            KIND_GET_CONSENSUS_COMPRESSED if body.is_empty() => {
+                Ok(DirRequest::GetConsensusCompressed)
             }
+            KIND_GET_CONSENSUS_DIFF => Ok(DirRequest::GetConsensusDiff { from: exact(body)? }),
+            KIND_GET_CONSENSUS
+            | KIND_POST_DESCRIPTOR
+            | KIND_PUT_ONION_DESCRIPTOR
+            | KIND_GET_CONSENSUS_COMPRESSED => Err(DirProtoError::BadBody),
             other => Err(DirProtoError::UnknownKind(other)),
         }
     }
@@ -288,6 +304,8 @@ impl DirRequest {
                 frame(KIND_GET_MEASUREMENT, &body)
             }
             DirRequest::GetMicrodescs { digests } => frame(KIND_GET_MICRODESCS, &digests.concat()),
+            DirRequest::GetConsensusCompressed => frame(KIND_GET_CONSENSUS_COMPRESSED, &[]),
+            DirRequest::GetConsensusDiff { from } => frame(KIND_GET_CONSENSUS_DIFF, from),
         }
     }
 }
@@ -351,6 +369,8 @@ mod tests {
                 token: [9; 16],
                 len: MAX_MEASUREMENT_CHUNK,
             },
+            DirRequest::GetConsensusCompressed,
+            DirRequest::GetConsensusDiff { from: [4; 32] },
         ];
         for r in reqs {
             let bytes = r.encode();
@@ -365,8 +385,8 @@ mod tests {
         let resp = DirResponse::error(DirStatus::Refused, "stale");
         assert_eq!(DirResponse::parse(&resp.encode()).unwrap(), resp);
         assert_eq!(
-            DirRequest::parse(&[9, 0, 0, 0, 0]),
-            Err(DirProtoError::UnknownKind(9))
+            DirRequest::parse(&[10, 0, 0, 0, 0]),
+            Err(DirProtoError::UnknownKind(10))
         );
         assert_eq!(
             DirRequest::parse(&[1, 0xff, 0xff, 0xff, 0xff]),

@@ -15,7 +15,7 @@ use crate::dir::microdesc::{
 use crate::dir::request::{
     parse_header, DirProtoError, DirRequest, DirResponse, DirStatus, DIR_HEADER_LEN,
 };
-use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
+use crate::dir::{Consensus, ConsensusError};
 
 use super::reactor::CircuitHandle;
 use super::stream::StreamOpenError;
@@ -153,16 +153,28 @@ pub async fn fetch_consensus(
     identity: &IdentityPublic,
     trusted: &[IdentityPublic],
     have: &MicrodescIndex,
+    current: Option<&Consensus>,
     timeout: Duration,
     clock: &Clock,
 ) -> Result<(Consensus, Vec<u8>), DirFetchError> {
     let session = DirSession::open(addr, identity, timeout, clock).await?;
     let result = async {
-        let resp = session.request(&DirRequest::GetConsensus).await?;
-        if resp.status != DirStatus::Ok {
-            return Err(DirFetchError::Status(resp.reason()));
+        // A diff from `current` if the server has one, else the compressed document.
+        let fetched = super::dir_fetch::fetch_consensus_from(
+            current,
+            |r| {
+                let session = &session;
+                async move { session.request(&r).await.ok() }
+            },
+            |u| u.verify(trusted, clock.now_unix()),
+        )
+        .await
+        .map_err(DirFetchError::Status)?;
+        if let Some(why) = &fetched.refused_diff {
+            tracing::warn!("a directory server sent a consensus diff that was refused: {why}");
         }
-        let verified = UncheckedConsensus::parse(&resp.body)?.verify(trusted, clock.now_unix())?;
+        let verified = fetched.consensus;
+        let bytes = verified.signed().to_bytes().map_err(ConsensusError::from)?;
         let missing = verified.missing(|d| have.contains(d));
         let mut fetched = MicrodescIndex::new();
         if let Err(e) = fetch_microdescs(|r| session.request_owned(r), &missing, &mut fetched).await
@@ -172,7 +184,7 @@ pub async fn fetch_consensus(
             tracing::debug!("microdescriptor fetch stopped: {e}");
         }
         let consensus = verified.assemble(|d| have.get(d).or_else(|| fetched.get(d)));
-        Ok((consensus, resp.body))
+        Ok((consensus, bytes))
     }
     .await;
     session.close().await;

@@ -4,6 +4,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod circuit;
+pub mod dir_fetch;
 pub mod dirclient;
 pub(crate) mod error;
 pub mod event;

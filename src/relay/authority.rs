@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::codec;
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
+use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
 use crate::dir::descriptor::MAX_DESCRIPTOR_LEN;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::sybil::SybilLimits;
@@ -160,6 +161,9 @@ pub struct Authority {
     uploads: super::rate_limit::TokenBucket,
     /// Tokens of this authority's own bandwidth measurements (GET_MEASUREMENT).
     pub(crate) measure_tokens: Arc<measure_tokens::MeasureTokens>,
+    /// The published consensus, compressed, and diffs to it from the last 24
+    /// (`dir::consensus_store`).
+    store: Mutex<ConsensusStore>,
 }
 
 /// Most relays an authority tracks (listed or not).
@@ -182,6 +186,7 @@ impl Authority {
             checks: Arc::new(Semaphore::new(16)),
             uploads: super::rate_limit::TokenBucket::new(50, 500),
             measure_tokens,
+            store: Mutex::new(ConsensusStore::default()),
         });
         tokio::spawn(Arc::clone(&auth).schedule());
         tokio::spawn(Arc::clone(&auth).recheck_loop());
@@ -556,6 +561,7 @@ impl Authority {
         let Some(signed) = state.computed.get(&va) else {
             return;
         };
+        let mut to_serve = None;
         // Only signatures of configured authorities count (add_signature accepts any
         // valid key), exactly as clients will count them.
         let got = signed
@@ -575,6 +581,7 @@ impl Authority {
                 signatures = signed.signatures().len(),
                 "authority: published a new consensus"
             );
+            to_serve = Some(signed.clone());
             state.published = Some((va + 3 * self.period(), bytes));
         }
         // Keep only recent periods.
@@ -582,6 +589,18 @@ impl Authority {
         state.votes.retain(|&k, _| k >= keep_from);
         state.computed.retain(|&k, _| k >= keep_from);
         state.microdescs.retain(|&k, _| k >= keep_from);
+        drop(state);
+        // Compressing and diffing (seconds for the largest documents) outside the locks.
+        if let Some(signed) = to_serve {
+            match PreparedConsensus::new(signed) {
+                Ok(p) => {
+                    if let Err(e) = lock(&self.store).install(p) {
+                        warn!("authority: cannot serve the consensus compressed: {e}");
+                    }
+                }
+                Err(e) => warn!("authority: cannot serve the consensus compressed: {e}"),
+            }
+        }
     }
 }
 
@@ -602,6 +621,11 @@ impl DirService for AuthorityService {
                     Some((until, bytes)) if *until > auth.now() => DirResponse::ok(bytes.clone()),
                     _ => DirResponse::error(DirStatus::NotFound, "no consensus yet"),
                 },
+                DirRequest::GetConsensusCompressed | DirRequest::GetConsensusDiff { .. } => {
+                    lock(&auth.store)
+                        .answer(&req, auth.now())
+                        .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "unexpected"))
+                }
                 DirRequest::GetVote { valid_after } => {
                     match lock(&auth.state).votes.get(&valid_after) {
                         Some(v) => DirResponse::ok(v.clone()),

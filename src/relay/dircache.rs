@@ -1,6 +1,8 @@
-//! A relay's directory cache: it fetches the consensus and the microdescriptors it lists
-//! from the authorities, verifies them, and serves both to clients over BEGIN_DIR, so
-//! clients need not all ask the authorities. It also stores onion-service descriptors
+//! A relay's directory cache: it fetches the consensus (as a diff from the one it has when
+//! it can) and the microdescriptors it lists from the authorities, verifies them, and
+//! serves both to clients over BEGIN_DIR (the consensus plain, compressed, or as a diff
+//! from one of the last 24: [`ConsensusStore`]), so clients need not all ask the
+//! authorities. It also stores onion-service descriptors
 //! ([`super::hsdir`]).
 
 use crate::clock::Clock;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
+use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
 use crate::dir::microdesc::MicrodescIndex;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
@@ -26,8 +29,10 @@ use crate::dir::AuthorityInfo;
 #[derive(Debug)]
 pub struct DirCache {
     authorities: Vec<AuthorityInfo>,
-    /// (valid_until, signed bytes) of the newest verified consensus.
-    current: Mutex<Option<(u64, Vec<u8>)>>,
+    /// The newest verified consensus and the recent ones diffs start from.
+    store: Mutex<ConsensusStore>,
+    /// The newest verified consensus, to ask for diffs from.
+    current: Mutex<Option<Arc<Consensus>>>,
     /// The microdescriptors that consensus lists (the ones fetched and matching).
     microdescs: Mutex<Arc<MicrodescIndex>>,
     /// Onion-service descriptors uploaded to this relay (§8.3).
@@ -42,6 +47,7 @@ impl DirCache {
     pub fn start(authorities: Vec<AuthorityInfo>, clock: Clock) -> Arc<Self> {
         let cache = Arc::new(DirCache {
             authorities,
+            store: Mutex::new(ConsensusStore::default()),
             current: Mutex::new(None),
             microdescs: Mutex::new(Arc::new(MicrodescIndex::new())),
             hsdir: Arc::new(HsDirStore::default()),
@@ -68,13 +74,23 @@ impl DirCache {
         let c = UncheckedConsensus::parse(&bytes)?
             .verify(&self.trusted(), self.clock.now_unix())?
             .assemble_from(mds);
-        Ok(self.install(c, bytes))
+        Ok(self.install(c))
     }
 
-    fn install(&self, c: Consensus, bytes: Vec<u8>) -> Arc<Consensus> {
+    fn install(&self, c: Consensus) -> Arc<Consensus> {
         let c = Arc::new(c);
         *lock(&self.microdescs) = Arc::new(c.microdescs());
-        *lock(&self.current) = Some((c.valid_until(), bytes));
+        *lock(&self.current) = Some(Arc::clone(&c));
+        // Compressing and diffing happen outside the store's lock (seconds for the
+        // largest documents); a consensus no newer than the one served is not installed.
+        match PreparedConsensus::new(c.signed().clone()) {
+            Ok(p) => {
+                if let Err(e) = lock(&self.store).install(p) {
+                    warn!("dircache: cannot serve the consensus: {e}");
+                }
+            }
+            Err(e) => warn!("dircache: cannot serve the consensus: {e}"),
+        }
         self.hsdir.set_consensus(Arc::clone(&c));
         c
     }
@@ -83,6 +99,7 @@ impl DirCache {
     /// returns when it would next need a refresh.
     async fn refresh(&self) -> Option<u64> {
         let mut have = MicrodescIndex::clone(&lock(&self.microdescs));
+        let current = lock(&self.current).clone();
         let mut best: Option<(Consensus, Vec<u8>)> = None;
         for a in &self.authorities {
             match fetch_consensus(
@@ -90,6 +107,7 @@ impl DirCache {
                 &a.identity,
                 &self.trusted(),
                 &have,
+                current.as_deref(),
                 Duration::from_secs(15),
                 &self.clock,
             )
@@ -111,12 +129,12 @@ impl DirCache {
                 Err(e) => warn!("dircache: no consensus from an authority: {e}"),
             }
         }
-        let (c, bytes) = best?;
+        let (c, _) = best?;
         debug!(
             missing = c.missing_microdescs(),
             "dircache: consensus refreshed"
         );
-        let c = self.install(c, bytes);
+        let c = self.install(c);
         Some(c.cache_refetch_time(&mut rand::rng()))
     }
 
@@ -146,9 +164,9 @@ impl DirCache {
 
     /// Whether a live consensus is cached.
     pub fn has_consensus(&self) -> bool {
-        lock(&self.current)
-            .as_ref()
-            .is_some_and(|(until, _)| *until > self.clock.now_unix())
+        lock(&self.store)
+            .live_bytes(self.clock.now_unix())
+            .is_some()
     }
 }
 
@@ -160,12 +178,11 @@ impl DirService for DirCache {
     ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
         Box::pin(async move {
             match req {
-                DirRequest::GetConsensus => match &*lock(&self.current) {
-                    Some((until, bytes)) if *until > self.clock.now_unix() => {
-                        DirResponse::ok(bytes.clone())
-                    }
-                    _ => DirResponse::error(DirStatus::NotFound, "no live consensus cached"),
-                },
+                DirRequest::GetConsensus
+                | DirRequest::GetConsensusCompressed
+                | DirRequest::GetConsensusDiff { .. } => lock(&self.store)
+                    .answer(&req, self.clock.now_unix())
+                    .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "unexpected")),
                 DirRequest::GetMicrodescs { digests } => {
                     let mds = Arc::clone(&*lock(&self.microdescs));
                     DirResponse::ok(mds.answer(&digests, MAX_DIR_BODY))

@@ -90,6 +90,7 @@ async fn read_request(io: &mut DuplexStream) -> Result<DirRequest, &'static str>
         6 => 32,
         7 => crate::dir::request::MEASUREMENT_REQUEST_LEN,
         10 => crate::dir::request::MICRODESC_REQUEST_MAX_LEN,
+        9 => 32,
         _ => 8,
     };
     if len > max {

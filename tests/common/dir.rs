@@ -184,3 +184,64 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
         .assemble_from(&mds);
     (c, auths)
 }
+
+/// The consensus of the next period after `c`, signed by `auths`: the relays at the
+/// positions in `removed` dropped, those in `flipped` with their Stable flag toggled and
+/// bandwidth doubled, and relays `added` (numbers for [`key`], ≥ 1,000,000,000 to stay
+/// apart from the synthetic ones) listed. Valid from an hour after `c`.
+pub fn next_period(
+    c: &Consensus,
+    auths: &[IdentityKeypair],
+    removed: &[usize],
+    flipped: &[usize],
+    added: &[u64],
+) -> Consensus {
+    let mut body = c.body().clone();
+    let mut mds = c.microdescs();
+    for &i in flipped {
+        if let Some(r) = body.relays.get_mut(i) {
+            let has = r.flags.contains(RelayFlags::STABLE);
+            r.flags.set(RelayFlags::STABLE, !has);
+            r.bandwidth = r.bandwidth * 2 + 1;
+        }
+    }
+    let mut i = 0usize;
+    body.relays.retain(|_| {
+        i += 1;
+        !removed.contains(&(i - 1))
+    });
+    for &n in added {
+        let (_, d) = descriptor(n, n % 2 == 0);
+        if body.relays.iter().any(|r| r.identity == d.identity) {
+            continue;
+        }
+        let (listed, md) = ConsensusEntry {
+            identity: d.identity,
+            onion_cert: d.onion_cert,
+            addrs: d.addrs,
+            flags: RelayFlags::RUNNING.union(RelayFlags::VALID),
+            bandwidth: 20_000,
+            measured: false,
+            exit_policy: d.exit_policy,
+            family: Vec::new(),
+        }
+        .split()
+        .unwrap();
+        mds.insert(md).unwrap();
+        body.relays.push(listed);
+    }
+    body.relays.sort_by_key(|r| r.identity);
+    body.valid_after += HOUR;
+    body.fresh_until += HOUR;
+    body.valid_until += HOUR;
+    body.weights = BandwidthWeights::compute(body.relays.iter().map(|r| (r.flags, r.bandwidth)));
+    let mut signed = body.to_signed().unwrap();
+    for a in auths {
+        signed.sign(a);
+    }
+    UncheckedConsensus::parse(&signed.to_bytes().unwrap())
+        .unwrap()
+        .verify(&publics(auths), body.valid_after)
+        .unwrap()
+        .assemble_from(&mds)
+}

@@ -343,6 +343,7 @@ impl ProcNet {
             &id,
             &trusted,
             &allium::dir::MicrodescIndex::new(),
+            None,
             Duration::from_secs(10),
             &allium::clock::Clock::system(),
         )

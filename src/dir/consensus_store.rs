@@ -1,0 +1,162 @@
+//! What a directory server (an authority, or a relay caching the directory) keeps to serve
+//! the consensus three ways (`docs/protocol.md` §6.18): plain, compressed, and as a
+//! compressed diff from any of the recent consensuses it kept. No I/O.
+//!
+//! Past consensuses are kept as [`DiffBase`]s (a digest per relay, not the document), at
+//! most [`MAX_KEPT_BASES`] of them and none older than [`MAX_BASE_AGE`] seconds: 24 bodies
+//! or 24 hours, as a client that was off for up to a day still gets a diff. Diffs from
+//! every kept base are computed and compressed once, when a consensus is installed.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::codec::{self, CodecError};
+use crate::dir::compress::{compress, CompressError};
+use crate::dir::consensus::{ConsensusBody, SignedConsensus, MAX_CONSENSUS_LEN};
+use crate::dir::diff::DiffBase;
+use crate::dir::request::{DirRequest, DirResponse, DirStatus};
+
+/// Most past consensuses kept to serve diffs from.
+pub const MAX_KEPT_BASES: usize = 24;
+/// Oldest past consensus kept (by `valid_after`, relative to the current one): 24 hours.
+pub const MAX_BASE_AGE: u64 = 24 * 3600;
+
+/// Why a consensus could not be installed (our own or an already verified document).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The document does not decode or re-encode.
+    #[error("cannot encode or decode the consensus: {0}")]
+    Codec(#[from] CodecError),
+    /// Compression failed.
+    #[error(transparent)]
+    Compress(#[from] CompressError),
+}
+
+/// A consensus ready to install: decoded, compressed, indexed. Building one is the costly
+/// part (seconds for the largest documents), so callers do it outside their locks.
+#[derive(Debug)]
+pub struct PreparedConsensus {
+    valid_after: u64,
+    valid_until: u64,
+    signed: SignedConsensus,
+    body: ConsensusBody,
+    bytes: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+impl PreparedConsensus {
+    /// Prepares `signed` (a consensus this server verified or signed itself).
+    pub fn new(signed: SignedConsensus) -> Result<Self, StoreError> {
+        let body: ConsensusBody = codec::decode(signed.body(), MAX_CONSENSUS_LEN)?;
+        let bytes = signed.to_bytes()?;
+        let compressed = compress(&bytes)?;
+        Ok(PreparedConsensus {
+            valid_after: body.valid_after,
+            valid_until: body.valid_until,
+            signed,
+            body,
+            bytes,
+            compressed,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Current {
+    valid_after: u64,
+    valid_until: u64,
+    bytes: Vec<u8>,
+    compressed: Vec<u8>,
+    /// Compressed diff to this consensus, by base digest.
+    diffs: HashMap<[u8; 32], Vec<u8>>,
+    /// Kept for the next consensus to diff from.
+    base: DiffBase,
+}
+
+/// The served consensus and the recent ones diffs start from.
+#[derive(Debug, Default)]
+pub struct ConsensusStore {
+    current: Option<Current>,
+    /// Past consensuses, oldest first, with their `valid_after`.
+    kept: VecDeque<(u64, DiffBase)>,
+}
+
+impl ConsensusStore {
+    /// Serves `c` from now on if it is newer than the current consensus (else returns
+    /// false), keeping the current one as a base and computing the diffs from every kept
+    /// base.
+    pub fn install(&mut self, c: PreparedConsensus) -> Result<bool, StoreError> {
+        if let Some(cur) = &self.current {
+            if cur.valid_after >= c.valid_after {
+                return Ok(false);
+            }
+        }
+        let base = DiffBase::new(c.signed.body(), &c.body)?;
+        let mut kept = std::mem::take(&mut self.kept);
+        if let Some(old) = self.current.take() {
+            kept.push_back((old.valid_after, old.base));
+        }
+        let oldest = c.valid_after.saturating_sub(MAX_BASE_AGE);
+        kept.retain(|(va, _)| *va >= oldest);
+        while kept.len() > MAX_KEPT_BASES {
+            kept.pop_front();
+        }
+        let mut diffs = HashMap::with_capacity(kept.len() + 1);
+        // From the current consensus to itself: an empty diff, so a client that asks
+        // before the next consensus is out learns so in a few hundred bytes.
+        for b in kept.iter().map(|(_, b)| b).chain(std::iter::once(&base)) {
+            let diff = b.diff_to(&c.signed, &c.body)?;
+            diffs.insert(b.digest, compress(&diff.to_bytes()?)?);
+        }
+        self.kept = kept;
+        self.current = Some(Current {
+            valid_after: c.valid_after,
+            valid_until: c.valid_until,
+            bytes: c.bytes,
+            compressed: c.compressed,
+            diffs,
+            base,
+        });
+        Ok(true)
+    }
+
+    /// The current consensus's signed bytes, while live at `now`.
+    pub fn live_bytes(&self, now: u64) -> Option<&[u8]> {
+        self.live(now).map(|c| c.bytes.as_slice())
+    }
+
+    /// `valid_until` of the current consensus.
+    pub fn valid_until(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.valid_until)
+    }
+
+    /// Past consensuses kept as diff bases.
+    pub fn kept_bases(&self) -> usize {
+        self.kept.len()
+    }
+
+    fn live(&self, now: u64) -> Option<&Current> {
+        self.current.as_ref().filter(|c| c.valid_until > now)
+    }
+
+    /// Answers the consensus requests (GET_CONSENSUS, GET_CONSENSUS_COMPRESSED,
+    /// GET_CONSENSUS_DIFF) at `now`; `None` for any other request.
+    pub fn answer(&self, req: &DirRequest, now: u64) -> Option<DirResponse> {
+        let none = || DirResponse::error(DirStatus::NotFound, "no live consensus");
+        Some(match req {
+            DirRequest::GetConsensus => self
+                .live(now)
+                .map_or_else(none, |c| DirResponse::ok(c.bytes.clone())),
+            DirRequest::GetConsensusCompressed => self
+                .live(now)
+                .map_or_else(none, |c| DirResponse::ok(c.compressed.clone())),
+            DirRequest::GetConsensusDiff { from } => match self.live(now) {
+                None => none(),
+                Some(c) => c.diffs.get(from).map_or_else(
+                    || DirResponse::error(DirStatus::NotFound, "no diff from that consensus"),
+                    |d| DirResponse::ok(d.clone()),
+                ),
+            },
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! Directory transfer at scale, attacked (`docs/protocol.md` §6.18): a decompression bomb
+//! is refused with bounded memory; a directory cache serving a diff that rebuilds another
+//! document than the authorities signed is refused, and the client recovers with a full
+//! fetch. Real TCP on 127.0.0.1, relays in-process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use allium::clock::Clock;
+use allium::dir::compress::{compress, decompress, DecompressError};
+use allium::dir::consensus::MAX_CONSENSUS_LEN;
+use allium::dir::diff::{body_digest, ConsensusDiff};
+use allium::dir::request::{DirRequest, DirResponse, DirStatus};
+use allium::dir::{AuthorityInfo, Consensus, RelayFlags};
+use allium::proto::dir_fetch::{fetch_consensus_from, Fetched};
+use allium::proto::dirclient::one_shot;
+use allium::relay::dircache::DirCache;
+use allium::relay::dirserve::{DirContext, DirService};
+use allium::relay::{RelayHandle, RelayLimits};
+use common::dir::*;
+use common::NO_HANG;
+
+/// Peak resident memory of this process (VmHWM), bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// 1 GiB of zeros compressed to about a megabyte is refused at the consensus bound: the
+/// output buffer never grows past the bound and the process's peak memory does not move
+/// by more than a few bound-sized buffers.
+#[test]
+fn a_decompression_bomb_is_refused_with_bounded_memory() {
+    use flate2::{Compress, Compression, FlushCompress};
+    // Deflates `input` completely with `flush`, returning what came out.
+    let deflate = |c: &mut Compress, input: &[u8], flush: FlushCompress| {
+        let mut out = Vec::with_capacity(64 << 10);
+        let start = c.total_in();
+        loop {
+            out.reserve(64 << 10);
+            let off = (c.total_in() - start) as usize;
+            let status = c.compress_vec(&input[off..], &mut out, flush).unwrap();
+            let done = (c.total_in() - start) as usize == input.len();
+            if status == flate2::Status::StreamEnd
+                || (done && out.capacity() > out.len() && flush != FlushCompress::Finish)
+            {
+                return out;
+            }
+        }
+    };
+    // A full flush makes each 1 MiB segment independent of what came before, so one
+    // segment repeated 1,023 times after the first inflates to 1 GiB of zeros: the bomb is
+    // built in milliseconds and the 1 GiB is never held.
+    let mib = vec![0u8; 1 << 20];
+    let mut c = Compress::new(Compression::best(), true);
+    let head = deflate(&mut c, &mib, FlushCompress::Full);
+    let segment = deflate(&mut c, &mib, FlushCompress::Full);
+    let tail = deflate(&mut c, &[], FlushCompress::Finish);
+    // The two-segment stream is valid as compressed (Adler-32 of 2 MiB).
+    let small = [head.clone(), segment.clone(), tail.clone()].concat();
+    assert_eq!(decompress(&small, 2 << 20).unwrap(), vec![0u8; 2 << 20]);
+    // The bomb: 1,024 segments, the Adler-32 of 1 GiB of zeros (a = 1, b = n mod 65521).
+    let mut bomb = head;
+    for _ in 1..1024 {
+        bomb.extend_from_slice(&segment);
+    }
+    bomb.extend_from_slice(&tail[..tail.len() - 4]);
+    let b = ((1u64 << 30) % 65521) as u32;
+    bomb.extend_from_slice(&((b << 16) | 1).to_be_bytes());
+    eprintln!("bomb: 1 GiB of zeros in {} compressed bytes", bomb.len());
+    assert!(bomb.len() < 2 << 20);
+
+    // Reset the peak (Linux: writing 5 to clear_refs), then decompress.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = peak_rss();
+    let refused = decompress(&bomb, MAX_CONSENSUS_LEN);
+    let after = peak_rss();
+    match refused {
+        Err(DecompressError::TooLarge {
+            bound,
+            buffer_capacity,
+        }) => {
+            assert_eq!(bound, MAX_CONSENSUS_LEN);
+            assert!(buffer_capacity <= bound);
+        }
+        other => panic!("a bomb must be refused as too large, got {other:?}"),
+    }
+    eprintln!(
+        "peak RSS {} MiB before, {} MiB after refusing the bomb (bound {} MiB)",
+        before >> 20,
+        after >> 20,
+        MAX_CONSENSUS_LEN >> 20
+    );
+    assert!(
+        after < before + 3 * MAX_CONSENSUS_LEN as u64,
+        "peak RSS grew from {before} to {after}"
+    );
+}
+
+/// How the tampering cache lies about diffs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lie {
+    /// Serve the diff honestly.
+    None,
+    /// Flip a relay's flag in the diff, keeping the announced result digest.
+    FlipFlag,
+    /// Flip a relay's flag and announce the digest of the document that produces (which
+    /// the authorities never signed).
+    FlipFlagAndDigest,
+}
+
+/// A directory cache run by the attacker: it holds the real consensuses (it is a relay
+/// with its own keys, fed the authorities' documents) and rewrites the diffs it serves.
+#[derive(Debug)]
+struct TamperingCache {
+    inner: Arc<DirCache>,
+    /// The consensus the client has (the attacker can know it: it is public).
+    base: Consensus,
+    lie: Lie,
+    diffs: AtomicUsize,
+    fulls: AtomicUsize,
+}
+
+impl DirService for TamperingCache {
+    fn handle(
+        &self,
+        req: DirRequest,
+        ctx: DirContext,
+    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
+        Box::pin(async move {
+            let resp = self.inner.handle(req.clone(), ctx).await;
+            match req {
+                DirRequest::GetConsensusDiff { .. } if resp.status == DirStatus::Ok => {
+                    self.diffs.fetch_add(1, Ordering::SeqCst);
+                    if self.lie == Lie::None {
+                        return resp;
+                    }
+                    let bytes = decompress(&resp.body, MAX_CONSENSUS_LEN).unwrap();
+                    let mut diff = ConsensusDiff::parse(&bytes).unwrap();
+                    let entry = &mut diff.changed[0];
+                    let bad = entry.flags.contains(RelayFlags::BAD_EXIT);
+                    entry.flags.set(RelayFlags::BAD_EXIT, !bad);
+                    if self.lie == Lie::FlipFlagAndDigest {
+                        let mut body = allium::dir::ConsensusBody {
+                            version: diff.version,
+                            valid_after: diff.valid_after,
+                            fresh_until: diff.fresh_until,
+                            valid_until: diff.valid_until,
+                            authorities: diff.authorities.clone(),
+                            relays: Vec::new(),
+                            weights: diff.weights,
+                        };
+                        // The attacker knows the base: rebuild the forged body to announce
+                        // its digest.
+                        body.relays = self
+                            .base
+                            .body()
+                            .relays
+                            .iter()
+                            .filter(|r| !diff.removed.contains(&r.identity))
+                            .filter(|r| !diff.changed.iter().any(|c| c.identity == r.identity))
+                            .cloned()
+                            .chain(diff.changed.iter().cloned())
+                            .collect();
+                        body.relays.sort_by_key(|r| r.identity);
+                        let forged = body.to_signed().unwrap();
+                        diff.result = body_digest(forged.body());
+                    }
+                    DirResponse::ok(compress(&diff.to_bytes().unwrap()).unwrap())
+                }
+                DirRequest::GetConsensusCompressed => {
+                    self.fulls.fetch_add(1, Ordering::SeqCst);
+                    resp
+                }
+                _ => resp,
+            }
+        })
+    }
+}
+
+/// A relay serving `lie`, whose cache (on a clock at the fixtures' time) has been fed
+/// period 1 and then period 2 by the authorities.
+async fn relay_with_cache(
+    lie: Lie,
+    a: &Consensus,
+    b: &Consensus,
+) -> (RelayHandle, Arc<TamperingCache>) {
+    let relay = common::start_relay_with(RelayLimits::default(), None).await;
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let clock = Clock::simulated(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
+    let auths = authorities(3);
+    let cache = DirCache::start(
+        auths
+            .iter()
+            .map(|k| AuthorityInfo {
+                identity: k.public(),
+                addr: unused,
+            })
+            .collect(),
+        clock,
+    );
+    cache
+        .offer_consensus(a.signed().to_bytes().unwrap(), &a.microdescs())
+        .unwrap();
+    cache
+        .offer_consensus(b.signed().to_bytes().unwrap(), &b.microdescs())
+        .unwrap();
+    let service = Arc::new(TamperingCache {
+        inner: cache,
+        base: a.clone(),
+        lie,
+        diffs: AtomicUsize::new(0),
+        fulls: AtomicUsize::new(0),
+    });
+    relay.set_dir_service(service.clone());
+    (relay, service)
+}
+
+/// The client's fetch (the code `DirMgr` runs against a guard or an authority) from
+/// `relay`, having `current`, verifying at the fixtures' time.
+async fn fetch(
+    relay: &RelayHandle,
+    current: Option<&Consensus>,
+) -> Fetched<allium::dir::VerifiedConsensus> {
+    let (addr, id) = (relay.local_addr(), relay.identity());
+    let trusted = publics(&authorities(3));
+    fetch_consensus_from(
+        current,
+        |req| async move {
+            one_shot(addr, &id, &req, NO_HANG, &Clock::system())
+                .await
+                .ok()
+        },
+        |u| u.verify(&trusted, NOW + 60),
+    )
+    .await
+    .unwrap()
+}
+
+fn two_periods() -> (Consensus, Consensus) {
+    let (a, auths) = synthetic_consensus(30);
+    let b = next_period(&a, &auths, &[3, 17], &[0, 5, 9], &[1_000_000_001]);
+    (a, b)
+}
+
+/// An honest cache: the client follows by diff, and a client whose consensus the cache
+/// does not keep gets NOT_FOUND for its diff and fetches the full compressed document.
+#[tokio::test]
+async fn an_honest_cache_serves_diffs_and_full_documents() {
+    let (a, b) = two_periods();
+    let (relay, cache) = relay_with_cache(Lie::None, &a, &b).await;
+    let got = fetch(&relay, Some(&a)).await;
+    assert!(got.via_diff);
+    assert_eq!(got.consensus.signed(), b.signed());
+    eprintln!(
+        "diff: {} bytes transferred for a {}-byte consensus",
+        got.bytes,
+        b.signed().to_bytes().unwrap().len()
+    );
+
+    let (unknown, auths) = synthetic_consensus(12);
+    let unknown = next_period(&unknown, &auths, &[], &[], &[]);
+    let got = fetch(&relay, Some(&unknown)).await;
+    assert!(!got.via_diff);
+    assert!(got.refused_diff.is_none());
+    assert_eq!(got.consensus.signed(), b.signed());
+    let got = fetch(&relay, None).await;
+    assert_eq!(got.consensus.signed(), b.signed());
+    assert_eq!(cache.diffs.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.fulls.load(Ordering::SeqCst), 2);
+    tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
+        .await
+        .unwrap();
+}
+
+/// Attacker test: the cache rewrites the diff so it rebuilds a document with a relay's
+/// flag flipped, either keeping the real result digest or announcing the forged
+/// document's. Both are refused (wrong result; signatures not over that body) and the
+/// client ends with the authorities' real consensus from a full fetch.
+#[tokio::test]
+async fn a_cache_serving_a_forged_diff_is_refused_and_the_client_recovers() {
+    let (a, b) = two_periods();
+    for lie in [Lie::FlipFlag, Lie::FlipFlagAndDigest] {
+        let (relay, cache) = relay_with_cache(lie, &a, &b).await;
+        let got = fetch(&relay, Some(&a)).await;
+        let why = got
+            .refused_diff
+            .clone()
+            .expect("the forged diff must be refused");
+        eprintln!("{lie:?}: refused: {why}");
+        assert!(!got.via_diff);
+        assert_eq!(got.consensus.signed(), b.signed());
+        assert_eq!(
+            body_digest(got.consensus.signed().body()),
+            body_digest(b.signed().body())
+        );
+        assert_eq!(cache.diffs.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.fulls.load(Ordering::SeqCst), 1);
+        tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
+            .await
+            .unwrap();
+    }
+}
