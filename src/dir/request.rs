@@ -385,8 +385,8 @@ mod tests {
         let resp = DirResponse::error(DirStatus::Refused, "stale");
         assert_eq!(DirResponse::parse(&resp.encode()).unwrap(), resp);
         assert_eq!(
-            DirRequest::parse(&[10, 0, 0, 0, 0]),
-            Err(DirProtoError::UnknownKind(10))
+            DirRequest::parse(&[11, 0, 0, 0, 0]),
+            Err(DirProtoError::UnknownKind(11))
         );
         assert_eq!(
             DirRequest::parse(&[1, 0xff, 0xff, 0xff, 0xff]),
