@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
-use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
+use crate::dir::consensus_store::SharedStore;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
 use crate::proto::dir_fetch::fetch_consensus_from;
@@ -28,7 +28,7 @@ use crate::dir::AuthorityInfo;
 pub struct DirCache {
     authorities: Vec<AuthorityInfo>,
     /// The newest verified consensus and the recent ones diffs start from.
-    store: Mutex<ConsensusStore>,
+    store: SharedStore,
     /// The newest verified consensus, to ask for diffs from.
     current: Mutex<Option<Arc<Consensus>>>,
     /// Onion-service descriptors uploaded to this relay (§8.3).
@@ -43,7 +43,7 @@ impl DirCache {
     pub fn start(authorities: Vec<AuthorityInfo>, clock: Clock) -> Arc<Self> {
         let cache = Arc::new(DirCache {
             authorities,
-            store: Mutex::new(ConsensusStore::default()),
+            store: SharedStore::default(),
             current: Mutex::new(None),
             hsdir: Arc::new(HsDirStore::default()),
             clock,
@@ -73,13 +73,8 @@ impl DirCache {
         *lock(&self.current) = Some(Arc::clone(&c));
         // Compressing and diffing happen outside the lock (seconds for the largest
         // documents); a consensus no newer than the one served is not installed again.
-        match PreparedConsensus::new(c.signed().clone()) {
-            Ok(p) => {
-                if let Err(e) = lock(&self.store).install(p) {
-                    warn!("dircache: cannot serve the consensus: {e}");
-                }
-            }
-            Err(e) => warn!("dircache: cannot serve the consensus: {e}"),
+        if let Err(e) = self.store.install(c.signed().clone()) {
+            warn!("dircache: cannot serve the consensus: {e}");
         }
         self.hsdir.set_consensus(Arc::clone(&c));
         Ok(c)
@@ -153,9 +148,7 @@ impl DirCache {
 
     /// Whether a live consensus is cached.
     pub fn has_consensus(&self) -> bool {
-        lock(&self.store)
-            .live_bytes(self.clock.now_unix())
-            .is_some()
+        self.store.is_live(self.clock.now_unix())
     }
 }
 
@@ -169,9 +162,9 @@ impl DirService for DirCache {
             match req {
                 DirRequest::GetConsensus
                 | DirRequest::GetConsensusCompressed
-                | DirRequest::GetConsensusDiff { .. } => lock(&self.store)
-                    .answer(&req, self.clock.now_unix())
-                    .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "unexpected")),
+                | DirRequest::GetConsensusDiff { .. } => {
+                    self.store.answer(&req, self.clock.now_unix())
+                }
                 DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
                     self.hsdir.answer(&req, self.clock.now_unix(), &ctx)
                 }
