@@ -72,6 +72,31 @@ struct Current {
     base: DiffBase,
 }
 
+/// A [`ConsensusStore`] shared between a server's tasks: preparing (the costly part)
+/// happens outside the lock.
+#[derive(Debug, Default)]
+pub struct SharedStore(std::sync::Mutex<ConsensusStore>);
+
+impl SharedStore {
+    /// Prepares and installs `signed` (see [`ConsensusStore::install`]).
+    pub fn install(&self, signed: SignedConsensus) -> Result<bool, StoreError> {
+        let prepared = PreparedConsensus::new(signed)?;
+        crate::sync::lock(&self.0).install(prepared)
+    }
+
+    /// [`ConsensusStore::answer`]; BAD_REQUEST for a request that is not for the consensus.
+    pub fn answer(&self, req: &DirRequest, now: u64) -> DirResponse {
+        crate::sync::lock(&self.0)
+            .answer(req, now)
+            .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "not a consensus request"))
+    }
+
+    /// Whether a consensus is served at `now`.
+    pub fn is_live(&self, now: u64) -> bool {
+        crate::sync::lock(&self.0).live_bytes(now).is_some()
+    }
+}
+
 /// The served consensus and the recent ones diffs start from.
 #[derive(Debug, Default)]
 pub struct ConsensusStore {

@@ -20,8 +20,6 @@
 
 use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::codec;
 use crate::crypto::IdentityPublic;
 use crate::dir::consensus::AuthoritySignature;
-use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
+use crate::dir::consensus_store::SharedStore;
 use crate::dir::descriptor::MAX_DESCRIPTOR_LEN;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::sybil::SybilLimits;
@@ -51,10 +49,12 @@ mod probes;
 mod reject_list;
 mod reputation;
 mod schedule;
+mod service;
 mod vote_builder;
 
 pub(crate) use reject_list::RejectList;
 pub(crate) use reputation::ExitVerdict;
+pub(crate) use service::AuthorityService;
 use vote_builder::{vote_entries, Known, VoteRules};
 
 use super::dirserve::DirService;
@@ -161,9 +161,8 @@ pub struct Authority {
     uploads: super::rate_limit::TokenBucket,
     /// Tokens of this authority's own bandwidth measurements (GET_MEASUREMENT).
     pub(crate) measure_tokens: Arc<measure_tokens::MeasureTokens>,
-    /// The published consensus, compressed, and diffs to it from the last 24
-    /// (`dir::consensus_store`).
-    store: Mutex<ConsensusStore>,
+    /// The published consensus plain, compressed and as diffs (`dir::consensus_store`).
+    store: SharedStore,
 }
 
 /// Most relays an authority tracks (listed or not).
@@ -186,7 +185,7 @@ impl Authority {
             checks: Arc::new(Semaphore::new(16)),
             uploads: super::rate_limit::TokenBucket::new(50, 500),
             measure_tokens,
-            store: Mutex::new(ConsensusStore::default()),
+            store: SharedStore::default(),
         });
         tokio::spawn(Arc::clone(&auth).schedule());
         tokio::spawn(Arc::clone(&auth).recheck_loop());
@@ -590,70 +589,8 @@ impl Authority {
         state.computed.retain(|&k, _| k >= keep_from);
         state.microdescs.retain(|&k, _| k >= keep_from);
         drop(state);
-        // Compressing and diffing (seconds for the largest documents) outside the locks.
-        if let Some(signed) = to_serve {
-            match PreparedConsensus::new(signed) {
-                Ok(p) => {
-                    if let Err(e) = lock(&self.store).install(p) {
-                        warn!("authority: cannot serve the consensus compressed: {e}");
-                    }
-                }
-                Err(e) => warn!("authority: cannot serve the consensus compressed: {e}"),
-            }
+        if let Some(Err(e)) = to_serve.map(|s| self.store.install(s)) {
+            warn!("authority: cannot serve the consensus: {e}");
         }
-    }
-}
-
-/// The authority as a directory service (what BEGIN_DIR streams reach).
-#[derive(Debug)]
-pub(crate) struct AuthorityService(pub Arc<Authority>);
-
-impl DirService for AuthorityService {
-    fn handle(
-        &self,
-        req: DirRequest,
-        _ctx: super::dirserve::DirContext,
-    ) -> Pin<Box<dyn Future<Output = DirResponse> + Send + '_>> {
-        let auth = &self.0;
-        Box::pin(async move {
-            match req {
-                DirRequest::GetConsensus => match &lock(&auth.state).published {
-                    Some((until, bytes)) if *until > auth.now() => DirResponse::ok(bytes.clone()),
-                    _ => DirResponse::error(DirStatus::NotFound, "no consensus yet"),
-                },
-                DirRequest::GetConsensusCompressed | DirRequest::GetConsensusDiff { .. } => {
-                    lock(&auth.store)
-                        .answer(&req, auth.now())
-                        .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "unexpected"))
-                }
-                DirRequest::GetVote { valid_after } => {
-                    match lock(&auth.state).votes.get(&valid_after) {
-                        Some(v) => DirResponse::ok(v.clone()),
-                        None => DirResponse::error(DirStatus::NotFound, "no vote for that period"),
-                    }
-                }
-                DirRequest::GetSignature { valid_after } => {
-                    let me = *auth.relay.keys.identity().as_bytes();
-                    let state = lock(&auth.state);
-                    let sig = state
-                        .computed
-                        .get(&valid_after)
-                        .and_then(|s| s.signatures().iter().find(|s| s.identity == me).copied());
-                    match sig.map(|s| codec::encode(&s)) {
-                        Some(Ok(bytes)) => DirResponse::ok(bytes),
-                        _ => {
-                            DirResponse::error(DirStatus::NotFound, "no signature for that period")
-                        }
-                    }
-                }
-                DirRequest::PostDescriptor(bytes) => auth.on_descriptor(&bytes),
-                DirRequest::GetMeasurement { token, len } => auth.measure_tokens.serve(&token, len),
-                DirRequest::GetMicrodescs { digests } => auth.answer_microdescs(&digests),
-                // Authorities are not onion-service directories (they carry no HSDir role).
-                DirRequest::PutOnionDescriptor(_) | DirRequest::GetOnionDescriptor { .. } => {
-                    DirResponse::error(DirStatus::Refused, "not an onion-service directory")
-                }
-            }
-        })
     }
 }

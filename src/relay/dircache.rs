@@ -15,7 +15,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::crypto::IdentityPublic;
-use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
+use crate::dir::consensus_store::SharedStore;
 use crate::dir::microdesc::MicrodescIndex;
 use crate::dir::request::{DirRequest, DirResponse, DirStatus, MAX_DIR_BODY};
 use crate::dir::{Consensus, ConsensusError, UncheckedConsensus};
@@ -30,7 +30,7 @@ use crate::dir::AuthorityInfo;
 pub struct DirCache {
     authorities: Vec<AuthorityInfo>,
     /// The newest verified consensus and the recent ones diffs start from.
-    store: Mutex<ConsensusStore>,
+    store: SharedStore,
     /// The newest verified consensus, to ask for diffs from.
     current: Mutex<Option<Arc<Consensus>>>,
     /// The microdescriptors that consensus lists (the ones fetched and matching).
@@ -47,7 +47,7 @@ impl DirCache {
     pub fn start(authorities: Vec<AuthorityInfo>, clock: Clock) -> Arc<Self> {
         let cache = Arc::new(DirCache {
             authorities,
-            store: Mutex::new(ConsensusStore::default()),
+            store: SharedStore::default(),
             current: Mutex::new(None),
             microdescs: Mutex::new(Arc::new(MicrodescIndex::new())),
             hsdir: Arc::new(HsDirStore::default()),
@@ -81,15 +81,10 @@ impl DirCache {
         let c = Arc::new(c);
         *lock(&self.microdescs) = Arc::new(c.microdescs());
         *lock(&self.current) = Some(Arc::clone(&c));
-        // Compressing and diffing happen outside the store's lock (seconds for the
-        // largest documents); a consensus no newer than the one served is not installed.
-        match PreparedConsensus::new(c.signed().clone()) {
-            Ok(p) => {
-                if let Err(e) = lock(&self.store).install(p) {
-                    warn!("dircache: cannot serve the consensus: {e}");
-                }
-            }
-            Err(e) => warn!("dircache: cannot serve the consensus: {e}"),
+        // Compressing and diffing happen outside the lock (seconds for the largest
+        // documents); a consensus no newer than the one served is not installed again.
+        if let Err(e) = self.store.install(c.signed().clone()) {
+            warn!("dircache: cannot serve the consensus: {e}");
         }
         self.hsdir.set_consensus(Arc::clone(&c));
         c
@@ -164,9 +159,7 @@ impl DirCache {
 
     /// Whether a live consensus is cached.
     pub fn has_consensus(&self) -> bool {
-        lock(&self.store)
-            .live_bytes(self.clock.now_unix())
-            .is_some()
+        self.store.is_live(self.clock.now_unix())
     }
 }
 
@@ -180,9 +173,9 @@ impl DirService for DirCache {
             match req {
                 DirRequest::GetConsensus
                 | DirRequest::GetConsensusCompressed
-                | DirRequest::GetConsensusDiff { .. } => lock(&self.store)
-                    .answer(&req, self.clock.now_unix())
-                    .unwrap_or_else(|| DirResponse::error(DirStatus::BadRequest, "unexpected")),
+                | DirRequest::GetConsensusDiff { .. } => {
+                    self.store.answer(&req, self.clock.now_unix())
+                }
                 DirRequest::GetMicrodescs { digests } => {
                     let mds = Arc::clone(&*lock(&self.microdescs));
                     DirResponse::ok(mds.answer(&digests, MAX_DIR_BODY))
