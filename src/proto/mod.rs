@@ -7,6 +7,7 @@ pub(crate) mod circuit;
 pub mod dirclient;
 pub(crate) mod error;
 pub mod event;
+pub mod event_queue;
 pub(crate) mod incoming;
 pub(crate) mod reactor;
 pub(crate) mod stream;
