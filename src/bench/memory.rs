@@ -28,7 +28,8 @@ const SENDING_AT_ONCE: usize = 8;
 pub(crate) struct MemoryPlan {
     /// Idle circuits opened on a fresh relay, one run per count.
     pub circuit_counts: Vec<usize>,
-    /// Channels the idle circuits are spread over (at least one per 20,000 circuits).
+    /// Channels the idle circuits are spread over (at least one per 4,000 circuits: a
+    /// client channel carries at most 4096).
     pub flood_channels: usize,
     /// Circuits that each carry `carried_bytes` before the relay is measured (0: skip).
     pub data_circuits: usize,
@@ -277,7 +278,7 @@ pub(crate) async fn measure(
     }
     for (i, &n) in plan.circuit_counts.iter().enumerate() {
         say(&format!("relay memory: {n} idle circuits on a fresh relay"));
-        let channels = plan.flood_channels.max(n.div_ceil(20_000)).max(1);
+        let channels = plan.flood_channels.max(n.div_ceil(4_000)).max(1);
         let per_channel = n.div_ceil(channels) + 16;
         let mut relay = SoloRelay::start(root, &format!("solo-{n}"), per_channel).await?;
         let rss_idle = relay.rss()?;

@@ -126,7 +126,8 @@ pub struct BenchArgs {
     /// comma-separated list measures each count on a fresh relay (e.g. 10000,100000).
     #[arg(long, value_delimiter = ',', default_value = "10000")]
     pub circuits: Vec<usize>,
-    /// Channels the circuits are spread over (at least one per 20,000 circuits).
+    /// Channels the circuits are spread over (at least one per 4,000 circuits: a client
+    /// channel carries at most 4096).
     #[arg(long, default_value_t = 3)]
     pub flood_channels: usize,
     /// Circuits that each carry --carried-kib before the relay's memory is measured
