@@ -12,6 +12,7 @@ pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod dir;
+pub mod fd_limit;
 pub mod link;
 pub mod onion;
 pub mod proto;

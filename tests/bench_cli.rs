@@ -9,8 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Hang guard only: the run takes ~20 s on the loaded CI machine.
-const NO_HANG: Duration = Duration::from_secs(80);
+/// Hang guard only: the run takes ~35 s on the loaded CI machine.
+const NO_HANG: Duration = Duration::from_secs(150);
 
 /// The value of numeric field `name` in a flat JSON object printed by the bench.
 fn field(json: &str, name: &str) -> f64 {
@@ -67,6 +67,14 @@ fn bench_reports_every_figure() {
         "3",
         "--circuits",
         "300",
+        "--data-circuits",
+        "20",
+        "--carried-kib",
+        "64",
+        "--client-circuits",
+        "20",
+        "--idle-channels",
+        "20",
         "--json",
     ]);
     let (ok, stdout, stderr) = run_with_timeout(cmd);
@@ -85,12 +93,21 @@ fn bench_reports_every_figure() {
         "build_ms_median",
         "handshakes_per_s",
         "relay_rss_idle_bytes",
+        "relay_bytes_per_carried_circuit",
+        "client_bytes_per_circuit",
+        "relay_rss_channels_bytes",
         "guard",
         "middle",
         "exit",
     ] {
         assert!(field(json, name) > 0.0, "{name} not positive in {json}");
     }
+    assert_eq!(field(json, "relay_carried_circuits"), 20.0);
+    assert_eq!(field(json, "relay_idle_channels"), 20.0);
+    assert!(
+        json.contains("\"relay_serves_with_channels\": true"),
+        "{json}"
+    );
     // 300 open circuits cost memory: the loaded figure is above the idle one.
     assert!(field(json, "relay_rss_circuits_bytes") > field(json, "relay_rss_idle_bytes"));
 }

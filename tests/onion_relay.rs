@@ -43,7 +43,6 @@ use allium::proto::event::ClientCircEvent;
 use allium::proto::ClientChannel;
 use allium::relay::dircache::DirCache;
 use allium::relay::{RelayHandle, RelayLimits, RelayObserver};
-use tokio::sync::mpsc;
 
 mod common;
 use common::{target, NO_HANG};
@@ -58,7 +57,7 @@ struct RawCirc {
     layers: ClientLayers,
     /// `CircuitKeys::binding` of each hop.
     bindings: Vec<[u8; 32]>,
-    rx: mpsc::Receiver<ClientCircEvent>,
+    rx: allium::proto::event_queue::EventReceiver<ClientCircEvent>,
 }
 
 impl RawCirc {
@@ -67,7 +66,7 @@ impl RawCirc {
         let chan = ClientChannel::connect(&target(relays[0]), &LinkConfig::default())
             .await
             .unwrap();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = allium::proto::event_queue::event_queue(256);
         let id = chan.circuits.allocate(tx).unwrap();
         let mut c = RawCirc {
             chan,
@@ -1134,7 +1133,7 @@ async fn key_residue_client_child() {
     let chan = ClientChannel::connect(&first, &LinkConfig::default())
         .await
         .unwrap();
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = allium::proto::event_queue::event_queue(256);
     let id = chan.circuits.allocate(tx).unwrap();
     let mut c = RawCirc {
         chan,

@@ -403,6 +403,12 @@ def cmd_measure(a):
         r["rss_circuits_median_mib"] = med(rss)
         r["rss_circuits_max_mib"] = max(rss)
         r["rss_circuits_all_mib"] = [round(x, 1) for x in rss]
+        # Per circuit at a relay: each circuit has 3 hops spread over the relays, so a relay
+        # holds about opened * 3 / relays of them; its growth over idle, divided by that.
+        hops_per_relay = done[0] * 3 / max(len(n.relay_pids), 1)
+        idle = r.get("rss_idle_mib")
+        if hops_per_relay > 0 and idle is not None:
+            r["relay_kib_per_circuit"] = (med(rss) - idle) * 1024 / hops_per_relay
         if n.metrics:
             # allium relays export how many circuits they hold: proof they are open.
             r["circuits_open_per_relay"] = [metric(u, "allium_circuits_open") for u in n.metrics]
@@ -427,6 +433,7 @@ ROWS = [
     ("rss_idle_mib", "relay RSS idle (median)", "MiB", "lo", 0.5),
     ("rss_circuits_median_mib", "relay RSS, {circuits} client circuits open (median)", "MiB", "lo", None),
     ("rss_circuits_max_mib", "relay RSS, {circuits} client circuits open (max)", "MiB", "lo", None),
+    ("relay_kib_per_circuit", "relay memory per open circuit (median growth / hops held)", "KiB", "lo", 1.0),
     ("relay_circuits_per_cpu_s", "circuit hops (+1 stream) per relay CPU second", "1/s", "hi", None),
     ("circuits_per_s_client", "circuits opened per second (client-driven)", "1/s", "hi", None),
     ("cpu_s_per_gb_per_relay", "CPU per GB relayed, per relay on the path", "s/GB", "lo", None),

@@ -7,6 +7,7 @@
 
 pub(crate) mod client;
 pub(crate) mod dir;
+pub(crate) mod memory;
 pub(crate) mod procs;
 pub(crate) mod relay_probe;
 
@@ -122,12 +123,30 @@ pub struct BenchArgs {
     /// Fresh 3-hop circuits built for the build-time median.
     #[arg(long, default_value_t = 20)]
     pub builds: usize,
-    /// Circuits opened on one relay for the handshake rate and the memory figure.
-    #[arg(long, default_value_t = 10_000)]
-    pub circuits: usize,
-    /// Channels the circuits are spread over (a client channel carries at most 4096).
+    /// Circuits opened on one relay for the handshake rate and the memory figure; a
+    /// comma-separated list measures each count on a fresh relay (e.g. 10000,100000).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    pub circuits: Vec<usize>,
+    /// Channels the circuits are spread over (at least one per 4,000 circuits: a client
+    /// channel carries at most 4096).
     #[arg(long, default_value_t = 3)]
     pub flood_channels: usize,
+    /// Circuits that each carry --carried-kib before the relay's memory is measured
+    /// again (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    pub data_circuits: usize,
+    /// KiB each of the --data-circuits carries (DROP cells to the relay).
+    #[arg(long, default_value_t = 1024)]
+    pub carried_kib: usize,
+    /// Idle client circuits built for the client's per-circuit memory (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    pub client_circuits: usize,
+    /// Idle client channels opened on a relay for the per-channel memory (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    pub idle_channels: usize,
+    /// Only the memory figures (no network, no throughput): a quick run.
+    #[arg(long)]
+    pub memory_only: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -169,9 +188,7 @@ struct BenchReport {
     build_ms_median: f64,
     build_ms_p90: f64,
     builds: usize,
-    flood: relay_probe::FloodResult,
-    rss_idle: u64,
-    rss_loaded: u64,
+    memory: memory::MemoryReport,
     relay_cpu_s_per_gb: Vec<(String, f64)>,
     client_cpu_s_per_gb: f64,
     relayed_bytes: u64,
@@ -188,34 +205,16 @@ impl BenchReport {
             format!("{:.2}", self.build_ms_median),
             "ms",
         ));
+        let flood = &self.memory.flood;
         rows.push((
             format!(
                 "relay-side handshakes, {} CREATE over the network ({} refused)",
-                self.flood.sent, self.flood.refused
+                flood.sent, flood.refused
             ),
-            format!("{:.0}", self.flood.per_sec()),
+            format!("{:.0}", flood.per_sec()),
             "/s",
         ));
-        rows.push((
-            "relay RSS, idle".into(),
-            format!("{:.1}", self.rss_idle as f64 / MIB as f64),
-            "MiB",
-        ));
-        rows.push((
-            format!("relay RSS, {} open circuits", self.flood.created),
-            format!("{:.1}", self.rss_loaded as f64 / MIB as f64),
-            "MiB",
-        ));
-        let per_circ = if self.flood.created > 0 {
-            self.rss_loaded.saturating_sub(self.rss_idle) as f64 / self.flood.created as f64
-        } else {
-            0.0
-        };
-        rows.push((
-            "relay memory per open circuit".into(),
-            format!("{:.1}", per_circ / 1024.0),
-            "KiB",
-        ));
+        rows.extend(self.memory.rows());
         for (name, v) in &self.relay_cpu_s_per_gb {
             rows.push((
                 format!("CPU per GB relayed, {name}"),
@@ -237,26 +236,40 @@ impl BenchReport {
             .iter()
             .map(|(n, v)| format!("\"{n}\": {v:.3}"))
             .collect();
+        let flood = &self.memory.flood;
+        let first = self.memory.idle.first().cloned().unwrap_or_default();
         format!(
             "{{{}, \"build_ms_median\": {:.3}, \"build_ms_p90\": {:.3}, \"builds\": {}, \
              \"handshakes_per_s\": {:.0}, \"handshakes_sent\": {}, \"handshakes_refused\": {}, \
              \"relay_rss_idle_bytes\": {}, \"relay_rss_circuits_bytes\": {}, \
              \"relay_open_circuits\": {}, \"relay_cpu_s_per_gb\": {{{}}}, \
-             \"client_cpu_s_per_gb\": {:.3}, \"relayed_bytes\": {}}}",
+             \"client_cpu_s_per_gb\": {:.3}, \"relayed_bytes\": {}, {}}}",
             self.client.json_fields(),
             self.build_ms_median,
             self.build_ms_p90,
             self.builds,
-            self.flood.per_sec(),
-            self.flood.sent,
-            self.flood.refused,
-            self.rss_idle,
-            self.rss_loaded,
-            self.flood.created,
+            flood.per_sec(),
+            flood.sent,
+            flood.refused,
+            first.rss_idle,
+            first.rss_loaded,
+            first.open,
             cpu.join(", "),
             self.client_cpu_s_per_gb,
-            self.relayed_bytes
+            self.relayed_bytes,
+            self.memory.json_fields()
         )
+    }
+}
+
+fn memory_plan(args: &BenchArgs) -> memory::MemoryPlan {
+    memory::MemoryPlan {
+        circuit_counts: args.circuits.iter().map(|&n| n.max(1)).collect(),
+        flood_channels: args.flood_channels,
+        data_circuits: args.data_circuits,
+        carried_bytes: args.carried_kib.saturating_mul(1024),
+        client_circuits: args.client_circuits,
+        idle_channels: args.idle_channels,
     }
 }
 
@@ -280,6 +293,16 @@ pub(crate) async fn bench(mut args: BenchArgs) -> Result<(), String> {
     let root = std::env::temp_dir().join(format!("allium-bench-{}", std::process::id()));
     crate::cli::private_dir::make_private_dir(&root)?;
     let _cleanup = TempDir(root.clone());
+    if args.memory_only {
+        let memory = memory::measure(&root, &memory_plan(&args), &say).await?;
+        if args.json {
+            println!("{{{}}}", memory.json_fields());
+        } else {
+            println!("allium bench --memory-only (each relay a process of its own):");
+            print_table(&memory.rows());
+        }
+        return Ok(());
+    }
 
     let auth = NodeDir::create(&root, "authority")?;
     let guard = NodeDir::create(&root, "guard")?;
@@ -428,43 +451,7 @@ pub(crate) async fn bench(mut args: BenchArgs) -> Result<(), String> {
     report.build_ms_median = client::quantile(&mut builds, 0.5) * 1e3;
     report.build_ms_p90 = client::quantile(&mut builds, 0.9) * 1e3;
 
-    // One more relay on its own (it publishes to no real authority, so no client path
-    // uses it): idle memory, then a CREATE flood whose circuits stay open.
-    say("relay memory and handshake rate on a separate relay");
-    let solo = NodeDir::create(&root, "solo")?;
-    let per_channel = args.circuits.div_ceil(args.flood_channels.max(1)) + 16;
-    let nowhere = [(solo.identity(), SocketAddr::from(([127, 0, 0, 1], 1)))];
-    let solo_path = root.join("solo.toml");
-    write_file(
-        &solo_path,
-        &format!(
-            "[relay]\nlisten = \"{}\"\ndata_dir = \"{}\"\n{}\n[limits]\ncircuits_per_channel = {per_channel}\n\
-             handshakes_per_second = 1000000\nhandshake_burst = 1000000\n",
-            solo.addr,
-            solo.dir.display(),
-            authority_list("relay", &nowhere)
-        ),
-    )?;
-    let mut solo_proc = NodeProcess::spawn("relay", &solo_path, &root.join("solo.log"), "solo")?;
-    if !procs::wait_listening(solo.addr, Duration::from_secs(30)).await {
-        return Err("the separate relay did not start".into());
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    report.rss_idle = solo_proc.rss_bytes()?;
-    let (flood, open) = relay_probe::create_flood(
-        &target_of(&solo)?,
-        args.circuits.max(1),
-        args.flood_channels,
-        Duration::from_secs(120),
-    )
-    .await?;
-    report.flood = flood;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    report.rss_loaded = solo_proc.rss_bytes()?;
-    if !solo_proc.is_running() {
-        return Err("the separate relay exited during the flood".into());
-    }
-    drop(open);
+    report.memory = memory::measure(&root, &memory_plan(&args), &say).await?;
 
     if args.json {
         println!("{}", report.json());
@@ -474,6 +461,5 @@ pub(crate) async fn bench(mut args: BenchArgs) -> Result<(), String> {
     }
     drop(authority);
     drop(relays);
-    drop(solo_proc);
     Ok(())
 }

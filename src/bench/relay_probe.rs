@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::cell::chan_contexts::FromNextHop;
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::{ChanCell, ChanMsg, Create, HandshakeType};
@@ -68,7 +66,7 @@ pub(crate) async fn create_flood(
         let chan = ClientChannel::connect(relay, &cfg)
             .await
             .map_err(|e| format!("channel to the relay: {e}"))?;
-        let (tx, rx) = mpsc::channel::<ClientCircEvent>(per.max(1));
+        let (tx, rx) = crate::proto::event_queue::event_queue::<ClientCircEvent>(per.max(1));
         let mut cells = Vec::with_capacity(per);
         for _ in 0..per {
             let (_state, msg) =

@@ -100,6 +100,8 @@ fn init_logging(verbose: u8) {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Every node command: a relay holds a descriptor per channel (src/fd_limit.rs).
+    let _ = crate::fd_limit::raise_to_hard_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -40,8 +40,9 @@ const _: () =
 const UPDATE_FIRST_BLOCK: u128 = PAYLOAD_BLOCKS as u128;
 const UPDATE_BLOCKS: usize = UPDATE_LEN / BLOCK_LEN;
 
-/// The keys of one UIV+ instance, and a keystream scratch kept with them so it is wiped
-/// with them rather than by a per-cell wipe.
+/// The keys of one UIV+ instance. The payload keystream is made on the stack and wiped
+/// after each cell: kept here, it cost 496 bytes per layer, twice per hop of every open
+/// circuit (docs/PERFORMANCE.md, "Memory per circuit").
 pub(crate) struct Uiv {
     /// Both directions: relays encipher the tag, clients decipher it.
     kj: Aes128,
@@ -49,7 +50,6 @@ pub(crate) struct Uiv {
     /// Only ever enciphers (CTR).
     ks: Aes128Enc,
     hs: Polyval,
-    scratch: [Block; PAYLOAD_BLOCKS],
 }
 
 /// Fills `blocks` with `AES(KS, start + first + i)`, the counter wrapping mod 2^128.
@@ -80,7 +80,6 @@ impl Uiv {
             hj: Polyval::new(hj.into()),
             ks: Aes128Enc::new(ks.into()),
             hs: Polyval::new(hs.into()),
-            scratch: [Block::default(); PAYLOAD_BLOCKS],
         };
         parts.as_flattened_mut().zeroize();
         uiv
@@ -108,11 +107,15 @@ impl Uiv {
     /// `right ^= CTR(KS, POLYVAL(HS, tag))[0..496]`.
     fn xor_payload_keystream(&mut self, tag: &[u8; BLOCK_LEN], right: &mut [u8]) {
         let start = self.ctr_start(tag);
-        keystream(&self.ks, start, 0, &mut self.scratch);
-        let stream = Block::cast_slice_to_core(&self.scratch).as_flattened();
+        let mut scratch = [Block::default(); PAYLOAD_BLOCKS];
+        keystream(&self.ks, start, 0, &mut scratch);
+        let stream = Block::cast_slice_to_core(&scratch).as_flattened();
         for (r, k) in right.iter_mut().zip(stream) {
             *r ^= k;
         }
+        Block::cast_slice_to_core_mut(&mut scratch)
+            .as_flattened_mut()
+            .zeroize();
     }
 
     /// UIV+ encryption of `body` in place (the relay side of every layer).
@@ -174,19 +177,6 @@ impl Uiv {
         self.ks = Aes128Enc::new(ks.into());
         self.hs = Polyval::new(hs.into());
         *nonce = *next;
-        // The last payload keystream belongs to a cell the keys no longer open.
-        Block::cast_slice_to_core_mut(&mut self.scratch)
-            .as_flattened_mut()
-            .zeroize();
-    }
-}
-
-impl Drop for Uiv {
-    fn drop(&mut self) {
-        // The ciphers and hashes wipe themselves (their `zeroize` features).
-        Block::cast_slice_to_core_mut(&mut self.scratch)
-            .as_flattened_mut()
-            .zeroize();
     }
 }
 

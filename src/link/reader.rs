@@ -18,6 +18,10 @@ use super::stats::RecordStats;
 
 /// Size of the read buffer: 128 records, just over 64 KiB.
 pub(crate) const READ_BUF_LEN: usize = 128 * RECORD_LEN;
+/// What a new channel's reader starts with: an idle channel (a relay may hold 10,000)
+/// keeps 2 KiB instead of 68; a read that fills the buffer doubles it, up to
+/// [`READ_BUF_LEN`], so a busy channel still reads in large batches.
+const INITIAL_READ_BUF_LEN: usize = 4 * RECORD_LEN;
 
 /// Splits a byte stream into records of exactly [`RECORD_LEN`] bytes.
 pub(crate) struct RecordReader {
@@ -43,7 +47,7 @@ impl RecordReader {
     pub(crate) fn new(stream: OwnedReadHalf, stats: Arc<RecordStats>) -> Self {
         RecordReader {
             stream: Some(stream),
-            buf: vec![0u8; READ_BUF_LEN].into_boxed_slice(),
+            buf: vec![0u8; INITIAL_READ_BUF_LEN].into_boxed_slice(),
             start: 0,
             end: 0,
             stats,
@@ -101,6 +105,20 @@ impl RecordReader {
                 ));
             }
             self.end += n;
+            if self.end == self.buf.len() && self.buf.len() < READ_BUF_LEN {
+                self.grow();
+            }
+        }
+    }
+
+    /// Doubles the buffer (up to [`READ_BUF_LEN`]): the last read filled it, so more is
+    /// likely waiting.
+    fn grow(&mut self) {
+        let len = (self.buf.len() * 2).min(READ_BUF_LEN);
+        let mut bigger = vec![0u8; len].into_boxed_slice();
+        if let (Some(dst), Some(src)) = (bigger.get_mut(..self.end), self.buf.get(..self.end)) {
+            dst.copy_from_slice(src);
+            self.buf = bigger;
         }
     }
 

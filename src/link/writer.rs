@@ -24,7 +24,7 @@ use tracing::debug;
 use super::bandwidth_limit::BandwidthShaper;
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
-use super::record::{RecordCipher, RECORD_LEN, RECORD_TAG_LEN};
+use super::record::{RecordCipher, RECORD_TAG_LEN};
 use super::stats::RecordStats;
 use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
 use crate::cell::ChanCmd;
@@ -134,7 +134,9 @@ impl RecordWriter {
     }
 
     async fn pump(&mut self) -> LinkResult<()> {
-        let mut buf: Vec<u8> = Vec::with_capacity((MAX_BATCH + 2) * RECORD_LEN);
+        // Grows with the batches it carries (at most MAX_BATCH + 2 records): an idle
+        // channel holds none of it.
+        let mut buf: Vec<u8> = Vec::new();
         let budget = self.rekey.after_records.max(3) - 1;
         // The timer runs while the current key has sealed a record that a REKEY has not
         // yet retired: the handshake's NETINFO, at first. A key that has sealed nothing
@@ -223,6 +225,7 @@ async fn write_shaped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::record::RECORD_LEN;
     use tokio::io::AsyncReadExt;
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::{TcpListener, TcpStream};

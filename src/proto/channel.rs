@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use crate::proto::event_queue::EventSender;
 use tracing::debug;
 
 use crate::cell::chan_contexts::{FromNextHop, OnClientChannel};
@@ -22,7 +22,7 @@ pub struct ClientChannel {
     /// Queues cells to the relay.
     pub sender: ChannelSender,
     /// The circuits it carries.
-    pub circuits: CircMux<mpsc::Sender<ClientCircEvent>>,
+    pub circuits: CircMux<EventSender<ClientCircEvent>>,
     /// Record counters.
     pub stats: Arc<RecordStats>,
     /// Our end of the TCP connection.

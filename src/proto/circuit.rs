@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use crate::proto::event_queue::{event_queue, EventReceiver, EventSender};
 
 use crate::cell::chan_contexts::FromNextHop;
 use crate::cell::chan_msg::BoundedBytes;
@@ -45,9 +45,9 @@ pub struct ClientCircuit<M = AtClient> {
     slot: CircuitSlot,
     layers: ClientLayers,
     hops: Vec<IdentityPublic>,
-    rx: mpsc::Receiver<ClientCircEvent>,
+    rx: EventReceiver<ClientCircEvent>,
     /// A sender into our own queue, for stream tasks and handles.
-    self_tx: mpsc::Sender<ClientCircEvent>,
+    self_tx: EventSender<ClientCircEvent>,
     early_left: u8,
     /// Set by `unlimited_relay_early_for_tests` (`testing` feature only): no client-side
     /// RELAY_EARLY rule.
@@ -123,7 +123,7 @@ impl ClientCircuit<AtClient> {
     }
 
     fn allocate(chan: &Arc<ClientChannel>) -> Result<Self, CircuitError> {
-        let (tx, rx) = mpsc::channel(CIRCUIT_QUEUE);
+        let (tx, rx) = event_queue(CIRCUIT_QUEUE);
         let id = chan.circuits.allocate(tx.clone())?;
         Ok(ClientCircuit {
             slot: CircuitSlot {
@@ -384,7 +384,7 @@ impl<M: RelayMessage> ClientCircuit<M> {
     }
 
     /// A sender into this circuit's event queue (stream tasks and handles use it).
-    pub(crate) fn event_sender(&self) -> mpsc::Sender<ClientCircEvent> {
+    pub(crate) fn event_sender(&self) -> EventSender<ClientCircEvent> {
         self.self_tx.clone()
     }
 

@@ -4,6 +4,8 @@
 
 use tokio::sync::mpsc;
 
+use crate::proto::event_queue::EventSender;
+
 use crate::cell::{EndReason, StreamId};
 
 use super::event::{ClientCircEvent, IncomingAnswer};
@@ -33,11 +35,11 @@ pub struct IncomingStream {
     /// port, and is not kept).
     port: u16,
     /// The circuit task's queue; `None` once answered.
-    circuit: Option<mpsc::Sender<ClientCircEvent>>,
+    circuit: Option<EventSender<ClientCircEvent>>,
 }
 
 impl IncomingStream {
-    pub(super) fn new(id: StreamId, port: u16, circuit: mpsc::Sender<ClientCircEvent>) -> Self {
+    pub(super) fn new(id: StreamId, port: u16, circuit: EventSender<ClientCircEvent>) -> Self {
         IncomingStream {
             id,
             port,
@@ -94,7 +96,7 @@ impl Drop for IncomingStream {
             id: self.id,
             reason: EndReason::Misc,
         });
-        if let Err(mpsc::error::TrySendError::Full(event)) = circuit.try_send(event) {
+        if let Err(crate::proto::event_queue::TrySendError::Full(event)) = circuit.try_send(event) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     let _ = circuit.send(event).await;

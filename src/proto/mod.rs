@@ -8,6 +8,7 @@ pub mod dir_fetch;
 pub mod dirclient;
 pub(crate) mod error;
 pub mod event;
+pub mod event_queue;
 pub(crate) mod incoming;
 pub(crate) mod reactor;
 pub(crate) mod stream;

@@ -16,6 +16,7 @@ use crate::cell::chan_contexts::FromNextHop;
 use crate::cell::relay_contexts::{AtClient, AtRelay};
 use crate::cell::relay_msg::{Begin, Connected, Data, Sendme};
 use crate::cell::{EndReason, RelayCell, RelayMessage, RelayMsg, StreamId, TargetAddr};
+use crate::proto::event_queue::EventSender;
 
 use super::circuit::ClientCircuit;
 use super::event::{CircuitRequest, ClientCircEvent, IncomingAnswer};
@@ -31,7 +32,7 @@ pub(crate) const MAX_STREAMS_PER_CIRCUIT: usize = 512;
 /// A cloneable handle on a running client circuit.
 #[derive(Debug, Clone)]
 pub struct CircuitHandle {
-    tx: mpsc::Sender<ClientCircEvent>,
+    tx: EventSender<ClientCircEvent>,
     closed: Arc<AtomicBool>,
     hops: usize,
     id: crate::cell::CircId,
@@ -203,7 +204,7 @@ struct Reactor<M> {
     pending: HashMap<StreamId, Pending>,
     next_stream: u16,
     closed: Arc<AtomicBool>,
-    tx: mpsc::Sender<ClientCircEvent>,
+    tx: EventSender<ClientCircEvent>,
     retiring: bool,
     activity: Arc<Activity>,
     open_streams: watch::Sender<usize>,

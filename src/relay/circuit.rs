@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use crate::proto::event_queue::{event_queue, EventReceiver, EventSender};
 use tracing::debug;
 
 use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop};
@@ -31,7 +31,7 @@ mod forward;
 mod onion;
 mod send;
 
-use send::Teardown;
+use send::{Step, Teardown};
 
 /// RELAY_EARLY cells a circuit may carry. EXTEND must ride in one and the first hop sees
 /// every EXTEND, so this caps a circuit at 8 hops.
@@ -45,7 +45,7 @@ pub fn spawn(
     create: Create,
 ) -> Result<(), DestroyReason> {
     let ticket = Arc::new(shared.budget.register());
-    let (tx, rx) = mpsc::channel(shared.limits.cells_queued_per_circuit.max(1));
+    let (tx, rx) = event_queue(shared.limits.cells_queued_per_circuit.max(1));
     let slot = CircSlot {
         tx: tx.clone(),
         side: Side::Prev,
@@ -59,14 +59,27 @@ pub fn spawn(
         chan: Arc::clone(chan),
         id,
     };
-    let shared = Arc::clone(shared);
-    tokio::spawn(async move {
-        let Some(circuit) = Circuit::handshake(shared, prev, create, tx, ticket).await else {
-            return;
-        };
-        circuit.run(rx).await;
-    });
+    tokio::spawn(task(Arc::clone(shared), prev, create, tx, rx, ticket));
     Ok(())
+}
+
+/// A circuit's task: the handshake, then the circuit until it ends. Its size is what every
+/// open circuit costs in task memory (`tests::an_idle_circuit_task_is_small`).
+async fn task(
+    shared: Arc<RelayShared>,
+    prev: CircEnd,
+    create: Create,
+    tx: EventSender<CircEvent>,
+    rx: EventReceiver<CircEvent>,
+    ticket: Arc<QueueTicket>,
+) {
+    // Boxed: the handshake's state is large and needed once; inline, the task of every
+    // open circuit would keep room for it.
+    let handshake = Box::pin(Circuit::handshake(shared, prev, create, tx, ticket));
+    let Some(circuit) = handshake.await else {
+        return;
+    };
+    circuit.run(rx).await;
 }
 
 /// The state of the circuit beyond this hop.
@@ -122,7 +135,7 @@ struct Circuit {
     serial: CircSerial,
     role: Role,
     early_left: u8,
-    self_tx: mpsc::Sender<CircEvent>,
+    self_tx: EventSender<CircEvent>,
     ticket: Arc<QueueTicket>,
     /// Exit streams (empty unless this relay is an exit and the client opened some).
     streams: StreamSet,
@@ -137,7 +150,7 @@ struct Circuit {
 }
 
 impl Circuit {
-    async fn run(mut self, mut rx: mpsc::Receiver<CircEvent>) {
+    async fn run(mut self, mut rx: EventReceiver<CircEvent>) {
         let deadline = tokio::time::sleep(self.shared.limits.extend_timeout());
         tokio::pin!(deadline);
         let rend_deadline = tokio::time::sleep(self.shared.limits.rend_cookie_timeout());
@@ -145,32 +158,37 @@ impl Circuit {
         let teardown = loop {
             let pending = matches!(self.next, Next::Connecting { .. } | Next::Pending(_));
             let waiting = matches!(self.role, Role::RendWaiting { .. });
-            let event = tokio::select! {
-                ev = rx.recv() => ev,
-                _ = self.ticket.stat().killed() => {
-                    debug!("relay: circuit killed by the queue memory limit");
-                    break Teardown::new(DestroyReason::ResourceLimit);
-                }
-                _ = &mut deadline, if pending => {
-                    break Teardown::new(DestroyReason::Timeout);
-                }
-                // An unjoined cookie expires with its circuit.
-                _ = &mut rend_deadline, if waiting => {
-                    break Teardown::new(DestroyReason::Timeout);
-                }
-            };
-            // `self_tx` keeps the queue open, so `None` cannot happen; treat it as closed.
-            let Some(event) = event else {
-                break Teardown::new(DestroyReason::Internal);
-            };
-            if matches!(
-                event,
-                CircEvent::FromPrev(_) | CircEvent::FromNext(_) | CircEvent::Violation(_)
-            ) {
-                self.ticket.dequeued(CELL_LEN);
-            }
             let was_idle = matches!(self.next, Next::None);
-            if let Err(t) = self.handle(event).await {
+            // The event is consumed inside this block: only the small `Step` is awaited
+            // below, so the task does not keep room for a cell across that wait.
+            let step = {
+                let event = tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = self.ticket.stat().killed() => {
+                        debug!("relay: circuit killed by the queue memory limit");
+                        break Teardown::new(DestroyReason::ResourceLimit);
+                    }
+                    _ = &mut deadline, if pending => {
+                        break Teardown::new(DestroyReason::Timeout);
+                    }
+                    // An unjoined cookie expires with its circuit.
+                    _ = &mut rend_deadline, if waiting => {
+                        break Teardown::new(DestroyReason::Timeout);
+                    }
+                };
+                // `self_tx` keeps the queue open, so `None` cannot happen; treat it as closed.
+                let Some(event) = event else {
+                    break Teardown::new(DestroyReason::Internal);
+                };
+                if matches!(
+                    event,
+                    CircEvent::FromPrev(_) | CircEvent::FromNext(_) | CircEvent::Violation(_)
+                ) {
+                    self.ticket.dequeued(CELL_LEN);
+                }
+                self.dispatch(event)
+            };
+            if let Err(t) = step.await {
                 break t;
             }
             if !waiting && matches!(self.role, Role::RendWaiting { .. }) {
@@ -187,7 +205,18 @@ impl Circuit {
         // Nothing more is taken from the queue: a reader blocked on it (full) must fail
         // now, not wait for the DESTROYs below.
         drop(rx);
-        self.teardown(teardown).await;
+        Box::pin(self.teardown(teardown)).await;
+    }
+
+    /// Relayed cells are handled without allocating (see [`Self::forward`]); every other
+    /// event's handling is boxed, so an idle circuit's task does not keep room for the
+    /// largest of them (EXTEND, streams, onion roles) while it waits.
+    fn dispatch(&mut self, event: CircEvent) -> Step<'_> {
+        match event {
+            CircEvent::FromPrev(FromPreviousHop::Relay(body)) => self.forward(body, false),
+            CircEvent::FromNext(FromNextHop::Relay(body)) => self.backward(body),
+            other => Step::boxed(self.handle(other)),
+        }
     }
 
     async fn handle(&mut self, event: CircEvent) -> Result<(), Teardown> {
@@ -234,5 +263,64 @@ impl Circuit {
             CircEvent::CookieEvicted => Ok(()),
             CircEvent::Resolved { id, result } => self.on_resolved(id, result).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(A, B) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn task_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(
+            Arc<RelayShared>,
+            CircEnd,
+            Create,
+            EventSender<CircEvent>,
+            EventReceiver<CircEvent>,
+            Arc<QueueTicket>,
+        ) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// What an open circuit's task holds whatever it does: the task's future (the
+    /// circuit's state and room for whatever it awaits inline). Rare work is boxed so this
+    /// stays small (docs/PERFORMANCE.md, "Memory per circuit").
+    #[test]
+    fn an_idle_circuit_task_is_small() {
+        let task = task_size(task);
+        let run = future_size::<Circuit, EventReceiver<CircEvent>, _, _>(Circuit::run);
+        let handle = future_size::<&mut Circuit, CircEvent, _, _>(Circuit::handle);
+        fn size3<A, B, C, F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(A, B, C) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        use crate::cell::RelayBody;
+        println!(
+            "forward {} backward {} send_backward {} sleep {}",
+            size3::<&mut Circuit, RelayBody, bool, _, _>(Circuit::forward),
+            future_size::<&mut Circuit, RelayBody, _, _>(Circuit::backward),
+            size3::<&mut Circuit, [u8; crate::cell::consts::RELAY_BODY_LEN], bool, _, _>(
+                Circuit::send_backward
+            ),
+            std::mem::size_of::<tokio::time::Sleep>(),
+        );
+        println!(
+            "circuit task future {task} B, run {run} B, handle (boxed) {handle} B, \
+             Circuit {} B, CircEvent {} B",
+            std::mem::size_of::<Circuit>(),
+            std::mem::size_of::<CircEvent>()
+        );
+        assert!(task <= 2048, "circuit task future is {task} bytes");
     }
 }

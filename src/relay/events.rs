@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use crate::proto::event_queue::EventSender;
 
 use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop};
 use crate::cell::CircId;
@@ -78,7 +78,7 @@ pub(crate) type NextHopResult = Result<Arc<RelayChannel>, crate::cell::DestroyRe
 #[derive(Debug, Clone)]
 pub struct CircSlot {
     /// The circuit task's queue.
-    pub tx: mpsc::Sender<CircEvent>,
+    pub tx: EventSender<CircEvent>,
     /// Which side of the circuit this channel is.
     pub side: Side,
     /// The circuit's share of the relay's queue budget.
@@ -120,7 +120,7 @@ pub struct BackwardHalf {
     /// Set when the circuit is torn down: nothing more may be sent on it.
     pub closed: bool,
     /// The partner's task, told when this circuit closes.
-    pub partner: Option<mpsc::Sender<CircEvent>>,
+    pub partner: Option<EventSender<CircEvent>>,
 }
 
 /// A [`BackwardHalf`] shared by the two circuits of a rendezvous.

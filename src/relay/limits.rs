@@ -28,6 +28,10 @@ pub struct RelayLimits {
     pub handshake_burst: u32,
     /// Inbound link handshakes in progress at once.
     pub pending_link_handshakes: usize,
+    /// Inbound connections (channels, handshakes included) open at once; also capped at
+    /// three quarters of the process's file-descriptor limit. At the limit, new
+    /// connections are closed at once (counted, logged once per burst).
+    pub inbound_channels: usize,
     /// Streams one circuit may have open at once (exits).
     pub streams_per_circuit: usize,
     /// Seconds a channel with no circuits may stay open.
@@ -95,6 +99,7 @@ impl Default for RelayLimits {
             handshakes_per_second: 2000,
             handshake_burst: 4000,
             pending_link_handshakes: 256,
+            inbound_channels: 50_000,
             streams_per_circuit: 512,
             idle_channel_timeout_secs: 300,
             link_handshake_timeout_secs: 10,

@@ -72,6 +72,24 @@ pub fn render(shared: &RelayShared) -> String {
         get(&c.rendezvous_joined),
     );
     metric(
+        "allium_inbound_connections",
+        "gauge",
+        "Inbound connections (channels and link handshakes) open, against the channel limit.",
+        shared.channel_slots.open() as u64,
+    );
+    metric(
+        "allium_refused_channel_limit_total",
+        "counter",
+        "Inbound connections closed at once because the relay was at its channel limit.",
+        get(&c.refused_channel_limit),
+    );
+    metric(
+        "allium_accept_fd_exhausted_total",
+        "counter",
+        "accept() failures for want of file descriptors (EMFILE, ENFILE).",
+        get(&c.accept_fd_exhausted),
+    );
+    metric(
         "allium_queued_bytes",
         "gauge",
         "Bytes of cells queued towards circuits.",

@@ -7,6 +7,7 @@
 
 pub mod address_discovery;
 pub(crate) mod authority;
+pub mod channel_limit;
 pub mod circuit;
 pub mod dircache;
 pub mod dirserve;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use crate::proto::event_queue::EventSender;
 
 use crate::cell::onion_msg::{KEY_LEN, REND_COOKIE_LEN};
 use crate::cell::CircId;
@@ -39,7 +39,7 @@ pub struct CircRef {
     /// The circuit's unique serial.
     pub serial: CircSerial,
     /// The circuit task's queue.
-    pub tx: mpsc::Sender<CircEvent>,
+    pub tx: EventSender<CircEvent>,
     /// The circuit's id on its previous hop's channel (for the observer).
     pub circ: CircId,
     /// The previous hop's TCP address (for the observer; a relay's address for a
@@ -188,9 +188,10 @@ impl OnionPoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::event_queue::EventReceiver;
 
-    fn circ(points: &OnionPoints, n: u16) -> (CircRef, mpsc::Receiver<CircEvent>) {
-        let (tx, rx) = mpsc::channel(4);
+    fn circ(points: &OnionPoints, n: u16) -> (CircRef, EventReceiver<CircEvent>) {
+        let (tx, rx) = crate::proto::event_queue::event_queue(4);
         let r = CircRef {
             serial: points.next_serial(),
             tx,
@@ -201,7 +202,7 @@ mod tests {
         (r, rx)
     }
 
-    fn intro(points: &OnionPoints, n: u16) -> (IntroReg, mpsc::Receiver<CircEvent>) {
+    fn intro(points: &OnionPoints, n: u16) -> (IntroReg, EventReceiver<CircEvent>) {
         let (circ, rx) = circ(points, n);
         let reg = IntroReg {
             circ,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc::error::TrySendError;
+use crate::proto::event_queue::TrySendError;
 use tracing::debug;
 
 use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop, NewCircuit, OnRelayChannel};

@@ -17,6 +17,7 @@ use crate::link::mux::CircMux;
 use crate::link::{self, BandwidthLimit, BandwidthShaper, LinkConfig, PeerKind};
 use crate::sync::{self, lock};
 
+use super::channel_limit::{Refusal, RefusalBurst, REFUSAL_PAUSE};
 use super::events::RelayChannel;
 use super::exit::ExitConfig;
 use super::keys::RelayKeys;
@@ -116,6 +117,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
     let listener = TcpListener::bind(config.listen).await?;
     let listen_addr = listener.local_addr()?;
     let limits = config.limits;
+    let limits_inbound = limits.inbound_channels;
     let link = LinkConfig {
         handshake_timeout: limits.link_handshake_timeout(),
         idle_timeout: limits.idle_channel_timeout(),
@@ -147,6 +149,10 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         onion: super::onion_points::OnionPoints::default(),
         self_test: super::self_test_status::SelfTestStatus::default(),
         republish: tokio::sync::Notify::new(),
+        channel_slots: super::channel_limit::ChannelSlots::new(
+            limits_inbound,
+            crate::fd_limit::soft_limit(),
+        ),
     });
     info!("relay: listening");
     debug!(identity = %shared.keys.identity(), "relay: identity");
@@ -175,6 +181,7 @@ async fn accept_loop(
     // Slots for link handshakes in progress; when full, a new connection takes the slot
     // of the oldest silent (else slowest) one, so idle floods cannot lock peers out.
     let pending = Admission::new(shared.limits.pending_link_handshakes);
+    let mut burst = RefusalBurst::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -183,12 +190,33 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Typically EMFILE under a connection flood; back off briefly.
-                debug!("relay: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // Out of descriptors the connection stays in the backlog; retrying at
+                // once would spin. Back off (doubling up to a second) until one frees.
+                if crate::fd_limit::is_exhaustion(&e) {
+                    RelayCounters::bump(&shared.counters.accept_fd_exhausted);
+                    burst.refused(Refusal::OutOfDescriptors, &shared.channel_slots);
+                } else {
+                    debug!("relay: accept failed: {e}");
+                    burst.refused(Refusal::AcceptError, &shared.channel_slots);
+                }
+                let pause = burst.next_backoff();
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
                 continue;
             }
         };
+        let Some(slot) = shared.channel_slots.try_take() else {
+            // At the channel limit: a clean refusal (the peer sees the connection closed
+            // and tries another relay); existing channels are untouched.
+            RelayCounters::bump(&shared.counters.refused_channel_limit);
+            burst.refused(Refusal::ChannelLimit, &shared.channel_slots);
+            drop(stream);
+            tokio::time::sleep(REFUSAL_PAUSE).await;
+            continue;
+        };
+        burst.accepted();
         let Some(mut pass) = pending.admit() else {
             // Every slot holds a handshake past its first bytes: refuse by closing.
             RelayCounters::bump(&shared.counters.link_handshake_failures);
@@ -198,6 +226,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            // Held for the connection's life: its place under the channel limit.
+            let _slot = slot;
             let deadline = tokio::time::Instant::now() + shared.link.handshake_timeout;
             if let Err(why) = pass.first_bytes(&stream, deadline).await {
                 RelayCounters::bump(&shared.counters.link_handshake_failures);

@@ -46,6 +46,10 @@ pub struct RelayCounters {
     /// Circuits destroyed because a neighbour's channel queue stayed full: for
     /// `stalled_send_secs`, or while their own queue filled (a peer that stopped reading).
     pub stalled_sends: AtomicU64,
+    /// Inbound connections closed at once because the relay was at its channel limit.
+    pub refused_channel_limit: AtomicU64,
+    /// accept() failures for want of file descriptors (EMFILE, ENFILE).
+    pub accept_fd_exhausted: AtomicU64,
 }
 
 impl RelayCounters {
@@ -96,6 +100,8 @@ pub struct RelayShared {
     /// Wakes the descriptor publisher to upload at once (after a wall-clock jump, a key
     /// rotation, an address change) instead of at the end of its interval.
     pub republish: tokio::sync::Notify,
+    /// Inbound connections open, against the channel limit.
+    pub channel_slots: Arc<super::channel_limit::ChannelSlots>,
 }
 
 impl RelayShared {
@@ -137,7 +143,11 @@ impl RelayShared {
     /// Remembers an inbound channel for shutdown (dead entries are pruned as we go).
     pub fn track_channel(&self, chan: &Arc<RelayChannel>) {
         let mut v = lock(&self.inbound_channels);
-        v.retain(|w| w.strong_count() > 0);
+        // Pruned when the list doubles, not on every push: with 10,000 channels a scan
+        // per new channel would cost more than the channel.
+        if v.len() >= 64 && v.len().is_power_of_two() {
+            v.retain(|w| w.strong_count() > 0);
+        }
         v.push(Arc::downgrade(chan));
     }
 

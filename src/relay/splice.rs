@@ -21,8 +21,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use crate::proto::event_queue::{EventSender, TrySendError};
 
 use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::{ChanCell, ChanMsg, RelayBody};
@@ -38,7 +37,7 @@ pub(crate) const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// queue. False if the task is gone or its queue stayed full (the caller decides what a
 /// lost notice means; it never waits longer).
 pub(crate) async fn notify(
-    tx: &mpsc::Sender<CircEvent>,
+    tx: &EventSender<CircEvent>,
     event: CircEvent,
     timeout: Duration,
 ) -> bool {
@@ -124,7 +123,7 @@ mod tests {
     /// with room it is delivered; to a circuit that is gone it fails at once.
     #[tokio::test]
     async fn notify_never_waits_unbounded() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = crate::proto::event_queue::event_queue(1);
         assert!(notify(&tx, CircEvent::PartnerClosed, NOTICE_TIMEOUT).await);
         // Full, and nobody reads: bounded by the (short) timeout.
         assert!(!notify(&tx, CircEvent::CookieEvicted, Duration::from_millis(50)).await);
@@ -141,7 +140,7 @@ mod tests {
         assert!(matches!(first, Some(CircEvent::PartnerClosed)));
         assert!(matches!(second, Some(CircEvent::CookieEvicted)));
         // Gone.
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = crate::proto::event_queue::event_queue(1);
         drop(rx);
         assert!(!notify(&tx, CircEvent::PartnerClosed, NOTICE_TIMEOUT).await);
     }

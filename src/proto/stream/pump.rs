@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::cell::relay_msg::MAX_RELAY_DATA;
 use crate::cell::{EndReason, StreamId};
 use crate::crypto::RelayTag;
+use crate::proto::event_queue::EventSender;
 
 /// Most cells' worth of bytes one socket read may take (when that many window permits are
 /// free): one `read` syscall per batch instead of one per 491-byte cell. ~7.9 KiB per
@@ -207,6 +208,25 @@ impl Drop for StreamIo {
     }
 }
 
+/// Where a stream's tasks deliver their events: the circuit task's queue (a tokio mpsc
+/// at the client, an [`EventSender`] at a relay).
+pub(crate) trait EventSink<E>: Clone + Send + Sync + 'static {
+    /// Delivers `event`, waiting for room; fails once the circuit task is gone.
+    fn send_event(&self, event: E) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+}
+
+impl<E: Send + 'static> EventSink<E> for mpsc::Sender<E> {
+    async fn send_event(&self, event: E) -> Result<(), ()> {
+        self.send(event).await.map_err(|_| ())
+    }
+}
+
+impl<E: Send + 'static> EventSink<E> for EventSender<E> {
+    async fn send_event(&self, event: E) -> Result<(), ()> {
+        self.send(event).await.map_err(|_| ())
+    }
+}
+
 /// Starts the reader and writer of stream `id` over `io`. `wrap` turns a [`StreamEvent`]
 /// into the circuit task's event type; `circuit_permits` is the circuit's send window.
 /// With `idle_timeout`, a socket that sends nothing for that long fails the stream.
@@ -214,18 +234,19 @@ impl Drop for StreamIo {
 /// The socket is closed as a reset ([`LocalSocket::reset`]) if the stream is aborted
 /// ([`StreamIo::abort`]) or its `StreamIo` dropped before the peer's END(DONE) reached the
 /// writer; after END(DONE) its write side is shut down normally.
-pub(crate) fn spawn<S, E, F>(
+pub(crate) fn spawn<S, E, F, Q>(
     io: S,
     id: StreamId,
     initial_window: u32,
     idle_timeout: Option<std::time::Duration>,
     circuit_permits: Arc<Semaphore>,
-    events: mpsc::Sender<E>,
+    events: Q,
     wrap: F,
 ) -> StreamIo
 where
     S: LocalSocket,
     E: Send + 'static,
+    Q: EventSink<E>,
     F: Fn(StreamEvent) -> E + Send + Sync + Clone + 'static,
 {
     let truncated = Arc::new(OnceLock::new());
@@ -282,12 +303,12 @@ where
                 };
                 let n = match read.await {
                     Ok(0) => {
-                        let _ = events.send(wrap(StreamEvent::Eof(id))).await;
+                        let _ = events.send_event(wrap(StreamEvent::Eof(id))).await;
                         return;
                     }
                     Ok(n) => n,
                     Err(_) => {
-                        let _ = events.send(wrap(StreamEvent::Failed(id))).await;
+                        let _ = events.send_event(wrap(StreamEvent::Failed(id))).await;
                         return;
                     }
                 };
@@ -296,7 +317,7 @@ where
                 reserved.release(reserved.n.saturating_sub(chunks.len()));
                 for chunk in chunks {
                     if events
-                        .send(wrap(StreamEvent::Data(id, chunk.to_vec())))
+                        .send_event(wrap(StreamEvent::Data(id, chunk.to_vec())))
                         .await
                         .is_err()
                     {
@@ -353,7 +374,7 @@ where
                     for tag in acks.drain(..) {
                         // Delivered to the socket's buffer: acknowledge.
                         if events
-                            .send(wrap(StreamEvent::Delivered(id, tag)))
+                            .send_event(wrap(StreamEvent::Delivered(id, tag)))
                             .await
                             .is_err()
                         {

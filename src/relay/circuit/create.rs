@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use crate::proto::event_queue::EventSender;
 use tracing::debug;
 
 use crate::cell::chan_msg::BoundedBytes;
@@ -26,7 +26,7 @@ impl Circuit {
         shared: Arc<RelayShared>,
         prev: CircEnd,
         create: Create,
-        self_tx: mpsc::Sender<CircEvent>,
+        self_tx: EventSender<CircEvent>,
         ticket: Arc<QueueTicket>,
     ) -> Option<Self> {
         let t0 = std::time::Instant::now();

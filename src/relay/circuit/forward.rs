@@ -14,44 +14,73 @@ use crate::crypto::{CellKind, RelayTag};
 
 use super::super::events::Side;
 use super::super::shared::RelayCounters;
-use super::send::{lost, queue_cell, Teardown};
-use super::{Circuit, Next, Role};
+use super::send::{queue_cell, Step, Teardown};
+use super::{Circuit, Crypto, Next, Role};
 
 /// The command byte of INTRODUCE1 (a malformed one is answered, not torn down).
 const INTRODUCE1: u8 = RelayCmd::Introduce1.code();
 
 impl Circuit {
-    /// A forward cell: remove our layer, then handle it here or pass it on.
-    pub(super) async fn forward(&mut self, body: RelayBody, early: bool) -> Result<(), Teardown> {
+    /// A forward cell: remove our layer, then handle it here or pass it on. Not an `async
+    /// fn`, so the cell is not kept in every circuit's task (see [`queue_cell`]): the
+    /// common case (decrypt, queue on the next hop's channel) finishes here, and what
+    /// must wait is boxed.
+    pub(super) fn forward(&mut self, body: RelayBody, early: bool) -> Step<'_> {
         let mut bytes = body.0;
         // Past a rendezvous join nothing can be extended, so RELAY_EARLY has no use there.
         if early && matches!(self.role, Role::Joined { .. }) {
             debug!("relay: RELAY_EARLY on a joined rendezvous circuit");
             RelayCounters::bump(&self.shared.counters.protocol_violations);
-            return Err(Teardown::new(DestroyReason::Protocol));
+            return Step::done(Err(Teardown::new(DestroyReason::Protocol)));
         }
         let kind = if early {
             CellKind::RelayEarly
         } else {
             CellKind::Relay
         };
-        let recognition = self.decrypt_forward(kind, &mut bytes).await?;
+        let recognition = match &mut self.crypto {
+            Crypto::Own(c) => c
+                .decrypt_forward(kind, &mut bytes)
+                .map_err(|_| Teardown::new(DestroyReason::Internal)),
+            // Shared with a rendezvous partner: its lock is awaited.
+            Crypto::Shared(_) | Crypto::Moving => {
+                return Step::boxed(async move {
+                    let recognition = self.decrypt_forward(kind, &mut bytes).await;
+                    self.after_decrypt(bytes, early, recognition).await
+                });
+            }
+        };
+        self.after_decrypt(bytes, early, recognition)
+    }
+
+    fn after_decrypt(
+        &mut self,
+        bytes: [u8; RELAY_BODY_LEN],
+        early: bool,
+        recognition: Result<crate::crypto::Recognition, Teardown>,
+    ) -> Step<'_> {
+        let recognition = match recognition {
+            Ok(r) => r,
+            Err(t) => return Step::done(Err(t)),
+        };
         if let Some(o) = self.shared.observer() {
             let recognised = matches!(recognition, crate::crypto::Recognition::Recognised { .. });
             o.forward_cell(self.prev.id, &bytes, recognised);
         }
         match recognition {
+            // Boxed: the messages for this hop have the largest handling.
             crate::crypto::Recognition::Recognised { tag } => {
-                self.on_recognised(&bytes, early, &tag).await
+                Step::boxed(async move { self.on_recognised(&bytes, early, &tag).await })
             }
             crate::crypto::Recognition::NotForUs => {
                 if let Role::Joined { partner } = &self.role {
-                    return self.splice(partner.clone(), bytes).await;
+                    let partner = partner.clone();
+                    return Step::boxed(self.splice(partner, bytes));
                 }
                 let Next::Open(next) = &self.next else {
                     // Nobody beyond us could recognise it: the cell was modified.
                     debug!("relay: unrecognised cell at the last hop");
-                    return Err(Teardown::new(DestroyReason::CryptoFailure));
+                    return Step::done(Err(Teardown::new(DestroyReason::CryptoFailure)));
                 };
                 let body = RelayBody(bytes);
                 let msg = if early {
@@ -59,26 +88,39 @@ impl Circuit {
                 } else {
                     ChanMsg::Relay(body)
                 };
-                self.relayed();
+                RelayCounters::bump(&self.shared.counters.cells_relayed);
                 let wait = self.shared.limits.stalled_send_timeout();
                 queue_cell(next, msg, wait, Some(self.ticket.stat()))
-                    .await
-                    .map_err(|f| lost(f, Side::Next, &self.shared.counters))
+                    .into_step(Side::Next, &self.shared.counters)
             }
         }
     }
 
     /// A backward cell from the next hop: add our layer and pass it towards the client.
-    pub(super) async fn backward(&mut self, body: RelayBody) -> Result<(), Teardown> {
+    /// Not an `async fn`, like [`Self::forward`].
+    pub(super) fn backward(&mut self, body: RelayBody) -> Step<'_> {
         if !matches!(self.next, Next::Open(_)) {
-            return Err(Teardown::new(DestroyReason::Protocol));
+            return Step::done(Err(Teardown::new(DestroyReason::Protocol)));
         }
-        let bytes = body.0;
+        let mut bytes = body.0;
         if let Some(o) = self.shared.observer() {
             o.backward_cell(self.prev.id, &bytes);
         }
         self.relayed();
-        self.send_backward(bytes, false).await.map(|_| ())
+        match &mut self.crypto {
+            Crypto::Own(c) => {
+                if c.encrypt_backward(&mut bytes).is_err() {
+                    return Step::done(Err(Teardown::new(DestroyReason::Internal)));
+                }
+                let wait = self.shared.limits.stalled_send_timeout();
+                let msg = ChanMsg::Relay(RelayBody(bytes));
+                queue_cell(&self.prev, msg, wait, Some(self.ticket.stat()))
+                    .into_step(Side::Prev, &self.shared.counters)
+            }
+            Crypto::Shared(_) | Crypto::Moving => {
+                Step::boxed(async move { self.send_backward(bytes, false).await.map(|_| ()) })
+            }
+        }
     }
 
     pub(super) fn relayed(&self) {

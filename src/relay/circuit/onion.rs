@@ -28,6 +28,26 @@ use super::{Circuit, Crypto, Next, Role};
 use crate::cell::ChanMsg;
 use crate::cell::RelayBody;
 
+/// [`Circuit::send_backward`] on a circuit whose crypto is shared with a partner.
+async fn send_backward_shared(
+    h: SharedBackward,
+    body: [u8; RELAY_BODY_LEN],
+    originate: bool,
+    wait: std::time::Duration,
+    kill: Option<&super::super::queue_budget::QueueStat>,
+    counters: &super::super::shared::RelayCounters,
+) -> Result<RelayTag, Teardown> {
+    let mut half = h.lock().await;
+    // A cut-short send leaves the half a layer ahead of the client: the teardown that
+    // follows closes it.
+    match bounded(half.send_backward(body, originate), wait, kill).await {
+        Ok(Ok(tag)) => Ok(tag),
+        Ok(Err(SpliceError::Closed)) => Err(lost(SendFailure::Closed, Side::Prev, counters)),
+        Ok(Err(SpliceError::Crypto)) => Err(internal()),
+        Err(f) => Err(lost(f, Side::Prev, counters)),
+    }
+}
+
 fn internal() -> Teardown {
     Teardown::new(DestroyReason::Internal)
 }
@@ -76,17 +96,12 @@ impl Circuit {
             }
             Crypto::Shared(h) => {
                 let h = Arc::clone(h);
-                let mut half = h.lock().await;
-                // A cut-short send leaves the half a layer ahead of the client: the
-                // teardown that follows closes it.
-                match bounded(half.send_backward(body, originate), wait, kill).await {
-                    Ok(Ok(tag)) => Ok(tag),
-                    Ok(Err(SpliceError::Closed)) => {
-                        Err(lost(SendFailure::Closed, Side::Prev, counters))
-                    }
-                    Ok(Err(SpliceError::Crypto)) => Err(internal()),
-                    Err(f) => Err(lost(f, Side::Prev, counters)),
-                }
+                // Boxed: rare (rendezvous), and its state would otherwise sit in every
+                // circuit's task.
+                Box::pin(send_backward_shared(
+                    h, body, originate, wait, kill, counters,
+                ))
+                .await
             }
             Crypto::Moving => Err(internal()),
         }
@@ -96,7 +111,7 @@ impl Circuit {
     /// partner's task, told when this circuit closes).
     fn share_crypto(
         &mut self,
-        partner: Option<tokio::sync::mpsc::Sender<CircEvent>>,
+        partner: Option<crate::proto::event_queue::EventSender<CircEvent>>,
     ) -> Result<SharedBackward, Teardown> {
         match std::mem::replace(&mut self.crypto, Crypto::Moving) {
             Crypto::Own(crypto) => {
@@ -254,10 +269,10 @@ impl Circuit {
                     IntroduceAckStatus::Success
                 }
                 // The service's circuit is backed up: as good as rate limited.
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                Err(crate::proto::event_queue::TrySendError::Full(_)) => {
                     IntroduceAckStatus::RateLimited
                 }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                Err(crate::proto::event_queue::TrySendError::Closed(_)) => {
                     self.shared.onion.unregister_intro(&key, reg.circ.serial);
                     IntroduceAckStatus::UnknownService
                 }

@@ -2,6 +2,7 @@
 //! stopped reading cannot hold the circuit; and the teardown that sends DESTROY both ways.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -106,21 +107,100 @@ pub(super) enum SendFailure {
 /// stopped reading must not hold this circuit for ever, since while it waits it drains
 /// neither its own queue nor, therefore, the channel that feeds it, which other
 /// clients' circuits share.
-pub(super) async fn queue_cell(
-    end: &CircEnd,
+///
+/// Not an `async fn`: the try happens here, and the returned future is a few words (the
+/// rare wait is boxed). Every circuit's task keeps room for what it awaits inline, so a
+/// cell held in that future would cost each open circuit half a kilobyte.
+pub(super) fn queue_cell<'a>(
+    end: &'a CircEnd,
     msg: ChanMsg,
     wait: Duration,
-    kill: Option<&QueueStat>,
-) -> Result<(), SendFailure> {
-    let cell = ChanCell::circuit(end.id, msg)
-        .and_then(|c| c.encode())
-        .map_err(|_| SendFailure::Closed)?;
+    kill: Option<&'a QueueStat>,
+) -> QueueCell<'a> {
+    let cell = match ChanCell::circuit(end.id, msg).and_then(|c| c.encode()) {
+        Ok(cell) => cell,
+        Err(_) => return QueueCell::Done(Some(Err(SendFailure::Closed))),
+    };
     match end.chan.sender.try_send_raw(&cell) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Closed) => Err(SendFailure::Closed),
-        Err(TrySendError::Full) => bounded_wait(end.chan.sender.send_raw(cell), wait, kill)
-            .await?
-            .map_err(|_| SendFailure::Closed),
+        Ok(()) => QueueCell::Done(Some(Ok(()))),
+        Err(TrySendError::Closed) => QueueCell::Done(Some(Err(SendFailure::Closed))),
+        Err(TrySendError::Full) => QueueCell::Waiting(Box::pin(async move {
+            bounded_wait(end.chan.sender.send_raw(cell), wait, kill)
+                .await?
+                .map_err(|_| SendFailure::Closed)
+        })),
+    }
+}
+
+/// A boxed future the circuit's task awaits (rare work, kept out of the task's size).
+pub(super) type BoxedWork<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`queue_cell`]'s outcome: done at once, or waiting for room.
+pub(super) enum QueueCell<'a> {
+    /// Queued (or failed) at once; taken when polled.
+    Done(Option<Result<(), SendFailure>>),
+    /// The channel's queue was full.
+    Waiting(BoxedWork<'a, Result<(), SendFailure>>),
+}
+
+impl Future for QueueCell<'_> {
+    type Output = Result<(), SendFailure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            QueueCell::Done(out) => Poll::Ready(out.take().unwrap_or(Err(SendFailure::Closed))),
+            QueueCell::Waiting(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<'a> QueueCell<'a> {
+    /// As a step of a cell's handling: a failed send ends the circuit (see [`lost`]).
+    pub(super) fn into_step(self, side: Side, counters: &'a RelayCounters) -> Step<'a> {
+        match self {
+            QueueCell::Done(out) => Step::Done(Some(
+                out.unwrap_or(Err(SendFailure::Closed))
+                    .map_err(|f| lost(f, side, counters)),
+            )),
+            QueueCell::Waiting(f) => Step::Waiting(Box::pin(async move {
+                f.await.map_err(|f| lost(f, side, counters))
+            })),
+        }
+    }
+}
+
+/// What handling one event still has to wait for: nothing (the relayed cell was queued
+/// at once), or boxed work. Small on purpose, like [`QueueCell`].
+pub(super) enum Step<'a> {
+    /// Finished; taken when polled.
+    Done(Option<Result<(), Teardown>>),
+    /// Still to do.
+    Waiting(BoxedWork<'a, Result<(), Teardown>>),
+}
+
+impl<'a> Step<'a> {
+    /// Work to be awaited, boxed.
+    pub(super) fn boxed(work: impl Future<Output = Result<(), Teardown>> + Send + 'a) -> Self {
+        Step::Waiting(Box::pin(work))
+    }
+
+    /// Finished with `result`.
+    pub(super) fn done(result: Result<(), Teardown>) -> Self {
+        Step::Done(Some(result))
+    }
+}
+
+impl Future for Step<'_> {
+    type Output = Result<(), Teardown>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Step::Done(out) => Poll::Ready(
+                out.take()
+                    .unwrap_or(Err(Teardown::new(DestroyReason::Internal))),
+            ),
+            Step::Waiting(f) => f.as_mut().poll(cx),
+        }
     }
 }
 
