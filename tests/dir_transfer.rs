@@ -319,3 +319,75 @@ async fn a_cache_serving_a_forged_diff_is_refused_and_the_client_recovers() {
             .unwrap();
     }
 }
+
+/// Attacker test: a directory (a cache run by the attacker, or a lagging authority) holding
+/// only an older consensus, validly signed and still in its time window, serves it to a
+/// client that has a newer one: refused (the client asks the next directory), whether it
+/// comes whole or as a diff. And a cache offered an older consensus than the one it serves
+/// keeps the newer one (its microdescriptors and hash ring are not rolled back).
+#[tokio::test]
+async fn an_older_consensus_is_refused_and_a_cache_is_not_rolled_back() {
+    let (a, b) = two_periods();
+    // Offered `a` twice: the cache knows nothing newer.
+    let (relay, cache) = relay_with_cache(Lie::None, &a, &a).await;
+    let (addr, id) = (relay.local_addr(), relay.identity());
+    let trusted = publics(&authorities(3));
+    let refused = fetch_consensus_from(
+        Some(&b),
+        |req| async move {
+            one_shot(addr, &id, &req, NO_HANG, &Clock::system())
+                .await
+                .ok()
+        },
+        |u| u.verify(&trusted, NOW + 60),
+    )
+    .await
+    .expect_err("an older consensus must be refused");
+    eprintln!("refused: {refused}");
+    assert!(refused.contains("older"), "{refused}");
+    assert_eq!(cache.fulls.load(Ordering::SeqCst), 1);
+
+    // The diff path: a diff from `b` whose result is `a` (the attacker can build one: both
+    // documents are public) is refused before the signatures are checked.
+    let (a_body, b_body) = (a.body().clone(), b.body().clone());
+    let back = ConsensusDiff::between(b.signed(), &b_body, a.signed(), &a_body).unwrap();
+    let z = compress(&back.to_bytes().unwrap()).unwrap();
+    let applied = allium::dir::diff::apply_compressed(&z, b.signed().body(), b.body())
+        .unwrap()
+        .claimed_valid_after();
+    assert!(
+        applied < b.valid_after(),
+        "the diff does rebuild the older body"
+    );
+    let lying = fetch_consensus_from(
+        Some(&b),
+        |req| {
+            let z = z.clone();
+            async move {
+                match req {
+                    DirRequest::GetConsensusDiff { .. } => Some(DirResponse::ok(z)),
+                    _ => Some(DirResponse::error(DirStatus::NotFound, "none")),
+                }
+            }
+        },
+        |u| u.verify(&trusted, NOW + 60),
+    )
+    .await
+    .expect_err("nothing newer was served");
+    eprintln!("diff to an older consensus: {lying}");
+
+    // A cache offered `b`, then `a` (a lagging authority): keeps serving `b`.
+    let served = cache
+        .inner
+        .offer_consensus(b.signed().to_bytes().unwrap(), &b.microdescs())
+        .unwrap();
+    assert_eq!(served.valid_after(), b.valid_after());
+    let after = cache
+        .inner
+        .offer_consensus(a.signed().to_bytes().unwrap(), &a.microdescs())
+        .unwrap();
+    assert_eq!(after.valid_after(), b.valid_after());
+    tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
+        .await
+        .unwrap();
+}

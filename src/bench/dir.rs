@@ -3,7 +3,9 @@
 //! verify their votes, compute and sign the consensus and prepare it for serving
 //! (compressed, and diffs from the earlier periods) through the same code as a running
 //! authority; a second child process plays a client that verifies the first consensus in
-//! full and then follows the network by diffs. Figures and method: docs/PERFORMANCE.md.
+//! full (and assembles it with every relay's microdescriptor) and then follows the network
+//! by diffs, fetching only the microdescriptors that changed. Figures and method:
+//! docs/PERFORMANCE.md.
 //!
 //! Churn per hour (Tor metrics orders of magnitude for a network of ~7,000 relays):
 //! * 1 % of relays leave and as many new ones join (Tor's relay count moves by a
@@ -31,9 +33,11 @@ use crate::dir::consensus::MAX_CONSENSUS_LEN;
 use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
 use crate::dir::descriptor::SignedDescriptor;
 use crate::dir::diff::{apply_compressed, body_digest};
+use crate::dir::microdesc::{MicrodescIndex, MAX_MICRODESCS_PER_REQUEST};
+use crate::dir::request::MAX_DIR_BODY;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::{
-    compute_consensus, ConsensusParams, Descriptor, ExitPolicy, RelayFlags, SignedConsensus,
+    compute_consensus_full, ConsensusParams, Descriptor, ExitPolicy, RelayFlags, SignedConsensus,
     UncheckedConsensus, UncheckedVote, VoteBody, VoteEntry,
 };
 
@@ -336,7 +340,7 @@ fn authorities_period(
     net: &SimNetwork,
     va: u64,
     stores: &mut [ConsensusStore],
-) -> Result<SignedConsensus, String> {
+) -> Result<(SignedConsensus, MicrodescIndex), String> {
     let keys: Vec<IdentityKeypair> = (0..AUTHORITIES).map(authority_key).collect();
     let ids: Vec<IdentityPublic> = keys.iter().map(|k| k.public()).collect();
     let mut votes = Vec::new();
@@ -346,15 +350,17 @@ fn authorities_period(
     }
     let now = va - HOUR / 6;
     let mut computed: Vec<SignedConsensus> = Vec::new();
+    let mut microdescs = None;
     for key in &keys {
         let verified = votes
             .iter()
             .map(|v| UncheckedVote::parse(v).and_then(|u| u.verify(&ids, now)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        let body = compute_consensus(&verified, &ids, &ConsensusParams::default())
+        let full = compute_consensus_full(&verified, &ids, &ConsensusParams::default())
             .map_err(|e| e.to_string())?;
-        let mut signed = body.to_signed().map_err(|e| e.to_string())?;
+        let mut signed = full.body.to_signed().map_err(|e| e.to_string())?;
+        microdescs = Some(full.microdescs);
         signed.sign(key);
         computed.push(signed);
     }
@@ -373,10 +379,25 @@ fn authorities_period(
         let prepared = PreparedConsensus::new(c.clone()).map_err(|e| e.to_string())?;
         store.install(prepared).map_err(|e| e.to_string())?;
     }
-    computed
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no consensus".into())
+    let signed = computed.into_iter().next().ok_or("no consensus")?;
+    Ok((signed, microdescs.ok_or("no microdescriptors")?))
+}
+
+/// Bytes of the GET_MICRODESCS responses that carry the microdescriptors of `index` whose
+/// digests `known` does not have (in batches of [`MAX_MICRODESCS_PER_REQUEST`]), and how
+/// many there are.
+fn microdesc_fetch_bytes(index: &MicrodescIndex, known: Option<&MicrodescIndex>) -> (usize, usize) {
+    let mut wanted: Vec<[u8; 32]> = index
+        .iter()
+        .filter_map(|md| md.digest().ok())
+        .filter(|d| known.is_none_or(|k| !k.contains(d)))
+        .collect();
+    wanted.sort_unstable();
+    let bytes = wanted
+        .chunks(MAX_MICRODESCS_PER_REQUEST)
+        .map(|batch| index.answer(batch, MAX_DIR_BODY).len())
+        .sum();
+    (bytes, wanted.len())
 }
 
 /// The authority side: simulates the periods, writes `consensus-K` and `diff-K` (the
@@ -388,12 +409,22 @@ fn authority_child(args: &DirChildArgs) -> Result<(), String> {
     let mut prev_digest = None;
     let (mut diff_bytes, mut diff_z) = (0usize, 0usize);
     let (mut full, mut full_z) = (0usize, 0usize);
+    let mut previous_mds: Option<MicrodescIndex> = None;
+    let (mut md_bytes, mut md_count, mut md_all) = (0usize, 0usize, 0usize);
     for k in 0..=args.periods as u64 {
         let va = START + k * HOUR;
         net.churn(k, va)?;
         let before = own_cpu_secs()?;
-        let signed = authorities_period(&net, va, &mut stores)?;
+        let (signed, mds) = authorities_period(&net, va, &mut stores)?;
         let spent = own_cpu_secs()? - before;
+        write(&args.dir.join(format!("mds-{k}")), &mds.to_file_bytes())?;
+        let (fetch, count) = microdesc_fetch_bytes(&mds, previous_mds.as_ref());
+        if k == 0 {
+            md_all = fetch;
+        } else {
+            (md_bytes, md_count) = (md_bytes + fetch, md_count + count);
+        }
+        previous_mds = Some(mds);
         if k > 0 {
             cpu += spent;
         }
@@ -424,6 +455,9 @@ fn authority_child(args: &DirChildArgs) -> Result<(), String> {
     println!("consensus_compressed_bytes={full_z}");
     println!("diff_bytes={}", diff_bytes / p);
     println!("diff_compressed_bytes={}", diff_z / p);
+    println!("microdesc_bytes_per_period={}", md_bytes / p);
+    println!("microdescs_per_period={}", md_count / p);
+    println!("microdesc_bytes_all={md_all}");
     // Three authorities ran in this process: one authority's share.
     println!(
         "authority_cpu_s_per_period={:.3}",
@@ -440,15 +474,23 @@ fn client_child(args: &DirChildArgs) -> Result<(), String> {
         .map(|i| authority_key(i).public())
         .collect();
     let first = read(&args.dir.join("consensus-0"))?;
+    let first_mds = read(&args.dir.join("mds-0"))?;
     let mut times = Vec::new();
     let mut current = None;
-    // The fastest of 7 runs: wall time, so the least disturbed by other load.
+    // The fastest of 7 runs: wall time, so the least disturbed by other load. Timed:
+    // parsing and verifying the consensus, parsing every microdescriptor (and hashing it
+    // for its digest), and assembling the view paths are chosen from.
     for _ in 0..7 {
         let t = Instant::now();
         let c = UncheckedConsensus::parse(&first)
             .and_then(|u| u.verify(&trusted, START + 60))
             .map_err(|e| e.to_string())?;
+        let index = MicrodescIndex::from_file_bytes(&first_mds).map_err(|e| e.to_string())?;
+        let assembled = c.clone().assemble_from(&index);
         times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if assembled.missing_microdescs() > 0 {
+            return Err("microdescriptors missing from the first period".into());
+        }
         current = Some(c);
     }
     times.sort_by(f64::total_cmp);
@@ -555,9 +597,12 @@ pub(crate) fn bench_dir(args: DirBenchArgs) -> Result<(), String> {
             .and_then(|(_, v)| v.parse::<f64>().ok())
             .ok_or_else(|| format!("the bench did not report {k}"))
     };
-    // A client that starts once a day with a full fetch and then takes every hourly diff
-    // (an upper bound: real clients refetch every 1–2.75 hours).
-    let per_day = get("consensus_compressed_bytes")? + 24.0 * get("diff_compressed_bytes")?;
+    // A running client (or one restarted with its disk cache): every hourly diff and the
+    // microdescriptors that changed (an upper bound: real clients refetch every 1–2.75
+    // hours, and a relay changing twice between fetches is fetched once). Bootstrapping
+    // from nothing (the compressed consensus and every microdescriptor) is reported apart.
+    let per_day = 24.0 * (get("diff_compressed_bytes")? + get("microdesc_bytes_per_period")?);
+    let bootstrap = get("consensus_compressed_bytes")? + get("microdesc_bytes_all")?;
     let value = |k: &str| -> Result<String, String> {
         Ok(match k {
             "client_dir_bytes_per_day" => format!("{per_day:.0}"),
@@ -582,6 +627,13 @@ pub(crate) fn bench_dir(args: DirBenchArgs) -> Result<(), String> {
             "client_diff_apply_ms",
             get("client_diff_apply_ms")?
         );
+        println!(
+            "  {:<28} {:.0} ({:.0} microdescriptors)",
+            "microdesc_bytes_per_period",
+            get("microdesc_bytes_per_period")?,
+            get("microdescs_per_period")?
+        );
+        println!("  {:<28} {bootstrap:.0}", "client_bootstrap_bytes");
     }
     Ok(())
 }

@@ -68,12 +68,19 @@ impl DirMgr {
         clock: Clock,
         skew: Arc<SkewTracker>,
     ) -> Self {
+        // The microdescriptors cached on disk (each still checked against its digest when
+        // a consensus is assembled): a restarted client fetches only what changed.
+        let cached = data_dir
+            .as_ref()
+            .and_then(|d| std::fs::read(d.join(MICRODESC_CACHE_FILE)).ok())
+            .and_then(|b| MicrodescIndex::from_file_bytes(&b).ok())
+            .unwrap_or_default();
         DirMgr {
             authorities,
             data_dir,
             circuit_timeout,
             consensus: Mutex::new(None),
-            microdescs: Mutex::new(Arc::new(MicrodescIndex::new())),
+            microdescs: Mutex::new(Arc::new(cached)),
             channels,
             guards,
             clock,
@@ -166,7 +173,7 @@ impl DirMgr {
     }
 
     fn microdesc_cache_path(&self) -> Option<PathBuf> {
-        self.data_dir.as_ref().map(|d| d.join("microdescs"))
+        self.data_dir.as_ref().map(|d| d.join(MICRODESC_CACHE_FILE))
     }
 
     /// Asks one directory (through `ask`) for what `fetch` still lacks: the consensus if
@@ -181,7 +188,10 @@ impl DirMgr {
         if fetch.got.is_none() {
             // A diff from the consensus in use if the directory has one (checked after
             // applying: digest, then signatures), else the compressed document.
-            let current = self.consensus();
+            // Ours while usable: the base of a diff, and no older consensus is accepted
+            // (a directory cannot roll us back; the next one is asked).
+            let now = self.clock.now_unix();
+            let current = self.consensus().filter(|c| c.is_usable(now));
             let fetched = fetch_consensus_from(
                 current.as_deref(),
                 |req| {
@@ -236,6 +246,22 @@ impl DirMgr {
         let (verified, bytes) = fetch.got?;
         let (have, fetched) = (fetch.have, fetch.fetched);
         let c = verified.assemble(|d| have.get(d).or_else(|| fetched.get(d)));
+        // Directories that withhold chosen microdescriptors would shape the view (paths,
+        // the onion-service hash ring): while ours is usable, a new consensus missing more
+        // than 1 in MAX_MISSING_SHARE_DENOMINATOR of them is not installed (the next fetch tries again).
+        let listed = c.verified().listed().len();
+        if c.missing_microdescs() * MAX_MISSING_SHARE_DENOMINATOR > listed {
+            if let Some(cur) = self.consensus() {
+                if cur.is_usable(self.clock.now_unix()) {
+                    warn!(
+                        missing = c.missing_microdescs(),
+                        listed,
+                        "client: too many microdescriptors missing; keeping the consensus in use"
+                    );
+                    return Some(cur);
+                }
+            }
+        }
         if c.missing_microdescs() > 0 {
             warn!(
                 missing = c.missing_microdescs(),
@@ -393,6 +419,13 @@ impl DirMgr {
         c
     }
 }
+
+/// A new consensus is not installed over a usable one while more than one listed relay in
+/// this many lacks its microdescriptor (5 %).
+const MAX_MISSING_SHARE_DENOMINATOR: usize = 20;
+
+/// The client's microdescriptor cache, beside the consensus in its data directory.
+const MICRODESC_CACHE_FILE: &str = "microdescs";
 
 /// One consensus fetch in progress, over one directory after another.
 struct Fetch {

@@ -531,6 +531,11 @@ impl UncheckedConsensus {
         self.body.valid_until
     }
 
+    /// The claimed start of validity, unverified.
+    pub fn claimed_valid_after(&self) -> u64 {
+        self.body.valid_after
+    }
+
     /// Verifies with the default skew ([`DEFAULT_CONSENSUS_SKEW`]).
     pub fn verify(
         self,
@@ -617,12 +622,17 @@ impl VerifiedConsensus {
     /// The digests of the listed microdescriptors for which `have` is false, in listing
     /// order (what to fetch).
     pub fn missing(&self, have: impl Fn(&MicrodescDigest) -> bool) -> Vec<MicrodescDigest> {
-        self.body
+        let mut missing: Vec<MicrodescDigest> = self
+            .body
             .relays
             .iter()
             .map(|r| r.md_digest)
             .filter(|d| !have(d))
-            .collect()
+            .collect();
+        // Two listings may name one digest; a request naming a digest twice is refused.
+        missing.sort_unstable();
+        missing.dedup();
+        missing
     }
 
     /// Joins each listed relay with its microdescriptor from `lookup` (by digest). A relay
@@ -730,7 +740,11 @@ impl Consensus {
 
     /// Relays listed but left out of the assembled view (no matching microdescriptor).
     pub fn missing_microdescs(&self) -> usize {
-        self.verified.body.relays.len() - self.relays.len()
+        self.verified
+            .body
+            .relays
+            .len()
+            .saturating_sub(self.relays.len())
     }
 
     /// The microdescriptors of the assembled view, indexed by digest.

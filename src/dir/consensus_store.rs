@@ -78,8 +78,18 @@ struct Current {
 pub struct SharedStore(std::sync::Mutex<ConsensusStore>);
 
 impl SharedStore {
-    /// Prepares and installs `signed` (see [`ConsensusStore::install`]).
-    pub fn install(&self, signed: SignedConsensus) -> Result<bool, StoreError> {
+    /// Prepares and installs `signed`, whose body has `valid_after` (see
+    /// [`ConsensusStore::install`]).
+    pub fn install(&self, signed: SignedConsensus, valid_after: u64) -> Result<bool, StoreError> {
+        // Compressing and diffing cost up to seconds: not for a consensus that is no newer
+        // than the one served (a cache fetching the same document again).
+        let newer = crate::sync::lock(&self.0)
+            .current
+            .as_ref()
+            .is_none_or(|cur| cur.valid_after < valid_after);
+        if !newer {
+            return Ok(false);
+        }
         let prepared = PreparedConsensus::new(signed)?;
         crate::sync::lock(&self.0).install(prepared)
     }

@@ -74,6 +74,9 @@ pub enum DiffError {
     /// The compressed diff does not decompress within [`MAX_DIFF_LEN`].
     #[error("compressed consensus diff refused: {0}")]
     Decompress(#[from] DecompressError),
+    /// The rebuilt consensus is older than its base (a roll-back).
+    #[error("consensus diff leads to an older consensus than its base")]
+    Older,
 }
 
 /// Decompresses (within [`MAX_DIFF_LEN`]), parses and applies a compressed diff to a

@@ -118,6 +118,9 @@ pub(crate) struct WireId(#[serde(with = "identity")] pub(crate) IdentityPublic);
 /// Visitor for a list whose element count must not exceed `MAX`.
 struct BoundedVisitor<T, const MAX: usize>(PhantomData<T>);
 
+/// Most elements reserved up front for a list, whatever count it declares.
+const PREALLOCATE_MAX: usize = 1024;
+
 impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for BoundedVisitor<T, MAX> {
     type Value = Vec<T>;
 
@@ -131,7 +134,9 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for BoundedVisitor
         if declared > MAX {
             return Err(de::Error::invalid_length(declared, &self));
         }
-        let mut out = Vec::with_capacity(declared);
+        // The declared count is only a claim: a few bytes may declare MAX elements and
+        // then end. Reserve a bounded amount; the vector grows as elements really decode.
+        let mut out = Vec::with_capacity(declared.min(PREALLOCATE_MAX));
         while let Some(item) = seq.next_element()? {
             if out.len() == MAX {
                 return Err(de::Error::invalid_length(MAX + 1, &self));

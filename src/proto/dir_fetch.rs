@@ -27,7 +27,10 @@ pub struct Fetched<T> {
 
 /// Fetches the next consensus through `ask` (one request, one answer, `None` if the
 /// server could not be asked) and checks it with `verify` (signatures, time, structure).
-/// `current`: the verified consensus the client has, to ask for a diff from.
+/// `current`: the verified consensus the client has and still uses, to ask for a diff
+/// from; a consensus older than it (by `valid_after`) is refused, so a directory cannot
+/// roll the client back to an earlier document the authorities signed (pass `None` when
+/// the consensus held is no longer usable, e.g. after the clock jumped back).
 pub async fn fetch_consensus_from<A, Fut, V, T>(
     current: Option<&Consensus>,
     mut ask: A,
@@ -46,7 +49,12 @@ where
             bytes = bytes.saturating_add(resp.body.len());
             if resp.status == DirStatus::Ok {
                 let applied = apply_compressed(&resp.body, cur.signed().body(), cur.body())
-                    .and_then(|u| verify(u).map_err(DiffError::from));
+                    .and_then(|u| {
+                        if u.claimed_valid_after() < cur.valid_after() {
+                            return Err(DiffError::Older);
+                        }
+                        verify(u).map_err(DiffError::from)
+                    });
                 match applied {
                     Ok(consensus) => {
                         return Ok(Fetched {
@@ -80,9 +88,18 @@ where
         }
         _ => return Err(format!("directory server answered: {}", resp.reason())),
     };
-    let consensus = UncheckedConsensus::parse(&document)
-        .and_then(verify)
-        .map_err(|e| format!("bad consensus: {e}"))?;
+    let unchecked =
+        UncheckedConsensus::parse(&document).map_err(|e| format!("bad consensus: {e}"))?;
+    if let Some(cur) = current {
+        if unchecked.claimed_valid_after() < cur.valid_after() {
+            return Err(format!(
+                "the directory served an older consensus (valid after {}) than ours ({})",
+                unchecked.claimed_valid_after(),
+                cur.valid_after()
+            ));
+        }
+    }
+    let consensus = verify(unchecked).map_err(|e| format!("bad consensus: {e}"))?;
     Ok(Fetched {
         consensus,
         via_diff: false,

@@ -264,10 +264,13 @@ pub async fn dir_request(
             return Err(written.err().unwrap_or(e).into());
         }
         let (_, len) = parse_header(&header)?;
+        // The body grows as its bytes arrive: a server announcing the largest length and
+        // then stalling costs us what it sent, not the length it announced.
         let mut msg = header.to_vec();
-        msg.resize(DIR_HEADER_LEN + len, 0);
-        if let Some(body) = msg.get_mut(DIR_HEADER_LEN..) {
-            stream.read_exact(body).await?;
+        let announced = u64::try_from(len).unwrap_or(u64::MAX);
+        (&mut stream).take(announced).read_to_end(&mut msg).await?;
+        if msg.len() != DIR_HEADER_LEN + len {
+            return Err(DirFetchError::Malformed(DirProtoError::Truncated));
         }
         Ok::<_, DirFetchError>(DirResponse::parse(&msg)?)
     };

@@ -589,7 +589,7 @@ impl Authority {
         state.computed.retain(|&k, _| k >= keep_from);
         state.microdescs.retain(|&k, _| k >= keep_from);
         drop(state);
-        if let Some(Err(e)) = to_serve.map(|s| self.store.install(s)) {
+        if let Some(Err(e)) = to_serve.map(|s| self.store.install(s, va)) {
             warn!("authority: cannot serve the consensus: {e}");
         }
     }

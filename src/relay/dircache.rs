@@ -77,13 +77,23 @@ impl DirCache {
         Ok(self.install(c))
     }
 
+    /// Serves `c` and its microdescriptors from now on and hands it to the descriptor
+    /// store, unless the consensus served is still usable and newer: a lagging authority
+    /// must not roll the cache (its microdescriptors, its hash ring) back while the store
+    /// keeps serving the newer document.
     fn install(&self, c: Consensus) -> Arc<Consensus> {
+        if let Some(cur) = lock(&self.current).as_ref() {
+            if cur.is_usable(self.clock.now_unix()) && c.valid_after() < cur.valid_after() {
+                debug!("dircache: an older consensus than the one served was not installed");
+                return Arc::clone(cur);
+            }
+        }
         let c = Arc::new(c);
         *lock(&self.microdescs) = Arc::new(c.microdescs());
         *lock(&self.current) = Some(Arc::clone(&c));
         // Compressing and diffing happen outside the lock (seconds for the largest
         // documents); a consensus no newer than the one served is not installed again.
-        if let Err(e) = self.store.install(c.signed().clone()) {
+        if let Err(e) = self.store.install(c.signed().clone(), c.valid_after()) {
             warn!("dircache: cannot serve the consensus: {e}");
         }
         self.hsdir.set_consensus(Arc::clone(&c));
@@ -94,7 +104,9 @@ impl DirCache {
     /// returns when it would next need a refresh.
     async fn refresh(&self) -> Option<u64> {
         let mut have = MicrodescIndex::clone(&lock(&self.microdescs));
-        let current = lock(&self.current).clone();
+        // Ours while usable: a diff's base, and nothing older is accepted.
+        let now = self.clock.now_unix();
+        let current = lock(&self.current).clone().filter(|c| c.is_usable(now));
         let mut best: Option<(Consensus, Vec<u8>)> = None;
         for a in &self.authorities {
             match fetch_consensus(
@@ -111,8 +123,15 @@ impl DirCache {
                 Ok((c, bytes)) => {
                     have.extend_from(&c.microdescs());
                     let complete = c.missing_microdescs() == 0;
-                    best = Some((c, bytes));
-                    if complete {
+                    // The newest wins; of two alike, the more complete.
+                    let better = best.as_ref().is_none_or(|(b, _)| {
+                        (c.valid_after(), std::cmp::Reverse(c.missing_microdescs()))
+                            > (b.valid_after(), std::cmp::Reverse(b.missing_microdescs()))
+                    });
+                    if better {
+                        best = Some((c, bytes));
+                    }
+                    if complete && better {
                         break;
                     }
                     // Some microdescriptors did not come: ask the next authority for them.
