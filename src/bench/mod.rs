@@ -7,6 +7,7 @@
 
 pub(crate) mod client;
 pub(crate) mod dir;
+pub(crate) mod dir_sim;
 pub(crate) mod memory;
 pub(crate) mod procs;
 pub(crate) mod relay_probe;

@@ -136,21 +136,15 @@ impl OnionConnector {
         }
     }
 
-    /// Retires the rendezvous circuits past the maximum dirtiness and forgets closed ones,
-    /// whatever their isolation class (a class never used again would otherwise keep its
-    /// circuit open). Returns the rendezvous circuits still held.
+    /// Retires rendezvous circuits past the maximum dirtiness, whatever their isolation
+    /// class, and forgets closed ones. Returns the rendezvous circuits still held.
     pub fn sweep(&self) -> usize {
         let mut map = lock(&self.rend);
         map.retain(|_, (h, built)| {
-            if h.is_closed() {
-                return false;
-            }
-            if built.elapsed() < self.max_dirtiness {
-                return true;
-            }
+            let keep = !h.is_closed() && built.elapsed() < self.max_dirtiness;
             let h = h.clone();
-            tokio::spawn(async move { h.retire().await });
-            false
+            (!keep).then(|| tokio::spawn(async move { h.retire().await }));
+            keep
         });
         map.len()
     }

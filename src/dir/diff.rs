@@ -17,8 +17,9 @@ use crate::crypto::IdentityPublic;
 use crate::dir::compress::{decompress, DecompressError};
 use crate::dir::consensus::{
     AuthoritySignature, ConsensusBody, ConsensusError, ListedRelay, SignedConsensus,
-    UncheckedConsensus, MAX_AUTHORITIES, MAX_CONSENSUS_LEN, MAX_RELAYS,
+    MAX_AUTHORITIES, MAX_CONSENSUS_LEN, MAX_RELAYS,
 };
+use crate::dir::verified_consensus::UncheckedConsensus;
 use crate::dir::weights::BandwidthWeights;
 use crate::dir::wire;
 

@@ -24,9 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
 use crate::crypto::IdentityPublic;
-use crate::dir::consensus::{Consensus, ConsensusEntry};
+use crate::dir::consensus::ConsensusEntry;
 use crate::dir::flags::RelayFlags;
 use crate::dir::selection::{conflicts, position_weight, weighted_choice, PathError, USABLE};
+use crate::dir::verified_consensus::Consensus;
 use crate::dir::weights::Position;
 use crate::dir::wire;
 

@@ -27,7 +27,9 @@ pub const MAX_MICRODESC_LEN: usize = MAX_DESCRIPTOR_LEN;
 /// response carries): 10,000 relays are 20 requests.
 pub const MAX_MICRODESCS_PER_REQUEST: usize = 512;
 /// Most microdescriptors a disk cache file may hold (one per listed relay).
-pub const MAX_CACHED_MICRODESCS: usize = crate::dir::consensus::MAX_RELAYS;
+/// (The consensus's `MAX_RELAYS`, written out: `consensus` builds on this module, not the
+/// other way round; a test in `consensus` keeps the two equal.)
+pub const MAX_CACHED_MICRODESCS: usize = 20_000;
 /// Length of a microdescriptor digest (SHA-256).
 pub const MICRODESC_DIGEST_LEN: usize = 32;
 

@@ -38,6 +38,7 @@ pub mod microdesc;
 pub mod path;
 pub(crate) mod selection;
 pub mod sybil;
+pub mod verified_consensus;
 pub(crate) mod vote;
 pub(crate) mod weights;
 
@@ -46,13 +47,14 @@ pub use compute::{
     compute_consensus, compute_consensus_full, round_weight, ComputedConsensus, ConsensusParams,
 };
 pub use consensus::{
-    split_entries, AuthoritySignature, Consensus, ConsensusBody, ConsensusEntry, ConsensusError,
-    ListedRelay, SignedConsensus, UncheckedConsensus, VerifiedConsensus,
+    split_entries, AuthoritySignature, ConsensusBody, ConsensusEntry, ConsensusError, ListedRelay,
+    SignedConsensus,
 };
 pub use descriptor::{Descriptor, DescriptorError, SignedDescriptor, UncheckedDescriptor};
 pub use flags::{assign_flags, FlagParams, FlagThresholds, Observation, RelayFlags};
 pub use guards::{GuardFileError, GuardParams, GuardSet};
 pub use microdesc::{Microdesc, MicrodescDigest, MicrodescError, MicrodescIndex};
 pub use path::{select_path, PathError, PathTarget};
+pub use verified_consensus::{Consensus, UncheckedConsensus, VerifiedConsensus};
 pub use vote::{SignedVote, UncheckedVote, Vote, VoteBody, VoteEntry, VoteError};
 pub use weights::{BandwidthWeights, Position};

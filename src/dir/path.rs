@@ -19,12 +19,13 @@ use std::net::IpAddr;
 
 use rand::Rng;
 
-use crate::dir::consensus::{Consensus, ConsensusEntry};
+use crate::dir::consensus::ConsensusEntry;
 use crate::dir::guards::GuardSet;
 pub use crate::dir::selection::{
     conflicts, position_weight, same_subnet, weighted_choice, PathError, DEFAULT_PATH_LEN,
     MAX_PATH_LEN, MIN_PATH_LEN, USABLE,
 };
+use crate::dir::verified_consensus::Consensus;
 use crate::dir::weights::Position;
 
 /// Where a circuit's streams will go.
