@@ -217,26 +217,11 @@ pub async fn one_shot_timed(
     clock: &crate::clock::Clock,
 ) -> Result<(DirResponse, u64), DirFetchError> {
     let work = async {
-        let cfg = crate::link::LinkConfig {
-            handshake_timeout: timeout,
-            clock: clock.clone(),
-            ..crate::link::LinkConfig::default()
-        };
-        let chan = super::channel::ClientChannel::connect_to(addr, identity, &cfg)
-            .await
-            .map_err(|e| DirFetchError::Connect(e.to_string()))?;
-        let result = async {
-            let circ = super::circuit::ClientCircuit::create_fast(&chan, *identity, timeout)
-                .await
-                .map_err(|e| DirFetchError::Connect(e.to_string()))?;
-            let handle = circ.into_handle();
-            let resp = dir_request(&handle, req, timeout).await;
-            handle.close().await;
-            resp
-        }
-        .await;
-        chan.sender.close();
-        result.map(|resp| (resp, chan.peer_timestamp))
+        let session = DirSession::open(addr, identity, timeout, clock).await?;
+        let resp = session.request(req).await;
+        let peer_time = session.peer_time();
+        session.close().await;
+        resp.map(|r| (r, peer_time))
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -244,7 +229,7 @@ pub async fn one_shot_timed(
 }
 
 /// Sends `req` on a new BEGIN_DIR stream of `circ` (to its last hop) and returns the
-/// answer. The response body is bounded by the protocol's limit before it is allocated.
+/// answer. The body is bounded by the protocol's limit and grows only as bytes arrive.
 pub async fn dir_request(
     circ: &CircuitHandle,
     req: &DirRequest,
