@@ -171,7 +171,7 @@ fn consensus_diff_seeds() -> Vec<(String, Vec<u8>)> {
     let next = diff_fuzz_base(&[1, 2, 3, 7], &[1], NOW);
     let diff =
         ConsensusDiff::between(base.signed(), base.body(), next.signed(), next.body()).unwrap();
-    vec![("diff".into(), diff.to_bytes().unwrap())]
+    vec![("diff".into(), diff.to_bytes())]
 }
 
 #[test]

@@ -215,8 +215,9 @@ proptest! {
         let b = next_period(a, auths, &removed, &flipped, &added);
         let diff = ConsensusDiff::between(a.signed(), a.body(), b.signed(), b.body()).unwrap();
         prop_assert_eq!(diff.removed.len(), removed.len());
-        prop_assert_eq!(diff.changed.len(), flipped.len() + added.len());
-        let bytes = diff.to_bytes().unwrap();
+        prop_assert_eq!(diff.modified.len(), flipped.len());
+        prop_assert_eq!(diff.added.len(), added.len());
+        let bytes = diff.to_bytes();
         let parsed = ConsensusDiff::parse(&bytes).unwrap();
         prop_assert_eq!(&parsed, &diff);
         let rebuilt = parsed
@@ -227,8 +228,83 @@ proptest! {
         prop_assert_eq!(rebuilt.signed().to_bytes().unwrap(), b.signed().to_bytes().unwrap());
         // From b to b is empty, and does not apply to a.
         let none = ConsensusDiff::between(b.signed(), b.body(), b.signed(), b.body()).unwrap();
-        prop_assert!(none.removed.is_empty() && none.changed.is_empty());
+        prop_assert!(none.removed.is_empty() && none.modified.is_empty() && none.added.is_empty());
         prop_assert!(none.apply(a.signed().body(), a.body()).is_err());
+    }
+
+    /// Any diff keeping the format's rules (strictly ascending disjoint indexes, masks with
+    /// at least one field, added relays ascending) survives encode → parse unchanged, and
+    /// every strict prefix of its encoding is refused.
+    #[test]
+    fn diff_encode_parse_round_trip(
+        indexes in proptest::collection::btree_map(0u32..20_000, any::<Option<(u8, [u8; 32], u64)>>(), 0..40),
+        addrs in proptest::collection::vec(addr(), 1..4),
+        added in proptest::collection::btree_set(0u64..64, 0..4),
+        header in any::<(u32, u64, u64, [u8; 32], [u8; 32])>(),
+        signers in 0usize..4,
+    ) {
+        use allium::dir::diff::{ConsensusDiff, Modified, DIFF_VERSION};
+        let mut removed = Vec::new();
+        let mut modified = Vec::new();
+        for (index, m) in indexes {
+            match m {
+                None => removed.push(index),
+                Some((mask, md, bw)) => {
+                    let mask = if mask & 0x1f == 0 { 0x10 } else { mask & 0x1f };
+                    modified.push(Modified {
+                        index,
+                        md_digest: (mask & 1 != 0).then_some(md),
+                        addrs: (mask & 2 != 0).then(|| addrs.clone()),
+                        flags: (mask & 4 != 0).then(|| RelayFlags::from_bits(md[0] & 0x7f).unwrap()),
+                        bandwidth: (mask & 8 != 0).then_some(bw % (1 << 40)),
+                        toggle_measured: mask & 0x10 != 0,
+                    });
+                }
+            }
+        }
+        let mut added: Vec<_> = added
+            .into_iter()
+            .map(|n| allium::dir::consensus::ListedRelay {
+                identity: key(n).public(),
+                md_digest: [n as u8; 32],
+                addrs: addrs.clone(),
+                flags: RelayFlags::RUNNING,
+                bandwidth: n * 1000,
+                measured: n % 2 == 0,
+            })
+            .collect();
+        added.sort_by_key(|r| r.identity);
+        let auths = publics(&authorities(signers.max(1) as u64));
+        let diff = ConsensusDiff {
+            diff_version: DIFF_VERSION,
+            base: header.3,
+            result: header.4,
+            version: header.0,
+            valid_after: header.1,
+            fresh_until: header.2,
+            valid_until: header.1 ^ header.2,
+            authorities: auths.clone(),
+            weights: BandwidthWeights::default(),
+            signatures: auths
+                .iter()
+                .take(signers)
+                .map(|a| allium::dir::consensus::AuthoritySignature {
+                    identity: *a.as_bytes(),
+                    signature: [7; 64],
+                })
+                .collect(),
+            removed,
+            modified,
+            added,
+        };
+        let bytes = diff.to_bytes();
+        prop_assert_eq!(&ConsensusDiff::parse(&bytes).unwrap(), &diff);
+        for cut in [bytes.len() - 1, bytes.len() / 2, 0] {
+            prop_assert!(ConsensusDiff::parse(&bytes[..cut]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert!(ConsensusDiff::parse(&longer).is_err());
     }
 
     #[test]

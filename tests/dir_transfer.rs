@@ -121,6 +121,10 @@ enum Lie {
     /// Flip a relay's flag and announce the digest of the document that produces (which
     /// the authorities never signed).
     FlipFlagAndDigest,
+    /// Name a base entry past the base's last one (removing it).
+    IndexOutOfRange,
+    /// Add (again, changed) a relay the base lists and the diff neither removes nor modifies.
+    AddListed,
 }
 
 /// A directory cache run by the attacker: it holds the real consensuses (it is a relay
@@ -130,9 +134,58 @@ struct TamperingCache {
     inner: Arc<DirCache>,
     /// The consensus the client has (the attacker can know it: it is public).
     base: Consensus,
+    /// The consensus the honest diff leads to.
+    next: Consensus,
     lie: Lie,
     diffs: AtomicUsize,
     fulls: AtomicUsize,
+}
+
+impl TamperingCache {
+    /// The digest of `next`'s body with `relays` instead of its relays.
+    fn digest_with(&self, relays: Vec<allium::dir::consensus::ListedRelay>) -> [u8; 32] {
+        let mut body = self.next.body().clone();
+        body.relays = relays;
+        body.relays.sort_by_key(|r| r.identity);
+        body_digest(body.to_signed().unwrap().body())
+    }
+
+    /// The honest diff rewritten as `self.lie` says.
+    fn forge(&self, diff: &mut ConsensusDiff) {
+        match self.lie {
+            Lie::None => {}
+            Lie::FlipFlag | Lie::FlipFlagAndDigest => {
+                let m = &mut diff.modified[0];
+                let flags = m
+                    .flags
+                    .get_or_insert(self.base.body().relays[m.index as usize].flags);
+                let bad = flags.contains(RelayFlags::BAD_EXIT);
+                flags.set(RelayFlags::BAD_EXIT, !bad);
+                if self.lie == Lie::FlipFlagAndDigest {
+                    // The attacker knows both documents: announce the forged body's digest.
+                    let id = self.base.body().relays[m.index as usize].identity;
+                    let mut relays = self.next.body().relays.clone();
+                    let e = relays.iter_mut().find(|r| r.identity == id).unwrap();
+                    e.flags.set(RelayFlags::BAD_EXIT, !bad);
+                    diff.result = self.digest_with(relays);
+                }
+            }
+            Lie::IndexOutOfRange => {
+                diff.removed.push(self.base.body().relays.len() as u32);
+            }
+            Lie::AddListed => {
+                let kept = (0..self.base.body().relays.len() as u32)
+                    .find(|i| {
+                        !diff.removed.contains(i) && !diff.modified.iter().any(|m| m.index == *i)
+                    })
+                    .unwrap();
+                let mut dup = self.base.body().relays[kept as usize].clone();
+                dup.bandwidth += 1;
+                diff.added.push(dup);
+                diff.added.sort_by_key(|r| r.identity);
+            }
+        }
+    }
 }
 
 impl DirService for TamperingCache {
@@ -151,36 +204,8 @@ impl DirService for TamperingCache {
                     }
                     let bytes = decompress(&resp.body, MAX_CONSENSUS_LEN).unwrap();
                     let mut diff = ConsensusDiff::parse(&bytes).unwrap();
-                    let entry = &mut diff.changed[0];
-                    let bad = entry.flags.contains(RelayFlags::BAD_EXIT);
-                    entry.flags.set(RelayFlags::BAD_EXIT, !bad);
-                    if self.lie == Lie::FlipFlagAndDigest {
-                        let mut body = allium::dir::ConsensusBody {
-                            version: diff.version,
-                            valid_after: diff.valid_after,
-                            fresh_until: diff.fresh_until,
-                            valid_until: diff.valid_until,
-                            authorities: diff.authorities.clone(),
-                            relays: Vec::new(),
-                            weights: diff.weights,
-                        };
-                        // The attacker knows the base: rebuild the forged body to announce
-                        // its digest.
-                        body.relays = self
-                            .base
-                            .body()
-                            .relays
-                            .iter()
-                            .filter(|r| !diff.removed.contains(&r.identity))
-                            .filter(|r| !diff.changed.iter().any(|c| c.identity == r.identity))
-                            .cloned()
-                            .chain(diff.changed.iter().cloned())
-                            .collect();
-                        body.relays.sort_by_key(|r| r.identity);
-                        let forged = body.to_signed().unwrap();
-                        diff.result = body_digest(forged.body());
-                    }
-                    DirResponse::ok(compress(&diff.to_bytes().unwrap()).unwrap())
+                    self.forge(&mut diff);
+                    DirResponse::ok(compress(&diff.to_bytes()).unwrap())
                 }
                 DirRequest::GetConsensusCompressed => {
                     self.fulls.fetch_add(1, Ordering::SeqCst);
@@ -226,6 +251,7 @@ async fn relay_with_cache(
     let service = Arc::new(TamperingCache {
         inner: cache,
         base: a.clone(),
+        next: b.clone(),
         lie,
         diffs: AtomicUsize::new(0),
         fulls: AtomicUsize::new(0),
@@ -293,12 +319,19 @@ async fn an_honest_cache_serves_diffs_and_full_documents() {
 
 /// Attacker test: the cache rewrites the diff so it rebuilds a document with a relay's
 /// flag flipped, either keeping the real result digest or announcing the forged
-/// document's. Both are refused (wrong result; signatures not over that body) and the
-/// client ends with the authorities' real consensus from a full fetch.
+/// document's, or so it names a base entry past the base's end, or adds a relay the base
+/// already lists. All are refused (wrong result; signatures not over that body; index out
+/// of range; already listed) and the client ends with the authorities' real consensus
+/// from a full fetch.
 #[tokio::test]
 async fn a_cache_serving_a_forged_diff_is_refused_and_the_client_recovers() {
     let (a, b) = two_periods();
-    for lie in [Lie::FlipFlag, Lie::FlipFlagAndDigest] {
+    for lie in [
+        Lie::FlipFlag,
+        Lie::FlipFlagAndDigest,
+        Lie::IndexOutOfRange,
+        Lie::AddListed,
+    ] {
         let (relay, cache) = relay_with_cache(lie, &a, &b).await;
         let got = fetch(&relay, Some(&a)).await;
         let why = got
@@ -306,6 +339,15 @@ async fn a_cache_serving_a_forged_diff_is_refused_and_the_client_recovers() {
             .clone()
             .expect("the forged diff must be refused");
         eprintln!("{lie:?}: refused: {why}");
+        let expected = match lie {
+            Lie::IndexOutOfRange => "names base entry",
+            Lie::AddListed => "already lists",
+            _ => "",
+        };
+        assert!(
+            why.contains(expected),
+            "{lie:?} refused for another reason: {why}"
+        );
         assert!(!got.via_diff);
         assert_eq!(got.consensus.signed(), b.signed());
         assert_eq!(
@@ -351,7 +393,7 @@ async fn an_older_consensus_is_refused_and_a_cache_is_not_rolled_back() {
     // documents are public) is refused before the signatures are checked.
     let (a_body, b_body) = (a.body().clone(), b.body().clone());
     let back = ConsensusDiff::between(b.signed(), &b_body, a.signed(), &a_body).unwrap();
-    let z = compress(&back.to_bytes().unwrap()).unwrap();
+    let z = compress(&back.to_bytes()).unwrap();
     let applied = allium::dir::diff::apply_compressed(&z, b.signed().body(), b.body())
         .unwrap()
         .claimed_valid_after();

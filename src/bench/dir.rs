@@ -32,7 +32,7 @@ use crate::crypto::{IdentityKeypair, IdentityPublic};
 use crate::dir::compress::decompress;
 use crate::dir::consensus::MAX_CONSENSUS_LEN;
 use crate::dir::consensus_store::{ConsensusStore, PreparedConsensus};
-use crate::dir::diff::{apply_compressed, body_digest};
+use crate::dir::diff::{apply_compressed, body_digest, ConsensusDiff};
 use crate::dir::microdesc::{MicrodescIndex, MAX_MICRODESCS_PER_REQUEST};
 use crate::dir::request::MAX_DIR_BODY;
 use crate::dir::request::{DirRequest, DirStatus};
@@ -182,6 +182,42 @@ fn microdesc_fetch_bytes(index: &MicrodescIndex, known: Option<&MicrodescIndex>)
     (bytes, wanted.len())
 }
 
+/// What the diffs changed, summed over the periods: relays removed, added, modified, and
+/// modifications per field (field-mask bit order, `docs/protocol.md` §6.18).
+#[derive(Default)]
+struct DiffChanges {
+    removed: usize,
+    added: usize,
+    modified: usize,
+    fields: [usize; 5],
+}
+
+impl DiffChanges {
+    fn count(&mut self, d: &ConsensusDiff) {
+        self.removed += d.removed.len();
+        self.added += d.added.len();
+        self.modified += d.modified.len();
+        for m in &d.modified {
+            for (bit, n) in self.fields.iter_mut().enumerate() {
+                *n += usize::from(m.mask() >> bit & 1);
+            }
+        }
+    }
+
+    /// `key=value` lines, means per period.
+    fn print(&self, periods: usize) {
+        println!("diff_removed={}", self.removed / periods);
+        println!("diff_added={}", self.added / periods);
+        println!("diff_modified={}", self.modified / periods);
+        for (name, n) in ["md_digest", "addrs", "flags", "bandwidth", "measured"]
+            .iter()
+            .zip(self.fields)
+        {
+            println!("diff_modified_{name}={}", n / periods);
+        }
+    }
+}
+
 /// The authority side: simulates the periods, writes `consensus-K` and `diff-K` (the
 /// compressed diff from period K−1) into `dir`, prints `key=value` lines.
 fn authority_child(args: &DirChildArgs) -> Result<(), String> {
@@ -190,6 +226,7 @@ fn authority_child(args: &DirChildArgs) -> Result<(), String> {
     let mut cpu = 0.0;
     let mut prev_digest = None;
     let (mut diff_bytes, mut diff_z) = (0usize, 0usize);
+    let mut changes = DiffChanges::default();
     let (mut full, mut full_z) = (0usize, 0usize);
     let mut previous_mds: Option<MicrodescIndex> = None;
     let (mut md_bytes, mut md_count, mut md_all) = (0usize, 0usize, 0usize);
@@ -225,9 +262,9 @@ fn authority_child(args: &DirChildArgs) -> Result<(), String> {
                 return Err(format!("no diff served: {}", d.reason()));
             }
             diff_z += d.body.len();
-            diff_bytes += decompress(&d.body, MAX_CONSENSUS_LEN)
-                .map_err(|e| e.to_string())?
-                .len();
+            let plain = decompress(&d.body, MAX_CONSENSUS_LEN).map_err(|e| e.to_string())?;
+            diff_bytes += plain.len();
+            changes.count(&ConsensusDiff::parse(&plain).map_err(|e| e.to_string())?);
             write(&args.dir.join(format!("diff-{k}")), &d.body)?;
         }
         prev_digest = Some(body_digest(signed.body()));
@@ -237,6 +274,7 @@ fn authority_child(args: &DirChildArgs) -> Result<(), String> {
     println!("consensus_compressed_bytes={full_z}");
     println!("diff_bytes={}", diff_bytes / p);
     println!("diff_compressed_bytes={}", diff_z / p);
+    changes.print(p);
     println!("microdesc_bytes_per_period={}", md_bytes / p);
     println!("microdescs_per_period={}", md_count / p);
     println!("microdesc_bytes_all={md_all}");
@@ -416,6 +454,20 @@ pub(crate) fn bench_dir(args: DirBenchArgs) -> Result<(), String> {
             get("microdescs_per_period")?
         );
         println!("  {:<28} {bootstrap:.0}", "client_bootstrap_bytes");
+        let n = |k: &str| get(k).unwrap_or(0.0);
+        println!(
+            "  {:<28} removed {:.0}, added {:.0}, modified {:.0} (md_digest {:.0}, addrs {:.0}, \
+             flags {:.0}, bandwidth {:.0}, measured {:.0})",
+            "diff_relays_per_period",
+            n("diff_removed"),
+            n("diff_added"),
+            n("diff_modified"),
+            n("diff_modified_md_digest"),
+            n("diff_modified_addrs"),
+            n("diff_modified_flags"),
+            n("diff_modified_bandwidth"),
+            n("diff_modified_measured"),
+        );
     }
     Ok(())
 }

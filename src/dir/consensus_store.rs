@@ -140,7 +140,7 @@ impl ConsensusStore {
         // before the next consensus is out learns so in a few hundred bytes.
         for b in kept.iter().map(|(_, b)| b).chain(std::iter::once(&base)) {
             let diff = b.diff_to(&c.signed, &c.body)?;
-            diffs.insert(b.digest, compress(&diff.to_bytes()?)?);
+            diffs.insert(b.digest, compress(&diff.to_bytes())?);
         }
         self.kept = kept;
         self.current = Some(Current {

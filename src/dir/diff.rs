@@ -1,40 +1,38 @@
 //! Consensus diffs: what changed from a recent consensus (the base, named by the SHA-256
-//! digest of its signed body) to the current one (`docs/protocol.md` §6.18).
+//! digest of its signed body) to the current one (`docs/protocol.md` §6.18). The wire
+//! format is in [`crate::dir::diff_format`]; this module computes diffs on a server and
+//! applies them on a client.
 //!
-//! A diff carries the new header fields, the identities removed, the entries added or
-//! changed (whole entries), the new signatures, and the digest of the body it must produce.
-//! Applying it rebuilds the new body from the base, re-encodes it canonically and checks
-//! the digest; the caller then verifies the result exactly as a fully fetched consensus
+//! A diff carries the new header fields and signatures, the base entries removed and
+//! modified (by index in the base, modifications with only the fields that changed), the
+//! relays added (whole), and the digest of the body it must produce. Applying it rebuilds
+//! the new body from the base, re-encodes it canonically and checks the digest; the caller
+//! then verifies the result exactly as a fully fetched consensus
 //! ([`UncheckedConsensus::verify`]), so a diff can at worst fail, never produce a document
-//! the authorities did not sign. Entries are touched only through their `identity` and
-//! whole-entry encoding and equality, so the entry type is [`DiffEntry`] alone.
+//! the authorities did not sign.
 
-use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
-use crate::crypto::IdentityPublic;
 use crate::dir::compress::{decompress, DecompressError};
 use crate::dir::consensus::{
-    AuthoritySignature, ConsensusBody, ConsensusError, ListedRelay, SignedConsensus,
-    MAX_AUTHORITIES, MAX_CONSENSUS_LEN, MAX_RELAYS,
+    ConsensusBody, ConsensusError, ListedRelay, SignedConsensus, MAX_CONSENSUS_LEN, MAX_RELAYS,
+};
+pub use crate::dir::diff_format::{
+    ConsensusDiff, FormatError, Modified, DIFF_VERSION, MAX_DIFF_LEN,
 };
 use crate::dir::verified_consensus::UncheckedConsensus;
-use crate::dir::weights::BandwidthWeights;
-use crate::dir::wire;
+use crate::dir::RelayFlags;
 
-/// The element type of the consensus's relay list, which diffs carry whole.
+/// The element type of the consensus's relay list, which diffs carry whole for new relays.
 pub type DiffEntry = ListedRelay;
 
-/// The diff format this code produces and accepts.
-pub const DIFF_VERSION: u32 = 1;
-
-/// Most bytes an encoded diff may have: no more than the document it rebuilds.
-pub const MAX_DIFF_LEN: usize = MAX_CONSENSUS_LEN;
-
-/// Bytes of the truncated entry digests a server keeps per past consensus to compute
-/// diffs from it. A collision (two versions of one relay's entry with equal digests) would
-/// only leave a change out of a diff, which the result digest then refuses.
+/// Bytes of the truncated digests (of the microdescriptor digest, of the address list) a
+/// server keeps per relay of a past consensus to compute diffs from it. A collision (two
+/// versions of one relay's field with equal truncated digests) would only leave a change
+/// out of a diff, which the result digest then refuses.
 pub const ENTRY_DIGEST_LEN: usize = 16;
 
 /// SHA-256 of a consensus's signed body: how diffs name their base and their result.
@@ -45,24 +43,29 @@ pub fn body_digest(body: &[u8]) -> [u8; 32] {
 /// Why a diff was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
-    /// Not a canonical encoding (or over the size bound).
-    #[error("malformed consensus diff: {0}")]
+    /// The diff bytes break the format (§6.18).
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The rebuilt body could not be encoded.
+    #[error("consensus rebuilt from a diff does not encode: {0}")]
     Codec(#[from] CodecError),
-    /// A diff format this code does not know.
-    #[error("consensus diff version {0} is not supported (expected {DIFF_VERSION})")]
-    BadVersion(u32),
-    /// The removed identities or the changed entries are not strictly ascending.
-    #[error("consensus diff lists are not sorted strictly by identity")]
-    NotSorted,
     /// The diff starts from another consensus than the one it is applied to.
     #[error("consensus diff is from another base consensus")]
     WrongBase,
-    /// A removed identity is not in the base, or is also changed.
-    #[error("consensus diff removes a relay the base does not list, or also changes it")]
-    BadRemoval,
-    /// A changed entry equals the base's (a diff lists only real changes).
-    #[error("consensus diff lists an unchanged entry")]
-    Unchanged,
+    /// A removed or modified index is past the base's last entry.
+    #[error("consensus diff names base entry {index}; the base lists {len}")]
+    IndexOutOfRange {
+        /// The index named.
+        index: u32,
+        /// Entries in the base.
+        len: usize,
+    },
+    /// A modified field equals the base's (a diff lists only real changes).
+    #[error("consensus diff changes a field of base entry {0} to its current value")]
+    Unchanged(u32),
+    /// An added relay is already listed in the base (it would be a modification).
+    #[error("consensus diff adds a relay the base already lists")]
+    AlreadyListed,
     /// The result would list more than [`MAX_RELAYS`] relays.
     #[error("consensus diff result lists too many relays")]
     TooManyRelays,
@@ -93,66 +96,41 @@ pub fn apply_compressed(
     ConsensusDiff::parse(&bytes)?.apply(base_bytes, base)
 }
 
-/// A diff as transmitted (canonical codec encoding, fields in this order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsensusDiff {
-    /// [`DIFF_VERSION`].
-    pub diff_version: u32,
-    /// [`body_digest`] of the base consensus.
-    #[serde(with = "wire::fixed")]
-    pub base: [u8; 32],
-    /// [`body_digest`] of the consensus the diff produces.
-    #[serde(with = "wire::fixed")]
-    pub result: [u8; 32],
-    /// The new body's `version`.
-    pub version: u32,
-    /// The new body's `valid_after`.
-    pub valid_after: u64,
-    /// The new body's `fresh_until`.
-    pub fresh_until: u64,
-    /// The new body's `valid_until`.
-    pub valid_until: u64,
-    /// The new body's authority list.
-    #[serde(
-        serialize_with = "wire::identity_list::serialize",
-        deserialize_with = "wire::identity_list::deserialize::<_, MAX_AUTHORITIES>"
-    )]
-    pub authorities: Vec<IdentityPublic>,
-    /// Relays of the base that the new body does not list, strictly ascending.
-    #[serde(
-        serialize_with = "wire::identity_list::serialize",
-        deserialize_with = "wire::identity_list::deserialize::<_, MAX_RELAYS>"
-    )]
-    pub removed: Vec<IdentityPublic>,
-    /// Entries of the new body that are absent from the base or differ from it, strictly
-    /// ascending by identity.
-    #[serde(deserialize_with = "wire::bounded_vec::<_, DiffEntry, MAX_RELAYS>")]
-    pub changed: Vec<DiffEntry>,
-    /// The new body's weights.
-    pub weights: BandwidthWeights,
-    /// The new consensus's signatures.
-    #[serde(deserialize_with = "wire::bounded_vec::<_, AuthoritySignature, MAX_AUTHORITIES>")]
-    pub signatures: Vec<AuthoritySignature>,
-}
-
-/// A past consensus as a server keeps it to compute diffs from: its digest and, per relay
-/// (ascending by identity), a truncated digest of the encoded entry. Far smaller than the
-/// document, so a server can keep a day of them.
+/// One relay of a past consensus as a server keeps it: enough to tell which fields of its
+/// entry changed, not the fields themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiffBase {
-    /// [`body_digest`] of the consensus.
-    pub digest: [u8; 32],
-    entries: Vec<(IdentityPublic, [u8; ENTRY_DIGEST_LEN])>,
+struct BaseEntry {
+    identity: [u8; 32],
+    md_digest: [u8; ENTRY_DIGEST_LEN],
+    addrs: [u8; ENTRY_DIGEST_LEN],
+    bandwidth: u64,
+    flags: RelayFlags,
+    measured: bool,
 }
 
-fn entry_digest(e: &DiffEntry) -> Result<[u8; ENTRY_DIGEST_LEN], CodecError> {
-    let full: [u8; 32] = Sha256::digest(codec::encode(e)?).into();
+fn truncated(bytes: &[u8]) -> [u8; ENTRY_DIGEST_LEN] {
+    let full: [u8; 32] = Sha256::digest(bytes).into();
     let mut out = [0u8; ENTRY_DIGEST_LEN];
     out.copy_from_slice(
         full.get(..ENTRY_DIGEST_LEN)
             .unwrap_or(&[0; ENTRY_DIGEST_LEN]),
     );
-    Ok(out)
+    out
+}
+
+fn addrs_digest(addrs: &[SocketAddr]) -> Result<[u8; ENTRY_DIGEST_LEN], CodecError> {
+    Ok(truncated(&codec::encode(&addrs)?))
+}
+
+/// A past consensus as a server keeps it to compute diffs from: its digest and, per relay
+/// in the consensus's order, its identity, truncated digests of its microdescriptor digest
+/// and address list, and its small fields (about 74 bytes a relay against 92 for the entry
+/// and its heap-allocated address list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffBase {
+    /// [`body_digest`] of the consensus.
+    pub digest: [u8; 32],
+    entries: Vec<BaseEntry>,
 }
 
 impl DiffBase {
@@ -161,7 +139,16 @@ impl DiffBase {
         let entries = body
             .relays
             .iter()
-            .map(|e| Ok((e.identity, entry_digest(e)?)))
+            .map(|e| {
+                Ok(BaseEntry {
+                    identity: *e.identity.as_bytes(),
+                    md_digest: truncated(&e.md_digest),
+                    addrs: addrs_digest(&e.addrs)?,
+                    bandwidth: e.bandwidth,
+                    flags: e.flags,
+                    measured: e.measured,
+                })
+            })
             .collect::<Result<Vec<_>, CodecError>>()?;
         Ok(DiffBase {
             digest: body_digest(body_bytes),
@@ -169,25 +156,40 @@ impl DiffBase {
         })
     }
 
-    /// The diff from this base to `new` (its signed form and decoded body).
+    /// The diff from this base to `new` (its signed form and decoded body). Both lists are
+    /// in identity order (a verified consensus's, §6.8).
     pub fn diff_to(
         &self,
         new: &SignedConsensus,
         new_body: &ConsensusBody,
     ) -> Result<ConsensusDiff, CodecError> {
         let mut removed = Vec::new();
-        let mut changed = Vec::new();
-        let mut old = self.entries.iter().peekable();
+        let mut modified = Vec::new();
+        let mut added = Vec::new();
+        let mut old = (0u32..).zip(self.entries.iter()).peekable();
         for e in &new_body.relays {
-            while let Some((id, _)) = old.next_if(|(id, _)| *id < e.identity) {
-                removed.push(*id);
+            let id = e.identity.as_bytes();
+            while let Some((i, _)) = old.next_if(|(_, b)| b.identity < *id) {
+                removed.push(i);
             }
-            match old.next_if(|(id, _)| *id == e.identity) {
-                Some((_, d)) if *d == entry_digest(e)? => {}
-                _ => changed.push(e.clone()),
+            match old.next_if(|(_, b)| b.identity == *id) {
+                Some((index, b)) => {
+                    let m = Modified {
+                        index,
+                        md_digest: (truncated(&e.md_digest) != b.md_digest).then_some(e.md_digest),
+                        addrs: (addrs_digest(&e.addrs)? != b.addrs).then(|| e.addrs.clone()),
+                        flags: (e.flags != b.flags).then_some(e.flags),
+                        bandwidth: (e.bandwidth != b.bandwidth).then_some(e.bandwidth),
+                        toggle_measured: e.measured != b.measured,
+                    };
+                    if m.mask() != 0 {
+                        modified.push(m);
+                    }
+                }
+                None => added.push(e.clone()),
             }
         }
-        removed.extend(old.map(|(id, _)| *id));
+        removed.extend(old.map(|(i, _)| i));
         Ok(ConsensusDiff {
             diff_version: DIFF_VERSION,
             base: self.digest,
@@ -197,10 +199,11 @@ impl DiffBase {
             fresh_until: new_body.fresh_until,
             valid_until: new_body.valid_until,
             authorities: new_body.authorities.clone(),
-            removed,
-            changed,
             weights: new_body.weights,
             signatures: new.signatures().to_vec(),
+            removed,
+            modified,
+            added,
         })
     }
 }
@@ -216,33 +219,11 @@ impl ConsensusDiff {
         DiffBase::new(base.body(), base_body)?.diff_to(new, new_body)
     }
 
-    /// Parses a diff strictly: canonical encoding of at most [`MAX_DIFF_LEN`] bytes, known
-    /// version, lists strictly ascending (so without duplicates) and bounded.
-    pub fn parse(bytes: &[u8]) -> Result<Self, DiffError> {
-        let diff: ConsensusDiff = codec::decode(bytes, MAX_DIFF_LEN)?;
-        if diff.diff_version != DIFF_VERSION {
-            return Err(DiffError::BadVersion(diff.diff_version));
-        }
-        if !wire::strictly_ascending(&diff.removed)
-            || !diff
-                .changed
-                .windows(2)
-                .all(|w| matches!(w, [a, b] if a.identity < b.identity))
-        {
-            return Err(DiffError::NotSorted);
-        }
-        Ok(diff)
-    }
-
-    /// The canonical encoding.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self)
-    }
-
     /// Applies the diff to a base consensus (its signed body bytes and their decoding,
     /// e.g. from a verified [`crate::dir::Consensus`]). Refuses a diff from another base,
-    /// one that removes an unlisted relay, lists an unchanged entry, or whose result does
-    /// not have the announced digest. The result still has to be verified.
+    /// one naming an index past the base's entries, changing a field to its current value
+    /// or adding a relay the base lists, and one whose result does not have the announced
+    /// digest. The result still has to be verified.
     pub fn apply(
         &self,
         base_bytes: &[u8],
@@ -251,7 +232,7 @@ impl ConsensusDiff {
         if body_digest(base_bytes) != self.base {
             return Err(DiffError::WrongBase);
         }
-        let relays = merge(&base.relays, &self.removed, &self.changed)?;
+        let relays = merge(&base.relays, &self.removed, &self.modified, &self.added)?;
         let body = ConsensusBody {
             version: self.version,
             valid_after: self.valid_after,
@@ -270,42 +251,86 @@ impl ConsensusDiff {
     }
 }
 
-/// The base's entries without `removed`, with `changed` put in (replacing or added), in
-/// identity order. Every removed identity must be in the base and not changed; a changed
-/// entry must differ from the base's.
+/// The base entry `e` with the fields of `m` put in; every field `m` carries must differ.
+fn modify(e: &DiffEntry, m: &Modified) -> Result<DiffEntry, DiffError> {
+    let unchanged = DiffError::Unchanged(m.index);
+    let mut out = e.clone();
+    if let Some(d) = m.md_digest {
+        if d == e.md_digest {
+            return Err(unchanged);
+        }
+        out.md_digest = d;
+    }
+    if let Some(a) = &m.addrs {
+        if *a == e.addrs {
+            return Err(unchanged);
+        }
+        out.addrs = a.clone();
+    }
+    if let Some(f) = m.flags {
+        if f == e.flags {
+            return Err(unchanged);
+        }
+        out.flags = f;
+    }
+    if let Some(b) = m.bandwidth {
+        if b == e.bandwidth {
+            return Err(unchanged);
+        }
+        out.bandwidth = b;
+    }
+    out.measured ^= m.toggle_measured;
+    Ok(out)
+}
+
+/// The base's entries without those at the `removed` indexes, those at the `modified`
+/// indexes changed, and `added` put in identity order. Both index lists are strictly
+/// ascending and disjoint ([`ConsensusDiff::parse`]); each index must name a base entry,
+/// and no added identity may be in the base (removed or not: a relay listed in both is a
+/// modification).
 fn merge(
     base: &[DiffEntry],
-    removed: &[IdentityPublic],
-    changed: &[DiffEntry],
+    removed: &[u32],
+    modified: &[Modified],
+    added: &[DiffEntry],
 ) -> Result<Vec<DiffEntry>, DiffError> {
-    // Changed entries mostly replace base ones, so the result's size is known only after
-    // the merge; it holds at most base + changed (each bounded by MAX_RELAYS) entries.
-    let mut out = Vec::with_capacity((base.len() + changed.len()).min(MAX_RELAYS));
+    let last = removed
+        .last()
+        .copied()
+        .max(modified.last().map(|m| m.index));
+    if let Some(index) = last.filter(|&i| i as usize >= base.len()) {
+        return Err(DiffError::IndexOutOfRange {
+            index,
+            len: base.len(),
+        });
+    }
+    let len = base
+        .len()
+        .saturating_sub(removed.len())
+        .saturating_add(added.len());
+    if len > MAX_RELAYS {
+        return Err(DiffError::TooManyRelays);
+    }
+    let mut out = Vec::with_capacity(len);
     let mut removed = removed.iter().peekable();
-    let mut changed = changed.iter().peekable();
-    for e in base {
-        while let Some(c) = changed.next_if(|c| c.identity < e.identity) {
-            out.push(c.clone());
+    let mut modified = modified.iter().peekable();
+    let mut added = added.iter().peekable();
+    for (i, e) in (0u32..).zip(base) {
+        while let Some(a) = added.next_if(|a| a.identity < e.identity) {
+            out.push(a.clone());
         }
-        if removed.next_if(|r| **r < e.identity).is_some() {
-            return Err(DiffError::BadRemoval);
+        if added.peek().is_some_and(|a| a.identity == e.identity) {
+            return Err(DiffError::AlreadyListed);
         }
-        let gone = removed.next_if(|r| **r == e.identity).is_some();
-        match changed.next_if(|c| c.identity == e.identity) {
-            Some(_) if gone => return Err(DiffError::BadRemoval),
-            Some(c) if c == e => return Err(DiffError::Unchanged),
-            Some(c) => out.push(c.clone()),
-            None if gone => {}
+        if removed.next_if(|&&r| r == i).is_some() {
+            continue;
+        }
+        match modified.next_if(|m| m.index == i) {
+            Some(m) => out.push(modify(e, m)?),
             None => out.push(e.clone()),
         }
     }
-    if removed.next().is_some() {
-        return Err(DiffError::BadRemoval);
-    }
-    out.extend(changed.cloned());
-    if out.len() > MAX_RELAYS {
-        return Err(DiffError::TooManyRelays);
-    }
+    out.extend(added.cloned());
     Ok(out)
 }
 
@@ -313,7 +338,9 @@ fn merge(
 mod tests {
     use super::*;
     use crate::crypto::IdentityKeypair;
-    use crate::dir::RelayFlags;
+    use crate::dir::diff_format::{
+        FIELD_ADDRS, FIELD_BANDWIDTH, FIELD_FLAGS, FIELD_MD_DIGEST, FIELD_MEASURED,
+    };
 
     fn entry(n: u64, md_digest: &[u8; 32]) -> DiffEntry {
         let mut seed = [0u8; 32];
@@ -328,36 +355,126 @@ mod tests {
         }
     }
 
-    /// A full-size consensus with a few percent of its entries changed merges (the bound
-    /// applies to the result, not to base + changed), and one relay more is refused.
+    fn sorted(n: u64) -> Vec<DiffEntry> {
+        let mut v: Vec<DiffEntry> = (0..n).map(|n| entry(n, &[8; 32])).collect();
+        v.sort_by_key(|e| e.identity);
+        v
+    }
+
+    fn bandwidth(index: u32, b: u64) -> Modified {
+        Modified {
+            index,
+            md_digest: None,
+            addrs: None,
+            flags: None,
+            bandwidth: Some(b),
+            toggle_measured: false,
+        }
+    }
+
+    /// A full-size consensus with a few percent of its entries modified merges (the bound
+    /// applies to the result), one relay more is refused, and one out one in is not.
     #[test]
     fn merge_bounds_the_result_not_the_changes() {
-        let cert = [8u8; 32];
-        let mut base: Vec<DiffEntry> = (0..MAX_RELAYS as u64).map(|n| entry(n, &cert)).collect();
-        base.sort_by_key(|e| e.identity);
-        let changed: Vec<DiffEntry> = base
-            .iter()
+        let base = sorted(MAX_RELAYS as u64);
+        let modified: Vec<Modified> = (0..MAX_RELAYS as u32)
             .step_by(20)
-            .map(|e| DiffEntry {
-                bandwidth: 2000,
-                ..e.clone()
-            })
+            .map(|i| bandwidth(i, 2000))
             .collect();
-        let out = merge(&base, &[], &changed).unwrap();
+        let out = merge(&base, &[], &modified, &[]).unwrap();
         assert_eq!(out.len(), MAX_RELAYS);
-        let extra = entry(MAX_RELAYS as u64, &cert);
-        let mut more = changed.clone();
-        more.push(extra);
-        more.sort_by_key(|e| e.identity);
+        assert_eq!(out[20].bandwidth, 2000);
+        assert_eq!(out[21].bandwidth, 1000);
+        let extra = [entry(MAX_RELAYS as u64, &[8; 32])];
         assert!(matches!(
-            merge(&base, &[], &more),
+            merge(&base, &[], &modified, &extra),
             Err(DiffError::TooManyRelays)
         ));
-        let removed = [base[0].identity];
-        let rest: Vec<DiffEntry> = more
-            .into_iter()
-            .filter(|e| e.identity != removed[0])
-            .collect();
-        assert_eq!(merge(&base, &removed, &rest).unwrap().len(), MAX_RELAYS);
+        let out = merge(&base, &[1], &modified, &extra).unwrap();
+        assert_eq!(out.len(), MAX_RELAYS);
+        assert!(out.windows(2).all(|w| w[0].identity < w[1].identity));
+        assert!(out.iter().any(|e| e.identity == extra[0].identity));
+        assert!(!out.iter().any(|e| e.identity == base[1].identity));
+    }
+
+    /// What only the base can tell: an index past its entries, a field "changed" to its
+    /// value, a relay added that it lists (even if also removed).
+    #[test]
+    fn merge_refuses_what_does_not_fit_the_base() {
+        let base = sorted(5);
+        assert!(matches!(
+            merge(&base, &[5], &[], &[]),
+            Err(DiffError::IndexOutOfRange { index: 5, len: 5 })
+        ));
+        assert!(matches!(
+            merge(&base, &[], &[bandwidth(9, 7)], &[]),
+            Err(DiffError::IndexOutOfRange { index: 9, .. })
+        ));
+        assert!(matches!(
+            merge(&base, &[], &[bandwidth(2, 1000)], &[]),
+            Err(DiffError::Unchanged(2))
+        ));
+        let same_flags = Modified {
+            flags: Some(RelayFlags::RUNNING),
+            ..bandwidth(3, 5)
+        };
+        assert!(matches!(
+            merge(&base, &[], &[same_flags], &[]),
+            Err(DiffError::Unchanged(3))
+        ));
+        for removed in [&[][..], &[4][..]] {
+            assert!(matches!(
+                merge(&base, removed, &[], &[base[4].clone()]),
+                Err(DiffError::AlreadyListed)
+            ));
+        }
+        let toggle = Modified {
+            toggle_measured: true,
+            ..bandwidth(0, 5)
+        };
+        let out = merge(&base, &[], &[toggle], &[]).unwrap();
+        assert!(!out[0].measured && out[0].bandwidth == 5);
+    }
+
+    /// The server's diff names each changed field once, and nothing unchanged.
+    #[test]
+    fn diff_to_carries_only_changed_fields() {
+        let base = sorted(6);
+        let mut new = base.clone();
+        new[1].bandwidth = 4096;
+        new[2].md_digest = [9; 32];
+        new[2].measured = false;
+        new[3].addrs = vec![std::net::SocketAddr::from(([10, 0, 0, 2], 443))];
+        new[4].flags = RelayFlags::RUNNING.union(RelayFlags::VALID);
+        new.remove(5);
+        new.remove(0);
+        let body = |relays: Vec<DiffEntry>| ConsensusBody {
+            version: crate::dir::consensus::CONSENSUS_VERSION,
+            valid_after: 1,
+            fresh_until: 2,
+            valid_until: 3,
+            authorities: Vec::new(),
+            relays,
+            weights: Default::default(),
+        };
+        let b = DiffBase::new(&[], &body(base.clone())).unwrap();
+        let new_body = body(new.clone());
+        let signed = SignedConsensus::from_parts(codec::encode(&new_body).unwrap(), Vec::new());
+        let d = b.diff_to(&signed, &new_body).unwrap();
+        assert_eq!(d.removed, vec![0, 5]);
+        assert!(d.added.is_empty());
+        let masks: Vec<(u32, u8)> = d.modified.iter().map(|m| (m.index, m.mask())).collect();
+        assert_eq!(
+            masks,
+            vec![
+                (1, FIELD_BANDWIDTH),
+                (2, FIELD_MD_DIGEST | FIELD_MEASURED),
+                (3, FIELD_ADDRS),
+                (4, FIELD_FLAGS)
+            ]
+        );
+        let merged = merge(&base, &d.removed, &d.modified, &d.added).unwrap();
+        assert_eq!(merged, new);
+        assert_eq!(ConsensusDiff::parse(&d.to_bytes()).unwrap(), d);
     }
 }

@@ -32,6 +32,7 @@ pub mod consensus;
 pub mod consensus_store;
 pub mod descriptor;
 pub mod diff;
+pub mod diff_format;
 pub mod flags;
 pub mod guards;
 pub mod microdesc;
