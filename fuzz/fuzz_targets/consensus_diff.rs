@@ -1,7 +1,6 @@
 //! Bytes → consensus diff (format version 2: base indexes, field masks) → applied to a
-//! fixed base consensus (§6.18). Must never panic;
-//! whatever parses must re-encode to the same bytes, and whatever applies must rebuild a
-//! body with the announced digest.
+//! fixed base consensus (§6.18). Must never panic; whatever parses must re-encode to the
+//! same bytes, and whatever applies and verifies must have the announced digest.
 #![no_main]
 
 use std::sync::OnceLock;

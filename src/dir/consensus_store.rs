@@ -2,10 +2,11 @@
 //! the consensus three ways (`docs/protocol.md` §6.18): plain, compressed, and as a
 //! compressed diff from any of the recent consensuses it kept. No I/O.
 //!
-//! Past consensuses are kept as [`DiffBase`]s (a digest per relay, not the document), at
-//! most [`MAX_KEPT_BASES`] of them and none older than [`MAX_BASE_AGE`] seconds: 24 bodies
-//! or 24 hours, as a client that was off for up to a day still gets a diff. Diffs from
-//! every kept base are computed and compressed once, when a consensus is installed.
+//! Past consensuses are kept as [`DiffBase`]s (per relay its identity, small fields and
+//! truncated digests, not the document), at most [`MAX_KEPT_BASES`] of them and none older
+//! than [`MAX_BASE_AGE`] seconds: 24 bodies or 24 hours, as a client that was off for up to
+//! a day still gets a diff. Diffs from every kept base are computed and compressed once,
+//! when a consensus is installed.
 
 use std::collections::{HashMap, VecDeque};
 
