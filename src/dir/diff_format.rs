@@ -568,4 +568,95 @@ mod tests {
             Err(FormatError::BandwidthTooHigh(_))
         ));
     }
+
+    fn empty() -> ConsensusDiff {
+        ConsensusDiff {
+            diff_version: DIFF_VERSION,
+            base: [1; 32],
+            result: [2; 32],
+            version: 3,
+            valid_after: 10,
+            fresh_until: 20,
+            valid_until: 30,
+            authorities: Vec::new(),
+            weights: BandwidthWeights::default(),
+            signatures: Vec::new(),
+            removed: Vec::new(),
+            modified: Vec::new(),
+            added: Vec::new(),
+        }
+    }
+
+    fn toggle(index: u32) -> Modified {
+        Modified {
+            index,
+            md_digest: None,
+            addrs: None,
+            flags: None,
+            bandwidth: None,
+            toggle_measured: true,
+        }
+    }
+
+    /// The structural refusals that need no base, each on an otherwise valid diff.
+    #[test]
+    fn structural_refusals() {
+        let d = ConsensusDiff {
+            removed: vec![0, 5, 19_999],
+            modified: vec![toggle(1), toggle(6)],
+            ..empty()
+        };
+        let bytes = d.to_bytes();
+        assert_eq!(ConsensusDiff::parse(&bytes).unwrap(), d);
+        // The relay changes: removed 3 [0, gap 4, gap 19993], modified 2 [1 mask, 4 mask],
+        // added 0.
+        let tail = [3, 0, 4, 0x99, 0x9c, 0x01, 2, 1, 0x10, 4, 0x10, 0];
+        assert!(bytes.ends_with(&tail));
+        let head = &bytes[..bytes.len() - tail.len()];
+        let with = |t: &[u8]| [head, t].concat();
+
+        let mut v1 = bytes.clone();
+        v1[..4].copy_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(
+            ConsensusDiff::parse(&v1),
+            Err(FormatError::BadVersion(1))
+        ));
+        // An index at MAX_RELAYS.
+        assert!(matches!(
+            ConsensusDiff::parse(&with(&[1, 0xa0, 0x9c, 0x01, 0, 0])),
+            Err(FormatError::IndexOutOfRange(20_000))
+        ));
+        // Removed and modified.
+        assert!(matches!(
+            ConsensusDiff::parse(&with(&[1, 5, 1, 5, 0x10, 0])),
+            Err(FormatError::RemovedAndModified(5))
+        ));
+        // A count the remaining bytes cannot hold.
+        assert!(matches!(
+            ConsensusDiff::parse(&with(&[5, 0, 0, 0])),
+            Err(FormatError::Bytes(bytes::Error::LengthOutOfBounds { .. }))
+        ));
+        // Trailing bytes.
+        assert!(matches!(
+            ConsensusDiff::parse(&with(&[0, 0, 0, 0])),
+            Err(FormatError::Bytes(bytes::Error::TrailingBytes(1)))
+        ));
+        // Added relays out of order.
+        let relay = |n: u8| ListedRelay {
+            identity: crate::crypto::IdentityKeypair::from_secret_bytes(&[n; 32]).public(),
+            md_digest: [n; 32],
+            addrs: vec![SocketAddr::from(([10, 0, 0, n], 9001))],
+            flags: RelayFlags::RUNNING,
+            bandwidth: 1,
+            measured: false,
+        };
+        let mut added = vec![relay(1), relay(2)];
+        added.sort_by_key(|r| r.identity);
+        added.reverse();
+        let unsorted = ConsensusDiff { added, ..empty() }.to_bytes();
+        assert!(matches!(
+            ConsensusDiff::parse(&unsorted),
+            Err(FormatError::NotSorted)
+        ));
+    }
 }
