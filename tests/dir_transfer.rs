@@ -342,7 +342,11 @@ async fn a_cache_serving_a_forged_diff_is_refused_and_the_client_recovers() {
         let expected = match lie {
             Lie::IndexOutOfRange => "names base entry",
             Lie::AddListed => "already lists",
-            _ => "",
+            // The real digest announced: the forged body does not hash to it.
+            Lie::FlipFlag => "does not produce the announced document",
+            // The forged body's digest announced: the authorities never signed that body.
+            Lie::FlipFlagAndDigest => "valid signatures from",
+            Lie::None => unreachable!("an honest diff is not among the lies"),
         };
         assert!(
             why.contains(expected),

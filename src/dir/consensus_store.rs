@@ -6,9 +6,11 @@
 //! truncated digests, not the document), at most [`MAX_KEPT_BASES`] of them and none older
 //! than [`MAX_BASE_AGE`] seconds: 24 bodies or 24 hours, as a client that was off for up to
 //! a day still gets a diff. Diffs from every kept base are computed and compressed once,
-//! when a consensus is installed.
+//! when a consensus is installed; [`SharedStore`] does that outside its lock, so requests
+//! are answered meanwhile.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::codec::{self, CodecError};
 use crate::dir::compress::{compress, CompressError};
@@ -42,6 +44,9 @@ pub struct PreparedConsensus {
     body: ConsensusBody,
     bytes: Vec<u8>,
     compressed: Vec<u8>,
+    /// Its own diff base: what the next consensus diffs from, and the new side of every
+    /// diff to it (hashed once, not once per base).
+    base: Arc<DiffBase>,
 }
 
 impl PreparedConsensus {
@@ -50,6 +55,7 @@ impl PreparedConsensus {
         let body: ConsensusBody = codec::decode(signed.body(), MAX_CONSENSUS_LEN)?;
         let bytes = signed.to_bytes()?;
         let compressed = compress(&bytes)?;
+        let base = Arc::new(DiffBase::new(signed.body(), &body)?);
         Ok(PreparedConsensus {
             valid_after: body.valid_after,
             valid_until: body.valid_until,
@@ -57,8 +63,25 @@ impl PreparedConsensus {
             body,
             bytes,
             compressed,
+            base,
         })
     }
+}
+
+/// The compressed diffs from each of `bases` (and from `c` itself, if among them) to `c`,
+/// by base digest.
+fn diffs_to(
+    c: &PreparedConsensus,
+    bases: &[Arc<DiffBase>],
+) -> Result<HashMap<[u8; 32], Vec<u8>>, StoreError> {
+    let mut diffs = HashMap::with_capacity(bases.len() + 1);
+    for b in bases.iter().chain(std::iter::once(&c.base)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = diffs.entry(b.digest) {
+            let diff = b.diff_to(&c.base, &c.signed, &c.body)?;
+            slot.insert(compress(&diff.to_bytes())?);
+        }
+    }
+    Ok(diffs)
 }
 
 #[derive(Debug)]
@@ -70,7 +93,7 @@ struct Current {
     /// Compressed diff to this consensus, by base digest.
     diffs: HashMap<[u8; 32], Vec<u8>>,
     /// Kept for the next consensus to diff from.
-    base: DiffBase,
+    base: Arc<DiffBase>,
 }
 
 /// A [`ConsensusStore`] shared between a server's tasks: preparing (the costly part)
@@ -92,7 +115,11 @@ impl SharedStore {
             return Ok(false);
         }
         let prepared = PreparedConsensus::new(signed)?;
-        crate::sync::lock(&self.0).install(prepared)
+        // The bases it will be diffed from, snapshotted (shared, not copied); the diffs are
+        // computed unlocked, and install computes any base that changed meanwhile.
+        let bases = crate::sync::lock(&self.0).bases_for(valid_after);
+        let diffs = diffs_to(&prepared, &bases)?;
+        crate::sync::lock(&self.0).install_with(prepared, diffs)
     }
 
     /// [`ConsensusStore::answer`]; BAD_REQUEST for a request that is not for the consensus.
@@ -113,7 +140,7 @@ impl SharedStore {
 pub struct ConsensusStore {
     current: Option<Current>,
     /// Past consensuses, oldest first, with their `valid_after`.
-    kept: VecDeque<(u64, DiffBase)>,
+    kept: VecDeque<(u64, Arc<DiffBase>)>,
 }
 
 impl ConsensusStore {
@@ -121,12 +148,42 @@ impl ConsensusStore {
     /// false), keeping the current one as a base and computing the diffs from every kept
     /// base.
     pub fn install(&mut self, c: PreparedConsensus) -> Result<bool, StoreError> {
+        self.install_with(c, HashMap::new())
+    }
+
+    /// The bases a consensus with `valid_after` would be diffed from if installed now: the
+    /// kept ones and the current one, within [`MAX_BASE_AGE`] and [`MAX_KEPT_BASES`].
+    fn bases_for(&self, valid_after: u64) -> Vec<Arc<DiffBase>> {
+        let oldest = valid_after.saturating_sub(MAX_BASE_AGE);
+        let mut kept: VecDeque<(u64, Arc<DiffBase>)> = self
+            .kept
+            .iter()
+            .cloned()
+            .chain(
+                self.current
+                    .as_ref()
+                    .map(|c| (c.valid_after, Arc::clone(&c.base))),
+            )
+            .filter(|(va, _)| *va >= oldest)
+            .collect();
+        while kept.len() > MAX_KEPT_BASES {
+            kept.pop_front();
+        }
+        kept.into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// [`Self::install`] with the compressed diffs from some bases already computed (by
+    /// base digest); the diffs from any other kept base are computed here.
+    fn install_with(
+        &mut self,
+        c: PreparedConsensus,
+        mut diffs: HashMap<[u8; 32], Vec<u8>>,
+    ) -> Result<bool, StoreError> {
         if let Some(cur) = &self.current {
             if cur.valid_after >= c.valid_after {
                 return Ok(false);
             }
         }
-        let base = DiffBase::new(c.signed.body(), &c.body)?;
         let mut kept = std::mem::take(&mut self.kept);
         if let Some(old) = self.current.take() {
             kept.push_back((old.valid_after, old.base));
@@ -136,13 +193,19 @@ impl ConsensusStore {
         while kept.len() > MAX_KEPT_BASES {
             kept.pop_front();
         }
-        let mut diffs = HashMap::with_capacity(kept.len() + 1);
         // From the current consensus to itself: an empty diff, so a client that asks
         // before the next consensus is out learns so in a few hundred bytes.
-        for b in kept.iter().map(|(_, b)| b).chain(std::iter::once(&base)) {
-            let diff = b.diff_to(&c.signed, &c.body)?;
-            diffs.insert(b.digest, compress(&diff.to_bytes())?);
-        }
+        let wanted: Vec<Arc<DiffBase>> = kept
+            .iter()
+            .map(|(_, b)| Arc::clone(b))
+            .chain(std::iter::once(Arc::clone(&c.base)))
+            .collect();
+        diffs.retain(|digest, _| wanted.iter().any(|b| b.digest == *digest));
+        let missing: Vec<Arc<DiffBase>> = wanted
+            .into_iter()
+            .filter(|b| !diffs.contains_key(&b.digest))
+            .collect();
+        diffs.extend(diffs_to(&c, &missing)?);
         self.kept = kept;
         self.current = Some(Current {
             valid_after: c.valid_after,
@@ -150,7 +213,7 @@ impl ConsensusStore {
             bytes: c.bytes,
             compressed: c.compressed,
             diffs,
-            base,
+            base: c.base,
         });
         Ok(true)
     }

@@ -13,6 +13,9 @@
 
 use std::net::SocketAddr;
 
+use std::sync::OnceLock;
+
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
@@ -30,9 +33,13 @@ use crate::dir::RelayFlags;
 pub type DiffEntry = ListedRelay;
 
 /// Bytes of the truncated digests (of the microdescriptor digest, of the address list) a
-/// server keeps per relay of a past consensus to compute diffs from it. A collision (two
-/// versions of one relay's field with equal truncated digests) would only leave a change
-/// out of a diff, which the result digest then refuses.
+/// server keeps per relay of a past consensus to compute diffs from it. They are keyed
+/// with a secret of this process ([`truncated`]): with a public truncation a relay
+/// operator could precompute two microdescriptors whose 16-byte digests collide (about
+/// 2^64 work, once) and alternate them, so that every server leaves the change out of
+/// every diff and every client falls back to the full document. A collision the operator
+/// cannot aim at is as rare as 2^-128, and would still only make a diff fail its result
+/// digest, never be accepted.
 pub const ENTRY_DIGEST_LEN: usize = 16;
 
 /// SHA-256 of a consensus's signed body: how diffs name their base and their result.
@@ -108,13 +115,19 @@ struct BaseEntry {
     measured: bool,
 }
 
+/// HMAC-SHA-256 of `bytes` under this process's secret, truncated: the key is drawn once
+/// per process (bases live only in memory, so it never needs to be stored).
 fn truncated(bytes: &[u8]) -> [u8; ENTRY_DIGEST_LEN] {
-    let full: [u8; 32] = Sha256::digest(bytes).into();
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
     let mut out = [0u8; ENTRY_DIGEST_LEN];
-    out.copy_from_slice(
-        full.get(..ENTRY_DIGEST_LEN)
-            .unwrap_or(&[0; ENTRY_DIGEST_LEN]),
-    );
+    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) {
+        mac.update(bytes);
+        let full = mac.finalize().into_bytes();
+        if let Some(head) = full.get(..ENTRY_DIGEST_LEN) {
+            out.copy_from_slice(head);
+        }
+    }
     out
 }
 
@@ -156,19 +169,22 @@ impl DiffBase {
         })
     }
 
-    /// The diff from this base to `new` (its signed form and decoded body). Both lists are
-    /// in identity order (a verified consensus's, §6.8).
+    /// The diff from this base to `new` (its signed form, decoded body and its own base,
+    /// computed once for all the bases it is diffed from). Both lists are in identity
+    /// order (a verified consensus's, §6.8).
     pub fn diff_to(
         &self,
+        new_base: &DiffBase,
         new: &SignedConsensus,
         new_body: &ConsensusBody,
     ) -> Result<ConsensusDiff, CodecError> {
+        debug_assert_eq!(new_base.entries.len(), new_body.relays.len());
         let mut removed = Vec::new();
         let mut modified = Vec::new();
         let mut added = Vec::new();
         let mut old = (0u32..).zip(self.entries.iter()).peekable();
-        for e in &new_body.relays {
-            let id = e.identity.as_bytes();
+        for (e, n) in new_body.relays.iter().zip(&new_base.entries) {
+            let id = &n.identity;
             while let Some((i, _)) = old.next_if(|(_, b)| b.identity < *id) {
                 removed.push(i);
             }
@@ -176,8 +192,8 @@ impl DiffBase {
                 Some((index, b)) => {
                     let m = Modified {
                         index,
-                        md_digest: (truncated(&e.md_digest) != b.md_digest).then_some(e.md_digest),
-                        addrs: (addrs_digest(&e.addrs)? != b.addrs).then(|| e.addrs.clone()),
+                        md_digest: (n.md_digest != b.md_digest).then_some(e.md_digest),
+                        addrs: (n.addrs != b.addrs).then(|| e.addrs.clone()),
                         flags: (e.flags != b.flags).then_some(e.flags),
                         bandwidth: (e.bandwidth != b.bandwidth).then_some(e.bandwidth),
                         toggle_measured: e.measured != b.measured,
@@ -193,7 +209,7 @@ impl DiffBase {
         Ok(ConsensusDiff {
             diff_version: DIFF_VERSION,
             base: self.digest,
-            result: body_digest(new.body()),
+            result: new_base.digest,
             version: new_body.version,
             valid_after: new_body.valid_after,
             fresh_until: new_body.fresh_until,
@@ -216,7 +232,8 @@ impl ConsensusDiff {
         new: &SignedConsensus,
         new_body: &ConsensusBody,
     ) -> Result<Self, CodecError> {
-        DiffBase::new(base.body(), base_body)?.diff_to(new, new_body)
+        let new_base = DiffBase::new(new.body(), new_body)?;
+        DiffBase::new(base.body(), base_body)?.diff_to(&new_base, new, new_body)
     }
 
     /// Applies the diff to a base consensus (its signed body bytes and their decoding,
@@ -460,7 +477,8 @@ mod tests {
         let b = DiffBase::new(&[], &body(base.clone())).unwrap();
         let new_body = body(new.clone());
         let signed = SignedConsensus::from_parts(codec::encode(&new_body).unwrap(), Vec::new());
-        let d = b.diff_to(&signed, &new_body).unwrap();
+        let nb = DiffBase::new(signed.body(), &new_body).unwrap();
+        let d = b.diff_to(&nb, &signed, &new_body).unwrap();
         assert_eq!(d.removed, vec![0, 5]);
         assert!(d.added.is_empty());
         let masks: Vec<(u32, u8)> = d.modified.iter().map(|m| (m.index, m.mask())).collect();

@@ -25,6 +25,13 @@ use super::dirserve::{DirContext, DirService};
 use super::hsdir::HsDirStore;
 use crate::dir::AuthorityInfo;
 
+/// First wait before asking the authorities again when none has a consensus yet; it
+/// doubles up to [`MAX_RETRY_SECS`] until one has.
+const FIRST_RETRY_SECS: u64 = 2;
+/// Longest wait between those tries (a short test network's first consensus is a few
+/// periods of seconds away, so the cache lags it by at most this).
+const MAX_RETRY_SECS: u64 = 8;
+
 /// The cache. Serve it with [`super::RelayHandle::set_dir_service`].
 #[derive(Debug)]
 pub struct DirCache {
@@ -154,13 +161,22 @@ impl DirCache {
 
     async fn refresh_loop(self: Arc<Self>) {
         let mut jumps = self.clock.watch_jumps();
+        let mut retry = FIRST_RETRY_SECS;
         loop {
             let wait = match self.refresh().await {
-                Some(at) => at.saturating_sub(self.clock.now_unix()).max(5),
+                Some(at) => {
+                    retry = FIRST_RETRY_SECS;
+                    at.saturating_sub(self.clock.now_unix()).max(5)
+                }
                 // Nothing yet (the first consensus is minutes away on a real network, one
                 // period on a test network): ask again soon, so the cache is not the last
-                // to have it.
-                None => 2,
+                // to have it, but back off: every try is a link handshake with each
+                // authority, and a forming network can take half an hour.
+                None => {
+                    let wait = retry;
+                    retry = (retry * 2).min(MAX_RETRY_SECS);
+                    wait
+                }
             };
             // After a wall-clock jump the cached consensus may be expired (or, after a
             // jump back, not valid yet) and the refetch time computed from it wrong.
