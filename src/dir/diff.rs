@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
-use crate::crypto::IdentityPublic;
+use crate::crypto::{IdentityPublic, RelayId};
 use crate::dir::compress::{decompress, DecompressError};
 use crate::dir::consensus::{
     AuthoritySignature, ConsensusBody, ConsensusError, ListedRelay, SignedConsensus,
@@ -120,10 +120,10 @@ pub struct ConsensusDiff {
     pub authorities: Vec<IdentityPublic>,
     /// Relays of the base that the new body does not list, strictly ascending.
     #[serde(
-        serialize_with = "wire::identity_list::serialize",
-        deserialize_with = "wire::identity_list::deserialize::<_, MAX_RELAYS>"
+        serialize_with = "wire::relay_id_list::serialize",
+        deserialize_with = "wire::relay_id_list::deserialize::<_, MAX_RELAYS>"
     )]
-    pub removed: Vec<IdentityPublic>,
+    pub removed: Vec<RelayId>,
     /// Entries of the new body that are absent from the base or differ from it, strictly
     /// ascending by identity.
     #[serde(deserialize_with = "wire::bounded_vec::<_, DiffEntry, MAX_RELAYS>")]
@@ -142,7 +142,7 @@ pub struct ConsensusDiff {
 pub struct DiffBase {
     /// [`body_digest`] of the consensus.
     pub digest: [u8; 32],
-    entries: Vec<(IdentityPublic, [u8; ENTRY_DIGEST_LEN])>,
+    entries: Vec<(RelayId, [u8; ENTRY_DIGEST_LEN])>,
 }
 
 fn entry_digest(e: &DiffEntry) -> Result<[u8; ENTRY_DIGEST_LEN], CodecError> {
@@ -275,7 +275,7 @@ impl ConsensusDiff {
 /// entry must differ from the base's.
 fn merge(
     base: &[DiffEntry],
-    removed: &[IdentityPublic],
+    removed: &[RelayId],
     changed: &[DiffEntry],
 ) -> Result<Vec<DiffEntry>, DiffError> {
     // Changed entries mostly replace base ones, so the result's size is known only after
@@ -319,7 +319,7 @@ mod tests {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&n.to_be_bytes());
         DiffEntry {
-            identity: IdentityKeypair::from_secret_bytes(&seed).public(),
+            identity: IdentityKeypair::from_secret_bytes(&seed).public().into(),
             md_digest: *md_digest,
             addrs: vec![std::net::SocketAddr::from(([10, 0, 0, 1], 9001))],
             flags: RelayFlags::RUNNING,

@@ -8,6 +8,8 @@
 //! * `[u8; N]` is a serde tuple of `N` bytes, which the codec writes as exactly `N` raw
 //!   bytes with no length prefix;
 //! * an [`IdentityPublic`] is its 32 bytes, validated (non-weak ed25519 point) on decode;
+//! * a [`RelayId`] (a listed identity) is its 32 bytes, *not* validated on decode: a
+//!   client validates a listed identity only when it uses that relay;
 //! * an [`OnionKeyCert`] is its 136-byte encoding, parsed (not yet verified) on decode;
 //! * lists are `u64` count then elements, and the count is checked against the list's
 //!   bound *before* any element is decoded, so an attacker-chosen count never drives an
@@ -21,7 +23,7 @@ use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::cert::ONION_CERT_LEN;
-use crate::crypto::{IdentityPublic, OnionKeyCert};
+use crate::crypto::{IdentityPublic, OnionKeyCert, RelayId};
 
 /// `[u8; N]` as `N` raw bytes (a serde tuple).
 pub(crate) mod fixed {
@@ -88,6 +90,23 @@ pub(crate) mod identity {
     }
 }
 
+/// A [`RelayId`] as its 32 bytes; decoding does not validate the key.
+pub(crate) mod relay_id {
+    use super::*;
+
+    /// Writes the 32 key bytes.
+    pub(crate) fn serialize<S: Serializer>(id: &RelayId, serializer: S) -> Result<S::Ok, S::Error> {
+        fixed::serialize(id.as_bytes(), serializer)
+    }
+
+    /// Reads 32 bytes.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<RelayId, D::Error> {
+        fixed::deserialize(deserializer).map(RelayId::from_bytes)
+    }
+}
+
 /// An [`OnionKeyCert`] as its 136-byte encoding; decoding parses but does not verify it.
 pub(crate) mod cert {
     use super::*;
@@ -114,6 +133,11 @@ pub(crate) mod cert {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub(crate) struct WireId(#[serde(with = "identity")] pub(crate) IdentityPublic);
+
+/// A listed identity that serde can encode: the element type of listed-identity lists.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct WireRelayId(#[serde(with = "relay_id")] pub(crate) RelayId);
 
 /// Visitor for a list whose element count must not exceed `MAX`.
 struct BoundedVisitor<T, const MAX: usize>(PhantomData<T>);
@@ -178,6 +202,32 @@ pub(crate) mod identity_list {
         deserializer: D,
     ) -> Result<Vec<IdentityPublic>, D::Error> {
         let ids: Vec<WireId> = bounded_vec::<D, WireId, MAX>(deserializer)?;
+        Ok(ids.into_iter().map(|w| w.0).collect())
+    }
+}
+
+/// A list of listed identities: a list of 32-byte keys, not validated on decode.
+pub(crate) mod relay_id_list {
+    use super::*;
+    use serde::ser::SerializeSeq;
+
+    /// Writes the count and then each key's 32 bytes.
+    pub(crate) fn serialize<S: Serializer>(
+        ids: &[RelayId],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(ids.len()))?;
+        for id in ids {
+            seq.serialize_element(&WireRelayId(*id))?;
+        }
+        seq.end()
+    }
+
+    /// Reads at most `MAX` keys.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const MAX: usize>(
+        deserializer: D,
+    ) -> Result<Vec<RelayId>, D::Error> {
+        let ids: Vec<WireRelayId> = bounded_vec::<D, WireRelayId, MAX>(deserializer)?;
         Ok(ids.into_iter().map(|w| w.0).collect())
     }
 }
