@@ -437,7 +437,10 @@ pub struct AuthoritySignature {
 /// signatures`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedConsensus {
-    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, MAX_CONSENSUS_LEN>")]
+    #[serde(
+        serialize_with = "wire::byte_vec::serialize",
+        deserialize_with = "wire::byte_vec::deserialize::<_, MAX_CONSENSUS_LEN>"
+    )]
     pub(crate) body: Vec<u8>,
     #[serde(deserialize_with = "wire::bounded_vec::<_, AuthoritySignature, MAX_AUTHORITIES>")]
     pub(crate) signatures: Vec<AuthoritySignature>,
