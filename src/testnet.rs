@@ -214,7 +214,7 @@ async fn poll_until_listed(
                     let missing: Vec<String> = relays
                         .iter()
                         .filter(|id| {
-                            c.relay(id)
+                            c.relay(*id)
                                 .is_none_or(|e| want == Want::Measured && !e.measured)
                         })
                         .map(|id| id.to_string())

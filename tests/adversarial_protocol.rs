@@ -802,7 +802,7 @@ mod documents {
             .map(|n| {
                 let (id, d) = descriptor(n, n == 0);
                 ConsensusEntry {
-                    identity: id.public(),
+                    identity: id.public().into(),
                     onion_cert: d.onion_cert,
                     addrs: d.addrs,
                     flags: RelayFlags::RUNNING.union(RelayFlags::VALID),

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use allium::crypto::IdentityPublic;
+use allium::crypto::{IdentityPublic, RelayId};
 use std::collections::HashMap;
 
 use allium::dir::path::{
@@ -51,7 +51,7 @@ fn declare(dir: &Path, name: &str, bandwidth: u64) {
 
 /// How often each relay appears in `n` three-hop paths drawn by the client's own
 /// position weights (exit, then a guard-position relay, then a middle).
-fn path_counts(c: &Consensus, n: u32) -> HashMap<IdentityPublic, u32> {
+fn path_counts(c: &Consensus, n: u32) -> HashMap<RelayId, u32> {
     let mut rng = rand::rng();
     let target = PathTarget {
         port: 80,
@@ -99,10 +99,10 @@ fn share_ratio(c: &Consensus, liar: &IdentityPublic, honest: &[IdentityPublic]) 
     };
     let mean = peers
         .iter()
-        .map(|h| f64::from(counts.get(*h).copied().unwrap_or(0)))
+        .map(|h| f64::from(counts.get(&RelayId::from(*h)).copied().unwrap_or(0)))
         .sum::<f64>()
         / peers.len() as f64;
-    f64::from(counts.get(liar).copied().unwrap_or(0)) / mean.max(1.0)
+    f64::from(counts.get(&RelayId::from(liar)).copied().unwrap_or(0)) / mean.max(1.0)
 }
 
 fn all_measured(c: &Consensus, relays: &[IdentityPublic]) -> bool {
@@ -185,7 +185,7 @@ async fn a_relay_lying_about_its_bandwidth_gets_its_measured_share() {
             .filter_map(|h| c.relay(h).map(|e| e.bandwidth as f64))
             .sum::<f64>()
             / honest.len() as f64;
-        c.relay(&liar)
+        c.relay(liar)
             .is_some_and(|e| e.measured && e.has(USABLE) && (e.bandwidth as f64) < 0.75 * mean)
     };
     let Some(c) = net

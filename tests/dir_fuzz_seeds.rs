@@ -94,7 +94,7 @@ fn microdesc_seeds() -> Vec<(String, Vec<u8>)> {
             let md = allium::dir::Microdesc {
                 onion_cert: d.onion_cert.clone(),
                 exit_policy: d.exit_policy.clone(),
-                family: d.family.clone(),
+                family: d.family.iter().map(Into::into).collect(),
             };
             (name, md.to_bytes().unwrap())
         })
@@ -129,7 +129,7 @@ fn diff_fuzz_base(relays: &[u64], stable: &[u64], valid_after: u64) -> allium::d
             let mut flags = RelayFlags::RUNNING.union(RelayFlags::VALID);
             flags.set(RelayFlags::STABLE, stable.contains(&n));
             ConsensusEntry {
-                identity: key(n).public(),
+                identity: key(n).public().into(),
                 onion_cert: OnionKeyCert::sign(&key(n), onion(n).public(), u64::MAX),
                 addrs: vec![std::net::SocketAddr::from(([11, 0, n as u8, 1], 9001))],
                 flags,

@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use allium::crypto::IdentityPublic;
+use allium::crypto::RelayId;
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::{
     select_path, BandwidthWeights, Consensus, ConsensusBody, GuardFileError, GuardParams, GuardSet,
@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// Re-signs `c` without the relays in `drop` (a later consensus where they left).
-fn without(c: &Consensus, drop: &[IdentityPublic]) -> Consensus {
+fn without(c: &Consensus, drop: &[RelayId]) -> Consensus {
     let mut relays = c.relays().to_vec();
     relays.retain(|r| !drop.contains(&r.identity));
     let body = ConsensusBody {
@@ -42,7 +42,7 @@ fn without(c: &Consensus, drop: &[IdentityPublic]) -> Consensus {
         .assemble_from(&c.microdescs())
 }
 
-fn ids(v: &[&allium::dir::ConsensusEntry]) -> Vec<IdentityPublic> {
+fn ids(v: &[&allium::dir::ConsensusEntry]) -> Vec<RelayId> {
     v.iter().map(|r| r.identity).collect()
 }
 
@@ -81,7 +81,7 @@ fn failures_back_off_then_replace() {
     let mut rng = StdRng::seed_from_u64(2);
     let mut g = GuardSet::new(GuardParams::default());
     let first = g.pick(&c, &[], NOW, &mut rng).unwrap().identity;
-    g.mark_failed(&first, NOW);
+    g.mark_failed(first, NOW);
     // Backing off: the next primary is used.
     let second = g.pick(&c, &[], NOW + 1, &mut rng).unwrap().identity;
     assert_ne!(first, second);
@@ -90,14 +90,14 @@ fn failures_back_off_then_replace() {
         g.pick(&c, &[], NOW + 601, &mut rng).unwrap().identity,
         first
     );
-    g.mark_success(&first);
+    g.mark_success(first);
     assert_eq!(
         g.pick(&c, &[], NOW + 602, &mut rng).unwrap().identity,
         first
     );
     // Three consecutive failures drop it; a replacement is sampled.
     for i in 0..3 {
-        g.mark_failed(&first, NOW + 700 + i);
+        g.mark_failed(first, NOW + 700 + i);
     }
     assert!(g.sampled().all(|s| s != &first));
     g.update(&c, NOW + 800, &mut rng);
@@ -145,7 +145,7 @@ fn save_load_round_trip_and_strictness() {
     let mut g = GuardSet::new(GuardParams::default());
     g.update(&c, NOW, &mut rng);
     let first = *g.sampled().next().unwrap();
-    g.mark_failed(&first, NOW);
+    g.mark_failed(first, NOW);
     g.save(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -198,19 +198,19 @@ fn encoded_state_changes_only_with_the_state() {
     let first = *g.sampled().next().unwrap();
     let before = g.encode_state(&path).unwrap();
     assert_eq!(g.encode_state(&path).unwrap(), before);
-    g.mark_success(&first);
+    g.mark_success(first);
     assert_eq!(
         g.encode_state(&path).unwrap(),
         before,
         "a no-op success changed the bytes"
     );
-    g.mark_failed(&first, NOW);
+    g.mark_failed(first, NOW);
     let failed = g.encode_state(&path).unwrap();
     assert_ne!(failed, before);
     // What write_state puts on disk loads back as the same state.
     allium::dir::guards::write_state(&path, &failed).unwrap();
     assert_eq!(GuardSet::load(&path, GuardParams::default()).unwrap(), g);
-    g.mark_success(&first);
+    g.mark_success(first);
     assert_eq!(
         g.encode_state(&path).unwrap(),
         before,
@@ -237,7 +237,7 @@ fn clock_jumps_keep_listed_guards_and_clamp_future_stamps() {
     // until then. After clamping, the lifetime counts from the (new) now, and the
     // back-off ends within the longest one (6 h), not 100 days later.
     let back = NOW - 100 * 86_400;
-    g.mark_failed(&primary[0], NOW + eight_days);
+    g.mark_failed(primary[0], NOW + eight_days);
     g.clamp_times(back);
     let t = PathTarget {
         port: 443,

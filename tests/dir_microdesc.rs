@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use allium::crypto::OnionKeyCert;
+use allium::crypto::{OnionKeyCert, RelayId};
 use allium::dir::microdesc::{
     check_response, digest_of, encode_response, parse_response, MAX_MICRODESCS_PER_REQUEST,
 };
@@ -55,7 +55,7 @@ proptest! {
                 PolicyRule::new(action, any, 0, a.min(b).max(1), a.max(b).max(1)).unwrap()
             })
             .collect();
-        let mut family: Vec<_> = family.into_iter().map(|f| key(f).public()).collect();
+        let mut family: Vec<RelayId> = family.into_iter().map(|f| key(f).public().into()).collect();
         family.sort();
         let m = Microdesc {
             onion_cert: OnionKeyCert::sign(&key(n), onion(n).public(), NOW + HOUR),
@@ -65,6 +65,11 @@ proptest! {
         let bytes = m.to_bytes().unwrap();
         prop_assert_eq!(&Microdesc::parse(&bytes).unwrap(), &m);
         prop_assert_eq!(m.digest().unwrap(), digest_of(&bytes));
+        // Indexed from its bytes (no re-encoding): the same digest, bytes and value.
+        let mut index = MicrodescIndex::new();
+        prop_assert_eq!(index.insert_bytes(&bytes).unwrap(), digest_of(&bytes));
+        prop_assert_eq!(index.bytes(&digest_of(&bytes)).unwrap(), bytes.as_slice());
+        prop_assert_eq!(index.get(&digest_of(&bytes)).unwrap(), &m);
         // A response carrying it (and others) parses back to the same bytes, in order.
         let others: Vec<Vec<u8>> = (0..3).map(|i| md(i).to_bytes().unwrap()).collect();
         let all: Vec<&[u8]> = std::iter::once(bytes.as_slice()).chain(others.iter().map(Vec::as_slice)).collect();
@@ -80,6 +85,10 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         if let Ok(m) = Microdesc::parse(&bytes) {
             prop_assert_eq!(m.to_bytes().unwrap(), bytes.clone());
+        }
+        let mut index = MicrodescIndex::new();
+        if let Ok(d) = index.insert_bytes(&bytes) {
+            prop_assert_eq!(d, digest_of(&bytes));
         }
         let _ = check_response(&bytes, &[[0; 32]]);
         if let Ok(entries) = parse_response(&bytes) {
@@ -99,11 +108,11 @@ fn parsing_is_strict() {
     assert!(Microdesc::parse(&long).is_err());
     // A family that is not canonical, or names the relay itself.
     let mut m = md(1);
-    m.family = vec![key(3).public(), key(2).public()];
+    m.family = vec![key(3).public().into(), key(2).public().into()];
     m.family.sort();
     m.family.reverse();
     assert!(matches!(m.to_bytes(), Err(MicrodescError::Invalid(_))));
-    m.family = vec![key(1).public()];
+    m.family = vec![key(1).public().into()];
     assert!(m.to_bytes().is_err());
     // A response with trailing bytes, or claiming more entries than allowed.
     let mut body = encode_response(&[&bytes], MAX_DIR_BODY);
@@ -193,7 +202,7 @@ fn a_relay_cannot_get_another_microdescriptor_listed() {
         let published = Microdesc {
             onion_cert: d.onion_cert,
             exit_policy: d.exit_policy,
-            family: d.family,
+            family: d.family.into_iter().map(Into::into).collect(),
         };
         assert_eq!(l.md_digest, published.digest().unwrap(), "relay {n}");
         assert!(computed.microdescs.get(&l.md_digest).is_some());
@@ -244,7 +253,7 @@ fn a_relay_cannot_get_another_microdescriptor_listed() {
     // the listed digest: relay 3 is left out, nothing else changes.
     let c = verified.assemble_from(&tampered);
     assert_eq!(c.missing_microdescs(), 1);
-    assert!(c.relay(&victim.public()).is_none());
+    assert!(c.relay(victim.public()).is_none());
 }
 
 /// A directory cache that substitutes one relay's microdescriptor with one carrying the
@@ -330,7 +339,7 @@ async fn a_lying_cache_is_refused_and_the_microdescriptor_fetched_elsewhere() {
     assert!(!got.contains(&victim.md_digest));
     let partial = consensus.verified().clone().assemble_from(&got);
     assert!(
-        partial.relay(&victim.identity).is_none(),
+        partial.relay(victim.identity).is_none(),
         "the victim is left out"
     );
 
@@ -451,7 +460,7 @@ fn only_changed_relays_are_fetched_next_period() {
         e.bandwidth += 1;
     }
     let mut newcomer = previous.relays()[0].clone();
-    newcomer.identity = key(7777).public();
+    newcomer.identity = key(7777).public().into();
     newcomer.onion_cert = OnionKeyCert::sign(&key(7777), onion(7777).public(), NOW + HOUR);
     next.push(newcomer);
     next.sort_by_key(|e| e.identity);

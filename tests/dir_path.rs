@@ -11,15 +11,16 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use allium::crypto::IdentityPublic;
+use allium::crypto::{KeyError, OnionKeyCert, RelayId};
+use allium::dir::descriptor::MAX_BANDWIDTH;
 use allium::dir::path::{
     conflicts, exit_allows, position_weight, same_subnet, select_exit, USABLE,
 };
 use allium::dir::{
-    select_path, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError, PathTarget, Position,
-    RelayFlags,
+    select_path, BandwidthWeights, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError,
+    PathTarget, Position, RelayFlags, UncheckedConsensus,
 };
 use common::dir::*;
 use rand::rngs::StdRng;
@@ -157,11 +158,11 @@ fn chi2_critical(df: f64, z: f64) -> f64 {
 /// Chi-square of observed counts against expected probabilities, binning relays (in
 /// decreasing probability) until each bin expects ≥ 100 selections. Returns (stat, df).
 fn binned_chi2(
-    expected_p: &HashMap<IdentityPublic, f64>,
-    observed: &HashMap<IdentityPublic, u64>,
+    expected_p: &HashMap<RelayId, f64>,
+    observed: &HashMap<RelayId, u64>,
     n: u64,
 ) -> (f64, f64) {
-    let mut items: Vec<(&IdentityPublic, f64)> = expected_p.iter().map(|(k, v)| (k, *v)).collect();
+    let mut items: Vec<(&RelayId, f64)> = expected_p.iter().map(|(k, v)| (k, *v)).collect();
     items.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(b.0)));
     let (mut bins, mut e, mut o) = (Vec::new(), 0.0, 0.0);
     for (id, p) in items {
@@ -197,7 +198,7 @@ fn probabilities(
     c: &Consensus,
     filter: impl Fn(&ConsensusEntry) -> bool,
     position: Position,
-) -> HashMap<IdentityPublic, f64> {
+) -> HashMap<RelayId, f64> {
     let w: Vec<(&ConsensusEntry, u128)> = c
         .relays()
         .iter()
@@ -251,7 +252,7 @@ fn guard_sampling_follows_guard_weights() {
     for _ in 0..n {
         let mut g = GuardSet::new(params.clone());
         g.update(&c, NOW, &mut rng);
-        let id = *g.sampled().next().unwrap();
+        let id = RelayId::from(g.sampled().next().unwrap());
         *observed.entry(id).or_insert(0u64) += 1;
     }
     let (stat, df) = binned_chi2(&expected, &observed, n);
@@ -271,7 +272,7 @@ fn middle_selection_follows_weights_given_exclusions() {
     let mut rng = StdRng::seed_from_u64(11);
     let mut guards = GuardSet::new(GuardParams::default());
     let n = 2_000u64;
-    let mut expected: HashMap<IdentityPublic, f64> = HashMap::new();
+    let mut expected: HashMap<RelayId, f64> = HashMap::new();
     let mut observed = HashMap::new();
     for _ in 0..n {
         let p = select_path(&c, &target, &mut guards, 3, NOW, &mut rng).unwrap();
@@ -306,4 +307,107 @@ fn ipv6_subnet_rule() {
         "1.2.3.4".parse().unwrap(),
         "1.3.3.4".parse().unwrap()
     ));
+}
+
+/// 32 bytes that do not decode to an Ed25519 point (found by trial: about half of all
+/// y-coordinates are not on the curve).
+fn not_a_point() -> [u8; 32] {
+    (2u8..=255)
+        .map(|b| {
+            let mut bytes = [b; 32];
+            bytes[31] &= 0x7f;
+            bytes
+        })
+        .find(|b| {
+            matches!(
+                RelayId::from_bytes(*b).validate(),
+                Err(KeyError::InvalidIdentityKey)
+            )
+        })
+        .unwrap()
+}
+
+/// The attack: the authorities (a bug, or a majority of them lying) sign a consensus that
+/// lists relays whose identity bytes are not usable Ed25519 keys: one not a point at all,
+/// one a small-order ("weak") point anyone could sign for. They are made the most
+/// attractive relays there are (every flag, the largest bandwidth, exits to everything),
+/// so a selection that did not skip them would pick them almost every time. The client
+/// still loads the consensus (identities are validated when used, not when loaded), the
+/// bad relays are in its view, yet no path, guard sample or handshake ever uses them, and
+/// the rest of the network works.
+#[test]
+fn listed_identities_that_are_not_keys_are_never_used() {
+    let (c, auths) = synthetic_consensus(300);
+    let mut body = c.body().clone();
+    let mut mds = c.microdescs();
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let bad_ids = [
+        RelayId::from_bytes(not_a_point()),
+        RelayId::from_bytes(weak),
+    ];
+    assert!(bad_ids.iter().all(|id| id.validate().is_err()));
+    let template = OnionKeyCert::sign(&key(0), onion(0).public(), NOW + 24 * HOUR)
+        .to_bytes()
+        .unwrap();
+    for (i, id) in bad_ids.iter().enumerate() {
+        // A certificate naming the bad identity (its signature cannot verify: nobody can
+        // sign for a non-point, and a weak key's signatures are refused).
+        let mut cert = template;
+        cert[..32].copy_from_slice(id.as_bytes());
+        let (listed, md) = ConsensusEntry {
+            identity: *id,
+            onion_cert: OnionKeyCert::from_bytes(&cert).unwrap(),
+            addrs: vec![SocketAddr::from(([198, 51, 100 + i as u8, 1], 9001))],
+            // Every flag but BadExit.
+            flags: RelayFlags::from_bits(0x3f).unwrap(),
+            bandwidth: MAX_BANDWIDTH,
+            measured: true,
+            exit_policy: "accept *:*".parse().unwrap(),
+            family: Vec::new(),
+        }
+        .split()
+        .unwrap();
+        mds.insert(md).unwrap();
+        body.relays.push(listed);
+    }
+    body.relays.sort_by_key(|r| r.identity);
+    body.weights = BandwidthWeights::compute(body.relays.iter().map(|r| (r.flags, r.bandwidth)));
+    let mut signed = body.to_signed().unwrap();
+    for a in &auths {
+        signed.sign(a);
+    }
+    let bytes = signed.to_bytes().unwrap();
+
+    // The client loads it, and the bad relays are in its view.
+    let c = UncheckedConsensus::parse(&bytes)
+        .unwrap()
+        .verify(&publics(&auths), NOW)
+        .unwrap()
+        .assemble_from(&mds);
+    assert_eq!(c.missing_microdescs(), 0);
+    for id in &bad_ids {
+        let entry = c.relay(id).expect("listed and assembled");
+        // Using one fails cleanly: its identity is not a key, its certificate never verifies.
+        assert!(entry.validated_identity().is_err());
+        assert!(entry.verified_onion_key(NOW).is_err());
+    }
+
+    // Paths, guard samples and single choices never include them, and never fail.
+    let is_bad = |e: &ConsensusEntry| bad_ids.contains(&e.identity);
+    let mut rng = StdRng::seed_from_u64(19);
+    let target = PathTarget {
+        port: 443,
+        addr: None,
+    };
+    for _ in 0..50 {
+        let mut guards = GuardSet::new(GuardParams::default());
+        let path = select_path(&c, &target, &mut guards, 3, NOW, &mut rng).unwrap();
+        assert!(!path.iter().any(|e| is_bad(e)), "a bad relay was chosen");
+        check_path(&path, &target, 3, &guards);
+        assert!(path.iter().all(|e| e.verified_onion_key(NOW).is_ok()));
+        assert!(!guards.sampled().any(|g| bad_ids.iter().any(|b| b == g)));
+        let exit = select_exit(&c, &target, &mut rng).unwrap();
+        assert!(!is_bad(exit));
+    }
 }

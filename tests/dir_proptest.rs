@@ -128,14 +128,14 @@ proptest! {
             .map(|((n, family), a, flags, bandwidth, rules)| {
                 let id = key(n);
                 ConsensusEntry {
-                    identity: id.public(),
+                    identity: id.public().into(),
                     onion_cert: OnionKeyCert::sign(&id, onion(n).public(), u64::MAX),
                     addrs: vec![a],
                     flags: RelayFlags::from_bits(flags & 0x3f).unwrap(),
                     bandwidth,
                     measured: true,
                     exit_policy: ExitPolicy::new(rules).unwrap(),
-                    family,
+                    family: family.into_iter().map(Into::into).collect(),
                 }
             })
             .collect();
@@ -265,7 +265,7 @@ proptest! {
         let mut added: Vec<_> = added
             .into_iter()
             .map(|n| allium::dir::consensus::ListedRelay {
-                identity: key(n).public(),
+                identity: key(n).public().into(),
                 md_digest: [n as u8; 32],
                 addrs: addrs.clone(),
                 flags: RelayFlags::RUNNING,

@@ -479,7 +479,7 @@ async fn relay_restarted_with_its_keys_rejoins_the_consensus() {
     let t = Instant::now();
     net.kill(victim).await;
     let gone = net
-        .wait_for_consensus_where(NO_HANG, |c| c.relay(&id).is_none())
+        .wait_for_consensus_where(NO_HANG, |c| c.relay(id).is_none())
         .await;
     if gone.is_none() {
         net.dump_logs();
@@ -493,13 +493,13 @@ async fn relay_restarted_with_its_keys_rejoins_the_consensus() {
     let t = Instant::now();
     net.start(victim);
     let back = net
-        .wait_for_consensus_where(NO_HANG, |c| c.relay(&id).is_some())
+        .wait_for_consensus_where(NO_HANG, |c| c.relay(id).is_some())
         .await;
     let Some(back) = back else {
         net.dump_logs();
         panic!("{tag}: the restarted relay did not rejoin the consensus");
     };
-    let entry = back.relay(&id).unwrap();
+    let entry = back.relay(id).unwrap();
     eprintln!(
         "{tag}: restarted {victim} (same keys and port); listed again after {:.1} s, flags {:?}",
         t.elapsed().as_secs_f64(),

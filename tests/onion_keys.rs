@@ -222,7 +222,7 @@ fn relay(n: u16, flags: RelayFlags) -> ConsensusEntry {
     let id = IdentityKeypair::from_secret_bytes(&seed);
     let onion = OnionKeypair::from_secret_bytes(&seed);
     ConsensusEntry {
-        identity: id.public(),
+        identity: id.public().into(),
         onion_cert: OnionKeyCert::sign(&id, onion.public(), u64::MAX),
         addrs: vec![format!("127.0.0.1:{}", 1000 + n).parse().unwrap()],
         flags,

@@ -285,7 +285,7 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
         .union(RelayFlags::VALID)
         .union(RelayFlags::STABLE);
     let mut relays = vec![ConsensusEntry {
-        identity: relay.identity(),
+        identity: relay.identity().into(),
         onion_cert: relay.keys().onion_cert().clone(),
         addrs: vec![relay.local_addr()],
         flags: hsdir,
@@ -298,7 +298,7 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
     for n in 1..=fillers {
         let id = IdentityKeypair::from_secret_bytes(&[n; 32]);
         relays.push(ConsensusEntry {
-            identity: id.public(),
+            identity: id.public().into(),
             onion_cert: OnionKeyCert::sign(&id, onion.public(), now + 86_400),
             addrs: vec![SocketAddr::from(([10, 0, 1, n], 9001))],
             flags: hsdir,
@@ -482,12 +482,12 @@ async fn hsdir_refuses_keys_off_its_ring() {
     let period = PeriodParams::default().period_at(common::now()).unwrap();
     let on_ring = |d: &(Vec<u8>, [u8; 32])| {
         let blinded = BlindedPublic::from_bytes(&d.1).unwrap();
-        responsible_hsdirs(&relays, &blinded, period, &HsDirParams::default()).contains(&id)
+        responsible_hsdirs(&relays, &blinded, period, &HsDirParams::default()).contains(&id.into())
     };
     let ring = HsDirRing::new(&relays, period, &HsDirParams::default());
     let beyond_slack = |d: &(Vec<u8>, [u8; 32])| {
         let blinded = BlindedPublic::from_bytes(&d.1).unwrap();
-        !ring.accepts(&blinded, &id)
+        !ring.accepts(&blinded, id)
     };
     let descriptors: Vec<_> = (1..=60u8)
         .map(|n| live_descriptor_of(&common::onion::key(n), 1))

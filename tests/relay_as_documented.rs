@@ -50,7 +50,7 @@ async fn relay_configured_as_documented_is_listed_at_its_learned_address() {
 
     let listed = net
         .wait_for_consensus_where(BOUND, |c| {
-            c.relay(&id).is_some_and(|e| e.addrs == vec![want])
+            c.relay(id).is_some_and(|e| e.addrs == vec![want])
         })
         .await;
     if listed.is_none() {

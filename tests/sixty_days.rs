@@ -49,7 +49,7 @@ use allium::client::onion_service::{launch, OnionService, ServiceConfig};
 use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
 use allium::client::{Client, ClientConfig};
 use allium::clock::Clock;
-use allium::crypto::IdentityPublic;
+use allium::crypto::{IdentityPublic, RelayId};
 use allium::dir::{Consensus, GuardParams, GuardSet, RelayFlags};
 use allium::link::LinkConfig;
 use allium::proto::{ClientChannel, ClientCircuit, RelayTarget};
@@ -162,12 +162,13 @@ async fn fetch_via_socks(proxy: SocketAddr, web: SocketAddr) -> Result<(), Strin
 /// The consensus entry of `id` as a circuit hop.
 fn hop(c: &Consensus, id: &IdentityPublic, now: u64) -> Result<RelayTarget, String> {
     let e = c.relay(id).ok_or("not listed")?;
+    let onion = e
+        .verified_onion_key(now)
+        .map_err(|e| format!("onion key: {e}"))?;
     Ok(RelayTarget {
         addr: *e.addrs.first().ok_or("no address")?,
-        identity: e.identity,
-        onion: e
-            .verified_onion_key(now)
-            .map_err(|e| format!("onion key: {e}"))?,
+        identity: *onion.identity(),
+        onion,
     })
 }
 
@@ -305,7 +306,7 @@ impl World {
             .map(|g| {
                 g.primary(c)
                     .iter()
-                    .map(|e| self.name(&e.identity))
+                    .map(|e| self.name(&e.validated_identity().unwrap()))
                     .collect()
             })
             .unwrap_or_default()
@@ -349,19 +350,21 @@ impl World {
         through: IdentityPublic,
         stale: &[IdentityPublic],
     ) -> Result<[IdentityPublic; 3], String> {
-        let usable = |id: &IdentityPublic| *id != through && !stale.contains(id);
+        let usable = |id: &RelayId| *id != through && !stale.iter().any(|s| s == id);
         let exit = c
             .relays()
             .iter()
             .find(|e| e.flags.contains(RelayFlags::EXIT) && usable(&e.identity))
             .ok_or("no exit listed")?
-            .identity;
+            .validated_identity()
+            .map_err(|e| e.to_string())?;
         let middle = c
             .relays()
             .iter()
             .find(|e| usable(&e.identity) && e.identity != exit)
             .ok_or("no middle listed")?
-            .identity;
+            .validated_identity()
+            .map_err(|e| e.to_string())?;
         Ok([through, middle, exit])
     }
 }
@@ -383,7 +386,7 @@ fn relay_seen(r: &allium::relay::RelayHandle, c: &Consensus) -> Seen {
         onion_expires: keys.onion_cert().expires_unix(),
         onion_key: keys.onion_cert().onion_key().as_bytes().to_vec(),
         listed_onion_key: c
-            .relay(&r.identity())
+            .relay(r.identity())
             .map(|e| e.onion_cert.onion_key().as_bytes().to_vec()),
     }
 }
@@ -596,7 +599,7 @@ async fn run_days(w: &mut World, t0: Instant, start_unix: u64) {
             let stale = relisting.keys().any(|&i| {
                 let r = &w.net.relays[i];
                 let own = r.keys().onion_cert().onion_key().as_bytes().to_vec();
-                c.relay(&r.identity())
+                c.relay(r.identity())
                     .is_none_or(|e| e.onion_cert.onion_key().as_bytes().to_vec() != own)
             });
             w.attempts = if stale {
@@ -664,7 +667,7 @@ async fn run_days(w: &mut World, t0: Instant, start_unix: u64) {
                     let own = r.keys().onion_cert().onion_key().as_bytes().to_vec();
                     let c = w.consensus(day, hour);
                     let listed = c
-                        .relay(&id)
+                        .relay(id)
                         .is_some_and(|e| e.onion_cert.onion_key().as_bytes().to_vec() == own);
                     let waited = w.clock.now_unix() - since;
                     if !listed {

@@ -35,7 +35,7 @@ fn base() -> &'static Consensus {
                 let id = IdentityKeypair::from_secret_bytes(&key(n, 0xA1));
                 let onion = OnionKeypair::from_secret_bytes(&key(n, 0xB2));
                 ConsensusEntry {
-                    identity: id.public(),
+                    identity: id.public().into(),
                     onion_cert: OnionKeyCert::sign(&id, onion.public(), u64::MAX),
                     addrs: vec![std::net::SocketAddr::from(([11, 0, n as u8, 1], 9001))],
                     flags: RelayFlags::RUNNING.union(RelayFlags::VALID),

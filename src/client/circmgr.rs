@@ -163,7 +163,11 @@ impl CircMgr {
             // Redraw (a bounded number of times) while a non-guard hop is to be avoided;
             // if no other path turns up, try the last one anyway.
             for _ in 0..PATH_REDRAWS {
-                if !path.iter().skip(1).any(|e| avoid.contains(&e.identity)) {
+                if !path
+                    .iter()
+                    .skip(1)
+                    .any(|e| avoid.iter().any(|a| *a == e.identity))
+                {
                     break;
                 }
                 path = select()?;
@@ -209,7 +213,7 @@ impl CircMgr {
         let mut guards = self.guards.lock();
         match result {
             Ok(circ) => {
-                guards.mark_success(&first.identity);
+                guards.mark_success(first.identity);
                 self.guards.save(&guards);
                 Ok(ReadyCircuit {
                     exit: last_hop,
@@ -228,7 +232,7 @@ impl CircMgr {
                             avoid.push(id);
                         }
                     }
-                    None => guards.mark_failed(&first.identity, now),
+                    None => guards.mark_failed(first.identity, now),
                 }
                 Err(e)
             }
@@ -250,7 +254,7 @@ impl CircMgr {
             let mut guards = self.guards.lock();
             let prefix = crate::dir::path::select_path_prefix(
                 &consensus,
-                consensus.relay(&last.identity),
+                consensus.relay(last.identity),
                 &mut guards,
                 self.params.path_len,
                 now,
@@ -288,11 +292,11 @@ impl CircMgr {
         let mut guards = self.guards.lock();
         match &result {
             Ok(_) => {
-                guards.mark_success(&first.identity);
+                guards.mark_success(first.identity);
                 self.guards.save(&guards);
             }
             // As in `build_circuit_avoiding`: a later hop's failure is not the guard's.
-            Err(_) if !extended_past_guard => guards.mark_failed(&first.identity, now),
+            Err(_) if !extended_past_guard => guards.mark_failed(first.identity, now),
             Err(_) => {}
         }
         result
@@ -479,7 +483,9 @@ fn retire_expired(list: &mut Vec<ReadyCircuit>, clock: &crate::clock::Clock, dir
     }
 }
 
-/// A consensus entry as a circuit hop (its onion-key certificate verified now).
+/// A consensus entry as a circuit hop (its onion-key certificate verified now, and with it
+/// the listed identity validated as a key: a relay whose listed identity is not one fails
+/// here, cleanly, before any connection).
 pub(crate) fn relay_target(e: &ConsensusEntry, now: u64) -> Result<RelayTarget, ClientError> {
     let onion = e
         .verified_onion_key(now)
@@ -490,7 +496,8 @@ pub(crate) fn relay_target(e: &ConsensusEntry, now: u64) -> Result<RelayTarget, 
         .ok_or_else(|| ClientError::Circuit("relay without address".into()))?;
     Ok(RelayTarget {
         addr,
-        identity: e.identity,
+        // Validated (a usable ed25519 key) by the certificate's verification.
+        identity: *onion.identity(),
         onion,
     })
 }

@@ -245,7 +245,7 @@ impl DirMgr {
     fn finish(&self, fetch: Fetch) -> Option<Arc<Consensus>> {
         let (verified, bytes) = fetch.got?;
         let (have, fetched) = (fetch.have, fetch.fetched);
-        let c = verified.assemble(|d| have.get(d).or_else(|| fetched.get(d)));
+        let c = verified.assemble(&[&have, &fetched]);
         // Directories that withhold chosen microdescriptors would shape the view (paths,
         // the onion-service hash ring): while ours is usable, a new consensus missing more
         // than 1 in MAX_MISSING_SHARE_DENOMINATOR of them is not installed (the next fetch tries again).
@@ -279,11 +279,13 @@ impl DirMgr {
     async fn fetch_from_guards(&self, time_refused: &AtomicBool) -> Option<Arc<Consensus>> {
         let current = self.consensus()?;
         let now = self.clock.now_unix();
+        // Verifying the certificate validates the listed identity too.
         let to_target = |e: &ConsensusEntry| {
+            let onion = e.verified_onion_key(now).ok()?;
             Some(RelayTarget {
                 addr: *e.addrs.first()?,
-                identity: e.identity,
-                onion: e.verified_onion_key(now).ok()?,
+                identity: *onion.identity(),
+                onion,
             })
         };
         let targets: Vec<RelayTarget> = {
@@ -293,14 +295,19 @@ impl DirMgr {
                 .into_iter()
                 .filter_map(to_target)
                 .collect();
-            let mut others: Vec<RelayTarget> = current
+            let mut others: Vec<&ConsensusEntry> = current
                 .relays()
                 .iter()
                 .filter(|e| !targets.iter().any(|t| t.identity == e.identity))
-                .filter_map(to_target)
                 .collect();
+            // Shuffled first, so only the relays tried have their certificate verified.
             others.shuffle(&mut rand::rng());
-            targets.extend(others.into_iter().take(EXTRA_DIR_CACHES));
+            targets.extend(
+                others
+                    .into_iter()
+                    .filter_map(to_target)
+                    .take(EXTRA_DIR_CACHES),
+            );
             targets
         };
         let timeout = self.circuit_timeout;

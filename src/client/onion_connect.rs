@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
-use rand::{Rng, RngExt};
+use rand::Rng;
 use tracing::debug;
 
 use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
 use crate::cell::relay_contexts::{AtClient, AtOnionClient};
 use crate::cell::{Hostname, RelayMsg, TargetAddr};
+use crate::dir::path::uniform_usable_choice;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
 use crate::onion::descriptor::{
@@ -311,21 +312,18 @@ async fn descriptor(
     Err(OnionConnectError::NoDescriptor(last).into())
 }
 
-/// A relay of the consensus to meet the service at: Running and Valid, not `avoid`.
+/// A relay of the consensus to meet the service at: Running and Valid, not `avoid`, its
+/// listed identity a usable key; uniformly at random.
 fn pick_rendezvous<'a>(
     relays: &'a [ConsensusEntry],
     avoid: &crate::crypto::IdentityPublic,
 ) -> Option<&'a ConsensusEntry> {
-    let usable: Vec<&ConsensusEntry> = relays
-        .iter()
-        .filter(|r| r.has(crate::dir::path::USABLE) && &r.identity != avoid)
-        .collect();
-    if usable.is_empty() {
-        return None;
-    }
-    usable
-        .get(rand::rng().random_range(0..usable.len()))
-        .copied()
+    uniform_usable_choice(
+        relays
+            .iter()
+            .filter(|r| r.has(crate::dir::path::USABLE) && r.identity != *avoid),
+        &mut rand::rng(),
+    )
 }
 
 /// Fetches the descriptor and runs the introduction and rendezvous (trying up to
@@ -394,7 +392,7 @@ async fn introduce_via(
     // still checked to name the same relay), so a descriptor cannot steer the client to an
     // arbitrary host.
     let intro_entry = consensus
-        .relay(&point.relay_identity)
+        .relay(point.relay_identity)
         .ok_or_else(|| protocol("introduction point not in the consensus"))?;
     let intro_target = relay_target(intro_entry, now)?;
     let rend_entry = pick_rendezvous(consensus.relays(), &point.relay_identity)
@@ -416,7 +414,7 @@ async fn introduce_via(
     let pow = puzzle_to_solve(desc.inner.pow, onion.dir.clock().now_unix())?;
     let blinded = desc.blinded;
     let rend_cert = rend_entry.onion_cert.clone();
-    let rend_identity = rend_entry.identity;
+    let rend_identity = rend_target.identity;
     let rend_addr = rend_target.addr;
     // The puzzle runs on a blocking thread, never on a runtime worker; if this attempt is
     // abandoned (a circuit failed, or the connection's timeout), the guard's drop tells

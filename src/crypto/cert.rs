@@ -7,8 +7,8 @@
 
 use crate::bytes::{self, Readable, Reader, Writeable, Writer};
 use crate::crypto::keys::{
-    IdentityKeypair, IdentityPublic, KeyError, OnionPublic, IDENTITY_PUBLIC_LEN, ONION_PUBLIC_LEN,
-    SIGNATURE_LEN,
+    IdentityKeypair, IdentityPublic, KeyError, OnionPublic, RelayId, IDENTITY_PUBLIC_LEN,
+    ONION_PUBLIC_LEN, SIGNATURE_LEN,
 };
 
 /// Domain-separation prefix of the signed message.
@@ -55,20 +55,27 @@ pub enum CertError {
 }
 
 /// An identity-signed statement "this onion key belongs to me until `expires`". Not yet
-/// trusted: call [`OnionKeyCert::verify`] to get a [`VerifiedOnionKey`].
+/// trusted: call [`OnionKeyCert::verify`] to get a [`VerifiedOnionKey`]. The identity it
+/// names is kept as parsed ([`RelayId`]): verification validates it as an ed25519 key, so a
+/// client holding thousands of certificates (one per microdescriptor) pays that only for
+/// the relays it uses.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct OnionKeyCert {
-    identity: IdentityPublic,
+    identity: RelayId,
     onion: OnionPublic,
     expires_unix: u64,
     signature: [u8; SIGNATURE_LEN],
 }
 
 /// The exact bytes the identity key signs.
-fn signed_message(identity: &IdentityPublic, onion: &OnionPublic, expires_unix: u64) -> Vec<u8> {
+fn signed_message(
+    identity: &[u8; IDENTITY_PUBLIC_LEN],
+    onion: &OnionPublic,
+    expires_unix: u64,
+) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNED_LEN);
     msg.extend_from_slice(ONION_CERT_DOMAIN);
-    msg.extend_from_slice(identity.as_bytes());
+    msg.extend_from_slice(identity);
     msg.extend_from_slice(onion.as_bytes());
     msg.extend_from_slice(&expires_unix.to_be_bytes());
     msg
@@ -78,17 +85,21 @@ impl OnionKeyCert {
     /// Certifies `onion` as belonging to `identity` until `expires_unix` (exclusive).
     pub fn sign(identity: &IdentityKeypair, onion: &OnionPublic, expires_unix: u64) -> Self {
         let identity_pub = identity.public();
-        let signature = identity.sign(&signed_message(&identity_pub, onion, expires_unix));
+        let signature = identity.sign(&signed_message(
+            identity_pub.as_bytes(),
+            onion,
+            expires_unix,
+        ));
         Self {
-            identity: identity_pub,
+            identity: identity_pub.into(),
             onion: *onion,
             expires_unix,
             signature,
         }
     }
 
-    /// Parses the 136-byte encoding. Only the length and the identity key are checked here;
-    /// the signature is checked by [`Self::verify`].
+    /// Parses the 136-byte encoding. Only the length is checked here; the identity key
+    /// (a valid, non-weak ed25519 point) and the signature are checked by [`Self::verify`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CertError> {
         if bytes.len() != ONION_CERT_LEN {
             return Err(CertError::BadLength {
@@ -106,11 +117,16 @@ impl OnionKeyCert {
         Ok(out)
     }
 
-    /// Checks the signature, then that `now_unix < expires`. The signature is checked first
-    /// so that `Expired` is only ever reported for a genuine (but stale) certificate.
+    /// Checks the identity key (a valid, non-weak ed25519 key), the signature, then that
+    /// `now_unix < expires`. The signature is checked before the time so that `Expired` is
+    /// only ever reported for a genuine (but stale) certificate.
     pub fn verify(&self, now_unix: u64) -> Result<VerifiedOnionKey, CertError> {
-        let msg = signed_message(&self.identity, &self.onion, self.expires_unix);
-        self.identity
+        let identity = self
+            .identity
+            .validate()
+            .map_err(CertError::InvalidIdentityKey)?;
+        let msg = signed_message(identity.as_bytes(), &self.onion, self.expires_unix);
+        identity
             .verify(&msg, &self.signature)
             .map_err(|_| CertError::BadSignature)?;
         if now_unix >= self.expires_unix {
@@ -120,14 +136,14 @@ impl OnionKeyCert {
             });
         }
         Ok(VerifiedOnionKey {
-            identity: self.identity,
+            identity,
             onion: self.onion,
             expires_unix: self.expires_unix,
         })
     }
 
-    /// The identity key that (claims to have) signed this certificate.
-    pub fn identity(&self) -> &IdentityPublic {
+    /// The identity key that (claims to have) signed this certificate, not yet validated.
+    pub fn identity(&self) -> &RelayId {
         &self.identity
     }
 
@@ -148,8 +164,7 @@ impl Readable for OnionKeyCert {
         let identity = r.array::<IDENTITY_PUBLIC_LEN>("identity")?;
         let onion = r.array::<ONION_PUBLIC_LEN>("onion key")?;
         Ok(Self {
-            identity: IdentityPublic::from_bytes(&identity)
-                .map_err(CertError::InvalidIdentityKey)?,
+            identity: RelayId::from_bytes(identity),
             onion: OnionPublic::from_bytes(onion),
             expires_unix: r.u64("expiry")?,
             signature: r.array("signature")?,
@@ -246,6 +261,22 @@ mod tests {
             let ok = OnionKeyCert::from_bytes(&b).and_then(|c| c.verify(0));
             assert!(ok.is_err(), "bit {i} flip accepted");
         }
+    }
+
+    #[test]
+    fn an_invalid_identity_parses_but_never_verifies() {
+        let (id, onion) = fixture();
+        let mut bytes = OnionKeyCert::sign(&id, onion.public(), 1000)
+            .to_bytes()
+            .expect("encodes");
+        // The identity point (0, 1): small order, so anyone could sign for it.
+        bytes[..32].copy_from_slice(&[0u8; 32]);
+        bytes[0] = 1;
+        let cert = OnionKeyCert::from_bytes(&bytes).expect("parses");
+        assert_eq!(
+            cert.verify(0),
+            Err(CertError::InvalidIdentityKey(KeyError::WeakIdentityKey))
+        );
     }
 
     #[test]

@@ -189,6 +189,79 @@ impl FromStr for IdentityPublic {
     }
 }
 
+/// A relay identity key as a directory document lists it: 32 bytes that the authorities'
+/// signatures (or a microdescriptor digest they signed) vouch for, **not yet validated**
+/// as an ed25519 point. Clients keep listed identities in this form so that loading a
+/// consensus of 10,000 relays does not decompress 10,000 points; a relay's identity is
+/// validated ([`Self::validate`]) only when the client uses that relay (path selection
+/// skips a relay whose listed bytes are not a usable key), and its link handshake then
+/// authenticates it. Authorities validate every identity when they accept a descriptor,
+/// so an honest consensus only lists valid keys. Compares and sorts as its bytes, like
+/// [`IdentityPublic`], and compares equal to the [`IdentityPublic`] of the same bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId([u8; IDENTITY_PUBLIC_LEN]);
+
+impl RelayId {
+    /// Wraps 32 listed bytes (no validation).
+    pub const fn from_bytes(bytes: [u8; IDENTITY_PUBLIC_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The listed bytes.
+    pub fn as_bytes(&self) -> &[u8; IDENTITY_PUBLIC_LEN] {
+        &self.0
+    }
+
+    /// Validates the bytes as a usable (decodable, non-weak) ed25519 key: what a client
+    /// does before using the relay.
+    pub fn validate(&self) -> Result<IdentityPublic, KeyError> {
+        IdentityPublic::from_bytes(&self.0)
+    }
+}
+
+impl From<IdentityPublic> for RelayId {
+    fn from(id: IdentityPublic) -> Self {
+        Self(id.0)
+    }
+}
+
+impl From<&IdentityPublic> for RelayId {
+    fn from(id: &IdentityPublic) -> Self {
+        Self(id.0)
+    }
+}
+
+impl From<&RelayId> for RelayId {
+    fn from(id: &RelayId) -> Self {
+        *id
+    }
+}
+
+impl PartialEq<IdentityPublic> for RelayId {
+    fn eq(&self, other: &IdentityPublic) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl PartialEq<RelayId> for IdentityPublic {
+    fn eq(&self, other: &RelayId) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl fmt::Display for RelayId {
+    /// 64 lowercase hex characters.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
+}
+
+impl fmt::Debug for RelayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RelayId({self})")
+    }
+}
+
 /// A relay's x25519 onion key, used in the circuit handshake. The secret is zeroized on
 /// drop (by `x25519-dalek`'s `zeroize` feature).
 pub struct OnionKeypair {
@@ -307,6 +380,32 @@ mod tests {
             IdentityPublic::from_slice(&[0u8; 31]),
             Err(KeyError::BadLength { .. })
         ));
+    }
+
+    #[test]
+    fn relay_id_validates_only_on_demand() {
+        let id = IdentityKeypair::from_secret_bytes(&[7u8; 32]).public();
+        let listed = RelayId::from(id);
+        assert_eq!(listed, id);
+        assert_eq!(id, listed);
+        assert_eq!(listed.validate(), Ok(id));
+        assert_eq!(listed.to_string(), id.to_string());
+        // Any 32 bytes can be listed; only validation refuses a weak or invalid key.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        assert_eq!(
+            RelayId::from_bytes(weak).validate(),
+            Err(KeyError::WeakIdentityKey)
+        );
+        let not_a_point = (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .unwrap();
+        assert_eq!(
+            RelayId::from_bytes(not_a_point).validate(),
+            Err(KeyError::InvalidIdentityKey)
+        );
+        assert!(RelayId::from_bytes(weak) < RelayId::from_bytes([2u8; 32]));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use handshake::{
     relay_handshake_with_secret, ClientHandshakeState, HandshakeError,
 };
 pub use keyfile::KeyFileError;
-pub use keys::{IdentityKeypair, IdentityPublic, KeyError, OnionKeypair, OnionPublic};
+pub use keys::{IdentityKeypair, IdentityPublic, KeyError, OnionKeypair, OnionPublic, RelayId};
 pub use layer::{CellKind, LayerError, LayerState, RelayTag, LAYER_SEED_LEN};
 pub use onion_key_meta::{OnionKeyMeta, OnionKeyMetaError};
 pub use onion_keys::RelayOnionKeys;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::crypto::IdentityPublic;
+use crate::crypto::{IdentityPublic, RelayId};
 use crate::dir::consensus::{
     split_entries, ConsensusBody, ConsensusEntry, ConsensusError, CONSENSUS_VERSION,
 };
@@ -198,15 +198,17 @@ pub fn compute_consensus_full(
         } else {
             bandwidth
         };
+        // The descriptor's identity and family were validated as keys when its vote was
+        // verified: an honest consensus lists only valid identities.
         relays.push(ConsensusEntry {
-            identity,
+            identity: identity.into(),
             onion_cert: d.onion_cert.clone(),
             addrs: d.addrs.clone(),
             flags,
             bandwidth,
             measured,
             exit_policy: d.exit_policy.clone(),
-            family: d.family.clone(),
+            family: d.family.iter().map(RelayId::from).collect(),
         });
     }
     let weights = BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth)));

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
 use crate::crypto::keys::{IDENTITY_PUBLIC_LEN, SIGNATURE_LEN};
-use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, VerifiedOnionKey};
+use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, RelayId, VerifiedOnionKey};
 use crate::dir::descriptor::{
     check_addrs, check_family, DescriptorError, MAX_ADDRS, MAX_BANDWIDTH, MAX_FAMILY,
 };
@@ -154,11 +154,13 @@ impl ConsensusError {
 }
 
 /// One relay in the consensus. Wire form in field order (see `docs/protocol.md` §6).
+/// Identities (the relay's and its family's) are as listed, not validated as keys
+/// ([`RelayId`]): [`Self::verified_onion_key`] validates the relay's before use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsensusEntry {
-    /// The relay's identity key.
-    #[serde(with = "wire::identity")]
-    pub identity: IdentityPublic,
+    /// The relay's identity key, as listed.
+    #[serde(with = "wire::relay_id")]
+    pub identity: RelayId,
     /// The relay's onion-key certificate (verify before each handshake).
     #[serde(with = "wire::cert")]
     pub onion_cert: OnionKeyCert,
@@ -177,10 +179,10 @@ pub struct ConsensusEntry {
     pub exit_policy: ExitPolicy,
     /// Declared family, sorted ascending.
     #[serde(
-        serialize_with = "wire::identity_list::serialize",
-        deserialize_with = "wire::identity_list::deserialize::<_, MAX_FAMILY>"
+        serialize_with = "wire::relay_id_list::serialize",
+        deserialize_with = "wire::relay_id_list::deserialize::<_, MAX_FAMILY>"
     )]
-    pub family: Vec<IdentityPublic>,
+    pub family: Vec<RelayId>,
 }
 
 impl ConsensusEntry {
@@ -201,16 +203,25 @@ impl ConsensusEntry {
     }
 
     /// Verifies the onion-key certificate at `now` for a circuit handshake with this relay:
-    /// signature, expiry, and that it certifies this entry's identity.
+    /// that the listed identity is a usable ed25519 key (the first time a client looks at
+    /// it as a key), the signature, expiry, and that it certifies this entry's identity.
+    /// The verified key carries the validated identity.
     pub fn verified_onion_key(&self, now: u64) -> Result<VerifiedOnionKey, DescriptorError> {
         let key = self.onion_cert.verify(now)?;
-        if key.identity() != &self.identity {
+        if *key.identity() != self.identity {
             return Err(DescriptorError::CertIdentityMismatch {
                 descriptor: self.identity,
-                cert: *key.identity(),
+                cert: key.identity().into(),
             });
         }
         Ok(key)
+    }
+
+    /// The listed identity validated as an ed25519 key (what a client checks before it
+    /// uses the relay: a consensus may list bytes that are not a usable key only if the
+    /// authorities that signed it erred or lied).
+    pub fn validated_identity(&self) -> Result<IdentityPublic, crate::crypto::KeyError> {
+        self.identity.validate()
     }
 
     /// Whether every flag of `flags` is set.
@@ -246,7 +257,17 @@ impl ConsensusEntry {
     /// Joins a listing and a microdescriptor. `None` unless the microdescriptor hashes to
     /// the listed digest and names the listed identity, and the joined entry is valid.
     pub fn assemble(listed: &ListedRelay, md: &Microdesc) -> Option<ConsensusEntry> {
-        if md.digest().ok()? != listed.md_digest || md.identity() != &listed.identity {
+        if md.digest().ok()? != listed.md_digest {
+            return None;
+        }
+        Self::join(listed, md)
+    }
+
+    /// [`Self::assemble`] for a microdescriptor already known to hash to
+    /// `listed.md_digest` (found by that digest in a [`MicrodescIndex`], which keys each
+    /// microdescriptor by the digest of its canonical encoding): not hashed again.
+    pub(crate) fn join(listed: &ListedRelay, md: &Microdesc) -> Option<ConsensusEntry> {
+        if md.identity() != &listed.identity {
             return None;
         }
         let entry = ConsensusEntry {
@@ -284,9 +305,11 @@ pub fn split_entries(
 /// (see `docs/protocol.md` §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListedRelay {
-    /// The relay's identity key.
-    #[serde(with = "wire::identity")]
-    pub identity: IdentityPublic,
+    /// The relay's identity key as listed: not validated when a client decodes the
+    /// consensus (authorities validated it when they accepted the relay's descriptor; a
+    /// client validates it when it uses the relay).
+    #[serde(with = "wire::relay_id")]
+    pub identity: RelayId,
     /// SHA-256 of the relay's microdescriptor's canonical encoding
     /// ([`crate::dir::microdesc`]).
     #[serde(with = "wire::fixed")]
@@ -414,7 +437,10 @@ pub struct AuthoritySignature {
 /// signatures`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedConsensus {
-    #[serde(deserialize_with = "wire::bounded_vec::<_, u8, MAX_CONSENSUS_LEN>")]
+    #[serde(
+        serialize_with = "wire::byte_vec::serialize",
+        deserialize_with = "wire::byte_vec::deserialize::<_, MAX_CONSENSUS_LEN>"
+    )]
     pub(crate) body: Vec<u8>,
     #[serde(deserialize_with = "wire::bounded_vec::<_, AuthoritySignature, MAX_AUTHORITIES>")]
     pub(crate) signatures: Vec<AuthoritySignature>,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
 use crate::crypto::keys::SIGNATURE_LEN;
-use crate::crypto::{CertError, IdentityKeypair, IdentityPublic, OnionKeyCert};
+use crate::crypto::{CertError, IdentityKeypair, IdentityPublic, OnionKeyCert, RelayId};
 use crate::dir::policy::ExitPolicy;
 use crate::dir::wire;
 
@@ -90,9 +90,9 @@ pub enum DescriptorError {
     #[error("onion-key certificate is for identity {cert}, not the descriptor's {descriptor}")]
     CertIdentityMismatch {
         /// Identity in the descriptor.
-        descriptor: IdentityPublic,
+        descriptor: RelayId,
         /// Identity in the certificate.
-        cert: IdentityPublic,
+        cert: RelayId,
     },
     /// Published further in the future than the allowed clock skew.
     #[error("descriptor published at {published}, more than {max_skew}s after now ({now})")]
@@ -187,9 +187,9 @@ pub(crate) fn check_addrs(addrs: &[SocketAddr]) -> Result<(), DescriptorError> {
 }
 
 /// Checks a family list: bounded, strictly ascending, not containing `me`.
-pub(crate) fn check_family(
-    me: &IdentityPublic,
-    family: &[IdentityPublic],
+pub(crate) fn check_family<T: Ord + PartialEq<T>>(
+    me: &T,
+    family: &[T],
 ) -> Result<(), DescriptorError> {
     if family.len() > MAX_FAMILY {
         return Err(DescriptorError::FamilyTooLarge(family.len()));
@@ -217,9 +217,9 @@ impl Descriptor {
         if self.bandwidth > MAX_BANDWIDTH {
             return Err(DescriptorError::BandwidthTooHigh(self.bandwidth));
         }
-        if self.onion_cert.identity() != &self.identity {
+        if *self.onion_cert.identity() != self.identity {
             return Err(DescriptorError::CertIdentityMismatch {
-                descriptor: self.identity,
+                descriptor: self.identity.into(),
                 cert: *self.onion_cert.identity(),
             });
         }
@@ -338,8 +338,8 @@ impl UncheckedDescriptor {
         let key = d.onion_cert.verify(now)?;
         if key.identity() != &d.identity {
             return Err(DescriptorError::CertIdentityMismatch {
-                descriptor: d.identity,
-                cert: *key.identity(),
+                descriptor: d.identity.into(),
+                cert: key.identity().into(),
             });
         }
         if d.published > now.saturating_add(max_skew) {

@@ -363,7 +363,7 @@ mod tests {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&n.to_be_bytes());
         DiffEntry {
-            identity: IdentityKeypair::from_secret_bytes(&seed).public(),
+            identity: IdentityKeypair::from_secret_bytes(&seed).public().into(),
             md_digest: *md_digest,
             addrs: vec![std::net::SocketAddr::from(([10, 0, 0, 1], 9001))],
             flags: RelayFlags::RUNNING,

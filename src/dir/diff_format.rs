@@ -19,7 +19,7 @@
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
 use crate::bytes::{self, Reader};
-use crate::crypto::{IdentityPublic, KeyError};
+use crate::crypto::{IdentityPublic, KeyError, RelayId};
 use crate::dir::consensus::{AuthoritySignature, ListedRelay, MAX_AUTHORITIES, MAX_RELAYS};
 use crate::dir::descriptor::{MAX_ADDRS, MAX_BANDWIDTH};
 use crate::dir::flags::BadFlags;
@@ -306,7 +306,7 @@ fn flags(r: &mut Reader<'_>) -> Result<RelayFlags, FormatError> {
 /// A [`ListedRelay`] in its §6.8 encoding.
 fn listed_relay(r: &mut Reader<'_>) -> Result<ListedRelay, FormatError> {
     Ok(ListedRelay {
-        identity: identity(r, "added identity")?,
+        identity: RelayId::from_bytes(r.array("added identity")?),
         md_digest: r.array("added md_digest")?,
         addrs: addrs(r)?,
         flags: flags(r)?,
@@ -643,7 +643,9 @@ mod tests {
         ));
         // Added relays out of order.
         let relay = |n: u8| ListedRelay {
-            identity: crate::crypto::IdentityKeypair::from_secret_bytes(&[n; 32]).public(),
+            identity: crate::crypto::IdentityKeypair::from_secret_bytes(&[n; 32])
+                .public()
+                .into(),
             md_digest: [n; 32],
             addrs: vec![SocketAddr::from(([10, 0, 0, n], 9001))],
             flags: RelayFlags::RUNNING,

@@ -23,10 +23,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
-use crate::crypto::IdentityPublic;
+use crate::crypto::{IdentityPublic, RelayId};
 use crate::dir::consensus::ConsensusEntry;
 use crate::dir::flags::RelayFlags;
-use crate::dir::selection::{conflicts, position_weight, weighted_choice, PathError, USABLE};
+use crate::dir::selection::{
+    conflicts, position_weight, weighted_usable_choice, PathError, USABLE,
+};
 use crate::dir::verified_consensus::Consensus;
 use crate::dir::weights::Position;
 use crate::dir::wire;
@@ -172,7 +174,7 @@ impl GuardSet {
     pub fn primary<'a>(&self, consensus: &'a Consensus) -> Vec<&'a ConsensusEntry> {
         self.entries
             .iter()
-            .filter_map(|e| consensus.relay(&e.identity).filter(|r| is_guard(r)))
+            .filter_map(|e| consensus.relay(e.identity).filter(|r| is_guard(r)))
             .take(self.params.primary)
             .collect()
     }
@@ -182,7 +184,7 @@ impl GuardSet {
     pub fn update<R: Rng + ?Sized>(&mut self, consensus: &Consensus, now: u64, rng: &mut R) {
         let p = &self.params;
         for e in &mut self.entries {
-            if consensus.relay(&e.identity).is_some_and(is_guard) {
+            if consensus.relay(e.identity).is_some_and(is_guard) {
                 e.unlisted_since = None;
             } else if e.unlisted_since.is_none() {
                 e.unlisted_since = Some(now);
@@ -204,18 +206,20 @@ impl GuardSet {
             && self.entries.len() < p.sample_size
         {
             let sampled = &self.entries;
-            let Some(new) = weighted_choice(
+            // Only a relay whose listed identity is a usable key is drawn.
+            let Some(identity) = weighted_usable_choice(
                 consensus
                     .relays()
                     .iter()
                     .filter(|r| is_guard(r) && !sampled.iter().any(|e| e.identity == r.identity))
                     .map(|r| (r, position_weight(weights, r, Position::Guard))),
                 rng,
-            ) else {
+            )
+            .and_then(|new| new.validated_identity().ok()) else {
                 break;
             };
             self.entries.push(GuardEntry {
-                identity: new.identity,
+                identity,
                 added: now,
                 failures: 0,
                 retry_at: 0,
@@ -241,7 +245,7 @@ impl GuardSet {
             .iter()
             .filter_map(|e| {
                 consensus
-                    .relay(&e.identity)
+                    .relay(e.identity)
                     .filter(|r| is_guard(r))
                     .map(|r| (e, r))
             })
@@ -260,9 +264,10 @@ impl GuardSet {
     /// Records a failed connection or circuit through guard `id`: the guard backs off
     /// (`retry_after · 2^(failures−1)`, at most 6 h) and is dropped after `max_failures`
     /// consecutive failures.
-    pub fn mark_failed(&mut self, id: &IdentityPublic, now: u64) {
+    pub fn mark_failed(&mut self, id: impl Into<RelayId>, now: u64) {
+        let id: RelayId = id.into();
         let (retry, max) = (self.params.retry_after, self.params.max_failures);
-        if let Some(e) = self.entries.iter_mut().find(|e| &e.identity == id) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.identity == id) {
             e.failures = e.failures.saturating_add(1);
             let shift = e.failures.saturating_sub(1).min(16);
             e.retry_at = now.saturating_add(retry.saturating_mul(1 << shift).min(MAX_BACKOFF));
@@ -285,8 +290,9 @@ impl GuardSet {
     }
 
     /// Records a success through guard `id`: clears its failure count and back-off.
-    pub fn mark_success(&mut self, id: &IdentityPublic) {
-        if let Some(e) = self.entries.iter_mut().find(|e| &e.identity == id) {
+    pub fn mark_success(&mut self, id: impl Into<RelayId>) {
+        let id: RelayId = id.into();
+        if let Some(e) = self.entries.iter_mut().find(|e| e.identity == id) {
             e.failures = 0;
             e.retry_at = 0;
         }

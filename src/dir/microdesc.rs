@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bytes::Reader;
 use crate::codec::{self, CodecError};
-use crate::crypto::{IdentityPublic, OnionKeyCert};
+use crate::crypto::{OnionKeyCert, RelayId};
 use crate::dir::descriptor::{check_family, DescriptorError, MAX_DESCRIPTOR_LEN, MAX_FAMILY};
 use crate::dir::policy::ExitPolicy;
 use crate::dir::wire;
@@ -64,17 +64,18 @@ pub struct Microdesc {
     pub onion_cert: OnionKeyCert,
     /// The relay's exit policy.
     pub exit_policy: ExitPolicy,
-    /// Declared family, sorted ascending.
+    /// Declared family, sorted ascending (as listed: not validated as keys).
     #[serde(
-        serialize_with = "wire::identity_list::serialize",
-        deserialize_with = "wire::identity_list::deserialize::<_, MAX_FAMILY>"
+        serialize_with = "wire::relay_id_list::serialize",
+        deserialize_with = "wire::relay_id_list::deserialize::<_, MAX_FAMILY>"
     )]
-    pub family: Vec<IdentityPublic>,
+    pub family: Vec<RelayId>,
 }
 
 impl Microdesc {
-    /// The relay this microdescriptor describes (the identity its certificate names).
-    pub fn identity(&self) -> &IdentityPublic {
+    /// The relay this microdescriptor describes (the identity its certificate names, not
+    /// yet validated).
+    pub fn identity(&self) -> &RelayId {
         self.onion_cert.identity()
     }
 
@@ -135,6 +136,16 @@ impl MicrodescIndex {
         let bytes = md.to_bytes()?;
         let digest = digest_of(&bytes);
         self.by_digest.insert(digest, (md, bytes));
+        Ok(digest)
+    }
+
+    /// Parses `bytes` as a microdescriptor ([`Microdesc::parse`]) and adds it; returns its
+    /// digest. A parse refuses any encoding but the canonical one, so the digest of `bytes`
+    /// is the one [`Self::insert`] would compute, without encoding it again.
+    pub fn insert_bytes(&mut self, bytes: &[u8]) -> Result<MicrodescDigest, MicrodescError> {
+        let md = Microdesc::parse(bytes)?;
+        let digest = digest_of(bytes);
+        self.by_digest.insert(digest, (md, bytes.to_vec()));
         Ok(digest)
     }
 
@@ -212,7 +223,7 @@ impl MicrodescIndex {
             let md = r
                 .take(len, "microdesc")
                 .map_err(|_| MicrodescError::Framing("truncated"))?;
-            index.insert(Microdesc::parse(md)?)?;
+            index.insert_bytes(md)?;
         }
         Ok(index)
     }

@@ -13,7 +13,9 @@
 //!
 //! Each position is chosen with probability proportional to `bandwidth · W` for the
 //! position (see [`crate::dir::weights`]); if every candidate's weight is zero the choice
-//! is uniform among the candidates.
+//! is uniform among the candidates. A relay whose listed identity is not a usable ed25519
+//! key is never chosen: identities are validated when drawn
+//! ([`weighted_usable_choice`]), not when the consensus is loaded.
 
 use std::net::IpAddr;
 
@@ -22,8 +24,8 @@ use rand::Rng;
 use crate::dir::consensus::ConsensusEntry;
 use crate::dir::guards::GuardSet;
 pub use crate::dir::selection::{
-    conflicts, position_weight, same_subnet, weighted_choice, PathError, DEFAULT_PATH_LEN,
-    MAX_PATH_LEN, MIN_PATH_LEN, USABLE,
+    conflicts, position_weight, same_subnet, uniform_usable_choice, weighted_choice,
+    weighted_usable_choice, PathError, DEFAULT_PATH_LEN, MAX_PATH_LEN, MIN_PATH_LEN, USABLE,
 };
 use crate::dir::verified_consensus::Consensus;
 use crate::dir::weights::Position;
@@ -58,7 +60,7 @@ pub fn select_exit<'a, R: Rng + ?Sized>(
         return Err(PathError::BadPort);
     }
     let w = consensus.weights();
-    weighted_choice(
+    weighted_usable_choice(
         consensus
             .relays()
             .iter()
@@ -76,7 +78,7 @@ pub fn select_middle<'a, R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Option<&'a ConsensusEntry> {
     let w = consensus.weights();
-    weighted_choice(
+    weighted_usable_choice(
         consensus
             .relays()
             .iter()

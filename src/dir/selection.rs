@@ -107,3 +107,32 @@ where
     let i = cumulative.partition_point(|(_, c)| *c <= x);
     cumulative.get(i).map(|(r, _)| *r)
 }
+
+/// [`weighted_choice`] among the candidates whose listed identity is a usable ed25519 key.
+/// Identities in a consensus are validated only when used: the relay drawn is validated,
+/// and only if it fails (the authorities listed bytes that are not a usable key: a bug or
+/// a lie) is every candidate validated and the draw repeated among the usable ones, which
+/// gives each usable candidate exactly its weighted share.
+pub fn weighted_usable_choice<'a, R, I>(candidates: I, rng: &mut R) -> Option<&'a ConsensusEntry>
+where
+    R: Rng + ?Sized,
+    I: IntoIterator<Item = (&'a ConsensusEntry, u128)>,
+{
+    let mut candidates: Vec<(&'a ConsensusEntry, u128)> = candidates.into_iter().collect();
+    let first = weighted_choice(candidates.iter().copied(), rng)?;
+    if first.validated_identity().is_ok() {
+        return Some(first);
+    }
+    candidates.retain(|(r, _)| r.validated_identity().is_ok());
+    weighted_choice(candidates, rng)
+}
+
+/// A candidate chosen uniformly at random among those whose listed identity is a usable
+/// key (validated as in [`weighted_usable_choice`]).
+pub fn uniform_usable_choice<'a, R, I>(candidates: I, rng: &mut R) -> Option<&'a ConsensusEntry>
+where
+    R: Rng + ?Sized,
+    I: IntoIterator<Item = &'a ConsensusEntry>,
+{
+    weighted_usable_choice(candidates.into_iter().map(|r| (r, 0)), rng)
+}

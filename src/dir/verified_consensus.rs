@@ -6,7 +6,7 @@
 use rand::{Rng, RngExt};
 
 use crate::codec;
-use crate::crypto::IdentityPublic;
+use crate::crypto::{IdentityPublic, RelayId};
 use crate::dir::consensus::{
     ConsensusBody, ConsensusEntry, ConsensusError, ListedRelay, SignedConsensus,
     DEFAULT_CONSENSUS_SKEW, MAX_AUTHORITIES, MAX_CONSENSUS_LEN,
@@ -168,18 +168,20 @@ impl VerifiedConsensus {
         missing
     }
 
-    /// Joins each listed relay with its microdescriptor from `lookup` (by digest). A relay
-    /// whose microdescriptor is missing, does not match, or names another identity is
-    /// left out of the assembled view.
-    pub fn assemble<'a>(
-        self,
-        lookup: impl Fn(&MicrodescDigest) -> Option<&'a Microdesc>,
-    ) -> Consensus {
+    /// Joins each listed relay with its microdescriptor, looked up by digest in `indexes`
+    /// (the first that holds it). An index keys each microdescriptor by the digest of its
+    /// canonical encoding, so a microdescriptor found matches the listed digest without
+    /// hashing it again. A relay whose microdescriptor is missing or names another identity
+    /// is left out of the assembled view.
+    pub fn assemble(self, indexes: &[&MicrodescIndex]) -> Consensus {
+        let lookup = |d: &MicrodescDigest| -> Option<&Microdesc> {
+            indexes.iter().find_map(|index| index.get(d))
+        };
         let relays: Vec<ConsensusEntry> = self
             .body
             .relays
             .iter()
-            .filter_map(|l| ConsensusEntry::assemble(l, lookup(&l.md_digest)?))
+            .filter_map(|l| ConsensusEntry::join(l, lookup(&l.md_digest)?))
             .collect();
         Consensus {
             verified: self,
@@ -187,9 +189,9 @@ impl VerifiedConsensus {
         }
     }
 
-    /// [`Self::assemble`] from an index.
+    /// [`Self::assemble`] from one index.
     pub fn assemble_from(self, index: &MicrodescIndex) -> Consensus {
-        self.assemble(|d| index.get(d))
+        self.assemble(&[index])
     }
 
     /// The verified contents.
@@ -284,6 +286,11 @@ impl Consensus {
     pub fn microdescs(&self) -> MicrodescIndex {
         self.relays.iter().map(ConsensusEntry::microdesc).collect()
     }
+
+    /// The verified, unassembled consensus, without copying it.
+    pub fn into_verified(self) -> VerifiedConsensus {
+        self.verified
+    }
 }
 
 impl Consensus {
@@ -307,10 +314,11 @@ impl Consensus {
         &self.relays
     }
 
-    /// Looks a relay of the assembled view up by identity.
-    pub fn relay(&self, id: &IdentityPublic) -> Option<&ConsensusEntry> {
+    /// Looks a relay of the assembled view up by identity (listed or validated).
+    pub fn relay(&self, id: impl Into<RelayId>) -> Option<&ConsensusEntry> {
+        let id: RelayId = id.into();
         self.relays
-            .binary_search_by(|r| r.identity.cmp(id))
+            .binary_search_by(|r| r.identity.cmp(&id))
             .ok()
             .and_then(|i| self.relays.get(i))
     }

@@ -12,7 +12,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::crypto::IdentityPublic;
+use crate::crypto::RelayId;
 use crate::dir::{ConsensusEntry, RelayFlags};
 use crate::onion::blinding::{BlindedPublic, TimePeriod};
 
@@ -64,7 +64,7 @@ impl Default for HsDirParams {
 }
 
 /// A relay's position on the ring in `period`.
-pub fn relay_index(identity: &IdentityPublic, period: TimePeriod) -> [u8; 32] {
+pub fn relay_index(identity: &RelayId, period: TimePeriod) -> [u8; 32] {
     Sha256::new()
         .chain_update(HSDIR_RELAY_LABEL)
         .chain_update(identity.as_bytes())
@@ -94,7 +94,7 @@ pub fn responsible_hsdirs(
     blinded: &BlindedPublic,
     period: TimePeriod,
     params: &HsDirParams,
-) -> Vec<IdentityPublic> {
+) -> Vec<RelayId> {
     HsDirRing::new(relays, period, params).responsible(blinded)
 }
 
@@ -106,13 +106,13 @@ pub struct HsDirRing {
     period: TimePeriod,
     spread: usize,
     /// (position, identity) of every eligible relay, ascending.
-    ring: Vec<([u8; 32], IdentityPublic)>,
+    ring: Vec<([u8; 32], RelayId)>,
 }
 
 impl HsDirRing {
     /// The ring of the relays of `relays` eligible under `params`, in `period`.
     pub fn new(relays: &[ConsensusEntry], period: TimePeriod, params: &HsDirParams) -> Self {
-        let mut ring: Vec<([u8; 32], IdentityPublic)> = relays
+        let mut ring: Vec<([u8; 32], RelayId)> = relays
             .iter()
             .filter(|r| r.flags.contains(params.required_flags))
             .map(|r| (relay_index(&r.identity, period), r.identity))
@@ -144,7 +144,7 @@ impl HsDirRing {
     }
 
     /// The relays responsible for `blinded`, as [`responsible_hsdirs`] (replica 1's first).
-    pub fn responsible(&self, blinded: &BlindedPublic) -> Vec<IdentityPublic> {
+    pub fn responsible(&self, blinded: &BlindedPublic) -> Vec<RelayId> {
         Walk {
             ring: &self.ring,
             added: None,
@@ -153,8 +153,8 @@ impl HsDirRing {
     }
 
     /// Whether `relay` is one of the relays responsible for `blinded`.
-    pub fn is_responsible(&self, blinded: &BlindedPublic, relay: &IdentityPublic) -> bool {
-        self.responsible(blinded).contains(relay)
+    pub fn is_responsible(&self, blinded: &BlindedPublic, relay: impl Into<RelayId>) -> bool {
+        self.responsible(blinded).contains(&relay.into())
     }
 
     /// Whether `relay`, asked to store the descriptor of `blinded`, accepts it under this
@@ -165,8 +165,9 @@ impl HsDirRing {
     /// relay that a slightly different ring (another consensus, §8.3) makes responsible;
     /// see [`HSDIR_RING_SLACK`]. Cost: three hashes, two binary searches and a walk of at
     /// most `2 × (spread + slack)` steps.
-    pub fn accepts(&self, blinded: &BlindedPublic, relay: &IdentityPublic) -> bool {
-        let entry = (relay_index(relay, self.period), *relay);
+    pub fn accepts(&self, blinded: &BlindedPublic, relay: impl Into<RelayId>) -> bool {
+        let relay: RelayId = relay.into();
+        let entry = (relay_index(&relay, self.period), relay);
         let added = match self.ring.binary_search(&entry) {
             Ok(_) => None,
             Err(at) => Some((at, entry)),
@@ -176,7 +177,7 @@ impl HsDirRing {
             added,
         }
         .select(blinded, self.period, self.spread + HSDIR_RING_SLACK)
-        .contains(relay)
+        .contains(&relay)
     }
 }
 
@@ -184,10 +185,10 @@ impl HsDirRing {
 /// about itself while not eligible, that relay at its own position (without copying the
 /// ring).
 struct Walk<'a> {
-    ring: &'a [([u8; 32], IdentityPublic)],
+    ring: &'a [([u8; 32], RelayId)],
     /// The added relay: where it goes in `ring` (it comes before `ring[at]`), and its
     /// (position, identity).
-    added: Option<(usize, ([u8; 32], IdentityPublic))>,
+    added: Option<(usize, ([u8; 32], RelayId))>,
 }
 
 impl Walk<'_> {
@@ -195,7 +196,7 @@ impl Walk<'_> {
         self.ring.len() + usize::from(self.added.is_some())
     }
 
-    fn get(&self, i: usize) -> Option<&IdentityPublic> {
+    fn get(&self, i: usize) -> Option<&RelayId> {
         match &self.added {
             None => self.ring.get(i).map(|(_, id)| id),
             Some((at, (_, id))) => match i.cmp(at) {
@@ -219,14 +220,9 @@ impl Walk<'_> {
     }
 
     /// §8.3's selection with `spread` relays per replica.
-    fn select(
-        &self,
-        blinded: &BlindedPublic,
-        period: TimePeriod,
-        spread: usize,
-    ) -> Vec<IdentityPublic> {
+    fn select(&self, blinded: &BlindedPublic, period: TimePeriod, spread: usize) -> Vec<RelayId> {
         let len = self.len();
-        let mut chosen: Vec<IdentityPublic> = Vec::new();
+        let mut chosen: Vec<RelayId> = Vec::new();
         if len == 0 {
             return chosen;
         }
@@ -266,7 +262,7 @@ mod tests {
         let id = IdentityKeypair::from_secret_bytes(&[n; 32]);
         let onion = OnionKeypair::from_secret_bytes(&[n; 32]);
         ConsensusEntry {
-            identity: id.public(),
+            identity: id.public().into(),
             onion_cert: OnionKeyCert::sign(&id, onion.public(), u64::MAX),
             addrs: vec![std::net::SocketAddr::from(([10, 0, 0, n], 9001))],
             flags,
@@ -307,7 +303,7 @@ mod tests {
         for n in 0..12 {
             let key = blinded(n);
             let responsible = ring.responsible(&key);
-            let accepted: Vec<IdentityPublic> = relays
+            let accepted: Vec<RelayId> = relays
                 .iter()
                 .map(|r| r.identity)
                 .filter(|id| ring.accepts(&key, id))
@@ -327,7 +323,7 @@ mod tests {
                 let expected = HsDirRing::new(&as_eligible, PERIOD, &wide)
                     .responsible(&key)
                     .contains(&r.identity);
-                assert_eq!(ring.accepts(&key, &r.identity), expected, "relay {i}");
+                assert_eq!(ring.accepts(&key, r.identity), expected, "relay {i}");
             }
         }
     }
@@ -340,9 +336,9 @@ mod tests {
         let key = blinded(1);
         let empty = HsDirRing::new(&[], PERIOD, &params);
         assert!(empty.responsible(&key).is_empty());
-        assert!(empty.accepts(&key, &me));
+        assert!(empty.accepts(&key, me));
         let alone = HsDirRing::new(&[relay(1, RelayFlags::ALL)], PERIOD, &params);
-        assert!(alone.is_responsible(&key, &me));
-        assert!(alone.accepts(&key, &me));
+        assert!(alone.is_responsible(&key, me));
+        assert!(alone.accepts(&key, me));
     }
 }

@@ -183,7 +183,7 @@ pub async fn fetch_consensus(
             // are left out (the caller may ask another server for them).
             tracing::debug!("microdescriptor fetch stopped: {e}");
         }
-        let consensus = verified.assemble(|d| have.get(d).or_else(|| fetched.get(d)));
+        let consensus = verified.assemble(&[have, &fetched]);
         Ok((consensus, bytes))
     }
     .await;

@@ -181,7 +181,7 @@ async fn current_consensus(
 /// Whether `c` lists us at `addr` with our current onion key.
 fn lists_us(shared: &RelayShared, c: &Consensus, addr: SocketAddr, now: u64) -> bool {
     let ours = shared.keys.onion_cert().clone();
-    let Some(entry) = c.relay(&shared.keys.identity()) else {
+    let Some(entry) = c.relay(shared.keys.identity()) else {
         return false;
     };
     let same_key = match (entry.verified_onion_key(now), ours.verify(now)) {
@@ -227,10 +227,12 @@ async fn reach_ourselves(
                 .iter()
                 .filter(|e| e.identity != me)
                 .filter_map(|e| {
+                    // Verifying the certificate validates the listed identity too.
+                    let onion = e.verified_onion_key(now).ok()?;
                     Some(RelayTarget {
                         addr: *e.addrs.first()?,
-                        identity: e.identity,
-                        onion: e.verified_onion_key(now).ok()?,
+                        identity: *onion.identity(),
+                        onion,
                     })
                 })
                 .collect()

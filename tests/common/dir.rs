@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use allium::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionKeypair};
+use allium::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionKeypair, RelayId};
 use allium::dir::consensus::CONSENSUS_VERSION;
 use allium::dir::{
     BandwidthWeights, Consensus, ConsensusBody, ConsensusEntry, Descriptor, ExitPolicy, RelayFlags,
@@ -123,7 +123,7 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
                 ExitPolicy::default_exit()
             };
             ConsensusEntry {
-                identity: id.public(),
+                identity: id.public().into(),
                 onion_cert: OnionKeyCert::sign(&id, onion(i).public(), NOW + 28 * 24 * HOUR),
                 addrs: vec![addr],
                 flags,
@@ -136,7 +136,7 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
         .collect();
     // Families: groups of consecutive relays (by index); every 3rd group declares only
     // one way (first member names the others).
-    let ids: Vec<IdentityPublic> = relays.iter().map(|r| r.identity).collect();
+    let ids: Vec<RelayId> = relays.iter().map(|r| r.identity).collect();
     let mut i = 0usize;
     let mut group = 0usize;
     while i + 3 <= ids.len() {
@@ -146,7 +146,7 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
             if group % 3 == 2 && m != i {
                 continue;
             }
-            let mut fam: Vec<IdentityPublic> = members
+            let mut fam: Vec<RelayId> = members
                 .iter()
                 .filter(|&&o| o != m)
                 .map(|&o| ids[o])
@@ -216,7 +216,7 @@ pub fn next_period(
             continue;
         }
         let (listed, md) = ConsensusEntry {
-            identity: d.identity,
+            identity: d.identity.into(),
             onion_cert: d.onion_cert,
             addrs: d.addrs,
             flags: RelayFlags::RUNNING.union(RelayFlags::VALID),

@@ -116,7 +116,7 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() / PERIOD.as_secs_f64()
     );
-    assert!(caught.relay(&honest).unwrap().flags.usable_exit());
+    assert!(caught.relay(honest).unwrap().flags.usable_exit());
 
     // Path selection never picks them as exits again ...
     let mut rng = rand::rng();

@@ -52,7 +52,7 @@ async fn a_relay_that_refuses_circuits_loses_running_and_honest_ones_keep_it() {
                     );
                 }
             }
-            if c.relay(&bad).is_some_and(|e| !e.has(USABLE)) {
+            if c.relay(bad).is_some_and(|e| !e.has(USABLE)) {
                 break c;
             }
         }
@@ -66,11 +66,11 @@ async fn a_relay_that_refuses_circuits_loses_running_and_honest_ones_keep_it() {
         "the refusing relay lost Running {:.1} s ({:.1} periods) after the network started: {:?}",
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() / PERIOD.as_secs_f64(),
-        dropped.relay(&bad).unwrap().flags
+        dropped.relay(bad).unwrap().flags
     );
     // The honest relays are measured (the probes that failed the refusing relay work for
     // them), and still usable; the refusing one never is.
-    assert!(!dropped.relay(&bad).unwrap().measured);
+    assert!(!dropped.relay(bad).unwrap().measured);
     for h in &honest {
         let e = dropped.relay(h).unwrap();
         assert!(e.has(USABLE) && e.measured, "{:?}", e.flags);

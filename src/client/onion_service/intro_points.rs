@@ -37,7 +37,9 @@ pub(super) fn refresh_slots(shared: &Arc<Shared>, slots: &mut Vec<IntroSlot>, ma
             .filter(|r| !slots.iter().any(|s| s.relay.identity == r.identity))
             .collect();
         candidates.shuffle(&mut rand::rng());
-        let Some(relay) = candidates.first() else {
+        // Listed identities are validated when used: a relay whose identity is not a
+        // usable key is skipped.
+        let Some(relay) = candidates.iter().find(|r| r.validated_identity().is_ok()) else {
             break;
         };
         let (rate, burst) = shared.intro_point_budget;

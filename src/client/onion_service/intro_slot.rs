@@ -105,7 +105,7 @@ impl IntroSlot {
     /// Whether a slot whose circuit is down is still worth rebuilding: its relay is in
     /// the consensus and did not fail [`MAX_INTRO_FAILURES`] times in a row.
     pub(super) fn worth_rebuilding(&self, consensus: &crate::dir::Consensus) -> bool {
-        self.failures < MAX_INTRO_FAILURES && consensus.relay(&self.relay.identity).is_some()
+        self.failures < MAX_INTRO_FAILURES && consensus.relay(self.relay.identity).is_some()
     }
 }
 

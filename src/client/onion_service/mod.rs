@@ -52,7 +52,7 @@ mod test_support {
         let id = IdentityKeypair::generate(&mut rand::rng());
         let onion = OnionKeypair::generate(&mut rand::rng());
         ConsensusEntry {
-            identity: id.public(),
+            identity: id.public().into(),
             onion_cert: crate::crypto::OnionKeyCert::sign(&id, onion.public(), u64::MAX),
             addrs: Vec::new(),
             flags: crate::dir::RelayFlags::empty(),

@@ -29,12 +29,15 @@ pub(super) async fn publish(
     let blinded = BlindedKeypair::derive(&shared.identity, period).map_err(|e| e.to_string())?;
     let intro_points = up
         .iter()
-        .map(|s| IntroPointInfo {
-            relay_identity: s.relay.identity,
-            link_addrs: s.relay.addrs.clone(),
-            onion_cert: s.relay.onion_cert.clone(),
-            auth_key: s.auth.public(),
-            enc_key: *s.enc.public(),
+        // An established slot's relay identity was validated when its circuit was built.
+        .filter_map(|s| {
+            Some(IntroPointInfo {
+                relay_identity: s.relay.validated_identity().ok()?,
+                link_addrs: s.relay.addrs.clone(),
+                onion_cert: s.relay.onion_cert.clone(),
+                auth_key: s.auth.public(),
+                enc_key: *s.enc.public(),
+            })
         })
         .collect();
     let inner = InnerDescriptor {

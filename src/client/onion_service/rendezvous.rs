@@ -55,7 +55,7 @@ pub(super) async fn meet(
         return Err("rendezvous point certificate names another relay".into());
     }
     let consensus = shared.client.live_consensus().map_err(|e| e.to_string())?;
-    if let Err(why) = check_rendezvous_point(consensus.relay(&plain.rend_identity), &plain) {
+    if let Err(why) = check_rendezvous_point(consensus.relay(plain.rend_identity), &plain) {
         debug!("onion service: rendezvous point refused: {why}");
         return Err(why.into());
     }
@@ -105,7 +105,7 @@ mod tests {
         entry.flags = crate::dir::path::USABLE;
         let plain = IntroducePlaintext {
             cookie: [1; crate::cell::onion_msg::REND_COOKIE_LEN],
-            rend_identity: entry.identity,
+            rend_identity: entry.validated_identity().unwrap(),
             rend_addr: addr,
             rend_onion_cert: entry.onion_cert.clone(),
             pow_nonce: None,

@@ -82,7 +82,7 @@ fn consensus_with(
         .iter()
         .zip(1u8..)
         .map(|(k, i)| ConsensusEntry {
-            identity: k.public(),
+            identity: k.public().into(),
             onion_cert: OnionKeyCert::sign(k, onion.public(), NOW + 30 * 86_400),
             addrs: vec![std::net::SocketAddr::from(([10, 0, 0, i], 9001))],
             flags: RelayFlags::RUNNING
@@ -152,9 +152,9 @@ fn service_where(relays: &[IdentityKeypair], on: bool) -> u8 {
         .find(|&n| {
             let b = blinded_of(n);
             if on {
-                ring.is_responsible(&b, &me().public())
+                ring.is_responsible(&b, me().public())
             } else {
-                !ring.accepts(&b, &me().public())
+                !ring.accepts(&b, me().public())
             }
         })
         .unwrap()
@@ -394,7 +394,7 @@ fn a_newer_consensus_within_the_slack_is_accepted() {
     let (n, newer) = (1..=255u8)
         .filter(|&n| {
             let b = blinded_of(n);
-            !ring.is_responsible(&b, &me_id) && ring.accepts(&b, &me_id)
+            !ring.is_responsible(&b, me_id) && ring.accepts(&b, me_id)
         })
         .find_map(|n| {
             let b = blinded_of(n);
@@ -408,11 +408,11 @@ fn a_newer_consensus_within_the_slack_is_accepted() {
                 .map(|gone| {
                     let left: Vec<u8> = twenty_numbers()
                         .into_iter()
-                        .filter(|&m| !gone.contains(&key(m).public()))
+                        .filter(|&m| !gone.contains(&key(m).public().into()))
                         .collect();
                     keys(&left)
                 })
-                .find(|newer| ring_of(newer).is_responsible(&b, &me_id))
+                .find(|newer| ring_of(newer).is_responsible(&b, me_id))
                 .map(|newer| (n, newer))
         })
         .unwrap();
@@ -436,7 +436,7 @@ fn a_relay_not_yet_eligible_in_its_consensus_accepts_its_keys() {
     assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Ok);
     // Keys far from it are still refused.
     let far = (1..=255u8)
-        .find(|&m| !ring_of(&relays).accepts(&blinded_of(m), &me().public()))
+        .find(|&m| !ring_of(&relays).accepts(&blinded_of(m), me().public()))
         .unwrap();
     let (d, _) = descriptor(far, 1, NOW);
     assert_eq!(store.put_at(&d, NOW, &ctx()).status, DirStatus::Refused);
