@@ -71,6 +71,10 @@ pub(crate) struct MemoryReport {
     pub idle: Vec<RssFigure>,
     /// Circuits that each carried `carried_bytes`, then went idle.
     pub carried: Option<RssFigure>,
+    /// The same with twice as many circuits, on another fresh relay: with `carried`, the
+    /// marginal cost of one more carried circuit (the transfer's one-off transient peak,
+    /// which both runs share, cancels out).
+    pub carried_twice: Option<RssFigure>,
     /// Bytes each of those carried.
     pub carried_bytes: usize,
     /// This process's growth per client circuit (1-hop circuits with their tasks).
@@ -82,6 +86,15 @@ pub(crate) struct MemoryReport {
 }
 
 impl MemoryReport {
+    /// Bytes per circuit that one more carried circuit adds: the growth of the run with
+    /// twice the circuits minus that of the first run, over the extra circuits.
+    pub(crate) fn carried_marginal(&self) -> Option<f64> {
+        let (one, two) = (self.carried.as_ref()?, self.carried_twice.as_ref()?);
+        let extra = two.open.checked_sub(one.open).filter(|&n| n > 0)?;
+        let growth = |f: &RssFigure| f.rss_loaded as f64 - f.rss_idle as f64;
+        Some((growth(two) - growth(one)) / extra as f64)
+    }
+
     /// Table rows: what, value, unit.
     pub(crate) fn rows(&self) -> Vec<(String, String, &'static str)> {
         let mib = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
@@ -107,6 +120,18 @@ impl MemoryReport {
                     self.carried_bytes / 1024
                 ),
                 kib(f.per_item()),
+                "KiB",
+            ));
+        }
+        if let (Some(f), Some(twice), Some(marginal)) =
+            (&self.carried, &self.carried_twice, self.carried_marginal())
+        {
+            rows.push((
+                format!(
+                    "  the same, {} circuits: RSS growth per circuit / marginal per circuit ({} minus {}, fresh relays)",
+                    twice.open, twice.open, f.open
+                ),
+                format!("{} / {}", kib(twice.per_item()), kib(marginal)),
                 "KiB",
             ));
         }
@@ -164,6 +189,15 @@ impl MemoryReport {
                 f.open,
                 self.carried_bytes,
                 f.per_item()
+            ));
+        }
+        if let (Some(f), Some(marginal)) = (&self.carried_twice, self.carried_marginal()) {
+            out.push(format!(
+                "\"relay_carried_circuits_twice\": {}, \"relay_bytes_per_carried_circuit_twice\": {:.0}, \
+                 \"relay_bytes_per_carried_circuit_marginal\": {:.0}",
+                f.open,
+                f.per_item(),
+                marginal
             ));
         }
         if let Some(f) = &self.client {
@@ -306,48 +340,14 @@ pub(crate) async fn measure(
             plan.data_circuits,
             plan.carried_bytes / 1024
         ));
-        let mut relay = SoloRelay::start(root, "solo-data", plan.data_circuits + 16).await?;
-        let target = target_of(&relay.node)?;
-        let rss_idle = relay.rss()?;
-        let chan = connect(&target).await?;
-        let mut circuits = Vec::with_capacity(plan.data_circuits);
-        for _ in 0..plan.data_circuits {
-            circuits.push(
-                ClientCircuit::create(&chan, &target, Duration::from_secs(30))
-                    .await
-                    .map_err(|e| format!("circuit: {e}"))?,
-            );
-        }
-        let cells = plan.carried_bytes.div_ceil(DROP_CELL_BYTES);
-        let mut done = Vec::with_capacity(circuits.len());
-        let mut sending = tokio::task::JoinSet::new();
-        for mut circ in circuits {
-            if sending.len() >= SENDING_AT_ONCE {
-                if let Some(r) = sending.join_next().await {
-                    done.push(r.map_err(|e| e.to_string())??);
-                }
-            }
-            sending.spawn(async move {
-                for _ in 0..cells {
-                    let drop_cell =
-                        RelayCell::new(None, RelayMsg::Drop).map_err(|e| e.to_string())?;
-                    circ.send(0, drop_cell)
-                        .await
-                        .map_err(|e| format!("sending: {e}"))?;
-                }
-                Ok::<_, String>(circ)
-            });
-        }
-        while let Some(r) = sending.join_next().await {
-            done.push(r.map_err(|e| e.to_string())??);
-        }
-        relay.settle().await?;
-        report.carried = Some(RssFigure {
-            open: done.len(),
-            rss_idle,
-            rss_loaded: relay.rss()?,
-        });
-        drop(done);
+        report.carried =
+            Some(carried_run(root, "solo-data", plan.data_circuits, plan.carried_bytes).await?);
+        let twice = plan.data_circuits.saturating_mul(2);
+        say(&format!(
+            "relay memory: the same with {twice} circuits (for the marginal cost per circuit)"
+        ));
+        report.carried_twice =
+            Some(carried_run(root, "solo-data-twice", twice, plan.carried_bytes).await?);
     }
     if plan.idle_channels > 0 {
         say(&format!(
@@ -374,6 +374,53 @@ pub(crate) async fn measure(
         drop(chans);
     }
     Ok(report)
+}
+
+/// A fresh relay's memory with `n` circuits that each carried `bytes` (DROP cells,
+/// [`SENDING_AT_ONCE`] circuits at a time), measured once its CPU use has stopped growing.
+async fn carried_run(root: &Path, name: &str, n: usize, bytes: usize) -> Result<RssFigure, String> {
+    let mut relay = SoloRelay::start(root, name, n + 16).await?;
+    let target = target_of(&relay.node)?;
+    let rss_idle = relay.rss()?;
+    let chan = connect(&target).await?;
+    let mut circuits = Vec::with_capacity(n);
+    for _ in 0..n {
+        circuits.push(
+            ClientCircuit::create(&chan, &target, Duration::from_secs(30))
+                .await
+                .map_err(|e| format!("circuit: {e}"))?,
+        );
+    }
+    let cells = bytes.div_ceil(DROP_CELL_BYTES);
+    let mut done = Vec::with_capacity(circuits.len());
+    let mut sending = tokio::task::JoinSet::new();
+    for mut circ in circuits {
+        if sending.len() >= SENDING_AT_ONCE {
+            if let Some(r) = sending.join_next().await {
+                done.push(r.map_err(|e| e.to_string())??);
+            }
+        }
+        sending.spawn(async move {
+            for _ in 0..cells {
+                let drop_cell = RelayCell::new(None, RelayMsg::Drop).map_err(|e| e.to_string())?;
+                circ.send(0, drop_cell)
+                    .await
+                    .map_err(|e| format!("sending: {e}"))?;
+            }
+            Ok::<_, String>(circ)
+        });
+    }
+    while let Some(r) = sending.join_next().await {
+        done.push(r.map_err(|e| e.to_string())??);
+    }
+    relay.settle().await?;
+    let figure = RssFigure {
+        open: done.len(),
+        rss_idle,
+        rss_loaded: relay.rss()?,
+    };
+    drop(done);
+    Ok(figure)
 }
 
 async fn connect(target: &RelayTarget) -> Result<Arc<ClientChannel>, String> {

@@ -2,7 +2,9 @@
 //!
 //! Reads go into one large buffer (64 KiB and more), so a busy channel costs one `read`
 //! syscall per ~120 records instead of one per record; each record is then handed out in
-//! place for decryption, with no allocation per record.
+//! place for decryption, with no allocation per record. The buffer grows only while reads
+//! fill it, and goes back to its small start once the channel has been quiet for
+//! [`RELEASE_AFTER`]: a channel that once carried a burst does not keep 68 KiB forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,10 @@ pub(crate) const READ_BUF_LEN: usize = 128 * RECORD_LEN;
 /// keeps 2 KiB instead of 68; a read that fills the buffer doubles it, up to
 /// [`READ_BUF_LEN`], so a busy channel still reads in large batches.
 const INITIAL_READ_BUF_LEN: usize = 4 * RECORD_LEN;
+/// How long a reader with nothing buffered waits for data before it gives a grown buffer
+/// back. A busy channel never waits this long between reads, so it keeps its buffer (no
+/// allocation per read); a channel that went quiet holds [`INITIAL_READ_BUF_LEN`] again.
+pub(crate) const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Splits a byte stream into records of exactly [`RECORD_LEN`] bytes.
 pub(crate) struct RecordReader {
@@ -131,9 +137,31 @@ impl RecordReader {
         }
     }
 
+    /// One `read` into the free part of the buffer. With nothing buffered and a grown
+    /// buffer, a read that finds no data for [`RELEASE_AFTER`] is cancelled (reads are
+    /// cancel-safe: nothing is consumed until they complete, rate-limit tokens included),
+    /// the small buffer put back, and the read started again. (The idle timeout restarts
+    /// then: a silent peer is given up on at most `RELEASE_AFTER` later.)
+    async fn fill(&mut self) -> LinkResult<usize> {
+        if self.start == self.end && self.buf.len() > INITIAL_READ_BUF_LEN {
+            match tokio::time::timeout(RELEASE_AFTER, self.read_once()).await {
+                Ok(read) => return read,
+                Err(_quiet) => self.release(),
+            }
+        }
+        self.read_once().await
+    }
+
+    /// Puts the small buffer back; only called with nothing buffered.
+    fn release(&mut self) {
+        self.buf = vec![0u8; INITIAL_READ_BUF_LEN].into_boxed_slice();
+        self.start = 0;
+        self.end = 0;
+    }
+
     /// One `read` into the free part of the buffer, bounded by the idle timeout and
     /// interrupted by a local close.
-    async fn fill(&mut self) -> LinkResult<usize> {
+    async fn read_once(&mut self) -> LinkResult<usize> {
         let stream = self.stream.as_mut().ok_or(LinkError::Closed)?;
         let space = self.buf.get_mut(self.end..).ok_or(LinkError::Closed)?;
         let idle = self.idle;
@@ -196,5 +224,43 @@ async fn shaped_read(
                 return Err(e.into());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A burst grows the buffer; once the channel is quiet for `RELEASE_AFTER` (virtual
+    /// time: the clock is paused and jumps to the next timer), the reader holds the small
+    /// buffer again, and still reads what comes next.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_channel_gives_its_read_buffer_back() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (read, _our_write) = ours.unwrap().into_split();
+        let mut peer = theirs.unwrap().0;
+        let mut reader = RecordReader::new(read, Arc::new(RecordStats::default()));
+
+        let burst = 128;
+        peer.write_all(&vec![7u8; burst * RECORD_LEN])
+            .await
+            .unwrap();
+        for _ in 0..burst {
+            assert!(reader.next_record().await.unwrap().is_some());
+        }
+        assert!(reader.buf.len() > INITIAL_READ_BUF_LEN, "the burst grew it");
+
+        // Nothing more comes: the pending read outlasts RELEASE_AFTER.
+        let waited = tokio::time::timeout(RELEASE_AFTER * 3, reader.next_record()).await;
+        assert!(waited.is_err(), "no record was sent");
+        assert_eq!(reader.buf.len(), INITIAL_READ_BUF_LEN);
+
+        peer.write_all(&[9u8; RECORD_LEN]).await.unwrap();
+        let rec = reader.next_record().await.unwrap().unwrap();
+        assert_eq!(rec, &[9u8; RECORD_LEN][..]);
     }
 }

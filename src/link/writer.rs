@@ -24,7 +24,7 @@ use tracing::debug;
 use super::bandwidth_limit::BandwidthShaper;
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
-use super::record::{RecordCipher, RECORD_TAG_LEN};
+use super::record::{RecordCipher, RECORD_LEN, RECORD_TAG_LEN};
 use super::stats::RecordStats;
 use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
 use crate::cell::ChanCmd;
@@ -199,7 +199,22 @@ impl RecordWriter {
                 r = write_shaped(&mut self.stream, &buf, self.bandwidth.as_deref()) => r?,
             }
             self.stats.on_write(records, buf.len());
+            release_if_drained(&mut buf, self.rx.is_empty());
         }
+    }
+}
+
+/// Largest batch buffer kept while the queue is empty (a few records): a channel that
+/// carried a burst gives its up-to-35 KiB buffer back once it has written everything,
+/// instead of keeping the high-water capacity while idle.
+const KEEP_BATCH_BUF: usize = 4 * RECORD_LEN;
+
+/// Releases `buf`'s capacity when nothing is queued and it grew past [`KEEP_BATCH_BUF`].
+/// A busy channel (cells already waiting) keeps it; one that drained allocates again on
+/// its next batch, a cost per write syscall at most, never per cell.
+fn release_if_drained(buf: &mut Vec<u8>, queue_empty: bool) {
+    if queue_empty && buf.capacity() > KEEP_BATCH_BUF {
+        *buf = Vec::new();
     }
 }
 
@@ -225,7 +240,6 @@ async fn write_shaped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::record::RECORD_LEN;
     use tokio::io::AsyncReadExt;
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::{TcpListener, TcpStream};
@@ -295,6 +309,23 @@ mod tests {
         c[..4].copy_from_slice(&[0x80, 0, 0, 1]);
         c[CIRC_ID_LEN] = ChanCmd::Relay.code();
         c
+    }
+
+    /// A drained queue's batch buffer is released; a busy one, or a small one, is kept.
+    #[test]
+    fn a_drained_writer_releases_its_batch_buffer() {
+        let mut buf: Vec<u8> = Vec::with_capacity((MAX_BATCH + 2) * RECORD_LEN);
+        release_if_drained(&mut buf, false);
+        assert_eq!(
+            buf.capacity(),
+            (MAX_BATCH + 2) * RECORD_LEN,
+            "cells still queued"
+        );
+        release_if_drained(&mut buf, true);
+        assert_eq!(buf.capacity(), 0);
+        let mut small: Vec<u8> = Vec::with_capacity(RECORD_LEN);
+        release_if_drained(&mut small, true);
+        assert_eq!(small.capacity(), RECORD_LEN);
     }
 
     #[test]
