@@ -68,7 +68,10 @@ pub fn decode<T: Serialize + DeserializeOwned>(
             max,
         });
     }
-    let (value, used): (T, usize) = bincode::serde::decode_from_slice(bytes, config())
+    // Borrowing decode: a byte string (a consensus body) is taken from the input only if
+    // the input holds that many bytes, so a count that lies allocates nothing; the owned
+    // decoder would allocate the declared count (up to the limit) before reading it.
+    let (value, used): (T, usize) = bincode::serde::borrow_decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len().saturating_sub(used)));

@@ -108,20 +108,29 @@ where
     cumulative.get(i).map(|(r, _)| *r)
 }
 
+/// Unusable relays drawn (and dropped) before [`weighted_usable_choice`] validates every
+/// candidate at once.
+const UNUSABLE_REDRAWS: usize = 8;
+
 /// [`weighted_choice`] among the candidates whose listed identity is a usable ed25519 key.
-/// Identities in a consensus are validated only when used: the relay drawn is validated,
-/// and only if it fails (the authorities listed bytes that are not a usable key: a bug or
-/// a lie) is every candidate validated and the draw repeated among the usable ones, which
-/// gives each usable candidate exactly its weighted share.
+/// Identities in a consensus are validated only when used: the relay drawn is validated;
+/// if it fails (the authorities listed bytes that are not a usable key: a bug or a lie) it
+/// is dropped and the draw repeated (rejection sampling: each usable candidate still gets
+/// exactly its weighted share), validating only what is drawn. After
+/// [`UNUSABLE_REDRAWS`] such draws every candidate is validated at once, which bounds the
+/// work a consensus listing many heavy unusable relays can cause per choice.
 pub fn weighted_usable_choice<'a, R, I>(candidates: I, rng: &mut R) -> Option<&'a ConsensusEntry>
 where
     R: Rng + ?Sized,
     I: IntoIterator<Item = (&'a ConsensusEntry, u128)>,
 {
     let mut candidates: Vec<(&'a ConsensusEntry, u128)> = candidates.into_iter().collect();
-    let first = weighted_choice(candidates.iter().copied(), rng)?;
-    if first.validated_identity().is_ok() {
-        return Some(first);
+    for _ in 0..UNUSABLE_REDRAWS {
+        let drawn = weighted_choice(candidates.iter().copied(), rng)?;
+        if drawn.validated_identity().is_ok() {
+            return Some(drawn);
+        }
+        candidates.retain(|(r, _)| !std::ptr::eq(*r, drawn));
     }
     candidates.retain(|(r, _)| r.validated_identity().is_ok());
     weighted_choice(candidates, rng)

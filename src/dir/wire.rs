@@ -163,6 +163,11 @@ pub(crate) mod byte_vec {
             write!(f, "at most {MAX} bytes")
         }
 
+        fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Vec<u8>, E> {
+            self.bounded(v.len())?;
+            Ok(v.to_vec())
+        }
+
         fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
             self.bounded(v.len())?;
             Ok(v.to_vec())
@@ -174,13 +179,14 @@ pub(crate) mod byte_vec {
         }
     }
 
-    /// Reads at most `MAX` bytes. The codec decodes from a slice it holds whole (bounded
-    /// by the document's limit), so the declared count is checked against the input before
-    /// anything is copied.
+    /// Reads at most `MAX` bytes. The codec decodes by borrowing from the slice it holds
+    /// whole (`codec::decode`), so the bytes are taken from the input only if it holds
+    /// the declared count, then checked against `MAX`, then copied: a count that lies
+    /// allocates nothing.
     pub(crate) fn deserialize<'de, D: Deserializer<'de>, const MAX: usize>(
         deserializer: D,
     ) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(BytesVisitor::<MAX>)
+        deserializer.deserialize_bytes(BytesVisitor::<MAX>)
     }
 }
 
