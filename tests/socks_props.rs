@@ -408,3 +408,35 @@ proptest! {
         prop_assert_eq!(drive(|b| whole.feed(b), &input, &[]), drive(|b| cut.feed(b), &input, &cuts));
     }
 }
+
+proptest! {
+    /// SOCKS5 UDP header (RFC 1928 §7): any datagram encodes and parses back to itself,
+    /// every cut inside the header is refused as truncated, and mutated bytes never panic.
+    #[test]
+    fn udp_datagram_encode_parse_identity(
+        target in target(),
+        port in 1u16..,
+        data in proptest::collection::vec(any::<u8>(), 0..=allium::client::socks::MAX_UDP_PAYLOAD),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+    ) {
+        use allium::client::socks::{encode_udp_datagram, parse_udp_datagram, UdpHeaderError};
+        let bytes = encode_udp_datagram(&target, port, &data);
+        let d = parse_udp_datagram(&bytes).unwrap();
+        prop_assert_eq!(&d.target, &target);
+        prop_assert_eq!(d.port, port);
+        prop_assert_eq!(d.data, &data[..]);
+        let header = bytes.len() - data.len();
+        for cut in 0..header {
+            prop_assert!(matches!(parse_udp_datagram(&bytes[..cut]), Err(UdpHeaderError::Truncated(_))));
+        }
+        let mut mutated = bytes.clone();
+        for (i, b) in flips {
+            let n = mutated.len();
+            mutated[i % n] = b;
+        }
+        if let Ok(m) = parse_udp_datagram(&mutated) {
+            let again = encode_udp_datagram(&m.target, m.port, m.data);
+            prop_assert_eq!(parse_udp_datagram(&again).unwrap(), m);
+        }
+    }
+}

@@ -51,9 +51,13 @@ mod error;
 mod handshake;
 pub(crate) mod http_connect;
 mod types;
+mod udp;
 
 pub use encode::{auth_reply, reply};
 pub use error::SocksError;
 pub use handshake::{SocksHandshake, Step, MAX_MESSAGE_LEN, MAX_SOCKS4_FIELD};
 pub use http_connect::{HttpConnectHandshake, MAX_HTTP_HEADERS, MAX_HTTP_HEAD_LEN};
 pub use types::{ReplyCode, SocksAuth, SocksCommand, SocksRequest, SocksVersion};
+pub use udp::{
+    encode_udp_datagram, parse_udp_datagram, UdpDatagram, UdpHeaderError, MAX_UDP_PAYLOAD,
+};
