@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::bytes::Reader;
-use crate::cell::{Hostname, TargetAddr};
+use crate::cell::TargetAddr;
 
 /// Largest datagram payload carried: an Ethernet MTU (1,500) less IPv4 and UDP headers.
 /// Larger datagrams would be fragmented by IP on most paths anyway.
@@ -110,25 +110,19 @@ pub fn parse_udp_datagram(bytes: &[u8]) -> Result<UdpDatagram<'_>, UdpHeaderErro
     Ok(UdpDatagram { target, port, data })
 }
 
-/// A SOCKS5 domain as a target: an IP literal becomes [`TargetAddr::Ip`].
+/// A SOCKS5 domain as a target: the CONNECT parser's rule (an IP literal becomes
+/// [`TargetAddr::Ip`]), with this header's error.
 fn target_from_name(name: &[u8]) -> Result<TargetAddr, UdpHeaderError> {
     if name.is_empty() {
         return Err(UdpHeaderError::InvalidHostname);
     }
-    if let Some(ip) = std::str::from_utf8(name)
-        .ok()
-        .and_then(|s| s.parse::<IpAddr>().ok())
-    {
-        return Ok(TargetAddr::Ip(ip));
-    }
-    Hostname::from_bytes(name)
-        .map(TargetAddr::Hostname)
+    super::handshake::target_from_name(name, super::SocksVersion::V5)
         .map_err(|_| UdpHeaderError::InvalidHostname)
 }
 
 /// Encodes a datagram with its header, as the proxy sends it back to the application
 /// (`target`/`port`: where the datagram came from). IP addresses use ATYP 1 or 4, names
-/// ATYP 3 (a [`Hostname`] is at most 255 bytes, so its length fits the prefix).
+/// ATYP 3 (a [`crate::cell::Hostname`] is at most 255 bytes, so its length fits the prefix).
 pub fn encode_udp_datagram(target: &TargetAddr, port: u16, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + 1 + 255 + 2 + data.len());
     out.extend_from_slice(&[0, 0, 0]);
@@ -156,6 +150,7 @@ pub fn encode_udp_datagram(target: &TargetAddr, port: u16, data: &[u8]) -> Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cell::Hostname;
 
     #[test]
     fn ipv4_ipv6_and_name_forms_round_trip() {
