@@ -21,6 +21,7 @@ pub mod chan_contexts;
 pub mod chan_msg;
 pub(crate) mod cmd_set;
 pub mod consts;
+pub mod datagram;
 pub(crate) mod error;
 pub(crate) mod ids;
 pub mod onion_msg;

@@ -50,11 +50,15 @@ wire_enum! {
         Rendezvous1 = 39,
         /// Rendezvous point → client: the service's handshake reply.
         Rendezvous2 = 40,
+        /// Open a UDP flow to a host and port (at the exit, or at an onion service).
+        BeginUdp = 48,
+        /// One fragment of a UDP datagram on a flow.
+        Datagram = 49,
     }
 }
 
-/// Relay command numbers reserved for UDP messages (not implemented yet).
-pub const RESERVED_UDP: std::ops::RangeInclusive<u8> = 48..=50;
+/// Relay command numbers reserved for further UDP messages.
+pub const RESERVED_UDP: std::ops::RangeInclusive<u8> = 50..=50;
 
 impl RelayCmd {
     /// Decodes a command byte, distinguishing reserved numbers from unknown ones.
@@ -75,7 +79,9 @@ impl RelayCmd {
             | RelayCmd::Connected
             | RelayCmd::Resolve
             | RelayCmd::Resolved
-            | RelayCmd::BeginDir => StreamRule::Stream,
+            | RelayCmd::BeginDir
+            | RelayCmd::BeginUdp
+            | RelayCmd::Datagram => StreamRule::Stream,
             RelayCmd::Sendme => StreamRule::Either,
             RelayCmd::Extend
             | RelayCmd::Extended

@@ -4,6 +4,7 @@
 
 use super::address::Hostname;
 use super::chan_cmd::DestroyReason;
+use super::datagram::Datagram;
 use super::onion_msg::{
     EstablishIntro, Introduce, IntroduceAckStatus, Rendezvous1, REND_COOKIE_LEN, REND_HANDSHAKE_LEN,
 };
@@ -17,7 +18,7 @@ restricted_msg! {
     /// plays this part too.)
     pub enum AtRelay: RelayMsg ("at a relay") {
         Begin(Begin), Data(Data), End(EndReason), Sendme(Sendme), Extend(Extend),
-        Resolve(Hostname);
+        Resolve(Hostname), BeginUdp(Begin), Datagram(Datagram);
         Truncate, Drop, BeginDir
     }
 }
@@ -26,7 +27,7 @@ restricted_msg! {
     /// What a client accepts from a hop of its circuit.
     pub enum AtClient: RelayMsg ("at a client") {
         Connected(Connected), Data(Data), End(EndReason), Sendme(Sendme), Extended(Extended),
-        Truncated(DestroyReason), Resolved(Resolved);
+        Truncated(DestroyReason), Resolved(Resolved), Datagram(Datagram);
         Drop
     }
 }
@@ -38,7 +39,8 @@ restricted_msg! {
     /// relay narrows into it after parsing.
     pub enum AtRelayOnion: RelayMsg ("at a relay") {
         Begin(Begin), Data(Data), End(EndReason), Sendme(Sendme), Extend(Extend),
-        Resolve(Hostname), EstablishIntro(EstablishIntro), Introduce1(Introduce),
+        Resolve(Hostname), BeginUdp(Begin), Datagram(Datagram),
+        EstablishIntro(EstablishIntro), Introduce1(Introduce),
         EstablishRendezvous([u8; REND_COOKIE_LEN]), Rendezvous1(Rendezvous1);
         Truncate, Drop, BeginDir
     }

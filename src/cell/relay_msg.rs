@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::address::{self, Hostname, TargetAddr};
 use super::chan_cmd::DestroyReason;
 use super::chan_msg::{BoundedBytes, HandshakeType};
+use super::datagram::Datagram;
 use super::error::{CellError, CellResult};
 use super::onion_msg::{self, OnionMsg};
 use super::relay_cmd::{EndReason, RelayCmd};
@@ -255,6 +256,10 @@ pub enum RelayMsg {
     BeginDir,
     /// One of the onion-service messages (commands 32–40, §8).
     Onion(OnionMsg),
+    /// BEGIN_UDP: open a UDP flow; same data as BEGIN.
+    BeginUdp(Begin),
+    /// DATAGRAM: one fragment of a datagram on a flow.
+    Datagram(Datagram),
 }
 
 impl RelayMsg {
@@ -274,6 +279,8 @@ impl RelayMsg {
             RelayMsg::Resolve(_) => RelayCmd::Resolve,
             RelayMsg::Resolved(_) => RelayCmd::Resolved,
             RelayMsg::BeginDir => RelayCmd::BeginDir,
+            RelayMsg::BeginUdp(_) => RelayCmd::BeginUdp,
+            RelayMsg::Datagram(_) => RelayCmd::Datagram,
             RelayMsg::Onion(m) => match m {
                 OnionMsg::EstablishIntro(_) => RelayCmd::EstablishIntro,
                 OnionMsg::IntroEstablished => RelayCmd::IntroEstablished,
@@ -348,6 +355,11 @@ impl RelayMsg {
                 RelayMsg::Resolved(Resolved::new(answers)?)
             }
             RelayCmd::BeginDir => RelayMsg::BeginDir,
+            RelayCmd::BeginUdp => {
+                let target = r.extract::<TargetAddr>()?;
+                RelayMsg::BeginUdp(Begin::new(target, address::read_port(&mut r)?)?)
+            }
+            RelayCmd::Datagram => RelayMsg::Datagram(Datagram::parse(&mut r)?),
             RelayCmd::EstablishIntro
             | RelayCmd::IntroEstablished
             | RelayCmd::Introduce1
@@ -365,10 +377,11 @@ impl RelayMsg {
     /// Encodes the `data` field.
     pub fn encode_data(&self, w: &mut Writer<'_>) -> CellResult<()> {
         match self {
-            RelayMsg::Begin(b) => {
+            RelayMsg::Begin(b) | RelayMsg::BeginUdp(b) => {
                 w.write(&b.target)?;
                 Ok(w.u16(b.port, "port")?)
             }
+            RelayMsg::Datagram(d) => d.encode(w),
             RelayMsg::Data(d) => Ok(w.put(d.as_slice(), "data")?),
             RelayMsg::End(reason) => Ok(w.u8(reason.code(), "end reason")?),
             RelayMsg::Connected(c) => match &c.resolved {

@@ -196,6 +196,7 @@ impl ClientCircuit<AtClient> {
             | AtClient::Sendme(_)
             | AtClient::Truncated(_)
             | AtClient::Resolved(_)
+            | AtClient::Datagram(_)
             | AtClient::Drop => {
                 return Err(self.fail(CircuitError::Protocol("expected EXTENDED")).await)
             }
@@ -458,7 +459,8 @@ impl<M: RelayMessage> ClientCircuit<M> {
             Some(
                 ClientCircEvent::Stream(_)
                 | ClientCircEvent::Request(_)
-                | ClientCircEvent::Incoming(_),
+                | ClientCircEvent::Incoming(_)
+                | ClientCircEvent::Flow(_),
             ) => Err(CircuitError::Protocol(
                 "stream event on a circuit without a reactor",
             )),

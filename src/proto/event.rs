@@ -29,6 +29,8 @@ pub enum ClientCircEvent {
     /// The owner's answer to a stream the far end opened (see
     /// [`super::incoming::IncomingStream`]).
     Incoming(IncomingAnswer),
+    /// From a UDP flow's local end.
+    Flow(super::datagram::FlowEvent),
 }
 
 /// A request to the circuit task.
@@ -41,6 +43,15 @@ pub enum CircuitRequest {
         to: Option<(TargetAddr, u16)>,
         /// Where to send the outcome.
         reply: oneshot::Sender<Result<DataStream, StreamOpenError>>,
+    },
+    /// Open a UDP flow to `target:port` at the last hop.
+    OpenUdp {
+        /// Destination (names are resolved by the exit).
+        target: TargetAddr,
+        /// Port.
+        port: u16,
+        /// Where to send the outcome.
+        reply: oneshot::Sender<Result<super::datagram::UdpFlow, StreamOpenError>>,
     },
     /// Close the circuit.
     Close,

@@ -4,6 +4,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod circuit;
+pub mod datagram;
 pub mod dir_fetch;
 pub mod dirclient;
 pub(crate) mod error;
@@ -16,6 +17,7 @@ pub(crate) mod target;
 
 pub use channel::ClientChannel;
 pub use circuit::ClientCircuit;
+pub use datagram::{UdpFlow, UdpSendError};
 pub use error::CircuitError;
 pub use incoming::{IncomingStream, IncomingStreams};
 pub use reactor::CircuitHandle;

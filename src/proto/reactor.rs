@@ -19,6 +19,9 @@ use crate::cell::{EndReason, RelayCell, RelayMessage, RelayMsg, StreamId, Target
 use crate::proto::event_queue::EventSender;
 
 use super::circuit::ClientCircuit;
+use super::datagram::budget::DatagramBudget;
+use super::datagram::flows::{FlowSet, MAX_WAITING};
+use super::datagram::UdpFlow;
 use super::event::{CircuitRequest, ClientCircEvent, IncomingAnswer};
 use super::incoming::{IncomingStream, IncomingStreams};
 use super::stream::data_stream::{pair, CircuitEnd};
@@ -26,7 +29,9 @@ use super::stream::pump::{self, LocalSocket, StreamEvent};
 use super::stream::set::StreamSet;
 use super::stream::{DataStream, StreamOpenError};
 
-/// Most streams one client circuit carries at once.
+mod udp;
+
+/// Most streams one client circuit carries at once (UDP flows included).
 pub(crate) const MAX_STREAMS_PER_CIRCUIT: usize = 512;
 
 /// A cloneable handle on a running client circuit.
@@ -69,6 +74,31 @@ impl CircuitHandle {
         timeout: Duration,
     ) -> Result<DataStream, StreamOpenError> {
         self.open(Some((target, port)), timeout).await
+    }
+
+    /// Opens a UDP flow to `target:port` through the circuit's last hop (names are
+    /// resolved there).
+    pub async fn open_udp(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<UdpFlow, StreamOpenError> {
+        let (reply, rx) = oneshot::channel();
+        let req = CircuitRequest::OpenUdp {
+            target,
+            port,
+            reply,
+        };
+        self.tx
+            .send(ClientCircEvent::Request(req))
+            .await
+            .map_err(|_| StreamOpenError::CircuitClosed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StreamOpenError::CircuitClosed),
+            Err(_) => Err(StreamOpenError::Timeout),
+        }
     }
 
     /// Opens a stream to the last hop's directory service (BEGIN_DIR).
@@ -156,6 +186,10 @@ enum Inbound {
     Drop,
     /// The far end opens a stream (only where it plays the client).
     Begin(Begin),
+    /// The far end opens a UDP flow (only where it plays the client).
+    BeginUdp,
+    /// A fragment of a datagram on a flow.
+    Datagram(crate::cell::datagram::Datagram),
     /// Legal in the context but nothing the reactor asked for: closes the circuit.
     Unexpected,
 }
@@ -174,6 +208,7 @@ impl ReactorContext for AtClient {
             AtClient::End(reason) => Inbound::End(reason),
             AtClient::Sendme(sendme) => Inbound::Sendme(sendme),
             AtClient::Drop => Inbound::Drop,
+            AtClient::Datagram(d) => Inbound::Datagram(d),
             AtClient::Extended(_) | AtClient::Truncated(_) | AtClient::Resolved(_) => {
                 Inbound::Unexpected
             }
@@ -189,6 +224,8 @@ impl ReactorContext for AtRelay {
             AtRelay::End(reason) => Inbound::End(reason),
             AtRelay::Sendme(sendme) => Inbound::Sendme(sendme),
             AtRelay::Drop => Inbound::Drop,
+            AtRelay::BeginUdp(_) => Inbound::BeginUdp,
+            AtRelay::Datagram(d) => Inbound::Datagram(d),
             AtRelay::Extend(_) | AtRelay::Resolve(_) | AtRelay::Truncate | AtRelay::BeginDir => {
                 Inbound::Unexpected
             }
@@ -202,6 +239,9 @@ struct Reactor<M> {
     incoming: Option<mpsc::Sender<IncomingStream>>,
     streams: StreamSet,
     pending: HashMap<StreamId, Pending>,
+    flows: FlowSet,
+    /// UDP flows waiting for CONNECTED.
+    pending_flows: HashMap<StreamId, udp::PendingFlow>,
     next_stream: u16,
     closed: Arc<AtomicBool>,
     tx: EventSender<ClientCircEvent>,
@@ -256,6 +296,10 @@ fn spawn_with<M: ReactorContext>(
         incoming,
         streams: StreamSet::new(),
         pending: HashMap::new(),
+        flows: FlowSet::new(DatagramBudget::new(
+            MAX_WAITING * crate::cell::datagram::MAX_DATAGRAM_LEN,
+        )),
+        pending_flows: HashMap::new(),
         next_stream: 1,
         closed,
         tx,
@@ -291,6 +335,12 @@ impl<M: ReactorContext> Reactor<M> {
                 Some(ClientCircEvent::Request(CircuitRequest::Open { to, reply })) => {
                     self.open(to, reply).await
                 }
+                Some(ClientCircEvent::Request(CircuitRequest::OpenUdp {
+                    target,
+                    port,
+                    reply,
+                })) => self.open_udp(target, port, reply).await,
+                Some(ClientCircEvent::Flow(ev)) => self.on_flow_event(ev).await,
                 Some(ClientCircEvent::Request(CircuitRequest::Close)) => false,
                 Some(ClientCircEvent::Request(CircuitRequest::Retire)) => {
                     self.retiring = true;
@@ -303,7 +353,7 @@ impl<M: ReactorContext> Reactor<M> {
                 Some(ClientCircEvent::Cell(FromNextHop::Created(_)))
                 | Some(ClientCircEvent::Violation) => false,
             };
-            let open = self.streams.len() + self.pending.len();
+            let open = self.streams.len() + self.pending.len() + self.flows.len();
             if !keep_going || (self.retiring && open == 0) {
                 break;
             }
@@ -313,6 +363,10 @@ impl<M: ReactorContext> Reactor<M> {
         self.closed.store(true, Ordering::Release);
         self.streams.clear();
         for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(StreamOpenError::CircuitClosed));
+        }
+        self.flows.clear();
+        for (_, p) in self.pending_flows.drain() {
             let _ = p.reply.send(Err(StreamOpenError::CircuitClosed));
         }
         self.circ.shutdown().await;
@@ -351,13 +405,15 @@ impl<M: ReactorContext> Reactor<M> {
     }
 
     fn allocate_stream(&mut self) -> Option<StreamId> {
-        if self.streams.len() >= MAX_STREAMS_PER_CIRCUIT {
+        if self.streams.len() + self.flows.len() >= MAX_STREAMS_PER_CIRCUIT {
             return None;
         }
         for _ in 0..=u16::MAX {
             let id = StreamId::new(self.next_stream);
             self.next_stream = self.next_stream.wrapping_add(1).max(1);
-            if let Some(id) = id.filter(|id| !self.streams.contains(*id)) {
+            if let Some(id) =
+                id.filter(|id| !self.streams.contains(*id) && !self.flows.contains(*id))
+            {
                 return Some(id);
             }
         }
@@ -400,6 +456,9 @@ impl<M: ReactorContext> Reactor<M> {
             return false;
         }
         match (stream, msg) {
+            (Some(id), Inbound::Connected) if self.pending_flows.contains_key(&id) => {
+                self.on_flow_connected(id).await
+            }
             (Some(id), Inbound::Connected) => {
                 let Some(p) = self.pending.remove(&id) else {
                     return false;
@@ -427,6 +486,10 @@ impl<M: ReactorContext> Reactor<M> {
                     false
                 }
             },
+            (Some(id), Inbound::End(reason)) if self.flows.contains(id) => {
+                self.on_flow_end(id, reason);
+                true
+            }
             (Some(id), Inbound::End(reason)) => {
                 if let Some(p) = self.pending.remove(&id) {
                     self.streams.remove(id);
@@ -437,6 +500,14 @@ impl<M: ReactorContext> Reactor<M> {
                 self.streams.on_end(id, reason);
                 true
             }
+            (Some(id), Inbound::Datagram(frag)) => self.on_datagram(id, frag, &tag).await,
+            (Some(id), Inbound::BeginUdp) if self.incoming.is_some() => {
+                // An onion service's end takes no UDP flows yet: refused as its policy.
+                self.touch();
+                self.send_cell(Some(id), RelayMsg::End(EndReason::ExitPolicy))
+                    .await
+            }
+            (None, Inbound::Sendme(sendme)) => self.on_circuit_sendme(&sendme).await,
             (stream, Inbound::Sendme(sendme)) => match self.streams.on_sendme(stream, &sendme) {
                 Ok(()) => true,
                 Err(e) => {
@@ -451,8 +522,11 @@ impl<M: ReactorContext> Reactor<M> {
             }
             // A stream command without a stream cannot parse; BEGIN where nobody takes
             // streams, or a command the reactor never asked for, closes the circuit.
-            (_, Inbound::Unexpected | Inbound::Begin(_))
-            | (None, Inbound::Connected | Inbound::Data(_) | Inbound::End(_)) => {
+            (_, Inbound::Unexpected | Inbound::Begin(_) | Inbound::BeginUdp)
+            | (
+                None,
+                Inbound::Connected | Inbound::Data(_) | Inbound::End(_) | Inbound::Datagram(_),
+            ) => {
                 debug!("client: unexpected relay message");
                 false
             }
@@ -462,7 +536,7 @@ impl<M: ReactorContext> Reactor<M> {
     /// BEGIN from the far end of an accepting circuit: the stream id is reserved and the
     /// stream handed to the owner, whose answer comes back as [`IncomingAnswer`].
     async fn on_incoming_begin(&mut self, id: StreamId, begin: Begin) -> bool {
-        if self.streams.contains(id) || self.pending.contains_key(&id) {
+        if self.streams.contains(id) || self.pending.contains_key(&id) || self.flows.contains(id) {
             debug!("client: BEGIN reuses an open stream id");
             return false;
         }

@@ -25,6 +25,7 @@ use super::queue_budget::QueueTicket;
 use super::shared::{RelayCounters, RelayShared};
 
 mod create;
+mod exit_flows;
 mod exit_streams;
 mod extend;
 mod forward;
@@ -142,6 +143,8 @@ struct Circuit {
     /// Connection attempts of streams being opened, aborted on END or teardown so a
     /// client cannot pile up sockets by opening and abandoning streams.
     connecting: std::collections::HashMap<StreamId, tokio::task::AbortHandle>,
+    /// UDP flows (made at the first BEGIN_UDP: most circuits never have one).
+    flows: Option<Box<crate::proto::datagram::flows::FlowSet>>,
     /// RESOLVE lookups in progress (counted against the stream limit).
     resolving: usize,
     /// What the directory service keeps for this circuit (its upload budget), made at
@@ -262,6 +265,8 @@ impl Circuit {
             }
             CircEvent::CookieEvicted => Ok(()),
             CircEvent::Resolved { id, result } => self.on_resolved(id, result).await,
+            CircEvent::Flow(ev) => self.on_flow_event(ev).await,
+            CircEvent::FlowOpened { id, result } => self.on_flow_opened(id, result).await,
         }
     }
 }

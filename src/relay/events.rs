@@ -62,6 +62,16 @@ pub enum CircEvent {
     /// This circuit's rendezvous cookie was dropped to make room in the relay's full
     /// cookie table (it was the oldest): the circuit can no longer be joined.
     CookieEvicted,
+    /// From a UDP flow's socket.
+    Flow(crate::proto::datagram::FlowEvent),
+    /// A UDP flow's socket was opened (or could not be).
+    FlowOpened {
+        /// The flow.
+        id: crate::cell::StreamId,
+        /// The connected socket, the address it reaches and its share of the flow limit,
+        /// or why not.
+        result: Result<crate::relay::exit_udp::OpenedFlow, crate::cell::EndReason>,
+    },
     /// A RESOLVE finished.
     Resolved {
         /// The stream the RESOLVE came on.

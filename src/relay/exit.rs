@@ -22,6 +22,8 @@ use crate::dir::ExitPolicy;
 pub struct ExitConfig {
     /// Which destinations are allowed.
     pub policy: ExitPolicy,
+    /// Which UDP destinations are allowed (none unless the operator opts in).
+    pub udp_policy: ExitPolicy,
     /// Timeouts.
     pub timeouts: ExitTimeouts,
     /// How connections to destinations are opened (directly, unless the operator routes
@@ -76,6 +78,7 @@ impl ExitConfig {
     pub fn new(policy: ExitPolicy) -> Self {
         ExitConfig {
             policy,
+            udp_policy: ExitPolicy::reject_all(),
             timeouts: ExitTimeouts::default(),
             connector: Arc::new(DirectConnector),
         }

@@ -32,8 +32,15 @@ pub struct RelayLimits {
     /// three quarters of the process's file-descriptor limit. At the limit, new
     /// connections are closed at once (counted, logged once per burst).
     pub inbound_channels: usize,
-    /// Streams one circuit may have open at once (exits).
+    /// Streams one circuit may have open at once (exits); UDP flows count as streams.
     pub streams_per_circuit: usize,
+    /// UDP flows (one socket each) an exit has open at once, over all circuits.
+    pub udp_flows: usize,
+    /// Bytes of datagrams an exit holds waiting for circuit windows, over all circuits;
+    /// past it the oldest waiting datagram of the circuit adding one is dropped.
+    pub udp_queued_bytes: usize,
+    /// Seconds a UDP flow may carry nothing either way before the exit closes it.
+    pub udp_idle_secs: u64,
     /// Seconds a channel with no circuits may stay open.
     pub idle_channel_timeout_secs: u64,
     /// Seconds a link handshake may take.
@@ -101,6 +108,9 @@ impl Default for RelayLimits {
             pending_link_handshakes: 256,
             inbound_channels: 50_000,
             streams_per_circuit: 512,
+            udp_flows: 4096,
+            udp_queued_bytes: 8 * 1024 * 1024,
+            udp_idle_secs: 120,
             idle_channel_timeout_secs: 300,
             link_handshake_timeout_secs: 10,
             dead_peer_timeout_secs: 20,

@@ -13,6 +13,7 @@ pub mod dircache;
 pub mod dirserve;
 pub(crate) mod events;
 pub(crate) mod exit;
+pub(crate) mod exit_udp;
 pub(crate) mod hsdir;
 pub(crate) mod key_maintenance;
 pub mod key_schedule;

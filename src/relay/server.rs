@@ -131,6 +131,8 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {
+        udp_flows: Arc::new(tokio::sync::Semaphore::new(limits.udp_flows)),
+        datagrams: crate::proto::datagram::budget::DatagramBudget::new(limits.udp_queued_bytes),
         handshakes: TokenBucket::new(limits.handshakes_per_second, limits.handshake_burst),
         budget: QueueBudget::new(limits.total_queued_bytes),
         relay_channels: Mutex::new(HashMap::new()),

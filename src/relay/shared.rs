@@ -100,6 +100,10 @@ pub struct RelayShared {
     /// Wakes the descriptor publisher to upload at once (after a wall-clock jump, a key
     /// rotation, an address change) instead of at the end of its interval.
     pub republish: tokio::sync::Notify,
+    /// UDP flows open at this exit, against `limits.udp_flows`.
+    pub udp_flows: Arc<tokio::sync::Semaphore>,
+    /// Bytes of datagrams waiting for circuit windows, against `limits.udp_queued_bytes`.
+    pub datagrams: Arc<crate::proto::datagram::budget::DatagramBudget>,
     /// Inbound connections open, against the channel limit.
     pub channel_slots: Arc<super::channel_limit::ChannelSlots>,
 }

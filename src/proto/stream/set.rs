@@ -143,13 +143,7 @@ impl StreamSet {
         tag: &RelayTag,
     ) -> Result<Option<RelayCell>, StreamError> {
         // Every DATA cell counts against the circuit window, even one dropped below.
-        let circ_point = self.circ_recv.on_received()?;
-        let sendme = if circ_point {
-            self.circ_recv.on_sendme_sent();
-            cell(None, RelayMsg::Sendme(Sendme { tag: *tag }))
-        } else {
-            None
-        };
+        let sendme = self.on_circuit_cell(tag)?;
         match self.streams.get_mut(&id) {
             // A stream we closed: DATA crossing our END is dropped.
             None => Ok(sendme),
@@ -164,6 +158,50 @@ impl StreamSet {
                 Ok(sendme)
             }
         }
+    }
+
+    /// Counts a cell against the circuit's receive window (every DATA and DATAGRAM cell).
+    /// Returns the circuit-level SENDME to send if it was a SENDME point.
+    pub(crate) fn on_circuit_cell(
+        &mut self,
+        tag: &RelayTag,
+    ) -> Result<Option<RelayCell>, StreamError> {
+        if self.circ_recv.on_received()? {
+            self.circ_recv.on_sendme_sent();
+            return Ok(cell(None, RelayMsg::Sendme(Sendme { tag: *tag })));
+        }
+        Ok(None)
+    }
+
+    /// Takes `n` circuit-window permits now if they are free (for a datagram's cells,
+    /// which never wait for the window: see [`crate::proto::datagram`]).
+    pub(crate) fn try_take_circuit_permits(&self, n: u32) -> bool {
+        match self.circ_permits.try_acquire_many(n) {
+            Ok(p) => {
+                p.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Records the tag of a cell other than stream DATA (a DATAGRAM) sent under the
+    /// circuit window.
+    pub(crate) fn on_circuit_cell_sent(&mut self, tag: &RelayTag) {
+        self.circ_send.on_sent(tag);
+    }
+
+    /// A circuit-level SENDME: checks it and returns the window it frees, for the caller
+    /// to spend on waiting datagrams first and hand the rest to the stream readers with
+    /// [`Self::release_circuit_permits`].
+    pub(crate) fn on_circuit_sendme(&mut self, sendme: &Sendme) -> Result<u32, StreamError> {
+        self.circ_send.on_sendme(&sendme.tag)?;
+        Ok(super::window::CIRCUIT_INCREMENT)
+    }
+
+    /// Gives `n` circuit-window permits to the stream readers.
+    pub(crate) fn release_circuit_permits(&self, n: u32) {
+        self.circ_permits.add_permits(n as usize);
     }
 
     /// The peer sent END for `id`. Returns true if the stream was open or being opened.

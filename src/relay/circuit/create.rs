@@ -103,6 +103,7 @@ impl Circuit {
             ticket,
             streams: StreamSet::new(),
             connecting: std::collections::HashMap::new(),
+            flows: None,
             resolving: 0,
             dir_state: None,
         })

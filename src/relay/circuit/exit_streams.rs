@@ -28,14 +28,14 @@ impl Circuit {
 
     /// BEGIN: check the policy, then connect in the background.
     pub(super) async fn on_begin(&mut self, id: StreamId, begin: Begin) -> Result<(), Teardown> {
-        if self.streams.contains(id) {
+        if self.id_in_use(id) {
             debug!("relay: BEGIN reuses an open stream id");
             return Err(Teardown::new(DestroyReason::Protocol));
         }
         let Some(exit) = self.shared.exit.clone() else {
             return self.end_stream(id, EndReason::ExitPolicy).await;
         };
-        if self.streams.len() >= self.shared.limits.streams_per_circuit {
+        if self.streams_and_flows() >= self.shared.limits.streams_per_circuit {
             return self.end_stream(id, EndReason::ResourceLimit).await;
         }
         let (target, port) = (begin.target().clone(), begin.port());
@@ -98,13 +98,13 @@ impl Circuit {
 
     /// BEGIN_DIR: an in-process stream to our directory service.
     pub(super) async fn on_begin_dir(&mut self, id: StreamId) -> Result<(), Teardown> {
-        if self.streams.contains(id) {
+        if self.id_in_use(id) {
             return Err(Teardown::new(DestroyReason::Protocol));
         }
         let Some(service) = self.shared.dir_service() else {
             return self.end_stream(id, EndReason::NotDirectory).await;
         };
-        if self.streams.len() >= self.shared.limits.streams_per_circuit {
+        if self.streams_and_flows() >= self.shared.limits.streams_per_circuit {
             return self.end_stream(id, EndReason::ResourceLimit).await;
         }
         let (ours, theirs) = tokio::io::duplex(64 * 1024);

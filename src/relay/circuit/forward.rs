@@ -216,6 +216,8 @@ impl Circuit {
             AtRelayOnion::Begin(begin) => self.on_begin(on_stream(stream)?, begin).await,
             AtRelayOnion::Resolve(name) => self.on_resolve(on_stream(stream)?, name).await,
             AtRelayOnion::BeginDir => self.on_begin_dir(on_stream(stream)?).await,
+            AtRelayOnion::BeginUdp(begin) => self.on_begin_udp(on_stream(stream)?, begin).await,
+            AtRelayOnion::Datagram(frag) => self.on_datagram(on_stream(stream)?, frag, tag).await,
             AtRelayOnion::Data(data) => match self.streams.on_data(on_stream(stream)?, data, tag) {
                 Ok(Some(sendme)) => self.reply(sendme).await,
                 Ok(None) => Ok(()),
@@ -230,8 +232,13 @@ impl Circuit {
                 if let Some(task) = self.connecting.remove(&id) {
                     task.abort();
                 }
-                self.streams.on_end(id, reason);
+                if !self.end_flow(id) {
+                    self.streams.on_end(id, reason);
+                }
                 Ok(())
+            }
+            AtRelayOnion::Sendme(sendme) if stream.is_none() => {
+                self.on_circuit_sendme(&sendme).await
             }
             AtRelayOnion::Sendme(sendme) => self.streams.on_sendme(stream, &sendme).map_err(|e| {
                 debug!("relay: bad SENDME: {e}");

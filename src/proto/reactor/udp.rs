@@ -1,0 +1,156 @@
+//! The client circuit task's UDP flows: opening one (BEGIN_UDP, CONNECTED), datagrams both
+//! ways, and the circuit window shared with streams (see [`crate::proto::datagram`]).
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use crate::cell::datagram::Datagram;
+use crate::cell::relay_msg::{Begin, Sendme};
+use crate::cell::{EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
+use crate::crypto::RelayTag;
+use crate::proto::datagram::flows::Sink;
+use crate::proto::datagram::inbox::DatagramInbox;
+use crate::proto::datagram::{FlowEvent, UdpFlow};
+use crate::proto::stream::StreamOpenError;
+
+use super::{Reactor, ReactorContext};
+
+/// A flow waiting for CONNECTED.
+pub(super) struct PendingFlow {
+    pub(super) reply: oneshot::Sender<Result<UdpFlow, StreamOpenError>>,
+    inbox: Arc<DatagramInbox>,
+}
+
+impl<M: ReactorContext> Reactor<M> {
+    /// BEGIN_UDP to the last hop; the flow is handed over at CONNECTED.
+    pub(super) async fn open_udp(
+        &mut self,
+        target: TargetAddr,
+        port: u16,
+        reply: oneshot::Sender<Result<UdpFlow, StreamOpenError>>,
+    ) -> bool {
+        if self.retiring {
+            let _ = reply.send(Err(StreamOpenError::CircuitClosed));
+            return true;
+        }
+        let Some(id) = self.allocate_stream() else {
+            let _ = reply.send(Err(StreamOpenError::TooManyStreams));
+            return true;
+        };
+        let Ok(begin) =
+            Begin::new(target, port).and_then(|b| RelayCell::new(Some(id), RelayMsg::BeginUdp(b)))
+        else {
+            let _ = reply.send(Err(StreamOpenError::Refused(EndReason::Misc)));
+            return true;
+        };
+        let inbox = Arc::new(DatagramInbox::default());
+        self.flows.reserve(id, Some(Sink::App(Arc::clone(&inbox))));
+        self.pending_flows.insert(id, PendingFlow { reply, inbox });
+        self.touch();
+        self.send(begin).await
+    }
+
+    /// CONNECTED for a flow being opened.
+    pub(super) async fn on_flow_connected(&mut self, id: StreamId) -> bool {
+        let Some(p) = self.pending_flows.remove(&id) else {
+            return false;
+        };
+        self.flows.open(id, None);
+        let flow = UdpFlow::new(id, self.tx.clone(), p.inbox);
+        if let Err(Ok(flow)) = p.reply.send(Ok(flow)) {
+            // The requester gave up: dropping the flow queues its END.
+            drop(flow);
+        }
+        true
+    }
+
+    /// END for a flow: refused while opening, or closed by the far end.
+    pub(super) fn on_flow_end(&mut self, id: StreamId, reason: EndReason) {
+        self.flows.remove(id);
+        if let Some(p) = self.pending_flows.remove(&id) {
+            let _ = p.reply.send(Err(StreamOpenError::Refused(reason)));
+        }
+    }
+
+    /// A DATAGRAM fragment: counted against the circuit window, then reassembled.
+    pub(super) async fn on_datagram(
+        &mut self,
+        id: StreamId,
+        frag: Datagram,
+        tag: &RelayTag,
+    ) -> bool {
+        let sendme = match self.streams.on_circuit_cell(tag) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("client: flow control violated by datagrams: {e}");
+                return false;
+            }
+        };
+        if let Err(e) = self.flows.on_datagram(id, frag) {
+            debug!("client: flow protocol violation: {e}");
+            return false;
+        }
+        self.touch();
+        match sendme {
+            Some(cell) => self.send(cell).await,
+            None => true,
+        }
+    }
+
+    /// A circuit-level SENDME: waiting datagrams go first, streams get the rest.
+    pub(super) async fn on_circuit_sendme(&mut self, sendme: &Sendme) -> bool {
+        match self.streams.on_circuit_sendme(sendme) {
+            Ok(credit) => self.flush_datagrams(credit).await,
+            Err(e) => {
+                debug!("client: bad SENDME: {e}");
+                false
+            }
+        }
+    }
+
+    /// From a flow's application end.
+    pub(super) async fn on_flow_event(&mut self, ev: FlowEvent) -> bool {
+        match ev {
+            FlowEvent::Datagram(id, bytes) => {
+                if self.flows.enqueue(id, &bytes) {
+                    self.touch();
+                }
+                self.flush_datagrams(0).await
+            }
+            FlowEvent::Closed(id) => {
+                if self.flows.remove(id) && !self.pending_flows.contains_key(&id) {
+                    return self
+                        .send_cell(Some(id), RelayMsg::End(EndReason::Done))
+                        .await;
+                }
+                true
+            }
+        }
+    }
+
+    /// Sends the waiting datagrams the window allows, paying from `credit` first; the
+    /// credit left goes to the stream readers.
+    async fn flush_datagrams(&mut self, mut credit: u32) -> bool {
+        let last = self.last_hop();
+        while let Some((id, frags)) = self.flows.next_sendable(&mut credit, &self.streams) {
+            for frag in frags {
+                let Ok(cell) = RelayCell::new(Some(id), RelayMsg::Datagram(frag)) else {
+                    return false;
+                };
+                match self.circ.send(last, cell).await {
+                    Ok(tag) => self.streams.on_circuit_cell_sent(&tag),
+                    Err(e) => {
+                        debug!("client: send failed: {e}");
+                        return false;
+                    }
+                }
+            }
+        }
+        if credit > 0 {
+            self.streams.release_circuit_permits(credit);
+        }
+        true
+    }
+}
