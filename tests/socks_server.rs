@@ -84,6 +84,27 @@ impl Connector for TestConnector {
             }
         })
     }
+
+    fn open_udp(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: IsolationKey,
+    ) -> Pin<Box<dyn Future<Output = Result<allium::proto::UdpFlow, StreamOpenError>> + Send + '_>>
+    {
+        self.seen.lock().unwrap().push(Seen {
+            target: target.clone(),
+            port,
+            key: isolation,
+        });
+        Box::pin(async move {
+            match &self.mode {
+                Mode::Circuit(circ) => circ.open_udp(target, port, NO_HANG).await,
+                Mode::Fail(e) => Err(*e),
+                Mode::Hang => std::future::pending().await,
+            }
+        })
+    }
 }
 
 /// A running proxy listener; dropping it stops the listener.

@@ -52,6 +52,16 @@ impl Connector for OneCircuit {
     ) -> Pin<Box<dyn Future<Output = Result<DataStream, StreamOpenError>> + Send + '_>> {
         Box::pin(async move { self.0.open_stream(target, port, NO_HANG).await })
     }
+
+    fn open_udp(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        _isolation: IsolationKey,
+    ) -> Pin<Box<dyn Future<Output = Result<allium::proto::UdpFlow, StreamOpenError>> + Send + '_>>
+    {
+        Box::pin(async move { self.0.open_udp(target, port, NO_HANG).await })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

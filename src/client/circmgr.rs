@@ -317,6 +317,17 @@ impl CircMgr {
     /// else a new one. With `fresh`, always a new one, whose path avoids the relays in
     /// `avoid` (relays earlier builds of this request could not be extended to; a failed
     /// extension adds its relay).
+    pub async fn circuit_for_udp(
+        self: &Arc<Self>,
+        isolation: &Isolation,
+        port: u16,
+        ip: Option<IpAddr>,
+        fresh: bool,
+        avoid: &mut Vec<IdentityPublic>,
+    ) -> Result<CircuitHandle, ClientError> {
+        self.circuit_for(isolation, port, ip, fresh, avoid).await
+    }
+
     pub async fn circuit_for(
         self: &Arc<Self>,
         isolation: &Isolation,

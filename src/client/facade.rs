@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::cell::{EndReason, Hostname, TargetAddr};
 use crate::dir::Consensus;
 use crate::link::LinkConfig;
-use crate::proto::{ClientCircuit, DataStream, RelayTarget, StreamOpenError};
+use crate::proto::{ClientCircuit, DataStream, RelayTarget, StreamOpenError, UdpFlow};
 use crate::sync::lock;
 
 use super::chanmgr::ChanMgr;
@@ -270,6 +270,53 @@ impl Client {
         Err(last.unwrap_or(ClientError::Circuit("no circuit".into())))
     }
 
+    /// Opens a UDP flow to `target:port` on a circuit of isolation class `isolation`:
+    /// datagrams of up to 1,472 bytes each way, names resolved by the exit. Only exits
+    /// whose UDP policy allows the destination carry it; a refusal by policy is retried
+    /// once on a fresh circuit.
+    pub async fn open_udp(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: &Isolation,
+    ) -> Result<UdpFlow, ClientError> {
+        let ip = match &target {
+            TargetAddr::Ip(ip) => Some(*ip),
+            TargetAddr::Hostname(_) => None,
+        };
+        let mut last = None;
+        let mut avoid = Vec::new();
+        for attempt in 0..CONNECT_ATTEMPTS {
+            let circ = match self
+                .inner
+                .circuits
+                .circuit_for_udp(isolation, port, ip, attempt > 0, &mut avoid)
+                .await
+            {
+                Ok(c) => c,
+                Err(e @ ClientError::NoConsensus(_)) => return Err(e),
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match circ
+                .open_udp(target.clone(), port, self.inner.config.stream_timeout)
+                .await
+            {
+                Ok(flow) => return Ok(flow),
+                Err(StreamOpenError::Refused(EndReason::ExitPolicy)) if attempt == 0 => {
+                    last = Some(ClientError::Stream(StreamOpenError::Refused(
+                        EndReason::ExitPolicy,
+                    )));
+                }
+                Err(e @ StreamOpenError::Refused(_)) => return Err(e.into()),
+                Err(e) => last = Some(e.into()),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Circuit("no circuit".into())))
+    }
+
     /// Diagnostics: for each isolation class, the ids (first-hop circuit ids) of the open
     /// circuits it uses. Two classes never share a circuit.
     pub fn circuits_by_isolation(&self) -> Vec<(Isolation, Vec<u32>)> {
@@ -297,6 +344,34 @@ impl Client {
     }
 }
 
+/// What the proxy reports for a failure to open a stream or flow: the reason a user can
+/// act on, logged without naming the destination.
+fn proxy_error(client: &Client, e: ClientError) -> StreamOpenError {
+    match e {
+        ClientError::Stream(e) => e,
+        ClientError::Onion(e) => {
+            // The reason (a mistyped address, an unreachable service) names neither the
+            // address nor the client; the user must see it.
+            info!("proxy: onion service connection failed: {e}");
+            e.stream_error()
+        }
+        e @ ClientError::NoConsensus(_) => {
+            // The user must learn why every request fails; the message names no
+            // destination. Rate-limited so failing requests cannot flood the log.
+            let mut last = lock(&client.inner.no_consensus_warned);
+            if last.is_none_or(|t| t.elapsed() >= NO_CONSENSUS_WARN_EVERY) {
+                *last = Some(Instant::now());
+                warn!("proxy: cannot open streams: {e}");
+            }
+            StreamOpenError::NoConsensus
+        }
+        e => {
+            debug!("proxy: stream failed: {e}");
+            StreamOpenError::CircuitClosed
+        }
+    }
+}
+
 impl Connector for Client {
     fn connect(
         &self,
@@ -308,30 +383,25 @@ impl Connector for Client {
     > {
         Box::pin(async move {
             let iso = Isolation::from_proxy(&isolation);
-            match self.connect_target(target, port, &iso).await {
-                Ok(s) => Ok(s),
-                Err(ClientError::Stream(e)) => Err(e),
-                Err(ClientError::Onion(e)) => {
-                    // The reason (a mistyped address, an unreachable service) names
-                    // neither the address nor the client; the user must see it.
-                    info!("proxy: onion service connection failed: {e}");
-                    Err(e.stream_error())
-                }
-                Err(e @ ClientError::NoConsensus(_)) => {
-                    // The user must learn why every request fails; the message names no
-                    // destination. Rate-limited so failing requests cannot flood the log.
-                    let mut last = lock(&self.inner.no_consensus_warned);
-                    if last.is_none_or(|t| t.elapsed() >= NO_CONSENSUS_WARN_EVERY) {
-                        *last = Some(Instant::now());
-                        warn!("proxy: cannot open streams: {e}");
-                    }
-                    Err(StreamOpenError::NoConsensus)
-                }
-                Err(e) => {
-                    debug!("proxy: stream failed: {e}");
-                    Err(StreamOpenError::CircuitClosed)
-                }
-            }
+            self.connect_target(target, port, &iso)
+                .await
+                .map_err(|e| proxy_error(self, e))
+        })
+    }
+
+    fn open_udp(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: IsolationKey,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<UdpFlow, StreamOpenError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let iso = Isolation::from_proxy(&isolation);
+            self.open_udp(target, port, &iso)
+                .await
+                .map_err(|e| proxy_error(self, e))
         })
     }
 }

@@ -80,6 +80,32 @@ pub async fn build_through_refs(relays: &[&RelayHandle]) -> ClientCircuit {
     circ
 }
 
+/// Two relays and an exit with TCP policy `tcp` and UDP policy `udp`, relay limits
+/// `limits` at each, and a running circuit through them.
+pub async fn udp_exit_circuit(
+    tcp: ExitPolicy,
+    udp: ExitPolicy,
+    limits: RelayLimits,
+) -> (Vec<RelayHandle>, CircuitHandle) {
+    let mut exit = ExitConfig::new(tcp);
+    exit.udp_policy = udp;
+    let config = RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        limits: limits.clone(),
+        exit: Some(exit),
+        clock: allium::clock::Clock::system(),
+        bandwidth: None,
+    };
+    let keys = RelayKeys::generate(&config.clock);
+    let relays = vec![
+        start_relay_with(limits.clone(), None).await,
+        start_relay_with(limits, None).await,
+        relay::start(config, keys).await.unwrap(),
+    ];
+    let circ = build_through(&relays).await;
+    (relays, circ.into_handle())
+}
+
 /// Two relays and an exit with `exit_policy`, and a running circuit through them.
 pub async fn exit_circuit(exit_policy: ExitPolicy) -> (Vec<RelayHandle>, CircuitHandle) {
     let relays = vec![

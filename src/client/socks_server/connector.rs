@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use crate::cell::{EndReason, TargetAddr};
 use crate::client::socks::ReplyCode;
-use crate::proto::{DataStream, StreamOpenError};
+use crate::proto::{DataStream, StreamOpenError, UdpFlow};
 
 use super::IsolationKey;
 
@@ -25,6 +25,15 @@ pub trait Connector: Send + Sync + 'static {
         port: u16,
         isolation: IsolationKey,
     ) -> Pin<Box<dyn Future<Output = Result<DataStream, StreamOpenError>> + Send + '_>>;
+
+    /// Opens a UDP flow to `target:port` (SOCKS5 UDP ASSOCIATE), under the same isolation
+    /// rule as streams; `target` is resolved by the exit.
+    fn open_udp(
+        &self,
+        target: TargetAddr,
+        port: u16,
+        isolation: IsolationKey,
+    ) -> Pin<Box<dyn Future<Output = Result<UdpFlow, StreamOpenError>> + Send + '_>>;
 }
 
 /// The reply code reporting a failure to open a stream.
