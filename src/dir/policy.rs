@@ -270,26 +270,7 @@ impl ExitPolicy {
     }
 
     fn default_exit_inner(allow_loopback: bool) -> Self {
-        let mut rules = Vec::new();
-        let mut reject = |addr: IpAddr, len: u8| {
-            // The constants are canonical, so construction cannot fail; a unit test checks
-            // that every constant made it into the policy.
-            if let Ok(r) = PolicyRule::new(PolicyAction::Reject, addr, len, 1, 65535) {
-                rules.push(r);
-            }
-        };
-        for (a, l) in SPECIAL_V4 {
-            reject(IpAddr::V4(Ipv4Addr::from(*a)), *l);
-        }
-        if !allow_loopback {
-            reject(IpAddr::V4(Ipv4Addr::from(LOOPBACK_V4.0)), LOOPBACK_V4.1);
-        }
-        for (a, l) in SPECIAL_V6 {
-            reject(IpAddr::V6(Ipv6Addr::from(*a)), *l);
-        }
-        if !allow_loopback {
-            reject(IpAddr::V6(Ipv6Addr::from(LOOPBACK_V6.0)), LOOPBACK_V6.1);
-        }
+        let mut rules = special_rejects(allow_loopback);
         for any in [
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -299,6 +280,16 @@ impl ExitPolicy {
             }
         }
         Self { rules }
+    }
+
+    /// This policy behind a reject of every special-purpose range (those
+    /// [`Self::default_exit`] rejects, loopback included): whatever the rules say, no
+    /// destination in those ranges is allowed. Refused if the result has more than
+    /// [`MAX_POLICY_RULES`] rules.
+    pub fn behind_special_rejects(self) -> Result<Self, PolicyError> {
+        let mut rules = special_rejects(false);
+        rules.extend(self.rules);
+        Self::new(rules)
     }
 
     /// The rules in order.
@@ -372,6 +363,32 @@ impl ExitPolicy {
         }
         false
     }
+}
+
+/// A reject rule (all ports) for every special-purpose range, IPv4 first, loopback
+/// included unless `allow_loopback`.
+fn special_rejects(allow_loopback: bool) -> Vec<PolicyRule> {
+    let mut rules = Vec::new();
+    let mut reject = |addr: IpAddr, len: u8| {
+        // The constants are canonical, so construction cannot fail; a unit test checks
+        // that every constant made it into the policy.
+        if let Ok(r) = PolicyRule::new(PolicyAction::Reject, addr, len, 1, 65535) {
+            rules.push(r);
+        }
+    };
+    for (a, l) in SPECIAL_V4 {
+        reject(IpAddr::V4(Ipv4Addr::from(*a)), *l);
+    }
+    if !allow_loopback {
+        reject(IpAddr::V4(Ipv4Addr::from(LOOPBACK_V4.0)), LOOPBACK_V4.1);
+    }
+    for (a, l) in SPECIAL_V6 {
+        reject(IpAddr::V6(Ipv6Addr::from(*a)), *l);
+    }
+    if !allow_loopback {
+        reject(IpAddr::V6(Ipv6Addr::from(LOOPBACK_V6.0)), LOOPBACK_V6.1);
+    }
+    rules
 }
 
 /// Whether `ip` is a public address: outside every special-purpose range (private,

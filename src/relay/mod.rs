@@ -13,6 +13,7 @@ pub mod dircache;
 pub mod dirserve;
 pub(crate) mod events;
 pub(crate) mod exit;
+pub(crate) mod exit_udp_policy;
 pub(crate) mod hsdir;
 pub(crate) mod key_maintenance;
 pub mod key_schedule;
@@ -33,6 +34,7 @@ pub mod shared;
 pub(crate) mod splice;
 
 pub use exit::{DirectConnector, ExitConfig, ExitConnector, ExitTimeouts};
+pub use exit_udp_policy::udp_policy_from_config;
 pub use keys::RelayKeys;
 pub use limits::RelayLimits;
 pub use observer::RelayObserver;
