@@ -455,6 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn special_rejects_go_in_front_and_count_towards_the_bound() {
+        let specials = SPECIAL_V4.len() + SPECIAL_V6.len() + 2;
+        let p: ExitPolicy = "accept *:53".parse().unwrap();
+        let behind = p.clone().behind_special_rejects().unwrap();
+        assert_eq!(behind.rules().len(), specials + 2);
+        assert_eq!(&behind.rules()[specials..], p.rules());
+        assert!(behind.rules()[..specials]
+            .iter()
+            .all(|r| r.action() == PolicyAction::Reject));
+        // The same rejects as the default exit policy's, loopback included.
+        assert_eq!(
+            &behind.rules()[..specials],
+            &ExitPolicy::default_exit().rules()[..specials]
+        );
+        assert!(behind.allows_ip(ip("1.1.1.1"), 53));
+        assert!(!behind.allows_ip(ip("127.0.0.1"), 53));
+        assert!(!behind.allows_ip(ip("::ffff:192.168.0.1"), 53));
+        // Nothing accepted stays nothing accepted.
+        let none = ExitPolicy::reject_all().behind_special_rejects().unwrap();
+        assert!(!none.might_allow_port(53));
+        let room = MAX_POLICY_RULES - specials;
+        let fits = ExitPolicy::new(vec![p.rules()[0]; room]).unwrap();
+        assert!(fits.behind_special_rejects().is_ok());
+        let over = ExitPolicy::new(vec![p.rules()[0]; room + 1]).unwrap();
+        assert!(matches!(
+            over.behind_special_rejects(),
+            Err(PolicyError::TooManyRules(_))
+        ));
+    }
+
+    #[test]
     fn reject_all_and_might_allow() {
         assert!(!ExitPolicy::reject_all().might_allow_port(80));
         let p: ExitPolicy = "reject *:25, reject 10.0.0.0/8:*, accept *:80-443"
