@@ -34,7 +34,7 @@ pub struct TestNetConfig {
     pub authorities: usize,
     /// Relays besides the authorities.
     pub relays: usize,
-    /// How many of the relays are exits (they allow loopback destinations).
+    /// How many of the relays are exits (they allow loopback destinations, TCP and UDP).
     pub exits: usize,
     /// Consensus period.
     pub period: Duration,
@@ -63,6 +63,10 @@ pub struct TestNetConfig {
     /// connector)` applies to relay `i` (0-based, exits first), e.g. a malicious exit that
     /// rewrites what it relays.
     pub exit_connectors: Vec<(usize, Arc<dyn ExitConnector>)>,
+    /// Exits (relay indices, 0-based, exits first) that publish no UDP policy and refuse
+    /// every UDP flow; the other exits allow UDP as their TCP policy allows TCP (loopback
+    /// included). Empty by default: every exit carries UDP.
+    pub exits_without_udp: Vec<usize>,
 }
 
 impl Default for TestNetConfig {
@@ -80,6 +84,7 @@ impl Default for TestNetConfig {
             measure: false,
             check_exits: false,
             exit_connectors: Vec::new(),
+            exits_without_udp: Vec::new(),
         }
     }
 }
@@ -345,6 +350,9 @@ impl TestNet {
         };
         let exit = (i < self.config.exits).then(|| {
             let mut e = ExitConfig::new(ExitPolicy::default_exit_allow_loopback());
+            if !self.config.exits_without_udp.contains(&i) {
+                e.udp_policy = ExitPolicy::default_exit_allow_loopback();
+            }
             if let Some((_, c)) = self.config.exit_connectors.iter().find(|(j, _)| *j == i) {
                 e.connector = Arc::clone(c);
             }

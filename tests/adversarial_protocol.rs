@@ -809,6 +809,7 @@ mod documents {
                     bandwidth: 1000,
                     measured: true,
                     exit_policy: ExitPolicy::reject_all(),
+                    udp_policy: ExitPolicy::reject_all(),
                     family: Vec::new(),
                 }
             })

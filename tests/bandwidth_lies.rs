@@ -56,6 +56,7 @@ fn path_counts(c: &Consensus, n: u32) -> HashMap<RelayId, u32> {
     let target = PathTarget {
         port: 80,
         addr: None,
+        proto: allium::dir::Transport::Tcp,
     };
     let w = c.weights();
     let mut counts = HashMap::new();

@@ -25,6 +25,12 @@ fn descriptor_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, n, exit) in [("exit", 1, true), ("non-exit", 2, false)] {
         let (id, mut d) = descriptor(n, exit);
+        if exit {
+            // The exit opts in to UDP for DNS and QUIC (behind the special-range rejects).
+            d.udp_policy =
+                allium::relay::udp_policy_from_config(Some(&["accept *:53", "accept *:443"]))
+                    .unwrap();
+        }
         if n == 2 {
             d.family = vec![key(3).public()];
             d.addrs.push("[2001:db8::1]:443".parse().unwrap());
@@ -94,6 +100,7 @@ fn microdesc_seeds() -> Vec<(String, Vec<u8>)> {
             let md = allium::dir::Microdesc {
                 onion_cert: d.onion_cert.clone(),
                 exit_policy: d.exit_policy.clone(),
+                udp_policy: d.udp_policy.clone(),
                 family: d.family.iter().map(Into::into).collect(),
             };
             (name, md.to_bytes().unwrap())
@@ -136,6 +143,7 @@ fn diff_fuzz_base(relays: &[u64], stable: &[u64], valid_after: u64) -> allium::d
                 bandwidth: 1000 * (n + 1),
                 measured: true,
                 exit_policy: ExitPolicy::reject_all(),
+                udp_policy: ExitPolicy::reject_all(),
                 family: Vec::new(),
             }
         })

@@ -58,6 +58,7 @@ fn primaries_are_stable_and_used_in_order() {
     let t = PathTarget {
         port: 443,
         addr: None,
+        proto: allium::dir::Transport::Tcp,
     };
     let mut used = std::collections::HashMap::new();
     for _ in 0..200 {
@@ -242,6 +243,7 @@ fn clock_jumps_keep_listed_guards_and_clamp_future_stamps() {
     let t = PathTarget {
         port: 443,
         addr: None,
+        proto: allium::dir::Transport::Tcp,
     };
     let later = back + 6 * 3600 + 1;
     let mut first_hops = std::collections::HashSet::new();

@@ -34,6 +34,7 @@ fn md(n: u64) -> Microdesc {
     Microdesc {
         onion_cert: d.onion_cert,
         exit_policy: d.exit_policy,
+        udp_policy: d.udp_policy,
         family: Vec::new(),
     }
 }
@@ -45,21 +46,26 @@ proptest! {
     fn microdescs_round_trip(
         n in 0u64..1000,
         rules in proptest::collection::vec((any::<bool>(), 0u16..100, 0u16..100), 0..20),
+        udp_rules in proptest::collection::vec((any::<bool>(), 0u16..100, 0u16..100), 0..20),
         family in proptest::collection::btree_set(2000u64..2100, 0..8),
     ) {
-        let rules: Vec<PolicyRule> = rules
-            .into_iter()
-            .map(|(accept, a, b)| {
-                let action = if accept { PolicyAction::Accept } else { PolicyAction::Reject };
-                let any = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-                PolicyRule::new(action, any, 0, a.min(b).max(1), a.max(b).max(1)).unwrap()
-            })
-            .collect();
+        let to_rules = |rules: Vec<(bool, u16, u16)>| -> Vec<PolicyRule> {
+            rules
+                .into_iter()
+                .map(|(accept, a, b)| {
+                    let action = if accept { PolicyAction::Accept } else { PolicyAction::Reject };
+                    let any = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+                    PolicyRule::new(action, any, 0, a.min(b).max(1), a.max(b).max(1)).unwrap()
+                })
+                .collect()
+        };
+        let (rules, udp_rules) = (to_rules(rules), to_rules(udp_rules));
         let mut family: Vec<RelayId> = family.into_iter().map(|f| key(f).public().into()).collect();
         family.sort();
         let m = Microdesc {
             onion_cert: OnionKeyCert::sign(&key(n), onion(n).public(), NOW + HOUR),
             exit_policy: ExitPolicy::new(rules).unwrap(),
+            udp_policy: ExitPolicy::new(udp_rules).unwrap(),
             family,
         };
         let bytes = m.to_bytes().unwrap();
@@ -202,6 +208,7 @@ fn a_relay_cannot_get_another_microdescriptor_listed() {
         let published = Microdesc {
             onion_cert: d.onion_cert,
             exit_policy: d.exit_policy,
+            udp_policy: d.udp_policy,
             family: d.family.into_iter().map(Into::into).collect(),
         };
         assert_eq!(l.md_digest, published.digest().unwrap(), "relay {n}");
@@ -468,11 +475,13 @@ fn only_changed_relays_are_fetched_next_period() {
     let have = previous.microdescs();
     let missing = verified.missing(|d| have.contains(d));
     assert_eq!(missing.len(), 2);
-    let expect: Vec<[u8; 32]> = next
+    let mut expect: Vec<[u8; 32]> = next
         .iter()
         .filter(|e| e.identity == key(0).public() || e.identity == key(7777).public())
         .map(|e| e.microdesc().digest().unwrap())
         .collect();
+    // `missing` lists digests in ascending order (deduplicated).
+    expect.sort_unstable();
     assert_eq!(missing, expect);
     // Assembled from the previous set plus the two fetched, the view is complete.
     let mut all = have;
@@ -480,4 +489,120 @@ fn only_changed_relays_are_fetched_next_period() {
         all.insert(e.microdesc()).unwrap();
     }
     assert_eq!(verified.assemble_from(&all).relays(), &next[..]);
+}
+
+/// A relay's UDP policy travels from its signed descriptor through the votes into its
+/// microdescriptor, and the listed digest covers it: a directory cache that widens it (to
+/// steer UDP flows to an exit that never offered them) is caught like any other
+/// substitution. The listing itself stays 92 bytes (one IPv4 address) whatever the
+/// policies: they live in the microdescriptor.
+#[test]
+fn udp_policy_is_carried_and_covered_by_the_listed_digest() {
+    let auths = authorities(3);
+    let ids = publics(&auths);
+    let udp = allium::relay::udp_policy_from_config(Some(&["accept *:53"])).unwrap();
+    let votes: Vec<_> = auths
+        .iter()
+        .map(|a| {
+            let entries = (0..4u64)
+                .map(|n| {
+                    let (id, mut d) = descriptor(n, n < 2);
+                    if n == 0 {
+                        d.udp_policy = udp.clone();
+                    }
+                    VoteEntry {
+                        descriptor: d.sign(&id).unwrap(),
+                        flags: allium::dir::RelayFlags::ALL,
+                        measured: Some(1000 * (n + 1)),
+                        uptime: 3600,
+                    }
+                })
+                .collect();
+            let body = VoteBody {
+                authority: a.public(),
+                valid_after: NOW,
+                fresh_until: NOW + HOUR,
+                valid_until: NOW + 3 * HOUR,
+                entries,
+            };
+            UncheckedVote::parse(&body.sign(a).unwrap().to_bytes().unwrap())
+                .unwrap()
+                .verify(&ids, NOW)
+                .unwrap()
+        })
+        .collect();
+    let computed = compute_consensus_full(&votes, &ids, &ConsensusParams::default()).unwrap();
+    assert_eq!(computed.body.relays.len(), 4);
+    for l in &computed.body.relays {
+        assert_eq!(allium::codec::encode(l).unwrap().len(), 92);
+        let md = computed.microdescs.get(&l.md_digest).unwrap();
+        let want = if key(0).public() == l.identity {
+            udp.clone()
+        } else {
+            ExitPolicy::reject_all()
+        };
+        assert_eq!(md.udp_policy, want);
+    }
+    // A cache widens exit 1's UDP policy (its TCP policy and everything else unchanged).
+    let listed = computed
+        .body
+        .relays
+        .iter()
+        .find(|l| key(1).public() == l.identity)
+        .unwrap();
+    let mut widened = computed.microdescs.get(&listed.md_digest).unwrap().clone();
+    widened.udp_policy = ExitPolicy::default_exit();
+    assert!(ConsensusEntry::assemble(listed, &widened).is_none());
+    let body = encode_response(&[&widened.to_bytes().unwrap()], MAX_DIR_BODY);
+    assert!(matches!(
+        check_response(&body, &[listed.md_digest]),
+        Err(MicrodescError::NotRequested)
+    ));
+    // Swapping the two policies is a different microdescriptor too.
+    let mut swapped = computed.microdescs.get(&listed.md_digest).unwrap().clone();
+    std::mem::swap(&mut swapped.exit_policy, &mut swapped.udp_policy);
+    assert!(ConsensusEntry::assemble(listed, &swapped).is_none());
+}
+
+/// The largest descriptor a relay can publish, both policies at the rule bound (IPv6
+/// rules, the longest), every address and family slot used, still fits the descriptor
+/// bound, and its microdescriptor fits the microdescriptor bound.
+#[test]
+fn both_policies_at_their_bound_fit() {
+    let (id, mut d) = descriptor(1, true);
+    let rule = |i: u16| {
+        PolicyRule::new(
+            PolicyAction::Accept,
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, i, 0, 0, 0, 0, 0, 0)),
+            32,
+            1,
+            65535,
+        )
+        .unwrap()
+    };
+    let full = ExitPolicy::new((0..64).map(rule).collect()).unwrap();
+    assert!(ExitPolicy::new((0..65).map(rule).collect()).is_err());
+    d.exit_policy = full.clone();
+    d.udp_policy = full;
+    d.addrs = (0..16u16)
+        .map(|i| {
+            std::net::SocketAddr::new(
+                std::net::Ipv6Addr::new(0x2a00, i, 0, 0, 0, 0, 0, 1).into(),
+                9001,
+            )
+        })
+        .collect();
+    let mut family: Vec<_> = (100..132).map(|n| key(n).public()).collect();
+    family.sort();
+    d.family = family;
+    d.version = "x".repeat(64);
+    let signed = d.sign(&id).unwrap();
+    assert!(signed.to_bytes().unwrap().len() <= allium::dir::descriptor::MAX_DESCRIPTOR_LEN);
+    let md = Microdesc {
+        onion_cert: d.onion_cert.clone(),
+        exit_policy: d.exit_policy.clone(),
+        udp_policy: d.udp_policy.clone(),
+        family: d.family.iter().map(Into::into).collect(),
+    };
+    assert!(md.to_bytes().is_ok());
 }

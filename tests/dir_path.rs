@@ -16,11 +16,11 @@ use std::net::{IpAddr, SocketAddr};
 use allium::crypto::{KeyError, OnionKeyCert, RelayId};
 use allium::dir::descriptor::MAX_BANDWIDTH;
 use allium::dir::path::{
-    conflicts, exit_allows, position_weight, same_subnet, select_exit, USABLE,
+    conflicts, exit_allows, policy_for, position_weight, same_subnet, select_exit, USABLE,
 };
 use allium::dir::{
     select_path, BandwidthWeights, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError,
-    PathTarget, Position, RelayFlags, UncheckedConsensus,
+    PathTarget, Position, RelayFlags, Transport, UncheckedConsensus,
 };
 use common::dir::*;
 use rand::rngs::StdRng;
@@ -47,9 +47,10 @@ fn check_path(path: &[&ConsensusEntry], target: &PathTarget, len: usize, guards:
     }
     let exit = path[len - 1];
     assert!(exit.has(RelayFlags::EXIT));
+    let policy = policy_for(exit, target.proto);
     match target.addr {
-        Some(ip) => assert!(exit.exit_policy.allows_ip(ip, target.port)),
-        None => assert!(exit.exit_policy.might_allow_port(target.port)),
+        Some(ip) => assert!(policy.allows_ip(ip, target.port)),
+        None => assert!(policy.might_allow_port(target.port)),
     }
     let guard = path[0];
     assert!(guard.has(RelayFlags::GUARD));
@@ -66,18 +67,22 @@ fn every_path_rule_holds() {
         PathTarget {
             port: 443,
             addr: None,
+            proto: Transport::Tcp,
         },
         PathTarget {
             port: 80,
             addr: Some("93.184.216.34".parse().unwrap()),
+            proto: Transport::Tcp,
         },
         PathTarget {
             port: 22,
             addr: None,
+            proto: Transport::Tcp,
         },
         PathTarget {
             port: 6667,
             addr: Some("2001:4860::8888".parse().unwrap()),
+            proto: Transport::Tcp,
         },
     ];
     let mut exits_seen = HashSet::new();
@@ -123,6 +128,7 @@ fn lengths_and_errors() {
     let t = PathTarget {
         port: 443,
         addr: None,
+        proto: Transport::Tcp,
     };
     for bad in [0, 1, 9, 100] {
         assert_eq!(
@@ -134,6 +140,7 @@ fn lengths_and_errors() {
     let private = PathTarget {
         port: 22,
         addr: Some("10.0.0.1".parse().unwrap()),
+        proto: Transport::Tcp,
     };
     assert_eq!(
         select_path(&c, &private, &mut guards, 3, NOW, &mut rng).unwrap_err(),
@@ -142,11 +149,82 @@ fn lengths_and_errors() {
     let zero = PathTarget {
         port: 0,
         addr: None,
+        proto: Transport::Tcp,
     };
     assert_eq!(
         select_path(&c, &zero, &mut guards, 3, NOW, &mut rng).unwrap_err(),
         PathError::BadPort
     );
+}
+
+#[test]
+fn udp_targets_get_only_exits_whose_udp_policy_allows_them() {
+    let (c, auths) = synthetic_consensus(400);
+    let mut rng = StdRng::seed_from_u64(20);
+    let dns = PathTarget::udp(53, None);
+    // No exit of the synthetic network publishes a UDP policy: no UDP path, clearly said,
+    // while TCP paths are unaffected.
+    assert_eq!(
+        select_exit(&c, &dns, &mut rng).unwrap_err(),
+        PathError::NoUdpExit { port: 53 }
+    );
+    assert!(select_exit(&c, &PathTarget::tcp(53, None), &mut rng).is_ok());
+
+    // One exit in three opts in to UDP for DNS and QUIC (carried in its microdescriptor).
+    let udp =
+        allium::relay::udp_policy_from_config(Some(&["accept *:53", "accept *:443"])).unwrap();
+    let mut relays = c.relays().to_vec();
+    let mut with_udp = HashSet::new();
+    for (i, r) in relays
+        .iter_mut()
+        .filter(|r| r.has(RelayFlags::EXIT))
+        .enumerate()
+    {
+        if i % 3 == 0 {
+            r.udp_policy = udp.clone();
+            with_udp.insert(r.identity);
+        }
+    }
+    let c = consensus_of(&relays, &auths);
+    assert_eq!(c.missing_microdescs(), 0);
+    assert_eq!(
+        c.relays().iter().filter(|r| r.udp_policy == udp).count(),
+        with_udp.len()
+    );
+    let quic = PathTarget::udp(443, Some("93.184.216.34".parse().unwrap()));
+    let mut guards = GuardSet::new(GuardParams::default());
+    let (mut udp_exits, mut tcp_exits) = (HashSet::new(), HashSet::new());
+    for i in 0..300 {
+        let target = if i % 2 == 0 { &dns } else { &quic };
+        let path = select_path(&c, target, &mut guards, 3, NOW, &mut rng).unwrap();
+        check_path(&path, target, 3, &guards);
+        assert!(with_udp.contains(&path[2].identity), "an exit without UDP");
+        udp_exits.insert(path[2].identity);
+        let tcp = select_exit(&c, &PathTarget::tcp(443, None), &mut rng).unwrap();
+        tcp_exits.insert(tcp.identity);
+    }
+    // Several UDP exits share the load; TCP still uses exits without UDP.
+    assert!(udp_exits.len() > 5, "{}", udp_exits.len());
+    assert!(tcp_exits.iter().any(|id| !with_udp.contains(id)));
+    // Every relay: a UDP target is allowed exactly by the UDP policy of a usable exit.
+    for r in c.relays() {
+        let allowed = exit_allows(r, &dns);
+        assert_eq!(
+            allowed,
+            with_udp.contains(&r.identity) && r.has(USABLE) && r.flags.usable_exit()
+        );
+    }
+    // Ports no exit opened for UDP, or special-purpose destinations: refused.
+    for target in [
+        PathTarget::udp(123, None),
+        PathTarget::udp(53, Some("10.0.0.1".parse().unwrap())),
+        PathTarget::udp(53, Some("127.0.0.1".parse().unwrap())),
+    ] {
+        assert_eq!(
+            select_exit(&c, &target, &mut rng).unwrap_err(),
+            PathError::NoUdpExit { port: target.port }
+        );
+    }
 }
 
 /// Wilson–Hilferty approximation of the chi-square critical value at z standard normal.
@@ -218,6 +296,7 @@ fn exit_selection_follows_bandwidth_weights() {
     let target = PathTarget {
         port: 443,
         addr: None,
+        proto: Transport::Tcp,
     };
     let expected = probabilities(&c, |r| exit_allows(r, &target), Position::Exit);
     let mut rng = StdRng::seed_from_u64(9);
@@ -268,6 +347,7 @@ fn middle_selection_follows_weights_given_exclusions() {
     let target = PathTarget {
         port: 443,
         addr: None,
+        proto: Transport::Tcp,
     };
     let mut rng = StdRng::seed_from_u64(11);
     let mut guards = GuardSet::new(GuardParams::default());
@@ -364,6 +444,7 @@ fn listed_identities_that_are_not_keys_are_never_used() {
             bandwidth: MAX_BANDWIDTH,
             measured: true,
             exit_policy: "accept *:*".parse().unwrap(),
+            udp_policy: "accept *:*".parse().unwrap(),
             family: Vec::new(),
         }
         .split()
@@ -399,6 +480,7 @@ fn listed_identities_that_are_not_keys_are_never_used() {
     let target = PathTarget {
         port: 443,
         addr: None,
+        proto: Transport::Tcp,
     };
     for _ in 0..50 {
         let mut guards = GuardSet::new(GuardParams::default());

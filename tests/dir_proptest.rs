@@ -66,14 +66,17 @@ fn descriptor_strategy() -> impl Strategy<Value = (u64, Descriptor)> {
         (
             proptest::collection::btree_set(addr(), 1..4),
             any::<bool>(),
-            proptest::collection::vec(rule(), 0..8),
+            (
+                proptest::collection::vec(rule(), 0..8),
+                proptest::collection::vec(rule(), 0..8),
+            ),
             0u64..=(1 << 40),
             family(n),
             "[ -~]{0,64}",
             0u64..2_000_000_000,
         )
             .prop_map(
-                move |(addrs, exit, rules, bandwidth, family, version, published)| {
+                move |(addrs, exit, (rules, udp_rules), bandwidth, family, version, published)| {
                     let id = key(n);
                     (
                         n,
@@ -83,6 +86,7 @@ fn descriptor_strategy() -> impl Strategy<Value = (u64, Descriptor)> {
                             addrs: addrs.into_iter().collect(),
                             exit,
                             exit_policy: ExitPolicy::new(rules).unwrap(),
+                            udp_policy: ExitPolicy::new(udp_rules).unwrap(),
                             bandwidth,
                             family,
                             version,
@@ -104,28 +108,35 @@ proptest! {
         prop_assert_eq!(u.signed().to_bytes().unwrap(), bytes.clone());
         let back = u.verify(d.published, 0).unwrap();
         prop_assert_eq!(&back, &d);
-        // Text form of the policy round-trips too.
-        let text = d.exit_policy.to_string();
-        let reparsed: ExitPolicy = text.parse().unwrap();
-        for port in [1u16, 80, 443, 999, 65535] {
-            for ip in ["1.2.3.4", "10.0.0.1", "200.1.1.1"] {
-                let ip: IpAddr = ip.parse().unwrap();
-                prop_assert_eq!(reparsed.allows_ip(ip, port), d.exit_policy.allows_ip(ip, port));
+        // Text form of the policies round-trips too.
+        for policy in [&d.exit_policy, &d.udp_policy] {
+            let reparsed: ExitPolicy = policy.to_string().parse().unwrap();
+            for port in [1u16, 80, 443, 999, 65535] {
+                for ip in ["1.2.3.4", "10.0.0.1", "200.1.1.1"] {
+                    let ip: IpAddr = ip.parse().unwrap();
+                    prop_assert_eq!(reparsed.allows_ip(ip, port), policy.allows_ip(ip, port));
+                }
             }
         }
+        // The two policies are separate fields: swapping them changes the signed bytes
+        // unless they are equal.
+        let mut swapped = d.clone();
+        std::mem::swap(&mut swapped.exit_policy, &mut swapped.udp_policy);
+        let swapped_bytes = swapped.sign(&key(n)).unwrap().to_bytes().unwrap();
+        prop_assert_eq!(swapped_bytes == bytes, d.exit_policy == d.udp_policy);
     }
 
     #[test]
     fn consensus_round_trip(
         entries in proptest::collection::vec(
             ((0u64..40).prop_flat_map(|n| (Just(n), family(n))), addr(), 0u8..64, 0u64..=(1 << 40),
-             proptest::collection::vec(rule(), 0..4)),
+             proptest::collection::vec(rule(), 0..4), proptest::collection::vec(rule(), 0..4)),
             0..12),
         times in (0u64..1_000_000, 1u64..10_000, 1u64..10_000),
     ) {
         let mut relays: Vec<ConsensusEntry> = entries
             .into_iter()
-            .map(|((n, family), a, flags, bandwidth, rules)| {
+            .map(|((n, family), a, flags, bandwidth, rules, udp_rules)| {
                 let id = key(n);
                 ConsensusEntry {
                     identity: id.public().into(),
@@ -135,6 +146,7 @@ proptest! {
                     bandwidth,
                     measured: true,
                     exit_policy: ExitPolicy::new(rules).unwrap(),
+                    udp_policy: ExitPolicy::new(udp_rules).unwrap(),
                     family: family.into_iter().map(Into::into).collect(),
                 }
             })

@@ -137,3 +137,55 @@ async fn curl_through_the_socks_proxy_with_isolation_and_guard_directory() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Exits advertise their UDP policy through descriptor, vote, consensus and
+/// microdescriptor: a test network's exits allow UDP (loopback included) unless listed in
+/// `exits_without_udp`, whose exit publishes none and so never ends a UDP path, while it
+/// still serves TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_advertise_their_udp_policy_and_udp_paths_avoid_exits_without_one() {
+    use allium::dir::path::select_exit;
+    use allium::dir::{ExitPolicy, PathTarget};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    let cfg = TestNetConfig {
+        authorities: 1,
+        relays: 4,
+        exits: 2,
+        exits_without_udp: vec![1],
+        period: Duration::from_secs(6),
+        ..TestNetConfig::default()
+    };
+    let net = TestNet::start(&cfg).await.unwrap();
+    let c = net
+        .wait_for_consensus(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<_> = net.relays.iter().map(|r| r.identity()).collect();
+    let entry = |i: usize| c.relay(ids[i]).expect("listed and assembled");
+    let loopback = ExitPolicy::default_exit_allow_loopback();
+    assert_eq!(entry(0).udp_policy, loopback);
+    assert_eq!(entry(1).udp_policy, ExitPolicy::reject_all());
+    assert_eq!(entry(1).exit_policy, loopback, "still a TCP exit");
+    for i in 2..4 {
+        assert_eq!(
+            entry(i).udp_policy,
+            ExitPolicy::reject_all(),
+            "non-exit {i}"
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    let udp = PathTarget::udp(5353, Some("127.0.0.1".parse().unwrap()));
+    let tcp = PathTarget::tcp(5353, Some("127.0.0.1".parse().unwrap()));
+    let mut tcp_exits = std::collections::HashSet::new();
+    for _ in 0..64 {
+        let exit = select_exit(&c, &udp, &mut rng).unwrap();
+        assert!(
+            ids[0] == exit.identity,
+            "a UDP path ended at an exit without UDP"
+        );
+        tcp_exits.insert(select_exit(&c, &tcp, &mut rng).unwrap().identity);
+    }
+    assert_eq!(tcp_exits.len(), 2, "both exits carry TCP");
+    net.shutdown().await;
+}

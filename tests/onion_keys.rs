@@ -229,6 +229,7 @@ fn relay(n: u16, flags: RelayFlags) -> ConsensusEntry {
         bandwidth: 1000,
         measured: true,
         exit_policy: ExitPolicy::reject_all(),
+        udp_policy: ExitPolicy::reject_all(),
         family: vec![],
     }
 }

@@ -292,6 +292,7 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
         bandwidth: 1000,
         measured: true,
         exit_policy: ExitPolicy::reject_all(),
+        udp_policy: ExitPolicy::reject_all(),
         family: Vec::new(),
     }];
     let onion = OnionKeypair::from_secret_bytes(&[0x0e; 32]);
@@ -305,6 +306,7 @@ fn consensus_with(relay: &RelayHandle, fillers: u8) -> (Vec<u8>, Vec<ConsensusEn
             bandwidth: 1000,
             measured: true,
             exit_policy: ExitPolicy::reject_all(),
+            udp_policy: ExitPolicy::reject_all(),
             family: Vec::new(),
         });
     }

@@ -42,6 +42,7 @@ fn base() -> &'static Consensus {
                     bandwidth: 1000 * (n + 1),
                     measured: true,
                     exit_policy: ExitPolicy::reject_all(),
+                    udp_policy: ExitPolicy::reject_all(),
                     family: Vec::new(),
                 }
             })

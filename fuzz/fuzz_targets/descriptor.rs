@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
             // A verified descriptor satisfies every field bound.
             assert!(d.check_fields().is_ok());
             let _ = d.exit_policy.might_allow_port(443);
+            let _ = d.udp_policy.might_allow_port(53);
         }
     }
 });

@@ -78,6 +78,8 @@ impl SimRelay {
             } else {
                 ExitPolicy::reject_all()
             },
+            // UDP is opt-in: the simulated exits, like a fresh network's, carry none.
+            udp_policy: ExitPolicy::reject_all(),
             bandwidth: true_bandwidth * 2,
             family: Vec::new(),
             version: "allium 0.1.0".into(),

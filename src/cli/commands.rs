@@ -233,6 +233,8 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
                 None => ExitPolicy::default_exit(),
             };
             let mut cfg = ExitConfig::new(policy);
+            cfg.udp_policy = relay::udp_policy_from_config(section.udp_policy.as_deref())
+                .map_err(|e| format!("{}: [exit] udp_policy: {e}", path.display()))?;
             cfg.timeouts = section.timeouts();
             Some(cfg)
         }

@@ -168,6 +168,10 @@ pub struct ExitSection {
     /// Policy rules, first match wins, e.g. `"accept *:80-443"`; default: the standard
     /// exit policy (rejects private, loopback and link-local destinations).
     pub policy: Option<Vec<String>>,
+    /// UDP policy rules, same syntax, e.g. `["accept *:53", "accept *:443"]`; every
+    /// special-purpose range (private, loopback, link-local, multicast, ...) is rejected in
+    /// front of them whatever they say. Absent: no UDP at all.
+    pub udp_policy: Option<Vec<String>>,
     /// Seconds to resolve and connect to a destination (default 10).
     pub connect_secs: Option<u64>,
     /// Seconds a stream may stay silent (default 300).
@@ -575,5 +579,40 @@ mod example_tests {
             proxy.proxy.proxy_config(),
             crate::client::ProxyConfig::default()
         );
+    }
+
+    /// The example's commented `[exit]` table, uncommented as an operator would, is a
+    /// valid exit: its documented `udp_policy` opens DNS and QUIC behind the special-range
+    /// rejects; without the key the exit has no UDP.
+    #[test]
+    fn example_exit_table_with_udp_policy_parses() {
+        use crate::dir::ExitPolicy;
+        use crate::relay::udp_policy_from_config;
+        let text = std::fs::read_to_string(example("relay.toml")).unwrap();
+        let uncomment = |text: &str, prefix: &str| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("the example has no line {prefix:?}"));
+            text.replacen(line, line.trim_start_matches("# "), 1)
+        };
+        let exit = uncomment(&text, "# [exit]");
+        let without: RelayFile = toml::from_str(&exit).unwrap();
+        let section = without.exit.unwrap();
+        assert_eq!(section.udp_policy, None);
+        assert_eq!(
+            udp_policy_from_config(section.udp_policy.as_deref()).unwrap(),
+            ExitPolicy::reject_all()
+        );
+        let with: RelayFile = toml::from_str(&uncomment(&exit, "# udp_policy = ")).unwrap();
+        let udp = udp_policy_from_config(with.exit.unwrap().udp_policy.as_deref()).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(udp.allows_ip(ip("9.9.9.9"), 53) && udp.allows_ip(ip("9.9.9.9"), 443));
+        assert!(!udp.allows_ip(ip("9.9.9.9"), 123));
+        assert!(!udp.allows_ip(ip("127.0.0.1"), 53) && !udp.allows_ip(ip("10.0.0.1"), 53));
+        // A misspelled key is refused (deny_unknown_fields).
+        let typo = exit.replacen("[exit]", "[exit]\nudp_polcy = []", 1);
+        let err = toml::from_str::<RelayFile>(&typo).unwrap_err().to_string();
+        assert!(err.contains("udp_polcy"), "{err}");
     }
 }

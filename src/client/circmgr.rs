@@ -14,7 +14,8 @@ use tracing::debug;
 
 use crate::clock::Stamp;
 use crate::crypto::IdentityPublic;
-use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget};
+use crate::dir::path::policy_allows;
+use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget, Transport};
 use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
 use crate::sync::lock;
 
@@ -27,10 +28,7 @@ use super::guardmgr::GuardMgr;
 const PATH_REDRAWS: usize = 8;
 
 /// The path a clean circuit is built for (any exit allowing port 443).
-const CLEAN_TARGET: PathTarget = PathTarget {
-    port: 443,
-    addr: None,
-};
+const CLEAN_TARGET: PathTarget = PathTarget::tcp(443, None);
 
 /// Streams sharing an isolation key may share circuits; different keys never do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -41,11 +39,23 @@ struct ReadyCircuit {
     /// The last hop, which streams leave from.
     exit: IdentityPublic,
     exit_policy: ExitPolicy,
+    /// The exit's UDP policy, for circuits asked to carry UDP.
+    udp_policy: ExitPolicy,
     /// When it was built, on both clocks: a circuit built before a wall-clock jump takes
     /// no new streams, even before the jump watcher reports the jump.
     built: Stamp,
     /// When it carried its first stream (None: still clean).
     first_used: Option<Instant>,
+}
+
+impl ReadyCircuit {
+    /// The exit's policy for `proto`.
+    fn policy_for(&self, proto: Transport) -> &ExitPolicy {
+        match proto {
+            Transport::Tcp => &self.exit_policy,
+            Transport::Udp => &self.udp_policy,
+        }
+    }
 }
 
 /// How circuits are built and kept.
@@ -146,7 +156,7 @@ impl CircMgr {
                 now.saturating_sub(consensus.valid_until())
             )));
         }
-        let (hops, exit_policy) = {
+        let (hops, exit_policy, udp_policy) = {
             let mut guards = self.guards.lock();
             let mut select = || {
                 select_path(
@@ -176,11 +186,11 @@ impl CircMgr {
                 .iter()
                 .map(|e| relay_target(e, now))
                 .collect::<Result<Vec<_>, _>>()?;
-            let policy = path
-                .last()
-                .map(|e| e.exit_policy.clone())
-                .unwrap_or_else(ExitPolicy::reject_all);
-            (hops, policy)
+            let (policy, udp) = path.last().map_or_else(
+                || (ExitPolicy::reject_all(), ExitPolicy::reject_all()),
+                |e| (e.exit_policy.clone(), e.udp_policy.clone()),
+            );
+            (hops, policy, udp)
         };
         let timeout = self.params.circuit_timeout;
         let first = hops
@@ -219,6 +229,7 @@ impl CircMgr {
                     exit: last_hop,
                     handle: circ.into_handle(),
                     exit_policy,
+                    udp_policy,
                     built,
                     first_used: None,
                 })
@@ -312,40 +323,32 @@ impl CircMgr {
         })
     }
 
-    /// A circuit of class `isolation` whose exit may allow `ip:port` (`ip` unknown: a name
-    /// the exit resolves): one in use while not past its dirtiness, else a clean one,
+    /// A circuit of class `isolation` whose exit may allow `ip:port` over `proto` (`ip`
+    /// unknown: a name the exit resolves) by its policy for that transport: one in use while not past its dirtiness, else a clean one,
     /// else a new one. With `fresh`, always a new one, whose path avoids the relays in
     /// `avoid` (relays earlier builds of this request could not be extended to; a failed
     /// extension adds its relay).
-    pub async fn circuit_for_udp(
-        self: &Arc<Self>,
-        isolation: &Isolation,
-        port: u16,
-        ip: Option<IpAddr>,
-        fresh: bool,
-        avoid: &mut Vec<IdentityPublic>,
-    ) -> Result<CircuitHandle, ClientError> {
-        self.circuit_for(isolation, port, ip, fresh, avoid).await
-    }
-
     pub async fn circuit_for(
         self: &Arc<Self>,
         isolation: &Isolation,
         port: u16,
         ip: Option<IpAddr>,
+        proto: Transport,
         fresh: bool,
         avoid: &mut Vec<IdentityPublic>,
     ) -> Result<CircuitHandle, ClientError> {
         let dirtiness = self.params.max_dirtiness;
         let clock = self.dir.clock();
+        let target = PathTarget {
+            port,
+            addr: ip,
+            proto,
+        };
         let suits = |c: &ReadyCircuit| {
             !c.handle.is_closed()
                 && c.built.jumped_since(clock).is_none()
                 && self.exit_still_usable(&c.exit)
-                && match ip {
-                    Some(ip) => c.exit_policy.allows_ip(ip, port),
-                    None => c.exit_policy.might_allow_port(port),
-                }
+                && policy_allows(c.policy_for(proto), &target)
         };
         if !fresh {
             let mut map = lock(&self.circuits);
@@ -368,9 +371,7 @@ impl CircMgr {
                 return Ok(handle);
             }
         }
-        let mut c = self
-            .build_circuit_avoiding(&PathTarget { port, addr: ip }, avoid)
-            .await?;
+        let mut c = self.build_circuit_avoiding(&target, avoid).await?;
         c.first_used = Some(Instant::now());
         let handle = c.handle.clone();
         lock(&self.circuits)

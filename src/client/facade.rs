@@ -238,7 +238,14 @@ impl Client {
             let circ = match self
                 .inner
                 .circuits
-                .circuit_for(isolation, port, ip, attempt > 0, &mut avoid)
+                .circuit_for(
+                    isolation,
+                    port,
+                    ip,
+                    crate::dir::Transport::Tcp,
+                    attempt > 0,
+                    &mut avoid,
+                )
                 .await
             {
                 Ok(c) => c,
@@ -290,7 +297,14 @@ impl Client {
             let circ = match self
                 .inner
                 .circuits
-                .circuit_for_udp(isolation, port, ip, attempt > 0, &mut avoid)
+                .circuit_for(
+                    isolation,
+                    port,
+                    ip,
+                    crate::dir::Transport::Udp,
+                    attempt > 0,
+                    &mut avoid,
+                )
                 .await
             {
                 Ok(c) => c,

@@ -208,6 +208,7 @@ pub fn compute_consensus_full(
             bandwidth,
             measured,
             exit_policy: d.exit_policy.clone(),
+            udp_policy: d.udp_policy.clone(),
             family: d.family.iter().map(RelayId::from).collect(),
         });
     }

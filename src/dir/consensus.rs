@@ -34,7 +34,7 @@ pub const MAX_RELAYS: usize = 20_000;
 /// Largest encoded consensus (the signed form, so also its body): 12 MiB. A compact
 /// entry is ~95 bytes (identity 32, microdescriptor digest 32, one address, flags,
 /// bandwidth), at most ~250 with every address slot used; votes carry full descriptors
-/// (~215 bytes for a non-exit, ~450 for an exit with a default-style policy) and share
+/// (~225 bytes for a non-exit, ~460 for an exit with a default-style policy) and share
 /// this bound: 12 MiB is 629 bytes per relay at [`MAX_RELAYS`], so 20,000 relays fit with
 /// room for longer policies, families and IPv6 addresses, and nothing a peer sends can
 /// make a client hold more.
@@ -175,8 +175,10 @@ pub struct ConsensusEntry {
     pub bandwidth: u64,
     /// Whether `bandwidth` comes from measurements (false: the unmeasured default).
     pub measured: bool,
-    /// The relay's exit policy.
+    /// The relay's exit policy (TCP).
     pub exit_policy: ExitPolicy,
+    /// The relay's UDP exit policy (from its microdescriptor).
+    pub udp_policy: ExitPolicy,
     /// Declared family, sorted ascending.
     #[serde(
         serialize_with = "wire::relay_id_list::serialize",
@@ -236,6 +238,7 @@ impl ConsensusEntry {
         Microdesc {
             onion_cert: self.onion_cert.clone(),
             exit_policy: self.exit_policy.clone(),
+            udp_policy: self.udp_policy.clone(),
             family: self.family.clone(),
         }
     }
@@ -278,6 +281,7 @@ impl ConsensusEntry {
             bandwidth: listed.bandwidth,
             measured: listed.measured,
             exit_policy: md.exit_policy.clone(),
+            udp_policy: md.udp_policy.clone(),
             family: md.family.clone(),
         };
         entry.check().ok()?;

@@ -133,8 +133,11 @@ pub struct Descriptor {
     pub addrs: Vec<SocketAddr>,
     /// Whether the relay offers to exit at all; if false its policy is ignored.
     pub exit: bool,
-    /// Destinations the relay will connect to as an exit.
+    /// Destinations the relay will connect to as an exit (TCP streams).
     pub exit_policy: ExitPolicy,
+    /// Destinations the relay will send UDP to as an exit; [`ExitPolicy::reject_all`]
+    /// unless its operator opted in. Like `exit_policy`, ignored unless `exit`.
+    pub udp_policy: ExitPolicy,
     /// Bandwidth the relay is willing to carry, bytes per second (≤ [`MAX_BANDWIDTH`]).
     pub bandwidth: u64,
     /// Identities the relay declares as run by the same operator, sorted ascending.

@@ -1,7 +1,8 @@
 //! Microdescriptors: what a client needs of a relay beyond its consensus entry.
 //!
 //! The signed consensus lists each relay compactly ([`crate::dir::ListedRelay`]) with the
-//! SHA-256 digest of its microdescriptor: the onion-key certificate, exit policy and family
+//! SHA-256 digest of its microdescriptor: the onion-key certificate, exit policies (TCP and
+//! UDP) and family
 //! taken from the relay's own descriptor. Clients fetch the microdescriptors they lack by
 //! digest from any directory cache and check each digest, so a microdescriptor needs no
 //! signature of its own: the authorities' signatures on the consensus cover its digest.
@@ -55,15 +56,17 @@ pub enum MicrodescError {
 }
 
 /// A relay's microdescriptor. Wire form (codec, field order): onion-key certificate
-/// `[136]`, exit policy, family (`u64` count ≤ [`MAX_FAMILY`], 32-byte keys strictly
+/// `[136]`, exit policy, UDP exit policy, family (`u64` count ≤ [`MAX_FAMILY`], 32-byte keys strictly
 /// ascending, not the relay itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Microdesc {
     /// The relay's onion-key certificate; it names the relay's identity.
     #[serde(with = "wire::cert")]
     pub onion_cert: OnionKeyCert,
-    /// The relay's exit policy.
+    /// The relay's exit policy (TCP).
     pub exit_policy: ExitPolicy,
+    /// The relay's UDP exit policy (reject all unless its operator opted in).
+    pub udp_policy: ExitPolicy,
     /// Declared family, sorted ascending (as listed: not validated as keys).
     #[serde(
         serialize_with = "wire::relay_id_list::serialize",

@@ -55,7 +55,7 @@ pub use descriptor::{Descriptor, DescriptorError, SignedDescriptor, UncheckedDes
 pub use flags::{assign_flags, FlagParams, FlagThresholds, Observation, RelayFlags};
 pub use guards::{GuardFileError, GuardParams, GuardSet};
 pub use microdesc::{Microdesc, MicrodescDigest, MicrodescError, MicrodescIndex};
-pub use path::{select_path, PathError, PathTarget};
+pub use path::{select_path, PathError, PathTarget, Transport};
 pub use verified_consensus::{Consensus, UncheckedConsensus, VerifiedConsensus};
 pub use vote::{SignedVote, UncheckedVote, Vote, VoteBody, VoteEntry, VoteError};
 pub use weights::{BandwidthWeights, Position};

@@ -23,6 +23,7 @@ use rand::Rng;
 
 use crate::dir::consensus::ConsensusEntry;
 use crate::dir::guards::GuardSet;
+use crate::dir::policy::ExitPolicy;
 pub use crate::dir::selection::{
     conflicts, position_weight, same_subnet, uniform_usable_choice, weighted_choice,
     weighted_usable_choice, PathError, DEFAULT_PATH_LEN, MAX_PATH_LEN, MIN_PATH_LEN, USABLE,
@@ -38,16 +39,64 @@ pub struct PathTarget {
     /// Destination address if known; `None` for a hostname the exit will resolve, in which
     /// case exits whose policy *might* allow the port qualify.
     pub addr: Option<IpAddr>,
+    /// Which of the exit's policies must allow the destination.
+    pub proto: Transport,
 }
 
-/// Whether `relay` can exit to `target`.
+/// What a circuit carries to its destination: TCP streams or UDP flows. Exits publish a
+/// separate policy for each ([`ConsensusEntry::exit_policy`],
+/// [`ConsensusEntry::udp_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// TCP streams (BEGIN).
+    #[default]
+    Tcp,
+    /// UDP flows.
+    Udp,
+}
+
+impl PathTarget {
+    /// A TCP destination.
+    pub const fn tcp(port: u16, addr: Option<IpAddr>) -> Self {
+        PathTarget {
+            port,
+            addr,
+            proto: Transport::Tcp,
+        }
+    }
+
+    /// A UDP destination.
+    pub const fn udp(port: u16, addr: Option<IpAddr>) -> Self {
+        PathTarget {
+            port,
+            addr,
+            proto: Transport::Udp,
+        }
+    }
+}
+
+/// Whether `policy`, an exit's policy for the target's transport, allows `target`: for a
+/// known address exactly, for a name if it *might* allow the port.
+pub fn policy_allows(policy: &ExitPolicy, target: &PathTarget) -> bool {
+    match target.addr {
+        Some(ip) => policy.allows_ip(ip, target.port),
+        None => policy.might_allow_port(target.port),
+    }
+}
+
+/// The policy of `relay` that governs `proto`.
+pub fn policy_for(relay: &ConsensusEntry, proto: Transport) -> &ExitPolicy {
+    match proto {
+        Transport::Tcp => &relay.exit_policy,
+        Transport::Udp => &relay.udp_policy,
+    }
+}
+
+/// Whether `relay` can exit to `target` (by the policy of the target's transport).
 pub fn exit_allows(relay: &ConsensusEntry, target: &PathTarget) -> bool {
     relay.has(USABLE)
         && relay.flags.usable_exit()
-        && match target.addr {
-            Some(ip) => relay.exit_policy.allows_ip(ip, target.port),
-            None => relay.exit_policy.might_allow_port(target.port),
-        }
+        && policy_allows(policy_for(relay, target.proto), target)
 }
 
 /// Chooses an exit for `target`, bandwidth-weighted for the exit position.
@@ -68,7 +117,10 @@ pub fn select_exit<'a, R: Rng + ?Sized>(
             .map(|r| (r, position_weight(w, r, Position::Exit))),
         rng,
     )
-    .ok_or(PathError::NoExit { port: target.port })
+    .ok_or(match target.proto {
+        Transport::Tcp => PathError::NoExit { port: target.port },
+        Transport::Udp => PathError::NoUdpExit { port: target.port },
+    })
 }
 
 /// Chooses a middle relay not conflicting with any of `chosen`.

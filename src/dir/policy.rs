@@ -270,26 +270,7 @@ impl ExitPolicy {
     }
 
     fn default_exit_inner(allow_loopback: bool) -> Self {
-        let mut rules = Vec::new();
-        let mut reject = |addr: IpAddr, len: u8| {
-            // The constants are canonical, so construction cannot fail; a unit test checks
-            // that every constant made it into the policy.
-            if let Ok(r) = PolicyRule::new(PolicyAction::Reject, addr, len, 1, 65535) {
-                rules.push(r);
-            }
-        };
-        for (a, l) in SPECIAL_V4 {
-            reject(IpAddr::V4(Ipv4Addr::from(*a)), *l);
-        }
-        if !allow_loopback {
-            reject(IpAddr::V4(Ipv4Addr::from(LOOPBACK_V4.0)), LOOPBACK_V4.1);
-        }
-        for (a, l) in SPECIAL_V6 {
-            reject(IpAddr::V6(Ipv6Addr::from(*a)), *l);
-        }
-        if !allow_loopback {
-            reject(IpAddr::V6(Ipv6Addr::from(LOOPBACK_V6.0)), LOOPBACK_V6.1);
-        }
+        let mut rules = special_rejects(allow_loopback);
         for any in [
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -299,6 +280,16 @@ impl ExitPolicy {
             }
         }
         Self { rules }
+    }
+
+    /// This policy behind a reject of every special-purpose range (those
+    /// [`Self::default_exit`] rejects, loopback included): whatever the rules say, no
+    /// destination in those ranges is allowed. Refused if the result has more than
+    /// [`MAX_POLICY_RULES`] rules.
+    pub fn behind_special_rejects(self) -> Result<Self, PolicyError> {
+        let mut rules = special_rejects(false);
+        rules.extend(self.rules);
+        Self::new(rules)
     }
 
     /// The rules in order.
@@ -374,6 +365,32 @@ impl ExitPolicy {
     }
 }
 
+/// A reject rule (all ports) for every special-purpose range, IPv4 first, loopback
+/// included unless `allow_loopback`.
+fn special_rejects(allow_loopback: bool) -> Vec<PolicyRule> {
+    let mut rules = Vec::new();
+    let mut reject = |addr: IpAddr, len: u8| {
+        // The constants are canonical, so construction cannot fail; a unit test checks
+        // that every constant made it into the policy.
+        if let Ok(r) = PolicyRule::new(PolicyAction::Reject, addr, len, 1, 65535) {
+            rules.push(r);
+        }
+    };
+    for (a, l) in SPECIAL_V4 {
+        reject(IpAddr::V4(Ipv4Addr::from(*a)), *l);
+    }
+    if !allow_loopback {
+        reject(IpAddr::V4(Ipv4Addr::from(LOOPBACK_V4.0)), LOOPBACK_V4.1);
+    }
+    for (a, l) in SPECIAL_V6 {
+        reject(IpAddr::V6(Ipv6Addr::from(*a)), *l);
+    }
+    if !allow_loopback {
+        reject(IpAddr::V6(Ipv6Addr::from(LOOPBACK_V6.0)), LOOPBACK_V6.1);
+    }
+    rules
+}
+
 /// Whether `ip` is a public address: outside every special-purpose range (private,
 /// loopback, link-local, multicast, documentation, ...).
 pub(crate) fn is_public(ip: IpAddr) -> bool {
@@ -435,6 +452,37 @@ mod tests {
         assert!(lo.allows_ip(ip("127.0.0.1"), 8080));
         assert!(lo.allows_ip(ip("::1"), 8080));
         assert!(!lo.allows_ip(ip("10.0.0.1"), 8080));
+    }
+
+    #[test]
+    fn special_rejects_go_in_front_and_count_towards_the_bound() {
+        let specials = SPECIAL_V4.len() + SPECIAL_V6.len() + 2;
+        let p: ExitPolicy = "accept *:53".parse().unwrap();
+        let behind = p.clone().behind_special_rejects().unwrap();
+        assert_eq!(behind.rules().len(), specials + 2);
+        assert_eq!(&behind.rules()[specials..], p.rules());
+        assert!(behind.rules()[..specials]
+            .iter()
+            .all(|r| r.action() == PolicyAction::Reject));
+        // The same rejects as the default exit policy's, loopback included.
+        assert_eq!(
+            &behind.rules()[..specials],
+            &ExitPolicy::default_exit().rules()[..specials]
+        );
+        assert!(behind.allows_ip(ip("1.1.1.1"), 53));
+        assert!(!behind.allows_ip(ip("127.0.0.1"), 53));
+        assert!(!behind.allows_ip(ip("::ffff:192.168.0.1"), 53));
+        // Nothing accepted stays nothing accepted.
+        let none = ExitPolicy::reject_all().behind_special_rejects().unwrap();
+        assert!(!none.might_allow_port(53));
+        let room = MAX_POLICY_RULES - specials;
+        let fits = ExitPolicy::new(vec![p.rules()[0]; room]).unwrap();
+        assert!(fits.behind_special_rejects().is_ok());
+        let over = ExitPolicy::new(vec![p.rules()[0]; room + 1]).unwrap();
+        assert!(matches!(
+            over.behind_special_rejects(),
+            Err(PolicyError::TooManyRules(_))
+        ));
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub enum PathError {
         /// The target port.
         port: u16,
     },
+    /// No Running, Valid exit's UDP policy allows the target.
+    #[error("no running exit relay allows UDP to port {port}")]
+    NoUdpExit {
+        /// The target port.
+        port: u16,
+    },
     /// No usable guard compatible with the chosen exit.
     #[error("no usable guard compatible with the chosen exit")]
     NoGuard,

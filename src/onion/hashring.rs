@@ -269,6 +269,7 @@ mod tests {
             bandwidth: 1000,
             measured: true,
             exit_policy: ExitPolicy::reject_all(),
+            udp_policy: ExitPolicy::reject_all(),
             family: Vec::new(),
         }
     }

@@ -20,9 +20,10 @@ use crate::dir::ExitPolicy;
 /// How a relay acts as an exit.
 #[derive(Debug, Clone)]
 pub struct ExitConfig {
-    /// Which destinations are allowed.
+    /// Which destinations TCP streams may go to.
     pub policy: ExitPolicy,
-    /// Which UDP destinations are allowed (none unless the operator opts in).
+    /// Which destinations UDP flows may go to: separate from `policy`, and by default
+    /// [`ExitPolicy::reject_all`] (an operator opts in; see `exit_udp_policy`).
     pub udp_policy: ExitPolicy,
     /// Timeouts.
     pub timeouts: ExitTimeouts,
@@ -74,7 +75,7 @@ impl Default for ExitTimeouts {
 }
 
 impl ExitConfig {
-    /// An exit with `policy`, default timeouts and direct connections.
+    /// An exit with TCP `policy`, no UDP, default timeouts and direct connections.
     pub fn new(policy: ExitPolicy) -> Self {
         ExitConfig {
             policy,
@@ -86,15 +87,7 @@ impl ExitConfig {
 
     /// A quick refusal before any work: the policy cannot allow this target at all.
     pub fn precheck(&self, target: &TargetAddr, port: u16) -> Result<(), EndReason> {
-        let allowed = match target {
-            TargetAddr::Ip(ip) => self.policy.allows_ip(*ip, port),
-            TargetAddr::Hostname(_) => self.policy.might_allow_port(port),
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(EndReason::ExitPolicy)
-        }
+        precheck_policy(&self.policy, target, port)
     }
 
     /// Resolves `target` (if a name) and returns the addresses the policy allows.
@@ -103,10 +96,21 @@ impl ExitConfig {
         target: &TargetAddr,
         port: u16,
     ) -> Result<Vec<SocketAddr>, EndReason> {
+        self.allowed_by(&self.policy, target, port).await
+    }
+
+    /// Resolves `target` (if a name) and returns the addresses `policy` allows: the policy
+    /// is applied after resolution, so a name cannot lead where an address may not.
+    pub(crate) async fn allowed_by(
+        &self,
+        policy: &ExitPolicy,
+        target: &TargetAddr,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, EndReason> {
         let resolved = resolve(target, port, self.connect_timeout()).await?;
         let allowed: Vec<SocketAddr> = resolved
             .into_iter()
-            .filter(|a| self.policy.allows_ip(a.ip(), a.port()))
+            .filter(|a| policy.allows_ip(a.ip(), a.port()))
             .collect();
         if allowed.is_empty() {
             Err(EndReason::ExitPolicy)
@@ -143,6 +147,23 @@ impl ExitConfig {
     /// The idle timeout of exit streams.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.timeouts.idle_secs.max(1))
+    }
+}
+
+/// Whether `policy` can allow `target:port` at all (for a name: might, on that port).
+pub(crate) fn precheck_policy(
+    policy: &ExitPolicy,
+    target: &TargetAddr,
+    port: u16,
+) -> Result<(), EndReason> {
+    let allowed = match target {
+        TargetAddr::Ip(ip) => policy.allows_ip(*ip, port),
+        TargetAddr::Hostname(_) => policy.might_allow_port(port),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(EndReason::ExitPolicy)
     }
 }
 

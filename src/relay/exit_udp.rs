@@ -26,38 +26,6 @@ pub struct OpenedFlow {
 }
 
 impl ExitConfig {
-    /// A quick refusal before any work: the UDP policy cannot allow this target at all.
-    pub fn precheck_udp(&self, target: &TargetAddr, port: u16) -> Result<(), EndReason> {
-        let allowed = match target {
-            TargetAddr::Ip(ip) => self.udp_policy.allows_ip(*ip, port),
-            TargetAddr::Hostname(_) => self.udp_policy.might_allow_port(port),
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(EndReason::ExitPolicy)
-        }
-    }
-
-    /// Resolves `target` (if a name) and returns the addresses the UDP policy allows.
-    pub async fn allowed_udp_addrs(
-        &self,
-        target: &TargetAddr,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, EndReason> {
-        let timeout = std::time::Duration::from_secs(self.timeouts.connect_secs.max(1));
-        let resolved = super::exit::resolve(target, port, timeout).await?;
-        let allowed: Vec<SocketAddr> = resolved
-            .into_iter()
-            .filter(|a| self.udp_policy.allows_ip(a.ip(), a.port()))
-            .collect();
-        if allowed.is_empty() {
-            Err(EndReason::ExitPolicy)
-        } else {
-            Ok(allowed)
-        }
-    }
-
     /// Resolves `target`, checks the UDP policy on the result, and opens a socket
     /// connected to the first allowed address.
     pub async fn open_udp(

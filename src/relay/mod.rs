@@ -14,6 +14,7 @@ pub mod dirserve;
 pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod exit_udp;
+pub(crate) mod exit_udp_policy;
 pub(crate) mod hsdir;
 pub(crate) mod key_maintenance;
 pub mod key_schedule;
@@ -34,6 +35,7 @@ pub mod shared;
 pub(crate) mod splice;
 
 pub use exit::{DirectConnector, ExitConfig, ExitConnector, ExitTimeouts};
+pub use exit_udp_policy::udp_policy_from_config;
 pub use keys::RelayKeys;
 pub use limits::RelayLimits;
 pub use observer::RelayObserver;

@@ -35,9 +35,9 @@ pub(crate) fn build_descriptor(
     shared: &RelayShared,
     cfg: &PublishConfig,
 ) -> Result<SignedDescriptor, DescriptorError> {
-    let (exit, exit_policy) = match &shared.exit {
-        Some(e) => (true, e.policy.clone()),
-        None => (false, ExitPolicy::reject_all()),
+    let (exit, exit_policy, udp_policy) = match &shared.exit {
+        Some(e) => (true, e.policy.clone(), e.udp_policy.clone()),
+        None => (false, ExitPolicy::reject_all(), ExitPolicy::reject_all()),
     };
     let descriptor = Descriptor {
         identity: shared.keys.identity(),
@@ -45,6 +45,7 @@ pub(crate) fn build_descriptor(
         addrs: vec![cfg.advertised],
         exit,
         exit_policy,
+        udp_policy,
         bandwidth: cfg.bandwidth,
         family: cfg.family.clone(),
         version: concat!("allium ", env!("CARGO_PKG_VERSION")).to_string(),

@@ -47,6 +47,7 @@ pub fn descriptor(n: u64, exit: bool) -> (IdentityKeypair, Descriptor) {
         } else {
             ExitPolicy::reject_all()
         },
+        udp_policy: ExitPolicy::reject_all(),
         bandwidth: 1_000_000 + n * 1000,
         family: Vec::new(),
         version: "allium 0.1.0".into(),
@@ -130,6 +131,7 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
                 bandwidth: 10_000 * (1 + rng.below(100)),
                 measured: true,
                 exit_policy,
+                udp_policy: ExitPolicy::reject_all(),
                 family: Vec::new(),
             }
         })
@@ -159,10 +161,16 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
     }
     relays.sort_by_key(|r| r.identity);
     let auths = authorities(3);
-    let mut auth_ids = publics(&auths);
+    (consensus_of(&relays, &auths), auths)
+}
+
+/// The consensus listing `relays` (sorted by identity), valid at [`NOW`], signed by
+/// `auths`, as a client holds it: parsed, verified and assembled with the microdescriptors.
+pub fn consensus_of(relays: &[ConsensusEntry], auths: &[IdentityKeypair]) -> Consensus {
+    let mut auth_ids = publics(auths);
     auth_ids.sort();
     let weights = BandwidthWeights::compute(relays.iter().map(|r| (r.flags, r.bandwidth)));
-    let (listed, mds) = allium::dir::split_entries(&relays).unwrap();
+    let (listed, mds) = allium::dir::split_entries(relays).unwrap();
     let body = ConsensusBody {
         version: CONSENSUS_VERSION,
         valid_after: NOW - HOUR,
@@ -173,16 +181,15 @@ pub fn synthetic_consensus(n: u64) -> (Consensus, Vec<IdentityKeypair>) {
         weights,
     };
     let mut signed = body.to_signed().unwrap();
-    for a in &auths {
+    for a in auths {
         signed.sign(a);
     }
     let bytes = signed.to_bytes().unwrap();
-    let c = UncheckedConsensus::parse(&bytes)
+    UncheckedConsensus::parse(&bytes)
         .unwrap()
-        .verify(&publics(&auths), NOW)
+        .verify(&publics(auths), NOW)
         .unwrap()
-        .assemble_from(&mds);
-    (c, auths)
+        .assemble_from(&mds)
 }
 
 /// The consensus of the next period after `c`, signed by `auths`: the relays at the
@@ -223,6 +230,7 @@ pub fn next_period(
             bandwidth: 20_000,
             measured: false,
             exit_policy: d.exit_policy,
+            udp_policy: d.udp_policy,
             family: Vec::new(),
         }
         .split()

@@ -123,6 +123,7 @@ async fn exits_that_rewrite_or_cut_traffic_get_bad_exit_and_clients_avoid_them()
     let target = PathTarget {
         port: 80,
         addr: None,
+        proto: allium::dir::Transport::Tcp,
     };
     for _ in 0..500 {
         let e = select_exit(&caught, &target, &mut rng).unwrap();

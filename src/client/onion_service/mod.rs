@@ -59,6 +59,7 @@ mod test_support {
             bandwidth: 0,
             measured: true,
             exit_policy: crate::dir::policy::ExitPolicy::reject_all(),
+            udp_policy: crate::dir::policy::ExitPolicy::reject_all(),
             family: Vec::new(),
         }
     }

@@ -168,6 +168,7 @@ mod tests {
                 .collect(),
             exit: false,
             exit_policy: ExitPolicy::reject_all(),
+            udp_policy: ExitPolicy::reject_all(),
             bandwidth: 10_000_000,
             family: Vec::new(),
             version: "test".into(),

@@ -91,6 +91,7 @@ fn consensus_with(
             bandwidth: 1000,
             measured: true,
             exit_policy: ExitPolicy::reject_all(),
+            udp_policy: ExitPolicy::reject_all(),
             family: Vec::new(),
         })
         .collect();
