@@ -129,6 +129,23 @@ fn relay_msg() -> impl Strategy<Value = RelayMsg> {
         )
         .prop_map(|a| RelayMsg::Resolved(Resolved::new(a).unwrap())),
         Just(RelayMsg::BeginDir),
+        (
+            prop_oneof![
+                ip().prop_map(TargetAddr::Ip),
+                hostname().prop_map(TargetAddr::Hostname)
+            ],
+            1..=u16::MAX
+        )
+            .prop_map(|(t, p)| RelayMsg::BeginUdp(Begin::new(t, p).unwrap())),
+        (
+            any::<u16>(),
+            prop::collection::vec(any::<u8>(), 0..=allium::cell::datagram::MAX_DATAGRAM_LEN),
+            any::<prop::sample::Index>()
+        )
+            .prop_map(|(seq, payload, i)| {
+                let frags = allium::cell::datagram::Datagram::split(seq, &payload).unwrap();
+                RelayMsg::Datagram(frags[i.index(frags.len())].clone())
+            }),
     ]
 }
 
@@ -156,6 +173,25 @@ proptest! {
     fn relay_cell_encode_parse_identity(cell in relay_cell()) {
         let body = cell.encode().unwrap();
         prop_assert_eq!(RelayCell::<RelayMsg>::parse_typed(&body).unwrap(), cell);
+    }
+
+    /// A datagram cut into fragments, each carried in its own cell, comes back whole: the
+    /// fragments parse, are in order, and join to the payload.
+    #[test]
+    fn datagram_split_encode_parse_join_identity(
+        seq in any::<u16>(),
+        payload in prop::collection::vec(any::<u8>(), 0..=allium::cell::datagram::MAX_DATAGRAM_LEN),
+    ) {
+        let frags = allium::cell::datagram::Datagram::split(seq, &payload).unwrap();
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            let cell = RelayCell::new(StreamId::new(1), RelayMsg::Datagram(f.clone())).unwrap();
+            let parsed = RelayCell::<RelayMsg>::parse_typed(&cell.encode().unwrap()).unwrap();
+            let RelayMsg::Datagram(d) = parsed.msg() else { panic!("not a datagram") };
+            prop_assert_eq!((d.seq(), usize::from(d.index()), usize::from(d.count())), (seq, i, frags.len()));
+            joined.extend_from_slice(d.bytes());
+        }
+        prop_assert_eq!(joined, payload);
     }
 
     #[test]
