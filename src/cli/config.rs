@@ -290,6 +290,21 @@ pub struct ServiceSection {
     pub port: u16,
     /// Where its streams go, e.g. "127.0.0.1:8080".
     pub target: SocketAddr,
+    /// `"tcp"` (the default: streams) or `"udp"` (UDP flows to a local UDP target; a port
+    /// may be listed once for each).
+    #[serde(default)]
+    pub protocol: ServiceProtocol,
+}
+
+/// What a `[[service]]` port carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    /// TCP streams.
+    #[default]
+    Tcp,
+    /// UDP flows.
+    Udp,
 }
 
 /// Groups `[[service]]` entries by key file into service configurations, refusing port 0
@@ -316,23 +331,33 @@ pub fn services(
                 i + 1
             )));
         }
-        match out.iter_mut().find(|s| s.key_file == e.key_file) {
-            Some(s) => {
-                if s.ports.iter().any(|(p, _)| *p == e.port) {
-                    return Err(invalid(format!(
-                        "[[service]] entry {}: port {} is listed twice for key file {}",
-                        i + 1,
-                        e.port,
-                        e.key_file.display()
-                    )));
-                }
-                s.ports.push((e.port, e.target));
+        let idx = match out.iter().position(|s| s.key_file == e.key_file) {
+            Some(idx) => idx,
+            None => {
+                out.push(crate::client::onion_service::ServiceConfig::new(
+                    e.key_file.clone(),
+                    Vec::new(),
+                ));
+                out.len() - 1
             }
-            None => out.push(crate::client::onion_service::ServiceConfig::new(
-                e.key_file.clone(),
-                vec![(e.port, e.target)],
-            )),
+        };
+        let Some(s) = out.get_mut(idx) else {
+            continue;
+        };
+        let ports = match e.protocol {
+            ServiceProtocol::Tcp => &mut s.ports,
+            ServiceProtocol::Udp => &mut s.udp_ports,
+        };
+        if ports.iter().any(|(p, _)| *p == e.port) {
+            return Err(invalid(format!(
+                "[[service]] entry {}: {:?} port {} is listed twice for key file {}",
+                i + 1,
+                e.protocol,
+                e.port,
+                e.key_file.display()
+            )));
         }
+        ports.push((e.port, e.target));
     }
     Ok(out)
 }
@@ -497,6 +522,35 @@ mod tests {
         assert!(err.contains("port 0"), "{err}");
         // No [[service]]: none.
         assert!(parse(base).unwrap().service.is_empty());
+        // A UDP port beside a TCP port of the same number; "udp" twice is refused, an
+        // unknown protocol is refused naming it.
+        let file = parse(&format!(
+            "{base}[[service]]\nkey_file = \"v\"\nport = 5060\ntarget = \"127.0.0.1:5060\"\n\
+             [[service]]\nkey_file = \"v\"\nport = 5060\ntarget = \"127.0.0.1:5061\"\n\
+             protocol = \"udp\"\n"
+        ))
+        .unwrap();
+        let grouped = services(&file.service, Path::new("proxy.toml")).unwrap();
+        assert_eq!(
+            grouped[0].ports,
+            vec![(5060, "127.0.0.1:5060".parse().unwrap())]
+        );
+        assert_eq!(
+            grouped[0].udp_ports,
+            vec![(5060, "127.0.0.1:5061".parse().unwrap())]
+        );
+        let mut dup = file.service.clone();
+        dup.push(dup[1].clone());
+        let err = services(&dup, Path::new("proxy.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Udp port 5060 is listed twice"), "{err}");
+        let err = parse(&format!(
+            "{base}[[service]]\nkey_file = \"v\"\nport = 1\ntarget = \"127.0.0.1:1\"\n\
+             protocol = \"sctp\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("sctp"), "{err}");
     }
 
     #[test]

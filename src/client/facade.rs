@@ -287,6 +287,15 @@ impl Client {
         port: u16,
         isolation: &Isolation,
     ) -> Result<UdpFlow, ClientError> {
+        if let TargetAddr::Hostname(name) = &target {
+            if is_onion_host(name.as_str()) {
+                return self
+                    .inner
+                    .onion
+                    .open_udp(name.as_str(), port, isolation)
+                    .await;
+            }
+        }
         let ip = match &target {
             TargetAddr::Ip(ip) => Some(*ip),
             TargetAddr::Hostname(_) => None,

@@ -26,7 +26,7 @@ pub(crate) mod upkeep;
 
 pub use crate::proto::{
     CircuitError, CircuitHandle, ClientChannel, ClientCircuit, DataStream, RelayTarget,
-    StreamOpenError,
+    StreamOpenError, UdpFlow, UdpSendError,
 };
 pub use circmgr::Isolation;
 pub use config::ClientConfig;

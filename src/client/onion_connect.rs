@@ -21,7 +21,7 @@ use tracing::debug;
 
 use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
 use crate::cell::relay_contexts::{AtClient, AtOnionClient};
-use crate::cell::{Hostname, RelayMsg, TargetAddr};
+use crate::cell::RelayMsg;
 use crate::dir::path::uniform_usable_choice;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
@@ -41,8 +41,10 @@ use super::dirmgr::DirMgr;
 use super::error::ClientError;
 pub use super::error::OnionConnectError;
 use super::revision_floors::RevisionFloors;
+
+mod reuse;
 pub use super::revision_floors::MAX_REVISION_FLOORS;
-use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, StreamOpenError};
+use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, UdpFlow};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
@@ -157,7 +159,17 @@ impl OnionConnector {
         port: u16,
         isolation: &Isolation,
     ) -> Result<DataStream, ClientError> {
-        connect(self, host, port, isolation).await
+        reuse::connect(self, host, port, isolation).await
+    }
+
+    /// Opens a UDP flow to UDP port `port` of the service named `host`.
+    pub async fn open_udp(
+        &self,
+        host: &str,
+        port: u16,
+        isolation: &Isolation,
+    ) -> Result<UdpFlow, ClientError> {
+        reuse::open_udp(self, host, port, isolation).await
     }
 }
 
@@ -177,52 +189,6 @@ pub fn verify_descriptor(
         .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
     let body = verified.body();
     Ok((inner, body.blinded_key, body.revision, body.expires()))
-}
-
-async fn connect(
-    onion: &OnionConnector,
-    host: &str,
-    port: u16,
-    isolation: &Isolation,
-) -> Result<DataStream, ClientError> {
-    let address: OnionAddress = host.parse().map_err(OnionConnectError::BadAddress)?;
-    let key = (isolation.clone(), *address.identity().as_bytes());
-    let stream_timeout = onion.stream_timeout;
-    // The service ignores the host; sending its own name tells it nothing new.
-    let target = TargetAddr::Hostname(
-        Hostname::new(host).map_err(|_| ClientError::BadAddress(host.to_string()))?,
-    );
-    // Like exit circuits, a rendezvous circuit takes new streams only for the client's
-    // maximum dirtiness; then it is retired (closed once its streams are done).
-    let existing = lock(&onion.rend).get(&key).cloned();
-    let existing = match existing {
-        Some((h, built)) if built.elapsed() >= onion.max_dirtiness => {
-            h.retire().await;
-            None
-        }
-        other => other.map(|(h, _)| h),
-    };
-    if let Some(handle) = existing.filter(|h| !h.is_closed()) {
-        match handle
-            .open_stream(target.clone(), port, stream_timeout)
-            .await
-        {
-            Ok(s) => return Ok(s),
-            Err(e @ StreamOpenError::Refused(_)) => return Err(e.into()),
-            Err(e) => debug!("onion: reused rendezvous circuit failed ({e}); reconnecting"),
-        }
-    }
-    let handle = tokio::time::timeout(ONION_CONNECT_TIMEOUT, rendezvous(onion, &address))
-        .await
-        .map_err(|_| OnionConnectError::Timeout)??;
-    {
-        let mut map = lock(&onion.rend);
-        map.retain(|_, (h, _)| !h.is_closed());
-        if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
-            map.insert(key, (handle.clone(), tokio::time::Instant::now()));
-        }
-    }
-    Ok(handle.open_stream(target, port, stream_timeout).await?)
 }
 
 /// The service's descriptor: from the cache while it is valid, else fetched and verified.

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -21,7 +20,6 @@ use crate::proto::event_queue::EventSender;
 use super::circuit::ClientCircuit;
 use super::datagram::budget::DatagramBudget;
 use super::datagram::flows::{FlowSet, MAX_WAITING};
-use super::datagram::UdpFlow;
 use super::event::{CircuitRequest, ClientCircEvent, IncomingAnswer};
 use super::incoming::{IncomingStream, IncomingStreams};
 use super::stream::data_stream::{pair, CircuitEnd};
@@ -29,145 +27,15 @@ use super::stream::pump::{self, LocalSocket, StreamEvent};
 use super::stream::set::StreamSet;
 use super::stream::{DataStream, StreamOpenError};
 
+mod handle;
 mod udp;
+
+use handle::Activity;
+pub use handle::CircuitHandle;
+pub(crate) use udp::UdpTargets;
 
 /// Most streams one client circuit carries at once (UDP flows included).
 pub(crate) const MAX_STREAMS_PER_CIRCUIT: usize = 512;
-
-/// A cloneable handle on a running client circuit.
-#[derive(Debug, Clone)]
-pub struct CircuitHandle {
-    tx: EventSender<ClientCircEvent>,
-    closed: Arc<AtomicBool>,
-    hops: usize,
-    id: crate::cell::CircId,
-    activity: Arc<Activity>,
-    open_streams: watch::Receiver<usize>,
-}
-
-/// When the circuit last carried stream traffic: a stream opened, or stream data sent or
-/// received. DROP and SENDME cells do not count, so a peer cannot fake activity with them.
-#[derive(Debug)]
-struct Activity {
-    start: Instant,
-    /// Nanoseconds from `start` to the last activity.
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let since = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(since, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed))
-    }
-}
-
-impl CircuitHandle {
-    /// Opens a stream to `target:port` through the circuit's last hop.
-    pub async fn open_stream(
-        &self,
-        target: TargetAddr,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<DataStream, StreamOpenError> {
-        self.open(Some((target, port)), timeout).await
-    }
-
-    /// Opens a UDP flow to `target:port` through the circuit's last hop (names are
-    /// resolved there).
-    pub async fn open_udp(
-        &self,
-        target: TargetAddr,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<UdpFlow, StreamOpenError> {
-        let (reply, rx) = oneshot::channel();
-        let req = CircuitRequest::OpenUdp {
-            target,
-            port,
-            reply,
-        };
-        self.tx
-            .send(ClientCircEvent::Request(req))
-            .await
-            .map_err(|_| StreamOpenError::CircuitClosed)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StreamOpenError::CircuitClosed),
-            Err(_) => Err(StreamOpenError::Timeout),
-        }
-    }
-
-    /// Opens a stream to the last hop's directory service (BEGIN_DIR).
-    pub async fn open_dir_stream(&self, timeout: Duration) -> Result<DataStream, StreamOpenError> {
-        self.open(None, timeout).await
-    }
-
-    async fn open(
-        &self,
-        to: Option<(TargetAddr, u16)>,
-        timeout: Duration,
-    ) -> Result<DataStream, StreamOpenError> {
-        let (reply, rx) = oneshot::channel();
-        let req = CircuitRequest::Open { to, reply };
-        self.tx
-            .send(ClientCircEvent::Request(req))
-            .await
-            .map_err(|_| StreamOpenError::CircuitClosed)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StreamOpenError::CircuitClosed),
-            Err(_) => Err(StreamOpenError::Timeout),
-        }
-    }
-
-    /// Whether the circuit has closed.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
-    }
-
-    /// Number of hops.
-    pub fn hops(&self) -> usize {
-        self.hops
-    }
-
-    /// The circuit's id on its first hop's channel.
-    pub fn id(&self) -> crate::cell::CircId {
-        self.id
-    }
-
-    /// When the circuit last carried stream traffic (a stream opened, stream data sent or
-    /// received; its start if never). An owner's idle policy measures from this.
-    pub fn last_activity(&self) -> Instant {
-        self.activity.last()
-    }
-
-    /// The streams open on the circuit now (opening, open, or awaiting the owner's answer),
-    /// as a value that changes as they do; closed once the circuit is.
-    pub fn open_streams(&self) -> watch::Receiver<usize> {
-        self.open_streams.clone()
-    }
-
-    /// Asks the circuit to take no new streams and to close once its streams are done
-    /// (what happens to circuits past their maximum dirtiness).
-    pub async fn retire(&self) {
-        let _ = self
-            .tx
-            .send(ClientCircEvent::Request(CircuitRequest::Retire))
-            .await;
-    }
-
-    /// Asks the circuit to close.
-    pub async fn close(&self) {
-        let _ = self
-            .tx
-            .send(ClientCircEvent::Request(CircuitRequest::Close))
-            .await;
-    }
-}
 
 /// A stream waiting for CONNECTED.
 struct Pending {
@@ -187,7 +55,7 @@ enum Inbound {
     /// The far end opens a stream (only where it plays the client).
     Begin(Begin),
     /// The far end opens a UDP flow (only where it plays the client).
-    BeginUdp,
+    BeginUdp(Begin),
     /// A fragment of a datagram on a flow.
     Datagram(crate::cell::datagram::Datagram),
     /// Legal in the context but nothing the reactor asked for: closes the circuit.
@@ -224,7 +92,7 @@ impl ReactorContext for AtRelay {
             AtRelay::End(reason) => Inbound::End(reason),
             AtRelay::Sendme(sendme) => Inbound::Sendme(sendme),
             AtRelay::Drop => Inbound::Drop,
-            AtRelay::BeginUdp(_) => Inbound::BeginUdp,
+            AtRelay::BeginUdp(begin) => Inbound::BeginUdp(begin),
             AtRelay::Datagram(d) => Inbound::Datagram(d),
             AtRelay::Extend(_) | AtRelay::Resolve(_) | AtRelay::Truncate | AtRelay::BeginDir => {
                 Inbound::Unexpected
@@ -237,6 +105,8 @@ struct Reactor<M> {
     circ: ClientCircuit<M>,
     /// Where streams the far end opens go (`None`: BEGIN is a protocol violation).
     incoming: Option<mpsc::Sender<IncomingStream>>,
+    /// Where UDP flows the far end opens go, by virtual port (an onion service's end).
+    udp_targets: Option<Arc<udp::UdpTargets>>,
     streams: StreamSet,
     pending: HashMap<StreamId, Pending>,
     flows: FlowSet,
@@ -259,22 +129,29 @@ impl ClientCircuit<AtClient> {
 
 /// Starts the task owning `circ` and returns a handle on it.
 pub(crate) fn spawn(circ: ClientCircuit<AtClient>) -> CircuitHandle {
-    spawn_with(circ, None)
+    spawn_with(circ, None, None)
 }
 
 /// Starts the task owning a circuit whose far end opens streams (an onion service's
 /// rendezvous circuit, end-to-end hop added with the directions swapped). Each BEGIN is
 /// handed to the owner through the returned queue, to accept or refuse.
-pub(crate) fn spawn_accepting(circ: ClientCircuit<AtRelay>) -> (CircuitHandle, IncomingStreams) {
+pub(crate) fn spawn_accepting(
+    circ: ClientCircuit<AtRelay>,
+    udp_targets: Arc<udp::UdpTargets>,
+) -> (CircuitHandle, IncomingStreams) {
     // Each stream waiting in the queue holds a reserved stream id, so the circuit's stream
     // limit bounds the queue too.
     let (tx, rx) = mpsc::channel(MAX_STREAMS_PER_CIRCUIT);
-    (spawn_with(circ, Some(tx)), IncomingStreams { rx })
+    (
+        spawn_with(circ, Some(tx), Some(udp_targets)),
+        IncomingStreams { rx },
+    )
 }
 
 fn spawn_with<M: ReactorContext>(
     circ: ClientCircuit<M>,
     incoming: Option<mpsc::Sender<IncomingStream>>,
+    udp_targets: Option<Arc<udp::UdpTargets>>,
 ) -> CircuitHandle {
     let tx = circ.event_sender();
     let closed = Arc::new(AtomicBool::new(false));
@@ -294,6 +171,7 @@ fn spawn_with<M: ReactorContext>(
     let reactor = Reactor {
         circ,
         incoming,
+        udp_targets,
         streams: StreamSet::new(),
         pending: HashMap::new(),
         flows: FlowSet::new(DatagramBudget::new(
@@ -501,11 +379,9 @@ impl<M: ReactorContext> Reactor<M> {
                 true
             }
             (Some(id), Inbound::Datagram(frag)) => self.on_datagram(id, frag, &tag).await,
-            (Some(id), Inbound::BeginUdp) if self.incoming.is_some() => {
-                // An onion service's end takes no UDP flows yet: refused as its policy.
+            (Some(id), Inbound::BeginUdp(begin)) if self.udp_targets.is_some() => {
                 self.touch();
-                self.send_cell(Some(id), RelayMsg::End(EndReason::ExitPolicy))
-                    .await
+                self.on_incoming_udp(id, begin.port()).await
             }
             (None, Inbound::Sendme(sendme)) => self.on_circuit_sendme(&sendme).await,
             (stream, Inbound::Sendme(sendme)) => match self.streams.on_sendme(stream, &sendme) {
@@ -522,7 +398,7 @@ impl<M: ReactorContext> Reactor<M> {
             }
             // A stream command without a stream cannot parse; BEGIN where nobody takes
             // streams, or a command the reactor never asked for, closes the circuit.
-            (_, Inbound::Unexpected | Inbound::Begin(_) | Inbound::BeginUdp)
+            (_, Inbound::Unexpected | Inbound::Begin(_) | Inbound::BeginUdp(_))
             | (
                 None,
                 Inbound::Connected | Inbound::Data(_) | Inbound::End(_) | Inbound::Datagram(_),

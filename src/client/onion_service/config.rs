@@ -17,6 +17,11 @@ pub struct ServiceConfig {
     pub key_file: PathBuf,
     /// Virtual port → local target. Streams to other ports are refused.
     pub ports: Vec<(u16, SocketAddr)>,
+    /// Virtual UDP port → local UDP target: flows clients open to other ports are
+    /// refused (none by default).
+    pub udp_ports: Vec<(u16, SocketAddr)>,
+    /// A UDP flow without a datagram either way for this long is closed.
+    pub udp_idle: Duration,
     /// Rendezvous circuits open at once; introductions beyond are dropped (and when all
     /// are in use, those idle for [`Self::rendezvous_idle`] are closed to make room).
     pub max_rendezvous: usize,
@@ -56,6 +61,8 @@ impl ServiceConfig {
         ServiceConfig {
             key_file,
             ports,
+            udp_ports: Vec::new(),
+            udp_idle: Duration::from_secs(120),
             max_rendezvous: 64,
             intros_per_second: 20,
             intro_point_rate: 10,
@@ -86,7 +93,7 @@ pub enum ServiceError {
 /// [`crate::onion::pow::MAX_POW_DIFFICULTY`], but allium clients refuse to solve more than
 /// their own limit, so a harder puzzle would make the service silently unreachable.
 pub(super) fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
-    if cfg.ports.is_empty() {
+    if cfg.ports.is_empty() && cfg.udp_ports.is_empty() {
         return Err(ServiceError::Config("no port configured".into()));
     }
     if let Some(d) = cfg.pow_difficulty {

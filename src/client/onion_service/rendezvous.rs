@@ -80,7 +80,10 @@ pub(super) async fn meet(
     .map_err(|e| e.to_string())?;
     circ.push_end_to_end_hop(&keys, true)
         .map_err(|e| e.to_string())?;
-    let (circuit, incoming) = crate::proto::reactor::spawn_accepting(circ.accepting::<AtRelay>());
+    let (circuit, incoming) = crate::proto::reactor::spawn_accepting(
+        circ.accepting::<AtRelay>(),
+        Arc::clone(&shared.udp),
+    );
     let end = ServiceEnd {
         ports: Arc::clone(&shared.ports),
         connect_timeout: shared.connect_timeout,

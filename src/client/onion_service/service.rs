@@ -73,6 +73,10 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         identity,
         address,
         ports: Arc::new(cfg.ports.clone()),
+        udp: Arc::new(crate::proto::reactor::UdpTargets {
+            ports: cfg.udp_ports.clone(),
+            idle: cfg.udp_idle.max(Duration::from_secs(1)),
+        }),
         rendezvous: RendezvousSlots::new(cfg.max_rendezvous),
         budget: Mutex::new(IntroBudget::new(
             cfg.intros_per_second,

@@ -21,6 +21,8 @@ pub(super) struct Shared {
     pub(super) identity: IdentityKeypair,
     pub(super) address: OnionAddress,
     pub(super) ports: Arc<Vec<(u16, SocketAddr)>>,
+    /// Where the clients' UDP flows go.
+    pub(super) udp: Arc<crate::proto::reactor::UdpTargets>,
     pub(super) rendezvous: Arc<RendezvousSlots>,
     /// The service-wide budgets (decryptions, rendezvous started).
     pub(super) budget: Mutex<IntroBudget>,

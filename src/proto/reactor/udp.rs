@@ -1,7 +1,9 @@
 //! The client circuit task's UDP flows: opening one (BEGIN_UDP, CONNECTED), datagrams both
 //! ways, and the circuit window shared with streams (see [`crate::proto::datagram`]).
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -12,10 +14,21 @@ use crate::cell::{EndReason, RelayCell, RelayMsg, StreamId, TargetAddr};
 use crate::crypto::RelayTag;
 use crate::proto::datagram::flows::Sink;
 use crate::proto::datagram::inbox::DatagramInbox;
-use crate::proto::datagram::{FlowEvent, UdpFlow};
+use crate::proto::datagram::{socket, FlowEvent, UdpFlow};
+use crate::proto::event::ClientCircEvent;
 use crate::proto::stream::StreamOpenError;
 
 use super::{Reactor, ReactorContext};
+
+/// Where an onion service's end sends the UDP flows its clients open: virtual port → local
+/// UDP target (other ports are refused), and how long a quiet flow lives.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UdpTargets {
+    /// Virtual port → local target.
+    pub(crate) ports: Vec<(u16, SocketAddr)>,
+    /// A flow without a datagram either way for this long is closed.
+    pub(crate) idle: Duration,
+}
 
 /// A flow waiting for CONNECTED.
 pub(super) struct PendingFlow {
@@ -50,6 +63,55 @@ impl<M: ReactorContext> Reactor<M> {
         self.pending_flows.insert(id, PendingFlow { reply, inbox });
         self.touch();
         self.send(begin).await
+    }
+
+    /// BEGIN_UDP from the far end of an accepting circuit (an onion service's end): a
+    /// socket connected to the port's local target, or END. CONNECTED carries no address:
+    /// the far end must not learn where the flow leads.
+    pub(super) async fn on_incoming_udp(&mut self, id: StreamId, port: u16) -> bool {
+        if self.streams.contains(id) || self.pending.contains_key(&id) || self.flows.contains(id) {
+            debug!("service: BEGIN_UDP reuses an open stream id");
+            return false;
+        }
+        let Some(targets) = self.udp_targets.clone() else {
+            return false;
+        };
+        let Some(target) = targets
+            .ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, t)| *t)
+        else {
+            return self
+                .send_cell(Some(id), RelayMsg::End(EndReason::ExitPolicy))
+                .await;
+        };
+        if self.streams.len() + self.flows.len() >= super::MAX_STREAMS_PER_CIRCUIT {
+            return self
+                .send_cell(Some(id), RelayMsg::End(EndReason::ResourceLimit))
+                .await;
+        }
+        let sink = match local_socket(target).await {
+            Ok(sock) => socket::spawn(
+                sock,
+                id,
+                targets.idle,
+                self.tx.clone(),
+                ClientCircEvent::Flow,
+                None,
+            ),
+            Err(e) => Err(e),
+        };
+        let Ok(sink) = sink else {
+            return self
+                .send_cell(Some(id), RelayMsg::End(EndReason::ConnectRefused))
+                .await;
+        };
+        self.flows.reserve(id, Some(Sink::Socket(sink)));
+        self.flows.open(id, None);
+        let connected = crate::cell::relay_msg::Connected { resolved: None };
+        self.send_cell(Some(id), RelayMsg::Connected(connected))
+            .await
     }
 
     /// CONNECTED for a flow being opened.
@@ -153,4 +215,15 @@ impl<M: ReactorContext> Reactor<M> {
         }
         true
     }
+}
+
+/// A UDP socket connected to a service's local target.
+async fn local_socket(target: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let local: SocketAddr = match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = tokio::net::UdpSocket::bind(local).await?;
+    sock.connect(target).await?;
+    Ok(sock)
 }
