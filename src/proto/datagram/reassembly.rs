@@ -109,6 +109,36 @@ mod tests {
         assert!(r.discarded() >= 1);
     }
 
+    proptest::proptest! {
+        /// Whatever fragments arrive (from several datagrams, reordered, duplicated, some
+        /// lost), every datagram that comes out is one that was sent, whole: fragments are
+        /// never spliced across datagrams, and nothing is held past the bound.
+        #[test]
+        fn only_whole_sent_datagrams_come_out(
+            payloads in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=MAX_DATAGRAM_LEN),
+                1..6,
+            ),
+            picks in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..40),
+        ) {
+            // Every datagram of one flow uses its own seq, as a sender does.
+            let frags: Vec<Datagram> = payloads
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| Datagram::split(i as u16, p).unwrap())
+                .collect();
+            let mut r = Reassembler::default();
+            for pick in picks {
+                let f = frags[pick.index(frags.len())].clone();
+                if let Some(out) = r.push(f) {
+                    proptest::prop_assert!(payloads.contains(&out));
+                }
+                let held = r.partial.as_ref().map_or(0, |p| p.bytes.len());
+                proptest::prop_assert!(held <= MAX_DATAGRAM_LEN);
+            }
+        }
+    }
+
     #[test]
     fn a_forged_fragment_cannot_splice_two_datagrams() {
         let mut r = Reassembler::default();
