@@ -81,12 +81,12 @@ pub async fn build_through_refs(relays: &[&RelayHandle]) -> ClientCircuit {
 }
 
 /// Two relays and an exit with TCP policy `tcp` and UDP policy `udp`, relay limits
-/// `limits` at each, and a running circuit through them.
-pub async fn udp_exit_circuit(
+/// `limits` at each.
+pub async fn udp_exit_relays(
     tcp: ExitPolicy,
     udp: ExitPolicy,
     limits: RelayLimits,
-) -> (Vec<RelayHandle>, CircuitHandle) {
+) -> Vec<RelayHandle> {
     let mut exit = ExitConfig::new(tcp);
     exit.udp_policy = udp;
     let config = RelayConfig {
@@ -97,11 +97,20 @@ pub async fn udp_exit_circuit(
         bandwidth: None,
     };
     let keys = RelayKeys::generate(&config.clock);
-    let relays = vec![
+    vec![
         start_relay_with(limits.clone(), None).await,
         start_relay_with(limits, None).await,
         relay::start(config, keys).await.unwrap(),
-    ];
+    ]
+}
+
+/// [`udp_exit_relays`] and a running circuit through them.
+pub async fn udp_exit_circuit(
+    tcp: ExitPolicy,
+    udp: ExitPolicy,
+    limits: RelayLimits,
+) -> (Vec<RelayHandle>, CircuitHandle) {
+    let relays = udp_exit_relays(tcp, udp, limits).await;
     let circ = build_through(&relays).await;
     (relays, circ.into_handle())
 }
