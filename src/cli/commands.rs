@@ -137,9 +137,17 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
         .await
         .map_err(|e| e.to_string())?;
     let demo = demo_server::start().await.map_err(|e| e.to_string())?;
+    // UDP echo on the same port number as the page (UDP ports are a separate space).
+    let udp_echo = match super::demo_udp_echo::start_on(demo).await {
+        Ok(a) => a,
+        Err(_) => super::demo_udp_echo::start_on(SocketAddr::new(demo.ip(), 0))
+            .await
+            .map_err(|e| format!("cannot start the UDP echo server: {e}"))?,
+    };
     println!("testnet: publishing the demo onion service");
     let mut service_cfg =
         onion_service::ServiceConfig::new(data_dir.join("demo-service.key"), vec![(80, demo)]);
+    service_cfg.udp_ports = vec![(7, udp_echo)];
     service_cfg.connect_timeout = Duration::from_secs(5);
     let service = onion_service::launch(client.clone(), service_cfg)
         .await
@@ -167,6 +175,9 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
     println!("  data dir:      {}", data_dir.display());
     println!("  try it:        curl --socks5-hostname {socks_addr} http://{demo}/");
     println!("  bigger:        curl --socks5-hostname {socks_addr} http://{demo}/bytes/10000000 -o /dev/null");
+    println!(
+        "  UDP echo:      {udp_echo} (SOCKS5 UDP ASSOCIATE), or UDP port 7 of the onion service"
+    );
     println!("  onion service: {}", service.address());
     println!(
         "  via onion:     curl --socks5-hostname {socks_addr} http://{}/",

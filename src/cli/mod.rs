@@ -3,6 +3,7 @@
 pub(crate) mod commands;
 pub mod config;
 pub mod demo_server;
+pub mod demo_udp_echo;
 pub(crate) mod emit;
 pub(crate) mod private_dir;
 pub(crate) mod weights_table;
