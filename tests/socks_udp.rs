@@ -113,6 +113,10 @@ struct Proxy {
 }
 
 async fn proxy(connector: Arc<CircuitConnector>, index: u16) -> Proxy {
+    proxy_with(connector, index, ProxyConfig::default()).await
+}
+
+async fn proxy_with(connector: Arc<CircuitConnector>, index: u16, cfg: ProxyConfig) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -120,13 +124,7 @@ async fn proxy(connector: Arc<CircuitConnector>, index: u16) -> Proxy {
         let _ = stopped.await;
     };
     let connector: Arc<dyn Connector> = connector;
-    tokio::spawn(serve_socks(
-        listener,
-        index,
-        connector,
-        ProxyConfig::default(),
-        shutdown,
-    ));
+    tokio::spawn(serve_socks(listener, index, connector, cfg, shutdown));
     Proxy { addr, _stop: stop }
 }
 
@@ -439,6 +437,44 @@ async fn closing_the_control_connection_ends_the_association() {
     }
 }
 
+#[tokio::test]
+async fn an_idle_association_is_closed_like_an_idle_stream() {
+    let echo = echo().await;
+    let (relays, circ) = udp_exit_circuit(
+        ExitPolicy::default_exit_allow_loopback(),
+        loopback_v4_udp(None),
+        RelayLimits::default(),
+    )
+    .await;
+    let flows = &relays[2].shared().udp_flows;
+    let limit = flows.available_permits();
+    let cfg = ProxyConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..ProxyConfig::default()
+    };
+    let p = proxy_with(CircuitConnector::new(circ), 0, cfg).await;
+    let (mut ctl, relay) = associate(p.addr, None, unspecified()).await;
+    let c = client().await;
+    let h = v4_header(echo.addr);
+    send(&c, relay, &h, b"once").await;
+    assert_eq!(recv(&c, relay).await, cat(&h, b"once"));
+    // Then silence: the proxy closes the control connection and ends the flow.
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(NO_HANG, ctl.read(&mut byte))
+        .await
+        .expect("an idle association was kept")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let deadline = tokio::time::Instant::now() + NO_HANG;
+    while flows.available_permits() != limit {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flow kept at the exit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Log lines written while a test runs (every task of a current-thread runtime logs here).
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -605,4 +641,35 @@ fn flat_json(line: &str) -> std::collections::HashMap<String, Option<f64>> {
             (k.to_string(), v)
         })
         .collect()
+}
+
+#[test]
+fn the_documented_limits_are_the_code_s() {
+    use allium::client::socks_server::{
+        MAX_CONTROL_BYTES, UDP_EVICT_IDLE, UDP_MAX_DESTINATIONS, UDP_MAX_OPENING,
+        UDP_OPENING_QUEUE, UDP_RETRY_AFTER,
+    };
+    let doc = include_str!("../docs/operating.md");
+    let section = doc
+        .split("## The proxy's UDP")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    // Line breaks may fall anywhere in the prose.
+    let section = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    for phrase in [
+        format!("{} destinations", UDP_MAX_DESTINATIONS),
+        format!("{} being opened at once", UDP_MAX_OPENING),
+        format!("up to {} datagrams per destination", UDP_OPENING_QUEUE),
+        format!("idle for {} s", UDP_EVICT_IDLE.as_secs()),
+        format!("held back for {} s", UDP_RETRY_AFTER.as_secs()),
+        format!("more than {} KiB", MAX_CONTROL_BYTES / 1024),
+        format!("at most {} bytes", "1,472"),
+    ] {
+        assert!(
+            section.contains(&phrase),
+            "docs/operating.md lacks {phrase:?}"
+        );
+    }
+    assert_eq!(allium::client::socks::MAX_UDP_PAYLOAD, 1472);
 }

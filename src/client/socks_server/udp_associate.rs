@@ -13,18 +13,19 @@
 //! - Replies go to the pinned address with a header naming the destination as the client
 //!   addressed it.
 //! - The association ends when the control connection closes (EOF, error, or more than
-//!   [`MAX_CONTROL_BYTES`] sent on it): every flow is dropped (ENDed at the exit) and the
-//!   socket closed.
+//!   [`MAX_CONTROL_BYTES`] sent on it), or when no datagram went either way for the
+//!   listener's idle timeout (as a stream would): every flow is dropped (ENDed at the
+//!   exit) and the socket closed, and so is the control connection.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{sleep_until, Instant};
 use tracing::debug;
 
 use crate::client::socks::{encode_udp_datagram, parse_udp_datagram, UdpHeaderError};
@@ -48,6 +49,8 @@ pub(super) struct Association {
     udp: Arc<UdpSocket>,
     source: ClientSource,
     isolation: IsolationKey,
+    /// Datagrams relayed to the client, by every flow (activity for the idle timeout).
+    replied: Arc<AtomicU64>,
 }
 
 /// Why datagrams were dropped during one association, for the debug line at its end.
@@ -76,6 +79,7 @@ impl Association {
             udp: Arc::new(udp),
             source,
             isolation,
+            replied: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -96,7 +100,12 @@ impl Association {
         let mut opening: JoinSet<(Dest, Result<UdpFlow, StreamOpenError>)> = JoinSet::new();
         let mut replies = JoinSet::new();
         let mut counts = Counts::default();
+        // Idle: no datagram either way for the listener's idle timeout (as for streams).
+        let idle = shared.cfg.idle_timeout;
+        let mut active_at = Instant::now();
+        let mut replies_seen = 0;
         while control_bytes <= MAX_CONTROL_BYTES {
+            let idle_at = idle.map(|d| active_at + d);
             tokio::select! {
                 r = control.read(&mut ctl) => match r {
                     Ok(0) | Err(_) => break,
@@ -105,7 +114,9 @@ impl Association {
                 r = self.udp.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
                         let datagram = buf.get(..n).unwrap_or_default();
-                        self.on_datagram(datagram, from, &mut dests, &mut opening, shared, &mut counts);
+                        if self.on_datagram(datagram, from, &mut dests, &mut opening, shared, &mut counts) {
+                            active_at = Instant::now();
+                        }
                     }
                     // ICMP errors can surface on an unconnected socket; they say nothing
                     // about the association.
@@ -123,6 +134,15 @@ impl Association {
                     }
                 }
                 Some(_) = replies.join_next(), if !replies.is_empty() => {}
+                () = sleep_until(idle_at.unwrap_or(active_at)), if idle_at.is_some() => {
+                    let replied = self.replied.load(Ordering::Relaxed);
+                    if replied == replies_seen {
+                        debug!("UDP association idle: closed");
+                        break;
+                    }
+                    replies_seen = replied;
+                    active_at = Instant::now();
+                }
             }
         }
         let stats = &shared.stats;
@@ -149,7 +169,8 @@ impl Association {
         // Dropping `dests`, `opening` and `replies` ENDs every flow; then the socket closes.
     }
 
-    /// One datagram received on the relay socket.
+    /// One datagram received on the relay socket; true if it was a well-formed datagram of
+    /// the client's (activity for the idle timeout).
     fn on_datagram(
         &mut self,
         datagram: &[u8],
@@ -158,20 +179,20 @@ impl Association {
         opening: &mut JoinSet<(Dest, Result<UdpFlow, StreamOpenError>)>,
         shared: &Shared,
         counts: &mut Counts,
-    ) {
+    ) -> bool {
         if !self.source.admits(from) {
             counts.foreign += 1;
-            return;
+            return false;
         }
         let parsed = match parse_udp_datagram(datagram) {
             Ok(d) => d,
             Err(UdpHeaderError::Fragmented(_)) => {
                 counts.fragments += 1;
-                return;
+                return false;
             }
             Err(_) => {
                 counts.malformed += 1;
-                return;
+                return false;
             }
         };
         self.source.pin(from);
@@ -199,6 +220,7 @@ impl Association {
                 counts.over_limit += 1
             }
         }
+        true
     }
 
     /// A flow finished opening (or failed to).
@@ -219,6 +241,7 @@ impl Association {
                     Arc::clone(&self.udp),
                     client,
                     dest.clone(),
+                    Arc::clone(&self.replied),
                 ));
                 counts.queue_full += dests.opened(&dest, flow, Some(task)) as u64;
             }
@@ -234,9 +257,16 @@ impl Association {
 
 /// Sends what the flow receives to the client, with the header naming `dest` as the
 /// client addressed it.
-async fn relay_replies(flow: Arc<UdpFlow>, udp: Arc<UdpSocket>, client: SocketAddr, dest: Dest) {
+async fn relay_replies(
+    flow: Arc<UdpFlow>,
+    udp: Arc<UdpSocket>,
+    client: SocketAddr,
+    dest: Dest,
+    replied: Arc<AtomicU64>,
+) {
     let (target, port) = dest;
     while let Some(data) = flow.recv().await {
+        replied.fetch_add(1, Ordering::Relaxed);
         // A full socket buffer or an unreachable client loses this datagram, as UDP does.
         let _ = udp
             .send_to(&encode_udp_datagram(&target, port, &data), client)
