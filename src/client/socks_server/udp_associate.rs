@@ -17,6 +17,7 @@
 //!   listener's idle timeout (as a stream would): every flow is dropped (ENDed at the
 //!   exit) and the socket closed, and so is the control connection.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,7 +98,7 @@ impl Association {
         let mut ctl = [0u8; 1024];
         let mut buf = vec![0u8; RECV_BUF];
         let mut dests = Destinations::<UdpFlow>::new();
-        let mut opening: JoinSet<(Dest, Result<UdpFlow, StreamOpenError>)> = JoinSet::new();
+        let mut opening = Opening::default();
         let mut replies = JoinSet::new();
         let mut counts = Counts::default();
         // Idle: no datagram either way for the listener's idle timeout (as for streams).
@@ -126,12 +127,8 @@ impl Association {
                         break;
                     }
                 },
-                Some(done) = opening.join_next(), if !opening.is_empty() => {
-                    // A panicked or aborted open leaves its entry opening; the association
-                    // just has one place fewer, as it cannot happen in practice.
-                    if let Ok((dest, result)) = done {
-                        self.on_opened(dest, result, &mut dests, &mut replies, &mut counts);
-                    }
+                Some((dest, result)) = opening.next(), if !opening.tasks.is_empty() => {
+                    self.on_opened(dest, result, &mut dests, &mut replies, &mut counts);
                 }
                 Some(_) = replies.join_next(), if !replies.is_empty() => {}
                 () = sleep_until(idle_at.unwrap_or(active_at)), if idle_at.is_some() => {
@@ -176,7 +173,7 @@ impl Association {
         datagram: &[u8],
         from: SocketAddr,
         dests: &mut Destinations<UdpFlow>,
-        opening: &mut JoinSet<(Dest, Result<UdpFlow, StreamOpenError>)>,
+        opening: &mut Opening,
         shared: &Shared,
         counts: &mut Counts,
     ) -> bool {
@@ -200,20 +197,7 @@ impl Association {
         match dests.send(&dest, parsed.data, Instant::now()) {
             Outcome::Sent => counts.sent += 1,
             Outcome::Queued { dropped } => counts.queue_full += dropped as u64,
-            Outcome::Open => {
-                let connector = Arc::clone(&shared.connector);
-                let isolation = self.isolation.clone();
-                let timeout = shared.cfg.connect_timeout;
-                opening.spawn(async move {
-                    let (target, port) = dest.clone();
-                    let open = connector.open_udp(target, port, isolation);
-                    let result = match tokio::time::timeout(timeout, open).await {
-                        Ok(r) => r,
-                        Err(_) => Err(StreamOpenError::Timeout),
-                    };
-                    (dest, result)
-                });
-            }
+            Outcome::Open => opening.start(dest, self.isolation.clone(), shared),
             Outcome::Dropped(DropReason::HeldBack) => counts.held_back += 1,
             Outcome::Dropped(DropReason::QueueFull) => counts.queue_full += 1,
             Outcome::Dropped(DropReason::TooManyDestinations | DropReason::TooManyOpening) => {
@@ -252,6 +236,40 @@ impl Association {
                 counts.held_back += dests.failed(&dest, Instant::now()) as u64;
             }
         }
+    }
+}
+
+/// Flows being opened in the background, and for which destination (so that even a task
+/// that panicked reports its destination, which is then held back).
+#[derive(Default)]
+struct Opening {
+    tasks: JoinSet<Result<UdpFlow, StreamOpenError>>,
+    dests: HashMap<tokio::task::Id, Dest>,
+}
+
+impl Opening {
+    /// Opens `dest`'s flow, bounded by the listener's connect timeout.
+    fn start(&mut self, dest: Dest, isolation: IsolationKey, shared: &Shared) {
+        let connector = Arc::clone(&shared.connector);
+        let timeout = shared.cfg.connect_timeout;
+        let (target, port) = dest.clone();
+        let task = self.tasks.spawn(async move {
+            let open = connector.open_udp(target, port, isolation);
+            match tokio::time::timeout(timeout, open).await {
+                Ok(r) => r,
+                Err(_) => Err(StreamOpenError::Timeout),
+            }
+        });
+        self.dests.insert(task.id(), dest);
+    }
+
+    /// The next open to finish (`None` if none is running).
+    async fn next(&mut self) -> Option<(Dest, Result<UdpFlow, StreamOpenError>)> {
+        let (id, result) = match self.tasks.join_next_with_id().await? {
+            Ok((id, result)) => (id, result),
+            Err(e) => (e.id(), Err(StreamOpenError::CircuitClosed)),
+        };
+        self.dests.remove(&id).map(|dest| (dest, result))
     }
 }
 
