@@ -119,3 +119,8 @@ pub fn python_cryptography() -> Result<(), String> {
         "install python3 and its `cryptography` package",
     )
 }
+
+/// python3 (standard library only).
+pub fn python3() -> Result<(), String> {
+    runs("python3", &["--version"], "install python3")
+}

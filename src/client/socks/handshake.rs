@@ -470,6 +470,34 @@ mod tests {
     }
 
     #[test]
+    fn udp_associate_may_name_the_unspecified_address_and_port_0() {
+        // Clients that do not know their address send 0.0.0.0:0 or [::]:0; CONNECT to
+        // port 0 stays refused.
+        let v4 = [5u8, 3, 0, 1, 0, 0, 0, 0, 0, 0];
+        let mut v6 = vec![5u8, 3, 0, 4];
+        v6.extend_from_slice(&[0; 16]);
+        v6.extend_from_slice(&[0, 0]);
+        for (msg, ip) in [
+            (&v4[..], IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            (&v6[..], IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        ] {
+            let state = State::Socks5Request(SocksAuth::None);
+            let Ok(Some((Msg::Request(r), len))) = parse(&state, msg) else {
+                panic!("UDP ASSOCIATE to the unspecified address refused");
+            };
+            assert_eq!(len, msg.len());
+            assert_eq!(r.command, SocksCommand::UdpAssociate);
+            assert_eq!((r.target, r.port), (TargetAddr::Ip(ip), 0));
+        }
+        let mut connect = v4;
+        connect[1] = 1;
+        assert!(matches!(
+            parse(&State::Socks5Request(SocksAuth::None), &connect),
+            Err(SocksError::ZeroPort { .. })
+        ));
+    }
+
+    #[test]
     fn feeding_after_failure_is_refused() {
         let mut hs = SocksHandshake::new();
         assert_eq!(hs.feed(&[9]), Err(SocksError::UnknownVersion(9)));

@@ -1,6 +1,7 @@
 //! One client connection: the handshake (fed to the I/O-free parsers in
 //! [`crate::client::socks`]), the request to the [`Connector`](super::Connector), the
-//! reply, then the copy ([`super::copy`]) or, for a refused client, a graceful close.
+//! reply, then the copy ([`super::copy`]), a UDP association ([`super::udp_associate`]),
+//! or, for a refused client, a graceful close.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -14,12 +15,14 @@ use crate::admission::Pass;
 use crate::cell::TargetAddr;
 use crate::client::socks::{
     reply, HttpConnectHandshake, ReplyCode, SocksCommand, SocksError, SocksHandshake, SocksRequest,
-    Step,
+    SocksVersion, Step,
 };
 use crate::proto::{DataStream, StreamOpenError};
 
 use super::copy::relay;
 use super::shared::{Protocol, Shared};
+use super::udp_associate::Association;
+use super::udp_source::ClientSource;
 use super::{reply_code_for, IsolationKey};
 
 /// Bytes read from a client per `read` call during the handshake. Early data the client
@@ -72,6 +75,9 @@ enum ConnError {
     /// The request was malformed or refused by the parser.
     #[error("handshake refused: {0}")]
     Protocol(#[from] SocksError),
+    /// A UDP ASSOCIATE naming a client address other than the connection's peer.
+    #[error("UDP ASSOCIATE from another address than the connection's")]
+    UdpForeignAddress,
     /// A command this proxy does not serve.
     #[error("unsupported command {0:?}")]
     Unsupported(SocksCommand),
@@ -89,6 +95,14 @@ enum ConnError {
         /// What it was given.
         fed: usize,
     },
+}
+
+/// What a served request became.
+enum Opened {
+    /// A stream, and the early data to write to it first.
+    Stream(DataStream, Vec<u8>),
+    /// A UDP association, and what the client sent after its request.
+    Udp(Association, Vec<u8>),
 }
 
 impl From<io::Error> for ConnError {
@@ -121,12 +135,17 @@ pub(super) async fn connection(mut sock: TcpStream, shared: &Shared, mut pass: P
         return;
     };
     match opened {
-        Ok((stream, early)) => {
+        Ok(Opened::Stream(stream, early)) => {
             shared.stats.opened.fetch_add(1, Ordering::Relaxed);
             match relay(sock, stream, &early, shared.cfg.idle_timeout).await {
                 Ok((up, down)) => debug!(up, down, "stream finished"),
                 Err(e) => debug!(kind = ?e.kind(), "stream ended with an error"),
             }
+        }
+        Ok(Opened::Udp(association, early)) => {
+            // Holds `pass` throughout: an association counts as one connection.
+            shared.stats.associations.fetch_add(1, Ordering::Relaxed);
+            association.run(sock, &early, shared).await;
         }
         Err(e) => {
             shared.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -136,14 +155,14 @@ pub(super) async fn connection(mut sock: TcpStream, shared: &Shared, mut pass: P
     }
 }
 
-/// Runs the handshake and opens the stream. On success the client has been told so; on
-/// failure it has been sent the error reply, if any.
+/// Runs the handshake and opens the stream (or binds the UDP association). On success the
+/// client has been told so; on failure it has been sent the error reply, if any.
 async fn open(
     sock: &mut TcpStream,
     shared: &Shared,
     deadline: tokio::time::Instant,
     pass: &Pass,
-) -> Result<(DataStream, Vec<u8>), ConnError> {
+) -> Result<Opened, ConnError> {
     let handshake = tokio::time::timeout_at(deadline, handshake(sock, shared)).await;
     // Past the handshake (complete or failed): no longer evictable. A complete request
     // is an honest client's; a failed one ends promptly anyway.
@@ -159,16 +178,21 @@ async fn open(
         port,
         auth,
     } = request;
+    // A UDP association's flows are isolated like the client's streams.
+    let isolation = IsolationKey {
+        listener: shared.listener_index,
+        auth,
+    };
+    // SOCKS4 and HTTP CONNECT have no UDP (their parsers never yield UDP ASSOCIATE).
+    if command == SocksCommand::UdpAssociate && version == SocksVersion::V5 {
+        return associate(sock, &target, port, isolation, early).await;
+    }
     if command != SocksCommand::Connect {
         sock.write_all(&reply(version, ReplyCode::CommandNotSupported, None))
             .await?;
         return Err(ConnError::Unsupported(command));
     }
     debug!(target = %DebugTarget(&target), port, "connecting");
-    let isolation = IsolationKey {
-        listener: shared.listener_index,
-        auth,
-    };
     let outcome = tokio::time::timeout(
         shared.cfg.connect_timeout,
         shared.connector.connect(target, port, isolation),
@@ -180,7 +204,40 @@ async fn open(
         Err(_) => (ReplyCode::TtlExpired, Err(ConnError::ConnectTimeout)),
     };
     sock.write_all(&reply(version, code, None)).await?;
-    result.map(|stream| (stream, early))
+    result.map(|stream| Opened::Stream(stream, early))
+}
+
+/// Binds a UDP association's relay socket and tells the client where it is.
+async fn associate(
+    sock: &mut TcpStream,
+    target: &TargetAddr,
+    port: u16,
+    isolation: IsolationKey,
+    early: Vec<u8>,
+) -> Result<Opened, ConnError> {
+    // The client must send from the address it connected from (and the one it named).
+    let Some(source) = ClientSource::new(sock.peer_addr()?.ip(), target, port) else {
+        sock.write_all(&reply(SocksVersion::V5, ReplyCode::NotAllowed, None))
+            .await?;
+        return Err(ConnError::UdpForeignAddress);
+    };
+    let bound = match Association::bind(sock, source, isolation).await {
+        Ok(a) => a.reply_addr().map(|addr| (a, addr)),
+        Err(e) => Err(e),
+    };
+    match bound {
+        Ok((association, addr)) => {
+            sock.write_all(&reply(SocksVersion::V5, ReplyCode::Succeeded, Some(addr)))
+                .await?;
+            debug!("UDP association bound");
+            Ok(Opened::Udp(association, early))
+        }
+        Err(e) => {
+            sock.write_all(&reply(SocksVersion::V5, ReplyCode::GeneralFailure, None))
+                .await?;
+            Err(e.into())
+        }
+    }
 }
 
 /// Reads and feeds the parser until the request is complete. Returns the request and the

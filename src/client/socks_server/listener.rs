@@ -92,6 +92,9 @@ pub(super) async fn serve(
         evicted = slots.evicted(),
         opened = s.opened.load(Ordering::Relaxed),
         failed = s.failed.load(Ordering::Relaxed),
+        udp_associations = s.associations.load(Ordering::Relaxed),
+        udp_foreign = s.udp_foreign.load(Ordering::Relaxed),
+        udp_dropped = s.udp_dropped.load(Ordering::Relaxed),
         "{} listener stopped",
         protocol.name()
     );

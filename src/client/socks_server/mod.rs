@@ -19,8 +19,12 @@
 //!   EOF the write side of the other is shut down and the other direction keeps flowing;
 //!   a stream that ends any other way (cut short, idle) resets the client's connection
 //!   rather than closing it, so a truncated transfer never looks complete;
-//! - BIND, UDP ASSOCIATE and RESOLVE are answered "command not supported"; malformed
-//!   handshakes get the parser's error reply (if the protocol has one) and are closed.
+//! - SOCKS5 UDP ASSOCIATE binds a UDP relay socket for the client, alive as long as its
+//!   TCP connection (which counts as one connection), with a flow per destination
+//!   (`udp_associate.rs`; limits: [`UDP_MAX_DESTINATIONS`] and its neighbours);
+//! - BIND and RESOLVE (and UDP ASSOCIATE over SOCKS4, which has none) are answered
+//!   "command not supported"; malformed handshakes get the parser's error reply (if the
+//!   protocol has one) and are closed.
 //!
 //! Names are never resolved locally: a hostname goes to the connector as
 //! [`TargetAddr::Hostname`](crate::cell::TargetAddr::Hostname).
@@ -31,7 +35,9 @@
 //! Files: `listener.rs` the accept loop and its limit, `connection.rs` one connection's
 //! handshake, request and reply, `copy.rs` the bytes both ways once the stream is open,
 //! `connector.rs` the circuit manager's interface and reply codes, `isolation.rs` the
-//! isolation key, `config.rs` the listener's limits.
+//! isolation key, `config.rs` the listener's limits; `udp_associate.rs` a UDP
+//! association, `udp_source.rs` which datagrams it accepts, `udp_destinations.rs` its
+//! flows and their limits.
 
 mod config;
 mod connection;
@@ -40,6 +46,9 @@ mod copy;
 mod isolation;
 mod listener;
 mod shared;
+mod udp_associate;
+mod udp_destinations;
+mod udp_source;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +59,12 @@ pub use config::ProxyConfig;
 pub use connection::READ_CHUNK;
 pub use connector::{reply_code_for, Connector};
 pub use isolation::IsolationKey;
+pub use udp_associate::MAX_CONTROL_BYTES;
+pub use udp_destinations::{
+    EVICT_IDLE as UDP_EVICT_IDLE, MAX_DESTINATIONS as UDP_MAX_DESTINATIONS,
+    MAX_OPENING as UDP_MAX_OPENING, OPENING_QUEUE as UDP_OPENING_QUEUE,
+    RETRY_AFTER as UDP_RETRY_AFTER,
+};
 
 use listener::serve;
 use shared::Protocol;

@@ -34,6 +34,14 @@ pub(super) struct Stats {
     pub(super) opened: AtomicU64,
     /// Connections that ended without a stream (bad handshake, refusal, timeout, ...).
     pub(super) failed: AtomicU64,
+    /// SOCKS5 UDP associations served.
+    pub(super) associations: AtomicU64,
+    /// Datagrams dropped because they came from another address than the association's
+    /// client.
+    pub(super) udp_foreign: AtomicU64,
+    /// Datagrams from a client dropped for any other reason (malformed, fragment, limits,
+    /// destination held back after a failure, full queue).
+    pub(super) udp_dropped: AtomicU64,
 }
 
 /// Per-listener state shared by its connection tasks.
