@@ -581,66 +581,14 @@ async fn an_independent_python_client_measures_an_echo_through_the_proxy() {
     )
     .await;
     let p = proxy(CircuitConnector::new(circ), 0).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp/voice_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args(["--proxy", &p.addr.to_string()])
-        .args(["--echo", &echo.addr.to_string()])
-        .args([
-            "--count", "100", "--size", "160", "--rate", "50", "--wait", "2",
-        ])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(NO_HANG, out).await.unwrap().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "voice_client.py failed: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let line = stdout.trim();
-    println!("voice_client.py through the proxy: {line}");
-    let figures = flat_json(line);
-    let number = |k: &str| {
-        figures
-            .get(k)
-            .copied()
-            .flatten()
-            .unwrap_or_else(|| panic!("{k} in {line}"))
-    };
+    let figures = common::voice::run(p.addr, &echo.addr.to_string(), 100, 50).await;
+    let number = |k: &str| common::voice::number(&figures, k);
     assert_eq!(number("sent"), 100.0);
     let received = number("received");
-    assert!(received >= 90.0, "only {received} of 100 echoes: {line}");
-    for key in ["loss_pct", "median_ms", "p99_ms"] {
-        number(key);
-    }
-    assert_eq!(figures.len(), 5, "{line}");
-}
-
-/// A one-level JSON object of numbers and nulls (what voice_client.py prints), strictly:
-/// anything else fails the test. (No JSON crate in the tree.)
-fn flat_json(line: &str) -> std::collections::HashMap<String, Option<f64>> {
-    let body = line
-        .strip_prefix('{')
-        .and_then(|l| l.strip_suffix('}'))
-        .unwrap_or_else(|| panic!("not a JSON object: {line}"));
-    body.split(',')
-        .map(|pair| {
-            let (k, v) = pair
-                .split_once(':')
-                .unwrap_or_else(|| panic!("bad member {pair:?} in {line}"));
-            let k = k.trim();
-            let k = k
-                .strip_prefix('"')
-                .and_then(|k| k.strip_suffix('"'))
-                .unwrap_or_else(|| panic!("bad key {k:?} in {line}"));
-            let v = match v.trim() {
-                "null" => None,
-                n => Some(
-                    n.parse::<f64>()
-                        .unwrap_or_else(|_| panic!("bad number {n:?}")),
-                ),
-            };
-            (k.to_string(), v)
-        })
-        .collect()
+    assert!(
+        received >= 90.0,
+        "only {received} of 100 echoes: {figures:?}"
+    );
 }
 
 #[test]

@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 
 use allium::cell::{EndReason, Hostname, TargetAddr};
 use allium::client::onion_service::{launch, ServiceConfig};
+use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
 use allium::client::{Client, ClientConfig, ClientError, Isolation};
 use allium::proto::{StreamOpenError, UdpFlow};
 use allium::testnet::{TestNet, TestNetConfig};
 use tokio::net::UdpSocket;
+
+mod common;
+use common::{prereq, voice};
 
 const NO_HANG: Duration = Duration::from_secs(90);
 
@@ -157,6 +161,43 @@ async fn voice_through_an_exit_and_through_an_onion_service() {
     flow.send(&[7; 160]).unwrap();
     let back = tokio::time::timeout(NO_HANG, flow.recv()).await.unwrap();
     assert_eq!(back, Some(vec![7; 160]));
+
+    drop(flow);
+
+    // The independent client, both paths at once (each is 20 s of voice).
+    if prereq::require(&[prereq::python3()]) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let connector: std::sync::Arc<dyn Connector> = std::sync::Arc::new(visitor.clone());
+        let served = tokio::spawn(serve_socks(
+            listener,
+            0,
+            connector,
+            ProxyConfig::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let onion = format!("{}:5060", service.address());
+        let echo_text = echo.to_string();
+        let (exit_run, onion_run) = tokio::join!(
+            voice::run(proxy, &echo_text, 1000, 50),
+            voice::run(proxy, &onion, 1000, 50),
+        );
+        for (path, figures) in [("3 hops", exit_run), ("6 hops", onion_run)] {
+            let received = voice::number(&figures, "received");
+            println!(
+                "python, {path}: {received}/1000 back, loss {:.1} %, median {:.2} ms, p99 {:.2} ms",
+                voice::number(&figures, "loss_pct"),
+                voice::number(&figures, "median_ms"),
+                voice::number(&figures, "p99_ms"),
+            );
+            assert!(received >= 900.0, "{path}: only {received} of 1000 echoes");
+        }
+        let _ = stop.send(());
+        let _ = served.await;
+    }
 
     service.stop();
     net.shutdown().await;

@@ -14,6 +14,7 @@ pub mod net;
 pub mod onion;
 pub mod prereq;
 pub mod procnet;
+pub mod voice;
 
 use std::time::Duration;
 
