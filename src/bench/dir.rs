@@ -49,6 +49,9 @@ pub enum BenchSub {
     /// One side of `bench dir`, run as a child process (its peak RSS is its own).
     #[command(hide = true)]
     DirChild(DirChildArgs),
+    /// UDP flows: datagram loss and round trips through 3 and 6 hops, datagrams per
+    /// second per circuit, on an in-process test network (docs/PERFORMANCE.md).
+    Udp(super::udp::UdpBenchArgs),
 }
 
 /// Runs a bench of [`BenchSub`].
@@ -56,6 +59,7 @@ pub(crate) fn run(sub: BenchSub) -> Result<(), String> {
     match sub {
         BenchSub::Dir(args) => bench_dir(args),
         BenchSub::DirChild(args) => dir_child(args),
+        BenchSub::Udp(args) => super::udp::run(args),
     }
 }
 

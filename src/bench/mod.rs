@@ -11,6 +11,7 @@ pub(crate) mod dir_sim;
 pub(crate) mod memory;
 pub(crate) mod procs;
 pub(crate) mod relay_probe;
+pub(crate) mod udp;
 
 use std::net::SocketAddr;
 
