@@ -156,11 +156,7 @@ async fn bench(args: UdpBenchArgs) -> Result<(), String> {
                 )
             })
             .collect();
-        println!(
-            "{{\"voice\":[{}],\"rate\":[{}]}}",
-            v.join(","),
-            r.join(",")
-        );
+        println!("{{\"voice\":[{}],\"rate\":[{}]}}", v.join(","), r.join(","));
     } else {
         println!(
             "voice: {} datagrams of 160 B at {}/s, echoed",
@@ -176,7 +172,10 @@ async fn bench(args: UdpBenchArgs) -> Result<(), String> {
                 v.p99_ms
             );
         }
-        println!("as fast as one circuit takes, {} s each, echoed", args.seconds);
+        println!(
+            "as fast as one circuit takes, {} s each, echoed",
+            args.seconds
+        );
         for (p, r) in rates {
             println!(
                 "  {p}, {} B: {:.0} datagrams/s sent, {:.0}/s echoed back ({:.1} MB/s each way)",

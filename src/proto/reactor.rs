@@ -351,6 +351,10 @@ impl<M: ReactorContext> Reactor<M> {
                 }
                 true
             }
+            (Some(id), Inbound::Data(_) | Inbound::Sendme(_)) if self.flows.contains(id) => {
+                debug!("client: stream message on a flow's id");
+                false
+            }
             (Some(id), Inbound::Data(data)) => match self.streams.on_data(id, data, &tag) {
                 Ok(sendme) => {
                     self.touch();

@@ -153,6 +153,17 @@ struct Circuit {
 }
 
 impl Circuit {
+    /// Whether `task` is the open attempt in progress for `id` (then forgets it). A result
+    /// from an attempt the client ENDed, its id since reused, is stale: it must neither
+    /// open the new stream or flow nor take its task's abort handle.
+    fn current_attempt(&mut self, id: StreamId, task: tokio::task::Id) -> bool {
+        if self.connecting.get(&id).is_some_and(|h| h.id() == task) {
+            self.connecting.remove(&id);
+            return true;
+        }
+        false
+    }
+
     async fn run(mut self, mut rx: EventReceiver<CircEvent>) {
         let deadline = tokio::time::sleep(self.shared.limits.extend_timeout());
         tokio::pin!(deadline);
@@ -254,7 +265,9 @@ impl Circuit {
                 Some(cell) => self.reply(cell).await,
                 None => Ok(()),
             },
-            CircEvent::StreamConnected { id, result } => self.on_stream_connected(id, result).await,
+            CircEvent::StreamConnected { id, task, result } => {
+                self.on_stream_connected(id, task, result).await
+            }
             CircEvent::Introduce2(intro) => self.on_introduce2(intro).await,
             CircEvent::Joined(partner) => self.on_joined(partner),
             CircEvent::PartnerClosed => Err(Teardown::new(DestroyReason::Destroyed)),
@@ -266,7 +279,9 @@ impl Circuit {
             CircEvent::CookieEvicted => Ok(()),
             CircEvent::Resolved { id, result } => self.on_resolved(id, result).await,
             CircEvent::Flow(ev) => self.on_flow_event(ev).await,
-            CircEvent::FlowOpened { id, result } => self.on_flow_opened(id, result).await,
+            CircEvent::FlowOpened { id, task, result } => {
+                self.on_flow_opened(id, task, result).await
+            }
         }
     }
 }

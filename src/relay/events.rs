@@ -48,6 +48,8 @@ pub enum CircEvent {
     StreamConnected {
         /// The stream.
         id: crate::cell::StreamId,
+        /// The connecting task (a result for an id since ENDed and reused is stale).
+        task: tokio::task::Id,
         /// The socket and the address it reached, or why not.
         result: Result<(tokio::net::TcpStream, std::net::SocketAddr), crate::cell::EndReason>,
     },
@@ -68,6 +70,8 @@ pub enum CircEvent {
     FlowOpened {
         /// The flow.
         id: crate::cell::StreamId,
+        /// The opening task (a result for an id since ENDed and reused is stale).
+        task: tokio::task::Id,
         /// The connected socket, the address it reaches and its share of the flow limit,
         /// or why not.
         result: Result<crate::relay::exit_udp::OpenedFlow, crate::cell::EndReason>,

@@ -129,6 +129,11 @@ impl ExitConfig {
         let mut last = EndReason::ConnectRefused;
         for addr in addrs {
             match tokio::time::timeout(self.connect_timeout(), self.connector.connect(addr)).await {
+                Ok(Ok(stream))
+                    if super::exit_udp::is_own_address(stream.local_addr().ok(), addr) =>
+                {
+                    last = EndReason::ExitPolicy;
+                }
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     return Ok((stream, addr));

@@ -48,10 +48,21 @@ impl ExitConfig {
                 }
             };
             match socket.connect(addr).await {
+                Ok(()) if is_own_address(socket.local_addr().ok(), addr) => {
+                    last = EndReason::ExitPolicy;
+                }
                 Ok(()) => return Ok((socket, addr)),
                 Err(_) => last = EndReason::NoRoute,
             }
         }
         Err(last)
     }
+}
+
+/// Whether `dest` is an address of this host other than loopback (the kernel then sends
+/// from `dest` itself): a resolver or SNMP agent on the exit's public address must not be
+/// reachable through it, whatever the policy says. Loopback is the policy's to allow
+/// (test networks do).
+pub(crate) fn is_own_address(local: Option<SocketAddr>, dest: SocketAddr) -> bool {
+    !dest.ip().is_loopback() && local.is_some_and(|l| l.ip() == dest.ip())
 }

@@ -36,6 +36,9 @@ pub struct RelayLimits {
     pub streams_per_circuit: usize,
     /// UDP flows (one socket each) an exit has open at once, over all circuits.
     pub udp_flows: usize,
+    /// UDP flows one circuit may have open at once (so a few circuits cannot take every
+    /// one of `udp_flows`).
+    pub udp_flows_per_circuit: usize,
     /// Bytes of datagrams an exit holds waiting for circuit windows, over all circuits;
     /// past it the oldest waiting datagram of the circuit adding one is dropped.
     pub udp_queued_bytes: usize,
@@ -109,6 +112,7 @@ impl Default for RelayLimits {
             inbound_channels: 50_000,
             streams_per_circuit: 512,
             udp_flows: 4096,
+            udp_flows_per_circuit: 32,
             udp_queued_bytes: 8 * 1024 * 1024,
             udp_idle_secs: 120,
             idle_channel_timeout_secs: 300,

@@ -22,6 +22,9 @@ pub struct ServiceConfig {
     pub udp_ports: Vec<(u16, SocketAddr)>,
     /// A UDP flow without a datagram either way for this long is closed.
     pub udp_idle: Duration,
+    /// UDP flows (one local socket each) open at once over all rendezvous circuits; more
+    /// are refused (RESOURCE_LIMIT). Each circuit may have at most 32.
+    pub max_udp_flows: usize,
     /// Rendezvous circuits open at once; introductions beyond are dropped (and when all
     /// are in use, those idle for [`Self::rendezvous_idle`] are closed to make room).
     pub max_rendezvous: usize,
@@ -63,6 +66,7 @@ impl ServiceConfig {
             ports,
             udp_ports: Vec::new(),
             udp_idle: Duration::from_secs(120),
+            max_udp_flows: 256,
             max_rendezvous: 64,
             intros_per_second: 20,
             intro_point_rate: 10,

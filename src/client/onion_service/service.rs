@@ -76,6 +76,7 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
         udp: Arc::new(crate::proto::reactor::UdpTargets {
             ports: cfg.udp_ports.clone(),
             idle: cfg.udp_idle.max(Duration::from_secs(1)),
+            sockets: Arc::new(tokio::sync::Semaphore::new(cfg.max_udp_flows)),
         }),
         rendezvous: RendezvousSlots::new(cfg.max_rendezvous),
         budget: Mutex::new(IntroBudget::new(

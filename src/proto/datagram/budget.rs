@@ -31,11 +31,13 @@ impl DatagramBudget {
 
     /// Gives back `n` bytes taken before.
     pub fn release(&self, n: usize) {
-        let _ = self
+        let before = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 Some(u.saturating_sub(n))
             });
+        // Giving back more than was taken is a bug that would let the budget overflow.
+        debug_assert!(before.is_ok_and(|u| u >= n), "budget released twice");
     }
 
     /// Bytes in use now.
@@ -57,7 +59,7 @@ mod tests {
         b.release(1472);
         assert!(b.take(100));
         assert_eq!(b.used(), 1572);
-        b.release(10_000);
+        b.release(1572);
         assert_eq!(b.used(), 0);
     }
 }

@@ -3,7 +3,6 @@
 //! writes the other way without waiting. Nothing is buffered here: a full circuit queue
 //! or a full socket buffer drops the datagram.
 
-use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,35 @@ use crate::cell::datagram::MAX_DATAGRAM_LEN;
 use crate::cell::StreamId;
 use crate::proto::event_queue::{EventSender, TrySendError};
 
+use super::budget::DatagramBudget;
 use super::FlowEvent;
+
+/// Socket errors in a row that end a flow.
+const MAX_ERRORS: u32 = 64;
+
+/// Bytes of the process's datagram budget held by a datagram on its way to the circuit
+/// task; given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<DatagramBudget>,
+    bytes: usize,
+}
+
+impl Charge {
+    fn take(budget: &Arc<DatagramBudget>, len: usize) -> Option<Charge> {
+        let bytes = len.max(1);
+        budget.take(bytes).then(|| Charge {
+            budget: Arc::clone(budget),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
 
 /// When a flow last carried a datagram either way.
 #[derive(Debug)]
@@ -74,6 +101,7 @@ pub(crate) fn spawn<E: Send + 'static>(
     tx: EventSender<E>,
     wrap: fn(FlowEvent) -> E,
     permit: Option<OwnedSemaphorePermit>,
+    budget: Arc<DatagramBudget>,
 ) -> std::io::Result<SocketFlow> {
     let sender = socket.into_std()?;
     sender.set_nonblocking(true)?;
@@ -85,8 +113,8 @@ pub(crate) fn spawn<E: Send + 'static>(
     let reader = tokio::spawn(read_loop(
         Arc::clone(&socket),
         Arc::clone(&activity),
-        id,
-        idle,
+        budget,
+        (id, idle),
         tx,
         wrap,
     ));
@@ -101,11 +129,14 @@ pub(crate) fn spawn<E: Send + 'static>(
 async fn read_loop<E: Send + 'static>(
     socket: Arc<UdpSocket>,
     activity: Arc<Activity>,
-    id: StreamId,
-    idle: Duration,
+    budget: Arc<DatagramBudget>,
+    (id, idle): (StreamId, Duration),
     tx: EventSender<E>,
     wrap: fn(FlowEvent) -> E,
 ) {
+    // Socket errors in a row before the flow is given up (ICMP errors are reported on a
+    // connected UDP socket and are no reason to end it; a broken socket keeps failing).
+    let mut errors = 0u32;
     // One byte more than the largest datagram, so an oversized one is seen and dropped.
     let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
     let sleep = tokio::time::sleep(idle);
@@ -114,16 +145,27 @@ async fn read_loop<E: Send + 'static>(
         tokio::select! {
             r = socket.recv(&mut buf) => match r {
                 Ok(n) if n <= MAX_DATAGRAM_LEN => {
+                    errors = 0;
                     activity.touch();
+                    // A destination flooding faster than the circuit task takes its
+                    // datagrams is held to the process's datagram budget: past it, they
+                    // are dropped here.
+                    let Some(charge) = Charge::take(&budget, n) else {
+                        continue;
+                    };
                     let datagram = buf.get(..n).unwrap_or_default().to_vec();
-                    if let Err(TrySendError::Closed(_)) =
-                        tx.try_send(wrap(FlowEvent::Datagram(id, datagram)))
-                    {
+                    let ev = wrap(FlowEvent::Datagram(id, datagram, Some(charge)));
+                    if let Err(TrySendError::Closed(_)) = tx.try_send(ev) {
                         return;
                     }
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Ok(_) => errors = 0,
+                Err(_) if errors < MAX_ERRORS => {
+                    errors += 1;
+                    // ECONNREFUSED and unreachable errors come from ICMP, which anyone
+                    // on the path could forge: not a reason to end the flow.
+                    tokio::task::yield_now().await;
+                }
                 Err(_) => break,
             },
             () = &mut sleep => {
@@ -151,14 +193,29 @@ mod tests {
         let ours_addr = ours.local_addr().unwrap();
         let (tx, mut rx) = event_queue::<FlowEvent>(8);
         let id = StreamId::new(3).unwrap();
-        let flow = spawn(ours, id, Duration::from_millis(300), tx, |e| e, None).unwrap();
+        let budget = DatagramBudget::new(1 << 20);
+        let flow = spawn(
+            ours,
+            id,
+            Duration::from_millis(300),
+            tx,
+            |e| e,
+            None,
+            budget.clone(),
+        )
+        .unwrap();
         assert!(flow.send(b"ping"));
         let mut buf = [0u8; 64];
         let (n, from) = peer.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"ping"[..], ours_addr));
         peer.send_to(b"pong", ours_addr).await.unwrap();
         match rx.recv().await {
-            Some(FlowEvent::Datagram(got, d)) => assert_eq!((got, d), (id, b"pong".to_vec())),
+            Some(FlowEvent::Datagram(got, d, charge)) => {
+                assert_eq!((got, d), (id, b"pong".to_vec()));
+                assert_eq!(budget.used(), 4, "held while queued");
+                drop(charge);
+                assert_eq!(budget.used(), 0);
+            }
             other => panic!("{other:?}"),
         }
         // A datagram from another address is not the flow's: the connected socket

@@ -51,7 +51,7 @@ impl UdpFlow {
         if self.inbox.is_closed() {
             return Err(UdpSendError::Closed);
         }
-        let ev = ClientCircEvent::Flow(FlowEvent::Datagram(self.id, datagram.to_vec()));
+        let ev = ClientCircEvent::Flow(FlowEvent::Datagram(self.id, datagram.to_vec(), None));
         match self.tx.try_send(ev) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(UdpSendError::QueueFull),

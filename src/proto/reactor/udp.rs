@@ -22,13 +22,18 @@ use super::{Reactor, ReactorContext};
 
 /// Where an onion service's end sends the UDP flows its clients open: virtual port → local
 /// UDP target (other ports are refused), and how long a quiet flow lives.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct UdpTargets {
     /// Virtual port → local target.
     pub(crate) ports: Vec<(u16, SocketAddr)>,
     /// A flow without a datagram either way for this long is closed.
     pub(crate) idle: Duration,
+    /// Flows (one socket each) open at once over all the service's circuits.
+    pub(crate) sockets: Arc<tokio::sync::Semaphore>,
 }
+
+/// UDP flows one rendezvous circuit may have open at once at a service.
+pub(crate) const SERVICE_FLOWS_PER_CIRCUIT: usize = 32;
 
 /// A flow waiting for CONNECTED.
 pub(super) struct PendingFlow {
@@ -86,11 +91,15 @@ impl<M: ReactorContext> Reactor<M> {
                 .send_cell(Some(id), RelayMsg::End(EndReason::ExitPolicy))
                 .await;
         };
-        if self.streams.len() + self.flows.len() >= super::MAX_STREAMS_PER_CIRCUIT {
+        let permit = Arc::clone(&targets.sockets).try_acquire_owned().ok();
+        let Some(permit) = permit.filter(|_| {
+            self.flows.len() < SERVICE_FLOWS_PER_CIRCUIT
+                && self.streams.len() + self.flows.len() < super::MAX_STREAMS_PER_CIRCUIT
+        }) else {
             return self
                 .send_cell(Some(id), RelayMsg::End(EndReason::ResourceLimit))
                 .await;
-        }
+        };
         let sink = match local_socket(target).await {
             Ok(sock) => socket::spawn(
                 sock,
@@ -98,7 +107,8 @@ impl<M: ReactorContext> Reactor<M> {
                 targets.idle,
                 self.tx.clone(),
                 ClientCircEvent::Flow,
-                None,
+                Some(permit),
+                self.flows.budget(),
             ),
             Err(e) => Err(e),
         };
@@ -150,6 +160,10 @@ impl<M: ReactorContext> Reactor<M> {
                 return false;
             }
         };
+        if self.streams.contains(id) || self.pending.contains_key(&id) {
+            debug!("client: DATAGRAM on a stream's id");
+            return false;
+        }
         if let Err(e) = self.flows.on_datagram(id, frag) {
             debug!("client: flow protocol violation: {e}");
             return false;
@@ -161,10 +175,16 @@ impl<M: ReactorContext> Reactor<M> {
         }
     }
 
-    /// A circuit-level SENDME: waiting datagrams go first, streams get the rest.
+    /// A circuit-level SENDME: half its credit is kept for waiting datagrams (so a voice
+    /// flow is not stuck behind a bulk download, nor can a datagram flood starve the
+    /// circuit's streams), the rest goes to the stream readers.
     pub(super) async fn on_circuit_sendme(&mut self, sendme: &Sendme) -> bool {
         match self.streams.on_circuit_sendme(sendme) {
-            Ok(credit) => self.flush_datagrams(credit).await,
+            Ok(credit) => {
+                let kept = credit / 2;
+                self.streams.release_circuit_permits(credit - kept);
+                self.flush_datagrams(kept).await
+            }
             Err(e) => {
                 debug!("client: bad SENDME: {e}");
                 false
@@ -172,14 +192,17 @@ impl<M: ReactorContext> Reactor<M> {
         }
     }
 
-    /// From a flow's application end.
+    /// From a flow's local end (the application, or a service's socket).
     pub(super) async fn on_flow_event(&mut self, ev: FlowEvent) -> bool {
         match ev {
-            FlowEvent::Datagram(id, bytes) => {
-                if self.flows.enqueue(id, &bytes) {
+            FlowEvent::Datagram(id, bytes, _charge) => {
+                if self.flows.contains(id) {
                     self.touch();
                 }
-                self.flush_datagrams(0).await
+                match self.flows.submit(id, bytes, &self.streams) {
+                    Some((id, frags)) => self.send_datagram(id, frags).await,
+                    None => true,
+                }
             }
             FlowEvent::Closed(id) => {
                 if self.flows.remove(id) && !self.pending_flows.contains_key(&id) {
@@ -195,19 +218,9 @@ impl<M: ReactorContext> Reactor<M> {
     /// Sends the waiting datagrams the window allows, paying from `credit` first; the
     /// credit left goes to the stream readers.
     async fn flush_datagrams(&mut self, mut credit: u32) -> bool {
-        let last = self.last_hop();
         while let Some((id, frags)) = self.flows.next_sendable(&mut credit, &self.streams) {
-            for frag in frags {
-                let Ok(cell) = RelayCell::new(Some(id), RelayMsg::Datagram(frag)) else {
-                    return false;
-                };
-                match self.circ.send(last, cell).await {
-                    Ok(tag) => self.streams.on_circuit_cell_sent(&tag),
-                    Err(e) => {
-                        debug!("client: send failed: {e}");
-                        return false;
-                    }
-                }
+            if !self.send_datagram(id, frags).await {
+                return false;
             }
         }
         if credit > 0 {
@@ -215,11 +228,31 @@ impl<M: ReactorContext> Reactor<M> {
         }
         true
     }
+
+    /// Sends a datagram's fragments (their window permits already taken).
+    async fn send_datagram(&mut self, id: StreamId, frags: Vec<Datagram>) -> bool {
+        let last = self.last_hop();
+        for frag in frags {
+            let Ok(cell) = RelayCell::new(Some(id), RelayMsg::Datagram(frag)) else {
+                return false;
+            };
+            match self.circ.send(last, cell).await {
+                Ok(tag) => self.streams.on_circuit_cell_sent(&tag),
+                Err(e) => {
+                    debug!("client: send failed: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
 }
 
 /// A UDP socket connected to a service's local target.
 async fn local_socket(target: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    // A loopback target is reached from loopback: nothing listens on other interfaces.
     let local: SocketAddr = match target {
+        t if t.ip().is_loopback() => (t.ip(), 0).into(),
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };

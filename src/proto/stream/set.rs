@@ -188,7 +188,8 @@ impl StreamSet {
     /// Records the tag of a cell other than stream DATA (a DATAGRAM) sent under the
     /// circuit window.
     pub(crate) fn on_circuit_cell_sent(&mut self, tag: &RelayTag) {
-        self.circ_send.on_sent(tag);
+        let within = self.circ_send.on_sent(tag);
+        debug_assert!(within, "a datagram was sent without a window permit");
     }
 
     /// A circuit-level SENDME: checks it and returns the window it frees, for the caller

@@ -20,7 +20,7 @@ use super::send::Teardown;
 use super::Circuit;
 
 impl Circuit {
-    fn has_flow(&self, id: StreamId) -> bool {
+    pub(super) fn has_flow(&self, id: StreamId) -> bool {
         self.flows.as_ref().is_some_and(|f| f.contains(id))
     }
 
@@ -56,7 +56,9 @@ impl Circuit {
         if let Err(reason) = exit.precheck_udp(&target, port) {
             return self.end_stream(id, reason).await;
         }
-        if self.streams_and_flows() >= self.shared.limits.streams_per_circuit {
+        if self.streams_and_flows() >= self.shared.limits.streams_per_circuit
+            || self.flow_count() >= self.shared.limits.udp_flows_per_circuit
+        {
             return self.end_stream(id, EndReason::ResourceLimit).await;
         }
         let Ok(permit) = std::sync::Arc::clone(&self.shared.udp_flows).try_acquire_owned() else {
@@ -77,7 +79,8 @@ impl Circuit {
                     addr,
                     permit,
                 });
-            let _ = tx.send(CircEvent::FlowOpened { id, result }).await;
+            let task = tokio::task::id();
+            let _ = tx.send(CircEvent::FlowOpened { id, task, result }).await;
         });
         self.connecting.insert(id, task.abort_handle());
         Ok(())
@@ -87,10 +90,10 @@ impl Circuit {
     pub(super) async fn on_flow_opened(
         &mut self,
         id: StreamId,
+        task: tokio::task::Id,
         result: Result<OpenedFlow, EndReason>,
     ) -> Result<(), Teardown> {
-        self.connecting.remove(&id);
-        if !self.has_flow(id) {
+        if !self.current_attempt(id, task) || !self.has_flow(id) {
             // The client gave up (END) meanwhile; the socket and permit drop here.
             return Ok(());
         }
@@ -104,6 +107,7 @@ impl Circuit {
                     self.self_tx.clone(),
                     CircEvent::Flow,
                     Some(opened.permit),
+                    std::sync::Arc::clone(&self.shared.datagrams),
                 );
                 let Ok(sink) = spawned else {
                     self.end_flow(id);
@@ -139,6 +143,10 @@ impl Circuit {
             debug!("relay: datagrams past the circuit window: {e}");
             Teardown::new(DestroyReason::Protocol)
         })?;
+        if self.streams.contains(id) {
+            debug!("relay: DATAGRAM on a stream's id");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
         if let Some(flows) = self.flows.as_mut() {
             flows.on_datagram(id, frag).map_err(|e| {
                 debug!("relay: flow protocol violation: {e}");
@@ -156,23 +164,31 @@ impl Circuit {
         self.flows.as_mut().is_some_and(|f| f.remove(id))
     }
 
-    /// A circuit-level SENDME: waiting datagrams go first, streams get the rest.
+    /// A circuit-level SENDME: half its credit is kept for waiting datagrams (so a voice
+    /// flow is not stuck behind bulk data, nor can a flood of replies starve the
+    /// circuit's streams), the rest goes to the stream readers.
     pub(super) async fn on_circuit_sendme(&mut self, sendme: &Sendme) -> Result<(), Teardown> {
         let credit = self.streams.on_circuit_sendme(sendme).map_err(|e| {
             debug!("relay: bad SENDME: {e}");
             Teardown::new(DestroyReason::Protocol)
         })?;
-        self.flush_datagrams(credit).await
+        let kept = credit / 2;
+        self.streams.release_circuit_permits(credit - kept);
+        self.flush_datagrams(kept).await
     }
 
     /// From a flow's socket: a datagram for the client, or the flow ended (idle, error).
     pub(super) async fn on_flow_event(&mut self, ev: FlowEvent) -> Result<(), Teardown> {
         match ev {
-            FlowEvent::Datagram(id, bytes) => {
-                if let Some(flows) = self.flows.as_mut() {
-                    flows.enqueue(id, &bytes);
+            FlowEvent::Datagram(id, bytes, _charge) => {
+                let now = match self.flows.as_mut() {
+                    Some(flows) => flows.submit(id, bytes, &self.streams),
+                    None => None,
+                };
+                if let Some((id, frags)) = now {
+                    self.send_datagram(id, frags).await?;
                 }
-                self.flush_datagrams(0).await
+                Ok(())
             }
             FlowEvent::Closed(id) => {
                 if self.end_flow(id) {
@@ -192,18 +208,24 @@ impl Circuit {
                 None => None,
             };
             let Some((id, frags)) = next else { break };
-            for frag in frags {
-                let cell = cell_or_internal(Some(id), RelayMsg::Datagram(frag))?;
-                let body = cell
-                    .encode()
-                    .map_err(|_| Teardown::new(DestroyReason::Internal))?;
-                self.relayed();
-                let tag = self.send_backward(body, true).await?;
-                self.streams.on_circuit_cell_sent(&tag);
-            }
+            self.send_datagram(id, frags).await?;
         }
         if credit > 0 {
             self.streams.release_circuit_permits(credit);
+        }
+        Ok(())
+    }
+
+    /// Sends a datagram's fragments (their window permits already taken).
+    async fn send_datagram(&mut self, id: StreamId, frags: Vec<Datagram>) -> Result<(), Teardown> {
+        for frag in frags {
+            let cell = cell_or_internal(Some(id), RelayMsg::Datagram(frag))?;
+            let body = cell
+                .encode()
+                .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+            self.relayed();
+            let tag = self.send_backward(body, true).await?;
+            self.streams.on_circuit_cell_sent(&tag);
         }
         Ok(())
     }

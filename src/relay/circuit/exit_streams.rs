@@ -54,7 +54,10 @@ impl Circuit {
                 us = t0.elapsed().as_micros() as u64,
                 "relay: exit connect done"
             );
-            let _ = tx.send(CircEvent::StreamConnected { id, result }).await;
+            let task = tokio::task::id();
+            let _ = tx
+                .send(CircEvent::StreamConnected { id, task, result })
+                .await;
         });
         self.connecting.insert(id, task.abort_handle());
         Ok(())
@@ -63,10 +66,10 @@ impl Circuit {
     pub(super) async fn on_stream_connected(
         &mut self,
         id: StreamId,
+        task: tokio::task::Id,
         result: Result<(tokio::net::TcpStream, std::net::SocketAddr), EndReason>,
     ) -> Result<(), Teardown> {
-        self.connecting.remove(&id);
-        if !self.streams.contains(id) {
+        if !self.current_attempt(id, task) || !self.streams.contains(id) {
             // The client gave up (END) while we were connecting.
             return Ok(());
         }

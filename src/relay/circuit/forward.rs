@@ -218,6 +218,10 @@ impl Circuit {
             AtRelayOnion::BeginDir => self.on_begin_dir(on_stream(stream)?).await,
             AtRelayOnion::BeginUdp(begin) => self.on_begin_udp(on_stream(stream)?, begin).await,
             AtRelayOnion::Datagram(frag) => self.on_datagram(on_stream(stream)?, frag, tag).await,
+            AtRelayOnion::Data(_) if stream.is_some_and(|id| self.has_flow(id)) => {
+                debug!("relay: DATA on a flow's id");
+                Err(Teardown::new(DestroyReason::Protocol))
+            }
             AtRelayOnion::Data(data) => match self.streams.on_data(on_stream(stream)?, data, tag) {
                 Ok(Some(sendme)) => self.reply(sendme).await,
                 Ok(None) => Ok(()),
@@ -239,6 +243,10 @@ impl Circuit {
             }
             AtRelayOnion::Sendme(sendme) if stream.is_none() => {
                 self.on_circuit_sendme(&sendme).await
+            }
+            AtRelayOnion::Sendme(_) if stream.is_some_and(|id| self.has_flow(id)) => {
+                debug!("relay: stream SENDME on a flow's id");
+                Err(Teardown::new(DestroyReason::Protocol))
             }
             AtRelayOnion::Sendme(sendme) => self.streams.on_sendme(stream, &sendme).map_err(|e| {
                 debug!("relay: bad SENDME: {e}");
