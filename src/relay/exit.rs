@@ -129,9 +129,7 @@ impl ExitConfig {
         let mut last = EndReason::ConnectRefused;
         for addr in addrs {
             match tokio::time::timeout(self.connect_timeout(), self.connector.connect(addr)).await {
-                Ok(Ok(stream))
-                    if super::exit_udp::is_own_address(stream.local_addr().ok(), addr) =>
-                {
+                Ok(Ok(stream)) if is_own_address(stream.local_addr().ok(), addr) => {
                     last = EndReason::ExitPolicy;
                 }
                 Ok(Ok(stream)) => {
@@ -209,6 +207,14 @@ pub(crate) async fn resolve_name(
         .into_iter()
         .map(|a| a.ip())
         .collect())
+}
+
+/// Whether `dest` is an address of this host other than loopback (the kernel then sends
+/// from `dest` itself): a resolver or SNMP agent on the exit's public address must not be
+/// reachable through it, whatever the policy says. Loopback is the policy's to allow
+/// (test networks do).
+pub(crate) fn is_own_address(local: Option<SocketAddr>, dest: SocketAddr) -> bool {
+    !dest.ip().is_loopback() && local.is_some_and(|l| l.ip() == dest.ip())
 }
 
 fn end_reason_for(e: &std::io::Error) -> EndReason {

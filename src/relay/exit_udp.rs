@@ -48,7 +48,7 @@ impl ExitConfig {
                 }
             };
             match socket.connect(addr).await {
-                Ok(()) if is_own_address(socket.local_addr().ok(), addr) => {
+                Ok(()) if super::exit::is_own_address(socket.local_addr().ok(), addr) => {
                     last = EndReason::ExitPolicy;
                 }
                 Ok(()) => return Ok((socket, addr)),
@@ -57,12 +57,4 @@ impl ExitConfig {
         }
         Err(last)
     }
-}
-
-/// Whether `dest` is an address of this host other than loopback (the kernel then sends
-/// from `dest` itself): a resolver or SNMP agent on the exit's public address must not be
-/// reachable through it, whatever the policy says. Loopback is the policy's to allow
-/// (test networks do).
-pub(crate) fn is_own_address(local: Option<SocketAddr>, dest: SocketAddr) -> bool {
-    !dest.ip().is_loopback() && local.is_some_and(|l| l.ip() == dest.ip())
 }
