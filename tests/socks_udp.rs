@@ -595,7 +595,7 @@ async fn an_independent_python_client_measures_an_echo_through_the_proxy() {
 fn the_documented_limits_are_the_code_s() {
     use allium::client::socks_server::{
         MAX_CONTROL_BYTES, UDP_EVICT_IDLE, UDP_MAX_DESTINATIONS, UDP_MAX_OPENING,
-        UDP_OPENING_QUEUE, UDP_RETRY_AFTER,
+        UDP_OPENING_QUEUE, UDP_OPENS_PER_SECOND, UDP_OPEN_BURST, UDP_RETRY_AFTER,
     };
     let doc = include_str!("../docs/operating.md");
     let section = doc
@@ -611,6 +611,11 @@ fn the_documented_limits_are_the_code_s() {
         format!("up to {} datagrams per destination", UDP_OPENING_QUEUE),
         format!("idle for {} s", UDP_EVICT_IDLE.as_secs()),
         format!("held back for {} s", UDP_RETRY_AFTER.as_secs()),
+        format!("closed within {} s of opening", UDP_RETRY_AFTER.as_secs()),
+        format!(
+            "at most {} flows in a burst, then {} per second",
+            UDP_OPEN_BURST, UDP_OPENS_PER_SECOND
+        ),
         format!("more than {} KiB", MAX_CONTROL_BYTES / 1024),
         format!("at most {} bytes", "1,472"),
     ] {

@@ -401,14 +401,16 @@ pub struct ProxySection {
 }
 
 impl ProxySection {
-    /// The listeners' limits, defaults filled in (zero values are raised to 1).
+    /// The listeners' limits, defaults filled in (zero values are raised to 1; timeouts
+    /// above a year are read as a year, so adding one to a clock cannot overflow).
     pub fn proxy_config(&self) -> crate::client::ProxyConfig {
+        const YEAR: u64 = 365 * 24 * 3600;
+        let secs = |s: u64| std::time::Duration::from_secs(s.clamp(1, YEAR));
         crate::client::ProxyConfig {
             max_connections: self.max_connections.max(1),
-            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_secs.max(1)),
-            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
-            idle_timeout: (self.stream_idle_secs > 0)
-                .then(|| std::time::Duration::from_secs(self.stream_idle_secs)),
+            handshake_timeout: secs(self.handshake_timeout_secs),
+            connect_timeout: secs(self.connect_timeout_secs),
+            idle_timeout: (self.stream_idle_secs > 0).then(|| secs(self.stream_idle_secs)),
         }
     }
 }

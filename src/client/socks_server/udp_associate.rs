@@ -75,7 +75,15 @@ impl Association {
         isolation: IsolationKey,
     ) -> io::Result<Self> {
         let local = control.local_addr()?;
-        let udp = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
+        // An IPv4 client of a dual-stack listener arrives as a v4-mapped address, which a
+        // UDP socket cannot bind as such; a link-local IPv6 address needs its scope.
+        let bind_at = match local {
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(*v6.ip(), 0, 0, v6.scope_id()))
+            }
+            other => SocketAddr::new(other.ip().to_canonical(), 0),
+        };
+        let udp = UdpSocket::bind(bind_at).await?;
         Ok(Association {
             udp: Arc::new(udp),
             source,
@@ -106,7 +114,8 @@ impl Association {
         let mut active_at = Instant::now();
         let mut replies_seen = 0;
         while control_bytes <= MAX_CONTROL_BYTES {
-            let idle_at = idle.map(|d| active_at + d);
+            // `checked_add`: an absurd idle timeout in the config means never, not a panic.
+            let idle_at = idle.and_then(|d| active_at.checked_add(d));
             tokio::select! {
                 r = control.read(&mut ctl) => match r {
                     Ok(0) | Err(_) => break,
@@ -227,7 +236,7 @@ impl Association {
                     dest.clone(),
                     Arc::clone(&self.replied),
                 ));
-                counts.queue_full += dests.opened(&dest, flow, Some(task)) as u64;
+                counts.queue_full += dests.opened(&dest, flow, Some(task), Instant::now()) as u64;
             }
             // Cannot happen: a flow is opened only for a datagram that pinned the client.
             (Ok(_), None) => {}

@@ -36,6 +36,13 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a destination must have been idle to give its place to a new one.
 pub const EVICT_IDLE: Duration = Duration::from_secs(30);
 
+/// Flows an association may start in a burst; beyond, [`OPENS_PER_SECOND`]. Each open
+/// may build a circuit: a client sending to ever new destinations (or ones whose flows the
+/// exit keeps closing) must not make the proxy build circuits in a tight loop.
+pub const OPEN_BURST: u32 = 8;
+/// Flows an association may start per second, sustained.
+pub const OPENS_PER_SECOND: u32 = 1;
+
 /// Where a datagram goes, as the client addressed it (a name stays a name).
 pub(super) type Dest = (TargetAddr, u16);
 
@@ -76,7 +83,8 @@ pub(super) enum DropReason {
     HeldBack,
     /// [`MAX_DESTINATIONS`] are in use and none has been idle for [`EVICT_IDLE`].
     TooManyDestinations,
-    /// [`MAX_OPENING`] flows are being opened already.
+    /// [`MAX_OPENING`] flows are being opened already, or the association started
+    /// [`OPEN_BURST`] flows and may start only [`OPENS_PER_SECOND`] more.
     TooManyOpening,
     /// The circuit's queue is full.
     QueueFull,
@@ -87,6 +95,7 @@ pub(super) enum DropReason {
 struct Open<F> {
     flow: Arc<F>,
     replies: Option<AbortHandle>,
+    since: Instant,
 }
 
 impl<F> Drop for Open<F> {
@@ -113,12 +122,18 @@ struct Entry<F> {
 /// One association's destinations.
 pub(super) struct Destinations<F> {
     entries: HashMap<Dest, Entry<F>>,
+    /// Opens left in the burst, and when it was last refilled.
+    opens: (f64, Option<Instant>),
+    /// The burst ([`OPEN_BURST`]; tests of other rules lift it).
+    burst: f64,
 }
 
 impl<F: FlowSend> Destinations<F> {
     pub(super) fn new() -> Self {
         Destinations {
             entries: HashMap::new(),
+            opens: (f64::from(OPEN_BURST), None),
+            burst: f64::from(OPEN_BURST),
         }
     }
 
@@ -134,7 +149,13 @@ impl<F: FlowSend> Destinations<F> {
                     Err(UdpSendError::QueueFull | UdpSendError::TooLong(_)) => {
                         return Outcome::Dropped(DropReason::QueueFull)
                     }
-                    // Closed by the exit (idle) or its circuit gone: open a new one.
+                    // Closed by the exit (idle) or its circuit gone: open a new one,
+                    // unless it closed soon after opening (a destination or exit that
+                    // keeps closing flows is held back like one that fails to open).
+                    Err(UdpSendError::Closed) if now.duration_since(open.since) < RETRY_AFTER => {
+                        entry.state = State::Failed(now + RETRY_AFTER);
+                        return Outcome::Dropped(DropReason::HeldBack);
+                    }
                     Err(UdpSendError::Closed) => {}
                 },
                 State::Opening(queue) => {
@@ -153,7 +174,7 @@ impl<F: FlowSend> Destinations<F> {
             }
             self.entries.remove(dest);
         }
-        if self.opening() >= MAX_OPENING {
+        if self.opening() >= MAX_OPENING || !self.may_open(now) {
             return Outcome::Dropped(DropReason::TooManyOpening);
         }
         if self.entries.len() >= MAX_DESTINATIONS && !self.make_room(now) {
@@ -169,6 +190,23 @@ impl<F: FlowSend> Destinations<F> {
         Outcome::Open
     }
 
+    /// Takes one open from the association's bucket ([`OPEN_BURST`], refilled at
+    /// [`OPENS_PER_SECOND`]), if there is one.
+    fn may_open(&mut self, now: Instant) -> bool {
+        let (tokens, last) = &mut self.opens;
+        if let Some(last) = *last {
+            let refill = now.duration_since(last).as_secs_f64() * f64::from(OPENS_PER_SECOND);
+            *tokens = (*tokens + refill).min(self.burst);
+        }
+        *last = Some(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// `dest`'s flow is open: the datagrams that waited for it are sent (returned: how
     /// many were dropped because the circuit's queue was full). `replies` is the task
     /// relaying the flow's replies, aborted when the destination goes.
@@ -177,8 +215,13 @@ impl<F: FlowSend> Destinations<F> {
         dest: &Dest,
         flow: Arc<F>,
         replies: Option<AbortHandle>,
+        now: Instant,
     ) -> usize {
-        let open = Open { flow, replies };
+        let open = Open {
+            flow,
+            replies,
+            since: now,
+        };
         let Some(entry) = self.entries.get_mut(dest) else {
             // Not expected (an opening entry is never evicted): drop the flow.
             return 0;
@@ -268,6 +311,14 @@ mod tests {
         }
     }
 
+    /// A table whose open rate is not limited (for the other rules' tests).
+    fn unlimited() -> Destinations<Sink> {
+        let mut t = Destinations::<Sink>::new();
+        t.burst = 1e9;
+        t.opens.0 = 1e9;
+        t
+    }
+
     fn dest(i: u16) -> Dest {
         (
             TargetAddr::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
@@ -278,14 +329,14 @@ mod tests {
     #[test]
     fn datagrams_wait_drop_oldest_then_go_in_order() {
         let now = Instant::now();
-        let mut t = Destinations::<Sink>::new();
+        let mut t = unlimited();
         assert_eq!(t.send(&dest(0), &[0], now), Outcome::Open);
         for i in 1..OPENING_QUEUE as u8 {
             assert_eq!(t.send(&dest(0), &[i], now), Outcome::Queued { dropped: 0 });
         }
         assert_eq!(t.send(&dest(0), &[99], now), Outcome::Queued { dropped: 1 });
         let sink = Arc::new(Sink::default());
-        assert_eq!(t.opened(&dest(0), Arc::clone(&sink), None), 0);
+        assert_eq!(t.opened(&dest(0), Arc::clone(&sink), None, now), 0);
         let mut want: Vec<Vec<u8>> = (1..OPENING_QUEUE as u8).map(|i| vec![i]).collect();
         want.push(vec![99]);
         assert_eq!(*sink.got.lock().unwrap(), want);
@@ -295,7 +346,7 @@ mod tests {
     #[test]
     fn a_failed_destination_is_held_back_then_retried() {
         let now = Instant::now();
-        let mut t = Destinations::<Sink>::new();
+        let mut t = unlimited();
         assert_eq!(t.send(&dest(0), b"a", now), Outcome::Open);
         t.send(&dest(0), b"b", now);
         assert_eq!(t.failed(&dest(0), now), 2);
@@ -312,19 +363,33 @@ mod tests {
     #[test]
     fn a_closed_flow_is_reopened_and_a_full_queue_drops() {
         let now = Instant::now();
-        let mut t = Destinations::<Sink>::new();
+        let mut t = unlimited();
         t.send(&dest(0), b"a", now);
         let closed = Sink {
             refuse: Some(UdpSendError::Closed),
             ..Sink::default()
         };
-        assert_eq!(t.opened(&dest(0), Arc::new(closed), None), 1);
+        assert_eq!(t.opened(&dest(0), Arc::new(closed), None, now), 1);
+        // Closed soon after opening: held back like a failure, not reopened at once.
+        assert_eq!(
+            t.send(&dest(0), b"b", now + RETRY_AFTER / 2),
+            Outcome::Dropped(DropReason::HeldBack)
+        );
+        let now = now + RETRY_AFTER / 2 + RETRY_AFTER;
+        assert_eq!(t.send(&dest(0), b"b", now), Outcome::Open);
+        let closed = Sink {
+            refuse: Some(UdpSendError::Closed),
+            ..Sink::default()
+        };
+        t.opened(&dest(0), Arc::new(closed), None, now);
+        // Closed after living long enough: reopened at once.
+        let now = now + RETRY_AFTER;
         assert_eq!(t.send(&dest(0), b"b", now), Outcome::Open);
         let full = Sink {
             refuse: Some(UdpSendError::QueueFull),
             ..Sink::default()
         };
-        t.opened(&dest(0), Arc::new(full), None);
+        t.opened(&dest(0), Arc::new(full), None, now);
         assert_eq!(
             t.send(&dest(0), b"c", now),
             Outcome::Dropped(DropReason::QueueFull)
@@ -332,9 +397,29 @@ mod tests {
     }
 
     #[test]
-    fn opening_at_once_is_bounded() {
+    fn an_association_opens_a_burst_then_one_per_second() {
         let now = Instant::now();
         let mut t = Destinations::<Sink>::new();
+        for i in 0..OPEN_BURST as u16 {
+            assert_eq!(t.send(&dest(i), b"a", now), Outcome::Open);
+            t.opened(&dest(i), Arc::new(Sink::default()), None, now);
+        }
+        assert_eq!(
+            t.send(&dest(100), b"a", now),
+            Outcome::Dropped(DropReason::TooManyOpening)
+        );
+        let later = now + Duration::from_secs(1);
+        assert_eq!(t.send(&dest(100), b"a", later), Outcome::Open);
+        assert_eq!(
+            t.send(&dest(101), b"a", later),
+            Outcome::Dropped(DropReason::TooManyOpening)
+        );
+    }
+
+    #[test]
+    fn opening_at_once_is_bounded() {
+        let now = Instant::now();
+        let mut t = unlimited();
         for i in 0..MAX_OPENING as u16 {
             assert_eq!(t.send(&dest(i), b"a", now), Outcome::Open);
         }
@@ -350,10 +435,10 @@ mod tests {
 
     /// Fills the table with open destinations used at `now`.
     fn full_table(now: Instant) -> Destinations<Sink> {
-        let mut t = Destinations::<Sink>::new();
+        let mut t = unlimited();
         for i in 0..MAX_DESTINATIONS as u16 {
             assert_eq!(t.send(&dest(i), b"a", now), Outcome::Open);
-            t.opened(&dest(i), Arc::new(Sink::default()), None);
+            t.opened(&dest(i), Arc::new(Sink::default()), None, now);
         }
         t
     }
@@ -385,13 +470,13 @@ mod tests {
     #[test]
     fn held_back_destinations_whose_time_is_up_make_room_first() {
         let start = Instant::now();
-        let mut t = Destinations::<Sink>::new();
+        let mut t = unlimited();
         for i in 0..MAX_DESTINATIONS as u16 {
             t.send(&dest(i), b"a", start);
             if i == 3 {
                 t.failed(&dest(i), start);
             } else {
-                t.opened(&dest(i), Arc::new(Sink::default()), None);
+                t.opened(&dest(i), Arc::new(Sink::default()), None, start);
             }
         }
         let t1 = start + RETRY_AFTER;
