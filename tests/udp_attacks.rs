@@ -1,8 +1,12 @@
 //! UDP flows against a malicious client (issue 20, docs/protocol.md §3.4), each attack on
 //! real relays over TCP on 127.0.0.1 with the client's logic bypassed where it would stop
 //! the attack:
-//! * BEGIN_UDP on an id a stream holds, or BEGIN on an id a flow holds, destroys the
-//!   circuit (one id never names two things);
+//! * BEGIN_UDP or DATAGRAM on an id a stream holds, BEGIN or DATA on an id a flow holds,
+//!   destroys the circuit (one id never names two things);
+//! * one circuit cannot take every UDP socket of an exit: past its per-circuit limit its
+//!   flows are refused while another circuit still gets one;
+//! * a destination flooding a flow with replies does not starve a bulk stream on the same
+//!   circuit (datagrams get at most half of each window increment);
 //! * an exit whose operator accepts every UDP destination still refuses loopback, private
 //!   and IPv4-mapped addresses, by literal or by a name resolving there;
 //! * a client pouring DATAGRAM cells into a circuit without any flow control makes no
@@ -115,6 +119,34 @@ async fn one_id_never_names_a_stream_and_a_flow() {
             "{err:?}"
         );
     }
+
+    // DATAGRAM on an open stream's id, and DATA on an open flow's id.
+    let mut circ = build_through(&relays).await;
+    circ.send(2, cell(8, RelayMsg::Begin(to(tcp))))
+        .await
+        .unwrap();
+    connected(&mut circ).await;
+    let frag = Datagram::split(0, b"on a stream").unwrap().remove(0);
+    circ.send(2, cell(8, RelayMsg::Datagram(frag)))
+        .await
+        .unwrap();
+    let err = destroyed(&mut circ).await;
+    assert!(
+        matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),
+        "{err:?}"
+    );
+    let mut circ = build_through(&relays).await;
+    circ.send(2, cell(9, RelayMsg::BeginUdp(to(udp))))
+        .await
+        .unwrap();
+    connected(&mut circ).await;
+    let data = allium::cell::relay_msg::Data::new(b"on a flow".to_vec()).unwrap();
+    circ.send(2, cell(9, RelayMsg::Data(data))).await.unwrap();
+    let err = destroyed(&mut circ).await;
+    assert!(
+        matches!(err, CircuitError::Destroyed(DestroyReason::Protocol)),
+        "{err:?}"
+    );
 
     // A second BEGIN_UDP on an open flow's id.
     let mut circ = build_through(&relays).await;
@@ -230,4 +262,84 @@ async fn a_datagram_flood_without_flow_control_queues_nothing() {
     for r in &relays {
         assert_eq!(r.shared().datagrams.used(), 0, "a relay queued datagrams");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_circuit_cannot_take_every_udp_socket() {
+    let limits = RelayLimits {
+        udp_flows_per_circuit: 3,
+        ..RelayLimits::default()
+    };
+    let relays = udp_exit_relays(loopback(), loopback(), limits).await;
+    let (sink, _keep) = udp_sink().await;
+    let hog = build_through(&relays).await.into_handle();
+    let target = TargetAddr::Ip(sink.ip());
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            hog.open_udp(target.clone(), sink.port(), NO_HANG)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        hog.open_udp(target.clone(), sink.port(), NO_HANG)
+            .await
+            .unwrap_err(),
+        StreamOpenError::Refused(EndReason::ResourceLimit)
+    );
+    let other = build_through(&relays).await.into_handle();
+    assert!(other.open_udp(target, sink.port(), NO_HANG).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_flood_does_not_starve_a_stream_on_the_same_circuit() {
+    let relays = udp_exit_relays(loopback(), loopback(), RelayLimits::default()).await;
+    let circ = build_through(&relays).await.into_handle();
+    // The destination answers every datagram with 20 full-size ones.
+    let flooder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let flood_addr = flooder.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut b = [0u8; 2048];
+        while let Ok((_, from)) = flooder.recv_from(&mut b).await {
+            for _ in 0..20 {
+                let _ = flooder.send_to(&[0xEE; 1472], from).await;
+            }
+        }
+    });
+    let flow = circ
+        .open_udp(TargetAddr::Ip(flood_addr.ip()), flood_addr.port(), NO_HANG)
+        .await
+        .unwrap();
+    let poking = tokio::spawn(async move {
+        // Keeps the flood going, and reads (and drops) what it gets.
+        loop {
+            let _ = flow.send(b"more");
+            let got = tokio::time::timeout(std::time::Duration::from_millis(2), flow.recv()).await;
+            if let Ok(None) = got {
+                return;
+            }
+        }
+    });
+    // A bulk download on the same circuit completes meanwhile.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let src = l.local_addr().unwrap();
+    let bytes = 4 * 1024 * 1024;
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut s, _) = l.accept().await.unwrap();
+        let _ = s.write_all(&vec![3u8; bytes]).await;
+        let _ = s.shutdown().await;
+    });
+    let mut s = circ
+        .open_stream(TargetAddr::Ip(src.ip()), src.port(), NO_HANG)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(NO_HANG, s.read_to_end(&mut got))
+        .await
+        .expect("the stream was starved by the flood")
+        .unwrap();
+    assert_eq!(got.len(), bytes);
+    poking.abort();
 }

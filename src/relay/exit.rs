@@ -228,3 +228,27 @@ fn end_reason_for(e: &std::io::Error) -> EndReason {
         _ => EndReason::Misc,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_addresses_are_refused_but_loopback_is_the_policys() {
+        let at = |s: &str| s.parse::<SocketAddr>().ok();
+        let dest = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|_| unreachable!());
+        // The kernel sends to a local address from that address itself.
+        assert!(is_own_address(at("192.0.2.7:40000"), dest("192.0.2.7:53")));
+        assert!(is_own_address(
+            at("[2001:db8::7]:40000"),
+            dest("[2001:db8::7]:161")
+        ));
+        // Elsewhere, or loopback (which the policy allows or refuses), or unknown: not ours.
+        assert!(!is_own_address(
+            at("192.0.2.7:40000"),
+            dest("198.51.100.1:53")
+        ));
+        assert!(!is_own_address(at("127.0.0.1:40000"), dest("127.0.0.1:53")));
+        assert!(!is_own_address(None, dest("192.0.2.7:53")));
+    }
+}

@@ -23,9 +23,10 @@ use crate::cell::StreamId;
 /// What a flow's local end hands the circuit task.
 #[derive(Debug)]
 pub enum FlowEvent {
-    /// A datagram to send on flow `id` (at most 1,472 bytes), with what it holds of the
-    /// process's datagram budget while it waits in the task's queue (a socket's datagrams;
-    /// given back when the event is handled or dropped, whatever becomes of it).
+    /// A datagram to send on flow `id` (at most 1,472 bytes), with what it holds while it
+    /// waits in the task's queue (of the process's datagram budget for a socket's, of the
+    /// flow's pending sends for an application's), given back when the event is handled
+    /// or dropped, whatever becomes of it.
     Datagram(StreamId, Vec<u8>, Option<socket::Charge>),
     /// The local end is gone (socket error, idle timeout, handle dropped): END the flow.
     Closed(StreamId),

@@ -31,7 +31,8 @@ pub struct Charge {
 }
 
 impl Charge {
-    fn take(budget: &Arc<DatagramBudget>, len: usize) -> Option<Charge> {
+    /// Takes `len` (at least 1) from `budget`, if it has that much left.
+    pub(crate) fn take(budget: &Arc<DatagramBudget>, len: usize) -> Option<Charge> {
         let bytes = len.max(1);
         budget.take(bytes).then(|| Charge {
             budget: Arc::clone(budget),

@@ -9,7 +9,9 @@ use crate::cell::StreamId;
 use crate::proto::event::ClientCircEvent;
 use crate::proto::event_queue::{EventSender, TrySendError};
 
+use super::budget::DatagramBudget;
 use super::inbox::DatagramInbox;
+use super::socket::Charge;
 use super::FlowEvent;
 
 /// Why a datagram was not sent.
@@ -32,7 +34,14 @@ pub struct UdpFlow {
     id: StreamId,
     tx: EventSender<ClientCircEvent>,
     inbox: Arc<DatagramInbox>,
+    /// Datagrams handed to the circuit task and not yet taken, at most
+    /// [`MAX_PENDING_SENDS`]: an application sending as fast as it can must leave the
+    /// task's queue room for the cells it receives (the SENDMEs that open its window).
+    pending: Arc<DatagramBudget>,
 }
+
+/// Datagrams of one flow waiting in its circuit task's queue.
+pub(crate) const MAX_PENDING_SENDS: usize = 64;
 
 impl UdpFlow {
     pub(crate) fn new(
@@ -40,7 +49,12 @@ impl UdpFlow {
         tx: EventSender<ClientCircEvent>,
         inbox: Arc<DatagramInbox>,
     ) -> Self {
-        UdpFlow { id, tx, inbox }
+        UdpFlow {
+            id,
+            tx,
+            inbox,
+            pending: DatagramBudget::new(MAX_PENDING_SENDS),
+        }
     }
 
     /// Sends one datagram (at most [`MAX_DATAGRAM_LEN`] bytes) without waiting.
@@ -51,7 +65,10 @@ impl UdpFlow {
         if self.inbox.is_closed() {
             return Err(UdpSendError::Closed);
         }
-        let ev = ClientCircEvent::Flow(FlowEvent::Datagram(self.id, datagram.to_vec(), None));
+        let Some(slot) = Charge::take(&self.pending, 1) else {
+            return Err(UdpSendError::QueueFull);
+        };
+        let ev = ClientCircEvent::Flow(FlowEvent::Datagram(self.id, datagram.to_vec(), Some(slot)));
         match self.tx.try_send(ev) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(UdpSendError::QueueFull),
