@@ -219,3 +219,46 @@ fn bench_dir_reports_every_key() {
     assert!(field(json, "authority_peak_rss_bytes") > 0.0);
     assert!(field(json, "client_peak_rss_bytes") > 0.0);
 }
+
+/// `allium bench udp` (the command docs/PERFORMANCE.md's UDP figures come from), short:
+/// both paths' voice runs come back and each rate run has echoes.
+#[test]
+fn bench_udp_reports_both_paths() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
+    cmd.args([
+        "bench",
+        "udp",
+        "--count",
+        "20",
+        "--rate",
+        "50",
+        "--seconds",
+        "1",
+        "--json",
+    ]);
+    let (ok, stdout, stderr) = run_with_timeout(cmd);
+    assert!(ok, "bench udp failed: {stderr}");
+    let json = stdout.trim();
+    assert!(
+        json.starts_with("{\"voice\":[") && json.ends_with("]}"),
+        "{json}"
+    );
+    let values = |key: &str| -> Vec<f64> {
+        json.split(&format!("\"{key}\":"))
+            .skip(1)
+            .map(|rest| {
+                let end = rest.find([',', '}']).unwrap();
+                rest[..end].parse().unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(json.matches("\"path\":\"3 hops\"").count(), 3, "{json}");
+    assert_eq!(json.matches("\"path\":\"6 hops\"").count(), 2, "{json}");
+    for received in values("received") {
+        assert!(received >= 18.0, "{json}");
+    }
+    for echoed in values("echoed_per_s") {
+        assert!(echoed > 0.0, "{json}");
+    }
+    assert_eq!(values("median_ms").len(), 2, "{json}");
+}
