@@ -14,23 +14,9 @@ use allium::cell::{EndReason, TargetAddr};
 use allium::dir::ExitPolicy;
 use allium::proto::StreamOpenError;
 use allium::relay::RelayLimits;
-use tokio::net::UdpSocket;
 
 mod common;
 use common::{udp_exit_circuit, NO_HANG};
-
-/// A UDP echo server on 127.0.0.1; returns its address.
-async fn udp_echo() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
 
 /// A TCP server that counts what one connection sends until EOF.
 async fn tcp_sink() -> (SocketAddr, tokio::task::JoinHandle<usize>) {
@@ -77,7 +63,7 @@ fn payload(len: usize, salt: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn datagrams_of_every_size_cross_three_hops_and_back() {
-    let echo = udp_echo().await;
+    let echo = common::udp_echo().await;
     let (_relays, circ) = udp_exit_circuit(
         ExitPolicy::default_exit_allow_loopback(),
         ExitPolicy::default_exit_allow_loopback(),
@@ -128,7 +114,7 @@ async fn datagrams_of_every_size_cross_three_hops_and_back() {
 
 #[tokio::test]
 async fn an_exit_without_a_udp_policy_refuses_the_flow_by_policy() {
-    let echo = udp_echo().await;
+    let echo = common::udp_echo().await;
     let (_relays, circ) = udp_exit_circuit(
         ExitPolicy::default_exit_allow_loopback(),
         ExitPolicy::reject_all(),
@@ -146,7 +132,7 @@ async fn an_exit_without_a_udp_policy_refuses_the_flow_by_policy() {
 
 #[tokio::test]
 async fn the_flow_limit_refuses_cleanly() {
-    let echo = udp_echo().await;
+    let echo = common::udp_echo().await;
     let limits = RelayLimits {
         udp_flows: 2,
         ..RelayLimits::default()
@@ -192,7 +178,7 @@ async fn the_flow_limit_refuses_cleanly() {
 
 #[tokio::test]
 async fn a_flooding_client_stays_within_the_exit_limits_and_starves_no_stream() {
-    let echo = udp_echo().await;
+    let echo = common::udp_echo().await;
     let limits = RelayLimits {
         udp_queued_bytes: 256 * 1024,
         ..RelayLimits::default()

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::panic, clippy::indexing_slicing)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use allium::cell::{EndReason, Hostname, TargetAddr};
@@ -16,24 +15,11 @@ use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
 use allium::client::{Client, ClientConfig, ClientError, Isolation};
 use allium::proto::{StreamOpenError, UdpFlow};
 use allium::testnet::{TestNet, TestNetConfig};
-use tokio::net::UdpSocket;
 
 mod common;
 use common::{prereq, voice};
 
 const NO_HANG: Duration = Duration::from_secs(90);
-
-async fn udp_echo() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
 
 /// Sends `count` 160-byte datagrams at `rate` per second, each carrying its sequence
 /// number, and collects the echoes until a second after the last one was sent. Returns
@@ -97,7 +83,7 @@ async fn voice_through_an_exit_and_through_an_onion_service() {
     net.wait_for_consensus(Duration::from_secs(40))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let echo = udp_echo().await;
+    let echo = common::udp_echo().await;
     let mut cfg = ClientConfig::new(net.authority_info.clone());
     cfg.prebuilt_circuits = 1;
     let visitor = Client::bootstrap(cfg.clone()).await.unwrap();

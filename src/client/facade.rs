@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cell::{EndReason, Hostname, TargetAddr};
-use crate::dir::Consensus;
+use crate::dir::{Consensus, Transport};
 use crate::link::LinkConfig;
 use crate::proto::{ClientCircuit, DataStream, RelayTarget, StreamOpenError, UdpFlow};
 use crate::sync::lock;
@@ -227,54 +227,15 @@ impl Client {
                     .await;
             }
         }
-        let ip = match &target {
-            TargetAddr::Ip(ip) => Some(*ip),
-            TargetAddr::Hostname(_) => None,
-        };
-        let mut last = None;
-        let mut avoid = Vec::new();
-        let t0 = Instant::now();
-        for attempt in 0..CONNECT_ATTEMPTS {
-            let circ = match self
-                .inner
-                .circuits
-                .circuit_for(
-                    isolation,
-                    port,
-                    ip,
-                    crate::dir::Transport::Tcp,
-                    attempt > 0,
-                    &mut avoid,
-                )
-                .await
-            {
-                Ok(c) => c,
-                // Retrying cannot help until a live consensus arrives.
-                Err(e @ ClientError::NoConsensus(_)) => return Err(e),
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
-            };
-            debug!(us = t0.elapsed().as_micros() as u64, "connect: circuit");
-            match circ
-                .open_stream(target.clone(), port, self.inner.config.stream_timeout)
-                .await
-            {
-                Ok(s) => {
-                    debug!(us = t0.elapsed().as_micros() as u64, "connect: stream open");
-                    return Ok(s);
-                }
-                Err(StreamOpenError::Refused(EndReason::ExitPolicy)) if attempt == 0 => {
-                    last = Some(ClientError::Stream(StreamOpenError::Refused(
-                        EndReason::ExitPolicy,
-                    )));
-                }
-                Err(e @ StreamOpenError::Refused(_)) => return Err(e.into()),
-                Err(e) => last = Some(e.into()),
-            }
-        }
-        Err(last.unwrap_or(ClientError::Circuit("no circuit".into())))
+        let timeout = self.inner.config.stream_timeout;
+        self.on_exit_circuit(
+            &target,
+            port,
+            isolation,
+            Transport::Tcp,
+            |c, t| async move { c.open_stream(t, port, timeout).await },
+        )
+        .await
     }
 
     /// Opens a UDP flow to `target:port` on a circuit of isolation class `isolation`:
@@ -296,38 +257,63 @@ impl Client {
                     .await;
             }
         }
-        let ip = match &target {
+        let timeout = self.inner.config.stream_timeout;
+        self.on_exit_circuit(
+            &target,
+            port,
+            isolation,
+            Transport::Udp,
+            |c, t| async move { c.open_udp(t, port, timeout).await },
+        )
+        .await
+    }
+
+    /// Runs `open` (a stream or a flow to `target:port`) on an exit circuit of class
+    /// `isolation` whose exit allows it over `transport`. A failure other than an
+    /// exit-policy refusal is retried on fresh circuits (`CONNECT_ATTEMPTS`, 3, attempts in
+    /// all), whose paths avoid the relays this request's failed builds could not be
+    /// extended to; a policy refusal is retried once (the exit's policy may have changed
+    /// since the consensus was made).
+    async fn on_exit_circuit<T, F, Fut>(
+        &self,
+        target: &TargetAddr,
+        port: u16,
+        isolation: &Isolation,
+        transport: Transport,
+        open: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(crate::proto::CircuitHandle, TargetAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StreamOpenError>>,
+    {
+        let ip = match target {
             TargetAddr::Ip(ip) => Some(*ip),
             TargetAddr::Hostname(_) => None,
         };
         let mut last = None;
         let mut avoid = Vec::new();
+        let t0 = Instant::now();
         for attempt in 0..CONNECT_ATTEMPTS {
             let circ = match self
                 .inner
                 .circuits
-                .circuit_for(
-                    isolation,
-                    port,
-                    ip,
-                    crate::dir::Transport::Udp,
-                    attempt > 0,
-                    &mut avoid,
-                )
+                .circuit_for(isolation, port, ip, transport, attempt > 0, &mut avoid)
                 .await
             {
                 Ok(c) => c,
+                // Retrying cannot help until a live consensus arrives.
                 Err(e @ ClientError::NoConsensus(_)) => return Err(e),
                 Err(e) => {
                     last = Some(e);
                     continue;
                 }
             };
-            match circ
-                .open_udp(target.clone(), port, self.inner.config.stream_timeout)
-                .await
-            {
-                Ok(flow) => return Ok(flow),
+            debug!(us = t0.elapsed().as_micros() as u64, "connect: circuit");
+            match open(circ, target.clone()).await {
+                Ok(s) => {
+                    debug!(us = t0.elapsed().as_micros() as u64, "connect: open");
+                    return Ok(s);
+                }
                 Err(StreamOpenError::Refused(EndReason::ExitPolicy)) if attempt == 0 => {
                     last = Some(ClientError::Stream(StreamOpenError::Refused(
                         EndReason::ExitPolicy,

@@ -81,6 +81,20 @@ pub async fn build_through_refs(relays: &[&RelayHandle]) -> ClientCircuit {
     circ
 }
 
+/// A UDP echo server on 127.0.0.1 (every datagram back to its sender); returns its
+/// address.
+pub async fn udp_echo() -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
 /// Two relays and an exit with TCP policy `tcp` and UDP policy `udp`, relay limits
 /// `limits` at each.
 pub async fn udp_exit_relays(
