@@ -19,6 +19,7 @@ pub(crate) mod chan_cell;
 pub(crate) mod chan_cmd;
 pub mod chan_contexts;
 pub mod chan_msg;
+pub mod circuit_ext;
 pub(crate) mod cmd_set;
 pub mod consts;
 pub mod datagram;

@@ -32,6 +32,11 @@ wire_enum! {
         Resolved = 12,
         /// Open a stream to the relay's own directory cache.
         BeginDir = 13,
+        /// Stream flow control under congestion control: stop sending on this stream, my
+        /// buffer towards the application is full (§3.5). Empty.
+        Xoff = 43,
+        /// Stream flow control under congestion control: resume sending. Empty.
+        Xon = 44,
         /// Onion service → relay: become my introduction point (§8).
         EstablishIntro = 32,
         /// Introduction point → service: ESTABLISH_INTRO accepted.
@@ -81,7 +86,9 @@ impl RelayCmd {
             | RelayCmd::Resolved
             | RelayCmd::BeginDir
             | RelayCmd::BeginUdp
-            | RelayCmd::Datagram => StreamRule::Stream,
+            | RelayCmd::Datagram
+            | RelayCmd::Xoff
+            | RelayCmd::Xon => StreamRule::Stream,
             RelayCmd::Sendme => StreamRule::Either,
             RelayCmd::Extend
             | RelayCmd::Extended

@@ -19,7 +19,7 @@ restricted_msg! {
     pub enum AtRelay: RelayMsg ("at a relay") {
         Begin(Begin), Data(Data), End(EndReason), Sendme(Sendme), Extend(Extend),
         Resolve(Hostname), BeginUdp(Begin), Datagram(Datagram);
-        Truncate, Drop, BeginDir
+        Truncate, Drop, BeginDir, Xoff, Xon
     }
 }
 
@@ -28,7 +28,7 @@ restricted_msg! {
     pub enum AtClient: RelayMsg ("at a client") {
         Connected(Connected), Data(Data), End(EndReason), Sendme(Sendme), Extended(Extended),
         Truncated(DestroyReason), Resolved(Resolved), Datagram(Datagram);
-        Drop
+        Drop, Xoff, Xon
     }
 }
 
@@ -42,7 +42,7 @@ restricted_msg! {
         Resolve(Hostname), BeginUdp(Begin), Datagram(Datagram),
         EstablishIntro(EstablishIntro), Introduce1(Introduce),
         EstablishRendezvous([u8; REND_COOKIE_LEN]), Rendezvous1(Rendezvous1);
-        Truncate, Drop, BeginDir
+        Truncate, Drop, BeginDir, Xoff, Xon
     }
 }
 

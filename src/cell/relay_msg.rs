@@ -260,6 +260,10 @@ pub enum RelayMsg {
     BeginUdp(Begin),
     /// DATAGRAM: one fragment of a datagram on a flow.
     Datagram(Datagram),
+    /// XOFF: empty; stop sending on this stream (only under congestion control).
+    Xoff,
+    /// XON: empty; resume sending on this stream.
+    Xon,
 }
 
 impl RelayMsg {
@@ -279,6 +283,8 @@ impl RelayMsg {
             RelayMsg::Resolve(_) => RelayCmd::Resolve,
             RelayMsg::Resolved(_) => RelayCmd::Resolved,
             RelayMsg::BeginDir => RelayCmd::BeginDir,
+            RelayMsg::Xoff => RelayCmd::Xoff,
+            RelayMsg::Xon => RelayCmd::Xon,
             RelayMsg::BeginUdp(_) => RelayCmd::BeginUdp,
             RelayMsg::Datagram(_) => RelayCmd::Datagram,
             RelayMsg::Onion(m) => match m {
@@ -355,6 +361,8 @@ impl RelayMsg {
                 RelayMsg::Resolved(Resolved::new(answers)?)
             }
             RelayCmd::BeginDir => RelayMsg::BeginDir,
+            RelayCmd::Xoff => RelayMsg::Xoff,
+            RelayCmd::Xon => RelayMsg::Xon,
             RelayCmd::BeginUdp => {
                 let target = r.extract::<TargetAddr>()?;
                 RelayMsg::BeginUdp(Begin::new(target, address::read_port(&mut r)?)?)
@@ -402,7 +410,11 @@ impl RelayMsg {
                 Ok(w.put(e.handshake.as_slice(), "handshake")?)
             }
             RelayMsg::Extended(e) => Ok(w.put(e.handshake.as_slice(), "handshake")?),
-            RelayMsg::Truncate | RelayMsg::Drop | RelayMsg::BeginDir => Ok(()),
+            RelayMsg::Truncate
+            | RelayMsg::Drop
+            | RelayMsg::BeginDir
+            | RelayMsg::Xoff
+            | RelayMsg::Xon => Ok(()),
             RelayMsg::Truncated(reason) => Ok(w.u8(reason.code(), "truncate reason")?),
             RelayMsg::Resolve(h) => Ok(w.put(h.as_str().as_bytes(), "hostname")?),
             RelayMsg::Resolved(r) => r.answers.iter().try_for_each(|a| write_answer(a, w)),

@@ -398,6 +398,11 @@ pub struct ProxySection {
     /// Seconds allowed to open the stream through the network (default 60).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Ask relays for congestion control (default true): circuit windows follow the
+    /// measured round trip (docs/protocol.md §3.5). `false` keeps the fixed windows, for
+    /// measuring the difference.
+    #[serde(default = "default_true")]
+    pub congestion_control: bool,
 }
 
 impl ProxySection {
@@ -433,6 +438,10 @@ fn default_connect_timeout() -> u64 {
 
 fn default_socks() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9050))
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_path_len() -> usize {

@@ -69,6 +69,8 @@ pub struct CircParams {
     pub circuit_timeout: Duration,
     /// Clean circuits kept ready for the first requests.
     pub prebuilt_circuits: usize,
+    /// Ask each hop for congestion control (docs/protocol.md §3.5).
+    pub congestion_control: bool,
 }
 
 /// Circuits by isolation class, and the clean ones kept ready.
@@ -203,8 +205,9 @@ impl CircMgr {
         let build = async {
             let chan = self.channels.channel_to(first).await?;
             debug!(us = t0.elapsed().as_micros() as u64, "build: channel");
-            let mut circ = ClientCircuit::create(&chan, first, timeout)
-                .await
+            let mut circ =
+                ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
+                    .await
                 .map_err(|e| ClientError::Circuit(e.to_string()))?;
             debug!(us = t0.elapsed().as_micros() as u64, "build: created");
             for hop in hops.iter().skip(1) {
@@ -285,8 +288,9 @@ impl CircMgr {
         let mut extended_past_guard = false;
         let build = async {
             let chan = self.channels.channel_to(first).await?;
-            let mut circ = ClientCircuit::create(&chan, first, timeout)
-                .await
+            let mut circ =
+                ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
+                    .await
                 .map_err(|e| ClientError::Circuit(e.to_string()))?;
             for hop in hops.iter().skip(1) {
                 extended_past_guard = true;

@@ -26,6 +26,10 @@ pub struct ClientConfig {
     pub prebuilt_circuits: usize,
     /// The client's clock (consensus and certificate validity, refresh times).
     pub clock: Clock,
+    /// Ask each hop for congestion control (docs/protocol.md §3.5): circuit windows that
+    /// follow the measured round trip instead of the fixed 1,000 cells. A hop that does not
+    /// grant it is used with fixed windows. `false` only to measure fixed windows.
+    pub congestion_control: bool,
 }
 
 impl ClientConfig {
@@ -40,6 +44,7 @@ impl ClientConfig {
             stream_timeout: Duration::from_secs(60),
             prebuilt_circuits: 2,
             clock: Clock::system(),
+            congestion_control: true,
         }
     }
 }

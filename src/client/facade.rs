@@ -105,6 +105,7 @@ impl Client {
             max_dirtiness: config.max_dirtiness,
             circuit_timeout: config.circuit_timeout,
             prebuilt_circuits: config.prebuilt_circuits,
+            congestion_control: config.congestion_control,
         };
         let circuits = Arc::new(CircMgr::new(
             params,

@@ -11,6 +11,7 @@ use crate::proto::event_queue::{event_queue, EventReceiver, EventSender};
 
 use crate::cell::chan_contexts::FromNextHop;
 use crate::cell::chan_msg::BoundedBytes;
+use crate::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
 use crate::cell::consts::RELAY_BODY_LEN;
 use crate::cell::relay_contexts::AtClient;
 use crate::cell::relay_msg::Extend;
@@ -24,6 +25,7 @@ use crate::crypto::{
 };
 
 use super::channel::ClientChannel;
+use super::congestion::FlowMode;
 use super::error::CircuitError;
 use super::event::ClientCircEvent;
 use super::target::RelayTarget;
@@ -56,6 +58,11 @@ pub struct ClientCircuit<M = AtClient> {
     virtual_hops: usize,
     /// `CircuitKeys::binding` of the last relay hop (ESTABLISH_INTRO's MAC, §8.5).
     last_binding: [u8; 32],
+    /// Whether each handshake asks the hop for congestion control.
+    want_congestion: bool,
+    /// What the last hop granted (`Fixed` once an end-to-end hop is added: that hop's
+    /// handshake has no extensions).
+    last_flow: FlowMode,
     context: PhantomData<fn() -> M>,
 }
 
@@ -139,28 +146,67 @@ impl ClientCircuit<AtClient> {
             early_unlimited_for_tests: false,
             virtual_hops: 0,
             last_binding: [0; 32],
+            want_congestion: true,
+            last_flow: FlowMode::Fixed,
             context: PhantomData,
         })
     }
 
-    /// Creates a one-hop circuit to the relay at the other end of `chan`.
+    /// Creates a one-hop circuit to the relay at the other end of `chan`, asking every hop
+    /// for congestion control.
     pub async fn create(
         chan: &Arc<ClientChannel>,
         first: &RelayTarget,
         timeout: Duration,
     ) -> Result<Self, CircuitError> {
+        Self::create_with(chan, first, timeout, true).await
+    }
+
+    /// [`Self::create`], asking each hop for congestion control only if `congestion`.
+    pub async fn create_with(
+        chan: &Arc<ClientChannel>,
+        first: &RelayTarget,
+        timeout: Duration,
+        congestion: bool,
+    ) -> Result<Self, CircuitError> {
         let mut circ = Self::allocate(chan)?;
+        circ.want_congestion = congestion;
+        let ext = circ.client_extensions();
         let (state, msg) =
-            client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &[])?;
+            client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &ext)?;
         let reply = circ
             .exchange_create(HandshakeType::Ntor1, msg, timeout)
             .await?;
-        let (keys, _ext) = match state.finish(&reply) {
+        let (keys, ext) = match state.finish(&reply) {
             Ok(v) => v,
             Err(e) => return Err(circ.fail(e.into()).await),
         };
+        if let Err(e) = circ.on_reply_extensions(&ext) {
+            return Err(circ.fail(e).await);
+        }
         circ.push_hop(&keys, first.identity)?;
         Ok(circ)
+    }
+
+    fn client_extensions(&self) -> Vec<u8> {
+        ClientExtensions {
+            congestion_control: self.want_congestion,
+        }
+        .encode()
+    }
+
+    /// Takes in a hop's reply extensions: a grant not asked for, or a malformed one, fails
+    /// the circuit.
+    fn on_reply_extensions(&mut self, ext: &[u8]) -> Result<(), CircuitError> {
+        let reply = ReplyExtensions::parse(ext)
+            .map_err(|_| CircuitError::Protocol("malformed handshake reply extensions"))?;
+        if reply.congestion_control.is_some() && !self.want_congestion {
+            return Err(CircuitError::Protocol(
+                "congestion control granted without being asked for",
+            ));
+        }
+        self.last_flow = FlowMode::from_grant(reply.congestion_control);
+        Ok(())
     }
 
     /// Extends the circuit by one hop through its current last hop.
@@ -174,8 +220,9 @@ impl ClientCircuit<AtClient> {
                 "circuit already has the maximum length",
             ));
         }
+        let ext = self.client_extensions();
         let (state, msg) =
-            client_handshake_start(&mut rand::rng(), &next.identity, &next.onion, &[])?;
+            client_handshake_start(&mut rand::rng(), &next.identity, &next.onion, &ext)?;
         let extend = Extend::new(
             next.addr,
             *next.identity.as_bytes(),
@@ -197,6 +244,8 @@ impl ClientCircuit<AtClient> {
             | AtClient::Truncated(_)
             | AtClient::Resolved(_)
             | AtClient::Datagram(_)
+            | AtClient::Xoff
+            | AtClient::Xon
             | AtClient::Drop => {
                 return Err(self.fail(CircuitError::Protocol("expected EXTENDED")).await)
             }
@@ -206,10 +255,13 @@ impl ClientCircuit<AtClient> {
                 .fail(CircuitError::Protocol("EXTENDED from the wrong hop"))
                 .await);
         }
-        let (keys, _ext) = match state.finish(extended.handshake()) {
+        let (keys, ext) = match state.finish(extended.handshake()) {
             Ok(v) => v,
             Err(e) => return Err(self.fail(e.into()).await),
         };
+        if let Err(e) = self.on_reply_extensions(&ext) {
+            return Err(self.fail(e).await);
+        }
         self.push_hop(&keys, next.identity)
     }
 }
@@ -229,6 +281,8 @@ impl<M: RelayMessage> ClientCircuit<M> {
             early_unlimited_for_tests,
             virtual_hops,
             last_binding,
+            want_congestion,
+            last_flow,
             context: _,
         } = self;
         ClientCircuit {
@@ -241,8 +295,16 @@ impl<M: RelayMessage> ClientCircuit<M> {
             early_unlimited_for_tests,
             virtual_hops,
             last_binding,
+            want_congestion,
+            last_flow,
             context: PhantomData,
         }
+    }
+
+    /// How the circuit's windows work with its last hop (congestion control if that hop
+    /// granted it).
+    pub fn flow_mode(&self) -> FlowMode {
+        self.last_flow
     }
 
     /// Number of hops (including an onion service's end-to-end hop once added).
@@ -275,6 +337,7 @@ impl<M: RelayMessage> ClientCircuit<M> {
             self.layers.push_end_to_end_hop(keys)?;
         }
         self.virtual_hops += 1;
+        self.last_flow = FlowMode::Fixed;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod circuit;
+pub mod congestion;
 pub mod datagram;
 pub mod dir_fetch;
 pub mod dirclient;
@@ -16,6 +17,7 @@ pub(crate) mod stream;
 pub(crate) mod target;
 
 pub use channel::ClientChannel;
+pub use congestion::FlowMode;
 pub use circuit::ClientCircuit;
 pub use datagram::{UdpFlow, UdpSendError};
 pub use error::CircuitError;

@@ -52,6 +52,8 @@ enum Inbound {
     End(EndReason),
     Sendme(Sendme),
     Drop,
+    /// XOFF (`false`) or XON (`true`) for a stream (congestion control only).
+    FlowSignal(bool),
     /// The far end opens a stream (only where it plays the client).
     Begin(Begin),
     /// The far end opens a UDP flow (only where it plays the client).
@@ -77,6 +79,8 @@ impl ReactorContext for AtClient {
             AtClient::Sendme(sendme) => Inbound::Sendme(sendme),
             AtClient::Drop => Inbound::Drop,
             AtClient::Datagram(d) => Inbound::Datagram(d),
+            AtClient::Xoff => Inbound::FlowSignal(false),
+            AtClient::Xon => Inbound::FlowSignal(true),
             AtClient::Extended(_) | AtClient::Truncated(_) | AtClient::Resolved(_) => {
                 Inbound::Unexpected
             }
@@ -92,6 +96,8 @@ impl ReactorContext for AtRelay {
             AtRelay::End(reason) => Inbound::End(reason),
             AtRelay::Sendme(sendme) => Inbound::Sendme(sendme),
             AtRelay::Drop => Inbound::Drop,
+            AtRelay::Xoff => Inbound::FlowSignal(false),
+            AtRelay::Xon => Inbound::FlowSignal(true),
             AtRelay::BeginUdp(begin) => Inbound::BeginUdp(begin),
             AtRelay::Datagram(d) => Inbound::Datagram(d),
             AtRelay::Extend(_) | AtRelay::Resolve(_) | AtRelay::Truncate | AtRelay::BeginDir => {
@@ -165,14 +171,16 @@ fn spawn_with<M: ReactorContext>(
         closed: Arc::clone(&closed),
         hops: circ.len(),
         id: circ.id(),
+        flow: circ.flow_mode(),
         activity: Arc::clone(&activity),
         open_streams: open_rx,
     };
+    let flow = circ.flow_mode();
     let reactor = Reactor {
         circ,
         incoming,
         udp_targets,
-        streams: StreamSet::new(),
+        streams: StreamSet::new(flow),
         pending: HashMap::new(),
         flows: FlowSet::new(DatagramBudget::new(
             MAX_WAITING * crate::cell::datagram::MAX_DATAGRAM_LEN,
@@ -239,6 +247,12 @@ impl<M: ReactorContext> Reactor<M> {
                 .send_if_modified(|n| std::mem::replace(n, open) != open);
         }
         self.closed.store(true, Ordering::Release);
+        let (cwnd, rtt) = self.streams.window_state();
+        debug!(
+            cwnd,
+            rtt_ms = rtt.map(|r| r.as_secs_f64() * 1e3),
+            "client: circuit closing"
+        );
         self.streams.clear();
         for (_, p) in self.pending.drain() {
             let _ = p.reply.send(Err(StreamOpenError::CircuitClosed));
@@ -356,12 +370,14 @@ impl<M: ReactorContext> Reactor<M> {
                 false
             }
             (Some(id), Inbound::Data(data)) => match self.streams.on_data(id, data, &tag) {
-                Ok(sendme) => {
+                Ok(replies) => {
                     self.touch();
-                    match sendme {
-                        Some(sendme) => self.send(sendme).await,
-                        None => true,
+                    for reply in replies.into_iter().flatten() {
+                        if !self.send(reply).await {
+                            return false;
+                        }
                     }
+                    true
                 }
                 Err(e) => {
                     debug!("client: stream protocol violation: {e}");
@@ -396,6 +412,13 @@ impl<M: ReactorContext> Reactor<M> {
                 }
             },
             (_, Inbound::Drop) => true,
+            (Some(id), Inbound::FlowSignal(on)) => match self.streams.on_flow_signal(id, on) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!("client: {e}");
+                    false
+                }
+            },
             (Some(id), Inbound::Begin(begin)) if self.incoming.is_some() => {
                 self.touch();
                 self.on_incoming_begin(id, begin).await
@@ -405,7 +428,11 @@ impl<M: ReactorContext> Reactor<M> {
             (_, Inbound::Unexpected | Inbound::Begin(_) | Inbound::BeginUdp(_))
             | (
                 None,
-                Inbound::Connected | Inbound::Data(_) | Inbound::End(_) | Inbound::Datagram(_),
+                Inbound::Connected
+                | Inbound::Data(_)
+                | Inbound::End(_)
+                | Inbound::Datagram(_)
+                | Inbound::FlowSignal(_),
             ) => {
                 debug!("client: unexpected relay message");
                 false
@@ -477,7 +504,7 @@ impl<M: ReactorContext> Reactor<M> {
         let io = pump::spawn(
             socket,
             id,
-            StreamSet::initial_stream_window(),
+            self.streams.initial_stream_window(),
             None,
             self.streams.circuit_permits(),
             self.tx.clone(),

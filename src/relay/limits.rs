@@ -44,6 +44,10 @@ pub struct RelayLimits {
     pub udp_queued_bytes: usize,
     /// Seconds a UDP flow may carry nothing either way before the exit closes it.
     pub udp_idle_secs: u64,
+    /// Grant congestion control (docs/protocol.md §3.5) to clients that ask for it in the
+    /// circuit handshake. `false` only to measure fixed windows or to act as a relay
+    /// without it: clients then detect the missing grant and use fixed windows.
+    pub congestion_control: bool,
     /// Seconds a channel with no circuits may stay open.
     pub idle_channel_timeout_secs: u64,
     /// Seconds a link handshake may take.
@@ -115,6 +119,7 @@ impl Default for RelayLimits {
             udp_flows_per_circuit: 32,
             udp_queued_bytes: 8 * 1024 * 1024,
             udp_idle_secs: 120,
+            congestion_control: true,
             idle_channel_timeout_secs: 300,
             link_handshake_timeout_secs: 10,
             dead_peer_timeout_secs: 20,
@@ -140,11 +145,20 @@ pub(crate) const MIN_LINK_REKEY_SECS: u64 = 60;
 pub(crate) const MAX_LINK_REKEY_SECS: u64 = 86_400;
 
 /// The smallest `cells_queued_per_circuit` an honest circuit stays within: twice the
-/// circuit window (both directions share the queue) plus room for control cells. Below
-/// it, a circuit that obeys flow control can fill its queue while waiting on a slow
-/// neighbour and be destroyed as stalled.
-pub(crate) const MIN_HONEST_CIRCUIT_QUEUE: usize =
-    2 * crate::proto::stream::window::CIRCUIT_WINDOW as usize + 500;
+/// largest circuit window (both directions share the queue; congestion control's cap is
+/// the larger) plus room for control cells. Below it, a circuit that obeys flow control
+/// can fill its queue while waiting on a slow neighbour and be destroyed as stalled.
+pub(crate) const MIN_HONEST_CIRCUIT_QUEUE: usize = 2 * max_circuit_window() + 500;
+
+const fn max_circuit_window() -> usize {
+    let fixed = crate::proto::stream::window::CIRCUIT_WINDOW as usize;
+    let congestion = crate::proto::congestion::CWND_MAX as usize;
+    if fixed > congestion {
+        fixed
+    } else {
+        congestion
+    }
+}
 
 impl RelayLimits {
     /// Settings that load but will hurt honest traffic, as sentences for the operator (a

@@ -316,7 +316,7 @@ mod tests {
 
     /// A circuit whose window is shut (every permit taken).
     fn shut() -> StreamSet {
-        let streams = StreamSet::new();
+        let streams = StreamSet::default();
         assert!(streams.try_take_circuit_permits(1000));
         streams
     }
@@ -354,7 +354,7 @@ mod tests {
         let mut set = FlowSet::new(Arc::clone(&budget));
         set.reserve(sid(1), Some(Sink::App(Arc::default())));
         set.open(sid(1), None);
-        let streams = StreamSet::new();
+        let streams = StreamSet::default();
         let (id, frags) = set.submit(sid(1), vec![1; 1000], &streams).unwrap();
         assert_eq!((id, frags.len()), (sid(1), 3));
         // The budget (empty here) is only for datagrams that wait.

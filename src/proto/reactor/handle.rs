@@ -21,6 +21,7 @@ pub struct CircuitHandle {
     pub(super) closed: Arc<AtomicBool>,
     pub(super) hops: usize,
     pub(super) id: crate::cell::CircId,
+    pub(super) flow: crate::proto::congestion::FlowMode,
     pub(super) activity: Arc<Activity>,
     pub(super) open_streams: watch::Receiver<usize>,
 }
@@ -112,6 +113,12 @@ impl CircuitHandle {
     /// Number of hops.
     pub fn hops(&self) -> usize {
         self.hops
+    }
+
+    /// How the circuit's windows work with its far end: congestion control if the last
+    /// hop granted it in its handshake.
+    pub fn flow_mode(&self) -> crate::proto::congestion::FlowMode {
+        self.flow
     }
 
     /// The circuit's id on its first hop's channel.

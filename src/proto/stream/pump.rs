@@ -237,7 +237,7 @@ impl<E: Send + 'static> EventSink<E> for EventSender<E> {
 pub(crate) fn spawn<S, E, F, Q>(
     io: S,
     id: StreamId,
-    initial_window: u32,
+    initial_window: usize,
     idle_timeout: Option<std::time::Duration>,
     circuit_permits: Arc<Semaphore>,
     events: Q,
@@ -254,7 +254,7 @@ where
         socket: io,
         truncated: Arc::clone(&truncated),
     });
-    let permits = Arc::new(Semaphore::new(initial_window as usize));
+    let permits = Arc::new(Semaphore::new(initial_window));
     let (to_socket, mut from_circuit) = mpsc::unbounded_channel::<ToSocket>();
 
     let reader = {

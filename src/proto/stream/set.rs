@@ -22,7 +22,9 @@ use crate::cell::{EndReason, RelayCell, RelayMsg, StreamId};
 use crate::crypto::RelayTag;
 
 use super::pump::{StreamEvent, StreamIo, ToSocket, Truncation};
-use super::window::{FlowError, RecvWindow, SendWindow, CIRCUIT_WINDOW, STREAM_WINDOW};
+use super::window::{FlowError, RecvWindow, SendWindow, STREAM_INCREMENT, STREAM_WINDOW};
+use crate::proto::congestion::stream_limits::{DELIVERY_MARK, UNLIMITED, XOFF_AT, XON_AT};
+use crate::proto::congestion::{CircuitSendWindow, FlowMode};
 
 /// A stream-protocol violation by the peer; the circuit must be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,24 +43,40 @@ pub(crate) enum StreamError {
 #[derive(Debug)]
 struct StreamState {
     io: Option<StreamIo>,
+    /// Fixed windows only: the stream's send window (unused under congestion control).
     send: SendWindow,
+    /// Fixed windows: the stream's receive window. Congestion control: the bound on cells
+    /// buffered towards the application (`XOFF_AT` + the largest circuit window: what a
+    /// sender may still have in flight when our XOFF reaches it), credited on delivery.
     recv: RecvWindow,
     local_eof: bool,
     remote_eof: bool,
+    /// Congestion control: we sent XOFF and no XON since.
+    xoff_sent: bool,
+    /// Congestion control: the peer said XOFF (its permits were withdrawn).
+    peer_xoff: bool,
+}
+
+impl StreamState {
+    /// Cells received and not yet reported delivered (congestion control's buffer count).
+    fn buffered(&self, limit: u32) -> u32 {
+        limit.saturating_sub(self.recv.left())
+    }
 }
 
 /// All streams of a circuit plus the circuit-level windows.
 #[derive(Debug)]
 pub(crate) struct StreamSet {
     streams: HashMap<StreamId, StreamState>,
-    circ_send: SendWindow,
+    mode: FlowMode,
+    circ_send: CircuitSendWindow,
     circ_recv: RecvWindow,
     circ_permits: Arc<Semaphore>,
 }
 
 impl Default for StreamSet {
     fn default() -> Self {
-        Self::new()
+        Self::new(FlowMode::Fixed)
     }
 }
 
@@ -68,14 +86,35 @@ fn cell(stream: Option<StreamId>, msg: RelayMsg) -> Option<RelayCell> {
 }
 
 impl StreamSet {
-    /// No streams, full circuit windows.
-    pub(crate) fn new() -> Self {
+    /// No streams, full circuit windows of `mode`.
+    pub(crate) fn new(mode: FlowMode) -> Self {
+        let circ_send = CircuitSendWindow::new(mode);
+        let circ_recv = match mode {
+            FlowMode::Fixed => RecvWindow::circuit(),
+            FlowMode::Congestion { sendme_inc } => RecvWindow::new(
+                CircuitSendWindow::max_window(mode),
+                u32::from(sendme_inc),
+            ),
+        };
         StreamSet {
             streams: HashMap::new(),
-            circ_send: SendWindow::circuit(),
-            circ_recv: RecvWindow::circuit(),
-            circ_permits: Arc::new(Semaphore::new(CIRCUIT_WINDOW as usize)),
+            mode,
+            circ_permits: Arc::new(Semaphore::new(circ_send.initial_permits() as usize)),
+            circ_send,
+            circ_recv,
         }
+    }
+
+    /// The circuit's current send window in cells, and the last round trip measured on a
+    /// circuit SENDME (for the circuit's closing log line).
+    pub(crate) fn window_state(&self) -> (u32, Option<std::time::Duration>) {
+        (self.circ_send.cwnd(), self.circ_send.last_rtt())
+    }
+
+    /// Under congestion control: the most cells a stream may have buffered towards the
+    /// application before the peer is in violation.
+    fn stream_buffer_limit(&self) -> u32 {
+        XOFF_AT.saturating_add(CircuitSendWindow::max_window(self.mode))
     }
 
     /// The circuit's send-window permits, shared by every stream's reader.
@@ -100,14 +139,22 @@ impl StreamSet {
 
     /// Reserves `id` for a stream being opened (BEGIN sent or received, no socket yet).
     pub(crate) fn reserve(&mut self, id: StreamId) {
+        let recv = match self.mode {
+            FlowMode::Fixed => RecvWindow::stream(),
+            FlowMode::Congestion { .. } => {
+                RecvWindow::new(self.stream_buffer_limit(), DELIVERY_MARK)
+            }
+        };
         self.streams.insert(
             id,
             StreamState {
                 io: None,
                 send: SendWindow::stream(),
-                recv: RecvWindow::stream(),
+                recv,
                 local_eof: false,
                 remote_eof: false,
+                xoff_sent: false,
+                peer_xoff: false,
             },
         );
     }
@@ -134,19 +181,22 @@ impl StreamSet {
         }
     }
 
-    /// The peer sent DATA. Returns a circuit-level SENDME to send, if this cell was a
-    /// circuit SENDME point.
+    /// The peer sent DATA. Returns what to send back: a circuit-level SENDME if this cell
+    /// was a circuit SENDME point, and under congestion control an XOFF if the stream's
+    /// buffer towards the application just passed its mark.
     pub(crate) fn on_data(
         &mut self,
         id: StreamId,
         data: Data,
         tag: &RelayTag,
-    ) -> Result<Option<RelayCell>, StreamError> {
+    ) -> Result<[Option<RelayCell>; 2], StreamError> {
         // Every DATA cell counts against the circuit window, even one dropped below.
         let sendme = self.on_circuit_cell(tag)?;
+        let limit = self.stream_buffer_limit();
+        let congestion = self.mode.is_congestion();
         match self.streams.get_mut(&id) {
             // A stream we closed: DATA crossing our END is dropped.
-            None => Ok(sendme),
+            None => Ok([sendme, None]),
             Some(s) if s.remote_eof => Err(StreamError::DataAfterEof),
             Some(s) => {
                 let io = s.io.as_ref().ok_or(StreamError::UnknownStream)?;
@@ -155,9 +205,44 @@ impl StreamSet {
                 // The writer may have ended (socket closed); its failure event closes
                 // the stream.
                 let _ = io.to_socket.send(ToSocket::Data(data.into_vec(), ack));
-                Ok(sendme)
+                let xoff = (congestion && !s.xoff_sent && s.buffered(limit) > XOFF_AT)
+                    .then(|| {
+                        s.xoff_sent = true;
+                        cell(Some(id), RelayMsg::Xoff)
+                    })
+                    .flatten();
+                Ok([sendme, xoff])
             }
         }
+    }
+
+    /// The peer sent XOFF (`on == false`) or XON (`on == true`) for `id`: withdraws or
+    /// restores the stream reader's permits. Only legal under congestion control.
+    pub(crate) fn on_flow_signal(&mut self, id: StreamId, on: bool) -> Result<(), StreamError> {
+        if !self.mode.is_congestion() {
+            return Err(FlowError::SignalWithoutCongestionControl.into());
+        }
+        // A signal crossing our END is harmless.
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if s.peer_xoff == !on {
+            return Ok(());
+        }
+        s.peer_xoff = !on;
+        if let Some(io) = &s.io {
+            if on {
+                io.permits
+                    .add_permits(UNLIMITED.saturating_sub(io.permits.available_permits()));
+            } else if let Ok(p) = io
+                .permits
+                .try_acquire_many(u32::try_from(io.permits.available_permits()).unwrap_or(0))
+            {
+                // The reader keeps what it already reserved (at most one read batch).
+                p.forget();
+            }
+        }
+        Ok(())
     }
 
     /// Counts a cell against the circuit's receive window (every DATA and DATAGRAM cell).
@@ -188,16 +273,18 @@ impl StreamSet {
     /// Records the tag of a cell other than stream DATA (a DATAGRAM) sent under the
     /// circuit window.
     pub(crate) fn on_circuit_cell_sent(&mut self, tag: &RelayTag) {
-        let within = self.circ_send.on_sent(tag);
+        let within = self.circ_send.on_sent(tag, tokio::time::Instant::now());
         debug_assert!(within, "a datagram was sent without a window permit");
     }
 
-    /// A circuit-level SENDME: checks it and returns the window it frees, for the caller
-    /// to spend on waiting datagrams first and hand the rest to the stream readers with
+    /// A circuit-level SENDME: checks it and returns the window it frees (under congestion
+    /// control, adjusted by the window's change), for the caller to spend on waiting
+    /// datagrams first and hand the rest to the stream readers with
     /// [`Self::release_circuit_permits`].
     pub(crate) fn on_circuit_sendme(&mut self, sendme: &Sendme) -> Result<u32, StreamError> {
-        self.circ_send.on_sendme(&sendme.tag)?;
-        Ok(super::window::CIRCUIT_INCREMENT)
+        Ok(self
+            .circ_send
+            .on_sendme(&sendme.tag, tokio::time::Instant::now())?)
     }
 
     /// Gives `n` circuit-window permits to the stream readers.
@@ -233,9 +320,8 @@ impl StreamSet {
     ) -> Result<(), StreamError> {
         match stream {
             None => {
-                self.circ_send.on_sendme(&sendme.tag)?;
-                self.circ_permits
-                    .add_permits(super::window::CIRCUIT_INCREMENT as usize);
+                let credit = self.on_circuit_sendme(sendme)?;
+                self.circ_permits.add_permits(credit as usize);
             }
             Some(id) => {
                 // A stream-level SENDME crossing our END can raise no window: it is
@@ -243,10 +329,11 @@ impl StreamSet {
                 let Some(s) = self.streams.get_mut(&id) else {
                     return Ok(());
                 };
+                // Under congestion control no stream tags are recorded: any stream-level
+                // SENDME is unexpected.
                 s.send.on_sendme(&sendme.tag)?;
                 if let Some(io) = &s.io {
-                    io.permits
-                        .add_permits(super::window::STREAM_INCREMENT as usize);
+                    io.permits.add_permits(STREAM_INCREMENT as usize);
                 }
             }
         }
@@ -281,24 +368,38 @@ impl StreamSet {
                 cell(Some(id), RelayMsg::End(EndReason::ConnectionReset))
             }
             StreamEvent::Delivered(id, tag) => {
+                let limit = self.stream_buffer_limit();
+                let congestion = self.mode.is_congestion();
                 let s = self.streams.get_mut(&id)?;
                 s.recv.on_sendme_sent();
-                cell(Some(id), RelayMsg::Sendme(Sendme { tag }))
+                if !congestion {
+                    return cell(Some(id), RelayMsg::Sendme(Sendme { tag }));
+                }
+                (s.xoff_sent && s.buffered(limit) <= XON_AT).then_some(())?;
+                s.xoff_sent = false;
+                cell(Some(id), RelayMsg::Xon)
             }
         }
     }
 
     /// Records the tag of a DATA cell just sent on `id` (for SENDME authentication).
     pub(crate) fn on_data_sent(&mut self, id: StreamId, tag: &RelayTag) {
-        self.circ_send.on_sent(tag);
+        self.circ_send.on_sent(tag, tokio::time::Instant::now());
+        if self.mode.is_congestion() {
+            return;
+        }
         if let Some(s) = self.streams.get_mut(&id) {
             s.send.on_sent(tag);
         }
     }
 
-    /// The stream window a new stream starts with.
-    pub(crate) fn initial_stream_window() -> u32 {
-        STREAM_WINDOW
+    /// The stream window a new stream starts with (under congestion control, in effect
+    /// none: XOFF withdraws it).
+    pub(crate) fn initial_stream_window(&self) -> usize {
+        match self.mode {
+            FlowMode::Fixed => STREAM_WINDOW as usize,
+            FlowMode::Congestion { .. } => UNLIMITED,
+        }
     }
 
     /// Stops every stream (circuit closing); open ones are reset.

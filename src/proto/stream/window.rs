@@ -35,6 +35,9 @@ pub(crate) enum FlowError {
     /// The peer sent more DATA than the window allows.
     #[error("peer exceeded the flow-control window")]
     WindowExceeded,
+    /// XOFF or XON on a circuit without congestion control.
+    #[error("XOFF/XON without congestion control")]
+    SignalWithoutCongestionControl,
 }
 
 /// The sending side of a window.
@@ -56,11 +59,6 @@ impl SendWindow {
             sent: 0,
             expected: VecDeque::new(),
         }
-    }
-
-    /// A circuit-level window.
-    pub(crate) fn circuit() -> Self {
-        Self::new(CIRCUIT_WINDOW, CIRCUIT_INCREMENT)
     }
 
     /// A stream-level window.
@@ -140,6 +138,11 @@ impl RecvWindow {
         self.left -= 1;
         self.received += 1;
         Ok(self.received % u64::from(self.increment) == 0)
+    }
+
+    /// Cells the peer may still send.
+    pub(crate) fn left(&self) -> u32 {
+        self.left
     }
 
     /// Records that a SENDME went out: the peer may send one more increment.

@@ -9,7 +9,9 @@ use tracing::debug;
 use crate::cell::chan_msg::BoundedBytes;
 use crate::cell::{ChanMsg, Create, Created, DestroyReason, HandshakeType};
 use crate::crypto::fast_handshake::fast_relay;
+use crate::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
 use crate::crypto::{relay_handshake, RelayCrypto};
+use crate::proto::congestion::{FlowMode, GRANTED_SENDME_INC};
 use crate::link::PeerKind;
 use crate::proto::stream::set::StreamSet;
 
@@ -36,12 +38,17 @@ impl Circuit {
         if shared.replay.seen(htype_code, create.data.as_slice()) {
             return Self::refuse_replay(&shared, &prev).await;
         }
+        let mut flow = FlowMode::Fixed;
         let result = match create.htype {
             HandshakeType::Ntor1 => relay_handshake(
                 &mut rand::rng(),
                 &shared.keys.onion_keys(),
                 create.data.as_slice(),
-                |_ext| Vec::new(),
+                |ext| {
+                    let (mode, reply) = grant(ext, shared.limits.congestion_control);
+                    flow = mode;
+                    reply
+                },
             )
             .map(|(keys, reply, _ext)| (keys, reply)),
             // Only a client's first hop: its security is the channel's (see
@@ -101,7 +108,7 @@ impl Circuit {
             early_left: MAX_RELAY_EARLY,
             self_tx,
             ticket,
-            streams: StreamSet::new(),
+            streams: StreamSet::new(flow),
             connecting: std::collections::HashMap::new(),
             flows: None,
             resolving: 0,
@@ -117,5 +124,24 @@ impl Circuit {
         let destroy = ChanMsg::Destroy(DestroyReason::Protocol);
         let _ = queue_cell(prev, destroy, shared.limits.stalled_send_timeout(), None).await;
         None
+    }
+}
+
+/// The reply extensions for a client's: congestion control granted if asked for and
+/// `enabled`. Malformed client extensions are answered as if empty (the client asked for
+/// nothing we can read; it learns so from the missing grant).
+fn grant(client_ext: &[u8], enabled: bool) -> (FlowMode, Vec<u8>) {
+    let asked = ClientExtensions::parse(client_ext)
+        .map(|e| e.congestion_control)
+        .unwrap_or(false);
+    if !(asked && enabled) {
+        return (FlowMode::Fixed, Vec::new());
+    }
+    let reply = ReplyExtensions {
+        congestion_control: Some(GRANTED_SENDME_INC),
+    };
+    match reply.encode() {
+        Ok(bytes) => (FlowMode::from_grant(Some(GRANTED_SENDME_INC)), bytes),
+        Err(_) => (FlowMode::Fixed, Vec::new()),
     }
 }

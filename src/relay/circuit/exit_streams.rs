@@ -9,7 +9,6 @@ use tracing::debug;
 use crate::cell::relay_msg::{Begin, Connected, Resolved, ResolvedAnswer};
 use crate::cell::{DestroyReason, EndReason, RelayMsg, StreamId, TargetAddr};
 use crate::proto::stream::pump;
-use crate::proto::stream::set::StreamSet;
 
 use super::super::events::CircEvent;
 use super::forward::cell_or_internal;
@@ -79,7 +78,7 @@ impl Circuit {
                 let io = pump::spawn(
                     socket,
                     id,
-                    StreamSet::initial_stream_window(),
+                    self.streams.initial_stream_window(),
                     idle,
                     self.streams.circuit_permits(),
                     self.self_tx.clone(),
@@ -115,7 +114,7 @@ impl Circuit {
         let io = pump::spawn(
             ours,
             id,
-            StreamSet::initial_stream_window(),
+            self.streams.initial_stream_window(),
             Some(crate::relay::dirserve::REQUEST_TIMEOUT),
             self.streams.circuit_permits(),
             self.self_tx.clone(),

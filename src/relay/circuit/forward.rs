@@ -192,6 +192,19 @@ impl Circuit {
         }
     }
 
+    /// XOFF (`on == false`) or XON from the client for one of our exit streams.
+    fn on_flow_signal(&mut self, stream: Option<StreamId>, on: bool) -> Result<(), Teardown> {
+        let id = on_stream(stream)?;
+        if self.has_flow(id) {
+            debug!("relay: XOFF/XON on a flow's id");
+            return Err(Teardown::new(DestroyReason::Protocol));
+        }
+        self.streams.on_flow_signal(id, on).map_err(|e| {
+            debug!("relay: {e}");
+            Teardown::new(DestroyReason::Protocol)
+        })
+    }
+
     /// A recognised message on a circuit without an onion-service role.
     pub(super) async fn on_plain(
         &mut self,
@@ -223,13 +236,19 @@ impl Circuit {
                 Err(Teardown::new(DestroyReason::Protocol))
             }
             AtRelayOnion::Data(data) => match self.streams.on_data(on_stream(stream)?, data, tag) {
-                Ok(Some(sendme)) => self.reply(sendme).await,
-                Ok(None) => Ok(()),
+                Ok(replies) => {
+                    for reply in replies.into_iter().flatten() {
+                        self.reply(reply).await?;
+                    }
+                    Ok(())
+                }
                 Err(e) => {
                     debug!("relay: stream protocol violation: {e}");
                     Err(Teardown::new(DestroyReason::Protocol))
                 }
             },
+            AtRelayOnion::Xoff => self.on_flow_signal(stream, false),
+            AtRelayOnion::Xon => self.on_flow_signal(stream, true),
             AtRelayOnion::End(reason) => {
                 let id = on_stream(stream)?;
                 // END for a stream we already closed is the normal end of a race.
