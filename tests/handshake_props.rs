@@ -468,3 +468,39 @@ proptest! {
         prop_assert!(refused.is_err());
     }
 }
+
+// The extensions inside the handshake (src/cell/circuit_ext.rs).
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn circuit_extensions_encode_parse_and_never_panic(
+        ask in any::<bool>(),
+        inc in 16u8..=128,
+        unknown in proptest::collection::vec((2u8..=255, proptest::collection::vec(any::<u8>(), 0..8)), 0..4),
+        junk in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        use allium::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
+        let c = ClientExtensions { congestion_control: ask };
+        prop_assert_eq!(ClientExtensions::parse(&c.encode()), Ok(c));
+        let r = ReplyExtensions { congestion_control: Some(inc) };
+        let enc = r.encode().expect("encodes");
+        prop_assert_eq!(ReplyExtensions::parse(&enc), Ok(r));
+        // Unknown entries around a known one are skipped; the known one still counts.
+        let mut with_unknown = Vec::new();
+        for (kind, body) in &unknown {
+            with_unknown.push(*kind);
+            with_unknown.push(body.len() as u8);
+            with_unknown.extend_from_slice(body);
+        }
+        with_unknown.extend_from_slice(&enc);
+        prop_assert_eq!(ReplyExtensions::parse(&with_unknown), Ok(r));
+        // Anything at all: no panic, and what parses re-encodes to the same value.
+        if let Ok(v) = ClientExtensions::parse(&junk) {
+            prop_assert_eq!(ClientExtensions::parse(&v.encode()), Ok(v));
+        }
+        if let Ok(v) = ReplyExtensions::parse(&junk) {
+            prop_assert_eq!(ReplyExtensions::parse(&v.encode().expect("encodes")), Ok(v));
+        }
+    }
+}

@@ -109,7 +109,10 @@ async fn datagrams_of_every_size_cross_three_hops_and_back() {
             _ => break,
         }
     }
-    assert!(got >= 150, "only {got} of 200 came back over loopback");
+    // Under congestion control a new circuit's window is 124 cells each way and grows per
+    // round trip: of a burst sent at once, what exceeds the window and the 32-datagram
+    // queue is dropped oldest-first (by design: datagrams are never held up).
+    assert!(got >= 100, "only {got} of 200 came back over loopback");
 }
 
 #[tokio::test]

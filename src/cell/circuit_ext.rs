@@ -40,18 +40,19 @@ fn read_entry<'a>(r: &mut Reader<'a>) -> CellResult<(u8, &'a [u8])> {
 }
 
 /// Calls `known` for each entry; refuses a known type seen twice.
-fn read_entries(bytes: &[u8], mut known: impl FnMut(u8, &[u8]) -> CellResult<bool>) -> CellResult<()> {
+fn read_entries(
+    bytes: &[u8],
+    mut known: impl FnMut(u8, &[u8]) -> CellResult<bool>,
+) -> CellResult<()> {
     let mut r = Reader::new(bytes);
     let mut seen = [false; 256];
     while r.remaining() > 0 {
         let (kind, body) = read_entry(&mut r)?;
         if known(kind, body)? {
-            let slot = seen
-                .get_mut(usize::from(kind))
-                .ok_or(CellError::BadValue {
-                    field: "extension type",
-                    value: u64::from(kind),
-                })?;
+            let slot = seen.get_mut(usize::from(kind)).ok_or(CellError::BadValue {
+                field: "extension type",
+                value: u64::from(kind),
+            })?;
             if *slot {
                 return Err(CellError::BadValue {
                     field: "repeated extension type",
@@ -166,13 +167,28 @@ mod tests {
             ClientExtensions::parse(&[9, 2, 0xaa, 0xbb, 1, 0]).unwrap(),
             c
         );
-        assert!(ClientExtensions::parse(&[1, 1, 0]).is_err(), "body on a request");
+        assert!(
+            ClientExtensions::parse(&[1, 1, 0]).is_err(),
+            "body on a request"
+        );
         assert!(ClientExtensions::parse(&[1, 0, 1, 0]).is_err(), "repeated");
         assert!(ClientExtensions::parse(&[1]).is_err(), "truncated header");
-        assert!(ClientExtensions::parse(&[9, 3, 0]).is_err(), "truncated body");
-        assert!(ReplyExtensions::parse(&[1, 1, 15]).is_err(), "increment too small");
-        assert!(ReplyExtensions::parse(&[1, 1, 129]).is_err(), "increment too large");
-        assert!(ReplyExtensions::parse(&[1, 0]).is_err(), "grant without increment");
+        assert!(
+            ClientExtensions::parse(&[9, 3, 0]).is_err(),
+            "truncated body"
+        );
+        assert!(
+            ReplyExtensions::parse(&[1, 1, 15]).is_err(),
+            "increment too small"
+        );
+        assert!(
+            ReplyExtensions::parse(&[1, 1, 129]).is_err(),
+            "increment too large"
+        );
+        assert!(
+            ReplyExtensions::parse(&[1, 0]).is_err(),
+            "grant without increment"
+        );
         assert!(ReplyExtensions {
             congestion_control: Some(0)
         }

@@ -208,7 +208,7 @@ impl CircMgr {
             let mut circ =
                 ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
                     .await
-                .map_err(|e| ClientError::Circuit(e.to_string()))?;
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
             debug!(us = t0.elapsed().as_micros() as u64, "build: created");
             for hop in hops.iter().skip(1) {
                 extending = Some(hop.identity);
@@ -291,7 +291,7 @@ impl CircMgr {
             let mut circ =
                 ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
                     .await
-                .map_err(|e| ClientError::Circuit(e.to_string()))?;
+                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
             for hop in hops.iter().skip(1) {
                 extended_past_guard = true;
                 circ.extend(hop, timeout)

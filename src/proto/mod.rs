@@ -17,8 +17,8 @@ pub(crate) mod stream;
 pub(crate) mod target;
 
 pub use channel::ClientChannel;
-pub use congestion::FlowMode;
 pub use circuit::ClientCircuit;
+pub use congestion::FlowMode;
 pub use datagram::{UdpFlow, UdpSendError};
 pub use error::CircuitError;
 pub use incoming::{IncomingStream, IncomingStreams};

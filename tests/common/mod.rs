@@ -69,10 +69,20 @@ pub async fn build_through(relays: &[RelayHandle]) -> ClientCircuit {
 
 /// [`build_through`] for relays that are not in one slice.
 pub async fn build_through_refs(relays: &[&RelayHandle]) -> ClientCircuit {
+    build_through_asking(relays, true).await
+}
+
+/// [`build_through`] asking no hop for congestion control: fixed windows.
+pub async fn build_through_fixed(relays: &[RelayHandle]) -> ClientCircuit {
+    build_through_asking(&relays.iter().collect::<Vec<_>>(), false).await
+}
+
+/// A circuit through `relays`, asking each hop for congestion control if `congestion`.
+pub async fn build_through_asking(relays: &[&RelayHandle], congestion: bool) -> ClientCircuit {
     let chan = ClientChannel::connect(&target(relays[0]), &LinkConfig::default())
         .await
         .unwrap();
-    let mut circ = ClientCircuit::create(&chan, &target(relays[0]), NO_HANG)
+    let mut circ = ClientCircuit::create_with(&chan, &target(relays[0]), NO_HANG, congestion)
         .await
         .unwrap();
     for r in &relays[1..] {

@@ -186,6 +186,9 @@ mod tests {
             );
         }
         assert!(w.cwnd() <= 1000 + 6 * 31, "backed off: {}", w.cwnd());
-        assert_eq!(w.last_rtt().map(|r| r >= Duration::from_millis(100)), Some(true));
+        assert_eq!(
+            w.last_rtt().map(|r| r >= Duration::from_millis(100)),
+            Some(true)
+        );
     }
 }

@@ -206,7 +206,8 @@ mod tests {
         assert!(!v.in_slow_start());
         let queued = v.cwnd().saturating_sub(bdp);
         assert!(
-            (VegasParams::for_increment(INC).alpha / 2..=VegasParams::for_increment(INC).beta + INC)
+            (VegasParams::for_increment(INC).alpha / 2
+                ..=VegasParams::for_increment(INC).beta + INC)
                 .contains(&queued),
             "queue estimate {queued} settles between alpha and beta (cwnd {})",
             v.cwnd()

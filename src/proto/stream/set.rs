@@ -72,6 +72,10 @@ pub(crate) struct StreamSet {
     circ_send: CircuitSendWindow,
     circ_recv: RecvWindow,
     circ_permits: Arc<Semaphore>,
+    /// Congestion control: cells buffered towards the applications over all streams. One
+    /// peer could otherwise fill every stream to its own bound; the circuit's total stays
+    /// within what honest senders reach (`XOFF_AT` per stream plus one window in flight).
+    buffered_total: u32,
 }
 
 impl Default for StreamSet {
@@ -91,10 +95,9 @@ impl StreamSet {
         let circ_send = CircuitSendWindow::new(mode);
         let circ_recv = match mode {
             FlowMode::Fixed => RecvWindow::circuit(),
-            FlowMode::Congestion { sendme_inc } => RecvWindow::new(
-                CircuitSendWindow::max_window(mode),
-                u32::from(sendme_inc),
-            ),
+            FlowMode::Congestion { sendme_inc } => {
+                RecvWindow::new(CircuitSendWindow::max_window(mode), u32::from(sendme_inc))
+            }
         };
         StreamSet {
             streams: HashMap::new(),
@@ -102,7 +105,26 @@ impl StreamSet {
             circ_permits: Arc::new(Semaphore::new(circ_send.initial_permits() as usize)),
             circ_send,
             circ_recv,
+            buffered_total: 0,
         }
+    }
+
+    /// Removes stream `id`, forgetting what it had buffered.
+    fn take_stream(&mut self, id: StreamId) -> Option<StreamState> {
+        let limit = self.stream_buffer_limit();
+        let s = self.streams.remove(&id)?;
+        if self.mode.is_congestion() {
+            self.buffered_total = self.buffered_total.saturating_sub(s.buffered(limit));
+        }
+        Some(s)
+    }
+
+    /// The most cells all streams together may have buffered under congestion control.
+    fn circuit_buffer_limit(&self) -> u32 {
+        let streams = u32::try_from(self.streams.len()).unwrap_or(u32::MAX);
+        streams
+            .saturating_mul(XOFF_AT)
+            .saturating_add(CircuitSendWindow::max_window(self.mode))
     }
 
     /// The circuit's current send window in cells, and the last round trip measured on a
@@ -174,7 +196,7 @@ impl StreamSet {
 
     /// Forgets a stream that did not end cleanly: stops its tasks and resets its socket.
     fn abort(&mut self, id: StreamId, why: Truncation) {
-        if let Some(s) = self.streams.remove(&id) {
+        if let Some(s) = self.take_stream(id) {
             if let Some(io) = s.io {
                 io.abort(why);
             }
@@ -194,6 +216,7 @@ impl StreamSet {
         let sendme = self.on_circuit_cell(tag)?;
         let limit = self.stream_buffer_limit();
         let congestion = self.mode.is_congestion();
+        let circuit_limit = self.circuit_buffer_limit();
         match self.streams.get_mut(&id) {
             // A stream we closed: DATA crossing our END is dropped.
             None => Ok([sendme, None]),
@@ -201,6 +224,12 @@ impl StreamSet {
             Some(s) => {
                 let io = s.io.as_ref().ok_or(StreamError::UnknownStream)?;
                 let stream_point = s.recv.on_received()?;
+                if congestion {
+                    self.buffered_total = self.buffered_total.saturating_add(1);
+                    if self.buffered_total > circuit_limit {
+                        return Err(FlowError::WindowExceeded.into());
+                    }
+                }
                 let ack = stream_point.then_some(*tag);
                 // The writer may have ended (socket closed); its failure event closes
                 // the stream.
@@ -226,7 +255,7 @@ impl StreamSet {
         let Some(s) = self.streams.get_mut(&id) else {
             return Ok(());
         };
-        if s.peer_xoff == !on {
+        if s.peer_xoff != on {
             return Ok(());
         }
         s.peer_xoff = !on;
@@ -304,7 +333,7 @@ impl StreamSet {
             }
             if s.local_eof {
                 // Both directions finished: let the writer flush, drop the rest.
-                self.streams.remove(&id);
+                self.take_stream(id);
             }
         } else {
             self.abort(id, Truncation::End(reason));
@@ -358,7 +387,7 @@ impl StreamSet {
                 let s = self.streams.get_mut(&id)?;
                 s.local_eof = true;
                 if s.remote_eof {
-                    self.streams.remove(&id);
+                    self.take_stream(id);
                 }
                 cell(Some(id), RelayMsg::End(EndReason::Done))
             }
@@ -375,6 +404,7 @@ impl StreamSet {
                 if !congestion {
                     return cell(Some(id), RelayMsg::Sendme(Sendme { tag }));
                 }
+                self.buffered_total = self.buffered_total.saturating_sub(DELIVERY_MARK);
                 (s.xoff_sent && s.buffered(limit) <= XON_AT).then_some(())?;
                 s.xoff_sent = false;
                 cell(Some(id), RelayMsg::Xon)

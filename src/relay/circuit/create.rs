@@ -7,12 +7,12 @@ use crate::proto::event_queue::EventSender;
 use tracing::debug;
 
 use crate::cell::chan_msg::BoundedBytes;
+use crate::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
 use crate::cell::{ChanMsg, Create, Created, DestroyReason, HandshakeType};
 use crate::crypto::fast_handshake::fast_relay;
-use crate::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
 use crate::crypto::{relay_handshake, RelayCrypto};
-use crate::proto::congestion::{FlowMode, GRANTED_SENDME_INC};
 use crate::link::PeerKind;
+use crate::proto::congestion::{FlowMode, GRANTED_SENDME_INC};
 use crate::proto::stream::set::StreamSet;
 
 use super::super::events::CircEnd;
