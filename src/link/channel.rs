@@ -17,7 +17,7 @@ use super::record::RecordCipher;
 use super::stats::RecordStats;
 use crate::cell::chan_contexts::LinkRekey;
 use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
-use crate::cell::{ChanCell, ChanCmd};
+use crate::cell::{ChanCell, ChanCmd, CircId};
 
 /// An open, authenticated, encrypted link to one peer.
 ///
@@ -112,12 +112,12 @@ impl ChannelSender {
         self.queue.try_push(cell)
     }
 
-    /// Drops the cells of circuit `circ_id` (its wire id) still queued, when the channel
+    /// Drops the cells of circuit `circ` still queued, when the channel
     /// queues per circuit (fair queueing); returns how many. For a circuit that is being
     /// torn down after its queue stalled: its cells would only be discarded by the peer,
     /// and the room they free lets its DESTROY through.
-    pub fn discard_queued(&self, circ_id: u32) -> usize {
-        self.queue.discard_circuit(circ_id)
+    pub fn discard_queued(&self, circ: CircId) -> usize {
+        self.queue.discard_circuit(circ.get())
     }
 
     /// Encodes and queues a cell.

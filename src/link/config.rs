@@ -69,7 +69,7 @@ pub struct LinkConfig {
     /// The node's byte-rate limit, shared by every channel made with this config (clones
     /// share it): reads from and writes to peers wait for its buckets. `None`: unlimited.
     pub bandwidth: Option<Arc<BandwidthShaper>>,
-    /// Whether the writer serves the circuits of a channel fairly (docs/protocol.md §5.8,
+    /// Whether the writer serves the circuits of a channel fairly (docs/protocol.md §5.7,
     /// local): per-circuit queues, the circuit that sent least recently first, each
     /// circuit held to a quarter of [`Self::outbound_queue_cells`]. `false`: one FIFO for
     /// every circuit, where one bulk circuit's backlog delays every other circuit's cells

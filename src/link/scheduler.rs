@@ -1,5 +1,5 @@
 //! The circuit scheduler of a channel's outbound queue: which queued cell the writer seals
-//! next (docs/protocol.md §5.8, local behaviour).
+//! next (docs/protocol.md §5.7, local behaviour).
 //!
 //! One FIFO per circuit (keyed by the circuit id in the cell's first bytes) and one for
 //! the channel's own cells (circuit id 0, and any REKEY), which always go first. Among
