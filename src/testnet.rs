@@ -67,6 +67,9 @@ pub struct TestNetConfig {
     /// every UDP flow; the other exits allow UDP as their TCP policy allows TCP (loopback
     /// included). Empty by default: every exit carries UDP.
     pub exits_without_udp: Vec<usize>,
+    /// The relays' `[relay] fair_queueing` (default true): false queues every circuit of
+    /// a channel in one FIFO, to measure what fair queueing changes.
+    pub fair_queueing: bool,
 }
 
 impl Default for TestNetConfig {
@@ -85,6 +88,7 @@ impl Default for TestNetConfig {
             check_exits: false,
             exit_connectors: Vec::new(),
             exits_without_udp: Vec::new(),
+            fair_queueing: true,
         }
     }
 }
@@ -278,6 +282,7 @@ impl TestNet {
                     exit: None,
                     clock: cfg.clock.clone(),
                     bandwidth: None,
+                    fair_queueing: true,
                 },
                 RelayKeys::generate(&cfg.clock),
             )
@@ -371,6 +376,7 @@ impl TestNet {
                 exit,
                 clock: self.clock.clone(),
                 bandwidth: self.config.relay_bandwidth.get(i).copied().flatten(),
+                fair_queueing: self.config.fair_queueing,
             },
             keys,
         )

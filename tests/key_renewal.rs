@@ -39,6 +39,7 @@ async fn start(clock: &Clock, keys: RelayKeys) -> RelayHandle {
         exit: None,
         clock: clock.clone(),
         bandwidth: None,
+        fair_queueing: true,
     };
     relay::start(config, keys).await.unwrap()
 }

@@ -715,15 +715,17 @@ async fn rekey_flood_from_a_peer_closes_the_channel() {
         .await
         .unwrap();
     let mut r = server.await.unwrap().unwrap();
-    // A queued REKEY cell makes our writer rekey at once: the flood.
+    // A queued REKEY cell makes our writer rekey at once: the flood. (After cell 0 has
+    // arrived: the queue sends the channel's own cells, REKEY included, before the
+    // circuits' cells queued earlier.)
     let rekey = ChanCell::channel(ChanMsg::Rekey).unwrap().encode().unwrap();
     c.sender.send_raw(numbered_cell(0)).await.unwrap();
+    assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), 0);
     for _ in 0..20 {
         if c.sender.send_raw(rekey).await.is_err() {
             break;
         }
     }
-    assert_eq!(seq_of(&r.receiver.recv().await.unwrap().unwrap()), 0);
     let err = r.receiver.recv().await.unwrap_err();
     assert!(
         matches!(err, LinkError::Protocol(m) if m.contains("REKEY")),

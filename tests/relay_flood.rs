@@ -41,6 +41,7 @@ async fn create_flood_is_refused_and_existing_circuits_keep_working() {
             exit: None,
             clock: allium::clock::Clock::system(),
             bandwidth: None,
+            fair_queueing: true,
         },
         RelayKeys::generate(&allium::clock::Clock::system()),
     )

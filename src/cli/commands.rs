@@ -258,6 +258,7 @@ pub(crate) async fn relay(path: &Path) -> CmdResult {
             exit,
             clock,
             bandwidth,
+            fair_queueing: r.fair_queueing,
         },
         keys,
     )
@@ -315,6 +316,7 @@ pub(crate) async fn authority(path: &Path) -> CmdResult {
             exit: None,
             clock,
             bandwidth: None,
+            fair_queueing: true,
         },
         keys,
     )

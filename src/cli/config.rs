@@ -120,6 +120,11 @@ pub struct RelaySection {
     /// Bytes the relay may pass at once above `bandwidth_rate` after a quiet period
     /// (default: the rate); at least one record. Needs `bandwidth_rate`.
     pub bandwidth_burst: Option<u64>,
+    /// Serve the circuits sharing a channel fairly (default true): the circuit that sent
+    /// least recently goes first, so one bulk circuit cannot delay the others. false: one
+    /// FIFO per channel (for measurements).
+    #[serde(default = "yes")]
+    pub fair_queueing: bool,
 }
 
 impl RelaySection {

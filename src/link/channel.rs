@@ -4,20 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::circ_ids::CircIdAllocator;
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
+use super::out_queue::{OutQueue, TrySendError};
 use super::peer::PeerKind;
 use super::reader::RecordReader;
 use super::record::RecordCipher;
 use super::stats::RecordStats;
 use crate::cell::chan_contexts::LinkRekey;
 use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
-use crate::cell::{ChanCell, ChanCmd};
+use crate::cell::{ChanCell, ChanCmd, CircId};
 
 /// An open, authenticated, encrypted link to one peer.
 ///
@@ -47,16 +47,36 @@ pub struct Channel {
     pub stats: Arc<RecordStats>,
 }
 
-/// The sending half of a channel. Cloneable; all clones feed one bounded queue.
-#[derive(Debug, Clone)]
+/// The sending half of a channel. Cloneable; all clones feed one bounded queue, which
+/// the writer serves fairly between circuits ([`LinkConfig::fair_queueing`]).
+///
+/// [`LinkConfig::fair_queueing`]: super::LinkConfig::fair_queueing
+#[derive(Debug)]
 pub struct ChannelSender {
-    tx: mpsc::Sender<[u8; CELL_LEN]>,
+    queue: Arc<OutQueue>,
     close: CloseSignal,
 }
 
+impl Clone for ChannelSender {
+    fn clone(&self) -> Self {
+        self.queue.add_sender();
+        ChannelSender {
+            queue: self.queue.clone(),
+            close: self.close.clone(),
+        }
+    }
+}
+
+impl Drop for ChannelSender {
+    fn drop(&mut self) {
+        self.queue.drop_sender();
+    }
+}
+
 impl ChannelSender {
-    pub(crate) fn new(tx: mpsc::Sender<[u8; CELL_LEN]>, close: CloseSignal) -> Self {
-        ChannelSender { tx, close }
+    /// The first sender of `queue` (which counts it already).
+    pub(crate) fn new(queue: Arc<OutQueue>, close: CloseSignal) -> Self {
+        ChannelSender { queue, close }
     }
 
     /// Queues an encoded cell. Waits while the queue is full (backpressure); fails with
@@ -66,11 +86,19 @@ impl ChannelSender {
     /// it asks the writer to replace the sending key now, which it does by sealing the
     /// canonical REKEY cell in its place (docs/protocol.md §5.5.1). The link layer rekeys
     /// on its own; a peer closes a channel that rekeys more often than the protocol allows.
+    ///
+    /// Order: a circuit's cells go out in the order they were queued, and so do the
+    /// channel's own cells (circuit id 0, and REKEY). With fair queueing the channel's own
+    /// cells go before circuits' cells queued earlier, and circuits take turns (see
+    /// `link::scheduler`); without it, everything goes in the order it was queued.
     pub async fn send_raw(&self, cell: [u8; CELL_LEN]) -> LinkResult<()> {
         if self.close.is_closed() {
             return Err(LinkError::Closed);
         }
-        self.tx.send(cell).await.map_err(|_| LinkError::Closed)
+        self.queue
+            .push(&cell, &self.close)
+            .await
+            .map_err(|_| LinkError::Closed)
     }
 
     /// Queues an encoded cell if there is room now, without waiting: the cheap first try
@@ -81,14 +109,15 @@ impl ChannelSender {
         if self.close.is_closed() {
             return Err(TrySendError::Closed);
         }
-        match self.tx.try_reserve() {
-            Ok(permit) => {
-                permit.send(*cell);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(())) => Err(TrySendError::Full),
-            Err(mpsc::error::TrySendError::Closed(())) => Err(TrySendError::Closed),
-        }
+        self.queue.try_push(cell)
+    }
+
+    /// Drops the cells of circuit `circ` still queued, when the channel
+    /// queues per circuit (fair queueing); returns how many. For a circuit that is being
+    /// torn down after its queue stalled: its cells would only be discarded by the peer,
+    /// and the room they free lets its DESTROY through.
+    pub fn discard_queued(&self, circ: CircId) -> usize {
+        self.queue.discard_circuit(circ.get())
     }
 
     /// Encodes and queues a cell.
@@ -110,15 +139,6 @@ impl ChannelSender {
     pub async fn closed(&self) {
         self.close.closed().await;
     }
-}
-
-/// Why [`ChannelSender::try_send_raw`] did not queue a cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrySendError {
-    /// The queue is full (the peer is not taking cells as fast as they come).
-    Full,
-    /// The channel is closed.
-    Closed,
 }
 
 /// How often the peer may rekey (docs/protocol.md §5.5.1).
@@ -447,19 +467,33 @@ mod tests {
     /// waiting (the cell stays with the caller), and reports a closed channel.
     #[tokio::test]
     async fn try_send_reports_full_and_closed_without_waiting() {
-        let (tx, mut rx) = mpsc::channel(1);
-        let sender = ChannelSender::new(tx, CloseSignal::new());
-        let cell = [7u8; CELL_LEN];
-        assert_eq!(sender.try_send_raw(&cell), Ok(()));
-        assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Full));
-        assert_eq!(rx.recv().await, Some(cell));
-        assert_eq!(sender.try_send_raw(&cell), Ok(()));
-        sender.close();
-        assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Closed));
-        // The writer gone (queue receiver dropped) is a closed channel too.
-        let (tx, rx) = mpsc::channel(1);
-        let sender = ChannelSender::new(tx, CloseSignal::new());
-        drop(rx);
-        assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Closed));
+        for fair in [true, false] {
+            let queue = Arc::new(OutQueue::new(1, fair));
+            let sender = ChannelSender::new(queue.clone(), CloseSignal::new());
+            let cell = [7u8; CELL_LEN];
+            assert_eq!(sender.try_send_raw(&cell), Ok(()));
+            assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Full));
+            assert_eq!(queue.pop(Instant::now()), Some(cell));
+            assert_eq!(sender.try_send_raw(&cell), Ok(()));
+            sender.close();
+            assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Closed));
+            // The writer gone is a closed channel too.
+            let queue = Arc::new(OutQueue::new(1, fair));
+            let sender = ChannelSender::new(queue.clone(), CloseSignal::new());
+            queue.writer_gone();
+            assert_eq!(sender.try_send_raw(&cell), Err(TrySendError::Closed));
+        }
+    }
+
+    /// Clones count as senders: the queue is finished only when the last one is gone.
+    #[test]
+    fn the_last_sender_finishes_the_queue() {
+        let queue = Arc::new(OutQueue::new(4, true));
+        let sender = ChannelSender::new(queue.clone(), CloseSignal::new());
+        let other = sender.clone();
+        drop(sender);
+        assert!(!queue.finished());
+        drop(other);
+        assert!(queue.finished());
     }
 }

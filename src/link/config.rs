@@ -12,6 +12,12 @@ use super::bandwidth_limit::BandwidthShaper;
 pub(crate) const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
 /// Default [`LinkConfig::rekey_after`]: one hour.
 pub(crate) const DEFAULT_REKEY_AFTER: Duration = Duration::from_secs(60 * 60);
+/// Default [`LinkConfig::tcp_notsent_lowat`]: 32 KiB, about one full writer batch (65
+/// records of 533 bytes, 34 KiB): enough unsent data for the kernel to keep sending while
+/// the writer prepares the next batch, so throughput holds, while a cell queued now
+/// waits behind at most ~32 KiB in the kernel (a quarter of a millisecond at 1 Gbit/s)
+/// instead of the whole socket buffer.
+pub const DEFAULT_TCP_NOTSENT_LOWAT: u32 = 32 * 1024;
 /// The protocol's bound on a peer's rekeying (docs/protocol.md §5.5.1): a REKEY that
 /// retires a key which protected fewer records than this (the REKEY included) ...
 pub const REKEY_MIN_RECORDS: u64 = 1000;
@@ -63,6 +69,18 @@ pub struct LinkConfig {
     /// The node's byte-rate limit, shared by every channel made with this config (clones
     /// share it): reads from and writes to peers wait for its buckets. `None`: unlimited.
     pub bandwidth: Option<Arc<BandwidthShaper>>,
+    /// Whether the writer serves the circuits of a channel fairly (docs/protocol.md §5.7,
+    /// local): per-circuit queues, the circuit that sent least recently first, each
+    /// circuit held to a quarter of [`Self::outbound_queue_cells`]. `false`: one FIFO for
+    /// every circuit, where one bulk circuit's backlog delays every other circuit's cells
+    /// (kept to measure the difference).
+    pub fair_queueing: bool,
+    /// `TCP_NOTSENT_LOWAT` on channel sockets (Linux): the kernel takes more of our bytes
+    /// only while fewer than this many it holds are unsent. Without it the socket buffer
+    /// (megabytes under autotuning) holds the backlog in arrival order, where no scheduler
+    /// can reorder it; with it the backlog stays in our queue, where fair queueing applies
+    /// (Tor's KIST idea). See [`DEFAULT_TCP_NOTSENT_LOWAT`]. `None`: the system's default.
+    pub tcp_notsent_lowat: Option<u32>,
 }
 
 impl Default for LinkConfig {
@@ -79,6 +97,8 @@ impl Default for LinkConfig {
             peer_rekey_min_interval: REKEY_MIN_INTERVAL,
             clock: Clock::system(),
             bandwidth: None,
+            fair_queueing: true,
+            tcp_notsent_lowat: Some(DEFAULT_TCP_NOTSENT_LOWAT),
         }
     }
 }

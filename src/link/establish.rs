@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::auth::LinkAuth;
@@ -16,6 +15,7 @@ use super::close::CloseSignal;
 use super::config::LinkConfig;
 use super::error::{LinkError, LinkResult};
 use super::handshake::{initiate, respond, Established};
+use super::out_queue::OutQueue;
 use super::peer::PeerKind;
 use super::reader::RecordReader;
 use super::stats::RecordStats;
@@ -122,6 +122,19 @@ fn detect_dead_peer(stream: &TcpStream, timeout: std::time::Duration) {
     }
 }
 
+/// Keeps the kernel from holding more than `lowat` unsent bytes of `stream`
+/// ([`LinkConfig::tcp_notsent_lowat`]): the rest of the backlog stays in the channel's
+/// queue, where the scheduler decides the order. Best effort: without it the channel
+/// works, with the socket buffer in arrival order in front of the scheduler.
+fn keep_backlog_queued(stream: &TcpStream, lowat: u32) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(lowat) {
+        debug!("link: cannot set TCP_NOTSENT_LOWAT: {e}");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, lowat);
+}
+
 /// Splits the stream, runs one side of the handshake, and starts the channel's writer task.
 async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkResult<Channel> {
     // Cells are small and latency matters more than packet count: batching happens in the
@@ -132,6 +145,9 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     let peer_addr = stream.peer_addr()?;
     if let Some(t) = cfg.dead_peer_timeout {
         detect_dead_peer(&stream, t);
+    }
+    if let Some(lowat) = cfg.tcp_notsent_lowat {
+        keep_backlog_queued(&stream, lowat);
     }
     let (read_half, mut write_half) = stream.into_split();
     let stats = Arc::new(RecordStats::default());
@@ -177,9 +193,9 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
 
     let close = CloseSignal::new();
     reader.set_open_channel(cfg.idle_timeout, close.clone());
-    let (tx, rx) = mpsc::channel(cfg.outbound_queue_cells.max(1));
+    let queue = Arc::new(OutQueue::new(cfg.outbound_queue_cells, cfg.fair_queueing));
     let writer = RecordWriter {
-        rx,
+        queue: queue.clone(),
         stream: write_half,
         cipher: est.send,
         close: close.clone(),
@@ -197,7 +213,7 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
     };
 
     Ok(Channel {
-        sender: ChannelSender::new(tx, close.clone()),
+        sender: ChannelSender::new(queue, close.clone()),
         receiver: ChannelReceiver::new(reader, est.recv, floor, close),
         peer: est.peer,
         is_initiator,

@@ -7,8 +7,9 @@
 //!   with per-direction ChaCha20-Poly1305 keys and u64 counters once the handshake is done;
 //!   each direction's key is replaced every so many records and minutes, signalled by a
 //!   REKEY cell from its sender (forward secret: the old key is erased);
-//! - the writer task batches queued cells into one write ([`writer`]); the reader decrypts
-//!   in place out of a large buffer.
+//! - the writer task batches queued cells into one write ([`writer`]), taking them from
+//!   per-circuit queues in fair order ([`scheduler`]); the reader decrypts in place out of
+//!   a large buffer.
 //!
 //! Relays prove their long-term ed25519 identity with a link-key certificate ([`cert`]);
 //! clients prove nothing and stay anonymous.
@@ -25,9 +26,11 @@ mod establish;
 pub(crate) mod handshake;
 pub(crate) mod keepalive;
 pub(crate) mod mux;
+pub(crate) mod out_queue;
 pub(crate) mod peer;
 mod reader;
 pub(crate) mod record;
+pub(crate) mod scheduler;
 pub(crate) mod stats;
 mod version;
 pub(crate) mod writer;
@@ -35,11 +38,12 @@ pub(crate) mod writer;
 pub use auth::LinkAuth;
 pub use bandwidth_limit::{BandwidthLimit, BandwidthLimitError, BandwidthShaper};
 pub use cert::{LinkKeyCert, CERT_LEN};
-pub use channel::{Channel, ChannelReceiver, ChannelSender, TrySendError};
+pub use channel::{Channel, ChannelReceiver, ChannelSender};
 pub use circ_ids::CircIdAllocator;
-pub use config::{LinkConfig, REKEY_MIN_INTERVAL, REKEY_MIN_RECORDS};
+pub use config::{LinkConfig, DEFAULT_TCP_NOTSENT_LOWAT, REKEY_MIN_INTERVAL, REKEY_MIN_RECORDS};
 pub use error::{LinkError, LinkResult};
 pub use establish::{accept, connect};
+pub use out_queue::{per_circuit_cap, TrySendError};
 pub use peer::PeerKind;
 pub use record::{RecordCipher, RECORD_LEN};
 pub use stats::RecordStats;

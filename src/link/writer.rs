@@ -4,7 +4,8 @@
 //! Syscalls dominate link cost (one write per cell caps a relay at ~1/4 of what batched
 //! writes allow, ../shared/reference/machine-limits.md), so the task waits for one cell,
 //! then takes whatever else is already queued (up to [`MAX_BATCH`] more), seals them all
-//! into one reused buffer and writes once.
+//! into one reused buffer and writes once. Which queued cell comes next is the queue's
+//! choice ([`OutQueue`]: fair between circuits, or FIFO).
 //!
 //! The writer also replaces the sending key (docs/protocol.md §5.5.1): when the key has
 //! sealed its budget of records, or a while after its first record, it seals a REKEY cell
@@ -17,13 +18,13 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::bandwidth_limit::BandwidthShaper;
 use super::close::CloseSignal;
 use super::error::{LinkError, LinkResult};
+use super::out_queue::OutQueue;
 use super::record::{RecordCipher, RECORD_LEN, RECORD_TAG_LEN};
 use super::stats::RecordStats;
 use crate::cell::consts::{CELL_LEN, CIRC_ID_LEN};
@@ -52,7 +53,7 @@ pub(crate) struct RekeyPolicy {
 
 /// Everything the writer task owns.
 pub(crate) struct RecordWriter {
-    pub(crate) rx: mpsc::Receiver<[u8; CELL_LEN]>,
+    pub(crate) queue: Arc<OutQueue>,
     pub(crate) stream: OwnedWriteHalf,
     pub(crate) cipher: RecordCipher,
     pub(crate) close: CloseSignal,
@@ -120,6 +121,8 @@ impl RecordWriter {
     /// the TCP write half down and marks the channel closed.
     pub(crate) async fn run(mut self) {
         let result = self.pump().await;
+        // Senders must not wait for a writer that is gone, nor cells stay queued for it.
+        self.queue.writer_gone();
         // Dropping every sender is the graceful close: the queue has been flushed. Any
         // other exit also closes the channel, since a channel that cannot send is dead.
         let _ = self.stream.shutdown().await;
@@ -146,18 +149,19 @@ impl RecordWriter {
         tokio::pin!(timer);
         let mut timer_armed = self.cipher.records_under_key() > 0;
         loop {
-            // (a queued cell, whether the rekey timer fired)
-            let (queued, timer_fired) = tokio::select! {
+            let timer_fired = tokio::select! {
                 biased;
                 () = self.close.closed() => return Ok(()),
                 // Before the queue, so a busy channel cannot starve the timer.
-                () = &mut timer, if timer_armed => (None, true),
-                c = self.rx.recv() => match c {
-                    Some(cell) => (Some(cell), false),
-                    // Every sender is gone.
-                    None => return Ok(()),
-                },
+                () = &mut timer, if timer_armed => true,
+                () = self.queue.ready() => false,
             };
+            // Every sender is gone and everything they queued is written.
+            if !timer_fired && self.queue.finished() {
+                return Ok(());
+            }
+            // One clock read per batch: the scheduler's decay needs no finer time.
+            let now = Instant::now();
             buf.clear();
             let mut sealer = Sealer {
                 cipher: &mut self.cipher,
@@ -166,22 +170,24 @@ impl RecordWriter {
                 records: 0,
                 rekeyed: false,
             };
-            let first = if timer_fired {
+            if timer_fired {
                 sealer.push_rekey(&mut buf)?;
-                self.rx.try_recv().ok()
-            } else {
-                queued
-            };
-            if let Some(first) = first {
-                sealer.push(&mut buf, &first)?;
-                for _ in 0..MAX_BATCH {
-                    match self.rx.try_recv() {
-                        Ok(cell) => sealer.push(&mut buf, &cell)?,
-                        Err(_) => break,
-                    }
-                }
+            }
+            let mut taken = 0;
+            while taken <= MAX_BATCH {
+                let Some(cell) = self.queue.pop(now) else {
+                    break;
+                };
+                sealer.push(&mut buf, &cell)?;
+                taken += 1;
             }
             let (records, rekeyed) = (sealer.records, sealer.rekeyed);
+            if taken > 0 {
+                self.queue.made_room();
+            }
+            if buf.is_empty() {
+                continue;
+            }
             // Once per batch: a new key's timer starts with the batch of its first record.
             if rekeyed {
                 timer_armed = false;
@@ -199,7 +205,7 @@ impl RecordWriter {
                 r = write_shaped(&mut self.stream, &buf, self.bandwidth.as_deref()) => r?,
             }
             self.stats.on_write(records, buf.len());
-            release_if_drained(&mut buf, self.rx.is_empty());
+            release_if_drained(&mut buf, self.queue.is_empty());
         }
     }
 }
@@ -240,6 +246,7 @@ async fn write_shaped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::ChannelSender;
     use tokio::io::AsyncReadExt;
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::{TcpListener, TcpStream};
@@ -249,7 +256,7 @@ mod tests {
 
     /// A started writer over a fresh TCP connection, sealing under [`KEY`] from counter 0.
     struct Harness {
-        tx: mpsc::Sender<[u8; CELL_LEN]>,
+        tx: ChannelSender,
         stats: Arc<RecordStats>,
         /// The peer's end: raw records arrive here.
         wire: OwnedReadHalf,
@@ -259,22 +266,29 @@ mod tests {
     }
 
     /// `queued` cells are in the queue before the writer starts, so they form one batch.
+    /// The queue is fair between circuits.
     async fn start(policy: RekeyPolicy, queued: &[[u8; CELL_LEN]]) -> Harness {
+        start_with(policy, queued, true).await
+    }
+
+    async fn start_with(policy: RekeyPolicy, queued: &[[u8; CELL_LEN]], fair: bool) -> Harness {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (ours, theirs) = tokio::join!(TcpStream::connect(addr), l.accept());
         let (our_read, our_write) = ours.unwrap().into_split();
         let (wire, their_write) = theirs.unwrap().0.into_split();
-        let (tx, rx) = mpsc::channel(256);
+        let queue = Arc::new(OutQueue::new(256, fair));
+        let close = CloseSignal::new();
+        let tx = ChannelSender::new(queue.clone(), close.clone());
         for cell in queued {
-            tx.try_send(*cell).unwrap();
+            tx.try_send_raw(cell).unwrap();
         }
         let stats = Arc::new(RecordStats::default());
         let w = RecordWriter {
-            rx,
+            queue,
             stream: our_write,
             cipher: RecordCipher::new(&KEY),
-            close: CloseSignal::new(),
+            close,
             stats: stats.clone(),
             rekey: policy,
             bandwidth: None,
@@ -365,19 +379,29 @@ mod tests {
     }
 
     /// A REKEY cell queued by the owner (with junk in it) is a rekey now: the canonical
-    /// REKEY goes out and the key changes after it.
+    /// REKEY goes out and the key changes after it. In a FIFO queue it keeps its place
+    /// among all cells; with fair queueing it is one of the channel's own cells, which go
+    /// before the circuits' (in their own order).
     #[tokio::test]
     async fn queued_rekey_is_a_rekey_now() {
         let mut junk = [7u8; CELL_LEN];
         junk[CIRC_ID_LEN] = ChanCmd::Rekey.code();
+        let mut padding = [0u8; CELL_LEN];
+        padding[CIRC_ID_LEN] = ChanCmd::Padding.code();
         let policy = RekeyPolicy {
             after_records: 1 << 20,
             after: HOUR,
         };
-        let mut h = start(policy, &[cell(1), junk, cell(2)]).await;
-        assert_eq!(h.next().await, cell(1));
-        assert_eq!(h.next().await, REKEY_CELL);
-        assert_eq!(h.next().await, cell(2));
+        let queued = [cell(1), padding, junk, cell(2)];
+        let mut h = start_with(policy, &queued, false).await;
+        for want in [cell(1), padding, REKEY_CELL, cell(2)] {
+            assert_eq!(h.next().await, want);
+        }
+        assert_eq!(h.stats.rekeys_sent(), 1);
+        let mut h = start_with(policy, &queued, true).await;
+        for want in [padding, REKEY_CELL, cell(1), cell(2)] {
+            assert_eq!(h.next().await, want);
+        }
         assert_eq!(h.stats.rekeys_sent(), 1);
     }
 
@@ -400,7 +424,7 @@ mod tests {
         tokio::time::pause();
         tokio::time::advance(10 * after).await;
         tokio::time::resume();
-        h.tx.send(cell(2)).await.unwrap();
+        h.tx.send_raw(cell(2)).await.unwrap();
         assert_eq!(h.next().await, cell(2));
         // ...and now the timer runs again.
         assert_eq!(h.next().await, REKEY_CELL);
@@ -419,7 +443,7 @@ mod tests {
         let tx = h.tx.clone();
         let feeder = tokio::spawn(async move {
             let mut i = 0u8;
-            while tx.send(cell(i)).await.is_ok() {
+            while tx.send_raw(cell(i)).await.is_ok() {
                 i = i.wrapping_add(1);
             }
         });

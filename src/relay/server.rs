@@ -41,6 +41,9 @@ pub struct RelayConfig {
     /// The operator's byte-rate limit on everything read from and written to other nodes'
     /// channels (each direction on its own); `None`: unlimited.
     pub bandwidth: Option<BandwidthLimit>,
+    /// Serve the circuits of each channel fairly (`[relay] fair_queueing`, see
+    /// [`LinkConfig::fair_queueing`]); false: one FIFO per channel.
+    pub fair_queueing: bool,
 }
 
 /// A running relay. Dropping the handle does not stop it; call [`RelayHandle::shutdown`].
@@ -128,6 +131,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         clock: config.clock.clone(),
         // One shaper for the whole relay: inbound and outbound channels share its buckets.
         bandwidth: config.bandwidth.map(|l| Arc::new(BandwidthShaper::new(l))),
+        fair_queueing: config.fair_queueing,
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {

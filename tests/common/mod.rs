@@ -48,6 +48,7 @@ pub async fn start_relay_limited(
         exit: exit.map(ExitConfig::new),
         clock: allium::clock::Clock::system(),
         bandwidth,
+        fair_queueing: true,
     };
     let keys = RelayKeys::generate(&config.clock);
     relay::start(config, keys).await.unwrap()
@@ -120,6 +121,7 @@ pub async fn udp_exit_relays(
         exit: Some(exit),
         clock: allium::clock::Clock::system(),
         bandwidth: None,
+        fair_queueing: true,
     };
     let keys = RelayKeys::generate(&config.clock);
     vec![

@@ -456,6 +456,7 @@ mod tests {
             exit,
             clock: Clock::system(),
             bandwidth: None,
+            fair_queueing: true,
         };
         let keys = RelayKeys::generate(&config.clock);
         relay::start(config, keys).await.unwrap()

@@ -81,6 +81,9 @@ impl Circuit {
     pub(super) async fn send_destroy(&self, end: &CircEnd, side: Side, t: &Teardown) {
         let msg = ChanMsg::Destroy(t.reason);
         if t.stalled == Some(side) {
+            // The circuit's cells still queued there would only be discarded by the peer
+            // with the circuit; the room they free lets the DESTROY through.
+            end.chan.sender.discard_queued(end.id);
             if let Ok(cell) = ChanCell::circuit(end.id, msg).and_then(|c| c.encode()) {
                 let _ = end.chan.sender.try_send_raw(&cell);
             }

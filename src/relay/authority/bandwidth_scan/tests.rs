@@ -71,6 +71,7 @@ async fn start_relay(clock: &Clock) -> RelayHandle {
             exit: None,
             clock: clock.clone(),
             bandwidth: None,
+            fair_queueing: true,
         },
         RelayKeys::generate(clock),
     )
