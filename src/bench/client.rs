@@ -110,10 +110,29 @@ pub(crate) async fn socks5_connect(
     socks: SocketAddr,
     target: SocketAddr,
 ) -> std::io::Result<TcpStream> {
+    socks5_connect_as(socks, target, None).await
+}
+
+/// [`socks5_connect`], authenticating as `user` (empty password) if given: proxies that
+/// isolate by credentials (allium, Tor) put each user's streams on circuits of its own.
+pub(crate) async fn socks5_connect_as(
+    socks: SocketAddr,
+    target: SocketAddr,
+    user: Option<&str>,
+) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(socks).await?;
     s.set_nodelay(true)?;
-    // Greeting and request pipelined: one round trip to the proxy fewer.
-    let mut req = vec![5u8, 1, 0, 5, 1, 0];
+    // Greeting (and credentials) and request pipelined: fewer round trips to the proxy.
+    let method = if user.is_some() { 2u8 } else { 0 };
+    let mut req = vec![5u8, 1, method];
+    if let Some(user) = user {
+        let name = user.as_bytes();
+        let len = u8::try_from(name.len()).map_err(|_| io_err("SOCKS user name too long"))?;
+        req.extend_from_slice(&[1, len]);
+        req.extend_from_slice(name);
+        req.push(0); // empty password
+    }
+    req.extend_from_slice(&[5, 1, 0]);
     match target {
         SocketAddr::V4(a) => {
             req.push(1);
@@ -126,10 +145,19 @@ pub(crate) async fn socks5_connect(
     }
     req.extend_from_slice(&target.port().to_be_bytes());
     s.write_all(&req).await?;
-    let mut method = [0u8; 2];
-    s.read_exact(&mut method).await?;
-    if method != [5, 0] {
-        return Err(io_err(format!("SOCKS proxy refused no-auth: {method:?}")));
+    let mut chosen = [0u8; 2];
+    s.read_exact(&mut chosen).await?;
+    if chosen != [5, method] {
+        return Err(io_err(format!(
+            "SOCKS proxy refused method {method}: {chosen:?}"
+        )));
+    }
+    if user.is_some() {
+        let mut status = [0u8; 2];
+        s.read_exact(&mut status).await?;
+        if status[1] != 0 {
+            return Err(io_err("SOCKS proxy refused the user name"));
+        }
     }
     let mut head = [0u8; 4];
     s.read_exact(&mut head).await?;

@@ -52,6 +52,13 @@ pub enum BenchSub {
     /// UDP flows: datagram loss and round trips through 3 and 6 hops, datagrams per
     /// second per circuit, on an in-process test network (docs/PERFORMANCE.md).
     Udp(super::udp::UdpBenchArgs),
+    /// Relays in network namespaces behind links with delay and a rate limit: a long path
+    /// (fixed windows vs congestion control) and a bottleneck (interactive round trips
+    /// under bulk load). Needs root, `ip` and `tc` (docs/PERFORMANCE.md, "Real links").
+    RealLinks(super::real_links::RealLinksArgs),
+    /// A TCP forwarder adding a fixed delay each way (one per relay of `real-links`), or
+    /// with --measure its own precision and throughput ceiling.
+    DelayLink(super::delay_link_cmd::DelayLinkArgs),
 }
 
 /// Runs a bench of [`BenchSub`].
@@ -60,6 +67,8 @@ pub(crate) fn run(sub: BenchSub) -> Result<(), String> {
         BenchSub::Dir(args) => bench_dir(args),
         BenchSub::DirChild(args) => dir_child(args),
         BenchSub::Udp(args) => super::udp::run(args),
+        BenchSub::RealLinks(args) => super::real_links::run(args),
+        BenchSub::DelayLink(args) => super::delay_link_cmd::run(args),
     }
 }
 

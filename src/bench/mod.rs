@@ -6,10 +6,16 @@
 //! and figures: docs/PERFORMANCE.md.
 
 pub(crate) mod client;
+pub(crate) mod delay_link;
+pub(crate) mod delay_link_cmd;
 pub(crate) mod dir;
 pub(crate) mod dir_sim;
+pub(crate) mod interactive;
 pub(crate) mod memory;
+pub(crate) mod netbed;
 pub(crate) mod procs;
+pub(crate) mod real_links;
+pub(crate) mod real_links_net;
 pub(crate) mod relay_probe;
 pub(crate) mod udp;
 
