@@ -618,6 +618,21 @@ mod tests {
         )
         .is_err());
     }
+
+    /// `[relay] fair_queueing`: on unless set to false; not a boolean is refused.
+    #[test]
+    fn fair_queueing_defaults_to_on() {
+        let parse = |extra: &str| {
+            toml::from_str::<RelayFile>(&format!(
+                "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nauthorities = []\n{extra}"
+            ))
+            .map(|f| f.relay.fair_queueing)
+        };
+        assert!(parse("").unwrap());
+        assert!(parse("fair_queueing = true\n").unwrap());
+        assert!(!parse("fair_queueing = false\n").unwrap());
+        assert!(parse("fair_queueing = \"no\"\n").is_err());
+    }
 }
 
 #[cfg(test)]

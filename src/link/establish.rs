@@ -228,3 +228,19 @@ async fn handshake(stream: TcpStream, cfg: &LinkConfig, role: Role<'_>) -> LinkR
         stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option reaches the socket (Linux; elsewhere it is not set).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn notsent_lowat_is_set_on_the_socket() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        keep_backlog_queued(&s, 32 * 1024);
+        let got = socket2::SockRef::from(&s).tcp_notsent_lowat().unwrap();
+        assert_eq!(got, 32 * 1024);
+    }
+}

@@ -59,7 +59,6 @@ impl State {
 }
 
 /// The queue between a channel's senders and its writer task.
-#[derive(Debug)]
 pub(crate) struct OutQueue {
     state: Mutex<State>,
     /// Wakes the writer: a cell was queued, or the last sender left.
@@ -76,6 +75,19 @@ pub(crate) struct OutQueue {
 /// three quarters for the others.
 pub fn per_circuit_cap(capacity: usize) -> usize {
     (capacity / 4).max(1)
+}
+
+impl std::fmt::Debug for OutQueue {
+    /// Counts only: a channel's sender in a debug line must not dump queued cells.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("OutQueue")
+            .field("queued", &st.len())
+            .field("capacity", &st.capacity)
+            .field("fair", &matches!(st.cells, Discipline::Fair(_)))
+            .field("senders", &st.senders)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutQueue {
@@ -312,6 +324,16 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), Err(TrySendError::Closed));
         assert!(q.is_empty());
         assert_eq!(q.try_push(&cell(3)), Err(TrySendError::Closed));
+    }
+
+    /// Debug output shows counts, never the cells.
+    #[test]
+    fn debug_shows_no_cells() {
+        let q = OutQueue::new(8, true);
+        q.try_push(&[0xab; CELL_LEN]).unwrap();
+        let shown = format!("{q:?}");
+        assert!(shown.contains("queued: 1"), "{shown}");
+        assert!(!shown.contains("171"), "{shown}");
     }
 
     /// A discarded circuit's cells leave the channel bound at once.

@@ -192,6 +192,9 @@ impl Scheduler {
     /// Takes the next cell to send at `now`: the channel's own first, then one of the
     /// circuit with the lowest count.
     pub(crate) fn pop(&mut self, now: Instant) -> Option<[u8; CELL_LEN]> {
+        if now.saturating_duration_since(self.swept) >= HALF_LIFE {
+            self.sweep(now);
+        }
         if let Some(cell) = self.chan.pop_front() {
             self.len -= 1;
             if self.chan.is_empty() {
@@ -215,7 +218,11 @@ impl Scheduler {
             if count >= REMEMBER_MIN * w {
                 self.recent.insert(id, count);
             }
-            self.after_drain(now, w);
+            // Give the maps' room back once nothing is queued.
+            if self.circs.is_empty() {
+                self.circs = HashMap::new();
+                self.heap = BinaryHeap::new();
+            }
         } else {
             top.count = count;
             self.seq += 1;
@@ -228,18 +235,14 @@ impl Scheduler {
         cell
     }
 
-    /// A circuit's queue emptied: once per half-life, forget counts that decayed below
-    /// [`REMEMBER_MIN`]; and give back the maps' room once nothing is queued.
-    fn after_drain(&mut self, now: Instant, w: f64) {
-        if now.saturating_duration_since(self.swept) >= HALF_LIFE {
-            self.recent.retain(|_, c| *c >= REMEMBER_MIN * w);
-            self.recent.shrink_to_fit();
-            self.swept = now;
-        }
-        if self.circs.is_empty() {
-            self.circs = HashMap::new();
-            self.heap = BinaryHeap::new();
-        }
+    /// Forgets the counts that decayed below [`REMEMBER_MIN`] (at most once per
+    /// half-life, at a pop: a channel that still sends anything, its keepalive PADDING
+    /// included, ends up holding no count of a circuit that went quiet).
+    fn sweep(&mut self, now: Instant) {
+        let w = self.weight(now);
+        self.recent.retain(|_, c| *c >= REMEMBER_MIN * w);
+        self.recent.shrink_to_fit();
+        self.swept = now;
     }
 
     /// Drops every cell queued for circuit `id` (its slot was closed: nobody will send

@@ -257,9 +257,9 @@ fn a_drained_scheduler_holds_nothing_per_circuit() {
     assert_eq!(s.heap.capacity(), 0);
     assert_eq!(s.chan.capacity(), 0);
     assert_eq!(s.recent.len(), 1, "only the busy circuit's count is kept");
-    // Much later, the next drain sweeps it.
+    // Much later, the next pop sweeps it, even of a channel cell (keepalive padding).
     let later = t + 20 * HALF_LIFE;
-    s.push(&cell(1, 0)).unwrap();
+    s.push(&padding()).unwrap();
     s.pop(later).unwrap();
     assert!(s.recent.is_empty());
     assert_eq!(s.recent.capacity(), 0);
