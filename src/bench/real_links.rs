@@ -193,6 +193,12 @@ fn scenarios(
         say("restarting the relays with fair queueing on");
         net.restart_relays(true)?;
         net.start_proxy("proxy-b", true)?;
+        let again = net.middle()?.node.name.clone();
+        if again != middle {
+            return Err(format!(
+                "the client's circuits moved from middle {middle} to {again}: the rate limit is on {middle}"
+            ));
+        }
         let on = load(net, args, "b", say)?;
         net.bed.stop("proxy-b");
         bottleneck = Some(Bottleneck { off, on });
