@@ -215,7 +215,9 @@ impl Bed {
     /// Starts this executable with `args` inside `node`'s namespace, output to
     /// `<log>.log`; `log` names the process for [`Bed::stop`].
     pub(crate) fn spawn(&mut self, node: &Node, log: &str, args: &[&str]) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find allium: {e}"))?;
+        // This process's own executable, even if a rebuild replaced the file meanwhile
+        // (the link still opens the running inode): every node runs the bench's build.
+        let exe = format!("/proc/{}/exe", std::process::id());
         let path = self.dir.join(format!("{log}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
