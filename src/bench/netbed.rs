@@ -179,9 +179,12 @@ impl Bed {
     /// Limits what leaves `node`'s `eth0` to `mbit` Mbit/s with a token bucket (tbf).
     /// `burst` 16 KiB: above rate / HZ at any HZ up to 1000 at 20 Mbit/s (the bucket must
     /// refill between timer ticks), and small so the link never sends a long line-rate
-    /// burst. `latency` 10 ms bounds tbf's own queue (25 KB at 20 Mbit/s) so the queue
-    /// builds where the overlay can see it (the relay and its sockets), as behind a
-    /// shallow-buffered uplink.
+    /// burst. `limit` 128 KiB: above what the delay line in front of it can have in flight
+    /// (its 16 KiB send buffer, doubled, plus one 64 KiB GSO packet), so tbf never drops
+    /// (with a 10 ms queue it dropped a quarter of the packets and the line's TCP stalled
+    /// on retransmission timeouts); its queue is bounded by that in-flight amount, not by
+    /// the limit, and the backlog builds where the overlay can see it (the relay and its
+    /// sockets).
     pub(crate) fn limit_egress(&self, node: &Node, mbit: u32) -> Result<(), String> {
         run(
             "tc",
@@ -198,8 +201,8 @@ impl Bed {
                 &format!("{mbit}mbit"),
                 "burst",
                 "16384",
-                "latency",
-                "10ms",
+                "limit",
+                "131072",
             ],
         )
         .map(|_| ())
