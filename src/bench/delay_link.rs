@@ -18,8 +18,8 @@
 //!   line's throughput ceiling, `cap / delay`).
 //!
 //! The kernel must not hide a queue either: sockets get a small receive buffer (what the
-//! sender can push past a line that stopped reading) and TCP_NOTSENT_LOWAT (what a blocked
-//! writer leaves unsent in the kernel).
+//! sender can push past a line that stopped reading), a small send buffer and
+//! TCP_NOTSENT_LOWAT (what a blocked writer leaves in the kernel).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -38,6 +38,11 @@ pub(crate) const MIN_WINDOW: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Receive buffer requested on every socket (the kernel doubles it).
 const RCVBUF: usize = 64 * 1024;
+/// Send buffer requested on every socket (the kernel doubles it): what the line has in
+/// flight below it stays under the queue a shallow-buffered link after it (the bed's tbf)
+/// holds, so that link does not drop, and the backlog stays in the line where the
+/// late-head rule sees it.
+const SNDBUF: usize = 16 * 1024;
 /// TCP_NOTSENT_LOWAT on every socket.
 const NOTSENT_LOWAT: u32 = 16 * 1024;
 
@@ -197,6 +202,7 @@ pub(crate) async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
         TcpSocket::new_v6()?
     };
     sock.set_recv_buffer_size(RCVBUF as u32)?;
+    sock.set_send_buffer_size(SNDBUF as u32)?;
     let s = sock.connect(addr).await?;
     tune(&s);
     Ok(s)
@@ -211,6 +217,7 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     sock.set_reuseaddr(true)?;
     sock.set_recv_buffer_size(RCVBUF as u32)?;
+    sock.set_send_buffer_size(SNDBUF as u32)?;
     sock.bind(addr)?;
     sock.listen(1024)
 }

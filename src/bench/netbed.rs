@@ -179,9 +179,12 @@ impl Bed {
     /// Limits what leaves `node`'s `eth0` to `mbit` Mbit/s with a token bucket (tbf).
     /// `burst` 16 KiB: above rate / HZ at any HZ up to 1000 at 20 Mbit/s (the bucket must
     /// refill between timer ticks), and small so the link never sends a long line-rate
-    /// burst. `latency` 10 ms bounds tbf's own queue (25 KB at 20 Mbit/s) so the queue
-    /// builds where the overlay can see it (the relay and its sockets), as behind a
-    /// shallow-buffered uplink.
+    /// burst. `limit` 128 KiB: above what the delay line in front of it can have in flight
+    /// (its 16 KiB send buffer, doubled, plus one 64 KiB GSO packet), so tbf never drops
+    /// (with a 10 ms queue it dropped a quarter of the packets and the line's TCP stalled
+    /// on retransmission timeouts); its queue is bounded by that in-flight amount, not by
+    /// the limit, and the backlog builds where the overlay can see it (the relay and its
+    /// sockets).
     pub(crate) fn limit_egress(&self, node: &Node, mbit: u32) -> Result<(), String> {
         run(
             "tc",
@@ -198,8 +201,8 @@ impl Bed {
                 &format!("{mbit}mbit"),
                 "burst",
                 "16384",
-                "latency",
-                "10ms",
+                "limit",
+                "131072",
             ],
         )
         .map(|_| ())
@@ -215,7 +218,9 @@ impl Bed {
     /// Starts this executable with `args` inside `node`'s namespace, output to
     /// `<log>.log`; `log` names the process for [`Bed::stop`].
     pub(crate) fn spawn(&mut self, node: &Node, log: &str, args: &[&str]) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find allium: {e}"))?;
+        // This process's own executable, even if a rebuild replaced the file meanwhile
+        // (the link still opens the running inode): every node runs the bench's build.
+        let exe = format!("/proc/{}/exe", std::process::id());
         let path = self.dir.join(format!("{log}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -193,6 +193,12 @@ fn scenarios(
         say("restarting the relays with fair queueing on");
         net.restart_relays(true)?;
         net.start_proxy("proxy-b", true)?;
+        let again = net.middle()?.node.name.clone();
+        if again != middle {
+            return Err(format!(
+                "the client's circuits moved from middle {middle} to {again}: the rate limit is on {middle}"
+            ));
+        }
         let on = load(net, args, "b", say)?;
         net.bed.stop("proxy-b");
         bottleneck = Some(Bottleneck { off, on });
@@ -224,7 +230,11 @@ fn long_path(
     .map_err(|e| format!("long-path download: {e}"))?;
     net.bed.stop(log);
     net.bed.check_running()?;
-    Ok(mib as f64 / secs.max(1e-9))
+    let rate = mib as f64 / secs.max(1e-9);
+    say(&format!(
+        "long path, congestion_control = {cc}: {rate:.2} MiB/s"
+    ));
+    Ok(rate)
 }
 
 /// The bottleneck measurement through the running proxy; `tag` names its circuits.
@@ -252,6 +262,10 @@ fn load(
     })?
     .map_err(|e| format!("bottleneck ({tag}): {e}"))?;
     net.bed.check_running()?;
+    say(&format!(
+        "bottleneck ({tag}): unloaded p50 {:.1} p99 {:.1} ms; loaded p50 {:.1} p99 {:.1} ms; bulk {:.2} MiB/s",
+        r.unloaded.p50, r.unloaded.p99, r.loaded.p50, r.loaded.p99, r.bulk_mib_s
+    ));
     Ok(r)
 }
 
