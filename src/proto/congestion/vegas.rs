@@ -31,6 +31,11 @@ pub struct VegasParams {
     pub gamma: u32,
     /// Above this, cut at once to the estimated bandwidth-delay product plus `alpha`.
     pub delta: u32,
+    /// Queueing delay not counted as queue: on fast paths CPU scheduling and batching add a
+    /// few milliseconds that are not a queue worth shrinking (counting them cost a quarter
+    /// of loopback throughput). Every circuit through a shared bottleneck sees the same
+    /// delay, so this adds at most this much standing delay there in total.
+    pub delay_floor: Duration,
 }
 
 impl VegasParams {
@@ -45,6 +50,7 @@ impl VegasParams {
             beta: 3 * inc,
             gamma: 3 * inc,
             delta: 6 * inc,
+            delay_floor: Duration::from_millis(10),
         }
     }
 }
@@ -104,7 +110,10 @@ impl Vegas {
     /// Cells estimated queued on the path for a round trip of `rtt`.
     fn queued(&self, rtt: Duration, min: Duration) -> u32 {
         let rtt_us = rtt.as_micros().max(1);
-        let extra = rtt.saturating_sub(min).as_micros();
+        let extra = rtt
+            .saturating_sub(min)
+            .saturating_sub(self.params.delay_floor)
+            .as_micros();
         let q = u128::from(self.cwnd) * extra / rtt_us;
         u32::try_from(q).unwrap_or(u32::MAX)
     }
@@ -158,8 +167,13 @@ mod tests {
 
     const INC: u32 = 31;
 
+    /// Vegas without the delay floor: the checks below are of the queue estimate itself.
     fn vegas() -> Vegas {
-        Vegas::new(VegasParams::for_increment(INC), INC)
+        let params = VegasParams {
+            delay_floor: Duration::ZERO,
+            ..VegasParams::for_increment(INC)
+        };
+        Vegas::new(params, INC)
     }
 
     /// Feeds one window's worth of acknowledgements, all with round trip `rtt`, the sender
@@ -244,6 +258,27 @@ mod tests {
         round(&mut v, ms(10_000));
         round(&mut v, ms(10_000));
         assert_eq!(v.cwnd(), p.cwnd_min);
+    }
+
+    #[test]
+    fn delays_below_the_floor_are_not_a_queue() {
+        // A fast path: 1 ms minimum, samples up to 9 ms while busy. With the floor the
+        // window keeps growing to the cap; without it, it would shrink to the floor.
+        let mut v = Vegas::new(VegasParams::for_increment(INC), INC);
+        for i in 0..40u64 {
+            round(&mut v, ms(1 + i % 9));
+        }
+        assert_eq!(v.cwnd(), VegasParams::for_increment(INC).cwnd_max);
+        let mut bare = vegas();
+        for i in 0..40u64 {
+            round(&mut bare, ms(1 + i % 9));
+        }
+        assert!(bare.cwnd() < 1000, "without the floor: {}", bare.cwnd());
+        // Past the floor, queueing counts again.
+        for _ in 0..20 {
+            round(&mut v, ms(200));
+        }
+        assert!(v.cwnd() < 1000, "a real queue still cuts: {}", v.cwnd());
     }
 
     #[test]
