@@ -15,20 +15,21 @@ use std::sync::atomic::Ordering;
 use allium::cell::chan_contexts::OnClientChannel;
 use allium::cell::consts::RELAY_BODY_LEN;
 use allium::cell::relay_contexts::AtClient;
-use allium::cell::relay_msg::{Begin, Data, Extend, Sendme};
+use allium::cell::relay_msg::{Data, Extend, Sendme};
 use allium::cell::{
     ChanCell, ChanMsg, CircId, Create, DestroyReason, EndReason, HandshakeType, RelayBody,
-    RelayCell, RelayMsg, StreamId, TargetAddr,
+    RelayCell, RelayMsg, StreamId,
 };
 use allium::crypto::{client_handshake_start, CellKind, ClientLayers};
 use allium::dir::ExitPolicy;
 use allium::link::{self, ChannelReceiver, ChannelSender, LinkConfig};
-use allium::proto::{CircuitError, ClientCircuit, RelayTarget};
+use allium::proto::{CircuitError, RelayTarget};
 use allium::relay::{RelayHandle, RelayLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 mod common;
+use common::raw_circuit::{begin, destroyed, open};
 use common::{build_through, build_through_fixed, start_relay_with, target, NO_HANG};
 
 async fn relay() -> RelayHandle {
@@ -41,15 +42,6 @@ async fn exit_relay() -> RelayHandle {
         Some(ExitPolicy::default_exit_allow_loopback()),
     )
     .await
-}
-
-fn begin(stream: u16, port: u16) -> RelayCell {
-    let target = TargetAddr::Ip("127.0.0.1".parse().unwrap());
-    RelayCell::new(
-        StreamId::new(stream),
-        RelayMsg::Begin(Begin::new(target, port).unwrap()),
-    )
-    .unwrap()
 }
 
 /// The relays are still up: a new honest circuit through all of them works end to end
@@ -74,25 +66,6 @@ async fn assert_serves_honest_circuit(relays: &[RelayHandle]) {
         ),
         "{cell:?}"
     );
-}
-
-/// The next error a client circuit reports (its DESTROY), within NO_HANG.
-async fn destroyed(circ: &mut ClientCircuit) -> CircuitError {
-    loop {
-        match tokio::time::timeout(NO_HANG, circ.recv())
-            .await
-            .expect("the circuit must be torn down, not hang")
-        {
-            Ok((hop, cell, _)) => {
-                // Replies already in flight (e.g. CONNECTED) may come first.
-                eprintln!(
-                    "  (cell before the teardown from hop {hop}: {:?})",
-                    cell.msg().cmd()
-                );
-            }
-            Err(e) => return e,
-        }
-    }
 }
 
 /// A client channel without any of the client's logic: cells in, raw cells out.
@@ -632,17 +605,6 @@ async fn holding_server() -> u16 {
 
 async fn exit_path() -> Vec<RelayHandle> {
     vec![relay().await, relay().await, exit_relay().await]
-}
-
-/// Opens stream `id` to 127.0.0.1:`port` at hop 2 and waits for CONNECTED.
-async fn open(circ: &mut ClientCircuit, id: u16, port: u16) {
-    circ.send(2, begin(id, port)).await.unwrap();
-    let (hop, cell, _) = tokio::time::timeout(NO_HANG, circ.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(hop, 2);
-    assert!(matches!(cell.msg(), AtClient::Connected(_)), "{cell:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

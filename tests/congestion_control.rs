@@ -12,11 +12,12 @@ mod common;
 use std::time::Duration;
 
 use allium::cell::relay_contexts::AtClient;
-use allium::cell::relay_msg::{Begin, Data, Sendme};
+use allium::cell::relay_msg::{Data, Sendme};
 use allium::cell::{DestroyReason, RelayCell, RelayMsg, StreamId, TargetAddr};
 use allium::dir::ExitPolicy;
-use allium::proto::{CircuitError, ClientCircuit, FlowMode};
+use allium::proto::{CircuitError, FlowMode};
 use allium::relay::{RelayHandle, RelayLimits};
+use common::raw_circuit::{destroyed, open};
 use common::{build_through_asking, start_relay_with, NO_HANG};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -142,36 +143,6 @@ async fn an_exit_that_does_not_grant_it_is_detected_and_fixed_windows_used() {
 // ---------------------------------------------------------------------------------------
 // A client that knows its keys, against an exit
 // ---------------------------------------------------------------------------------------
-
-fn begin(stream: u16, port: u16) -> RelayCell {
-    let target = TargetAddr::Ip("127.0.0.1".parse().unwrap());
-    RelayCell::new(
-        StreamId::new(stream),
-        RelayMsg::Begin(Begin::new(target, port).unwrap()),
-    )
-    .unwrap()
-}
-
-async fn open(circ: &mut ClientCircuit, id: u16, port: u16) {
-    circ.send(2, begin(id, port)).await.unwrap();
-    let (_, cell, _) = tokio::time::timeout(NO_HANG, circ.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(cell.msg(), AtClient::Connected(_)), "{cell:?}");
-}
-
-async fn destroyed(circ: &mut ClientCircuit) -> CircuitError {
-    loop {
-        match tokio::time::timeout(NO_HANG, circ.recv())
-            .await
-            .expect("the circuit must be torn down, not hang")
-        {
-            Ok(_) => continue,
-            Err(e) => return e,
-        }
-    }
-}
 
 fn is_protocol(err: &CircuitError) -> bool {
     matches!(err, CircuitError::Destroyed(DestroyReason::Protocol))

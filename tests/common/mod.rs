@@ -2,7 +2,7 @@
 //! test file includes them with `mod common;`). Here: in-process relays on 127.0.0.1 and
 //! circuits through them. Submodules: directory fixtures (`dir`), onion-service fixtures
 //! (`onion`), prerequisites (`prereq`), networks of real processes (`procnet`), in-process
-//! networks' web server and consensus (`net`).
+//! networks' web server and consensus (`net`), circuits driven by hand (`raw_circuit`).
 
 // Helpers shared by the test crates: `pub` for them, no API of anyone's.
 #![allow(unreachable_pub)]
@@ -14,6 +14,7 @@ pub mod net;
 pub mod onion;
 pub mod prereq;
 pub mod procnet;
+pub mod raw_circuit;
 pub mod voice;
 
 use std::time::Duration;
