@@ -43,16 +43,19 @@ async fn bulk_server(down: usize) -> u16 {
         while let Ok((s, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let (mut rd, mut wr) = s.into_split();
+                // A circuit an attacker test destroys resets the connection: the server
+                // then just stops (the test's own checks are on the circuit).
                 let writer = tokio::spawn(async move {
                     let data: Vec<u8> = (0..down).map(pattern).collect();
-                    wr.write_all(&data).await.unwrap();
-                    wr
+                    wr.write_all(&data).await.ok().map(|_| wr)
                 });
                 let mut got = 0usize;
                 let mut intact = true;
                 let mut buf = vec![0u8; 65536];
                 loop {
-                    let n = rd.read(&mut buf).await.unwrap();
+                    let Ok(n) = rd.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         break;
                     }
@@ -62,10 +65,13 @@ async fn bulk_server(down: usize) -> u16 {
                         .all(|(k, b)| *b == pattern(got + k));
                     got += n;
                 }
-                let mut wr = writer.await.unwrap();
-                wr.write_all(&(got as u64).to_be_bytes()).await.unwrap();
-                wr.write_all(&[u8::from(intact)]).await.unwrap();
-                wr.shutdown().await.unwrap();
+                let Ok(Some(mut wr)) = writer.await else {
+                    return;
+                };
+                let mut report = (got as u64).to_be_bytes().to_vec();
+                report.push(u8::from(intact));
+                let _ = wr.write_all(&report).await;
+                let _ = wr.shutdown().await;
             });
         }
     });
@@ -296,4 +302,76 @@ async fn a_client_that_ignores_xoff_is_cut_off_before_the_exit_buffers_without_b
         is_protocol(&err) || matches!(err, CircuitError::Destroyed(_)),
         "{err:?}"
     );
+}
+
+/// A destination that closes its side at once (the exit ends the stream with END(DONE))
+/// and never reads.
+async fn closing_never_reading_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            let (rd, mut wr) = s.into_split();
+            let _ = wr.shutdown().await;
+            held.push((rd, wr));
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_closed_both_ways_still_count_until_their_data_is_written() {
+    // The attack: fill a stream whose destination never reads, close it both ways, open
+    // the next one, repeat. If a closed stream were forgotten while its writer still held
+    // its cells, each round would leave ~2 MB behind, uncounted. It stays counted until
+    // written, so the circuit's bound (500 per stream + one window) ends the attack.
+    let relays = path(RelayLimits::default()).await;
+    let port = closing_never_reading_server().await;
+    let mut circ = build_through_asking(&relays.iter().collect::<Vec<_>>(), true).await;
+    let data = |id: u16| {
+        RelayCell::new(
+            StreamId::new(id),
+            RelayMsg::Data(Data::new(vec![0x33; 491]).unwrap()),
+        )
+        .unwrap()
+    };
+    let mut rounds = 0;
+    let err = 'attack: loop {
+        rounds += 1;
+        assert!(rounds <= 20, "the exit kept taking closed streams' data");
+        let id = 10 + rounds;
+        open(&mut circ, id, port).await;
+        // Until the exit says XOFF for this stream (its buffer past 500 cells), then 1,000
+        // more and END(DONE): each round leaves ~1,500 cells against 500 more allowed.
+        let mut xoff = false;
+        let mut extra = 0;
+        while extra < 1000 {
+            for _ in 0..32 {
+                if let Err(e) = circ.send(2, data(id)).await {
+                    break 'attack e;
+                }
+                if xoff {
+                    extra += 1;
+                }
+            }
+            while let Ok(r) = tokio::time::timeout(Duration::from_millis(1), circ.recv()).await {
+                match r {
+                    Ok((_, c, _)) => {
+                        xoff |= matches!(c.msg(), AtClient::Xoff) && c.stream() == StreamId::new(id)
+                    }
+                    Err(e) => break 'attack e,
+                }
+            }
+        }
+        let end = RelayCell::new(
+            StreamId::new(id),
+            RelayMsg::End(allium::cell::EndReason::Done),
+        );
+        if let Err(e) = circ.send(2, end.unwrap()).await {
+            break 'attack e;
+        }
+    };
+    eprintln!("cut off in round {rounds}: {err:?}");
+    assert!(is_protocol(&err), "{err:?}");
 }

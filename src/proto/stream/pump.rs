@@ -163,6 +163,9 @@ pub enum StreamEvent {
     Failed(StreamId),
     /// The writer delivered a SENDME point: acknowledge it with this tag.
     Delivered(StreamId, RelayTag),
+    /// The writer is gone after the peer's END(DONE) (or a failed write): nothing of the
+    /// stream is buffered any more, so a stream closed both ways can now be forgotten.
+    WriterDone(StreamId),
 }
 
 /// What the circuit task sends a stream's writer.
@@ -369,6 +372,7 @@ where
                         // side). Stop writing but leave the stream up: what the other end
                         // still sends (a reply, an error page) must reach the peer; a real
                         // failure shows up on the read side.
+                        let _ = events.send_event(wrap(StreamEvent::WriterDone(id))).await;
                         return;
                     }
                     for tag in acks.drain(..) {
@@ -390,6 +394,7 @@ where
             if eof {
                 done = true;
                 let _ = wr.shutdown().await;
+                let _ = events.send_event(wrap(StreamEvent::WriterDone(id))).await;
             }
             next = from_circuit.recv().await;
         }

@@ -12,7 +12,7 @@
 //! A stream that ends any other way (END other than DONE, a local failure, the circuit
 //! closing) is [truncated](Truncation): its local socket is reset, not closed with a FIN.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -55,6 +55,14 @@ struct StreamState {
     xoff_sent: bool,
     /// Congestion control: the peer said XOFF (its permits were withdrawn).
     peer_xoff: bool,
+    /// Tags of the delivery marks handed to the writer, oldest first: a `Delivered` is
+    /// taken only for the next one, so a late report from an earlier stream with the same
+    /// id cannot credit this one.
+    marks: VecDeque<RelayTag>,
+    /// The writer is gone (all received data written, or writing failed): once both sides
+    /// have ended, nothing is buffered and the stream can be forgotten. Until then it
+    /// stays, counted against the circuit's buffer bound and stream limit.
+    writer_done: bool,
 }
 
 impl StreamState {
@@ -119,6 +127,17 @@ impl StreamSet {
         Some(s)
     }
 
+    /// Forgets stream `id` once both sides have ended and its writer has flushed.
+    fn forget_if_finished(&mut self, id: StreamId) {
+        if self
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.local_eof && s.remote_eof && s.writer_done)
+        {
+            self.take_stream(id);
+        }
+    }
+
     /// The most cells all streams together may have buffered under congestion control.
     fn circuit_buffer_limit(&self) -> u32 {
         let streams = u32::try_from(self.streams.len()).unwrap_or(u32::MAX);
@@ -177,6 +196,8 @@ impl StreamSet {
                 remote_eof: false,
                 xoff_sent: false,
                 peer_xoff: false,
+                marks: VecDeque::new(),
+                writer_done: false,
             },
         );
     }
@@ -231,6 +252,9 @@ impl StreamSet {
                     }
                 }
                 let ack = stream_point.then_some(*tag);
+                if stream_point {
+                    s.marks.push_back(*tag);
+                }
                 // The writer may have ended (socket closed); its failure event closes
                 // the stream.
                 let _ = io.to_socket.send(ToSocket::Data(data.into_vec(), ack));
@@ -331,10 +355,8 @@ impl StreamSet {
             if let Some(io) = &s.io {
                 let _ = io.to_socket.send(ToSocket::Eof);
             }
-            if s.local_eof {
-                // Both directions finished: let the writer flush, drop the rest.
-                self.take_stream(id);
-            }
+            // Both directions finished: the stream goes once its writer has flushed.
+            self.forget_if_finished(id);
         } else {
             self.abort(id, Truncation::End(reason));
         }
@@ -386,9 +408,7 @@ impl StreamSet {
             StreamEvent::Eof(id) => {
                 let s = self.streams.get_mut(&id)?;
                 s.local_eof = true;
-                if s.remote_eof {
-                    self.take_stream(id);
-                }
+                self.forget_if_finished(id);
                 cell(Some(id), RelayMsg::End(EndReason::Done))
             }
             StreamEvent::Failed(id) => {
@@ -396,10 +416,22 @@ impl StreamSet {
                 self.abort(id, Truncation::Aborted);
                 cell(Some(id), RelayMsg::End(EndReason::ConnectionReset))
             }
+            StreamEvent::WriterDone(id) => {
+                let s = self.streams.get_mut(&id)?;
+                s.writer_done = true;
+                self.forget_if_finished(id);
+                None
+            }
             StreamEvent::Delivered(id, tag) => {
                 let limit = self.stream_buffer_limit();
                 let congestion = self.mode.is_congestion();
                 let s = self.streams.get_mut(&id)?;
+                if s.marks.front() != Some(&tag) {
+                    // Not this stream's next mark: a late report from an earlier stream
+                    // that had the same id.
+                    return None;
+                }
+                s.marks.pop_front();
                 s.recv.on_sendme_sent();
                 if !congestion {
                     return cell(Some(id), RelayMsg::Sendme(Sendme { tag }));
