@@ -301,24 +301,25 @@ proptest! {
 
 /// The contexts hold exactly the commands the hand-written sets held before them (same
 /// lists, same context names), so the typed parsers accept and refuse what they did; the
-/// only additions since are UDP's BEGIN_UDP (48) and DATAGRAM (49) (issue 20).
+/// only additions since are UDP's BEGIN_UDP (48) and DATAGRAM (49) (issue 20) and
+/// congestion control's XOFF (43) and XON (44) (issue 21).
 #[test]
 fn contexts_hold_the_historical_command_lists() {
     use allium::cell::CmdSet;
     let relay: [(CmdSet, &[u8], &str); 9] = [
         (
             AtRelay::SET,
-            &[1, 2, 3, 5, 6, 8, 10, 11, 13, 48, 49],
+            &[1, 2, 3, 5, 6, 8, 10, 11, 13, 43, 44, 48, 49],
             "at a relay",
         ),
         (
             AtClient::SET,
-            &[2, 3, 4, 5, 7, 9, 10, 12, 49],
+            &[2, 3, 4, 5, 7, 9, 10, 12, 43, 44, 49],
             "at a client",
         ),
         (
             AtRelayOnion::SET,
-            &[1, 2, 3, 5, 6, 8, 10, 11, 13, 32, 34, 37, 39, 48, 49],
+            &[1, 2, 3, 5, 6, 8, 10, 11, 13, 32, 34, 37, 39, 43, 44, 48, 49],
             "at a relay",
         ),
         (AtIntroPoint::SET, &[10, 32, 34], "at an introduction point"),
