@@ -326,7 +326,7 @@ impl StreamSet {
     /// Records the tag of a cell other than stream DATA (a DATAGRAM) sent under the
     /// circuit window.
     pub(crate) fn on_circuit_cell_sent(&mut self, tag: &RelayTag) {
-        let within = self.circ_send.on_sent(tag, tokio::time::Instant::now());
+        let within = self.circ_send.on_sent(tag);
         debug_assert!(within, "a datagram was sent without a window permit");
     }
 
@@ -446,7 +446,7 @@ impl StreamSet {
 
     /// Records the tag of a DATA cell just sent on `id` (for SENDME authentication).
     pub(crate) fn on_data_sent(&mut self, id: StreamId, tag: &RelayTag) {
-        self.circ_send.on_sent(tag, tokio::time::Instant::now());
+        self.circ_send.on_sent(tag);
         if self.mode.is_congestion() {
             return;
         }
