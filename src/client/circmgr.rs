@@ -23,6 +23,7 @@ use super::chanmgr::ChanMgr;
 use super::dirmgr::DirMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
+use super::purpose::{CircPurpose, ClientObserver};
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
 const PATH_REDRAWS: usize = 8;
@@ -71,6 +72,10 @@ pub struct CircParams {
     pub prebuilt_circuits: usize,
     /// Ask each hop for congestion control (docs/protocol.md §3.5).
     pub congestion_control: bool,
+    /// Pad onion-service circuits (docs/protocol.md §3.6).
+    pub circuit_padding: bool,
+    /// Told of every circuit built.
+    pub observer: Option<Arc<dyn ClientObserver>>,
 }
 
 /// Circuits by isolation class, and the clean ones kept ready.
@@ -228,6 +233,7 @@ impl CircMgr {
             Ok(circ) => {
                 guards.mark_success(first.identity);
                 self.guards.save(&guards);
+                self.observe(&circ, CircPurpose::Exit);
                 Ok(ReadyCircuit {
                     exit: last_hop,
                     handle: circ.into_handle(),
@@ -261,6 +267,7 @@ impl CircMgr {
     pub async fn build_circuit_ending(
         &self,
         last: &RelayTarget,
+        purpose: CircPurpose,
     ) -> Result<ClientCircuit, ClientError> {
         let consensus = self.dir.live_consensus()?;
         let now = self.dir.clock().now_unix();
@@ -306,15 +313,22 @@ impl CircMgr {
             .and_then(|r| r);
         let mut guards = self.guards.lock();
         match &result {
-            Ok(_) => {
+            Ok(circ) => {
                 guards.mark_success(first.identity);
                 self.guards.save(&guards);
+                self.observe(circ, purpose);
             }
             // As in `build_circuit_avoiding`: a later hop's failure is not the guard's.
             Err(_) if !extended_past_guard => guards.mark_failed(first.identity, now),
             Err(_) => {}
         }
         result
+    }
+
+    fn observe<M: crate::cell::RelayMessage>(&self, circ: &ClientCircuit<M>, purpose: CircPurpose) {
+        if let Some(o) = &self.params.observer {
+            o.circuit_built(circ.id(), purpose);
+        }
     }
 
     /// Whether the current consensus still lets `exit` be an exit (listed, Running, Valid,

@@ -30,6 +30,13 @@ pub struct ClientConfig {
     /// follow the measured round trip instead of the fixed 1,000 cells. A hop that does not
     /// grant it is used with fixed windows. `false` only to measure fixed windows.
     pub congestion_control: bool,
+    /// Pad onion-service circuits (introduction, rendezvous) so that a watcher at the
+    /// guard cannot tell them from exit circuits (docs/protocol.md §3.6). `false` only to
+    /// measure what padding hides.
+    pub circuit_padding: bool,
+    /// Told of every circuit built and its purpose (tests and measurements; `None` by
+    /// default).
+    pub observer: Option<std::sync::Arc<dyn crate::client::ClientObserver>>,
 }
 
 impl ClientConfig {
@@ -45,6 +52,8 @@ impl ClientConfig {
             prebuilt_circuits: 2,
             clock: Clock::system(),
             congestion_control: true,
+            circuit_padding: true,
+            observer: None,
         }
     }
 }

@@ -106,6 +106,8 @@ impl Client {
             circuit_timeout: config.circuit_timeout,
             prebuilt_circuits: config.prebuilt_circuits,
             congestion_control: config.congestion_control,
+            circuit_padding: config.circuit_padding,
+            observer: config.observer.clone(),
         };
         let circuits = Arc::new(CircMgr::new(
             params,
@@ -184,8 +186,12 @@ impl Client {
     pub(crate) async fn build_circuit_ending(
         &self,
         last: &RelayTarget,
+        purpose: crate::client::CircPurpose,
     ) -> Result<ClientCircuit, ClientError> {
-        self.inner.circuits.build_circuit_ending(last).await
+        self.inner
+            .circuits
+            .build_circuit_ending(last, purpose)
+            .await
     }
 
     /// Opens a stream to `host:port` (names are resolved by the exit).

@@ -22,6 +22,7 @@ use tracing::debug;
 use crate::cell::onion_msg::{Introduce, IntroduceAckStatus, OnionMsg, REND_COOKIE_LEN};
 use crate::cell::relay_contexts::{AtClient, AtOnionClient};
 use crate::cell::RelayMsg;
+use crate::client::CircPurpose;
 use crate::dir::path::uniform_usable_choice;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
@@ -228,7 +229,7 @@ async fn descriptor(
         let attempt = async {
             let circ = onion
                 .circuits
-                .build_circuit_ending(&relay_target(dir, now)?)
+                .build_circuit_ending(&relay_target(dir, now)?, CircPurpose::HsDir)
                 .await?;
             let handle = circ.into_handle();
             let req = DirRequest::GetOnionDescriptor {
@@ -423,8 +424,12 @@ async fn introduce_via(
     };
     let ((hs_state, x_pub, ct), rend, intro) = tokio::try_join!(
         introduced,
-        onion.circuits.build_circuit_ending(&rend_target),
-        onion.circuits.build_circuit_ending(&intro_target),
+        onion
+            .circuits
+            .build_circuit_ending(&rend_target, CircPurpose::RendClient),
+        onion
+            .circuits
+            .build_circuit_ending(&intro_target, CircPurpose::IntroClient),
     )?;
     drop(cancel);
     let mut rend = rend.accepting::<AtOnionClient>();

@@ -46,7 +46,12 @@ pub(super) struct IntroTask {
 
 impl IntroTask {
     pub(super) async fn run(self) {
-        let mut circ = match self.shared.client.build_circuit_ending(&self.target).await {
+        let mut circ = match self
+            .shared
+            .client
+            .build_circuit_ending(&self.target, crate::client::CircPurpose::IntroService)
+            .await
+        {
             Ok(c) => c.accepting::<AtServiceIntro>(),
             Err(e) => {
                 debug!("onion service: introduction circuit failed: {e}");

@@ -74,7 +74,10 @@ pub(super) async fn publish(
         let client = shared.client.clone();
         let req = DirRequest::PutOnionDescriptor(desc.clone());
         tokio::spawn(async move {
-            let circ = client.build_circuit_ending(&dir).await.ok()?;
+            let circ = client
+                .build_circuit_ending(&dir, crate::client::CircPurpose::HsDir)
+                .await
+                .ok()?;
             let handle = circ.into_handle();
             let resp = crate::proto::dirclient::dir_request(&handle, &req, timeout).await;
             handle.close().await;

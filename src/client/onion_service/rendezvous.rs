@@ -67,7 +67,7 @@ pub(super) async fn meet(
     let (keys, reply) = hs.rendezvous(&mut rand::rng()).map_err(|e| e.to_string())?;
     let mut circ: ClientCircuit = shared
         .client
-        .build_circuit_ending(&target)
+        .build_circuit_ending(&target, crate::client::CircPurpose::RendService)
         .await
         .map_err(|e| e.to_string())?;
     // Nothing is expected from the rendezvous point itself; once the end-to-end hop is

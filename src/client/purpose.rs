@@ -1,0 +1,49 @@
+//! What a client circuit is for, and an optional observer told of each circuit built.
+//!
+//! The purpose picks the circuit's padding machines (docs/protocol.md §3.6): circuits
+//! whose cell pattern would otherwise tell a watcher at the guard what they are for
+//! (onion-service introduction and rendezvous) are padded to look like exit circuits.
+
+use crate::cell::CircId;
+
+/// Why a client built a circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircPurpose {
+    /// Streams and flows leave from its last hop (exit circuits, including directory
+    /// requests to a relay's cache).
+    Exit,
+    /// To an onion-service descriptor directory (upload or fetch).
+    HsDir,
+    /// A client's circuit to a service's introduction point (INTRODUCE1).
+    IntroClient,
+    /// A client's circuit to its rendezvous point.
+    RendClient,
+    /// A service's circuit to one of its introduction points (ESTABLISH_INTRO).
+    IntroService,
+    /// A service's circuit to a client's rendezvous point (RENDEZVOUS1).
+    RendService,
+}
+
+impl CircPurpose {
+    /// Whether this is one of the onion-service circuits the padding machines disguise.
+    pub const fn is_onion(self) -> bool {
+        matches!(
+            self,
+            CircPurpose::IntroClient
+                | CircPurpose::RendClient
+                | CircPurpose::IntroService
+                | CircPurpose::RendService
+        )
+    }
+}
+
+/// Receives an event per circuit a client builds. Tests and measurements use it for ground
+/// truth (which circuit, seen at the guard by its id, was for what); it is never wired to
+/// logs. Called on the client's tasks: must be quick and must not block.
+pub trait ClientObserver: Send + Sync + std::fmt::Debug {
+    /// A circuit was built; `first_hop_id` is its id on the channel to its first hop (the
+    /// id the guard knows it by).
+    fn circuit_built(&self, first_hop_id: CircId, purpose: CircPurpose) {
+        let _ = (first_hop_id, purpose);
+    }
+}
