@@ -470,6 +470,53 @@ proptest! {
 }
 
 // The extensions inside the handshake (src/cell/circuit_ext.rs).
+fn arb_next(states: usize) -> impl Strategy<Value = allium::cell::padding_machine::Next> {
+    use allium::cell::padding_machine::Next;
+    prop_oneof![
+        (0..states as u8).prop_map(Next::State),
+        Just(Next::Stay),
+        Just(Next::End),
+    ]
+}
+
+fn arb_machine() -> impl Strategy<Value = allium::cell::padding_machine::PaddingMachine> {
+    use allium::cell::padding_machine::{
+        DelayKind, PaddingMachine, PaddingState, MAX_DELAY_MS, MAX_STATES,
+    };
+    (1usize..=MAX_STATES, any::<u16>()).prop_flat_map(|(n, cap)| {
+        let state = (
+            any::<bool>(),
+            0..=MAX_DELAY_MS,
+            0..=MAX_DELAY_MS,
+            any::<u8>(),
+            any::<u8>(),
+            arb_next(n),
+            arb_next(n),
+            arb_next(n),
+            arb_next(n),
+        )
+            .prop_map(|(log, a, b, c, d, s, r, p, done)| PaddingState {
+                delay_kind: if log {
+                    DelayKind::LogUniform
+                } else {
+                    DelayKind::Uniform
+                },
+                delay_min_ms: a.min(b),
+                delay_max_ms: a.max(b),
+                burst_min: c.min(d),
+                burst_max: c.max(d),
+                on_sent: s,
+                on_received: r,
+                on_padding: p,
+                on_burst_done: done,
+            });
+        proptest::collection::vec(state, n).prop_map(move |states| PaddingMachine {
+            max_padding: cap,
+            states,
+        })
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -477,14 +524,25 @@ proptest! {
     fn circuit_extensions_encode_parse_and_never_panic(
         ask in any::<bool>(),
         inc in 16u8..=128,
-        unknown in proptest::collection::vec((2u8..=255, proptest::collection::vec(any::<u8>(), 0..8)), 0..4),
+        machine in proptest::option::of(arb_machine()),
+        status in 0u8..3,
+        unknown in proptest::collection::vec((3u8..=255, proptest::collection::vec(any::<u8>(), 0..8)), 0..4),
         junk in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
-        use allium::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
-        let c = ClientExtensions { congestion_control: ask };
-        prop_assert_eq!(ClientExtensions::parse(&c.encode()), Ok(c));
-        let r = ReplyExtensions { congestion_control: Some(inc) };
+        use allium::cell::circuit_ext::{
+            ClientExtensions, PaddingStatus, ReplyExtensions, CLIENT_EXT_LEN, REPLY_EXT_LEN,
+        };
+        let c = ClientExtensions { congestion_control: ask, padding: machine };
+        let enc = c.encode().expect("encodes");
+        // Every client list has the same length, whatever it asks for.
+        prop_assert_eq!(enc.len(), CLIENT_EXT_LEN);
+        prop_assert_eq!(ClientExtensions::parse(&enc), Ok(c));
+        let padding = [PaddingStatus::Accepted, PaddingStatus::OverBudget, PaddingStatus::Disabled]
+            .get(usize::from(status))
+            .copied();
+        let r = ReplyExtensions { congestion_control: Some(inc), padding };
         let enc = r.encode().expect("encodes");
+        prop_assert_eq!(enc.len(), REPLY_EXT_LEN);
         prop_assert_eq!(ReplyExtensions::parse(&enc), Ok(r));
         // Unknown entries around a known one are skipped; the known one still counts.
         let mut with_unknown = Vec::new();
@@ -497,10 +555,25 @@ proptest! {
         prop_assert_eq!(ReplyExtensions::parse(&with_unknown), Ok(r));
         // Anything at all: no panic, and what parses re-encodes to the same value.
         if let Ok(v) = ClientExtensions::parse(&junk) {
-            prop_assert_eq!(ClientExtensions::parse(&v.encode()), Ok(v));
+            prop_assert_eq!(ClientExtensions::parse(&v.encode().expect("encodes")), Ok(v));
         }
         if let Ok(v) = ReplyExtensions::parse(&junk) {
             prop_assert_eq!(ReplyExtensions::parse(&v.encode().expect("encodes")), Ok(v));
+        }
+    }
+
+    /// A padding machine survives encode → parse, and any bytes parse or fail cleanly;
+    /// what parses re-encodes to the same bytes.
+    #[test]
+    fn padding_machines_encode_parse_and_never_panic(
+        m in arb_machine(),
+        junk in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        use allium::cell::padding_machine::PaddingMachine;
+        let enc = m.encode().expect("encodes");
+        prop_assert_eq!(PaddingMachine::parse(&enc), Ok(m));
+        if let Ok(v) = PaddingMachine::parse(&junk) {
+            prop_assert_eq!(v.encode().expect("encodes"), junk);
         }
     }
 }

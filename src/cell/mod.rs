@@ -26,6 +26,7 @@ pub mod datagram;
 pub(crate) mod error;
 pub(crate) mod ids;
 pub mod onion_msg;
+pub mod padding_machine;
 pub(crate) mod relay_cell;
 pub mod relay_cmd;
 pub mod relay_contexts;

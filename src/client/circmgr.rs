@@ -215,6 +215,7 @@ impl CircMgr {
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
             debug!(us = t0.elapsed().as_micros() as u64, "build: created");
+            self.ask_padding(&mut circ, hops.len(), CircPurpose::Exit);
             for hop in hops.iter().skip(1) {
                 extending = Some(hop.identity);
                 circ.extend(hop, timeout)
@@ -222,6 +223,7 @@ impl CircMgr {
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
                 debug!(us = t0.elapsed().as_micros() as u64, "build: extended");
             }
+            start_padding(&mut circ).await?;
             Ok::<_, ClientError>(circ)
         };
         let result = tokio::time::timeout(timeout, build)
@@ -299,12 +301,14 @@ impl CircMgr {
                 ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
+            self.ask_padding(&mut circ, hops.len(), purpose);
             for hop in hops.iter().skip(1) {
                 extended_past_guard = true;
                 circ.extend(hop, timeout)
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
             }
+            start_padding(&mut circ).await?;
             Ok::<_, ClientError>(circ)
         };
         let result = tokio::time::timeout(timeout, build)
@@ -323,6 +327,17 @@ impl CircMgr {
             Err(_) => {}
         }
         result
+    }
+
+    /// Asks the circuit's second hop for the padding machines of `purpose` (when padding
+    /// is on and the path is long enough for the second hop not to be the last).
+    fn ask_padding(&self, circ: &mut ClientCircuit, path_len: usize, purpose: CircPurpose) {
+        if !self.params.circuit_padding || path_len < 3 {
+            return;
+        }
+        if let Some(kind) = purpose.padding() {
+            circ.ask_padding(kind);
+        }
     }
 
     fn observe<M: crate::cell::RelayMessage>(&self, circ: &ClientCircuit<M>, purpose: CircPurpose) {
@@ -553,4 +568,11 @@ impl Isolation {
         }
         Isolation(out)
     }
+}
+
+/// Starts the client's padding machine on a built circuit (if its hop agreed to pad).
+async fn start_padding(circ: &mut ClientCircuit) -> Result<(), ClientError> {
+    circ.start_padding()
+        .await
+        .map_err(|e| ClientError::Circuit(e.to_string()))
 }

@@ -459,7 +459,7 @@ async fn introduce_via(
         | AtOnionClient::Drop => None,
     })
     .await;
-    intro.destroy().await;
+    close_introduction(intro, ack.is_ok());
     match ack? {
         IntroduceAckStatus::Success => {}
         status => {
@@ -483,6 +483,29 @@ async fn introduce_via(
     rend.push_end_to_end_hop(&e2e, false)
         .map_err(|e| ClientError::Circuit(e.to_string()))?;
     Ok(rend.accepting::<AtClient>().into_handle())
+}
+
+/// How long an introduction circuit padded to look like a fetch stays open after its
+/// acknowledgement, in milliseconds: an exit circuit is not closed the moment its reply
+/// arrives, so neither is this one (docs/protocol.md §3.6.3).
+const INTRO_LINGER_MS: std::ops::RangeInclusive<u64> = 10_000..=20_000;
+
+/// Closes an introduction circuit: at once if it is unpadded or failed, else after
+/// [`INTRO_LINGER_MS`] during which its padding machines run.
+fn close_introduction(mut intro: ClientCircuit<AtOnionClient>, answered: bool) {
+    tokio::spawn(async move {
+        if answered && intro.padding_granted() {
+            let linger = Duration::from_millis(rand::RngExt::random_range(
+                &mut rand::rng(),
+                INTRO_LINGER_MS,
+            ));
+            let deadline = tokio::time::Instant::now() + linger;
+            // Received cells (the hop's padding) are dropped; receiving drives the
+            // client's own machine.
+            while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, intro.recv()).await {}
+        }
+        intro.destroy().await;
+    });
 }
 
 /// The descriptor's puzzle if it is still valid at `now` (an expired one is not checked by

@@ -5,6 +5,7 @@
 //! (onion-service introduction and rendezvous) are padded to look like exit circuits.
 
 use crate::cell::CircId;
+use crate::proto::padding::machines::MachineKind;
 
 /// Why a client built a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +26,19 @@ pub enum CircPurpose {
 }
 
 impl CircPurpose {
+    /// The padding machines this circuit runs with its second hop (docs/protocol.md
+    /// §3.6.3): every circuit opens like a client's rendezvous circuit; introduction
+    /// circuits add a small fetch's shape.
+    pub fn padding(self) -> Option<MachineKind> {
+        match self {
+            CircPurpose::Exit | CircPurpose::HsDir | CircPurpose::RendService => {
+                Some(MachineKind::Prologue)
+            }
+            CircPurpose::RendClient => None,
+            CircPurpose::IntroClient | CircPurpose::IntroService => Some(MachineKind::Introduction),
+        }
+    }
+
     /// Whether this is one of the onion-service circuits the padding machines disguise.
     pub const fn is_onion(self) -> bool {
         matches!(

@@ -30,6 +30,9 @@ use super::error::CircuitError;
 use super::event::ClientCircEvent;
 use super::target::RelayTarget;
 
+mod padding;
+pub(crate) use padding::PaddingSide;
+
 /// Cells queued from the channel reader to one circuit before the reader waits.
 const CIRCUIT_QUEUE: usize = 256;
 /// RELAY_EARLY cells a client may send (the relays enforce the same cap): one per
@@ -63,6 +66,8 @@ pub struct ClientCircuit<M = AtClient> {
     /// What the last hop granted (`Fixed` once an end-to-end hop is added: that hop's
     /// handshake has no extensions).
     last_flow: FlowMode,
+    /// Circuit padding with the second hop (docs/protocol.md §3.6).
+    pad: PaddingSide,
     context: PhantomData<fn() -> M>,
 }
 
@@ -148,6 +153,7 @@ impl ClientCircuit<AtClient> {
             last_binding: [0; 32],
             want_congestion: true,
             last_flow: FlowMode::Fixed,
+            pad: PaddingSide::default(),
             context: PhantomData,
         })
     }
@@ -171,7 +177,7 @@ impl ClientCircuit<AtClient> {
     ) -> Result<Self, CircuitError> {
         let mut circ = Self::allocate(chan)?;
         circ.want_congestion = congestion;
-        let ext = circ.client_extensions();
+        let ext = circ.client_extensions()?;
         let (state, msg) =
             client_handshake_start(&mut rand::rng(), &first.identity, &first.onion, &ext)?;
         let reply = circ
@@ -188,11 +194,15 @@ impl ClientCircuit<AtClient> {
         Ok(circ)
     }
 
-    fn client_extensions(&self) -> Vec<u8> {
+    /// The extensions for the next hop's handshake: the padding machine goes to the hop
+    /// at [`padding::PADDING_HOP`] only.
+    fn client_extensions(&self) -> Result<Vec<u8>, CircuitError> {
         ClientExtensions {
             congestion_control: self.want_congestion,
+            padding: self.pad.hop_machine_for(self.hops.len()),
         }
         .encode()
+        .map_err(CircuitError::from)
     }
 
     /// Takes in a hop's reply extensions: a grant not asked for, or a malformed one, fails
@@ -205,6 +215,8 @@ impl ClientCircuit<AtClient> {
                 "congestion control granted without being asked for",
             ));
         }
+        let asked = self.pad.hop_machine_for(self.hops.len()).is_some();
+        self.pad.on_reply(asked, reply.padding)?;
         self.last_flow = FlowMode::from_grant(reply.congestion_control);
         Ok(())
     }
@@ -220,7 +232,7 @@ impl ClientCircuit<AtClient> {
                 "circuit already has the maximum length",
             ));
         }
-        let ext = self.client_extensions();
+        let ext = self.client_extensions()?;
         let (state, msg) =
             client_handshake_start(&mut rand::rng(), &next.identity, &next.onion, &ext)?;
         let extend = Extend::new(
@@ -283,6 +295,7 @@ impl<M: RelayMessage> ClientCircuit<M> {
             last_binding,
             want_congestion,
             last_flow,
+            pad,
             context: _,
         } = self;
         ClientCircuit {
@@ -297,6 +310,7 @@ impl<M: RelayMessage> ClientCircuit<M> {
             last_binding,
             want_congestion,
             last_flow,
+            pad,
             context: PhantomData,
         }
     }
@@ -404,6 +418,7 @@ impl<M: RelayMessage> ClientCircuit<M> {
         cell: RelayCell,
         early: bool,
     ) -> Result<RelayTag, CircuitError> {
+        let padding = matches!(cell.msg(), RelayMsg::Drop);
         let mut body: [u8; RELAY_BODY_LEN] = cell.encode()?;
         // The budget is for building: spent only on a circuit's first cells, so once
         // anything else has been sent no RELAY_EARLY follows (tor-spec's rule). Checked
@@ -431,6 +446,9 @@ impl<M: RelayMessage> ClientCircuit<M> {
             ChanMsg::Relay(RelayBody(body))
         };
         self.send_chan(msg).await?;
+        if !padding {
+            self.pad.on_event(super::padding::PaddingEvent::Sent);
+        }
         Ok(tag)
     }
 
@@ -484,7 +502,10 @@ impl<M: RelayMessage> ClientCircuit<M> {
             Err(e) => return Err(self.fail(e.into()).await),
         };
         match RelayCell::<M>::parse_typed(&bytes) {
-            Ok(cell) => Ok((hop, cell, tag)),
+            Ok(cell) => {
+                self.pad.on_received(hop, cell.msg().cmd());
+                Ok((hop, cell, tag))
+            }
             Err(e) => Err(self.fail(e.into()).await),
         }
     }
@@ -502,10 +523,24 @@ impl<M: RelayMessage> ClientCircuit<M> {
     }
 
     async fn next_event_forever(&mut self) -> Result<FromNextHop, CircuitError> {
-        if self.slot.closed {
-            return Err(CircuitError::ChannelClosed);
+        loop {
+            if self.slot.closed {
+                return Err(CircuitError::ChannelClosed);
+            }
+            let event = self.rx.recv().await;
+            if matches!(event, Some(ClientCircEvent::PaddingDue)) {
+                self.send_due_padding().await?;
+                continue;
+            }
+            return self.on_raw_event(event).await;
         }
-        match self.rx.recv().await {
+    }
+
+    async fn on_raw_event(
+        &mut self,
+        event: Option<ClientCircEvent>,
+    ) -> Result<FromNextHop, CircuitError> {
+        match event {
             Some(ClientCircEvent::Cell(FromNextHop::Destroy(reason))) => {
                 self.slot.closed = true;
                 self.slot.chan.circuits.remove(self.slot.id);
@@ -523,7 +558,8 @@ impl<M: RelayMessage> ClientCircuit<M> {
                 ClientCircEvent::Stream(_)
                 | ClientCircEvent::Request(_)
                 | ClientCircEvent::Incoming(_)
-                | ClientCircEvent::Flow(_),
+                | ClientCircEvent::Flow(_)
+                | ClientCircEvent::PaddingDue,
             ) => Err(CircuitError::Protocol(
                 "stream event on a circuit without a reactor",
             )),

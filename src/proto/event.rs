@@ -31,6 +31,8 @@ pub enum ClientCircEvent {
     Incoming(IncomingAnswer),
     /// From a UDP flow's local end.
     Flow(super::datagram::FlowEvent),
+    /// The circuit's padding machine has a cell due (docs/protocol.md §3.6).
+    PaddingDue,
 }
 
 /// A request to the circuit task.

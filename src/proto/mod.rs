@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub mod event;
 pub mod event_queue;
 pub(crate) mod incoming;
+pub mod padding;
 pub(crate) mod reactor;
 pub(crate) mod stream;
 pub(crate) mod target;

@@ -227,6 +227,13 @@ impl<M: ReactorContext> Reactor<M> {
                     reply,
                 })) => self.open_udp(target, port, reply).await,
                 Some(ClientCircEvent::Flow(ev)) => self.on_flow_event(ev).await,
+                Some(ClientCircEvent::PaddingDue) => match self.circ.send_due_padding().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        debug!("client: padding send failed: {e}");
+                        false
+                    }
+                },
                 Some(ClientCircEvent::Request(CircuitRequest::Close)) => false,
                 Some(ClientCircEvent::Request(CircuitRequest::Retire)) => {
                     self.retiring = true;

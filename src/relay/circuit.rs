@@ -30,6 +30,7 @@ mod exit_streams;
 mod extend;
 mod forward;
 mod onion;
+mod padding;
 mod send;
 
 use send::{Step, Teardown};
@@ -150,6 +151,9 @@ struct Circuit {
     /// What the directory service keeps for this circuit (its upload budget), made at
     /// the first BEGIN_DIR.
     dir_state: Option<Arc<super::dirserve::CircuitDirState>>,
+    /// The padding machine the client asked this hop to run (boxed: most circuits have
+    /// none).
+    padding: Option<Box<crate::proto::padding::CircuitPadding>>,
 }
 
 impl Circuit {
@@ -279,6 +283,7 @@ impl Circuit {
             CircEvent::CookieEvicted => Ok(()),
             CircEvent::Resolved { id, result } => self.on_resolved(id, result).await,
             CircEvent::Flow(ev) => self.on_flow_event(ev).await,
+            CircEvent::PaddingDue => self.on_padding_due().await,
             CircEvent::FlowOpened { id, task, result } => {
                 self.on_flow_opened(id, task, result).await
             }

@@ -40,6 +40,8 @@ pub enum CircEvent {
     ChannelClosed(Side),
     /// The neighbour on that side sent something illegal on this circuit.
     Violation(Side),
+    /// The circuit's padding machine has a cell due (docs/protocol.md §3.6).
+    PaddingDue,
     /// The channel to the next hop requested by EXTEND is ready (or could not be opened).
     NextHopReady(NextHopResult),
     /// An event from one of the circuit's exit streams.

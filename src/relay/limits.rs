@@ -48,6 +48,15 @@ pub struct RelayLimits {
     /// circuit handshake. `false` only to measure fixed windows or to act as a relay
     /// without it: clients then detect the missing grant and use fixed windows.
     pub congestion_control: bool,
+    /// Run the circuit-padding machines clients ask for in the circuit handshake
+    /// (docs/protocol.md §3.6). `false` answers every request "disabled".
+    pub circuit_padding: bool,
+    /// Most padding cells one machine may send on one circuit; a machine whose cap is
+    /// higher is refused ("over budget").
+    pub padding_cells_per_circuit: u16,
+    /// Padding cells this relay sends per second over all circuits (a token bucket with a
+    /// second's worth of burst); past it padding is skipped, never queued.
+    pub padding_cells_per_second: u32,
     /// Seconds a channel with no circuits may stay open.
     pub idle_channel_timeout_secs: u64,
     /// Seconds a link handshake may take.
@@ -120,6 +129,9 @@ impl Default for RelayLimits {
             udp_queued_bytes: 8 * 1024 * 1024,
             udp_idle_secs: 120,
             congestion_control: true,
+            circuit_padding: true,
+            padding_cells_per_circuit: 100,
+            padding_cells_per_second: 2000,
             idle_channel_timeout_secs: 300,
             link_handshake_timeout_secs: 10,
             dead_peer_timeout_secs: 20,

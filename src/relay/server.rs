@@ -138,6 +138,10 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         udp_flows: Arc::new(tokio::sync::Semaphore::new(limits.udp_flows)),
         datagrams: crate::proto::datagram::budget::DatagramBudget::new(limits.udp_queued_bytes),
         handshakes: TokenBucket::new(limits.handshakes_per_second, limits.handshake_burst),
+        padding: TokenBucket::new(
+            limits.padding_cells_per_second,
+            limits.padding_cells_per_second,
+        ),
         budget: QueueBudget::new(limits.total_queued_bytes),
         relay_channels: Mutex::new(HashMap::new()),
         connect_locks: Mutex::new(HashMap::new()),

@@ -50,6 +50,12 @@ pub struct RelayCounters {
     pub refused_channel_limit: AtomicU64,
     /// accept() failures for want of file descriptors (EMFILE, ENFILE).
     pub accept_fd_exhausted: AtomicU64,
+    /// Padding (DROP) cells this relay's circuit-padding machines sent.
+    pub padding_cells_sent: AtomicU64,
+    /// Padding cells skipped because the relay-wide padding rate was reached.
+    pub padding_cells_skipped: AtomicU64,
+    /// Padding machines refused as over budget or disabled.
+    pub padding_machines_refused: AtomicU64,
 }
 
 impl RelayCounters {
@@ -70,6 +76,8 @@ pub struct RelayShared {
     pub link: LinkConfig,
     /// CREATE rate limit.
     pub handshakes: TokenBucket,
+    /// Relay-wide padding rate (`limits.padding_cells_per_second`).
+    pub padding: TokenBucket,
     /// Relay-wide queued-cell budget.
     pub budget: Arc<QueueBudget>,
     /// Open channels to other relays, by identity, for reuse when extending.

@@ -74,18 +74,24 @@ impl IntroTask {
             return;
         }
         let last = circ.len().saturating_sub(1);
-        match circ.recv_timeout(ESTABLISH_TIMEOUT).await {
-            Ok((hop, cell, _)) if hop == last => match cell.msg() {
-                AtServiceIntro::IntroEstablished => {}
-                AtServiceIntro::Introduce2(_) | AtServiceIntro::Drop => {
-                    debug!("onion service: unexpected answer to ESTABLISH_INTRO");
+        let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match circ.recv_timeout(left).await {
+                // Padding (docs/protocol.md §3.6) may come from the second hop.
+                Ok((_, cell, _)) if matches!(cell.msg(), AtServiceIntro::Drop) => continue,
+                Ok((hop, cell, _)) if hop == last => match cell.msg() {
+                    AtServiceIntro::IntroEstablished => break,
+                    AtServiceIntro::Introduce2(_) | AtServiceIntro::Drop => {
+                        debug!("onion service: unexpected answer to ESTABLISH_INTRO");
+                        return;
+                    }
+                },
+                Ok(_) => return,
+                Err(e) => {
+                    debug!("onion service: no INTRO_ESTABLISHED: {e}");
                     return;
                 }
-            },
-            Ok(_) => return,
-            Err(e) => {
-                debug!("onion service: no INTRO_ESTABLISHED: {e}");
-                return;
             }
         }
         self.ever_up

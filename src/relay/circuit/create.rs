@@ -7,7 +7,7 @@ use crate::proto::event_queue::EventSender;
 use tracing::debug;
 
 use crate::cell::chan_msg::BoundedBytes;
-use crate::cell::circuit_ext::{ClientExtensions, ReplyExtensions};
+use crate::cell::circuit_ext::{ClientExtensions, PaddingStatus, ReplyExtensions};
 use crate::cell::{ChanMsg, Create, Created, DestroyReason, HandshakeType};
 use crate::crypto::fast_handshake::fast_relay;
 use crate::crypto::{relay_handshake, RelayCrypto};
@@ -39,15 +39,17 @@ impl Circuit {
             return Self::refuse_replay(&shared, &prev).await;
         }
         let mut flow = FlowMode::Fixed;
+        let mut machine = None;
         let result = match create.htype {
             HandshakeType::Ntor1 => relay_handshake(
                 &mut rand::rng(),
                 &shared.keys.onion_keys(),
                 create.data.as_slice(),
                 |ext| {
-                    let (mode, reply) = grant(ext, shared.limits.congestion_control);
-                    flow = mode;
-                    reply
+                    let granted = grant(ext, &shared);
+                    flow = granted.flow;
+                    machine = granted.machine;
+                    granted.reply
                 },
             )
             .map(|(keys, reply, _ext)| (keys, reply)),
@@ -97,6 +99,13 @@ impl Circuit {
             .circuits_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let serial = shared.onion.next_serial();
+        let padding = machine.map(|m| {
+            Box::new(crate::proto::padding::CircuitPadding::start(
+                m,
+                self_tx.clone(),
+                || CircEvent::PaddingDue,
+            ))
+        });
         Some(Circuit {
             shared,
             prev,
@@ -113,6 +122,7 @@ impl Circuit {
             flows: None,
             resolving: 0,
             dir_state: None,
+            padding,
         })
     }
 
@@ -127,21 +137,46 @@ impl Circuit {
     }
 }
 
+/// What a hop grants in its handshake reply.
+struct Granted {
+    flow: FlowMode,
+    machine: Option<crate::cell::padding_machine::PaddingMachine>,
+    reply: Vec<u8>,
+}
+
 /// The reply extensions for a client's: congestion control granted if asked for and
-/// `enabled`. Malformed client extensions are answered as if empty (the client asked for
-/// nothing we can read; it learns so from the missing grant).
-fn grant(client_ext: &[u8], enabled: bool) -> (FlowMode, Vec<u8>) {
-    let asked = ClientExtensions::parse(client_ext)
-        .map(|e| e.congestion_control)
-        .unwrap_or(false);
-    if !(asked && enabled) {
-        return (FlowMode::Fixed, Vec::new());
+/// enabled; a padding machine run if asked for, enabled and within the budget
+/// (`padding_cells_per_circuit`). Malformed client extensions are answered as if empty
+/// (the client asked for nothing we can read; it learns so from the missing grant).
+fn grant(client_ext: &[u8], shared: &RelayShared) -> Granted {
+    let asked = ClientExtensions::parse(client_ext).unwrap_or_default();
+    let limits = &shared.limits;
+    let cc = asked.congestion_control && limits.congestion_control;
+    let (machine, padding) = match asked.padding {
+        None => (None, None),
+        Some(_) if !limits.circuit_padding => (None, Some(PaddingStatus::Disabled)),
+        Some(m) if m.max_padding > limits.padding_cells_per_circuit => {
+            (None, Some(PaddingStatus::OverBudget))
+        }
+        Some(m) => (Some(m), Some(PaddingStatus::Accepted)),
+    };
+    if matches!(padding, Some(s) if s != PaddingStatus::Accepted) {
+        RelayCounters::bump(&shared.counters.padding_machines_refused);
     }
     let reply = ReplyExtensions {
-        congestion_control: Some(GRANTED_SENDME_INC),
+        congestion_control: cc.then_some(GRANTED_SENDME_INC),
+        padding,
     };
     match reply.encode() {
-        Ok(bytes) => (FlowMode::from_grant(Some(GRANTED_SENDME_INC)), bytes),
-        Err(_) => (FlowMode::Fixed, Vec::new()),
+        Ok(bytes) => Granted {
+            flow: FlowMode::from_grant(reply.congestion_control),
+            machine,
+            reply: bytes,
+        },
+        Err(_) => Granted {
+            flow: FlowMode::Fixed,
+            machine: None,
+            reply: Vec::new(),
+        },
     }
 }

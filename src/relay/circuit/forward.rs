@@ -67,6 +67,7 @@ impl Circuit {
             let recognised = matches!(recognition, crate::crypto::Recognition::Recognised { .. });
             o.forward_cell(self.prev.id, &bytes, recognised);
         }
+        self.padding_forward(&recognition, &bytes);
         match recognition {
             // Boxed: the messages for this hop have the largest handling.
             crate::crypto::Recognition::Recognised { tag } => {
@@ -107,6 +108,7 @@ impl Circuit {
             o.backward_cell(self.prev.id, &bytes);
         }
         self.relayed();
+        self.padding_event_sent();
         match &mut self.crypto {
             Crypto::Own(c) => {
                 if c.encrypt_backward(&mut bytes).is_err() {
@@ -118,7 +120,7 @@ impl Circuit {
                     .into_step(Side::Prev, &self.shared.counters)
             }
             Crypto::Shared(_) | Crypto::Moving => {
-                Step::boxed(async move { self.send_backward(bytes, false).await.map(|_| ()) })
+                Step::boxed(async move { self.send_backward_raw(bytes, false).await.map(|_| ()) })
             }
         }
     }

@@ -71,8 +71,19 @@ impl Circuit {
     }
 
     /// Adds this hop's backward layer (`originate`: as a message from this hop) and sends
-    /// the cell to the previous hop. Returns the cell's tag.
+    /// the cell to the previous hop. Returns the cell's tag. Traffic, as the padding
+    /// machine counts it.
     pub(super) async fn send_backward(
+        &mut self,
+        body: [u8; RELAY_BODY_LEN],
+        originate: bool,
+    ) -> Result<RelayTag, Teardown> {
+        self.padding_event(crate::proto::padding::PaddingEvent::Sent);
+        self.send_backward_raw(body, originate).await
+    }
+
+    /// [`Self::send_backward`] without telling the padding machine (its own cells).
+    pub(super) async fn send_backward_raw(
         &mut self,
         mut body: [u8; RELAY_BODY_LEN],
         originate: bool,

@@ -1,0 +1,131 @@
+//! The client's side of circuit padding (docs/protocol.md §3.6): the machine asked of the
+//! second hop in its handshake, and the client's own machine, started once the circuit is
+//! built, sending DROP cells to that hop.
+
+use crate::cell::circuit_ext::PaddingStatus;
+use crate::cell::padding_machine::PaddingMachine;
+use crate::cell::{RelayCell, RelayCmd, RelayMessage, RelayMsg};
+use crate::proto::error::CircuitError;
+use crate::proto::event::ClientCircEvent;
+use crate::proto::padding::machines::MachineKind;
+use crate::proto::padding::{CircuitPadding, PaddingEvent};
+
+use super::ClientCircuit;
+
+/// The hop padding is negotiated with: the second, so the guard (which sees every cell)
+/// never runs the machine and cannot tell its cells from others by recognising them.
+pub(crate) const PADDING_HOP: usize = 1;
+
+/// A circuit's padding state on the client.
+#[derive(Debug, Default)]
+pub(crate) struct PaddingSide {
+    /// The machines asked for (set before the circuit reaches [`PADDING_HOP`]).
+    ask: Option<MachineKind>,
+    /// Whether the hop accepted its machine.
+    granted: bool,
+    /// The client's machine, once started.
+    running: Option<Box<CircuitPadding>>,
+}
+
+impl PaddingSide {
+    /// The hop machine to put in the handshake of hop `index`, if any.
+    pub(super) fn hop_machine_for(&self, index: usize) -> Option<PaddingMachine> {
+        self.ask
+            .filter(|_| index == PADDING_HOP)
+            .map(MachineKind::hop_machine)
+    }
+
+    /// Takes in the hop's answer. A padding answer nobody asked for is a protocol error
+    /// (as for congestion control); a refusal leaves the circuit unpadded.
+    pub(super) fn on_reply(
+        &mut self,
+        asked: bool,
+        status: Option<PaddingStatus>,
+    ) -> Result<(), CircuitError> {
+        match (asked, status) {
+            (false, Some(_)) => Err(CircuitError::Protocol(
+                "padding answered without being asked for",
+            )),
+            (true, Some(PaddingStatus::Accepted)) => {
+                self.granted = true;
+                Ok(())
+            }
+            (true, other) => {
+                tracing::debug!("client: padding hop did not run our machine: {other:?}");
+                Ok(())
+            }
+            (false, None) => Ok(()),
+        }
+    }
+
+    /// Tells the running machine about a cell this side sent.
+    pub(super) fn on_event(&mut self, event: PaddingEvent) {
+        if let Some(p) = self.running.as_mut() {
+            p.on_event(event);
+        }
+    }
+
+    /// Tells the running machine about a cell received from `hop`.
+    pub(super) fn on_received(&mut self, hop: usize, cmd: RelayCmd) {
+        let event = if hop == PADDING_HOP && cmd == RelayCmd::Drop {
+            PaddingEvent::PaddingReceived
+        } else {
+            PaddingEvent::Received
+        };
+        self.on_event(event);
+    }
+}
+
+impl<M: RelayMessage> ClientCircuit<M> {
+    /// Asks the second hop (when the circuit reaches it) to run `kind`'s hop machine.
+    /// Call before the circuit is extended to that hop.
+    pub fn ask_padding(&mut self, kind: MachineKind) {
+        if self.hops.len() <= PADDING_HOP {
+            self.pad.ask = Some(kind);
+        }
+    }
+
+    /// Whether the second hop agreed to pad.
+    pub fn padding_granted(&self) -> bool {
+        self.pad.granted
+    }
+
+    /// Starts the client's machine once the circuit is built (if the hop agreed), sending
+    /// what is due at once.
+    pub async fn start_padding(&mut self) -> Result<(), CircuitError> {
+        let Some(kind) = self.pad.ask.filter(|_| self.pad.granted) else {
+            return Ok(());
+        };
+        if self.pad.running.is_some() {
+            return Ok(());
+        }
+        self.pad.running = Some(Box::new(CircuitPadding::start(
+            kind.client_machine(),
+            self.self_tx.clone(),
+            || ClientCircEvent::PaddingDue,
+        )));
+        self.send_due_padding().await
+    }
+
+    /// Whether the client's machine has finished (or never ran).
+    pub fn padding_done(&self) -> bool {
+        self.pad.running.as_ref().is_none_or(|p| p.ended())
+    }
+
+    /// Sends the DROP cells the client's machine has due.
+    pub(crate) async fn send_due_padding(&mut self) -> Result<(), CircuitError> {
+        loop {
+            let Some(p) = self.pad.running.as_mut() else {
+                return Ok(());
+            };
+            if !p.take_due() {
+                return Ok(());
+            }
+            if self.hops.len() <= PADDING_HOP {
+                return Ok(());
+            }
+            self.send(PADDING_HOP, RelayCell::new(None, RelayMsg::Drop)?)
+                .await?;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! This hop's side of circuit padding (docs/protocol.md §3.6): the machine a client asked
+//! for in its handshake, fed with the circuit's events, sending DROP cells towards the
+//! client when it says so and the relay-wide padding rate allows.
+
+use crate::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
+use crate::cell::{DestroyReason, RelayCell, RelayCmd, RelayMsg};
+use crate::crypto::Recognition;
+use crate::proto::padding::PaddingEvent;
+
+use super::super::shared::RelayCounters;
+use super::send::Teardown;
+use super::Circuit;
+
+impl Circuit {
+    /// Tells the machine (if any) about a cell.
+    pub(super) fn padding_event(&mut self, event: PaddingEvent) {
+        if let Some(p) = self.padding.as_mut() {
+            p.on_event(event);
+        }
+    }
+
+    /// A backward cell relayed on the fast path (not through [`Self::send_backward`]).
+    pub(super) fn padding_event_sent(&mut self) {
+        self.padding_event(PaddingEvent::Sent);
+    }
+
+    /// A forward cell after this hop's layer came off: DROP addressed to us is the
+    /// client's padding, anything else (ours or passing through) is traffic.
+    pub(super) fn padding_forward(
+        &mut self,
+        recognition: &Recognition,
+        body: &[u8; RELAY_BODY_LEN],
+    ) {
+        if self.padding.is_none() {
+            return;
+        }
+        let drop = matches!(recognition, Recognition::Recognised { .. })
+            && body.get(RELAY_TAG_LEN) == Some(&RelayCmd::Drop.code());
+        self.padding_event(if drop {
+            PaddingEvent::PaddingReceived
+        } else {
+            PaddingEvent::Received
+        });
+    }
+
+    /// The machine's timer fired: send what is due. Past the relay-wide rate a cell is
+    /// skipped (the machine counts it sent), so padding never queues up.
+    pub(super) async fn on_padding_due(&mut self) -> Result<(), Teardown> {
+        loop {
+            let Some(p) = self.padding.as_mut() else {
+                return Ok(());
+            };
+            if !p.take_due() {
+                if p.ended() {
+                    self.padding = None;
+                }
+                return Ok(());
+            }
+            if !self.shared.padding.try_take() {
+                RelayCounters::bump(&self.shared.counters.padding_cells_skipped);
+                continue;
+            }
+            let body: [u8; RELAY_BODY_LEN] = RelayCell::new(None, RelayMsg::Drop)
+                .and_then(|c| c.encode())
+                .map_err(|_| Teardown::new(DestroyReason::Internal))?;
+            self.relayed();
+            self.send_backward_raw(body, true).await?;
+            RelayCounters::bump(&self.shared.counters.padding_cells_sent);
+        }
+    }
+}
