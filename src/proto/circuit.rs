@@ -31,6 +31,7 @@ use super::event::ClientCircEvent;
 use super::target::RelayTarget;
 
 mod padding;
+mod raw_events;
 pub(crate) use padding::PaddingSide;
 
 /// Cells queued from the channel reader to one circuit before the reader waits.
@@ -244,7 +245,16 @@ impl ClientCircuit<AtClient> {
         let last = self.hops.len() - 1;
         self.send_inner(last, RelayCell::new(None, RelayMsg::Extend(extend))?, true)
             .await?;
-        let (hop, cell, _tag) = tokio::time::timeout(timeout, self.recv())
+        // Padding from an earlier hop (docs/protocol.md §3.6) may come first.
+        let next_not_padding = async {
+            loop {
+                let (hop, cell, tag) = self.recv().await?;
+                if !matches!(cell.msg(), AtClient::Drop) {
+                    return Ok::<_, CircuitError>((hop, cell, tag));
+                }
+            }
+        };
+        let (hop, cell, _tag) = tokio::time::timeout(timeout, next_not_padding)
             .await
             .map_err(|_| CircuitError::Timeout)??;
         let extended = match cell.msg() {
@@ -513,57 +523,6 @@ impl<M: RelayMessage> ClientCircuit<M> {
     /// Tears the circuit down (DESTROY to the first hop, which propagates it).
     pub async fn destroy(mut self) {
         self.close(DestroyReason::Requested).await;
-    }
-
-    async fn next_event(&mut self, timeout: Duration) -> Result<FromNextHop, CircuitError> {
-        match tokio::time::timeout(timeout, self.next_event_forever()).await {
-            Ok(r) => r,
-            Err(_) => Err(self.fail(CircuitError::Timeout).await),
-        }
-    }
-
-    async fn next_event_forever(&mut self) -> Result<FromNextHop, CircuitError> {
-        loop {
-            if self.slot.closed {
-                return Err(CircuitError::ChannelClosed);
-            }
-            let event = self.rx.recv().await;
-            if matches!(event, Some(ClientCircEvent::PaddingDue)) {
-                self.send_due_padding().await?;
-                continue;
-            }
-            return self.on_raw_event(event).await;
-        }
-    }
-
-    async fn on_raw_event(
-        &mut self,
-        event: Option<ClientCircEvent>,
-    ) -> Result<FromNextHop, CircuitError> {
-        match event {
-            Some(ClientCircEvent::Cell(FromNextHop::Destroy(reason))) => {
-                self.slot.closed = true;
-                self.slot.chan.circuits.remove(self.slot.id);
-                Err(CircuitError::Destroyed(reason))
-            }
-            Some(ClientCircEvent::Cell(msg)) => Ok(msg),
-            Some(ClientCircEvent::Violation) => Err(self
-                .fail(CircuitError::Protocol("illegal cell from the first hop"))
-                .await),
-            Some(ClientCircEvent::ChannelClosed) | None => {
-                self.slot.closed = true;
-                Err(CircuitError::ChannelClosed)
-            }
-            Some(
-                ClientCircEvent::Stream(_)
-                | ClientCircEvent::Request(_)
-                | ClientCircEvent::Incoming(_)
-                | ClientCircEvent::Flow(_)
-                | ClientCircEvent::PaddingDue,
-            ) => Err(CircuitError::Protocol(
-                "stream event on a circuit without a reactor",
-            )),
-        }
     }
 
     async fn send_chan(&mut self, msg: ChanMsg) -> Result<(), CircuitError> {

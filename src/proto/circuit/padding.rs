@@ -19,8 +19,9 @@ pub(crate) const PADDING_HOP: usize = 1;
 /// A circuit's padding state on the client.
 #[derive(Debug, Default)]
 pub(crate) struct PaddingSide {
-    /// The machines asked for (set before the circuit reaches [`PADDING_HOP`]).
-    ask: Option<MachineKind>,
+    /// The machines asked for, the client's and the hop's (set before the circuit
+    /// reaches [`PADDING_HOP`]).
+    ask: Option<(PaddingMachine, PaddingMachine)>,
     /// Whether the hop accepted its machine.
     granted: bool,
     /// The client's machine, once started.
@@ -31,8 +32,9 @@ impl PaddingSide {
     /// The hop machine to put in the handshake of hop `index`, if any.
     pub(super) fn hop_machine_for(&self, index: usize) -> Option<PaddingMachine> {
         self.ask
+            .as_ref()
             .filter(|_| index == PADDING_HOP)
-            .map(MachineKind::hop_machine)
+            .map(|(_, hop)| hop.clone())
     }
 
     /// Takes in the hop's answer. A padding answer nobody asked for is a protocol error
@@ -77,11 +79,17 @@ impl PaddingSide {
 }
 
 impl<M: RelayMessage> ClientCircuit<M> {
-    /// Asks the second hop (when the circuit reaches it) to run `kind`'s hop machine.
-    /// Call before the circuit is extended to that hop.
+    /// Asks the second hop (when the circuit reaches it) to run `kind`'s hop machine, and
+    /// runs its client machine once built. Call before the circuit reaches that hop.
     pub fn ask_padding(&mut self, kind: MachineKind) {
+        self.ask_padding_machines(kind.client_machine(), kind.hop_machine());
+    }
+
+    /// [`Self::ask_padding`] with any pair of machines: `client` runs here, `hop` is asked
+    /// of the second hop (which may refuse it as over its budget).
+    pub fn ask_padding_machines(&mut self, client: PaddingMachine, hop: PaddingMachine) {
         if self.hops.len() <= PADDING_HOP {
-            self.pad.ask = Some(kind);
+            self.pad.ask = Some((client, hop));
         }
     }
 
@@ -93,14 +101,14 @@ impl<M: RelayMessage> ClientCircuit<M> {
     /// Starts the client's machine once the circuit is built (if the hop agreed), sending
     /// what is due at once.
     pub async fn start_padding(&mut self) -> Result<(), CircuitError> {
-        let Some(kind) = self.pad.ask.filter(|_| self.pad.granted) else {
+        let Some((machine, _)) = self.pad.ask.as_ref().filter(|_| self.pad.granted) else {
             return Ok(());
         };
         if self.pad.running.is_some() {
             return Ok(());
         }
         self.pad.running = Some(Box::new(CircuitPadding::start(
-            kind.client_machine(),
+            machine.clone(),
             self.self_tx.clone(),
             || ClientCircEvent::PaddingDue,
         )));

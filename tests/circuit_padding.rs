@@ -1,0 +1,290 @@
+//! Circuit padding (docs/protocol.md §3.6) over real relays on 127.0.0.1: the second hop
+//! runs the machine a client asked for in its handshake, and a watcher at the guard sees
+//! the shape the machines promise; and what a client that writes its own machines can try
+//! against a relay (a machine over the budget, a machine that would pad forever, many
+//! circuits padding at once).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use allium::cell::consts::RELAY_BODY_LEN;
+use allium::cell::padding_machine::{DelayKind, Next, PaddingMachine, PaddingState};
+use allium::cell::relay_contexts::AtClient;
+use allium::cell::CircId;
+use allium::dir::ExitPolicy;
+use allium::link::LinkConfig;
+use allium::proto::padding::machines::MachineKind;
+use allium::proto::{ClientChannel, ClientCircuit};
+use allium::relay::{RelayHandle, RelayLimits, RelayObserver};
+use common::raw_circuit::open;
+use common::{start_relay_with, target, NO_HANG};
+
+/// Records, per circuit, the direction of every relay cell the guard passes (`true`:
+/// towards the exit): what a watcher at the guard sees.
+#[derive(Debug, Default)]
+struct Directions(Mutex<HashMap<CircId, Vec<bool>>>);
+
+impl RelayObserver for Directions {
+    fn forward_cell(&self, circ: CircId, _: &[u8; RELAY_BODY_LEN], _: bool) {
+        self.0.lock().unwrap().entry(circ).or_default().push(true);
+    }
+    fn backward_cell(&self, circ: CircId, _: &[u8; RELAY_BODY_LEN]) {
+        self.0.lock().unwrap().entry(circ).or_default().push(false);
+    }
+}
+
+impl Directions {
+    /// The circuit's directions as `o` (out, towards the exit) and `i` (in).
+    fn seen(&self, circ: CircId) -> String {
+        let map = self.0.lock().unwrap();
+        map.get(&circ)
+            .map(|v| v.iter().map(|&f| if f { 'o' } else { 'i' }).collect())
+            .unwrap_or_default()
+    }
+}
+
+async fn relays(middle: RelayLimits) -> (Vec<RelayHandle>, Arc<Directions>) {
+    let guard = start_relay_with(RelayLimits::default(), None).await;
+    let watcher = Arc::new(Directions::default());
+    guard.set_observer(watcher.clone()).unwrap();
+    let relays = vec![
+        guard,
+        start_relay_with(middle, None).await,
+        start_relay_with(
+            RelayLimits::default(),
+            Some(ExitPolicy::default_exit_allow_loopback()),
+        )
+        .await,
+    ];
+    (relays, watcher)
+}
+
+/// A circuit through `relays` asking the second hop to run `hop` (and running `client`).
+async fn padded(
+    relays: &[RelayHandle],
+    client: PaddingMachine,
+    hop: PaddingMachine,
+) -> ClientCircuit {
+    let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+        .await
+        .unwrap();
+    let mut circ = ClientCircuit::create_with(&chan, &target(&relays[0]), NO_HANG, true)
+        .await
+        .unwrap();
+    circ.ask_padding_machines(client, hop);
+    for r in &relays[1..] {
+        circ.extend(&target(r), NO_HANG).await.unwrap();
+    }
+    circ.start_padding().await.unwrap();
+    circ
+}
+
+/// Receives `n` DROP cells from the second hop (nothing else may come).
+async fn drops_from_middle(circ: &mut ClientCircuit, n: usize) {
+    for _ in 0..n {
+        let (hop, cell, _) = tokio::time::timeout(NO_HANG, circ.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hop, 1);
+        assert!(matches!(cell.msg(), AtClient::Drop), "{cell:?}");
+    }
+}
+
+fn sent(r: &RelayHandle) -> u64 {
+    r.shared()
+        .counters
+        .padding_cells_sent
+        .load(Ordering::Relaxed)
+}
+
+fn skipped(r: &RelayHandle) -> u64 {
+    r.shared()
+        .counters
+        .padding_cells_skipped
+        .load(Ordering::Relaxed)
+}
+
+fn refused(r: &RelayHandle) -> u64 {
+    r.shared()
+        .counters
+        .padding_machines_refused
+        .load(Ordering::Relaxed)
+}
+
+/// What the guard's observer reports of a three-hop build: CREATE/CREATED are not relay
+/// cells, and of the two EXTEND/EXTENDED pairs the first EXTENDED is the guard's own (the
+/// observer reports relayed cells only).
+const BUILD: &str = "ooi";
+
+#[tokio::test]
+async fn a_built_circuit_opens_with_the_prologue_the_guard_sees() {
+    let (relays, watcher) = relays(RelayLimits::default()).await;
+    let kind = MachineKind::Prologue;
+    let mut circ = padded(&relays, kind.client_machine(), kind.hop_machine()).await;
+    assert!(circ.padding_granted());
+    drops_from_middle(&mut circ, 2).await;
+    assert_eq!(watcher.seen(circ.id()), format!("{BUILD}oii"));
+    assert_eq!(sent(&relays[1]), 2);
+    assert!(circ.padding_done());
+}
+
+/// The introduction machines after a real request and answer (here BEGIN/CONNECTED at an
+/// exit, where an introduction circuit has INTRODUCE1/INTRODUCE_ACK): the guard then sees
+/// `i o i o` and a reply-sized burst, the shape of a rendezvous circuit's stream.
+#[tokio::test]
+async fn the_introduction_machines_add_a_fetch_shape_after_the_answer() {
+    let (relays, watcher) = relays(RelayLimits::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _held = listener.accept().await;
+        tokio::time::sleep(NO_HANG).await;
+    });
+    let kind = MachineKind::Introduction;
+    let mut circ = padded(&relays, kind.client_machine(), kind.hop_machine()).await;
+    assert!(circ.padding_granted());
+    open(&mut circ, 1, port).await;
+    // "RENDEZVOUS2", "CONNECTED", then the reply burst (2..=31): receiving drives our own
+    // machine, which answers with "BEGIN" and the request in between.
+    drops_from_middle(&mut circ, 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut burst = 0;
+    while let Ok(Ok((hop, cell, _))) = tokio::time::timeout_at(deadline, circ.recv()).await {
+        assert_eq!(hop, 1);
+        assert!(matches!(cell.msg(), AtClient::Drop));
+        burst += 1;
+    }
+    assert!((2..=31).contains(&burst), "reply burst of {burst}");
+    let expected = format!("{BUILD}oiioio{}", "i".repeat(burst));
+    assert_eq!(watcher.seen(circ.id()), expected);
+    assert!(circ.padding_done());
+}
+
+fn looping(max_padding: u16) -> PaddingMachine {
+    PaddingMachine {
+        max_padding,
+        states: vec![PaddingState {
+            delay_kind: DelayKind::Uniform,
+            delay_min_ms: 0,
+            delay_max_ms: 1,
+            burst_min: 255,
+            burst_max: 255,
+            on_sent: Next::Stay,
+            on_received: Next::Stay,
+            on_padding: Next::Stay,
+            on_burst_done: Next::State(0),
+        }],
+    }
+}
+
+fn idle() -> PaddingMachine {
+    PaddingMachine {
+        max_padding: 0,
+        states: vec![PaddingState {
+            burst_min: 0,
+            burst_max: 0,
+            on_burst_done: Next::Stay,
+            ..looping(0).states[0]
+        }],
+    }
+}
+
+/// A client asking for more padding than the relay's per-circuit budget is refused: the
+/// circuit works, unpadded, and the relay sends nothing. So is any machine at a relay
+/// whose operator turned padding off.
+#[tokio::test]
+async fn a_machine_over_the_budget_or_at_a_relay_without_padding_is_refused() {
+    let limits = RelayLimits {
+        padding_cells_per_circuit: 10,
+        ..RelayLimits::default()
+    };
+    let (relays, watcher) = relays(limits).await;
+    let mut circ = padded(&relays, idle(), looping(11)).await;
+    assert!(!circ.padding_granted());
+    assert_eq!(refused(&relays[1]), 1);
+    // Within the budget it is accepted (and then pads, up to its cap).
+    let mut ok = padded(&relays, idle(), looping(10)).await;
+    assert!(ok.padding_granted());
+    drops_from_middle(&mut ok, 10).await;
+    assert_eq!(sent(&relays[1]), 10);
+    // The refused circuit carries nothing but its build.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(watcher.seen(circ.id()), BUILD);
+    let (hop, _, _) = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let _held = listener.accept().await;
+            tokio::time::sleep(NO_HANG).await;
+        });
+        circ.send(2, common::raw_circuit::begin(1, port))
+            .await
+            .unwrap();
+        tokio::time::timeout(NO_HANG, circ.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(hop, 2, "the unpadded circuit still works");
+
+    let off = RelayLimits {
+        circuit_padding: false,
+        ..RelayLimits::default()
+    };
+    let (relays, _) = self::relays(off).await;
+    let circ = padded(&relays, idle(), looping(1)).await;
+    assert!(!circ.padding_granted());
+    assert_eq!(refused(&relays[1]), 1);
+    assert_eq!(sent(&relays[1]), 0);
+}
+
+/// Machines that would pad forever stop at their cap, and however many circuits pad at
+/// once, the relay sends no more than its relay-wide rate: the rest is skipped, never
+/// queued.
+#[tokio::test]
+async fn looping_machines_stop_at_their_cap_and_the_relay_rate_bounds_them_all() {
+    const RATE: u32 = 40;
+    const CIRCUITS: usize = 5;
+    const CAP: u16 = 100;
+    let limits = RelayLimits {
+        padding_cells_per_second: RATE,
+        ..RelayLimits::default()
+    };
+    let (relays, _) = relays(limits).await;
+    let t0 = std::time::Instant::now();
+    let mut circuits = Vec::new();
+    for _ in 0..CIRCUITS {
+        circuits.push(padded(&relays, idle(), looping(CAP)).await);
+    }
+    // Every machine runs to its cap (each cell sent or skipped).
+    let total = CIRCUITS as u64 * u64::from(CAP);
+    let deadline = tokio::time::Instant::now() + NO_HANG;
+    while sent(&relays[1]) + skipped(&relays[1]) < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "machines never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (s, k) = (sent(&relays[1]), skipped(&relays[1]));
+    assert_eq!(s + k, total, "no machine sent past its cap");
+    // A bucket of RATE tokens, refilled at RATE per second.
+    let bound = f64::from(RATE) * (1.0 + elapsed) + 1.0;
+    assert!(
+        (s as f64) <= bound,
+        "{s} padding cells sent in {elapsed:.2} s"
+    );
+    assert!(k > 0);
+    for c in &circuits {
+        assert!(c.padding_granted());
+    }
+}
