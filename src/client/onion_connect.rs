@@ -487,7 +487,7 @@ async fn introduce_via(
 
 /// How long an introduction circuit padded to look like a fetch stays open after its
 /// acknowledgement, in milliseconds: an exit circuit is not closed the moment its reply
-/// arrives, so neither is this one (docs/protocol.md §3.6.3).
+/// arrives, so neither is this one (docs/protocol.md §3.6.1).
 const INTRO_LINGER_MS: std::ops::RangeInclusive<u64> = 10_000..=20_000;
 
 /// Closes an introduction circuit: at once if it is unpadded or failed, else after

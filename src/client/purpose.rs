@@ -27,7 +27,7 @@ pub enum CircPurpose {
 
 impl CircPurpose {
     /// The padding machines this circuit runs with its second hop (docs/protocol.md
-    /// §3.6.3): every circuit opens like a client's rendezvous circuit; introduction
+    /// §3.6.1): every circuit opens like a client's rendezvous circuit; introduction
     /// circuits add a small fetch's shape.
     pub fn padding(self) -> Option<MachineKind> {
         match self {

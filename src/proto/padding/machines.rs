@@ -1,4 +1,4 @@
-//! The machines allium negotiates (docs/protocol.md §3.6.3), as (client side, hop side)
+//! The machines allium negotiates (docs/protocol.md §3.6.1), as (client side, hop side)
 //! pairs run with the circuit's second hop, so the guard sees the padding but never runs it.
 //!
 //! Every circuit of three hops or more starts with the same shape, whatever it is for.
