@@ -24,6 +24,7 @@ use super::dirmgr::DirMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
 use super::purpose::{CircPurpose, ClientObserver};
+use crate::proto::padding::machines::MachineKind;
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
 const PATH_REDRAWS: usize = 8;
@@ -215,7 +216,7 @@ impl CircMgr {
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
             debug!(us = t0.elapsed().as_micros() as u64, "build: created");
-            self.ask_padding(&mut circ, hops.len(), CircPurpose::Exit);
+            let padding = self.ask_padding(&mut circ, hops.len(), CircPurpose::Exit);
             for hop in hops.iter().skip(1) {
                 extending = Some(hop.identity);
                 circ.extend(hop, timeout)
@@ -223,7 +224,7 @@ impl CircMgr {
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
                 debug!(us = t0.elapsed().as_micros() as u64, "build: extended");
             }
-            start_padding(&mut circ).await?;
+            start_padding(&mut circ, padding, timeout).await?;
             Ok::<_, ClientError>(circ)
         };
         let result = tokio::time::timeout(timeout, build)
@@ -301,14 +302,14 @@ impl CircMgr {
                 ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            self.ask_padding(&mut circ, hops.len(), purpose);
+            let padding = self.ask_padding(&mut circ, hops.len(), purpose);
             for hop in hops.iter().skip(1) {
                 extended_past_guard = true;
                 circ.extend(hop, timeout)
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
             }
-            start_padding(&mut circ).await?;
+            start_padding(&mut circ, padding, timeout).await?;
             Ok::<_, ClientError>(circ)
         };
         let result = tokio::time::timeout(timeout, build)
@@ -331,13 +332,18 @@ impl CircMgr {
 
     /// Asks the circuit's second hop for the padding machines of `purpose` (when padding
     /// is on and the path is long enough for the second hop not to be the last).
-    fn ask_padding(&self, circ: &mut ClientCircuit, path_len: usize, purpose: CircPurpose) {
+    fn ask_padding(
+        &self,
+        circ: &mut ClientCircuit,
+        path_len: usize,
+        purpose: CircPurpose,
+    ) -> Option<MachineKind> {
         if !self.params.circuit_padding || path_len < 3 {
-            return;
+            return None;
         }
-        if let Some(kind) = purpose.padding() {
-            circ.ask_padding(kind);
-        }
+        let kind = purpose.padding()?;
+        circ.ask_padding(kind);
+        Some(kind)
     }
 
     fn observe<M: crate::cell::RelayMessage>(&self, circ: &ClientCircuit<M>, purpose: CircPurpose) {
@@ -570,9 +576,19 @@ impl Isolation {
     }
 }
 
-/// Starts the client's padding machine on a built circuit (if its hop agreed to pad).
-async fn start_padding(circ: &mut ClientCircuit) -> Result<(), ClientError> {
-    circ.start_padding()
-        .await
-        .map_err(|e| ClientError::Circuit(e.to_string()))
+/// Starts the client's padding machine on a built circuit (if its hop agreed to pad) and
+/// waits for the hop's answer to the opening.
+async fn start_padding(
+    circ: &mut ClientCircuit,
+    kind: Option<MachineKind>,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let err = |e: crate::proto::CircuitError| ClientError::Circuit(e.to_string());
+    circ.start_padding().await.map_err(err)?;
+    if let Some(kind) = kind {
+        circ.await_padding_answer(kind.opening_answer(), timeout)
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
 }

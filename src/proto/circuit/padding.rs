@@ -115,6 +115,30 @@ impl<M: RelayMessage> ClientCircuit<M> {
         self.send_due_padding().await
     }
 
+    /// Waits (at most `timeout`) for the `n` DROP cells the second hop answers the
+    /// opening with ([`MachineKind::opening_answer`]), if it agreed to pad. Anything else
+    /// arriving first fails the circuit.
+    pub async fn await_padding_answer(
+        &mut self,
+        n: usize,
+        timeout: std::time::Duration,
+    ) -> Result<(), CircuitError> {
+        if !self.pad.granted {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        for _ in 0..n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (hop, cell, _) = self.recv_timeout(left).await?;
+            if hop != PADDING_HOP || cell.msg().cmd() != RelayCmd::Drop {
+                return Err(self
+                    .fail(CircuitError::Protocol("expected the padding hop's answer"))
+                    .await);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the client's machine has finished (or never ran).
     pub fn padding_done(&self) -> bool {
         self.pad.running.as_ref().is_none_or(|p| p.ended())

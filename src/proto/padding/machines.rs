@@ -34,6 +34,17 @@ pub enum MachineKind {
 pub const MAX_ASKED_PADDING: u16 = 40;
 
 impl MachineKind {
+    /// DROP cells the hop's machine sends in answer to the client's opening, which the
+    /// client waits for before it uses the circuit: otherwise a stream opened at once on a
+    /// new exit circuit would show `out out in in`, not the `out in in` of a rendezvous
+    /// circuit. Costs a round trip to the second hop on circuits built on demand.
+    pub fn opening_answer(self) -> usize {
+        match self {
+            MachineKind::Prologue => 2,
+            MachineKind::Introduction => 0,
+        }
+    }
+
     /// The machine the client runs.
     pub fn client_machine(self) -> PaddingMachine {
         match self {
