@@ -105,13 +105,6 @@ fn sent(r: &RelayHandle) -> u64 {
         .load(Ordering::Relaxed)
 }
 
-fn skipped(r: &RelayHandle) -> u64 {
-    r.shared()
-        .counters
-        .padding_cells_skipped
-        .load(Ordering::Relaxed)
-}
-
 fn refused(r: &RelayHandle) -> u64 {
     r.shared()
         .counters
@@ -211,10 +204,16 @@ async fn a_machine_over_the_budget_or_at_a_relay_without_padding_is_refused() {
     assert!(!circ.padding_granted());
     assert_eq!(refused(&relays[1]), 1);
     // Within the budget it is accepted (and then pads, up to its cap).
-    let mut ok = padded(&relays, idle(), looping(10)).await;
+    let ok = padded(&relays, idle(), looping(10)).await;
     assert!(ok.padding_granted());
-    drops_from_middle(&mut ok, 10).await;
-    assert_eq!(sent(&relays[1]), 10);
+    let deadline = tokio::time::Instant::now() + NO_HANG;
+    while sent(&relays[1]) < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the machine was cut short");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent(&relays[1]), 10, "the machine stopped at its cap");
+    drop(ok);
     // The refused circuit carries nothing but its build.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(watcher.seen(circ.id()), BUILD);
@@ -246,13 +245,14 @@ async fn a_machine_over_the_budget_or_at_a_relay_without_padding_is_refused() {
     assert_eq!(sent(&relays[1]), 0);
 }
 
-/// Machines that would pad forever stop at their cap, and however many circuits pad at
-/// once, the relay sends no more than its relay-wide rate: the rest is skipped, never
-/// queued.
+/// Machines that would pad forever stop at their cap; however many circuits ask, a relay
+/// accepts no more padding than its relay-wide rate covers (each machine's whole cap is
+/// taken when it is accepted, so an accepted machine is never cut short), and a machine
+/// bigger than the rate's burst is refused outright.
 #[tokio::test]
 async fn looping_machines_stop_at_their_cap_and_the_relay_rate_bounds_them_all() {
-    const RATE: u32 = 40;
-    const CIRCUITS: usize = 5;
+    const RATE: u32 = 250;
+    const CIRCUITS: usize = 6;
     const CAP: u16 = 100;
     let limits = RelayLimits {
         padding_cells_per_second: RATE,
@@ -264,27 +264,37 @@ async fn looping_machines_stop_at_their_cap_and_the_relay_rate_bounds_them_all()
     for _ in 0..CIRCUITS {
         circuits.push(padded(&relays, idle(), looping(CAP)).await);
     }
-    // Every machine runs to its cap (each cell sent or skipped).
-    let total = CIRCUITS as u64 * u64::from(CAP);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let accepted = circuits.iter().filter(|c| c.padding_granted()).count() as u64;
+    assert_eq!(
+        accepted + refused(&relays[1]),
+        CIRCUITS as u64,
+        "every machine accepted or refused"
+    );
+    // A bucket of RATE tokens refilled at RATE per second covered every accepted cap.
+    let bound = f64::from(RATE) * (1.0 + elapsed);
+    assert!(
+        (accepted * u64::from(CAP)) as f64 <= bound,
+        "{accepted} machines of {CAP} accepted in {elapsed:.2} s"
+    );
+    // Each accepted machine runs to its cap (some of it during the build, which the
+    // client skips), and no further.
+    let want = accepted * u64::from(CAP);
     let deadline = tokio::time::Instant::now() + NO_HANG;
-    while sent(&relays[1]) + skipped(&relays[1]) < total {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "machines never ended"
-        );
+    while sent(&relays[1]) < want {
+        assert!(tokio::time::Instant::now() < deadline, "a machine was cut short");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let (s, k) = (sent(&relays[1]), skipped(&relays[1]));
-    assert_eq!(s + k, total, "no machine sent past its cap");
-    // A bucket of RATE tokens, refilled at RATE per second.
-    let bound = f64::from(RATE) * (1.0 + elapsed) + 1.0;
-    assert!(
-        (s as f64) <= bound,
-        "{s} padding cells sent in {elapsed:.2} s"
-    );
-    assert!(k > 0);
-    for c in &circuits {
-        assert!(c.padding_granted());
-    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent(&relays[1]), accepted * u64::from(CAP));
+
+    // A cap the rate's burst can never cover is refused every time.
+    let small = RelayLimits {
+        padding_cells_per_second: 50,
+        ..RelayLimits::default()
+    };
+    let (relays, _) = self::relays(small).await;
+    let circ = padded(&relays, idle(), looping(60)).await;
+    assert!(!circ.padding_granted());
+    assert_eq!(sent(&relays[1]), 0);
 }

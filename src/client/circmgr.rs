@@ -224,6 +224,8 @@ impl CircMgr {
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
                 debug!(us = t0.elapsed().as_micros() as u64, "build: extended");
             }
+            // A padding failure is the padding hop's, not the last one's.
+            extending = hops.get(1).map(|h| h.identity);
             start_padding(&mut circ, padding, timeout).await?;
             Ok::<_, ClientError>(circ)
         };
@@ -341,7 +343,10 @@ impl CircMgr {
         if !self.params.circuit_padding || path_len < 3 {
             return None;
         }
-        let kind = purpose.padding()?;
+        // The introduction machines count the build's EXTENDED cells: three hops only.
+        let kind = purpose
+            .padding()
+            .filter(|k| path_len == 3 || *k != MachineKind::Introduction)?;
         circ.ask_padding(kind);
         Some(kind)
     }

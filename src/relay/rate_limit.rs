@@ -50,8 +50,18 @@ impl TokenBucket {
         s.tokens = (s.tokens + 1.0).min(self.burst);
     }
 
+    /// Takes `n` tokens at once if that many are available (none otherwise).
+    pub fn try_take_n(&self, n: u32) -> bool {
+        self.try_take_n_at(n, Instant::now())
+    }
+
     /// Takes one token if available, as of `now` (lets tests control time).
     pub fn try_take_at(&self, now: Instant) -> bool {
+        self.try_take_n_at(1, now)
+    }
+
+    fn try_take_n_at(&self, n: u32, now: Instant) -> bool {
+        let n = f64::from(n);
         // A poisoned lock only means another thread panicked mid-update of two floats;
         // the state is still usable.
         let mut s = lock(&self.state);
@@ -59,8 +69,8 @@ impl TokenBucket {
         s.tokens = (s.tokens + elapsed * self.rate).min(self.burst);
         // Never move `last` backwards: a stale `now` would credit the same gap twice.
         s.last = s.last.max(now);
-        if s.tokens >= 1.0 {
-            s.tokens -= 1.0;
+        if s.tokens >= n {
+            s.tokens -= n;
             true
         } else {
             false

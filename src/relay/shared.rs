@@ -52,8 +52,6 @@ pub struct RelayCounters {
     pub accept_fd_exhausted: AtomicU64,
     /// Padding (DROP) cells this relay's circuit-padding machines sent.
     pub padding_cells_sent: AtomicU64,
-    /// Padding cells skipped because the relay-wide padding rate was reached.
-    pub padding_cells_skipped: AtomicU64,
     /// Padding machines refused as over budget or disabled.
     pub padding_machines_refused: AtomicU64,
 }

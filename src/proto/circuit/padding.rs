@@ -26,6 +26,8 @@ pub(crate) struct PaddingSide {
     granted: bool,
     /// The client's machine, once started.
     running: Option<Box<CircuitPadding>>,
+    /// The client's machine ran and ended.
+    finished: bool,
 }
 
 impl PaddingSide {
@@ -64,6 +66,10 @@ impl PaddingSide {
     pub(super) fn on_event(&mut self, event: PaddingEvent) {
         if let Some(p) = self.running.as_mut() {
             p.on_event(event);
+            if p.ended() {
+                self.running = None;
+                self.finished = true;
+            }
         }
     }
 
@@ -104,7 +110,9 @@ impl<M: RelayMessage> ClientCircuit<M> {
         let Some((machine, _)) = self.pad.ask.as_ref().filter(|_| self.pad.granted) else {
             return Ok(());
         };
-        if self.pad.running.is_some() {
+        // Only on a built circuit (a DROP before the last EXTEND would spend its
+        // RELAY_EARLY budget), and once.
+        if self.pad.running.is_some() || self.pad.finished || self.hops.len() <= PADDING_HOP {
             return Ok(());
         }
         self.pad.running = Some(Box::new(CircuitPadding::start(
@@ -116,8 +124,9 @@ impl<M: RelayMessage> ClientCircuit<M> {
     }
 
     /// Waits (at most `timeout`) for the `n` DROP cells the second hop answers the
-    /// opening with ([`MachineKind::opening_answer`]), if it agreed to pad. Anything else
-    /// arriving first fails the circuit.
+    /// opening with ([`MachineKind::opening_answer`]), if it agreed to pad. A hop that
+    /// stays silent costs the wait, never the circuit (a later DROP is just dropped);
+    /// any other message arriving first fails the circuit.
     pub async fn await_padding_answer(
         &mut self,
         n: usize,
@@ -128,8 +137,13 @@ impl<M: RelayMessage> ClientCircuit<M> {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         for _ in 0..n {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let (hop, cell, _) = self.recv_timeout(left).await?;
+            let (hop, cell, _) = match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::debug!("client: the padding hop did not answer the opening");
+                    return Ok(());
+                }
+            };
             if hop != PADDING_HOP || cell.msg().cmd() != RelayCmd::Drop {
                 return Err(self
                     .fail(CircuitError::Protocol("expected the padding hop's answer"))
@@ -144,6 +158,11 @@ impl<M: RelayMessage> ClientCircuit<M> {
         self.pad.running.as_ref().is_none_or(|p| p.ended())
     }
 
+    /// Whether the client's machine ran to its end.
+    pub fn padding_finished(&self) -> bool {
+        self.pad.finished || self.pad.running.as_ref().is_some_and(|p| p.ended())
+    }
+
     /// Sends the DROP cells the client's machine has due.
     pub(crate) async fn send_due_padding(&mut self) -> Result<(), CircuitError> {
         loop {
@@ -151,6 +170,10 @@ impl<M: RelayMessage> ClientCircuit<M> {
                 return Ok(());
             };
             if !p.take_due() {
+                if p.ended() {
+                    self.pad.running = None;
+                    self.pad.finished = true;
+                }
                 return Ok(());
             }
             if self.hops.len() <= PADDING_HOP {

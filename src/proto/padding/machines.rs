@@ -12,7 +12,7 @@
 //! - **Introduction** (client's INTRODUCE1 circuit, service's ESTABLISH_INTRO circuit):
 //!   after the real `out in`, the hop and the client take turns to add `in` (as
 //!   RENDEZVOUS2 would), `out` (BEGIN), `in` (CONNECTED), `out` (a request), then the hop
-//!   sends a burst of 1 to 31 cells, the reply of a small fetch with its END. The client
+//!   sends a burst of 2 to 31 cells, the reply of a small fetch with its END. The client
 //!   keeps the circuit open meanwhile instead of closing it after the acknowledgement.
 //!
 //! The burst size is the profile of the exit traffic being imitated (a small object of
@@ -71,8 +71,10 @@ impl MachineKind {
     /// The machine the client asks the hop to run.
     pub fn hop_machine(self) -> PaddingMachine {
         match self {
+            // Declares the same cap as the introduction machine, so a relay whose budget
+            // admits one admits both (a budget between them would single out one kind).
             MachineKind::Prologue => PaddingMachine {
-                max_padding: 2,
+                max_padding: MAX_ASKED_PADDING,
                 states: vec![wait(Next::State(1)), burst(0, 5, 2, Next::End)],
             },
             MachineKind::Introduction => PaddingMachine {
@@ -83,8 +85,9 @@ impl MachineKind {
                     // Built: the INTRODUCE1/ESTABLISH_INTRO goes out, its answer comes
                     // back through us (a cell we send towards the client).
                     on_sent(Next::State(2)),
-                    // "RENDEZVOUS2".
-                    burst(5, 60, 1, Next::State(3)),
+                    // "RENDEZVOUS2" (as soon after the answer as the prologue's second
+                    // cell follows its first: 0-5 ms).
+                    burst(0, 5, 1, Next::State(3)),
                     // Wait for "BEGIN".
                     wait(Next::State(4)),
                     // "CONNECTED".
@@ -156,6 +159,7 @@ mod tests {
                 let bytes = m.encode().unwrap();
                 assert_eq!(PaddingMachine::parse(&bytes).unwrap(), m);
                 assert!(m.max_padding <= MAX_ASKED_PADDING);
+                assert!(kind.hop_machine().max_padding == MAX_ASKED_PADDING);
             }
         }
     }

@@ -22,8 +22,8 @@ pub enum PaddingEvent {
     PaddingReceived,
 }
 
-/// Transitions one event may chain through (a state with an empty burst moves on at once)
-/// before the machine is stopped as looping.
+/// Transitions one event (or one burst's end) may chain through, a state with an empty
+/// burst moving on at once, before the machine is stopped as looping.
 const MAX_CHAIN: usize = 2 * crate::cell::padding_machine::MAX_STATES;
 
 /// A machine in progress.
@@ -48,7 +48,11 @@ impl PaddingRuntime {
             sent: 0,
             ended: false,
         };
-        rt.follow(Next::State(0), now, rng);
+        if rt.machine.max_padding == 0 {
+            rt.stop();
+        } else {
+            rt.follow(Next::State(0), now, rng);
+        }
         rt
     }
 
@@ -93,7 +97,9 @@ impl PaddingRuntime {
         }
         self.sent += 1;
         self.burst_left = self.burst_left.saturating_sub(1);
-        if self.burst_left == 0 {
+        if self.sent >= self.machine.max_padding {
+            self.stop();
+        } else if self.burst_left == 0 {
             self.deadline = None;
             if let Some(state) = self.current() {
                 self.follow(state.on_burst_done, now, rng);
@@ -128,7 +134,9 @@ impl PaddingRuntime {
                 return self.stop();
             };
             self.state = s;
-            self.burst_left = rng.random_range(state.burst_min..=state.burst_max);
+            // `max` of the two: a machine built in code (not parsed) may have them swapped.
+            self.burst_left =
+                rng.random_range(state.burst_min..=state.burst_max.max(state.burst_min));
             if self.burst_left > 0 {
                 self.schedule(now, rng);
                 return;

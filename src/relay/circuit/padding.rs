@@ -1,6 +1,7 @@
 //! This hop's side of circuit padding (docs/protocol.md §3.6): the machine a client asked
 //! for in its handshake, fed with the circuit's events, sending DROP cells towards the
-//! client when it says so and the relay-wide padding rate allows.
+//! client when it says so. Its cells were paid for from the relay-wide padding rate when
+//! the machine was accepted.
 
 use crate::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use crate::cell::{DestroyReason, RelayCell, RelayCmd, RelayMsg};
@@ -16,6 +17,10 @@ impl Circuit {
     pub(super) fn padding_event(&mut self, event: PaddingEvent) {
         if let Some(p) = self.padding.as_mut() {
             p.on_event(event);
+            if p.ended() {
+                // Frees the machine and ends its timer task.
+                self.padding = None;
+            }
         }
     }
 
@@ -43,8 +48,7 @@ impl Circuit {
         });
     }
 
-    /// The machine's timer fired: send what is due. Past the relay-wide rate a cell is
-    /// skipped (the machine counts it sent), so padding never queues up.
+    /// The machine's timer fired: send what is due.
     pub(super) async fn on_padding_due(&mut self) -> Result<(), Teardown> {
         loop {
             let Some(p) = self.padding.as_mut() else {
@@ -55,10 +59,6 @@ impl Circuit {
                     self.padding = None;
                 }
                 return Ok(());
-            }
-            if !self.shared.padding.try_take() {
-                RelayCounters::bump(&self.shared.counters.padding_cells_skipped);
-                continue;
             }
             let body: [u8; RELAY_BODY_LEN] = RelayCell::new(None, RelayMsg::Drop)
                 .and_then(|c| c.encode())
