@@ -5,6 +5,7 @@
 //! processes, decides that it is ready: every directory server serves a consensus that
 //! lists every relay started.
 
+pub mod fingerprint;
 mod meddling_exit;
 
 pub use meddling_exit::MeddlingExit;

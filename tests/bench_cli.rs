@@ -262,3 +262,43 @@ fn bench_udp_reports_both_paths() {
     }
     assert_eq!(values("median_ms").len(), 2, "{json}");
 }
+
+/// `allium bench fingerprint` (docs/PERFORMANCE.md, "Circuit fingerprinting"), short: one
+/// run without padding gives every pair and classifier an accuracy and an interval.
+#[test]
+fn bench_fingerprint_reports_every_pair_and_classifier() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
+    cmd.args([
+        "bench",
+        "fingerprint",
+        "--circuits",
+        "20",
+        "--window-secs",
+        "2",
+        "--padding",
+        "off",
+        "--json",
+    ]);
+    let (ok, stdout, stderr) = run_with_timeout(cmd);
+    assert!(ok, "bench fingerprint failed: {stderr}");
+    let json = stdout.trim();
+    assert!(
+        json.starts_with("{\"rows\":[") && json.ends_with("]}"),
+        "{json}"
+    );
+    let rows: Vec<&str> = json.split("{\"padding\":").skip(1).collect();
+    assert_eq!(rows.len(), 4 * 3, "4 pairs, 3 classifiers: {json}");
+    for row in rows {
+        assert!(row.starts_with("\"off\""), "{row}");
+        let (acc, lo, hi) = (
+            field(row, "accuracy"),
+            field(row, "ci_low"),
+            field(row, "ci_high"),
+        );
+        assert!(
+            (0.0..=1.0).contains(&acc) && lo <= acc && acc <= hi,
+            "{row}"
+        );
+        assert!(field(row, "per_class") > 0.0, "{row}");
+    }
+}

@@ -56,6 +56,9 @@ pub enum BenchSub {
     /// (fixed windows vs congestion control) and a bottleneck (interactive round trips
     /// under bulk load). Needs root, `ip` and `tc` (docs/PERFORMANCE.md, "Real links").
     RealLinks(super::real_links::RealLinksArgs),
+    /// Circuit fingerprinting: how well a guard tells onion-service circuits from exit
+    /// circuits by their cells, with circuit padding off and on (docs/PERFORMANCE.md).
+    Fingerprint(super::fingerprint::FingerprintArgs),
     /// A TCP forwarder adding a fixed delay each way (one per relay of `real-links`), or
     /// with --measure its own precision and throughput ceiling.
     DelayLink(super::delay_link_cmd::DelayLinkArgs),
@@ -69,6 +72,7 @@ pub(crate) fn run(sub: BenchSub) -> Result<(), String> {
         BenchSub::Udp(args) => super::udp::run(args),
         BenchSub::RealLinks(args) => super::real_links::run(args),
         BenchSub::DelayLink(args) => super::delay_link_cmd::run(args),
+        BenchSub::Fingerprint(args) => super::fingerprint::run(args),
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod delay_link;
 pub(crate) mod delay_link_cmd;
 pub(crate) mod dir;
 pub(crate) mod dir_sim;
+pub(crate) mod fingerprint;
 pub(crate) mod interactive;
 pub(crate) mod memory;
 pub(crate) mod netbed;
