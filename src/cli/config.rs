@@ -408,6 +408,11 @@ pub struct ProxySection {
     /// measuring the difference.
     #[serde(default = "default_true")]
     pub congestion_control: bool,
+    /// Link padding (docs/protocol.md §5.10): "normal" (default: Tor's netflow timing),
+    /// "reduced" (about half the bytes, for mobile clients) or "off" (keep-alive only;
+    /// idle channels' flow records may then end). Asked of the first hop too.
+    #[serde(default)]
+    pub link_padding: crate::link::LinkPadding,
 }
 
 impl ProxySection {

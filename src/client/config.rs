@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::dir::AuthorityInfo;
+use crate::link::LinkPadding;
 
 /// How a client runs.
 #[derive(Debug, Clone)]
@@ -30,6 +31,10 @@ pub struct ClientConfig {
     /// follow the measured round trip instead of the fixed 1,000 cells. A hop that does not
     /// grant it is used with fixed windows. `false` only to measure fixed windows.
     pub congestion_control: bool,
+    /// How the client's channels are padded (docs/protocol.md §5.10): by the client, and,
+    /// negotiated after the link handshake, by its first hop towards it. "reduced" or "off"
+    /// for mobile clients, whose flow records may then end while idle.
+    pub link_padding: LinkPadding,
 }
 
 impl ClientConfig {
@@ -45,6 +50,7 @@ impl ClientConfig {
             prebuilt_circuits: 2,
             clock: Clock::system(),
             congestion_control: true,
+            link_padding: LinkPadding::Normal,
         }
     }
 }
