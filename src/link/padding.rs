@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::cell::{ChanCell, ChanMsg, PaddingBounds, PaddingNegotiate};
 
 use super::channel::ChannelSender;
+use super::peer::PeerKind;
 use super::stats::RecordStats;
 use super::TrySendError;
 
@@ -112,6 +113,19 @@ impl PaddingState {
     /// PADDING_NEGOTIATE cannot trigger padding).
     pub fn set(&self, bounds: Option<PaddingBounds>) {
         self.0.store(pack(bounds), Ordering::Relaxed);
+    }
+
+    /// Applies a PADDING_NEGOTIATE from `peer`: a client's, raised to `floor` (see
+    /// [`honour`]); another relay's is ignored (relays pad each other always). Returns
+    /// whether it was applied.
+    pub fn negotiate(&self, peer: &PeerKind, msg: PaddingNegotiate, floor: Duration) -> bool {
+        match peer {
+            PeerKind::Client => {
+                self.set(honour(msg, floor));
+                true
+            }
+            PeerKind::Relay(_) => false,
+        }
     }
 
     /// The current schedule.
@@ -259,6 +273,28 @@ mod tests {
         let asked = PaddingNegotiate::Start(bounds(100, 100));
         let slow = honour(asked, Duration::from_secs(3600)).unwrap();
         assert_eq!(slow, bounds(60_000, 60_000));
+    }
+
+    /// A client's request is applied (clamped); another relay's changes nothing: relays
+    /// pad each other on the normal schedule whatever they ask.
+    #[test]
+    fn only_clients_negotiate() {
+        let s = PaddingState::new(LinkPadding::Normal.bounds());
+        let relay =
+            PeerKind::Relay(ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key());
+        assert!(!s.negotiate(&relay, PaddingNegotiate::Stop, DEFAULT_PADDING_FLOOR));
+        assert_eq!(s.get(), LinkPadding::Normal.bounds());
+        let fast = PaddingNegotiate::Start(bounds(100, 100));
+        assert!(!s.negotiate(&relay, fast, DEFAULT_PADDING_FLOOR));
+        assert_eq!(s.get(), LinkPadding::Normal.bounds());
+        assert!(s.negotiate(&PeerKind::Client, fast, DEFAULT_PADDING_FLOOR));
+        assert_eq!(s.get(), Some(bounds(1500, 1500)));
+        assert!(s.negotiate(
+            &PeerKind::Client,
+            PaddingNegotiate::Stop,
+            DEFAULT_PADDING_FLOOR
+        ));
+        assert_eq!(s.get(), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop, NewCircuit, OnRelayChannel};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{CellHeader, ChanCell, ChanCmd, ChanMsg, CircId, Create, DestroyReason};
-use crate::link::{padding, ChannelReceiver, PaddingState, PeerKind};
+use crate::link::{ChannelReceiver, PaddingState, PeerKind};
 
 use super::circuit;
 use super::events::{CircEvent, Side};
@@ -89,9 +89,7 @@ async fn handle_cell(
                     // Clients choose how we pad towards them, never faster than our
                     // floor; relays pad each other always, so another relay's request is
                     // ignored (parsed strictly all the same).
-                    if chan.peer == PeerKind::Client {
-                        pad_state.set(padding::honour(ask, shared.link.padding_floor));
-                    } else {
+                    if !pad_state.negotiate(&chan.peer, ask, shared.link.padding_floor) {
                         debug!("relay: ignoring PADDING_NEGOTIATE from a relay");
                     }
                     Ok(())
