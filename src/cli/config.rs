@@ -490,6 +490,30 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// `[proxy] link_padding` takes the three schedules (default normal), refuses others,
+    /// and the documented example loads with it.
+    #[test]
+    fn link_padding_reads_the_three_schedules() {
+        use crate::link::LinkPadding;
+        let parse = |line: &str| {
+            toml::from_str::<ProxyFile>(&format!("[proxy]\nauthorities = []\n{line}"))
+                .map(|f| f.proxy.link_padding)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(""), Ok(LinkPadding::Normal));
+        assert_eq!(parse("link_padding = \"normal\""), Ok(LinkPadding::Normal));
+        assert_eq!(
+            parse("link_padding = \"reduced\""),
+            Ok(LinkPadding::Reduced)
+        );
+        assert_eq!(parse("link_padding = \"off\""), Ok(LinkPadding::Off));
+        let err = parse("link_padding = \"fast\"").unwrap_err();
+        assert!(err.contains("fast"), "{err}");
+        let example: ProxyFile =
+            toml::from_str(include_str!("../../docs/examples/proxy.toml")).unwrap();
+        assert_eq!(example.proxy.link_padding, LinkPadding::Normal);
+    }
+
     #[test]
     fn service_entries_are_strict_and_grouped_by_key_file() {
         let parse = |text: &str| toml::from_str::<ProxyFile>(text).map_err(|e| e.to_string());
