@@ -20,6 +20,7 @@ use allium::cell::onion_msg::{
     EstablishIntro, IntroDosParams, Introduce, IntroduceAckStatus, Rendezvous1, INTRODUCE_TAG_LEN,
     MAX_INTRODUCE_ENCRYPTED,
 };
+use allium::cell::padding_negotiate::{PADDING_MAX_MS, PADDING_MIN_MS};
 use allium::cell::relay_cmd::StreamRule;
 use allium::cell::relay_contexts::{
     AtClient, AtIntroPoint, AtIntroducingClient, AtOnionClient, AtOnionRole, AtRelay, AtRelayOnion,
@@ -31,8 +32,8 @@ use allium::cell::relay_msg::{
 };
 use allium::cell::{
     CellError, ChanCell, ChanMessage, ChanMsg, CircId, Create, Created, DestroyReason, EndReason,
-    HandshakeType, Hostname, LinkHandshake, Netinfo, OnionMsg, RelayBody, RelayCell, RelayMessage,
-    RelayMsg, StreamId, TargetAddr,
+    HandshakeType, Hostname, LinkHandshake, Netinfo, OnionMsg, PaddingBounds, PaddingNegotiate,
+    RelayBody, RelayCell, RelayMessage, RelayMsg, StreamId, TargetAddr,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -185,10 +186,24 @@ fn expand(seed: [u8; 32]) -> [u8; RELAY_BODY_LEN] {
     out
 }
 
+fn padding_negotiate() -> impl Strategy<Value = PaddingNegotiate> {
+    prop_oneof![
+        Just(PaddingNegotiate::Stop),
+        (
+            PADDING_MIN_MS..=PADDING_MAX_MS,
+            PADDING_MIN_MS..=PADDING_MAX_MS
+        )
+            .prop_map(|(a, b)| {
+                PaddingNegotiate::Start(PaddingBounds::new(a.min(b), a.max(b)).unwrap())
+            }),
+    ]
+}
+
 fn chan_cell() -> impl Strategy<Value = ChanCell> {
     let msg = prop_oneof![
         Just(ChanMsg::Padding),
         Just(ChanMsg::Rekey),
+        padding_negotiate().prop_map(ChanMsg::PaddingNegotiate),
         bytes(0..=508).prop_map(|d| ChanMsg::Create(Create {
             htype: HandshakeType::Ntor1,
             data: BoundedBytes::new(d, "t").unwrap()
@@ -302,7 +317,8 @@ proptest! {
 /// The contexts hold exactly the commands the hand-written sets held before them (same
 /// lists, same context names), so the typed parsers accept and refuse what they did; the
 /// only additions since are UDP's BEGIN_UDP (48) and DATAGRAM (49) (issue 20) and
-/// congestion control's XOFF (43) and XON (44) (issue 21).
+/// congestion control's XOFF (43) and XON (44) (issue 21), and PADDING_NEGOTIATE (10) on a
+/// relay's channel (issue 22).
 #[test]
 fn contexts_hold_the_historical_command_lists() {
     use allium::cell::CmdSet;
@@ -358,7 +374,7 @@ fn contexts_hold_the_historical_command_lists() {
         ),
         (
             OnRelayChannel::SET,
-            &[0, 1, 2, 3, 4, 5, 9],
+            &[0, 1, 2, 3, 4, 5, 9, 10],
             "on a relay's channel",
         ),
         (LinkRekey::SET, &[9], "as a link rekey"),

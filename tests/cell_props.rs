@@ -19,8 +19,8 @@ use allium::cell::relay_msg::{
 };
 use allium::cell::{
     CellError, ChanCell, ChanCmd, ChanMsg, CircId, Create, Created, DestroyReason, EndReason,
-    HandshakeType, Hostname, LinkHandshake, Netinfo, RelayBody, RelayCell, RelayCmd, RelayMsg,
-    StreamId, TargetAddr,
+    HandshakeType, Hostname, LinkHandshake, Netinfo, PaddingBounds, PaddingNegotiate, RelayBody,
+    RelayCell, RelayCmd, RelayMsg, StreamId, TargetAddr,
 };
 use proptest::prelude::*;
 
@@ -39,10 +39,20 @@ fn hostname() -> impl Strategy<Value = Hostname> {
     "[a-z][a-z0-9_.-]{0,254}".prop_filter_map("valid hostname", |s| Hostname::new(&s).ok())
 }
 
+fn padding_negotiate() -> impl Strategy<Value = PaddingNegotiate> {
+    prop_oneof![
+        Just(PaddingNegotiate::Stop),
+        (100..=60_000u16, 100..=60_000u16).prop_map(|(a, b)| {
+            PaddingNegotiate::Start(PaddingBounds::new(a.min(b), a.max(b)).unwrap())
+        }),
+    ]
+}
+
 fn chan_msg() -> impl Strategy<Value = ChanMsg> {
     prop_oneof![
         Just(ChanMsg::Padding),
         Just(ChanMsg::Rekey),
+        padding_negotiate().prop_map(ChanMsg::PaddingNegotiate),
         bytes_upto(508).prop_map(|d| ChanMsg::Create(Create {
             htype: HandshakeType::Ntor1,
             data: BoundedBytes::new(d, "t").unwrap()
@@ -192,6 +202,34 @@ proptest! {
             joined.extend_from_slice(d.bytes());
         }
         prop_assert_eq!(joined, payload);
+    }
+
+    /// PADDING_NEGOTIATE's fields, any bytes: accepted exactly when version 0 and either a
+    /// start with 100 ≤ low ≤ high ≤ 60,000 or a stop with zero bounds; what is accepted
+    /// re-encodes to the same bytes.
+    #[test]
+    fn padding_negotiate_accepts_exactly_the_valid_fields(fields in any::<[u8; 6]>()) {
+        let mut bytes = [0u8; CELL_LEN];
+        bytes[4] = ChanCmd::PaddingNegotiate.code();
+        bytes[5..11].copy_from_slice(&fields);
+        let low = u16::from_be_bytes([fields[2], fields[3]]);
+        let high = u16::from_be_bytes([fields[4], fields[5]]);
+        let valid = fields[0] == 0
+            && match fields[1] {
+                1 => 100 <= low && low <= high && high <= 60_000,
+                2 => low == 0 && high == 0,
+                _ => false,
+            };
+        match ChanCell::<ChanMsg>::parse_typed(&bytes) {
+            Ok(cell) => {
+                prop_assert!(valid, "{fields:?} accepted");
+                prop_assert_eq!(cell.encode().unwrap(), bytes);
+            }
+            Err(e) => {
+                prop_assert!(!valid, "{fields:?} refused: {e}");
+                prop_assert!(matches!(e, CellError::BadValue { .. }), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::wire_enum::wire_enum;
 
 wire_enum! {
     /// What a link cell is. Circuit commands carry a non-zero circuit id; channel commands
-    /// (PADDING, NETINFO, REKEY, LINK_*) carry circuit id zero.
+    /// (PADDING, NETINFO, REKEY, PADDING_NEGOTIATE, LINK_*) carry circuit id zero.
     pub enum ChanCmd ("channel command") {
         /// Link padding; the body is all zero. Channel-level.
         Padding = 0,
@@ -23,6 +23,9 @@ wire_enum! {
         /// The sender's last record under its current link key in this direction; the body
         /// is all zero. Channel-level, and consumed by the link layer (docs/protocol.md §5.5.1).
         Rekey = 9,
+        /// How the sender wants the receiver to pad the channel towards it (client to
+        /// relay only). Channel-level (docs/protocol.md §5.10).
+        PaddingNegotiate = 10,
         /// Link handshake, message 1 (initiator → responder). Channel-level.
         LinkInit = 16,
         /// Link handshake, message 2 (responder → initiator). Channel-level.

@@ -3,6 +3,7 @@
 
 use super::chan_cmd::DestroyReason;
 use super::chan_msg::{Create, Created, LinkHandshake, Netinfo, RelayBody};
+use super::padding_negotiate::PaddingNegotiate;
 use super::restricted::restricted_msg;
 
 restricted_msg! {
@@ -25,10 +26,11 @@ restricted_msg! {
 
 restricted_msg! {
     /// A relay's open channel: circuits may run in either direction over it. REKEY as on
-    /// a client's channel.
+    /// a client's channel. PADDING_NEGOTIATE comes from clients (a relay ignores one from
+    /// a relay); relays never send it, so it is not legal on a client's channel.
     pub enum OnRelayChannel: ChanMsg ("on a relay's channel") {
         Create(Create), Created(Created), Relay(RelayBody), RelayEarly(RelayBody),
-        Destroy(DestroyReason);
+        Destroy(DestroyReason), PaddingNegotiate(PaddingNegotiate);
         Padding, Rekey
     }
 }

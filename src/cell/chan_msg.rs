@@ -10,6 +10,7 @@ use super::address::{read_socket_addr, write_socket_addr};
 use super::chan_cmd::{ChanCmd, DestroyReason};
 use super::consts::{CELL_BODY_LEN, RELAY_BODY_LEN};
 use super::error::{CellError, CellResult};
+use super::padding_negotiate::PaddingNegotiate;
 use crate::bytes::Reader;
 use crate::bytes::Writer;
 
@@ -162,6 +163,8 @@ pub enum ChanMsg {
     Netinfo(Netinfo),
     /// REKEY: all-zero body. The link layer sends and consumes it (docs/protocol.md §5.5.1).
     Rekey,
+    /// PADDING_NEGOTIATE.
+    PaddingNegotiate(PaddingNegotiate),
     /// LINK_INIT.
     LinkInit(LinkHandshake),
     /// LINK_RESP.
@@ -182,6 +185,7 @@ impl ChanMsg {
             ChanMsg::Destroy(_) => ChanCmd::Destroy,
             ChanMsg::Netinfo(_) => ChanCmd::Netinfo,
             ChanMsg::Rekey => ChanCmd::Rekey,
+            ChanMsg::PaddingNegotiate(_) => ChanCmd::PaddingNegotiate,
             ChanMsg::LinkInit(_) => ChanCmd::LinkInit,
             ChanMsg::LinkResp(_) => ChanCmd::LinkResp,
             ChanMsg::LinkFinish(_) => ChanCmd::LinkFinish,
@@ -200,6 +204,7 @@ impl ChanMsg {
         let msg = match cmd {
             ChanCmd::Padding => ChanMsg::Padding,
             ChanCmd::Rekey => ChanMsg::Rekey,
+            ChanCmd::PaddingNegotiate => ChanMsg::PaddingNegotiate(PaddingNegotiate::read(&mut r)?),
             ChanCmd::Create => {
                 let htype = HandshakeType::from_code(r.u16("htype")?)?;
                 let len = r.len_u16("hlen", MAX_CREATE_DATA)?;
@@ -245,6 +250,7 @@ impl ChanMsg {
         let mut w = Writer::new(out);
         match self {
             ChanMsg::Padding | ChanMsg::Rekey => {}
+            ChanMsg::PaddingNegotiate(p) => p.write(&mut w)?,
             ChanMsg::Create(c) => {
                 w.u16(c.htype.code(), "htype")?;
                 w.u16_prefixed(c.data.as_slice(), "hdata")?;

@@ -368,6 +368,7 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
     cfg.path_len = p.path_len;
     cfg.congestion_control = p.congestion_control;
     cfg.circuit_padding = p.circuit_padding;
+    cfg.link_padding = p.link_padding;
     if p.max_circuit_dirtiness_secs < super::config::MIN_DIRTINESS_SECS {
         return Err(format!(
             "max_circuit_dirtiness_secs = {} is too short (at least {})",

@@ -413,6 +413,11 @@ pub struct ProxySection {
     /// what padding hides: it saves about 1.6 KB per circuit.
     #[serde(default = "default_true")]
     pub circuit_padding: bool,
+    /// Link padding (docs/protocol.md §5.10): "normal" (default: Tor's netflow timing),
+    /// "reduced" (about half the bytes, for mobile clients) or "off" (keep-alive only;
+    /// idle channels' flow records may then end). Asked of the first hop too.
+    #[serde(default)]
+    pub link_padding: crate::link::LinkPadding,
 }
 
 impl ProxySection {
@@ -488,6 +493,30 @@ mod tests {
         assert!(err.contains("socks_lisen"), "{err}");
         assert!(err.contains("proxy.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `[proxy] link_padding` takes the three schedules (default normal), refuses others,
+    /// and the documented example loads with it.
+    #[test]
+    fn link_padding_reads_the_three_schedules() {
+        use crate::link::LinkPadding;
+        let parse = |line: &str| {
+            toml::from_str::<ProxyFile>(&format!("[proxy]\nauthorities = []\n{line}"))
+                .map(|f| f.proxy.link_padding)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(""), Ok(LinkPadding::Normal));
+        assert_eq!(parse("link_padding = \"normal\""), Ok(LinkPadding::Normal));
+        assert_eq!(
+            parse("link_padding = \"reduced\""),
+            Ok(LinkPadding::Reduced)
+        );
+        assert_eq!(parse("link_padding = \"off\""), Ok(LinkPadding::Off));
+        let err = parse("link_padding = \"fast\"").unwrap_err();
+        assert!(err.contains("fast"), "{err}");
+        let example: ProxyFile =
+            toml::from_str(include_str!("../../docs/examples/proxy.toml")).unwrap();
+        assert_eq!(example.proxy.link_padding, LinkPadding::Normal);
     }
 
     #[test]

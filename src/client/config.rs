@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::dir::AuthorityInfo;
+use crate::link::LinkPadding;
 
 /// How a client runs.
 #[derive(Debug, Clone)]
@@ -37,6 +38,10 @@ pub struct ClientConfig {
     /// Told of every circuit built and its purpose (tests and measurements; `None` by
     /// default).
     pub observer: Option<std::sync::Arc<dyn crate::client::ClientObserver>>,
+    /// How the client's channels are padded (docs/protocol.md §5.10): by the client, and,
+    /// negotiated after the link handshake, by its first hop towards it. "reduced" or "off"
+    /// for mobile clients, whose flow records may then end while idle.
+    pub link_padding: LinkPadding,
 }
 
 impl ClientConfig {
@@ -54,6 +59,7 @@ impl ClientConfig {
             congestion_control: true,
             circuit_padding: true,
             observer: None,
+            link_padding: LinkPadding::Normal,
         }
     }
 }

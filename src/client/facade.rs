@@ -87,6 +87,7 @@ impl Client {
         let channels = Arc::new(ChanMgr::new(
             LinkConfig {
                 clock: config.clock.clone(),
+                padding: config.link_padding.bounds(),
                 ..LinkConfig::default()
             },
             Arc::clone(&skew),

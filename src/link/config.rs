@@ -7,6 +7,8 @@ use std::sync::Arc;
 use crate::clock::Clock;
 
 use super::bandwidth_limit::BandwidthShaper;
+use super::padding::{LinkPadding, DEFAULT_PADDING_FLOOR};
+use crate::cell::PaddingBounds;
 
 /// Default [`LinkConfig::rekey_after_records`]: 2^20 records (about 560 MB) per key.
 pub(crate) const DEFAULT_REKEY_AFTER_RECORDS: u64 = 1 << 20;
@@ -81,6 +83,13 @@ pub struct LinkConfig {
     /// can reorder it; with it the backlog stays in our queue, where fair queueing applies
     /// (Tor's KIST idea). See [`DEFAULT_TCP_NOTSENT_LOWAT`]. `None`: the system's default.
     pub tcp_notsent_lowat: Option<u32>,
+    /// Our link padding schedule on channels that carry circuits (docs/protocol.md
+    /// §5.10): `None` sends only the keep-alive. A client also asks its first hop for it
+    /// (PADDING_NEGOTIATE); a relay uses it towards peers that asked for nothing.
+    pub padding: Option<PaddingBounds>,
+    /// A relay raises the lower bound a client asks for to at least this, so no peer makes
+    /// it pad faster (see [`super::padding::DEFAULT_PADDING_FLOOR`]). Lower only in tests.
+    pub padding_floor: Duration,
 }
 
 impl Default for LinkConfig {
@@ -99,6 +108,8 @@ impl Default for LinkConfig {
             bandwidth: None,
             fair_queueing: true,
             tcp_notsent_lowat: Some(DEFAULT_TCP_NOTSENT_LOWAT),
+            padding: LinkPadding::Normal.bounds(),
+            padding_floor: DEFAULT_PADDING_FLOOR,
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   per-circuit queues in fair order ([`scheduler`]); the reader decrypts in place out of
 //!   a large buffer.
 //!
+//! - while a channel carries circuits, each side pads it ([`padding`]): PADDING after a
+//!   quiet period of max(X, Y), X, Y uniform, so flow records do not end while it is open.
+//!
 //! Relays prove their long-term ed25519 identity with a link-key certificate ([`cert`]);
 //! clients prove nothing and stay anonymous.
 
@@ -24,9 +27,9 @@ pub(crate) mod config;
 pub(crate) mod error;
 mod establish;
 pub(crate) mod handshake;
-pub(crate) mod keepalive;
 pub(crate) mod mux;
 pub(crate) mod out_queue;
+pub mod padding;
 pub(crate) mod peer;
 mod reader;
 pub(crate) mod record;
@@ -44,6 +47,7 @@ pub use config::{LinkConfig, DEFAULT_TCP_NOTSENT_LOWAT, REKEY_MIN_INTERVAL, REKE
 pub use error::{LinkError, LinkResult};
 pub use establish::{accept, connect};
 pub use out_queue::{per_circuit_cap, TrySendError};
+pub use padding::{LinkPadding, PaddingState};
 pub use peer::PeerKind;
 pub use record::{RecordCipher, RECORD_LEN};
 pub use stats::RecordStats;

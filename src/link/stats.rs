@@ -2,12 +2,15 @@
 //! wire had the one fixed size.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::record::RECORD_LEN;
 
 /// Counters of one channel, shared between its reader and writer. Relaxed atomics: these
 /// are statistics, not synchronisation, and are updated once per batch, not per cell.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecordStats {
     records_read: AtomicU64,
     records_written: AtomicU64,
@@ -16,6 +19,31 @@ pub struct RecordStats {
     odd_size: AtomicBool,
     rekeys_sent: AtomicU64,
     rekeys_received: AtomicU64,
+    padding_sent: AtomicU64,
+    padding_received: AtomicU64,
+    /// When these counters started: `last_write_us` counts from here.
+    epoch: Instant,
+    /// Microseconds from `epoch` to just after the last write (0: none yet): link padding
+    /// waits for a quiet period measured from it (docs/protocol.md §5.10).
+    last_write_us: AtomicU64,
+}
+
+impl Default for RecordStats {
+    fn default() -> Self {
+        RecordStats {
+            records_read: AtomicU64::new(0),
+            records_written: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            odd_size: AtomicBool::new(false),
+            rekeys_sent: AtomicU64::new(0),
+            rekeys_received: AtomicU64::new(0),
+            padding_sent: AtomicU64::new(0),
+            padding_received: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_write_us: AtomicU64::new(0),
+        }
+    }
 }
 
 impl RecordStats {
@@ -27,6 +55,37 @@ impl RecordStats {
     /// Counts `bytes` just written to the wire as `records` records.
     pub(crate) fn on_write(&self, records: u64, bytes: usize) {
         self.account(&self.records_written, &self.bytes_written, records, bytes);
+        // One clock read per batch (a batch costs a syscall anyway). Rounded up, so a
+        // write is never dated before a moment that came earlier than it.
+        let us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.last_write_us.store(us + 1, Ordering::Relaxed);
+    }
+
+    /// When the last write ended (the counters' start if nothing was written yet).
+    pub fn last_write(&self) -> Instant {
+        let us = self.last_write_us.load(Ordering::Relaxed);
+        self.epoch + Duration::from_micros(us)
+    }
+
+    /// Counts a PADDING cell we queued (link padding or keep-alive).
+    pub(crate) fn on_padding_sent(&self) {
+        self.padding_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a PADDING cell the peer sent (counted by the channel's reader above the link
+    /// layer, which parses cells).
+    pub fn on_padding_received(&self) {
+        self.padding_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// PADDING cells we queued.
+    pub fn padding_sent(&self) -> u64 {
+        self.padding_sent.load(Ordering::Relaxed)
+    }
+
+    /// PADDING cells the peer sent.
+    pub fn padding_received(&self) -> u64 {
+        self.padding_received.load(Ordering::Relaxed)
     }
 
     /// Counts a REKEY we sent (our sending key changed).

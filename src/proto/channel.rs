@@ -9,7 +9,7 @@ use crate::proto::event_queue::EventSender;
 use tracing::debug;
 
 use crate::cell::chan_contexts::{FromNextHop, OnClientChannel};
-use crate::cell::{CellHeader, ChanCell, CircId};
+use crate::cell::{CellHeader, ChanCell, ChanMsg, CircId};
 use crate::link::mux::CircMux;
 use crate::link::{self, ChannelReceiver, ChannelSender, LinkConfig, LinkError, RecordStats};
 
@@ -59,10 +59,22 @@ impl ClientChannel {
             local_addr: channel.local_addr,
             peer_timestamp: channel.peer_timestamp,
         });
+        // How the relay should pad towards us: asked for before any circuit exists, so
+        // it applies from the first one (docs/protocol.md §5.10).
+        if let Some(ask) = link::padding::negotiation(cfg.padding) {
+            chan.sender
+                .send(&ChanCell::channel(ChanMsg::PaddingNegotiate(ask))?)
+                .await?;
+        }
         let weak = Arc::downgrade(&chan);
-        link::keepalive::spawn(chan.sender.clone(), cfg.idle_timeout, move || {
-            weak.upgrade().is_some_and(|c| !c.circuits.is_empty())
-        });
+        let state = Arc::new(link::PaddingState::new(cfg.padding));
+        link::padding::spawn(
+            chan.sender.clone(),
+            chan.stats.clone(),
+            state,
+            cfg.idle_timeout,
+            move || weak.upgrade().is_some_and(|c| !c.circuits.is_empty()),
+        );
         tokio::spawn(read_loop(Arc::clone(&chan), channel.receiver));
         Ok(chan)
     }
@@ -103,7 +115,10 @@ async fn read_loop(chan: Arc<ClientChannel>, mut receiver: ChannelReceiver) {
         };
         let (circ, msg) = cell.into_parts();
         let msg = match msg {
-            OnClientChannel::Padding => continue,
+            OnClientChannel::Padding => {
+                chan.stats.on_padding_received();
+                continue;
+            }
             OnClientChannel::Rekey => {
                 // The link layer consumes REKEY: reaching this is a bug, and the keys can
                 // no longer agree.

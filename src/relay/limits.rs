@@ -106,6 +106,10 @@ pub struct RelayLimits {
     pub rend_cookies_per_channel: Option<usize>,
     /// Seconds a rendezvous circuit may wait for its service before it is closed.
     pub rend_cookie_timeout_secs: u64,
+    /// Milliseconds: a client's PADDING_NEGOTIATE (docs/protocol.md §5.10) may ask this
+    /// relay to pad its channel no faster than this (its lower bound is raised to it), so
+    /// no peer turns link padding into a flood. Read as 100 to 60,000.
+    pub link_padding_floor_ms: u64,
 }
 
 impl Default for RelayLimits {
@@ -146,6 +150,7 @@ impl Default for RelayLimits {
             rend_cookies: 20_000,
             rend_cookies_per_channel: None,
             rend_cookie_timeout_secs: 120,
+            link_padding_floor_ms: u64::from(crate::link::padding::NORMAL_LOW_MS),
         }
     }
 }
@@ -245,6 +250,14 @@ impl RelayLimits {
     /// How long a rendezvous cookie waits for its service.
     pub fn rend_cookie_timeout(&self) -> Duration {
         Duration::from_secs(self.rend_cookie_timeout_secs)
+    }
+    /// The fastest link padding a client may ask for (within the wire's range).
+    pub fn link_padding_floor(&self) -> Duration {
+        use crate::cell::padding_negotiate::{PADDING_MAX_MS, PADDING_MIN_MS};
+        Duration::from_millis(
+            self.link_padding_floor_ms
+                .clamp(u64::from(PADDING_MIN_MS), u64::from(PADDING_MAX_MS)),
+        )
     }
     /// Extend timeout as a duration.
     pub fn extend_timeout(&self) -> Duration {

@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::cell::chan_contexts::{FromNextHop, FromPreviousHop, NewCircuit, OnRelayChannel};
 use crate::cell::consts::CELL_LEN;
 use crate::cell::{CellHeader, ChanCell, ChanCmd, ChanMsg, CircId, Create, DestroyReason};
-use crate::link::{ChannelReceiver, PeerKind};
+use crate::link::{ChannelReceiver, PaddingState, PeerKind};
 
 use super::circuit;
 use super::events::{CircEvent, Side};
@@ -30,9 +30,15 @@ pub(crate) async fn run(
     mut receiver: ChannelReceiver,
 ) {
     let weak = Arc::downgrade(&chan);
-    crate::link::keepalive::spawn(chan.sender.clone(), shared.link.idle_timeout, move || {
-        weak.upgrade().is_some_and(|c| !c.circuits.is_empty())
-    });
+    // Our default schedule until a client negotiates its own (docs/protocol.md §5.10).
+    let pad_state = Arc::new(PaddingState::new(shared.link.padding));
+    crate::link::padding::spawn(
+        chan.sender.clone(),
+        chan.stats.clone(),
+        pad_state.clone(),
+        shared.link.idle_timeout,
+        move || weak.upgrade().is_some_and(|c| !c.circuits.is_empty()),
+    );
     loop {
         let raw = match receiver.recv().await {
             Ok(Some(raw)) => raw,
@@ -42,7 +48,7 @@ pub(crate) async fn run(
                 break;
             }
         };
-        if let Err(why) = handle_cell(&shared, &chan, &raw).await {
+        if let Err(why) = handle_cell(&shared, &chan, &pad_state, &raw).await {
             debug!("relay: closing channel after protocol violation: {why}");
             RelayCounters::bump(&shared.counters.protocol_violations);
             break;
@@ -68,13 +74,26 @@ pub(crate) async fn run(
 async fn handle_cell(
     shared: &Arc<RelayShared>,
     chan: &Arc<RelayChannel>,
+    pad_state: &PaddingState,
     raw: &[u8; CELL_LEN],
 ) -> Result<(), String> {
     let header = CellHeader::peek(raw).map_err(|e| e.to_string())?;
     if !header.cmd.is_circuit_cmd() {
         return match ChanCell::<OnRelayChannel>::parse_typed(raw) {
             Ok(cell) => match cell.into_parts().1 {
-                OnRelayChannel::Padding => Ok(()),
+                OnRelayChannel::Padding => {
+                    chan.stats.on_padding_received();
+                    Ok(())
+                }
+                OnRelayChannel::PaddingNegotiate(ask) => {
+                    // Clients choose how we pad towards them, never faster than our
+                    // floor; relays pad each other always, so another relay's request is
+                    // ignored (parsed strictly all the same).
+                    if !pad_state.negotiate(&chan.peer, ask, shared.link.padding_floor) {
+                        debug!("relay: ignoring PADDING_NEGOTIATE from a relay");
+                    }
+                    Ok(())
+                }
                 // REKEY is consumed by the link layer, so it never reaches here once the
                 // handshake is over; circuit commands were routed above.
                 OnRelayChannel::Rekey

@@ -132,6 +132,7 @@ pub async fn start(config: RelayConfig, keys: RelayKeys) -> std::io::Result<Rela
         // One shaper for the whole relay: inbound and outbound channels share its buckets.
         bandwidth: config.bandwidth.map(|l| Arc::new(BandwidthShaper::new(l))),
         fair_queueing: config.fair_queueing,
+        padding_floor: limits.link_padding_floor(),
         ..LinkConfig::default()
     };
     let shared = Arc::new(RelayShared {
