@@ -12,7 +12,8 @@
 //! - **Introduction** (client's INTRODUCE1 circuit, service's ESTABLISH_INTRO circuit):
 //!   after the real `out in`, the hop and the client take turns to add `in` (as
 //!   RENDEZVOUS2 would), `out` (BEGIN), `in` (CONNECTED), `out` (a request), then the hop
-//!   sends a burst of 2 to 31 cells, the reply of a small fetch with its END. The client
+//!   sends a burst of 2 to 31 cells, the reply of a small fetch with its END, and the
+//!   client answers the END with one of its own once the burst has stopped. The client
 //!   keeps the circuit open meanwhile instead of closing it after the acknowledgement.
 //!
 //! The burst size is the profile of the exit traffic being imitated (a small object of
@@ -53,7 +54,7 @@ impl MachineKind {
                 states: vec![burst(0, 0, 1, Next::End)],
             },
             MachineKind::Introduction => PaddingMachine {
-                max_padding: 2,
+                max_padding: 3,
                 states: vec![
                     // Wait for the hop's first cell (its "RENDEZVOUS2").
                     wait(Next::State(1)),
@@ -62,7 +63,15 @@ impl MachineKind {
                     // Wait for "CONNECTED".
                     wait(Next::State(3)),
                     // "DATA": the request.
-                    burst(1, 20, 1, Next::End),
+                    burst(1, 20, 1, Next::State(4)),
+                    // Wait for the reply.
+                    wait(Next::State(5)),
+                    // "END" once the reply has stopped: each reply cell restarts the wait
+                    // (the hop's cells are at most 15 ms apart).
+                    PaddingState {
+                        on_padding: Next::State(5),
+                        ..burst(30, 60, 1, Next::End)
+                    },
                 ],
             },
         }
