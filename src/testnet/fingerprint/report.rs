@@ -216,10 +216,22 @@ impl Report {
             .iter()
             .map(|(padding, o)| {
                 let d = &o.dataset;
+                // Per purpose: circuits, and the median forward / backward cells in the
+                // window (what the padding machines have to match).
                 let counts: Vec<String> = d
                     .by_purpose
                     .iter()
-                    .map(|(p, v)| format!("{p:?} {}", v.len()))
+                    .map(|(p, v)| {
+                        let median = |forward: bool| {
+                            let mut n: Vec<usize> = v
+                                .iter()
+                                .map(|t| t.iter().filter(|c| c.forward == forward).count())
+                                .collect();
+                            n.sort_unstable();
+                            n.get(n.len() / 2).copied().unwrap_or(0)
+                        };
+                        format!("{p:?} {} (median {}/{} cells fwd/bwd)", v.len(), median(true), median(false))
+                    })
                     .collect();
                 format!(
                     "padding {}: circuits {}; {} duplicate ids dropped, {} unseen, {} exit and {} onion fetches failed, {} cells over the caps",
