@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use allium::testnet::fingerprint::report::{measure, MeasureConfig, Report};
 
-/// Whether the "with padding, accuracy ≤ 0.60" goal is asserted. False until the
-/// circuit-padding machines (issue 22, the lead's part) are merged: until then padding on
-/// measures the same as off. Flip it when they land.
-const PADDING_ASSERTED: bool = false;
+/// The rows the "with padding, accuracy ≤ 0.60" goal is asserted on: a client's onion
+/// circuits (introduction and rendezvous together) against exit circuits, as the client's
+/// guard sees them. The rows of one kind alone (half the circuits, wider intervals) and
+/// the service's circuits (whose rendezvous circuits carry the replies outwards, which
+/// padding does not hide: docs/protocol.md §3.6.1) are printed, not asserted; nor is the
+/// tree given timing features, which the machines are not built against.
+const PADDING_ASSERTED: &str = "client intro+rend";
 
 /// The attack must reach this without padding.
 const ATTACK_WORKS: f64 = 0.8;
@@ -69,7 +72,7 @@ async fn a_guard_tells_onion_circuits_from_exit_circuits_unless_padded() {
                 "without padding the attack should work: {best:?}"
             );
         }
-        if PADDING_ASSERTED && row.padding {
+        if row.padding && row.pair.starts_with(PADDING_ASSERTED) {
             let (lo, hi) = best.wilson95();
             assert!(
                 best.accuracy() <= PADDING_GOAL,

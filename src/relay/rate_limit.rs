@@ -50,11 +50,6 @@ impl TokenBucket {
         s.tokens = (s.tokens + 1.0).min(self.burst);
     }
 
-    /// Takes `n` tokens at once if that many are available (none otherwise).
-    pub fn try_take_n(&self, n: u32) -> bool {
-        self.try_take_n_at(n, Instant::now())
-    }
-
     /// Takes one token if available, as of `now` (lets tests control time).
     pub fn try_take_at(&self, now: Instant) -> bool {
         self.try_take_n_at(1, now)

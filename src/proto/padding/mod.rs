@@ -24,6 +24,9 @@ pub struct CircuitPadding {
     runtime: PaddingRuntime,
     timer: PaddingTimer,
     armed: Option<Instant>,
+    /// Cells the machine sent that the owner could not put on the wire yet (a relay past
+    /// its padding rate): sent as soon as it can, never dropped.
+    owed: u16,
 }
 
 impl CircuitPadding {
@@ -39,6 +42,7 @@ impl CircuitPadding {
             runtime,
             timer,
             armed: None,
+            owed: 0,
         };
         p.rearm(false);
         p
@@ -62,6 +66,43 @@ impl CircuitPadding {
     /// Whether the machine has stopped for good.
     pub fn ended(&self) -> bool {
         self.runtime.ended()
+    }
+
+    /// Whether the machine has stopped and nothing it sent is still owed.
+    pub fn finished(&self) -> bool {
+        self.runtime.ended() && self.owed == 0
+    }
+
+    /// Takes every cell due now into the owed count (at most the machine's cap in all).
+    pub fn collect_due(&mut self) {
+        while self.take_due() {
+            self.owed = self.owed.saturating_add(1);
+        }
+    }
+
+    /// Takes one owed cell to send now, if any.
+    pub fn take_owed(&mut self) -> bool {
+        if self.owed == 0 {
+            return false;
+        }
+        self.owed -= 1;
+        true
+    }
+
+    /// Returns a cell taken by [`Self::take_owed`] that could not be sent.
+    pub fn owe_again(&mut self) {
+        self.owed = self.owed.saturating_add(1);
+    }
+
+    /// Wakes the owner again at `at` (or at the machine's own deadline, if sooner): to
+    /// retry sending what it owes.
+    pub fn retry_at(&mut self, at: Instant) {
+        let at = match self.runtime.deadline() {
+            Some(d) if d < at => d,
+            _ => at,
+        };
+        self.armed = Some(at);
+        self.timer.arm(Some(at));
     }
 
     /// Padding cells sent so far.

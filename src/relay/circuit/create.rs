@@ -145,14 +145,11 @@ struct Granted {
 }
 
 /// The reply extensions for a client's: congestion control granted if asked for and
-/// enabled; a padding machine run if asked for, enabled, within the per-circuit budget
-/// (`padding_cells_per_circuit`), and if the relay-wide padding rate can cover all of it
-/// now (its cells are reserved here, so a machine once accepted is never cut short and a
-/// drained budget shows as a refusal, not as a silent stall). A relay that is the
-/// circuit's first hop (`from_client`) refuses: padding is for the second hop, and one-hop
-/// circuits would make draining the rate cheap. Malformed client extensions are answered
-/// as if empty (the client asked for nothing we can read; it learns so from the missing
-/// grant).
+/// enabled; a padding machine run if asked for, enabled and within the per-circuit budget
+/// (`padding_cells_per_circuit`). A relay that is the circuit's first hop (`from_client`)
+/// refuses: padding is for the second hop, and one-hop circuits would make loading the
+/// relay-wide rate cheap. Malformed client extensions are answered as if empty (the client
+/// asked for nothing we can read; it learns so from the missing grant).
 fn grant(client_ext: &[u8], shared: &RelayShared, from_client: bool) -> Granted {
     let asked = ClientExtensions::parse(client_ext).unwrap_or_default();
     let limits = &shared.limits;
@@ -164,9 +161,6 @@ fn grant(client_ext: &[u8], shared: &RelayShared, from_client: bool) -> Granted 
         }
         Some(_) if from_client => (None, Some(PaddingStatus::Disabled)),
         Some(m) if m.max_padding > limits.padding_cells_per_circuit => {
-            (None, Some(PaddingStatus::OverBudget))
-        }
-        Some(m) if !shared.padding.try_take_n(u32::from(m.max_padding)) => {
             (None, Some(PaddingStatus::OverBudget))
         }
         Some(m) => (Some(m), Some(PaddingStatus::Accepted)),

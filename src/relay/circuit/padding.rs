@@ -1,7 +1,8 @@
 //! This hop's side of circuit padding (docs/protocol.md §3.6): the machine a client asked
 //! for in its handshake, fed with the circuit's events, sending DROP cells towards the
-//! client when it says so. Its cells were paid for from the relay-wide padding rate when
-//! the machine was accepted.
+//! client when it says so and the relay-wide padding rate allows; past the rate its cells
+//! wait (a count, at most the machine's cap), they are never dropped: a machine cut short
+//! would leave its circuit with a shape of its own.
 
 use crate::cell::consts::{RELAY_BODY_LEN, RELAY_TAG_LEN};
 use crate::cell::{DestroyReason, RelayCell, RelayCmd, RelayMsg};
@@ -9,6 +10,9 @@ use crate::crypto::Recognition;
 use crate::proto::padding::PaddingEvent;
 
 use super::super::shared::RelayCounters;
+
+/// How soon a cell held back by the relay-wide padding rate is retried.
+const PADDING_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 use super::send::Teardown;
 use super::Circuit;
 
@@ -17,7 +21,7 @@ impl Circuit {
     pub(super) fn padding_event(&mut self, event: PaddingEvent) {
         if let Some(p) = self.padding.as_mut() {
             p.on_event(event);
-            if p.ended() {
+            if p.finished() {
                 // Frees the machine and ends its timer task.
                 self.padding = None;
             }
@@ -48,16 +52,24 @@ impl Circuit {
         });
     }
 
-    /// The machine's timer fired: send what is due.
+    /// The machine's timer fired: send what is due, as far as the relay-wide rate allows
+    /// (the rest is retried shortly).
     pub(super) async fn on_padding_due(&mut self) -> Result<(), Teardown> {
         loop {
             let Some(p) = self.padding.as_mut() else {
                 return Ok(());
             };
-            if !p.take_due() {
-                if p.ended() {
+            p.collect_due();
+            if !p.take_owed() {
+                if p.finished() {
                     self.padding = None;
                 }
+                return Ok(());
+            }
+            if !self.shared.padding.try_take() {
+                // Give it back and wait for the bucket to refill.
+                p.owe_again();
+                p.retry_at(tokio::time::Instant::now() + PADDING_RETRY);
                 return Ok(());
             }
             let body: [u8; RELAY_BODY_LEN] = RelayCell::new(None, RelayMsg::Drop)
