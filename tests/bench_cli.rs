@@ -287,7 +287,7 @@ fn bench_fingerprint_reports_every_pair_and_classifier() {
         "{json}"
     );
     let rows: Vec<&str> = json.split("{\"padding\":").skip(1).collect();
-    assert_eq!(rows.len(), 4 * 3, "4 pairs, 3 classifiers: {json}");
+    assert_eq!(rows.len(), 4 * 4, "4 pairs, 4 classifiers: {json}");
     for row in rows {
         assert!(row.starts_with("\"off\""), "{row}");
         let (acc, lo, hi) = (
