@@ -295,3 +295,64 @@ async fn looping_machines_stop_at_their_cap_and_the_relay_rate_bounds_them_all()
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sent(&relays[1]), want);
 }
+
+/// What the guard reads of the EXTEND it recognises (the one naming the second hop): the
+/// length of the relay message, which holds the second hop's handshake.
+#[derive(Debug, Default)]
+struct ExtendLengths(Mutex<HashMap<CircId, u16>>);
+
+impl RelayObserver for ExtendLengths {
+    fn forward_cell(&self, circ: CircId, body: &[u8; RELAY_BODY_LEN], recognised: bool) {
+        if recognised {
+            let len = u16::from_be_bytes([body[19], body[20]]);
+            self.0.lock().unwrap().entry(circ).or_insert(len);
+        }
+    }
+}
+
+/// The guard relays the second hop's handshake and reads its length: asking for padding
+/// (either machine) or for nothing, with or without congestion control, must not change it.
+#[tokio::test]
+async fn the_guard_cannot_tell_from_the_handshake_who_asked_for_padding() {
+    let guard = start_relay_with(RelayLimits::default(), None).await;
+    let spy = Arc::new(ExtendLengths::default());
+    guard.set_observer(spy.clone()).unwrap();
+    let relays = [
+        guard,
+        start_relay_with(RelayLimits::default(), None).await,
+        start_relay_with(
+            RelayLimits::default(),
+            Some(ExitPolicy::default_exit_allow_loopback()),
+        )
+        .await,
+    ];
+    let mut ids = Vec::new();
+    for (ask, congestion) in [
+        (None, true),
+        (None, false),
+        (Some(MachineKind::Prologue), true),
+        (Some(MachineKind::Introduction), true),
+        (Some(MachineKind::Introduction), false),
+    ] {
+        let chan = ClientChannel::connect(&target(&relays[0]), &LinkConfig::default())
+            .await
+            .unwrap();
+        let mut circ = ClientCircuit::create_with(&chan, &target(&relays[0]), NO_HANG, congestion)
+            .await
+            .unwrap();
+        if let Some(kind) = ask {
+            circ.ask_padding(kind);
+        }
+        for r in &relays[1..] {
+            circ.extend(&target(r), NO_HANG).await.unwrap();
+        }
+        assert_eq!(circ.padding_granted(), ask.is_some());
+        ids.push(circ.id());
+    }
+    let seen = spy.0.lock().unwrap();
+    let lengths: Vec<u16> = ids.iter().map(|id| seen[id]).collect();
+    assert!(
+        lengths.windows(2).all(|w| w[0] == w[1]),
+        "EXTEND lengths at the guard differ: {lengths:?}"
+    );
+}

@@ -23,7 +23,7 @@ use super::chanmgr::ChanMgr;
 use super::dirmgr::DirMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
-use super::purpose::{CircPurpose, ClientObserver};
+use super::purpose::{start_padding, CircPurpose, ClientObserver};
 use crate::proto::padding::machines::MachineKind;
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
@@ -226,7 +226,7 @@ impl CircMgr {
             }
             // A padding failure is the padding hop's, not the last one's.
             extending = hops.get(1).map(|h| h.identity);
-            start_padding(&mut circ, padding, timeout).await?;
+            start_padding(&mut circ, padding, t0, timeout).await?;
             Ok::<_, ClientError>(circ)
         };
         let result = tokio::time::timeout(timeout, build)
@@ -298,6 +298,7 @@ impl CircMgr {
             .first()
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
         let mut extended_past_guard = false;
+        let t0 = Instant::now();
         let build = async {
             let chan = self.channels.channel_to(first).await?;
             let mut circ =
@@ -311,7 +312,7 @@ impl CircMgr {
                     .await
                     .map_err(|e| ClientError::Circuit(e.to_string()))?;
             }
-            start_padding(&mut circ, padding, timeout).await?;
+            start_padding(&mut circ, padding, t0, timeout).await?;
             Ok::<_, ClientError>(circ)
         };
         let result = tokio::time::timeout(timeout, build)
@@ -579,21 +580,4 @@ impl Isolation {
         }
         Isolation(out)
     }
-}
-
-/// Starts the client's padding machine on a built circuit (if its hop agreed to pad) and
-/// waits for the hop's answer to the opening.
-async fn start_padding(
-    circ: &mut ClientCircuit,
-    kind: Option<MachineKind>,
-    timeout: Duration,
-) -> Result<(), ClientError> {
-    let err = |e: crate::proto::CircuitError| ClientError::Circuit(e.to_string());
-    circ.start_padding().await.map_err(err)?;
-    if let Some(kind) = kind {
-        circ.await_padding_answer(kind.opening_answer(), timeout)
-            .await
-            .map_err(err)?;
-    }
-    Ok(())
 }

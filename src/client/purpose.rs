@@ -4,8 +4,14 @@
 //! whose cell pattern would otherwise tell a watcher at the guard what they are for
 //! (onion-service introduction and rendezvous) are padded to look like exit circuits.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::cell::CircId;
+use crate::client::ClientError;
 use crate::proto::padding::machines::MachineKind;
+use crate::proto::ClientCircuit;
 
 /// Why a client built a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,4 +66,25 @@ pub trait ClientObserver: Send + Sync + std::fmt::Debug {
     fn circuit_built(&self, first_hop_id: CircId, purpose: CircPurpose) {
         let _ = (first_hop_id, purpose);
     }
+}
+
+/// Starts the client's padding machine on a built circuit (if its hop agreed to pad) and
+/// waits for the hop's answer to the opening: at most half of what is left of the build's
+/// `timeout` (counted from `started`), so a silent hop costs that wait and never makes the
+/// build itself time out.
+pub(super) async fn start_padding(
+    circ: &mut ClientCircuit,
+    kind: Option<MachineKind>,
+    started: Instant,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let err = |e: crate::proto::CircuitError| ClientError::Circuit(e.to_string());
+    circ.start_padding().await.map_err(err)?;
+    if let Some(kind) = kind {
+        let wait = timeout.saturating_sub(started.elapsed()) / 2;
+        circ.await_padding_answer(kind.opening_answer(), wait)
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
 }
