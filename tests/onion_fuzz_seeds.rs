@@ -44,7 +44,11 @@ fn intro_seeds() -> Vec<(String, Vec<u8>)> {
         rend_identity: p.relay_identity,
         rend_addr: "127.0.0.9:9001".parse().unwrap(),
         rend_onion_cert: p.onion_cert,
-        pow_nonce: Some([7; 16]),
+        pow: Some(allium::onion::pow::PowSolution {
+            nonce: [7; 16],
+            effort: 1000,
+            solution: [8; 16],
+        }),
     };
     let establish: EstablishIntro = build_establish_intro(
         &key(100),

@@ -46,7 +46,11 @@ fn plaintext(pow: bool) -> IntroducePlaintext {
         rend_identity: p.relay_identity,
         rend_addr: "[2001:db8::7]:443".parse().unwrap(),
         rend_onion_cert: p.onion_cert,
-        pow_nonce: pow.then_some([0x11; 16]),
+        pow: pow.then_some(allium::onion::pow::PowSolution {
+            nonce: [0x11; 16],
+            effort: 77,
+            solution: [0x22; 16],
+        }),
     }
 }
 
@@ -331,6 +335,19 @@ proptest! {
         b[pos] = b[pos].wrapping_add(delta);
         if let Ok(cell) = RelayCell::<RelayMsg>::parse_typed(&b) {
             prop_assert_eq!(cell.encode().unwrap(), b);
+        }
+    }
+
+    /// Any puzzle solution (effort 1 and up) encodes and parses back; effort 0 is not a
+    /// solution and is refused on parse.
+    #[test]
+    fn introduce_plaintext_pow_round_trips(nonce in any::<[u8; 16]>(), effort in any::<u32>(), solution in any::<[u8; 16]>()) {
+        let mut p = plaintext(true);
+        p.pow = Some(allium::onion::pow::PowSolution { nonce, effort, solution });
+        let bytes = p.encode().unwrap();
+        match IntroducePlaintext::parse(&bytes) {
+            Ok(back) => prop_assert_eq!(back, p),
+            Err(_) => prop_assert_eq!(effort, 0),
         }
     }
 

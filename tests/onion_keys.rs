@@ -321,31 +321,43 @@ fn hashring_spreads_descriptors() {
 #[test]
 fn pow_solves_and_verifies() {
     let key = BlindedPublic::derive(&address(&service(7)), PERIOD).unwrap();
-    let seed = [7u8; 32];
-    let x = [9u8; 32];
-    let difficulty = 8;
-    let nonce = pow::solve(difficulty, &seed, &key, &x, [0u8; 16], 1 << 20).unwrap();
-    pow::verify(difficulty, &seed, &key, &x, &nonce).unwrap();
-    // The solution is bound to X and to the seed.
-    let other_x = [10u8; 32];
-    let bound = pow::verify(difficulty, &seed, &key, &other_x, &nonce).is_err()
-        || pow::verify(difficulty, &[8u8; 32], &key, &x, &nonce).is_err();
-    assert!(bound);
+    let (seed, auth, enc, x) = ([7u8; 32], [1u8; 32], [2u8; 32], [9u8; 32]);
+    let input = pow::PowInput {
+        seed: &seed,
+        blinded: &key,
+        auth_key: &auth,
+        enc_key: &enc,
+        client_x: &x,
+    };
+    let sol = pow::solve(&input, 16, [0u8; 16], 1000, &|| false).unwrap();
+    pow::verify(&input, &sol).unwrap();
+    // The solution is bound to X, the seed and the introduction point's keys.
+    let other = [10u8; 32];
+    for changed in [
+        pow::PowInput {
+            client_x: &other,
+            ..input
+        },
+        pow::PowInput {
+            seed: &other,
+            ..input
+        },
+        pow::PowInput {
+            enc_key: &other,
+            ..input
+        },
+    ] {
+        assert!(pow::verify(&changed, &sol).is_err());
+    }
     assert_eq!(
-        pow::verify(0, &seed, &key, &x, &nonce),
-        Err(pow::PowError::BadDifficulty(0))
-    );
-    assert_eq!(
-        pow::verify(33, &seed, &key, &x, &nonce),
-        Err(pow::PowError::BadDifficulty(33))
-    );
-    assert_eq!(
-        pow::solve(32, &seed, &key, &x, [0u8; 16], 10),
+        pow::solve(&input, u32::MAX, [0u8; 16], 3, &|| false),
         Err(pow::PowError::Exhausted)
     );
-    // Difficulty 20 is not met by a random nonce (probability 2^-20).
-    assert_eq!(
-        pow::verify(20, &seed, &key, &x, &[0x42; 16]),
-        Err(pow::PowError::Insufficient)
-    );
+    // A made-up solution claiming a huge effort is refused.
+    let forged = pow::PowSolution {
+        nonce: [0x42; 16],
+        effort: 1 << 20,
+        solution: [0x42; 16],
+    };
+    assert!(pow::verify(&input, &forged).is_err());
 }

@@ -333,10 +333,11 @@ async fn onion_service_end_to_end() {
     );
     service.stop();
 
-    // A service requiring a client puzzle: the client solves it (the descriptor carries
-    // the parameters) and gets through.
+    // A service with a client puzzle suggesting effort 50: the client solves it (the
+    // descriptor carries the seed and the effort) and gets through.
     let mut pow_cfg = ServiceConfig::new(dir.join("pow.key"), vec![(80, web)]);
-    pow_cfg.pow_difficulty = Some(12);
+    pow_cfg.pow = true;
+    pow_cfg.pow_initial_effort = 50;
     pow_cfg.rendezvous_idle = Duration::from_secs(2);
     let pow_service = launch(service_client.clone(), pow_cfg).await.unwrap();
     assert!(pow_service.wait_published(NO_HANG).await);
@@ -349,7 +350,10 @@ async fn onion_service_end_to_end() {
     .await;
     assert!(r.status.success(), "{r:?}");
     assert!(String::from_utf8_lossy(&std::fs::read(&small).unwrap()).contains("allium"));
-    eprintln!("service with a 12-bit puzzle reached in {:?}", t.elapsed());
+    eprintln!(
+        "service suggesting puzzle effort 50 reached in {:?}",
+        t.elapsed()
+    );
     // That service closes rendezvous circuits idle for 2 s: the next fetch needs a new
     // introduction (the client's kept circuit is gone).
     let before: usize = seen.iter().map(|s| *s.introductions.lock().unwrap()).sum();

@@ -164,7 +164,11 @@ pub fn hs_plaintext() -> [u8; INTRO_PLAINTEXT_LEN] {
         rend_identity: identity().public(),
         rend_addr: addr,
         rend_onion_cert: onion_cert(false),
-        pow_nonce: Some([7; 16]),
+        pow: Some(allium::onion::pow::PowSolution {
+            nonce: [7; 16],
+            effort: 1000,
+            solution: [8; 16],
+        }),
     }
     .encode()
     .expect("the fixed plaintext encodes")

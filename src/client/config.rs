@@ -35,6 +35,12 @@ pub struct ClientConfig {
     /// guard cannot tell them from exit circuits (docs/protocol.md §3.6). `false` only to
     /// measure what padding hides.
     pub circuit_padding: bool,
+    /// The least puzzle effort spent on an onion service that publishes a puzzle, even
+    /// when it suggests less (0: follow the suggestion). docs/protocol.md §8.7.
+    pub onion_pow_min_effort: u32,
+    /// The most puzzle effort spent on one introduction, whatever the service suggests
+    /// (default [`DEFAULT_CLIENT_MAX_EFFORT`](crate::onion::pow::DEFAULT_CLIENT_MAX_EFFORT)).
+    pub onion_pow_max_effort: u32,
     /// Told of every circuit built and its purpose (tests and measurements; `None` by
     /// default).
     pub observer: Option<std::sync::Arc<dyn crate::client::ClientObserver>>,
@@ -58,6 +64,8 @@ impl ClientConfig {
             clock: Clock::system(),
             congestion_control: true,
             circuit_padding: true,
+            onion_pow_min_effort: 0,
+            onion_pow_max_effort: crate::onion::pow::DEFAULT_CLIENT_MAX_EFFORT,
             observer: None,
             link_padding: LinkPadding::Normal,
         }

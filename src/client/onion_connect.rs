@@ -11,7 +11,7 @@
 //! Nothing here logs the address: errors name the step that failed, never the service.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,13 +26,11 @@ use crate::client::CircPurpose;
 use crate::dir::path::uniform_usable_choice;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
-use crate::onion::descriptor::{
-    InnerDescriptor, IntroPointInfo, PowParams, UncheckedOnionDescriptor,
-};
+use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo, UncheckedOnionDescriptor};
 use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeError, IntroKeys};
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
-use crate::onion::pow::{self, PowError, POW_NONCE_LEN};
+use crate::onion::pow::PowInput;
 use crate::onion::{BlindedPublic, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
@@ -43,9 +41,11 @@ use super::error::ClientError;
 pub use super::error::OnionConnectError;
 use super::revision_floors::RevisionFloors;
 
+mod puzzle;
 mod reuse;
 pub use super::revision_floors::MAX_REVISION_FLOORS;
 use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, UdpFlow};
+use puzzle::{effort_to_spend, solve_puzzle, CancelOnDrop};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
@@ -63,18 +63,6 @@ const INTRO_ATTEMPTS: usize = 3;
 const ONION_STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The whole connection to a service (descriptor, circuits, handshake).
 pub const ONION_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
-/// The hardest client puzzle this client solves. A puzzle of difficulty `d` takes about
-/// `2^d` hashes; 24 bits is a few seconds on one core, and each bit more doubles it (28
-/// would be about a minute, close to [`ONION_CONNECT_TIMEOUT`]). A descriptor asking for
-/// more is refused at once rather than burning CPU for minutes.
-pub const MAX_CLIENT_POW_DIFFICULTY: u8 = 24;
-/// Hashes spent on a puzzle of difficulty `d` before giving up: `2^(d+3)`, eight times
-/// the expected work (no solution with probability about e^-8, 0.03%).
-fn pow_budget(difficulty: u8) -> u64 {
-    1u64 << (u32::from(difficulty.min(MAX_CLIENT_POW_DIFFICULTY)) + 3)
-}
-/// Hashes between two checks of the solver's cancel flag.
-const POW_CHUNK: u64 = 1 << 16;
 /// Rendezvous circuits kept at once (isolation class × service).
 const MAX_REND_CIRCUITS: usize = 256;
 
@@ -117,6 +105,8 @@ pub struct OnionConnector {
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
     rend: Mutex<HashMap<RendKey, (CircuitHandle, tokio::time::Instant)>>,
+    /// The least and most puzzle effort spent on a service (docs/protocol.md §8.7).
+    pow_effort: (u32, u32),
 }
 
 impl std::fmt::Debug for OnionConnector {
@@ -137,6 +127,7 @@ impl OnionConnector {
             descriptors: Mutex::default(),
             revisions: Mutex::new(RevisionFloors::new(DESCRIPTOR_SKEW)),
             rend: Mutex::default(),
+            pow_effort: (config.onion_pow_min_effort, config.onion_pow_max_effort),
         }
     }
 
@@ -378,7 +369,12 @@ async fn introduce_via(
         enc_key: point.enc_key,
         subcred: subcredential(address.identity(), &desc.blinded),
     };
-    let pow = puzzle_to_solve(desc.inner.pow, onion.dir.clock().now_unix())?;
+    let (keys_auth, keys_enc) = (point.auth_key, point.enc_key);
+    let pow = effort_to_spend(
+        desc.inner.pow,
+        onion.dir.clock().now_unix(),
+        onion.pow_effort,
+    );
     let blinded = desc.blinded;
     let rend_cert = rend_entry.onion_cert.clone();
     let rend_identity = rend_target.identity;
@@ -391,14 +387,24 @@ async fn introduce_via(
     let solving = tokio::task::spawn_blocking(move || {
         let mut pow_err = None;
         let r = client_introduce_with(&mut rand::rng(), &keys, |x| {
-            let pow_nonce = match pow {
-                Some(p) => match solve_puzzle(&p, &blinded, x, &cancelled) {
-                    Ok(nonce) => Some(nonce),
-                    Err(e) => {
-                        pow_err = Some(e);
-                        return Err(HsHandshakeError::Internal);
+            let auth = *keys_auth.as_bytes();
+            let pow = match pow {
+                Some((p, effort)) => {
+                    let input = PowInput {
+                        seed: &p.seed,
+                        blinded: &blinded,
+                        auth_key: &auth,
+                        enc_key: keys_enc.as_bytes(),
+                        client_x: x,
+                    };
+                    match solve_puzzle(&input, effort, &cancelled) {
+                        Ok(sol) => Some(sol),
+                        Err(e) => {
+                            pow_err = Some(e);
+                            return Err(HsHandshakeError::Internal);
+                        }
                     }
-                },
+                }
                 None => None,
             };
             IntroducePlaintext {
@@ -406,7 +412,7 @@ async fn introduce_via(
                 rend_identity,
                 rend_addr,
                 rend_onion_cert: rend_cert,
-                pow_nonce,
+                pow,
             }
             .encode()
             .map(|p| p.to_vec())
@@ -508,64 +514,6 @@ fn close_introduction(mut intro: ClientCircuit<AtOnionClient>, answered: bool) {
     });
 }
 
-/// The descriptor's puzzle if it is still valid at `now` (an expired one is not checked by
-/// the service any more); refused when harder than [`MAX_CLIENT_POW_DIFFICULTY`].
-fn puzzle_to_solve(
-    pow: Option<PowParams>,
-    now: u64,
-) -> Result<Option<PowParams>, OnionConnectError> {
-    match pow.filter(|p| p.expires > now) {
-        Some(p) if p.difficulty > MAX_CLIENT_POW_DIFFICULTY => {
-            Err(OnionConnectError::Unreachable(format!(
-                "service requires a puzzle of difficulty {}, above the limit {}",
-                p.difficulty, MAX_CLIENT_POW_DIFFICULTY
-            )))
-        }
-        other => Ok(other),
-    }
-}
-
-/// Sets its flag when dropped (stops a solver whose requester went away).
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Solves the puzzle `p` for the client key `x` from a random nonce, in chunks of
-/// [`POW_CHUNK`] hashes, giving up after [`pow_budget`] hashes or when `cancel` is set.
-/// Blocking: run it on a blocking thread.
-fn solve_puzzle(
-    p: &PowParams,
-    blinded: &BlindedPublic,
-    x: &[u8; 32],
-    cancel: &AtomicBool,
-) -> Result<[u8; POW_NONCE_LEN], PowError> {
-    let mut start = [0u8; POW_NONCE_LEN];
-    rand::rng().fill_bytes(&mut start);
-    let budget = pow_budget(p.difficulty);
-    let mut done = 0u64;
-    while done < budget {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(PowError::Exhausted);
-        }
-        let n = POW_CHUNK.min(budget - done);
-        match pow::solve(p.difficulty, &p.seed, blinded, x, start, n) {
-            Err(PowError::Exhausted) => {}
-            other => return other,
-        }
-        // The next chunk continues the counter in the nonce's last 8 bytes.
-        let mut counter = [0u8; 8];
-        counter.copy_from_slice(&start[8..]);
-        let next = u64::from_be_bytes(counter).wrapping_add(n);
-        start[8..].copy_from_slice(&next.to_be_bytes());
-        done += n;
-    }
-    Err(PowError::Exhausted)
-}
-
 /// Waits (bounded) for a message from the circuit's last hop that `pick` takes; DROP cells
 /// are skipped, anything else fails.
 async fn expect_from_last<T>(
@@ -586,101 +534,5 @@ async fn expect_from_last<T>(
         }
         let picked = if hop == last { pick(msg) } else { None };
         return picked.ok_or_else(|| protocol("unexpected relay message"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::onion::{BlindedKeypair, TimePeriod};
-
-    fn blinded() -> BlindedPublic {
-        let id = crate::crypto::IdentityKeypair::generate(&mut rand::rng());
-        *BlindedKeypair::derive(
-            &id,
-            TimePeriod {
-                length: 86_400,
-                number: 1,
-            },
-        )
-        .unwrap()
-        .public()
-    }
-
-    #[test]
-    fn puzzles_above_the_limit_are_refused_at_once() {
-        let params = |difficulty| PowParams {
-            difficulty,
-            seed: [7; 32],
-            expires: 2_000,
-        };
-        assert!(puzzle_to_solve(None, 1_000).unwrap().is_none());
-        assert_eq!(
-            puzzle_to_solve(Some(params(MAX_CLIENT_POW_DIFFICULTY)), 1_000).unwrap(),
-            Some(params(MAX_CLIENT_POW_DIFFICULTY))
-        );
-        let err = puzzle_to_solve(Some(params(28)), 1_000).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the service could not be reached: service requires a puzzle of difficulty 28, \
-             above the limit 24"
-        );
-        // An expired puzzle is not solved (nor refused).
-        assert!(puzzle_to_solve(Some(params(32)), 2_000).unwrap().is_none());
-        assert_eq!(pow_budget(MAX_CLIENT_POW_DIFFICULTY), 1 << 27);
-        assert_eq!(
-            pow_budget(32),
-            1 << 27,
-            "the budget never exceeds the limit's"
-        );
-    }
-
-    #[test]
-    fn puzzle_solved_in_chunks_verifies_and_cancel_stops_it() {
-        let b = blinded();
-        let x = [9u8; 32];
-        // 17 bits: a solution usually needs more than one chunk of 2^16 hashes.
-        let p = PowParams {
-            difficulty: 17,
-            seed: [3; 32],
-            expires: u64::MAX,
-        };
-        let nonce = solve_puzzle(&p, &b, &x, &AtomicBool::new(false)).unwrap();
-        pow::verify(p.difficulty, &p.seed, &b, &x, &nonce).unwrap();
-        // Cancelled before it starts: gives up without searching.
-        let hard = PowParams {
-            difficulty: MAX_CLIENT_POW_DIFFICULTY,
-            ..p
-        };
-        assert_eq!(
-            solve_puzzle(&hard, &b, &x, &AtomicBool::new(true)),
-            Err(PowError::Exhausted)
-        );
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_solver_does_not_block_the_runtime() {
-        // On a single-threaded runtime, a timer keeps firing while a puzzle is solved on a
-        // blocking thread; the guard's drop stops the solver.
-        let b = blinded();
-        let hard = PowParams {
-            difficulty: MAX_CLIENT_POW_DIFFICULTY,
-            seed: [1; 32],
-            expires: u64::MAX,
-        };
-        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-        let flag = Arc::clone(&cancel.0);
-        let solver =
-            tokio::task::spawn_blocking(move || solve_puzzle(&hard, &b, &[5u8; 32], &flag));
-        let mut ticks = 0;
-        while ticks < 3 && !solver.is_finished() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            ticks += 1;
-        }
-        drop(cancel);
-        // Either it stopped on the cancel or (very unlikely) found a solution quickly.
-        let _ = tokio::time::timeout(Duration::from_secs(60), solver)
-            .await
-            .expect("the solver did not stop when cancelled");
     }
 }

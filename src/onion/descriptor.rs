@@ -38,7 +38,7 @@ use crate::onion::address::OnionAddress;
 use crate::onion::blinding::{
     BlindedKeypair, BlindedPublic, BlindingError, PeriodParams, TimePeriod,
 };
-use crate::onion::pow::MAX_POW_DIFFICULTY;
+use crate::onion::pow::MAX_SUGGESTED_EFFORT;
 
 /// The only descriptor version defined.
 pub const ONION_DESCRIPTOR_VERSION: u8 = 1;
@@ -250,11 +250,13 @@ pub struct IntroPointInfo {
     pub enc_key: OnionPublic,
 }
 
-/// Proof-of-work parameters a service under load publishes.
+/// Proof-of-work parameters of a service that orders its introductions by effort
+/// (docs/protocol.md §8.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PowParams {
-    /// Leading zero bits required, 1 to [`MAX_POW_DIFFICULTY`].
-    pub difficulty: u8,
+    /// The effort the service suggests, 0 to [`MAX_SUGGESTED_EFFORT`]: under load it
+    /// serves introductions of this effort or more first; 0 while it is not loaded.
+    pub suggested_effort: u32,
     /// The puzzle seed.
     #[serde(with = "wire::fixed")]
     pub seed: [u8; 32],
@@ -293,8 +295,8 @@ impl InnerDescriptor {
             }
         }
         if let Some(pow) = &self.pow {
-            if pow.difficulty == 0 || pow.difficulty > MAX_POW_DIFFICULTY {
-                return Err(bad("proof-of-work difficulty out of range"));
+            if pow.suggested_effort > MAX_SUGGESTED_EFFORT {
+                return Err(bad("suggested proof-of-work effort out of range"));
             }
         }
         Ok(())

@@ -18,7 +18,8 @@
 //!
 //! ```text
 //! cookie 20 | rend identity 32 | rend link address (atype u8 | addr 4/16 | port u16)
-//! | rend onion-key certificate 136 | pow u8 (0|1) | [nonce 16] | zero padding
+//! | rend onion-key certificate 136 | pow u8 (0|1)
+//! | [nonce 16 | u32be(effort ≥ 1) | Equi-X solution 16] | zero padding
 //! ```
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use crate::cell::onion_msg::{EstablishIntro, IntroDosParams, REND_COOKIE_LEN};
 use crate::cell::CellError;
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert};
 use crate::dir::descriptor::check_addrs;
-use crate::onion::pow::POW_NONCE_LEN;
+use crate::onion::pow::PowSolution;
 
 /// Domain-separation label of the ESTABLISH_INTRO MAC.
 pub const ESTABLISH_INTRO_MAC_LABEL: &[u8] = b"allium-establish-intro-mac-v1";
@@ -128,8 +129,8 @@ pub struct IntroducePlaintext {
     /// Its onion-key certificate (must name `rend_identity`; the service verifies it
     /// before extending).
     pub rend_onion_cert: OnionKeyCert,
-    /// The proof-of-work nonce, when the service asks for one.
-    pub pow_nonce: Option<[u8; POW_NONCE_LEN]>,
+    /// The client's puzzle solution (docs/protocol.md §8.7), if it solved one.
+    pub pow: Option<PowSolution>,
 }
 
 impl IntroducePlaintext {
@@ -152,11 +153,13 @@ impl IntroducePlaintext {
         w.put(self.rend_identity.as_bytes(), "rendezvous identity")?;
         address::write_socket_addr(&self.rend_addr, &mut w)?;
         w.write(&self.rend_onion_cert)?;
-        match &self.pow_nonce {
+        match &self.pow {
             None => w.u8(0, "pow flag")?,
-            Some(nonce) => {
+            Some(sol) => {
                 w.u8(1, "pow flag")?;
-                w.put(nonce, "pow nonce")?;
+                w.put(&sol.nonce, "pow nonce")?;
+                w.u32(sol.effort, "pow effort")?;
+                w.put(&sol.solution, "pow solution")?;
             }
         }
         Ok(out)
@@ -179,9 +182,25 @@ impl IntroducePlaintext {
         let rend_onion_cert = r
             .extract::<OnionKeyCert>()
             .map_err(|_| IntroError::BadRendezvous("onion-key certificate"))?;
-        let pow_nonce = match r.u8("pow flag")? {
+        let pow = match r.u8("pow flag")? {
             0 => None,
-            1 => Some(r.array("pow nonce")?),
+            1 => {
+                let nonce = r.array("pow nonce")?;
+                let effort = r.u32("pow effort")?;
+                if effort == 0 {
+                    return Err(CellError::BadValue {
+                        field: "pow effort",
+                        value: 0,
+                    }
+                    .into());
+                }
+                let solution = r.array("pow solution")?;
+                Some(PowSolution {
+                    nonce,
+                    effort,
+                    solution,
+                })
+            }
             other => {
                 return Err(CellError::BadValue {
                     field: "pow flag",
@@ -196,7 +215,7 @@ impl IntroducePlaintext {
             rend_identity,
             rend_addr,
             rend_onion_cert,
-            pow_nonce,
+            pow,
         };
         p.check()?;
         Ok(p)

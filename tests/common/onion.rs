@@ -52,7 +52,7 @@ pub fn inner(points: u8, pow: bool) -> InnerDescriptor {
     InnerDescriptor {
         intro_points: (0..points).map(intro_point).collect(),
         pow: pow.then_some(PowParams {
-            difficulty: 12,
+            suggested_effort: 120,
             seed: [5; 32],
             expires: NOW + 3600,
         }),

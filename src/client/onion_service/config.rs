@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::client::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
 use crate::crypto::KeyFileError;
+use crate::onion::pow::MAX_SUGGESTED_EFFORT;
 
 /// How one onion service runs.
 #[derive(Debug, Clone)]
@@ -44,9 +44,19 @@ pub struct ServiceConfig {
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,
-    /// Require a client puzzle of this difficulty (1..=[`MAX_CLIENT_POW_DIFFICULTY`], 24:
-    /// clients refuse harder ones) with every introduction.
-    pub pow_difficulty: Option<u8>,
+    /// Publish a client puzzle (docs/protocol.md §8.7): introductions are then answered
+    /// highest puzzle effort first, and the service suggests an effort from its load.
+    /// Without it every introduction has effort 0 (answered in arrival order).
+    pub pow: bool,
+    /// The effort suggested until the first update (0: none until the service is loaded).
+    pub pow_initial_effort: u32,
+    /// How often the suggested effort is reconsidered (Tor: 5 minutes).
+    pub pow_update: Duration,
+    /// Valid introductions waiting for the rate of answered ones at most; when full, the
+    /// lowest effort is dropped.
+    pub intro_queue: usize,
+    /// An introduction waiting longer than this is dropped (its client has likely given up).
+    pub intro_queue_max_age: Duration,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
     /// A rendezvous circuit without traffic for this long is closed, freeing its slot
@@ -57,7 +67,8 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     /// A service with defaults: 64 rendezvous circuits, 20 introductions per second (10
-    /// per second, burst 50, from any one introduction point), no puzzle, 10 s to connect
+    /// per second, burst 50, from any one introduction point), a queue of 256
+    /// introductions waiting 15 s at most, no puzzle, 10 s to connect
     /// to the target, rendezvous circuits idle for 5 minutes closed (with open streams:
     /// only when all 64 are in use).
     pub fn new(key_file: PathBuf, ports: Vec<(u16, SocketAddr)>) -> Self {
@@ -71,7 +82,11 @@ impl ServiceConfig {
             intros_per_second: 20,
             intro_point_rate: 10,
             intro_point_burst: 50,
-            pow_difficulty: None,
+            pow: false,
+            pow_initial_effort: 0,
+            pow_update: Duration::from_secs(5 * 60),
+            intro_queue: 256,
+            intro_queue_max_age: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
             rendezvous_idle: Duration::from_secs(5 * 60),
         }
@@ -92,21 +107,25 @@ pub enum ServiceError {
     Config(String),
 }
 
-/// Refuses a configuration the service cannot run with: no port, or a puzzle difficulty
-/// outside 1..=[`MAX_CLIENT_POW_DIFFICULTY`]. The descriptor format allows up to
-/// [`crate::onion::pow::MAX_POW_DIFFICULTY`], but allium clients refuse to solve more than
-/// their own limit, so a harder puzzle would make the service silently unreachable.
+/// Refuses a configuration the service cannot run with: no port, an initial effort
+/// above [`MAX_SUGGESTED_EFFORT`] (descriptors could not carry it), or an update period
+/// under a second.
 pub(super) fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
     if cfg.ports.is_empty() && cfg.udp_ports.is_empty() {
         return Err(ServiceError::Config("no port configured".into()));
     }
-    if let Some(d) = cfg.pow_difficulty {
-        if !(1..=MAX_CLIENT_POW_DIFFICULTY).contains(&d) {
-            return Err(ServiceError::Config(format!(
-                "puzzle difficulty {d} is outside 1..={MAX_CLIENT_POW_DIFFICULTY} (clients \
-                 refuse harder puzzles, so the service would be unreachable)"
-            )));
-        }
+    if cfg.pow_initial_effort > MAX_SUGGESTED_EFFORT {
+        return Err(ServiceError::Config(format!(
+            "initial puzzle effort {} is above {MAX_SUGGESTED_EFFORT}",
+            cfg.pow_initial_effort
+        )));
+    }
+    if cfg.pow_update < Duration::from_secs(1) || cfg.intro_queue == 0 {
+        return Err(ServiceError::Config(
+            "the puzzle's update period must be at least a second and the introduction \
+             queue hold at least one"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -116,20 +135,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn puzzle_harder_than_clients_solve_is_refused_at_launch() {
+    fn unusable_puzzle_settings_are_refused_at_launch() {
         let target: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let mut cfg = ServiceConfig::new(PathBuf::from("unused.key"), vec![(80, target)]);
         assert!(check_config(&cfg).is_ok());
-        for ok in [1, 12, MAX_CLIENT_POW_DIFFICULTY] {
-            cfg.pow_difficulty = Some(ok);
-            assert!(check_config(&cfg).is_ok(), "difficulty {ok}");
-        }
-        for bad in [0, MAX_CLIENT_POW_DIFFICULTY + 1, 32, 33, u8::MAX] {
-            cfg.pow_difficulty = Some(bad);
-            let err = check_config(&cfg).unwrap_err().to_string();
-            assert!(err.contains("outside 1..=24"), "difficulty {bad}: {err}");
-        }
-        cfg.pow_difficulty = None;
+        cfg.pow = true;
+        cfg.pow_initial_effort = MAX_SUGGESTED_EFFORT;
+        assert!(check_config(&cfg).is_ok());
+        cfg.pow_initial_effort = MAX_SUGGESTED_EFFORT + 1;
+        assert!(check_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("above"));
+        cfg.pow_initial_effort = 0;
+        cfg.intro_queue = 0;
+        assert!(check_config(&cfg).is_err());
+        cfg.intro_queue = 1;
         cfg.ports.clear();
         assert!(check_config(&cfg).is_err());
     }

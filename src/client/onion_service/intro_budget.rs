@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::sync::lock;
 
 use super::intro_gate::IntroGate;
+use super::intro_queue::IntroQueue;
 use super::INTRO_POINTS;
 
 /// Which joint decryption budget an introduction point is charged to.
@@ -106,33 +107,28 @@ pub(super) enum Dropped {
     /// It did not decrypt, was a replay, was malformed or lacked a valid puzzle solution
     /// (`open` said so).
     Invalid,
-    /// Valid, but the service already answered its introductions of this second.
+    /// The service already answered its introductions of this second (the introduction
+    /// waits in the queue).
     MeetRate,
-    /// Valid and within the rate, but no rendezvous slot was free (`act` said so); the
-    /// rate was given back.
+    /// Within the rate, but no rendezvous slot was free (`act` said so); the rate was
+    /// given back.
     NoSlot,
 }
 
-/// Runs an INTRODUCE2 through the service's budgets: its introduction point's gate and
-/// its group's joint decryption gate before `open` (which does the public-key work, the
-/// puzzle and replay checks and returns `None` for anything not worth a rendezvous), then
-/// the service-wide rate of answered introductions, then `act` (which takes a rendezvous
-/// slot and records the introduction in the replay cache, or returns `None` if no slot is
-/// free: the rate is then given back). Only an introduction `open` accepted is charged to
-/// that rate, so introductions that fail cannot crowd out honest ones arriving through
-/// another point; the decryption gates bound what the failing ones cost. Only one within
-/// the rate takes a slot (taking the last one, or finding none, makes an idle rendezvous
-/// circuit give its slot up, see [`RendezvousSlots`](super::rendezvous::RendezvousSlots)),
-/// so introductions the service will not answer anyway cannot close other clients'
-/// sessions.
-pub(super) fn screen_introduction<T, U>(
+/// Runs an INTRODUCE2 through its introduction point's gate and its group's joint
+/// decryption gate before `open` (which does the public-key work, the puzzle and replay
+/// checks and returns `None` for anything not worth a rendezvous). What `open` accepted
+/// then waits in the service's [`IntroQueue`] for [`answer_next`]: only introductions
+/// `open` accepted are charged to the rate of answered ones, so introductions that fail
+/// cannot crowd out honest ones arriving through another point; the decryption gates
+/// bound what the failing ones cost.
+pub(super) fn screen_introduction<T>(
     point: &Mutex<IntroGate>,
     group: PointGroup,
     budget: &Mutex<IntroBudget>,
     now: Instant,
     open: impl FnOnce() -> Option<T>,
-    act: impl FnOnce(T) -> Option<U>,
-) -> Result<U, Dropped> {
+) -> Result<T, Dropped> {
     // The point's own gate first: a point over its budget (a flooding one) never
     // touches the joint one. A joint refusal gives the point its token back, so a point
     // whose group is flooded through another point keeps its own budget.
@@ -143,16 +139,47 @@ pub(super) fn screen_introduction<T, U>(
         lock(point).refund();
         return Err(Dropped::DecryptBudget);
     }
-    let opened = open().ok_or(Dropped::Invalid)?;
-    if !lock(budget).admit_meeting(now) {
-        return Err(Dropped::MeetRate);
+    open().ok_or(Dropped::Invalid)
+}
+
+/// Answers the queue's next introduction (the highest effort) within the service-wide
+/// rate: `None` if none waits; `MeetRate` if this second's answers are spent (the
+/// introduction keeps waiting); `NoSlot` if `act` (which takes a rendezvous slot and
+/// records the introduction in its replay cache) found no slot, the rate then given
+/// back. Only one within the rate takes a slot (taking the last one, or finding none,
+/// makes an idle rendezvous circuit give its slot up, see
+/// [`RendezvousSlots`](super::rendezvous::RendezvousSlots)), so introductions the
+/// service will not answer anyway cannot close other clients' sessions.
+pub(super) fn answer_next<T, U>(
+    queue: &Mutex<IntroQueue<T>>,
+    budget: &Mutex<IntroBudget>,
+    now: Instant,
+    act: impl FnOnce(u32, T) -> Option<U>,
+) -> Option<Result<U, Dropped>> {
+    if lock(queue).len() == 0 {
+        return None;
     }
-    match act(opened) {
-        Some(acted) => Ok(acted),
+    if !lock(budget).admit_meeting(now) {
+        return Some(Err(Dropped::MeetRate));
+    }
+    let Some((effort, item)) = lock(queue).pop(now) else {
+        // Everything waiting had waited too long.
+        lock(budget).refund_meeting(now);
+        return None;
+    };
+    match act(effort, item) {
+        Some(acted) => Some(Ok(acted)),
         None => {
             lock(budget).refund_meeting(now);
-            Err(Dropped::NoSlot)
+            Some(Err(Dropped::NoSlot))
         }
+    }
+}
+
+/// When the current window of answered introductions ends (the next answer may come then).
+impl IntroBudget {
+    pub(super) fn window_ends(&self) -> Instant {
+        self.window.0 + Duration::from_secs(1)
     }
 }
 
@@ -161,7 +188,7 @@ mod tests {
     use super::*;
     use crate::client::onion_service::intro_slot::MAX_RETIRED;
 
-    /// [`screen_introduction`] whose `act` always finds a slot.
+    /// [`screen_introduction`], then answered at once if within the rate.
     fn screen<T>(
         point: &Mutex<IntroGate>,
         group: PointGroup,
@@ -169,56 +196,57 @@ mod tests {
         now: Instant,
         open: impl FnOnce() -> Option<T>,
     ) -> Result<T, Dropped> {
-        screen_introduction(point, group, budget, now, open, Some)
+        let v = screen_introduction(point, group, budget, now, open)?;
+        if lock(budget).admit_meeting(now) {
+            Ok(v)
+        } else {
+            Err(Dropped::MeetRate)
+        }
     }
 
     /// The rate of answered introductions is checked before `act` (which takes a
     /// rendezvous slot and records the introduction as seen): an introduction over the
-    /// rate takes no slot and is not recorded; one that finds no slot gives its place in
-    /// the rate back.
+    /// rate takes no slot, is not recorded and keeps waiting; one that finds no slot gives
+    /// its place in the rate back.
     #[test]
     fn rate_is_checked_before_a_slot_is_taken_and_refunded_without_one() {
         let t0 = Instant::now();
         let budget = Mutex::new(IntroBudget::new(2, (100, 100), t0));
-        let gate = Mutex::new(IntroGate::new(100, 100, t0));
+        let queue = Mutex::new(IntroQueue::new(64, Duration::from_secs(10)));
         let mut acted = 0;
         // No slot free, many times over: every one is refunded, the rate stays unused.
-        for _ in 0..10 {
-            let r = screen_introduction(
-                &gate,
-                PointGroup::Current,
-                &budget,
-                t0,
-                || Some(()),
-                |()| {
-                    acted += 1;
-                    None::<()>
-                },
-            );
-            assert_eq!(r, Err(Dropped::NoSlot));
+        for i in 0..10u8 {
+            lock(&queue).push(0, [i; 32], t0, ()).unwrap();
+            let r = answer_next(&queue, &budget, t0, |_, ()| {
+                acted += 1;
+                None::<()>
+            });
+            assert_eq!(r, Some(Err(Dropped::NoSlot)));
         }
         assert_eq!(acted, 10);
         assert_eq!(lock(&budget).window.1, 0);
-        // Slots free: the rate (2 per second) admits two, the third never reaches `act`.
-        for expect in [Ok(()), Ok(()), Err(Dropped::MeetRate)] {
-            let r = screen_introduction(
-                &gate,
-                PointGroup::Current,
-                &budget,
-                t0,
-                || Some(()),
-                |()| {
-                    acted += 1;
-                    Some(())
-                },
-            );
+        assert_eq!(answer_next(&queue, &budget, t0, |_, ()| Some(())), None);
+        // Slots free: the rate (2 per second) admits two, the third waits for the next
+        // window without reaching `act`.
+        for i in 0..3u8 {
+            lock(&queue).push(0, [i; 32], t0, ()).unwrap();
+        }
+        for expect in [Some(Ok(())), Some(Ok(())), Some(Err(Dropped::MeetRate))] {
+            let r = answer_next(&queue, &budget, t0, |_, ()| {
+                acted += 1;
+                Some(())
+            });
             assert_eq!(r, expect);
         }
         assert_eq!(acted, 12);
+        assert_eq!(lock(&queue).len(), 1);
+        let t1 = lock(&budget).window_ends();
+        assert_eq!(
+            answer_next(&queue, &budget, t1, |_, ()| Some(())),
+            Some(Ok(()))
+        );
         // A refund for a window that has since been replaced lowers nothing.
-        let t1 = t0 + Duration::from_secs(1);
         let mut b = lock(&budget);
-        assert!(b.admit_meeting(t1));
         b.refund_meeting(t0);
         assert_eq!(b.window, (t1, 1));
     }

@@ -21,8 +21,7 @@ use crate::sync::lock;
 
 use super::intro_budget::{screen_introduction, Dropped, PointGroup};
 use super::intro_gate::IntroGate;
-use super::pow::solution_accepted;
-use super::rendezvous::{meet, RendezvousSlot};
+use super::intro_queue::Queued;
 use super::shared::Shared;
 
 /// Waiting for INTRO_ESTABLISHED.
@@ -140,8 +139,8 @@ impl IntroTask {
     }
 
     /// Screens the introduction ([`screen_introduction`]: this point's budget, the
-    /// service's decryption budget, [`Self::open_introduction`], the service's rate of
-    /// answered introductions); an accepted one is answered in its own task.
+    /// service's decryption budget, [`Self::open_introduction`]); a valid one waits in
+    /// the service's queue, by puzzle effort, for [`super::answer`].
     fn on_introduce2(&self, intro: Introduce) {
         if intro.auth_key() != self.auth.public().as_bytes() {
             debug!("onion service: INTRODUCE2 for another auth key");
@@ -152,18 +151,11 @@ impl IntroTask {
         } else {
             PointGroup::Current
         };
-        let screened = screen_introduction(
-            &self.gate,
-            group,
-            &self.shared.budget,
-            self.shared.clock().instant().into_std(),
-            || self.open_introduction(&intro),
-            |(plain, hs)| {
-                let slot = self.take_rendezvous_slot(intro.client_x())?;
-                Some((plain, hs, slot))
-            },
-        );
-        let (plain, hs, slot) = match screened {
+        let now = self.shared.clock().instant().into_std();
+        let screened = screen_introduction(&self.gate, group, &self.shared.budget, now, || {
+            self.open_introduction(&intro)
+        });
+        let (plain, hs, effort) = match screened {
             Ok(v) => v,
             Err(Dropped::PointBudget) => {
                 let refused = lock(&self.gate).refused();
@@ -187,25 +179,28 @@ impl IntroTask {
                 }
                 return;
             }
-            // Logged by open_introduction and take_rendezvous_slot.
-            Err(Dropped::Invalid | Dropped::NoSlot) => return,
-            Err(Dropped::MeetRate) => {
-                debug!("onion service: introduction dropped (rate limit)");
-                return;
-            }
+            // Logged by open_introduction.
+            Err(_) => return,
         };
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
-            if let Err(e) = meet(&shared, plain, hs, slot).await {
-                debug!("onion service: rendezvous failed: {e}");
-            }
-        });
+        let queued = Queued {
+            plain,
+            hs,
+            replay: Arc::clone(&self.replay),
+            client_x: *intro.client_x(),
+        };
+        match lock(&self.shared.queue).push(effort, *intro.client_x(), now, queued) {
+            Ok(()) => self.shared.queued.notify_one(),
+            Err(e) => debug!("onion service: introduction not queued ({e:?})"),
+        }
     }
 
     /// Decryption, plaintext, puzzle check, replay check: the introduction's plaintext
     /// and handshake state, or `None` (logged at debug) if it is not worth a rendezvous.
     /// Nothing is recorded in the replay cache yet ([`Self::take_rendezvous_slot`]).
-    fn open_introduction(&self, intro: &Introduce) -> Option<(IntroducePlaintext, HsServiceIntro)> {
+    fn open_introduction(
+        &self,
+        intro: &Introduce,
+    ) -> Option<(IntroducePlaintext, HsServiceIntro, u32)> {
         let now = self.shared.clock().now_unix();
         let Ok(current) = self.shared.periods.period_at(now) else {
             return None;
@@ -248,15 +243,22 @@ impl IntroTask {
             debug!("onion service: malformed introduction plaintext");
             return None;
         };
-        if self.shared.pow_difficulty.is_some() {
-            let seeds = *lock(&self.shared.pow);
-            let nonce = plain.pow_nonce.as_ref();
-            let ok = solution_accepted(&seeds, now, &blinded, intro.client_x(), nonce);
-            if !ok {
-                debug!("onion service: introduction without a valid puzzle solution");
-                return None;
+        // The effort its puzzle solution earns it (0 without one, or without a puzzle):
+        // an invalid or reused solution is refused outright, it cannot even wait.
+        let effort = match (&self.shared.pow, &plain.pow) {
+            (Some(pow), Some(sol)) => {
+                let (auth, enc) = (self.auth.public(), *self.enc.public());
+                let keys = (auth.as_bytes(), enc.as_bytes());
+                match lock(pow).accept(now, &blinded, keys, intro.client_x(), sol) {
+                    Ok(effort) => effort,
+                    Err(why) => {
+                        debug!("onion service: puzzle solution refused ({why:?})");
+                        return None;
+                    }
+                }
             }
-        }
+            _ => 0,
+        };
         // Checked here, before the service-wide rate of answered introductions: a replay
         // (an introduction point may send one INTRODUCE2 again and again) must never use
         // up that rate, or one valid introduction would crowd out everyone. It is only
@@ -267,25 +269,6 @@ impl IntroTask {
             debug!("onion service: replayed or refused introduction");
             return None;
         }
-        Some((plain, hs))
-    }
-
-    /// For an introduction within the service's rate: a rendezvous slot, and `X`
-    /// recorded in the replay cache (the cache locked across both, so the slot is taken
-    /// only for an `X` recorded now, never for a repeat). `None` (logged at debug) if no
-    /// slot is free or the cache refuses `X`.
-    fn take_rendezvous_slot(&self, client_x: &[u8; 32]) -> Option<RendezvousSlot> {
-        let mut replay = lock(&self.replay);
-        if replay.check(client_x).is_err() {
-            debug!("onion service: replayed or refused introduction");
-            return None;
-        }
-        let Some(slot) = self.shared.rendezvous.try_acquire() else {
-            debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
-            return None;
-        };
-        // Cannot fail: checked above under the same lock.
-        replay.check_and_insert(client_x).ok()?;
-        Some(slot)
+        Some((plain, hs, effort))
     }
 }

@@ -8,7 +8,9 @@
 //! new descriptor whenever the set changes or the period turns, and re-uploads it every
 //! [`REUPLOAD_EVERY`] to every relay of the hash ring (`publish_schedule.rs`,
 //! `publish.rs`). Each introduction circuit has its own task that receives INTRODUCE2
-//! (`intro_task.rs`). An accepted introduction builds a circuit to the client's rendezvous
+//! (`intro_task.rs`); a valid introduction waits in the service's queue, highest puzzle
+//! effort first (`intro_queue.rs`), until the service's rate lets `answer.rs` take it. An
+//! answered introduction builds a circuit to the client's rendezvous
 //! point, sends RENDEZVOUS1, adds the end-to-end keys and hands the circuit to a
 //! service-mode circuit task (`rendezvous.rs`): it acts as the exit, connecting BEGINs for
 //! a configured virtual port to the local target.
@@ -16,12 +18,15 @@
 //! The policy that decides by time is kept apart from the tasks and takes `now`, so it is
 //! tested without sleeping: the decryption gates (`intro_gate.rs`) and budgets
 //! (`intro_budget.rs`), key rotation of the introduction slots (`intro_slot.rs`), the
-//! puzzle seeds (`pow.rs`) and the upload schedule (`publish_schedule.rs`).
+//! puzzle seeds and the replay cache of solutions (`pow.rs`), the effort the service
+//! suggests (`intro_queue.rs`) and the upload schedule (`publish_schedule.rs`).
 
+mod answer;
 mod config;
 mod intro_budget;
 mod intro_gate;
 mod intro_points;
+mod intro_queue;
 mod intro_slot;
 mod intro_task;
 mod keys;

@@ -42,7 +42,7 @@ pub(super) async fn publish(
         .collect();
     let inner = InnerDescriptor {
         intro_points,
-        pow: lock(&shared.pow).0,
+        pow: shared.pow.as_ref().map(|p| lock(p).params()),
     };
     let desc = SignedOnionDescriptor::build(
         &mut rand::rng(),

@@ -111,7 +111,7 @@ mod tests {
             rend_identity: entry.validated_identity().unwrap(),
             rend_addr: addr,
             rend_onion_cert: entry.onion_cert.clone(),
-            pow_nonce: None,
+            pow: None,
         };
         assert_eq!(check_rendezvous_point(Some(&entry), &plain), Ok(()));
         assert!(check_rendezvous_point(None, &plain).is_err());

@@ -11,12 +11,14 @@ use crate::client::facade::Client;
 use crate::onion::{OnionAddress, PeriodParams};
 use crate::sync::lock;
 
+use super::answer::answer_introductions;
 use super::config::{check_config, ServiceConfig, ServiceError};
 use super::intro_budget::IntroBudget;
 use super::intro_points::{refresh_retired, refresh_slots};
+use super::intro_queue::{next_suggested_effort, IntroQueue};
 use super::intro_slot::{rotate_slots, IntroSlot, Retired};
 use super::keys::load_or_create_service_key;
-use super::pow::{new_pow_seed, rotate_pow_state};
+use super::pow::PowState;
 use super::publish::publish;
 use super::publish_schedule::{periods_to_serve, PublishSchedule};
 use super::rendezvous::RendezvousSlots;
@@ -65,8 +67,8 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
     let address = OnionAddress::from_identity(identity.public())?;
     let clock = client.clock().clone();
     let pow = cfg
-        .pow_difficulty
-        .map(|d| new_pow_seed(d, clock.now_unix()));
+        .pow
+        .then(|| Mutex::new(PowState::new(cfg.pow_initial_effort, clock.now_unix())));
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         client,
@@ -85,8 +87,10 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
             clock.instant().into_std(),
         )),
         intro_point_budget: (cfg.intro_point_rate, cfg.intro_point_burst),
-        pow_difficulty: cfg.pow_difficulty,
-        pow: Mutex::new((pow, None)),
+        pow,
+        queue: Mutex::new(IntroQueue::new(cfg.intro_queue, cfg.intro_queue_max_age)),
+        queued: tokio::sync::Notify::new(),
+        pow_update: cfg.pow_update,
         connect_timeout: cfg.connect_timeout,
         rendezvous_idle: cfg.rendezvous_idle.max(Duration::from_secs(1)),
         periods: PeriodParams::default(),
@@ -94,7 +98,12 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
     });
     let (tx, rx) = watch::channel(0u64);
     info!("onion service {address} starting");
-    let task = tokio::spawn(run(shared, tx));
+    let answering = tokio::spawn(answer_introductions(Arc::clone(&shared)));
+    let task = tokio::spawn(async move {
+        // The answering task ends with the main loop, whether stopped or aborted.
+        let _answering = AbortOnDrop(answering);
+        run(shared, tx).await;
+    });
     Ok(OnionService {
         address,
         published: rx,
@@ -103,10 +112,41 @@ pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, 
     })
 }
 
-/// Rotates the puzzle seed if the service requires a puzzle ([`rotate_pow_state`]).
-fn rotate_pow(shared: &Shared, now: u64) {
-    if let Some(difficulty) = shared.pow_difficulty {
-        rotate_pow_state(&mut lock(&shared.pow), difficulty, now);
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Rotates the puzzle seed if the service has a puzzle ([`PowState::rotate`]) and, once per
+/// update period (due at `*next_update`), reconsiders the effort it suggests from what the
+/// introduction queue went through ([`next_suggested_effort`]).
+fn maintain_pow(shared: &Shared, now: u64, next_update: &mut std::time::Instant) {
+    let Some(pow) = &shared.pow else {
+        return;
+    };
+    lock(pow).rotate(now);
+    let instant = shared.clock().instant().into_std();
+    if instant < *next_update {
+        return;
+    }
+    *next_update = instant + shared.pow_update;
+    let (stats, waiting) = {
+        let mut q = lock(&shared.queue);
+        (q.take_stats(), q.len())
+    };
+    let mut state = lock(pow);
+    let current = state.params().suggested_effort;
+    let next = next_suggested_effort(current, &stats, waiting);
+    if state.suggest(next) {
+        debug!(
+            "onion service: suggested puzzle effort {current} -> {next} ({} answered, {} \
+             dropped in the last period)",
+            stats.served, stats.dropped
+        );
     }
 }
 
@@ -117,6 +157,7 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
     // Current slots made so far: only the first INTRO_POINTS start with a full bucket.
     let mut slots_made = 0usize;
     let mut schedule = PublishSchedule::new(shared.clock().instant().into_std());
+    let mut next_effort_update = shared.clock().instant().into_std() + shared.pow_update;
     loop {
         rotate_slots(
             &mut slots,
@@ -130,11 +171,17 @@ async fn run(shared: Arc<Shared>, published: watch::Sender<u64>) {
             .filter(|s| s.up.load(std::sync::atomic::Ordering::Acquire))
             .collect();
         let now = shared.clock().now_unix();
-        rotate_pow(&shared, now);
-        // What the descriptor depends on: the points' auth keys and the puzzle seed.
+        maintain_pow(&shared, now, &mut next_effort_update);
+        // What the descriptor depends on: the points' auth keys, the puzzle seed and the
+        // suggested effort.
         let mut keys: Vec<[u8; 32]> = up.iter().map(|s| *s.auth.public().as_bytes()).collect();
-        if let Some(p) = lock(&shared.pow).0 {
-            keys.push(p.seed);
+        if let Some(pow) = &shared.pow {
+            let p = lock(pow).params();
+            let mut effort = [0u8; 32];
+            if let Some(head) = effort.get_mut(..4) {
+                head.copy_from_slice(&p.suggested_effort.to_be_bytes());
+            }
+            keys.extend([p.seed, effort]);
         }
         let periods = periods_to_serve(&shared.periods, now);
         schedule.keep_periods(&periods);

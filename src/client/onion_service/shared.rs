@@ -13,7 +13,9 @@ use crate::crypto::IdentityKeypair;
 use crate::onion::{OnionAddress, PeriodParams};
 
 use super::intro_budget::IntroBudget;
-use super::pow::PowSeeds;
+use super::intro_queue::IntroQueue;
+use super::intro_queue::Queued;
+use super::pow::PowState;
 
 /// What the introduction tasks share.
 pub(super) struct Shared {
@@ -28,10 +30,14 @@ pub(super) struct Shared {
     pub(super) budget: Mutex<IntroBudget>,
     /// Each introduction point's decryption budget: (per second, burst).
     pub(super) intro_point_budget: (u32, u32),
-    /// Puzzle difficulty, if the service requires one.
-    pub(super) pow_difficulty: Option<u8>,
-    /// The puzzle seeds (current, previous).
-    pub(super) pow: Mutex<PowSeeds>,
+    /// The puzzle (seeds, nonces used, suggested effort), if the service publishes one.
+    pub(super) pow: Option<Mutex<PowState>>,
+    /// Valid introductions waiting for the rate of answered ones, highest effort first.
+    pub(super) queue: Mutex<IntroQueue<Queued>>,
+    /// Woken when an introduction is queued.
+    pub(super) queued: tokio::sync::Notify,
+    /// How often the suggested effort is reconsidered.
+    pub(super) pow_update: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) rendezvous_idle: Duration,
     pub(super) periods: PeriodParams,
