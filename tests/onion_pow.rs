@@ -122,3 +122,57 @@ async fn higher_effort_client_is_served_first_under_a_flood() {
     net.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the puzzle costs on this machine: run with
+/// `cargo test --release --test onion_pow -- --ignored --nocapture puzzle_costs`
+/// (docs/PERFORMANCE.md "Client puzzle").
+#[test]
+#[ignore = "a measurement; run in release"]
+fn puzzle_costs() {
+    use allium::onion::pow::{self, PowInput};
+    let identity = allium::crypto::IdentityKeypair::generate(&mut rand::rng());
+    let address = allium::onion::OnionAddress::from_identity(identity.public()).unwrap();
+    let period = allium::onion::PeriodParams::default()
+        .period_at(1_700_000_000)
+        .unwrap();
+    let blinded = allium::onion::BlindedPublic::derive(&address, period).unwrap();
+    let k = [7u8; 32];
+    for effort in [1u32, 10, 100, 1000] {
+        let mut times = Vec::new();
+        let mut sols = Vec::new();
+        for i in 0..10u8 {
+            let x = [i; 32];
+            let input = PowInput {
+                seed: &k,
+                blinded: &blinded,
+                auth_key: &k,
+                enc_key: &k,
+                client_x: &x,
+            };
+            let t = Instant::now();
+            let sol = pow::solve(&input, effort, [i; 16], u64::MAX, &|| false).unwrap();
+            times.push(t.elapsed().as_secs_f64());
+            sols.push((x, sol));
+        }
+        times.sort_by(f64::total_cmp);
+        let t = Instant::now();
+        for (x, sol) in &sols {
+            let input = PowInput {
+                seed: &k,
+                blinded: &blinded,
+                auth_key: &k,
+                enc_key: &k,
+                client_x: x,
+            };
+            pow::verify(&input, sol).unwrap();
+        }
+        let verify = t.elapsed().as_secs_f64() / sols.len() as f64;
+        eprintln!(
+            "effort {effort}: solve median {:.3} s (min {:.3}, max {:.3}) over 10; verify {:.0} µs",
+            times[5],
+            times[0],
+            times[9],
+            verify * 1e6
+        );
+    }
+}

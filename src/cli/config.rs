@@ -299,6 +299,39 @@ pub struct ServiceSection {
     /// may be listed once for each).
     #[serde(default)]
     pub protocol: ServiceProtocol,
+    /// Publish a client puzzle (docs/protocol.md §8.8): introductions are answered
+    /// highest puzzle effort first and the service suggests an effort from its load
+    /// (default false). Service-wide: entries of one key file must agree.
+    pub pow: Option<bool>,
+    /// The effort suggested until the service first reconsiders it (default 0).
+    pub pow_initial_effort: Option<u32>,
+    /// Introductions answered per second, all introduction points together (default 20).
+    pub intros_per_second: Option<u32>,
+    /// Valid introductions waiting to be answered at most (default 256).
+    pub intro_queue: Option<usize>,
+}
+
+/// Applies an entry's service-wide setting `value` to `slot`, refusing a second entry of
+/// the same service that sets it differently.
+fn service_wide<T: PartialEq + Copy + std::fmt::Debug>(
+    seen: &mut Option<T>,
+    slot: &mut T,
+    value: Option<T>,
+    name: &str,
+) -> Result<(), String> {
+    let Some(v) = value else {
+        return Ok(());
+    };
+    match seen {
+        Some(before) if *before != v => Err(format!(
+            "{name} is {before:?} in an earlier entry of the same key file and {v:?} here"
+        )),
+        _ => {
+            *seen = Some(v);
+            *slot = v;
+            Ok(())
+        }
+    }
 }
 
 /// What a `[[service]]` port carries.
@@ -323,6 +356,10 @@ pub fn services(
         message,
     };
     let mut out: Vec<crate::client::onion_service::ServiceConfig> = Vec::new();
+    // Per service: the service-wide settings some entry set (pow, initial effort, rate,
+    // queue).
+    type Seen = (Option<bool>, Option<u32>, Option<u32>, Option<usize>);
+    let mut seen: Vec<Seen> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if e.port == 0 {
             return Err(invalid(format!(
@@ -343,12 +380,35 @@ pub fn services(
                     e.key_file.clone(),
                     Vec::new(),
                 ));
+                seen.push(Seen::default());
                 out.len() - 1
             }
         };
-        let Some(s) = out.get_mut(idx) else {
+        let (Some(s), Some(seen)) = (out.get_mut(idx), seen.get_mut(idx)) else {
             continue;
         };
+        let wide = |r: Result<(), String>| {
+            r.map_err(|m| invalid(format!("[[service]] entry {}: {m}", i + 1)))
+        };
+        wide(service_wide(&mut seen.0, &mut s.pow, e.pow, "pow"))?;
+        wide(service_wide(
+            &mut seen.1,
+            &mut s.pow_initial_effort,
+            e.pow_initial_effort,
+            "pow_initial_effort",
+        ))?;
+        wide(service_wide(
+            &mut seen.2,
+            &mut s.intros_per_second,
+            e.intros_per_second,
+            "intros_per_second",
+        ))?;
+        wide(service_wide(
+            &mut seen.3,
+            &mut s.intro_queue,
+            e.intro_queue,
+            "intro_queue",
+        ))?;
         let ports = match e.protocol {
             ServiceProtocol::Tcp => &mut s.ports,
             ServiceProtocol::Udp => &mut s.udp_ports,
@@ -418,6 +478,18 @@ pub struct ProxySection {
     /// idle channels' flow records may then end). Asked of the first hop too.
     #[serde(default)]
     pub link_padding: crate::link::LinkPadding,
+    /// The least client-puzzle effort spent on an onion service with a puzzle, even when
+    /// it suggests less (default 0: follow its suggestion; docs/protocol.md §8.8).
+    #[serde(default)]
+    pub onion_pow_min_effort: u32,
+    /// The most client-puzzle effort spent on one introduction, whatever a service
+    /// suggests (default 10000: seconds to tens of seconds of one core).
+    #[serde(default = "default_pow_max_effort")]
+    pub onion_pow_max_effort: u32,
+}
+
+fn default_pow_max_effort() -> u32 {
+    crate::onion::pow::DEFAULT_CLIENT_MAX_EFFORT
 }
 
 impl ProxySection {
@@ -517,6 +589,49 @@ mod tests {
         let example: ProxyFile =
             toml::from_str(include_str!("../../docs/examples/proxy.toml")).unwrap();
         assert_eq!(example.proxy.link_padding, LinkPadding::Normal);
+    }
+
+    /// The commented `[[service]]` block of docs/examples/proxy.toml, uncommented, loads
+    /// with the puzzle settings it shows; and the client's effort bounds load.
+    #[test]
+    fn documented_service_with_a_puzzle_loads() {
+        let doc = include_str!("../../docs/examples/proxy.toml");
+        let example: ProxyFile = toml::from_str(doc).unwrap();
+        assert_eq!(example.proxy.onion_pow_max_effort, 10_000);
+        assert_eq!(example.proxy.onion_pow_min_effort, 0);
+        let mut text = String::from("[proxy]\nauthorities = []\n");
+        let block = doc.lines().skip_while(|l| *l != "# [[service]]");
+        for line in block.filter_map(|l| l.strip_prefix("# ")) {
+            if line == "[[service]]"
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' '))
+            {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        let file: ProxyFile = toml::from_str(&text).unwrap();
+        let grouped = services(&file.service, Path::new("proxy.toml")).unwrap();
+        let [s] = grouped.as_slice() else {
+            panic!("one service expected: {text}");
+        };
+        assert!(s.pow);
+        assert_eq!((s.intros_per_second, s.intro_queue), (20, 256));
+        assert_eq!(s.ports, vec![(80, "127.0.0.1:8080".parse().unwrap())]);
+        // A second entry of the same service disagreeing is refused, naming the key.
+        let mut two = file.service.clone();
+        two.push(ServiceSection {
+            port: 22,
+            pow: Some(false),
+            ..two[0].clone()
+        });
+        let err = services(&two, Path::new("proxy.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pow") && err.contains("entry 2"), "{err}");
+        two[1].pow = None;
+        assert!(services(&two, Path::new("proxy.toml")).unwrap()[0].pow);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct ClientConfig {
     /// measure what padding hides.
     pub circuit_padding: bool,
     /// The least puzzle effort spent on an onion service that publishes a puzzle, even
-    /// when it suggests less (0: follow the suggestion). docs/protocol.md §8.7.
+    /// when it suggests less (0: follow the suggestion). docs/protocol.md §8.8.
     pub onion_pow_min_effort: u32,
     /// The most puzzle effort spent on one introduction, whatever the service suggests
     /// (default [`DEFAULT_CLIENT_MAX_EFFORT`](crate::onion::pow::DEFAULT_CLIENT_MAX_EFFORT)).

@@ -251,7 +251,7 @@ pub struct IntroPointInfo {
 }
 
 /// Proof-of-work parameters of a service that orders its introductions by effort
-/// (docs/protocol.md §8.7).
+/// (docs/protocol.md §8.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PowParams {
     /// The effort the service suggests, 0 to [`MAX_SUGGESTED_EFFORT`]: under load it

@@ -129,7 +129,7 @@ pub struct IntroducePlaintext {
     /// Its onion-key certificate (must name `rend_identity`; the service verifies it
     /// before extending).
     pub rend_onion_cert: OnionKeyCert,
-    /// The client's puzzle solution (docs/protocol.md §8.7), if it solved one.
+    /// The client's puzzle solution (docs/protocol.md §8.8), if it solved one.
     pub pow: Option<PowSolution>,
 }
 

@@ -1,4 +1,4 @@
-//! The client puzzle a service under load sets its introductions (docs/protocol.md §8.7):
+//! The client puzzle a service under load sets its introductions (docs/protocol.md §8.8):
 //! Equi-X (as Tor's proposal 327) with an effort the client chooses.
 //!
 //! The challenge names everything one introduction is for:

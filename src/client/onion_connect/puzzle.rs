@@ -1,4 +1,4 @@
-//! The client's side of the puzzle (docs/protocol.md §8.7): which effort to spend on a
+//! The client's side of the puzzle (docs/protocol.md §8.8): which effort to spend on a
 //! service's descriptor, and the solver run on a blocking thread, stoppable.
 
 use std::sync::atomic::{AtomicBool, Ordering};

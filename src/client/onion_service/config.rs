@@ -44,7 +44,7 @@ pub struct ServiceConfig {
     pub intro_point_rate: u32,
     /// The burst of that bucket.
     pub intro_point_burst: u32,
-    /// Publish a client puzzle (docs/protocol.md §8.7): introductions are then answered
+    /// Publish a client puzzle (docs/protocol.md §8.8): introductions are then answered
     /// highest puzzle effort first, and the service suggests an effort from its load.
     /// Without it every introduction has effort 0 (answered in arrival order).
     pub pow: bool,

@@ -1,4 +1,4 @@
-//! The service's side of the client puzzle (docs/protocol.md §8.7): its seeds, the one
+//! The service's side of the client puzzle (docs/protocol.md §8.8): its seeds, the one
 //! replay cache of `(seed, nonce)` all its introduction points share, and the effort it
 //! suggests. Pure: every call takes `now` (unix seconds).
 
