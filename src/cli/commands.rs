@@ -368,6 +368,7 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
     cfg.path_len = p.path_len;
     cfg.congestion_control = p.congestion_control;
     cfg.circuit_padding = p.circuit_padding;
+    cfg.vanguards = p.vanguards;
     cfg.onion_pow_min_effort = p.onion_pow_min_effort;
     cfg.onion_pow_max_effort = p.onion_pow_max_effort;
     cfg.link_padding = p.link_padding;

@@ -478,6 +478,12 @@ pub struct ProxySection {
     /// idle channels' flow records may then end). Asked of the first hop too.
     #[serde(default)]
     pub link_padding: crate::link::LinkPadding,
+    /// Vanguards-lite (default true; docs/protocol.md §8.10): the second hop of every
+    /// onion-service circuit, as client and as service, is one of 4 relays kept 1 to 12
+    /// days, so an attacker making a service build circuits at will cannot soon find its
+    /// guard. `false` only to measure the difference.
+    #[serde(default = "default_true")]
+    pub vanguards: bool,
     /// The least client-puzzle effort spent on an onion service with a puzzle, even when
     /// it suggests less (default 0: follow its suggestion; docs/protocol.md §8.8).
     #[serde(default)]
@@ -599,6 +605,7 @@ mod tests {
         let example: ProxyFile = toml::from_str(doc).unwrap();
         assert_eq!(example.proxy.onion_pow_max_effort, 10_000);
         assert_eq!(example.proxy.onion_pow_min_effort, 0);
+        assert!(example.proxy.vanguards);
         let mut text = String::from("[proxy]\nauthorities = []\n");
         let block = doc.lines().skip_while(|l| *l != "# [[service]]");
         for line in block.filter_map(|l| l.strip_prefix("# ")) {

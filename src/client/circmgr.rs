@@ -15,6 +15,7 @@ use tracing::debug;
 use crate::clock::Stamp;
 use crate::crypto::IdentityPublic;
 use crate::dir::path::policy_allows;
+use crate::dir::vanguards::{VanguardParams, VanguardSet};
 use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget, Transport};
 use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
 use crate::sync::lock;
@@ -25,6 +26,8 @@ use super::error::ClientError;
 use super::guardmgr::GuardMgr;
 use super::purpose::{start_padding, CircPurpose, ClientObserver};
 use crate::proto::padding::machines::MachineKind;
+
+mod ending;
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
 const PATH_REDRAWS: usize = 8;
@@ -75,6 +78,8 @@ pub struct CircParams {
     pub congestion_control: bool,
     /// Pad onion-service circuits (docs/protocol.md §3.6).
     pub circuit_padding: bool,
+    /// Second hops of onion-service circuits from the vanguard set (§8.10).
+    pub vanguards: bool,
     /// Told of every circuit built.
     pub observer: Option<Arc<dyn ClientObserver>>,
 }
@@ -87,6 +92,7 @@ pub struct CircMgr {
     guards: Arc<GuardMgr>,
     circuits: Mutex<HashMap<Isolation, Vec<ReadyCircuit>>>,
     clean: Mutex<Vec<ReadyCircuit>>,
+    vanguards: Mutex<VanguardSet>,
 }
 
 impl std::fmt::Debug for CircMgr {
@@ -110,6 +116,7 @@ impl CircMgr {
             guards,
             circuits: Mutex::new(HashMap::new()),
             clean: Mutex::new(Vec::new()),
+            vanguards: Mutex::new(VanguardSet::new(VanguardParams::default())),
         }
     }
 
@@ -238,7 +245,7 @@ impl CircMgr {
             Ok(circ) => {
                 guards.mark_success(first.identity);
                 self.guards.save(&guards);
-                self.observe(&circ, CircPurpose::Exit);
+                self.observe(&circ, CircPurpose::Exit, &hops);
                 Ok(ReadyCircuit {
                     exit: last_hop,
                     handle: circ.into_handle(),
@@ -264,75 +271,6 @@ impl CircMgr {
         }
     }
 
-    /// Builds a circuit (of the configured length) whose last hop is `last`, a relay the
-    /// caller chose: an onion service's introduction point, rendezvous point or descriptor
-    /// directory. The other hops come from the consensus and never conflict with `last`
-    /// when it is listed. The circuit is returned unstarted so the caller can exchange
-    /// onion-service messages on it first.
-    pub async fn build_circuit_ending(
-        &self,
-        last: &RelayTarget,
-        purpose: CircPurpose,
-    ) -> Result<ClientCircuit, ClientError> {
-        let consensus = self.dir.live_consensus()?;
-        let now = self.dir.clock().now_unix();
-        let mut hops = {
-            let mut guards = self.guards.lock();
-            let prefix = crate::dir::path::select_path_prefix(
-                &consensus,
-                consensus.relay(last.identity),
-                &mut guards,
-                self.params.path_len,
-                now,
-                &mut rand::rng(),
-            )
-            .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            prefix
-                .iter()
-                .map(|e| relay_target(e, now))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        hops.push(last.clone());
-        let timeout = self.params.circuit_timeout;
-        let first = hops
-            .first()
-            .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
-        let mut extended_past_guard = false;
-        let t0 = Instant::now();
-        let build = async {
-            let chan = self.channels.channel_to(first).await?;
-            let mut circ =
-                ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
-                    .await
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            let padding = self.ask_padding(&mut circ, hops.len(), purpose);
-            for hop in hops.iter().skip(1) {
-                extended_past_guard = true;
-                circ.extend(hop, timeout)
-                    .await
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            }
-            start_padding(&mut circ, padding, t0, timeout).await?;
-            Ok::<_, ClientError>(circ)
-        };
-        let result = tokio::time::timeout(timeout, build)
-            .await
-            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
-            .and_then(|r| r);
-        let mut guards = self.guards.lock();
-        match &result {
-            Ok(circ) => {
-                guards.mark_success(first.identity);
-                self.guards.save(&guards);
-                self.observe(circ, purpose);
-            }
-            // As in `build_circuit_avoiding`: a later hop's failure is not the guard's.
-            Err(_) if !extended_past_guard => guards.mark_failed(first.identity, now),
-            Err(_) => {}
-        }
-        result
-    }
-
     /// Asks the circuit's second hop for the padding machines of `purpose` (when padding
     /// is on and the path is long enough for the second hop not to be the last).
     fn ask_padding(
@@ -352,9 +290,16 @@ impl CircMgr {
         Some(kind)
     }
 
-    fn observe<M: crate::cell::RelayMessage>(&self, circ: &ClientCircuit<M>, purpose: CircPurpose) {
+    fn observe<M: crate::cell::RelayMessage>(
+        &self,
+        circ: &ClientCircuit<M>,
+        purpose: CircPurpose,
+        hops: &[RelayTarget],
+    ) {
         if let Some(o) = &self.params.observer {
             o.circuit_built(circ.id(), purpose);
+            let ids: Vec<IdentityPublic> = hops.iter().map(|h| h.identity).collect();
+            o.circuit_path(circ.id(), purpose, &ids);
         }
     }
 

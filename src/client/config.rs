@@ -35,6 +35,10 @@ pub struct ClientConfig {
     /// guard cannot tell them from exit circuits (docs/protocol.md §3.6). `false` only to
     /// measure what padding hides.
     pub circuit_padding: bool,
+    /// Vanguards-lite (docs/protocol.md §8.10): the second hop of every onion-service
+    /// circuit (descriptor, introduction, rendezvous; as client and as service) is one of
+    /// 4 relays kept 1 to 12 days, against guard discovery. Default true.
+    pub vanguards: bool,
     /// The least puzzle effort spent on an onion service that publishes a puzzle, even
     /// when it suggests less (0: follow the suggestion). docs/protocol.md §8.8.
     pub onion_pow_min_effort: u32,
@@ -64,6 +68,7 @@ impl ClientConfig {
             clock: Clock::system(),
             congestion_control: true,
             circuit_padding: true,
+            vanguards: true,
             onion_pow_min_effort: 0,
             onion_pow_max_effort: crate::onion::pow::DEFAULT_CLIENT_MAX_EFFORT,
             observer: None,

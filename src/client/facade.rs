@@ -108,6 +108,7 @@ impl Client {
             prebuilt_circuits: config.prebuilt_circuits,
             congestion_control: config.congestion_control,
             circuit_padding: config.circuit_padding,
+            vanguards: config.vanguards,
             observer: config.observer.clone(),
         };
         let circuits = Arc::new(CircMgr::new(
@@ -345,6 +346,12 @@ impl Client {
     /// maximum dirtiness. Retired circuits still carrying streams are not counted.
     pub fn circuits_held(&self) -> usize {
         super::sweeper::Sweep::sweep(&*self.inner)
+    }
+
+    /// Diagnostics: the vanguards (docs/protocol.md §8.10) this client's onion-service
+    /// circuits take their second hop from now, and how many were replaced so far.
+    pub fn vanguards(&self) -> (Vec<crate::dir::vanguards::Vanguard>, u64) {
+        self.inner.circuits.vanguards()
     }
 
     /// Diagnostics: the local addresses of the channels this client opened to its first

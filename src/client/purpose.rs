@@ -66,6 +66,16 @@ pub trait ClientObserver: Send + Sync + std::fmt::Debug {
     fn circuit_built(&self, first_hop_id: CircId, purpose: CircPurpose) {
         let _ = (first_hop_id, purpose);
     }
+
+    /// The same circuit's relays, first hop first (tests check the vanguards with it).
+    fn circuit_path(
+        &self,
+        first_hop_id: CircId,
+        purpose: CircPurpose,
+        hops: &[crate::crypto::IdentityPublic],
+    ) {
+        let _ = (first_hop_id, purpose, hops);
+    }
 }
 
 /// Starts the client's padding machine on a built circuit (if its hop agreed to pad) and

@@ -39,6 +39,7 @@ pub mod microdesc;
 pub mod path;
 pub(crate) mod selection;
 pub mod sybil;
+pub mod vanguards;
 pub mod verified_consensus;
 pub(crate) mod vote;
 pub(crate) mod weights;

@@ -44,6 +44,10 @@ pub enum PathError {
     /// No relay can fill a middle position without a conflict.
     #[error("no relay can fill middle position {0} without a conflict")]
     NoMiddle(usize),
+    /// No vanguard (docs/protocol.md §8.10) is listed and free of conflicts with the
+    /// circuit's guard and last hop.
+    #[error("no vanguard can be the second hop without a conflict")]
+    NoVanguard,
 }
 
 /// The two addresses are in the same IPv4 /16 or the same IPv6 /32. IPv4-mapped IPv6
