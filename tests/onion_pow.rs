@@ -19,7 +19,7 @@ const NO_HANG: Duration = Duration::from_secs(90);
 /// Effort-0 introductions sent at once.
 const FLOOD: usize = 24;
 /// The effort the second client spends.
-const VIP_EFFORT: u32 = 300;
+const VIP_EFFORT: u32 = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_effort_client_is_served_first_under_a_flood() {

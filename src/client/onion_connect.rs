@@ -105,7 +105,7 @@ pub struct OnionConnector {
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
     rend: Mutex<HashMap<RendKey, (CircuitHandle, tokio::time::Instant)>>,
-    /// The least and most puzzle effort spent on a service (docs/protocol.md §8.7).
+    /// The least and most puzzle effort spent on a service (docs/protocol.md §8.8).
     pow_effort: (u32, u32),
 }
 

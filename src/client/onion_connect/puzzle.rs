@@ -34,7 +34,7 @@ impl Drop for CancelOnDrop {
 
 /// Solves `input`'s puzzle at `effort` from a random nonce, giving up after eight times
 /// the expected number of Equi-X runs (each yields two solutions on average, so about
-/// `effort / 2` are expected: no solution with probability about e^-16) or when `cancel`
+/// `effort / 2` are expected: no solution with probability about e^-8) or when `cancel`
 /// is set. Blocking: run it on a blocking thread.
 pub(super) fn solve_puzzle(
     input: &PowInput<'_>,

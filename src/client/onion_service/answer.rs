@@ -13,13 +13,16 @@ use super::intro_queue::Queued;
 use super::rendezvous::{meet, RendezvousSlot};
 use super::shared::Shared;
 
+/// How long the answering task waits before trying again when no rendezvous slot is free.
+const SLOT_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Answers queued introductions until the service stops.
 pub(super) async fn answer_introductions(shared: Arc<Shared>) {
     let mut stopped = shared.stopped.clone();
     loop {
         let now = shared.clock().instant().into_std();
-        match answer_next(&shared.queue, &shared.budget, now, |_, q| {
-            take_rendezvous_slot(&shared, &q).map(|slot| (q, slot))
+        match answer_next(&shared.queue, &shared.budget, now, |q| {
+            take_rendezvous_slot(&shared, q)
         }) {
             Some(Ok((q, slot))) => {
                 let shared = Arc::clone(&shared);
@@ -29,8 +32,16 @@ pub(super) async fn answer_introductions(shared: Arc<Shared>) {
                     }
                 });
             }
-            // Logged by take_rendezvous_slot.
-            Some(Err(Dropped::NoSlot)) => {}
+            // Every rendezvous slot is in use: the introduction keeps its place until one
+            // is given up (an idle circuit's, see RendezvousSlots) or it is too old.
+            Some(Err(Dropped::NoSlot)) => {
+                tokio::select! {
+                    _ = shared.clock().sleep(SLOT_RETRY) => {}
+                    _ = until_stopped(&mut stopped) => return,
+                }
+            }
+            // A replay refused by its point's cache: dropped (logged by take_rendezvous_slot).
+            Some(Err(Dropped::Invalid)) => {}
             Some(Err(_)) => {
                 // This second's answers are spent: wait for the next window.
                 let wait = lock(&shared.budget)
@@ -53,19 +64,21 @@ pub(super) async fn answer_introductions(shared: Arc<Shared>) {
 
 /// A rendezvous slot for `q`, with its client key recorded in its point's replay cache
 /// (the cache locked across both, so the slot is taken only for a key recorded now, never
-/// for a repeat). `None` (logged at debug) if no slot is free or the cache refuses it.
-fn take_rendezvous_slot(shared: &Shared, q: &Queued) -> Option<RendezvousSlot> {
+/// for a repeat). `NoSlot` if no slot is free (the introduction waits on), `Invalid` if
+/// the cache refuses it.
+fn take_rendezvous_slot(shared: &Shared, q: &Queued) -> Result<RendezvousSlot, Dropped> {
     let mut replay = lock(&q.replay);
     if replay.check(&q.client_x).is_err() {
         debug!("onion service: replayed or refused introduction");
-        return None;
+        return Err(Dropped::Invalid);
     }
     let Some(slot) = shared.rendezvous.try_acquire() else {
-        debug!("onion service: introduction dropped (rendezvous circuits at the limit)");
-        return None;
+        return Err(Dropped::NoSlot);
     };
-    replay.check_and_insert(&q.client_x).ok()?;
-    Some(slot)
+    replay
+        .check_and_insert(&q.client_x)
+        .map_err(|_| Dropped::Invalid)?;
+    Ok(slot)
 }
 
 /// Returns once the service stops (never if its handle went away without stopping it).

@@ -120,9 +120,11 @@ pub(super) fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
             cfg.pow_initial_effort
         )));
     }
-    if cfg.pow_update < Duration::from_secs(1) || cfg.intro_queue == 0 {
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&cfg.pow_update)
+        || cfg.intro_queue == 0
+    {
         return Err(ServiceError::Config(
-            "the puzzle's update period must be at least a second and the introduction \
+            "the puzzle's update period must be a second to a day and the introduction \
              queue hold at least one"
                 .into(),
         ));
@@ -148,6 +150,9 @@ mod tests {
             .to_string()
             .contains("above"));
         cfg.pow_initial_effort = 0;
+        cfg.pow_update = Duration::from_secs(u64::MAX);
+        assert!(check_config(&cfg).is_err());
+        cfg.pow_update = Duration::from_secs(300);
         cfg.intro_queue = 0;
         assert!(check_config(&cfg).is_err());
         cfg.intro_queue = 1;

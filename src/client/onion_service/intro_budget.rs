@@ -145,8 +145,9 @@ pub(super) fn screen_introduction<T>(
 /// Answers the queue's next introduction (the highest effort) within the service-wide
 /// rate: `None` if none waits; `MeetRate` if this second's answers are spent (the
 /// introduction keeps waiting); `NoSlot` if `act` (which takes a rendezvous slot and
-/// records the introduction in its replay cache) found no slot, the rate then given
-/// back. Only one within the rate takes a slot (taking the last one, or finding none,
+/// records the introduction in its replay cache) found no slot: the introduction goes
+/// back to its place (it waits for a slot, or until it is too old) and the rate is given
+/// back; any other refusal by `act` (a replay) drops it, the rate given back too. Only one within the rate takes a slot (taking the last one, or finding none,
 /// makes an idle rendezvous circuit give its slot up, see
 /// [`RendezvousSlots`](super::rendezvous::RendezvousSlots)), so introductions the
 /// service will not answer anyway cannot close other clients' sessions.
@@ -154,24 +155,32 @@ pub(super) fn answer_next<T, U>(
     queue: &Mutex<IntroQueue<T>>,
     budget: &Mutex<IntroBudget>,
     now: Instant,
-    act: impl FnOnce(u32, T) -> Option<U>,
-) -> Option<Result<U, Dropped>> {
+    act: impl FnOnce(&T) -> Result<U, Dropped>,
+) -> Option<Result<(T, U), Dropped>> {
     if lock(queue).len() == 0 {
         return None;
     }
     if !lock(budget).admit_meeting(now) {
         return Some(Err(Dropped::MeetRate));
     }
-    let Some((effort, item)) = lock(queue).pop(now) else {
+    let Some(popped) = lock(queue).pop(now) else {
         // Everything waiting had waited too long.
         lock(budget).refund_meeting(now);
         return None;
     };
-    match act(effort, item) {
-        Some(acted) => Some(Ok(acted)),
-        None => {
+    match act(popped.item()) {
+        Ok(acted) => {
+            lock(queue).served(popped.effort());
+            Some(Ok((popped.into_item(), acted)))
+        }
+        Err(Dropped::NoSlot) => {
+            lock(queue).requeue(popped);
             lock(budget).refund_meeting(now);
             Some(Err(Dropped::NoSlot))
+        }
+        Err(other) => {
+            lock(budget).refund_meeting(now);
+            Some(Err(other))
         }
     }
 }
@@ -214,37 +223,45 @@ mod tests {
         let budget = Mutex::new(IntroBudget::new(2, (100, 100), t0));
         let queue = Mutex::new(IntroQueue::new(64, Duration::from_secs(10)));
         let mut acted = 0;
-        // No slot free, many times over: every one is refunded, the rate stays unused.
-        for i in 0..10u8 {
-            lock(&queue).push(0, [i; 32], t0, ()).unwrap();
-            let r = answer_next(&queue, &budget, t0, |_, ()| {
+        // No slot free, many times over: the introduction keeps its place, every try is
+        // refunded, the rate stays unused.
+        lock(&queue).push(0, [9; 32], t0, 9u8).unwrap();
+        for _ in 0..10 {
+            let r = answer_next(&queue, &budget, t0, |_| {
                 acted += 1;
-                None::<()>
+                Err::<(), _>(Dropped::NoSlot)
             });
             assert_eq!(r, Some(Err(Dropped::NoSlot)));
         }
         assert_eq!(acted, 10);
         assert_eq!(lock(&budget).window.1, 0);
-        assert_eq!(answer_next(&queue, &budget, t0, |_, ()| Some(())), None);
+        assert_eq!(lock(&queue).len(), 1);
         // Slots free: the rate (2 per second) admits two, the third waits for the next
         // window without reaching `act`.
-        for i in 0..3u8 {
-            lock(&queue).push(0, [i; 32], t0, ()).unwrap();
+        for i in 0..2u8 {
+            lock(&queue).push(0, [i; 32], t0, i).unwrap();
         }
-        for expect in [Some(Ok(())), Some(Ok(())), Some(Err(Dropped::MeetRate))] {
-            let r = answer_next(&queue, &budget, t0, |_, ()| {
+        for expect in [
+            Some(Ok((9, ()))),
+            Some(Ok((0, ()))),
+            Some(Err(Dropped::MeetRate)),
+        ] {
+            let r = answer_next(&queue, &budget, t0, |_| {
                 acted += 1;
-                Some(())
+                Ok(())
             });
             assert_eq!(r, expect);
         }
         assert_eq!(acted, 12);
         assert_eq!(lock(&queue).len(), 1);
         let t1 = lock(&budget).window_ends();
+        // A refusal other than NoSlot (a replay) drops it, the rate given back.
         assert_eq!(
-            answer_next(&queue, &budget, t1, |_, ()| Some(())),
-            Some(Ok(()))
+            answer_next(&queue, &budget, t1, |_| Err::<(), _>(Dropped::Invalid)),
+            Some(Err(Dropped::Invalid))
         );
+        assert_eq!(lock(&queue).len(), 0);
+        assert!(lock(&budget).admit_meeting(t1));
         // A refund for a window that has since been replaced lowers nothing.
         let mut b = lock(&budget);
         b.refund_meeting(t0);

@@ -4,7 +4,8 @@
 //!
 //! Without load the queue holds one introduction for an instant. Under a flood, the
 //! service answers its `intros_per_second` from the top: a client that spent more effort
-//! than the flood is answered next, whatever the flood's size. When full, the lowest
+//! than the flood is answered next, whatever the flood's size once past the per-point
+//! decryption budgets (which come first and cannot see the effort). When full, the lowest
 //! effort (the latest of equals) is dropped; an introduction older than the queue's
 //! `max_age` is dropped unanswered (its client has likely given up).
 
@@ -66,6 +67,30 @@ pub(super) struct IntroQueue<T> {
     capacity: usize,
     max_age: Duration,
     stats: QueueStats,
+}
+
+/// An introduction taken from the queue, with its place in it.
+#[derive(Debug)]
+pub(super) struct Popped<T> {
+    key: (u32, Reverse<u64>),
+    waiting: Waiting<T>,
+}
+
+impl<T> Popped<T> {
+    /// Its effort.
+    pub(super) fn effort(&self) -> u32 {
+        self.key.0
+    }
+
+    /// The introduction.
+    pub(super) fn item(&self) -> &T {
+        &self.waiting.item
+    }
+
+    /// Takes the introduction out.
+    pub(super) fn into_item(self) -> T {
+        self.waiting.item
+    }
 }
 
 /// Why [`IntroQueue::push`] did not keep an introduction.
@@ -143,19 +168,30 @@ impl<T> IntroQueue<T> {
     }
 
     /// The highest-effort introduction that has not waited too long (older ones are
-    /// dropped on the way), with its effort.
-    pub(super) fn pop(&mut self, now: Instant) -> Option<(u32, T)> {
-        while let Some(((effort, _), w)) = self.entries.pop_last() {
+    /// dropped on the way). Give it back with [`Self::requeue`] if it cannot be answered
+    /// yet, or count it with [`Self::served`].
+    pub(super) fn pop(&mut self, now: Instant) -> Option<Popped<T>> {
+        while let Some((key, w)) = self.entries.pop_last() {
             self.keys.remove(&w.client_x);
             if now.saturating_duration_since(w.arrived) > self.max_age {
-                self.dropped(effort);
+                self.dropped(key.0);
                 continue;
             }
-            self.stats.served = self.stats.served.saturating_add(1);
-            self.stats.served_effort = self.stats.served_effort.saturating_add(u64::from(effort));
-            return Some((effort, w.item));
+            return Some(Popped { key, waiting: w });
         }
         None
+    }
+
+    /// Puts a popped introduction back in its place (no rendezvous slot was free).
+    pub(super) fn requeue(&mut self, p: Popped<T>) {
+        self.keys.insert(p.waiting.client_x);
+        self.entries.insert(p.key, p.waiting);
+    }
+
+    /// Counts an answered introduction of `effort`.
+    pub(super) fn served(&mut self, effort: u32) {
+        self.stats.served = self.stats.served.saturating_add(1);
+        self.stats.served_effort = self.stats.served_effort.saturating_add(u64::from(effort));
     }
 
     /// What happened since the last call.
@@ -165,25 +201,22 @@ impl<T> IntroQueue<T> {
 }
 
 /// The effort to suggest next, from the one suggested over the last update period and
-/// what the queue went through in it: introductions dropped (the service was overloaded)
-/// raise it at least past the highest effort dropped and past the average served, so a
-/// client following the suggestion is answered ahead of everything that was dropped; a
-/// period without drops that ends with an empty queue lowers it by a third (Tor's
-/// decrease); otherwise it stays.
-pub(super) fn next_suggested_effort(current: u32, stats: &QueueStats, waiting: usize) -> u32 {
+/// what the queue went through in it. Introductions dropped (the service was overloaded):
+/// at least one more than the highest effort dropped and the average answered, never less
+/// than before, so a client following the suggestion is answered ahead of everything that
+/// was dropped (a flood at effort 0 alone asks for 1, not for ever more). None dropped:
+/// two thirds of it (Tor's decrease).
+pub(super) fn next_suggested_effort(current: u32, stats: &QueueStats) -> u32 {
     let next = if stats.dropped > 0 {
         let average = stats
             .served_effort
             .checked_div(stats.served)
             .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX));
         current
-            .saturating_add(1)
             .max(stats.max_dropped_effort.saturating_add(1))
             .max(average)
-    } else if waiting == 0 {
-        current.saturating_mul(2) / 3
     } else {
-        current
+        current.saturating_mul(2) / 3
     };
     next.min(MAX_SUGGESTED_EFFORT)
 }
@@ -210,10 +243,19 @@ mod tests {
         }
         assert_eq!(q.push(50, x(5000), t0, 5000), Ok(()));
         assert_eq!(q.len(), 64);
-        assert_eq!(q.pop(t0), Some((50, 5000)));
-        // Then the flood, oldest first.
-        assert_eq!(q.pop(t0), Some((0, 0)));
-        assert_eq!(q.pop(t0), Some((0, 1)));
+        let next = |q: &mut IntroQueue<u32>| {
+            let p = q.pop(t0).unwrap();
+            let e = p.effort();
+            q.served(e);
+            (e, p.into_item())
+        };
+        assert_eq!(next(&mut q), (50, 5000));
+        // Then the flood, oldest first; one given back keeps its place.
+        let first = q.pop(t0).unwrap();
+        assert_eq!(*first.item(), 0);
+        q.requeue(first);
+        assert_eq!(next(&mut q), (0, 0));
+        assert_eq!(next(&mut q), (0, 1));
         let s = q.take_stats();
         assert_eq!((s.served, s.served_effort), (3, 50));
         assert_eq!((s.dropped, s.max_dropped_effort), (1000 - 64 + 1, 0));
@@ -228,8 +270,9 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         assert_eq!(q.push(1, x(2), later, "b"), Ok(()));
         // "a" has waited 11 s: dropped; "b" 6 s: served.
-        assert_eq!(q.pop(t0 + Duration::from_secs(11)), Some((1, "b")));
-        assert_eq!(q.pop(t0), None);
+        let b = q.pop(t0 + Duration::from_secs(11)).unwrap();
+        assert_eq!((b.effort(), b.into_item()), (1, "b"));
+        assert!(q.pop(t0).is_none());
         // Its key is free again.
         assert_eq!(q.push(3, x(1), t0, "a"), Ok(()));
         assert_eq!(q.take_stats().max_dropped_effort, 3);
@@ -243,26 +286,32 @@ mod tests {
             dropped: 90,
             max_dropped_effort: 120,
         };
-        assert_eq!(next_suggested_effort(0, &loaded, 64), 121);
+        assert_eq!(next_suggested_effort(0, &loaded), 121);
+        // A free flood (effort 0) asks for 1, and keeps asking for what it asked: it
+        // does not ratchet the suggestion up period after period.
         let flood_at_zero = QueueStats {
             served: 10,
             served_effort: 0,
             dropped: 500,
             max_dropped_effort: 0,
         };
-        assert_eq!(next_suggested_effort(0, &flood_at_zero, 64), 1);
-        assert_eq!(next_suggested_effort(7, &flood_at_zero, 64), 8);
+        assert_eq!(next_suggested_effort(0, &flood_at_zero), 1);
+        let mut e = 1;
+        for _ in 0..1000 {
+            e = next_suggested_effort(e, &flood_at_zero);
+        }
+        assert_eq!(e, 1);
+        assert_eq!(next_suggested_effort(7, &flood_at_zero), 7);
         let quiet = QueueStats::default();
-        assert_eq!(next_suggested_effort(120, &quiet, 0), 80);
-        assert_eq!(next_suggested_effort(1, &quiet, 0), 0);
-        assert_eq!(next_suggested_effort(120, &quiet, 3), 120);
+        assert_eq!(next_suggested_effort(120, &quiet), 80);
+        assert_eq!(next_suggested_effort(1, &quiet), 0);
         let extreme = QueueStats {
             dropped: 1,
             max_dropped_effort: u32::MAX,
             ..quiet
         };
         assert_eq!(
-            next_suggested_effort(u32::MAX, &extreme, 0),
+            next_suggested_effort(u32::MAX, &extreme),
             MAX_SUGGESTED_EFFORT
         );
     }

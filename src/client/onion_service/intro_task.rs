@@ -22,6 +22,7 @@ use crate::sync::lock;
 use super::intro_budget::{screen_introduction, Dropped, PointGroup};
 use super::intro_gate::IntroGate;
 use super::intro_queue::Queued;
+use super::pow::PowState;
 use super::shared::Shared;
 
 /// Waiting for INTRO_ESTABLISHED.
@@ -243,19 +244,20 @@ impl IntroTask {
             debug!("onion service: malformed introduction plaintext");
             return None;
         };
-        // The effort its puzzle solution earns it (0 without one, or without a puzzle):
-        // an invalid or reused solution is refused outright, it cannot even wait.
+        // The effort its puzzle solution earns it: 0 without one, without a puzzle, or
+        // with one that does not count (invalid, reused, its seed's cache full). Such an
+        // introduction is still answered, after every one with effort: refusing it would
+        // only punish clients holding an old descriptor, since sending none is allowed.
         let effort = match (&self.shared.pow, &plain.pow) {
             (Some(pow), Some(sol)) => {
                 let (auth, enc) = (self.auth.public(), *self.enc.public());
                 let keys = (auth.as_bytes(), enc.as_bytes());
-                match lock(pow).accept(now, &blinded, keys, intro.client_x(), sol) {
-                    Ok(effort) => effort,
-                    Err(why) => {
-                        debug!("onion service: puzzle solution refused ({why:?})");
-                        return None;
-                    }
-                }
+                PowState::accept(pow, now, &blinded, keys, intro.client_x(), sol).unwrap_or_else(
+                    |why| {
+                        debug!("onion service: puzzle solution not counted ({why:?})");
+                        0
+                    },
+                )
             }
             _ => 0,
         };

@@ -134,13 +134,10 @@ fn maintain_pow(shared: &Shared, now: u64, next_update: &mut std::time::Instant)
         return;
     }
     *next_update = instant + shared.pow_update;
-    let (stats, waiting) = {
-        let mut q = lock(&shared.queue);
-        (q.take_stats(), q.len())
-    };
+    let stats = lock(&shared.queue).take_stats();
     let mut state = lock(pow);
     let current = state.params().suggested_effort;
-    let next = next_suggested_effort(current, &stats, waiting);
+    let next = next_suggested_effort(current, &stats);
     if state.suggest(next) {
         debug!(
             "onion service: suggested puzzle effort {current} -> {next} ({} answered, {} \
