@@ -41,6 +41,7 @@ use super::error::ClientError;
 pub use super::error::OnionConnectError;
 use super::revision_floors::RevisionFloors;
 
+mod periods;
 mod puzzle;
 mod reuse;
 pub use super::revision_floors::MAX_REVISION_FLOORS;
@@ -57,6 +58,9 @@ pub const MAX_CACHED_DESCRIPTORS: usize = 1000;
 /// build), so stopping after 3 random picks could miss the directories that have it.
 /// A NOT_FOUND answer is quick; the whole connection stays within its time limit.
 const HSDIR_ATTEMPTS: usize = 6;
+/// Descriptor directories of a neighbouring period asked (near a boundary), after the
+/// current period's.
+const NEIGHBOUR_ATTEMPTS: usize = 3;
 /// Introduction points tried before giving up.
 const INTRO_ATTEMPTS: usize = 3;
 /// Waiting for RENDEZVOUS_ESTABLISHED, INTRODUCE_ACK or RENDEZVOUS2, each.
@@ -196,13 +200,40 @@ async fn descriptor(
     {
         return Ok(d.clone());
     }
+    // No consensus is that error, not a missing descriptor.
+    onion.dir.live_consensus()?;
     let periods = PeriodParams::default();
-    let period = periods
-        .period_at(now)
-        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
-    let blinded = BlindedPublic::derive(address, period)
-        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
-    let consensus = onion.dir.live_consensus()?;
+    let to_fetch = periods::periods_to_fetch(&periods, now);
+    let mut last = String::from("no usable time period");
+    // Near a boundary the neighbouring period's descriptor too (the service's clock may
+    // differ); the current period's directories are asked first.
+    for (i, period) in to_fetch.into_iter().enumerate() {
+        let attempts = if i == 0 {
+            HSDIR_ATTEMPTS
+        } else {
+            NEIGHBOUR_ATTEMPTS
+        };
+        match fetch_for_period(onion, address, &periods, period, attempts).await {
+            Ok(cached) => return Ok(cached),
+            Err(e) => last = e,
+        }
+    }
+    Err(OnionConnectError::NoDescriptor(last).into())
+}
+
+/// Asks up to `attempts` of `period`'s descriptor directories for `address`'s descriptor;
+/// the verified one (cached), or why the last attempt failed.
+async fn fetch_for_period(
+    onion: &OnionConnector,
+    address: &OnionAddress,
+    periods: &PeriodParams,
+    period: crate::onion::TimePeriod,
+    attempts: usize,
+) -> Result<CachedDescriptor, String> {
+    let id = *address.identity().as_bytes();
+    let now = onion.dir.clock().now_unix();
+    let blinded = BlindedPublic::derive(address, period).map_err(|e| e.to_string())?;
+    let consensus = onion.dir.live_consensus().map_err(|e| e.to_string())?;
     let mut dirs: Vec<ConsensusEntry> = responsible_hsdirs(
         consensus.relays(),
         &blinded,
@@ -216,7 +247,7 @@ async fn descriptor(
     let min_revision = lock(&onion.revisions).floor(blinded.as_bytes(), now);
     let timeout = onion.circuit_timeout;
     let mut last = String::from("no descriptor directory in the consensus");
-    for dir in dirs.iter().take(HSDIR_ATTEMPTS) {
+    for dir in dirs.iter().take(attempts) {
         let attempt = async {
             let circ = onion
                 .circuits
@@ -235,7 +266,7 @@ async fn descriptor(
             Ok::<_, ClientError>(verify_descriptor(
                 &resp.body,
                 address,
-                &periods,
+                periods,
                 onion.dir.clock().now_unix(),
                 min_revision,
             )?)
@@ -267,7 +298,7 @@ async fn descriptor(
             }
         }
     }
-    Err(OnionConnectError::NoDescriptor(last).into())
+    Err(last)
 }
 
 /// A relay of the consensus to meet the service at: Running and Valid, not `avoid`, its
