@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// negotiated after the link handshake, by its first hop towards it. "reduced" or "off"
     /// for mobile clients, whose flow records may then end while idle.
     pub link_padding: LinkPadding,
+    /// Client authorisation keys (protocol.md §8.4.1), one per onion service that
+    /// requires one.
+    pub onion_client_auth: Vec<(crate::onion::OnionAddress, crate::onion::ClientAuthSecret)>,
 }
 
 impl ClientConfig {
@@ -60,6 +63,7 @@ impl ClientConfig {
             circuit_padding: true,
             observer: None,
             link_padding: LinkPadding::Normal,
+            onion_client_auth: Vec::new(),
         }
     }
 }

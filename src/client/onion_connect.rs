@@ -26,14 +26,12 @@ use crate::client::CircPurpose;
 use crate::dir::path::uniform_usable_choice;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
-use crate::onion::descriptor::{
-    InnerDescriptor, IntroPointInfo, PowParams, UncheckedOnionDescriptor,
-};
+use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo, PowParams};
 use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeError, IntroKeys};
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
 use crate::onion::pow::{self, PowError, POW_NONCE_LEN};
-use crate::onion::{BlindedPublic, OnionAddress, PeriodParams};
+use crate::onion::{BlindedPublic, ClientAuthSecret, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
 use super::circmgr::{relay_target, CircMgr, Isolation};
@@ -44,8 +42,10 @@ pub use super::error::OnionConnectError;
 use super::revision_floors::RevisionFloors;
 
 mod reuse;
+mod verify;
 pub use super::revision_floors::MAX_REVISION_FLOORS;
 use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, UdpFlow};
+pub use verify::{verify_descriptor, verify_descriptor_with};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
@@ -117,6 +117,8 @@ pub struct OnionConnector {
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
     rend: Mutex<HashMap<RendKey, (CircuitHandle, tokio::time::Instant)>>,
+    /// Client authorisation keys by service identity.
+    auth_keys: HashMap<[u8; 32], ClientAuthSecret>,
 }
 
 impl std::fmt::Debug for OnionConnector {
@@ -137,6 +139,9 @@ impl OnionConnector {
             descriptors: Mutex::default(),
             revisions: Mutex::new(RevisionFloors::new(DESCRIPTOR_SKEW)),
             rend: Mutex::default(),
+            auth_keys: (config.onion_client_auth.iter())
+                .map(|(a, k)| (*a.identity().as_bytes(), k.clone()))
+                .collect(),
         }
     }
 
@@ -172,24 +177,6 @@ impl OnionConnector {
     ) -> Result<UdpFlow, ClientError> {
         reuse::open_udp(self, host, port, isolation).await
     }
-}
-
-/// Verifies descriptor bytes fetched for `address` (protocol.md §8.4, client side):
-/// signature, times (with [`DESCRIPTOR_SKEW`]), revision ≥ `min_revision`, period, blinded
-/// key of this address, decryption and the inner rules. Returns the contents, the blinded
-/// key, the revision and the expiry time.
-pub fn verify_descriptor(
-    bytes: &[u8],
-    address: &OnionAddress,
-    periods: &PeriodParams,
-    now: u64,
-    min_revision: u64,
-) -> Result<(InnerDescriptor, BlindedPublic, u64, u64), OnionConnectError> {
-    let (verified, inner) = UncheckedOnionDescriptor::parse(bytes)
-        .and_then(|d| d.verify_for(address, periods, now, DESCRIPTOR_SKEW, min_revision))
-        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
-    let body = verified.body();
-    Ok((inner, body.blinded_key, body.revision, body.expires()))
 }
 
 /// The service's descriptor: from the cache while it is valid, else fetched and verified.
@@ -241,9 +228,10 @@ async fn descriptor(
             if resp.status != DirStatus::Ok {
                 return Err(OnionConnectError::NoDescriptor(resp.reason()).into());
             }
-            Ok::<_, ClientError>(verify_descriptor(
+            Ok::<_, ClientError>(verify_descriptor_with(
                 &resp.body,
                 address,
+                onion.auth_keys.get(&id),
                 &periods,
                 onion.dir.clock().now_unix(),
                 min_revision,
@@ -270,6 +258,9 @@ async fn descriptor(
                 }
                 return Ok(cached);
             }
+            // Signed by the service: another directory's copy would say the same.
+            Err(e @ ClientError::Onion(OnionConnectError::ClientAuthMissing))
+            | Err(e @ ClientError::Onion(OnionConnectError::ClientAuthRejected)) => return Err(e),
             Err(e) => {
                 debug!("onion: a descriptor directory failed: {e}");
                 last = e.to_string();

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::client::onion_connect::MAX_CLIENT_POW_DIFFICULTY;
 use crate::crypto::KeyFileError;
+use crate::onion::client_auth::MAX_AUTH_CLIENTS;
 
 /// How one onion service runs.
 #[derive(Debug, Clone)]
@@ -47,6 +48,10 @@ pub struct ServiceConfig {
     /// Require a client puzzle of this difficulty (1..=[`MAX_CLIENT_POW_DIFFICULTY`], 24:
     /// clients refuse harder ones) with every introduction.
     pub pow_difficulty: Option<u8>,
+    /// Client authorisation (protocol.md §8.4.1): when not empty, only these clients can
+    /// read the descriptor's introduction points (1 to
+    /// [`MAX_AUTH_CLIENTS`](crate::onion::client_auth::MAX_AUTH_CLIENTS), distinct).
+    pub authorized_clients: Vec<crate::onion::ClientAuthPublic>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
     /// A rendezvous circuit without traffic for this long is closed, freeing its slot
@@ -72,6 +77,7 @@ impl ServiceConfig {
             intro_point_rate: 10,
             intro_point_burst: 50,
             pow_difficulty: None,
+            authorized_clients: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             rendezvous_idle: Duration::from_secs(5 * 60),
         }
@@ -108,6 +114,22 @@ pub(super) fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
             )));
         }
     }
+    let clients = &cfg.authorized_clients;
+    if clients.len() > MAX_AUTH_CLIENTS {
+        return Err(ServiceError::Config(format!(
+            "{} authorised clients; at most {MAX_AUTH_CLIENTS} fit in a descriptor",
+            clients.len()
+        )));
+    }
+    if clients
+        .iter()
+        .enumerate()
+        .any(|(i, c)| clients.iter().take(i).any(|e| e == c))
+    {
+        return Err(ServiceError::Config(
+            "an authorised client key is listed twice".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -130,6 +152,21 @@ mod tests {
             assert!(err.contains("outside 1..=24"), "difficulty {bad}: {err}");
         }
         cfg.pow_difficulty = None;
+        let key = crate::onion::ClientAuthSecret::generate(&mut rand::rng()).public();
+        cfg.authorized_clients = vec![key; 2];
+        assert!(check_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        cfg.authorized_clients = (0..=MAX_AUTH_CLIENTS)
+            .map(|_| crate::onion::ClientAuthSecret::generate(&mut rand::rng()).public())
+            .collect();
+        assert!(check_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 32"));
+        cfg.authorized_clients.truncate(MAX_AUTH_CLIENTS);
+        assert!(check_config(&cfg).is_ok());
         cfg.ports.clear();
         assert!(check_config(&cfg).is_err());
     }

@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub(super) budget: Mutex<IntroBudget>,
     /// Each introduction point's decryption budget: (per second, burst).
     pub(super) intro_point_budget: (u32, u32),
+    /// The clients allowed to read the descriptor (empty: anyone with the address).
+    pub(super) authorized_clients: Vec<crate::onion::ClientAuthPublic>,
     /// Puzzle difficulty, if the service requires one.
     pub(super) pow_difficulty: Option<u8>,
     /// The puzzle seeds (current, previous).
