@@ -14,7 +14,7 @@ use allium::cell::onion_msg::{
     EstablishIntro, IntroDosParams, Introduce, IntroduceAckStatus, OnionMsg, Rendezvous1,
 };
 use allium::cell::{RelayCell, RelayMsg};
-use allium::onion::descriptor::UncheckedOnionDescriptor;
+use allium::onion::descriptor::{encode_first_layer, parse_first_layer, UncheckedOnionDescriptor};
 use allium::onion::intro::{build_establish_intro, IntroducePlaintext};
 use allium::onion::PeriodParams;
 use common::onion::*;
@@ -26,7 +26,7 @@ fn dir(target: &str) -> PathBuf {
 }
 
 fn descriptor_seeds() -> Vec<(String, Vec<u8>)> {
-    [(1, false), (4, true), (10, true)]
+    let mut out: Vec<(String, Vec<u8>)> = [(1, false), (4, true), (10, true)]
         .into_iter()
         .map(|(n, pow)| {
             (
@@ -34,7 +34,26 @@ fn descriptor_seeds() -> Vec<(String, Vec<u8>)> {
                 descriptor(n, pow, u64::from(n)).to_bytes().unwrap(),
             )
         })
-        .collect()
+        .collect();
+    // Client authorisation: the fuzz target decrypts it with client_auth_key(0).
+    let clients: Vec<_> = (0..3).map(|i| client_auth_key(i).public()).collect();
+    let signed = descriptor_for_clients(3, false, 4, &clients);
+    out.push(("auth-3-clients".into(), signed.to_bytes().unwrap()));
+    // First-layer plaintexts (the target parses every input as one too).
+    let verified = UncheckedOnionDescriptor::parse(&signed.to_bytes().unwrap())
+        .unwrap()
+        .verify_outer(NOW, 300, 0)
+        .unwrap();
+    let first = verified.first_layer(&address()).unwrap();
+    out.push(("layer-auth".into(), encode_first_layer(&first).unwrap()));
+    let open = descriptor(2, true, 1).to_bytes().unwrap();
+    let verified = UncheckedOnionDescriptor::parse(&open)
+        .unwrap()
+        .verify_outer(NOW, 300, 0)
+        .unwrap();
+    let first = verified.first_layer(&address()).unwrap();
+    out.push(("layer-open".into(), encode_first_layer(&first).unwrap()));
+    out
 }
 
 fn intro_seeds() -> Vec<(String, Vec<u8>)> {
@@ -133,12 +152,25 @@ fn committed(target: &str) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn committed_descriptor_seeds_verify() {
     let seeds = committed("onion_descriptor");
-    assert_eq!(seeds.len(), 3);
+    assert_eq!(seeds.len(), 6);
     for (name, bytes) in seeds {
+        if name.contains("layer-") {
+            let first = parse_first_layer(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(encode_first_layer(&first).unwrap(), bytes, "{name}");
+            continue;
+        }
         let u = UncheckedOnionDescriptor::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(u.signed().to_bytes().unwrap(), bytes, "{name}");
-        u.verify_for(&address(), &PeriodParams::default(), NOW, 300, 0)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let key = client_auth_key(0);
+        u.verify_for_client(
+            &address(),
+            Some(&key),
+            &PeriodParams::default(),
+            NOW,
+            300,
+            0,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 

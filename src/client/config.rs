@@ -52,6 +52,9 @@ pub struct ClientConfig {
     /// negotiated after the link handshake, by its first hop towards it. "reduced" or "off"
     /// for mobile clients, whose flow records may then end while idle.
     pub link_padding: LinkPadding,
+    /// Client authorisation keys (protocol.md §8.4.1), one per onion service that
+    /// requires one.
+    pub onion_client_auth: Vec<(crate::onion::OnionAddress, crate::onion::ClientAuthSecret)>,
 }
 
 impl ClientConfig {
@@ -73,6 +76,7 @@ impl ClientConfig {
             onion_pow_max_effort: crate::onion::pow::DEFAULT_CLIENT_MAX_EFFORT,
             observer: None,
             link_padding: LinkPadding::Normal,
+            onion_client_auth: Vec::new(),
         }
     }
 }

@@ -38,6 +38,12 @@ pub enum OnionConnectError {
     /// Every introduction attempt failed.
     #[error("the service could not be reached: {0}")]
     Unreachable(String),
+    /// The service requires client authorisation and no key is configured for it.
+    #[error("this onion service requires client authorisation; no key configured for it")]
+    ClientAuthMissing,
+    /// The service requires client authorisation and the configured key is not listed.
+    #[error("client authorisation key not accepted by this service")]
+    ClientAuthRejected,
     /// The whole connection took too long.
     #[error("timed out connecting to the service")]
     Timeout,
@@ -45,7 +51,8 @@ pub enum OnionConnectError {
 
 impl OnionConnectError {
     /// The stream error a SOCKS client sees: a bad address or an unreachable service is
-    /// "host unreachable" (END reason RESOLVE_FAILED / NO_ROUTE), a timeout "TTL expired".
+    /// "host unreachable" (END reason RESOLVE_FAILED / NO_ROUTE), a timeout "TTL expired",
+    /// client authorisation failures their own codes (Tor's extended SOCKS5 0xF4, 0xF5).
     pub fn stream_error(&self) -> StreamOpenError {
         match self {
             Self::BadAddress(_) => StreamOpenError::Refused(EndReason::ResolveFailed),
@@ -53,6 +60,8 @@ impl OnionConnectError {
                 StreamOpenError::Refused(EndReason::NoRoute)
             }
             Self::Timeout => StreamOpenError::Timeout,
+            Self::ClientAuthMissing => StreamOpenError::OnionAuthMissing,
+            Self::ClientAuthRejected => StreamOpenError::OnionAuthRejected,
         }
     }
 }

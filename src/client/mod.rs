@@ -31,7 +31,7 @@ pub use crate::proto::{
 };
 pub use circmgr::Isolation;
 pub use config::ClientConfig;
-pub use error::ClientError;
+pub use error::{ClientError, OnionConnectError};
 pub use facade::Client;
 pub use purpose::{CircPurpose, ClientObserver};
 pub use socks_server::{Connector, IsolationKey, ProxyConfig};

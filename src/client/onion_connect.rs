@@ -26,12 +26,12 @@ use crate::client::CircPurpose;
 use crate::dir::path::uniform_usable_choice;
 use crate::dir::request::{DirRequest, DirStatus};
 use crate::dir::ConsensusEntry;
-use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo, UncheckedOnionDescriptor};
+use crate::onion::descriptor::{InnerDescriptor, IntroPointInfo};
 use crate::onion::handshake::{client_introduce_with, subcredential, HsHandshakeError, IntroKeys};
 use crate::onion::hashring::{responsible_hsdirs, HsDirParams};
 use crate::onion::intro::IntroducePlaintext;
 use crate::onion::pow::PowInput;
-use crate::onion::{BlindedPublic, OnionAddress, PeriodParams};
+use crate::onion::{BlindedPublic, ClientAuthSecret, OnionAddress, PeriodParams};
 use crate::sync::lock;
 
 use super::circmgr::{relay_target, CircMgr, Isolation};
@@ -44,9 +44,11 @@ use super::revision_floors::RevisionFloors;
 mod periods;
 mod puzzle;
 mod reuse;
+mod verify;
 pub use super::revision_floors::MAX_REVISION_FLOORS;
 use crate::proto::{CircuitHandle, ClientCircuit, DataStream, RelayTarget, UdpFlow};
 use puzzle::{effort_to_spend, solve_puzzle, CancelOnDrop};
+pub use verify::{verify_descriptor, verify_descriptor_with};
 
 /// Clock skew tolerated on a descriptor's times (seconds).
 pub const DESCRIPTOR_SKEW: u64 = 300;
@@ -111,6 +113,8 @@ pub struct OnionConnector {
     rend: Mutex<HashMap<RendKey, (CircuitHandle, tokio::time::Instant)>>,
     /// The least and most puzzle effort spent on a service (docs/protocol.md §8.8).
     pow_effort: (u32, u32),
+    /// Client authorisation keys by service identity.
+    auth_keys: HashMap<[u8; 32], ClientAuthSecret>,
 }
 
 impl std::fmt::Debug for OnionConnector {
@@ -132,6 +136,9 @@ impl OnionConnector {
             revisions: Mutex::new(RevisionFloors::new(DESCRIPTOR_SKEW)),
             rend: Mutex::default(),
             pow_effort: (config.onion_pow_min_effort, config.onion_pow_max_effort),
+            auth_keys: (config.onion_client_auth.iter())
+                .map(|(a, k)| (*a.identity().as_bytes(), k.clone()))
+                .collect(),
         }
     }
 
@@ -169,24 +176,6 @@ impl OnionConnector {
     }
 }
 
-/// Verifies descriptor bytes fetched for `address` (protocol.md §8.4, client side):
-/// signature, times (with [`DESCRIPTOR_SKEW`]), revision ≥ `min_revision`, period, blinded
-/// key of this address, decryption and the inner rules. Returns the contents, the blinded
-/// key, the revision and the expiry time.
-pub fn verify_descriptor(
-    bytes: &[u8],
-    address: &OnionAddress,
-    periods: &PeriodParams,
-    now: u64,
-    min_revision: u64,
-) -> Result<(InnerDescriptor, BlindedPublic, u64, u64), OnionConnectError> {
-    let (verified, inner) = UncheckedOnionDescriptor::parse(bytes)
-        .and_then(|d| d.verify_for(address, periods, now, DESCRIPTOR_SKEW, min_revision))
-        .map_err(|e| OnionConnectError::NoDescriptor(e.to_string()))?;
-    let body = verified.body();
-    Ok((inner, body.blinded_key, body.revision, body.expires()))
-}
-
 /// The service's descriptor: from the cache while it is valid, else fetched and verified.
 async fn descriptor(
     onion: &OnionConnector,
@@ -213,7 +202,7 @@ async fn descriptor(
         } else {
             NEIGHBOUR_ATTEMPTS
         };
-        match fetch_for_period(onion, address, &periods, period, attempts).await {
+        match fetch_for_period(onion, address, &periods, period, attempts).await? {
             Ok(cached) => return Ok(cached),
             Err(e) => last = e,
         }
@@ -222,18 +211,22 @@ async fn descriptor(
 }
 
 /// Asks up to `attempts` of `period`'s descriptor directories for `address`'s descriptor;
-/// the verified one (cached), or why the last attempt failed.
+/// the verified one (cached), or why the last attempt failed; an error that no other
+/// directory or period can change (client authorisation) ends the search.
 async fn fetch_for_period(
     onion: &OnionConnector,
     address: &OnionAddress,
     periods: &PeriodParams,
     period: crate::onion::TimePeriod,
     attempts: usize,
-) -> Result<CachedDescriptor, String> {
+) -> Result<Result<CachedDescriptor, String>, ClientError> {
     let id = *address.identity().as_bytes();
     let now = onion.dir.clock().now_unix();
-    let blinded = BlindedPublic::derive(address, period).map_err(|e| e.to_string())?;
-    let consensus = onion.dir.live_consensus().map_err(|e| e.to_string())?;
+    let blinded = match BlindedPublic::derive(address, period) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let consensus = onion.dir.live_consensus()?;
     let mut dirs: Vec<ConsensusEntry> = responsible_hsdirs(
         consensus.relays(),
         &blinded,
@@ -263,9 +256,10 @@ async fn fetch_for_period(
             if resp.status != DirStatus::Ok {
                 return Err(OnionConnectError::NoDescriptor(resp.reason()).into());
             }
-            Ok::<_, ClientError>(verify_descriptor(
+            Ok::<_, ClientError>(verify_descriptor_with(
                 &resp.body,
                 address,
+                onion.auth_keys.get(&id),
                 periods,
                 onion.dir.clock().now_unix(),
                 min_revision,
@@ -290,15 +284,18 @@ async fn fetch_for_period(
                 if cache.len() < MAX_CACHED_DESCRIPTORS {
                     cache.insert(id, cached.clone());
                 }
-                return Ok(cached);
+                return Ok(Ok(cached));
             }
+            // Signed by the service: another directory's copy would say the same.
+            Err(e @ ClientError::Onion(OnionConnectError::ClientAuthMissing))
+            | Err(e @ ClientError::Onion(OnionConnectError::ClientAuthRejected)) => return Err(e),
             Err(e) => {
                 debug!("onion: a descriptor directory failed: {e}");
                 last = e.to_string();
             }
         }
     }
-    Err(last)
+    Ok(Err(last))
 }
 
 /// A relay of the consensus to meet the service at: Running and Valid, not `avoid`, its

@@ -11,24 +11,20 @@
 //!   proof-of-work parameters, encrypted with ChaCha20-Poly1305 under
 //!   `HKDF-SHA256(salt, ikm = A, info = "allium-onion-desc-v1" | A' | u64be(length) |
 //!   u64be(N))`. `A` (the unblinded key) is in the address and nowhere else, so directory
-//!   relays cannot read the introduction points.
+//!   relays cannot read the introduction points. A service that authorises clients
+//!   encrypts it once more under a per-descriptor cookie only listed clients recover
+//!   ([`crate::onion::client_auth`]; the layers are in `descriptor_layers.rs`).
 //!
 //! Receivers parse into [`UncheckedOnionDescriptor`] and get at the contents only through
 //! `verify_*`, as with relay descriptors.
 
 use std::net::SocketAddr;
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
-use hkdf::Hkdf;
 use rand::CryptoRng;
 use serde::de::{self, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use zeroize::Zeroizing;
 
-use crate::bytes::{Reader, Writer};
 use crate::codec::{self, CodecError};
 use crate::crypto::keys::SIGNATURE_LEN;
 use crate::crypto::{IdentityKeypair, IdentityPublic, OnionKeyCert, OnionPublic};
@@ -38,31 +34,27 @@ use crate::onion::address::OnionAddress;
 use crate::onion::blinding::{
     BlindedKeypair, BlindedPublic, BlindingError, PeriodParams, TimePeriod,
 };
+use crate::onion::client_auth::{ClientAuthPublic, ClientAuthSecret};
+use crate::onion::descriptor_layers::{self as layers, LayerError, AEAD_TAG_LEN};
+pub use crate::onion::descriptor_layers::{
+    FirstLayer, INNER_KEY_LABEL, INNER_PAD_UNIT, MAX_INNER_LEN,
+};
 use crate::onion::pow::MAX_SUGGESTED_EFFORT;
 
 /// The only descriptor version defined.
 pub const ONION_DESCRIPTOR_VERSION: u8 = 1;
 /// Domain-separation label of the blinded key's signature.
 pub const ONION_DESCRIPTOR_LABEL: &[u8] = b"allium-onion-descriptor-v1";
-/// HKDF info prefix of the inner layer's key.
-pub const INNER_KEY_LABEL: &[u8] = b"allium-onion-desc-v1";
 /// Longest lifetime a descriptor may claim: 3 hours.
 pub const MAX_DESCRIPTOR_LIFETIME: u32 = 3 * 60 * 60;
 /// Largest encoded signed descriptor accepted or produced.
 pub const MAX_ONION_DESCRIPTOR_LEN: usize = 8 * 1024;
-/// Largest inner plaintext (after padding).
-pub const MAX_INNER_LEN: usize = 6 * 1024;
-/// The inner plaintext is padded to a multiple of this, so its length reveals little
-/// about the number of introduction points.
-pub const INNER_PAD_UNIT: usize = 1024;
 /// Most introduction points in one descriptor.
 pub const MAX_INTRO_POINTS: usize = 10;
 /// Most link addresses per introduction point.
 pub const MAX_INTRO_LINK_ADDRS: usize = 4;
 /// Length of the salt in the outer layer.
 pub const SALT_LEN: usize = 16;
-/// Length of the AEAD tag on the inner layer.
-const AEAD_TAG_LEN: usize = 16;
 
 /// Why a descriptor was refused or could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +117,43 @@ pub enum OnionDescriptorError {
     /// The inner layer decrypted but breaks a rule.
     #[error("onion descriptor inner layer is invalid: {0}")]
     BadInner(&'static str),
+    /// The service authorises clients and the caller has no key for it.
+    #[error("this onion service requires client authorisation; no key configured for it")]
+    AuthRequired,
+    /// The service authorises clients, and not the caller's key.
+    #[error("client authorisation key not accepted by this service")]
+    AuthNotAccepted,
+    /// The service's list of authorised clients cannot be used (count, duplicate, key).
+    #[error("client authorisation: {0}")]
+    ClientAuth(&'static str),
     /// Key blinding failed.
     #[error("key blinding: {0}")]
     Blinding(#[from] BlindingError),
+}
+
+impl From<LayerError> for OnionDescriptorError {
+    fn from(e: LayerError) -> Self {
+        match e {
+            LayerError::Codec(e) => Self::Codec(e),
+            LayerError::TooLarge(n) => Self::TooLarge(n),
+            LayerError::Decrypt => Self::Decrypt,
+            LayerError::Bad(why) => Self::BadInner(why),
+            LayerError::AuthRequired => Self::AuthRequired,
+            LayerError::AuthNotAccepted => Self::AuthNotAccepted,
+            LayerError::ClientAuth(why) => Self::ClientAuth(why),
+        }
+    }
+}
+
+/// Parses a decrypted first layer (padded plaintext), as a client does after decryption;
+/// public so the fuzz target reaches the client-authorisation fields.
+pub fn parse_first_layer(padded: &[u8]) -> Result<FirstLayer, OnionDescriptorError> {
+    Ok(layers::decode_first_layer(padded)?)
+}
+
+/// The padded plaintext of a first layer (inverse of [`parse_first_layer`]; for seeds).
+pub fn encode_first_layer(first: &FirstLayer) -> Result<Vec<u8>, OnionDescriptorError> {
+    Ok(layers::encode_first_layer(first)?.to_vec())
 }
 
 /// serde adapter: a blinded key as 32 bytes, validated on decode.
@@ -301,72 +327,6 @@ impl InnerDescriptor {
         }
         Ok(())
     }
-
-    /// `u32be(len) | encoding | zero padding` to a multiple of [`INNER_PAD_UNIT`].
-    fn to_padded(&self) -> Result<Zeroizing<Vec<u8>>, OnionDescriptorError> {
-        let body = Zeroizing::new(codec::encode(self)?);
-        let len =
-            u32::try_from(body.len()).map_err(|_| OnionDescriptorError::TooLarge(body.len()))?;
-        let total = (4 + body.len()).div_ceil(INNER_PAD_UNIT) * INNER_PAD_UNIT;
-        if total > MAX_INNER_LEN {
-            return Err(OnionDescriptorError::TooLarge(total));
-        }
-        // A zeroed buffer of the padded size: what is not written is the zero padding.
-        let mut out = Zeroizing::new(vec![0u8; total]);
-        let mut w = Writer::new(&mut out);
-        w.u32(len, "inner length")
-            .and_then(|()| w.put(&body, "inner body"))
-            .map_err(|_| OnionDescriptorError::TooLarge(total))?;
-        Ok(out)
-    }
-
-    /// Inverse of `to_padded`; strict (exact length, zero padding, canonical encoding).
-    fn from_padded(padded: &[u8]) -> Result<Self, OnionDescriptorError> {
-        let bad = OnionDescriptorError::BadInner;
-        if padded.is_empty() || padded.len() % INNER_PAD_UNIT != 0 || padded.len() > MAX_INNER_LEN {
-            return Err(bad("padded length is not a multiple of 1024"));
-        }
-        let mut r = Reader::new(padded);
-        let len = r.u32("inner length").map_err(|_| bad("truncated length"))?;
-        let len = usize::try_from(len).map_err(|_| bad("length"))?;
-        let body = r
-            .take(len, "inner body")
-            .map_err(|_| bad("length exceeds the plaintext"))?;
-        r.finish_zero_padded()
-            .map_err(|_| bad("non-zero padding"))?;
-        // Canonical padding: no whole unit of padding beyond what the length needs.
-        if (4 + len).div_ceil(INNER_PAD_UNIT) * INNER_PAD_UNIT != padded.len() {
-            return Err(bad("too much padding"));
-        }
-        let inner: InnerDescriptor = codec::decode(body, MAX_INNER_LEN)?;
-        inner.check()?;
-        Ok(inner)
-    }
-}
-
-/// The inner layer's AEAD key.
-fn inner_key(
-    identity: &IdentityPublic,
-    blinded: &BlindedPublic,
-    period: TimePeriod,
-    salt: &[u8; SALT_LEN],
-) -> Zeroizing<[u8; 32]> {
-    let hk = Hkdf::<Sha256>::new(Some(salt), identity.as_bytes());
-    let mut info = Vec::with_capacity(INNER_KEY_LABEL.len() + 48);
-    info.extend_from_slice(INNER_KEY_LABEL);
-    info.extend_from_slice(blinded.as_bytes());
-    info.extend_from_slice(&period.length.to_be_bytes());
-    info.extend_from_slice(&period.number.to_be_bytes());
-    let mut key = Zeroizing::new([0u8; 32]);
-    // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
-    let _ = hk.expand(&info, &mut key[..]);
-    key
-}
-
-/// The inner layer's associated data: `A' | u64be(revision)`, binding the ciphertext to
-/// the outer layer it was published in.
-fn inner_ad(blinded: &BlindedPublic, revision: u64) -> Vec<u8> {
-    [blinded.as_bytes().as_slice(), &revision.to_be_bytes()].concat()
 }
 
 /// Everything a service chooses for one descriptor besides its keys.
@@ -401,22 +361,27 @@ impl SignedOnionDescriptor {
         inner: &InnerDescriptor,
         params: &DescriptorParams,
     ) -> Result<Self, OnionDescriptorError> {
+        Self::build_for_clients(rng, identity, blinded, inner, params, &[])
+    }
+
+    /// [`Self::build`] with client authorisation when `clients` is not empty: only those
+    /// clients can read the inner layer (protocol.md §8.4.1).
+    pub fn build_for_clients<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        identity: &IdentityKeypair,
+        blinded: &BlindedKeypair,
+        inner: &InnerDescriptor,
+        params: &DescriptorParams,
+        clients: &[ClientAuthPublic],
+    ) -> Result<Self, OnionDescriptorError> {
         inner.check()?;
         let period = blinded.period();
         let mut salt = [0u8; SALT_LEN];
         rng.fill_bytes(&mut salt);
-        let key = inner_key(&identity.public(), blinded.public(), period, &salt);
-        let plaintext = inner.to_padded()?;
-        let cipher = ChaCha20Poly1305::new((&*key).into());
-        let encrypted = cipher
-            .encrypt(
-                &[0u8; 12].into(),
-                Payload {
-                    msg: &plaintext,
-                    aad: &inner_ad(blinded.public(), params.revision),
-                },
-            )
-            .map_err(|_| OnionDescriptorError::Decrypt)?;
+        let identity = identity.public();
+        let ctx = layers::context(&identity, blinded.public(), period, &salt);
+        let encoded = zeroize::Zeroizing::new(codec::encode(inner)?);
+        let encrypted = layers::seal_layers(rng, &ctx, params.revision, &encoded, clients)?;
         let body = OnionDescriptorBody {
             version: ONION_DESCRIPTOR_VERSION,
             blinded_key: *blinded.public(),
@@ -532,6 +497,19 @@ impl UncheckedOnionDescriptor {
         max_skew: u64,
         min_revision: u64,
     ) -> Result<(VerifiedOnionDescriptor, InnerDescriptor), OnionDescriptorError> {
+        self.verify_for_client(address, None, periods, now, max_skew, min_revision)
+    }
+
+    /// [`Self::verify_for`], decrypting with the client's authorisation key, if any.
+    pub fn verify_for_client(
+        self,
+        address: &OnionAddress,
+        key: Option<&ClientAuthSecret>,
+        periods: &PeriodParams,
+        now: u64,
+        max_skew: u64,
+        min_revision: u64,
+    ) -> Result<(VerifiedOnionDescriptor, InnerDescriptor), OnionDescriptorError> {
         let verified = self.verify_outer(now, max_skew, min_revision)?;
         let current = periods.period_at(now)?;
         let claimed = verified.body.period();
@@ -541,7 +519,7 @@ impl UncheckedOnionDescriptor {
                 length: claimed.length,
             });
         }
-        let inner = verified.decrypt(address)?;
+        let inner = verified.decrypt_with(address, key)?;
         Ok((verified, inner))
     }
 }
@@ -560,24 +538,37 @@ impl VerifiedOnionDescriptor {
     /// Checks that the descriptor belongs to `address` (its `A'` is the address's key
     /// blinded for the descriptor's period), then decrypts and parses the inner layer.
     pub fn decrypt(&self, address: &OnionAddress) -> Result<InnerDescriptor, OnionDescriptorError> {
+        self.decrypt_with(address, None)
+    }
+
+    /// The decrypted first layer: what anyone who knows the address can read (whether
+    /// clients are authorised, and the padded client entries).
+    pub fn first_layer(&self, address: &OnionAddress) -> Result<FirstLayer, OnionDescriptorError> {
+        let b = &self.body;
+        if BlindedPublic::derive(address, b.period())? != b.blinded_key {
+            return Err(OnionDescriptorError::WrongService);
+        }
+        let ctx = layers::context(address.identity(), &b.blinded_key, b.period(), &b.salt);
+        Ok(layers::open_first_layer(&ctx, b.revision, &b.encrypted)?)
+    }
+
+    /// [`Self::decrypt`] with the client's authorisation key for this service, if any:
+    /// a service that authorises clients gives [`OnionDescriptorError::AuthRequired`]
+    /// without one and [`OnionDescriptorError::AuthNotAccepted`] if it is not listed.
+    pub fn decrypt_with(
+        &self,
+        address: &OnionAddress,
+        key: Option<&ClientAuthSecret>,
+    ) -> Result<InnerDescriptor, OnionDescriptorError> {
         let b = &self.body;
         let period = b.period();
         if BlindedPublic::derive(address, period)? != b.blinded_key {
             return Err(OnionDescriptorError::WrongService);
         }
-        let key = inner_key(address.identity(), &b.blinded_key, period, &b.salt);
-        let cipher = ChaCha20Poly1305::new((&*key).into());
-        let plaintext = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &[0u8; 12].into(),
-                    Payload {
-                        msg: &b.encrypted,
-                        aad: &inner_ad(&b.blinded_key, b.revision),
-                    },
-                )
-                .map_err(|_| OnionDescriptorError::Decrypt)?,
-        );
-        InnerDescriptor::from_padded(&plaintext)
+        let ctx = layers::context(address.identity(), &b.blinded_key, period, &b.salt);
+        let encoded = layers::open_layers(&ctx, b.revision, &b.encrypted, key)?;
+        let inner: InnerDescriptor = codec::decode(&encoded, MAX_INNER_LEN)?;
+        inner.check()?;
+        Ok(inner)
     }
 }

@@ -7,6 +7,8 @@
 //! * [`hashring`]: which relays store a service's descriptor in a period.
 //! * [`descriptor`]: the signed outer layer (readable by relays) and the encrypted inner
 //!   layer (introduction points; readable only by those who know the address).
+//! * [`client_auth`]: client authorisation: per-client x25519 keys, the descriptor
+//!   cookie each listed client recovers, fake entries hiding how many are listed.
 //! * [`intro`]: building and checking ESTABLISH_INTRO and the encrypted part of
 //!   INTRODUCE1/2 (the message layouts are in [`crate::cell::onion_msg`]).
 //! * [`handshake`]: `allium-hs-ntor-1`, the end-to-end handshake between client and
@@ -22,7 +24,9 @@
 
 pub mod address;
 pub mod blinding;
+pub mod client_auth;
 pub mod descriptor;
+mod descriptor_layers;
 pub mod handshake;
 pub mod hashring;
 pub mod intro;
@@ -31,3 +35,4 @@ pub mod replay;
 
 pub use address::{AddressError, OnionAddress};
 pub use blinding::{BlindedKeypair, BlindedPublic, BlindingError, PeriodParams, TimePeriod};
+pub use client_auth::{ClientAuthPublic, ClientAuthSecret};

@@ -67,6 +67,32 @@ pub fn params(revision: u64) -> DescriptorParams {
     }
 }
 
+/// A fixed client-authorisation key (the fuzz target's is `client_auth_key(0)`).
+pub fn client_auth_key(n: u8) -> allium::onion::ClientAuthSecret {
+    let mut s = [0u8; 32];
+    s[3] = n;
+    s[4] = 0x42;
+    allium::onion::ClientAuthSecret::from_secret_bytes(&s)
+}
+
+pub fn descriptor_for_clients(
+    points: u8,
+    pow: bool,
+    revision: u64,
+    clients: &[allium::onion::ClientAuthPublic],
+) -> SignedOnionDescriptor {
+    let blinded = BlindedKeypair::derive(&service(), period()).unwrap();
+    SignedOnionDescriptor::build_for_clients(
+        &mut rand::rng(),
+        &service(),
+        &blinded,
+        &inner(points, pow),
+        &params(revision),
+        clients,
+    )
+    .unwrap()
+}
+
 pub fn descriptor(points: u8, pow: bool, revision: u64) -> SignedOnionDescriptor {
     let blinded = BlindedKeypair::derive(&service(), period()).unwrap();
     SignedOnionDescriptor::build(

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::crypto::KeyFileError;
 use crate::onion::pow::MAX_SUGGESTED_EFFORT;
+use crate::onion::client_auth::MAX_AUTH_CLIENTS;
 
 /// How one onion service runs.
 #[derive(Debug, Clone)]
@@ -57,6 +58,10 @@ pub struct ServiceConfig {
     pub intro_queue: usize,
     /// An introduction waiting longer than this is dropped (its client has likely given up).
     pub intro_queue_max_age: Duration,
+    /// Client authorisation (protocol.md §8.4.1): when not empty, only these clients can
+    /// read the descriptor's introduction points (1 to
+    /// [`MAX_AUTH_CLIENTS`](crate::onion::client_auth::MAX_AUTH_CLIENTS), distinct).
+    pub authorized_clients: Vec<crate::onion::ClientAuthPublic>,
     /// Connecting to a local target may take this long.
     pub connect_timeout: Duration,
     /// A rendezvous circuit without traffic for this long is closed, freeing its slot
@@ -87,6 +92,7 @@ impl ServiceConfig {
             pow_update: Duration::from_secs(5 * 60),
             intro_queue: 256,
             intro_queue_max_age: Duration::from_secs(15),
+            authorized_clients: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             rendezvous_idle: Duration::from_secs(5 * 60),
         }
@@ -129,6 +135,22 @@ pub(super) fn check_config(cfg: &ServiceConfig) -> Result<(), ServiceError> {
                 .into(),
         ));
     }
+    let clients = &cfg.authorized_clients;
+    if clients.len() > MAX_AUTH_CLIENTS {
+        return Err(ServiceError::Config(format!(
+            "{} authorised clients; at most {MAX_AUTH_CLIENTS} fit in a descriptor",
+            clients.len()
+        )));
+    }
+    if clients
+        .iter()
+        .enumerate()
+        .any(|(i, c)| clients.iter().take(i).any(|e| e == c))
+    {
+        return Err(ServiceError::Config(
+            "an authorised client key is listed twice".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -156,6 +178,21 @@ mod tests {
         cfg.intro_queue = 0;
         assert!(check_config(&cfg).is_err());
         cfg.intro_queue = 1;
+        let key = crate::onion::ClientAuthSecret::generate(&mut rand::rng()).public();
+        cfg.authorized_clients = vec![key; 2];
+        assert!(check_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        cfg.authorized_clients = (0..=MAX_AUTH_CLIENTS)
+            .map(|_| crate::onion::ClientAuthSecret::generate(&mut rand::rng()).public())
+            .collect();
+        assert!(check_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 32"));
+        cfg.authorized_clients.truncate(MAX_AUTH_CLIENTS);
+        assert!(check_config(&cfg).is_ok());
         cfg.ports.clear();
         assert!(check_config(&cfg).is_err());
     }

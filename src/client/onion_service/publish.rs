@@ -44,7 +44,7 @@ pub(super) async fn publish(
         intro_points,
         pow: shared.pow.as_ref().map(|p| lock(p).params()),
     };
-    let desc = SignedOnionDescriptor::build(
+    let desc = SignedOnionDescriptor::build_for_clients(
         &mut rand::rng(),
         &shared.identity,
         &blinded,
@@ -54,6 +54,7 @@ pub(super) async fn publish(
             created: shared.clock().now_unix(),
             lifetime: MAX_DESCRIPTOR_LIFETIME,
         },
+        &shared.authorized_clients,
     )
     .map_err(|e| e.to_string())?
     .to_bytes()

@@ -38,6 +38,8 @@ pub(super) struct Shared {
     pub(super) queued: tokio::sync::Notify,
     /// How often the suggested effort is reconsidered.
     pub(super) pow_update: Duration,
+    /// The clients allowed to read the descriptor (empty: anyone with the address).
+    pub(super) authorized_clients: Vec<crate::onion::ClientAuthPublic>,
     pub(super) connect_timeout: Duration,
     pub(super) rendezvous_idle: Duration,
     pub(super) periods: PeriodParams,

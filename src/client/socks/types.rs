@@ -125,6 +125,12 @@ pub enum ReplyCode {
     CommandNotSupported,
     /// 8: address type not supported.
     AddressTypeNotSupported,
+    /// 0xF4 (Tor's extended code): the onion service requires client authorisation and
+    /// no key is configured for it.
+    OnionAuthMissing,
+    /// 0xF5 (Tor's extended code): the onion service did not accept the client
+    /// authorisation key.
+    OnionAuthRejected,
 }
 
 impl ReplyCode {
@@ -140,6 +146,8 @@ impl ReplyCode {
             ReplyCode::TtlExpired => 0x06,
             ReplyCode::CommandNotSupported => 0x07,
             ReplyCode::AddressTypeNotSupported => 0x08,
+            ReplyCode::OnionAuthMissing => 0xF4,
+            ReplyCode::OnionAuthRejected => 0xF5,
         }
     }
 
@@ -156,7 +164,8 @@ impl ReplyCode {
     ///
     /// Succeeded → 200; not allowed → 403; host unreachable → 404 (the name did not
     /// resolve or the host is unknown); command not supported → 405; address type not
-    /// supported → 400; TTL expired → 504; everything else → 502.
+    /// supported → 400; TTL expired → 504; onion client authorisation missing or refused
+    /// → 403; everything else → 502.
     pub fn http_status(self) -> (u16, &'static str) {
         match self {
             ReplyCode::Succeeded => (200, "Connection established"),
@@ -165,13 +174,14 @@ impl ReplyCode {
             ReplyCode::CommandNotSupported => (405, "Method Not Allowed"),
             ReplyCode::AddressTypeNotSupported => (400, "Bad Request"),
             ReplyCode::TtlExpired => (504, "Gateway Timeout"),
+            ReplyCode::OnionAuthMissing | ReplyCode::OnionAuthRejected => (403, "Forbidden"),
             ReplyCode::GeneralFailure
             | ReplyCode::NetworkUnreachable
             | ReplyCode::ConnectionRefused => (502, "Bad Gateway"),
         }
     }
 
-    /// Parses a SOCKS5 `REP` byte (0 to 8).
+    /// Parses a SOCKS5 `REP` byte (0 to 8, 0xF4, 0xF5).
     pub fn from_socks5_code(code: u8) -> Option<Self> {
         Some(match code {
             0x00 => ReplyCode::Succeeded,
@@ -183,6 +193,8 @@ impl ReplyCode {
             0x06 => ReplyCode::TtlExpired,
             0x07 => ReplyCode::CommandNotSupported,
             0x08 => ReplyCode::AddressTypeNotSupported,
+            0xF4 => ReplyCode::OnionAuthMissing,
+            0xF5 => ReplyCode::OnionAuthRejected,
             _ => return None,
         })
     }

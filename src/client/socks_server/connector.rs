@@ -40,8 +40,9 @@ pub trait Connector: Send + Sync + 'static {
 ///
 /// Exit policy → not allowed by ruleset; name resolution failure or no route → host
 /// unreachable; connection refused → connection refused; a timeout at the exit or in the
-/// client → TTL expired; no usable consensus → network unreachable; anything else →
-/// general failure.
+/// client → TTL expired; no usable consensus → network unreachable; an onion service's
+/// client authorisation missing or refused → Tor's extended codes 0xF4 and 0xF5;
+/// anything else → general failure.
 pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
     match err {
         StreamOpenError::Refused(EndReason::ExitPolicy) => ReplyCode::NotAllowed,
@@ -54,6 +55,8 @@ pub fn reply_code_for(err: &StreamOpenError) -> ReplyCode {
         }
         // The whole network is out of reach until a live consensus is fetched.
         StreamOpenError::NoConsensus => ReplyCode::NetworkUnreachable,
+        StreamOpenError::OnionAuthMissing => ReplyCode::OnionAuthMissing,
+        StreamOpenError::OnionAuthRejected => ReplyCode::OnionAuthRejected,
         StreamOpenError::Refused(_)
         | StreamOpenError::CircuitClosed
         | StreamOpenError::TooManyStreams => ReplyCode::GeneralFailure,
@@ -87,6 +90,8 @@ mod tests {
             (E::CircuitClosed, ReplyCode::GeneralFailure),
             (E::TooManyStreams, ReplyCode::GeneralFailure),
             (E::NoConsensus, ReplyCode::NetworkUnreachable),
+            (E::OnionAuthMissing, ReplyCode::OnionAuthMissing),
+            (E::OnionAuthRejected, ReplyCode::OnionAuthRejected),
         ];
         for (err, code) in cases {
             assert_eq!(reply_code_for(&err), code, "{err:?}");
@@ -101,5 +106,16 @@ mod tests {
             None,
         );
         assert_eq!(r, [5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+        // Client authorisation: Tor's extended codes, which Tor Browser acts on.
+        for (e, code) in [
+            (StreamOpenError::OnionAuthMissing, 0xF4),
+            (StreamOpenError::OnionAuthRejected, 0xF5),
+        ] {
+            let rc = reply_code_for(&e);
+            assert_eq!(rc.socks5_code(), code);
+            assert_eq!(ReplyCode::from_socks5_code(code), Some(rc));
+            assert_eq!(rc.http_status().0, 403);
+            assert_eq!(rc.socks4_code(), 0x5B);
+        }
     }
 }

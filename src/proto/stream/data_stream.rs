@@ -194,6 +194,12 @@ pub enum StreamOpenError {
     /// the authorities nor the guards' caches answered with a newer one).
     #[error("no usable consensus")]
     NoConsensus,
+    /// The onion service requires client authorisation; no key is configured for it.
+    #[error("this onion service requires client authorisation; no key configured for it")]
+    OnionAuthMissing,
+    /// The onion service requires client authorisation and did not list our key.
+    #[error("client authorisation key not accepted by this service")]
+    OnionAuthRejected,
 }
 
 #[cfg(test)]
