@@ -280,6 +280,8 @@ pub struct ProxyFile {
     /// `[[service]]` entries: onion services this proxy publishes (none by default).
     #[serde(default)]
     pub service: Vec<ServiceSection>,
+    /// The `[control]` table: the control port (off without it; docs/control.md).
+    pub control: Option<super::control::ControlSection>,
 }
 
 /// One `[[service]]` entry of proxy.toml: a virtual port of an onion service and the local
