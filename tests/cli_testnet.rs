@@ -1,6 +1,7 @@
 //! `allium testnet` as a real process: it comes up, prints a curl command that works
 //! through the overlay (run with the real curl), the same for its demo onion service
-//! (`<address>.allium`), and shuts down cleanly on SIGINT.
+//! (`<address>.allium`), prints a control port that accepts its cookie, and shuts down
+//! cleanly on SIGINT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::panic, clippy::indexing_slicing)]
@@ -38,9 +39,17 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
     });
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut control = None;
+    let mut cookie = None;
     let (curl_line, onion_line) = tokio::time::timeout(Duration::from_secs(150), async {
         let mut direct = None;
         while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(a) = line.trim().strip_prefix("control port:") {
+                control = Some(a.trim().to_string());
+            }
+            if let Some(p) = line.trim().strip_prefix("cookie file:") {
+                cookie = Some(p.trim().to_string());
+            }
             if let Some(cmd) = line.trim().strip_prefix("try it:") {
                 direct = Some(cmd.trim().to_string());
             }
@@ -98,6 +107,20 @@ async fn testnet_command_serves_curl_and_stops_on_ctrl_c() {
         said.contains("(4)"),
         "SOCKS reply must be 4, host unreachable: {said}"
     );
+
+    // The printed control port and cookie file work (docs/control.md).
+    let control = control.expect("no control port line");
+    let cookie = std::fs::read(cookie.expect("no cookie file line")).unwrap();
+    let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
+    let mut ctl = tokio::net::TcpStream::connect(&control).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    ctl.write_all(format!("AUTHENTICATE {hex}\r\nGETINFO status/bootstrap-phase\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut replies = BufReader::new(ctl).lines();
+    assert_eq!(replies.next_line().await.unwrap().unwrap(), "250 OK");
+    let phase = replies.next_line().await.unwrap().unwrap();
+    assert!(phase.contains("PROGRESS=100"), "{phase}");
 
     // Ctrl-C: a clean exit.
     let pid = child.id().unwrap();

@@ -21,7 +21,9 @@ use crate::relay::{self, ExitConfig, RelayConfig, RelayKeys};
 use crate::testnet::{test_flag_params, TestNet, TestNetConfig};
 
 use super::config::{self, AuthorityFile, ProxyFile, RelayFile};
+use super::control::ControlSection;
 use super::demo_server;
+use crate::client::control::Events;
 
 /// What went wrong, in words for the operator.
 pub(crate) type CmdResult = Result<(), String>;
@@ -44,6 +46,10 @@ pub struct TestnetArgs {
     /// Consensus period in seconds (short, so the network forms quickly).
     #[arg(long, default_value_t = 10)]
     pub period: u64,
+    /// Control port on 127.0.0.1 (docs/control.md; a free one if it is taken, 0 picks
+    /// one); its cookie file is written to the data directory.
+    #[arg(long, default_value_t = 9051)]
+    pub control_port: u16,
     /// Keep the client's state here instead of a temporary directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -133,6 +139,8 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
     );
     let mut client_cfg = ClientConfig::new(net.authority_info.clone());
     client_cfg.data_dir = Some(data_dir.clone());
+    let events = Arc::new(Events::default());
+    client_cfg.observer = Some(events.clone());
     let client = Client::bootstrap(client_cfg)
         .await
         .map_err(|e| e.to_string())?;
@@ -157,7 +165,19 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let connector: Arc<dyn Connector> = Arc::new(client.clone());
+    let control_section =
+        ControlSection::testnet(SocketAddr::from(([127, 0, 0, 1], args.control_port)));
+    let control_cfg = control_section.config(Some(&data_dir), socks_addr)?;
+    let control = super::control::start(
+        &control_section,
+        &control_cfg,
+        client.clone(),
+        Arc::clone(&events),
+        stop_rx.clone(),
+        true,
+    )
+    .await?;
+    let connector = events.observe(Arc::new(client.clone()));
     let mut stop = stop_rx.clone();
     let proxy = tokio::spawn(serve_socks(
         socks,
@@ -172,6 +192,12 @@ pub(crate) async fn testnet(args: TestnetArgs) -> CmdResult {
     println!();
     println!("allium test network is ready.");
     println!("  SOCKS5 proxy:  {socks_addr}");
+    for addr in &control.addresses {
+        println!("  control port:  {addr}");
+    }
+    if let Some(cookie) = &control.cookie_file {
+        println!("  cookie file:   {}", cookie.display());
+    }
     println!("  data dir:      {}", data_dir.display());
     println!("  try it:        curl --socks5-hostname {socks_addr} http://{demo}/");
     println!("  bigger:        curl --socks5-hostname {socks_addr} http://{demo}/bytes/10000000 -o /dev/null");
@@ -363,7 +389,19 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
         None => None,
     };
     let proxy_cfg = p.proxy_config();
+    let control_section = file.control.clone().filter(|c| c.enabled);
+    let control_cfg = match &control_section {
+        Some(c) => Some(
+            c.config(p.data_dir.as_deref(), p.socks_listen)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let events = Arc::new(Events::default());
     let mut cfg = ClientConfig::new(p.authorities);
+    if control_cfg.is_some() {
+        cfg.observer = Some(events.clone());
+    }
     cfg.data_dir = p.data_dir;
     cfg.path_len = p.path_len;
     cfg.congestion_control = p.congestion_control;
@@ -400,9 +438,27 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
         println!("onion service: {}", service.address());
         running.push(service);
     }
-    let connector: Arc<dyn Connector> = Arc::new(client.clone());
+    let mut connector: Arc<dyn Connector> = Arc::new(client.clone());
     println!("SOCKS proxy listening on {}", p.socks_listen);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let (Some(section), Some(ccfg)) = (&control_section, &control_cfg) {
+        connector = events.observe(connector);
+        let c = super::control::start(
+            section,
+            ccfg,
+            client.clone(),
+            events,
+            stop_rx.clone(),
+            false,
+        )
+        .await?;
+        for addr in &c.addresses {
+            println!("control port listening on {addr}");
+        }
+        if let Some(cookie) = &c.cookie_file {
+            println!("control cookie file: {}", cookie.display());
+        }
+    }
     let mut stop = stop_rx.clone();
     let socks_task = tokio::spawn(serve_socks(
         socks,

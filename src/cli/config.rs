@@ -280,6 +280,8 @@ pub struct ProxyFile {
     /// `[[service]]` entries: onion services this proxy publishes (none by default).
     #[serde(default)]
     pub service: Vec<ServiceSection>,
+    /// The `[control]` table: the control port (off without it; docs/control.md).
+    pub control: Option<super::control::ControlSection>,
 }
 
 /// One `[[service]]` entry of proxy.toml: a virtual port of an onion service and the local
@@ -607,7 +609,11 @@ mod tests {
         assert_eq!(example.proxy.onion_pow_min_effort, 0);
         assert!(example.proxy.vanguards);
         let mut text = String::from("[proxy]\nauthorities = []\n");
-        let block = doc.lines().skip_while(|l| *l != "# [[service]]");
+        // The block: from "# [[service]]" to the next blank line.
+        let block = doc
+            .lines()
+            .skip_while(|l| *l != "# [[service]]")
+            .take_while(|l| !l.is_empty());
         for line in block.filter_map(|l| l.strip_prefix("# ")) {
             if line == "[[service]]"
                 || line

@@ -2,6 +2,7 @@
 
 pub(crate) mod commands;
 pub mod config;
+pub mod control;
 pub mod demo_server;
 pub mod demo_udp_echo;
 pub(crate) mod emit;

@@ -361,10 +361,19 @@ impl Client {
         self.inner.channels.local_addrs()
     }
 
-    /// NEWNYM: no new stream will use any existing circuit; later streams get new paths.
+    /// NEWNYM: no new stream will use any existing circuit, exit or rendezvous (those
+    /// are closed, and cached onion-service descriptors forgotten); later streams get new
+    /// paths.
     pub async fn new_identity(&self) {
         self.inner.circuits.close_all().await;
+        self.inner.onion.close_all().await;
         info!("new identity: every circuit closed; new streams use new circuits");
+    }
+
+    /// Diagnostics: the rendezvous circuits kept for reuse (by isolation class and
+    /// service), including any closed but not yet swept.
+    pub fn rendezvous_circuits_held(&self) -> usize {
+        self.inner.onion.rendezvous_held()
     }
 }
 

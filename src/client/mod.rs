@@ -10,6 +10,7 @@
 pub(crate) mod chanmgr;
 pub(crate) mod circmgr;
 pub(crate) mod config;
+pub mod control;
 pub(crate) mod dirmgr;
 pub(crate) mod error;
 pub(crate) mod facade;

@@ -99,6 +99,19 @@ pub(crate) struct ServiceEnd {
     /// Held while the circuit lives (bounds the service's rendezvous circuits, and tells
     /// the circuit when they are all in use).
     pub slot: Option<RendezvousSlot>,
+    /// Turns true when the service stops (DEL_ONION): the circuit is closed then, so a
+    /// stopped service is unreachable at once, not only once clients' circuits expire.
+    pub stopped: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Waits until `stopped` turns true; forever without one (or once its sender is gone).
+async fn stop_requested(stopped: Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(mut rx) = stopped {
+        if rx.wait_for(|s| *s).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 impl std::fmt::Debug for ServiceEnd {
@@ -124,6 +137,8 @@ pub(crate) async fn serve(
     mut end: ServiceEnd,
 ) {
     let mut open = circuit.open_streams();
+    let stop = stop_requested(end.stopped.clone());
+    tokio::pin!(stop);
     loop {
         let at = circuit.last_activity() + end.idle_timeout;
         if tokio::time::Instant::now() < at {
@@ -133,6 +148,7 @@ pub(crate) async fn serve(
                     None => return, // the circuit closed
                 },
                 () = tokio::time::sleep_until(at) => {}
+                () = &mut stop => break,
             }
             continue;
         }
@@ -175,6 +191,7 @@ pub(crate) async fn serve(
                     None => std::future::pending().await,
                 }
             } => {}
+            () = &mut stop => break,
         }
     }
     circuit.close().await;

@@ -15,6 +15,25 @@ use super::{
     rendezvous, OnionConnectError, OnionConnector, MAX_REND_CIRCUITS, ONION_CONNECT_TIMEOUT,
 };
 
+impl OnionConnector {
+    /// NEWNYM: closes every rendezvous circuit (streams on them end) and forgets the
+    /// descriptors, so the next connection to a service is a new rendezvous that cannot
+    /// be linked to the old one by a reused circuit. Revision floors are kept (they guard
+    /// against rollback, and name nothing the directories did not already see).
+    pub async fn close_all(&self) {
+        let circuits: Vec<CircuitHandle> = lock(&self.rend).drain().map(|(_, (h, _))| h).collect();
+        lock(&self.descriptors).clear();
+        for h in circuits {
+            h.close().await;
+        }
+    }
+
+    /// Diagnostics: the rendezvous circuits held (open or not yet swept).
+    pub fn rendezvous_held(&self) -> usize {
+        lock(&self.rend).len()
+    }
+}
+
 pub(super) async fn connect(
     onion: &OnionConnector,
     host: &str,

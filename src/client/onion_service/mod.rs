@@ -41,7 +41,7 @@ pub use config::{ServiceConfig, ServiceError};
 pub use intro_slot::{INTRO_KEY_JITTER, INTRO_KEY_LIFETIME};
 pub use keys::load_or_create_service_key;
 pub use publish_schedule::REUPLOAD_EVERY;
-pub use service::{launch, OnionService};
+pub use service::{launch, launch_with_key, OnionService};
 
 /// Introduction points a service keeps.
 pub const INTRO_POINTS: usize = 3;

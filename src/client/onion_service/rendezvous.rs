@@ -89,6 +89,7 @@ pub(super) async fn meet(
         connect_timeout: shared.connect_timeout,
         idle_timeout: shared.rendezvous_idle,
         slot: Some(slot),
+        stopped: Some(shared.stopped.clone()),
     };
     tokio::spawn(crate::client::service_end::serve(circuit, incoming, end));
     Ok(())

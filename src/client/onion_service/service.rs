@@ -64,6 +64,17 @@ impl OnionService {
 pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
     check_config(&cfg)?;
     let identity = load_or_create_service_key(&cfg.key_file)?;
+    launch_with_key(client, cfg, identity).await
+}
+
+/// [`launch`] with the identity key given rather than read from `cfg.key_file` (which is
+/// then ignored): an ephemeral service whose key never touches the disk (ADD_ONION).
+pub async fn launch_with_key(
+    client: Client,
+    cfg: ServiceConfig,
+    identity: crate::crypto::IdentityKeypair,
+) -> Result<OnionService, ServiceError> {
+    check_config(&cfg)?;
     let address = OnionAddress::from_identity(identity.public())?;
     let clock = client.clock().clone();
     let pow = cfg

@@ -45,7 +45,7 @@
 //! # }
 //! ```
 
-mod base64;
+pub(crate) mod base64;
 mod encode;
 mod error;
 mod handshake;
