@@ -8,7 +8,7 @@
 //!   same isolation class uses another circuit, the next onion stream a new rendezvous;
 //! - attackers: a wrong cookie, an over-long line, commands before AUTHENTICATE, too many
 //!   connections and a connection that never authenticates are refused and closed, and an unauthenticated
-//!   connection never receives an event.
+//!   connection never receives an event; ephemeral services belong to their connection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::panic, clippy::indexing_slicing)]
@@ -189,7 +189,6 @@ async fn in_process(tag: &str) -> InProcess {
     let cookie = dir.join("control_auth_cookie");
     let mut ccfg = ControlConfig::with_cookie(cookie.clone());
     ccfg.socks = Some(socks);
-    ccfg.max_connections = 4;
     let ctl = Control::new(client.clone(), events, &ccfg).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let control = l.local_addr().unwrap();
@@ -305,17 +304,78 @@ async fn attackers_get_nothing_before_authenticating() {
     idle.send("PROTOCOLINFO 1").await;
     assert_eq!(idle.line().await.unwrap(), "250-PROTOCOLINFO 1");
 
-    // Connection limit (4 here): with `idle` and `watcher` open, two more fit; the next
-    // is told so and closed.
-    let _a = Ctl::connect(t.control).await;
-    let _b = Ctl::connect(t.control).await;
-    let mut over = Ctl::connect(t.control).await;
+    // Ephemeral services belong to the connection that made them: another connection
+    // cannot remove them, and they stop when it closes; a detached one is listed to and
+    // removable by any connection. A returned key makes the same service again.
+    let mut a = Ctl::connect(t.control).await;
+    a.authenticate(&t.cookie).await;
+    let added = a.cmd("ADD_ONION NEW:BEST Port=80,127.0.0.1:9").await;
+    let id = added[0].strip_prefix("250-ServiceID=").unwrap().to_string();
+    let key = added[1]
+        .strip_prefix("250-PrivateKey=")
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("ALLIUM-ED25519:"), "{added:?}");
+    let mut b = Ctl::connect(t.control).await;
+    b.authenticate(&t.cookie).await;
+    assert_eq!(
+        b.cmd(&format!("DEL_ONION {id}")).await,
+        ["552 Unknown Onion Service id"]
+    );
+    assert_eq!(
+        b.cmd("GETINFO onions/current").await,
+        ["250-onions/current=", "250 OK"]
+    );
+    assert_eq!(
+        a.cmd(&format!("ADD_ONION {key} Port=80")).await,
+        ["550 Onion address collision"]
+    );
+    drop(a);
+    let again = tokio::time::timeout(NO_HANG, async {
+        loop {
+            let r = b
+                .cmd(&format!("ADD_ONION {key} Flags=Detach,DiscardPK Port=80"))
+                .await;
+            if r[0] != "550 Onion address collision" {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the closed connection's service never stopped");
+    assert_eq!(again, [format!("250-ServiceID={id}"), "250 OK".to_string()]);
+    drop(b);
+    let mut c = Ctl::connect(t.control).await;
+    c.authenticate(&t.cookie).await;
+    assert_eq!(
+        c.cmd("GETINFO onions/detached").await,
+        [format!("250-onions/detached={id}"), "250 OK".to_string()]
+    );
+    assert_eq!(c.cmd(&format!("DEL_ONION {id}")).await, ["250 OK"]);
+    drop(c);
+
+    // Connection limit (2 on this second control port): two authenticated connections
+    // fit, the next is told so and closed.
+    let mut cfg = ControlConfig::with_cookie(t.dir.join("cookie3"));
+    cfg.max_connections = 2;
+    let ctl = Control::new(t.client.clone(), Arc::new(Events::default()), &cfg).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_tcp(l, ctl, std::future::pending()));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = Ctl::connect(addr).await;
+        c.authenticate(&t.dir.join("cookie3")).await;
+        held.push(c);
+    }
+    let mut over = Ctl::connect(addr).await;
     assert_eq!(
         over.line().await.unwrap(),
         "551 Too many control connections"
     );
     over.assert_closed().await;
-    drop((_a, _b));
+    drop(held);
 
     // A connection that says nothing is closed once its time to authenticate is over.
     let mut cfg = ControlConfig::with_cookie(t.dir.join("cookie2"));
