@@ -369,6 +369,7 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
     cfg.congestion_control = p.congestion_control;
     cfg.circuit_padding = p.circuit_padding;
     cfg.link_padding = p.link_padding;
+    cfg.onion_client_auth = config::client_auth_keys(&file.client_auth)?;
     if p.max_circuit_dirtiness_secs < super::config::MIN_DIRTINESS_SECS {
         return Err(format!(
             "max_circuit_dirtiness_secs = {} is too short (at least {})",

@@ -280,6 +280,41 @@ pub struct ProxyFile {
     /// `[[service]]` entries: onion services this proxy publishes (none by default).
     #[serde(default)]
     pub service: Vec<ServiceSection>,
+    /// `[[client_auth]]` entries: this proxy's keys for services that authorise clients.
+    #[serde(default)]
+    pub client_auth: Vec<ClientAuthEntry>,
+}
+
+/// One `[[client_auth]]` entry of proxy.toml: the key this client presents to one onion
+/// service (docs/protocol.md §8.4.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthEntry {
+    /// The service, `<address>.allium`.
+    pub onion: String,
+    /// The key file `allium onion-auth-keygen` wrote (mode 0600).
+    pub key_file: PathBuf,
+}
+
+/// Loads the `[[client_auth]]` keys: one per address, each file strict.
+pub fn client_auth_keys(
+    entries: &[ClientAuthEntry],
+) -> Result<Vec<(crate::onion::OnionAddress, crate::onion::ClientAuthSecret)>, String> {
+    let mut out: Vec<(crate::onion::OnionAddress, _)> = Vec::new();
+    for e in entries {
+        let address: crate::onion::OnionAddress = e
+            .onion
+            .parse()
+            .map_err(|err| format!("[[client_auth]] onion: {err}"))?;
+        if out.iter().any(|(a, _)| *a == address) {
+            return Err("[[client_auth]]: an onion address is listed twice".into());
+        }
+        out.push((
+            address,
+            super::client_auth_files::load_client_key(&e.key_file)?,
+        ));
+    }
+    Ok(out)
 }
 
 /// One `[[service]]` entry of proxy.toml: a virtual port of an onion service and the local
@@ -299,6 +334,10 @@ pub struct ServiceSection {
     /// may be listed once for each).
     #[serde(default)]
     pub protocol: ServiceProtocol,
+    /// Client authorisation: a directory (mode 0700) of `<name>.auth` files, one per
+    /// client allowed to reach the service (docs/protocol.md §8.4.1). Entries with the
+    /// same `key_file` must name the same directory, or only one of them any.
+    pub authorized_clients_dir: Option<PathBuf>,
 }
 
 /// What a `[[service]]` port carries.
@@ -323,6 +362,7 @@ pub fn services(
         message,
     };
     let mut out: Vec<crate::client::onion_service::ServiceConfig> = Vec::new();
+    let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if e.port == 0 {
             return Err(invalid(format!(
@@ -363,6 +403,20 @@ pub fn services(
             )));
         }
         ports.push((e.port, e.target));
+        if let Some(dir) = &e.authorized_clients_dir {
+            if dirs.iter().any(|(k, d)| *k == e.key_file && d != dir) {
+                return Err(invalid(format!(
+                    "[[service]] entry {}: another authorized_clients_dir for key file {}",
+                    i + 1,
+                    e.key_file.display()
+                )));
+            }
+            if !dirs.iter().any(|(k, _)| *k == e.key_file) {
+                s.authorized_clients =
+                    super::client_auth_files::load_authorized_clients(dir).map_err(invalid)?;
+                dirs.push((e.key_file.clone(), dir.clone()));
+            }
+        }
     }
     Ok(out)
 }
@@ -698,6 +752,46 @@ mod example_tests {
             proxy.proxy.proxy_config(),
             crate::client::ProxyConfig::default()
         );
+    }
+
+    /// The example's commented `[[service]]` with client authorisation and its
+    /// `[[client_auth]]`, uncommented as an operator would with only the paths and the
+    /// address substituted, load: the service lists the client, the client has its key.
+    #[test]
+    fn example_client_authorisation_loads() {
+        use std::os::unix::fs::PermissionsExt;
+        let text = std::fs::read_to_string(example("proxy.toml")).unwrap();
+        let d = std::env::temp_dir().join(format!("allium-doc-auth-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let clients = d.join("web-clients");
+        std::fs::create_dir_all(&clients).unwrap();
+        let private = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        private(&clients, 0o700).unwrap();
+        let line = crate::cli::client_auth_files::keygen(&d.join("alice.key")).unwrap();
+        std::fs::write(clients.join("alice.auth"), format!("{line}\n")).unwrap();
+        private(&clients.join("alice.auth"), 0o600).unwrap();
+        let id = crate::crypto::IdentityKeypair::generate(&mut rand::rng()).public();
+        let address = crate::onion::OnionAddress::from_identity(id).unwrap();
+        let start = text.find("# [[service]]").unwrap();
+        let section: String = text[start..]
+            .lines()
+            .filter(|l| l.starts_with("# ") && (l.contains(" = ") || l.starts_with("# [[")))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let toml_text = format!(
+            "{}{}",
+            &text[..start],
+            section
+                .replace("/var/lib/allium/proxy/", &format!("{}/", d.display()))
+                .replace("<address>.allium", &address.to_string())
+        );
+        let file: ProxyFile = toml::from_str(&toml_text).unwrap();
+        let svcs = services(&file.service, Path::new("proxy.toml")).unwrap();
+        let alice = client_auth_keys(&file.client_auth).unwrap();
+        assert_eq!(alice.len(), 1);
+        assert_eq!(alice[0].0, address);
+        assert_eq!(svcs[0].authorized_clients, vec![alice[0].1.public()]);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     /// The example's commented `[exit]` table, uncommented as an operator would, is a
