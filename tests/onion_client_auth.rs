@@ -332,3 +332,33 @@ async fn authorised_client_connects_and_others_are_told_why() {
     net.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `allium onion-auth-keygen`, as a real process: writes a mode-0600 key file, prints the
+/// `.auth` line, and never replaces an existing key.
+#[test]
+fn onion_auth_keygen_writes_a_private_key_and_prints_its_public_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("allium-auth-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("alice.key");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_allium"))
+            .args(["onion-auth-keygen", "--key-file"])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let public: ClientAuthPublic = line.trim_end().parse().unwrap();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&key).unwrap().len(), 41);
+    let again = run();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not replacing"));
+    assert!(line.starts_with(&public.to_string()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

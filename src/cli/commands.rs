@@ -410,6 +410,7 @@ pub(crate) async fn proxy(path: &Path) -> CmdResult {
     cfg.onion_pow_min_effort = p.onion_pow_min_effort;
     cfg.onion_pow_max_effort = p.onion_pow_max_effort;
     cfg.link_padding = p.link_padding;
+    cfg.onion_client_auth = config::client_auth_keys(&file.client_auth)?;
     if p.max_circuit_dirtiness_secs < super::config::MIN_DIRTINESS_SECS {
         return Err(format!(
             "max_circuit_dirtiness_secs = {} is too short (at least {})",

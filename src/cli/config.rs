@@ -282,7 +282,12 @@ pub struct ProxyFile {
     pub service: Vec<ServiceSection>,
     /// The `[control]` table: the control port (off without it; docs/control.md).
     pub control: Option<super::control::ControlSection>,
+    /// `[[client_auth]]` entries: this proxy's keys for services that authorise clients.
+    #[serde(default)]
+    pub client_auth: Vec<ClientAuthEntry>,
 }
+
+pub use super::client_auth_files::{client_auth_keys, ClientAuthEntry};
 
 /// One `[[service]]` entry of proxy.toml: a virtual port of an onion service and the local
 /// target its streams connect to. Several entries with the same `key_file` are one service
@@ -311,6 +316,10 @@ pub struct ServiceSection {
     pub intros_per_second: Option<u32>,
     /// Valid introductions waiting to be answered at most (default 256).
     pub intro_queue: Option<usize>,
+    /// Client authorisation: a directory (mode 0700) of `<name>.auth` files, one per
+    /// client allowed to reach the service (docs/protocol.md §8.4.1). Entries with the
+    /// same `key_file` must name the same directory, or only one of them any.
+    pub authorized_clients_dir: Option<PathBuf>,
 }
 
 /// Applies an entry's service-wide setting `value` to `slot`, refusing a second entry of
@@ -362,6 +371,7 @@ pub fn services(
     // queue).
     type Seen = (Option<bool>, Option<u32>, Option<u32>, Option<usize>);
     let mut seen: Vec<Seen> = Vec::new();
+    let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if e.port == 0 {
             return Err(invalid(format!(
@@ -425,6 +435,20 @@ pub fn services(
             )));
         }
         ports.push((e.port, e.target));
+        if let Some(dir) = &e.authorized_clients_dir {
+            if dirs.iter().any(|(k, d)| *k == e.key_file && d != dir) {
+                return Err(invalid(format!(
+                    "[[service]] entry {}: another authorized_clients_dir for key file {}",
+                    i + 1,
+                    e.key_file.display()
+                )));
+            }
+            if !dirs.iter().any(|(k, _)| *k == e.key_file) {
+                s.authorized_clients =
+                    super::client_auth_files::load_authorized_clients(dir).map_err(invalid)?;
+                dirs.push((e.key_file.clone(), dir.clone()));
+            }
+        }
     }
     Ok(out)
 }
@@ -615,10 +639,11 @@ mod tests {
             .skip_while(|l| *l != "# [[service]]")
             .take_while(|l| !l.is_empty());
         for line in block.filter_map(|l| l.strip_prefix("# ")) {
+            // (authorized_clients_dir names a directory this test does not have; the
+            // client-authorisation tests load it.)
+            let key = line.split_once(" = ").map(|(k, _)| k);
             if line == "[[service]]"
-                || line
-                    .split_once(" = ")
-                    .is_some_and(|(k, _)| !k.contains(' '))
+                || key.is_some_and(|k| !k.contains(' ') && k != "authorized_clients_dir")
             {
                 text.push_str(line);
                 text.push('\n');
@@ -826,6 +851,49 @@ mod example_tests {
             proxy.proxy.proxy_config(),
             crate::client::ProxyConfig::default()
         );
+    }
+
+    /// The example's commented `[[service]]` with client authorisation and its
+    /// `[[client_auth]]`, uncommented as an operator would with only the paths and the
+    /// address substituted, load: the service lists the client, the client has its key.
+    #[test]
+    fn example_client_authorisation_loads() {
+        use std::os::unix::fs::PermissionsExt;
+        let text = std::fs::read_to_string(example("proxy.toml")).unwrap();
+        let d = std::env::temp_dir().join(format!("allium-doc-auth-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let clients = d.join("web-clients");
+        std::fs::create_dir_all(&clients).unwrap();
+        let private = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        private(&clients, 0o700).unwrap();
+        let line = crate::cli::client_auth_files::keygen(&d.join("alice.key")).unwrap();
+        std::fs::write(clients.join("alice.auth"), format!("{line}\n")).unwrap();
+        private(&clients.join("alice.auth"), 0o600).unwrap();
+        let id = crate::crypto::IdentityKeypair::generate(&mut rand::rng()).public();
+        let address = crate::onion::OnionAddress::from_identity(id).unwrap();
+        let start = text.find("# [[service]]").unwrap();
+        let end = text[start..]
+            .find("\n# Control port")
+            .map_or(text.len(), |e| start + e);
+        let section: String = text[start..end]
+            .lines()
+            .filter(|l| l.starts_with("# ") && (l.contains(" = ") || l.starts_with("# [[")))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let toml_text = format!(
+            "{}{}",
+            &text[..start],
+            section
+                .replace("/var/lib/allium/proxy/", &format!("{}/", d.display()))
+                .replace("<address>.allium", &address.to_string())
+        );
+        let file: ProxyFile = toml::from_str(&toml_text).unwrap();
+        let svcs = services(&file.service, Path::new("proxy.toml")).unwrap();
+        let alice = client_auth_keys(&file.client_auth).unwrap();
+        assert_eq!(alice.len(), 1);
+        assert_eq!(alice[0].0, address);
+        assert_eq!(svcs[0].authorized_clients, vec![alice[0].1.public()]);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     /// The example's commented `[exit]` table, uncommented as an operator would, is a

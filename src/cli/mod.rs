@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch. `src/main.rs` only calls [`run`].
 
+pub(crate) mod client_auth_files;
 pub(crate) mod commands;
 pub mod config;
 pub mod control;
@@ -71,6 +72,13 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Create an onion-service client-authorisation key file (mode 0600) and print the
+    /// line to put in the service's `<name>.auth` file.
+    OnionAuthKeygen {
+        /// The key file to create (an existing file is never replaced).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
     /// Start a local network (authority and relays as child processes) and measure it:
     /// throughput, time to first byte, circuit builds, relay handshakes, memory and CPU.
     Bench(crate::bench::BenchArgs),
@@ -122,6 +130,9 @@ pub fn run() -> ExitCode {
             Command::Proxy { config } => commands::proxy(&config).await,
             Command::DemoServer { listen } => commands::demo_server(listen).await,
             Command::Keygen { data_dir } => commands::keygen(&data_dir),
+            Command::OnionAuthKeygen { key_file } => {
+                client_auth_files::keygen(&key_file).map(|line| println!("{line}"))
+            }
             Command::Bench(args) => crate::bench::bench(args).await,
             Command::BenchClient(args) => crate::bench::bench_client(args).await,
             Command::BenchSink(args) => crate::bench::bench_sink(args).await,

@@ -45,6 +45,8 @@ pub enum KeyType {
     Identity = 1,
     /// x25519 onion secret.
     Onion = 2,
+    /// x25519 onion-service client-authorisation secret.
+    ClientAuth = 3,
 }
 
 impl core::fmt::Display for KeyType {
@@ -52,6 +54,7 @@ impl core::fmt::Display for KeyType {
         f.write_str(match self {
             KeyType::Identity => "identity (1)",
             KeyType::Onion => "onion (2)",
+            KeyType::ClientAuth => "onion client authorisation (3)",
         })
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::crypto::KeyFileError;
-use crate::onion::pow::MAX_SUGGESTED_EFFORT;
 use crate::onion::client_auth::MAX_AUTH_CLIENTS;
+use crate::onion::pow::MAX_SUGGESTED_EFFORT;
 
 /// How one onion service runs.
 #[derive(Debug, Clone)]
