@@ -194,6 +194,10 @@ async fn descriptor(
     let periods = PeriodParams::default();
     let to_fetch = periods::periods_to_fetch(&periods, now);
     let mut last = String::from("no usable time period");
+    // A client-authorisation refusal comes from the service's own signed descriptor, but
+    // a directory may hold an older one (or lie by serving it): it is the answer only if
+    // no directory of any period has a descriptor this client can open.
+    let mut auth_refusal: Option<ClientError> = None;
     // Near a boundary the neighbouring period's descriptor too (the service's clock may
     // differ); the current period's directories are asked first.
     for (i, period) in to_fetch.into_iter().enumerate() {
@@ -204,27 +208,30 @@ async fn descriptor(
         };
         match fetch_for_period(onion, address, &periods, period, attempts).await? {
             Ok(cached) => return Ok(cached),
-            Err(e) => last = e,
+            Err((e, auth)) => {
+                last = e;
+                auth_refusal = auth_refusal.or(auth);
+            }
         }
     }
-    Err(OnionConnectError::NoDescriptor(last).into())
+    Err(auth_refusal.unwrap_or_else(|| OnionConnectError::NoDescriptor(last).into()))
 }
 
 /// Asks up to `attempts` of `period`'s descriptor directories for `address`'s descriptor;
-/// the verified one (cached), or why the last attempt failed; an error that no other
-/// directory or period can change (client authorisation) ends the search.
+/// the verified one (cached), or why the last attempt failed with the first
+/// client-authorisation refusal met (if any).
 async fn fetch_for_period(
     onion: &OnionConnector,
     address: &OnionAddress,
     periods: &PeriodParams,
     period: crate::onion::TimePeriod,
     attempts: usize,
-) -> Result<Result<CachedDescriptor, String>, ClientError> {
+) -> Result<Result<CachedDescriptor, (String, Option<ClientError>)>, ClientError> {
     let id = *address.identity().as_bytes();
     let now = onion.dir.clock().now_unix();
     let blinded = match BlindedPublic::derive(address, period) {
         Ok(b) => b,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err((e.to_string(), None))),
     };
     let consensus = onion.dir.live_consensus()?;
     let mut dirs: Vec<ConsensusEntry> = responsible_hsdirs(
@@ -240,6 +247,7 @@ async fn fetch_for_period(
     let min_revision = lock(&onion.revisions).floor(blinded.as_bytes(), now);
     let timeout = onion.circuit_timeout;
     let mut last = String::from("no descriptor directory in the consensus");
+    let mut auth_refusal = None;
     for dir in dirs.iter().take(attempts) {
         let attempt = async {
             let circ = onion
@@ -286,16 +294,19 @@ async fn fetch_for_period(
                 }
                 return Ok(Ok(cached));
             }
-            // Signed by the service: another directory's copy would say the same.
             Err(e @ ClientError::Onion(OnionConnectError::ClientAuthMissing))
-            | Err(e @ ClientError::Onion(OnionConnectError::ClientAuthRejected)) => return Err(e),
+            | Err(e @ ClientError::Onion(OnionConnectError::ClientAuthRejected)) => {
+                debug!("onion: a descriptor directory's copy cannot be opened: {e}");
+                last = e.to_string();
+                auth_refusal = auth_refusal.or(Some(e));
+            }
             Err(e) => {
                 debug!("onion: a descriptor directory failed: {e}");
                 last = e.to_string();
             }
         }
     }
-    Ok(Err(last))
+    Ok(Err((last, auth_refusal)))
 }
 
 /// A relay of the consensus to meet the service at: Running and Valid, not `avoid`, its

@@ -13,6 +13,9 @@ use crate::onion::OnionAddress;
 use super::line::{base64_encode, AddOnion, Command, EventKind, KeySpec, Signal, KEY_TYPE};
 use super::Control;
 
+/// How long a wrong AUTHENTICATE waits before its refusal.
+const FAILED_AUTH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One control connection's state.
 #[derive(Debug)]
 pub(super) struct Session {
@@ -76,6 +79,9 @@ pub(super) async fn handle(ctl: &Control, session: &mut Session, cmd: Command) -
                 session.authenticated = true;
                 Reply::ok()
             } else {
+                // A second's wait before the refusal (and the close): online guessing of
+                // a password costs a connection and a second per try.
+                tokio::time::sleep(FAILED_AUTH_DELAY).await;
                 Reply::closing("515 Authentication failed: wrong cookie or password")
             }
         }

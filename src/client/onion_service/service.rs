@@ -64,11 +64,15 @@ impl OnionService {
 pub async fn launch(client: Client, cfg: ServiceConfig) -> Result<OnionService, ServiceError> {
     check_config(&cfg)?;
     let identity = load_or_create_service_key(&cfg.key_file)?;
-    launch_with_key(client, cfg, identity).await
+    let service = launch_with_key(client, cfg, identity).await?;
+    info!("onion service {} starting", service.address());
+    Ok(service)
 }
 
 /// [`launch`] with the identity key given rather than read from `cfg.key_file` (which is
-/// then ignored): an ephemeral service whose key never touches the disk (ADD_ONION).
+/// then ignored): an ephemeral service whose key never touches the disk (ADD_ONION). Its
+/// address is logged at debug only: an ephemeral address is often a secret capability
+/// (a share link), handed to its controller alone.
 pub async fn launch_with_key(
     client: Client,
     cfg: ServiceConfig,
@@ -109,7 +113,7 @@ pub async fn launch_with_key(
         stopped,
     });
     let (tx, rx) = watch::channel(0u64);
-    info!("onion service {address} starting");
+    debug!("onion service {address} starting");
     let answering = tokio::spawn(answer_introductions(Arc::clone(&shared)));
     let task = tokio::spawn(async move {
         // The answering task ends with the main loop, whether stopped or aborted.
