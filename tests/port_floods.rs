@@ -839,9 +839,17 @@ async fn every_port_survives_bad_input_and_floods() {
         .await
     })
     .await;
-    phase(&mut t, "metrics port: 10,000 half-open", &both(1), async {
-        half_open(metrics, 10_000, Duration::from_secs(2)).await
-    })
+    // Under 10,000 silent connections the oldest silent one is evicted for each newcomer,
+    // so at thousands of connections a second the scraper's own connection may be evicted
+    // before the server task has read its request: on an idle machine it usually gets one
+    // in, on a loaded one (CI, 2 cores) sometimes none. The process must survive and curl
+    // and the directory be served.
+    phase(
+        &mut t,
+        "metrics port: 10,000 half-open",
+        &metrics_loris,
+        async { half_open(metrics, 10_000, Duration::from_secs(2)).await },
+    )
     .await;
 
     // ---- The proxy: SOCKS and HTTP CONNECT ports. ----

@@ -42,6 +42,11 @@ pub struct FingerprintArgs {
     /// a small web object. Each request is one full DATA cell.
     #[arg(long, default_value_t = 30)]
     pub max_response_cells: usize,
+    /// Percentage of fetches that are uploads instead (0 to 100): 1 to
+    /// `--max-response-cells` cells sent after the request, a one-cell response. The same
+    /// draws serve exit and onion fetches.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub upload_percent: u8,
     /// Seed of the response sizes and of the cross-validation folds.
     #[arg(long, default_value_t = 22)]
     pub seed: u64,
@@ -81,6 +86,7 @@ async fn bench(args: FingerprintArgs) -> Result<(), String> {
         },
         concurrency: args.concurrency,
         max_response_cells: args.max_response_cells.max(1),
+        upload_percent: args.upload_percent,
         seed: args.seed,
     };
     let dir = std::env::temp_dir().join(format!("allium-bench-fp-{}", std::process::id()));

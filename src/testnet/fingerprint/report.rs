@@ -25,6 +25,9 @@ pub struct MeasureConfig {
     pub concurrency: usize,
     /// Responses are 1 to this many cells.
     pub max_response_cells: usize,
+    /// Percentage (0–100) of fetches that are uploads (1 to `max_response_cells` cells
+    /// sent, one received).
+    pub upload_percent: u8,
     /// Seed of the response sizes and of the cross-validation folds.
     pub seed: u64,
 }
@@ -37,6 +40,7 @@ impl Default for MeasureConfig {
             padding: vec![false, true],
             concurrency: 32,
             max_response_cells: 30,
+            upload_percent: 0,
             seed: 22,
         }
     }
@@ -169,6 +173,7 @@ async fn measure_on(
             padding,
             concurrency: cfg.concurrency,
             max_response_cells: cfg.max_response_cells,
+            upload_percent: cfg.upload_percent,
             seed: cfg.seed,
             window: cfg.window,
         };

@@ -4,8 +4,10 @@
 //!
 //! A fetch is a request of one cell (a DATA cell of [`MAX_RELAY_DATA`] bytes naming the
 //! response size) and a response of 1 to `max_response_cells` full cells, uniformly
-//! drawn (a small web object); the exit and onion fetches draw from the same sequence, so
-//! only the circuits differ. Each exit fetch has an isolation class of its own (a new exit
+//! drawn (a small web object). A share of the fetches are uploads instead (the request's
+//! cell is followed by 1 to `max_response_cells` cells, the response is one cell: a form
+//! or a file sent), as an exit's real traffic has both directions. The exit and onion
+//! fetches draw from the same sequence, so only the circuits differ. Each exit fetch has an isolation class of its own (a new exit
 //! circuit), each onion fetch too (a new introduction and rendezvous: the onion connector
 //! reuses rendezvous circuits only within a class). No circuit is prebuilt in advance of
 //! its use, so every circuit's window starts with its construction, as it does for onion
@@ -50,8 +52,10 @@ pub struct WorkloadConfig {
     pub padding: bool,
     /// Fetches in flight at once.
     pub concurrency: usize,
-    /// Responses are 1 to this many cells.
+    /// Responses (uploads) are 1 to this many cells.
     pub max_response_cells: usize,
+    /// Percentage (0–100) of fetches that are uploads.
+    pub upload_percent: u8,
     /// Seed of the response sizes.
     pub seed: u64,
     /// The recorders' window: the run waits this long after its last fetch.
@@ -89,7 +93,8 @@ pub fn install(net: &TestNet, limits: RecorderLimits) -> Result<Vec<Arc<GuardRec
 }
 
 /// Serves the fetches: reads a request of [`MAX_RELAY_DATA`] bytes whose first four name
-/// the response size, answers with that many bytes and closes.
+/// the response size and next four the size of an upload that follows, reads the upload,
+/// answers with the response's bytes and closes.
 async fn object_server() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -102,8 +107,13 @@ async fn object_server() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), St
                 if s.read_exact(&mut req).await.is_err() {
                     return;
                 }
-                let [a, b, c, d, ..] = req;
+                let [a, b, c, d, e, f, g, h, ..] = req;
                 let len = (u32::from_be_bytes([a, b, c, d]) as usize).min(MAX_RESPONSE);
+                let up = (u32::from_be_bytes([e, f, g, h]) as usize).min(MAX_RESPONSE);
+                let mut upload = vec![0u8; up];
+                if s.read_exact(&mut upload).await.is_err() {
+                    return;
+                }
                 let _ = s.write_all(&vec![0x5a; len]).await;
                 let _ = s.shutdown().await;
             });
@@ -112,14 +122,22 @@ async fn object_server() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), St
     Ok((addr, task))
 }
 
-/// One fetch of `len` bytes on a stream to `target:port` in class `iso`.
+/// What one fetch moves: bytes sent after the request's cell, bytes received.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    upload: usize,
+    response: usize,
+}
+
+/// One fetch on a stream to `target:port` in class `iso`.
 async fn fetch(
     client: &Client,
     target: TargetAddr,
     port: u16,
     iso: &Isolation,
-    len: usize,
+    sizes: Sizes,
 ) -> Result<(), String> {
+    let len = sizes.response;
     let go = async {
         let mut s = client
             .connect_target(target, port, iso)
@@ -129,7 +147,13 @@ async fn fetch(
         if let Some(head) = req.get_mut(..4) {
             head.copy_from_slice(&(len as u32).to_be_bytes());
         }
+        if let Some(head) = req.get_mut(4..8) {
+            head.copy_from_slice(&(sizes.upload as u32).to_be_bytes());
+        }
         s.write_all(&req).await.map_err(|e| e.to_string())?;
+        s.write_all(&vec![0xa5; sizes.upload])
+            .await
+            .map_err(|e| e.to_string())?;
         s.flush().await.map_err(|e| e.to_string())?;
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.map_err(|e| e.to_string())?;
@@ -194,14 +218,30 @@ pub async fn run(
         .map_err(|e| format!("client: {e}"))?;
 
     let mut rng = SplitMix(cfg.seed);
-    let sizes: Vec<usize> = (0..cfg.exit_fetches.max(cfg.onion_fetches))
-        .map(|_| (1 + rng.below(cfg.max_response_cells.max(1))) * MAX_RELAY_DATA)
+    let sizes: Vec<Sizes> = (0..cfg.exit_fetches.max(cfg.onion_fetches))
+        .map(|_| {
+            let bulk = (1 + rng.below(cfg.max_response_cells.max(1))) * MAX_RELAY_DATA;
+            if rng.below(100) < usize::from(cfg.upload_percent) {
+                Sizes {
+                    upload: bulk,
+                    response: MAX_RELAY_DATA,
+                }
+            } else {
+                Sizes {
+                    upload: 0,
+                    response: bulk,
+                }
+            }
+        })
         .collect();
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks: JoinSet<Done> = JoinSet::new();
     // Interleaved, so both kinds see the same load.
     for i in 0..cfg.exit_fetches.max(cfg.onion_fetches) {
-        let len = sizes.get(i).copied().unwrap_or(MAX_RELAY_DATA);
+        let len = sizes.get(i).copied().unwrap_or(Sizes {
+            upload: 0,
+            response: MAX_RELAY_DATA,
+        });
         let kinds = [(true, i < cfg.exit_fetches), (false, i < cfg.onion_fetches)];
         for (exit, wanted) in kinds {
             if !wanted {
