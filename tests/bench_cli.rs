@@ -264,7 +264,8 @@ fn bench_udp_reports_both_paths() {
 }
 
 /// `allium bench fingerprint` (docs/PERFORMANCE.md, "Circuit fingerprinting"), short: one
-/// run without padding gives every pair and classifier an accuracy and an interval.
+/// run without padding, half the fetches uploads, gives every pair and classifier an
+/// accuracy and an interval (the run fails if more than a tenth of the fetches fail).
 #[test]
 fn bench_fingerprint_reports_every_pair_and_classifier() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_allium"));
@@ -277,6 +278,8 @@ fn bench_fingerprint_reports_every_pair_and_classifier() {
         "2",
         "--padding",
         "off",
+        "--upload-percent",
+        "50",
         "--json",
     ]);
     let (ok, stdout, stderr) = run_with_timeout(cmd);
