@@ -260,17 +260,7 @@ pub(crate) fn seal_cookie<R: CryptoRng + ?Sized>(
         entries.push(split_entry(&keys, &cookie));
     }
     let total = clients.len().div_ceil(AUTH_CLIENT_PAD) * AUTH_CLIENT_PAD;
-    while entries.len() < total {
-        // Fakes are uniformly random, as real entries look to anyone else.
-        let mut fake = AuthClientEntry {
-            client_id: [0; CLIENT_ID_LEN],
-            encrypted_cookie: [0; COOKIE_LEN],
-        };
-        rng.fill_bytes(&mut fake.client_id);
-        rng.fill_bytes(&mut fake.encrypted_cookie);
-        entries.push(fake);
-    }
-    entries.sort_by_key(|e| e.client_id);
+    add_fakes(rng, &mut entries, total);
     let n = entries.len();
     entries.dedup_by(|a, b| a.client_id == b.client_id);
     if entries.len() != n {
@@ -283,6 +273,39 @@ pub(crate) fn seal_cookie<R: CryptoRng + ?Sized>(
     };
     section.check()?;
     Ok((section, cookie))
+}
+
+/// Fills `entries` up to `total` with uniformly random entries (as real ones look to
+/// anyone else) and sorts them by id.
+fn add_fakes<R: CryptoRng + ?Sized>(rng: &mut R, entries: &mut Vec<AuthClientEntry>, total: usize) {
+    while entries.len() < total {
+        let mut fake = AuthClientEntry {
+            client_id: [0; CLIENT_ID_LEN],
+            encrypted_cookie: [0; COOKIE_LEN],
+        };
+        rng.fill_bytes(&mut fake.client_id);
+        rng.fill_bytes(&mut fake.encrypted_cookie);
+        entries.push(fake);
+    }
+    entries.sort_by_key(|e| e.client_id);
+}
+
+/// The section of a service that authorises no client: 16 random entries under a fresh
+/// ephemeral key, so its descriptor has the shape and size of one listing 1 to 16
+/// clients (its inner layer is then sealed under [`NO_AUTH_COOKIE`]).
+pub(crate) fn fake_section<R: CryptoRng + ?Sized>(rng: &mut R) -> ClientAuthSection {
+    let mut entries = Vec::with_capacity(AUTH_CLIENT_PAD);
+    add_fakes(rng, &mut entries, AUTH_CLIENT_PAD);
+    // Two equal random ids (2^-64): drop one and draw again until 16 distinct.
+    entries.dedup_by(|a, b| a.client_id == b.client_id);
+    while entries.len() < AUTH_CLIENT_PAD {
+        add_fakes(rng, &mut entries, AUTH_CLIENT_PAD);
+        entries.dedup_by(|a, b| a.client_id == b.client_id);
+    }
+    ClientAuthSection {
+        ephemeral: *OnionKeypair::generate(rng).public().as_bytes(),
+        clients: entries,
+    }
 }
 
 /// The entry `key` would have under `ephemeral`: its id, and (in `encrypted_cookie`) the
@@ -323,7 +346,12 @@ pub(crate) fn open_cookie(
     Some(cookie)
 }
 
-/// The inner layer's key with client authorisation: needs both `A` and the cookie.
+/// The cookie of a descriptor whose service authorises no client: known to all, so the
+/// inner layer is then as readable as the first (by anyone who knows the address). A real
+/// cookie is 32 random bytes.
+pub const NO_AUTH_COOKIE: [u8; COOKIE_LEN] = [0; COOKIE_LEN];
+
+/// The inner layer's key: needs both `A` and the cookie.
 pub(crate) fn auth_inner_key(
     ctx: &DescContext<'_>,
     cookie: &[u8; COOKIE_LEN],

@@ -1,6 +1,7 @@
 //! The descriptor's encrypted layers (protocol.md §8.4): the first, keyed by the address,
-//! holds the optional client-authorisation section and the inner descriptor, itself
-//! encrypted again under the cookie when clients are authorised. Works on the inner
+//! holds the client-authorisation section and the inner descriptor, itself encrypted again
+//! under the cookie. A service that authorises no client carries 16 random entries and
+//! the known cookie [`NO_AUTH_COOKIE`], so its descriptor is the size of one that does. Works on the inner
 //! descriptor's encoding, so that `descriptor.rs` (which parses it) is the only caller.
 
 use chacha20poly1305::aead::{Aead, Payload};
@@ -17,8 +18,8 @@ use crate::crypto::IdentityPublic;
 use crate::dir::wire;
 use crate::onion::blinding::{BlindedPublic, TimePeriod};
 use crate::onion::client_auth::{
-    auth_inner_key, open_cookie, seal_cookie, ClientAuthPublic, ClientAuthSecret,
-    ClientAuthSection, DescContext,
+    auth_inner_key, fake_section, open_cookie, seal_cookie, ClientAuthPublic, ClientAuthSecret,
+    ClientAuthSection, DescContext, NO_AUTH_COOKIE,
 };
 
 /// HKDF info prefix of the first layer's key.
@@ -52,10 +53,10 @@ impl From<CodecError> for LayerError {
 /// The first layer's plaintext (before padding). Wire order is the field order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirstLayer {
-    /// Present when the service authorises clients.
-    pub client_auth: Option<ClientAuthSection>,
-    /// Without client authorisation, the encoded inner descriptor; with it, the second
-    /// layer's ciphertext and tag.
+    /// The service's authorised clients' entries, or 16 random ones when it has none.
+    pub client_auth: ClientAuthSection,
+    /// The second layer's ciphertext and tag (the padded inner descriptor, sealed under
+    /// the cookie).
     #[serde(deserialize_with = "wire::bounded_vec::<_, u8, { MAX_INNER_LEN + AEAD_TAG_LEN }>")]
     pub inner: Vec<u8>,
 }
@@ -134,9 +135,7 @@ fn unpad(padded: &[u8]) -> Result<&[u8], LayerError> {
 /// client section's count and order).
 pub(crate) fn decode_first_layer(padded: &[u8]) -> Result<FirstLayer, LayerError> {
     let first: FirstLayer = codec::decode(unpad(padded)?, MAX_INNER_LEN)?;
-    if let Some(section) = &first.client_auth {
-        section.check().map_err(LayerError::Bad)?;
-    }
+    first.client_auth.check().map_err(LayerError::Bad)?;
     Ok(first)
 }
 
@@ -169,18 +168,14 @@ pub(crate) fn seal_layers<R: CryptoRng + ?Sized>(
     clients: &[ClientAuthPublic],
 ) -> Result<Vec<u8>, LayerError> {
     let ad = layer_ad(ctx.blinded, revision);
-    let first = if clients.is_empty() {
-        FirstLayer {
-            client_auth: None,
-            inner: encoded_inner.to_vec(),
-        }
+    let (section, cookie) = if clients.is_empty() {
+        (fake_section(rng), Zeroizing::new(NO_AUTH_COOKIE))
     } else {
-        let (section, cookie) = seal_cookie(rng, ctx, clients).map_err(LayerError::ClientAuth)?;
-        let second = seal(&auth_inner_key(ctx, &cookie), &ad, &pad(encoded_inner)?)?;
-        FirstLayer {
-            client_auth: Some(section),
-            inner: second,
-        }
+        seal_cookie(rng, ctx, clients).map_err(LayerError::ClientAuth)?
+    };
+    let first = FirstLayer {
+        client_auth: section,
+        inner: seal(&auth_inner_key(ctx, &cookie), &ad, &pad(encoded_inner)?)?,
     };
     seal(&first_key(ctx), &ad, &encode_first_layer(&first)?)
 }
@@ -196,15 +191,21 @@ pub(crate) fn open_layers(
 ) -> Result<Zeroizing<Vec<u8>>, LayerError> {
     let ad = layer_ad(ctx.blinded, revision);
     let first = open_first_layer(ctx, revision, encrypted)?;
-    let Some(section) = &first.client_auth else {
-        return Ok(Zeroizing::new(first.inner));
+    let mine = key.and_then(|k| open_cookie(ctx, &first.client_auth, k));
+    let second = match &mine {
+        // Our entry: the layer must open with its cookie; if not, the entry was not made
+        // for this descriptor's cookie (e.g. copied from elsewhere).
+        Some(cookie) => open(&auth_inner_key(ctx, cookie), &ad, &first.inner)
+            .map_err(|_| LayerError::AuthNotAccepted)?,
+        // No entry of ours: readable only if the service authorises no client.
+        None => open(&auth_inner_key(ctx, &NO_AUTH_COOKIE), &ad, &first.inner).map_err(|_| {
+            if key.is_some() {
+                LayerError::AuthNotAccepted
+            } else {
+                LayerError::AuthRequired
+            }
+        })?,
     };
-    let key = key.ok_or(LayerError::AuthRequired)?;
-    let cookie = open_cookie(ctx, section, key).ok_or(LayerError::AuthNotAccepted)?;
-    // The entry was ours but the layer does not open: not a key the service gave this
-    // descriptor's cookie to (e.g. an entry copied from elsewhere).
-    let second = open(&auth_inner_key(ctx, &cookie), &ad, &first.inner)
-        .map_err(|_| LayerError::AuthNotAccepted)?;
     Ok(Zeroizing::new(unpad(&second)?.to_vec()))
 }
 
@@ -342,7 +343,7 @@ mod tests {
         let mut lens = Vec::new();
         for n in [1, 2, 15, 16] {
             let ct = svc.seal(&publics(&clients(n)));
-            let section = svc.first(&ct).client_auth.unwrap();
+            let section = svc.first(&ct).client_auth;
             assert_eq!(section.clients.len(), AUTH_CLIENT_PAD, "{n} clients");
             lens.push(ct.len());
         }
@@ -350,7 +351,7 @@ mod tests {
         for n in [17, MAX_AUTH_CLIENTS] {
             let ct = svc.seal(&publics(&clients(n)));
             assert_eq!(
-                svc.first(&ct).client_auth.unwrap().clients.len(),
+                svc.first(&ct).client_auth.clients.len(),
                 2 * AUTH_CLIENT_PAD
             );
         }
@@ -378,9 +379,9 @@ mod tests {
         // Every entry of the old descriptor, moved into the new one: none opens it,
         // whoever presents it (ids and cookies are bound to each descriptor's ephemeral
         // key and cookie).
-        let old_entries = svc.first(&old).client_auth.unwrap().clients;
+        let old_entries = svc.first(&old).client_auth.clients;
         let mut first = svc.first(&new);
-        first.client_auth.as_mut().unwrap().clients = old_entries;
+        first.client_auth.clients = old_entries;
         let forged = svc.reseal(&first);
         for who in [&a, &revoked] {
             assert!(matches!(
@@ -393,7 +394,7 @@ mod tests {
         let mut first = svc.first(&new);
         let identity = svc.id.public();
         let ctx = context(&identity, svc.blinded.public(), PERIOD, &svc.salt);
-        let section = first.client_auth.as_mut().unwrap();
+        let section = &mut first.client_auth;
         let a_id = expected_entry(&ctx, &section.ephemeral, &a)
             .unwrap()
             .client_id;
