@@ -4,8 +4,9 @@ stem-style script would drive allium's control port (docs/control.md):
 
   PROTOCOLINFO, AUTHENTICATE with the cookie file, GETINFO status/bootstrap-phase,
   SETEVENTS CIRC STREAM, ADD_ONION (then the service is reached through the SOCKS port),
-  the events that follow, DEL_ONION (then it is unreachable), SIGNAL NEWNYM, and a
-  second connection refused before it authenticates.
+  the events that follow, DEL_ONION (then it is unreachable), SIGNAL NEWNYM between two
+  streams through an exit to TARGET_PORT (the test checks that they left from different
+  exits), and a second connection refused before it authenticates.
 
 Usage: control_port.py CONTROL_HOST:PORT COOKIE_FILE SOCKS_HOST:PORT TARGET_PORT
 TARGET_PORT is a local TCP echo server the ephemeral service forwards to.
@@ -118,9 +119,9 @@ def recv_exact(s, n):
     return out
 
 
-def echo_through(socks, host):
-    """Connects to host:80 through SOCKS and checks the echo; the SOCKS reply code."""
-    s, code = socks_connect(socks, host, 80)
+def echo_through(socks, host, port=80):
+    """Connects to host:port through SOCKS and checks the echo; the SOCKS reply code."""
+    s, code = socks_connect(socks, host, port)
     if s is None:
         return code
     s.sendall(b"ping\n")
@@ -205,7 +206,12 @@ def main():
     if not again[-1].startswith("552 "):
         fail("second DEL_ONION: %r" % again)
 
+    # An exit stream, NEWNYM, another: the test sees which exits carried them.
+    if echo_through(socks, "127.0.0.1", target_port) != 0:
+        fail("the exit stream before NEWNYM failed")
     c.expect_ok("SIGNAL NEWNYM")
+    if echo_through(socks, "127.0.0.1", target_port) != 0:
+        fail("the exit stream after NEWNYM failed")
     bye = c.command("QUIT")
     if not bye[-1].startswith("250 "):
         fail("QUIT: %r" % bye)

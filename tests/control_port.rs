@@ -6,6 +6,8 @@
 //!   on that process closes the circuits (new ones are built, seen as CIRC events);
 //! - NEWNYM closes exit circuits and cached rendezvous circuits: the next stream on the
 //!   same isolation class uses another circuit, the next onion stream a new rendezvous;
+//!   the next exit stream leaves from another exit, NEWNYM after NEWNYM, as the exits
+//!   themselves record (the Python script's streams before and after its NEWNYM too);
 //! - attackers: a wrong cookie, an over-long line, commands before AUTHENTICATE, too many
 //!   connections and a connection that never authenticates are refused and closed, and an unauthenticated
 //!   connection never receives an event; ephemeral services belong to their connection.
@@ -15,16 +17,19 @@
 
 mod common;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use allium::cell::{Hostname, TargetAddr};
 use allium::client::control::{serve_tcp, Control, ControlConfig, Events};
 use allium::client::onion_service::{launch, ServiceConfig};
 use allium::client::{Client, ClientConfig, Isolation, ProxyConfig};
+use allium::relay::ExitConnector;
 use allium::testnet::{TestNet, TestNetConfig};
 use common::{prereq, NO_HANG};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -37,12 +42,52 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-async fn start_net() -> TestNet {
+/// Which exit (relay index) opened each exit connection, in order: ground truth from the
+/// exits themselves.
+#[derive(Debug, Default)]
+struct ExitLog(Mutex<Vec<(usize, SocketAddr)>>);
+
+impl ExitLog {
+    /// The exits that connected to `to`, in order.
+    fn exits_to(&self, to: SocketAddr) -> Vec<usize> {
+        let log = self.0.lock().unwrap();
+        log.iter()
+            .filter(|(_, a)| *a == to)
+            .map(|(i, _)| *i)
+            .collect()
+    }
+}
+
+/// An exit's connector that records the connection in the log, then makes it.
+#[derive(Debug)]
+struct Recorded {
+    exit: usize,
+    log: Arc<ExitLog>,
+}
+
+impl ExitConnector for Recorded {
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+        self.log.0.lock().unwrap().push((self.exit, addr));
+        Box::pin(TcpStream::connect(addr))
+    }
+}
+
+/// A test network with two exits, whose connections are logged.
+async fn start_net() -> (TestNet, Arc<ExitLog>) {
+    let log = Arc::new(ExitLog::default());
+    let recorded = |exit| -> (usize, Arc<dyn ExitConnector>) {
+        let log = Arc::clone(&log);
+        (exit, Arc::new(Recorded { exit, log }))
+    };
     let net = TestNet::start(&TestNetConfig {
         authorities: 1,
         relays: 5,
         exits: 2,
         period: Duration::from_secs(6),
+        exit_connectors: vec![recorded(0), recorded(1)],
         ..TestNetConfig::default()
     })
     .await
@@ -50,7 +95,7 @@ async fn start_net() -> TestNet {
     net.wait_for_consensus(Duration::from_secs(40))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    net
+    (net, log)
 }
 
 /// A TCP echo server on 127.0.0.1.
@@ -163,6 +208,7 @@ impl Ctl {
 /// An in-process client with the control port and a SOCKS port on 127.0.0.1.
 struct InProcess {
     net: TestNet,
+    exits: Arc<ExitLog>,
     client: Client,
     control: SocketAddr,
     socks: SocketAddr,
@@ -171,7 +217,7 @@ struct InProcess {
 }
 
 async fn in_process(tag: &str) -> InProcess {
-    let net = start_net().await;
+    let (net, exits) = start_net().await;
     let dir = temp_dir(tag);
     let events = Arc::new(Events::default());
     let mut cfg = ClientConfig::new(net.authority_info.clone());
@@ -195,6 +241,7 @@ async fn in_process(tag: &str) -> InProcess {
     tokio::spawn(serve_tcp(l, ctl, std::future::pending()));
     InProcess {
         net,
+        exits,
         client,
         control,
         socks,
@@ -430,6 +477,7 @@ async fn newnym_closes_exit_and_rendezvous_circuits() {
     echo_check(&mut exit).await;
     let before = ids(&t.client);
     assert!(!before.is_empty());
+    assert_eq!(t.exits.exits_to(echo).len(), 1);
 
     let mut c = Ctl::connect(t.control).await;
     c.authenticate(&t.cookie).await;
@@ -457,6 +505,9 @@ async fn newnym_closes_exit_and_rendezvous_circuits() {
         after.iter().all(|id| !before.contains(id)),
         "{before:?} → {after:?}"
     );
+    // ... leaving from the other exit.
+    let exits = t.exits.exits_to(echo);
+    assert!(exits.len() == 2 && exits[0] != exits[1], "{exits:?}");
     // And the service is reached again, over a new rendezvous.
     let mut rend = tokio::time::timeout(NO_HANG, t.client.connect_target(onion, 80, &iso))
         .await
@@ -466,6 +517,48 @@ async fn newnym_closes_exit_and_rendezvous_circuits() {
     assert_eq!(t.client.rendezvous_circuits_held(), 1);
 
     service.stop();
+    t.net.shutdown().await;
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// NEWNYM after NEWNYM (the call the control port makes), each next stream leaves from
+/// another exit than the stream before it: with two exits, they alternate. Without the
+/// exclusion each round would repeat the exit with probability about 1/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newnym_moves_the_next_stream_to_another_exit() {
+    let t = in_process("newexit").await;
+    let echo = echo_server().await;
+    let iso = Isolation(b"one user".to_vec());
+    let ip = TargetAddr::Ip(echo.ip());
+    for round in 0..4 {
+        if round > 0 {
+            t.client.new_identity().await;
+        }
+        let mut s = tokio::time::timeout(
+            NO_HANG,
+            t.client.connect_target(ip.clone(), echo.port(), &iso),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        echo_check(&mut s).await;
+        // A second stream before the next NEWNYM shares the circuit, and its exit.
+        let mut again = t
+            .client
+            .connect_target(ip.clone(), echo.port(), &iso)
+            .await
+            .unwrap();
+        echo_check(&mut again).await;
+    }
+    let exits = t.exits.exits_to(echo);
+    eprintln!("exits per stream (relay index): {exits:?}");
+    assert_eq!(exits.len(), 8, "{exits:?}");
+    for pair in exits.chunks(2) {
+        assert_eq!(pair[0], pair[1], "{exits:?}");
+    }
+    for w in exits.chunks(2).collect::<Vec<_>>().windows(2) {
+        assert_ne!(w[0][0], w[1][0], "NEWNYM kept the exit: {exits:?}");
+    }
     t.net.shutdown().await;
     let _ = std::fs::remove_dir_all(&t.dir);
 }
@@ -499,7 +592,7 @@ async fn python_client_drives_a_real_proxy_control_port() {
     if !prereq::require(&[prereq::python3()]) {
         return;
     }
-    let net = start_net().await;
+    let (net, exits) = start_net().await;
     let echo = echo_server().await;
     let dir = temp_dir("python");
     let socks_port = common::procnet::free_port();
@@ -566,6 +659,9 @@ async fn python_client_drives_a_real_proxy_control_port() {
     eprintln!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "control_port.py failed");
     assert!(stdout.contains("control_port.py: OK"));
+    // Its exit streams before and after its NEWNYM left from different exits.
+    let used = exits.exits_to(echo);
+    assert!(used.len() == 2 && used[0] != used[1], "{used:?}");
 
     // SIGUSR1 on the real process is NEWNYM: every circuit closed, new ones built.
     let mut c = Ctl::connect(control).await;

@@ -16,7 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 use allium::crypto::{KeyError, OnionKeyCert, RelayId};
 use allium::dir::descriptor::MAX_BANDWIDTH;
 use allium::dir::path::{
-    conflicts, exit_allows, policy_for, position_weight, same_subnet, select_exit, USABLE,
+    conflicts, exit_allows, policy_for, position_weight, same_subnet, select_exit,
+    select_path_avoiding, USABLE,
 };
 use allium::dir::{
     select_path, BandwidthWeights, Consensus, ConsensusEntry, GuardParams, GuardSet, PathError,
@@ -155,6 +156,55 @@ fn lengths_and_errors() {
         select_path(&c, &zero, &mut guards, 3, NOW, &mut rng).unwrap_err(),
         PathError::BadPort
     );
+}
+
+/// NEWNYM's exclusion (docs/control.md): the exits to avoid are never chosen while another
+/// exit allows the target, and are chosen rather than failing when none does.
+#[test]
+fn avoided_exits_are_chosen_only_when_no_other_exit_fits() {
+    let (c, auths) = synthetic_consensus(400);
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut guards = GuardSet::new(GuardParams::default());
+    let web = PathTarget::tcp(443, None);
+    let fitting: Vec<_> = c
+        .relays()
+        .iter()
+        .filter(|r| exit_allows(r, &web))
+        .map(|r| r.validated_identity().unwrap())
+        .collect();
+    assert!(fitting.len() > 10, "{}", fitting.len());
+    // Every fitting exit but one avoided: that one, every time.
+    let (keep, avoid) = fitting.split_last().unwrap();
+    for _ in 0..100 {
+        let path = select_path_avoiding(&c, &web, avoid, &mut guards, 3, NOW, &mut rng).unwrap();
+        check_path(&path, &web, 3, &guards);
+        assert_eq!(path[2].identity, *keep);
+    }
+    // All of them avoided: paths are still built, through the fitting exits.
+    for _ in 0..50 {
+        let path = select_path_avoiding(&c, &web, &fitting, &mut guards, 3, NOW, &mut rng).unwrap();
+        check_path(&path, &web, 3, &guards);
+    }
+
+    // A network with a single exit, which the client avoids: it still gets paths, through it.
+    let mut relays = c.relays().to_vec();
+    let only = relays
+        .iter()
+        .find(|r| exit_allows(r, &web))
+        .unwrap()
+        .identity;
+    for r in relays.iter_mut().filter(|r| r.identity != only) {
+        r.flags.set(RelayFlags::EXIT, false);
+    }
+    let one = consensus_of(&relays, &auths);
+    let only_id = one.relay(only).unwrap().validated_identity().unwrap();
+    let mut guards = GuardSet::new(GuardParams::default());
+    for _ in 0..20 {
+        let path =
+            select_path_avoiding(&one, &web, &[only_id], &mut guards, 3, NOW, &mut rng).unwrap();
+        check_path(&path, &web, 3, &guards);
+        assert_eq!(path[2].identity, only);
+    }
 }
 
 #[test]

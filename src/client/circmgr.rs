@@ -15,8 +15,9 @@ use tracing::debug;
 use crate::clock::Stamp;
 use crate::crypto::IdentityPublic;
 use crate::dir::path::policy_allows;
+use crate::dir::path::select_path_avoiding;
 use crate::dir::vanguards::{VanguardParams, VanguardSet};
-use crate::dir::{select_path, ConsensusEntry, ExitPolicy, PathTarget, Transport};
+use crate::dir::{ConsensusEntry, ExitPolicy, PathTarget, Transport};
 use crate::proto::{CircuitHandle, ClientCircuit, RelayTarget};
 use crate::sync::lock;
 
@@ -28,6 +29,7 @@ use super::purpose::{start_padding, CircPurpose, ClientObserver};
 use crate::proto::padding::machines::MachineKind;
 
 mod ending;
+mod newnym;
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
 const PATH_REDRAWS: usize = 8;
@@ -51,6 +53,8 @@ struct ReadyCircuit {
     built: Stamp,
     /// When it carried its first stream (None: still clean).
     first_used: Option<Instant>,
+    /// The NEWNYM epoch its build started in: one of an earlier epoch takes no streams.
+    nym: u64,
 }
 
 impl ReadyCircuit {
@@ -93,6 +97,7 @@ pub struct CircMgr {
     circuits: Mutex<HashMap<Isolation, Vec<ReadyCircuit>>>,
     clean: Mutex<Vec<ReadyCircuit>>,
     vanguards: Mutex<VanguardSet>,
+    nym: Mutex<newnym::Nym>,
 }
 
 impl std::fmt::Debug for CircMgr {
@@ -117,6 +122,7 @@ impl CircMgr {
             circuits: Mutex::new(HashMap::new()),
             clean: Mutex::new(Vec::new()),
             vanguards: Mutex::new(VanguardSet::new(VanguardParams::default())),
+            nym: Mutex::new(newnym::Nym::default()),
         }
     }
 
@@ -162,6 +168,7 @@ impl CircMgr {
         // build makes the circuit count as built before it.
         let built = self.dir.clock().stamp();
         let now = self.dir.clock().now_unix();
+        let (nym, avoid_exits) = lock(&self.nym).now();
         if !consensus.is_usable(now) {
             self.dir.want_consensus();
             return Err(ClientError::NoConsensus(format!(
@@ -174,9 +181,10 @@ impl CircMgr {
         let (hops, exit_policy, udp_policy) = {
             let mut guards = self.guards.lock();
             let mut select = || {
-                select_path(
+                select_path_avoiding(
                     &consensus,
                     target,
+                    &avoid_exits,
                     &mut guards,
                     self.params.path_len,
                     now,
@@ -245,6 +253,12 @@ impl CircMgr {
             Ok(circ) => {
                 guards.mark_success(first.identity);
                 self.guards.save(&guards);
+                // Built for an identity NEWNYM has since left.
+                if lock(&self.nym).epoch() != nym {
+                    let handle = circ.into_handle();
+                    tokio::spawn(async move { handle.close().await });
+                    return Err(ClientError::Circuit("a new identity was asked for".into()));
+                }
                 self.observe(&circ, CircPurpose::Exit, &hops);
                 Ok(ReadyCircuit {
                     exit: last_hop,
@@ -253,6 +267,7 @@ impl CircMgr {
                     udp_policy,
                     built,
                     first_used: None,
+                    nym,
                 })
             }
             Err(e) => {
@@ -334,8 +349,10 @@ impl CircMgr {
             addr: ip,
             proto,
         };
+        let nym = lock(&self.nym).epoch();
         let suits = |c: &ReadyCircuit| {
-            !c.handle.is_closed()
+            c.nym == nym
+                && !c.handle.is_closed()
                 && c.built.jumped_since(clock).is_none()
                 && self.exit_still_usable(&c.exit)
                 && policy_allows(c.policy_for(proto), &target)
@@ -456,15 +473,6 @@ impl CircMgr {
                 (k.clone(), ids)
             })
             .collect()
-    }
-
-    /// NEWNYM: closes every circuit, so no new stream uses any of them, and builds a clean
-    /// one again.
-    pub async fn close_all(self: &Arc<Self>) {
-        for c in self.take_all() {
-            c.handle.close().await;
-        }
-        self.replenish();
     }
 }
 

@@ -363,7 +363,7 @@ impl Client {
 
     /// NEWNYM: no new stream will use any existing circuit, exit or rendezvous (those
     /// are closed, and cached onion-service descriptors forgotten); later streams get new
-    /// paths.
+    /// paths, through other exits while another fits (docs/control.md, SIGNAL NEWNYM).
     pub async fn new_identity(&self) {
         self.inner.circuits.close_all().await;
         self.inner.onion.close_all().await;

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 use rand::Rng;
 
+use crate::crypto::IdentityPublic;
 use crate::dir::consensus::ConsensusEntry;
 use crate::dir::guards::GuardSet;
 use crate::dir::policy::ExitPolicy;
@@ -123,6 +124,30 @@ pub fn select_exit<'a, R: Rng + ?Sized>(
     })
 }
 
+/// Chooses an exit for `target` as [`select_exit`] does, but none of `avoid` (the exits a
+/// client used before NEWNYM) while another exit allows the target; only when none does
+/// is one of them chosen, so a network with a single fitting exit still works.
+pub fn select_exit_avoiding<'a, R: Rng + ?Sized>(
+    consensus: &'a Consensus,
+    target: &PathTarget,
+    avoid: &[IdentityPublic],
+    rng: &mut R,
+) -> Result<&'a ConsensusEntry, PathError> {
+    if avoid.is_empty() || target.port == 0 {
+        return select_exit(consensus, target, rng);
+    }
+    let w = consensus.weights();
+    let other = weighted_usable_choice(
+        consensus
+            .relays()
+            .iter()
+            .filter(|r| exit_allows(r, target) && !avoid.iter().any(|a| *a == r.identity))
+            .map(|r| (r, position_weight(w, r, Position::Exit))),
+        rng,
+    );
+    other.map_or_else(|| select_exit(consensus, target, rng), Ok)
+}
+
 /// Chooses a middle relay not conflicting with any of `chosen`.
 pub fn select_middle<'a, R: Rng + ?Sized>(
     consensus: &'a Consensus,
@@ -152,10 +177,24 @@ pub fn select_path<'a, R: Rng + ?Sized>(
     now: u64,
     rng: &mut R,
 ) -> Result<Vec<&'a ConsensusEntry>, PathError> {
+    select_path_avoiding(consensus, target, &[], guards, len, now, rng)
+}
+
+/// [`select_path`] with an exit chosen by [`select_exit_avoiding`]: none of `avoid_exits`
+/// unless no other exit allows the target.
+pub fn select_path_avoiding<'a, R: Rng + ?Sized>(
+    consensus: &'a Consensus,
+    target: &PathTarget,
+    avoid_exits: &[IdentityPublic],
+    guards: &mut GuardSet,
+    len: usize,
+    now: u64,
+    rng: &mut R,
+) -> Result<Vec<&'a ConsensusEntry>, PathError> {
     if !(MIN_PATH_LEN..=MAX_PATH_LEN).contains(&len) {
         return Err(PathError::BadLength(len));
     }
-    let exit = select_exit(consensus, target, rng)?;
+    let exit = select_exit_avoiding(consensus, target, avoid_exits, rng)?;
     let guard = guards.pick(consensus, &[exit], now, rng)?;
     let mut chosen: Vec<&'a ConsensusEntry> = vec![exit, guard];
     for position in 1..len - 1 {
