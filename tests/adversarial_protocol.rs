@@ -967,3 +967,52 @@ mod documents {
         assert!(matches!(err, DescriptorError::BadSignature(_)), "{err}");
     }
 }
+
+/// A relay that is a circuit's first hop refuses to run a padding machine (protocol.md
+/// §3.6): padding is negotiated with the second hop only, and a first hop that padded
+/// would let anyone spend its relay-wide padding budget with one-hop circuits. The
+/// attacker writes its own CREATE handshake asking for the introduction machine; the relay
+/// answers "disabled", counts the refusal and sends no padding, and the circuit works.
+#[tokio::test]
+async fn a_first_hop_refuses_to_run_a_padding_machine() {
+    use allium::cell::circuit_ext::{ClientExtensions, PaddingStatus, ReplyExtensions};
+    use allium::proto::padding::machines::MachineKind;
+
+    let r = exit_relay().await;
+    let t = target(&r);
+    let ext = ClientExtensions {
+        congestion_control: false,
+        padding: Some(MachineKind::Introduction.hop_machine()),
+    }
+    .encode()
+    .unwrap();
+    let mut chan = RawChannel::connect(&t).await;
+    let (state, hdata) =
+        client_handshake_start(&mut rand::rng(), &t.identity, &t.onion, &ext).unwrap();
+    let (id, answer) = chan.create_with(&hdata).await;
+    let ChanMsg::Created(created) = answer else {
+        panic!("expected CREATED, got {answer:?}");
+    };
+    let (keys, reply) = state.finish(created.data.as_slice()).unwrap();
+    let reply = ReplyExtensions::parse(&reply).unwrap();
+    assert_eq!(reply.padding, Some(PaddingStatus::Disabled));
+    let counters = &r.shared().counters;
+    assert_eq!(counters.padding_machines_refused.load(Ordering::Relaxed), 1);
+    // Nothing padded, and the one-hop circuit still carries a stream.
+    let mut layers = ClientLayers::new();
+    layers.push_hop(&keys).unwrap();
+    let mut circ = RawCircuit { chan, id, layers };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(counters.padding_cells_sent.load(Ordering::Relaxed), 0);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _held = listener.accept().await;
+        tokio::time::sleep(NO_HANG).await;
+    });
+    circ.send_cell(0, begin(1, port), false).await;
+    let (hop, cell) = circ.recv().await.expect("CONNECTED, not DESTROY");
+    assert_eq!(hop, 0);
+    assert!(matches!(cell.msg(), AtClient::Connected(_)), "{cell:?}");
+    assert_eq!(counters.padding_cells_sent.load(Ordering::Relaxed), 0);
+}
