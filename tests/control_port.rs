@@ -217,11 +217,16 @@ struct InProcess {
 }
 
 async fn in_process(tag: &str) -> InProcess {
+    in_process_with(tag, |_| {}).await
+}
+
+async fn in_process_with(tag: &str, tweak: impl FnOnce(&mut ClientConfig)) -> InProcess {
     let (net, exits) = start_net().await;
     let dir = temp_dir(tag);
     let events = Arc::new(Events::default());
     let mut cfg = ClientConfig::new(net.authority_info.clone());
     cfg.observer = Some(events.clone());
+    tweak(&mut cfg);
     let client = Client::bootstrap(cfg).await.unwrap();
     let socks_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let socks = socks_l.local_addr().unwrap();
@@ -558,6 +563,46 @@ async fn newnym_moves_the_next_stream_to_another_exit() {
     }
     for w in exits.chunks(2).collect::<Vec<_>>().windows(2) {
         assert_ne!(w[0][0], w[1][0], "NEWNYM kept the exit: {exits:?}");
+    }
+    t.net.shutdown().await;
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// The attack: a destination keeps one stream open past the circuit's dirtiness (a
+/// websocket trickling data), so the circuit is retired (takes no new streams) but stays
+/// open. NEWNYM must still end that stream, or the destination links the identities by
+/// the connection that survived it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newnym_ends_streams_on_circuits_already_retired() {
+    let t = in_process_with("retired", |c| c.max_dirtiness = Duration::from_secs(1)).await;
+    let echo = echo_server().await;
+    let iso = Isolation(b"held open".to_vec());
+    let ip = TargetAddr::Ip(echo.ip());
+    let mut held = t
+        .client
+        .connect_target(ip.clone(), echo.port(), &iso)
+        .await
+        .unwrap();
+    echo_check(&mut held).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The next stream of the class retires the old circuit and builds a new one.
+    let mut next = t
+        .client
+        .connect_target(ip.clone(), echo.port(), &iso)
+        .await
+        .unwrap();
+    echo_check(&mut next).await;
+    echo_check(&mut held).await;
+    t.client.new_identity().await;
+    for (name, s) in [("retired", &mut held), ("current", &mut next)] {
+        let mut buf = [0u8; 16];
+        let ended = tokio::time::timeout(NO_HANG, async {
+            let _ = s.write_all(b"after newnym").await;
+            matches!(s.read(&mut buf).await, Ok(0) | Err(_))
+        })
+        .await
+        .unwrap_or(false);
+        assert!(ended, "the {name} circuit's stream outlived NEWNYM");
     }
     t.net.shutdown().await;
     let _ = std::fs::remove_dir_all(&t.dir);

@@ -98,6 +98,8 @@ pub struct CircMgr {
     clean: Mutex<Vec<ReadyCircuit>>,
     vanguards: Mutex<VanguardSet>,
     nym: Mutex<newnym::Nym>,
+    /// Circuits past their dirtiness whose streams may still be open (NEWNYM closes them).
+    retiring: Mutex<Vec<newnym::Retired>>,
 }
 
 impl std::fmt::Debug for CircMgr {
@@ -123,6 +125,7 @@ impl CircMgr {
             clean: Mutex::new(Vec::new()),
             vanguards: Mutex::new(VanguardSet::new(VanguardParams::default())),
             nym: Mutex::new(newnym::Nym::default()),
+            retiring: Mutex::new(Vec::new()),
         }
     }
 
@@ -137,8 +140,7 @@ impl CircMgr {
             }
             match self.build_circuit(&CLEAN_TARGET).await {
                 Ok(c) => {
-                    lock(&self.clean).push(c);
-                    built += 1;
+                    built += usize::from(self.keep_clean(c));
                 }
                 Err(e) => tracing::warn!("bootstrap: a circuit failed: {e}"),
             }
@@ -360,7 +362,7 @@ impl CircMgr {
         if !fresh {
             let mut map = lock(&self.circuits);
             let list = map.entry(isolation.clone()).or_default();
-            retire_expired(list, clock, dirtiness);
+            self.keep_retired(isolation, retire_expired(list, clock, dirtiness));
             if let Some(c) = list.iter().find(|c| suits(c)) {
                 return Ok(c.handle.clone());
             }
@@ -381,10 +383,21 @@ impl CircMgr {
         let mut c = self.build_circuit_avoiding(&target, avoid).await?;
         c.first_used = Some(Instant::now());
         let handle = c.handle.clone();
-        lock(&self.circuits)
-            .entry(isolation.clone())
-            .or_default()
-            .push(c);
+        // Kept under the NEWNYM lock, so a NEWNYM either closes it or came before its
+        // build (then it belongs to the old identity and is closed here).
+        let kept = {
+            let nym = lock(&self.nym);
+            (c.nym == nym.epoch()).then(|| {
+                lock(&self.circuits)
+                    .entry(isolation.clone())
+                    .or_default()
+                    .push(c)
+            })
+        };
+        if kept.is_none() {
+            handle.close().await;
+            return Err(ClientError::Circuit("a new identity was asked for".into()));
+        }
         Ok(handle)
     }
 
@@ -399,12 +412,13 @@ impl CircMgr {
         let dirtiness = self.params.max_dirtiness;
         let mut held = {
             let mut map = lock(&self.circuits);
-            map.retain(|_, list| {
-                retire_expired(list, clock, dirtiness);
+            map.retain(|class, list| {
+                self.keep_retired(class, retire_expired(list, clock, dirtiness));
                 !list.is_empty()
             });
             map.values().map(Vec::len).sum::<usize>()
         };
+        lock(&self.retiring).retain(|r| !r.handle.is_closed());
         let mut clean = lock(&self.clean);
         clean.retain(|c| !c.handle.is_closed());
         held += clean.len();
@@ -419,7 +433,7 @@ impl CircMgr {
                 return;
             }
             if let Ok(c) = me.build_circuit(&CLEAN_TARGET).await {
-                lock(&me.clean).push(c);
+                me.keep_clean(c);
             }
         });
     }
@@ -428,17 +442,14 @@ impl CircMgr {
     /// streams may finish); they were built on a consensus and certificates checked at a
     /// time that is no longer now. [`Self::refill_clean`] rebuilds the clean ones.
     pub async fn retire_all(&self) {
-        for c in self.take_all() {
+        let classes: Vec<(Isolation, Vec<ReadyCircuit>)> = lock(&self.circuits).drain().collect();
+        for (class, list) in classes {
+            self.keep_retired(&class, list);
+        }
+        let clean: Vec<ReadyCircuit> = lock(&self.clean).drain(..).collect();
+        for c in clean {
             c.handle.retire().await;
         }
-    }
-
-    /// Every circuit this manager holds (isolated and clean), no longer held.
-    fn take_all(&self) -> Vec<ReadyCircuit> {
-        let mut all: Vec<ReadyCircuit> =
-            lock(&self.circuits).drain().flat_map(|(_, v)| v).collect();
-        all.extend(lock(&self.clean).drain(..));
-        all
     }
 
     /// Builds clean circuits in the background until the configured number is ready.
@@ -452,7 +463,9 @@ impl CircMgr {
             };
             for _ in 0..missing {
                 match me.build_circuit(&CLEAN_TARGET).await {
-                    Ok(c) => lock(&me.clean).push(c),
+                    Ok(c) => {
+                        me.keep_clean(c);
+                    }
                     Err(e) => debug!("client: a clean circuit failed: {e}"),
                 }
             }
@@ -477,20 +490,20 @@ impl CircMgr {
 }
 
 /// Takes out of `list` the circuits that must take no new streams (closed, built before a
-/// wall-clock jump, or first used longer than `dirtiness` ago) and retires them: each
-/// closes once its open streams are done.
-fn retire_expired(list: &mut Vec<ReadyCircuit>, clock: &crate::clock::Clock, dirtiness: Duration) {
+/// wall-clock jump, or first used longer than `dirtiness` ago), for
+/// [`CircMgr::keep_retired`] to retire: each closes once its open streams are done.
+fn retire_expired(
+    list: &mut Vec<ReadyCircuit>,
+    clock: &crate::clock::Clock,
+    dirtiness: Duration,
+) -> Vec<ReadyCircuit> {
     let (keep, expired): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|c| {
         !c.handle.is_closed()
             && c.built.jumped_since(clock).is_none()
             && c.first_used.is_none_or(|t| t.elapsed() < dirtiness)
     });
     *list = keep;
-    for c in expired {
-        if !c.handle.is_closed() {
-            tokio::spawn(async move { c.handle.retire().await });
-        }
-    }
+    expired
 }
 
 /// A consensus entry as a circuit hop (its onion-key certificate verified now, and with it

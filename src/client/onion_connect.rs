@@ -111,6 +111,9 @@ pub struct OnionConnector {
     /// Open rendezvous circuits by (isolation class, service identity), with when they
     /// were built.
     rend: Mutex<HashMap<RendKey, (CircuitHandle, tokio::time::Instant)>>,
+    /// Rendezvous circuits past their dirtiness whose streams may still be open (NEWNYM
+    /// closes them).
+    retiring: Mutex<Vec<CircuitHandle>>,
     /// The least and most puzzle effort spent on a service (docs/protocol.md §8.8).
     pow_effort: (u32, u32),
     /// Client authorisation keys by service identity.
@@ -135,6 +138,7 @@ impl OnionConnector {
             descriptors: Mutex::default(),
             revisions: Mutex::new(RevisionFloors::new(DESCRIPTOR_SKEW)),
             rend: Mutex::default(),
+            retiring: Mutex::default(),
             pow_effort: (config.onion_pow_min_effort, config.onion_pow_max_effort),
             auth_keys: (config.onion_client_auth.iter())
                 .map(|(a, k)| (*a.identity().as_bytes(), k.clone()))
@@ -146,10 +150,15 @@ impl OnionConnector {
     /// class, and forgets closed ones. Returns the rendezvous circuits still held.
     pub fn sweep(&self) -> usize {
         let mut map = lock(&self.rend);
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|h| !h.is_closed());
         map.retain(|_, (h, built)| {
             let keep = !h.is_closed() && built.elapsed() < self.max_dirtiness;
-            let h = h.clone();
-            (!keep).then(|| tokio::spawn(async move { h.retire().await }));
+            if !keep && !h.is_closed() {
+                let h = h.clone();
+                retiring.push(h.clone());
+                tokio::spawn(async move { h.retire().await });
+            }
             keep
         });
         map.len()

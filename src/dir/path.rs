@@ -145,7 +145,17 @@ pub fn select_exit_avoiding<'a, R: Rng + ?Sized>(
             .map(|r| (r, position_weight(w, r, Position::Exit))),
         rng,
     );
-    other.map_or_else(|| select_exit(consensus, target, rng), Ok)
+    other.map_or_else(
+        || {
+            // Debug only: the port says something of the destination.
+            tracing::debug!(
+                "path: only exits avoided since NEWNYM allow port {}; using one",
+                target.port
+            );
+            select_exit(consensus, target, rng)
+        },
+        Ok,
+    )
 }
 
 /// Chooses a middle relay not conflicting with any of `chosen`.

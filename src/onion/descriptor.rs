@@ -41,8 +41,10 @@ pub use crate::onion::descriptor_layers::{
 };
 use crate::onion::pow::MAX_SUGGESTED_EFFORT;
 
-/// The only descriptor version defined.
-pub const ONION_DESCRIPTOR_VERSION: u8 = 1;
+/// The only descriptor version accepted. 2: the client-authorisation section is always
+/// present (version 1's was optional), so a client of one form refuses the other's
+/// descriptors as an unknown version instead of misreading them.
+pub const ONION_DESCRIPTOR_VERSION: u8 = 2;
 /// Domain-separation label of the blinded key's signature.
 pub const ONION_DESCRIPTOR_LABEL: &[u8] = b"allium-onion-descriptor-v1";
 /// Longest lifetime a descriptor may claim: 3 hours.

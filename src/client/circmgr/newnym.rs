@@ -1,73 +1,162 @@
-//! NEWNYM (a new identity): every circuit closes, and for a while the exit circuits built
-//! afterwards avoid the exits the old identity's streams left from, so the next streams
-//! leave from other relays whenever another exit allows them (docs/control.md).
+//! NEWNYM (a new identity): every circuit closes, those already retired but still
+//! carrying streams included, and for a while the exit circuits built afterwards avoid the
+//! exit each isolation class last used, so the next stream of that class leaves from
+//! another relay whenever another exit allows it (docs/control.md).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::crypto::IdentityPublic;
+use crate::proto::CircuitHandle;
 use crate::sync::lock;
 
-use super::CircMgr;
+use super::{CircMgr, Isolation, ReadyCircuit};
 
-/// At most this many exits are avoided (a client with streams in many isolation classes
-/// used many exits; avoiding more would leave little choice in a small network anyway).
+/// At most this many exits are avoided at once (the most recently used are kept).
 const MAX_AVOIDED_EXITS: usize = 32;
+/// Longest an exit is avoided, whatever the dirtiness setting.
+const MAX_AVOID: Duration = Duration::from_secs(24 * 3600);
 
-/// What the last NEWNYM leaves for the circuits built after it.
+/// A circuit that takes no new streams but may still carry open ones: NEWNYM closes it.
+pub(super) struct Retired {
+    pub(super) class: Isolation,
+    pub(super) exit: IdentityPublic,
+    pub(super) first_used: Option<Instant>,
+    pub(super) handle: CircuitHandle,
+}
+
+/// What NEWNYMs leave for the circuits built after them.
 #[derive(Debug, Default)]
 pub(super) struct Nym {
     /// How many NEWNYMs there were: a circuit whose build started in an earlier epoch
     /// belongs to an identity that was left, and takes no stream.
     epoch: u64,
-    /// The exits of the circuits the last NEWNYM closed that had carried streams.
-    avoid: Vec<IdentityPublic>,
-    /// When `avoid` is forgotten.
-    until: Option<Instant>,
+    /// Exits to avoid, each until its own time.
+    avoid: Vec<(IdentityPublic, Instant)>,
 }
 
 impl Nym {
-    /// The current epoch and the exits a new exit circuit avoids now (none once the
-    /// memory's time is past).
+    /// The current epoch and the exits a new exit circuit avoids now.
     pub(super) fn now(&mut self) -> (u64, Vec<IdentityPublic>) {
-        if self.until.is_some_and(|t| Instant::now() >= t) {
-            self.avoid = Vec::new();
-            self.until = None;
-        }
-        (self.epoch, self.avoid.clone())
+        let now = Instant::now();
+        self.avoid.retain(|(_, until)| *until > now);
+        (self.epoch, self.avoid.iter().map(|(e, _)| *e).collect())
     }
 
     /// The current epoch.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
     }
+
+    /// A NEWNYM: a new epoch, and `exits` avoided for `avoid_for` on top of those still
+    /// avoided (a second NEWNYM soon after the first must not free the first's exits).
+    fn advance(&mut self, exits: Vec<IdentityPublic>, avoid_for: Duration) {
+        self.epoch = self.epoch.wrapping_add(1);
+        let now = Instant::now();
+        let until = now.checked_add(avoid_for.min(MAX_AVOID)).unwrap_or(now);
+        self.avoid.retain(|(e, t)| *t > now && !exits.contains(e));
+        self.avoid.extend(exits.into_iter().map(|e| (e, until)));
+        // Over the cap, the ones ending soonest go first.
+        self.avoid.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        self.avoid.truncate(MAX_AVOIDED_EXITS);
+    }
+}
+
+/// Per isolation class, the exit of the circuit that carried its latest stream: what the
+/// class's next stream must not leave from. One exit per class, so a page that makes the
+/// old identity use many exits (odd ports) cannot empty the new identity's choice.
+fn last_exits<'a>(
+    used: impl Iterator<Item = (&'a Isolation, IdentityPublic, Option<Instant>)>,
+) -> Vec<IdentityPublic> {
+    let mut latest: HashMap<&Isolation, (Instant, IdentityPublic)> = HashMap::new();
+    for (class, exit, first_used) in used {
+        let Some(t) = first_used else { continue };
+        let e = latest.entry(class).or_insert((t, exit));
+        if t > e.0 {
+            *e = (t, exit);
+        }
+    }
+    let mut out: Vec<IdentityPublic> = Vec::new();
+    for (_, exit) in latest.into_values() {
+        if !out.contains(&exit) {
+            out.push(exit);
+        }
+    }
+    out
 }
 
 impl CircMgr {
-    /// NEWNYM: closes every circuit, so no new stream uses any of them, and builds a clean
-    /// one again. For the maximum dirtiness (as long as the closed circuits would have
-    /// taken new streams), exit circuits avoid the exits of those that carried streams.
+    /// NEWNYM: closes every circuit, retired ones with open streams included, so no
+    /// stream of the old identity goes on, and builds a clean one again. For the maximum
+    /// dirtiness, exit circuits avoid the exit each class last used.
     pub async fn close_all(self: &Arc<Self>) {
-        let all = {
+        let (ready, retired) = {
             let mut nym = lock(&self.nym);
-            // First, so a build finishing now sees it and closes its circuit.
-            nym.epoch = nym.epoch.wrapping_add(1);
-            let all = self.take_all();
-            let mut used: Vec<IdentityPublic> = Vec::new();
-            for c in all.iter().filter(|c| c.first_used.is_some()) {
-                if !used.contains(&c.exit) && used.len() < MAX_AVOIDED_EXITS {
-                    used.push(c.exit);
-                }
-            }
-            nym.avoid = used;
-            nym.until = Some(Instant::now() + self.params.max_dirtiness);
-            all
+            // Under the lock a finishing build checks, so none is kept after this.
+            let retired: Vec<Retired> = lock(&self.retiring).drain(..).collect();
+            let ready: Vec<(Isolation, ReadyCircuit)> = {
+                let mut map = lock(&self.circuits);
+                map.drain()
+                    .flat_map(|(k, v)| v.into_iter().map(move |c| (k.clone(), c)))
+                    .collect()
+            };
+            let exits = last_exits(
+                ready
+                    .iter()
+                    .map(|(k, c)| (k, c.exit, c.first_used))
+                    .chain(retired.iter().map(|r| (&r.class, r.exit, r.first_used))),
+            );
+            nym.advance(exits, self.params.max_dirtiness);
+            let clean: Vec<ReadyCircuit> = lock(&self.clean).drain(..).collect();
+            let handles: Vec<CircuitHandle> = ready
+                .into_iter()
+                .map(|(_, c)| c.handle)
+                .chain(clean.into_iter().map(|c| c.handle))
+                .collect();
+            (handles, retired)
         };
-        for c in all {
-            c.handle.close().await;
+        for h in ready
+            .into_iter()
+            .chain(retired.into_iter().map(|r| r.handle))
+        {
+            h.close().await;
         }
         self.replenish();
+    }
+
+    /// Keeps `c` as a clean circuit unless a NEWNYM came since its build started (then
+    /// closes it). Checked under the NEWNYM lock, so [`Self::close_all`] cannot miss it.
+    pub(super) fn keep_clean(&self, c: ReadyCircuit) -> bool {
+        let nym = lock(&self.nym);
+        if c.nym == nym.epoch() {
+            lock(&self.clean).push(c);
+            return true;
+        }
+        drop(nym);
+        tokio::spawn(async move { c.handle.close().await });
+        false
+    }
+
+    /// Remembers circuits of class `class` that take no new streams, until they close.
+    pub(super) fn keep_retired(&self, class: &Isolation, expired: Vec<ReadyCircuit>) {
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|r| !r.handle.is_closed());
+        for c in expired {
+            if c.handle.is_closed() {
+                continue;
+            }
+            let handle = c.handle.clone();
+            tokio::spawn(async move { handle.retire().await });
+            retiring.push(Retired {
+                class: class.clone(),
+                exit: c.exit,
+                first_used: c.first_used,
+                handle: c.handle,
+            });
+        }
     }
 }
 
@@ -75,19 +164,63 @@ impl CircMgr {
 mod tests {
     use super::*;
 
+    fn exit() -> IdentityPublic {
+        crate::crypto::IdentityKeypair::generate(&mut rand::rng()).public()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_avoided_exits_are_forgotten_in_time() {
-        let id = crate::crypto::IdentityKeypair::generate(&mut rand::rng()).public();
-        let mut nym = Nym {
-            epoch: 3,
-            avoid: vec![id],
-            until: Some(Instant::now() + std::time::Duration::from_secs(600)),
-        };
-        assert_eq!(nym.now(), (3, vec![id]));
-        tokio::time::advance(std::time::Duration::from_secs(599)).await;
-        assert_eq!(nym.now(), (3, vec![id]));
-        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    async fn avoided_exits_are_forgotten_in_time_and_a_second_newnym_keeps_the_first() {
+        let (a, b) = (exit(), exit());
+        let mut nym = Nym::default();
+        nym.advance(vec![a], Duration::from_secs(600));
+        assert_eq!(nym.now(), (1, vec![a]));
+        tokio::time::advance(Duration::from_secs(300)).await;
+        // A second NEWNYM with nothing used since: the first one's exit stays avoided.
+        nym.advance(vec![], Duration::from_secs(600));
+        assert_eq!(nym.now(), (2, vec![a]));
+        nym.advance(vec![b], Duration::from_secs(600));
+        assert_eq!(nym.now().1.len(), 2);
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert_eq!(nym.now(), (3, vec![b]));
+        tokio::time::advance(Duration::from_secs(300)).await;
         assert_eq!(nym.now(), (3, vec![]));
-        assert_eq!(nym.epoch(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_dirtiness_neither_panics_nor_avoids_forever() {
+        let a = exit();
+        let mut nym = Nym::default();
+        nym.advance(vec![a], Duration::MAX);
+        assert_eq!(nym.now().1, vec![a]);
+        tokio::time::advance(MAX_AVOID).await;
+        assert!(nym.now().1.is_empty());
+    }
+
+    #[test]
+    fn each_class_avoids_only_the_exit_it_used_last() {
+        let (a, b, c) = (exit(), exit(), exit());
+        let (x, y) = (Isolation(b"x".to_vec()), Isolation(b"y".to_vec()));
+        let t0 = Instant::now();
+        let t = |s: u64| Some(t0 + Duration::from_secs(s));
+        // Class x used a, then b (odd ports), then a again; y used c; a clean one: none.
+        let used = [
+            (&x, a, t(1)),
+            (&x, b, t(2)),
+            (&x, a, t(3)),
+            (&y, c, t(1)),
+            (&y, b, None),
+        ];
+        let mut got = last_exits(used.into_iter());
+        got.sort_by_key(|e| *e.as_bytes());
+        let mut want = vec![a, c];
+        want.sort_by_key(|e| *e.as_bytes());
+        assert_eq!(got, want);
+        assert_eq!(nym_cap_holds(), MAX_AVOIDED_EXITS);
+    }
+
+    fn nym_cap_holds() -> usize {
+        let mut nym = Nym::default();
+        nym.advance((0..40).map(|_| exit()).collect(), Duration::from_secs(60));
+        nym.now().1.len()
     }
 }

@@ -21,7 +21,10 @@ impl OnionConnector {
     /// be linked to the old one by a reused circuit. Revision floors are kept (they guard
     /// against rollback, and name nothing the directories did not already see).
     pub async fn close_all(&self) {
-        let circuits: Vec<CircuitHandle> = lock(&self.rend).drain().map(|(_, (h, _))| h).collect();
+        let mut circuits: Vec<CircuitHandle> =
+            lock(&self.rend).drain().map(|(_, (h, _))| h).collect();
+        // Retired ones too: a stream held open past the dirtiness must not outlive NEWNYM.
+        circuits.extend(lock(&self.retiring).drain(..));
         lock(&self.descriptors).clear();
         for h in circuits {
             h.close().await;
@@ -90,6 +93,7 @@ where
     let existing = lock(&onion.rend).get(&key).cloned();
     let existing = match existing {
         Some((h, built)) if built.elapsed() >= onion.max_dirtiness => {
+            lock(&onion.retiring).push(h.clone());
             h.retire().await;
             None
         }
