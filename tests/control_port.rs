@@ -98,21 +98,6 @@ async fn start_net() -> (TestNet, Arc<ExitLog>) {
     (net, log)
 }
 
-/// A TCP echo server on 127.0.0.1.
-async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 /// A control connection read line by line.
 struct Ctl {
     r: BufReader<tokio::net::tcp::OwnedReadHalf>,
@@ -347,7 +332,7 @@ async fn attackers_get_nothing_before_authenticating() {
     watcher.authenticate(&t.cookie).await;
     assert_eq!(watcher.cmd("SETEVENTS CIRC STREAM").await, ["250 OK"]);
     assert_eq!(watcher.cmd("SIGNAL NEWNYM").await, ["250 OK"]);
-    let echo = echo_server().await;
+    let echo = common::tcp_echo().await;
     let mut s = socks_connect(t.socks, echo).await;
     echo_check(&mut s).await;
     watcher.event_containing(" BUILT PURPOSE=GENERAL").await;
@@ -445,7 +430,7 @@ async fn attackers_get_nothing_before_authenticating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newnym_closes_exit_and_rendezvous_circuits() {
     let t = in_process("newnym").await;
-    let echo = echo_server().await;
+    let echo = common::tcp_echo().await;
     // The service runs on its own client, so NEWNYM on the visitor leaves it alone.
     let svc_client = Client::bootstrap(ClientConfig::new(t.net.authority_info.clone()))
         .await
@@ -532,7 +517,7 @@ async fn newnym_closes_exit_and_rendezvous_circuits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newnym_moves_the_next_stream_to_another_exit() {
     let t = in_process("newexit").await;
-    let echo = echo_server().await;
+    let echo = common::tcp_echo().await;
     let iso = Isolation(b"one user".to_vec());
     let ip = TargetAddr::Ip(echo.ip());
     for round in 0..4 {
@@ -575,7 +560,7 @@ async fn newnym_moves_the_next_stream_to_another_exit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newnym_ends_streams_on_circuits_already_retired() {
     let t = in_process_with("retired", |c| c.max_dirtiness = Duration::from_secs(1)).await;
-    let echo = echo_server().await;
+    let echo = common::tcp_echo().await;
     let iso = Isolation(b"held open".to_vec());
     let ip = TargetAddr::Ip(echo.ip());
     let mut held = t
@@ -638,7 +623,7 @@ async fn python_client_drives_a_real_proxy_control_port() {
         return;
     }
     let (net, exits) = start_net().await;
-    let echo = echo_server().await;
+    let echo = common::tcp_echo().await;
     let dir = temp_dir("python");
     let socks_port = common::procnet::free_port();
     let control_port = common::procnet::free_port();

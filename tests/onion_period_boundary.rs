@@ -37,21 +37,6 @@ use tokio::net::TcpListener;
 /// the descriptor skew 5 min).
 const BEHIND: Duration = Duration::from_secs(240);
 
-/// A TCP echo server on 127.0.0.1.
-async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 /// The relays' directory caches holding a descriptor of `blinded` now.
 fn holders(net: &TestNet, blinded: &BlindedPublic) -> usize {
     let now = net.clock.now_unix();
@@ -83,7 +68,7 @@ async fn a_client_just_before_a_boundary_finds_a_service_just_past_it() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let echo = echo_server().await;
+    let echo = common::tcp_echo().await;
     let dir = std::env::temp_dir().join(format!("allium-boundary-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

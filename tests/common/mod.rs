@@ -93,6 +93,22 @@ pub async fn build_through_asking(relays: &[&RelayHandle], congestion: bool) -> 
     circ
 }
 
+/// A TCP echo server on 127.0.0.1 (every connection gets its bytes back); returns its
+/// address.
+pub async fn tcp_echo() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
 /// A UDP echo server on 127.0.0.1 (every datagram back to its sender); returns its
 /// address.
 pub async fn udp_echo() -> std::net::SocketAddr {
