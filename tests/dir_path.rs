@@ -180,10 +180,17 @@ fn avoided_exits_are_chosen_only_when_no_other_exit_fits() {
         check_path(&path, &web, 3, &guards);
         assert_eq!(path[2].identity, *keep);
     }
-    // All of them avoided: paths are still built, through the fitting exits.
+    // All of them avoided: paths are still built, through the fitting exits, and the
+    // oldest entries (last in the list) are let go first: the newest is never chosen.
+    let (newest, _) = fitting.split_first().unwrap();
     for _ in 0..50 {
         let path = select_path_avoiding(&c, &web, &fitting, &mut guards, 3, NOW, &mut rng).unwrap();
         check_path(&path, &web, 3, &guards);
+        assert_eq!(
+            path[2].identity, *keep,
+            "the oldest avoided exit goes first"
+        );
+        assert_ne!(path[2].identity, *newest);
     }
 
     // A network with a single exit, which the client avoids: it still gets paths, through it.

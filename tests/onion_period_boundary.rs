@@ -19,7 +19,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use allium::cell::{Hostname, TargetAddr};
@@ -31,7 +30,6 @@ use allium::onion::{BlindedPublic, PeriodParams, TimePeriod};
 use allium::testnet::{TestNet, TestNetConfig};
 use common::NO_HANG;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// How far the visitor's clock is behind the network's (the consensus skew allows 10 min,
 /// the descriptor skew 5 min).

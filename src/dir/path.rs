@@ -125,8 +125,10 @@ pub fn select_exit<'a, R: Rng + ?Sized>(
 }
 
 /// Chooses an exit for `target` as [`select_exit`] does, but none of `avoid` (the exits a
-/// client used before NEWNYM) while another exit allows the target; only when none does
-/// is one of them chosen, so a network with a single fitting exit still works.
+/// client used before NEWNYM, newest first) while another exit allows the target. When
+/// every fitting exit is avoided, the oldest entries are let go first: the exit of the
+/// latest identity stays avoided as long as any other fits. Only when none does is it
+/// chosen, so a network with a single fitting exit still works.
 pub fn select_exit_avoiding<'a, R: Rng + ?Sized>(
     consensus: &'a Consensus,
     target: &PathTarget,
@@ -137,25 +139,26 @@ pub fn select_exit_avoiding<'a, R: Rng + ?Sized>(
         return select_exit(consensus, target, rng);
     }
     let w = consensus.weights();
-    let other = weighted_usable_choice(
-        consensus
-            .relays()
-            .iter()
-            .filter(|r| exit_allows(r, target) && !avoid.iter().any(|a| *a == r.identity))
-            .map(|r| (r, position_weight(w, r, Position::Exit))),
-        rng,
+    for keep in (1..=avoid.len()).rev() {
+        let avoided = avoid.get(..keep).unwrap_or(avoid);
+        let other = weighted_usable_choice(
+            consensus
+                .relays()
+                .iter()
+                .filter(|r| exit_allows(r, target) && !avoided.iter().any(|a| *a == r.identity))
+                .map(|r| (r, position_weight(w, r, Position::Exit))),
+            rng,
+        );
+        if let Some(e) = other {
+            return Ok(e);
+        }
+    }
+    // Debug only: the port says something of the destination.
+    tracing::debug!(
+        "path: only exits avoided since NEWNYM allow port {}; using one",
+        target.port
     );
-    other.map_or_else(
-        || {
-            // Debug only: the port says something of the destination.
-            tracing::debug!(
-                "path: only exits avoided since NEWNYM allow port {}; using one",
-                target.port
-            );
-            select_exit(consensus, target, rng)
-        },
-        Ok,
-    )
+    select_exit(consensus, target, rng)
 }
 
 /// Chooses a middle relay not conflicting with any of `chosen`.
