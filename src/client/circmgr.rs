@@ -30,6 +30,7 @@ use crate::proto::padding::machines::MachineKind;
 
 mod ending;
 mod newnym;
+pub(crate) use newnym::close_each;
 
 /// Path draws per circuit build while the drawn path includes a relay to avoid.
 const PATH_REDRAWS: usize = 8;

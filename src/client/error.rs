@@ -47,6 +47,10 @@ pub enum OnionConnectError {
     /// The whole connection took too long.
     #[error("timed out connecting to the service")]
     Timeout,
+    /// A new identity (NEWNYM) was asked for while the connection was being made: its
+    /// circuit belonged to the old one and was closed.
+    #[error("a new identity was asked for while connecting; try again")]
+    NewIdentity,
 }
 
 impl OnionConnectError {
@@ -60,6 +64,7 @@ impl OnionConnectError {
                 StreamOpenError::Refused(EndReason::NoRoute)
             }
             Self::Timeout => StreamOpenError::Timeout,
+            Self::NewIdentity => StreamOpenError::CircuitClosed,
             Self::ClientAuthMissing => StreamOpenError::OnionAuthMissing,
             Self::ClientAuthRejected => StreamOpenError::OnionAuthRejected,
         }

@@ -65,6 +65,24 @@ impl Nym {
     }
 }
 
+/// Longest NEWNYM waits for the circuits' closes (a circuit whose reactor is stuck must
+/// not hold up the others).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Closes every circuit of `handles` at once, waiting at most [`CLOSE_WAIT`] in all.
+pub(crate) async fn close_each(handles: Vec<CircuitHandle>) {
+    let mut closing = tokio::task::JoinSet::new();
+    for h in handles {
+        closing.spawn(async move { h.close().await });
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while closing.join_next().await.is_some() {}
+    })
+    .await;
+    // What did not finish goes on in the background.
+    closing.detach_all();
+}
+
 /// Per isolation class, the exit of the circuit that carried its latest stream: what the
 /// class's next stream must not leave from. One exit per class, so a page that makes the
 /// old identity use many exits (odd ports) cannot empty the new identity's choice.
@@ -93,16 +111,19 @@ impl CircMgr {
     /// stream of the old identity goes on, and builds a clean one again. For the maximum
     /// dirtiness, exit circuits avoid the exit each class last used.
     pub async fn close_all(self: &Arc<Self>) {
-        let (ready, retired) = {
+        let handles: Vec<CircuitHandle> = {
+            // Under the lock a finishing build checks, so none is kept after this; and
+            // the lists are emptied under the one `circuits` lock that moves circuits
+            // between them (nym, circuits, retiring, clean: the manager's lock order).
             let mut nym = lock(&self.nym);
-            // Under the lock a finishing build checks, so none is kept after this.
+            let mut map = lock(&self.circuits);
             let retired: Vec<Retired> = lock(&self.retiring).drain(..).collect();
-            let ready: Vec<(Isolation, ReadyCircuit)> = {
-                let mut map = lock(&self.circuits);
-                map.drain()
-                    .flat_map(|(k, v)| v.into_iter().map(move |c| (k.clone(), c)))
-                    .collect()
-            };
+            let clean: Vec<ReadyCircuit> = lock(&self.clean).drain(..).collect();
+            let ready: Vec<(Isolation, ReadyCircuit)> = map
+                .drain()
+                .flat_map(|(k, v)| v.into_iter().map(move |c| (k.clone(), c)))
+                .collect();
+            drop(map);
             let exits = last_exits(
                 ready
                     .iter()
@@ -110,21 +131,21 @@ impl CircMgr {
                     .chain(retired.iter().map(|r| (&r.class, r.exit, r.first_used))),
             );
             nym.advance(exits, self.params.max_dirtiness);
-            let clean: Vec<ReadyCircuit> = lock(&self.clean).drain(..).collect();
-            let handles: Vec<CircuitHandle> = ready
+            ready
                 .into_iter()
                 .map(|(_, c)| c.handle)
                 .chain(clean.into_iter().map(|c| c.handle))
-                .collect();
-            (handles, retired)
+                .chain(retired.into_iter().map(|r| r.handle))
+                .collect()
         };
-        for h in ready
-            .into_iter()
-            .chain(retired.into_iter().map(|r| r.handle))
-        {
-            h.close().await;
-        }
+        close_each(handles).await;
         self.replenish();
+    }
+
+    /// How many NEWNYMs there were: work started in an earlier epoch belongs to an
+    /// identity that was left.
+    pub(crate) fn nym_epoch(&self) -> u64 {
+        lock(&self.nym).epoch()
     }
 
     /// Keeps `c` as a clean circuit unless a NEWNYM came since its build started (then

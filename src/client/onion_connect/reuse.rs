@@ -26,9 +26,19 @@ impl OnionConnector {
         // Retired ones too: a stream held open past the dirtiness must not outlive NEWNYM.
         circuits.extend(lock(&self.retiring).drain(..));
         lock(&self.descriptors).clear();
-        for h in circuits {
-            h.close().await;
+        crate::client::circmgr::close_each(circuits).await;
+    }
+
+    /// Retires `h` (no new streams; closes when its streams are done) and remembers it
+    /// until then, so NEWNYM can end its streams.
+    fn keep_retiring(&self, h: CircuitHandle) {
+        if h.is_closed() {
+            return;
         }
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|r| !r.is_closed());
+        retiring.push(h.clone());
+        tokio::spawn(async move { h.retire().await });
     }
 
     /// Diagnostics: the rendezvous circuits held (open or not yet swept).
@@ -90,14 +100,16 @@ where
     );
     // Like exit circuits, a rendezvous circuit takes new streams only for the client's
     // maximum dirtiness; then it is retired (closed once its streams are done).
-    let existing = lock(&onion.rend).get(&key).cloned();
-    let existing = match existing {
-        Some((h, built)) if built.elapsed() >= onion.max_dirtiness => {
-            lock(&onion.retiring).push(h.clone());
-            h.retire().await;
-            None
+    let existing = {
+        let mut map = lock(&onion.rend);
+        match map.get(&key).cloned() {
+            Some((h, built)) if built.elapsed() >= onion.max_dirtiness => {
+                map.remove(&key);
+                onion.keep_retiring(h);
+                None
+            }
+            other => other.map(|(h, _)| h),
         }
-        other => other.map(|(h, _)| h),
     };
     if let Some(handle) = existing.filter(|h| !h.is_closed()) {
         match open(handle, target.clone()).await {
@@ -106,15 +118,33 @@ where
             Err(e) => debug!("onion: reused rendezvous circuit failed ({e}); reconnecting"),
         }
     }
+    let nym = onion.circuits.nym_epoch();
     let handle = tokio::time::timeout(ONION_CONNECT_TIMEOUT, rendezvous(onion, &address))
         .await
         .map_err(|_| OnionConnectError::Timeout)??;
-    {
+    // Kept under the map's lock only if no NEWNYM came during the rendezvous (NEWNYM
+    // advances the epoch before it empties the map); a circuit not kept for reuse (the map
+    // full, or another replaced) is still remembered until it closes, so NEWNYM ends it.
+    let stale = {
         let mut map = lock(&onion.rend);
-        map.retain(|_, (h, _)| !h.is_closed());
-        if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
-            map.insert(key, (handle.clone(), tokio::time::Instant::now()));
+        if onion.circuits.nym_epoch() != nym {
+            true
+        } else {
+            map.retain(|_, (h, _)| !h.is_closed());
+            if map.len() < MAX_REND_CIRCUITS || map.contains_key(&key) {
+                let old = map.insert(key, (handle.clone(), tokio::time::Instant::now()));
+                if let Some((h, _)) = old.filter(|(h, _)| !h.same_circuit(&handle)) {
+                    onion.keep_retiring(h);
+                }
+            } else {
+                lock(&onion.retiring).push(handle.clone());
+            }
+            false
         }
+    };
+    if stale {
+        handle.close().await;
+        return Err(OnionConnectError::NewIdentity.into());
     }
     Ok(open(handle, target).await?)
 }

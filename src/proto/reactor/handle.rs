@@ -126,6 +126,11 @@ impl CircuitHandle {
         self.id
     }
 
+    /// Whether `other` is a handle of the same circuit (ids repeat across channels).
+    pub fn same_circuit(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.activity, &other.activity)
+    }
+
     /// When the circuit last carried stream traffic (a stream opened, stream data sent or
     /// received; its start if never). An owner's idle policy measures from this.
     pub fn last_activity(&self) -> Instant {
