@@ -82,7 +82,7 @@ async fn start_net() -> (TestNet, Arc<ExitLog>) {
         let log = Arc::clone(&log);
         (exit, Arc::new(Recorded { exit, log }))
     };
-    let net = TestNet::start(&TestNetConfig {
+    let net = common::net::started(TestNetConfig {
         authorities: 1,
         relays: 5,
         exits: 2,
@@ -90,11 +90,7 @@ async fn start_net() -> (TestNet, Arc<ExitLog>) {
         exit_connectors: vec![recorded(0), recorded(1)],
         ..TestNetConfig::default()
     })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     (net, log)
 }
 

@@ -27,7 +27,6 @@ use allium::onion::descriptor::{
     MAX_INTRO_LINK_ADDRS, MAX_INTRO_POINTS, MAX_ONION_DESCRIPTOR_LEN,
 };
 use allium::onion::{BlindedKeypair, ClientAuthPublic, ClientAuthSecret, PeriodParams};
-use allium::testnet::{TestNet, TestNetConfig};
 use common::onion::*;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -233,18 +232,7 @@ async fn socks_for(client: &Client) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorised_client_connects_and_others_are_told_why() {
-    let net = TestNet::start(&TestNetConfig {
-        authorities: 1,
-        relays: 6,
-        exits: 1,
-        period: Duration::from_secs(6),
-        ..TestNetConfig::default()
-    })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let net = common::net::small_net(6, 1).await;
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
     tokio::spawn(async move {

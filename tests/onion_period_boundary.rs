@@ -52,7 +52,7 @@ async fn a_client_just_before_a_boundary_finds_a_service_just_past_it() {
     let boundary = next * params.length + params.offset;
     // Real time drives the network; its wall clock starts 5 s past the boundary.
     let clock = Clock::simulated(UNIX_EPOCH + Duration::from_secs(boundary + 5));
-    let net = TestNet::start(&TestNetConfig {
+    let net = common::net::started(TestNetConfig {
         authorities: 1,
         relays: 6,
         exits: 2,
@@ -60,11 +60,7 @@ async fn a_client_just_before_a_boundary_finds_a_service_just_past_it() {
         clock: clock.clone(),
         ..TestNetConfig::default()
     })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    .await;
 
     let echo = common::tcp_echo().await;
     let dir = std::env::temp_dir().join(format!("allium-boundary-{}", std::process::id()));

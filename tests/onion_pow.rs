@@ -6,13 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::panic, clippy::indexing_slicing)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allium::cell::{Hostname, TargetAddr};
 use allium::client::onion_service::{launch, ServiceConfig};
 use allium::client::{Client, ClientConfig, Isolation};
-use allium::testnet::{TestNet, TestNetConfig};
 use tokio::net::TcpListener;
 
 const NO_HANG: Duration = Duration::from_secs(90);
@@ -23,18 +24,7 @@ const VIP_EFFORT: u32 = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_effort_client_is_served_first_under_a_flood() {
-    let net = TestNet::start(&TestNetConfig {
-        authorities: 1,
-        relays: 6,
-        exits: 1,
-        period: Duration::from_secs(6),
-        ..TestNetConfig::default()
-    })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let net = common::net::small_net(6, 1).await;
     // The target accepts and holds connections.
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();

@@ -31,7 +31,7 @@ use allium::client::{Client, ClientConfig};
 use allium::onion::descriptor::{DescriptorParams, SignedOnionDescriptor};
 use allium::onion::{BlindedKeypair, OnionAddress, PeriodParams};
 use allium::relay::RelayObserver;
-use allium::testnet::{TestNet, TestNetConfig};
+use allium::testnet::TestNet;
 use common::prereq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -127,18 +127,7 @@ async fn onion_service_end_to_end() {
         return;
     }
     let started = Instant::now();
-    let net = TestNet::start(&TestNetConfig {
-        authorities: 1,
-        relays: 6,
-        exits: 1,
-        period: Duration::from_secs(6),
-        ..TestNetConfig::default()
-    })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let net = common::net::small_net(6, 1).await;
     let seen: Vec<Arc<Seen>> = net
         .relays
         .iter()
@@ -385,18 +374,7 @@ struct QuietSetup {
 }
 
 async fn quiet_setup(tag: &str, max_rendezvous: usize) -> QuietSetup {
-    let net = TestNet::start(&TestNetConfig {
-        authorities: 1,
-        relays: 6,
-        exits: 1,
-        period: Duration::from_secs(6),
-        ..TestNetConfig::default()
-    })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let net = common::net::small_net(6, 1).await;
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
     let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();

@@ -14,7 +14,6 @@ use allium::client::onion_service::{launch, ServiceConfig};
 use allium::client::socks_server::{serve_socks, Connector, ProxyConfig};
 use allium::client::{Client, ClientConfig, ClientError, Isolation};
 use allium::proto::{StreamOpenError, UdpFlow};
-use allium::testnet::{TestNet, TestNetConfig};
 
 mod common;
 use common::{prereq, voice};
@@ -71,18 +70,7 @@ async fn voice(flow: &UdpFlow, count: usize, rate: u32) -> (usize, f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voice_through_an_exit_and_through_an_onion_service() {
-    let net = TestNet::start(&TestNetConfig {
-        authorities: 1,
-        relays: 6,
-        exits: 2,
-        period: Duration::from_secs(6),
-        ..TestNetConfig::default()
-    })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let net = common::net::small_net(6, 2).await;
     let echo = common::udp_echo().await;
     let mut cfg = ClientConfig::new(net.authority_info.clone());
     cfg.prebuilt_circuits = 1;

@@ -20,7 +20,6 @@ use allium::crypto::IdentityPublic;
 use allium::dir::path::conflicts;
 use allium::dir::vanguards::{select_vanguard_prefix, VanguardParams, VanguardSet};
 use allium::dir::{GuardParams, GuardSet};
-use allium::testnet::{TestNet, TestNetConfig};
 use common::dir::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -128,18 +127,7 @@ impl ClientObserver for Paths {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onion_circuits_of_client_and_service_go_through_their_vanguards() {
-    let net = TestNet::start(&TestNetConfig {
-        authorities: 1,
-        relays: 8,
-        exits: 1,
-        period: Duration::from_secs(6),
-        ..TestNetConfig::default()
-    })
-    .await
-    .unwrap();
-    net.wait_for_consensus(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let net = common::net::small_net(8, 1).await;
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
     tokio::spawn(async move {

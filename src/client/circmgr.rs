@@ -25,9 +25,10 @@ use super::chanmgr::ChanMgr;
 use super::dirmgr::DirMgr;
 use super::error::ClientError;
 use super::guardmgr::GuardMgr;
-use super::purpose::{start_padding, CircPurpose, ClientObserver};
+use super::purpose::{CircPurpose, ClientObserver};
 use crate::proto::padding::machines::MachineKind;
 
+mod build;
 mod ending;
 mod newnym;
 pub(crate) use newnym::close_each;
@@ -218,44 +219,12 @@ impl CircMgr {
             );
             (hops, policy, udp)
         };
-        let timeout = self.params.circuit_timeout;
-        let first = hops
-            .first()
+        let last_hop = hops
+            .last()
+            .map(|h| h.identity)
             .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
-        let last_hop = hops.last().map_or(first.identity, |h| h.identity);
-        // The relay being extended to, while an extension is under way.
-        let mut extending: Option<IdentityPublic> = None;
-        let t0 = Instant::now();
-        let build = async {
-            let chan = self.channels.channel_to(first).await?;
-            debug!(us = t0.elapsed().as_micros() as u64, "build: channel");
-            let mut circ =
-                ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
-                    .await
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            debug!(us = t0.elapsed().as_micros() as u64, "build: created");
-            let padding = self.ask_padding(&mut circ, hops.len(), CircPurpose::Exit);
-            for hop in hops.iter().skip(1) {
-                extending = Some(hop.identity);
-                circ.extend(hop, timeout)
-                    .await
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-                debug!(us = t0.elapsed().as_micros() as u64, "build: extended");
-            }
-            // A padding failure is the padding hop's, not the last one's.
-            extending = hops.get(1).map(|h| h.identity);
-            start_padding(&mut circ, padding, t0, timeout).await?;
-            Ok::<_, ClientError>(circ)
-        };
-        let result = tokio::time::timeout(timeout, build)
-            .await
-            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
-            .and_then(|r| r);
-        let mut guards = self.guards.lock();
-        match result {
+        match self.build_through(&hops, CircPurpose::Exit, now).await {
             Ok(circ) => {
-                guards.mark_success(first.identity);
-                self.guards.save(&guards);
                 // Built for an identity NEWNYM has since left.
                 if lock(&self.nym).epoch() != nym {
                     let handle = circ.into_handle();
@@ -273,18 +242,13 @@ impl CircMgr {
                     nym,
                 })
             }
-            Err(e) => {
-                match extending {
-                    // The guard answered and extended: it did its job. Counting this
-                    // against it would let any later hop push the client off its guard.
-                    Some(id) => {
-                        if !avoid.contains(&id) {
-                            avoid.push(id);
-                        }
-                    }
-                    None => guards.mark_failed(first.identity, now),
+            Err(failure) => {
+                // The guard answered and extended: it did its job. The relay that failed
+                // is avoided by this request's next build instead.
+                if let Some(id) = failure.past_guard.filter(|id| !avoid.contains(id)) {
+                    avoid.push(id);
                 }
-                Err(e)
+                Err(failure.error)
             }
         }
     }

@@ -2,11 +2,35 @@
 //! serves.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use allium::dir::{Consensus, UncheckedConsensus};
-use allium::testnet::TestNet;
+use allium::testnet::{TestNet, TestNetConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// Starts the network `cfg` describes and waits for its first consensus (a bound only: it
+/// usually comes within seconds).
+pub async fn started(cfg: TestNetConfig) -> TestNet {
+    let net = TestNet::start(&cfg).await.unwrap();
+    net.wait_for_consensus(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    net
+}
+
+/// One authority, `relays` relays of which `exits` are exits, a 6 s consensus period:
+/// what most onion-service tests run on, started and with its first consensus.
+pub async fn small_net(relays: usize, exits: usize) -> TestNet {
+    started(TestNetConfig {
+        authorities: 1,
+        relays,
+        exits,
+        period: Duration::from_secs(6),
+        ..TestNetConfig::default()
+    })
+    .await
+}
 
 /// A web server on 127.0.0.1 answering every connection (after its request) with `body`.
 pub async fn serve_body(body: Vec<u8>) -> SocketAddr {

@@ -1,14 +1,12 @@
 //! Circuits whose last hop the caller chose (onion services' directories, introduction
 //! and rendezvous points), with their second hop from the vanguard set (§8.10).
 
-use tokio::time::Instant;
-
 use crate::dir::vanguards::select_vanguard_prefix;
 use crate::proto::{ClientCircuit, RelayTarget};
 use crate::sync::lock;
 
 use super::super::error::ClientError;
-use super::super::purpose::{start_padding, CircPurpose};
+use super::super::purpose::CircPurpose;
 use super::{relay_target, CircMgr};
 
 impl CircMgr {
@@ -62,43 +60,11 @@ impl CircMgr {
                 .collect::<Result<Vec<_>, _>>()?
         };
         hops.push(last.clone());
-        let timeout = self.params.circuit_timeout;
-        let first = hops
-            .first()
-            .ok_or_else(|| ClientError::Circuit("empty path".into()))?;
-        let mut extended_past_guard = false;
-        let t0 = Instant::now();
-        let build = async {
-            let chan = self.channels.channel_to(first).await?;
-            let mut circ =
-                ClientCircuit::create_with(&chan, first, timeout, self.params.congestion_control)
-                    .await
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            let padding = self.ask_padding(&mut circ, hops.len(), purpose);
-            for hop in hops.iter().skip(1) {
-                extended_past_guard = true;
-                circ.extend(hop, timeout)
-                    .await
-                    .map_err(|e| ClientError::Circuit(e.to_string()))?;
-            }
-            start_padding(&mut circ, padding, t0, timeout).await?;
-            Ok::<_, ClientError>(circ)
-        };
-        let result = tokio::time::timeout(timeout, build)
+        let circ = self
+            .build_through(&hops, purpose, now)
             .await
-            .map_err(|_| ClientError::Circuit("circuit build timed out".into()))
-            .and_then(|r| r);
-        let mut guards = self.guards.lock();
-        match &result {
-            Ok(circ) => {
-                guards.mark_success(first.identity);
-                self.guards.save(&guards);
-                self.observe(circ, purpose, &hops);
-            }
-            // As in `build_circuit_avoiding`: a later hop's failure is not the guard's.
-            Err(_) if !extended_past_guard => guards.mark_failed(first.identity, now),
-            Err(_) => {}
-        }
-        result
+            .map_err(|f| f.error)?;
+        self.observe(&circ, purpose, &hops);
+        Ok(circ)
     }
 }
